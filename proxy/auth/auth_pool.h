@@ -1,0 +1,37 @@
+/*
+ * auth_pool.h - a few threads that verify passwords off the worker rings.
+ *
+ * A hash check costs milliseconds by design (yescrypt, bcrypt); a worker
+ * must never block on one.  Workers submit requests; a pool thread checks
+ * the credentials and calls req->done(req) on the pool thread, which hands
+ * the result back to the worker (queue + eventfd).  The pool knows nothing
+ * of workers or sessions.
+ */
+#ifndef MSAPROXY_AUTH_AUTH_POOL_H
+#define MSAPROXY_AUTH_AUTH_POOL_H
+
+#include <stdint.h>
+
+#include "sasl.h"
+
+struct passwd_db;
+struct auth_pool;
+
+struct auth_request {
+	char user[SASL_FIELD_MAX];
+	char pass[SASL_FIELD_MAX]; /* cleared by the pool after the check */
+	int ok;			   /* result: 1 verified, 0 refused */
+	void (*done)(struct auth_request *req); /* called on a pool thread */
+	void *owner;				/* for the caller */
+	uint64_t cookie;			/* for the caller */
+	struct auth_request *next;		/* queue link, pool's own */
+};
+
+struct auth_pool *auth_pool_start(unsigned nthreads, struct passwd_db *db,
+				  char *err, size_t errlen);
+void auth_pool_submit(struct auth_pool *pool, struct auth_request *req);
+/* Stops the threads after the queue drains; every submitted request gets
+ * its done() call first. */
+void auth_pool_stop(struct auth_pool *pool);
+
+#endif

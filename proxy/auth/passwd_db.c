@@ -1,0 +1,596 @@
+/*
+ * passwd_db.c - the passwd-file credential back end (auth.passwd_file).
+ *
+ * The whole file is read once at start into a sorted array of
+ * {user, hash}; lookups are a binary search (no hash table, so no key can
+ * be chosen to make lookups slow).  Loading is strict: any line that is not
+ * "user:hash[:ignored...]" with a supported crypt(3) scheme stops the load
+ * with "path:line: why", as does a group- or world-writable file.
+ *
+ * Security stance: passwords are never logged or kept; every buffer that
+ * held one (and crypt_r's work area) is cleared with OPENSSL_cleanse.  The
+ * hash comparison is constant-time (CRYPTO_memcmp).  An unknown user costs
+ * the same crypt_r as a known one: the password is hashed against the
+ * first entry's hash (same scheme and cost as real entries in a file that
+ * uses one scheme) and the result thrown away, so response time does not
+ * reveal which users exist.  crypt_r gets a heap work area per call (it is
+ * 32 KiB), so verification is thread-safe and stack-friendly.
+ */
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "auth/passwd_db.h"
+
+#ifndef CRYPT_GENSALT_IMPLEMENTS_AUTO_ENTROPY
+#error "libxcrypt with crypt_gensalt auto entropy is required"
+#endif
+
+#define PASSWD_USER_MAX	     255	  /* bytes, as SASL_FIELD_MAX - 1 */
+#define PASSWD_FILE_MAX	     (256u << 20) /* refuse larger files */
+#define PASSWD_FILE_BAD_MODE (S_IWGRP | S_IWOTH)
+
+enum scheme {
+	SCHEME_NONE,
+	SCHEME_YESCRYPT,
+	SCHEME_BCRYPT,
+	SCHEME_SHA512,
+};
+
+struct entry {
+	const char *user; /* points into db->text */
+	const char *hash; /* crypt(3) string, Dovecot prefix stripped */
+	size_t hashlen;
+	unsigned long line;
+};
+
+struct passwd_db {
+	char *text; /* the file, NUL-split in place */
+	size_t textlen;
+	struct entry *entries; /* sorted by user */
+	size_t count;
+	const char *dummy; /* hash for unknown users: the first entry's */
+};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- reading the file ---- */
+
+/* The file, NUL-terminated, in a malloc'd buffer; NULL with err set. */
+static char *
+read_file(const char *path, size_t *lenp, char *err, size_t errlen)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0, cap;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0) {
+		seterr(err, errlen, "%s: fstat: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		seterr(err, errlen, "%s: not a regular file", path);
+		goto fail;
+	}
+	if (st.st_mode & PASSWD_FILE_BAD_MODE) {
+		seterr(err, errlen,
+		       "%s: file is group- or world-writable (mode %04o); "
+		       "chmod go-w it",
+		       path, (unsigned)(st.st_mode & 07777));
+		goto fail;
+	}
+	if ((uintmax_t)st.st_size > PASSWD_FILE_MAX) {
+		seterr(err, errlen, "%s: file too large", path);
+		goto fail;
+	}
+
+	/* +2: room for the NUL and for the read that sees EOF. */
+	cap = (size_t)st.st_size + 2;
+	for (;;) {
+		ssize_t n;
+
+		if (buf == NULL || len + 1 >= cap) {
+			size_t ncap = buf == NULL ? cap : cap * 2;
+			char *nbuf;
+
+			if (ncap > PASSWD_FILE_MAX + 1)
+				ncap = PASSWD_FILE_MAX + 1;
+			if (buf != NULL && len + 1 >= ncap) {
+				seterr(err, errlen, "%s: file too large", path);
+				goto fail;
+			}
+			nbuf = malloc(ncap);
+			if (nbuf == NULL) {
+				seterr(err, errlen, "%s: out of memory", path);
+				goto fail;
+			}
+			if (buf != NULL) {
+				memcpy(nbuf, buf, len);
+				OPENSSL_cleanse(buf, len);
+				free(buf);
+			}
+			buf = nbuf;
+			cap = ncap;
+		}
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			seterr(err, errlen, "%s: read: %s", path,
+			       strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	*lenp = len;
+	return buf;
+
+fail:
+	if (buf != NULL) {
+		OPENSSL_cleanse(buf, len);
+		free(buf);
+	}
+	close(fd);
+	return NULL;
+}
+
+/* ---- hash syntax ---- */
+
+static int
+is_crypt_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '.' || c == '/';
+}
+
+static int
+all_crypt_chars(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!is_crypt_char(s[i]))
+			return 0;
+	return 1;
+}
+
+/* The scheme of a crypt(3) string by its id, SCHEME_NONE if unsupported. */
+static enum scheme
+scheme_of(const char *h)
+{
+	if (strncmp(h, "$y$", 3) == 0)
+		return SCHEME_YESCRYPT;
+	if (strncmp(h, "$2b$", 4) == 0 || strncmp(h, "$2a$", 4) == 0 ||
+	    strncmp(h, "$2y$", 4) == 0)
+		return SCHEME_BCRYPT;
+	if (strncmp(h, "$6$", 3) == 0)
+		return SCHEME_SHA512;
+	return SCHEME_NONE;
+}
+
+/*
+ * Whether h is a complete hash of its scheme, so that a truncated or
+ * mangled entry is refused at load rather than silently never matching:
+ *   $2b$NN$<53>                 NN = 04..31
+ *   $6$[rounds=N$]<salt<=16>$<86>
+ *   $y$<params>$<salt>$<43>
+ */
+static int
+hash_well_formed(enum scheme s, const char *h, size_t len)
+{
+	const char *f[6];
+	size_t flen[6], nf = 0;
+	const char *p = h + 1, *end = h + len;
+
+	/* Split after the leading '$' into at most 6 fields. */
+	while (nf < 6) {
+		const char *d = memchr(p, '$', (size_t)(end - p));
+
+		f[nf] = p;
+		flen[nf] = d ? (size_t)(d - p) : (size_t)(end - p);
+		nf++;
+		if (d == NULL)
+			break;
+		p = d + 1;
+	}
+	if (nf == 6)
+		return 0;
+
+	switch (s) {
+	case SCHEME_BCRYPT:
+		/* "2b", "NN", salt+hash */
+		if (nf != 3 || flen[1] != 2 || flen[2] != 53)
+			return 0;
+		if (f[1][0] < '0' || f[1][0] > '3' || f[1][1] < '0' ||
+		    f[1][1] > '9')
+			return 0;
+		{
+			int cost = (f[1][0] - '0') * 10 + (f[1][1] - '0');
+			if (cost < 4 || cost > 31)
+				return 0;
+		}
+		return all_crypt_chars(f[2], flen[2]);
+	case SCHEME_SHA512: {
+		size_t i = 1;
+
+		if (nf == 4) {
+			const char *r = f[1];
+			size_t rl = flen[1];
+
+			if (rl <= 7 || strncmp(r, "rounds=", 7) != 0)
+				return 0;
+			for (size_t k = 7; k < rl; k++)
+				if (r[k] < '0' || r[k] > '9')
+					return 0;
+			i = 2;
+		} else if (nf != 3) {
+			return 0;
+		}
+		if (flen[i] > 16 || !all_crypt_chars(f[i], flen[i]))
+			return 0;
+		return flen[i + 1] == 86 && all_crypt_chars(f[i + 1], 86);
+	}
+	case SCHEME_YESCRYPT:
+		if (nf != 4 || flen[1] == 0 || flen[2] == 0 || flen[3] != 43)
+			return 0;
+		return all_crypt_chars(f[1], flen[1]) &&
+		       all_crypt_chars(f[2], flen[2]) &&
+		       all_crypt_chars(f[3], flen[3]);
+	case SCHEME_NONE:
+		break;
+	}
+	return 0;
+}
+
+/*
+ * Strip a Dovecot scheme prefix from *hp.  0 if there was none or it fits
+ * the crypt id behind it; -1 for an unknown prefix (unsupported), -2 for a
+ * prefix that contradicts the hash.
+ */
+static int
+strip_dovecot_prefix(const char **hp)
+{
+	static const struct {
+		const char *prefix;
+		enum scheme scheme; /* SCHEME_NONE: any supported */
+	} prefixes[] = {
+		{"{BLF-CRYPT}", SCHEME_BCRYPT},
+		{"{SHA512-CRYPT}", SCHEME_SHA512},
+		{"{CRYPT}", SCHEME_NONE},
+	};
+	const char *h = *hp;
+
+	if (h[0] != '{')
+		return 0;
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+		size_t n = strlen(prefixes[i].prefix);
+		enum scheme s;
+
+		if (strncmp(h, prefixes[i].prefix, n) != 0)
+			continue;
+		s = scheme_of(h + n);
+		if (s == SCHEME_NONE)
+			return -1;
+		if (prefixes[i].scheme != SCHEME_NONE &&
+		    prefixes[i].scheme != s)
+			return -2;
+		*hp = h + n;
+		return 0;
+	}
+	return -1;
+}
+
+/* ---- parsing ---- */
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+	int c = strcmp(x->user, y->user);
+
+	if (c != 0)
+		return c;
+	return (x->line > y->line) - (x->line < y->line);
+}
+
+static int
+blank_line(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] != ' ' && s[i] != '\t')
+			return 0;
+	return 1;
+}
+
+static int
+parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
+{
+	char *p = db->text, *end = db->text + db->textlen;
+	size_t cap = 0;
+	unsigned long lineno = 0;
+
+	while (p < end) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *eol = nl ? nl : end;
+		char *colon, *hend, *h;
+		const char *hash;
+		size_t ulen;
+		enum scheme s;
+		int rc;
+
+		lineno++;
+		if (eol > p && eol[-1] == '\r')
+			eol--;
+		if (memchr(p, '\0', (size_t)(eol - p)) != NULL) {
+			seterr(err, errlen, "%s:%lu: NUL byte in line", path,
+			       lineno);
+			return -1;
+		}
+		if (eol == p || p[0] == '#' || blank_line(p, (size_t)(eol - p)))
+			goto next;
+
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon == NULL) {
+			seterr(err, errlen, "%s:%lu: missing ':'", path,
+			       lineno);
+			return -1;
+		}
+		ulen = (size_t)(colon - p);
+		if (ulen == 0) {
+			seterr(err, errlen, "%s:%lu: empty user name", path,
+			       lineno);
+			return -1;
+		}
+		if (ulen > PASSWD_USER_MAX) {
+			seterr(err, errlen,
+			       "%s:%lu: user name longer than %d bytes", path,
+			       lineno, PASSWD_USER_MAX);
+			return -1;
+		}
+		for (size_t i = 0; i < ulen; i++) {
+			unsigned char c = (unsigned char)p[i];
+
+			if (c < 0x20 || c == 0x7f) {
+				seterr(err, errlen,
+				       "%s:%lu: control character in user name",
+				       path, lineno);
+				return -1;
+			}
+		}
+		h = colon + 1;
+		hend = memchr(h, ':', (size_t)(eol - h));
+		if (hend == NULL)
+			hend = eol;
+		*colon = '\0';
+		*hend = '\0'; /* the ':', '\r', '\n' or the final NUL */
+
+		hash = h;
+		rc = strip_dovecot_prefix(&hash);
+		if (rc == -2) {
+			seterr(err, errlen,
+			       "%s:%lu: scheme prefix does not match the hash "
+			       "for user %s",
+			       path, lineno, p);
+			return -1;
+		}
+		s = rc == 0 ? scheme_of(hash) : SCHEME_NONE;
+		if (s == SCHEME_NONE) {
+			seterr(err, errlen,
+			       "%s:%lu: unsupported hash scheme for user %s",
+			       path, lineno, p);
+			return -1;
+		}
+		if (!hash_well_formed(s, hash, strlen(hash))) {
+			seterr(err, errlen,
+			       "%s:%lu: malformed hash for user %s", path,
+			       lineno, p);
+			return -1;
+		}
+
+		if (db->count == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct entry *ne;
+
+			ne = reallocarray(db->entries, ncap, sizeof(*ne));
+			if (ne == NULL) {
+				seterr(err, errlen, "%s: out of memory", path);
+				return -1;
+			}
+			db->entries = ne;
+			cap = ncap;
+		}
+		db->entries[db->count++] = (struct entry){
+			.user = p,
+			.hash = hash,
+			.hashlen = strlen(hash),
+			.line = lineno,
+		};
+	next:
+		if (nl == NULL)
+			break;
+		p = nl + 1;
+	}
+
+	if (db->count == 0) {
+		seterr(err, errlen, "%s: no users", path);
+		return -1;
+	}
+	db->dummy = db->entries[0].hash;
+
+	qsort(db->entries, db->count, sizeof(*db->entries), entry_cmp);
+
+	/* Report the earliest line that repeats a user seen before. */
+	{
+		const struct entry *dup = NULL;
+
+		for (size_t i = 1; i < db->count; i++) {
+			const struct entry *e = &db->entries[i];
+
+			if (strcmp(e->user, db->entries[i - 1].user) != 0)
+				continue;
+			if (dup == NULL || e->line < dup->line)
+				dup = e;
+		}
+		if (dup != NULL) {
+			seterr(err, errlen, "%s:%lu: duplicate user %s", path,
+			       dup->line, dup->user);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- API ---- */
+
+struct passwd_db *
+passwd_db_load(const char *path, char *err, size_t errlen)
+{
+	struct passwd_db *db;
+
+	db = calloc(1, sizeof(*db));
+	if (db == NULL) {
+		seterr(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	db->text = read_file(path, &db->textlen, err, errlen);
+	if (db->text == NULL || parse(db, path, err, errlen) != 0) {
+		passwd_db_free(db);
+		return NULL;
+	}
+	return db;
+}
+
+void
+passwd_db_free(struct passwd_db *db)
+{
+	if (db == NULL)
+		return;
+	if (db->text != NULL) {
+		OPENSSL_cleanse(db->text, db->textlen);
+		free(db->text);
+	}
+	free(db->entries);
+	free(db);
+}
+
+size_t
+passwd_db_count(const struct passwd_db *db)
+{
+	return db != NULL ? db->count : 0;
+}
+
+static int
+user_cmp(const void *key, const void *elem)
+{
+	const struct entry *e = elem;
+
+	return strcmp(key, e->user);
+}
+
+int
+passwd_db_verify(const struct passwd_db *db, const char *user, const char *pass)
+{
+	const struct entry *e = NULL;
+	struct crypt_data *cd;
+	const char *out;
+	int ok = 0;
+
+	if (db == NULL || db->count == 0 || user == NULL || pass == NULL)
+		return 0;
+	if (strnlen(user, PASSWD_USER_MAX + 1) <= PASSWD_USER_MAX)
+		e = bsearch(user, db->entries, db->count, sizeof(*e), user_cmp);
+
+	cd = calloc(1, sizeof(*cd));
+	if (cd == NULL)
+		return 0;
+	/* Unknown user: the same work against the dummy hash, result
+	 * discarded. */
+	out = crypt_r(pass, e != NULL ? e->hash : db->dummy, cd);
+	if (e != NULL && out != NULL && strlen(out) == e->hashlen &&
+	    CRYPTO_memcmp(out, e->hash, e->hashlen) == 0)
+		ok = 1;
+	OPENSSL_cleanse(cd, sizeof(*cd));
+	free(cd);
+	return ok;
+}
+
+char *
+passwd_hash(const char *password, const char *scheme, char *err, size_t errlen)
+{
+	char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+	struct crypt_data *cd;
+	const char *prefix, *out;
+	char *res = NULL;
+
+	if (password == NULL) {
+		seterr(err, errlen, "no password");
+		return NULL;
+	}
+	if (scheme == NULL || strcmp(scheme, "yescrypt") == 0)
+		prefix = "$y$";
+	else if (strcmp(scheme, "bcrypt") == 0)
+		prefix = "$2b$";
+	else if (strcmp(scheme, "sha512-crypt") == 0)
+		prefix = "$6$";
+	else {
+		seterr(err, errlen,
+		       "unknown hash scheme %s (yescrypt, bcrypt, "
+		       "sha512-crypt)",
+		       scheme);
+		return NULL;
+	}
+
+	/* count 0: the scheme's default cost; rbytes NULL: libxcrypt draws
+	 * the salt from the kernel's random source. */
+	if (crypt_gensalt_rn(prefix, 0, NULL, 0, setting, sizeof(setting)) ==
+	    NULL) {
+		seterr(err, errlen, "crypt_gensalt: %s", strerror(errno));
+		return NULL;
+	}
+	cd = calloc(1, sizeof(*cd));
+	if (cd == NULL) {
+		seterr(err, errlen, "out of memory");
+		return NULL;
+	}
+	out = crypt_r(password, setting, cd);
+	if (out == NULL || out[0] != '$') {
+		seterr(err, errlen, "crypt: hashing failed");
+	} else {
+		res = strdup(out);
+		if (res == NULL)
+			seterr(err, errlen, "out of memory");
+	}
+	OPENSSL_cleanse(cd, sizeof(*cd));
+	free(cd);
+	return res;
+}

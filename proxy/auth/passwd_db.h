@@ -1,0 +1,35 @@
+/*
+ * passwd_db.h - the passwd-file credential back end.
+ *
+ * File format (Dovecot passwd-file compatible in its first two fields):
+ *   user:hash[:more fields ignored]
+ * blank lines and lines starting with '#' skipped.  hash is a crypt(3)
+ * string: yescrypt "$y$", bcrypt "$2b$" (also $2a$/$2y$), sha512-crypt
+ * "$6$", optionally behind a Dovecot scheme prefix "{BLF-CRYPT}",
+ * "{SHA512-CRYPT}", "{CRYPT}".  Anything else is refused at load with
+ * "path:line: why".  The file must not be group- or world-writable.
+ */
+#ifndef MSAPROXY_AUTH_PASSWD_DB_H
+#define MSAPROXY_AUTH_PASSWD_DB_H
+
+#include <stddef.h>
+
+struct passwd_db;
+
+struct passwd_db *passwd_db_load(const char *path, char *err, size_t errlen);
+void passwd_db_free(struct passwd_db *db);
+size_t passwd_db_count(const struct passwd_db *db);
+
+/* 1 if user exists and pass matches, 0 otherwise.  An unknown user costs a
+ * hash computation of the same scheme and cost as a real one, so timing
+ * does not tell which users exist.  Thread-safe (crypt_r). */
+int passwd_db_verify(const struct passwd_db *db, const char *user,
+		     const char *pass);
+
+/* A new hash of password for the passwd file; scheme is "yescrypt"
+ * (default when NULL), "bcrypt" or "sha512-crypt".  Returns a malloc'd
+ * string or NULL with err set. */
+char *passwd_hash(const char *password, const char *scheme, char *err,
+		  size_t errlen);
+
+#endif

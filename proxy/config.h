@@ -1,0 +1,123 @@
+/*
+ * config.h - the typed, validated configuration.
+ *
+ * config_load() reads one YAML file and fills a struct config, or refuses
+ * it with "FILE:LINE: KEY: why" in err.  Every field has a default (see
+ * conf/msaproxy.yaml, where each key is written with its default).  After
+ * loading nothing changes it: workers read it without locks.  Durations are
+ * held in milliseconds, sizes in bytes.
+ */
+#ifndef MSAPROXY_CONFIG_H
+#define MSAPROXY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum listener_mode {
+	LISTENER_STARTTLS, /* 587: plaintext greeting, STARTTLS required */
+	LISTENER_IMPLICIT, /* 465: TLS from the first byte */
+};
+
+enum bare_newline_policy {
+	BARE_NEWLINE_REJECT,	/* refuse the message (default) */
+	BARE_NEWLINE_NORMALIZE, /* rewrite to CRLF and re-dot-stuff */
+};
+
+enum backend_identity {
+	IDENTITY_NONE,
+	IDENTITY_XCLIENT,
+};
+
+#define AUTH_MECH_PLAIN 0x1u
+#define AUTH_MECH_LOGIN 0x2u
+
+struct config_addr {
+	char text[128]; /* as written, e.g. "127.0.0.1:587", "[::1]:465" */
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+struct config_listener {
+	struct config_addr addr;
+	enum listener_mode mode;
+	int line; /* where it was declared, for messages */
+};
+
+struct config_cert {
+	char *cert_file; /* PEM chain */
+	char *key_file;	 /* PEM private key */
+	char **names;	 /* SNI names ("*.example.com" allowed); may be 0 */
+	size_t nnames;
+	int line;
+};
+
+struct config_backend {
+	struct config_addr addr;
+	unsigned weight;		/* 1..1000, default 1 */
+	enum backend_identity identity; /* default xclient */
+	int line;
+};
+
+struct config {
+	char *path;
+
+	char hostname[256]; /* default: gethostname() */
+	unsigned workers;   /* 0 = one per online CPU */
+	int log_level;	    /* enum log_level; default info */
+
+	/* tls: */
+	struct config_cert *certs; /* at least one */
+	size_t ncerts;
+	int tls_min_version;	/* TLS1_2_VERSION (default) or TLS1_3_VERSION */
+	char *tls_ciphers;	/* TLS 1.2 cipher list */
+	char *tls_ciphersuites; /* TLS 1.3 suites */
+	char *tls_groups;	/* default "X25519:P-256" */
+	bool tls_tickets;	/* default true */
+	unsigned tls13_tickets; /* tickets per TLS 1.3 handshake, default 1 */
+	uint64_t ticket_key_lifetime_ms; /* rotation, default 12h */
+	uint64_t handshake_timeout_ms;	 /* default 10s */
+
+	struct config_listener *listeners; /* at least one */
+	size_t nlisteners;
+
+	/* auth: */
+	char *passwd_file;		/* required */
+	unsigned auth_mechs;		/* AUTH_MECH_*; default PLAIN|LOGIN */
+	unsigned auth_threads;		/* default 2 */
+	uint64_t auth_failure_delay_ms; /* default 1s */
+
+	/* limits: */
+	size_t max_line;	     /* command line, default 1000 (>= 512) */
+	size_t max_auth_line;	     /* AUTH lines, default 12288 */
+	uint64_t max_message_size;   /* default 50MB */
+	unsigned max_recipients;     /* per message, default 100 */
+	unsigned max_errors;	     /* per session, default 10 */
+	unsigned max_sessions;	     /* per worker, default 10000 */
+	uint64_t command_timeout_ms; /* default 5m */
+	uint64_t data_timeout_ms;    /* between DATA reads, default 10m */
+	enum bare_newline_policy bare_newlines; /* default reject */
+
+	/* backends: */
+	struct config_backend *backends; /* at least one */
+	size_t nbackends;
+	uint64_t backend_connect_timeout_ms; /* default 10s */
+	uint64_t backend_reply_timeout_ms;   /* default 5m */
+	uint64_t backend_data_timeout_ms;    /* final DATA reply, 10m */
+};
+
+/* Load and validate path.  On error returns -1 with "path:line: key: why"
+ * in err (NUL-terminated, cut to errlen). */
+int config_load(const char *path, struct config **out, char *err,
+		size_t errlen);
+void config_free(struct config *cfg);
+
+/* Human units, exported for tests: "30s" "5m" "1h" "250ms" "2d";
+ * "50MB" "512KB" "1GB" "1000" (bytes, K/M/G = 1024 powers). */
+int config_parse_duration(const char *s, uint64_t *ms);
+int config_parse_size(const char *s, uint64_t *bytes);
+/* "1.2.3.4:25", "[::1]:25", "*:587" (all IPv4+IPv6), "localhost" refused. */
+int config_parse_addr(const char *s, struct config_addr *out);
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * msaproxy - TLS-terminating SMTP submission proxy.
+ *
+ * SYNOPSIS
+ *	msaproxy [-t] -c FILE
+ *	msaproxy hash-password [--scheme yescrypt|bcrypt|sha512-crypt]
+ *
+ * DESCRIPTION
+ *	Listens for mail submission on the configured listeners (587-style
+ *	STARTTLS and 465-style implicit TLS), authenticates users, and relays
+ *	their mail to backend MTAs, telling them who the client is.
+ *
+ *	-c FILE	the configuration (YAML; see conf/msaproxy.yaml)
+ *	-t	check the configuration, certificates and users file; exit
+ *
+ *	hash-password reads a password from standard input and prints a
+ *	crypt(3) hash for the users file.
+ *
+ * SIGNALS
+ *	SIGTERM, SIGINT: stop; sessions end with 421.
+ *
+ * SECURITY
+ *	Runs every socket on worker threads that never block; password
+ *	hashes are checked on a separate pool.  Passwords never reach a log.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "auth/auth_pool.h"
+#include "auth/passwd_db.h"
+#include "config.h"
+#include "log.h"
+#include "tls.h"
+#include "worker.h"
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+		"usage: msaproxy [-t] -c FILE\n"
+		"       msaproxy hash-password [--scheme yescrypt|bcrypt|"
+		"sha512-crypt]\n");
+	exit(2);
+}
+
+/* Read one line from stdin without echo when it is a terminal. */
+static int
+read_password(char *buf, size_t len)
+{
+	struct termios old, quiet;
+	int tty = isatty(STDIN_FILENO);
+	size_t n;
+
+	if (tty) {
+		fprintf(stderr, "Password: ");
+		tcgetattr(STDIN_FILENO, &old);
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	}
+	if (fgets(buf, (int)len, stdin) == NULL)
+		buf[0] = '\0';
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fprintf(stderr, "\n");
+	}
+	n = strcspn(buf, "\r\n");
+	buf[n] = '\0';
+	return n > 0 ? 0 : -1;
+}
+
+static int
+hash_password(int argc, char **argv)
+{
+	const char *scheme = NULL;
+	char pass[256], err[256];
+	char *hash;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--scheme") == 0 && i + 1 < argc)
+			scheme = argv[++i];
+		else
+			usage();
+	}
+	if (read_password(pass, sizeof(pass)) != 0) {
+		fprintf(stderr, "msaproxy: empty password\n");
+		return 1;
+	}
+	hash = passwd_hash(pass, scheme, err, sizeof(err));
+	OPENSSL_cleanse(pass, sizeof(pass));
+	if (hash == NULL) {
+		fprintf(stderr, "msaproxy: %s\n", err);
+		return 1;
+	}
+	printf("%s\n", hash);
+	free(hash);
+	return 0;
+}
+
+static unsigned
+worker_count(const struct config *cfg)
+{
+	long n;
+
+	if (cfg->workers > 0)
+		return cfg->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+/* Everything -t checks, and what a start needs before any thread. */
+static int
+prepare(const char *path, struct config **cfgp, struct passwd_db **dbp)
+{
+	struct tls_server *probe;
+	char err[1024];
+
+	if (config_load(path, cfgp, err, sizeof(err)) != 0) {
+		fprintf(stderr, "msaproxy: %s\n", err);
+		return -1;
+	}
+	log_set_level((enum log_level)(*cfgp)->log_level);
+	*dbp = passwd_db_load((*cfgp)->passwd_file, err, sizeof(err));
+	if (*dbp == NULL) {
+		fprintf(stderr, "msaproxy: auth.passwd_file: %s\n", err);
+		return -1;
+	}
+	probe = tls_server_new(*cfgp, err, sizeof(err));
+	if (probe == NULL) {
+		fprintf(stderr, "msaproxy: tls: %s\n", err);
+		return -1;
+	}
+	tls_server_free(probe);
+	return 0;
+}
+
+static int
+run(struct config *cfg, struct passwd_db *db)
+{
+	unsigned n = worker_count(cfg), started = 0;
+	struct worker **workers = calloc(n, sizeof(*workers));
+	struct auth_pool *pool;
+	sigset_t sigs;
+	char err[1024];
+	int sig, status = 1;
+
+	/* Threads inherit this mask; only this thread takes signals. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (workers == NULL || tls_global_init(cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "msaproxy: %s\n",
+			workers ? err : "out of memory");
+		free(workers);
+		return 1;
+	}
+	pool = auth_pool_start(cfg->auth_threads, db, err, sizeof(err));
+	if (pool == NULL) {
+		fprintf(stderr, "msaproxy: auth: %s\n", err);
+		free(workers);
+		return 1;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		workers[i] = worker_new(i, cfg, pool, err, sizeof(err));
+		if (workers[i] == NULL ||
+		    worker_start(workers[i], err, sizeof(err)) != 0) {
+			fprintf(stderr, "msaproxy: %s\n", err);
+			goto stop;
+		}
+		started++;
+	}
+	log_info("ready", " workers=%u listeners=%zu backends=%zu users=%zu", n,
+		 cfg->nlisteners, cfg->nbackends, passwd_db_count(db));
+	for (;;) {
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			log_warn("reload-unsupported",
+				 " detail=\"restart to apply changes\"");
+			continue;
+		}
+		log_info("stopping", " signal=%s", strsignal(sig));
+		break;
+	}
+	status = 0;
+stop:
+	for (unsigned i = 0; i < started; i++)
+		worker_stop(workers[i]);
+	for (unsigned i = 0; i < started; i++)
+		worker_join(workers[i]);
+	for (unsigned i = 0; i < n; i++)
+		worker_free(workers[i]);
+	auth_pool_stop(pool);
+	free(workers);
+	if (status == 0)
+		log_info("stopped", "%s", "");
+	return status;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = NULL;
+	struct config *cfg = NULL;
+	struct passwd_db *db = NULL;
+	int check = 0, c, status;
+
+	if (argc > 1 && strcmp(argv[1], "hash-password") == 0)
+		return hash_password(argc - 1, argv + 1);
+	while ((c = getopt(argc, argv, "c:th")) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (path == NULL || optind != argc)
+		usage();
+	if (prepare(path, &cfg, &db) != 0) {
+		status = 1;
+	} else if (check) {
+		printf("msaproxy: %s: configuration ok\n", path);
+		status = 0;
+	} else {
+		status = run(cfg, db);
+	}
+	passwd_db_free(db);
+	config_free(cfg);
+	return status;
+}

@@ -1,0 +1,63 @@
+/*
+ * sasl.h - SASL PLAIN (RFC 4616) and LOGIN decoding, base64 (RFC 4648).
+ *
+ * Pure functions: base64 text in, credentials out.  Buffers that held a
+ * password are cleared by sasl_creds_clear().
+ */
+#ifndef MSAPROXY_SASL_H
+#define MSAPROXY_SASL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define SASL_FIELD_MAX 256 /* authzid, user and password, each incl. NUL */
+
+struct sasl_creds {
+	char authzid[SASL_FIELD_MAX];
+	char user[SASL_FIELD_MAX];
+	char pass[SASL_FIELD_MAX];
+};
+
+enum sasl_status {
+	SASL_OK = 0,
+	SASL_BAD_BASE64 = -1, /* not valid base64: reply 501 5.5.2 */
+	SASL_MALFORMED = -2,  /* decoded but not a valid message: 501 */
+	SASL_TOO_LONG = -3,   /* a field does not fit: 501 */
+};
+
+/* Strict base64: alphabet A-Z a-z 0-9 + /, '=' padding only at the end,
+ * length a multiple of 4, no whitespace.  The empty string decodes to 0
+ * bytes.  Returns the decoded length, or -1 (bad input or out too small).
+ * out needs 3 * (len / 4) bytes. */
+ssize_t sasl_b64_decode(const char *in, size_t len, unsigned char *out,
+			size_t outsize);
+/* Returns the encoded length (written NUL-terminated), or -1 if it does
+ * not fit in outsize. */
+ssize_t sasl_b64_encode(const unsigned char *in, size_t len, char *out,
+			size_t outsize);
+
+/* PLAIN: base64 of authzid NUL authcid NUL passwd.  "=" means an empty
+ * response (which is malformed for PLAIN).  authcid must be non-empty; no
+ * field may contain NUL; user and password must be valid UTF-8 without
+ * control characters below 0x20. (Also: no DEL 0x7f, no overlong forms,
+ * surrogates or code points above U+10FFFF; the authzid obeys the same
+ * rule.)  On any failure *out is cleared.
+ *
+ * "=" handling: RFC 4954 spells a zero-length initial response "=".  The
+ * caller may map "=" to the empty string (len 0) before calling, or pass
+ * it through: both decoders treat "" and "=" alike, so the result is the
+ * same either way. */
+enum sasl_status sasl_plain_decode(const char *b64, size_t len,
+				   struct sasl_creds *out);
+
+/* LOGIN: one base64 field (user name or password) into out, NUL-terminated.
+ * "=" decodes to the empty string.  Refuses NUL bytes inside
+ * (SASL_MALFORMED), and holds the field to the same UTF-8 rule as PLAIN.
+ * A field that does not fit outsize - 1 bytes is SASL_TOO_LONG.  On any
+ * failure out[0..outsize) is cleared. */
+enum sasl_status sasl_login_decode(const char *b64, size_t len, char *out,
+				   size_t outsize);
+
+void sasl_creds_clear(struct sasl_creds *c);
+
+#endif

@@ -1,0 +1,691 @@
+/*
+ * session.c - the client side of a session, on its worker's ring.
+ *
+ * Bytes from the client go through OpenSSL memory BIOs (when TLS is on)
+ * into s->in; session_run() feeds them to the SMTP state machine or, during
+ * DATA, to the DATA scanner and on to the backend; replies go back through
+ * TLS into s->wire and out with one send at a time.  Reads are armed only
+ * while there is room for them, which bounds every buffer: a client that
+ * sends faster than we can use it simply stops being read.
+ *
+ * Logs: one line at connect, TLS, AUTH and each message, and a summary at
+ * the end (session=ID everywhere).  Passwords are never logged.
+ *
+ * Config keys: tls.handshake_timeout, limits.command_timeout,
+ * limits.data_timeout, limits.max_message_size, limits.bare_newlines,
+ * auth.failure_delay.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "log.h"
+#include "session.h"
+#include "tls.h"
+
+#define CLOSE_FLUSH_MS 10000 /* time a closing session gets to flush */
+
+static _Thread_local uint64_t next_session;
+
+static void session_free(struct session *s);
+
+/* ---------------------------------------------------------------------
+ * Creation
+ */
+
+static void
+peer_to_text(struct session *s)
+{
+	const struct sockaddr_storage *ss = &s->peer;
+
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+			inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12],
+				  s->peer_addr, sizeof(s->peer_addr));
+		else
+			inet_ntop(AF_INET6, &a->sin6_addr, s->peer_addr,
+				  sizeof(s->peer_addr));
+		s->peer_port = ntohs(a->sin6_port);
+	} else {
+		const struct sockaddr_in *a = (const void *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, s->peer_addr,
+			  sizeof(s->peer_addr));
+		s->peer_port = ntohs(a->sin_port);
+	}
+}
+
+struct session *
+session_new(struct worker *w, int fd, const struct config_listener *l,
+	    const struct sockaddr_storage *peer)
+{
+	const struct config *cfg = worker_config(w);
+	struct session *s = calloc(1, sizeof(*s));
+	bool implicit = l->mode == LISTENER_IMPLICIT;
+
+	if (s == NULL)
+		return NULL;
+	s->w = w;
+	s->id = ((uint64_t)worker_id(w) << 40) | ++next_session;
+	s->fd = fd;
+	s->listener = l;
+	s->peer = *peer;
+	peer_to_text(s);
+	s->started_ms = s->last_read_ms = timer_now_ms();
+	s->timer.when = TIMER_NONE;
+	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
+	buf_init(&s->wire, WIRE_CAP);
+	smtp_init(&s->smtp, worker_smtp_params(w, l->mode), implicit);
+	if (implicit) {
+		s->ssl = tls_ssl_new(worker_tls(w));
+		if (s->ssl == NULL) {
+			smtp_free(&s->smtp);
+			free(s);
+			return NULL;
+		}
+		s->deadline_ms = s->started_ms + cfg->handshake_timeout_ms;
+	} else {
+		smtp_start(&s->smtp);
+	}
+	log_info("session-start",
+		 " session=%llx client=%s port=%u listener=%s mode=%s",
+		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
+		 l->addr.text, implicit ? "implicit" : "starttls");
+	return s;
+}
+
+/* ---------------------------------------------------------------------
+ * TLS through memory BIOs
+ */
+
+static void
+log_tls_failure(struct session *s, const char *what)
+{
+	char e[256];
+
+	log_info("tls-failed", " session=%llx client=%s step=%s error=\"%s\"",
+		 (unsigned long long)s->id, s->peer_addr, what,
+		 tls_error_string(e, sizeof(e)));
+}
+
+/* Move TLS output (handshake, records, alerts) to the wire buffer. */
+static void
+drain_tls_output(struct session *s)
+{
+	BIO *wbio = SSL_get_wbio(s->ssl);
+
+	while (BIO_ctrl_pending(wbio) > 0) {
+		size_t room = buf_room(&s->wire);
+		char *t;
+		int n;
+
+		if (room == 0 || (t = buf_tail(&s->wire)) == NULL)
+			break;
+		n = BIO_read(wbio, t,
+			     (int)(room > INT32_MAX ? INT32_MAX : room));
+		if (n <= 0)
+			break;
+		buf_commit(&s->wire, (size_t)n);
+	}
+}
+
+static void
+tls_ready(struct session *s)
+{
+	s->tls_done = true;
+	s->deadline_ms = 0;
+	log_info("tls",
+		 " session=%llx client=%s version=%s cipher=%s "
+		 "resumed=%s",
+		 (unsigned long long)s->id, s->peer_addr,
+		 SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl),
+		 SSL_session_reused(s->ssl) ? "yes" : "no");
+	if (s->listener->mode == LISTENER_IMPLICIT)
+		smtp_start(&s->smtp);
+	else
+		smtp_tls_ready(&s->smtp);
+}
+
+/* Pull plaintext out of TLS into s->in while there is room.  Returns
+ * false when the session ended. */
+static bool
+tls_read(struct session *s)
+{
+	int r, e;
+
+	if (!s->tls_done) {
+		r = SSL_do_handshake(s->ssl);
+		if (r != 1) {
+			e = SSL_get_error(s->ssl, r);
+			if (e == SSL_ERROR_WANT_READ)
+				return true;
+			log_tls_failure(s, "handshake");
+			drain_tls_output(s); /* the alert, if any */
+			s->closing = true;
+			s->smtp.close_reason = "tls-handshake-failed";
+			return true;
+		}
+		tls_ready(s);
+	}
+	while (buf_room(&s->in) > 0) {
+		char *t = buf_tail(&s->in);
+		size_t room = buf_room(&s->in);
+
+		if (t == NULL)
+			break;
+		r = SSL_read(s->ssl, t, (int)room);
+		if (r > 0) {
+			buf_commit(&s->in, (size_t)r);
+			continue;
+		}
+		e = SSL_get_error(s->ssl, r);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			session_close(s, "client-closed");
+			return false;
+		}
+		log_tls_failure(s, "read");
+		session_close(s, "tls-error");
+		return false;
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Output
+ */
+
+static void
+send_wire(struct session *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->sending || s->dead || buf_used(&s->wire) == 0)
+		return;
+	sqe = worker_sqe(s->w);
+	s->wire.pinned = true;
+	s->send_len = buf_used(&s->wire);
+	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), s->send_len,
+			   MSG_NOSIGNAL);
+	worker_prep(sqe, s, OP_CLIENT_SEND);
+	s->sending = true;
+	s->inflight++;
+}
+
+/* SMTP replies -> (TLS) -> wire -> socket. */
+static void
+flush_client(struct session *s)
+{
+	struct buf *out = &s->smtp.out;
+
+	if (buf_used(out) > 0) {
+		if (s->ssl == NULL) {
+			size_t n = buf_append(&s->wire, buf_head(out),
+					      buf_used(out));
+			buf_consume(out, n);
+		} else if (s->tls_done) {
+			int n = SSL_write(s->ssl, buf_head(out),
+					  (int)buf_used(out));
+			if (n > 0)
+				buf_consume(out, (size_t)n);
+		}
+	}
+	if (s->ssl != NULL)
+		drain_tls_output(s);
+	send_wire(s);
+}
+
+void
+session_on_client_send(struct session *s, int res)
+{
+	s->sending = false;
+	buf_unpin(&s->wire);
+	if (s->dead)
+		return;
+	if (res < 0) {
+		session_close(s, res == -EPIPE || res == -ECONNRESET
+					 ? "client-closed"
+					 : "client-send-error");
+		return;
+	}
+	buf_consume(&s->wire, (size_t)res);
+	session_run(s);
+}
+
+/* ---------------------------------------------------------------------
+ * Input
+ */
+
+static bool
+want_read(struct session *s)
+{
+	if (s->dead || s->closing)
+		return false;
+	if (s->ssl != NULL)
+		return BIO_ctrl_pending(SSL_get_rbio(s->ssl)) < RECV_BUF_SIZE &&
+		       buf_room(&s->in) > 0;
+	return buf_room(&s->in) >= RECV_BUF_SIZE;
+}
+
+static void
+arm_client_recv(struct session *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->recv_armed || !want_read(s))
+		return;
+	sqe = worker_sqe(s->w);
+	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	worker_prep(sqe, s, OP_CLIENT_RECV);
+	s->recv_armed = true;
+	s->inflight++;
+}
+
+void
+session_on_client_recv(struct session *s, int res, unsigned flags)
+{
+	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
+	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+	const char *data = have_buf ? worker_recv_buf(s->w, bid) : NULL;
+
+	s->recv_armed = false;
+	if (s->dead || s->closing || res <= 0) {
+		if (have_buf)
+			worker_recv_buf_return(s->w, bid);
+		if (s->dead)
+			return;
+		if (res == -ENOBUFS || (s->closing && res > 0)) {
+			session_run(s); /* retried, or ignored while closing */
+			return;
+		}
+		if (res <= 0)
+			session_close(s, res == 0 ? "client-closed"
+						  : "client-recv-error");
+		return;
+	}
+	s->last_read_ms = timer_now_ms();
+	if (s->ssl != NULL)
+		BIO_write(SSL_get_rbio(s->ssl), data, res);
+	else
+		buf_append(&s->in, data, (size_t)res); /* fits: want_read() */
+	worker_recv_buf_return(s->w, bid);
+	session_run(s);
+}
+
+/* ---------------------------------------------------------------------
+ * DATA: client bytes through the scanner to the backend
+ */
+
+static void
+finish_message(struct session *s)
+{
+	static const char bad[] =
+		"550 5.6.0 Message refused: bare CR or LF, or NUL, in the "
+		"message (RFC 5321 2.3.8)";
+	static const char big[] =
+		"552 5.3.4 Message size exceeds fixed maximum message size";
+	static const char lost[] =
+		"451 4.4.2 Connection to mail server lost, try again later";
+	const char *why = NULL;
+
+	switch (s->sink) {
+	case SINK_NONE:
+		smtp_data_sent(&s->smtp);
+		s->be->state = BE_WAIT_DATA_END;
+		s->be->deadline = timer_now_ms() +
+				  worker_config(s->w)->backend_data_timeout_ms;
+		return;
+	case SINK_BAD_BYTES:
+		why = "bare-newline";
+		smtp_data_refused(&s->smtp, bad);
+		break;
+	case SINK_TOO_BIG:
+		why = "too-big";
+		smtp_data_refused(&s->smtp, big);
+		break;
+	case SINK_LOST:
+		why = "backend-lost";
+		smtp_data_refused(&s->smtp, lost);
+		break;
+	}
+	log_info("message-refused",
+		 " session=%llx client=%s user=%s reason=%s size=%llu",
+		 (unsigned long long)s->id, s->peer_addr, s->smtp.user, why,
+		 (unsigned long long)s->ds.size);
+	/* The backend has part of the message and must never see its end:
+	 * drop the connection (no QUIT: we are inside DATA). */
+	backend_close(s, false);
+	s->sink = SINK_NONE;
+}
+
+/* Returns true when the message ended (the state changed). */
+static bool
+relay_data(struct session *s)
+{
+	const struct config *cfg = worker_config(s->w);
+	bool normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE;
+
+	while (buf_used(&s->in) > 0 && !s->ds.done) {
+		const char *p = buf_head(&s->in);
+		size_t avail = buf_used(&s->in), n;
+		struct buf *out = s->be ? &s->be->out : NULL;
+		size_t room = out ? buf_room(out) : 0;
+
+		if (s->sink != SINK_NONE) {
+			buf_consume(&s->in, data_scan(&s->ds, p, avail));
+			continue;
+		}
+		if (normalize) {
+			size_t outlen;
+			char *t;
+			if (room < 16 || (t = buf_tail(out)) == NULL)
+				break;
+			if (avail > (room - 3) / 2)
+				avail = (room - 3) / 2;
+			n = data_normalize(&s->ds, p, avail, t, &outlen);
+			if (s->ds.size > cfg->max_message_size)
+				s->sink = SINK_TOO_BIG;
+			else
+				buf_commit(out, outlen);
+		} else {
+			if (room == 0)
+				break;
+			if (avail > room)
+				avail = room;
+			n = data_scan(&s->ds, p, avail);
+			if (s->ds.bad)
+				s->sink = SINK_BAD_BYTES;
+			else if (s->ds.size > cfg->max_message_size)
+				s->sink = SINK_TOO_BIG;
+			else
+				buf_append(out, p, n);
+		}
+		buf_consume(&s->in, n);
+	}
+	if (s->be != NULL && s->sink == SINK_NONE)
+		backend_send(s->be);
+	if (!s->ds.done)
+		return false;
+	finish_message(s);
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * The driver
+ */
+
+static void
+start_tls(struct session *s)
+{
+	/* The 220 goes out in plaintext ahead of everything TLS writes. */
+	flush_client(s);
+	s->ssl = tls_ssl_new(worker_tls(s->w));
+	if (s->ssl == NULL) {
+		log_error("tls-failed", " session=%llx step=new error=oom",
+			  (unsigned long long)s->id);
+		s->closing = true;
+		return;
+	}
+	s->deadline_ms =
+		timer_now_ms() + worker_config(s->w)->handshake_timeout_ms;
+}
+
+static void
+start_auth(struct session *s)
+{
+	struct auth_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL) {
+		smtp_auth_result(&s->smtp, false);
+		return;
+	}
+	memcpy(req->user, s->smtp.creds.user, sizeof(req->user));
+	memcpy(req->pass, s->smtp.creds.pass, sizeof(req->pass));
+	OPENSSL_cleanse(s->smtp.creds.pass, sizeof(s->smtp.creds.pass));
+	req->owner = s;
+	req->cookie = (uint64_t)(uintptr_t)s->w;
+	req->done = worker_auth_done;
+	s->auth = req;
+	s->inflight++;
+	auth_pool_submit(worker_auth(s->w), req);
+}
+
+void
+session_on_auth(struct session *s, struct auth_request *req)
+{
+	const struct config *cfg = worker_config(s->w);
+
+	if (s->dead) {
+		free(req);
+		s->auth = NULL;
+		return;
+	}
+	log_info("auth",
+		 " session=%llx client=%s user=%s mechanism=%s result=%s",
+		 (unsigned long long)s->id, s->peer_addr, req->user,
+		 s->smtp.auth_mech ? s->smtp.auth_mech : "-",
+		 req->ok ? "ok" : "failed");
+	if (!req->ok && cfg->auth_failure_delay_ms > 0) {
+		/* Answer a failure only after a pause: slows guessing. */
+		s->auth_delay = true;
+		s->deadline_ms = timer_now_ms() + cfg->auth_failure_delay_ms;
+		session_run(s);
+		return;
+	}
+	smtp_auth_result(&s->smtp, req->ok);
+	free(req);
+	s->auth = NULL;
+	session_run(s);
+}
+
+static void
+apply(struct session *s, enum smtp_action act)
+{
+	switch (act) {
+	case SMTP_ACT_NONE:
+	case SMTP_ACT_DATA:
+		break;
+	case SMTP_ACT_STARTTLS:
+		start_tls(s);
+		break;
+	case SMTP_ACT_AUTH:
+		start_auth(s);
+		break;
+	case SMTP_ACT_FORWARD:
+		backend_forward(s);
+		break;
+	case SMTP_ACT_CLOSE:
+		s->closing = true;
+		break;
+	}
+}
+
+/* The next deadline for what the session is waiting for. */
+static uint64_t
+session_deadline(const struct session *s)
+{
+	const struct config *cfg = worker_config(s->w);
+
+	if (s->closing || s->auth_delay || (s->ssl != NULL && !s->tls_done))
+		return s->deadline_ms;
+	if (backend_waiting(s))
+		return s->be->deadline;
+	if (s->smtp.state == SMTP_AUTH_CHECK)
+		return TIMER_NONE; /* the pool always answers */
+	if (s->smtp.state == SMTP_DATA)
+		return s->last_read_ms + cfg->data_timeout_ms;
+	return s->last_read_ms + cfg->command_timeout_ms;
+}
+
+void
+session_run(struct session *s)
+{
+	bool was_closing = s->closing;
+
+	while (!s->dead && !s->closing) {
+		enum smtp_action act;
+
+		if (s->ssl != NULL && !tls_read(s))
+			return;
+		if (s->closing || (s->ssl != NULL && !s->tls_done))
+			break;
+		if (s->smtp.state == SMTP_DATA) {
+			if (!relay_data(s))
+				break;
+			continue;
+		}
+		act = smtp_input(&s->smtp, &s->in);
+		if (act == SMTP_ACT_NONE)
+			break;
+		apply(s, act);
+		if (act == SMTP_ACT_STARTTLS)
+			break; /* wait for the handshake */
+	}
+	if (s->dead)
+		return;
+	if (s->smtp.drop_backend) {
+		s->smtp.drop_backend = false;
+		backend_close(s, true);
+	}
+	if (s->closing && !was_closing) {
+		s->deadline_ms = timer_now_ms() + CLOSE_FLUSH_MS;
+		if (s->ssl != NULL && s->tls_done) {
+			flush_client(s);
+			SSL_shutdown(s->ssl); /* close_notify */
+		}
+	}
+	flush_client(s);
+	if (s->closing && !s->sending && buf_used(&s->wire) == 0) {
+		session_close(s, s->smtp.close_reason ? s->smtp.close_reason
+						      : "closed");
+		return;
+	}
+	arm_client_recv(s);
+	if (timer_set(worker_timers(s->w), &s->timer, session_deadline(s)) != 0)
+		session_close(s, "out-of-memory");
+}
+
+void
+session_on_timer(struct session *s)
+{
+	const struct config *cfg = worker_config(s->w);
+	char text[400];
+
+	if (s->dead)
+		return;
+	if (s->auth_delay) {
+		s->auth_delay = false;
+		smtp_auth_result(&s->smtp, false);
+		free(s->auth);
+		s->auth = NULL;
+		session_run(s);
+		return;
+	}
+	if (s->closing) {
+		session_close(s, "close-timeout");
+		return;
+	}
+	if (s->ssl != NULL && !s->tls_done) {
+		log_info("tls-failed",
+			 " session=%llx client=%s step=handshake error=timeout",
+			 (unsigned long long)s->id, s->peer_addr);
+		session_close(s, "tls-handshake-timeout");
+		return;
+	}
+	if (backend_waiting(s)) {
+		backend_on_timer(s);
+		return;
+	}
+	if (s->smtp.state == SMTP_DATA)
+		backend_close(s, false); /* never send a partial end */
+	log_info("timeout", " session=%llx client=%s state=%s",
+		 (unsigned long long)s->id, s->peer_addr,
+		 s->smtp.state == SMTP_DATA ? "data" : "command");
+	snprintf(text, sizeof(text), "421 4.4.2 %s Error: timeout exceeded",
+		 cfg->hostname);
+	smtp_shutdown(&s->smtp, text, "client-timeout");
+	s->closing = true;
+	session_run(s);
+}
+
+/* Stop request: end the session now with 421. */
+void
+session_shutdown(struct session *s)
+{
+	char text[400];
+
+	if (s->dead || s->closing)
+		return;
+	if (s->smtp.state == SMTP_DATA)
+		backend_close(s, false);
+	snprintf(text, sizeof(text),
+		 "421 4.3.2 %s Service shutting down, try again later",
+		 worker_config(s->w)->hostname);
+	if (s->ssl == NULL || s->tls_done)
+		smtp_shutdown(&s->smtp, text, "shutdown");
+	s->smtp.close_reason = "shutdown";
+	s->closing = true;
+	session_run(s);
+}
+
+/* ---------------------------------------------------------------------
+ * End
+ */
+
+void
+session_close(struct session *s, const char *reason)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->dead)
+		return;
+	s->dead = true;
+	log_info("session-end",
+		 " session=%llx client=%s user=%s tls=%s messages=%u "
+		 "errors=%u auth_failures=%u duration_ms=%llu reason=%s",
+		 (unsigned long long)s->id, s->peer_addr,
+		 s->smtp.user[0] ? s->smtp.user : "-",
+		 s->tls_done ? SSL_get_version(s->ssl) : "no", s->smtp.messages,
+		 s->smtp.errors, s->smtp.auth_failures,
+		 (unsigned long long)(timer_now_ms() - s->started_ms), reason);
+	backend_close(s, true);
+	timer_set(worker_timers(s->w), &s->timer, TIMER_NONE);
+	worker_session_gone(s->w, s);
+	if (s->recv_armed || s->sending) {
+		/* Stop what is in flight; completions then free us. */
+		sqe = worker_sqe(s->w);
+		io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+		worker_prep(sqe, NULL, OP_IGNORE);
+	}
+	if (s->inflight == 0)
+		session_free(s);
+}
+
+void
+session_release(struct session *s)
+{
+	if (--s->inflight == 0 && s->dead)
+		session_free(s);
+}
+
+static void
+session_free(struct session *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	SSL_free(s->ssl);
+	free(s->auth);
+	smtp_free(&s->smtp);
+	buf_free(&s->in);
+	buf_free(&s->wire);
+	free(s);
+}

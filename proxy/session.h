@@ -1,0 +1,173 @@
+/*
+ * session.h - what a worker knows about one client session and its
+ * backend connection.  Internal to worker.c, session.c and backend.c.
+ *
+ * A session belongs to the worker that accepted it and is touched only by
+ * that worker's thread.  Every ring operation that names a session holds a
+ * reference (s->inflight); a closed session is freed when the last one
+ * completes, so a late completion never touches freed memory.
+ */
+#ifndef MSAPROXY_SESSION_H
+#define MSAPROXY_SESSION_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <liburing.h>
+#include <openssl/ssl.h>
+
+#include "auth/auth_pool.h"
+#include "buf.h"
+#include "config.h"
+#include "data_scan.h"
+#include "smtp.h"
+#include "smtp_reply.h"
+#include "timer.h"
+
+/* Ring operations, packed into the low bits of user_data. */
+enum ring_op {
+	OP_IGNORE = 0, /* cancels, closes: nothing to do */
+	OP_ACCEPT,
+	OP_CLIENT_RECV,
+	OP_CLIENT_SEND,
+	OP_BACKEND_CONNECT,
+	OP_BACKEND_RECV,
+	OP_BACKEND_SEND,
+	OP_WAKE,
+};
+#define OP_BITS		4u
+#define OP_MASK		((1u << OP_BITS) - 1)
+
+#define RECV_BUF_SIZE	16384u /* one TLS record fits */
+#define RECV_BUF_COUNT	512u
+#define WIRE_CAP	(64u * 1024)  /* to the client, ciphertext */
+#define BACKEND_IN_CAP	(16u * 1024)  /* replies from the backend */
+#define BACKEND_OUT_CAP (128u * 1024) /* commands and message bytes */
+
+struct worker;
+
+enum backend_state {
+	BE_NONE,	  /* no connection */
+	BE_CONNECTING,	  /* connect() in flight */
+	BE_GREETING,	  /* waiting for 220 */
+	BE_EHLO,	  /* sent EHLO */
+	BE_XCLIENT,	  /* sent XCLIENT, waiting for the new 220 */
+	BE_EHLO_AGAIN,	  /* sent EHLO after XCLIENT */
+	BE_READY,	  /* idle, ready for a command */
+	BE_WAIT_REPLY,	  /* a client command is at the backend */
+	BE_DATA,	  /* message bytes flowing */
+	BE_WAIT_DATA_END, /* end of data sent, waiting for the verdict */
+};
+
+/*
+ * The backend side is its own allocation with its own references, so a
+ * connection that failed over or closed can finish its last ring
+ * operations after the session moved on (s == NULL: detached).
+ */
+struct backend_conn {
+	struct session *s; /* NULL once detached */
+	struct worker *w;
+	unsigned refs; /* ring operations in flight */
+	int fd;
+	enum backend_state state;
+	size_t server;	   /* index into cfg->backends */
+	unsigned attempts; /* servers tried for this command */
+	uint64_t deadline; /* for the step in progress */
+	bool quit_sent;
+	bool sending;
+	size_t send_len;
+	bool recv_armed;
+	bool xclient;		 /* the backend advertised XCLIENT */
+	char xclient_attrs[256]; /* its attribute list */
+	struct buf in, out;
+	struct smtp_reply reply;
+};
+
+/* Why a session is sinking the rest of a message instead of relaying it. */
+enum data_sink {
+	SINK_NONE,
+	SINK_BAD_BYTES, /* bare LF/CR or NUL: 550 at the end */
+	SINK_TOO_BIG,	/* over limits.max_message_size: 552 */
+	SINK_LOST,	/* the backend went away: 451 */
+};
+
+struct session {
+	struct worker *w;
+	uint64_t id;
+	int fd;
+	const struct config_listener *listener;
+	struct sockaddr_storage peer;
+	char peer_addr[INET6_ADDRSTRLEN];
+	unsigned peer_port;
+	uint64_t started_ms;
+
+	SSL *ssl;      /* NULL until TLS starts */
+	bool tls_done; /* handshake finished */
+	struct smtp smtp;
+	struct buf in;	 /* client plaintext waiting for smtp_input() */
+	struct buf wire; /* bytes for the client socket */
+	bool sending;
+	size_t send_len;
+	bool recv_armed;
+	bool closing; /* flush wire, then close */
+	bool dead;    /* closed; freed when inflight reaches 0 */
+	unsigned inflight;
+
+	struct auth_request *auth; /* in flight at the pool, or delaying */
+	bool auth_delay;	   /* failure reply waits for the timer */
+
+	struct data_scan ds;
+	enum data_sink sink;
+	uint64_t last_read_ms;	/* client activity, for command timeouts */
+	uint64_t deadline_ms;	/* handshake, auth delay or closing flush */
+	uint64_t bytes_relayed; /* message bytes accepted, whole session */
+
+	struct backend_conn *be; /* NULL when not connected */
+	struct timer timer;
+
+	struct session *prev, *next; /* the worker's list */
+};
+
+/* worker.c: ring access for session.c and backend.c. */
+struct io_uring_sqe *worker_sqe(struct worker *w);
+void worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op);
+const struct config *worker_config(const struct worker *w);
+struct tls_server *worker_tls(const struct worker *w);
+struct auth_pool *worker_auth(const struct worker *w);
+struct timer_heap *worker_timers(struct worker *w);
+unsigned worker_id(const struct worker *w);
+size_t worker_pick_backend(struct worker *w, size_t after, unsigned tried);
+const struct smtp_params *worker_smtp_params(const struct worker *w,
+					     enum listener_mode mode);
+void worker_auth_done(struct auth_request *req);
+const char *worker_recv_buf(const struct worker *w, unsigned bid);
+void worker_recv_buf_return(struct worker *w, unsigned bid);
+void worker_session_gone(struct worker *w, struct session *s);
+
+/* session.c */
+struct session *session_new(struct worker *w, int fd,
+			    const struct config_listener *l,
+			    const struct sockaddr_storage *peer);
+void session_on_client_recv(struct session *s, int res, unsigned flags);
+void session_on_client_send(struct session *s, int res);
+void session_on_auth(struct session *s, struct auth_request *req);
+void session_on_timer(struct session *s);
+void session_run(struct session *s);
+void session_close(struct session *s, const char *reason);
+void session_shutdown(struct session *s);
+void session_release(struct session *s); /* an op completed */
+
+/* backend.c */
+void backend_forward(struct session *s);
+void backend_on_connect(struct backend_conn *be, int res);
+void backend_on_recv(struct backend_conn *be, int res, unsigned flags);
+void backend_on_send(struct backend_conn *be, int res);
+void backend_release(struct backend_conn *be); /* an op completed */
+void backend_send(struct backend_conn *be);
+/* Detach the connection from its session; QUIT first when polite. */
+void backend_close(struct session *s, bool polite);
+void backend_on_timer(struct session *s);
+bool backend_waiting(const struct session *s);
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * smtp.h - the client-facing SMTP state machine (pure: bytes in, replies
+ * and actions out; no I/O, no clock, no logging).
+ *
+ * The worker owns the sockets.  It appends the client's plaintext to an
+ * input buffer and calls smtp_input(), which consumes whole command lines,
+ * writes replies to s->out and stops at the first command that needs
+ * something only the worker can do: a TLS handshake, a password check, a
+ * backend round trip, or closing.  The worker does it, reports back with
+ * smtp_tls_ready(), smtp_auth_result(), smtp_backend_reply() or
+ * smtp_backend_failed(), and calls smtp_input() again.  Pipelined input
+ * waits in the buffer meanwhile, so replies always leave in order.
+ *
+ * Standards: RFC 5321 (SMTP), 6409 (submission), 3207 (STARTTLS), 8314
+ * (implicit TLS), 4954 + 4616 (AUTH, PLAIN), 2920 (PIPELINING), 1870 (SIZE),
+ * 6152 (8BITMIME), 3463 + 2034 (enhanced status codes).
+ *
+ * Security: STARTTLS throws away every byte buffered after its line
+ * (CVE-2011-0411 class); EHLO state is forgotten after TLS; AUTH is refused
+ * before TLS; credentials are reset on every attempt and cleared after use;
+ * lines are bounded (a line with no newline is discarded, never grown);
+ * XCLIENT, XFORWARD and PROXY from clients are refused.
+ */
+#ifndef MSAPROXY_SMTP_H
+#define MSAPROXY_SMTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+#include "sasl.h"
+
+/* Room s->out must have before another command is processed. */
+#define SMTP_OUT_RESERVE 2048
+/* Client plaintext input buffer: an AUTH line plus slack for pipelining. */
+#define SMTP_IN_SLACK 4096
+
+struct smtp_params {
+	const char *hostname;
+	enum listener_mode mode;
+	unsigned auth_mechs;
+	size_t max_line;
+	size_t max_auth_line;
+	uint64_t max_message_size;
+	unsigned max_recipients;
+	unsigned max_errors;
+};
+
+enum smtp_state {
+	SMTP_IDLE,	      /* between commands */
+	SMTP_AUTH_PLAIN,      /* sent "334 ", waiting for the response */
+	SMTP_AUTH_LOGIN_USER, /* sent "334 VXNlcm5hbWU6" */
+	SMTP_AUTH_LOGIN_PASS, /* sent "334 UGFzc3dvcmQ6" */
+	SMTP_AUTH_CHECK,      /* parked: the worker verifies the password */
+	SMTP_TLS_HANDSHAKE,   /* parked: 220 sent, waiting for TLS */
+	SMTP_BACKEND,	      /* parked: command forwarded, awaiting reply */
+	SMTP_DATA,	      /* message bytes stream to the backend */
+	SMTP_DATA_END,	      /* parked: end of data sent, awaiting verdict */
+	SMTP_CLOSING,	      /* last reply written; flush and close */
+};
+
+enum smtp_action {
+	SMTP_ACT_NONE,	   /* need more input (or room in s->out) */
+	SMTP_ACT_STARTTLS, /* flush s->out, then handshake */
+	SMTP_ACT_AUTH,	   /* verify s->creds, then smtp_auth_result() */
+	SMTP_ACT_FORWARD,  /* send s->fwd to the backend, then reply */
+	SMTP_ACT_DATA,	   /* stream message bytes (see relay.h) */
+	SMTP_ACT_CLOSE,	   /* flush s->out, then close */
+};
+
+/* What the forwarded command was, to interpret the backend's reply. */
+enum smtp_fwd {
+	SMTP_FWD_NONE,
+	SMTP_FWD_MAIL,
+	SMTP_FWD_RCPT,
+	SMTP_FWD_DATA,
+	SMTP_FWD_DATA_END,
+	SMTP_FWD_RSET,
+};
+
+enum smtp_backend_failure {
+	SMTP_BACKEND_UNAVAILABLE, /* no backend could be reached: 451 4.4.1 */
+	SMTP_BACKEND_LOST,	  /* connection died or refused us: 4.4.2 */
+	SMTP_BACKEND_TIMEOUT,	  /* no reply in time: 451 4.4.2 */
+};
+
+struct smtp {
+	const struct smtp_params *p;
+	enum smtp_state state;
+	struct buf out; /* replies to the client, plaintext */
+
+	bool tls;	   /* TLS active (after STARTTLS, or implicit) */
+	bool helo;	   /* HELO or EHLO seen (since TLS) */
+	bool esmtp;	   /* it was EHLO */
+	bool authed;	   /* AUTH succeeded */
+	bool in_mail;	   /* backend accepted MAIL */
+	bool discarding;   /* inside an over-long line */
+	bool drop_backend; /* worker: close the backend (its state is off) */
+	unsigned errors;
+	unsigned rcpts;	   /* accepted in this transaction */
+	unsigned messages; /* accepted by the backend, whole session */
+	unsigned auth_failures;
+
+	char helo_name[256];
+	char user[SASL_FIELD_MAX]; /* authenticated login */
+	struct sasl_creds creds;   /* during SMTP_AUTH_*; cleared after */
+	const char *auth_mech;	   /* "PLAIN" or "LOGIN" during AUTH */
+
+	enum smtp_fwd fwd;	 /* what is outstanding at the backend */
+	char fwd_line[1024 + 8]; /* the command to send, CRLF-terminated */
+	size_t fwd_len;
+
+	const char *close_reason; /* for the worker's log line */
+};
+
+void smtp_init(struct smtp *s, const struct smtp_params *p, bool tls);
+void smtp_free(struct smtp *s);
+/* Write the greeting (at connect, or after the implicit TLS handshake). */
+void smtp_start(struct smtp *s);
+
+enum smtp_action smtp_input(struct smtp *s, struct buf *in);
+
+void smtp_tls_ready(struct smtp *s);
+void smtp_auth_result(struct smtp *s, bool ok);
+enum smtp_action smtp_backend_reply(struct smtp *s, int code,
+				    const char *const *lines,
+				    const size_t *lens, size_t nlines);
+void smtp_backend_failed(struct smtp *s, enum smtp_backend_failure why);
+/* The message after DATA ended: sent (await verdict), or refused here. */
+void smtp_data_sent(struct smtp *s);
+void smtp_data_refused(struct smtp *s, const char *reply);
+/* A timeout or shutdown: write 421 with text and close. */
+void smtp_shutdown(struct smtp *s, const char *reply, const char *reason);
+
+#endif

@@ -1,0 +1,455 @@
+/*
+ * tls.c - server TLS contexts, SNI, session tickets.
+ *
+ * Read tls.h first.  Defaults that matter for speed (measured, see
+ * ../shared/DESIGN.md): ECDSA P-256 first, groups X25519:P-256,
+ * SSL_MODE_RELEASE_BUFFERS, no server-side session cache (tickets only),
+ * one TLS 1.3 ticket per handshake, ticket crypto through the EVP callback
+ * with the cipher fetched once per worker.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "tls.h"
+
+/* ---------------------------------------------------------------------
+ * Ticket keys, shared by every worker
+ */
+
+struct ticket_key {
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+	time_t born;
+};
+
+static struct {
+	pthread_rwlock_t lock;
+	struct ticket_key cur, prev;
+	time_t lifetime;
+	int have_prev;
+} tickets = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+
+static int
+ticket_key_new(struct ticket_key *k)
+{
+	if (RAND_bytes(k->name, sizeof(k->name)) != 1 ||
+	    RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+	    RAND_bytes(k->hmac, sizeof(k->hmac)) != 1)
+		return -1;
+	k->born = time(NULL);
+	return 0;
+}
+
+/* Called with the write lock held. */
+static void
+ticket_rotate_locked(time_t now)
+{
+	struct ticket_key next;
+
+	if (now - tickets.cur.born < tickets.lifetime)
+		return; /* another worker rotated first */
+	if (ticket_key_new(&next) != 0)
+		return; /* keep the old key rather than fail handshakes */
+	tickets.prev = tickets.cur;
+	tickets.have_prev = 1;
+	tickets.cur = next;
+	OPENSSL_cleanse(&next, sizeof(next));
+}
+
+int
+tls_global_init(const struct config *cfg, char *err, size_t errlen)
+{
+	tickets.lifetime = (time_t)(cfg->ticket_key_lifetime_ms / 1000);
+	if (tickets.lifetime < 1)
+		tickets.lifetime = 1;
+	if (ticket_key_new(&tickets.cur) != 0) {
+		snprintf(err, errlen, "cannot make a session ticket key");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Per-worker contexts
+ */
+
+struct tls_group {
+	SSL_CTX *ctx;
+	char **names; /* SNI names served, "*.example.com" allowed */
+	size_t nnames;
+};
+
+struct tls_server {
+	OSSL_LIB_CTX *libctx;
+	EVP_CIPHER *ticket_cipher; /* AES-256-CBC, fetched once */
+	struct tls_group *groups;
+	size_t ngroups;
+};
+
+const char *
+tls_error_string(char *buf, size_t len)
+{
+	unsigned long e;
+	size_t n = 0;
+
+	buf[0] = '\0';
+	while ((e = ERR_get_error()) != 0) {
+		if (n + 2 < len) {
+			if (n > 0)
+				buf[n++] = ';';
+			ERR_error_string_n(e, buf + n, len - n);
+			n += strlen(buf + n);
+		}
+	}
+	if (n == 0)
+		snprintf(buf, len, "unknown TLS error");
+	return buf;
+}
+
+static int
+ticket_cb(SSL *ssl, unsigned char name[16], unsigned char iv[16],
+	  EVP_CIPHER_CTX *ectx, EVP_MAC_CTX *hctx, int enc)
+{
+	struct tls_server *ts = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	const struct ticket_key *k = NULL;
+	struct ticket_key key;
+	OSSL_PARAM params[3];
+	int ret = 1;
+	time_t now = time(NULL);
+
+	if (enc && now - tickets.cur.born >= tickets.lifetime) {
+		pthread_rwlock_wrlock(&tickets.lock);
+		ticket_rotate_locked(now);
+		pthread_rwlock_unlock(&tickets.lock);
+	}
+	pthread_rwlock_rdlock(&tickets.lock);
+	if (enc) {
+		k = &tickets.cur;
+	} else if (memcmp(name, tickets.cur.name, 16) == 0) {
+		k = &tickets.cur;
+	} else if (tickets.have_prev &&
+		   memcmp(name, tickets.prev.name, 16) == 0 &&
+		   now - tickets.prev.born < 2 * tickets.lifetime) {
+		k = &tickets.prev;
+		ret = 2; /* good, but issue a fresh ticket */
+	}
+	if (k != NULL)
+		key = *k;
+	pthread_rwlock_unlock(&tickets.lock);
+	if (k == NULL)
+		return 0; /* unknown key: full handshake */
+
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
+						      key.hmac, 32);
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+						     (char *)"SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (enc) {
+		memcpy(name, key.name, 16);
+		if (RAND_bytes(iv, 16) != 1 ||
+		    EVP_EncryptInit_ex(ectx, ts->ticket_cipher, NULL, key.aes,
+				       iv) != 1)
+			ret = -1;
+	} else if (EVP_DecryptInit_ex(ectx, ts->ticket_cipher, NULL, key.aes,
+				      iv) != 1) {
+		ret = -1;
+	}
+	if (ret > 0 && EVP_MAC_CTX_set_params(hctx, params) != 1)
+		ret = -1;
+	OPENSSL_cleanse(&key, sizeof(key));
+	return ret;
+}
+
+/* "*.example.com" matches exactly one more label in front. */
+static int
+name_matches(const char *pattern, const char *name)
+{
+	const char *dot;
+
+	if (strcasecmp(pattern, name) == 0)
+		return 1;
+	if (pattern[0] != '*' || pattern[1] != '.')
+		return 0;
+	dot = strchr(name, '.');
+	return dot != NULL && dot != name && strcasecmp(dot, pattern + 1) == 0;
+}
+
+static int
+sni_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct tls_server *ts = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+	(void)alert;
+	if (name == NULL)
+		return SSL_TLSEXT_ERR_NOACK;
+	for (size_t g = 0; g < ts->ngroups; g++) {
+		for (size_t i = 0; i < ts->groups[g].nnames; i++) {
+			if (name_matches(ts->groups[g].names[i], name)) {
+				if (g != 0)
+					SSL_set_SSL_CTX(ssl, ts->groups[g].ctx);
+				return SSL_TLSEXT_ERR_OK;
+			}
+		}
+	}
+	/* Unknown name: serve the default certificate. */
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static SSL_CTX *
+ctx_new(struct tls_server *ts, const struct config *cfg, char *err,
+	size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new_ex(ts->libctx, NULL, TLS_server_method());
+	char e[256];
+
+	if (ctx == NULL)
+		goto fail;
+	SSL_CTX_set_app_data(ctx, ts);
+	if (SSL_CTX_set_min_proto_version(ctx, cfg->tls_min_version) != 1)
+		goto fail;
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
+					 SSL_OP_NO_RENEGOTIATION |
+					 SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
+		snprintf(err, errlen, "tls.ciphers: %s",
+			 tls_error_string(e, sizeof(e)));
+		goto fail_quiet;
+	}
+	if (SSL_CTX_set_ciphersuites(ctx, cfg->tls_ciphersuites) != 1) {
+		snprintf(err, errlen, "tls.ciphersuites: %s",
+			 tls_error_string(e, sizeof(e)));
+		goto fail_quiet;
+	}
+	if (SSL_CTX_set1_groups_list(ctx, cfg->tls_groups) != 1) {
+		snprintf(err, errlen, "tls.groups: %s",
+			 tls_error_string(e, sizeof(e)));
+		goto fail_quiet;
+	}
+	if (cfg->tls_tickets) {
+		SSL_CTX_set_num_tickets(ctx, cfg->tls13_tickets);
+		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+	} else {
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(ctx, 0);
+	}
+	SSL_CTX_set_tlsext_servername_callback(ctx, sni_cb);
+	SSL_CTX_set_tlsext_servername_arg(ctx, ts);
+	return ctx;
+fail:
+	snprintf(err, errlen, "SSL_CTX: %s", tls_error_string(e, sizeof(e)));
+fail_quiet:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static void
+names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The DNS names in a certificate file's subjectAltName, for SNI. */
+static int
+cert_file_names(const char *path, char ***names, size_t *nnames)
+{
+	BIO *bio = BIO_new_file(path, "r");
+	X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	GENERAL_NAMES *gens;
+	int n;
+
+	*names = NULL;
+	*nnames = 0;
+	BIO_free(bio);
+	if (x == NULL)
+		return -1;
+	gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	n = gens ? sk_GENERAL_NAME_num(gens) : 0;
+	*names = calloc((size_t)n + 1, sizeof(char *));
+	for (int i = 0; *names != NULL && i < n; i++) {
+		GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		const unsigned char *d;
+		int len;
+		char *name;
+
+		if (g->type != GEN_DNS)
+			continue;
+		d = ASN1_STRING_get0_data(g->d.dNSName);
+		len = ASN1_STRING_length(g->d.dNSName);
+		name = strndup((const char *)d, (size_t)len);
+		if (name == NULL || strlen(name) != (size_t)len) {
+			free(name); /* embedded NUL: never match it */
+			continue;
+		}
+		(*names)[(*nnames)++] = name;
+	}
+	GENERAL_NAMES_free(gens);
+	X509_free(x);
+	return *names == NULL ? -1 : 0;
+}
+
+/* The names an entry serves: configured, or else from its certificate. */
+static int
+entry_names(const struct config_cert *c, char ***names, size_t *n)
+{
+	if (c->nnames == 0)
+		return cert_file_names(c->cert_file, names, n);
+	*names = calloc(c->nnames, sizeof(char *));
+	*n = 0;
+	for (size_t i = 0; *names != NULL && i < c->nnames; i++) {
+		if (((*names)[i] = strdup(c->names[i])) == NULL)
+			return -1;
+		(*n)++;
+	}
+	return *names == NULL ? -1 : 0;
+}
+
+static int
+same_names(char **a, size_t na, char **b, size_t nb)
+{
+	if (na != nb)
+		return 0;
+	for (size_t i = 0; i < na; i++) {
+		if (strcasecmp(a[i], b[i]) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static int
+load_cert(SSL_CTX *ctx, const struct config_cert *c, char *err, size_t errlen)
+{
+	char e[256];
+
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_file) != 1) {
+		snprintf(err, errlen, "%s: %s", c->cert_file,
+			 tls_error_string(e, sizeof(e)));
+		return -1;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, c->key_file, SSL_FILETYPE_PEM) !=
+	    1) {
+		snprintf(err, errlen, "%s: %s", c->key_file,
+			 tls_error_string(e, sizeof(e)));
+		return -1;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, errlen, "%s does not match %s", c->key_file,
+			 c->cert_file);
+		ERR_clear_error();
+		return -1;
+	}
+	return 0;
+}
+
+struct tls_server *
+tls_server_new(const struct config *cfg, char *err, size_t errlen)
+{
+	struct tls_server *ts = calloc(1, sizeof(*ts));
+	size_t i;
+
+	if (ts == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ts->libctx = OSSL_LIB_CTX_new();
+	ts->groups = calloc(cfg->ncerts, sizeof(*ts->groups));
+	if (ts->libctx == NULL || ts->groups == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	ts->ticket_cipher = EVP_CIPHER_fetch(ts->libctx, "AES-256-CBC", NULL);
+	if (ts->ticket_cipher == NULL) {
+		snprintf(err, errlen, "cannot fetch AES-256-CBC");
+		goto fail;
+	}
+	for (i = 0; i < cfg->ncerts; i++) {
+		const struct config_cert *c = &cfg->certs[i];
+		struct tls_group *g = NULL;
+		char **names;
+		size_t nnames;
+
+		if (entry_names(c, &names, &nnames) != 0) {
+			snprintf(err, errlen, "%s: cannot read certificate",
+				 c->cert_file);
+			goto fail;
+		}
+		/* Entries serving the same names share one context, so
+		 * OpenSSL picks ECDSA or RSA by what the client supports. */
+		for (size_t k = 0; k < ts->ngroups && g == NULL; k++) {
+			if (same_names(names, nnames, ts->groups[k].names,
+				       ts->groups[k].nnames))
+				g = &ts->groups[k];
+		}
+		if (g != NULL) {
+			names_free(names, nnames);
+		} else {
+			g = &ts->groups[ts->ngroups++];
+			g->names = names;
+			g->nnames = nnames;
+			g->ctx = ctx_new(ts, cfg, err, errlen);
+			if (g->ctx == NULL)
+				goto fail;
+		}
+		if (load_cert(g->ctx, c, err, errlen) != 0)
+			goto fail;
+	}
+	return ts;
+fail:
+	tls_server_free(ts);
+	return NULL;
+}
+
+void
+tls_server_free(struct tls_server *ts)
+{
+	if (ts == NULL)
+		return;
+	for (size_t g = 0; g < ts->ngroups; g++) {
+		SSL_CTX_free(ts->groups[g].ctx);
+		names_free(ts->groups[g].names, ts->groups[g].nnames);
+	}
+	free(ts->groups);
+	EVP_CIPHER_free(ts->ticket_cipher);
+	OSSL_LIB_CTX_free(ts->libctx);
+	free(ts);
+}
+
+SSL *
+tls_ssl_new(struct tls_server *ts)
+{
+	SSL *ssl = SSL_new(ts->groups[0].ctx);
+	BIO *rbio, *wbio;
+
+	if (ssl == NULL)
+		return NULL;
+	rbio = BIO_new(BIO_s_mem());
+	wbio = BIO_new(BIO_s_mem());
+	if (rbio == NULL || wbio == NULL) {
+		BIO_free(rbio);
+		BIO_free(wbio);
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* An empty read BIO means "wait for more", not end of file. */
+	BIO_set_mem_eof_return(rbio, -1);
+	SSL_set_bio(ssl, rbio, wbio);
+	SSL_set_accept_state(ssl);
+	return ssl;
+}

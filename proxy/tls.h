@@ -1,0 +1,44 @@
+/*
+ * tls.h - server TLS contexts and per-session SSL objects.
+ *
+ * Each worker builds its own struct tls_server: its own OSSL_LIB_CTX and
+ * SSL_CTXs (OpenSSL 3.0 takes global locks per handshake when threads share
+ * one library context), one SSL_CTX per certificate group (a group holds the
+ * certificates, e.g. ECDSA and RSA, served for one set of SNI names).
+ * Session ticket keys are process-wide, so a ticket issued by one worker
+ * resumes on another; they rotate every tls.ticket_key_lifetime and the
+ * previous key is still accepted (and renewed) for one more lifetime.
+ *
+ * Sessions use memory BIOs: the worker's ring moves the bytes.
+ *
+ * Config keys: tls.certificates, tls.min_version, tls.ciphers,
+ * tls.ciphersuites, tls.groups, tls.session_tickets, tls.tls13_tickets,
+ * tls.ticket_key_lifetime.  Standards: RFC 8446, 5246, 8996 (no TLS < 1.2),
+ * 5077/8446 4.6.1 (tickets), 6066 (SNI).
+ */
+#ifndef MSAPROXY_TLS_H
+#define MSAPROXY_TLS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#include "config.h"
+
+struct tls_server;
+
+/* Once at start-up, before any worker: ticket keys. */
+int tls_global_init(const struct config *cfg, char *err, size_t errlen);
+
+/* Per worker. */
+struct tls_server *tls_server_new(const struct config *cfg, char *err,
+				  size_t errlen);
+void tls_server_free(struct tls_server *ts);
+
+/* A server SSL with a memory BIO on each side. */
+SSL *tls_ssl_new(struct tls_server *ts);
+
+/* The OpenSSL error queue as one line, emptied. */
+const char *tls_error_string(char *buf, size_t len);
+
+#endif
