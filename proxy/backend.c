@@ -535,8 +535,8 @@ backend_on_connect(struct backend_conn *be, int res)
 		failover(s, "connect", strerror(-res));
 		return;
 	}
+	/* The greeting must come within what is left of connect_timeout. */
 	be->state = BE_GREETING;
-	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
 	arm_recv(s);
 	backend_send(be);
 }

@@ -1,0 +1,1450 @@
+/*
+ * config.c - read the YAML configuration into a struct config.
+ *
+ * The file is loaded with libyaml's document API (yaml_parser_load), so
+ * every node knows its line.  The schema is a set of tables, one per YAML
+ * mapping, each row {key, type, offset, min, max}.  parse_map() walks a
+ * mapping against its table: unknown and duplicate keys are refused, each
+ * value is converted and range-checked and stored at its offset, and keys
+ * marked required must be present.  The first error stops the load and is
+ * reported as "FILE:LINE: KEY: why", LINE 1-based, KEY the dotted path.
+ *
+ * Defaults are filled in before parsing; parsing only overwrites.  Nothing
+ * here touches the files named in the configuration (certificates, the
+ * passwd file): the modules that open them report their own errors.  The
+ * TLS cipher, suite and group strings are checked against OpenSSL here, so
+ * a typo in them is reported with its line.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <yaml.h>
+
+#include "config.h"
+#include "log.h"
+
+#define CONFIG_FILE_MAX (1024 * 1024) /* a bigger config is a mistake */
+
+#define DEFAULT_CIPHERS                                                        \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"           \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"           \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define DEFAULT_CIPHERSUITES                                                   \
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"                       \
+	"TLS_CHACHA20_POLY1305_SHA256"
+#define DEFAULT_GROUPS "X25519:P-256"
+
+#define SECOND	       UINT64_C(1000)
+#define MINUTE	       (60 * SECOND)
+#define HOUR	       (60 * MINUTE)
+#define DAY	       (24 * HOUR)
+#define KIB	       UINT64_C(1024)
+#define MIB	       (1024 * KIB)
+#define GIB	       (1024 * MIB)
+#define NO_LIMIT       UINT64_MAX
+
+/* Enums are stored through an int; make sure that is their size. */
+_Static_assert(sizeof(enum listener_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum bare_newline_policy) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum backend_identity) == sizeof(int), "enum size");
+
+struct loader {
+	const char *path; /* as given, for messages */
+	char *dir;	  /* absolute directory of path, for relative files */
+	yaml_document_t *doc;
+	SSL_CTX *ssl; /* made on first use, to check cipher strings */
+	char *err;
+	size_t errlen;
+};
+
+enum ftype {
+	F_UINT,	   /* unsigned, decimal number */
+	F_SIZE,	   /* size_t, decimal number */
+	F_BYTES,   /* uint64_t, config_parse_size() */
+	F_MS,	   /* uint64_t milliseconds, config_parse_duration() */
+	F_BOOL,	   /* bool: true/false/yes/no/on/off */
+	F_PATH,	   /* char *, relative to the config file's directory */
+	F_ENUM,	   /* int (or enum), one of .names */
+	F_ADDR,	   /* struct config_addr */
+	F_SECTION, /* nested mapping stored in the same struct: .sub */
+	F_LIST,	   /* sequence of mappings: .list */
+	F_FUNC,	   /* anything else: .fn */
+};
+
+struct field;
+
+struct enum_name {
+	const char *name;
+	int value;
+};
+
+/* A list of mappings, each parsed into an array element. */
+struct list_spec {
+	const char *what; /* "listener": "must list at least one listener" */
+	size_t item_size;
+	size_t items_off;	  /* struct config: pointer to the array */
+	size_t count_off;	  /* struct config: size_t element count */
+	size_t line_off;	  /* element: int line */
+	void (*init)(void *item); /* defaults of an element, or NULL */
+	const struct field *fields;
+	int (*check)(struct loader *l, struct config *cfg); /* after all */
+};
+
+typedef int field_fn(struct loader *l, const yaml_node_t *v, const char *key,
+		     void *base);
+
+struct field {
+	const char *key;
+	enum ftype type;
+	size_t off;
+	uint64_t min, max; /* F_UINT, F_SIZE, F_BYTES, F_MS */
+	bool required;
+	const struct enum_name *names; /* F_ENUM, ends with {NULL} */
+	const struct field *sub;       /* F_SECTION */
+	const struct list_spec *list;  /* F_LIST */
+	field_fn *fn;		       /* F_FUNC */
+};
+
+/* ---- errors ---------------------------------------------------------- */
+
+static int
+line_of(const yaml_node_t *n)
+{
+	return n != NULL ? (int)n->start_mark.line + 1 : 1;
+}
+
+static int fail(struct loader *l, int line, const char *key, const char *fmt,
+		...) __attribute__((format(printf, 4, 5)));
+
+/* Write "path:line: key: why" into l->err; always returns -1. */
+static int
+fail(struct loader *l, int line, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (l->err == NULL || l->errlen == 0)
+		return -1;
+	n = snprintf(l->err, l->errlen, "%s:%d: %s: ", l->path, line, key);
+	if (n < 0 || (size_t)n >= l->errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* ---- units ----------------------------------------------------------- */
+
+/* Leading decimal digits of s.  0, -1 if none, -2 on overflow. */
+static int
+parse_digits(const char *s, const char **end, uint64_t *out)
+{
+	uint64_t n = 0;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (n > (UINT64_MAX - d) / 10)
+			return -2;
+		n = n * 10 + d;
+	}
+	*end = p;
+	*out = n;
+	return 0;
+}
+
+/* Multiply with overflow check. */
+static int
+mul_u64(uint64_t a, uint64_t b, uint64_t *out)
+{
+	if (b != 0 && a > UINT64_MAX / b)
+		return -1;
+	*out = a * b;
+	return 0;
+}
+
+static const struct {
+	const char *unit;
+	uint64_t ms;
+} duration_units[] = {
+	{"ms", 1}, {"s", SECOND}, {"m", MINUTE}, {"h", HOUR}, {"d", DAY},
+};
+
+/* NULL when s is a duration, else why not. */
+static const char *
+duration_why(const char *s, uint64_t *ms)
+{
+	const char *unit;
+	uint64_t n;
+	int r;
+
+	r = parse_digits(s, &unit, &n);
+	if (r == -2)
+		return "duration is too large";
+	if (r < 0)
+		return "expected a duration like 30s, 5m, 1h";
+	if (*unit == '\0')
+		return "a unit is required, e.g. 30s, 5m, 1h";
+	for (size_t i = 0; i < sizeof(duration_units) / sizeof(*duration_units);
+	     i++) {
+		if (strcmp(unit, duration_units[i].unit) != 0)
+			continue;
+		if (mul_u64(n, duration_units[i].ms, ms) < 0)
+			return "duration is too large";
+		return NULL;
+	}
+	return "expected a duration like 30s, 5m, 1h";
+}
+
+int
+config_parse_duration(const char *s, uint64_t *ms)
+{
+	uint64_t v;
+
+	if (s == NULL || duration_why(s, &v) != NULL)
+		return -1;
+	*ms = v;
+	return 0;
+}
+
+/* Unit suffixes, matched without regard to case: K, KB and KiB all mean
+ * 1024 bytes (nobody sizes mail in powers of 1000). */
+static const struct {
+	const char *unit;
+	uint64_t bytes;
+} size_units[] = {
+	{"", 1},      {"b", 1},	   {"k", KIB},	 {"kb", KIB},
+	{"kib", KIB}, {"m", MIB},  {"mb", MIB},	 {"mib", MIB},
+	{"g", GIB},   {"gb", GIB}, {"gib", GIB},
+};
+
+static const char *
+size_why(const char *s, uint64_t *bytes)
+{
+	const char *unit;
+	uint64_t n;
+	int r;
+
+	r = parse_digits(s, &unit, &n);
+	if (r == -2)
+		return "size is too large";
+	if (r < 0)
+		return "expected a size like 512KB, 50MB, 1GB";
+	for (size_t i = 0; i < sizeof(size_units) / sizeof(*size_units); i++) {
+		if (strcasecmp(unit, size_units[i].unit) != 0)
+			continue;
+		if (mul_u64(n, size_units[i].bytes, bytes) < 0)
+			return "size is too large";
+		return NULL;
+	}
+	return "expected a size like 512KB, 50MB, 1GB";
+}
+
+int
+config_parse_size(const char *s, uint64_t *bytes)
+{
+	uint64_t v;
+
+	if (s == NULL || size_why(s, &v) != NULL)
+		return -1;
+	*bytes = v;
+	return 0;
+}
+
+/* "1.2.3.4:25", "[::1]:25" or "*:25".  "*" is stored as the IPv6 wildcard
+ * "::": the listener binds it with IPV6_V6ONLY off, which accepts IPv4
+ * clients too (as ::ffff:a.b.c.d).  Host names are refused: the address
+ * must not depend on DNS at startup. */
+static const char *
+addr_why(const char *s, struct config_addr *out)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+	char host[sizeof(out->text)];
+	const char *port, *end;
+	size_t len = strlen(s), hlen;
+	uint64_t n;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0)
+		return "expected an address like 127.0.0.1:587, [::1]:587 or "
+		       "*:587";
+	if (len >= sizeof(out->text))
+		return "address is too long";
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL)
+			return "missing ']' after the IPv6 address";
+		if (close[1] != ':')
+			return "missing :port after the address";
+		hlen = (size_t)(close - s - 1);
+		memcpy(host, s + 1, hlen);
+		host[hlen] = '\0';
+		port = close + 2;
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return "invalid IPv6 address";
+		sin6->sin6_family = AF_INET6;
+		out->len = sizeof(*sin6);
+	} else {
+		const char *colon = strrchr(s, ':');
+		if (colon == NULL)
+			return "missing :port after the address";
+		hlen = (size_t)(colon - s);
+		memcpy(host, s, hlen);
+		host[hlen] = '\0';
+		port = colon + 1;
+		if (hlen == 0)
+			return "missing address before :port (use *:port for "
+			       "all addresses)";
+		if (memchr(host, ':', hlen) != NULL)
+			return "IPv6 addresses go in brackets, e.g. [::1]:587";
+		if (strcmp(host, "*") == 0) {
+			sin6->sin6_family = AF_INET6;
+			sin6->sin6_addr = in6addr_any;
+			out->len = sizeof(*sin6);
+		} else if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+			sin->sin_family = AF_INET;
+			out->len = sizeof(*sin);
+		} else {
+			return "expected an IP address, not a host name";
+		}
+	}
+	if (parse_digits(port, &end, &n) != 0 || *end != '\0')
+		return "expected a port number after ':'";
+	if (n < 1 || n > 65535)
+		return "port must be between 1 and 65535";
+	if (out->ss.ss_family == AF_INET)
+		sin->sin_port = htons((uint16_t)n);
+	else
+		sin6->sin6_port = htons((uint16_t)n);
+	memcpy(out->text, s, len + 1);
+	return NULL;
+}
+
+int
+config_parse_addr(const char *s, struct config_addr *out)
+{
+	struct config_addr a;
+
+	if (s == NULL || addr_why(s, &a) != NULL)
+		return -1;
+	*out = a;
+	return 0;
+}
+
+static bool
+addr_is_wildcard(const struct config_addr *a)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
+
+	if (a->ss.ss_family == AF_INET)
+		return sin->sin_addr.s_addr == htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+}
+
+static bool
+addr_equal(const struct config_addr *a, const struct config_addr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Host name: dot-separated labels of letters, digits and '-', a label
+ * neither starting nor ending with '-'.  With wildcard, "*.label..." too. */
+static bool
+valid_hostname(const char *s, bool wildcard)
+{
+	size_t label = 0, len = strlen(s);
+
+	if (wildcard && strncmp(s, "*.", 2) == 0)
+		s += 2, len -= 2;
+	if (len == 0 || len > 253)
+		return false;
+	for (const char *p = s;; p++) {
+		if (*p == '.' || *p == '\0') {
+			if (label == 0 || label > 63 || p[-1] == '-')
+				return false;
+			if (*p == '\0')
+				return true;
+			label = 0;
+		} else if ((*p >= 'a' && *p <= 'z') ||
+			   (*p >= 'A' && *p <= 'Z') ||
+			   (*p >= '0' && *p <= '9') ||
+			   (*p == '-' && label > 0)) {
+			label++;
+		} else {
+			return false;
+		}
+	}
+}
+
+/* "1KB", "4GB", "1000": the largest unit that divides n. */
+static void
+format_size(char *buf, size_t len, uint64_t n)
+{
+	if (n >= GIB && n % GIB == 0)
+		snprintf(buf, len, "%" PRIu64 "GB", n / GIB);
+	else if (n >= MIB && n % MIB == 0)
+		snprintf(buf, len, "%" PRIu64 "MB", n / MIB);
+	else if (n >= KIB && n % KIB == 0)
+		snprintf(buf, len, "%" PRIu64 "KB", n / KIB);
+	else
+		snprintf(buf, len, "%" PRIu64, n);
+}
+
+static void
+format_duration(char *buf, size_t len, uint64_t ms)
+{
+	size_t i = sizeof(duration_units) / sizeof(*duration_units);
+
+	while (--i > 0 && (ms == 0 || ms % duration_units[i].ms != 0))
+		;
+	snprintf(buf, len, "%" PRIu64 "%s", ms / duration_units[i].ms,
+		 duration_units[i].unit);
+}
+
+/* ---- YAML helpers ---------------------------------------------------- */
+
+static yaml_node_t *
+node_at(struct loader *l, int id)
+{
+	return yaml_document_get_node(l->doc, id);
+}
+
+static const char *
+scalar_str(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+/* An empty value ("key:" with nothing after it) or an explicit null. */
+static bool
+is_null(const yaml_node_t *n)
+{
+	const char *s;
+
+	if (n->type != YAML_SCALAR_NODE ||
+	    n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	s = scalar_str(n);
+	return *s == '\0' || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 ||
+	       strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
+}
+
+static int
+get_scalar(struct loader *l, const yaml_node_t *v, const char *key,
+	   const char **out)
+{
+	if (v->type != YAML_SCALAR_NODE)
+		return fail(l, line_of(v), key,
+			    "expected a single value, not a %s",
+			    v->type == YAML_SEQUENCE_NODE ? "list" : "mapping");
+	if (strlen(scalar_str(v)) != v->data.scalar.length)
+		return fail(l, line_of(v), key, "contains a NUL byte");
+	*out = scalar_str(v);
+	return 0;
+}
+
+static yaml_node_t *
+map_get(struct loader *l, const yaml_node_t *map, const char *key)
+{
+	yaml_node_pair_t *p;
+
+	if (map == NULL || map->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+	     p++) {
+		yaml_node_t *k = node_at(l, p->key);
+		if (k->type == YAML_SCALAR_NODE &&
+		    strcmp(scalar_str(k), key) == 0)
+			return node_at(l, p->value);
+	}
+	return NULL;
+}
+
+/* "prefix.name", or "name" at the top. */
+static void
+join_key(char *buf, size_t len, const char *prefix, const char *name)
+{
+	int n;
+
+	if (*prefix == '\0')
+		n = snprintf(buf, len, "%s", name);
+	else
+		n = snprintf(buf, len, "%s.%s", prefix, name);
+	if (n < 0)
+		buf[0] = '\0';
+}
+
+static void
+index_key(char *buf, size_t len, const char *prefix, size_t i)
+{
+	if (snprintf(buf, len, "%s[%zu]", prefix, i) < 0)
+		buf[0] = '\0';
+}
+
+static void *
+at(void *base, size_t off)
+{
+	return (char *)base + off;
+}
+
+static char *
+xstrdup(struct loader *l, const char *s, const char *key, int line)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		fail(l, line, key, "out of memory");
+	return p;
+}
+
+/* A file named in the config: absolute, or relative to its directory. */
+static char *
+resolve_path(struct loader *l, const char *s, const char *key, int line)
+{
+	const char *sep;
+	char *p;
+
+	if (s[0] == '/')
+		return xstrdup(l, s, key, line);
+	sep = l->dir[strlen(l->dir) - 1] == '/' ? "" : "/";
+	if (asprintf(&p, "%s%s%s", l->dir, sep, s) < 0) {
+		fail(l, line, key, "out of memory");
+		return NULL;
+	}
+	return p;
+}
+
+/* ---- generic field parsing ------------------------------------------- */
+
+static int parse_map(struct loader *l, const yaml_node_t *map,
+		     const yaml_node_t *where, const char *prefix,
+		     const struct field *fields, void *base);
+
+static int
+range_fail(struct loader *l, const struct field *f, const yaml_node_t *v,
+	   const char *key)
+{
+	char lo[32], hi[32];
+
+	if (f->type == F_BYTES) {
+		format_size(lo, sizeof(lo), f->min);
+		format_size(hi, sizeof(hi), f->max);
+	} else if (f->type == F_MS) {
+		format_duration(lo, sizeof(lo), f->min);
+		format_duration(hi, sizeof(hi), f->max);
+	} else {
+		snprintf(lo, sizeof(lo), "%" PRIu64, f->min);
+		snprintf(hi, sizeof(hi), "%" PRIu64, f->max);
+	}
+	if (f->max != NO_LIMIT)
+		return fail(l, line_of(v), key, "must be between %s and %s", lo,
+			    hi);
+	if (f->min == 1)
+		return fail(l, line_of(v), key, "must be greater than 0");
+	return fail(l, line_of(v), key, "must be at least %s", lo);
+}
+
+static int
+parse_enum(struct loader *l, const struct field *f, const yaml_node_t *v,
+	   const char *key, const char *s, void *base)
+{
+	char why[128] = "must be ";
+	const struct enum_name *e;
+	size_t n;
+
+	for (e = f->names; e->name != NULL; e++) {
+		if (strcmp(s, e->name) == 0) {
+			memcpy(at(base, f->off), &e->value, sizeof(int));
+			return 0;
+		}
+	}
+	/* "must be a, b or c" */
+	for (e = f->names; e->name != NULL; e++) {
+		n = strlen(why);
+		snprintf(why + n, sizeof(why) - n, "%s%s",
+			 e == f->names	     ? ""
+			 : e[1].name == NULL ? " or "
+					     : ", ",
+			 e->name);
+	}
+	return fail(l, line_of(v), key, "%s", why);
+}
+
+static int
+parse_list(struct loader *l, const yaml_node_t *k, const yaml_node_t *v,
+	   const char *key, const struct list_spec *spec, void *base)
+{
+	char ikey[128];
+	size_t n;
+	char *items;
+
+	if (is_null(v))
+		return fail(l, line_of(k), key, "must list at least one %s",
+			    spec->what);
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail(l, line_of(v), key, "expected a list");
+	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	if (n == 0)
+		return fail(l, line_of(v), key, "must list at least one %s",
+			    spec->what);
+	items = calloc(n, spec->item_size);
+	if (items == NULL)
+		return fail(l, line_of(v), key, "out of memory");
+	/* Owned by the config from here on, so config_free() cleans up. */
+	memcpy(at(base, spec->items_off), &items, sizeof(items));
+	memcpy(at(base, spec->count_off), &n, sizeof(n));
+
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item =
+			node_at(l, v->data.sequence.items.start[i]);
+		void *elem = items + i * spec->item_size;
+		int line = line_of(item);
+
+		index_key(ikey, sizeof(ikey), key, i);
+		if (item->type != YAML_MAPPING_NODE)
+			return fail(l, line, ikey, "expected a mapping");
+		if (spec->init != NULL)
+			spec->init(elem);
+		memcpy(at(elem, spec->line_off), &line, sizeof(line));
+		if (parse_map(l, item, item, ikey, spec->fields, elem) < 0)
+			return -1;
+	}
+	return spec->check != NULL ? spec->check(l, base) : 0;
+}
+
+static int
+parse_field(struct loader *l, const struct field *f, const yaml_node_t *k,
+	    const yaml_node_t *v, const char *key, void *base)
+{
+	const char *s, *why, *end;
+	uint64_t n;
+	char **str;
+	int line = line_of(v), r;
+
+	switch (f->type) {
+	case F_SECTION:
+		return parse_map(l, v, k, key, f->sub, base);
+	case F_LIST:
+		return parse_list(l, k, v, key, f->list, base);
+	case F_FUNC:
+		return f->fn(l, v, key, base);
+	default:
+		break;
+	}
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	switch (f->type) {
+	case F_UINT:
+	case F_SIZE:
+		r = parse_digits(s, &end, &n);
+		if (r == -2)
+			return fail(l, line, key, "number is too large");
+		if (r != 0 || *end != '\0')
+			return fail(l, line, key, "expected a whole number");
+		if (n < f->min || n > f->max)
+			return range_fail(l, f, v, key);
+		if (f->type == F_UINT)
+			*(unsigned *)at(base, f->off) = (unsigned)n;
+		else
+			*(size_t *)at(base, f->off) = (size_t)n;
+		return 0;
+	case F_BYTES:
+	case F_MS:
+		why = f->type == F_BYTES ? size_why(s, &n)
+					 : duration_why(s, &n);
+		if (why != NULL)
+			return fail(l, line, key, "%s", why);
+		if (n < f->min || n > f->max)
+			return range_fail(l, f, v, key);
+		*(uint64_t *)at(base, f->off) = n;
+		return 0;
+	case F_BOOL:
+		if (strcasecmp(s, "true") == 0 || strcasecmp(s, "yes") == 0 ||
+		    strcasecmp(s, "on") == 0)
+			*(bool *)at(base, f->off) = true;
+		else if (strcasecmp(s, "false") == 0 ||
+			 strcasecmp(s, "no") == 0 || strcasecmp(s, "off") == 0)
+			*(bool *)at(base, f->off) = false;
+		else
+			return fail(l, line, key, "expected true or false");
+		return 0;
+	case F_PATH:
+		if (*s == '\0')
+			return fail(l, line, key, "must not be empty");
+		str = at(base, f->off);
+		free(*str);
+		*str = resolve_path(l, s, key, line);
+		return *str != NULL ? 0 : -1;
+	case F_ENUM:
+		return parse_enum(l, f, v, key, s, base);
+	case F_ADDR:
+		why = addr_why(s, at(base, f->off));
+		return why != NULL ? fail(l, line, key, "%s", why) : 0;
+	default:
+		return fail(l, line, key, "internal error: bad field type");
+	}
+}
+
+/*
+ * Parse mapping node map (NULL or an empty value: no keys) against fields,
+ * storing into base.  prefix is the dotted path of the mapping ("" at the
+ * top); where is the node that missing required keys are reported at.
+ */
+static int
+parse_map(struct loader *l, const yaml_node_t *map, const yaml_node_t *where,
+	  const char *prefix, const struct field *fields, void *base)
+{
+	yaml_node_pair_t *start = NULL, *top = NULL, *p, *q;
+	const struct field *f;
+	char key[128];
+
+	if (map != NULL && is_null(map))
+		map = NULL;
+	if (map != NULL && map->type != YAML_MAPPING_NODE)
+		return fail(l, line_of(map), prefix, "expected a mapping");
+	if (map != NULL) {
+		start = map->data.mapping.pairs.start;
+		top = map->data.mapping.pairs.top;
+	}
+
+	for (p = start; p < top; p++) {
+		const yaml_node_t *k = node_at(l, p->key);
+		const yaml_node_t *v = node_at(l, p->value);
+		const char *name;
+
+		if (k->type != YAML_SCALAR_NODE)
+			return fail(l, line_of(k), *prefix ? prefix : "file",
+				    "a key must be a plain word");
+		name = scalar_str(k);
+		join_key(key, sizeof(key), prefix, name);
+		if (strlen(name) != k->data.scalar.length)
+			return fail(l, line_of(k), key, "contains a NUL byte");
+		for (q = start; q < p; q++) {
+			const yaml_node_t *k2 = node_at(l, q->key);
+			if (k2->type == YAML_SCALAR_NODE &&
+			    strcmp(scalar_str(k2), name) == 0)
+				return fail(l, line_of(k), key,
+					    "duplicate key (first at line %d)",
+					    line_of(k2));
+		}
+		for (f = fields; f->key != NULL; f++)
+			if (strcmp(f->key, name) == 0)
+				break;
+		if (f->key == NULL)
+			return fail(l, line_of(k), key, "unknown key");
+		if (parse_field(l, f, k, v, key, base) < 0)
+			return -1;
+	}
+
+	for (f = fields; f->key != NULL; f++) {
+		if (!f->required || map_get(l, map, f->key) != NULL)
+			continue;
+		join_key(key, sizeof(key), prefix, f->key);
+		/* A missing section: report what is missing inside it. */
+		if (f->type == F_SECTION) {
+			if (parse_map(l, NULL, where, key, f->sub, base) < 0)
+				return -1;
+			continue;
+		}
+		return fail(l, line_of(where), key, "required key is missing");
+	}
+	return 0;
+}
+
+/* ---- special fields -------------------------------------------------- */
+
+static int
+set_hostname(struct loader *l, const yaml_node_t *v, const char *key,
+	     void *base)
+{
+	struct config *cfg = base;
+	const char *s;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (!valid_hostname(s, false))
+		return fail(l, line_of(v), key,
+			    "expected a host name such as mail.example.com");
+	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", s);
+	return 0;
+}
+
+static int
+set_log_level(struct loader *l, const yaml_node_t *v, const char *key,
+	      void *base)
+{
+	struct config *cfg = base;
+	enum log_level level;
+	const char *s;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (log_level_parse(s, &level) < 0)
+		return fail(l, line_of(v), key,
+			    "must be error, warn, info or debug");
+	cfg->log_level = (int)level;
+	return 0;
+}
+
+static int
+groups_apply(SSL_CTX *ctx, const char *s)
+{
+	return (int)SSL_CTX_set1_groups_list(ctx, s);
+}
+
+/* A TLS list string, checked by handing it to an SSL_CTX. */
+static int
+set_tls_string(struct loader *l, const yaml_node_t *v, const char *key,
+	       char **dst, int (*apply)(SSL_CTX *, const char *),
+	       const char *why)
+{
+	const char *s;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (*s == '\0')
+		return fail(l, line_of(v), key, "must not be empty");
+	if (l->ssl == NULL &&
+	    (l->ssl = SSL_CTX_new(TLS_server_method())) == NULL)
+		return fail(l, line_of(v), key, "cannot create an SSL_CTX");
+	if (apply(l->ssl, s) != 1) {
+		ERR_clear_error();
+		return fail(l, line_of(v), key, "%s", why);
+	}
+	free(*dst);
+	*dst = xstrdup(l, s, key, line_of(v));
+	return *dst != NULL ? 0 : -1;
+}
+
+static int
+set_ciphers(struct loader *l, const yaml_node_t *v, const char *key, void *base)
+{
+	return set_tls_string(l, v, key, &((struct config *)base)->tls_ciphers,
+			      SSL_CTX_set_cipher_list,
+			      "no cipher in the list is known to OpenSSL");
+}
+
+static int
+set_ciphersuites(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	return set_tls_string(l, v, key,
+			      &((struct config *)base)->tls_ciphersuites,
+			      SSL_CTX_set_ciphersuites,
+			      "no suite in the list is known to OpenSSL");
+}
+
+static int
+set_groups(struct loader *l, const yaml_node_t *v, const char *key, void *base)
+{
+	return set_tls_string(
+		l, v, key, &((struct config *)base)->tls_groups, groups_apply,
+		"unknown group (known: X25519, P-256, P-384, ...)");
+}
+
+/* SNI names of one certificate. */
+static int
+set_names(struct loader *l, const yaml_node_t *v, const char *key, void *base)
+{
+	struct config_cert *cert = base;
+	char ikey[128];
+	size_t n;
+
+	if (is_null(v))
+		return 0;
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail(l, line_of(v), key,
+			    "expected a list such as [mail.example.com]");
+	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	if (n == 0)
+		return 0;
+	cert->names = calloc(n, sizeof(*cert->names));
+	if (cert->names == NULL)
+		return fail(l, line_of(v), key, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item =
+			node_at(l, v->data.sequence.items.start[i]);
+		const char *s;
+
+		index_key(ikey, sizeof(ikey), key, i);
+		if (get_scalar(l, item, ikey, &s) < 0)
+			return -1;
+		if (!valid_hostname(s, true))
+			return fail(l, line_of(item), ikey,
+				    "expected a host name or *.domain");
+		cert->names[i] = xstrdup(l, s, ikey, line_of(item));
+		if (cert->names[i] == NULL)
+			return -1;
+		cert->nnames = i + 1;
+	}
+	return 0;
+}
+
+static int
+set_mechanisms(struct loader *l, const yaml_node_t *v, const char *key,
+	       void *base)
+{
+	struct config *cfg = base;
+	unsigned mechs = 0, bit;
+	char ikey[128];
+	size_t n;
+
+	if (v->type != YAML_SEQUENCE_NODE || is_null(v))
+		return fail(l, line_of(v), key,
+			    "expected a list such as [PLAIN, LOGIN]");
+	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	if (n == 0)
+		return fail(l, line_of(v), key,
+			    "must list at least one mechanism");
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item =
+			node_at(l, v->data.sequence.items.start[i]);
+		const char *s;
+
+		index_key(ikey, sizeof(ikey), key, i);
+		if (get_scalar(l, item, ikey, &s) < 0)
+			return -1;
+		if (strcasecmp(s, "PLAIN") == 0)
+			bit = AUTH_MECH_PLAIN;
+		else if (strcasecmp(s, "LOGIN") == 0)
+			bit = AUTH_MECH_LOGIN;
+		else if (strcasecmp(s, "CRAM-MD5") == 0 ||
+			 strcasecmp(s, "DIGEST-MD5") == 0)
+			return fail(l, line_of(item), ikey,
+				    "%s is not supported: it needs plaintext "
+				    "passwords on the server; use PLAIN or "
+				    "LOGIN",
+				    s);
+		else
+			return fail(l, line_of(item), ikey,
+				    "unknown mechanism %s; expected PLAIN or "
+				    "LOGIN",
+				    s);
+		if (mechs & bit)
+			return fail(l, line_of(item), ikey,
+				    "%s is listed twice", s);
+		mechs |= bit;
+	}
+	cfg->auth_mechs = mechs;
+	return 0;
+}
+
+/* A backend is connected to, so a wildcard address makes no sense. */
+static int
+set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config_backend *b = base;
+	const char *s, *why;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	why = addr_why(s, &b->addr);
+	if (why != NULL)
+		return fail(l, line_of(v), key, "%s", why);
+	if (addr_is_wildcard(&b->addr))
+		return fail(l, line_of(v), key,
+			    "must be a specific address, not a wildcard");
+	return 0;
+}
+
+/* ---- the schema ------------------------------------------------------ */
+
+#define CFG(m)	    offsetof(struct config, m)
+#define LISTENER(m) offsetof(struct config_listener, m)
+#define CERT(m)	    offsetof(struct config_cert, m)
+#define BACKEND(m)  offsetof(struct config_backend, m)
+
+/*
+ * Table rows.  NUM: a number, size or duration and its range (inclusive);
+ * OPT and REQ: an optional or required value of another type; ENUM: one of
+ * a list of names; FUNC: parsed by a function of its own.
+ */
+/* clang-format off */
+#define NUM(k, t, o, lo, hi) \
+	{.key = k, .type = t, .off = o, .min = lo, .max = hi}
+#define OPT(k, t, o)	  {.key = k, .type = t, .off = o}
+#define REQ(k, t, o)	  {.key = k, .type = t, .off = o, .required = true}
+#define ENUM(k, o, n)	  {.key = k, .type = F_ENUM, .off = o, .names = n}
+#define REQ_ENUM(k, o, n) \
+	{.key = k, .type = F_ENUM, .off = o, .names = n, .required = true}
+#define FUNC(k, f)	  {.key = k, .type = F_FUNC, .fn = f}
+#define REQ_FUNC(k, f)	  {.key = k, .type = F_FUNC, .fn = f, .required = true}
+#define SECTION(k, s, r)  {.key = k, .type = F_SECTION, .sub = s, .required = r}
+#define LIST(k, spec) \
+	{.key = k, .type = F_LIST, .list = spec, .required = true}
+#define END_OF_TABLE	  {.key = NULL}
+/* clang-format on */
+
+static const struct enum_name tls_versions[] = {
+	{"TLSv1.2", TLS1_2_VERSION},
+	{"TLSv1.3", TLS1_3_VERSION},
+	{NULL, 0},
+};
+static const struct enum_name listener_modes[] = {
+	{"starttls", LISTENER_STARTTLS},
+	{"implicit", LISTENER_IMPLICIT},
+	{NULL, 0},
+};
+static const struct enum_name bare_newline_policies[] = {
+	{"reject", BARE_NEWLINE_REJECT},
+	{"normalize", BARE_NEWLINE_NORMALIZE},
+	{NULL, 0},
+};
+static const struct enum_name identities[] = {
+	{"xclient", IDENTITY_XCLIENT},
+	{"none", IDENTITY_NONE},
+	{NULL, 0},
+};
+
+static void
+backend_init(void *item)
+{
+	struct config_backend *b = item;
+
+	b->weight = 1;
+	b->identity = IDENTITY_XCLIENT;
+}
+
+/* Two listeners on one address would fail at bind(); say so here. */
+static int
+listeners_check(struct loader *l, struct config *cfg)
+{
+	char key[64];
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		for (size_t j = 0; j < i; j++) {
+			if (!addr_equal(&cfg->listeners[i].addr,
+					&cfg->listeners[j].addr))
+				continue;
+			snprintf(key, sizeof(key), "listeners[%zu].address", i);
+			return fail(l, cfg->listeners[i].line, key,
+				    "same address as listeners[%zu]", j);
+		}
+	}
+	return 0;
+}
+
+static int
+backends_check(struct loader *l, struct config *cfg)
+{
+	char key[64];
+
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		for (size_t j = 0; j < i; j++) {
+			if (!addr_equal(&cfg->backends[i].addr,
+					&cfg->backends[j].addr))
+				continue;
+			snprintf(key, sizeof(key),
+				 "backends.servers[%zu].address", i);
+			return fail(l, cfg->backends[i].line, key,
+				    "same address as servers[%zu]; use weight "
+				    "instead",
+				    j);
+		}
+	}
+	return 0;
+}
+
+static const struct field cert_fields[] = {
+	REQ("cert", F_PATH, CERT(cert_file)),
+	REQ("key", F_PATH, CERT(key_file)),
+	FUNC("names", set_names),
+	END_OF_TABLE,
+};
+
+static const struct list_spec cert_list = {
+	.what = "certificate",
+	.item_size = sizeof(struct config_cert),
+	.items_off = CFG(certs),
+	.count_off = CFG(ncerts),
+	.line_off = CERT(line),
+	.fields = cert_fields,
+};
+
+static const struct field listener_fields[] = {
+	REQ("address", F_ADDR, LISTENER(addr)),
+	REQ_ENUM("mode", LISTENER(mode), listener_modes),
+	END_OF_TABLE,
+};
+
+static const struct list_spec listener_list = {
+	.what = "listener",
+	.item_size = sizeof(struct config_listener),
+	.items_off = CFG(listeners),
+	.count_off = CFG(nlisteners),
+	.line_off = LISTENER(line),
+	.fields = listener_fields,
+	.check = listeners_check,
+};
+
+static const struct field server_fields[] = {
+	REQ_FUNC("address", set_backend_addr), /* no wildcard */
+	NUM("weight", F_UINT, BACKEND(weight), 1, 1000),
+	ENUM("identity", BACKEND(identity), identities),
+	END_OF_TABLE,
+};
+
+static const struct list_spec server_list = {
+	.what = "server",
+	.item_size = sizeof(struct config_backend),
+	.items_off = CFG(backends),
+	.count_off = CFG(nbackends),
+	.line_off = BACKEND(line),
+	.init = backend_init,
+	.fields = server_fields,
+	.check = backends_check,
+};
+
+static const struct field log_fields[] = {
+	FUNC("level", set_log_level),
+	END_OF_TABLE,
+};
+
+/* ticket_key_lifetime: tls.c rotates keys with 1s granularity. */
+static const struct field tls_fields[] = {
+	LIST("certificates", &cert_list),
+	ENUM("min_version", CFG(tls_min_version), tls_versions),
+	FUNC("ciphers", set_ciphers),
+	FUNC("ciphersuites", set_ciphersuites),
+	FUNC("groups", set_groups),
+	OPT("session_tickets", F_BOOL, CFG(tls_tickets)),
+	NUM("tls13_tickets", F_UINT, CFG(tls13_tickets), 0, 10),
+	NUM("ticket_key_lifetime", F_MS, CFG(ticket_key_lifetime_ms), SECOND,
+	    NO_LIMIT),
+	NUM("handshake_timeout", F_MS, CFG(handshake_timeout_ms), 1, NO_LIMIT),
+	END_OF_TABLE,
+};
+
+static const struct field auth_fields[] = {
+	REQ("passwd_file", F_PATH, CFG(passwd_file)),
+	FUNC("mechanisms", set_mechanisms),
+	NUM("threads", F_UINT, CFG(auth_threads), 1, 64),
+	NUM("failure_delay", F_MS, CFG(auth_failure_delay_ms), 0, MINUTE),
+	END_OF_TABLE,
+};
+
+static const struct field limits_fields[] = {
+	NUM("max_line", F_SIZE, CFG(max_line), 512, 65536),
+	NUM("max_auth_line", F_SIZE, CFG(max_auth_line), 1000, 65536),
+	NUM("max_message_size", F_BYTES, CFG(max_message_size), KIB, 4 * GIB),
+	NUM("max_recipients", F_UINT, CFG(max_recipients), 1, 100000),
+	NUM("max_errors", F_UINT, CFG(max_errors), 1, 1000),
+	NUM("max_sessions", F_UINT, CFG(max_sessions), 1, 1000000),
+	NUM("command_timeout", F_MS, CFG(command_timeout_ms), 1, NO_LIMIT),
+	NUM("data_timeout", F_MS, CFG(data_timeout_ms), 1, NO_LIMIT),
+	ENUM("bare_newlines", CFG(bare_newlines), bare_newline_policies),
+	END_OF_TABLE,
+};
+
+static const struct field backends_fields[] = {
+	NUM("connect_timeout", F_MS, CFG(backend_connect_timeout_ms), 1,
+	    NO_LIMIT),
+	NUM("reply_timeout", F_MS, CFG(backend_reply_timeout_ms), 1, NO_LIMIT),
+	NUM("data_timeout", F_MS, CFG(backend_data_timeout_ms), 1, NO_LIMIT),
+	LIST("servers", &server_list),
+	END_OF_TABLE,
+};
+
+static const struct field top_fields[] = {
+	FUNC("hostname", set_hostname),
+	NUM("workers", F_UINT, CFG(workers), 0, 256),
+	SECTION("log", log_fields, false),
+	SECTION("tls", tls_fields, true), /* for tls.certificates */
+	LIST("listeners", &listener_list),
+	SECTION("auth", auth_fields, true), /* for auth.passwd_file */
+	SECTION("limits", limits_fields, false),
+	SECTION("backends", backends_fields, true), /* for servers */
+	END_OF_TABLE,
+};
+
+/* Checks that span several keys, run after everything is parsed. */
+static int
+check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
+{
+	const yaml_node_t *limits = map_get(l, root, "limits");
+	const yaml_node_t *n;
+
+	if (cfg->max_auth_line < cfg->max_line) {
+		n = map_get(l, limits, "max_auth_line");
+		if (n != NULL)
+			return fail(l, line_of(n), "limits.max_auth_line",
+				    "must be at least limits.max_line (%zu)",
+				    cfg->max_line);
+		return fail(l, line_of(map_get(l, limits, "max_line")),
+			    "limits.max_line",
+			    "must not exceed limits.max_auth_line (%zu)",
+			    cfg->max_auth_line);
+	}
+	return 0;
+}
+
+/* ---- load ------------------------------------------------------------ */
+
+static int
+set_defaults(struct config *cfg)
+{
+	if (gethostname(cfg->hostname, sizeof(cfg->hostname) - 1) < 0 ||
+	    cfg->hostname[0] == '\0')
+		snprintf(cfg->hostname, sizeof(cfg->hostname), "localhost");
+	cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
+	cfg->workers = 0;
+	cfg->log_level = LOG_INFO;
+
+	cfg->tls_min_version = TLS1_2_VERSION;
+	cfg->tls_ciphers = strdup(DEFAULT_CIPHERS);
+	cfg->tls_ciphersuites = strdup(DEFAULT_CIPHERSUITES);
+	cfg->tls_groups = strdup(DEFAULT_GROUPS);
+	cfg->tls_tickets = true;
+	cfg->tls13_tickets = 1;
+	cfg->ticket_key_lifetime_ms = 12 * HOUR;
+	cfg->handshake_timeout_ms = 10 * SECOND;
+
+	cfg->auth_mechs = AUTH_MECH_PLAIN | AUTH_MECH_LOGIN;
+	cfg->auth_threads = 2;
+	cfg->auth_failure_delay_ms = 1 * SECOND;
+
+	cfg->max_line = 1000;
+	cfg->max_auth_line = 12288;
+	cfg->max_message_size = 50 * MIB;
+	cfg->max_recipients = 100;
+	cfg->max_errors = 10;
+	cfg->max_sessions = 10000;
+	cfg->command_timeout_ms = 5 * MINUTE;
+	cfg->data_timeout_ms = 10 * MINUTE;
+	cfg->bare_newlines = BARE_NEWLINE_REJECT;
+
+	cfg->backend_connect_timeout_ms = 10 * SECOND;
+	cfg->backend_reply_timeout_ms = 5 * MINUTE;
+	cfg->backend_data_timeout_ms = 10 * MINUTE;
+
+	if (cfg->tls_ciphers == NULL || cfg->tls_ciphersuites == NULL ||
+	    cfg->tls_groups == NULL)
+		return -1;
+	return 0;
+}
+
+/* Read the whole file; NULL with a message in l->err on failure. */
+static unsigned char *
+read_file(struct loader *l, size_t *len)
+{
+	unsigned char *buf;
+	size_t n;
+	FILE *fp;
+
+	fp = fopen(l->path, "rb");
+	if (fp == NULL) {
+		fail(l, 1, "file", "cannot open: %s", strerror(errno));
+		return NULL;
+	}
+	buf = malloc(CONFIG_FILE_MAX + 1);
+	if (buf == NULL) {
+		fclose(fp);
+		fail(l, 1, "file", "out of memory");
+		return NULL;
+	}
+	n = fread(buf, 1, CONFIG_FILE_MAX + 1, fp);
+	if (ferror(fp)) {
+		fail(l, 1, "file", "cannot read: %s", strerror(errno));
+		goto bad;
+	}
+	if (n > CONFIG_FILE_MAX) {
+		fail(l, 1, "file", "larger than %d bytes", CONFIG_FILE_MAX);
+		goto bad;
+	}
+	fclose(fp);
+	*len = n;
+	return buf;
+bad:
+	fclose(fp);
+	free(buf);
+	return NULL;
+}
+
+/* The absolute directory of the config file. */
+static char *
+config_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir, *abs;
+
+	if (slash == NULL)
+		dir = strdup(".");
+	else if (slash == path)
+		dir = strdup("/");
+	else
+		dir = strndup(path, (size_t)(slash - path));
+	if (dir == NULL)
+		return NULL;
+	abs = realpath(dir, NULL);
+	if (abs == NULL)
+		return dir; /* raced away; relative still works from here */
+	free(dir);
+	return abs;
+}
+
+/* Is there a tab in the indentation of line (0-based) of buf? */
+static bool
+tab_indented(const unsigned char *buf, size_t len, size_t line)
+{
+	size_t i = 0;
+
+	for (; i < len && line > 0; i++)
+		line -= buf[i] == '\n';
+	for (; i < len && (buf[i] == ' ' || buf[i] == '\t'); i++)
+		if (buf[i] == '\t')
+			return true;
+	return false;
+}
+
+static int
+yaml_fail(struct loader *l, yaml_parser_t *parser, const unsigned char *buf,
+	  size_t len)
+{
+	const yaml_mark_t *mark = &parser->problem_mark;
+	const char *problem = parser->problem ? parser->problem : "bad YAML";
+	size_t line = mark->line;
+
+	/* The reader (bad UTF-8, control characters) sets no mark. */
+	if (parser->error == YAML_READER_ERROR) {
+		line = 0;
+		for (size_t i = 0; i < parser->problem_offset && i < len; i++)
+			line += buf[i] == '\n';
+	}
+	/* The most common mistake gets a plain answer. */
+	if (parser->error == YAML_SCANNER_ERROR && tab_indented(buf, len, line))
+		return fail(l, (int)line + 1, "syntax",
+			    "tab character; indent with spaces");
+	if (parser->context != NULL && parser->context_mark.line != line)
+		return fail(l, (int)line + 1, "syntax",
+			    "%s (%s started at line %zu)", problem,
+			    parser->context, parser->context_mark.line + 1);
+	if (parser->context != NULL)
+		return fail(l, (int)line + 1, "syntax", "%s (%s)", problem,
+			    parser->context);
+	return fail(l, (int)line + 1, "syntax", "%s", problem);
+}
+
+int
+config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct loader l = {.path = path, .err = err, .errlen = errlen};
+	yaml_parser_t parser;
+	yaml_document_t doc, extra;
+	yaml_node_t *root;
+	struct config *cfg;
+	unsigned char *buf;
+	size_t len;
+	int rc = -1;
+
+	*out = NULL;
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	cfg = calloc(1, sizeof(*cfg));
+	if (cfg == NULL || set_defaults(cfg) < 0 ||
+	    (cfg->path = strdup(path)) == NULL ||
+	    (l.dir = config_dir(path)) == NULL) {
+		config_free(cfg);
+		free(l.dir);
+		return fail(&l, 1, "file", "out of memory");
+	}
+	buf = read_file(&l, &len);
+	if (buf == NULL) {
+		config_free(cfg);
+		free(l.dir);
+		return -1;
+	}
+
+	if (!yaml_parser_initialize(&parser)) {
+		fail(&l, 1, "file", "out of memory");
+		goto out_buf;
+	}
+	yaml_parser_set_input_string(&parser, buf, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		yaml_fail(&l, &parser, buf, len);
+		goto out_parser;
+	}
+	l.doc = &doc;
+
+	root = yaml_document_get_root_node(&doc);
+	if (root == NULL) {
+		fail(&l, 1, "file", "empty; expected a mapping of settings");
+		goto out_doc;
+	}
+	if (root->type != YAML_MAPPING_NODE) {
+		fail(&l, line_of(root), "file",
+		     "expected a mapping of settings at the top level");
+		goto out_doc;
+	}
+	/* One document per file: a stray "---" usually means a mistake. */
+	if (!yaml_parser_load(&parser, &extra)) {
+		yaml_fail(&l, &parser, buf, len);
+		goto out_doc;
+	}
+	if (yaml_document_get_root_node(&extra) != NULL) {
+		fail(&l, (int)extra.start_mark.line + 1, "file",
+		     "more than one YAML document");
+		yaml_document_delete(&extra);
+		goto out_doc;
+	}
+	yaml_document_delete(&extra);
+
+	if (parse_map(&l, root, root, "", top_fields, cfg) < 0 ||
+	    check_config(&l, root, cfg) < 0)
+		goto out_doc;
+	*out = cfg;
+	cfg = NULL;
+	rc = 0;
+
+out_doc:
+	yaml_document_delete(&doc);
+out_parser:
+	yaml_parser_delete(&parser);
+out_buf:
+	free(buf);
+	free(l.dir);
+	SSL_CTX_free(l.ssl);
+	config_free(cfg);
+	return rc;
+}
+
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < cfg->ncerts; i++) {
+		struct config_cert *c = &cfg->certs[i];
+		free(c->cert_file);
+		free(c->key_file);
+		for (size_t j = 0; j < c->nnames; j++)
+			free(c->names[j]);
+		free(c->names);
+	}
+	free(cfg->certs);
+	free(cfg->listeners);
+	free(cfg->backends);
+	free(cfg->tls_ciphers);
+	free(cfg->tls_ciphersuites);
+	free(cfg->tls_groups);
+	free(cfg->passwd_file);
+	free(cfg->path);
+	free(cfg);
+}

@@ -1,0 +1,1024 @@
+/*
+ * test_config.c - config_load() and its unit parsers.
+ *
+ * Each test writes a config file into a fresh temporary directory, loads it
+ * and checks either the values or the exact "file:line: key: why" error.
+ * The example conf/msaproxy.yaml is loaded too (from $MSAPROXY_SRCDIR, or
+ * the current directory), and must agree with the built-in defaults.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "log.h"
+
+static char tmpdir[128];  /* realpath of the mkdtemp directory */
+static char cfgpath[160]; /* tmpdir/msaproxy.yaml */
+static char err[1024];
+
+/* The smallest valid file, in parts so that tests can swap one part out.
+ * The comments give each line's number in MINIMAL. */
+#define TLS_PART                                                               \
+	"tls:\n"	      /* 1 */                                          \
+	"  certificates:\n"   /* 2 */                                          \
+	"    - cert: c.crt\n" /* 3 */                                          \
+	"      key: c.key\n"  /* 4 */
+#define LISTENERS_PART                                                         \
+	"listeners:\n"			/* 5 */                                \
+	"  - address: 127.0.0.1:2587\n" /* 6 */                                \
+	"    mode: starttls\n"		/* 7 */
+#define AUTH_PART                                                              \
+	"auth:\n"		 /* 8 */                                       \
+	"  passwd_file: users\n" /* 9 */
+#define BACKENDS_PART                                                          \
+	"backends:\n"			  /* 10 */                             \
+	"  servers:\n"			  /* 11 */                             \
+	"    - address: 127.0.0.1:2525\n" /* 12 */
+#define MINIMAL TLS_PART LISTENERS_PART AUTH_PART BACKENDS_PART
+
+static int
+setup(void **state)
+{
+	char tmpl[] = "/tmp/test_config.XXXXXX";
+	char *dir;
+	int n;
+
+	(void)state;
+	if (mkdtemp(tmpl) == NULL || (dir = realpath(tmpl, NULL)) == NULL)
+		return -1;
+	n = snprintf(tmpdir, sizeof(tmpdir), "%s", dir);
+	free(dir);
+	if (n < 0 || (size_t)n >= sizeof(tmpdir))
+		return -1;
+	n = snprintf(cfgpath, sizeof(cfgpath), "%s/msaproxy.yaml", tmpdir);
+	return n < 0 || (size_t)n >= sizeof(cfgpath) ? -1 : 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	unlink(cfgpath);
+	return rmdir(tmpdir);
+}
+
+static void
+write_config(const char *text)
+{
+	FILE *fp = fopen(cfgpath, "w");
+
+	assert_non_null(fp);
+	assert_int_equal(fputs(text, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static struct config *
+load_ok(const char *text)
+{
+	struct config *cfg = NULL;
+
+	write_config(text);
+	err[0] = '\0';
+	if (config_load(cfgpath, &cfg, err, sizeof(err)) != 0)
+		fail_msg("unexpected error: %s", err);
+	assert_non_null(cfg);
+	return cfg;
+}
+
+/* The file must be refused with exactly "cfgpath:line: key: why". */
+static void
+expect_error(const char *text, int line, const char *key, const char *why)
+{
+	struct config *cfg = (struct config *)1;
+	char want[1024];
+	int n;
+
+	write_config(text);
+	n = snprintf(want, sizeof(want), "%s:%d: %s: %s", cfgpath, line, key,
+		     why);
+	assert_true(n > 0 && (size_t)n < sizeof(want));
+	assert_int_equal(config_load(cfgpath, &cfg, err, sizeof(err)), -1);
+	assert_null(cfg);
+	assert_string_equal(err, want);
+}
+
+static unsigned
+port_of(const struct config_addr *a)
+{
+	if (a->ss.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+static void
+assert_in_tmpdir(const char *path, const char *name)
+{
+	char want[256];
+	int n;
+
+	n = snprintf(want, sizeof(want), "%s/%s", tmpdir, name);
+	assert_true(n > 0 && (size_t)n < sizeof(want));
+	assert_string_equal(path, want);
+}
+
+/* ---- values ---------------------------------------------------------- */
+
+static void
+test_defaults(void **state)
+{
+	struct config *cfg = load_ok(MINIMAL);
+	char host[256] = "";
+
+	(void)state;
+	gethostname(host, sizeof(host) - 1);
+	assert_string_equal(cfg->hostname, host[0] ? host : "localhost");
+	assert_string_equal(cfg->path, cfgpath);
+	assert_int_equal(cfg->workers, 0);
+	assert_int_equal(cfg->log_level, LOG_INFO);
+
+	assert_int_equal(cfg->ncerts, 1);
+	assert_in_tmpdir(cfg->certs[0].cert_file, "c.crt");
+	assert_in_tmpdir(cfg->certs[0].key_file, "c.key");
+	assert_int_equal(cfg->certs[0].nnames, 0);
+	assert_null(cfg->certs[0].names);
+	assert_int_equal(cfg->certs[0].line, 3);
+	assert_int_equal(cfg->tls_min_version, TLS1_2_VERSION);
+	assert_string_equal(cfg->tls_ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256:"
+					      "ECDHE-RSA-AES128-GCM-SHA256:"
+					      "ECDHE-ECDSA-AES256-GCM-SHA384:"
+					      "ECDHE-RSA-AES256-GCM-SHA384:"
+					      "ECDHE-ECDSA-CHACHA20-POLY1305:"
+					      "ECDHE-RSA-CHACHA20-POLY1305");
+	assert_string_equal(cfg->tls_ciphersuites,
+			    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+			    "TLS_CHACHA20_POLY1305_SHA256");
+	assert_string_equal(cfg->tls_groups, "X25519:P-256");
+	assert_true(cfg->tls_tickets);
+	assert_int_equal(cfg->tls13_tickets, 1);
+	assert_int_equal(cfg->ticket_key_lifetime_ms, 12 * 3600 * 1000);
+	assert_int_equal(cfg->handshake_timeout_ms, 10 * 1000);
+
+	assert_int_equal(cfg->nlisteners, 1);
+	assert_string_equal(cfg->listeners[0].addr.text, "127.0.0.1:2587");
+	assert_int_equal(cfg->listeners[0].addr.ss.ss_family, AF_INET);
+	assert_int_equal(port_of(&cfg->listeners[0].addr), 2587);
+	assert_int_equal(cfg->listeners[0].mode, LISTENER_STARTTLS);
+	assert_int_equal(cfg->listeners[0].line, 6);
+
+	assert_in_tmpdir(cfg->passwd_file, "users");
+	assert_int_equal(cfg->auth_mechs, AUTH_MECH_PLAIN | AUTH_MECH_LOGIN);
+	assert_int_equal(cfg->auth_threads, 2);
+	assert_int_equal(cfg->auth_failure_delay_ms, 1000);
+
+	assert_int_equal(cfg->max_line, 1000);
+	assert_int_equal(cfg->max_auth_line, 12288);
+	assert_int_equal(cfg->max_message_size, 50 * 1024 * 1024);
+	assert_int_equal(cfg->max_recipients, 100);
+	assert_int_equal(cfg->max_errors, 10);
+	assert_int_equal(cfg->max_sessions, 10000);
+	assert_int_equal(cfg->command_timeout_ms, 5 * 60 * 1000);
+	assert_int_equal(cfg->data_timeout_ms, 10 * 60 * 1000);
+	assert_int_equal(cfg->bare_newlines, BARE_NEWLINE_REJECT);
+
+	assert_int_equal(cfg->nbackends, 1);
+	assert_string_equal(cfg->backends[0].addr.text, "127.0.0.1:2525");
+	assert_int_equal(port_of(&cfg->backends[0].addr), 2525);
+	assert_int_equal(cfg->backends[0].weight, 1);
+	assert_int_equal(cfg->backends[0].identity, IDENTITY_XCLIENT);
+	assert_int_equal(cfg->backends[0].line, 12);
+	assert_int_equal(cfg->backend_connect_timeout_ms, 10 * 1000);
+	assert_int_equal(cfg->backend_reply_timeout_ms, 5 * 60 * 1000);
+	assert_int_equal(cfg->backend_data_timeout_ms, 10 * 60 * 1000);
+	config_free(cfg);
+}
+
+/* Every key set to something other than its default. */
+static void
+test_all_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok("hostname: mx1.example.org\n"
+		      "workers: 4\n"
+		      "log:\n"
+		      "  level: debug\n"
+		      "tls:\n"
+		      "  certificates:\n"
+		      "    - cert: /etc/ssl/a.crt\n"
+		      "      key: keys/a.key\n"
+		      "      names: [mail.example.org, '*.example.net']\n"
+		      "    - cert: b.crt\n"
+		      "      key: b.key\n"
+		      "  min_version: TLSv1.3\n"
+		      "  ciphers: ECDHE-RSA-AES128-GCM-SHA256\n"
+		      "  ciphersuites: TLS_AES_256_GCM_SHA384\n"
+		      "  groups: P-384\n"
+		      "  session_tickets: off\n"
+		      "  tls13_tickets: 0\n"
+		      "  ticket_key_lifetime: 1d\n"
+		      "  handshake_timeout: 2500ms\n"
+		      "listeners:\n"
+		      "  - address: '*:587'\n"
+		      "    mode: starttls\n"
+		      "  - address: '[::1]:465'\n"
+		      "    mode: implicit\n"
+		      "auth:\n"
+		      "  passwd_file: /etc/msaproxy/users\n"
+		      "  mechanisms: [login]\n"
+		      "  threads: 8\n"
+		      "  failure_delay: 0s\n"
+		      "limits:\n"
+		      "  max_line: 2048\n"
+		      "  max_auth_line: 4096\n"
+		      "  max_message_size: 1GiB\n"
+		      "  max_recipients: 5\n"
+		      "  max_errors: 3\n"
+		      "  max_sessions: 50\n"
+		      "  command_timeout: 1m\n"
+		      "  data_timeout: 2h\n"
+		      "  bare_newlines: normalize\n"
+		      "backends:\n"
+		      "  connect_timeout: 3s\n"
+		      "  reply_timeout: 4m\n"
+		      "  data_timeout: 20m\n"
+		      "  servers:\n"
+		      "    - address: 10.0.0.1:25\n"
+		      "      weight: 1000\n"
+		      "      identity: none\n"
+		      "    - address: '[2001:db8::1]:25'\n");
+
+	assert_string_equal(cfg->hostname, "mx1.example.org");
+	assert_int_equal(cfg->workers, 4);
+	assert_int_equal(cfg->log_level, LOG_DEBUG);
+	assert_int_equal(cfg->ncerts, 2);
+	assert_string_equal(cfg->certs[0].cert_file, "/etc/ssl/a.crt");
+	assert_in_tmpdir(cfg->certs[0].key_file, "keys/a.key");
+	assert_int_equal(cfg->certs[0].nnames, 2);
+	assert_string_equal(cfg->certs[0].names[0], "mail.example.org");
+	assert_string_equal(cfg->certs[0].names[1], "*.example.net");
+	assert_in_tmpdir(cfg->certs[1].cert_file, "b.crt");
+	assert_int_equal(cfg->certs[1].nnames, 0);
+	assert_int_equal(cfg->certs[1].line, 10);
+	assert_int_equal(cfg->tls_min_version, TLS1_3_VERSION);
+	assert_string_equal(cfg->tls_ciphers, "ECDHE-RSA-AES128-GCM-SHA256");
+	assert_string_equal(cfg->tls_ciphersuites, "TLS_AES_256_GCM_SHA384");
+	assert_string_equal(cfg->tls_groups, "P-384");
+	assert_false(cfg->tls_tickets);
+	assert_int_equal(cfg->tls13_tickets, 0);
+	assert_int_equal(cfg->ticket_key_lifetime_ms, 24 * 3600 * 1000);
+	assert_int_equal(cfg->handshake_timeout_ms, 2500);
+
+	assert_int_equal(cfg->nlisteners, 2);
+	assert_int_equal(cfg->listeners[0].addr.ss.ss_family, AF_INET6);
+	assert_int_equal(port_of(&cfg->listeners[0].addr), 587);
+	assert_int_equal(cfg->listeners[1].mode, LISTENER_IMPLICIT);
+	assert_int_equal(cfg->listeners[1].line, 23);
+
+	assert_string_equal(cfg->passwd_file, "/etc/msaproxy/users");
+	assert_int_equal(cfg->auth_mechs, AUTH_MECH_LOGIN);
+	assert_int_equal(cfg->auth_threads, 8);
+	assert_int_equal(cfg->auth_failure_delay_ms, 0);
+
+	assert_int_equal(cfg->max_line, 2048);
+	assert_int_equal(cfg->max_auth_line, 4096);
+	assert_int_equal(cfg->max_message_size, 1024 * 1024 * 1024);
+	assert_int_equal(cfg->max_recipients, 5);
+	assert_int_equal(cfg->max_errors, 3);
+	assert_int_equal(cfg->max_sessions, 50);
+	assert_int_equal(cfg->command_timeout_ms, 60 * 1000);
+	assert_int_equal(cfg->data_timeout_ms, 2 * 3600 * 1000);
+	assert_int_equal(cfg->bare_newlines, BARE_NEWLINE_NORMALIZE);
+
+	assert_int_equal(cfg->backend_connect_timeout_ms, 3000);
+	assert_int_equal(cfg->backend_reply_timeout_ms, 4 * 60 * 1000);
+	assert_int_equal(cfg->backend_data_timeout_ms, 20 * 60 * 1000);
+	assert_int_equal(cfg->nbackends, 2);
+	assert_int_equal(cfg->backends[0].weight, 1000);
+	assert_int_equal(cfg->backends[0].identity, IDENTITY_NONE);
+	assert_int_equal(cfg->backends[1].weight, 1);
+	assert_int_equal(cfg->backends[1].identity, IDENTITY_XCLIENT);
+	assert_int_equal(cfg->backends[1].addr.ss.ss_family, AF_INET6);
+	config_free(cfg);
+}
+
+/* Booleans, empty sections, comments and quoting. */
+static void
+test_scalar_forms(void **state)
+{
+	static const char *const yes[] = {"true", "yes", "on", "True", "YES"};
+	static const char *const no[] = {"false", "no", "off", "False", "OFF"};
+	struct config *cfg;
+	char text[2048];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(yes) / sizeof(*yes); i++) {
+		snprintf(text, sizeof(text),
+			 "log:\n" TLS_PART "  session_tickets: %s\n"
+			 "  tls13_tickets: 10\n" LISTENERS_PART AUTH_PART
+				 BACKENDS_PART,
+			 no[i]);
+		cfg = load_ok(text);
+		assert_false(cfg->tls_tickets);
+		assert_int_equal(cfg->tls13_tickets, 10);
+		config_free(cfg);
+		snprintf(text, sizeof(text),
+			 TLS_PART
+			 "  session_tickets: %s\n" LISTENERS_PART AUTH_PART
+				 BACKENDS_PART,
+			 yes[i]);
+		cfg = load_ok(text);
+		assert_true(cfg->tls_tickets);
+		config_free(cfg);
+	}
+
+	/* Quoted values, flow style, comments, empty sections ("log:" in the
+	 * loop above too). */
+	cfg = load_ok(
+		"# comment\n"
+		"limits: # nothing set\n"
+		"log: {level: \"warn\"}\n"
+		"tls: {certificates: [{cert: 'x y.crt', key: k}]}\n"
+		"listeners: [{address: \"127.0.0.1:25\", mode: implicit}]\n"
+		"auth: {passwd_file: p, mechanisms: [Plain]}\n"
+		"backends: {servers: [{address: '127.0.0.1:26'}]}\n");
+	assert_int_equal(cfg->log_level, LOG_WARN);
+	assert_in_tmpdir(cfg->certs[0].cert_file, "x y.crt");
+	assert_int_equal(cfg->listeners[0].mode, LISTENER_IMPLICIT);
+	assert_int_equal(cfg->auth_mechs, AUTH_MECH_PLAIN);
+	assert_int_equal(cfg->max_line, 1000);
+	config_free(cfg);
+}
+
+/* The shipped example loads, and says what the defaults are. */
+static void
+test_example_config(void **state)
+{
+	const char *srcdir = getenv("MSAPROXY_SRCDIR");
+	struct config *ex = NULL, *def;
+	char path[PATH_MAX];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/conf/msaproxy.yaml",
+		 srcdir != NULL ? srcdir : ".");
+	if (config_load(path, &ex, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+
+	assert_string_equal(ex->hostname, "mail.example.test");
+	assert_int_equal(ex->ncerts, 1);
+	assert_non_null(strstr(ex->certs[0].cert_file, "/conf/demo/ecdsa.crt"));
+	assert_non_null(strstr(ex->certs[0].key_file, "/conf/demo/ecdsa.key"));
+	assert_int_equal(ex->certs[0].cert_file[0], '/');
+	assert_int_equal(ex->certs[0].nnames, 1);
+	assert_string_equal(ex->certs[0].names[0], "mail.example.test");
+	assert_non_null(strstr(ex->passwd_file, "/conf/demo/users"));
+	assert_int_equal(ex->nlisteners, 2);
+	assert_string_equal(ex->listeners[0].addr.text, "127.0.0.1:2587");
+	assert_int_equal(ex->listeners[0].mode, LISTENER_STARTTLS);
+	assert_string_equal(ex->listeners[1].addr.text, "127.0.0.1:2465");
+	assert_int_equal(ex->listeners[1].mode, LISTENER_IMPLICIT);
+	assert_int_equal(ex->nbackends, 1);
+	assert_string_equal(ex->backends[0].addr.text, "127.0.0.1:2525");
+	assert_int_equal(ex->backends[0].identity, IDENTITY_XCLIENT);
+
+	/* Everything else the example sets is the default it documents. */
+	def = load_ok(MINIMAL);
+	assert_int_equal(ex->workers, def->workers);
+	assert_int_equal(ex->log_level, def->log_level);
+	assert_int_equal(ex->tls_min_version, def->tls_min_version);
+	assert_string_equal(ex->tls_ciphers, def->tls_ciphers);
+	assert_string_equal(ex->tls_ciphersuites, def->tls_ciphersuites);
+	assert_string_equal(ex->tls_groups, def->tls_groups);
+	assert_int_equal(ex->tls_tickets, def->tls_tickets);
+	assert_int_equal(ex->tls13_tickets, def->tls13_tickets);
+	assert_int_equal(ex->ticket_key_lifetime_ms,
+			 def->ticket_key_lifetime_ms);
+	assert_int_equal(ex->handshake_timeout_ms, def->handshake_timeout_ms);
+	assert_int_equal(ex->auth_mechs, def->auth_mechs);
+	assert_int_equal(ex->auth_threads, def->auth_threads);
+	assert_int_equal(ex->auth_failure_delay_ms, def->auth_failure_delay_ms);
+	assert_int_equal(ex->max_line, def->max_line);
+	assert_int_equal(ex->max_auth_line, def->max_auth_line);
+	assert_int_equal(ex->max_message_size, def->max_message_size);
+	assert_int_equal(ex->max_recipients, def->max_recipients);
+	assert_int_equal(ex->max_errors, def->max_errors);
+	assert_int_equal(ex->max_sessions, def->max_sessions);
+	assert_int_equal(ex->command_timeout_ms, def->command_timeout_ms);
+	assert_int_equal(ex->data_timeout_ms, def->data_timeout_ms);
+	assert_int_equal(ex->bare_newlines, def->bare_newlines);
+	assert_int_equal(ex->backends[0].weight, def->backends[0].weight);
+	assert_int_equal(ex->backend_connect_timeout_ms,
+			 def->backend_connect_timeout_ms);
+	assert_int_equal(ex->backend_reply_timeout_ms,
+			 def->backend_reply_timeout_ms);
+	assert_int_equal(ex->backend_data_timeout_ms,
+			 def->backend_data_timeout_ms);
+	config_free(def);
+	config_free(ex);
+}
+
+/* ---- units ----------------------------------------------------------- */
+
+static void
+test_durations(void **state)
+{
+	static const struct {
+		const char *s;
+		uint64_t ms;
+	} good[] = {
+		{"250ms", 250},	   {"30s", 30000},
+		{"5m", 300000},	   {"1h", 3600000},
+		{"2d", 172800000}, {"0s", 0},
+		{"007s", 7000},	   {"18446744073709551615ms", UINT64_MAX},
+	};
+	static const char *const bad[] = {
+		"",
+		"30",
+		"s",
+		"5x",
+		"5 s",
+		"-5s",
+		"+5s",
+		"1.5h",
+		"5S",
+		"5sec",
+		" 5s",
+		"5s ",
+		"5mss",
+		"0x10s",
+		"18446744073709551616ms",
+		"18446744073709552s",
+		"99999999999999999999d",
+	};
+	uint64_t ms;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
+		ms = 12345;
+		assert_int_equal(config_parse_duration(good[i].s, &ms), 0);
+		assert_int_equal(ms, good[i].ms);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		ms = 12345;
+		if (config_parse_duration(bad[i], &ms) != -1)
+			fail_msg("duration \"%s\" accepted", bad[i]);
+		assert_int_equal(ms, 12345); /* untouched */
+	}
+}
+
+static void
+test_sizes(void **state)
+{
+	static const struct {
+		const char *s;
+		uint64_t bytes;
+	} good[] = {
+		{"1000", 1000},
+		{"0", 0},
+		{"512KB", 512 * 1024},
+		{"50MB", 50 * 1024 * 1024},
+		{"1GB", 1024 * 1024 * 1024},
+		{"4GB", 4ull * 1024 * 1024 * 1024},
+		{"1KiB", 1024},
+		{"2MiB", 2 * 1024 * 1024},
+		{"1GiB", 1024 * 1024 * 1024},
+		{"1kb", 1024},
+		{"3mb", 3 * 1024 * 1024},
+		{"1gb", 1024 * 1024 * 1024},
+		{"10K", 10 * 1024},
+		{"10M", 10 * 1024 * 1024},
+		{"17179869183GB", UINT64_MAX - (1024 * 1024 * 1024 - 1)},
+		{"18446744073709551615", UINT64_MAX},
+	};
+	static const char *const bad[] = {
+		"",
+		"MB",
+		"5TB",
+		"1.5MB",
+		"-1",
+		"+1",
+		"5 MB",
+		"50MBs",
+		"0x100",
+		"17179869184GB", /* 2^64 */
+		"18014398509481984KB",
+		"18446744073709551616",
+		"99999999999999999999MB",
+	};
+	uint64_t n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
+		n = 12345;
+		assert_int_equal(config_parse_size(good[i].s, &n), 0);
+		assert_int_equal(n, good[i].bytes);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		n = 12345;
+		if (config_parse_size(bad[i], &n) != -1)
+			fail_msg("size \"%s\" accepted", bad[i]);
+		assert_int_equal(n, 12345);
+	}
+}
+
+static void
+test_addresses(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		"localhost:25",
+		"mail.example.com:25",
+		"127.0.0.1",
+		"127.0.0.1:",
+		"127.0.0.1:0",
+		"127.0.0.1:65536",
+		"127.0.0.1:99999999999999999999999",
+		"127.0.0.1:-1",
+		"127.0.0.1:x",
+		"127.0.0.1:25 ",
+		" 127.0.0.1:25",
+		"1.2.3:25",
+		"1.2.3.256:25",
+		"::1:25",
+		"::1",
+		"[::1]",
+		"[::1]25",
+		"[::1:25",
+		"[1.2.3.4]:25",
+		"[fe80::1%eth0]:25",
+		":25",
+		"*",
+		"*:0",
+		"[*]:25",
+		"[::1]:65536",
+		"127.0.0.1:2525:1",
+	};
+	struct config_addr a;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a.ss;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a.ss;
+	char longer[300];
+
+	(void)state;
+	assert_int_equal(config_parse_addr("127.0.0.1:2587", &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET);
+	assert_int_equal(a.len, sizeof(struct sockaddr_in));
+	assert_int_equal(sin->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+	assert_int_equal(ntohs(sin->sin_port), 2587);
+	assert_string_equal(a.text, "127.0.0.1:2587");
+
+	assert_int_equal(config_parse_addr("0.0.0.0:65535", &a), 0);
+	assert_int_equal(sin->sin_addr.s_addr, htonl(INADDR_ANY));
+	assert_int_equal(ntohs(sin->sin_port), 65535);
+
+	assert_int_equal(config_parse_addr("[::1]:2587", &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET6);
+	assert_int_equal(a.len, sizeof(struct sockaddr_in6));
+	assert_true(IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr));
+	assert_int_equal(ntohs(sin6->sin6_port), 2587);
+	assert_string_equal(a.text, "[::1]:2587");
+
+	assert_int_equal(config_parse_addr("[2001:db8::25]:1", &a), 0);
+	assert_int_equal(ntohs(sin6->sin6_port), 1);
+
+	/* "*" is the IPv6 wildcard, bound dual-stack. */
+	assert_int_equal(config_parse_addr("*:587", &a), 0);
+	assert_int_equal(a.ss.ss_family, AF_INET6);
+	assert_true(IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr));
+	assert_int_equal(ntohs(sin6->sin6_port), 587);
+	assert_string_equal(a.text, "*:587");
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		if (config_parse_addr(bad[i], &a) != -1)
+			fail_msg("address \"%s\" accepted", bad[i]);
+	}
+	memset(longer, '1', sizeof(longer) - 1);
+	longer[sizeof(longer) - 1] = '\0';
+	assert_int_equal(config_parse_addr(longer, &a), -1);
+}
+
+/* ---- errors ---------------------------------------------------------- */
+
+static void
+test_err_unknown_key(void **state)
+{
+	(void)state;
+	expect_error(MINIMAL "limits:\n"	    /* 13 */
+			     "  max_recipent: 5\n", /* 14 */
+		     14, "limits.max_recipent", "unknown key");
+	expect_error(MINIMAL "listener:\n", 13, "listener", "unknown key");
+	expect_error(TLS_PART
+		     "    - cert: a\n"
+		     "      key: b\n"
+		     "      name: [x.example]\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     7, "tls.certificates[1].name", "unknown key");
+}
+
+static void
+test_err_bad_mode(void **state)
+{
+	(void)state;
+	expect_error(TLS_PART "listeners:\n"
+			      "  - address: 127.0.0.1:2587\n"
+			      "    mode: smtps\n" AUTH_PART BACKENDS_PART,
+		     7, "listeners[0].mode", "must be starttls or implicit");
+	expect_error(TLS_PART LISTENERS_PART
+		     "  - address: 127.0.0.1:2465\n"
+		     "    mode: SMTPS\n" AUTH_PART BACKENDS_PART,
+		     9, "listeners[1].mode", "must be starttls or implicit");
+	expect_error(TLS_PART
+		     "listeners:\n"
+		     "  - address: 127.0.0.1:2587\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0].mode", "required key is missing");
+}
+
+static void
+test_err_bad_duration(void **state)
+{
+	(void)state;
+	expect_error(MINIMAL "limits:\n"
+			     "  command_timeout: 30\n",
+		     14, "limits.command_timeout",
+		     "a unit is required, e.g. 30s, 5m, 1h");
+	expect_error(TLS_PART "  handshake_timeout: 10 seconds\n" LISTENERS_PART
+			     AUTH_PART BACKENDS_PART,
+		     5, "tls.handshake_timeout",
+		     "expected a duration like 30s, 5m, 1h");
+	expect_error(MINIMAL "limits:\n"
+			     "  data_timeout: 0s\n",
+		     14, "limits.data_timeout", "must be greater than 0");
+	expect_error(TLS_PART
+		     "  ticket_key_lifetime: 500ms\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     5, "tls.ticket_key_lifetime", "must be at least 1s");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  failure_delay: 2m\n" BACKENDS_PART,
+		     10, "auth.failure_delay", "must be between 0ms and 1m");
+	expect_error(MINIMAL "limits:\n"
+			     "  data_timeout: 99999999999999999999d\n",
+		     14, "limits.data_timeout", "duration is too large");
+}
+
+static void
+test_err_duplicate_key(void **state)
+{
+	(void)state;
+	expect_error(MINIMAL "limits:\n"
+			     "  max_line: 1000\n"
+			     "  max_line: 2000\n",
+		     15, "limits.max_line", "duplicate key (first at line 14)");
+	expect_error(MINIMAL "auth:\n"
+			     "  passwd_file: other\n",
+		     13, "auth", "duplicate key (first at line 8)");
+}
+
+static void
+test_err_yaml_syntax(void **state)
+{
+	(void)state;
+	expect_error(MINIMAL "limits:\n"
+			     "  max_line: 1000: 2\n",
+		     14, "syntax",
+		     "mapping values are not allowed in this context");
+	expect_error(TLS_PART "listeners: [\n"
+			      "  {address: 127.0.0.1:2587, mode: starttls}\n"
+			      "auth:\n",
+		     7, "syntax",
+		     "did not find expected ',' or ']' (while parsing a flow "
+		     "sequence started at line 5)");
+	expect_error(MINIMAL "hostname: \"unterminated\n", 14, "syntax",
+		     "found unexpected end of stream (while scanning a quoted "
+		     "scalar started at line 13)");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "\tthreads: 4\n" BACKENDS_PART,
+		     10, "syntax", "tab character; indent with spaces");
+	/* Invalid UTF-8: the reader error still gets its line. */
+	expect_error(MINIMAL "\n"
+			     "hostname: \xff\n",
+		     14, "syntax", "invalid leading UTF-8 octet");
+}
+
+static void
+test_err_missing(void **state)
+{
+	(void)state;
+	expect_error(TLS_PART AUTH_PART BACKENDS_PART, 1, "listeners",
+		     "required key is missing");
+	/* The line of the top-level mapping, after leading comments. */
+	expect_error("# msaproxy\n\n" TLS_PART AUTH_PART BACKENDS_PART, 3,
+		     "listeners", "required key is missing");
+	expect_error(LISTENERS_PART AUTH_PART BACKENDS_PART, 1,
+		     "tls.certificates", "required key is missing");
+	expect_error("tls:\n"
+		     "  min_version: TLSv1.3\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     1, "tls.certificates", "required key is missing");
+	expect_error(TLS_PART LISTENERS_PART BACKENDS_PART, 1,
+		     "auth.passwd_file", "required key is missing");
+	expect_error(TLS_PART LISTENERS_PART "auth:\n"
+					     "  threads: 4\n" BACKENDS_PART,
+		     8, "auth.passwd_file", "required key is missing");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART, 1, "backends.servers",
+		     "required key is missing");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART "backends:\n"
+						       "  servers: []\n",
+		     11, "backends.servers", "must list at least one server");
+	expect_error(TLS_PART "listeners:\n" AUTH_PART BACKENDS_PART, 5,
+		     "listeners", "must list at least one listener");
+	expect_error(
+		"tls:\n"
+		"  certificates:\n"
+		"    - cert: c.crt\n" LISTENERS_PART AUTH_PART BACKENDS_PART,
+		3, "tls.certificates[0].key", "required key is missing");
+	expect_error("", 1, "file", "empty; expected a mapping of settings");
+	expect_error("# only a comment\n", 1, "file",
+		     "empty; expected a mapping of settings");
+}
+
+static void
+test_err_not_a_mapping(void **state)
+{
+	(void)state;
+	expect_error(TLS_PART "listeners:\n"
+			      "  - 127.0.0.1:2587\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0]", "expected a mapping");
+	expect_error(TLS_PART "listeners:\n"
+			      "  address: 127.0.0.1:2587\n"
+			      "  mode: starttls\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners", "expected a list");
+	expect_error(MINIMAL "limits: 5\n", 13, "limits", "expected a mapping");
+	expect_error(MINIMAL "workers: [1]\n", 13, "workers",
+		     "expected a single value, not a list");
+	expect_error("- a\n- b\n", 1, "file",
+		     "expected a mapping of settings at the top level");
+	expect_error(MINIMAL "[a]: 1\n", 13, "file",
+		     "a key must be a plain word");
+	expect_error(MINIMAL "---\n"
+			     "workers: 1\n",
+		     13, "file", "more than one YAML document");
+}
+
+static void
+test_err_mechanisms(void **state)
+{
+	(void)state;
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  mechanisms: [PLAIN, CRAM-MD5]\n" BACKENDS_PART,
+		     10, "auth.mechanisms[1]",
+		     "CRAM-MD5 is not supported: it needs plaintext passwords "
+		     "on the server; use PLAIN or LOGIN");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  mechanisms:\n"
+		     "    - login\n"
+		     "    - XOAUTH2\n" BACKENDS_PART,
+		     12, "auth.mechanisms[1]",
+		     "unknown mechanism XOAUTH2; expected PLAIN or LOGIN");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  mechanisms: [PLAIN, plain]\n" BACKENDS_PART,
+		     10, "auth.mechanisms[1]", "plain is listed twice");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  mechanisms: []\n" BACKENDS_PART,
+		     10, "auth.mechanisms", "must list at least one mechanism");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  mechanisms: PLAIN\n" BACKENDS_PART,
+		     10, "auth.mechanisms",
+		     "expected a list such as [PLAIN, LOGIN]");
+}
+
+static void
+test_err_ranges(void **state)
+{
+	(void)state;
+	expect_error(MINIMAL "      weight: 0\n", 13,
+		     "backends.servers[0].weight",
+		     "must be between 1 and 1000");
+	expect_error(MINIMAL "      weight: 1001\n", 13,
+		     "backends.servers[0].weight",
+		     "must be between 1 and 1000");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_line: 2000\n"
+			     "  max_auth_line: 1500\n",
+		     15, "limits.max_auth_line",
+		     "must be at least limits.max_line (2000)");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_line: 20000\n",
+		     14, "limits.max_line",
+		     "must not exceed limits.max_auth_line (12288)");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_line: 511\n",
+		     14, "limits.max_line", "must be between 512 and 65536");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_auth_line: 999\n",
+		     14, "limits.max_auth_line",
+		     "must be between 1000 and 65536");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_message_size: 5GB\n",
+		     14, "limits.max_message_size",
+		     "must be between 1KB and 4GB");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_message_size: 1000\n",
+		     14, "limits.max_message_size",
+		     "must be between 1KB and 4GB");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_message_size: 50 MB\n",
+		     14, "limits.max_message_size",
+		     "expected a size like 512KB, 50MB, 1GB");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_message_size: 99999999999999999999GB\n",
+		     14, "limits.max_message_size", "size is too large");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_recipients: 100001\n",
+		     14, "limits.max_recipients",
+		     "must be between 1 and 100000");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_errors: 0\n",
+		     14, "limits.max_errors", "must be between 1 and 1000");
+	expect_error(MINIMAL "workers: 257\n", 13, "workers",
+		     "must be between 0 and 256");
+	expect_error(MINIMAL "workers: -1\n", 13, "workers",
+		     "expected a whole number");
+	expect_error(MINIMAL "workers: 0x10\n", 13, "workers",
+		     "expected a whole number");
+	expect_error(MINIMAL "workers: 99999999999999999999\n", 13, "workers",
+		     "number is too large");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  threads: 65\n" BACKENDS_PART,
+		     10, "auth.threads", "must be between 1 and 64");
+	expect_error(
+		TLS_PART
+		"  tls13_tickets: 11\n" LISTENERS_PART AUTH_PART BACKENDS_PART,
+		5, "tls.tls13_tickets", "must be between 0 and 10");
+}
+
+static void
+test_err_values(void **state)
+{
+	(void)state;
+	expect_error(MINIMAL "log:\n"
+			     "  level: verbose\n",
+		     14, "log.level", "must be error, warn, info or debug");
+	expect_error(MINIMAL "hostname: mail example\n", 13, "hostname",
+		     "expected a host name such as mail.example.com");
+	expect_error(MINIMAL "hostname: -mail.example\n", 13, "hostname",
+		     "expected a host name such as mail.example.com");
+	expect_error(TLS_PART
+		     "  session_tickets: maybe\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     5, "tls.session_tickets", "expected true or false");
+	expect_error(TLS_PART
+		     "  min_version: TLSv1.1\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     5, "tls.min_version", "must be TLSv1.2 or TLSv1.3");
+	expect_error(
+		TLS_PART "  ciphers: NOT-A-CIPHER\n" LISTENERS_PART AUTH_PART
+			BACKENDS_PART,
+		5, "tls.ciphers", "no cipher in the list is known to OpenSSL");
+	expect_error(TLS_PART
+		     "  ciphersuites: TLS_NOPE\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     5, "tls.ciphersuites",
+		     "no suite in the list is known to OpenSSL");
+	expect_error(TLS_PART
+		     "  groups: X25519:P-999\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     5, "tls.groups",
+		     "unknown group (known: X25519, P-256, P-384, ...)");
+	expect_error(TLS_PART
+		     "      names: [mail.example.org, 'a b']\n" LISTENERS_PART
+			     AUTH_PART BACKENDS_PART,
+		     5, "tls.certificates[0].names[1]",
+		     "expected a host name or *.domain");
+	expect_error(TLS_PART "      cert: again.crt\n" LISTENERS_PART AUTH_PART
+			     BACKENDS_PART,
+		     5, "tls.certificates[0].cert",
+		     "duplicate key (first at line 3)");
+	expect_error(TLS_PART LISTENERS_PART
+		     "auth:\n"
+		     "  passwd_file: ''\n" BACKENDS_PART,
+		     9, "auth.passwd_file", "must not be empty");
+	expect_error(MINIMAL "limits:\n"
+			     "  bare_newlines: strip\n",
+		     14, "limits.bare_newlines", "must be reject or normalize");
+	expect_error(MINIMAL "      identity: proxy\n", 13,
+		     "backends.servers[0].identity", "must be xclient or none");
+}
+
+static void
+test_err_addresses(void **state)
+{
+	(void)state;
+	expect_error(TLS_PART "listeners:\n"
+			      "  - address: localhost:2587\n"
+			      "    mode: starttls\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0].address",
+		     "expected an IP address, not a host name");
+	expect_error(TLS_PART "listeners:\n"
+			      "  - address: 127.0.0.1\n"
+			      "    mode: starttls\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0].address",
+		     "missing :port after the address");
+	expect_error(TLS_PART "listeners:\n"
+			      "  - address: 127.0.0.1:0\n"
+			      "    mode: starttls\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0].address",
+		     "port must be between 1 and 65535");
+	expect_error(TLS_PART "listeners:\n"
+			      "  - address: ::1:587\n"
+			      "    mode: starttls\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0].address",
+		     "IPv6 addresses go in brackets, e.g. [::1]:587");
+	expect_error(TLS_PART LISTENERS_PART
+		     "  - address: 127.0.0.1:2587\n"
+		     "    mode: implicit\n" AUTH_PART BACKENDS_PART,
+		     8, "listeners[1].address", "same address as listeners[0]");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "backends:\n"
+		     "  servers:\n"
+		     "    - address: '*:25'\n",
+		     12, "backends.servers[0].address",
+		     "must be a specific address, not a wildcard");
+	expect_error(MINIMAL "    - address: 127.0.0.1:2525\n", 13,
+		     "backends.servers[1].address",
+		     "same address as servers[0]; use weight instead");
+}
+
+static void
+test_err_file(void **state)
+{
+	struct config *cfg = NULL;
+	char small[24], want[1024];
+
+	(void)state;
+	/* No such file. */
+	assert_int_equal(config_load("/nonexistent/msaproxy.yaml", &cfg, err,
+				     sizeof(err)),
+			 -1);
+	assert_null(cfg);
+	assert_string_equal(err, "/nonexistent/msaproxy.yaml:1: file: cannot "
+				 "open: No such file or directory");
+
+	/* A short buffer is cut, still terminated. */
+	write_config(MINIMAL "workers: 1000\n");
+	memset(small, 'x', sizeof(small));
+	assert_int_equal(config_load(cfgpath, &cfg, small, sizeof(small)), -1);
+	snprintf(want, sizeof(want), "%s", cfgpath);
+	want[sizeof(small) - 1] = '\0';
+	assert_string_equal(small, want);
+	assert_int_equal(config_load(cfgpath, &cfg, NULL, 0), -1);
+
+	config_free(NULL);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_all_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scalar_forms, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_example_config, setup,
+						teardown),
+		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_sizes),
+		cmocka_unit_test(test_addresses),
+		cmocka_unit_test_setup_teardown(test_err_unknown_key, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_bad_mode, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_bad_duration, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_duplicate_key, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_yaml_syntax, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_missing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_not_a_mapping, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_mechanisms, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_ranges, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_values, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_addresses, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,560 @@
+/*
+ * test_smtp.c - the client-facing SMTP state machine, bytes in, replies
+ * out: framing (split and pipelined input, over-long lines), the protocol
+ * contract before and after TLS, AUTH exchanges, and the relay hooks.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "smtp.h"
+
+static const struct smtp_params params_starttls = {
+	.hostname = "mx.test",
+	.mode = LISTENER_STARTTLS,
+	.auth_mechs = AUTH_MECH_PLAIN | AUTH_MECH_LOGIN,
+	.max_line = 1000,
+	.max_auth_line = 12288,
+	.max_message_size = 1000000,
+	.max_recipients = 3,
+	.max_errors = 5,
+};
+
+struct fixture {
+	struct smtp s;
+	struct buf in;
+	char replies[65536];
+};
+
+static int
+setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	smtp_init(&f->s, &params_starttls, false);
+	buf_init(&f->in, 12288 + SMTP_IN_SLACK);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	smtp_free(&f->s);
+	buf_free(&f->in);
+	free(f);
+	return 0;
+}
+
+/* Feed bytes, run, and return all replies produced so far (drained). */
+static enum smtp_action
+feed(struct fixture *f, const char *bytes, size_t len)
+{
+	assert_int_equal(buf_append(&f->in, bytes, len), len);
+	return smtp_input(&f->s, &f->in);
+}
+
+static enum smtp_action
+feeds(struct fixture *f, const char *bytes)
+{
+	return feed(f, bytes, strlen(bytes));
+}
+
+static const char *
+replies(struct fixture *f)
+{
+	size_t n = buf_used(&f->s.out);
+
+	memcpy(f->replies, buf_head(&f->s.out), n);
+	f->replies[n] = '\0';
+	buf_consume(&f->s.out, n);
+	return f->replies;
+}
+
+/* Bring the session to "TLS on, EHLO done". */
+static void
+to_tls_ehlo(struct fixture *f)
+{
+	assert_int_equal(feeds(f, "EHLO c.test\r\nSTARTTLS\r\n"),
+			 SMTP_ACT_STARTTLS);
+	smtp_tls_ready(&f->s);
+	assert_int_equal(feeds(f, "EHLO c.test\r\n"), SMTP_ACT_NONE);
+	replies(f);
+}
+
+static void
+to_authed(struct fixture *f)
+{
+	to_tls_ehlo(f);
+	/* base64("\0demo\0pw") */
+	assert_int_equal(feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n"),
+			 SMTP_ACT_AUTH);
+	assert_string_equal(f->s.creds.user, "demo");
+	assert_string_equal(f->s.creds.pass, "pw");
+	smtp_auth_result(&f->s, true);
+	assert_string_equal(replies(f),
+			    "235 2.7.0 Authentication successful\r\n");
+}
+
+static void
+reply_ok(struct fixture *f, int code, const char *text)
+{
+	const char *lines[1] = {text};
+	size_t lens[1] = {strlen(text)};
+
+	smtp_backend_reply(&f->s, code, lines, lens, 1);
+}
+
+static void
+test_greeting_names_no_software(void **state)
+{
+	struct fixture *f = *state;
+
+	smtp_start(&f->s);
+	assert_string_equal(replies(f), "220 mx.test ESMTP\r\n");
+}
+
+static void
+test_ehlo_before_tls(void **state)
+{
+	struct fixture *f = *state;
+	const char *r;
+
+	assert_int_equal(feeds(f, "EHLO client.test\r\n"), SMTP_ACT_NONE);
+	r = replies(f);
+	assert_non_null(strstr(r, "250-mx.test\r\n"));
+	assert_non_null(strstr(r, "250-STARTTLS\r\n"));
+	assert_non_null(strstr(r, "250-SIZE 1000000\r\n"));
+	assert_null(strstr(r, "AUTH"));
+	assert_null(strstr(r, "CHUNKING"));
+}
+
+static void
+test_auth_before_tls_is_538(void **state)
+{
+	struct fixture *f = *state;
+
+	feeds(f, "EHLO c\r\nAUTH PLAIN AGRlbW8AcHc=\r\n");
+	assert_non_null(strstr(replies(f), "538 5.7.11 "));
+	assert_string_equal(f->s.creds.pass, "");
+}
+
+static void
+test_mail_before_auth_is_530(void **state)
+{
+	struct fixture *f = *state;
+
+	feeds(f, "EHLO c\r\nMAIL FROM:<a@b>\r\n");
+	assert_non_null(strstr(replies(f), "530 5.7.0 "));
+}
+
+static void
+test_starttls_drops_pipelined_bytes(void **state)
+{
+	struct fixture *f = *state;
+
+	feeds(f, "EHLO c\r\n");
+	replies(f);
+	assert_int_equal(feeds(f, "STARTTLS\r\nEHLO evil\r\nMAIL FROM:<x>\r\n"),
+			 SMTP_ACT_STARTTLS);
+	assert_string_equal(replies(f), "220 2.0.0 Ready to start TLS\r\n");
+	assert_int_equal(buf_used(&f->in), 0);
+	smtp_tls_ready(&f->s);
+	/* EHLO state is forgotten: AUTH needs a new EHLO. */
+	feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n");
+	assert_non_null(strstr(replies(f), "503 5.5.1 Send EHLO first"));
+}
+
+static void
+test_after_tls_ehlo_offers_auth(void **state)
+{
+	struct fixture *f = *state;
+	const char *r;
+
+	feeds(f, "STARTTLS\r\n");
+	smtp_tls_ready(&f->s);
+	replies(f);
+	feeds(f, "EHLO c\r\n");
+	r = replies(f);
+	assert_non_null(strstr(r, "250-AUTH PLAIN LOGIN\r\n"));
+	assert_null(strstr(r, "STARTTLS"));
+	assert_null(strstr(r, "CRAM-MD5"));
+	feeds(f, "STARTTLS\r\n");
+	assert_non_null(strstr(replies(f), "503 5.5.1 TLS already active"));
+}
+
+static void
+test_split_input_every_byte(void **state)
+{
+	struct fixture *f = *state;
+	const char *cmd = "EHLO split.test\r\n";
+
+	for (size_t i = 0; cmd[i]; i++) {
+		enum smtp_action a = feed(f, cmd + i, 1);
+		assert_int_equal(a, SMTP_ACT_NONE);
+		if (cmd[i + 1] != '\0')
+			assert_int_equal(buf_used(&f->s.out), 0);
+	}
+	assert_non_null(strstr(replies(f), "250-mx.test"));
+}
+
+static void
+test_pipelined_commands_stop_at_action(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+			 SMTP_ACT_FORWARD);
+	assert_memory_equal(f->s.fwd_line, "MAIL FROM:<a@b>\r\n", 17);
+	/* The rest waits until the backend answered. */
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_NONE);
+	reply_ok(f, 250, "2.1.0 Ok");
+	assert_string_equal(replies(f), "250 2.1.0 Ok\r\n");
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_FORWARD);
+	assert_memory_equal(f->s.fwd_line, "RCPT TO:<c@d>\r\n", 15);
+	reply_ok(f, 250, "2.1.5 Ok");
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_FORWARD);
+	assert_memory_equal(f->s.fwd_line, "DATA\r\n", 6);
+	assert_int_equal(smtp_backend_reply(&f->s, 354, NULL, NULL, 0),
+			 SMTP_ACT_DATA);
+	assert_int_equal(f->s.state, SMTP_DATA);
+	smtp_data_sent(&f->s);
+	reply_ok(f, 250, "2.0.0 queued");
+	assert_int_equal(f->s.messages, 1);
+	assert_false(f->s.in_mail);
+}
+
+static void
+test_line_too_long_is_discarded(void **state)
+{
+	struct fixture *f = *state;
+	char big[3000];
+
+	memset(big, 'A', sizeof(big));
+	feed(f, big, sizeof(big));
+	assert_true(f->s.discarding);
+	/* Memory did not grow past what was read: the bytes were dropped. */
+	assert_int_equal(buf_used(&f->in), 0);
+	feeds(f, "tail\r\nNOOP\r\n");
+	assert_string_equal(replies(f),
+			    "500 5.5.6 Line too long\r\n250 2.0.0 OK\r\n");
+}
+
+static void
+test_line_just_fits(void **state)
+{
+	struct fixture *f = *state;
+	char line[1002];
+
+	/* 998 characters + CRLF = 1000 octets: within the limit. */
+	memcpy(line, "NOOP ", 5);
+	memset(line + 5, 'x', 993);
+	memcpy(line + 998, "\r\n", 2);
+	feed(f, line, 1000);
+	assert_string_equal(replies(f), "250 2.0.0 OK\r\n");
+}
+
+static void
+test_auth_line_may_be_long(void **state)
+{
+	struct fixture *f = *state;
+	char line[5000];
+
+	to_tls_ehlo(f);
+	memcpy(line, "AUTH PLAIN ", 11);
+	memset(line + 11, 'A', 4000);
+	memcpy(line + 4011, "\r\n", 2);
+	feed(f, line, 4013);
+	/* Decoded, but malformed: the limit did not cut it. */
+	assert_non_null(strstr(replies(f), "501 5.5.2 "));
+}
+
+static void
+test_too_many_errors_closes(void **state)
+{
+	struct fixture *f = *state;
+	enum smtp_action a = SMTP_ACT_NONE;
+
+	for (int i = 0; i < 5 && a != SMTP_ACT_CLOSE; i++)
+		a = feeds(f, "BOGUS\r\n");
+	assert_int_equal(a, SMTP_ACT_CLOSE);
+	assert_non_null(strstr(replies(f), "421 4.7.0 mx.test Too many"));
+	assert_string_equal(f->s.close_reason, "too-many-errors");
+}
+
+static void
+test_client_identity_commands_refused(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	feeds(f, "XCLIENT LOGIN=root\r\nXFORWARD ADDR=1.2.3.4\r\n"
+		 "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
+	assert_string_equal(replies(f), "550 5.7.1 Command not permitted\r\n"
+					"550 5.7.1 Command not permitted\r\n"
+					"550 5.7.1 Command not permitted\r\n");
+}
+
+static void
+test_auth_plain_continuation_and_cancel(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	feeds(f, "AUTH PLAIN\r\n");
+	assert_string_equal(replies(f), "334 \r\n");
+	feeds(f, "*\r\n");
+	assert_string_equal(replies(f), "501 5.7.0 Authentication cancelled\r\n");
+	assert_int_equal(feeds(f, "AUTH PLAIN\r\nAGRlbW8AcHc=\r\n"),
+			 SMTP_ACT_AUTH);
+	assert_string_equal(f->s.creds.user, "demo");
+}
+
+static void
+test_auth_plain_equals_is_empty(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	feeds(f, "AUTH PLAIN =\r\n");
+	assert_non_null(strstr(replies(f), "501 5.5.2 "));
+	assert_int_equal(f->s.state, SMTP_IDLE);
+}
+
+static void
+test_auth_plain_other_authzid_refused(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	/* base64("root\0demo\0pw") */
+	feeds(f, "AUTH PLAIN cm9vdABkZW1vAHB3\r\n");
+	assert_non_null(strstr(replies(f), "501 5.5.2 Malformed"));
+}
+
+static void
+test_auth_login(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	feeds(f, "AUTH LOGIN\r\n");
+	assert_string_equal(replies(f), "334 VXNlcm5hbWU6\r\n");
+	feeds(f, "ZGVtbw==\r\n");
+	assert_string_equal(replies(f), "334 UGFzc3dvcmQ6\r\n");
+	assert_int_equal(feeds(f, "cHc=\r\n"), SMTP_ACT_AUTH);
+	assert_string_equal(f->s.creds.user, "demo");
+	assert_string_equal(f->s.creds.pass, "pw");
+	smtp_auth_result(&f->s, false);
+	assert_string_equal(replies(f),
+			    "535 5.7.8 Authentication credentials invalid\r\n");
+	assert_string_equal(f->s.creds.pass, "");
+	assert_false(f->s.authed);
+	/* AUTH LOGIN with the user name as initial response. */
+	feeds(f, "AUTH LOGIN YWxpY2U=\r\n");
+	assert_string_equal(replies(f), "334 UGFzc3dvcmQ6\r\n");
+	assert_int_equal(feeds(f, "cHc=\r\n"), SMTP_ACT_AUTH);
+	assert_string_equal(f->s.creds.user, "alice");
+}
+
+static void
+test_failed_then_good_login_is_the_second(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n");
+	smtp_auth_result(&f->s, false);
+	replies(f);
+	/* base64("\0alice\0pw2") */
+	assert_int_equal(feeds(f, "AUTH PLAIN AGFsaWNlAHB3Mg==\r\n"),
+			 SMTP_ACT_AUTH);
+	smtp_auth_result(&f->s, true);
+	assert_string_equal(f->s.user, "alice");
+	assert_int_equal(f->s.auth_failures, 1);
+}
+
+static void
+test_unknown_mechanism_and_cram_md5(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	feeds(f, "AUTH CRAM-MD5\r\n");
+	assert_non_null(strstr(replies(f), "504 5.5.4 "));
+}
+
+static void
+test_second_auth_refused(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n");
+	assert_non_null(strstr(replies(f), "503 5.5.1 Already"));
+}
+
+static void
+test_mail_syntax_and_size(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	feeds(f, "MAIL FROM:a@b\r\n");
+	assert_non_null(strstr(replies(f), "501 5.5.4 "));
+	feeds(f, "MAIL FROM:<a@b> SIZE=2000000\r\n");
+	assert_non_null(strstr(replies(f), "552 5.3.4 "));
+	feeds(f, "MAIL FROM:<a@b> SIZE=12x\r\n");
+	assert_non_null(strstr(replies(f), "501 5.5.4 Bad SIZE"));
+	assert_int_equal(feeds(f, "MAIL FROM:<> SIZE=100\r\n"),
+			 SMTP_ACT_FORWARD);
+}
+
+static void
+test_rcpt_and_data_order(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	feeds(f, "RCPT TO:<a@b>\r\n");
+	assert_non_null(strstr(replies(f), "503 5.5.1 Need MAIL"));
+	feeds(f, "DATA\r\n");
+	assert_non_null(strstr(replies(f), "503 5.5.1 Need MAIL"));
+	feeds(f, "MAIL FROM:<a@b>\r\n");
+	reply_ok(f, 250, "ok");
+	replies(f);
+	feeds(f, "DATA\r\n");
+	assert_non_null(strstr(replies(f), "554 5.5.1 No valid recipients"));
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(feeds(f, "RCPT TO:<a@b>\r\n"),
+				 SMTP_ACT_FORWARD);
+		reply_ok(f, 250, "ok");
+	}
+	replies(f);
+	feeds(f, "RCPT TO:<a@b>\r\n");
+	assert_string_equal(replies(f), "452 4.5.3 Too many recipients\r\n");
+}
+
+static void
+test_backend_failures(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	feeds(f, "MAIL FROM:<a@b>\r\n");
+	smtp_backend_failed(&f->s, SMTP_BACKEND_UNAVAILABLE);
+	assert_string_equal(
+		replies(f),
+		"451 4.4.1 No mail server available, try again later\r\n");
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	assert_false(f->s.in_mail);
+}
+
+static void
+test_multiline_backend_reply_relayed_with_crlf(void **state)
+{
+	struct fixture *f = *state;
+	const char *lines[2] = {"first", "second"};
+	size_t lens[2] = {5, 6};
+
+	to_authed(f);
+	feeds(f, "MAIL FROM:<a@b>\r\n");
+	smtp_backend_reply(&f->s, 550, lines, lens, 2);
+	assert_string_equal(replies(f), "550-first\r\n550 second\r\n");
+	assert_false(f->s.in_mail);
+}
+
+static void
+test_rset_vrfy_noop_help_quit(void **state)
+{
+	struct fixture *f = *state;
+
+	feeds(f, "RSET\r\nVRFY root\r\nNOOP\r\nHELP\r\n");
+	assert_string_equal(
+		replies(f),
+		"250 2.0.0 OK\r\n"
+		"252 2.5.2 Cannot VRFY user, but will accept message\r\n"
+		"250 2.0.0 OK\r\n"
+		"214 2.0.0 See RFC 5321, RFC 6409 and RFC 4954\r\n");
+	assert_int_equal(feeds(f, "QUIT\r\nNOOP\r\n"), SMTP_ACT_CLOSE);
+	assert_string_equal(replies(f), "221 2.0.0 Bye\r\n");
+}
+
+static void
+test_bare_lf_command_lines_accepted(void **state)
+{
+	struct fixture *f = *state;
+
+	feeds(f, "NOOP\nNOOP\r\n");
+	assert_string_equal(replies(f), "250 2.0.0 OK\r\n250 2.0.0 OK\r\n");
+}
+
+static void
+test_nul_in_command(void **state)
+{
+	struct fixture *f = *state;
+
+	feed(f, "NOOP\0x\r\n", 8);
+	assert_non_null(strstr(replies(f), "500 5.5.2 Invalid character"));
+}
+
+static void
+test_ehlo_mid_transaction_drops_backend(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	feeds(f, "MAIL FROM:<a@b>\r\n");
+	reply_ok(f, 250, "ok");
+	replies(f);
+	feeds(f, "EHLO again\r\n");
+	assert_true(f->s.drop_backend);
+	assert_false(f->s.in_mail);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+		T(test_greeting_names_no_software),
+		T(test_ehlo_before_tls),
+		T(test_auth_before_tls_is_538),
+		T(test_mail_before_auth_is_530),
+		T(test_starttls_drops_pipelined_bytes),
+		T(test_after_tls_ehlo_offers_auth),
+		T(test_split_input_every_byte),
+		T(test_pipelined_commands_stop_at_action),
+		T(test_line_too_long_is_discarded),
+		T(test_line_just_fits),
+		T(test_auth_line_may_be_long),
+		T(test_too_many_errors_closes),
+		T(test_client_identity_commands_refused),
+		T(test_auth_plain_continuation_and_cancel),
+		T(test_auth_plain_equals_is_empty),
+		T(test_auth_plain_other_authzid_refused),
+		T(test_auth_login),
+		T(test_failed_then_good_login_is_the_second),
+		T(test_unknown_mechanism_and_cram_md5),
+		T(test_second_auth_refused),
+		T(test_mail_syntax_and_size),
+		T(test_rcpt_and_data_order),
+		T(test_backend_failures),
+		T(test_multiline_backend_reply_relayed_with_crlf),
+		T(test_rset_vrfy_noop_help_quit),
+		T(test_bare_lf_command_lines_accepted),
+		T(test_nul_in_command),
+		T(test_ehlo_mid_transaction_drops_backend),
+#undef T
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
