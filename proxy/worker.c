@@ -332,12 +332,30 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		return;
 	}
 	session_link(w, s);
+	s->inflight++;
 	session_run(s);
+	session_release(s);
 }
 
 /* ---------------------------------------------------------------------
  * The loop
  */
+
+/* The session a backend completion concerns, held for the callback. */
+static struct session *
+hold_backend_session(struct backend_conn *be)
+{
+	if (be->s != NULL)
+		be->s->inflight++;
+	return be->s;
+}
+
+static void
+release_held(struct session *s)
+{
+	if (s != NULL)
+		session_release(s);
+}
 
 static void
 handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
@@ -346,6 +364,7 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	void *ptr = (void *)(uintptr_t)(ud & ~(uint64_t)OP_MASK);
 	int res = cqe->res;
 	unsigned flags = cqe->flags;
+	struct session *held;
 
 	switch ((enum ring_op)(ud & OP_MASK)) {
 	case OP_IGNORE:
@@ -362,16 +381,22 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		session_release(ptr);
 		break;
 	case OP_BACKEND_CONNECT:
+		held = hold_backend_session(ptr);
 		backend_on_connect(ptr, res);
 		backend_release(ptr);
+		release_held(held);
 		break;
 	case OP_BACKEND_RECV:
+		held = hold_backend_session(ptr);
 		backend_on_recv(ptr, res, flags);
 		backend_release(ptr);
+		release_held(held);
 		break;
 	case OP_BACKEND_SEND:
+		held = hold_backend_session(ptr);
 		backend_on_send(ptr, res);
 		backend_release(ptr);
+		release_held(held);
 		break;
 	case OP_WAKE:
 		on_wake(w, res);
