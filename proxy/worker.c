@@ -14,6 +14,7 @@
  * Config keys: workers, listeners, limits.max_sessions, backends.servers
  * (weights: smooth weighted round robin).
  */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -37,11 +38,12 @@
 #define RING_ENTRIES 1024
 #define BUF_GROUP    0
 
+/* Aligned so its address leaves the low OP_BITS free for the op tag. */
 struct listen_sock {
 	struct worker *w;
 	const struct config_listener *cl;
 	int fd;
-};
+} __attribute__((aligned(1u << OP_BITS)));
 
 struct worker {
 	unsigned id;
@@ -98,6 +100,9 @@ worker_sqe(struct worker *w)
 void
 worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op)
 {
+	/* Objects on the ring are at least 16-byte aligned (malloc, or
+	 * declared so): the op rides in the low bits. */
+	assert(((uintptr_t)ptr & OP_MASK) == 0);
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)ptr | op);
 }
 
