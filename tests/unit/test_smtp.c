@@ -212,8 +212,9 @@ test_pipelined_commands_stop_at_action(void **state)
 	struct fixture *f = *state;
 
 	to_authed(f);
-	assert_int_equal(feeds(f, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
-			 SMTP_ACT_FORWARD);
+	assert_int_equal(
+		feeds(f, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+		SMTP_ACT_FORWARD);
 	assert_memory_equal(f->s.fwd_line, "MAIL FROM:<a@b>\r\n", 17);
 	/* The rest waits until the backend answered. */
 	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_NONE);
@@ -313,7 +314,8 @@ test_auth_plain_continuation_and_cancel(void **state)
 	feeds(f, "AUTH PLAIN\r\n");
 	assert_string_equal(replies(f), "334 \r\n");
 	feeds(f, "*\r\n");
-	assert_string_equal(replies(f), "501 5.7.0 Authentication cancelled\r\n");
+	assert_string_equal(replies(f),
+			    "501 5.7.0 Authentication cancelled\r\n");
 	assert_int_equal(feeds(f, "AUTH PLAIN\r\nAGRlbW8AcHc=\r\n"),
 			 SMTP_ACT_AUTH);
 	assert_string_equal(f->s.creds.user, "demo");
