@@ -18,7 +18,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral \
             -Wvla -Wimplicit-fallthrough
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -Iproxy \
+override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -Iproxy \
             -fstack-protector-strong -fno-strict-aliasing
 LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread
 ALLOC    ?= -ljemalloc

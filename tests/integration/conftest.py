@@ -1,0 +1,1002 @@
+"""Fixtures for the msaproxy end-to-end suite.
+
+Everything here runs for real on loopback: certificates come from the
+openssl CLI, the backends are an aiosmtpd server and a private Postfix
+instance, and the proxy is the built binary.  Every fixture picks free
+ports, bounds every wait, and stops what it started by PID.
+
+    certs               session  demo CA + ECDSA/RSA/SNI server certificates
+    users               session  passwd file (sha512-crypt) and the passwords
+    recording_backend   function aiosmtpd backend speaking XCLIENT, records
+                                 every transaction byte for byte
+    postfix_backend     module   a private Postfix 3.7 instance
+    proxy               function factory: proxy(backends=[port], **overrides)
+
+Each test's code runs under a deadline (default 60 s, or
+@pytest.mark.deadline(seconds)): a hung test fails instead of hanging.
+"""
+
+import collections
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+LOOPBACK = "127.0.0.1"
+SERVER_NAME = "mail.example.test"  # the proxy's hostname and cert name
+SNI_OTHER_NAME = "other.example.test"
+DEFAULT_TEST_DEADLINE = 60.0  # seconds, for the test body only
+
+# ---------------------------------------------------------------------------
+# Small utilities
+# ---------------------------------------------------------------------------
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Poll predicate() until it returns something truthy; return that.
+    Fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_accepts(port, host=LOOPBACK):
+    """Does host:port accept a TCP connection right now?"""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def run(cmd, timeout=60, **kwargs):
+    """subprocess.run with a time bound, captured output, and a readable
+    failure message when the command fails."""
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, **kwargs)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{cmd[0]} failed with {proc.returncode}: {' '.join(map(str, cmd))}\n"
+            f"stdout: {proc.stdout!r}\nstderr: {proc.stderr!r}"
+        )
+    return proc
+
+
+def wait_for_regex(read_text, regex, timeout, what, since=0):
+    """Wait until regex matches read_text()[since:]; return the match."""
+    pattern = re.compile(regex, re.MULTILINE)
+    return wait_until(
+        lambda: pattern.search(read_text(), since), timeout, f"{what} to match {regex!r}"
+    )
+
+
+def read_text_file(path):
+    try:
+        return Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def tail(text, lines=60):
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------
+# Per-test deadline (only the test body; fixtures bound their own waits)
+# ---------------------------------------------------------------------------
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "deadline(seconds): fail the test if its body runs longer than this "
+        f"(default {DEFAULT_TEST_DEADLINE:g}s)",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    marker = item.get_closest_marker("deadline")
+    seconds = float(marker.args[0]) if marker else DEFAULT_TEST_DEADLINE
+
+    def on_alarm(signum, frame):
+        raise DeadlineExceeded(f"test body exceeded its {seconds:g}s deadline")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# ---------------------------------------------------------------------------
+# certs: a demo CA and server certificates, all made by the openssl CLI
+# ---------------------------------------------------------------------------
+
+SERVER_SAN = f"DNS:{SERVER_NAME},DNS:localhost,IP:127.0.0.1"
+
+
+def _openssl_key(path, kind):
+    if kind == "ec":
+        algo = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    else:
+        algo = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]
+    run(["openssl", "genpkey", *algo, "-out", str(path)])
+    path.chmod(0o600)
+
+
+def _openssl_server_cert(d, name, kind, cn, san, ca_crt, ca_key):
+    """Key + certificate for a TLS server, signed by the CA; returns paths."""
+    key, csr, crt, ext = (d / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
+    _openssl_key(key, kind)
+    usage = "digitalSignature" if kind == "ec" else "digitalSignature,keyEncipherment"
+    ext.write_text(
+        "basicConstraints = critical, CA:FALSE\n"
+        f"keyUsage = critical, {usage}\n"
+        "extendedKeyUsage = serverAuth\n"
+        f"subjectAltName = {san}\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid\n"
+    )
+    run(["openssl", "req", "-new", "-key", str(key), "-subj", f"/CN={cn}", "-out", str(csr)])
+    run(
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+         "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "30",
+         "-sha256", "-extfile", str(ext), "-out", str(crt)]
+    )
+    return crt, key
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """Demo CA plus server certificates signed by it:
+    ecdsa (P-256) and rsa (2048) for mail.example.test, localhost and
+    127.0.0.1, and other (P-256) for the SNI name other.example.test."""
+    d = tmp_path_factory.mktemp("certs")
+    ca_key, ca_crt = d / "ca.key", d / "ca.crt"
+    _openssl_key(ca_key, "ec")
+    run(
+        ["openssl", "req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", "30",
+         "-subj", "/CN=msaproxy test CA", "-out", str(ca_crt),
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    )
+    ecdsa = _openssl_server_cert(d, "ecdsa", "ec", SERVER_NAME, SERVER_SAN, ca_crt, ca_key)
+    rsa = _openssl_server_cert(d, "rsa", "rsa", SERVER_NAME, SERVER_SAN, ca_crt, ca_key)
+    other = _openssl_server_cert(
+        d, "other", "ec", SNI_OTHER_NAME, f"DNS:{SNI_OTHER_NAME}", ca_crt, ca_key
+    )
+    return types.SimpleNamespace(
+        dir=d,
+        ca=ca_crt,
+        ecdsa_cert=ecdsa[0], ecdsa_key=ecdsa[1],
+        rsa_cert=rsa[0], rsa_key=rsa[1],
+        other_cert=other[0], other_key=other[1],
+    )
+
+
+# ---------------------------------------------------------------------------
+# users: the passwd file the proxy authenticates against
+# ---------------------------------------------------------------------------
+
+DEMO_PASSWORDS = {"demo": "demo-pass-1", "alice": "alice-pass-2"}
+
+
+def hash_password(password):
+    """One passwd-file hash.  sha512-crypt ("$6$...") from the openssl CLI
+    for now; switch to `msaproxy hash-password` here once it exists."""
+    proc = run(["openssl", "passwd", "-6", "-stdin"], input=password.encode())
+    hashed = proc.stdout.decode().strip()
+    assert hashed.startswith("$6$"), hashed
+    return hashed
+
+
+@pytest.fixture(scope="session")
+def users(tmp_path_factory):
+    """passwd file "user:hash" (mode 0600) with demo and alice.
+    Returns .path and .passwords {user: password}."""
+    path = tmp_path_factory.mktemp("users") / "passwd"
+    path.write_text("".join(f"{u}:{hash_password(p)}\n" for u, p in DEMO_PASSWORDS.items()))
+    path.chmod(0o600)
+    return types.SimpleNamespace(path=path, passwords=dict(DEMO_PASSWORDS))
+
+
+# ---------------------------------------------------------------------------
+# recording_backend: aiosmtpd with Postfix-style XCLIENT, recording it all
+# ---------------------------------------------------------------------------
+
+BACKEND_NAME = "backend.example.test"
+# What Postfix 3.7 advertises, in its order (it includes REVERSE_NAME).
+XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PROTO", "HELO", "REVERSE_NAME", "PORT",
+                      "LOGIN", "DESTADDR", "DESTPORT")
+XCLIENT_AUTHORIZED = ipaddress.ip_network("127.0.0.0/8")  # like smtpd_authorized_xclient_hosts
+UNAVAILABLE, TEMPUNAVAIL = "[UNAVAILABLE]", "[TEMPUNAVAIL]"
+
+_XTEXT_RE = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
+_HOSTNAME_RE = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def xtext_decode(text):
+    """Strict RFC 3461 xtext decoding (+HH with uppercase hex only).
+    Postfix itself is lenient here ("+zz" passes through); we are strict so
+    that a wrongly encoded value is a test failure, not a silent change."""
+    if not _XTEXT_RE.fullmatch(text):
+        raise ValueError(f"not xtext: {text!r}")
+    raw = re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+    return raw.encode("latin-1").decode("utf-8", errors="surrogateescape")
+
+
+def _valid_xclient_addr(value):
+    if value == UNAVAILABLE:
+        return True
+    try:
+        if value[:5].upper() == "IPV6:":
+            ipaddress.IPv6Address(value[5:])
+        else:
+            ipaddress.IPv4Address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _valid_xclient_port(value):
+    return value == UNAVAILABLE or (value.isdigit() and int(value) <= 65535)
+
+
+def _valid_xclient_name(value):
+    return value in (UNAVAILABLE, TEMPUNAVAIL) or bool(_HOSTNAME_RE.fullmatch(value))
+
+
+# The checks Postfix 3.7 smtpd makes on each attribute value, replying
+# "501 5.5.4 Bad <ATTR> syntax: <value>" (we also refuse ports > 65535,
+# which Postfix lets through).
+_XCLIENT_VALIDATORS = {
+    "NAME": _valid_xclient_name,
+    "REVERSE_NAME": _valid_xclient_name,
+    "ADDR": _valid_xclient_addr,
+    "DESTADDR": _valid_xclient_addr,
+    "PORT": _valid_xclient_port,
+    "DESTPORT": _valid_xclient_port,
+    "PROTO": lambda v: v.upper() in ("SMTP", "ESMTP"),
+    "HELO": lambda v: 0 < len(v) <= 255,
+    "LOGIN": lambda v: len(v) > 0,
+}
+
+
+class XclientSMTP(SMTP):
+    """aiosmtpd's SMTP plus XCLIENT as Postfix does it, and byte taps.
+
+    XCLIENT attr=xtext ...: attribute names are case-insensitive and must be
+    advertised ones; values are xtext-decoded and checked like Postfix does.
+    On success the reply is a fresh greeting "220 <host> ESMTP", and the
+    session is reset as if the client had just connected: HELO/EHLO
+    forgotten (the client must EHLO again), no transaction.  Attributes
+    merge into the ones already in force, except LOGIN, which is dropped
+    unless given again (Postfix resets its SASL state on each XCLIENT).
+    As in Postfix: XCLIENT inside a transaction gets 503 5.5.1, and only a
+    client whose address in force (ADDR, once XCLIENT set it) is in
+    127.0.0.0/8 may send it (550 5.7.0 otherwise), so a second XCLIENT
+    after ADDR=<a real client address> is refused.
+
+    Every line the client sends is recorded as it arrived: command lines in
+    the connection record, DATA lines (dot-stuffing and CRLF intact) as the
+    raw content of the transaction.
+    """
+
+    def __init__(self, handler, **kwargs):
+        super().__init__(handler, **kwargs)
+        # aiosmtpd keeps command_size_limits on the class (shared by every
+        # session); give each session its own.  XCLIENT lines can exceed
+        # 512 bytes; the stream reader still caps any line at 1001 bytes.
+        self.command_size_limits = collections.defaultdict(
+            lambda: self.command_size_limit, XCLIENT=1001
+        )
+        self.xclient = {}
+        self.conn = None
+        self._data_raw = None
+
+    def connection_made(self, transport):
+        first = self._original_transport is None and self.transport is None
+        super().connection_made(transport)
+        if first:
+            self.conn = self.event_handler.connection_opened(self.session.peer)
+
+    def _client_connected_cb(self, reader, writer):
+        super()._client_connected_cb(reader, writer)
+        plain_readuntil = reader.readuntil
+
+        async def recording_readuntil(separator=b"\n"):
+            line = await plain_readuntil(separator)
+            if self._data_raw is not None:
+                self._data_raw += line
+            elif self.conn is not None:
+                self.conn["commands"].append(bytes(line))
+            return line
+
+        reader.readuntil = recording_readuntil
+
+    async def smtp_DATA(self, arg):
+        self._data_raw = bytearray()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._data_raw = None
+
+    def take_raw_content(self):
+        """The DATA bytes exactly as received, up to but excluding the
+        final ".\\r\\n" line (so still dot-stuffed)."""
+        raw = bytes(self._data_raw)
+        assert raw.endswith(b".\r\n"), raw[-10:]
+        return raw[:-3]
+
+    def _xclient_authorized(self):
+        """Postfix checks smtpd_authorized_xclient_hosts against the client
+        address in force, so after XCLIENT ADDR=<outside address> a second
+        XCLIENT is refused."""
+        addr = self.xclient.get("ADDR", self.session.peer[0])
+        try:
+            return ipaddress.ip_address(addr) in XCLIENT_AUTHORIZED
+        except ValueError:
+            return True
+
+    async def smtp_XCLIENT(self, arg):
+        backend = self.event_handler
+        if not backend.advertise_xclient:
+            await self.push('500 Error: command "XCLIENT" not recognized')
+            return
+        if not self._xclient_authorized():
+            await self.push("550 5.7.0 Error: insufficient authorization")
+            return
+        if self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        if not arg:
+            await self.push("501 5.5.4 Syntax: XCLIENT attribute=value...")
+            return
+        attrs = {}
+        for token in arg.split():
+            name, eq, value = token.partition("=")
+            if not eq:
+                await self.push("501 5.5.4 Error: attribute=value expected")
+                return
+            name = name.upper()
+            if name not in backend.xclient_attributes:
+                await self.push(f"501 5.5.4 Bad XCLIENT attribute name: {name}")
+                return
+            try:
+                value = xtext_decode(value)
+            except ValueError:
+                await self.push(f"501 5.5.4 Bad {name} xtext: {value}")
+                return
+            if not _XCLIENT_VALIDATORS[name](value):
+                await self.push(f"501 5.5.4 Bad {name} syntax: {value}")
+                return
+            attrs[name] = value
+        merged = {k: v for k, v in self.xclient.items() if k != "LOGIN"}
+        merged.update(attrs)
+        self.xclient = merged
+        backend.xclient_seen(self.conn, attrs)
+        # Back to the connection's initial state, as Postfix does.
+        self._set_rset_state()
+        self.session.host_name = None
+        self.session.extended_smtp = False
+        await self.push(f"220 {self.hostname} ESMTP")
+
+
+class _PortZeroController(Controller):
+    """Controller on an ephemeral port (aiosmtpd 1.4.3 would try to connect
+    to port 0 to "trigger" the server)."""
+
+    def factory(self):
+        return XclientSMTP(self.handler, **self.SMTP_kwargs)
+
+    def _trigger_server(self):
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
+class RecordingBackend:
+    """An SMTP backend that records everything; the aiosmtpd handler.
+
+    .port                  where it listens (127.0.0.1)
+    .messages              accepted transactions, dicts with:
+        mail_from, mail_options, rcpt_tos, rcpt_options,
+        content   the message as aiosmtpd hands it over: envelope.original_content,
+                  i.e. the DATA lines with the transparency dot removed and
+                  nothing else changed (CRLF, bare LF, bare CR all intact)
+        raw       the DATA bytes exactly as they came off the wire, still
+                  dot-stuffed, without the final ".\\r\\n"
+        xclient   the XCLIENT attributes in force (decoded), {} if none
+        helo      the EHLO/HELO name in force
+        peer, queue_id, commands (the connection's command lines so far)
+    .rejected              transactions refused because fail_data was set
+    .connections           per connection: peer, commands (raw lines, CRLF
+                           included), xclient (attrs of each XCLIENT sent)
+    .commands              all command lines of all connections
+    .fail_mail / .fail_rcpt / .fail_data   set to a reply ("451 4.3.0 try
+                           later") to refuse that step
+    .advertise_xclient     False: no XCLIENT in EHLO, XCLIENT is unknown
+    .wait_for_messages(n, timeout), .wait_for_connections(n, timeout)
+
+    What aiosmtpd 1.4.3 does with DATA (smtp.py, SMTP.smtp_DATA): it reads
+    lines with readuntil(b"\\r\\n"), so only CRLF ends a line and a bare LF
+    or CR stays inside its line, untouched; data ends at a line that is
+    exactly ".\\r\\n" ("\\n.\\r\\n" does not end it).  From each line that
+    starts with "." it removes that one dot (transparency; a dot after a
+    bare LF is not at a line start for it), and joins the lines into
+    envelope.original_content.  With decode_data=False (ours) content is
+    the same bytes.  Nothing else is normalised.  A line over 1001 bytes
+    gets "500 Line too long" and more than data_size_limit (128 MiB here)
+    "552"; neither message is delivered.  Because the dot is gone from
+    content, `raw` is tapped from the stream reader as well.
+    """
+
+    def __init__(self):
+        self.messages = []
+        self.rejected = []
+        self.connections = []
+        self.fail_mail = None
+        self.fail_rcpt = None
+        self.fail_data = None
+        self.advertise_xclient = True
+        self.xclient_attributes = XCLIENT_ATTRIBUTES
+        self._cond = threading.Condition()
+        self._queue_ids = 0
+        self.controller = _PortZeroController(
+            self,
+            hostname=LOOPBACK,
+            port=0,
+            server_hostname=BACKEND_NAME,
+            ident="ESMTP",
+            data_size_limit=128 * 1024 * 1024,  # the proxy's limit must bite first
+        )
+
+    @property
+    def port(self):
+        return self.controller.port
+
+    @property
+    def commands(self):
+        with self._cond:
+            return [line for conn in self.connections for line in conn["commands"]]
+
+    def start(self):
+        self.controller.start()
+        with self._cond:
+            self.connections.clear()  # the Controller's own start-up probe
+
+    def stop(self):
+        self.controller.stop()
+
+    # -- called from the server's event loop thread --------------------------
+
+    def connection_opened(self, peer):
+        conn = {"peer": peer, "commands": [], "xclient": []}
+        with self._cond:
+            self.connections.append(conn)
+            self._cond.notify_all()
+        return conn
+
+    def xclient_seen(self, conn, attrs):
+        with self._cond:
+            conn["xclient"].append(dict(attrs))
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.advertise_xclient:
+            responses.insert(-1, "250-XCLIENT " + " ".join(self.xclient_attributes))
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        if self.fail_mail:
+            return self.fail_mail
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if self.fail_rcpt:
+            return self.fail_rcpt
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self._cond:
+            self._queue_ids += 1
+            queue_id = f"REC{self._queue_ids:05d}"
+        record = {
+            "mail_from": envelope.mail_from,
+            "mail_options": list(envelope.mail_options),
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "rcpt_options": list(envelope.rcpt_options),
+            "content": envelope.original_content,
+            "raw": server.take_raw_content(),
+            "xclient": dict(server.xclient),
+            "helo": session.host_name,
+            "peer": session.peer,
+            "queue_id": queue_id,
+            "commands": list(server.conn["commands"]),
+        }
+        with self._cond:
+            if self.fail_data:
+                self.rejected.append(record)
+                reply = self.fail_data
+            else:
+                self.messages.append(record)
+                reply = f"250 2.0.0 Ok: queued as {queue_id}"
+            self._cond.notify_all()
+        return reply
+
+    # -- for tests --------------------------------------------------------------
+
+    def _wait(self, what, n, timeout):
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(getattr(self, what)) >= n, timeout):
+                pytest.fail(
+                    f"recording backend: {len(getattr(self, what))} {what} after "
+                    f"{timeout}s, expected {n}"
+                )
+            return list(getattr(self, what))
+
+    def wait_for_messages(self, n, timeout=10):
+        """Wait until at least n messages were accepted; returns them."""
+        return self._wait("messages", n, timeout)
+
+    def wait_for_connections(self, n, timeout=10):
+        return self._wait("connections", n, timeout)
+
+
+@pytest.fixture
+def recording_backend():
+    backend = RecordingBackend()
+    backend.start()
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+# ---------------------------------------------------------------------------
+# postfix_backend: a private, real Postfix instance
+# ---------------------------------------------------------------------------
+
+POSTFIX_MAIN_CF = """\
+compatibility_level = 3.6
+mail_owner = postfix
+setgid_group = postdrop
+queue_directory = {root}/spool
+data_directory = {root}/data
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.example.test
+mydomain = example.test
+myorigin = $myhostname
+mydestination =
+mynetworks = 127.0.0.0/8
+relay_domains = example.test
+relayhost =
+default_transport = discard
+relay_transport = discard
+local_transport = discard
+alias_maps =
+alias_database =
+smtpd_banner = $myhostname ESMTP
+smtpd_peername_lookup = no
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
+biff = no
+"""
+
+# chroot off (the instance has no chroot jail) and only the services an
+# smtpd -> cleanup -> qmgr -> discard path needs, plus postlogd for
+# maillog_file.
+POSTFIX_MASTER_CF = """\
+{listen} inet  n  -  n  -     -  smtpd
+cleanup    unix  n  -  n  -     0  cleanup
+qmgr       unix  n  -  n  300   1  qmgr
+rewrite    unix  -  -  n  -     -  trivial-rewrite
+bounce     unix  -  -  n  -     0  bounce
+defer      unix  -  -  n  -     0  bounce
+trace      unix  -  -  n  -     0  bounce
+flush      unix  n  -  n  1000? 0  flush
+proxymap   unix  -  -  n  -     -  proxymap
+error      unix  -  -  n  -     -  error
+retry      unix  -  -  n  -     -  error
+discard    unix  -  -  n  -     -  discard
+anvil      unix  -  -  n  -     1  anvil
+scache     unix  -  -  n  -     1  scache
+postlog    unix-dgram n - n -   1  postlogd
+"""
+
+
+class PostfixInstance:
+    """A Postfix of its own: config, queue and data directories and the mail
+    log all under one temp dir, smtpd on 127.0.0.1:<free port>, every
+    message accepted for *@example.test and discarded (nothing leaves).
+
+    XCLIENT: 127.0.0.0/8 may send it (smtpd_authorized_xclient_hosts).
+    smtpd advertises "XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN
+    DESTADDR DESTPORT" and answers a good XCLIENT with "220 <host> ESMTP".
+    LOGIN=<user> makes smtpd log the transaction as SASL-authenticated even
+    though smtpd_sasl_auth_enable is off:
+
+      postfix/smtpd[N]: QID: client=unknown[198.51.100.7], sasl_method=XCLIENT, sasl_username=demo
+
+    (client= shows NAME[ADDR] from XCLIENT; NAME=[UNAVAILABLE] shows as
+    "unknown").  The disconnect line counts XCLIENT as failed
+    ("xclient=0/1") even when it succeeded; that is Postfix's accounting.
+    """
+
+    def __init__(self, keep_logs_in):
+        # Postfix daemons run as user postfix and must traverse the path:
+        # not under pytest's 0700 tmp dirs.
+        self.root = Path(tempfile.mkdtemp(prefix="msaproxy-postfix-", dir="/tmp"))
+        self.root.chmod(0o755)
+        self.etc = self.root / "etc"
+        self.maillog = self.root / "maillog"
+        self.keep_logs_in = keep_logs_in
+        self.port = None
+        self.master_pid = None
+
+    def _configure(self):
+        for sub in ("etc", "spool", "data"):
+            (self.root / sub).mkdir(exist_ok=True)
+        shutil.chown(self.root / "data", user="postfix")
+        (self.etc / "main.cf").write_text(POSTFIX_MAIN_CF.format(root=self.root))
+        (self.etc / "master.cf").write_text(
+            POSTFIX_MASTER_CF.format(listen=f"{LOOPBACK}:{self.port}")
+        )
+
+    def start(self):
+        for attempt in range(3):  # the free port can be taken meanwhile
+            self.port = free_port()
+            self._configure()
+            proc = subprocess.run(["postfix", "-c", str(self.etc), "start"],
+                                  capture_output=True, timeout=60)
+            if proc.returncode == 0:
+                break
+            if "Address already in use" not in self.log_text() or attempt == 2:
+                raise RuntimeError(
+                    f"postfix start failed ({proc.returncode}): {proc.stderr!r}\n"
+                    f"maillog:\n{tail(self.log_text())}"
+                )
+        self.master_pid = int((self.root / "spool/pid/master.pid").read_text().split()[0])
+        wait_until(self._greets, 10, f"Postfix on port {self.port} to answer 220")
+
+    def _greets(self):
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=2) as s:
+                return s.recv(512).startswith(b"220 ")
+        except OSError:
+            return False
+
+    def _instance_pids(self):
+        """PIDs of this instance's processes: Postfix passes MAIL_CONFIG
+        (our config dir) to every daemon it starts."""
+        marker = f"MAIL_CONFIG={self.etc}".encode()
+        pids = []
+        for proc_dir in Path("/proc").iterdir():
+            if proc_dir.name.isdigit():
+                try:
+                    if marker in (proc_dir / "environ").read_bytes().split(b"\0"):
+                        pids.append(int(proc_dir.name))
+                except OSError:
+                    pass
+        return pids
+
+    def stop(self):
+        subprocess.run(["postfix", "-c", str(self.etc), "stop"],
+                       capture_output=True, timeout=30)
+        if self.master_pid and not _wait_pid_gone(self.master_pid, 10):
+            os.kill(self.master_pid, signal.SIGKILL)
+            _wait_pid_gone(self.master_pid, 5)
+        deadline = time.monotonic() + 10
+        while (left := self._instance_pids()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.maillog.exists():  # kept for post-mortems; the rest goes
+            shutil.copy(self.maillog, self.keep_logs_in / "maillog")
+        if left:
+            raise RuntimeError(f"Postfix processes still running after stop: {left}")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_text(self):
+        return read_text_file(self.maillog)
+
+    def mark(self):
+        """Position in the log now; pass as since= to ignore older lines."""
+        return len(self.log_text())
+
+    def wait_for_log(self, regex, timeout=10, since=0):
+        """Wait until regex (re.MULTILINE) matches the mail log after
+        position since; returns the match."""
+        return wait_for_regex(self.log_text, regex, timeout, "the Postfix mail log", since)
+
+
+def _pid_alive(pid):
+    try:
+        # A zombie still has /proc/<pid>; it is gone for our purposes.
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _wait_pid_gone(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture(scope="module")
+def postfix_backend(tmp_path_factory):
+    """A running private Postfix (see PostfixInstance): .port, .log_text(),
+    .mark(), .wait_for_log(regex, timeout, since)."""
+    if os.geteuid() != 0:
+        pytest.fail("the Postfix backend needs root (postfix start)")
+    instance = PostfixInstance(tmp_path_factory.mktemp("postfix"))
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+
+
+# ---------------------------------------------------------------------------
+# proxy: start the msaproxy binary with a generated config
+# ---------------------------------------------------------------------------
+
+MSAPROXY_BIN = os.environ.get("MSAPROXY_BIN", "/work/main/build/msaproxy")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def _yaml_scalar(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        # Double-quoted, JSON-style: valid YAML, and never read as a number,
+        # boolean or null.
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if value == {} or value == []:
+        return "{}" if isinstance(value, dict) else "[]"
+    raise TypeError(f"no YAML for {value!r}")
+
+
+def to_yaml(value, indent=0):
+    """Block-style YAML for dicts, lists and scalars (enough for the config)."""
+    pad = "  " * indent
+    lines = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{pad}{key}:\n{to_yaml(item, indent + 1)}")
+            else:
+                lines.append(f"{pad}{key}: {_yaml_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{pad}- {to_yaml(item, indent + 1).lstrip()}")
+            else:
+                lines.append(f"{pad}- {_yaml_scalar(item)}")
+    else:
+        return pad + _yaml_scalar(value)
+    return "\n".join(lines)
+
+
+def apply_override(config, dotted_key, value):
+    """config["a"]["b"] = value for "a.b" (or "a__b"); dict values merge
+    into an existing dict, anything else replaces; None deletes the key."""
+    *parents, last = dotted_key.replace("__", ".").split(".")
+    node = config
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is None:
+        node.pop(last, None)
+    elif isinstance(value, dict) and isinstance(node.get(last), dict):
+        for key, item in value.items():
+            apply_override(node[last], key, item)
+    else:
+        node[last] = value
+
+
+def _backend_entry(backend):
+    if isinstance(backend, dict):
+        return backend
+    address = f"{LOOPBACK}:{backend}" if isinstance(backend, int) else str(backend)
+    return {"address": address, "identity": "xclient"}
+
+
+class ProxyProcess:
+    """One running msaproxy.
+
+    .starttls_port / .implicit_port, .ca (CA file for clients),
+    .hostname, .config (the dict written), .config_path,
+    .log() stderr+stdout so far, .wait_for_log(regex, timeout, since),
+    .mark() for since=.
+    """
+
+    hostname = SERVER_NAME
+
+    def __init__(self, workdir, config, ca):
+        self.workdir = workdir
+        self.config = config
+        self.ca = ca
+        self.config_path = workdir / "msaproxy.yaml"
+        self.log_path = workdir / "msaproxy.log"
+        self.proc = None
+        self.starttls_port = self.implicit_port = None
+        self.killed = False
+
+    def start(self, binary):
+        for attempt in range(3):  # a free port may be taken before we bind it
+            since = self.mark()
+            self.starttls_port, self.implicit_port = free_port(), free_port()
+            self.config["listeners"] = [
+                {"address": f"{LOOPBACK}:{self.starttls_port}", "mode": "starttls"},
+                {"address": f"{LOOPBACK}:{self.implicit_port}", "mode": "implicit"},
+            ]
+            self.config_path.write_text(to_yaml(self.config) + "\n")
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [binary, "-c", str(self.config_path)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    cwd=self.workdir,
+                )
+            if self._wait_ready(10):
+                return
+            in_use = "in use" in self.log()[since:]
+            if not in_use or attempt == 2:
+                pytest.fail(
+                    f"msaproxy did not come up (exit {self.proc.returncode}); "
+                    f"log:\n{tail(self.log())}\nconfig:\n{self.config_path.read_text()}"
+                )
+
+    def _wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if port_accepts(self.starttls_port) and port_accepts(self.implicit_port):
+                return True
+            time.sleep(0.05)
+        self._terminate()
+        return False
+
+    def _terminate(self):
+        """SIGTERM, up to 10 s, then SIGKILL.  Returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def stop(self):
+        """Stop it and report anything that says it misbehaved."""
+        exited_early = self.proc.poll()
+        status = self._terminate()
+        log = self.log()
+        problems = []
+        if exited_early is not None:
+            problems.append(f"msaproxy exited during the test with status {exited_early}")
+        elif self.killed:
+            warnings.warn("msaproxy ignored SIGTERM for 10 s and was killed")
+        elif status not in (0, -signal.SIGTERM):
+            problems.append(f"msaproxy exited with status {status} after SIGTERM")
+        problems += [f"log shows {m!r}" for m in SANITIZER_MARKERS if m in log]
+        if problems:
+            pytest.fail("; ".join(problems) + f"\nlog tail:\n{tail(log)}")
+
+    def log(self):
+        return read_text_file(self.log_path)
+
+    def mark(self):
+        return len(self.log())
+
+    def wait_for_log(self, regex, timeout=10, since=0):
+        return wait_for_regex(self.log, regex, timeout, "the msaproxy log", since)
+
+
+def default_proxy_config(certs, users, backends):
+    return {
+        "hostname": SERVER_NAME,
+        "workers": 2,
+        "log": {"level": "debug"},
+        "tls": {
+            "certificates": [{"cert": certs.ecdsa_cert, "key": certs.ecdsa_key}],
+            "handshake_timeout": "10s",
+        },
+        "listeners": [],  # filled in with free ports at start
+        "auth": {
+            "passwd_file": users.path,
+            "mechanisms": ["PLAIN", "LOGIN"],
+            "threads": 2,
+            "failure_delay": "0s",
+        },
+        "limits": {
+            "max_message_size": "50MB",
+            "command_timeout": "5m",
+            "data_timeout": "10m",
+            "bare_newlines": "reject",
+        },
+        "backends": {"servers": [_backend_entry(b) for b in backends]},
+    }
+
+
+@pytest.fixture
+def proxy(tmp_path, certs, users):
+    """Factory: proxy(backends=[port or "host:port" or dict, ...], **overrides)
+    starts msaproxy ($MSAPROXY_BIN, default /work/main/build/msaproxy) and
+    returns a ProxyProcess.  Overrides use dotted keys, e.g.
+    proxy([port], **{"limits.command_timeout": "2s"}) or limits__command_timeout="2s".
+    Every proxy is stopped (SIGTERM) at teardown; a crash, a sanitizer
+    report or an unclean exit fails the test."""
+    started = []
+
+    def start(backends, **overrides):
+        if not (os.path.isfile(MSAPROXY_BIN) and os.access(MSAPROXY_BIN, os.X_OK)):
+            pytest.fail(f"no msaproxy binary at {MSAPROXY_BIN} (build it, or set MSAPROXY_BIN)")
+        config = default_proxy_config(certs, users, backends)
+        for key, value in overrides.items():
+            apply_override(config, key, value)
+        workdir = tmp_path / f"proxy{len(started)}"
+        workdir.mkdir()
+        instance = ProxyProcess(workdir, config, certs.ca)
+        instance.start(MSAPROXY_BIN)  # fails the test (and leaves no process) if it can't
+        started.append(instance)
+        return instance
+
+    yield start
+    failures = []
+    for instance in started:
+        try:
+            instance.stop()
+        except pytest.fail.Exception as exc:
+            failures.append(str(exc))
+        print(f"msaproxy log {instance.log_path}:\n{tail(instance.log(), 40)}")
+    if failures:
+        pytest.fail("\n\n".join(failures))
