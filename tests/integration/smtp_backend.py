@@ -1,0 +1,364 @@
+"""An SMTP backend for tests and the demo: aiosmtpd plus XCLIENT as
+Postfix does it, recording every transaction byte for byte.
+
+Used by tests/integration/conftest.py (the recording_backend fixture) and by
+scripts/demo-backend (what `make run` starts).  Needs only the standard
+library and aiosmtpd (Debian: python3-aiosmtpd).
+"""
+
+import collections
+import ipaddress
+import re
+import threading
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+LOOPBACK = "127.0.0.1"
+
+# ---------------------------------------------------------------------------
+# recording_backend: aiosmtpd with Postfix-style XCLIENT, recording it all
+# ---------------------------------------------------------------------------
+
+BACKEND_NAME = "backend.example.test"
+# What Postfix 3.7 advertises, in its order (it includes REVERSE_NAME).
+XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PROTO", "HELO", "REVERSE_NAME", "PORT",
+                      "LOGIN", "DESTADDR", "DESTPORT")
+XCLIENT_AUTHORIZED = ipaddress.ip_network("127.0.0.0/8")  # like smtpd_authorized_xclient_hosts
+UNAVAILABLE, TEMPUNAVAIL = "[UNAVAILABLE]", "[TEMPUNAVAIL]"
+
+_XTEXT_RE = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*")
+_HOSTNAME_RE = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def xtext_decode(text):
+    """Strict RFC 3461 xtext decoding (+HH with uppercase hex only).
+    Postfix itself is lenient here ("+zz" passes through); we are strict so
+    that a wrongly encoded value is a test failure, not a silent change."""
+    if not _XTEXT_RE.fullmatch(text):
+        raise ValueError(f"not xtext: {text!r}")
+    raw = re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+    return raw.encode("latin-1").decode("utf-8", errors="surrogateescape")
+
+
+def _valid_xclient_addr(value):
+    if value == UNAVAILABLE:
+        return True
+    try:
+        if value[:5].upper() == "IPV6:":
+            ipaddress.IPv6Address(value[5:])
+        else:
+            ipaddress.IPv4Address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _valid_xclient_port(value):
+    return value == UNAVAILABLE or (value.isdigit() and int(value) <= 65535)
+
+
+def _valid_xclient_name(value):
+    return value in (UNAVAILABLE, TEMPUNAVAIL) or bool(_HOSTNAME_RE.fullmatch(value))
+
+
+# The checks Postfix 3.7 smtpd makes on each attribute value, replying
+# "501 5.5.4 Bad <ATTR> syntax: <value>" (we also refuse ports > 65535,
+# which Postfix lets through).
+_XCLIENT_VALIDATORS = {
+    "NAME": _valid_xclient_name,
+    "REVERSE_NAME": _valid_xclient_name,
+    "ADDR": _valid_xclient_addr,
+    "DESTADDR": _valid_xclient_addr,
+    "PORT": _valid_xclient_port,
+    "DESTPORT": _valid_xclient_port,
+    "PROTO": lambda v: v.upper() in ("SMTP", "ESMTP"),
+    "HELO": lambda v: 0 < len(v) <= 255,
+    "LOGIN": lambda v: len(v) > 0,
+}
+
+
+class XclientSMTP(SMTP):
+    """aiosmtpd's SMTP plus XCLIENT as Postfix does it, and byte taps.
+
+    XCLIENT attr=xtext ...: attribute names are case-insensitive and must be
+    advertised ones; values are xtext-decoded and checked like Postfix does.
+    On success the reply is a fresh greeting "220 <host> ESMTP", and the
+    session is reset as if the client had just connected: HELO/EHLO
+    forgotten (the client must EHLO again), no transaction.  Attributes
+    merge into the ones already in force, except LOGIN, which is dropped
+    unless given again (Postfix resets its SASL state on each XCLIENT).
+    As in Postfix: XCLIENT inside a transaction gets 503 5.5.1, and only a
+    client whose address in force (ADDR, once XCLIENT set it) is in
+    127.0.0.0/8 may send it (550 5.7.0 otherwise), so a second XCLIENT
+    after ADDR=<a real client address> is refused.
+
+    Every line the client sends is recorded as it arrived: command lines in
+    the connection record, DATA lines (dot-stuffing and CRLF intact) as the
+    raw content of the transaction.
+    """
+
+    def __init__(self, handler, **kwargs):
+        super().__init__(handler, **kwargs)
+        # aiosmtpd keeps command_size_limits on the class (shared by every
+        # session); give each session its own.  XCLIENT lines can exceed
+        # 512 bytes; the stream reader still caps any line at 1001 bytes.
+        self.command_size_limits = collections.defaultdict(
+            lambda: self.command_size_limit, XCLIENT=1001
+        )
+        self.xclient = {}
+        self.conn = None
+        self._data_raw = None
+
+    def connection_made(self, transport):
+        first = self._original_transport is None and self.transport is None
+        super().connection_made(transport)
+        if first:
+            self.conn = self.event_handler.connection_opened(self.session.peer)
+
+    def _client_connected_cb(self, reader, writer):
+        super()._client_connected_cb(reader, writer)
+        plain_readuntil = reader.readuntil
+
+        async def recording_readuntil(separator=b"\n"):
+            line = await plain_readuntil(separator)
+            if self._data_raw is not None:
+                self._data_raw += line
+            elif self.conn is not None:
+                self.conn["commands"].append(bytes(line))
+            return line
+
+        reader.readuntil = recording_readuntil
+
+    async def smtp_DATA(self, arg):
+        self._data_raw = bytearray()
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._data_raw = None
+
+    def take_raw_content(self):
+        """The DATA bytes exactly as received, up to but excluding the
+        final ".\\r\\n" line (so still dot-stuffed)."""
+        raw = bytes(self._data_raw)
+        assert raw.endswith(b".\r\n"), raw[-10:]
+        return raw[:-3]
+
+    def _xclient_authorized(self):
+        """Postfix checks smtpd_authorized_xclient_hosts against the client
+        address in force, so after XCLIENT ADDR=<outside address> a second
+        XCLIENT is refused."""
+        addr = self.xclient.get("ADDR", self.session.peer[0])
+        try:
+            return ipaddress.ip_address(addr) in XCLIENT_AUTHORIZED
+        except ValueError:
+            return True
+
+    async def smtp_XCLIENT(self, arg):
+        backend = self.event_handler
+        if not backend.advertise_xclient:
+            await self.push('500 Error: command "XCLIENT" not recognized')
+            return
+        if not self._xclient_authorized():
+            await self.push("550 5.7.0 Error: insufficient authorization")
+            return
+        if self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        if not arg:
+            await self.push("501 5.5.4 Syntax: XCLIENT attribute=value...")
+            return
+        attrs = {}
+        for token in arg.split():
+            name, eq, value = token.partition("=")
+            if not eq:
+                await self.push("501 5.5.4 Error: attribute=value expected")
+                return
+            name = name.upper()
+            if name not in backend.xclient_attributes:
+                await self.push(f"501 5.5.4 Bad XCLIENT attribute name: {name}")
+                return
+            try:
+                value = xtext_decode(value)
+            except ValueError:
+                await self.push(f"501 5.5.4 Bad {name} xtext: {value}")
+                return
+            if not _XCLIENT_VALIDATORS[name](value):
+                await self.push(f"501 5.5.4 Bad {name} syntax: {value}")
+                return
+            attrs[name] = value
+        merged = {k: v for k, v in self.xclient.items() if k != "LOGIN"}
+        merged.update(attrs)
+        self.xclient = merged
+        backend.xclient_seen(self.conn, attrs)
+        # Back to the connection's initial state, as Postfix does.
+        self._set_rset_state()
+        self.session.host_name = None
+        self.session.extended_smtp = False
+        await self.push(f"220 {self.hostname} ESMTP")
+
+
+class _PortZeroController(Controller):
+    """Controller on an ephemeral port (aiosmtpd 1.4.3 would try to connect
+    to port 0 to "trigger" the server)."""
+
+    def factory(self):
+        return XclientSMTP(self.handler, **self.SMTP_kwargs)
+
+    def _trigger_server(self):
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
+class RecordingBackend:
+    """An SMTP backend that records everything; the aiosmtpd handler.
+
+    .port                  where it listens (127.0.0.1)
+    .messages              accepted transactions, dicts with:
+        mail_from, mail_options, rcpt_tos, rcpt_options,
+        content   the message as aiosmtpd hands it over: envelope.original_content,
+                  i.e. the DATA lines with the transparency dot removed and
+                  nothing else changed (CRLF, bare LF, bare CR all intact)
+        raw       the DATA bytes exactly as they came off the wire, still
+                  dot-stuffed, without the final ".\\r\\n"
+        xclient   the XCLIENT attributes in force (decoded), {} if none
+        helo      the EHLO/HELO name in force
+        peer, queue_id, commands (the connection's command lines so far)
+    .rejected              transactions refused because fail_data was set
+    .connections           per connection: peer, commands (raw lines, CRLF
+                           included), xclient (attrs of each XCLIENT sent)
+    .commands              all command lines of all connections
+    .fail_mail / .fail_rcpt / .fail_data   set to a reply ("451 4.3.0 try
+                           later") to refuse that step
+    .advertise_xclient     False: no XCLIENT in EHLO, XCLIENT is unknown
+    .wait_for_messages(n, timeout), .wait_for_connections(n, timeout)
+
+    What aiosmtpd 1.4.3 does with DATA (smtp.py, SMTP.smtp_DATA): it reads
+    lines with readuntil(b"\\r\\n"), so only CRLF ends a line and a bare LF
+    or CR stays inside its line, untouched; data ends at a line that is
+    exactly ".\\r\\n" ("\\n.\\r\\n" does not end it).  From each line that
+    starts with "." it removes that one dot (transparency; a dot after a
+    bare LF is not at a line start for it), and joins the lines into
+    envelope.original_content.  With decode_data=False (ours) content is
+    the same bytes.  Nothing else is normalised.  A line over 1001 bytes
+    gets "500 Line too long" and more than data_size_limit (128 MiB here)
+    "552"; neither message is delivered.  Because the dot is gone from
+    content, `raw` is tapped from the stream reader as well.
+    """
+
+    def __init__(self, host=LOOPBACK, port=0):
+        self.messages = []
+        self.rejected = []
+        self.connections = []
+        self.fail_mail = None
+        self.fail_rcpt = None
+        self.fail_data = None
+        self.advertise_xclient = True
+        self.xclient_attributes = XCLIENT_ATTRIBUTES
+        self._cond = threading.Condition()
+        self._queue_ids = 0
+        self.controller = _PortZeroController(
+            self,
+            hostname=host,
+            port=port,
+            server_hostname=BACKEND_NAME,
+            ident="ESMTP",
+            data_size_limit=128 * 1024 * 1024,  # the proxy's limit must bite first
+        )
+
+    @property
+    def port(self):
+        return self.controller.port
+
+    @property
+    def commands(self):
+        with self._cond:
+            return [line for conn in self.connections for line in conn["commands"]]
+
+    def start(self):
+        self.controller.start()
+        with self._cond:
+            self.connections.clear()  # the Controller's own start-up probe
+
+    def stop(self):
+        self.controller.stop()
+
+    # -- called from the server's event loop thread --------------------------
+
+    def connection_opened(self, peer):
+        conn = {"peer": peer, "commands": [], "xclient": []}
+        with self._cond:
+            self.connections.append(conn)
+            self._cond.notify_all()
+        return conn
+
+    def xclient_seen(self, conn, attrs):
+        with self._cond:
+            conn["xclient"].append(dict(attrs))
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.advertise_xclient:
+            responses.insert(-1, "250-XCLIENT " + " ".join(self.xclient_attributes))
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        if self.fail_mail:
+            return self.fail_mail
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if self.fail_rcpt:
+            return self.fail_rcpt
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self._cond:
+            self._queue_ids += 1
+            queue_id = f"REC{self._queue_ids:05d}"
+        record = {
+            "mail_from": envelope.mail_from,
+            "mail_options": list(envelope.mail_options),
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "rcpt_options": list(envelope.rcpt_options),
+            "content": envelope.original_content,
+            "raw": server.take_raw_content(),
+            "xclient": dict(server.xclient),
+            "helo": session.host_name,
+            "peer": session.peer,
+            "queue_id": queue_id,
+            "commands": list(server.conn["commands"]),
+        }
+        with self._cond:
+            if self.fail_data:
+                self.rejected.append(record)
+                reply = self.fail_data
+            else:
+                self.messages.append(record)
+                reply = f"250 2.0.0 Ok: queued as {queue_id}"
+            self._cond.notify_all()
+        return reply
+
+    # -- for tests --------------------------------------------------------------
+
+    def _wait(self, what, n, timeout):
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(getattr(self, what)) >= n, timeout):
+                raise AssertionError(
+                    f"recording backend: {len(getattr(self, what))} {what} after "
+                    f"{timeout}s, expected {n}"
+                )
+            return list(getattr(self, what))
+
+    def wait_for_messages(self, n, timeout=10):
+        """Wait until at least n messages were accepted; returns them."""
+        return self._wait("messages", n, timeout)
+
+    def wait_for_connections(self, n, timeout=10):
+        return self._wait("connections", n, timeout)
