@@ -205,15 +205,25 @@ def certs(tmp_path_factory):
 # users: the passwd file the proxy authenticates against
 # ---------------------------------------------------------------------------
 
-DEMO_PASSWORDS = {"demo": "demo-pass-1", "alice": "alice-pass-2"}
+DEMO_PASSWORDS = {"demo": "demo-pass-1", "alice": "alice-pass-2", "bob": "bob-pass-3"}
 
 
-def hash_password(password):
-    """One passwd-file hash.  sha512-crypt ("$6$...") from the openssl CLI
-    for now; switch to `msaproxy hash-password` here once it exists."""
-    proc = run(["openssl", "passwd", "-6", "-stdin"], input=password.encode())
-    hashed = proc.stdout.decode().strip()
-    assert hashed.startswith("$6$"), hashed
+# Each user's hash comes from a different scheme and tool, so every login
+# test also covers the crypt(3) schemes the passwd-file back end accepts.
+HASH_SCHEMES = {"demo": "yescrypt", "alice": "bcrypt", "bob": "openssl-sha512"}
+
+
+def hash_password(password, scheme="yescrypt"):
+    """One passwd-file hash: `msaproxy hash-password` (yescrypt, bcrypt,
+    sha512-crypt) or, for interoperability, the openssl CLI's sha512-crypt."""
+    if scheme == "openssl-sha512":
+        cmd, prefix = ["openssl", "passwd", "-6", "-stdin"], "$6$"
+    else:
+        cmd = [os.environ.get("MSAPROXY_BIN", "/work/main/build/msaproxy"),
+               "hash-password", "--scheme", scheme]
+        prefix = {"yescrypt": "$y$", "bcrypt": "$2b$", "sha512-crypt": "$6$"}[scheme]
+    hashed = run(cmd, input=password.encode()).stdout.decode().strip()
+    assert hashed.startswith(prefix), hashed
     return hashed
 
 
@@ -222,7 +232,8 @@ def users(tmp_path_factory):
     """passwd file "user:hash" (mode 0600) with demo and alice.
     Returns .path and .passwords {user: password}."""
     path = tmp_path_factory.mktemp("users") / "passwd"
-    path.write_text("".join(f"{u}:{hash_password(p)}\n" for u, p in DEMO_PASSWORDS.items()))
+    path.write_text("".join(f"{u}:{hash_password(p, HASH_SCHEMES[u])}\n"
+                            for u, p in DEMO_PASSWORDS.items()))
     path.chmod(0o600)
     return types.SimpleNamespace(path=path, passwords=dict(DEMO_PASSWORDS))
 
