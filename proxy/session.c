@@ -531,24 +531,30 @@ session_run(struct session *s)
 {
 	bool was_closing = s->closing;
 
+	/* Run while input is being used: TLS may hold more plaintext than
+	 * s->in had room for, and only a pass through tls_read() gets it. */
 	while (!s->dead && !s->closing) {
-		enum smtp_action act;
+		size_t before;
 
 		if (s->ssl != NULL && !tls_read(s))
 			return;
 		if (s->closing || (s->ssl != NULL && !s->tls_done))
 			break;
+		before = buf_used(&s->in);
 		if (s->smtp.state == SMTP_DATA) {
-			if (!relay_data(s))
-				break;
-			continue;
+			if (relay_data(s))
+				continue; /* the message ended */
+		} else {
+			enum smtp_action act = smtp_input(&s->smtp, &s->in);
+			if (act != SMTP_ACT_NONE) {
+				apply(s, act);
+				if (act == SMTP_ACT_STARTTLS)
+					break; /* wait for the handshake */
+				continue;
+			}
 		}
-		act = smtp_input(&s->smtp, &s->in);
-		if (act == SMTP_ACT_NONE)
-			break;
-		apply(s, act);
-		if (act == SMTP_ACT_STARTTLS)
-			break; /* wait for the handshake */
+		if (buf_used(&s->in) == before)
+			break; /* nothing used: wait for I/O */
 	}
 	if (s->dead)
 		return;

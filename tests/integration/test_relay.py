@@ -1,0 +1,248 @@
+"""Relay behaviour end to end: nothing lost, nothing half-delivered.
+
+The client's verdict for a message is the backend's; a backend that dies
+or refuses costs the client a temporary failure, never a false 250; a
+message the client abandons, or that breaks a limit, never reaches the
+backend complete; connection failures move to the next backend.
+"""
+
+import smtplib
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from conftest import SERVER_NAME, free_port
+
+
+def login(p, user="demo", password="demo-pass-1"):
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    s = smtplib.SMTP_SSL("127.0.0.1", p.implicit_port, context=ctx, timeout=15)
+    s.login(user, password)
+    return s
+
+
+class TlsLines:
+    """A raw TLS client for the cases smtplib cannot express."""
+
+    def __init__(self, p):
+        ctx = ssl.create_default_context(cafile=str(p.ca))
+        raw = socket.create_connection(("127.0.0.1", p.implicit_port), timeout=15)
+        self.sock = ctx.wrap_socket(raw, server_hostname=SERVER_NAME)
+        self.buf = b""
+        assert self.reply().startswith(b"220 ")
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reply(self):
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed after {lines!r} {self.buf!r}")
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"\r\n".join(lines)
+
+    def cmd(self, line):
+        self.send(line + b"\r\n")
+        return self.reply()
+
+    def authed(self):
+        assert self.cmd(b"EHLO c.test").startswith(b"250")
+        assert self.cmd(b"AUTH PLAIN AGRlbW8AZGVtby1wYXNzLTE=").startswith(b"235")
+        return self
+
+    def close(self):
+        self.sock.close()
+
+
+def test_pipelined_transaction_replies_in_order(proxy, recording_backend):
+    p = proxy([recording_backend.port])
+    c = TlsLines(p).authed()
+    c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
+           b"RCPT TO:<c@example.test>\r\nDATA\r\n")
+    replies = [c.reply() for _ in range(4)]
+    assert [r[:3] for r in replies] == [b"250", b"250", b"250", b"354"]
+    c.send(b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    assert c.reply().startswith(b"250 ")
+    assert c.reply().startswith(b"221 ")
+    m = recording_backend.wait_for_messages(1)[0]
+    assert m["rcpt_tos"] == ["b@example.test", "c@example.test"]
+
+
+def test_abandoned_data_never_delivered(proxy, recording_backend):
+    p = proxy([recording_backend.port])
+    c = TlsLines(p).authed()
+    assert c.cmd(b"MAIL FROM:<a@example.test>").startswith(b"250")
+    assert c.cmd(b"RCPT TO:<b@example.test>").startswith(b"250")
+    assert c.cmd(b"DATA").startswith(b"354")
+    c.send(b"Subject: half\r\n\r\nthe first half\r\n")
+    c.close()  # gone mid-DATA
+    p.wait_for_log(r"msg=session-end .*reason=client-closed")
+    time.sleep(0.5)
+    assert recording_backend.messages == []
+
+
+def test_oversize_message_refused_backend_gets_nothing(proxy, recording_backend):
+    p = proxy([recording_backend.port], **{"limits.max_message_size": "64KB"})
+    big = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 80
+    # Declared with SIZE=: refused at MAIL FROM.
+    with login(p) as s:
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            s.sendmail("a@example.test", ["b@example.test"], big)
+        assert e.value.smtp_code == 552
+    # Not declared: counted as it streams, refused at the end, and the
+    # session goes on.
+    c = TlsLines(p).authed()
+    assert c.cmd(b"MAIL FROM:<a@example.test>").startswith(b"250")
+    assert c.cmd(b"RCPT TO:<b@example.test>").startswith(b"250")
+    assert c.cmd(b"DATA").startswith(b"354")
+    c.send(big + b".\r\n")
+    assert c.reply().startswith(b"552 5.3.4 ")
+    assert c.cmd(b"MAIL FROM:<a@example.test>").startswith(b"250")
+    assert c.cmd(b"RCPT TO:<b@example.test>").startswith(b"250")
+    assert c.cmd(b"DATA").startswith(b"354")
+    assert c.cmd(b"Subject: ok\r\n\r\nsmall\r\n.").startswith(b"250 ")
+    c.close()
+    got = recording_backend.wait_for_messages(1)
+    time.sleep(0.3)
+    assert len(recording_backend.messages) == 1 and b"small" in got[0]["content"]
+
+
+@pytest.mark.parametrize("code", ["451 4.3.0 try later", "554 5.7.1 no thanks"])
+def test_backend_verdict_is_the_clients(proxy, recording_backend, code):
+    recording_backend.fail_data = code
+    p = proxy([recording_backend.port])
+    with login(p) as s:
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("a@example.test", ["b@example.test"], b"Subject: x\r\n\r\nx\r\n")
+    assert e.value.smtp_code == int(code[:3])
+    assert code[4:].encode() in e.value.smtp_error
+
+
+def test_rcpt_refusal_relayed(proxy, recording_backend):
+    recording_backend.fail_rcpt = "550 5.1.1 no such user"
+    p = proxy([recording_backend.port])
+    with login(p) as s:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+            s.sendmail("a@example.test", ["nobody@example.test"], b"x\r\n")
+    assert e.value.recipients["nobody@example.test"][0] == 550
+
+
+def test_failover_to_next_backend(proxy, recording_backend):
+    dead = free_port()  # nothing listens there
+    p = proxy([dead, recording_backend.port])
+    for i in range(4):  # round robin starts on either; all must arrive
+        with login(p) as s:
+            s.sendmail("a@example.test", ["b@example.test"], f"Subject: {i}\r\n\r\nx\r\n")
+    assert len(recording_backend.wait_for_messages(4)) == 4
+    p.wait_for_log(r"msg=backend-failed .*step=connect")
+
+
+def test_backend_without_xclient_is_skipped(proxy, recording_backend):
+    recording_backend.advertise_xclient = False
+    p = proxy([recording_backend.port])
+    with login(p) as s:
+        code, _ = s.docmd("MAIL FROM:<a@example.test>")
+    assert code == 451
+    assert recording_backend.messages == []
+    p.wait_for_log(r"msg=backend-failed .*backend does not offer XCLIENT")
+
+
+def test_identity_none_backend(proxy, recording_backend):
+    recording_backend.advertise_xclient = False
+    p = proxy([{"address": f"127.0.0.1:{recording_backend.port}", "identity": "none"}])
+    with login(p) as s:
+        s.sendmail("a@example.test", ["b@example.test"], b"Subject: n\r\n\r\nx\r\n")
+    assert recording_backend.wait_for_messages(1)[0]["xclient"] == {}
+
+
+class DyingBackend:
+    """A backend that answers like an MTA, then drops the connection after
+    reading `die_after` bytes of message data.  Fault injection only."""
+
+    def __init__(self, die_after):
+        self.die_after = die_after
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received_end = False
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(10)
+                self.session(conn.makefile("rb"), conn)
+
+    def session(self, rfile, conn):
+        conn.sendall(b"220 dying.test ESMTP\r\n")
+        while True:
+            line = rfile.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-dying.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                got = b""
+                while len(got) < self.die_after:
+                    chunk = rfile.read1(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                self.received_end = b"\r\n.\r\n" in got
+                conn.shutdown(socket.SHUT_RDWR)
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_backend_dies_mid_data_gives_451(proxy):
+    backend = DyingBackend(die_after=20000)
+    try:
+        p = proxy([{"address": f"127.0.0.1:{backend.port}", "identity": "none"}])
+        body = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 2000
+        with login(p) as s:
+            with pytest.raises(smtplib.SMTPDataError) as e:
+                s.sendmail("a@example.test", ["b@example.test"], body)
+            assert e.value.smtp_code == 451
+            assert s.noop()[0] == 250  # the session survives
+        assert not backend.received_end
+        p.wait_for_log(r"msg=message-refused .*reason=backend-lost")
+    finally:
+        backend.close()
+
+
+def test_pipelined_burst_larger_than_buffers(proxy, recording_backend):
+    """4,000 pipelined commands in one TLS write (more than the proxy's
+    input buffer and one TLS read): every one answered, in order."""
+    p = proxy([recording_backend.port])
+    c = TlsLines(p).authed()
+    n = 4000
+    c.send(b"".join(b"NOOP %d\r\n" % i for i in range(n)) + b"QUIT\r\n")
+    for _ in range(n):
+        assert c.reply() == b"250 2.0.0 OK"
+    assert c.reply().startswith(b"221 ")
