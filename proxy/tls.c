@@ -140,6 +140,10 @@ ticket_cb(SSL *ssl, unsigned char name[16], unsigned char iv[16],
 		k = &tickets.cur;
 	} else if (memcmp(name, tickets.cur.name, 16) == 0) {
 		k = &tickets.cur;
+		/* TLS 1.3 tickets are single-use (RFC 8446 C.4): renew, or
+		 * the client's next connection is a full handshake. */
+		if (SSL_version(ssl) == TLS1_3_VERSION)
+			ret = 2;
 	} else if (tickets.have_prev &&
 		   memcmp(name, tickets.prev.name, 16) == 0 &&
 		   now - tickets.prev.born < 2 * tickets.lifetime) {

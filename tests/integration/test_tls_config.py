@@ -191,3 +191,22 @@ def test_listener_in_use_is_a_clear_error(tmp_path, certs, users):
                              text=True, timeout=30)
     assert res.returncode == 1
     assert "inuse.yaml:" in res.stderr and "Address already in use" in res.stderr
+
+
+def test_tls13_resumption_renews_ticket(proxy, recording_backend):
+    """RFC 8446 C.4: clients should use a ticket once, so a resumed TLS 1.3
+    handshake must hand out a fresh ticket, or every other connection pays
+    a full handshake."""
+    p = proxy([recording_backend.port])
+    ctx = tls_client(p.ca)
+    session = None
+    ids = []
+    for i in range(3):
+        with socket.create_connection(("127.0.0.1", p.implicit_port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=SERVER_NAME,
+                                 session=session) as tls:
+                assert tls.recv(100).startswith(b"220 ")
+                assert tls.session_reused == (i > 0)
+                session = tls.session
+                ids.append(session.id)
+    assert len(set(ids)) == 3, "a resumed handshake issued no new ticket"
