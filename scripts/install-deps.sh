@@ -3,7 +3,8 @@
 # test, run the demo and bench.  Idempotent: asks apt only for what is
 # missing, and does nothing at all when everything is there.
 #
-# Usage: scripts/install-deps.sh        (as root, or with sudo available)
+# Usage: scripts/install-deps.sh [--bench]   (as root, or with sudo)
+#   --bench  also the bench's peers: nginx's mail proxy, gnuplot, perf
 set -eu
 
 PKGS="
@@ -14,6 +15,9 @@ python3 python3-pytest python3-aiosmtpd
 swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 curl postfix iproute2 clang-format
 "
+if [ "${1:-}" = "--bench" ]; then
+	PKGS="$PKGS nginx-light libnginx-mod-mail gnuplot-nox linux-perf valgrind"
+fi
 
 missing=""
 for p in $PKGS; do
