@@ -39,10 +39,12 @@ buf_tidy(struct buf *b)
 	}
 }
 
+/* All free space is at the tail once the bytes slide to the front, so a
+ * caller that sees room N can always append N. */
 size_t
 buf_room(struct buf *b)
 {
-	if (!b->pinned && b->off > 0 && b->len == b->cap) {
+	if (!b->pinned && b->off > 0) {
 		memmove(b->data, b->data + b->off, b->len - b->off);
 		b->len -= b->off;
 		b->off = 0;

@@ -39,7 +39,7 @@ buf_head(const struct buf *b)
 	return b->data + b->off;
 }
 
-/* Free space at the tail, after compacting when allowed.  Allocates. */
+/* Free space; the bytes move to the front first unless pinned. */
 size_t buf_room(struct buf *b);
 /* Pointer to the free tail (buf_room() bytes); NULL if out of memory. */
 char *buf_tail(struct buf *b);

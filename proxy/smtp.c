@@ -656,6 +656,9 @@ smtp_input(struct smtp *s, struct buf *in)
 {
 	enum smtp_action act = SMTP_ACT_NONE;
 
+	/* A completion (AUTH failure, error limit) may have ended it. */
+	if (s->state == SMTP_CLOSING)
+		return SMTP_ACT_CLOSE;
 	while (act == SMTP_ACT_NONE && !smtp_parked(s) &&
 	       buf_room(&s->out) >= SMTP_OUT_RESERVE && buf_used(in) > 0) {
 		const char *p = buf_head(in);
@@ -700,9 +703,10 @@ smtp_input(struct smtp *s, struct buf *in)
 			 * plaintext and must never be read (RFC 3207 4.2). */
 			buf_clear(in);
 		}
-		if (s->state == SMTP_CLOSING)
-			act = SMTP_ACT_CLOSE;
 	}
+	/* However the loop ended, a closing session says so. */
+	if (s->state == SMTP_CLOSING)
+		act = SMTP_ACT_CLOSE;
 	return act;
 }
 

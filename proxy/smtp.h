@@ -31,9 +31,11 @@
 #include "buf.h"
 #include "config.h"
 #include "sasl.h"
+#include "smtp_reply.h"
 
-/* Room s->out must have before another command is processed. */
-#define SMTP_OUT_RESERVE 2048
+/* Room s->out must have before another command is processed: the longest
+ * backend reply, rebuilt with CRLF (one more byte per line), plus slack. */
+#define SMTP_OUT_RESERVE (SMTP_REPLY_MAX + 2 * SMTP_REPLY_LINES_MAX + 256)
 /* Client plaintext input buffer: an AUTH line plus slack for pipelining. */
 #define SMTP_IN_SLACK 4096
 

@@ -293,6 +293,64 @@ test_too_many_errors_closes(void **state)
 }
 
 static void
+test_last_auth_failure_closes(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n"),
+				 SMTP_ACT_AUTH);
+		smtp_auth_result(&f->s, false);
+		if (f->s.state == SMTP_CLOSING)
+			break;
+	}
+	/* The error limit was reached inside the completion: the next call
+	 * must say close, with nothing more to read. */
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_CLOSE);
+	assert_non_null(strstr(replies(f), "421 4.7.0 mx.test Too many"));
+}
+
+static void
+test_overlong_line_as_last_error_closes(void **state)
+{
+	struct fixture *f = *state;
+	char big[1100];
+
+	for (int i = 0; i < 4; i++)
+		feeds(f, "BOGUS\r\n");
+	memset(big, 'A', sizeof(big) - 2);
+	memcpy(big + sizeof(big) - 2, "\r\n", 2);
+	assert_int_equal(feed(f, big, sizeof(big)), SMTP_ACT_CLOSE);
+}
+
+static void
+test_long_backend_reply_fits_whole(void **state)
+{
+	struct fixture *f = *state;
+	const char *lines[64];
+	size_t lens[64];
+	char text[120];
+	const char *r;
+
+	memset(text, 'r', sizeof(text));
+	for (int i = 0; i < 64; i++) {
+		lines[i] = text;
+		lens[i] = sizeof(text);
+	}
+	to_authed(f);
+	/* Fill s->out as a client that does not read would. */
+	while (buf_room(&f->s.out) >= SMTP_OUT_RESERVE + 20)
+		feeds(f, "NOOP\r\n");
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b>\r\n"), SMTP_ACT_FORWARD);
+	smtp_backend_reply(&f->s, 250, lines, lens, 64);
+	r = replies(f);
+	assert_true(strlen(r) > 64 * 126);
+	assert_non_null(strstr(r, "\r\n250 rrrr"));
+	assert_int_equal(r[strlen(r) - 1], '\n');
+}
+
+static void
 test_client_identity_commands_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -540,6 +598,9 @@ main(void)
 		T(test_line_just_fits),
 		T(test_auth_line_may_be_long),
 		T(test_too_many_errors_closes),
+		T(test_last_auth_failure_closes),
+		T(test_overlong_line_as_last_error_closes),
+		T(test_long_backend_reply_fits_whole),
 		T(test_client_identity_commands_refused),
 		T(test_auth_plain_continuation_and_cancel),
 		T(test_auth_plain_equals_is_empty),

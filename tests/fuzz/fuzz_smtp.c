@@ -1,0 +1,743 @@
+/*
+ * fuzz_smtp.c - libFuzzer target: whole client sessions through the SMTP
+ * state machine (smtp.c), driven the way session.c drives it.
+ *
+ * Input layout:
+ *   byte 0      setup: listener mode, AUTH mechanisms, bare-newline
+ *               policy, limits profile (see setup())
+ *   byte 1      N, the length of the tape that follows
+ *   N bytes     the tape: the worker's side of the session, one byte per
+ *               decision (chunk sizes, whether the client reads its
+ *               replies, handshake and password results, backend replies
+ *               and failures, timeouts).  Once it runs out every decision
+ *               takes its default, which is the happy path: the client
+ *               sends one line at a time and reads every reply, the
+ *               handshake works, the password is right, the backend says
+ *               250 (354 to DATA).
+ *   the rest    the client's byte stream (plaintext, before and after TLS)
+ *
+ * So "\0\0EHLO x\r\nSTARTTLS\r\n..." is a plain session, and seeds stay
+ * readable.
+ *
+ * The harness plays the worker: it appends the stream to the input buffer
+ * in chunks (only when a read would be armed), calls smtp_input(), and
+ * answers each action the way session.c and backend.c do (smtp_tls_ready,
+ * smtp_auth_result, smtp_backend_reply or smtp_backend_failed, the DATA
+ * relay through data_scan with smtp_data_sent or smtp_data_refused), and
+ * stops at SMTP_ACT_CLOSE.
+ *
+ * Checked after every call: buffers within their capacity; the action
+ * agrees with the state; no action means the session is not parked (else
+ * nobody would ever wake it); nothing buffered after STARTTLS survives;
+ * EHLO is forgotten after TLS; AUTH only under TLS; creds.pass is all zero
+ * outside the AUTH states; the forwarded line is one CRLF-terminated
+ * command; and the reply stream is well formed: CRLF lines of at most 1000
+ * bytes, each starting with 3 digits and ' ', '-' or the line end, no
+ * control bytes, continuation lines repeating the code, and no partial
+ * line left at the end.
+ */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+#include "data_scan.h"
+#include "smtp.h"
+#include "smtp_reply.h"
+
+#define RECV_BUF_SIZE  16384u /* session.h: one read, and the input slack */
+#define MAX_STEPS      100000 /* a session never needs this many */
+#define REPLY_LINE_MAX 1000   /* a reply line to the client, CRLF included */
+
+/* Tape byte values with a meaning of their own, checked first. */
+#define EV_TIMEOUT  0xff /* the command timeout fires: 421 and close */
+#define EV_LOST	    0xfe /* the idle backend drops the connection */
+#define STEP_NOREAD 0x40 /* the client does not read its replies now */
+#define STEP_LARGE  0x80 /* chunk size in units of 256 bytes (0: all) */
+
+#define CHECK(cond, ...)                                                       \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, \
+				__LINE__, #cond);                              \
+			fprintf(stderr, __VA_ARGS__);                          \
+			fputc('\n', stderr);                                   \
+			abort();                                               \
+		}                                                              \
+	} while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+enum sink {
+	SINK_NONE,
+	SINK_BAD_BYTES,
+	SINK_TOO_BIG,
+	SINK_LOST,
+};
+
+/* What the client has read so far, checked as a stream of reply lines. */
+struct reply_check {
+	size_t col;	   /* bytes of the current line so far */
+	bool cr;	   /* the previous byte was CR */
+	bool more;	   /* the current line is "DDD-" */
+	bool in_reply;	   /* the previous line was "DDD-" */
+	char code[3];	   /* of the current line */
+	char prev_code[3]; /* of the previous line */
+};
+
+struct sim {
+	struct smtp_params p;
+	struct smtp s;
+	struct buf in;
+	uint32_t out_cap, in_cap;
+	bool tls_layer; /* TLS is under the session: reads fill any room */
+	bool normalize;
+
+	const uint8_t *tape;
+	size_t tape_len, tape_off;
+	const uint8_t *stream;
+	size_t stream_len, stream_off;
+
+	struct data_scan ds;
+	enum sink sink;
+	char *norm; /* data_normalize() output, 2 * in_cap + 3 bytes */
+
+	struct reply_check rc;
+};
+
+static const char hostname[] = "mx.fuzz.test";
+
+/* FUZZ_TRACE=1 in the environment: print the session (for reproducers). */
+static bool trace;
+
+/* Backend reply text: every byte class the reply parser lets through. */
+static char filler[SMTP_REPLY_LINE_MAX + SMTP_REPLY_LINES_MAX];
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A line of the FUZZ_TRACE log about what the worker did. */
+static void
+note(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!trace)
+		return;
+	va_start(ap, fmt);
+	fputs("W: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static unsigned
+tape_next(struct sim *m)
+{
+	if (m->tape_off >= m->tape_len)
+		return 0;
+	return m->tape[m->tape_off++];
+}
+
+/* ---------------------------------------------------------------------
+ * Invariants
+ */
+
+static bool
+all_zero(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < n; i++)
+		if (c[i] != 0)
+			return false;
+	return true;
+}
+
+static bool
+auth_state(enum smtp_state st)
+{
+	return st == SMTP_AUTH_PLAIN || st == SMTP_AUTH_LOGIN_USER ||
+	       st == SMTP_AUTH_LOGIN_PASS || st == SMTP_AUTH_CHECK;
+}
+
+static void
+check_buf(const struct buf *b, uint32_t cap, const char *name)
+{
+	CHECK(b->cap == cap, "%s: capacity changed", name);
+	CHECK(b->off <= b->len, "%s: off %u > len %u", name, b->off, b->len);
+	CHECK(b->len <= b->cap, "%s: len %u > cap %u", name, b->len, b->cap);
+	CHECK(buf_used(b) <= b->cap, "%s: used > cap", name);
+	CHECK(b->data != NULL || b->len == 0, "%s: bytes without storage",
+	      name);
+}
+
+static void
+check_session(const struct sim *m)
+{
+	const struct smtp *s = &m->s;
+
+	check_buf(&s->out, m->out_cap, "out");
+	/* Replies go in whole lines: a buffer not ending in CRLF lost the
+	 * end of one (and the client would read the next one glued on). */
+	CHECK(buf_used(&s->out) == 0 ||
+		      memcmp(s->out.data + s->out.len - 2, "\r\n", 2) == 0,
+	      "s->out holds a truncated reply");
+	check_buf(&m->in, m->in_cap, "in");
+	CHECK(s->state <= SMTP_CLOSING, "state %d", (int)s->state);
+	if (!auth_state(s->state))
+		CHECK(all_zero(s->creds.pass, sizeof(s->creds.pass)),
+		      "password left in creds in state %d", (int)s->state);
+	CHECK(memchr(s->helo_name, '\0', sizeof(s->helo_name)) != NULL,
+	      "helo_name unterminated");
+	CHECK(memchr(s->user, '\0', sizeof(s->user)) != NULL,
+	      "user unterminated");
+	CHECK(s->fwd_len <= sizeof(s->fwd_line), "fwd_len %zu", s->fwd_len);
+	CHECK(!s->authed || s->tls, "authenticated without TLS");
+	CHECK(!auth_state(s->state) || s->tls, "AUTH exchange without TLS");
+	CHECK(!s->in_mail || s->authed, "mail transaction without AUTH");
+	CHECK(s->rcpts <= s->p->max_recipients, "rcpts %u", s->rcpts);
+	CHECK(s->errors <= s->p->max_errors, "errors %u", s->errors);
+	CHECK(s->state != SMTP_BACKEND || s->fwd != SMTP_FWD_NONE,
+	      "waiting for the backend with nothing forwarded");
+	CHECK(s->state != SMTP_DATA_END || s->fwd == SMTP_FWD_DATA_END,
+	      "DATA_END with fwd %d", (int)s->fwd);
+}
+
+/* The line for the backend: one command, CRLF-terminated. */
+static void
+check_forward(const struct smtp *s)
+{
+	static const char *const verbs[] = {
+		[SMTP_FWD_MAIL] = "MAIL ",
+		[SMTP_FWD_RCPT] = "RCPT ",
+		[SMTP_FWD_DATA] = "DATA",
+		[SMTP_FWD_RSET] = "RSET",
+	};
+	const char *line = s->fwd_line;
+	size_t len = s->fwd_len;
+
+	CHECK(s->fwd == SMTP_FWD_MAIL || s->fwd == SMTP_FWD_RCPT ||
+		      s->fwd == SMTP_FWD_DATA || s->fwd == SMTP_FWD_RSET,
+	      "forwarded kind %d", (int)s->fwd);
+	CHECK(len >= 6 && line[len - 2] == '\r' && line[len - 1] == '\n',
+	      "forwarded line not CRLF-terminated");
+	for (size_t i = 0; i < len - 2; i++)
+		CHECK(line[i] != '\r' && line[i] != '\n' && line[i] != '\0',
+		      "CR, LF or NUL inside the forwarded line at %zu", i);
+	CHECK(strncasecmp(line, verbs[s->fwd], strlen(verbs[s->fwd])) == 0,
+	      "forwarded line does not match its kind %d", (int)s->fwd);
+}
+
+/* Does what smtp_input() returned agree with the state it left? */
+static void
+check_action(const struct sim *m, enum smtp_action act, bool had_tls)
+{
+	const struct smtp *s = &m->s;
+
+	switch (act) {
+	case SMTP_ACT_NONE:
+		/* Parked states wait for the worker, and the worker only
+		 * acts on an action: parked with none is a hang. */
+		CHECK(s->state == SMTP_IDLE || s->state == SMTP_AUTH_PLAIN ||
+			      s->state == SMTP_AUTH_LOGIN_USER ||
+			      s->state == SMTP_AUTH_LOGIN_PASS,
+		      "SMTP_ACT_NONE but the session is parked in state %d",
+		      (int)s->state);
+		break;
+	case SMTP_ACT_STARTTLS:
+		CHECK(s->state == SMTP_TLS_HANDSHAKE, "state %d",
+		      (int)s->state);
+		CHECK(!had_tls, "STARTTLS under TLS");
+		CHECK(buf_used(&m->in) == 0,
+		      "%zu plaintext bytes survive STARTTLS", buf_used(&m->in));
+		break;
+	case SMTP_ACT_AUTH:
+		CHECK(s->state == SMTP_AUTH_CHECK, "state %d", (int)s->state);
+		CHECK(s->creds.user[0] != '\0', "AUTH with an empty user");
+		CHECK(memchr(s->creds.user, '\0', sizeof(s->creds.user)) &&
+			      memchr(s->creds.pass, '\0',
+				     sizeof(s->creds.pass)),
+		      "creds unterminated");
+		CHECK(s->auth_mech != NULL, "AUTH without a mechanism");
+		break;
+	case SMTP_ACT_FORWARD:
+		CHECK(s->state == SMTP_BACKEND, "state %d", (int)s->state);
+		check_forward(s);
+		break;
+	case SMTP_ACT_DATA:
+		CHECK(0, "smtp_input() returned SMTP_ACT_DATA");
+		break;
+	case SMTP_ACT_CLOSE:
+		CHECK(s->state == SMTP_CLOSING, "state %d", (int)s->state);
+		break;
+	default:
+		CHECK(0, "unknown action %d", (int)act);
+	}
+}
+
+/* Reply bytes as the client reads them, in pieces of any size. */
+static void
+check_replies(struct reply_check *rc, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+
+		if (rc->cr) {
+			CHECK(c == '\n', "bare CR in a reply");
+			rc->cr = false;
+			rc->in_reply = rc->more;
+			memcpy(rc->prev_code, rc->code, 3);
+			rc->col = 0;
+			continue;
+		}
+		if (c == '\r') {
+			CHECK(rc->col >= 3, "reply line shorter than its code");
+			rc->more = rc->more && rc->col > 3;
+			rc->cr = true;
+			continue;
+		}
+		CHECK(rc->col + 2 < REPLY_LINE_MAX,
+		      "reply line longer than %d bytes", REPLY_LINE_MAX);
+		if (rc->col < 3) {
+			CHECK(c >= '0' && c <= '9',
+			      "reply line does not start with 3 digits");
+			rc->code[rc->col] = (char)c;
+			if (rc->col == 2 && rc->in_reply)
+				CHECK(memcmp(rc->code, rc->prev_code, 3) == 0,
+				      "continuation line changes the code");
+		} else if (rc->col == 3) {
+			CHECK(c == ' ' || c == '-',
+			      "reply code followed by 0x%02x", c);
+			rc->more = c == '-';
+		} else {
+			CHECK(c == '\t' || (c >= 0x20 && c != 0x7f),
+			      "control byte 0x%02x in a reply", c);
+		}
+		rc->col++;
+	}
+}
+
+/* The client reads up to max bytes of replies. */
+static void
+client_read(struct sim *m, size_t max)
+{
+	size_t n = buf_used(&m->s.out);
+
+	if (n > max)
+		n = max;
+	if (n == 0)
+		return;
+	check_replies(&m->rc, buf_head(&m->s.out), n);
+	if (trace)
+		fprintf(stderr, "S: %.*s", (int)n, buf_head(&m->s.out));
+	buf_consume(&m->s.out, n);
+	check_session(m);
+}
+
+/* ---------------------------------------------------------------------
+ * The worker's side
+ */
+
+/* Append the next chunk of the client's stream, as a completed read
+ * would.  Returns false when the session can get no more input. */
+static bool
+client_send(struct sim *m, unsigned step)
+{
+	size_t room = buf_room(&m->in), want, left;
+	char *t;
+
+	left = m->stream_len - m->stream_off;
+	if (left == 0)
+		return false; /* the client closed */
+	/* session.c arms a plaintext read only with RECV_BUF_SIZE free;
+	 * under TLS, SSL_read() fills whatever room there is. */
+	CHECK(m->tls_layer ? room > 0 : room >= RECV_BUF_SIZE,
+	      "input stalled: %zu bytes buffered, room %zu, no complete "
+	      "line, and no read can be armed",
+	      buf_used(&m->in), room);
+	if (!m->tls_layer)
+		room = RECV_BUF_SIZE;
+	want = step & 0x3f;
+	if (step & STEP_LARGE) {
+		want = want == 0 ? room : want * 256;
+	} else if (want == 0) {
+		/* By default the client sends one line and waits. */
+		const uint8_t *nl =
+			memchr(m->stream + m->stream_off, '\n', left);
+		want = nl ? (size_t)(nl - (m->stream + m->stream_off)) + 1
+			  : left;
+	}
+	if (want > room)
+		want = room;
+	if (want > left)
+		want = left;
+	t = buf_tail(&m->in);
+	CHECK(t != NULL, "out of memory");
+	memcpy(t, m->stream + m->stream_off, want);
+	if (trace)
+		fprintf(stderr, "C: %.*s", (int)want, t);
+	buf_commit(&m->in, want);
+	m->stream_off += want;
+	check_session(m);
+	return true;
+}
+
+static int
+default_code(enum smtp_fwd what)
+{
+	return what == SMTP_FWD_DATA ? 354 : 250;
+}
+
+/*
+ * The backend answers what was forwarded (or the end of data): a reply
+ * as smtp_reply.c would hand it over (1..64 lines, each at most 1000 bytes
+ * with its CRLF, all of it at most SMTP_REPLY_MAX), or one of the
+ * failures backend.c reports.
+ */
+static void
+backend_answer(struct sim *m)
+{
+	static const int codes[] = {
+		250, 251, 252, 354, 421, 450, 451, 452, 500, 501, 503,
+		550, 551, 552, 553, 554, 555, 221, 220, 235, 334, 211,
+	};
+	static const enum smtp_backend_failure failures[] = {
+		SMTP_BACKEND_UNAVAILABLE,
+		SMTP_BACKEND_LOST,
+		SMTP_BACKEND_TIMEOUT,
+	};
+	const char *lines[SMTP_REPLY_LINES_MAX];
+	size_t lens[SMTP_REPLY_LINES_MAX];
+	enum smtp_fwd what = m->s.fwd;
+	unsigned t = tape_next(m);
+	size_t nlines = 1, tlen;
+	enum smtp_action act;
+	int code;
+
+	if (t >= 0xf0 && t % 4 != 3) {
+		note("backend failure %u", t % 4);
+		smtp_backend_failed(&m->s, failures[t % 4]);
+		check_session(m);
+		CHECK(m->s.state == SMTP_IDLE || m->s.state == SMTP_CLOSING,
+		      "state %d after a backend failure", (int)m->s.state);
+		CHECK(!m->s.in_mail, "transaction survives a lost backend");
+		return;
+	}
+	code = t == 0 ? default_code(what)
+		      : codes[t % (sizeof(codes) / sizeof(*codes))];
+	if (t >= 0xf0 || code == 421) {
+		/* backend.c: a 421 is a lost connection. */
+		note("backend says 421: lost");
+		smtp_backend_failed(&m->s, SMTP_BACKEND_LOST);
+		check_session(m);
+		return;
+	}
+	if (t == 0) {
+		lines[0] = code == 354 ? "End data with <CR><LF>.<CR><LF>"
+				       : "2.0.0 Ok";
+		lens[0] = strlen(lines[0]);
+	} else {
+		nlines = 1 + (tape_next(m) & 0x3f);
+		tlen = tape_next(m) * 4u;
+		if (tlen > SMTP_REPLY_LINE_MAX - 6)
+			tlen = SMTP_REPLY_LINE_MAX - 6;
+		while (nlines > 1 && nlines * (tlen + 6) > SMTP_REPLY_MAX)
+			nlines--;
+		for (size_t i = 0; i < nlines; i++) {
+			lines[i] = filler + i;
+			lens[i] = tlen;
+		}
+	}
+	note("backend replies %d, %zu line(s)", code, nlines);
+	act = smtp_backend_reply(&m->s, code, lines, lens, nlines);
+	check_session(m);
+	if (act == SMTP_ACT_DATA) {
+		CHECK(what == SMTP_FWD_DATA && code == 354,
+		      "DATA action for fwd %d code %d", (int)what, code);
+		CHECK(m->s.state == SMTP_DATA, "state %d", (int)m->s.state);
+		data_scan_init(&m->ds);
+		m->sink = SINK_NONE;
+		return;
+	}
+	CHECK(act == SMTP_ACT_NONE, "backend reply gave action %d", (int)act);
+	CHECK(m->s.state == SMTP_IDLE, "state %d after a backend reply",
+	      (int)m->s.state);
+	if (what == SMTP_FWD_MAIL && code / 100 == 2)
+		CHECK(m->s.in_mail && m->s.rcpts == 0, "MAIL accepted");
+	if (what == SMTP_FWD_DATA_END || what == SMTP_FWD_RSET)
+		CHECK(!m->s.in_mail, "transaction survives its end");
+}
+
+/* The end of the message: sent on (await the verdict) or refused here,
+ * with session.c's replies. */
+static void
+finish_message(struct sim *m)
+{
+	static const char *const refusals[] = {
+		[SINK_BAD_BYTES] = "550 5.6.0 Message refused: bare CR or LF, "
+				   "or NUL, in the message (RFC 5321 2.3.8)",
+		[SINK_TOO_BIG] = "552 5.3.4 Message size exceeds fixed "
+				 "maximum message size",
+		[SINK_LOST] = "451 4.4.2 Connection to mail server lost, try "
+			      "again later",
+	};
+
+	note("end of data, size %llu, sink %d", (unsigned long long)m->ds.size,
+	     (int)m->sink);
+	if (m->sink == SINK_NONE) {
+		smtp_data_sent(&m->s);
+		check_session(m);
+		CHECK(m->s.state == SMTP_DATA_END, "state %d", (int)m->s.state);
+		backend_answer(m);
+		return;
+	}
+	smtp_data_refused(&m->s, refusals[m->sink]);
+	check_session(m);
+	CHECK(m->s.state == SMTP_IDLE, "state %d after a refused message",
+	      (int)m->s.state);
+	CHECK(!m->s.in_mail, "transaction survives a refused message");
+	m->sink = SINK_NONE;
+}
+
+/* session.c's relay_data(): message bytes from the input buffer through
+ * the scanner.  Returns true when the message ended. */
+static bool
+relay_data(struct sim *m)
+{
+	while (buf_used(&m->in) > 0 && !m->ds.done) {
+		const char *p = buf_head(&m->in);
+		size_t avail = buf_used(&m->in), n, outlen;
+
+		if (m->sink != SINK_NONE) {
+			n = data_scan(&m->ds, p, avail);
+		} else if (m->normalize) {
+			n = data_normalize(&m->ds, p, avail, m->norm, &outlen);
+			CHECK(outlen <= 2 * n + 3, "normalized %zu -> %zu", n,
+			      outlen);
+			if (m->ds.size > m->p.max_message_size)
+				m->sink = SINK_TOO_BIG;
+		} else {
+			n = data_scan(&m->ds, p, avail);
+			if (m->ds.bad)
+				m->sink = SINK_BAD_BYTES;
+			else if (m->ds.size > m->p.max_message_size)
+				m->sink = SINK_TOO_BIG;
+		}
+		CHECK(n <= avail, "scanner consumed %zu of %zu", n, avail);
+		CHECK(n == avail || m->ds.done,
+		      "scanner stopped at %zu of %zu before the end", n, avail);
+		buf_consume(&m->in, n);
+		check_session(m);
+	}
+	if (!m->ds.done)
+		return false;
+	finish_message(m);
+	return true;
+}
+
+/* Act on what smtp_input() asked for.  Returns false when the session
+ * ends. */
+static bool
+worker_act(struct sim *m, enum smtp_action act)
+{
+	bool ok;
+
+	switch (act) {
+	case SMTP_ACT_STARTTLS:
+		/* The 220 leaves in plaintext before the handshake. */
+		client_read(m, SIZE_MAX);
+		if (tape_next(m) == 1) {
+			note("TLS handshake failed");
+			return false; /* the worker closes */
+		}
+		note("TLS up");
+		smtp_tls_ready(&m->s);
+		m->tls_layer = true;
+		check_session(m);
+		CHECK(m->s.state == SMTP_IDLE && m->s.tls, "after TLS");
+		CHECK(!m->s.helo && !m->s.esmtp && m->s.helo_name[0] == '\0',
+		      "EHLO survives STARTTLS");
+		return true;
+	case SMTP_ACT_AUTH:
+		ok = (tape_next(m) & 1) == 0;
+		note("password of %s: %s", m->s.creds.user, ok ? "ok" : "bad");
+		smtp_auth_result(&m->s, ok);
+		check_session(m);
+		CHECK(all_zero(&m->s.creds, sizeof(m->s.creds)),
+		      "creds not cleared after the check");
+		return true;
+	case SMTP_ACT_FORWARD:
+		backend_answer(m);
+		return true;
+	case SMTP_ACT_CLOSE:
+		note("close");
+		return false;
+	default:
+		CHECK(0, "action %d", (int)act);
+		return false;
+	}
+}
+
+/* backend.c's lost() for a backend that dies while nothing is pending. */
+static void
+backend_lost(struct sim *m)
+{
+	note("backend connection lost");
+	if (m->s.state == SMTP_DATA) {
+		if (m->sink == SINK_NONE)
+			m->sink = SINK_LOST;
+	} else if (m->s.in_mail) {
+		smtp_backend_failed(&m->s, SMTP_BACKEND_LOST);
+		check_session(m);
+		CHECK(!m->s.in_mail, "transaction survives a lost backend");
+	}
+}
+
+static void
+command_timeout(struct sim *m)
+{
+	char text[400];
+
+	snprintf(text, sizeof(text), "421 4.4.2 %s Error: timeout exceeded",
+		 hostname);
+	note("command timeout");
+	smtp_shutdown(&m->s, text, "client-timeout");
+	check_session(m);
+	CHECK(m->s.state == SMTP_CLOSING, "state %d after shutdown",
+	      (int)m->s.state);
+}
+
+/* ---------------------------------------------------------------------
+ * Setup and the session loop
+ */
+
+static void
+setup(struct sim *m, unsigned b)
+{
+	static const unsigned mechs[4] = {
+		AUTH_MECH_PLAIN | AUTH_MECH_LOGIN,
+		AUTH_MECH_PLAIN,
+		AUTH_MECH_LOGIN,
+		0,
+	};
+	struct smtp_params *p = &m->p;
+
+	p->hostname = hostname;
+	p->mode = (b & 1) ? LISTENER_IMPLICIT : LISTENER_STARTTLS;
+	m->normalize = (b & 2) != 0;
+	p->auth_mechs = mechs[(b >> 2) & 3];
+	/* The limits, within the ranges config.c accepts. */
+	p->max_line = 1000;
+	p->max_auth_line = 12288;
+	p->max_message_size = 50 * 1024 * 1024;
+	p->max_recipients = 100;
+	p->max_errors = 10;
+	switch ((b >> 4) & 3) {
+	case 1: /* tight */
+		p->max_line = 512;
+		p->max_auth_line = 1000;
+		p->max_message_size = 1024;
+		p->max_recipients = 2;
+		p->max_errors = 3;
+		break;
+	case 2: /* huge lines */
+		p->max_line = 65536;
+		p->max_auth_line = 65536;
+		p->max_errors = 1000;
+		break;
+	case 3: /* one strike */
+		p->max_recipients = 1;
+		p->max_errors = 1;
+		break;
+	}
+}
+
+static void
+run_session(struct sim *m)
+{
+	bool implicit = m->p.mode == LISTENER_IMPLICIT;
+
+	smtp_init(&m->s, &m->p, implicit);
+	m->out_cap = m->s.out.cap;
+	m->in_cap = (uint32_t)(m->p.max_auth_line + RECV_BUF_SIZE);
+	buf_init(&m->in, m->in_cap);
+	m->tls_layer = implicit;
+	m->norm = malloc(2 * (size_t)m->in_cap + 3);
+	CHECK(m->norm != NULL, "out of memory");
+	/* Greeting: at connect, or after the implicit TLS handshake. */
+	smtp_start(&m->s);
+	check_session(m);
+
+	for (int i = 0; i < MAX_STEPS; i++) {
+		unsigned step = tape_next(m);
+		enum smtp_action act;
+		bool had_tls;
+
+		if (step == EV_TIMEOUT) {
+			command_timeout(m);
+			break;
+		}
+		if (step == EV_LOST)
+			backend_lost(m);
+		if ((step & STEP_NOREAD) == 0)
+			client_read(m, SIZE_MAX);
+		if (m->s.state == SMTP_DATA) {
+			if (!relay_data(m) && !client_send(m, step))
+				break;
+			continue;
+		}
+		had_tls = m->s.tls;
+		act = smtp_input(&m->s, &m->in);
+		m->s.drop_backend = false; /* session_run() closes it */
+		check_session(m);
+		check_action(m, act, had_tls);
+		if (act != SMTP_ACT_NONE) {
+			if (!worker_act(m, act))
+				break;
+			continue;
+		}
+		/* Replies pile up: nothing runs until the client reads. */
+		if (buf_room(&m->s.out) < SMTP_OUT_RESERVE)
+			continue;
+		if (!client_send(m, step))
+			break;
+	}
+	/* The worker flushes everything before it closes. */
+	client_read(m, SIZE_MAX);
+	CHECK(m->rc.col == 0 && !m->rc.cr && !m->rc.in_reply,
+	      "replies end in a partial line or an unfinished reply");
+	smtp_free(&m->s);
+	CHECK(all_zero(&m->s.creds, sizeof(m->s.creds)),
+	      "creds not cleared by smtp_free()");
+	buf_free(&m->in);
+	free(m->norm);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct sim m;
+
+	if (size < 2)
+		return 0;
+	if (filler[0] == '\0') {
+		trace = getenv("FUZZ_TRACE") != NULL;
+		static const char cls[] =
+			"\t !~\x80\xbf\xc3\xa9\xff"
+			"abcdefghijklmnopqrstuvwxyz0123456789";
+		for (size_t i = 0; i < sizeof(filler); i++)
+			filler[i] = cls[i % (sizeof(cls) - 1)];
+	}
+	memset(&m, 0, sizeof(m));
+	setup(&m, data[0]);
+	m.tape = data + 2;
+	m.tape_len = data[1] < size - 2 ? data[1] : size - 2;
+	m.stream = m.tape + m.tape_len;
+	m.stream_len = size - 2 - m.tape_len;
+	run_session(&m);
+	return 0;
+}
