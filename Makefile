@@ -2,11 +2,15 @@
 #
 #   make            build build/msaproxy (installs missing Debian packages)
 #   make test       everything CI runs: format check, unit tests (plain and
-#                   ASan+UBSan), end-to-end suite, short fuzz pass
+#                   ASan+UBSan), short fuzz pass, end-to-end suite (plain
+#                   and ASan+UBSan)
 #   make run        demo: certificate, user, local backend, proxy on conf/
 #   make asan       build build-asan/msaproxy with ASan+UBSan
 #   make fuzz       longer fuzzing (FUZZ_SECONDS per target)
+#   make fuzz-short the short fuzz pass alone (FUZZ_SHORT_SECONDS per target)
 #   make format     reformat the tree with clang-format
+#   make bench      run the bench scenarios (bench/run), write the report
+#   make bench-build build the bench tools, build/bench/loadgen and hsbench
 #
 # V=1 shows the full commands.
 
@@ -32,6 +36,32 @@ LIB_SRCS := $(filter-out proxy/main.c,$(SRCS))
 OBJS     := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS:= $(sort $(wildcard tests/unit/test_*.c))
 UNITS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+# libFuzzer targets, tests/fuzz/fuzz_<name>.c: clang, ASan+UBSan, linked
+# straight from the modules each one tests (no jemalloc, no liburing).
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build-fuzz
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=all -std=c17 -D_GNU_SOURCE -Iproxy \
+                $(WARN)
+FUZZ_LIBS    := -lssl -lcrypto -lyaml -lcrypt -lpthread
+FUZZ_SECONDS ?= 300
+FUZZ_SHORT_SECONDS ?= 20
+FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,\
+                $(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_SRCS_buf        := proxy/buf.c
+FUZZ_SRCS_config     := proxy/config.c proxy/log.c
+FUZZ_SRCS_data_scan  := proxy/data_scan.c
+FUZZ_SRCS_sasl       := proxy/sasl.c
+FUZZ_SRCS_smtp       := proxy/smtp.c proxy/sasl.c proxy/buf.c \
+                        proxy/data_scan.c
+FUZZ_SRCS_smtp_reply := proxy/smtp_reply.c
+FUZZ_SRCS_xtext      := proxy/xtext.c
+# Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
+# with its rule below; always optimized, same warnings.
+BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench
+BENCH_CFLAGS := -O2 -g -std=c17 -D_GNU_SOURCE -pthread $(WARN)
+BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 
 ifeq ($(V),1)
 Q :=
@@ -40,8 +70,8 @@ Q := @
 endif
 
 .DELETE_ON_ERROR:
-.PHONY: all deps test unit asan asan-unit integration fuzz fuzz-short run \
-        format format-check clean
+.PHONY: all deps test unit asan asan-unit integration integration-asan fuzz \
+        fuzz-build fuzz-short run format format-check bench bench-build clean
 
 all: deps $(BUILD)/msaproxy
 
@@ -66,6 +96,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmsaproxy.a
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmsaproxy.a $(LDLIBS) $(TESTLIBS)
 
+$(BUILD)/bench/loadgen: bench/loadgen_setup.c bench/loadgen_stats.c \
+                        bench/loadgen.h
+$(BUILD)/bench/%: bench/%.c
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^) $(BENCHLIBS)
+
+bench-build: deps $(BENCH)
+
 unit: deps $(UNITS)
 	$(Q)set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
 
@@ -81,17 +120,48 @@ asan-unit:
 integration: all
 	$(Q)MSAPROXY_BIN=$(CURDIR)/$(BUILD)/msaproxy scripts/pytest tests/integration
 
+# The whole end-to-end suite again against the ASan+UBSan binary: a
+# sanitizer report in its log fails the test that caused it.
+integration-asan: deps asan
+	$(Q)MSAPROXY_BIN=$(CURDIR)/build-asan/msaproxy scripts/pytest tests/integration
+
+# Benchmarks (not part of test): BENCH_ARGS="headline nginx --seconds 20".
+bench: all bench-build
+	$(Q)scripts/install-deps.sh --bench
+	$(Q)bench/run $(BENCH_ARGS)
+
+# One rule per fuzz target: its harness and FUZZ_SRCS_<name>.
+define fuzz_rule
+$(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $$(FUZZ_SRCS_$(1)) \
+		$$(wildcard proxy/*.h)
+	@mkdir -p $$(@D)
+	@echo "  FUZZCC  $$@"
+	$$(Q)$$(FUZZ_CC) $$(FUZZ_FLAGS) -o $$@ $$< $$(FUZZ_SRCS_$(1)) \
+		$$(FUZZ_LIBS)
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call fuzz_rule,$(t))))
+
+fuzz-build: deps $(FUZZ_BINS)
+
+# Regression inputs, then fuzzing on a scratch copy of each seed corpus
+# (tests/fuzz/run.sh); fails on any crash.
+fuzz-short: fuzz-build
+	$(Q)tests/fuzz/run.sh $(FUZZ_SHORT_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
 format:
 	$(Q)clang-format -i $(SRCS) $(wildcard proxy/*.h proxy/auth/*.h) \
-		$(wildcard tests/unit/*.c tests/fuzz/*.c bench/*.c)
+		$(wildcard tests/unit/*.c tests/fuzz/*.c bench/*.c bench/*.h)
 
 format-check:
 	@echo "  FORMAT  check"
 	$(Q)clang-format --dry-run --Werror $(SRCS) \
 		$(wildcard proxy/*.h proxy/auth/*.h) \
-		$(wildcard tests/unit/*.c tests/fuzz/*.c bench/*.c)
+		$(wildcard tests/unit/*.c tests/fuzz/*.c bench/*.c bench/*.h)
 
-test: deps format-check unit asan-unit integration
+test: deps format-check unit asan-unit fuzz-short integration integration-asan
 	@echo "make test: all passed"
 
 run: all
