@@ -1138,6 +1138,8 @@ static const struct field auth_fields[] = {
 	FUNC("mechanisms", set_mechanisms),
 	NUM("threads", F_UINT, CFG(auth_threads), 1, 64),
 	NUM("failure_delay", F_MS, CFG(auth_failure_delay_ms), 0, MINUTE),
+	NUM("cache_ttl", F_MS, CFG(auth_cache_ttl_ms), 0, DAY),
+	NUM("cache_size", F_SIZE, CFG(auth_cache_size), 1, 10000000),
 	END_OF_TABLE,
 };
 
@@ -1220,6 +1222,8 @@ set_defaults(struct config *cfg)
 	cfg->auth_mechs = AUTH_MECH_PLAIN | AUTH_MECH_LOGIN;
 	cfg->auth_threads = 2;
 	cfg->auth_failure_delay_ms = 1 * SECOND;
+	cfg->auth_cache_ttl_ms = 1 * HOUR;
+	cfg->auth_cache_size = 10000;
 
 	cfg->max_line = 1000;
 	cfg->max_auth_line = 12288;

@@ -87,6 +87,8 @@ struct config {
 	unsigned auth_mechs;		/* AUTH_MECH_*; default PLAIN|LOGIN */
 	unsigned auth_threads;		/* default 2 */
 	uint64_t auth_failure_delay_ms; /* default 1s */
+	uint64_t auth_cache_ttl_ms;	/* verified logins, 0 = off; 1h */
+	size_t auth_cache_size;		/* cached logins, default 10000 */
 
 	/* limits: */
 	size_t max_line;	     /* command line, default 1000 (>= 512) */

@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,7 +166,8 @@ run(struct config *cfg, struct passwd_db *db)
 		free(workers);
 		return 1;
 	}
-	pool = auth_pool_start(cfg->auth_threads, db, err, sizeof(err));
+	pool = auth_pool_start(cfg->auth_threads, db, cfg->auth_cache_ttl_ms,
+			       cfg->auth_cache_size, err, sizeof(err));
 	if (pool == NULL) {
 		fprintf(stderr, "msaproxy: auth: %s\n", err);
 		free(workers);
@@ -216,6 +218,8 @@ main(int argc, char **argv)
 	struct passwd_db *db = NULL;
 	int check = 0, c, status;
 
+	/* No core dumps: memory holds keys and cached-login HMACs. */
+	prctl(PR_SET_DUMPABLE, 0);
 	if (argc > 1 && strcmp(argv[1], "hash-password") == 0)
 		return hash_password(argc - 1, argv + 1);
 	while ((c = getopt(argc, argv, "c:th")) != -1) {

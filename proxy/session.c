@@ -470,10 +470,11 @@ session_on_auth(struct session *s, struct auth_request *req)
 		return;
 	}
 	log_info("auth",
-		 " session=%llx client=%s user=%s mechanism=%s result=%s",
+		 " session=%llx client=%s user=%s mechanism=%s result=%s "
+		 "cache=%s",
 		 (unsigned long long)s->id, s->peer_addr, req->user,
 		 s->smtp.auth_mech ? s->smtp.auth_mech : "-",
-		 req->ok ? "ok" : "failed");
+		 req->ok ? "ok" : "failed", req->cached ? "hit" : "miss");
 	if (!req->ok && cfg->auth_failure_delay_ms > 0) {
 		/* Answer a failure only after a pause: slows guessing. */
 		s->auth_delay = true;

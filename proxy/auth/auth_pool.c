@@ -1,10 +1,16 @@
 /*
  * auth_pool.c - threads that verify passwords off the worker rings
- * (auth.threads threads checking against auth.passwd_file).
+ * (auth.threads threads checking against auth.passwd_file; auth.cache_ttl
+ * and auth.cache_size for the cache of verified logins).
  *
  * A FIFO of struct auth_request (intrusive `next`) behind one mutex and
- * condition variable.  Each thread pops a request, runs passwd_db_verify,
- * stores the result, clears the password and calls req->done(req).
+ * condition variable.  Each thread pops a request, asks the auth_cache,
+ * runs passwd_db_verify on a miss (storing a success in the cache),
+ * stores the result, clears the password and calls req->done(req).  Only
+ * successes are cached: a wrong password always costs the full hash.
+ *
+ * Each cache entry is bound to the user's stored hash, so when a reload
+ * replaces the passwd entry, the cached login is void at once.
  *
  * Security stance: the password is cleared (OPENSSL_cleanse) before done()
  * runs, on every path; passwords are never logged.  Pool threads block all
@@ -19,8 +25,10 @@
 
 #include <openssl/crypto.h>
 
+#include "auth/auth_cache.h"
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
+#include "timer.h"
 
 struct auth_pool {
 	pthread_mutex_t mu;
@@ -28,17 +36,36 @@ struct auth_pool {
 	struct auth_request *head, *tail; /* FIFO, under mu */
 	int stopping;			  /* under mu */
 	struct passwd_db *db;
+	struct auth_cache *cache; /* thread-safe; disabled when ttl is 0 */
 	pthread_t *threads;
 	unsigned nthreads; /* started */
 };
 
+/* cache may be NULL (no cache). */
 static void
-auth_run(struct passwd_db *db, struct auth_request *req)
+auth_run(struct passwd_db *db, struct auth_cache *cache,
+	 struct auth_request *req)
 {
+	uint64_t now = timer_now_ms();
+	const char *stored;
+
 	/* Never read past the fields, whatever the caller put there. */
 	req->user[sizeof(req->user) - 1] = '\0';
 	req->pass[sizeof(req->pass) - 1] = '\0';
-	req->ok = passwd_db_verify(db, req->user, req->pass) == 1;
+	stored = passwd_db_stored_hash(db, req->user);
+	req->cached =
+		stored != NULL &&
+		auth_cache_check(cache, req->user, req->pass, stored, now);
+	if (req->cached) {
+		req->ok = 1;
+	} else {
+		/* A miss, or another password than the cached one (it may
+		 * have changed): the full check decides. */
+		req->ok = passwd_db_verify(db, req->user, req->pass) == 1;
+		if (req->ok)
+			auth_cache_store(cache, req->user, req->pass, stored,
+					 now);
+	}
 	OPENSSL_cleanse(req->pass, sizeof(req->pass));
 	req->next = NULL;
 	if (req->done != NULL)
@@ -74,7 +101,7 @@ auth_thread(void *arg)
 			pool->tail = NULL;
 		pthread_mutex_unlock(&pool->mu);
 
-		auth_run(pool->db, req);
+		auth_run(pool->db, pool->cache, req);
 
 		pthread_mutex_lock(&pool->mu);
 	}
@@ -100,13 +127,14 @@ pool_free(struct auth_pool *pool)
 {
 	pthread_cond_destroy(&pool->cv);
 	pthread_mutex_destroy(&pool->mu);
+	auth_cache_free(pool->cache);
 	free(pool->threads);
 	free(pool);
 }
 
 struct auth_pool *
-auth_pool_start(unsigned nthreads, struct passwd_db *db, char *err,
-		size_t errlen)
+auth_pool_start(unsigned nthreads, struct passwd_db *db, uint64_t cache_ttl_ms,
+		size_t cache_size, char *err, size_t errlen)
 {
 	struct auth_pool *pool;
 	sigset_t all, old;
@@ -129,6 +157,12 @@ auth_pool_start(unsigned nthreads, struct passwd_db *db, char *err,
 	if (pool->threads == NULL) {
 		free(pool);
 		snprintf(err, errlen, "auth pool: out of memory");
+		return NULL;
+	}
+	pool->cache = auth_cache_new(cache_ttl_ms, cache_size, err, errlen);
+	if (pool->cache == NULL) {
+		free(pool->threads);
+		free(pool);
 		return NULL;
 	}
 	pool->db = db;
@@ -164,11 +198,12 @@ auth_pool_submit(struct auth_pool *pool, struct auth_request *req)
 	pthread_mutex_lock(&pool->mu);
 	if (pool->stopping) {
 		/* Misuse (submit racing stop): the threads may already be
-		 * gone, so keep the done() promise on this thread. */
+		 * gone, so keep the done() promise on this thread, without
+		 * the cache (it goes with the pool). */
 		struct passwd_db *db = pool->db;
 
 		pthread_mutex_unlock(&pool->mu);
-		auth_run(db, req);
+		auth_run(db, NULL, req);
 		return;
 	}
 	req->next = NULL;

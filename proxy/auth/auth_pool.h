@@ -6,10 +6,14 @@
  * the credentials and calls req->done(req) on the pool thread, which hands
  * the result back to the worker (queue + eventfd).  The pool knows nothing
  * of workers or sessions.
+ *
+ * Recently verified logins are answered from an auth_cache (auth.cache_ttl,
+ * auth.cache_size) without running crypt(3); req->cached says which.
  */
 #ifndef MSAPROXY_AUTH_AUTH_POOL_H
 #define MSAPROXY_AUTH_AUTH_POOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sasl.h"
@@ -21,13 +25,16 @@ struct auth_request {
 	char user[SASL_FIELD_MAX];
 	char pass[SASL_FIELD_MAX]; /* cleared by the pool after the check */
 	int ok;			   /* result: 1 verified, 0 refused */
+	int cached; /* result: 1 when ok came from the cache, no crypt(3) */
 	void (*done)(struct auth_request *req); /* called on a pool thread */
 	void *owner;				/* for the caller */
 	uint64_t cookie;			/* for the caller */
 	struct auth_request *next;		/* queue link, pool's own */
 };
 
+/* cache_ttl_ms 0 disables the cache; cache_size bounds its entries. */
 struct auth_pool *auth_pool_start(unsigned nthreads, struct passwd_db *db,
+				  uint64_t cache_ttl_ms, size_t cache_size,
 				  char *err, size_t errlen);
 void auth_pool_submit(struct auth_pool *pool, struct auth_request *req);
 /* Stops the threads after the queue drains; every submitted request gets

@@ -517,6 +517,24 @@ user_cmp(const void *key, const void *elem)
 	return strcmp(key, e->user);
 }
 
+static const struct entry *
+find(const struct passwd_db *db, const char *user)
+{
+	if (db == NULL || db->count == 0 || user == NULL ||
+	    strnlen(user, PASSWD_USER_MAX + 1) > PASSWD_USER_MAX)
+		return NULL;
+	return bsearch(user, db->entries, db->count, sizeof(struct entry),
+		       user_cmp);
+}
+
+const char *
+passwd_db_stored_hash(const struct passwd_db *db, const char *user)
+{
+	const struct entry *e = find(db, user);
+
+	return e != NULL ? e->hash : NULL;
+}
+
 int
 passwd_db_verify(const struct passwd_db *db, const char *user, const char *pass)
 {
@@ -527,8 +545,7 @@ passwd_db_verify(const struct passwd_db *db, const char *user, const char *pass)
 
 	if (db == NULL || db->count == 0 || user == NULL || pass == NULL)
 		return 0;
-	if (strnlen(user, PASSWD_USER_MAX + 1) <= PASSWD_USER_MAX)
-		e = bsearch(user, db->entries, db->count, sizeof(*e), user_cmp);
+	e = find(db, user);
 
 	cd = calloc(1, sizeof(*cd));
 	if (cd == NULL)

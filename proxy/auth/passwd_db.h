@@ -26,6 +26,10 @@ size_t passwd_db_count(const struct passwd_db *db);
 int passwd_db_verify(const struct passwd_db *db, const char *user,
 		     const char *pass);
 
+/* The stored crypt(3) hash of user, or NULL if there is no such user: what
+ * the auth cache fingerprints so a changed entry voids a cached login. */
+const char *passwd_db_stored_hash(const struct passwd_db *db, const char *user);
+
 /* A new hash of password for the passwd file; scheme is "yescrypt"
  * (default when NULL), "bcrypt" or "sha512-crypt".  Returns a malloc'd
  * string or NULL with err set. */

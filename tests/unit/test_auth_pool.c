@@ -1,7 +1,7 @@
 /*
  * test_auth_pool.c - the password-checking thread pool: results, password
  * clearing, done() on a named pool thread with signals blocked, FIFO
- * order, and draining on stop.
+ * order, draining on stop, and answers from the login cache.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +26,8 @@
 #define NUSERS	 6
 #define NREQ	 50
 #define WAIT_SEC 30
+#define HOUR_MS	 (3600u * 1000u)
+#define CACHE_N	 10000
 
 static char tmpdir[] = "/tmp/msa-auth-pool-XXXXXX";
 static char passwd_path[512];
@@ -40,6 +42,7 @@ static struct {
 	unsigned order[NREQ]; /* cookies in done() order */
 	int calls[NREQ];
 	int ok[NREQ];
+	int cached[NREQ];
 	int cleared[NREQ];
 	int on_pool_thread[NREQ];
 	int named[NREQ];
@@ -124,6 +127,7 @@ reset_seen(void **state)
 	memset(seen.order, 0, sizeof(seen.order));
 	memset(seen.calls, 0, sizeof(seen.calls));
 	memset(seen.ok, 0, sizeof(seen.ok));
+	memset(seen.cached, 0, sizeof(seen.cached));
 	memset(seen.cleared, 0, sizeof(seen.cleared));
 	memset(seen.on_pool_thread, 0, sizeof(seen.on_pool_thread));
 	memset(seen.named, 0, sizeof(seen.named));
@@ -157,6 +161,7 @@ record(struct auth_request *req)
 			seen.order[seen.ndone] = i;
 		seen.calls[i]++;
 		seen.ok[i] = req->ok;
+		seen.cached[i] = req->cached;
 		seen.cleared[i] = cleared;
 		seen.on_pool_thread[i] =
 			!pthread_equal(pthread_self(), test_thread);
@@ -259,7 +264,7 @@ test_many_requests(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(4, db, err, sizeof(err));
+	pool = auth_pool_start(4, db, HOUR_MS, CACHE_N, err, sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	for (unsigned i = 0; i < NREQ; i++) {
@@ -290,7 +295,7 @@ test_stop_drains_fifo(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(1, db, err, sizeof(err));
+	pool = auth_pool_start(1, db, HOUR_MS, CACHE_N, err, sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	for (unsigned i = 0; i < N; i++) {
@@ -316,7 +321,7 @@ test_unterminated_fields(void **state)
 	int expect[1] = {0};
 
 	(void)state;
-	pool = auth_pool_start(2, db, err, sizeof(err));
+	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, err, sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	memset(&req, 0, sizeof(req));
@@ -337,7 +342,7 @@ test_start_stop_idle(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(8, db, err, sizeof(err));
+	pool = auth_pool_start(8, db, HOUR_MS, CACHE_N, err, sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	auth_pool_stop(pool);
@@ -351,11 +356,91 @@ test_start_errors(void **state)
 	char err[256] = "";
 
 	(void)state;
-	assert_null(auth_pool_start(0, db, err, sizeof(err)));
+	assert_null(auth_pool_start(0, db, HOUR_MS, CACHE_N, err, sizeof(err)));
 	assert_true(err[0] != '\0');
 	err[0] = '\0';
-	assert_null(auth_pool_start(2, NULL, err, sizeof(err)));
+	assert_null(
+		auth_pool_start(2, NULL, HOUR_MS, CACHE_N, err, sizeof(err)));
 	assert_true(err[0] != '\0');
+}
+
+/* Submit one request and wait for it; its index in seen is cookie. */
+static void
+login_once(struct auth_pool *pool, unsigned cookie, unsigned u,
+	   unsigned pass_of)
+{
+	struct auth_request req;
+
+	memset(&req, 0, sizeof(req));
+	user_name(req.user, sizeof(req.user), u);
+	user_pass(req.pass, sizeof(req.pass), pass_of);
+	req.ok = -1;
+	req.cached = -1;
+	req.done = done_record;
+	req.cookie = cookie;
+	auth_pool_submit(pool, &req);
+	assert_int_equal(wait_done(cookie + 1), cookie + 1);
+}
+
+/* A repeated good login comes from the cache; a wrong password never
+ * does, and does not evict the good one; a failed login is not cached. */
+static void
+test_cache(void **state)
+{
+	char err[256] = "";
+	struct auth_pool *pool;
+
+	(void)state;
+	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	if (pool == NULL)
+		fail_msg("auth_pool_start: %s", err);
+	login_once(pool, 0, 0, 0); /* good: full check */
+	login_once(pool, 1, 0, 0); /* good again: cache */
+	login_once(pool, 2, 0, 1); /* wrong password */
+	login_once(pool, 3, 0, 0); /* good: still cached */
+	login_once(pool, 4, 1, 2); /* wrong password, twice */
+	login_once(pool, 5, 1, 2);
+	login_once(pool, 6, 1, 1); /* good: full check, nothing was cached */
+	auth_pool_stop(pool);
+
+	pthread_mutex_lock(&seen.mu);
+	assert_int_equal(seen.ok[0], 1);
+	assert_int_equal(seen.cached[0], 0);
+	assert_int_equal(seen.ok[1], 1);
+	assert_int_equal(seen.cached[1], 1);
+	assert_int_equal(seen.ok[2], 0);
+	assert_int_equal(seen.cached[2], 0);
+	assert_int_equal(seen.ok[3], 1);
+	assert_int_equal(seen.cached[3], 1);
+	for (unsigned i = 4; i <= 5; i++) {
+		assert_int_equal(seen.ok[i], 0);
+		assert_int_equal(seen.cached[i], 0);
+	}
+	assert_int_equal(seen.ok[6], 1);
+	assert_int_equal(seen.cached[6], 0);
+	for (unsigned i = 0; i <= 6; i++)
+		assert_true(seen.cleared[i]);
+	pthread_mutex_unlock(&seen.mu);
+}
+
+/* cache_ttl 0: every login is a full check. */
+static void
+test_cache_disabled(void **state)
+{
+	char err[256] = "";
+	struct auth_pool *pool;
+
+	(void)state;
+	pool = auth_pool_start(2, db, 0, CACHE_N, err, sizeof(err));
+	if (pool == NULL)
+		fail_msg("auth_pool_start: %s", err);
+	login_once(pool, 0, 2, 2);
+	login_once(pool, 1, 2, 2);
+	auth_pool_stop(pool);
+	for (unsigned i = 0; i < 2; i++) {
+		assert_int_equal(seen.ok[i], 1);
+		assert_int_equal(seen.cached[i], 0);
+	}
 }
 
 int
@@ -367,6 +452,8 @@ main(void)
 		cmocka_unit_test_setup(test_unterminated_fields, reset_seen),
 		cmocka_unit_test_setup(test_start_stop_idle, reset_seen),
 		cmocka_unit_test_setup(test_start_errors, reset_seen),
+		cmocka_unit_test_setup(test_cache, reset_seen),
+		cmocka_unit_test_setup(test_cache_disabled, reset_seen),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -182,6 +182,8 @@ test_defaults(void **state)
 	assert_int_equal(cfg->auth_mechs, AUTH_MECH_PLAIN | AUTH_MECH_LOGIN);
 	assert_int_equal(cfg->auth_threads, 2);
 	assert_int_equal(cfg->auth_failure_delay_ms, 1000);
+	assert_int_equal(cfg->auth_cache_ttl_ms, 3600 * 1000);
+	assert_int_equal(cfg->auth_cache_size, 10000);
 
 	assert_int_equal(cfg->max_line, 1000);
 	assert_int_equal(cfg->max_auth_line, 12288);
@@ -241,6 +243,8 @@ test_all_keys(void **state)
 		      "  mechanisms: [login]\n"
 		      "  threads: 8\n"
 		      "  failure_delay: 0s\n"
+		      "  cache_ttl: 0s\n"
+		      "  cache_size: 10000000\n"
 		      "limits:\n"
 		      "  max_line: 2048\n"
 		      "  max_auth_line: 4096\n"
@@ -292,6 +296,8 @@ test_all_keys(void **state)
 	assert_int_equal(cfg->auth_mechs, AUTH_MECH_LOGIN);
 	assert_int_equal(cfg->auth_threads, 8);
 	assert_int_equal(cfg->auth_failure_delay_ms, 0);
+	assert_int_equal(cfg->auth_cache_ttl_ms, 0);
+	assert_int_equal(cfg->auth_cache_size, 10000000);
 
 	assert_int_equal(cfg->max_line, 2048);
 	assert_int_equal(cfg->max_auth_line, 4096);
@@ -410,6 +416,8 @@ test_example_config(void **state)
 	assert_int_equal(ex->auth_mechs, def->auth_mechs);
 	assert_int_equal(ex->auth_threads, def->auth_threads);
 	assert_int_equal(ex->auth_failure_delay_ms, def->auth_failure_delay_ms);
+	assert_int_equal(ex->auth_cache_ttl_ms, def->auth_cache_ttl_ms);
+	assert_int_equal(ex->auth_cache_size, def->auth_cache_size);
 	assert_int_equal(ex->max_line, def->max_line);
 	assert_int_equal(ex->max_auth_line, def->max_auth_line);
 	assert_int_equal(ex->max_message_size, def->max_message_size);
@@ -667,6 +675,13 @@ test_err_bad_duration(void **state)
 	expect_error(TLS_PART LISTENERS_PART AUTH_PART
 		     "  failure_delay: 2m\n" BACKENDS_PART,
 		     10, "auth.failure_delay", "must be between 0ms and 1m");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  cache_ttl: 25h\n" BACKENDS_PART,
+		     10, "auth.cache_ttl", "must be between 0ms and 1d");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  cache_ttl: 3600\n" BACKENDS_PART,
+		     10, "auth.cache_ttl",
+		     "a unit is required, e.g. 30s, 5m, 1h");
 	expect_error(MINIMAL "limits:\n"
 			     "  data_timeout: 99999999999999999999d\n",
 		     14, "limits.data_timeout", "duration is too large");
@@ -857,10 +872,39 @@ test_err_ranges(void **state)
 	expect_error(TLS_PART LISTENERS_PART AUTH_PART
 		     "  threads: 65\n" BACKENDS_PART,
 		     10, "auth.threads", "must be between 1 and 64");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  cache_size: 0\n" BACKENDS_PART,
+		     10, "auth.cache_size", "must be between 1 and 10000000");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  cache_size: 10000001\n" BACKENDS_PART,
+		     10, "auth.cache_size", "must be between 1 and 10000000");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  cache_size: 10k\n" BACKENDS_PART,
+		     10, "auth.cache_size", "expected a whole number");
 	expect_error(
 		TLS_PART
 		"  tls13_tickets: 11\n" LISTENERS_PART AUTH_PART BACKENDS_PART,
 		5, "tls.tls13_tickets", "must be between 0 and 10");
+}
+
+/* The cache keys at the ends of their ranges. */
+static void
+test_auth_cache_limits(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(TLS_PART LISTENERS_PART AUTH_PART
+		      "  cache_ttl: 1d\n"
+		      "  cache_size: 1\n" BACKENDS_PART);
+	assert_int_equal(cfg->auth_cache_ttl_ms, 24 * 3600 * 1000);
+	assert_int_equal(cfg->auth_cache_size, 1);
+	config_free(cfg);
+	cfg = load_ok(TLS_PART LISTENERS_PART AUTH_PART
+		      "  cache_ttl: 250ms\n" BACKENDS_PART);
+	assert_int_equal(cfg->auth_cache_ttl_ms, 250);
+	assert_int_equal(cfg->auth_cache_size, 10000);
+	config_free(cfg);
 }
 
 static void
@@ -988,6 +1032,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_all_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_auth_cache_limits, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_scalar_forms, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_example_config, setup,
