@@ -378,7 +378,9 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 		be->state = BE_XCLIENT;
 		break;
 	case BE_XCLIENT:
-		if (r->code != 220) {
+		/* Postfix answers with a fresh 220 greeting; smtp-sink and
+		 * older servers with 250.  Either way, EHLO again. */
+		if (r->code != 220 && r->code != 250) {
 			failover(s, "xclient", detail);
 			return;
 		}

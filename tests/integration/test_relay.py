@@ -7,6 +7,7 @@ backend complete; connection failures move to the next backend.
 """
 
 import smtplib
+import subprocess
 import socket
 import ssl
 import threading
@@ -246,3 +247,29 @@ def test_pipelined_burst_larger_than_buffers(proxy, recording_backend):
     for _ in range(n):
         assert c.reply() == b"250 2.0.0 OK"
     assert c.reply().startswith(b"221 ")
+
+
+def test_smtp_sink_backend(proxy, tmp_path):
+    """Postfix's smtp-sink as the backend: it answers XCLIENT with 250
+    rather than a new 220, which must work as well."""
+    port = free_port()
+    log = open(tmp_path / "sink.log", "wb")
+    sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "postfix", "-c",
+                             f"127.0.0.1:{port}", "10"], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "smtp-sink did not start"
+            time.sleep(0.05)
+        p = proxy([port])
+        with login(p) as s:
+            for i in range(3):
+                s.sendmail("a@example.test", ["b@example.test"], f"Subject: {i}\r\n\r\nx\r\n")
+        assert "backend-failed" not in p.log()
+    finally:
+        sink.terminate()
+        sink.wait(10)
+        log.close()
