@@ -439,6 +439,30 @@ start_tls(struct session *s)
 		timer_now_ms() + worker_config(s->w)->handshake_timeout_ms;
 }
 
+/* Log the verdict and answer it (a failure after auth.failure_delay). */
+static void
+finish_auth(struct session *s, struct auth_request *req)
+{
+	const struct config *cfg = worker_config(s->w);
+
+	log_info("auth",
+		 " session=%llx client=%s user=%s mechanism=%s result=%s "
+		 "cache=%s",
+		 (unsigned long long)s->id, s->peer_addr, req->user,
+		 s->smtp.auth_mech ? s->smtp.auth_mech : "-",
+		 req->ok ? "ok" : "failed", req->cached ? "hit" : "miss");
+	if (!req->ok && cfg->auth_failure_delay_ms > 0) {
+		/* Answer a failure only after a pause: slows guessing. */
+		s->auth = req;
+		s->auth_delay = true;
+		s->deadline_ms = timer_now_ms() + cfg->auth_failure_delay_ms;
+		return;
+	}
+	smtp_auth_result(&s->smtp, req->ok);
+	free(req);
+	s->auth = NULL;
+}
+
 static void
 start_auth(struct session *s)
 {
@@ -451,6 +475,12 @@ start_auth(struct session *s)
 	memcpy(req->user, s->smtp.creds.user, sizeof(req->user));
 	memcpy(req->pass, s->smtp.creds.pass, sizeof(req->pass));
 	OPENSSL_cleanse(s->smtp.creds.pass, sizeof(s->smtp.creds.pass));
+	/* A returning client is answered here; only real hash work goes
+	 * to the pool (two thread hops and a wake-up saved per login). */
+	if (auth_pool_check_cached(worker_auth(s->w), req)) {
+		finish_auth(s, req);
+		return;
+	}
 	req->owner = s;
 	req->cookie = (uint64_t)(uintptr_t)s->w;
 	req->done = worker_auth_done;
@@ -462,29 +492,12 @@ start_auth(struct session *s)
 void
 session_on_auth(struct session *s, struct auth_request *req)
 {
-	const struct config *cfg = worker_config(s->w);
-
+	s->auth = NULL;
 	if (s->dead) {
 		free(req);
-		s->auth = NULL;
 		return;
 	}
-	log_info("auth",
-		 " session=%llx client=%s user=%s mechanism=%s result=%s "
-		 "cache=%s",
-		 (unsigned long long)s->id, s->peer_addr, req->user,
-		 s->smtp.auth_mech ? s->smtp.auth_mech : "-",
-		 req->ok ? "ok" : "failed", req->cached ? "hit" : "miss");
-	if (!req->ok && cfg->auth_failure_delay_ms > 0) {
-		/* Answer a failure only after a pause: slows guessing. */
-		s->auth_delay = true;
-		s->deadline_ms = timer_now_ms() + cfg->auth_failure_delay_ms;
-		session_run(s);
-		return;
-	}
-	smtp_auth_result(&s->smtp, req->ok);
-	free(req);
-	s->auth = NULL;
+	finish_auth(s, req);
 	session_run(s);
 }
 

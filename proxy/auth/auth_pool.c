@@ -192,6 +192,23 @@ auth_pool_start(unsigned nthreads, struct passwd_db *db, uint64_t cache_ttl_ms,
 	return pool;
 }
 
+bool
+auth_pool_check_cached(struct auth_pool *pool, struct auth_request *req)
+{
+	const char *stored;
+
+	req->user[sizeof(req->user) - 1] = '\0';
+	req->pass[sizeof(req->pass) - 1] = '\0';
+	stored = passwd_db_stored_hash(pool->db, req->user);
+	if (stored == NULL ||
+	    !auth_cache_check(pool->cache, req->user, req->pass, stored,
+			      timer_now_ms()))
+		return false;
+	req->ok = req->cached = 1;
+	OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	return true;
+}
+
 void
 auth_pool_submit(struct auth_pool *pool, struct auth_request *req)
 {

@@ -14,6 +14,7 @@
 #define MSAPROXY_AUTH_AUTH_POOL_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "sasl.h"
@@ -37,6 +38,10 @@ struct auth_pool *auth_pool_start(unsigned nthreads, struct passwd_db *db,
 				  uint64_t cache_ttl_ms, size_t cache_size,
 				  char *err, size_t errlen);
 void auth_pool_submit(struct auth_pool *pool, struct auth_request *req);
+/* A returning client's login answered from the cache on the caller's
+ * thread (microseconds, no thread hop): true with req->ok = req->cached =
+ * 1 and the password cleared, done() not called.  false: submit it. */
+bool auth_pool_check_cached(struct auth_pool *pool, struct auth_request *req);
 /* Stops the threads after the queue drains; every submitted request gets
  * its done() call first. */
 void auth_pool_stop(struct auth_pool *pool);

@@ -423,6 +423,38 @@ test_cache(void **state)
 	pthread_mutex_unlock(&seen.mu);
 }
 
+/* auth_pool_check_cached(): a hit answers on this thread with the password
+ * cleared; a miss, a wrong password or an unknown user says "submit". */
+static void
+test_check_cached_on_caller_thread(void **state)
+{
+	char err[256] = "";
+	struct auth_pool *pool;
+	struct auth_request req;
+
+	(void)state;
+	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	if (pool == NULL)
+		fail_msg("auth_pool_start: %s", err);
+	memset(&req, 0, sizeof(req));
+	user_name(req.user, sizeof(req.user), 0);
+	user_pass(req.pass, sizeof(req.pass), 0);
+	assert_false(auth_pool_check_cached(pool, &req)); /* not yet cached */
+	assert_int_not_equal(req.pass[0], '\0');	  /* still there */
+	login_once(pool, 0, 0, 0);			  /* full check */
+	assert_true(auth_pool_check_cached(pool, &req));
+	assert_int_equal(req.ok, 1);
+	assert_int_equal(req.cached, 1);
+	for (size_t i = 0; i < sizeof(req.pass); i++)
+		assert_int_equal(req.pass[i], 0);
+	user_pass(req.pass, sizeof(req.pass), 1); /* wrong password */
+	assert_false(auth_pool_check_cached(pool, &req));
+	user_name(req.user, sizeof(req.user), 999); /* no such user */
+	user_pass(req.pass, sizeof(req.pass), 0);
+	assert_false(auth_pool_check_cached(pool, &req));
+	auth_pool_stop(pool);
+}
+
 /* cache_ttl 0: every login is a full check. */
 static void
 test_cache_disabled(void **state)
@@ -454,6 +486,8 @@ main(void)
 		cmocka_unit_test_setup(test_start_errors, reset_seen),
 		cmocka_unit_test_setup(test_cache, reset_seen),
 		cmocka_unit_test_setup(test_cache_disabled, reset_seen),
+		cmocka_unit_test_setup(test_check_cached_on_caller_thread,
+				       reset_seen),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
