@@ -174,11 +174,17 @@ tls_read(struct session *s)
 		tls_ready(s);
 	}
 	while (buf_room(&s->in) > 0) {
-		char *t = buf_tail(&s->in);
-		size_t room = buf_room(&s->in);
+		char *t;
+		size_t room;
 
-		if (t == NULL)
+		/* Nothing to decrypt: do not allocate s->in just to learn
+		 * that (an idle session holds no input buffer). */
+		if (BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0 &&
+		    !SSL_has_pending(s->ssl))
 			break;
+		if ((t = buf_tail(&s->in)) == NULL)
+			break;
+		room = buf_room(&s->in);
 		r = SSL_read(s->ssl, t, (int)room);
 		if (r > 0) {
 			buf_commit(&s->in, (size_t)r);
@@ -195,6 +201,8 @@ tls_read(struct session *s)
 		session_close(s, "tls-error");
 		return false;
 	}
+	if (buf_used(&s->in) == 0)
+		buf_clear(&s->in); /* frees a buffer SSL_read left empty */
 	return true;
 }
 
