@@ -133,7 +133,7 @@ bench: all bench-build
 # One rule per fuzz target: its harness and FUZZ_SRCS_<name>.
 define fuzz_rule
 $(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $$(FUZZ_SRCS_$(1)) \
-		$$(wildcard proxy/*.h)
+		$$(wildcard proxy/*.h tests/fuzz/*.h)
 	@mkdir -p $$(@D)
 	@echo "  FUZZCC  $$@"
 	$$(Q)$$(FUZZ_CC) $$(FUZZ_FLAGS) -o $$@ $$< $$(FUZZ_SRCS_$(1)) \
@@ -153,13 +153,13 @@ fuzz: fuzz-build
 
 format:
 	$(Q)clang-format -i $(SRCS) $(wildcard proxy/*.h proxy/auth/*.h) \
-		$(wildcard tests/unit/*.c tests/fuzz/*.c bench/*.c bench/*.h)
+		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h)
 
 format-check:
 	@echo "  FORMAT  check"
 	$(Q)clang-format --dry-run --Werror $(SRCS) \
 		$(wildcard proxy/*.h proxy/auth/*.h) \
-		$(wildcard tests/unit/*.c tests/fuzz/*.c bench/*.c bench/*.h)
+		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h)
 
 test: deps format-check unit asan-unit fuzz-short integration integration-asan
 	@echo "make test: all passed"

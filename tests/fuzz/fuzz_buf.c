@@ -20,21 +20,9 @@
 #include <string.h>
 
 #include "buf.h"
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, \
-				__LINE__, #cond);                              \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fputc('\n', stderr);                                   \
-			abort();                                               \
-		}                                                              \
-	} while (0)
+#include "fuzz_check.h"
 
 #define CAP_MAX 512
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum op {
 	OP_APPEND,

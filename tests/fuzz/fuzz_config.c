@@ -22,21 +22,9 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, \
-				__LINE__, #cond);                              \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fputc('\n', stderr);                                   \
-			abort();                                               \
-		}                                                              \
-	} while (0)
+#include "fuzz_check.h"
 
 #define ERR_LEN 1024 /* as main.c */
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* "PATH:LINE: " with the path we gave; returns LINE, or -1. */
 static long

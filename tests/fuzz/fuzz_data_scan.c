@@ -29,19 +29,7 @@
 #include <string.h>
 
 #include "data_scan.h"
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, \
-				__LINE__, #cond);                              \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fputc('\n', stderr);                                   \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_check.h"
 
 struct result {
 	size_t consumed;
@@ -51,15 +39,6 @@ struct result {
 	char *out; /* normalize: all output, concatenated */
 	size_t outlen;
 };
-
-static void *
-xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-
-	CHECK(p != NULL, "out of memory");
-	return p;
-}
 
 /* Feed in[0..len) in chunks of the given sizes (the last one takes the
  * rest), each from its own allocation. */

@@ -48,6 +48,7 @@
 #include "data_scan.h"
 #include "smtp.h"
 #include "smtp_reply.h"
+#include "fuzz_check.h"
 
 #define RECV_BUF_SIZE  16384u /* session.h: one read, and the input slack */
 #define MAX_STEPS      100000 /* a session never needs this many */
@@ -58,19 +59,6 @@
 #define EV_LOST	    0xfe /* the idle backend drops the connection */
 #define STEP_NOREAD 0x40 /* the client does not read its replies now */
 #define STEP_LARGE  0x80 /* chunk size in units of 256 bytes (0: all) */
-
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, \
-				__LINE__, #cond);                              \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fputc('\n', stderr);                                   \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum sink {
 	SINK_NONE,
