@@ -177,16 +177,54 @@ mul_u64(uint64_t a, uint64_t b, uint64_t *out)
 	return 0;
 }
 
-static const struct {
-	const char *unit;
-	uint64_t ms;
-} duration_units[] = {
+/* A number with a unit suffix, e.g. "30s" or "50MB". */
+struct unit {
+	const char *name;
+	uint64_t mult;
+};
+
+struct unit_kind {
+	const struct unit *units;
+	size_t nunits;
+	bool fold_case;	      /* "MB" = "mb" */
+	const char *expected; /* the why for anything else */
+	const char *too_large;
+	const char *required; /* the why for a bare number, or NULL: allowed */
+};
+
+static const struct unit duration_units[] = {
 	{"ms", 1}, {"s", SECOND}, {"m", MINUTE}, {"h", HOUR}, {"d", DAY},
 };
 
-/* NULL when s is a duration, else why not. */
+static const struct unit_kind durations = {
+	duration_units,
+	sizeof(duration_units) / sizeof(*duration_units),
+	false,
+	"expected a duration like 30s, 5m, 1h",
+	"duration is too large",
+	"a unit is required, e.g. 30s, 5m, 1h",
+};
+
+/* Unit suffixes, matched without regard to case: K, KB and KiB all mean
+ * 1024 bytes (nobody sizes mail in powers of 1000). */
+static const struct unit size_units[] = {
+	{"", 1},      {"b", 1},	   {"k", KIB},	 {"kb", KIB},
+	{"kib", KIB}, {"m", MIB},  {"mb", MIB},	 {"mib", MIB},
+	{"g", GIB},   {"gb", GIB}, {"gib", GIB},
+};
+
+static const struct unit_kind sizes = {
+	size_units,
+	sizeof(size_units) / sizeof(*size_units),
+	true,
+	"expected a size like 512KB, 50MB, 1GB",
+	"size is too large",
+	NULL,
+};
+
+/* NULL when s is a number with one of kind's units, else why not. */
 static const char *
-duration_why(const char *s, uint64_t *ms)
+unit_why(const struct unit_kind *kind, const char *s, uint64_t *out)
 {
 	const char *unit;
 	uint64_t n;
@@ -194,20 +232,33 @@ duration_why(const char *s, uint64_t *ms)
 
 	r = parse_digits(s, &unit, &n);
 	if (r == -2)
-		return "duration is too large";
+		return kind->too_large;
 	if (r < 0)
-		return "expected a duration like 30s, 5m, 1h";
-	if (*unit == '\0')
-		return "a unit is required, e.g. 30s, 5m, 1h";
-	for (size_t i = 0; i < sizeof(duration_units) / sizeof(*duration_units);
-	     i++) {
-		if (strcmp(unit, duration_units[i].unit) != 0)
+		return kind->expected;
+	if (*unit == '\0' && kind->required != NULL)
+		return kind->required;
+	for (size_t i = 0; i < kind->nunits; i++) {
+		const char *name = kind->units[i].name;
+		if ((kind->fold_case ? strcasecmp(unit, name)
+				     : strcmp(unit, name)) != 0)
 			continue;
-		if (mul_u64(n, duration_units[i].ms, ms) < 0)
-			return "duration is too large";
+		if (mul_u64(n, kind->units[i].mult, out) < 0)
+			return kind->too_large;
 		return NULL;
 	}
-	return "expected a duration like 30s, 5m, 1h";
+	return kind->expected;
+}
+
+static const char *
+duration_why(const char *s, uint64_t *ms)
+{
+	return unit_why(&durations, s, ms);
+}
+
+static const char *
+size_why(const char *s, uint64_t *bytes)
+{
+	return unit_why(&sizes, s, bytes);
 }
 
 int
@@ -219,39 +270,6 @@ config_parse_duration(const char *s, uint64_t *ms)
 		return -1;
 	*ms = v;
 	return 0;
-}
-
-/* Unit suffixes, matched without regard to case: K, KB and KiB all mean
- * 1024 bytes (nobody sizes mail in powers of 1000). */
-static const struct {
-	const char *unit;
-	uint64_t bytes;
-} size_units[] = {
-	{"", 1},      {"b", 1},	   {"k", KIB},	 {"kb", KIB},
-	{"kib", KIB}, {"m", MIB},  {"mb", MIB},	 {"mib", MIB},
-	{"g", GIB},   {"gb", GIB}, {"gib", GIB},
-};
-
-static const char *
-size_why(const char *s, uint64_t *bytes)
-{
-	const char *unit;
-	uint64_t n;
-	int r;
-
-	r = parse_digits(s, &unit, &n);
-	if (r == -2)
-		return "size is too large";
-	if (r < 0)
-		return "expected a size like 512KB, 50MB, 1GB";
-	for (size_t i = 0; i < sizeof(size_units) / sizeof(*size_units); i++) {
-		if (strcasecmp(unit, size_units[i].unit) != 0)
-			continue;
-		if (mul_u64(n, size_units[i].bytes, bytes) < 0)
-			return "size is too large";
-		return NULL;
-	}
-	return "expected a size like 512KB, 50MB, 1GB";
 }
 
 int
@@ -411,10 +429,10 @@ format_duration(char *buf, size_t len, uint64_t ms)
 {
 	size_t i = sizeof(duration_units) / sizeof(*duration_units);
 
-	while (--i > 0 && (ms == 0 || ms % duration_units[i].ms != 0))
+	while (--i > 0 && (ms == 0 || ms % duration_units[i].mult != 0))
 		;
-	snprintf(buf, len, "%" PRIu64 "%s", ms / duration_units[i].ms,
-		 duration_units[i].unit);
+	snprintf(buf, len, "%" PRIu64 "%s", ms / duration_units[i].mult,
+		 duration_units[i].name);
 }
 
 /* ---- YAML helpers ---------------------------------------------------- */

@@ -227,7 +227,6 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 	}
 	memcpy(s->helo_name, arg, alen);
 	s->helo_name[alen] = '\0';
-	s->helo = true;
 	s->esmtp = esmtp;
 	if (s->in_mail) {
 		/* EHLO resets the transaction (RFC 5321 4.1.4); the backend
@@ -719,7 +718,7 @@ smtp_tls_ready(struct smtp *s)
 {
 	/* RFC 3207 4.2: forget everything learned before TLS. */
 	s->tls = true;
-	s->helo = s->esmtp = false;
+	s->esmtp = false;
 	s->helo_name[0] = '\0';
 	smtp_set_state(s, SMTP_IDLE);
 }

@@ -36,8 +36,6 @@
 /* Room s->out must have before another command is processed: the longest
  * backend reply, rebuilt with CRLF (one more byte per line), plus slack. */
 #define SMTP_OUT_RESERVE (SMTP_REPLY_MAX + 2 * SMTP_REPLY_LINES_MAX + 256)
-/* Client plaintext input buffer: an AUTH line plus slack for pipelining. */
-#define SMTP_IN_SLACK 4096
 
 struct smtp_params {
 	const char *hostname;
@@ -94,7 +92,6 @@ struct smtp {
 	struct buf out; /* replies to the client, plaintext */
 
 	bool tls;	   /* TLS active (after STARTTLS, or implicit) */
-	bool helo;	   /* HELO or EHLO seen (since TLS) */
 	bool esmtp;	   /* it was EHLO */
 	bool authed;	   /* AUTH succeeded */
 	bool in_mail;	   /* backend accepted MAIL */

@@ -541,10 +541,12 @@ worker_main(void *arg)
 	return NULL;
 }
 
+/* Errors name the listener's place in the config: "FILE:LINE: ...". */
 static int
-listen_on(const struct config_listener *cl, char *err, size_t errlen)
+listen_on(const struct config *cfg, const struct config_listener *cl, char *err,
+	  size_t errlen)
 {
-	int fd, one = 1, zero = 0;
+	int fd, one = 1, zero = 0, e;
 
 	fd = socket(cl->addr.ss.ss_family,
 		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -561,10 +563,12 @@ listen_on(const struct config_listener *cl, char *err, size_t errlen)
 		goto fail;
 	return fd;
 fail:
-	snprintf(err, errlen, "%s:%d: listener %s: %s", "config", cl->line,
-		 cl->addr.text, strerror(errno));
+	e = errno;
 	if (fd >= 0)
 		close(fd);
+	snprintf(err, errlen, "%s:%d: listener %s: %s",
+		 cfg->path ? cfg->path : "config", cl->line, cl->addr.text,
+		 strerror(e));
 	return -1;
 }
 
@@ -609,14 +613,9 @@ worker_new(unsigned id, const struct config *cfg, struct auth_pool *auth,
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		w->ls[i].w = w;
 		w->ls[i].cl = &cfg->listeners[i];
-		w->ls[i].fd = listen_on(&cfg->listeners[i], err, errlen);
+		w->ls[i].fd = listen_on(cfg, &cfg->listeners[i], err, errlen);
 		w->nls++;
 		if (w->ls[i].fd < 0) {
-			if (cfg->path)
-				snprintf(err, errlen, "%s:%d: listener %s: %s",
-					 cfg->path, cfg->listeners[i].line,
-					 cfg->listeners[i].addr.text,
-					 strerror(errno));
 			worker_free(w);
 			return NULL;
 		}

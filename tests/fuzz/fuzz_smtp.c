@@ -547,7 +547,7 @@ worker_act(struct sim *m, enum smtp_action act)
 		m->tls_layer = true;
 		check_session(m);
 		CHECK(m->s.state == SMTP_IDLE && m->s.tls, "after TLS");
-		CHECK(!m->s.helo && !m->s.esmtp && m->s.helo_name[0] == '\0',
+		CHECK(!m->s.esmtp && m->s.helo_name[0] == '\0',
 		      "EHLO survives STARTTLS");
 		return true;
 	case SMTP_ACT_AUTH:
