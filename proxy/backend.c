@@ -124,8 +124,7 @@ backend_send(struct backend_conn *be)
 		return;
 	sqe = worker_sqe(be->w);
 	be->out.pinned = true;
-	be->send_len = buf_used(&be->out);
-	io_uring_prep_send(sqe, be->fd, buf_head(&be->out), be->send_len,
+	io_uring_prep_send(sqe, be->fd, buf_head(&be->out), buf_used(&be->out),
 			   MSG_NOSIGNAL);
 	worker_prep(sqe, be, OP_BACKEND_SEND);
 	be->sending = true;
@@ -204,12 +203,9 @@ lost(struct session *s, const char *detail)
 		 detail, (int)s->be->state);
 	backend_close(s, false);
 	if (s->smtp.state == SMTP_DATA)
-		s->sink =
-			SINK_LOST; /* answer 451 when the client's data ends */
+		s->sink = SINK_LOST; /* 451 when the client's data ends */
 	else if (s->smtp.state == SMTP_BACKEND ||
-		 s->smtp.state == SMTP_DATA_END)
-		smtp_backend_failed(&s->smtp, SMTP_BACKEND_LOST);
-	else if (s->smtp.in_mail)
+		 s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
 		smtp_backend_failed(&s->smtp, SMTP_BACKEND_LOST);
 	session_run(s);
 }
@@ -232,19 +228,17 @@ broken(struct session *s, const char *step, const char *detail)
 void
 backend_on_timer(struct session *s)
 {
-	if (s->be->state == BE_WAIT_DATA_END)
-		/* RFC 1047: the backend may still deliver; the client will
-		 * retry.  data_timeout is long to keep this rare. */
-		log_warn("backend-data-timeout", " session=%llx backend=%s",
-			 (unsigned long long)s->id,
-			 server_of(s, s->be)->addr.text);
 	if (in_handshake(s->be)) {
 		failover(s, "timeout", "no answer in time");
 		return;
 	}
-	log_warn("backend-timeout", " session=%llx backend=%s state=%d",
+	/* Waiting for the verdict after the data, the backend may still
+	 * deliver and the client will retry: RFC 1047's duplicate.
+	 * backends.data_timeout is long to keep that rare. */
+	log_warn("backend-timeout", " session=%llx backend=%s state=%s",
 		 (unsigned long long)s->id, server_of(s, s->be)->addr.text,
-		 (int)s->be->state);
+		 s->be->state == BE_WAIT_DATA_END ? "wait-data-end"
+						  : "wait-reply");
 	backend_close(s, false);
 	smtp_backend_failed(&s->smtp, SMTP_BACKEND_TIMEOUT);
 	session_run(s);
@@ -407,6 +401,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 static void
 handle_reply(struct session *s, const struct smtp_reply *r)
 {
+	char u[LOG_USER_MAX];
 	struct backend_conn *be = s->be;
 	const char *lines[SMTP_REPLY_LINES_MAX];
 	size_t lens[SMTP_REPLY_LINES_MAX];
@@ -433,12 +428,11 @@ handle_reply(struct session *s, const struct smtp_reply *r)
 	be->state = BE_READY;
 	act = smtp_backend_reply(&s->smtp, r->code, lines, lens, r->nlines);
 	if (data_end) {
-		if (r->code >= 200 && r->code < 300)
-			s->bytes_relayed += s->ds.size;
 		log_info("message",
 			 " session=%llx client=%s user=%s backend=%s size=%llu "
 			 "result=%d",
-			 (unsigned long long)s->id, s->peer_addr, s->smtp.user,
+			 (unsigned long long)s->id, s->peer_addr,
+			 session_log_user(u, sizeof(u), s->smtp.user),
 			 server_of(s, be)->addr.text,
 			 (unsigned long long)s->ds.size, r->code);
 	}

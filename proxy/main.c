@@ -51,12 +51,15 @@ usage(void)
 	exit(2);
 }
 
-/* Read one line from stdin without echo when it is a terminal. */
+/* Read one line from stdin without echo when it is a terminal: 0, or -1
+ * when empty, -2 when longer than len - 1 bytes (never cut silently: a
+ * cut password would hash fine and then never match). */
 static int
 read_password(char *buf, size_t len)
 {
 	struct termios old, quiet;
 	int tty = isatty(STDIN_FILENO);
+	int too_long = 0, c;
 	size_t n;
 
 	if (tty) {
@@ -68,12 +71,16 @@ read_password(char *buf, size_t len)
 	}
 	if (fgets(buf, (int)len, stdin) == NULL)
 		buf[0] = '\0';
+	if (strchr(buf, '\n') == NULL && (c = getc(stdin)) != EOF && c != '\n')
+		too_long = 1;
 	if (tty) {
 		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
 		fprintf(stderr, "\n");
 	}
 	n = strcspn(buf, "\r\n");
 	buf[n] = '\0';
+	if (too_long)
+		return -2;
 	return n > 0 ? 0 : -1;
 }
 
@@ -90,7 +97,17 @@ hash_password(int argc, char **argv)
 		else
 			usage();
 	}
-	if (read_password(pass, sizeof(pass)) != 0) {
+	switch (read_password(pass, sizeof(pass))) {
+	case 0:
+		break;
+	case -2:
+		OPENSSL_cleanse(pass, sizeof(pass));
+		fprintf(stderr,
+			"msaproxy: password too long (at most %zu "
+			"bytes)\n",
+			sizeof(pass) - 1);
+		return 1;
+	default:
 		fprintf(stderr, "msaproxy: empty password\n");
 		return 1;
 	}

@@ -35,6 +35,14 @@ static _Thread_local uint64_t next_session;
 
 static void session_free(struct session *s);
 
+const char *
+session_log_user(char *buf, size_t len, const char *user)
+{
+	if (user[0] == '\0')
+		return "-";
+	return log_quote(buf, len, user, strlen(user));
+}
+
 /* ---------------------------------------------------------------------
  * Creation
  */
@@ -219,8 +227,7 @@ send_wire(struct session *s)
 		return;
 	sqe = worker_sqe(s->w);
 	s->wire.pinned = true;
-	s->send_len = buf_used(&s->wire);
-	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), s->send_len,
+	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), buf_used(&s->wire),
 			   MSG_NOSIGNAL);
 	worker_prep(sqe, s, OP_CLIENT_SEND);
 	s->sending = true;
@@ -341,9 +348,8 @@ finish_message(struct session *s)
 		"message (RFC 5321 2.3.8)";
 	static const char big[] =
 		"552 5.3.4 Message size exceeds fixed maximum message size";
-	static const char lost[] =
-		"451 4.4.2 Connection to mail server lost, try again later";
 	const char *why = NULL;
+	char u[LOG_USER_MAX];
 
 	switch (s->sink) {
 	case SINK_NONE:
@@ -362,12 +368,13 @@ finish_message(struct session *s)
 		break;
 	case SINK_LOST:
 		why = "backend-lost";
-		smtp_data_refused(&s->smtp, lost);
+		smtp_backend_failed(&s->smtp, SMTP_BACKEND_LOST);
 		break;
 	}
 	log_info("message-refused",
 		 " session=%llx client=%s user=%s reason=%s size=%llu",
-		 (unsigned long long)s->id, s->peer_addr, s->smtp.user, why,
+		 (unsigned long long)s->id, s->peer_addr,
+		 session_log_user(u, sizeof(u), s->smtp.user), why,
 		 (unsigned long long)s->ds.size);
 	/* The backend has part of the message and must never see its end:
 	 * drop the connection (no QUIT: we are inside DATA). */
@@ -452,11 +459,13 @@ static void
 finish_auth(struct session *s, struct auth_request *req)
 {
 	const struct config *cfg = worker_config(s->w);
+	char u[LOG_USER_MAX];
 
 	log_info("auth",
 		 " session=%llx client=%s user=%s mechanism=%s result=%s "
 		 "cache=%s",
-		 (unsigned long long)s->id, s->peer_addr, req->user,
+		 (unsigned long long)s->id, s->peer_addr,
+		 session_log_user(u, sizeof(u), req->user),
 		 s->smtp.auth_mech ? s->smtp.auth_mech : "-",
 		 req->ok ? "ok" : "failed", req->cached ? "hit" : "miss");
 	if (!req->ok && cfg->auth_failure_delay_ms > 0) {
@@ -672,6 +681,7 @@ session_shutdown(struct session *s)
 void
 session_close(struct session *s, const char *reason)
 {
+	char u[LOG_USER_MAX];
 	struct io_uring_sqe *sqe;
 
 	if (s->dead)
@@ -681,7 +691,7 @@ session_close(struct session *s, const char *reason)
 		 " session=%llx client=%s user=%s tls=%s messages=%u "
 		 "errors=%u auth_failures=%u duration_ms=%llu reason=%s",
 		 (unsigned long long)s->id, s->peer_addr,
-		 s->smtp.user[0] ? s->smtp.user : "-",
+		 session_log_user(u, sizeof(u), s->smtp.user),
 		 s->tls_done ? SSL_get_version(s->ssl) : "no", s->smtp.messages,
 		 s->smtp.errors, s->smtp.auth_failures,
 		 (unsigned long long)(timer_now_ms() - s->started_ms), reason);

@@ -76,9 +76,7 @@ struct backend_conn {
 	uint64_t deadline; /* for the step in progress */
 	bool quit_sent;
 	bool sending;
-	size_t send_len;
 	bool recv_armed;
-	bool xclient;		 /* the backend advertised XCLIENT */
 	char xclient_attrs[256]; /* its attribute list */
 	struct buf in, out;
 	struct smtp_reply reply;
@@ -108,7 +106,6 @@ struct session {
 	struct buf in;	 /* client plaintext waiting for smtp_input() */
 	struct buf wire; /* bytes for the client socket */
 	bool sending;
-	size_t send_len;
 	bool recv_armed;
 	bool closing; /* flush wire, then close */
 	bool dead;    /* closed; freed when inflight reaches 0 */
@@ -119,9 +116,8 @@ struct session {
 
 	struct data_scan ds;
 	enum data_sink sink;
-	uint64_t last_read_ms;	/* client activity, for command timeouts */
-	uint64_t deadline_ms;	/* handshake, auth delay or closing flush */
-	uint64_t bytes_relayed; /* message bytes accepted, whole session */
+	uint64_t last_read_ms; /* client activity, for command timeouts */
+	uint64_t deadline_ms;  /* handshake, auth delay or closing flush */
 
 	struct backend_conn *be; /* NULL when not connected */
 	struct timer timer;
@@ -144,6 +140,11 @@ void worker_auth_done(struct auth_request *req);
 const char *worker_recv_buf(const struct worker *w, unsigned bid);
 void worker_recv_buf_return(struct worker *w, unsigned bid);
 void worker_session_gone(struct worker *w, struct session *s);
+
+/* A login name for a log line: the client chose it, so it is quoted when
+ * it holds anything but plain printable bytes; "-" when there is none. */
+#define LOG_USER_MAX (4 * SASL_FIELD_MAX + 3)
+const char *session_log_user(char *buf, size_t len, const char *user);
 
 /* session.c */
 struct session *session_new(struct worker *w, int fd,

@@ -130,12 +130,16 @@ ticket_cb(SSL *ssl, unsigned char name[16], unsigned char iv[16],
 	int ret = 1;
 	time_t now = time(NULL);
 
+	pthread_rwlock_rdlock(&tickets.lock);
 	if (enc && now - tickets.cur.born >= tickets.lifetime) {
+		/* Due for rotation: the write lock re-checks, so only one
+		 * worker rotates. */
+		pthread_rwlock_unlock(&tickets.lock);
 		pthread_rwlock_wrlock(&tickets.lock);
 		ticket_rotate_locked(now);
 		pthread_rwlock_unlock(&tickets.lock);
+		pthread_rwlock_rdlock(&tickets.lock);
 	}
-	pthread_rwlock_rdlock(&tickets.lock);
 	if (enc) {
 		k = &tickets.cur;
 	} else if (memcmp(name, tickets.cur.name, 16) == 0) {

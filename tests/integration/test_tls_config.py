@@ -210,3 +210,31 @@ def test_tls13_resumption_renews_ticket(proxy, recording_backend):
                 session = tls.session
                 ids.append(session.id)
     assert len(set(ids)) == 3, "a resumed handshake issued no new ticket"
+
+
+def test_client_chosen_login_cannot_forge_log_fields(proxy, recording_backend):
+    """A login name is the client's choice: spaces and '=' in it are quoted
+    in the log, so it cannot add key=value fields of its own."""
+    p = proxy([recording_backend.port])
+    ctx = tls_client(p.ca)
+    with smtplib.SMTP_SSL("127.0.0.1", p.implicit_port, context=ctx, timeout=10) as s:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            s.login("x result=ok", "nope")
+    p.wait_for_log(r"msg=auth ")
+    line = next(l for l in p.log().splitlines() if "msg=auth " in l)
+    assert 'user="x result=ok"' in line
+    assert line.count("result=") == 2 and line.rstrip().endswith("cache=miss")
+    assert "result=failed" in line
+
+
+def test_hash_password_refuses_what_it_would_cut(tmp_path):
+    ok = subprocess.run([MSAPROXY_BIN, "hash-password"], input="a" * 255,
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout.startswith("$y$")
+    long = subprocess.run([MSAPROXY_BIN, "hash-password"], input="a" * 256,
+                          capture_output=True, text=True, timeout=30)
+    assert long.returncode == 1 and long.stdout == ""
+    assert "too long" in long.stderr
+    empty = subprocess.run([MSAPROXY_BIN, "hash-password"], input="",
+                           capture_output=True, text=True, timeout=30)
+    assert empty.returncode == 1 and "empty" in empty.stderr
