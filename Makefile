@@ -22,7 +22,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral \
             -Wvla -Wimplicit-fallthrough
 CFLAGS   ?= -O2 -g
-override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -Iproxy \
+override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -iquote proxy \
             -fstack-protector-strong -fno-strict-aliasing
 LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread
 ALLOC    ?= -ljemalloc
@@ -41,7 +41,7 @@ UNITS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_CC      ?= clang
 FUZZ_BUILD   := build-fuzz
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined \
-                -fno-sanitize-recover=all -std=c17 -D_GNU_SOURCE -Iproxy \
+                -fno-sanitize-recover=all -std=c17 -D_GNU_SOURCE -iquote proxy \
                 $(WARN)
 FUZZ_LIBS    := -lssl -lcrypto -lyaml -lcrypt -lpthread
 FUZZ_SECONDS ?= 300

@@ -15,6 +15,7 @@
  * TLS cipher, suite and group strings are checked against OpenSSL here, so
  * a typo in them is reported with its line.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -77,6 +78,9 @@ enum ftype {
 	F_PATH,	   /* char *, relative to the config file's directory */
 	F_ENUM,	   /* int (or enum), one of .names */
 	F_ADDR,	   /* struct config_addr */
+	F_RATE,	   /* struct config_rate, config_parse_rate() */
+	F_BRATE,   /* struct config_rate of bytes: "1GB/1h" */
+	F_NETS,	   /* struct config_nets: a list of prefixes */
 	F_SECTION, /* nested mapping stored in the same struct: .sub */
 	F_LIST,	   /* sequence of mappings: .list */
 	F_FUNC,	   /* anything else: .fn */
@@ -280,6 +284,81 @@ config_parse_size(const char *s, uint64_t *bytes)
 	if (s == NULL || size_why(s, &v) != NULL)
 		return -1;
 	*bytes = v;
+	return 0;
+}
+
+/* A count: a plain number, or a size when it counts bytes. */
+static const char *
+count_why(const char *s, bool bytes, uint64_t *n)
+{
+	const char *end;
+	int r;
+
+	if (bytes)
+		return size_why(s, n);
+	r = parse_digits(s, &end, n);
+	if (r == -2)
+		return "number is too large";
+	if (r != 0 || *end != '\0')
+		return "expected a whole number";
+	return NULL;
+}
+
+/*
+ * "COUNT/PERIOD" or "COUNT/PERIOD burst N": COUNT units per PERIOD, up to N
+ * at once (default COUNT).  "off" (or "0") is no limit.
+ */
+static const char *
+rate_why(const char *s, bool bytes, struct config_rate *r)
+{
+	static const char *expected_msgs =
+		"expected a rate like 100/1h or 100/1h burst 20, or off";
+	static const char *expected_bytes =
+		"expected a rate like 1GB/1h or 1GB/1h burst 100MB, or off";
+	const char *expected = bytes ? expected_bytes : expected_msgs;
+	char count[64], period[64], burst[64] = "";
+	const char *why;
+	int n = 0;
+
+	memset(r, 0, sizeof(*r));
+	if (strcmp(s, "off") == 0 || strcmp(s, "0") == 0)
+		return NULL;
+	if (strlen(s) >= sizeof(count) ||
+	    sscanf(s, "%63[^/ ]/%63[^ ] burst %63[^ ]%n", count, period, burst,
+		   &n) != 3 ||
+	    s[n] != '\0') {
+		burst[0] = '\0';
+		n = 0;
+		if (sscanf(s, "%63[^/ ]/%63[^ ]%n", count, period, &n) != 2 ||
+		    s[n] != '\0')
+			return expected;
+	}
+	if ((why = count_why(count, bytes, &r->count)) != NULL)
+		return why;
+	if (r->count == 0)
+		return "the count must be greater than 0 (or the rate off)";
+	if ((why = duration_why(period, &r->period_ms)) != NULL)
+		return why;
+	if (r->period_ms == 0)
+		return "the period must be greater than 0";
+	r->burst = r->count;
+	if (burst[0] != '\0') {
+		if ((why = count_why(burst, bytes, &r->burst)) != NULL)
+			return why;
+		if (r->burst == 0)
+			return "the burst must be greater than 0";
+	}
+	return NULL;
+}
+
+int
+config_parse_rate(const char *s, bool bytes, struct config_rate *out)
+{
+	struct config_rate r;
+
+	if (s == NULL || rate_why(s, bytes, &r) != NULL)
+		return -1;
+	*out = r;
 	return 0;
 }
 
@@ -646,6 +725,43 @@ parse_list(struct loader *l, const yaml_node_t *k, const yaml_node_t *v,
 	return spec->check != NULL ? spec->check(l, base) : 0;
 }
 
+/* A list of prefixes, e.g. [192.0.2.0/24, "2001:db8::/32"]. */
+static int
+parse_nets(struct loader *l, const yaml_node_t *v, const char *key,
+	   struct config_nets *nets)
+{
+	char ikey[128];
+	size_t n;
+
+	free(nets->v);
+	memset(nets, 0, sizeof(*nets));
+	if (is_null(v))
+		return 0;
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail(l, line_of(v), key,
+			    "expected a list such as [192.0.2.0/24]");
+	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	if (n == 0)
+		return 0;
+	nets->v = calloc(n, sizeof(*nets->v));
+	if (nets->v == NULL)
+		return fail(l, line_of(v), key, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item =
+			node_at(l, v->data.sequence.items.start[i]);
+		const char *s, *why;
+
+		index_key(ikey, sizeof(ikey), key, i);
+		if (get_scalar(l, item, ikey, &s) < 0)
+			return -1;
+		why = ipnet_parse(s, &nets->v[i]);
+		if (why != NULL)
+			return fail(l, line_of(item), ikey, "%s", why);
+		nets->n = i + 1;
+	}
+	return 0;
+}
+
 static int
 parse_field(struct loader *l, const struct field *f, const yaml_node_t *k,
 	    const yaml_node_t *v, const char *key, void *base)
@@ -662,6 +778,8 @@ parse_field(struct loader *l, const struct field *f, const yaml_node_t *k,
 		return parse_list(l, k, v, key, f->list, base);
 	case F_FUNC:
 		return f->fn(l, v, key, base);
+	case F_NETS:
+		return parse_nets(l, v, key, at(base, f->off));
 	default:
 		break;
 	}
@@ -714,6 +832,10 @@ parse_field(struct loader *l, const struct field *f, const yaml_node_t *k,
 		return parse_enum(l, f, v, key, s, base);
 	case F_ADDR:
 		why = addr_why(s, at(base, f->off));
+		return why != NULL ? fail(l, line, key, "%s", why) : 0;
+	case F_RATE:
+	case F_BRATE:
+		why = rate_why(s, f->type == F_BRATE, at(base, f->off));
 		return why != NULL ? fail(l, line, key, "%s", why) : 0;
 	default:
 		return fail(l, line, key, "internal error: bad field type");
@@ -983,6 +1105,245 @@ set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
 	return 0;
 }
 
+/* ---- limits: users and classes --------------------------------------- */
+
+/* A class leaves unset what it inherits from limits.user. */
+#define RATE_UNSET UINT64_MAX
+
+#define ULIM(m)	   offsetof(struct config_user_limits, m)
+
+static const struct field user_limit_fields[] = {
+	{.key = "messages", .type = F_RATE, .off = ULIM(messages)},
+	{.key = "recipients", .type = F_RATE, .off = ULIM(recipients)},
+	{.key = "bytes", .type = F_BRATE, .off = ULIM(bytes)},
+	{.key = "messages_quota", .type = F_RATE, .off = ULIM(messages_quota)},
+	{.key = NULL},
+};
+
+static int
+set_user_limits(struct loader *l, const yaml_node_t *v, const char *key,
+		void *base)
+{
+	struct config *cfg = base;
+
+	return parse_map(l, v, v, key, user_limit_fields, &cfg->user_limits);
+}
+
+static bool
+valid_class_name(const char *s)
+{
+	if (*s == '\0' || strlen(s) > 64)
+		return false;
+	for (; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) && strchr("_.-", *s) == NULL)
+			return false;
+	return true;
+}
+
+/* limits.classes: NAME: {messages: .., ...}, each key optional. */
+static int
+set_classes(struct loader *l, const yaml_node_t *v, const char *key, void *base)
+{
+	struct config *cfg = base;
+	yaml_node_pair_t *p, *start, *top;
+	char ikey[160];
+	size_t n;
+
+	if (is_null(v))
+		return 0;
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(l, line_of(v), key,
+			    "expected a mapping of class names to limits");
+	start = v->data.mapping.pairs.start;
+	top = v->data.mapping.pairs.top;
+	n = (size_t)(top - start);
+	if (n == 0)
+		return 0;
+	cfg->classes = calloc(n, sizeof(*cfg->classes));
+	if (cfg->classes == NULL)
+		return fail(l, line_of(v), key, "out of memory");
+	for (p = start; p < top; p++) {
+		const yaml_node_t *k = node_at(l, p->key);
+		const yaml_node_t *item = node_at(l, p->value);
+		struct config_class *c = &cfg->classes[cfg->nclasses];
+		const char *name = scalar_str(k);
+
+		join_key(ikey, sizeof(ikey), key, name ? name : "?");
+		if (k->type != YAML_SCALAR_NODE || !valid_class_name(name))
+			return fail(l, line_of(k), ikey,
+				    "a class name is letters, digits, '_', "
+				    "'.' or '-' (at most 64)");
+		for (size_t i = 0; i < cfg->nclasses; i++)
+			if (strcmp(cfg->classes[i].name, name) == 0)
+				return fail(l, line_of(k), ikey,
+					    "duplicate class (first at line "
+					    "%d)",
+					    cfg->classes[i].line);
+		c->line = line_of(k);
+		c->lim.messages.period_ms = RATE_UNSET;
+		c->lim.recipients.period_ms = RATE_UNSET;
+		c->lim.bytes.period_ms = RATE_UNSET;
+		c->lim.messages_quota.period_ms = RATE_UNSET;
+		c->name = xstrdup(l, name, ikey, c->line);
+		if (c->name == NULL)
+			return -1;
+		cfg->nclasses++;
+		if (parse_map(l, item, k, ikey, user_limit_fields, &c->lim) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* limits.users: LOGIN: CLASS; resolved in check_limits(). */
+static int
+set_user_classes(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config *cfg = base;
+	yaml_node_pair_t *p, *start, *top;
+	char ikey[400];
+	size_t n;
+
+	if (is_null(v))
+		return 0;
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(l, line_of(v), key,
+			    "expected a mapping of logins to class names");
+	start = v->data.mapping.pairs.start;
+	top = v->data.mapping.pairs.top;
+	n = (size_t)(top - start);
+	if (n == 0)
+		return 0;
+	cfg->user_classes = calloc(n, sizeof(*cfg->user_classes));
+	if (cfg->user_classes == NULL)
+		return fail(l, line_of(v), key, "out of memory");
+	for (p = start; p < top; p++) {
+		const yaml_node_t *k = node_at(l, p->key);
+		const yaml_node_t *item = node_at(l, p->value);
+		struct config_user_class *u =
+			&cfg->user_classes[cfg->nuser_classes];
+		const char *login = scalar_str(k), *cls;
+
+		join_key(ikey, sizeof(ikey), key, login ? login : "?");
+		if (k->type != YAML_SCALAR_NODE || *login == '\0' ||
+		    strlen(login) >= 256 ||
+		    strlen(login) != k->data.scalar.length)
+			return fail(l, line_of(k), ikey,
+				    "expected a login name (1 to 255 bytes)");
+		if (get_scalar(l, item, ikey, &cls) < 0)
+			return -1;
+		u->line = line_of(k);
+		u->login = xstrdup(l, login, ikey, u->line);
+		if (u->login == NULL)
+			return -1;
+		cfg->nuser_classes++;
+		u->class_name = xstrdup(l, cls, ikey, u->line);
+		if (u->class_name == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+user_class_cmp(const void *a, const void *b)
+{
+	const struct config_user_class *x = a, *y = b;
+
+	return strcmp(x->login, y->login);
+}
+
+static void
+inherit_rate(struct config_rate *r, const struct config_rate *from)
+{
+	if (r->period_ms == RATE_UNSET)
+		*r = *from;
+}
+
+/* A message of max_message_size must fit in the byte burst. */
+static int
+check_bytes_burst(struct loader *l, const struct config_user_limits *lim,
+		  const char *key, int line, uint64_t max_message_size)
+{
+	char have[32], need[32];
+
+	if (lim->bytes.count == 0 || lim->bytes.burst >= max_message_size)
+		return 0;
+	format_size(have, sizeof(have), lim->bytes.burst);
+	format_size(need, sizeof(need), max_message_size);
+	return fail(l, line, key,
+		    "burst %s is smaller than limits.max_message_size (%s): "
+		    "such a message could never be sent",
+		    have, need);
+}
+
+/* Classes inherit from limits.user; logins name existing classes. */
+static int
+check_limits(struct loader *l, const yaml_node_t *limits, struct config *cfg)
+{
+	const yaml_node_t *user = map_get(l, limits, "user");
+	const yaml_node_t *n = user ? map_get(l, user, "bytes") : NULL;
+	char key[400];
+
+	if (check_bytes_burst(l, &cfg->user_limits, "limits.user.bytes",
+			      line_of(n ? n : limits),
+			      cfg->max_message_size) < 0)
+		return -1;
+	for (size_t i = 0; i < cfg->nclasses; i++) {
+		struct config_class *c = &cfg->classes[i];
+		inherit_rate(&c->lim.messages, &cfg->user_limits.messages);
+		inherit_rate(&c->lim.recipients, &cfg->user_limits.recipients);
+		inherit_rate(&c->lim.bytes, &cfg->user_limits.bytes);
+		inherit_rate(&c->lim.messages_quota,
+			     &cfg->user_limits.messages_quota);
+		snprintf(key, sizeof(key), "limits.classes.%s.bytes", c->name);
+		if (check_bytes_burst(l, &c->lim, key, c->line,
+				      cfg->max_message_size) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < cfg->nuser_classes; i++) {
+		struct config_user_class *u = &cfg->user_classes[i];
+		u->cls = config_class_find(cfg, u->class_name);
+		if (u->cls == NULL) {
+			snprintf(key, sizeof(key), "limits.users.%s", u->login);
+			return fail(l, u->line, key,
+				    "no class %s in limits.classes",
+				    u->class_name);
+		}
+	}
+	qsort(cfg->user_classes, cfg->nuser_classes, sizeof(*cfg->user_classes),
+	      user_class_cmp);
+	for (size_t i = 1; i < cfg->nuser_classes; i++) {
+		struct config_user_class *u = &cfg->user_classes[i];
+		if (strcmp(u->login, u[-1].login) != 0)
+			continue;
+		snprintf(key, sizeof(key), "limits.users.%s", u->login);
+		return fail(l, u->line > u[-1].line ? u->line : u[-1].line, key,
+			    "login listed twice");
+	}
+	return 0;
+}
+
+const struct config_class *
+config_class_find(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->nclasses; i++)
+		if (strcmp(cfg->classes[i].name, name) == 0)
+			return &cfg->classes[i];
+	return NULL;
+}
+
+const struct config_class *
+config_user_class(const struct config *cfg, const char *login)
+{
+	struct config_user_class k = {.login = (char *)login}, *u;
+
+	if (cfg->nuser_classes == 0)
+		return NULL;
+	u = bsearch(&k, cfg->user_classes, cfg->nuser_classes,
+		    sizeof(*cfg->user_classes), user_class_cmp);
+	return u ? u->cls : NULL;
+}
+
 /* ---- the schema ------------------------------------------------------ */
 
 #define CFG(m)	    offsetof(struct config, m)
@@ -1100,6 +1461,9 @@ static const struct list_spec cert_list = {
 static const struct field listener_fields[] = {
 	REQ("address", F_ADDR, LISTENER(addr)),
 	REQ_ENUM("mode", LISTENER(mode), listener_modes),
+	OPT("allow", F_NETS, LISTENER(allow)),
+	OPT("deny", F_NETS, LISTENER(deny)),
+	OPT("sender_check", F_BOOL, LISTENER(sender_check)),
 	END_OF_TABLE,
 };
 
@@ -1161,6 +1525,24 @@ static const struct field auth_fields[] = {
 	END_OF_TABLE,
 };
 
+static const struct field login_fields[] = {
+	OPT("failures", F_RATE, CFG(login_failures)),
+	NUM("max_delay", F_MS, CFG(login_max_delay_ms), 0, 10 * MINUTE),
+	END_OF_TABLE,
+};
+
+static const struct field ip_fields[] = {
+	NUM("prefix_v4", F_UINT, CFG(ip_prefix_v4), 8, 32),
+	NUM("prefix_v6", F_UINT, CFG(ip_prefix_v6), 16, 128),
+	OPT("connections", F_RATE, CFG(ip_connections)),
+	NUM("concurrency", F_UINT, CFG(ip_concurrency), 0, 1000000),
+	OPT("auth_failures", F_RATE, CFG(ip_auth_failures)),
+	NUM("ban_time", F_MS, CFG(ip_ban_time_ms), SECOND, 365 * DAY),
+	OPT("allow", F_NETS, CFG(ip_allow)),
+	NUM("max_entries", F_SIZE, CFG(ip_max_entries), 64, 100000000),
+	END_OF_TABLE,
+};
+
 static const struct field limits_fields[] = {
 	NUM("max_line", F_SIZE, CFG(max_line), 512, 65536),
 	NUM("max_auth_line", F_SIZE, CFG(max_auth_line), 1000, 65536),
@@ -1171,6 +1553,12 @@ static const struct field limits_fields[] = {
 	NUM("command_timeout", F_MS, CFG(command_timeout_ms), 1, NO_LIMIT),
 	NUM("data_timeout", F_MS, CFG(data_timeout_ms), 1, NO_LIMIT),
 	ENUM("bare_newlines", CFG(bare_newlines), bare_newline_policies),
+	FUNC("user", set_user_limits),
+	FUNC("classes", set_classes),
+	FUNC("users", set_user_classes),
+	NUM("max_users", F_SIZE, CFG(max_users), 64, 100000000),
+	SECTION("login", login_fields, false),
+	SECTION("ip", ip_fields, false),
 	END_OF_TABLE,
 };
 
@@ -1201,6 +1589,9 @@ check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
 {
 	const yaml_node_t *limits = map_get(l, root, "limits");
 	const yaml_node_t *n;
+
+	if (check_limits(l, limits, cfg) < 0)
+		return -1;
 
 	if (cfg->max_auth_line < cfg->max_line) {
 		n = map_get(l, limits, "max_auth_line");
@@ -1252,6 +1643,20 @@ set_defaults(struct config *cfg)
 	cfg->command_timeout_ms = 5 * MINUTE;
 	cfg->data_timeout_ms = 10 * MINUTE;
 	cfg->bare_newlines = BARE_NEWLINE_REJECT;
+
+	cfg->user_limits.messages = (struct config_rate){300, HOUR, 300};
+	cfg->user_limits.recipients = (struct config_rate){1000, HOUR, 1000};
+	cfg->user_limits.bytes = (struct config_rate){GIB, HOUR, GIB};
+	cfg->max_users = 100000;
+	cfg->login_failures = (struct config_rate){5, 10 * MINUTE, 5};
+	cfg->login_max_delay_ms = 30 * SECOND;
+	cfg->ip_prefix_v4 = 32;
+	cfg->ip_prefix_v6 = 64;
+	cfg->ip_connections = (struct config_rate){120, MINUTE, 120};
+	cfg->ip_concurrency = 50;
+	cfg->ip_auth_failures = (struct config_rate){10, 10 * MINUTE, 10};
+	cfg->ip_ban_time_ms = HOUR;
+	cfg->ip_max_entries = 100000;
 
 	cfg->backend_connect_timeout_ms = 10 * SECOND;
 	cfg->backend_reply_timeout_ms = 5 * MINUTE;
@@ -1461,7 +1866,20 @@ config_free(struct config *cfg)
 		free(c->names);
 	}
 	free(cfg->certs);
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		free(cfg->listeners[i].allow.v);
+		free(cfg->listeners[i].deny.v);
+	}
 	free(cfg->listeners);
+	for (size_t i = 0; i < cfg->nclasses; i++)
+		free(cfg->classes[i].name);
+	free(cfg->classes);
+	for (size_t i = 0; i < cfg->nuser_classes; i++) {
+		free(cfg->user_classes[i].login);
+		free(cfg->user_classes[i].class_name);
+	}
+	free(cfg->user_classes);
+	free(cfg->ip_allow.v);
 	free(cfg->backends);
 	free(cfg->tls_ciphers);
 	free(cfg->tls_ciphersuites);

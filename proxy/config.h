@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "ipnet.h"
+
 enum listener_mode {
 	LISTENER_STARTTLS, /* 587: plaintext greeting, STARTTLS required */
 	LISTENER_IMPLICIT, /* 465: TLS from the first byte */
@@ -39,10 +41,48 @@ struct config_addr {
 	socklen_t len;
 };
 
+/* A list of prefixes (allow/deny lists). */
+struct config_nets {
+	struct ipnet *v;
+	size_t n;
+};
+
 struct config_listener {
 	struct config_addr addr;
 	enum listener_mode mode;
-	int line; /* where it was declared, for messages */
+	struct config_nets allow; /* if any: only these clients */
+	struct config_nets deny;  /* never these (wins over allow) */
+	bool sender_check;	  /* MAIL FROM must be the user's own */
+	int line;		  /* where it was declared, for messages */
+};
+
+/* count units per period_ms, burst at once; count == 0: no limit. */
+struct config_rate {
+	uint64_t count;
+	uint64_t period_ms;
+	uint64_t burst;
+};
+
+/* What one authenticated user may send (limits.user, a class). */
+struct config_user_limits {
+	struct config_rate messages;
+	struct config_rate recipients;
+	struct config_rate bytes;
+	struct config_rate messages_quota; /* fixed window, burst unused */
+};
+
+struct config_class {
+	char *name;
+	struct config_user_limits lim;
+	int line;
+};
+
+/* limits.users: login -> class, sorted by login. */
+struct config_user_class {
+	char *login;
+	char *class_name;
+	const struct config_class *cls;
+	int line;
 };
 
 struct config_cert {
@@ -101,6 +141,26 @@ struct config {
 	uint64_t data_timeout_ms;    /* between DATA reads, default 10m */
 	enum bare_newline_policy bare_newlines; /* default reject */
 
+	/* limits.user / classes / users (ratelimit.h): */
+	struct config_user_limits user_limits;
+	struct config_class *classes;
+	size_t nclasses;
+	struct config_user_class *user_classes;
+	size_t nuser_classes;
+	size_t max_users; /* tracked users, default 100000 */
+	/* limits.login: */
+	struct config_rate login_failures; /* default 5/10m */
+	uint64_t login_max_delay_ms;	   /* default 30s */
+	/* limits.ip: */
+	unsigned ip_prefix_v4;		     /* default 32 */
+	unsigned ip_prefix_v6;		     /* default 64 */
+	struct config_rate ip_connections;   /* default 120/1m */
+	unsigned ip_concurrency;	     /* 0 = none; default 50 */
+	struct config_rate ip_auth_failures; /* default 10/10m */
+	uint64_t ip_ban_time_ms;	     /* default 1h */
+	struct config_nets ip_allow;	     /* never limited or banned */
+	size_t ip_max_entries;		     /* default 100000 */
+
 	/* backends: */
 	struct config_backend *backends; /* at least one */
 	size_t nbackends;
@@ -108,6 +168,13 @@ struct config {
 	uint64_t backend_reply_timeout_ms;   /* default 5m */
 	uint64_t backend_data_timeout_ms;    /* final DATA reply, 10m */
 };
+
+/* The class called name, or NULL. */
+const struct config_class *config_class_find(const struct config *cfg,
+					     const char *name);
+/* The class limits.users gives login, or NULL. */
+const struct config_class *config_user_class(const struct config *cfg,
+					     const char *login);
 
 /* Load and validate path.  On error returns -1 with "path:line: key: why"
  * in err (NUL-terminated, cut to errlen). */
@@ -119,6 +186,8 @@ void config_free(struct config *cfg);
  * "50MB" "512KB" "1GB" "1000" (bytes, K/M/G = 1024 powers). */
 int config_parse_duration(const char *s, uint64_t *ms);
 int config_parse_size(const char *s, uint64_t *bytes);
+/* "200/1h", "200/1h burst 50", "off"; with bytes, sizes: "1GB/1h". */
+int config_parse_rate(const char *s, bool bytes, struct config_rate *out);
 /* "1.2.3.4:25", "[::1]:25", "*:587" (all IPv4+IPv6), "localhost" refused. */
 int config_parse_addr(const char *s, struct config_addr *out);
 

@@ -37,6 +37,7 @@
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
 #include "config.h"
+#include "ratelimit.h"
 #include "log.h"
 #include "tls.h"
 #include "worker.h"
@@ -133,6 +134,12 @@ worker_count(const struct config *cfg)
 	return n > 0 ? (unsigned)n : 1;
 }
 
+static bool
+class_exists(const char *name, void *cfg)
+{
+	return config_class_find(cfg, name) != NULL;
+}
+
 /* Everything -t checks, and what a start needs before any thread. */
 static int
 prepare(const char *path, struct config **cfgp, struct passwd_db **dbp)
@@ -150,6 +157,11 @@ prepare(const char *path, struct config **cfgp, struct passwd_db **dbp)
 		fprintf(stderr, "msaproxy: auth.passwd_file: %s\n", err);
 		return -1;
 	}
+	if (passwd_db_check_classes(*dbp, class_exists, *cfgp, err,
+				    sizeof(err)) != 0) {
+		fprintf(stderr, "msaproxy: auth.passwd_file: %s\n", err);
+		return -1;
+	}
 	probe = tls_server_new(*cfgp, err, sizeof(err));
 	if (probe == NULL) {
 		fprintf(stderr, "msaproxy: tls: %s\n", err);
@@ -164,6 +176,7 @@ run(struct config *cfg, struct passwd_db *db)
 {
 	unsigned n = worker_count(cfg), started = 0;
 	struct worker **workers = calloc(n, sizeof(*workers));
+	struct worker_shared shared = {.users = db};
 	struct auth_pool *pool;
 	sigset_t sigs;
 	char err[1024];
@@ -190,8 +203,16 @@ run(struct config *cfg, struct passwd_db *db)
 		free(workers);
 		return 1;
 	}
+	shared.auth = pool;
+	shared.limits = ratelimit_new(cfg, err, sizeof(err));
+	if (shared.limits == NULL) {
+		fprintf(stderr, "msaproxy: %s\n", err);
+		auth_pool_stop(pool);
+		free(workers);
+		return 1;
+	}
 	for (unsigned i = 0; i < n; i++) {
-		workers[i] = worker_new(i, cfg, pool, err, sizeof(err));
+		workers[i] = worker_new(i, cfg, &shared, err, sizeof(err));
 		if (workers[i] == NULL ||
 		    worker_start(workers[i], err, sizeof(err)) != 0) {
 			fprintf(stderr, "msaproxy: %s\n", err);
@@ -221,6 +242,7 @@ stop:
 	for (unsigned i = 0; i < n; i++)
 		worker_free(workers[i]);
 	auth_pool_stop(pool);
+	ratelimit_free(shared.limits);
 	free(workers);
 	if (status == 0)
 		log_info("stopped", "%s", "");

@@ -26,6 +26,7 @@
 #include <openssl/err.h>
 
 #include "log.h"
+#include "policy.h"
 #include "session.h"
 #include "tls.h"
 
@@ -90,6 +91,15 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
 	buf_init(&s->wire, WIRE_CAP);
 	smtp_init(&s->smtp, worker_smtp_params(w, l->mode), implicit);
+	log_info("session-start",
+		 " session=%llx client=%s port=%u listener=%s mode=%s",
+		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
+		 l->addr.text, implicit ? "implicit" : "starttls");
+	if (!policy_admit(s)) {
+		/* Refused: it flushes any reply and closes on its first run. */
+		s->deadline_ms = s->started_ms + CLOSE_FLUSH_MS;
+		return s;
+	}
 	if (implicit) {
 		s->ssl = tls_ssl_new(worker_tls(w));
 		if (s->ssl == NULL) {
@@ -101,10 +111,6 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	} else {
 		smtp_start(&s->smtp);
 	}
-	log_info("session-start",
-		 " session=%llx client=%s port=%u listener=%s mode=%s",
-		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
-		 l->addr.text, implicit ? "implicit" : "starttls");
 	return s;
 }
 
@@ -349,7 +355,7 @@ finish_message(struct session *s)
 	static const char big[] =
 		"552 5.3.4 Message size exceeds fixed maximum message size";
 	const char *why = NULL;
-	char u[LOG_USER_MAX];
+	char u[LOG_USER_MAX], limit[300];
 
 	switch (s->sink) {
 	case SINK_NONE:
@@ -369,6 +375,11 @@ finish_message(struct session *s)
 	case SINK_LOST:
 		why = "backend-lost";
 		smtp_backend_failed(&s->smtp, SMTP_BACKEND_LOST);
+		break;
+	case SINK_LIMIT:
+		why = "rate-limit";
+		smtp_data_refused(&s->smtp,
+				  policy_bytes_reply(s, limit, sizeof(limit)));
 		break;
 	}
 	log_info("message-refused",
@@ -409,6 +420,8 @@ relay_data(struct session *s)
 			n = data_normalize(&s->ds, p, avail, t, &outlen);
 			if (s->ds.size > cfg->max_message_size)
 				s->sink = SINK_TOO_BIG;
+			else if (!policy_take_bytes(s, outlen))
+				s->sink = SINK_LIMIT;
 			else
 				buf_commit(out, outlen);
 		} else {
@@ -421,6 +434,8 @@ relay_data(struct session *s)
 				s->sink = SINK_BAD_BYTES;
 			else if (s->ds.size > cfg->max_message_size)
 				s->sink = SINK_TOO_BIG;
+			else if (!policy_take_bytes(s, n))
+				s->sink = SINK_LIMIT;
 			else
 				buf_append(out, p, n);
 		}
@@ -454,30 +469,49 @@ start_tls(struct session *s)
 		timer_now_ms() + worker_config(s->w)->handshake_timeout_ms;
 }
 
-/* Log the verdict and answer it (a failure after auth.failure_delay). */
+/* Tell the client; a failure that earned a ban also ends the session. */
+static void
+answer_auth(struct session *s, struct auth_request *req)
+{
+	char text[400];
+
+	smtp_auth_result(&s->smtp, req->ok);
+	if (req->ok)
+		policy_authed(s);
+	free(req);
+	s->auth = NULL;
+	if (s->banned && s->smtp.state != SMTP_CLOSING) {
+		snprintf(text, sizeof(text),
+			 "421 4.7.0 %s Too many failed logins, try again "
+			 "later",
+			 worker_config(s->w)->hostname);
+		smtp_shutdown(&s->smtp, text, "ip-banned");
+	}
+}
+
+/* Log the verdict and answer it, after a pause when policy says so
+ * (auth.failure_delay, a login with many failures). */
 static void
 finish_auth(struct session *s, struct auth_request *req)
 {
-	const struct config *cfg = worker_config(s->w);
+	uint64_t hold = policy_auth_done(s, req->user, req->ok);
 	char u[LOG_USER_MAX];
 
 	log_info("auth",
-		 " session=%llx client=%s user=%s mechanism=%s result=%s "
-		 "cache=%s",
+		 " session=%llx client=%s user=%s mechanism=%s delay_ms=%llu "
+		 "result=%s cache=%s",
 		 (unsigned long long)s->id, s->peer_addr,
 		 session_log_user(u, sizeof(u), req->user),
 		 s->smtp.auth_mech ? s->smtp.auth_mech : "-",
-		 req->ok ? "ok" : "failed", req->cached ? "hit" : "miss");
-	if (!req->ok && cfg->auth_failure_delay_ms > 0) {
-		/* Answer a failure only after a pause: slows guessing. */
+		 (unsigned long long)hold, req->ok ? "ok" : "failed",
+		 req->cached ? "hit" : "miss");
+	if (hold > 0) {
 		s->auth = req;
 		s->auth_delay = true;
-		s->deadline_ms = timer_now_ms() + cfg->auth_failure_delay_ms;
+		s->deadline_ms = timer_now_ms() + hold;
 		return;
 	}
-	smtp_auth_result(&s->smtp, req->ok);
-	free(req);
-	s->auth = NULL;
+	answer_auth(s, req);
 }
 
 static void
@@ -532,7 +566,8 @@ apply(struct session *s, enum smtp_action act)
 		start_auth(s);
 		break;
 	case SMTP_ACT_FORWARD:
-		backend_forward(s);
+		if (policy_forward(s))
+			backend_forward(s);
 		break;
 	case SMTP_ACT_CLOSE:
 		s->closing = true;
@@ -567,6 +602,7 @@ session_run(struct session *s)
 	while (!s->dead && !s->closing) {
 		size_t before;
 
+		policy_settle(s);
 		if (s->ssl != NULL && !tls_read(s))
 			return;
 		if (s->closing || (s->ssl != NULL && !s->tls_done))
@@ -589,6 +625,7 @@ session_run(struct session *s)
 	}
 	if (s->dead)
 		return;
+	policy_settle(s);
 	if (s->smtp.drop_backend) {
 		s->smtp.drop_backend = false;
 		backend_close(s, true);
@@ -621,9 +658,7 @@ session_on_timer(struct session *s)
 		return;
 	if (s->auth_delay) {
 		s->auth_delay = false;
-		smtp_auth_result(&s->smtp, false);
-		free(s->auth);
-		s->auth = NULL;
+		answer_auth(s, s->auth);
 		session_run(s);
 		return;
 	}
@@ -696,6 +731,7 @@ session_close(struct session *s, const char *reason)
 		 s->smtp.errors, s->smtp.auth_failures,
 		 (unsigned long long)(timer_now_ms() - s->started_ms), reason);
 	backend_close(s, true);
+	policy_session_end(s);
 	timer_set(worker_timers(s->w), &s->timer, TIMER_NONE);
 	worker_session_gone(s->w, s);
 	if (s->recv_armed || s->sending) {

@@ -21,6 +21,7 @@
 #include "buf.h"
 #include "config.h"
 #include "data_scan.h"
+#include "ratelimit.h"
 #include "smtp.h"
 #include "smtp_reply.h"
 #include "timer.h"
@@ -88,6 +89,7 @@ enum data_sink {
 	SINK_BAD_BYTES, /* bare LF/CR or NUL: 550 at the end */
 	SINK_TOO_BIG,	/* over limits.max_message_size: 552 */
 	SINK_LOST,	/* the backend went away: 451 */
+	SINK_LIMIT,	/* over the user's byte rate: 451 */
 };
 
 struct session {
@@ -119,6 +121,17 @@ struct session {
 	uint64_t last_read_ms; /* client activity, for command timeouts */
 	uint64_t deadline_ms;  /* handshake, auth delay or closing flush */
 
+	/* policy.c */
+	struct ratelimit_key ip_key;
+	bool ip_tracked; /* counted as open in limits: not allowlisted */
+	bool banned;	 /* a failed login earned the network a ban */
+	struct ratelimit_key user_key;
+	const struct config_user_limits *user_limits; /* set at AUTH */
+	const char *senders;			      /* passwd senders= */
+	uint64_t held[LIMIT_USER_KINDS]; /* taken for this transaction */
+	unsigned held_mark;		 /* smtp.messages when taken */
+	uint64_t limit_retry_ms;	 /* for the byte-limit reply */
+
 	struct backend_conn *be; /* NULL when not connected */
 	struct timer timer;
 
@@ -131,6 +144,8 @@ void worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op);
 const struct config *worker_config(const struct worker *w);
 struct tls_server *worker_tls(const struct worker *w);
 struct auth_pool *worker_auth(const struct worker *w);
+struct ratelimit *worker_limits(const struct worker *w);
+const struct passwd_db *worker_users(const struct worker *w);
 struct timer_heap *worker_timers(struct worker *w);
 unsigned worker_id(const struct worker *w);
 size_t worker_pick_backend(struct worker *w, size_t after, unsigned tried);

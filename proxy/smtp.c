@@ -186,10 +186,19 @@ find_param(const char *params, const char *end, const char *name, size_t *vlen)
 	return NULL;
 }
 
-/* Queue a command for the backend, CRLF-terminated. */
+/* Queue a command for the backend, CRLF-terminated.  For MAIL and RCPT
+ * the worker gets the address too (path_off/path_len into fwd_line). */
 static enum smtp_action
 forward(struct smtp *s, enum smtp_fwd what, const char *line, size_t len)
 {
+	const char *lt = memchr(line, '<', len);
+	const char *gt = lt ? memchr(lt, '>', len - (size_t)(lt - line)) : NULL;
+
+	s->path_off = s->path_len = 0;
+	if (gt != NULL && (what == SMTP_FWD_MAIL || what == SMTP_FWD_RCPT)) {
+		s->path_off = (size_t)(lt + 1 - line);
+		s->path_len = (size_t)(gt - lt - 1);
+	}
 	if (len > sizeof(s->fwd_line) - 2) {
 		reply_error(s, "500 5.5.6 Line too long");
 		return SMTP_ACT_NONE;
@@ -830,6 +839,17 @@ smtp_data_refused(struct smtp *s, const char *text)
 	s->fwd = SMTP_FWD_NONE;
 	smtp_reset_transaction(s);
 	smtp_set_state(s, SMTP_IDLE);
+}
+
+void
+smtp_refuse(struct smtp *s, const char *text, bool error)
+{
+	s->fwd = SMTP_FWD_NONE;
+	smtp_set_state(s, SMTP_IDLE);
+	if (error)
+		reply_error(s, "%s", text);
+	else
+		reply(s, "%s", text);
 }
 
 void

@@ -110,6 +110,7 @@ struct smtp {
 	enum smtp_fwd fwd;	 /* what is outstanding at the backend */
 	char fwd_line[1024 + 8]; /* the command to send, CRLF-terminated */
 	size_t fwd_len;
+	size_t path_off, path_len; /* MAIL/RCPT: the address in fwd_line */
 
 	const char *close_reason; /* for the worker's log line */
 };
@@ -130,6 +131,9 @@ void smtp_backend_failed(struct smtp *s, enum smtp_backend_failure why);
 /* The message after DATA ended: sent (await verdict), or refused here. */
 void smtp_data_sent(struct smtp *s);
 void smtp_data_refused(struct smtp *s, const char *reply);
+/* The worker will not forward the MAIL or RCPT it was handed (a limit, the
+ * sender check): answer reply instead; error counts it as a client error. */
+void smtp_refuse(struct smtp *s, const char *reply, bool error);
 /* A timeout or shutdown: write 421 with text and close. */
 void smtp_shutdown(struct smtp *s, const char *reply, const char *reason);
 

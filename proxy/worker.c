@@ -48,7 +48,7 @@ struct listen_sock {
 struct worker {
 	unsigned id;
 	const struct config *cfg;
-	struct auth_pool *auth;
+	struct worker_shared shared;
 	struct tls_server *tls;
 	struct smtp_params params[2]; /* by enum listener_mode */
 
@@ -121,7 +121,19 @@ worker_tls(const struct worker *w)
 struct auth_pool *
 worker_auth(const struct worker *w)
 {
-	return w->auth;
+	return w->shared.auth;
+}
+
+struct ratelimit *
+worker_limits(const struct worker *w)
+{
+	return w->shared.limits;
+}
+
+const struct passwd_db *
+worker_users(const struct worker *w)
+{
+	return w->shared.users;
 }
 
 struct timer_heap *
@@ -591,8 +603,8 @@ init_params(struct worker *w)
 }
 
 struct worker *
-worker_new(unsigned id, const struct config *cfg, struct auth_pool *auth,
-	   char *err, size_t errlen)
+worker_new(unsigned id, const struct config *cfg,
+	   const struct worker_shared *shared, char *err, size_t errlen)
 {
 	struct worker *w = calloc(1, sizeof(*w));
 
@@ -600,7 +612,7 @@ worker_new(unsigned id, const struct config *cfg, struct auth_pool *auth,
 		goto oom;
 	w->id = id;
 	w->cfg = cfg;
-	w->auth = auth;
+	w->shared = *shared;
 	w->efd = -1;
 	pthread_mutex_init(&w->mbox_lock, NULL);
 	sem_init(&w->started, 0, 0);

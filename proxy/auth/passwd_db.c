@@ -51,9 +51,11 @@ struct entry {
 	const char *hash; /* crypt(3) string, Dovecot prefix stripped */
 	size_t hashlen;
 	unsigned long line;
+	struct passwd_user_info info; /* extra fields; into db->text */
 };
 
 struct passwd_db {
+	char *path;
 	char *text; /* the file, NUL-split in place */
 	size_t textlen;
 	struct entry *entries; /* sorted by user */
@@ -312,6 +314,96 @@ strip_dovecot_prefix(const char **hp)
 
 /* ---- parsing ---- */
 
+/* Name characters for class=: what limits.classes accepts. */
+static bool
+class_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64)
+		return false;
+	for (; *s != '\0'; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || strchr("_.-", *s) != NULL))
+			return false;
+	return true;
+}
+
+/* "a@example.com,@example.org": addresses or @domains, no spaces. */
+static bool
+senders_ok(const char *s)
+{
+	const char *p = s;
+
+	if (*s == '\0')
+		return false;
+	while (*p != '\0') {
+		size_t n = strcspn(p, ",");
+		const char *at = memchr(p, '@', n);
+
+		if (n == 0 || at == NULL || at == p + n - 1 ||
+		    memchr(at + 1, '@', (size_t)(p + n - at - 1)) != NULL)
+			return false;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return true;
+}
+
+/*
+ * The extra fields: everything after the 7th ':' (Dovecot's
+ * user:pass:uid:gid:gecos:home:shell:extra), space-separated key=value.
+ * Ours are class= and senders=; other keys are Dovecot's and ignored.
+ */
+static int
+parse_extra(char *x, struct passwd_user_info *info, const char *path,
+	    unsigned long lineno, char *err, size_t errlen)
+{
+	char *save = NULL;
+
+	for (char *tok = strtok_r(x, " \t", &save); tok != NULL;
+	     tok = strtok_r(NULL, " \t", &save)) {
+		if (strncmp(tok, "class=", 6) == 0) {
+			if (!class_name_ok(tok + 6)) {
+				seterr(err, errlen,
+				       "%s:%lu: class=: a class name is "
+				       "letters, digits, '_', '.' or '-'",
+				       path, lineno);
+				return -1;
+			}
+			info->class_name = tok + 6;
+		} else if (strncmp(tok, "senders=", 8) == 0) {
+			if (!senders_ok(tok + 8)) {
+				seterr(err, errlen,
+				       "%s:%lu: senders=: expected addresses "
+				       "or @domains separated by commas",
+				       path, lineno);
+				return -1;
+			}
+			info->senders = tok + 8;
+		}
+	}
+	return 0;
+}
+
+/* Past the hash field (at hend, NUL-terminated line end at eol): the
+ * fields up to the extras, which start after 5 more ':'. */
+static char *
+extra_fields(char *hend, char *eol)
+{
+	char *p = hend;
+
+	for (int i = 0; i < 5; i++) {
+		if (p >= eol)
+			return NULL;
+		p = memchr(p + 1, ':', (size_t)(eol - p - 1));
+		if (p == NULL)
+			return NULL;
+	}
+	return p + 1;
+}
+
 static int
 entry_cmp(const void *a, const void *b)
 {
@@ -342,7 +434,8 @@ parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
 	while (p < end) {
 		char *nl = memchr(p, '\n', (size_t)(end - p));
 		char *eol = nl ? nl : end;
-		char *colon, *hend, *h;
+		char *colon, *hend, *h, *extra;
+		struct passwd_user_info info = {NULL, NULL};
 		const char *hash;
 		size_t ulen;
 		enum scheme s;
@@ -391,8 +484,13 @@ parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
 		hend = memchr(h, ':', (size_t)(eol - h));
 		if (hend == NULL)
 			hend = eol;
+		extra = hend < eol ? extra_fields(hend, eol) : NULL;
 		*colon = '\0';
+		*eol = '\0';
 		*hend = '\0'; /* the ':', '\r', '\n' or the final NUL */
+		if (extra != NULL &&
+		    parse_extra(extra, &info, path, lineno, err, errlen) < 0)
+			return -1;
 
 		hash = h;
 		rc = strip_dovecot_prefix(&hash);
@@ -434,6 +532,7 @@ parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
 			.hash = hash,
 			.hashlen = strlen(hash),
 			.line = lineno,
+			.info = info,
 		};
 	next:
 		if (nl == NULL)
@@ -482,8 +581,10 @@ passwd_db_load(const char *path, char *err, size_t errlen)
 		seterr(err, errlen, "%s: out of memory", path);
 		return NULL;
 	}
+	db->path = strdup(path);
 	db->text = read_file(path, &db->textlen, err, errlen);
-	if (db->text == NULL || parse(db, path, err, errlen) != 0) {
+	if (db->path == NULL || db->text == NULL ||
+	    parse(db, path, err, errlen) != 0) {
 		passwd_db_free(db);
 		return NULL;
 	}
@@ -500,6 +601,7 @@ passwd_db_free(struct passwd_db *db)
 		free(db->text);
 	}
 	free(db->entries);
+	free(db->path);
 	free(db);
 }
 
@@ -610,4 +712,31 @@ passwd_hash(const char *password, const char *scheme, char *err, size_t errlen)
 	OPENSSL_cleanse(cd, sizeof(*cd));
 	free(cd);
 	return res;
+}
+
+const struct passwd_user_info *
+passwd_db_user_info(const struct passwd_db *db, const char *user)
+{
+	const struct entry *e = find(db, user);
+
+	return e != NULL ? &e->info : NULL;
+}
+
+int
+passwd_db_check_classes(const struct passwd_db *db,
+			bool (*exists)(const char *name, void *arg), void *arg,
+			char *err, size_t errlen)
+{
+	for (size_t i = 0; i < db->count; i++) {
+		const struct entry *e = &db->entries[i];
+
+		if (e->info.class_name == NULL ||
+		    exists(e->info.class_name, arg))
+			continue;
+		seterr(err, errlen,
+		       "%s:%lu: class=%s: no such class in limits.classes",
+		       db->path, e->line, e->info.class_name);
+		return -1;
+	}
+	return 0;
 }

@@ -1,8 +1,13 @@
 /*
  * passwd_db.h - the passwd-file credential back end.
  *
- * File format (Dovecot passwd-file compatible in its first two fields):
- *   user:hash[:more fields ignored]
+ * File format (Dovecot passwd-file compatible):
+ *   user:hash[:uid:gid:gecos:home:shell:extra fields]
+ * The extra fields are space-separated key=value; msaproxy reads
+ *   class=NAME              limits.classes entry for this user
+ *   senders=LIST            addresses and @domains the user may use in
+ *                           MAIL FROM (comma-separated)
+ * and ignores the rest (Dovecot's own).
  * blank lines and lines starting with '#' skipped.  hash is a crypt(3)
  * string: yescrypt "$y$", bcrypt "$2b$" (also $2a$/$2y$), sha512-crypt
  * "$6$", optionally behind a Dovecot scheme prefix "{BLF-CRYPT}",
@@ -12,9 +17,16 @@
 #ifndef MSAPROXY_AUTH_PASSWD_DB_H
 #define MSAPROXY_AUTH_PASSWD_DB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct passwd_db;
+
+/* What the extra fields say about a user; NULL members when absent. */
+struct passwd_user_info {
+	const char *class_name;
+	const char *senders;
+};
 
 struct passwd_db *passwd_db_load(const char *path, char *err, size_t errlen);
 void passwd_db_free(struct passwd_db *db);
@@ -29,6 +41,15 @@ int passwd_db_verify(const struct passwd_db *db, const char *user,
 /* The stored crypt(3) hash of user, or NULL if there is no such user: what
  * the auth cache fingerprints so a changed entry voids a cached login. */
 const char *passwd_db_stored_hash(const struct passwd_db *db, const char *user);
+
+/* The user's extra fields, or NULL if there is no such user. */
+const struct passwd_user_info *passwd_db_user_info(const struct passwd_db *db,
+						   const char *user);
+/* Every class= names a class exists() knows; else -1 with
+ * "path:line: class=NAME: no such class in limits.classes". */
+int passwd_db_check_classes(const struct passwd_db *db,
+			    bool (*exists)(const char *name, void *arg),
+			    void *arg, char *err, size_t errlen);
 
 /* A new hash of password for the passwd file; scheme is "yescrypt"
  * (default when NULL), "bcrypt" or "sha512-crypt".  Returns a malloc'd

@@ -521,10 +521,11 @@ class ProxyProcess:
 
     hostname = SERVER_NAME
 
-    def __init__(self, workdir, config, ca):
+    def __init__(self, workdir, config, ca, listener_options=None):
         self.workdir = workdir
         self.config = config
         self.ca = ca
+        self.listener_options = dict(listener_options or {})
         self.config_path = workdir / "msaproxy.yaml"
         self.log_path = workdir / "msaproxy.log"
         self.proc = None
@@ -536,8 +537,10 @@ class ProxyProcess:
             since = self.mark()
             self.starttls_port, self.implicit_port = free_port(), free_port()
             self.config["listeners"] = [
-                {"address": f"{LOOPBACK}:{self.starttls_port}", "mode": "starttls"},
-                {"address": f"{LOOPBACK}:{self.implicit_port}", "mode": "implicit"},
+                {"address": f"{LOOPBACK}:{self.starttls_port}", "mode": "starttls",
+                 **self.listener_options},
+                {"address": f"{LOOPBACK}:{self.implicit_port}", "mode": "implicit",
+                 **self.listener_options},
             ]
             self.config_path.write_text(to_yaml(self.config) + "\n")
             with open(self.log_path, "ab") as log:
@@ -625,6 +628,12 @@ def default_proxy_config(certs, users, backends):
             "command_timeout": "5m",
             "data_timeout": "10m",
             "bare_newlines": "reject",
+            # Tests of other things must not trip the limits: 127.0.0.1 is
+            # allowlisted and users are generous; test_limits.py sets its
+            # own and connects from other 127/8 addresses.
+            "user": {"messages": "100000/1m", "recipients": "100000/1m",
+                     "bytes": "100GB/1m"},
+            "ip": {"allow": ["127.0.0.1/32"]},
         },
         "backends": {"servers": [_backend_entry(b) for b in backends]},
     }
@@ -635,12 +644,13 @@ def proxy(tmp_path, certs, users):
     """Factory: proxy(backends=[port or "host:port" or dict, ...], **overrides)
     starts msaproxy ($MSAPROXY_BIN, default /work/main/build/msaproxy) and
     returns a ProxyProcess.  Overrides use dotted keys, e.g.
-    proxy([port], **{"limits.command_timeout": "2s"}) or limits__command_timeout="2s".
+    proxy([port], **{"limits.command_timeout": "2s"}) or limits__command_timeout="2s";
+    listener={...} adds keys to both listeners (e.g. {"sender_check": True}).
     Every proxy is stopped (SIGTERM) at teardown; a crash, a sanitizer
     report or an unclean exit fails the test."""
     started = []
 
-    def start(backends, **overrides):
+    def start(backends, listener=None, **overrides):
         if not (os.path.isfile(MSAPROXY_BIN) and os.access(MSAPROXY_BIN, os.X_OK)):
             pytest.fail(f"no msaproxy binary at {MSAPROXY_BIN} (build it, or set MSAPROXY_BIN)")
         config = default_proxy_config(certs, users, backends)
@@ -648,7 +658,7 @@ def proxy(tmp_path, certs, users):
             apply_override(config, key, value)
         workdir = tmp_path / f"proxy{len(started)}"
         workdir.mkdir()
-        instance = ProxyProcess(workdir, config, certs.ca)
+        instance = ProxyProcess(workdir, config, certs.ca, listener)
         instance.start(MSAPROXY_BIN)  # fails the test (and leaves no process) if it can't
         started.append(instance)
         return instance
