@@ -59,7 +59,8 @@ FUZZ_SRCS_smtp_reply := proxy/smtp_reply.c
 FUZZ_SRCS_xtext      := proxy/xtext.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
-BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench
+BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
+            $(BUILD)/bench/limitbench
 BENCH_CFLAGS := -O2 -g -std=c17 -D_GNU_SOURCE -pthread $(WARN)
 BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 
@@ -98,6 +99,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmsaproxy.a
 
 $(BUILD)/bench/loadgen: bench/loadgen_setup.c bench/loadgen_stats.c \
                         bench/loadgen.h
+# limitbench times proxy/ratelimit.c itself: linked with the proxy library.
+$(BUILD)/bench/limitbench: bench/limitbench.c $(BUILD)/libmsaproxy.a
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(BENCH_CFLAGS) -iquote proxy -o $@ $< $(BUILD)/libmsaproxy.a \
+		$(LDLIBS)
 $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	@echo "  CC      $@"
