@@ -24,7 +24,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -iquote proxy \
             -fstack-protector-strong -fno-strict-aliasing
-LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread
+LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread -lbpf -lelf -lz
 ALLOC    ?= -ljemalloc
 TESTLIBS := -lcmocka
 
@@ -50,13 +50,15 @@ FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,\
                 $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_SRCS_buf        := proxy/buf.c
-FUZZ_SRCS_config     := proxy/config.c proxy/log.c
+FUZZ_SRCS_config     := proxy/config.c proxy/config_value.c proxy/ipnet.c \
+                        proxy/log.c
 FUZZ_SRCS_data_scan  := proxy/data_scan.c
 FUZZ_SRCS_sasl       := proxy/sasl.c
 FUZZ_SRCS_smtp       := proxy/smtp.c proxy/sasl.c proxy/buf.c \
                         proxy/data_scan.c
 FUZZ_SRCS_smtp_reply := proxy/smtp_reply.c
 FUZZ_SRCS_xtext      := proxy/xtext.c
+FUZZ_SRCS_blocklist_file := proxy/blocklist_file.c proxy/ipnet.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
@@ -69,6 +71,9 @@ Q :=
 else
 Q := @
 endif
+
+# The XDP program, its skeleton, and the test tool (mk/bpf.mk).
+include mk/bpf.mk
 
 .DELETE_ON_ERROR:
 .PHONY: all deps test unit asan asan-unit integration integration-asan fuzz \
@@ -124,13 +129,19 @@ asan-unit:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
 		CFLAGS="$(SAN_FLAGS)" unit
 
-integration: all
-	$(Q)MSAPROXY_BIN=$(CURDIR)/$(BUILD)/msaproxy scripts/pytest tests/integration
+integration: all $(BUILD)/tests/xdp_tool
+	$(Q)MSAPROXY_BIN=$(CURDIR)/$(BUILD)/msaproxy \
+		XDP_TOOL=$(CURDIR)/$(BUILD)/tests/xdp_tool \
+		scripts/pytest tests/integration
 
 # The whole end-to-end suite again against the ASan+UBSan binary: a
 # sanitizer report in its log fails the test that caused it.
 integration-asan: deps asan
-	$(Q)MSAPROXY_BIN=$(CURDIR)/build-asan/msaproxy scripts/pytest tests/integration
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
+		CFLAGS="$(SAN_FLAGS)" build-asan/tests/xdp_tool
+	$(Q)MSAPROXY_BIN=$(CURDIR)/build-asan/msaproxy \
+		XDP_TOOL=$(CURDIR)/build-asan/tests/xdp_tool \
+		scripts/pytest tests/integration
 
 # Benchmarks (not part of test): BENCH_ARGS="headline nginx --seconds 20".
 bench: all bench-build
@@ -160,13 +171,15 @@ fuzz: fuzz-build
 
 format:
 	$(Q)clang-format -i $(SRCS) $(wildcard proxy/*.h proxy/auth/*.h) \
-		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h)
+		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h) \
+		$(wildcard bpf/*.c bpf/*.h tests/xdp/*.c)
 
 format-check:
 	@echo "  FORMAT  check"
 	$(Q)clang-format --dry-run --Werror $(SRCS) \
 		$(wildcard proxy/*.h proxy/auth/*.h) \
-		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h)
+		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h) \
+		$(wildcard bpf/*.c bpf/*.h tests/xdp/*.c)
 
 test: deps format-check unit asan-unit fuzz-short integration integration-asan
 	@echo "make test: all passed"

@@ -13,9 +13,9 @@
  * here touches the files named in the configuration (certificates, the
  * passwd file): the modules that open them report their own errors.  The
  * TLS cipher, suite and group strings are checked against OpenSSL here, so
- * a typo in them is reported with its line.
+ * a typo in them is reported with its line.  The value forms themselves
+ * (durations, sizes, rates, addresses, names) are config_value.c's.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -25,14 +25,12 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <yaml.h>
 
 #include "config.h"
+#include "config_value.h"
 #include "log.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024) /* a bigger config is a mistake */
@@ -46,13 +44,6 @@
 	"TLS_CHACHA20_POLY1305_SHA256"
 #define DEFAULT_GROUPS "X25519:P-256"
 
-#define SECOND	       UINT64_C(1000)
-#define MINUTE	       (60 * SECOND)
-#define HOUR	       (60 * MINUTE)
-#define DAY	       (24 * HOUR)
-#define KIB	       UINT64_C(1024)
-#define MIB	       (1024 * KIB)
-#define GIB	       (1024 * MIB)
 #define NO_LIMIT       UINT64_MAX
 
 /* Enums are stored through an int; make sure that is their size. */
@@ -147,371 +138,6 @@ fail(struct loader *l, int line, const char *key, const char *fmt, ...)
 	vsnprintf(l->err + n, l->errlen - (size_t)n, fmt, ap);
 	va_end(ap);
 	return -1;
-}
-
-/* ---- units ----------------------------------------------------------- */
-
-/* Leading decimal digits of s.  0, -1 if none, -2 on overflow. */
-static int
-parse_digits(const char *s, const char **end, uint64_t *out)
-{
-	uint64_t n = 0;
-	const char *p = s;
-
-	if (*p < '0' || *p > '9')
-		return -1;
-	for (; *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-		if (n > (UINT64_MAX - d) / 10)
-			return -2;
-		n = n * 10 + d;
-	}
-	*end = p;
-	*out = n;
-	return 0;
-}
-
-/* Multiply with overflow check. */
-static int
-mul_u64(uint64_t a, uint64_t b, uint64_t *out)
-{
-	if (b != 0 && a > UINT64_MAX / b)
-		return -1;
-	*out = a * b;
-	return 0;
-}
-
-/* A number with a unit suffix, e.g. "30s" or "50MB". */
-struct unit {
-	const char *name;
-	uint64_t mult;
-};
-
-struct unit_kind {
-	const struct unit *units;
-	size_t nunits;
-	bool fold_case;	      /* "MB" = "mb" */
-	const char *expected; /* the why for anything else */
-	const char *too_large;
-	const char *required; /* the why for a bare number, or NULL: allowed */
-};
-
-static const struct unit duration_units[] = {
-	{"ms", 1}, {"s", SECOND}, {"m", MINUTE}, {"h", HOUR}, {"d", DAY},
-};
-
-static const struct unit_kind durations = {
-	duration_units,
-	sizeof(duration_units) / sizeof(*duration_units),
-	false,
-	"expected a duration like 30s, 5m, 1h",
-	"duration is too large",
-	"a unit is required, e.g. 30s, 5m, 1h",
-};
-
-/* Unit suffixes, matched without regard to case: K, KB and KiB all mean
- * 1024 bytes (nobody sizes mail in powers of 1000). */
-static const struct unit size_units[] = {
-	{"", 1},      {"b", 1},	   {"k", KIB},	 {"kb", KIB},
-	{"kib", KIB}, {"m", MIB},  {"mb", MIB},	 {"mib", MIB},
-	{"g", GIB},   {"gb", GIB}, {"gib", GIB},
-};
-
-static const struct unit_kind sizes = {
-	size_units,
-	sizeof(size_units) / sizeof(*size_units),
-	true,
-	"expected a size like 512KB, 50MB, 1GB",
-	"size is too large",
-	NULL,
-};
-
-/* NULL when s is a number with one of kind's units, else why not. */
-static const char *
-unit_why(const struct unit_kind *kind, const char *s, uint64_t *out)
-{
-	const char *unit;
-	uint64_t n;
-	int r;
-
-	r = parse_digits(s, &unit, &n);
-	if (r == -2)
-		return kind->too_large;
-	if (r < 0)
-		return kind->expected;
-	if (*unit == '\0' && kind->required != NULL)
-		return kind->required;
-	for (size_t i = 0; i < kind->nunits; i++) {
-		const char *name = kind->units[i].name;
-		if ((kind->fold_case ? strcasecmp(unit, name)
-				     : strcmp(unit, name)) != 0)
-			continue;
-		if (mul_u64(n, kind->units[i].mult, out) < 0)
-			return kind->too_large;
-		return NULL;
-	}
-	return kind->expected;
-}
-
-static const char *
-duration_why(const char *s, uint64_t *ms)
-{
-	return unit_why(&durations, s, ms);
-}
-
-static const char *
-size_why(const char *s, uint64_t *bytes)
-{
-	return unit_why(&sizes, s, bytes);
-}
-
-int
-config_parse_duration(const char *s, uint64_t *ms)
-{
-	uint64_t v;
-
-	if (s == NULL || duration_why(s, &v) != NULL)
-		return -1;
-	*ms = v;
-	return 0;
-}
-
-int
-config_parse_size(const char *s, uint64_t *bytes)
-{
-	uint64_t v;
-
-	if (s == NULL || size_why(s, &v) != NULL)
-		return -1;
-	*bytes = v;
-	return 0;
-}
-
-/* A count: a plain number, or a size when it counts bytes. */
-static const char *
-count_why(const char *s, bool bytes, uint64_t *n)
-{
-	const char *end;
-	int r;
-
-	if (bytes)
-		return size_why(s, n);
-	r = parse_digits(s, &end, n);
-	if (r == -2)
-		return "number is too large";
-	if (r != 0 || *end != '\0')
-		return "expected a whole number";
-	return NULL;
-}
-
-/*
- * "COUNT/PERIOD" or "COUNT/PERIOD burst N": COUNT units per PERIOD, up to N
- * at once (default COUNT).  "off" (or "0") is no limit.
- */
-static const char *
-rate_why(const char *s, bool bytes, struct config_rate *r)
-{
-	static const char *expected_msgs =
-		"expected a rate like 100/1h or 100/1h burst 20, or off";
-	static const char *expected_bytes =
-		"expected a rate like 1GB/1h or 1GB/1h burst 100MB, or off";
-	const char *expected = bytes ? expected_bytes : expected_msgs;
-	char count[64], period[64], burst[64] = "";
-	const char *why;
-	int n = 0;
-
-	memset(r, 0, sizeof(*r));
-	if (strcmp(s, "off") == 0 || strcmp(s, "0") == 0)
-		return NULL;
-	if (strlen(s) >= sizeof(count) ||
-	    sscanf(s, "%63[^/ ]/%63[^ ] burst %63[^ ]%n", count, period, burst,
-		   &n) != 3 ||
-	    s[n] != '\0') {
-		burst[0] = '\0';
-		n = 0;
-		if (sscanf(s, "%63[^/ ]/%63[^ ]%n", count, period, &n) != 2 ||
-		    s[n] != '\0')
-			return expected;
-	}
-	if ((why = count_why(count, bytes, &r->count)) != NULL)
-		return why;
-	if (r->count == 0)
-		return "the count must be greater than 0 (or the rate off)";
-	if ((why = duration_why(period, &r->period_ms)) != NULL)
-		return why;
-	if (r->period_ms == 0)
-		return "the period must be greater than 0";
-	r->burst = r->count;
-	if (burst[0] != '\0') {
-		if ((why = count_why(burst, bytes, &r->burst)) != NULL)
-			return why;
-		if (r->burst == 0)
-			return "the burst must be greater than 0";
-	}
-	return NULL;
-}
-
-int
-config_parse_rate(const char *s, bool bytes, struct config_rate *out)
-{
-	struct config_rate r;
-
-	if (s == NULL || rate_why(s, bytes, &r) != NULL)
-		return -1;
-	*out = r;
-	return 0;
-}
-
-/* "1.2.3.4:25", "[::1]:25" or "*:25".  "*" is stored as the IPv6 wildcard
- * "::": the listener binds it with IPV6_V6ONLY off, which accepts IPv4
- * clients too (as ::ffff:a.b.c.d).  Host names are refused: the address
- * must not depend on DNS at startup. */
-static const char *
-addr_why(const char *s, struct config_addr *out)
-{
-	struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
-	char host[sizeof(out->text)];
-	const char *port, *end;
-	size_t len = strlen(s), hlen;
-	uint64_t n;
-
-	memset(out, 0, sizeof(*out));
-	if (len == 0)
-		return "expected an address like 127.0.0.1:587, [::1]:587 or "
-		       "*:587";
-	if (len >= sizeof(out->text))
-		return "address is too long";
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-		if (close == NULL)
-			return "missing ']' after the IPv6 address";
-		if (close[1] != ':')
-			return "missing :port after the address";
-		hlen = (size_t)(close - s - 1);
-		memcpy(host, s + 1, hlen);
-		host[hlen] = '\0';
-		port = close + 2;
-		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
-			return "invalid IPv6 address";
-		sin6->sin6_family = AF_INET6;
-		out->len = sizeof(*sin6);
-	} else {
-		const char *colon = strrchr(s, ':');
-		if (colon == NULL)
-			return "missing :port after the address";
-		hlen = (size_t)(colon - s);
-		memcpy(host, s, hlen);
-		host[hlen] = '\0';
-		port = colon + 1;
-		if (hlen == 0)
-			return "missing address before :port (use *:port for "
-			       "all addresses)";
-		if (memchr(host, ':', hlen) != NULL)
-			return "IPv6 addresses go in brackets, e.g. [::1]:587";
-		if (strcmp(host, "*") == 0) {
-			sin6->sin6_family = AF_INET6;
-			sin6->sin6_addr = in6addr_any;
-			out->len = sizeof(*sin6);
-		} else if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-			sin->sin_family = AF_INET;
-			out->len = sizeof(*sin);
-		} else {
-			return "expected an IP address, not a host name";
-		}
-	}
-	if (parse_digits(port, &end, &n) != 0 || *end != '\0')
-		return "expected a port number after ':'";
-	if (n < 1 || n > 65535)
-		return "port must be between 1 and 65535";
-	if (out->ss.ss_family == AF_INET)
-		sin->sin_port = htons((uint16_t)n);
-	else
-		sin6->sin6_port = htons((uint16_t)n);
-	memcpy(out->text, s, len + 1);
-	return NULL;
-}
-
-int
-config_parse_addr(const char *s, struct config_addr *out)
-{
-	struct config_addr a;
-
-	if (s == NULL || addr_why(s, &a) != NULL)
-		return -1;
-	*out = a;
-	return 0;
-}
-
-static bool
-addr_is_wildcard(const struct config_addr *a)
-{
-	const struct sockaddr_in *sin = (const struct sockaddr_in *)&a->ss;
-	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a->ss;
-
-	if (a->ss.ss_family == AF_INET)
-		return sin->sin_addr.s_addr == htonl(INADDR_ANY);
-	return IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
-}
-
-static bool
-addr_equal(const struct config_addr *a, const struct config_addr *b)
-{
-	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
-/* Host name: dot-separated labels of letters, digits and '-', a label
- * neither starting nor ending with '-'.  With wildcard, "*.label..." too. */
-static bool
-valid_hostname(const char *s, bool wildcard)
-{
-	size_t label = 0, len = strlen(s);
-
-	if (wildcard && strncmp(s, "*.", 2) == 0)
-		s += 2, len -= 2;
-	if (len == 0 || len > 253)
-		return false;
-	for (const char *p = s;; p++) {
-		if (*p == '.' || *p == '\0') {
-			if (label == 0 || label > 63 || p[-1] == '-')
-				return false;
-			if (*p == '\0')
-				return true;
-			label = 0;
-		} else if ((*p >= 'a' && *p <= 'z') ||
-			   (*p >= 'A' && *p <= 'Z') ||
-			   (*p >= '0' && *p <= '9') ||
-			   (*p == '-' && label > 0)) {
-			label++;
-		} else {
-			return false;
-		}
-	}
-}
-
-/* "1KB", "4GB", "1000": the largest unit that divides n. */
-static void
-format_size(char *buf, size_t len, uint64_t n)
-{
-	if (n >= GIB && n % GIB == 0)
-		snprintf(buf, len, "%" PRIu64 "GB", n / GIB);
-	else if (n >= MIB && n % MIB == 0)
-		snprintf(buf, len, "%" PRIu64 "MB", n / MIB);
-	else if (n >= KIB && n % KIB == 0)
-		snprintf(buf, len, "%" PRIu64 "KB", n / KIB);
-	else
-		snprintf(buf, len, "%" PRIu64, n);
-}
-
-static void
-format_duration(char *buf, size_t len, uint64_t ms)
-{
-	size_t i = sizeof(duration_units) / sizeof(*duration_units);
-
-	while (--i > 0 && (ms == 0 || ms % duration_units[i].mult != 0))
-		;
-	snprintf(buf, len, "%" PRIu64 "%s", ms / duration_units[i].mult,
-		 duration_units[i].name);
 }
 
 /* ---- YAML helpers ---------------------------------------------------- */
@@ -640,11 +266,11 @@ range_fail(struct loader *l, const struct field *f, const yaml_node_t *v,
 	char lo[32], hi[32];
 
 	if (f->type == F_BYTES) {
-		format_size(lo, sizeof(lo), f->min);
-		format_size(hi, sizeof(hi), f->max);
+		config_value_format_size(lo, sizeof(lo), f->min);
+		config_value_format_size(hi, sizeof(hi), f->max);
 	} else if (f->type == F_MS) {
-		format_duration(lo, sizeof(lo), f->min);
-		format_duration(hi, sizeof(hi), f->max);
+		config_value_format_duration(lo, sizeof(lo), f->min);
+		config_value_format_duration(hi, sizeof(hi), f->max);
 	} else {
 		snprintf(lo, sizeof(lo), "%" PRIu64, f->min);
 		snprintf(hi, sizeof(hi), "%" PRIu64, f->max);
@@ -789,7 +415,7 @@ parse_field(struct loader *l, const struct field *f, const yaml_node_t *k,
 	switch (f->type) {
 	case F_UINT:
 	case F_SIZE:
-		r = parse_digits(s, &end, &n);
+		r = config_value_digits(s, &end, &n);
 		if (r == -2)
 			return fail(l, line, key, "number is too large");
 		if (r != 0 || *end != '\0')
@@ -803,8 +429,8 @@ parse_field(struct loader *l, const struct field *f, const yaml_node_t *k,
 		return 0;
 	case F_BYTES:
 	case F_MS:
-		why = f->type == F_BYTES ? size_why(s, &n)
-					 : duration_why(s, &n);
+		why = f->type == F_BYTES ? config_value_size(s, &n)
+					 : config_value_duration(s, &n);
 		if (why != NULL)
 			return fail(l, line, key, "%s", why);
 		if (n < f->min || n > f->max)
@@ -831,11 +457,12 @@ parse_field(struct loader *l, const struct field *f, const yaml_node_t *k,
 	case F_ENUM:
 		return parse_enum(l, f, v, key, s, base);
 	case F_ADDR:
-		why = addr_why(s, at(base, f->off));
+		why = config_value_addr(s, at(base, f->off));
 		return why != NULL ? fail(l, line, key, "%s", why) : 0;
 	case F_RATE:
 	case F_BRATE:
-		why = rate_why(s, f->type == F_BRATE, at(base, f->off));
+		why = config_value_rate(s, f->type == F_BRATE,
+					at(base, f->off));
 		return why != NULL ? fail(l, line, key, "%s", why) : 0;
 	default:
 		return fail(l, line, key, "internal error: bad field type");
@@ -919,7 +546,7 @@ set_hostname(struct loader *l, const yaml_node_t *v, const char *key,
 
 	if (get_scalar(l, v, key, &s) < 0)
 		return -1;
-	if (!valid_hostname(s, false))
+	if (!config_value_hostname(s, false))
 		return fail(l, line_of(v), key,
 			    "expected a host name such as mail.example.com");
 	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", s);
@@ -1026,7 +653,7 @@ set_names(struct loader *l, const yaml_node_t *v, const char *key, void *base)
 		index_key(ikey, sizeof(ikey), key, i);
 		if (get_scalar(l, item, ikey, &s) < 0)
 			return -1;
-		if (!valid_hostname(s, true))
+		if (!config_value_hostname(s, true))
 			return fail(l, line_of(item), ikey,
 				    "expected a host name or *.domain");
 		cert->names[i] = xstrdup(l, s, ikey, line_of(item));
@@ -1096,10 +723,10 @@ set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
 
 	if (get_scalar(l, v, key, &s) < 0)
 		return -1;
-	why = addr_why(s, &b->addr);
+	why = config_value_addr(s, &b->addr);
 	if (why != NULL)
 		return fail(l, line_of(v), key, "%s", why);
-	if (addr_is_wildcard(&b->addr))
+	if (config_value_addr_is_wildcard(&b->addr))
 		return fail(l, line_of(v), key,
 			    "must be a specific address, not a wildcard");
 	return 0;
@@ -1129,17 +756,6 @@ set_user_limits(struct loader *l, const yaml_node_t *v, const char *key,
 	return parse_map(l, v, v, key, user_limit_fields, &cfg->user_limits);
 }
 
-static bool
-valid_class_name(const char *s)
-{
-	if (*s == '\0' || strlen(s) > 64)
-		return false;
-	for (; *s != '\0'; s++)
-		if (!isalnum((unsigned char)*s) && strchr("_.-", *s) == NULL)
-			return false;
-	return true;
-}
-
 /* limits.classes: NAME: {messages: .., ...}, each key optional. */
 static int
 set_classes(struct loader *l, const yaml_node_t *v, const char *key, void *base)
@@ -1166,10 +782,13 @@ set_classes(struct loader *l, const yaml_node_t *v, const char *key, void *base)
 		const yaml_node_t *k = node_at(l, p->key);
 		const yaml_node_t *item = node_at(l, p->value);
 		struct config_class *c = &cfg->classes[cfg->nclasses];
-		const char *name = scalar_str(k);
+		/* Only a scalar key has a string in the node's union. */
+		const char *name =
+			k->type == YAML_SCALAR_NODE ? scalar_str(k) : NULL;
 
 		join_key(ikey, sizeof(ikey), key, name ? name : "?");
-		if (k->type != YAML_SCALAR_NODE || !valid_class_name(name))
+		if (name == NULL || strlen(name) != k->data.scalar.length ||
+		    !config_value_class_name(name))
 			return fail(l, line_of(k), ikey,
 				    "a class name is letters, digits, '_', "
 				    "'.' or '-' (at most 64)");
@@ -1222,11 +841,12 @@ set_user_classes(struct loader *l, const yaml_node_t *v, const char *key,
 		const yaml_node_t *item = node_at(l, p->value);
 		struct config_user_class *u =
 			&cfg->user_classes[cfg->nuser_classes];
-		const char *login = scalar_str(k), *cls;
+		const char *login =
+			k->type == YAML_SCALAR_NODE ? scalar_str(k) : NULL;
+		const char *cls;
 
 		join_key(ikey, sizeof(ikey), key, login ? login : "?");
-		if (k->type != YAML_SCALAR_NODE || *login == '\0' ||
-		    strlen(login) >= 256 ||
+		if (login == NULL || *login == '\0' || strlen(login) >= 256 ||
 		    strlen(login) != k->data.scalar.length)
 			return fail(l, line_of(k), ikey,
 				    "expected a login name (1 to 255 bytes)");
@@ -1268,8 +888,8 @@ check_bytes_burst(struct loader *l, const struct config_user_limits *lim,
 
 	if (lim->bytes.count == 0 || lim->bytes.burst >= max_message_size)
 		return 0;
-	format_size(have, sizeof(have), lim->bytes.burst);
-	format_size(need, sizeof(need), max_message_size);
+	config_value_format_size(have, sizeof(have), lim->bytes.burst);
+	config_value_format_size(need, sizeof(need), max_message_size);
 	return fail(l, line, key,
 		    "burst %s is smaller than limits.max_message_size (%s): "
 		    "such a message could never be sent",
@@ -1284,6 +904,9 @@ check_limits(struct loader *l, const yaml_node_t *limits, struct config *cfg)
 	const yaml_node_t *n = user ? map_get(l, user, "bytes") : NULL;
 	char key[400];
 
+	/* bytes left at its default: point at what outgrew it. */
+	if (n == NULL)
+		n = map_get(l, limits, "max_message_size");
 	if (check_bytes_burst(l, &cfg->user_limits, "limits.user.bytes",
 			      line_of(n ? n : limits),
 			      cfg->max_message_size) < 0)
@@ -1310,8 +933,10 @@ check_limits(struct loader *l, const yaml_node_t *limits, struct config *cfg)
 				    u->class_name);
 		}
 	}
-	qsort(cfg->user_classes, cfg->nuser_classes, sizeof(*cfg->user_classes),
-	      user_class_cmp);
+	/* qsort()'s base must not be NULL, even for no elements. */
+	if (cfg->nuser_classes > 1)
+		qsort(cfg->user_classes, cfg->nuser_classes,
+		      sizeof(*cfg->user_classes), user_class_cmp);
 	for (size_t i = 1; i < cfg->nuser_classes; i++) {
 		struct config_user_class *u = &cfg->user_classes[i];
 		if (strcmp(u->login, u[-1].login) != 0)
@@ -1410,8 +1035,8 @@ listeners_check(struct loader *l, struct config *cfg)
 
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		for (size_t j = 0; j < i; j++) {
-			if (!addr_equal(&cfg->listeners[i].addr,
-					&cfg->listeners[j].addr))
+			if (!config_value_addr_equal(&cfg->listeners[i].addr,
+						     &cfg->listeners[j].addr))
 				continue;
 			snprintf(key, sizeof(key), "listeners[%zu].address", i);
 			return fail(l, cfg->listeners[i].line, key,
@@ -1428,8 +1053,8 @@ backends_check(struct loader *l, struct config *cfg)
 
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		for (size_t j = 0; j < i; j++) {
-			if (!addr_equal(&cfg->backends[i].addr,
-					&cfg->backends[j].addr))
+			if (!config_value_addr_equal(&cfg->backends[i].addr,
+						     &cfg->backends[j].addr))
 				continue;
 			snprintf(key, sizeof(key),
 				 "backends.servers[%zu].address", i);

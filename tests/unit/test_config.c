@@ -23,7 +23,13 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "ipnet.h"
 #include "log.h"
+
+#define MINUTE_MS (UINT64_C(60) * 1000)
+#define HOUR_MS	  (60 * MINUTE_MS)
+#define MIB_B	  (UINT64_C(1024) * 1024)
+#define GIB_B	  (1024 * MIB_B)
 
 static char tmpdir[128];  /* realpath of the mkdtemp directory */
 static char cfgpath[160]; /* tmpdir/msaproxy.yaml */
@@ -428,6 +434,28 @@ test_example_config(void **state)
 	assert_int_equal(ex->data_timeout_ms, def->data_timeout_ms);
 	assert_int_equal(ex->bare_newlines, def->bare_newlines);
 	assert_int_equal(ex->backends[0].weight, def->backends[0].weight);
+	assert_memory_equal(&ex->user_limits, &def->user_limits,
+			    sizeof(ex->user_limits));
+	assert_int_equal(ex->nclasses, def->nclasses);
+	assert_int_equal(ex->nuser_classes, def->nuser_classes);
+	assert_int_equal(ex->max_users, def->max_users);
+	assert_memory_equal(&ex->login_failures, &def->login_failures,
+			    sizeof(ex->login_failures));
+	assert_int_equal(ex->login_max_delay_ms, def->login_max_delay_ms);
+	assert_int_equal(ex->ip_prefix_v4, def->ip_prefix_v4);
+	assert_int_equal(ex->ip_prefix_v6, def->ip_prefix_v6);
+	assert_memory_equal(&ex->ip_connections, &def->ip_connections,
+			    sizeof(ex->ip_connections));
+	assert_int_equal(ex->ip_concurrency, def->ip_concurrency);
+	assert_memory_equal(&ex->ip_auth_failures, &def->ip_auth_failures,
+			    sizeof(ex->ip_auth_failures));
+	assert_int_equal(ex->ip_ban_time_ms, def->ip_ban_time_ms);
+	assert_int_equal(ex->ip_allow.n, def->ip_allow.n);
+	assert_int_equal(ex->ip_max_entries, def->ip_max_entries);
+	assert_int_equal(ex->listeners[0].allow.n, def->listeners[0].allow.n);
+	assert_int_equal(ex->listeners[0].deny.n, def->listeners[0].deny.n);
+	assert_int_equal(ex->listeners[0].sender_check,
+			 def->listeners[0].sender_check);
 	assert_int_equal(ex->backend_connect_timeout_ms,
 			 def->backend_connect_timeout_ms);
 	assert_int_equal(ex->backend_reply_timeout_ms,
@@ -615,6 +643,812 @@ test_addresses(void **state)
 	memset(longer, '1', sizeof(longer) - 1);
 	longer[sizeof(longer) - 1] = '\0';
 	assert_int_equal(config_parse_addr(longer, &a), -1);
+}
+
+static void
+test_rates(void **state)
+{
+	static const struct {
+		const char *s;
+		bool bytes;
+		struct config_rate r;
+	} good[] = {
+		{"100/1h", false, {100, HOUR_MS, 100}},
+		{"100/1h burst 20", false, {100, HOUR_MS, 20}},
+		{"100/1h   burst  20", false, {100, HOUR_MS, 20}},
+		{"5/10m burst 500", false, {5, 600000, 500}},
+		{"1/1ms", false, {1, 1, 1}},
+		{"off", false, {0, 0, 0}},
+		{"0", false, {0, 0, 0}},
+		{"1GB/1h burst 100MB", true, {GIB_B, HOUR_MS, 100 * MIB_B}},
+		{"1gib/1d", true, {GIB_B, 24 * HOUR_MS, GIB_B}},
+		{"512KB/30s", true, {512 * 1024, 30000, 512 * 1024}},
+		{"1000/1h burst 2000", true, {1000, HOUR_MS, 2000}},
+		{"off", true, {0, 0, 0}},
+		{"0", true, {0, 0, 0}},
+	};
+	static const struct {
+		const char *s;
+		bool bytes;
+	} bad[] = {
+		{"", false},
+		{"100", false},
+		{"100/", false},
+		{"/1h", false},
+		{"/", false},
+		{"x/1h", false},
+		{"-1/1h", false},
+		{"100/1x", false},
+		{"100/1", false},
+		{"100/0s", false},
+		{"0/1h", false},
+		{"100/1h burst 0", false},
+		{"100/1h burst", false},
+		{"100/1h bust 3", false},
+		{"100/1h burst x", false},
+		{"100/1h burst 20 more", false},
+		{"100/1h burst 20 burst 30", false},
+		{"100/1h more", false},
+		{"100/1h ", false},
+		{" 100/1h", false},
+		{"100 /1h", false},
+		{"100/ 1h", false},
+		{"100/1h/2h", false},
+		{"OFF", false},
+		{"off ", false},
+		{"00", false}, /* only "0" itself means off */
+		{"1MB/1h", false},
+		{"100/1h burst 1MB", false},
+		{"99999999999999999999/1h", false},
+		{"1GB", true},
+		{"1XB/1h", true},
+		{"1GB/1h burst 0", true},
+		{"1GB/1h burst 1TB", true},
+		{"0B/1h", true},
+	};
+	struct config_rate r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
+		memset(&r, 0xa5, sizeof(r));
+		if (config_parse_rate(good[i].s, good[i].bytes, &r) != 0)
+			fail_msg("rate \"%s\" refused", good[i].s);
+		assert_int_equal(r.count, good[i].r.count);
+		assert_int_equal(r.period_ms, good[i].r.period_ms);
+		assert_int_equal(r.burst, good[i].r.burst);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		r = (struct config_rate){7, 8, 9};
+		if (config_parse_rate(bad[i].s, bad[i].bytes, &r) != -1)
+			fail_msg("rate \"%s\" accepted", bad[i].s);
+		assert_int_equal(r.count, 7); /* untouched */
+		assert_int_equal(r.period_ms, 8);
+		assert_int_equal(r.burst, 9);
+	}
+	assert_int_equal(config_parse_rate(NULL, false, &r), -1);
+}
+
+/* ---- limits: users, classes, networks -------------------------------- */
+
+static void
+assert_rate(const struct config_rate *r, uint64_t count, uint64_t period_ms,
+	    uint64_t burst)
+{
+	assert_int_equal(r->count, count);
+	assert_int_equal(r->period_ms, period_ms);
+	assert_int_equal(r->burst, burst);
+}
+
+static void
+assert_net(const struct ipnet *net, const char *text)
+{
+	char buf[IPNET_TEXT_MAX];
+
+	assert_string_equal(ipnet_format(net, buf, sizeof(buf)), text);
+}
+
+/* With no limits keys at all: the defaults set_defaults() documents. */
+static void
+test_limits_defaults(void **state)
+{
+	struct config *cfg = load_ok(MINIMAL);
+
+	(void)state;
+	assert_rate(&cfg->user_limits.messages, 300, HOUR_MS, 300);
+	assert_rate(&cfg->user_limits.recipients, 1000, HOUR_MS, 1000);
+	assert_rate(&cfg->user_limits.bytes, GIB_B, HOUR_MS, GIB_B);
+	assert_rate(&cfg->user_limits.messages_quota, 0, 0, 0);
+	assert_int_equal(cfg->nclasses, 0);
+	assert_null(cfg->classes);
+	assert_int_equal(cfg->nuser_classes, 0);
+	assert_null(cfg->user_classes);
+	assert_int_equal(cfg->max_users, 100000);
+	assert_rate(&cfg->login_failures, 5, 10 * MINUTE_MS, 5);
+	assert_int_equal(cfg->login_max_delay_ms, 30 * 1000);
+	assert_int_equal(cfg->ip_prefix_v4, 32);
+	assert_int_equal(cfg->ip_prefix_v6, 64);
+	assert_rate(&cfg->ip_connections, 120, MINUTE_MS, 120);
+	assert_int_equal(cfg->ip_concurrency, 50);
+	assert_rate(&cfg->ip_auth_failures, 10, 10 * MINUTE_MS, 10);
+	assert_int_equal(cfg->ip_ban_time_ms, HOUR_MS);
+	assert_int_equal(cfg->ip_allow.n, 0);
+	assert_null(cfg->ip_allow.v);
+	assert_int_equal(cfg->ip_max_entries, 100000);
+	assert_int_equal(cfg->listeners[0].allow.n, 0);
+	assert_int_equal(cfg->listeners[0].deny.n, 0);
+	assert_false(cfg->listeners[0].sender_check);
+
+	assert_null(config_class_find(cfg, "default"));
+	assert_null(config_class_find(cfg, ""));
+	assert_null(config_user_class(cfg, "carol@example.test"));
+	config_free(cfg);
+
+	/* Empty sections are the same as none. */
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  user:\n"
+			      "  classes:\n"
+			      "  users:\n"
+			      "  login:\n"
+			      "  ip:\n"
+			      "    allow:\n");
+	assert_rate(&cfg->user_limits.messages, 300, HOUR_MS, 300);
+	assert_int_equal(cfg->nclasses, 0);
+	assert_int_equal(cfg->nuser_classes, 0);
+	assert_int_equal(cfg->ip_allow.n, 0);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "limits: {classes: {}, users: {}, "
+			      "ip: {allow: []}}\n");
+	assert_int_equal(cfg->nclasses, 0);
+	assert_int_equal(cfg->nuser_classes, 0);
+	assert_int_equal(cfg->ip_allow.n, 0);
+	config_free(cfg);
+}
+
+static void
+test_limits_user(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  user:\n"
+			      "    messages: 100/1h burst 20\n"
+			      "    recipients: 0\n"
+			      "    bytes: 1GB/1h burst 100MB\n"
+			      "    messages_quota: 500/1d\n"
+			      "  max_users: 64\n");
+	assert_rate(&cfg->user_limits.messages, 100, HOUR_MS, 20);
+	assert_rate(&cfg->user_limits.recipients, 0, 0, 0);
+	assert_rate(&cfg->user_limits.bytes, GIB_B, HOUR_MS, 100 * MIB_B);
+	assert_rate(&cfg->user_limits.messages_quota, 500, 24 * HOUR_MS, 500);
+	assert_int_equal(cfg->max_users, 64);
+	config_free(cfg);
+
+	/* A key left out keeps its default; "off" turns one off. */
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  user:\n"
+			      "    messages: off\n"
+			      "    bytes: off\n"
+			      "  max_users: 100000000\n");
+	assert_rate(&cfg->user_limits.messages, 0, 0, 0);
+	assert_rate(&cfg->user_limits.recipients, 1000, HOUR_MS, 1000);
+	assert_rate(&cfg->user_limits.bytes, 0, 0, 0);
+	assert_int_equal(cfg->max_users, 100000000);
+	config_free(cfg);
+
+	/* The byte burst may equal the largest message; bytes off allows
+	 * any max_message_size. */
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  max_message_size: 1MB\n"
+			      "  user:\n"
+			      "    bytes: 10GB/1d burst 1MB\n");
+	assert_rate(&cfg->user_limits.bytes, 10 * GIB_B, 24 * HOUR_MS, MIB_B);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  max_message_size: 4GB\n"
+			      "  user: {bytes: off}\n");
+	assert_int_equal(cfg->max_message_size, 4 * GIB_B);
+	config_free(cfg);
+}
+
+/* limits.user.KEY: VALUE must be refused at its line with why. */
+static void
+expect_user_rate_error(const char *key, const char *value, const char *why)
+{
+	char text[2048], full[64];
+
+	snprintf(text, sizeof(text),
+		 MINIMAL "limits:\n"	 /* 13 */
+			 "  user:\n"	 /* 14 */
+			 "    %s: %s\n", /* 15 */
+		 key, value);
+	snprintf(full, sizeof(full), "limits.user.%s", key);
+	expect_error(text, 15, full, why);
+}
+
+static void
+test_err_limits_user(void **state)
+{
+	static const char *msgs =
+		"expected a rate like 100/1h or 100/1h burst 20, or off";
+	static const char *bytes =
+		"expected a rate like 1GB/1h or 1GB/1h burst 100MB, or off";
+	static const char *small =
+		"burst 10MB is smaller than limits.max_message_size (50MB): "
+		"such a message could never be sent";
+
+	(void)state;
+	expect_user_rate_error("messages", "100", msgs);
+	expect_user_rate_error("messages", "100/", msgs);
+	expect_user_rate_error("messages", "/1h", msgs);
+	expect_user_rate_error("messages", "100/1h bust 3", msgs);
+	expect_user_rate_error("messages", "100/1h burst", msgs);
+	expect_user_rate_error("messages", "100/1h burst 20 extra", msgs);
+	expect_user_rate_error("messages", "100/1h extra", msgs);
+	expect_user_rate_error("messages", "x/1h", "expected a whole number");
+	expect_user_rate_error("recipients", "1k/1h",
+			       "expected a whole number");
+	expect_user_rate_error("messages", "99999999999999999999/1h",
+			       "number is too large");
+	expect_user_rate_error("messages", "100/1x",
+			       "expected a duration like 30s, 5m, 1h");
+	expect_user_rate_error("messages", "100/60",
+			       "a unit is required, e.g. 30s, 5m, 1h");
+	expect_user_rate_error("messages", "100/0s",
+			       "the period must be greater than 0");
+	expect_user_rate_error(
+		"messages", "0/1h",
+		"the count must be greater than 0 (or the rate off)");
+	expect_user_rate_error("recipients", "100/1h burst 0",
+			       "the burst must be greater than 0");
+	expect_user_rate_error("messages_quota", "500",
+			       msgs); /* a quota is a rate too */
+	expect_user_rate_error("bytes", "1GB", bytes);
+	expect_user_rate_error("bytes", "1XB/1h",
+			       "expected a size like 512KB, 50MB, 1GB");
+	expect_user_rate_error("bytes", "1GB/1h burst 2XB",
+			       "expected a size like 512KB, 50MB, 1GB");
+	expect_user_rate_error("bytes", "1GB/1h burst 0",
+			       "the burst must be greater than 0");
+	expect_user_rate_error("messages", "[100/1h]",
+			       "expected a single value, not a list");
+
+	/* The byte burst must hold the largest message. */
+	expect_user_rate_error("bytes", "1GB/1h burst 10MB", small);
+	expect_user_rate_error("bytes", "10MB/1h", small); /* burst = count */
+
+	/* Duplicate key: reported at the second one. */
+	expect_error(MINIMAL "limits:\n"
+			     "  user:\n"
+			     "    bytes: 1GB/1h\n"
+			     "    bytes: 2GB/1h\n",
+		     16, "limits.user.bytes",
+		     "duplicate key (first at line 15)");
+	/* A larger max_message_size against the default 1GB burst: named
+	 * as limits.user.bytes, at the line of max_message_size (there is
+	 * no limits.user.bytes line). */
+	expect_error(MINIMAL "limits:\n"
+			     "  max_line: 1000\n"
+			     "  max_message_size: 2GB\n",
+		     15, "limits.user.bytes",
+		     "burst 1GB is smaller than limits.max_message_size "
+		     "(2GB): such a message could never be sent");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_message_size: 2GB\n"
+			     "  user:\n"
+			     "    messages: 1/1h\n"
+			     "    bytes: 1GB/1h\n",
+		     17, "limits.user.bytes",
+		     "burst 1GB is smaller than limits.max_message_size "
+		     "(2GB): such a message could never be sent");
+	expect_error(MINIMAL "limits:\n"
+			     "  user:\n"
+			     "    message: 1/1h\n",
+		     15, "limits.user.message", "unknown key");
+	expect_error(MINIMAL "limits:\n"
+			     "  user: 100/1h\n",
+		     14, "limits.user", "expected a mapping");
+	expect_error(MINIMAL "limits:\n"
+			     "  max_users: 63\n",
+		     14, "limits.max_users",
+		     "must be between 64 and 100000000");
+}
+
+/* Classes inherit what they leave out from limits.user, wherever in the
+ * file limits.user is. */
+static void
+test_limits_classes(void **state)
+{
+	const struct config_class *bulk, *slow, *same, *none;
+	struct config *cfg;
+	char name[80], text[2048];
+
+	(void)state;
+	cfg = load_ok(MINIMAL "limits:\n"			    /* 13 */
+			      "  classes:\n"			    /* 14 */
+			      "    bulk:\n"			    /* 15 */
+			      "      messages: 5000/1h\n"	    /* 16 */
+			      "      bytes: 5GB/1h burst 100MB\n"   /* 17 */
+			      "    slow: {messages: 10/1h}\n"	    /* 18 */
+			      "    same:\n"			    /* 19 */
+			      "    no-limit_1.x: {messages: off}\n" /* 20 */
+			      "  user:\n"			    /* 21 */
+			      "    messages: 50/1h\n"		    /* 22 */
+			      "    recipients: 200/1h burst 10\n"   /* 23 */
+			      "    messages_quota: 500/1d\n");	    /* 24 */
+	assert_int_equal(cfg->nclasses, 4);
+	bulk = config_class_find(cfg, "bulk");
+	slow = config_class_find(cfg, "slow");
+	same = config_class_find(cfg, "same");
+	none = config_class_find(cfg, "no-limit_1.x");
+	assert_ptr_equal(bulk, &cfg->classes[0]);
+	assert_ptr_equal(slow, &cfg->classes[1]);
+	assert_ptr_equal(same, &cfg->classes[2]);
+	assert_ptr_equal(none, &cfg->classes[3]);
+	assert_null(config_class_find(cfg, "BULK")); /* case matters */
+	assert_null(config_class_find(cfg, "bul"));
+	assert_null(config_class_find(cfg, "bulk "));
+	assert_string_equal(bulk->name, "bulk");
+	assert_int_equal(bulk->line, 15);
+	assert_int_equal(slow->line, 18);
+	assert_int_equal(same->line, 19);
+	assert_int_equal(none->line, 20);
+
+	assert_rate(&bulk->lim.messages, 5000, HOUR_MS, 5000);
+	assert_rate(&bulk->lim.recipients, 200, HOUR_MS, 10);
+	assert_rate(&bulk->lim.bytes, 5 * GIB_B, HOUR_MS, 100 * MIB_B);
+	assert_rate(&bulk->lim.messages_quota, 500, 24 * HOUR_MS, 500);
+	assert_rate(&slow->lim.messages, 10, HOUR_MS, 10);
+	assert_rate(&slow->lim.bytes, GIB_B, HOUR_MS, GIB_B); /* default */
+	assert_rate(&same->lim.messages, 50, HOUR_MS, 50);
+	assert_rate(&same->lim.recipients, 200, HOUR_MS, 10);
+	assert_rate(&same->lim.messages_quota, 500, 24 * HOUR_MS, 500);
+	assert_rate(&none->lim.messages, 0, 0, 0); /* off, not inherited */
+	assert_rate(&none->lim.recipients, 200, HOUR_MS, 10);
+	/* limits.user itself is untouched by the classes. */
+	assert_rate(&cfg->user_limits.messages, 50, HOUR_MS, 50);
+	assert_rate(&cfg->user_limits.bytes, GIB_B, HOUR_MS, GIB_B);
+	config_free(cfg);
+
+	/* No limits.user: classes inherit the defaults. */
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  classes: {bulk: {recipients: 1/1m}}\n");
+	assert_int_equal(cfg->nclasses, 1);
+	assert_rate(&cfg->classes[0].lim.messages, 300, HOUR_MS, 300);
+	assert_rate(&cfg->classes[0].lim.recipients, 1, MINUTE_MS, 1);
+	assert_rate(&cfg->classes[0].lim.messages_quota, 0, 0, 0);
+	config_free(cfg);
+
+	/* A name of 64 characters is the longest. */
+	memset(name, 'c', 64);
+	name[64] = '\0';
+	snprintf(text, sizeof(text),
+		 MINIMAL "limits:\n"
+			 "  classes: {%s: {}}\n",
+		 name);
+	cfg = load_ok(text);
+	assert_non_null(config_class_find(cfg, name));
+	config_free(cfg);
+}
+
+static void
+test_err_limits_classes(void **state)
+{
+	static const char *bad_name =
+		"a class name is letters, digits, '_', '.' or '-' (at most 64)";
+	char name[80], text[2048], key[128];
+
+	(void)state;
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    bad name: {}\n",
+		     15, "limits.classes.bad name", bad_name);
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    ok: {}\n"
+			     "    a/b: {}\n",
+		     16, "limits.classes.a/b", bad_name);
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    '': {}\n",
+		     15, "limits.classes.", bad_name);
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    \"a\\0b\": {}\n",
+		     15, "limits.classes.a", bad_name);
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    [a, b]: {}\n",
+		     15, "limits.classes.?", bad_name);
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    {a: b}: {}\n",
+		     15, "limits.classes.?", bad_name);
+	memset(name, 'c', 65);
+	name[65] = '\0';
+	snprintf(text, sizeof(text),
+		 MINIMAL "limits:\n"
+			 "  classes: {%s: {}}\n",
+		 name);
+	snprintf(key, sizeof(key), "limits.classes.%s", name);
+	expect_error(text, 14, key, bad_name);
+
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    bulk: {}\n"
+			     "    slow: {}\n"
+			     "    bulk: {messages: 1/1h}\n",
+		     17, "limits.classes.bulk",
+		     "duplicate class (first at line 15)");
+	expect_error(MINIMAL "limits:\n"
+			     "  classes: [bulk]\n",
+		     14, "limits.classes",
+		     "expected a mapping of class names to limits");
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    bulk: 100/1h\n",
+		     15, "limits.classes.bulk", "expected a mapping");
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    bulk:\n"
+			     "      message: 1/1h\n",
+		     16, "limits.classes.bulk.message", "unknown key");
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    bulk: {messages: 100}\n",
+		     15, "limits.classes.bulk.messages",
+		     "expected a rate like 100/1h or 100/1h burst 20, or off");
+	/* A class's own byte burst, at the class's line. */
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    ok: {bytes: 50MB/1h}\n"
+			     "    bulk:\n"
+			     "      messages: 1/1h\n"
+			     "      bytes: 5GB/1h burst 1MB\n",
+		     16, "limits.classes.bulk.bytes",
+		     "burst 1MB is smaller than limits.max_message_size "
+		     "(50MB): such a message could never be sent");
+	/* ... also against a max_message_size set after the class. */
+	expect_error(MINIMAL "limits:\n"
+			     "  classes:\n"
+			     "    bulk: {bytes: 100MB/1h}\n"
+			     "  user: {bytes: 1GB/1h}\n"
+			     "  max_message_size: 200MB\n",
+		     15, "limits.classes.bulk.bytes",
+		     "burst 100MB is smaller than limits.max_message_size "
+		     "(200MB): such a message could never be sent");
+}
+
+static void
+test_limits_users(void **state)
+{
+	const struct config_class *bulk, *slow;
+	struct config *cfg;
+
+	(void)state;
+	/* Users before the classes they name. */
+	cfg = load_ok(MINIMAL "limits:\n"			/* 13 */
+			      "  users:\n"			/* 14 */
+			      "    carol@example.test: bulk\n"	/* 15 */
+			      "    dave: slow\n"		/* 16 */
+			      "    alice: bulk\n"		/* 17 */
+			      "    \"x y\": slow\n"		/* 18 */
+			      "  classes:\n"			/* 19 */
+			      "    bulk: {messages: 1000/1h}\n" /* 20 */
+			      "    slow: {messages: 1/1h}\n");	/* 21 */
+	bulk = config_class_find(cfg, "bulk");
+	slow = config_class_find(cfg, "slow");
+	assert_non_null(bulk);
+	assert_non_null(slow);
+	assert_int_equal(cfg->nuser_classes, 4);
+	/* Sorted by login, each keeping its line. */
+	assert_string_equal(cfg->user_classes[0].login, "alice");
+	assert_int_equal(cfg->user_classes[0].line, 17);
+	assert_string_equal(cfg->user_classes[0].class_name, "bulk");
+	assert_ptr_equal(cfg->user_classes[0].cls, bulk);
+	assert_string_equal(cfg->user_classes[1].login, "carol@example.test");
+	assert_int_equal(cfg->user_classes[1].line, 15);
+	assert_string_equal(cfg->user_classes[2].login, "dave");
+	assert_string_equal(cfg->user_classes[3].login, "x y");
+
+	assert_ptr_equal(config_user_class(cfg, "carol@example.test"), bulk);
+	assert_ptr_equal(config_user_class(cfg, "alice"), bulk);
+	assert_ptr_equal(config_user_class(cfg, "dave"), slow);
+	assert_ptr_equal(config_user_class(cfg, "x y"), slow);
+	assert_null(config_user_class(cfg, "Dave")); /* logins are exact */
+	assert_null(config_user_class(cfg, "carol"));
+	assert_null(config_user_class(cfg, "carol@example.tes"));
+	assert_null(config_user_class(cfg, "zed"));
+	assert_null(config_user_class(cfg, ""));
+	config_free(cfg);
+}
+
+static void
+test_err_limits_users(void **state)
+{
+	char login[300], text[2048], key[400];
+
+	(void)state;
+	expect_error(MINIMAL "limits:\n"
+			     "  classes: {bulk: {}}\n"
+			     "  users:\n"
+			     "    alice: bulk\n"
+			     "    carol: bulky\n",
+		     17, "limits.users.carol",
+		     "no class bulky in limits.classes");
+	expect_error(MINIMAL "limits:\n"
+			     "  users:\n"
+			     "    carol: bulk\n",
+		     15, "limits.users.carol",
+		     "no class bulk in limits.classes");
+	expect_error(MINIMAL "limits:\n"
+			     "  classes: {bulk: {}}\n"
+			     "  users:\n"
+			     "    carol: BULK\n",
+		     16, "limits.users.carol",
+		     "no class BULK in limits.classes");
+	expect_error(MINIMAL "limits:\n"
+			     "  classes: {bulk: {}, slow: {}}\n"
+			     "  users:\n"
+			     "    carol: bulk\n"
+			     "    dave: slow\n"
+			     "    carol: slow\n",
+		     18, "limits.users.carol", "login listed twice");
+	expect_error(MINIMAL "limits:\n"
+			     "  users: [carol]\n",
+		     14, "limits.users",
+		     "expected a mapping of logins to class names");
+	expect_error(MINIMAL "limits:\n"
+			     "  classes: {bulk: {}}\n"
+			     "  users:\n"
+			     "    carol: [bulk]\n",
+		     16, "limits.users.carol",
+		     "expected a single value, not a list");
+	expect_error(MINIMAL "limits:\n"
+			     "  users:\n"
+			     "    '': bulk\n",
+		     15, "limits.users.",
+		     "expected a login name (1 to 255 bytes)");
+	expect_error(MINIMAL "limits:\n"
+			     "  users:\n"
+			     "    [a]: bulk\n",
+		     15, "limits.users.?",
+		     "expected a login name (1 to 255 bytes)");
+	expect_error(MINIMAL "limits:\n"
+			     "  users:\n"
+			     "    \"a\\0b\": bulk\n",
+		     15, "limits.users.a",
+		     "expected a login name (1 to 255 bytes)");
+	memset(login, 'u', 256);
+	login[256] = '\0';
+	snprintf(text, sizeof(text),
+		 MINIMAL "limits:\n"
+			 "  users: {%s: bulk}\n",
+		 login);
+	snprintf(key, sizeof(key), "limits.users.%s", login);
+	expect_error(text, 14, key, "expected a login name (1 to 255 bytes)");
+}
+
+static void
+test_limits_ip_login(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  login:\n"
+			      "    failures: 3/1m burst 1\n"
+			      "    max_delay: 10m\n"
+			      "  ip:\n"
+			      "    prefix_v4: 24\n"
+			      "    prefix_v6: 48\n"
+			      "    connections: 10/1s burst 50\n"
+			      "    concurrency: 0\n"
+			      "    auth_failures: off\n"
+			      "    ban_time: 365d\n"
+			      "    allow: [192.0.2.0/24, '2001:db8::/32', "
+			      "198.51.100.7, '::1', 0.0.0.0/0]\n"
+			      "    max_entries: 64\n");
+	assert_rate(&cfg->login_failures, 3, MINUTE_MS, 1);
+	assert_int_equal(cfg->login_max_delay_ms, 10 * MINUTE_MS);
+	assert_int_equal(cfg->ip_prefix_v4, 24);
+	assert_int_equal(cfg->ip_prefix_v6, 48);
+	assert_rate(&cfg->ip_connections, 10, 1000, 50);
+	assert_int_equal(cfg->ip_concurrency, 0);
+	assert_rate(&cfg->ip_auth_failures, 0, 0, 0);
+	assert_int_equal(cfg->ip_ban_time_ms, 365 * 24 * HOUR_MS);
+	assert_int_equal(cfg->ip_max_entries, 64);
+	assert_int_equal(cfg->ip_allow.n, 5);
+	assert_net(&cfg->ip_allow.v[0], "192.0.2.0/24");
+	assert_net(&cfg->ip_allow.v[1], "2001:db8::/32");
+	assert_net(&cfg->ip_allow.v[2], "198.51.100.7/32");
+	assert_net(&cfg->ip_allow.v[3], "::1/128");
+	assert_net(&cfg->ip_allow.v[4], "0.0.0.0/0");
+	config_free(cfg);
+
+	/* The other ends of the ranges. */
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  login: {failures: off, max_delay: 0s}\n"
+			      "  ip:\n"
+			      "    prefix_v4: 8\n"
+			      "    prefix_v6: 128\n"
+			      "    concurrency: 1000000\n"
+			      "    ban_time: 1s\n"
+			      "    max_entries: 100000000\n"
+			      "    allow:\n"
+			      "      - 10.0.0.0/8\n");
+	assert_rate(&cfg->login_failures, 0, 0, 0);
+	assert_int_equal(cfg->login_max_delay_ms, 0);
+	assert_int_equal(cfg->ip_prefix_v4, 8);
+	assert_int_equal(cfg->ip_prefix_v6, 128);
+	assert_int_equal(cfg->ip_concurrency, 1000000);
+	assert_int_equal(cfg->ip_ban_time_ms, 1000);
+	assert_int_equal(cfg->ip_max_entries, 100000000);
+	assert_int_equal(cfg->ip_allow.n, 1);
+	assert_net(&cfg->ip_allow.v[0], "10.0.0.0/8");
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "limits: {ip: {prefix_v6: 16}}\n");
+	assert_int_equal(cfg->ip_prefix_v6, 16);
+	config_free(cfg);
+}
+
+/* limits.SECTION.KEY: VALUE must be refused at its line with why. */
+static void
+expect_limit_error(const char *section, const char *key, const char *value,
+		   const char *why)
+{
+	char text[2048], full[128];
+
+	snprintf(text, sizeof(text),
+		 MINIMAL "limits:\n"	 /* 13 */
+			 "  %s:\n"	 /* 14 */
+			 "    %s: %s\n", /* 15 */
+		 section, key, value);
+	snprintf(full, sizeof(full), "limits.%s.%s", section, key);
+	expect_error(text, 15, full, why);
+}
+
+static void
+test_err_limits_ip_login(void **state)
+{
+	static const char *msgs =
+		"expected a rate like 100/1h or 100/1h burst 20, or off";
+
+	(void)state;
+	expect_limit_error("ip", "prefix_v4", "7", "must be between 8 and 32");
+	expect_limit_error("ip", "prefix_v4", "33", "must be between 8 and 32");
+	expect_limit_error("ip", "prefix_v4", "/24", "expected a whole number");
+	expect_limit_error("ip", "prefix_v6", "15",
+			   "must be between 16 and 128");
+	expect_limit_error("ip", "prefix_v6", "129",
+			   "must be between 16 and 128");
+	expect_limit_error("ip", "connections", "120", msgs);
+	expect_limit_error("ip", "connections", "0/1m",
+			   "the count must be greater than 0 (or the rate "
+			   "off)");
+	expect_limit_error("ip", "concurrency", "1000001",
+			   "must be between 0 and 1000000");
+	expect_limit_error("ip", "auth_failures", "10/10m burst 0",
+			   "the burst must be greater than 0");
+	expect_limit_error("ip", "ban_time", "999ms",
+			   "must be between 1s and 365d");
+	expect_limit_error("ip", "ban_time", "366d",
+			   "must be between 1s and 365d");
+	expect_limit_error("ip", "ban_time", "3600",
+			   "a unit is required, e.g. 30s, 5m, 1h");
+	expect_limit_error("ip", "max_entries", "63",
+			   "must be between 64 and 100000000");
+	expect_limit_error("ip", "max_entries", "100000001",
+			   "must be between 64 and 100000000");
+	expect_limit_error("ip", "allow", "192.0.2.0/24",
+			   "expected a list such as [192.0.2.0/24]");
+	expect_limit_error("ip", "allow", "{a: b}",
+			   "expected a list such as [192.0.2.0/24]");
+	expect_limit_error("ip", "prefix", "24", "unknown key");
+	expect_limit_error("login", "failures", "5", msgs);
+	expect_limit_error("login", "failures", "5/10m bust 1", msgs);
+	expect_limit_error("login", "max_delay", "11m",
+			   "must be between 0ms and 10m");
+	expect_limit_error("login", "max_delay", "1h",
+			   "must be between 0ms and 10m");
+	expect_limit_error("login", "delay", "1s", "unknown key");
+
+	/* allow: each entry is checked by ipnet_parse(), at its own line. */
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow: [192.0.2.1/24]\n",
+		     15, "limits.ip.allow[0]",
+		     "host bits set after the prefix length");
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow:\n"
+			     "      - 192.0.2.0/24\n"
+			     "      - '2001:db8::1/32'\n",
+		     17, "limits.ip.allow[1]",
+		     "host bits set after the prefix length");
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow:\n"
+			     "      - 192.0.2.0/24\n"
+			     "      - mail.example.test\n",
+		     17, "limits.ip.allow[1]",
+		     "expected an address or prefix, e.g. 192.0.2.0/24");
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow: [10.0.0.0/33]\n",
+		     15, "limits.ip.allow[0]",
+		     "IPv4 prefix length is at most 32");
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow: ['2001:db8::/129']\n",
+		     15, "limits.ip.allow[0]",
+		     "IPv6 prefix length is at most 128");
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow: [10.0.0.0/]\n",
+		     15, "limits.ip.allow[0]", "bad prefix length");
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow: [[10.0.0.0/8]]\n",
+		     15, "limits.ip.allow[0]",
+		     "expected a single value, not a list");
+	expect_error(MINIMAL "limits:\n"
+			     "  ip:\n"
+			     "    allow: ['']\n",
+		     15, "limits.ip.allow[0]",
+		     "expected an address or prefix, e.g. 192.0.2.0/24");
+}
+
+/* A listener's allow, deny and sender_check. */
+static void
+test_listener_lists(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(TLS_PART LISTENERS_PART
+		      "    allow: [198.51.100.0/24, '2001:db8::/32']\n"
+		      "    deny: [198.51.100.128/25]\n"
+		      "    sender_check: true\n"
+		      "  - address: 127.0.0.1:2465\n"
+		      "    mode: implicit\n"
+		      "    allow: []\n"
+		      "    deny:\n"
+		      "      - 203.0.113.9\n" AUTH_PART BACKENDS_PART);
+	assert_int_equal(cfg->nlisteners, 2);
+	assert_int_equal(cfg->listeners[0].allow.n, 2);
+	assert_net(&cfg->listeners[0].allow.v[0], "198.51.100.0/24");
+	assert_net(&cfg->listeners[0].allow.v[1], "2001:db8::/32");
+	assert_int_equal(cfg->listeners[0].deny.n, 1);
+	assert_net(&cfg->listeners[0].deny.v[0], "198.51.100.128/25");
+	assert_true(cfg->listeners[0].sender_check);
+	assert_int_equal(cfg->listeners[1].allow.n, 0);
+	assert_int_equal(cfg->listeners[1].deny.n, 1);
+	assert_net(&cfg->listeners[1].deny.v[0], "203.0.113.9/32");
+	assert_false(cfg->listeners[1].sender_check);
+	config_free(cfg);
+
+	expect_error(TLS_PART LISTENERS_PART
+		     "    allow: [198.51.100.1/24]\n" AUTH_PART BACKENDS_PART,
+		     8, "listeners[0].allow[0]",
+		     "host bits set after the prefix length");
+	expect_error(
+		TLS_PART LISTENERS_PART
+		"    deny: [192.0.2.0/24, nowhere]\n" AUTH_PART BACKENDS_PART,
+		8, "listeners[0].deny[1]",
+		"expected an address or prefix, e.g. 192.0.2.0/24");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    deny: 192.0.2.0/24\n" AUTH_PART BACKENDS_PART,
+		     8, "listeners[0].deny",
+		     "expected a list such as [192.0.2.0/24]");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    sender_check: strict\n" AUTH_PART BACKENDS_PART,
+		     8, "listeners[0].sender_check", "expected true or false");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    allow: []\n"
+		     "    allow: [192.0.2.0/24]\n" AUTH_PART BACKENDS_PART,
+		     9, "listeners[0].allow",
+		     "duplicate key (first at line 8)");
 }
 
 /* ---- errors ---------------------------------------------------------- */
@@ -1041,6 +1875,27 @@ main(void)
 		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_addresses),
+		cmocka_unit_test(test_rates),
+		cmocka_unit_test_setup_teardown(test_limits_defaults, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_limits_user, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_limits_user, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_limits_classes, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_limits_classes, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_limits_users, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_limits_users, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_limits_ip_login, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_limits_ip_login, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_listener_lists, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_err_unknown_key, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_bad_mode, setup,

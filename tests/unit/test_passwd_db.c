@@ -1,7 +1,8 @@
 /*
  * test_passwd_db.c - the passwd-file back end: hashing with every scheme,
- * Dovecot prefixes, verification, strict loading with line numbers, and
- * the file-permission check.
+ * Dovecot prefixes, verification, strict loading with line numbers, the
+ * Dovecot extra fields we read (class=, senders=) and the class check,
+ * and the file-permission check.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -441,6 +442,232 @@ test_nul_byte_refused(void **state)
 	free(line2);
 }
 
+/* ---- extra fields ---- */
+
+/* Load tmpl, keeping its path for messages. */
+static struct passwd_db *
+load_tmpl_path(const char *tmpl, char *path, size_t pathlen)
+{
+	char err[512] = "";
+	char *text = expand(tmpl);
+	struct passwd_db *db;
+
+	write_file(path, pathlen, text);
+	free(text);
+	db = passwd_db_load(path, err, sizeof(err));
+	if (db == NULL)
+		fail_msg("load failed: %s", err);
+	return db;
+}
+
+static void
+test_extra_fields(void **state)
+{
+	const struct passwd_user_info *info;
+	struct passwd_db *db;
+
+	(void)state;
+	db = load_tmpl(
+		"alice:@Y:1000:1000:Alice A:/home/alice:/bin/sh:class=bulk "
+		"senders=a@x.test,@y.test other=ignored\n"
+		"bob:@B:1001:1001::/home/bob:/bin/sh\n"
+		"carol:@6\n"
+		"dave:@Y:::::\n"
+		"erin:@Y::::::\n"
+		"frank:@Y::::::userdb_quota_rule=*:storage=1G \t "
+		"class=slow.lane_2  nosuchkey\n"
+		"gina:@Y:1:1:g:/h:class=bulk\n"
+		"hank:@Y:1:1:g:/h:/s:senders=h@x.test\r\n"
+		"ivy:@Y:1:1:g:/h:/s:class=a class=b senders=i@x.test "
+		"senders=@i.test\n"
+		"jo:@Y:1:1:g:/h:/s:xclass=bulk mysenders=j@x.test\n");
+	assert_int_equal(passwd_db_count(db), 10);
+
+	/* The 8th field on: ours are read, the rest ignored. */
+	info = passwd_db_user_info(db, "alice");
+	assert_non_null(info);
+	assert_string_equal(info->class_name, "bulk");
+	assert_string_equal(info->senders, "a@x.test,@y.test");
+	/* The hash field still ends at its ':'. */
+	assert_int_equal(passwd_db_verify(db, "alice", PASS), 1);
+	assert_int_equal(passwd_db_verify(db, "bob", PASS), 1);
+
+	/* Seven fields or fewer: no extras. */
+	for (const char *const *u = (const char *const[]){"bob", "carol",
+							  "dave", "erin", NULL};
+	     *u != NULL; u++) {
+		info = passwd_db_user_info(db, *u);
+		assert_non_null(info);
+		assert_null(info->class_name);
+		assert_null(info->senders);
+	}
+	/* "class=bulk" in the 7th field is the shell, not an extra. */
+	info = passwd_db_user_info(db, "gina");
+	assert_null(info->class_name);
+	assert_int_equal(passwd_db_verify(db, "gina", PASS), 1);
+
+	/* Dovecot's own keys (with ':' and '=' in them), tabs and runs of
+	 * spaces between fields. */
+	info = passwd_db_user_info(db, "frank");
+	assert_string_equal(info->class_name, "slow.lane_2");
+	assert_null(info->senders);
+
+	/* CRLF: the '\r' is not part of the last field. */
+	info = passwd_db_user_info(db, "hank");
+	assert_null(info->class_name);
+	assert_string_equal(info->senders, "h@x.test");
+	assert_int_equal(passwd_db_verify(db, "hank", PASS), 1);
+
+	/* A key given twice: the last one counts. */
+	info = passwd_db_user_info(db, "ivy");
+	assert_string_equal(info->class_name, "b");
+	assert_string_equal(info->senders, "@i.test");
+
+	/* Only exact key names. */
+	info = passwd_db_user_info(db, "jo");
+	assert_null(info->class_name);
+	assert_null(info->senders);
+
+	assert_null(passwd_db_user_info(db, "nobody"));
+	assert_null(passwd_db_user_info(db, "Alice"));
+	assert_null(passwd_db_user_info(db, ""));
+	assert_null(passwd_db_user_info(db, NULL));
+	assert_null(passwd_db_user_info(NULL, "alice"));
+	passwd_db_free(db);
+}
+
+#define BAD_CLASS ": class=: a class name is letters, digits, '_', '.' or '-'"
+#define BAD_SENDERS                                                            \
+	": senders=: expected addresses or @domains separated by commas"
+
+static void
+test_extra_fields_refused(void **state)
+{
+	static const struct {
+		const char *extra;
+		const char *why;
+	} cases[] = {
+		{"class=", BAD_CLASS},
+		{"class=bad/name", BAD_CLASS},
+		{"class=a,b", BAD_CLASS},
+		{"class=a:b", BAD_CLASS},
+		{"class=\xc3\xbcn", BAD_CLASS},
+		{"class=ccccccccccccccccccccccccccccccccccccccccccccccccccc"
+		 "ccccccccccccccc",
+		 BAD_CLASS}, /* 65 */
+		{"senders=", BAD_SENDERS},
+		{"senders=nobody", BAD_SENDERS},
+		{"senders=a@", BAD_SENDERS},
+		{"senders=@", BAD_SENDERS},
+		{"senders=a@b@c.test", BAD_SENDERS},
+		{"senders=a@x.test,,b@x.test", BAD_SENDERS},
+		{"senders=,a@x.test", BAD_SENDERS},
+		{"senders=a@x.test,nobody", BAD_SENDERS},
+		{"other=1 senders=a@x.test;b@x.test", BAD_SENDERS},
+	};
+	char line[512], *data;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char why[256];
+
+		/* Comment, blank, good user, then the bad line: line 4. */
+		snprintf(line, sizeof(line),
+			 "# users\n\nbob:@B\nalice:@Y:1:1::/h:/s:%s\n",
+			 cases[i].extra);
+		snprintf(why, sizeof(why), ":4%s", cases[i].why);
+		data = expand(line);
+		expect_refusal(data, strlen(data), why);
+		free(data);
+	}
+}
+
+/* The longest class name, 64 characters, is accepted. */
+static void
+test_extra_class_name_length(void **state)
+{
+	char tmpl[256], name[65];
+	struct passwd_db *db;
+
+	(void)state;
+	memset(name, 'c', 64);
+	name[64] = '\0';
+	snprintf(tmpl, sizeof(tmpl), "alice:@Y:1:1::/h:/s:class=%s\n", name);
+	db = load_tmpl(tmpl);
+	assert_string_equal(passwd_db_user_info(db, "alice")->class_name, name);
+	passwd_db_free(db);
+}
+
+/* exists() for passwd_db_check_classes(): arg is a NULL-ended list. */
+static bool
+class_in(const char *name, void *arg)
+{
+	for (const char *const *c = arg; *c != NULL; c++)
+		if (strcmp(*c, name) == 0)
+			return true;
+	return false;
+}
+
+static void
+test_check_classes(void **state)
+{
+	static const char *const known[] = {"bulk", "slow", NULL};
+	static const char *const none[] = {NULL};
+	char path[512], err[512], want[1024];
+	struct passwd_db *db;
+
+	(void)state;
+	db = load_tmpl_path("alice:@Y:1:1::/h:/s:class=bulk\n"
+			    "bob:@Y\n"
+			    "carol:@Y:1:1::/h:/s:senders=c@x.test\n"
+			    "dave:@Y:1:1::/h:/s:class=slow\n",
+			    path, sizeof(path));
+	err[0] = '\0';
+	assert_int_equal(passwd_db_check_classes(db, class_in, (void *)known,
+						 err, sizeof(err)),
+			 0);
+	assert_string_equal(err, "");
+	/* Without the classes: the first user's line and name. */
+	assert_int_equal(passwd_db_check_classes(db, class_in, (void *)none,
+						 err, sizeof(err)),
+			 -1);
+	snprintf(want, sizeof(want),
+		 "%s:1: class=bulk: no such class in limits.classes", path);
+	assert_string_equal(err, want);
+	passwd_db_free(db);
+
+	/* Class names are exact; the line is the entry's own. */
+	db = load_tmpl_path("# users\n"
+			    "alice:@Y:1:1::/h:/s:class=bulk\n"
+			    "\n"
+			    "dave:@Y:1:1::/h:/s:class=Slow\n",
+			    path, sizeof(path));
+	assert_int_equal(passwd_db_check_classes(db, class_in, (void *)known,
+						 err, sizeof(err)),
+			 -1);
+	snprintf(want, sizeof(want),
+		 "%s:4: class=Slow: no such class in limits.classes", path);
+	assert_string_equal(err, want);
+	/* A short buffer is cut, still terminated; none at all is fine. */
+	memset(err, 'x', sizeof(err));
+	assert_int_equal(
+		passwd_db_check_classes(db, class_in, (void *)known, err, 8),
+		-1);
+	assert_int_equal(strlen(err), 7);
+	assert_int_equal(
+		passwd_db_check_classes(db, class_in, (void *)known, NULL, 0),
+		-1);
+	passwd_db_free(db);
+
+	/* No class= anywhere: nothing to check. */
+	db = load_tmpl_path("alice:@Y\nbob:@B:1:1::/h:/s:senders=b@x.test\n",
+			    path, sizeof(path));
+	assert_int_equal(passwd_db_check_classes(db, class_in, (void *)none,
+						 err, sizeof(err)),
+			 0);
+	passwd_db_free(db);
+}
+
 static void
 test_permissions(void **state)
 {
@@ -504,6 +731,10 @@ main(void)
 		cmocka_unit_test(test_long_user_refused),
 		cmocka_unit_test(test_truncated_hash_refused),
 		cmocka_unit_test(test_nul_byte_refused),
+		cmocka_unit_test(test_extra_fields),
+		cmocka_unit_test(test_extra_fields_refused),
+		cmocka_unit_test(test_extra_class_name_length),
+		cmocka_unit_test(test_check_classes),
 		cmocka_unit_test(test_permissions),
 		cmocka_unit_test(test_missing_and_not_regular),
 	};
