@@ -65,6 +65,7 @@ struct shard {
 
 struct table {
 	struct shard shards[RATELIMIT_SHARDS];
+	unsigned nshards; /* used: fewer for small tables */
 };
 
 struct ratelimit {
@@ -117,12 +118,20 @@ gcra_give(uint64_t *tat, const struct config_rate *r, uint64_t n, uint64_t now)
  * Tables
  */
 
+/* Shards of at least SHARD_MIN entries, so that a small table is not cut
+ * into shards of one entry each (where two open sessions could collide). */
+#define SHARD_MIN 16
+
 static int
 table_init(struct table *t, size_t max_entries)
 {
-	uint32_t per = (uint32_t)((max_entries + RATELIMIT_SHARDS - 1) /
-				  RATELIMIT_SHARDS);
+	size_t n = max_entries / SHARD_MIN;
+	uint32_t per;
 
+	t->nshards = n < 1		    ? 1
+		     : n > RATELIMIT_SHARDS ? RATELIMIT_SHARDS
+					    : (unsigned)n;
+	per = (uint32_t)((max_entries + t->nshards - 1) / t->nshards);
 	for (size_t i = 0; i < RATELIMIT_SHARDS; i++) {
 		struct shard *sh = &t->shards[i];
 		pthread_mutex_init(&sh->mu, NULL);
@@ -167,13 +176,14 @@ table_count(struct table *t)
 static struct shard *
 shard_of(struct table *t, const struct ratelimit_key *k)
 {
-	return &t->shards[k->hash % RATELIMIT_SHARDS];
+	return &t->shards[k->hash % t->nshards];
 }
 
+/* The shard is picked by the low bits of the hash, the chain by the high. */
 static uint32_t *
 chain_of(struct shard *sh, const struct ratelimit_key *k)
 {
-	return &sh->heads[(k->hash / RATELIMIT_SHARDS) & (sh->nheads - 1)];
+	return &sh->heads[(k->hash >> 32) & (sh->nheads - 1)];
 }
 
 static struct entry *

@@ -14,12 +14,12 @@
  * when it fails (ratelimit_user_give), so only delivered mail costs tokens.
  *
  * Tables are bounded (limits.max_users, limits.ip.max_entries), cut into
- * shards with a mutex each.  An entry whose buckets are all full again,
- * with no ban, quota window or open session, means exactly what no entry
- * means, so it is dropped whenever room is needed; only when that is not
- * enough is the least recently used entry without open sessions evicted
- * (counted in the stats).  Memory: RATELIMIT_ENTRY_BYTES per tracked user or
- * network, plus 4 bytes of hash head.
+ * up to 64 shards (of at least 16 entries) with a mutex each.  An entry whose
+ * buckets are all full again, with no ban, quota window or open session, means
+ * exactly what no entry means, so it is dropped whenever room is needed; only
+ * when that is not enough is the least recently used entry without open
+ * sessions evicted (counted in the stats).  Memory: RATELIMIT_ENTRY_BYTES per
+ * tracked user or network, plus 4 bytes of hash head.
  *
  * Keys: a user is tracked by a keyed SHA-256 of the login (the secret is
  * random per process), a network by its address masked to

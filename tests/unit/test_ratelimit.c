@@ -312,7 +312,7 @@ test_tables_stay_bounded(void **state)
 	int full = 0;
 
 	(void)state;
-	cfg.ip_max_entries = 64; /* one entry per shard */
+	cfg.ip_max_entries = 64; /* four shards of 16 */
 	l = ratelimit_new(&cfg, err, sizeof(err));
 	assert_non_null(l);
 	/* A flood of distinct networks, each coming and going. */
