@@ -45,6 +45,12 @@ def login(p, user="demo", password="demo-pass-1", source="127.0.0.2"):
     return s
 
 
+def sanitized(p):
+    """Is this proxy an ASan build?"""
+    return "libasan" in Path(f"/proc/{p.proc.pid}/maps").read_text() or \
+        b"__asan_init" in Path(p.proc.args[0]).read_bytes()
+
+
 def limited(p, **user_limits):
     return {"limits.user": user_limits}
 
@@ -367,7 +373,10 @@ def test_network_table_stays_bounded_under_a_flood(proxy, recording_backend):
         greeting = raw_greeting(p.starttls_port, f"127.10.{i // 250}.{i % 250 + 1}")
         assert greeting.startswith(b"220 "), (i, greeting)
     grown = rss_kb() - before
-    assert grown < 4096, f"RSS grew {grown} KiB over 3000 networks"
+    # ASan holds freed memory in quarantine, so its RSS says nothing about
+    # the table; the plain build's run of this test checks the bound.
+    if not sanitized(p):
+        assert grown < 4096, f"RSS grew {grown} KiB over 3000 networks"
     with login(p, source="127.11.0.1") as s:
         s.sendmail("a@example.test", ["r@example.test"], MSG)
 
