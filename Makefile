@@ -73,6 +73,7 @@ Q := @
 endif
 
 # The XDP program, its skeleton, and the test tool (mk/bpf.mk).
+.DEFAULT_GOAL := all
 include mk/bpf.mk
 
 .DELETE_ON_ERROR:
