@@ -58,41 +58,22 @@ struct ipv6_frag {
 #define IPV6_OFFSET_MASK 0xfff8
 #define IPV6_EXT_MAX	 4
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, BLOCKLIST_MAX_BLOCK);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct blocklist_key4);
-	__type(value, struct blocklist_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} msa_block4 SEC(".maps");
+/* The four prefix tries: block and allow, IPv4 and IPv6; pinned by name so
+ * user space finds them again after a restart. */
+#define LPM_TRIE(name, key_type, max)                                          \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                           \
+		__uint(max_entries, max);                                      \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                          \
+		__type(key, key_type);                                         \
+		__type(value, struct blocklist_value);                         \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                           \
+	} name SEC(".maps")
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, BLOCKLIST_MAX_BLOCK);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct blocklist_key6);
-	__type(value, struct blocklist_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} msa_block6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, BLOCKLIST_MAX_ALLOW);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct blocklist_key4);
-	__type(value, struct blocklist_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} msa_allow4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, BLOCKLIST_MAX_ALLOW);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct blocklist_key6);
-	__type(value, struct blocklist_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} msa_allow6 SEC(".maps");
+LPM_TRIE(msa_block4, struct blocklist_key4, BLOCKLIST_MAX_BLOCK);
+LPM_TRIE(msa_block6, struct blocklist_key6, BLOCKLIST_MAX_BLOCK);
+LPM_TRIE(msa_allow4, struct blocklist_key4, BLOCKLIST_MAX_ALLOW);
+LPM_TRIE(msa_allow6, struct blocklist_key6, BLOCKLIST_MAX_ALLOW);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -164,12 +145,21 @@ lookup_live(void *map, void *key, __u64 *now, int *expired)
 	return -1;
 }
 
+/* The TCP header at tcp, if the frame holds all of it: its port. */
+static __always_inline void
+tcp_port(struct tcphdr *tcp, void *end, struct frame *f)
+{
+	if ((void *)(tcp + 1) > end)
+		return;
+	f->tcp_port_known = 1;
+	f->dport = tcp->dest;
+}
+
 /* IPv4: source, and the TCP destination port of a first fragment. */
 static __always_inline int
 parse_ipv4(void *cur, void *end, struct frame *f)
 {
 	struct iphdr *ip = cur;
-	struct tcphdr *tcp;
 
 	if ((void *)(ip + 1) > end)
 		return -1;
@@ -177,11 +167,7 @@ parse_ipv4(void *cur, void *end, struct frame *f)
 	if (ip->protocol != IPPROTO_TCP || ip->ihl < 5 ||
 	    (ip->frag_off & bpf_htons(IPV4_OFFSET_MASK)) != 0)
 		return 0;
-	tcp = cur + ip->ihl * 4;
-	if ((void *)(tcp + 1) > end)
-		return 0;
-	f->tcp_port_known = 1;
-	f->dport = tcp->dest;
+	tcp_port(cur + ip->ihl * 4, end, f);
 	return 0;
 }
 
@@ -193,7 +179,6 @@ parse_ipv6(void *cur, void *end, struct frame *f)
 	struct ipv6hdr *ip6 = cur;
 	struct ipv6_opt_hdr *opt;
 	struct ipv6_frag *frag;
-	struct tcphdr *tcp;
 	__u8 nh;
 
 	if ((void *)(ip6 + 1) > end)
@@ -229,13 +214,8 @@ parse_ipv6(void *cur, void *end, struct frame *f)
 			break;
 		}
 	}
-	if (nh != IPPROTO_TCP)
-		return 0;
-	tcp = cur;
-	if ((void *)(tcp + 1) > end)
-		return 0;
-	f->tcp_port_known = 1;
-	f->dport = tcp->dest;
+	if (nh == IPPROTO_TCP)
+		tcp_port(cur, end, f);
 	return 0;
 }
 

@@ -756,28 +756,50 @@ set_user_limits(struct loader *l, const yaml_node_t *v, const char *key,
 	return parse_map(l, v, v, key, user_limit_fields, &cfg->user_limits);
 }
 
-/* limits.classes: NAME: {messages: .., ...}, each key optional. */
-static int
-set_classes(struct loader *l, const yaml_node_t *v, const char *key, void *base)
+/*
+ * A mapping whose keys are names (limits.classes, limits.users): its pairs
+ * in *start..*top and a zeroed array of one item_size element per pair in
+ * *items.  Returns the pair count (0: empty or null, nothing allocated) or
+ * -1 with the error reported.
+ */
+static ssize_t
+named_mapping(struct loader *l, const yaml_node_t *v, const char *key,
+	      const char *expected, size_t item_size, void **items,
+	      yaml_node_pair_t **start, yaml_node_pair_t **top)
 {
-	struct config *cfg = base;
-	yaml_node_pair_t *p, *start, *top;
-	char ikey[160];
 	size_t n;
 
 	if (is_null(v))
 		return 0;
 	if (v->type != YAML_MAPPING_NODE)
-		return fail(l, line_of(v), key,
-			    "expected a mapping of class names to limits");
-	start = v->data.mapping.pairs.start;
-	top = v->data.mapping.pairs.top;
-	n = (size_t)(top - start);
+		return fail(l, line_of(v), key, "%s", expected);
+	*start = v->data.mapping.pairs.start;
+	*top = v->data.mapping.pairs.top;
+	n = (size_t)(*top - *start);
 	if (n == 0)
 		return 0;
-	cfg->classes = calloc(n, sizeof(*cfg->classes));
-	if (cfg->classes == NULL)
+	*items = calloc(n, item_size);
+	if (*items == NULL)
 		return fail(l, line_of(v), key, "out of memory");
+	return (ssize_t)n;
+}
+
+/* limits.classes: NAME: {messages: .., ...}, each key optional. */
+static int
+set_classes(struct loader *l, const yaml_node_t *v, const char *key, void *base)
+{
+	struct config *cfg = base;
+	yaml_node_pair_t *p, *start = NULL, *top = NULL;
+	void *items = NULL;
+	char ikey[160];
+	ssize_t n;
+
+	n = named_mapping(l, v, key,
+			  "expected a mapping of class names to limits",
+			  sizeof(*cfg->classes), &items, &start, &top);
+	if (n <= 0)
+		return (int)n;
+	cfg->classes = items;
 	for (p = start; p < top; p++) {
 		const yaml_node_t *k = node_at(l, p->key);
 		const yaml_node_t *item = node_at(l, p->value);
@@ -819,23 +841,17 @@ set_user_classes(struct loader *l, const yaml_node_t *v, const char *key,
 		 void *base)
 {
 	struct config *cfg = base;
-	yaml_node_pair_t *p, *start, *top;
+	yaml_node_pair_t *p, *start = NULL, *top = NULL;
+	void *items = NULL;
 	char ikey[400];
-	size_t n;
+	ssize_t n;
 
-	if (is_null(v))
-		return 0;
-	if (v->type != YAML_MAPPING_NODE)
-		return fail(l, line_of(v), key,
-			    "expected a mapping of logins to class names");
-	start = v->data.mapping.pairs.start;
-	top = v->data.mapping.pairs.top;
-	n = (size_t)(top - start);
-	if (n == 0)
-		return 0;
-	cfg->user_classes = calloc(n, sizeof(*cfg->user_classes));
-	if (cfg->user_classes == NULL)
-		return fail(l, line_of(v), key, "out of memory");
+	n = named_mapping(l, v, key,
+			  "expected a mapping of logins to class names",
+			  sizeof(*cfg->user_classes), &items, &start, &top);
+	if (n <= 0)
+		return (int)n;
+	cfg->user_classes = items;
 	for (p = start; p < top; p++) {
 		const yaml_node_t *k = node_at(l, p->key);
 		const yaml_node_t *item = node_at(l, p->value);

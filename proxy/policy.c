@@ -60,21 +60,6 @@ retry_seconds(uint64_t ms)
 	return ms < 1000 ? 1 : (ms + 999) / 1000;
 }
 
-static const struct config_rate *
-rate_of(const struct config_user_limits *lim, enum ratelimit_user_kind kind)
-{
-	switch (kind) {
-	case LIMIT_MESSAGES:
-		return &lim->messages;
-	case LIMIT_RECIPIENTS:
-		return &lim->recipients;
-	case LIMIT_BYTES:
-		return &lim->bytes;
-	default:
-		return &lim->messages_quota;
-	}
-}
-
 /* "451 4.7.1 Message rate limit reached (100 per 1h), try again in 37
  * seconds" */
 static void
@@ -87,7 +72,7 @@ limit_reply(char *buf, size_t len, const struct config_user_limits *lim,
 		[LIMIT_BYTES] = "Message data rate limit reached",
 		[LIMIT_QUOTA] = "Message quota reached",
 	};
-	const struct config_rate *r = rate_of(lim, kind);
+	const struct config_rate *r = ratelimit_rate(lim, kind);
 	char per[32], count[32];
 	uint64_t secs = retry_seconds(retry_ms);
 
@@ -193,16 +178,17 @@ policy_auth_done(struct session *s, const char *login, bool ok)
 	const struct config *cfg = worker_config(s->w);
 	struct ratelimit *lim = worker_limits(s->w);
 	uint64_t now = timer_now_ms(), hold = 0, ban;
-	struct ratelimit_key key;
 
+	/* One keyed hash per attempt: the login's score now, its buckets
+	 * after policy_authed(). */
+	ratelimit_user_key(lim, login, &s->user_key);
 	if (s->ip_tracked) {
 		/* The score of this login across all networks: its answer
 		 * waits longer with every failure over the allowance. */
-		ratelimit_user_key(lim, login, &key);
-		hold = ratelimit_login_delay(lim, &key,
+		hold = ratelimit_login_delay(lim, &s->user_key,
 					     cfg->auth_failure_delay_ms, now);
 		if (!ok)
-			ratelimit_login_failed(lim, &key, now);
+			ratelimit_login_failed(lim, &s->user_key, now);
 	}
 	if (ok)
 		return hold;
@@ -232,7 +218,7 @@ policy_authed(struct session *s)
 	const struct passwd_user_info *info =
 		passwd_db_user_info(worker_users(s->w), s->smtp.user);
 
-	ratelimit_user_key(worker_limits(s->w), s->smtp.user, &s->user_key);
+	/* s->user_key: made for this login by policy_auth_done(). */
 	s->senders = info ? info->senders : NULL;
 	s->user_limits = ratelimit_policy(worker_config(s->w), s->smtp.user,
 					  info ? info->class_name : NULL);

@@ -32,7 +32,8 @@ bool policy_admit(struct session *s);
  * long to hold the answer (ms).  Sets s->banned when the failure earned
  * the client's network a ban. */
 uint64_t policy_auth_done(struct session *s, const char *login, bool ok);
-/* AUTH succeeded: find the user's limits and senders. */
+/* AUTH succeeded (after policy_auth_done() for the same login): find the
+ * user's limits and senders. */
 void policy_authed(struct session *s);
 /* The MAIL or RCPT in s->smtp is about to be forwarded: false when it was
  * refused instead (the reply is queued). */

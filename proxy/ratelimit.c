@@ -425,8 +425,9 @@ ratelimit_policy(const struct config *cfg, const char *login,
  * Users
  */
 
-static const struct config_rate *
-user_rate(const struct config_user_limits *pol, enum ratelimit_user_kind kind)
+const struct config_rate *
+ratelimit_rate(const struct config_user_limits *pol,
+	       enum ratelimit_user_kind kind)
 {
 	switch (kind) {
 	case LIMIT_MESSAGES:
@@ -445,7 +446,7 @@ nothing_limited(const struct config_user_limits *pol,
 		const uint64_t amount[LIMIT_USER_KINDS])
 {
 	for (int k = 0; k < LIMIT_USER_KINDS; k++)
-		if (amount[k] != 0 && user_rate(pol, k)->count != 0)
+		if (amount[k] != 0 && ratelimit_rate(pol, k)->count != 0)
 			return false;
 	return true;
 }
@@ -492,7 +493,7 @@ ratelimit_user_take(struct ratelimit *l, const struct ratelimit_key *key,
 	saved_end = e->window_end;
 	saved_used = e->used;
 	for (k = 0; k < LIMIT_USER_KINDS; k++) {
-		const struct config_rate *r = user_rate(pol, k);
+		const struct config_rate *r = ratelimit_rate(pol, k);
 		uint64_t wait;
 
 		if (amount[k] == 0 || r->count == 0)
@@ -532,7 +533,7 @@ ratelimit_user_give(struct ratelimit *l, const struct ratelimit_key *key,
 	pthread_mutex_lock(&sh->mu);
 	e = find(sh, key);
 	for (int k = 0; e != NULL && k < LIMIT_USER_KINDS; k++) {
-		const struct config_rate *r = user_rate(pol, k);
+		const struct config_rate *r = ratelimit_rate(pol, k);
 
 		if (amount[k] == 0 || r->count == 0)
 			continue;

@@ -82,6 +82,10 @@ const struct config_user_limits *ratelimit_policy(const struct config *cfg,
 						  const char *login,
 						  const char *class_name);
 
+/* The rate a policy sets for kind (LIMIT_QUOTA: messages_quota). */
+const struct config_rate *ratelimit_rate(const struct config_user_limits *pol,
+					 enum ratelimit_user_kind kind);
+
 void ratelimit_user_key(const struct ratelimit *l, const char *login,
 			struct ratelimit_key *key);
 

@@ -30,6 +30,7 @@
 #include <openssl/crypto.h>
 
 #include "auth/passwd_db.h"
+#include "config_value.h" /* the class name rule */
 
 #ifndef CRYPT_GENSALT_IMPLEMENTS_AUTO_ENTROPY
 #error "libxcrypt with crypt_gensalt auto entropy is required"
@@ -314,21 +315,6 @@ strip_dovecot_prefix(const char **hp)
 
 /* ---- parsing ---- */
 
-/* Name characters for class=: what limits.classes accepts. */
-static bool
-class_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 64)
-		return false;
-	for (; *s != '\0'; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || strchr("_.-", *s) != NULL))
-			return false;
-	return true;
-}
-
 /* "a@example.com,@example.org": addresses or @domains, no spaces. */
 static bool
 senders_ok(const char *s)
@@ -365,7 +351,7 @@ parse_extra(char *x, struct passwd_user_info *info, const char *path,
 	for (char *tok = strtok_r(x, " \t", &save); tok != NULL;
 	     tok = strtok_r(NULL, " \t", &save)) {
 		if (strncmp(tok, "class=", 6) == 0) {
-			if (!class_name_ok(tok + 6)) {
+			if (!config_value_class_name(tok + 6)) {
 				seterr(err, errlen,
 				       "%s:%lu: class=: a class name is "
 				       "letters, digits, '_', '.' or '-'",
