@@ -36,7 +36,7 @@ static void backend_connect(struct session *s, size_t server,
 static const struct config_backend *
 server_of(const struct session *s, const struct backend_conn *be)
 {
-	return &worker_config(s->w)->backends[be->server];
+	return &session_config(s)->backends[be->server];
 }
 
 /* ---------------------------------------------------------------------
@@ -173,7 +173,7 @@ send_line(struct session *s, const char *line, size_t len)
 static void
 failover(struct session *s, const char *step, const char *detail)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	struct backend_conn *be = s->be;
 	size_t server = be->server;
 	unsigned attempts = be->attempts;
@@ -184,7 +184,9 @@ failover(struct session *s, const char *step, const char *detail)
 		 detail, attempts);
 	backend_close(s, false);
 	if (attempts < cfg->nbackends) {
-		backend_connect(s, worker_pick_backend(s->w, server, attempts),
+		backend_connect(s,
+				worker_pick_backend(s->w, session_config(s),
+						    server, attempts),
 				attempts);
 		session_run(s);
 		return;
@@ -253,7 +255,7 @@ send_ehlo(struct session *s)
 {
 	char line[300];
 	int n = snprintf(line, sizeof(line), "EHLO %s\r\n",
-			 worker_config(s->w)->hostname);
+			 session_config(s)->hostname);
 
 	send_line(s, line, (size_t)n);
 }
@@ -328,13 +330,13 @@ ready(struct session *s)
 		return;
 	send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
 	be->state = BE_WAIT_REPLY;
-	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
+	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
 }
 
 static void
 handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	struct backend_conn *be = s->be;
 	const char *args;
 	size_t alen;
@@ -540,7 +542,7 @@ backend_on_connect(struct backend_conn *be, int res)
 static void
 backend_connect(struct session *s, size_t server, unsigned attempts)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	const struct config_addr *a = &cfg->backends[server].addr;
 	struct backend_conn *be = calloc(1, sizeof(*be));
 	struct io_uring_sqe *sqe;
@@ -580,7 +582,9 @@ backend_forward(struct session *s)
 	struct backend_conn *be = s->be;
 
 	if (be == NULL) {
-		backend_connect(s, worker_pick_backend(s->w, 0, 0), 0);
+		backend_connect(
+			s, worker_pick_backend(s->w, session_config(s), 0, 0),
+			0);
 		return;
 	}
 	if (be->state == BE_READY)

@@ -553,6 +553,29 @@ set_hostname(struct loader *l, const yaml_node_t *v, const char *key,
 	return 0;
 }
 
+/* An octal file mode such as "0660" (YAML would read 0660 as a number in
+ * some dialects: take the text). */
+static int
+set_control_mode(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config *cfg = base;
+	const char *s;
+	char *end;
+	unsigned long m;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	m = strtoul(s, &end, 8);
+	if (*s < '0' || *s > '7' || *end != '\0' || m > 0777 ||
+	    (m & 0600) != 0600)
+		return fail(l, line_of(v), key,
+			    "expected an octal mode from 0600 to 0777, "
+			    "such as 0660 (the owner must read and write)");
+	cfg->control_mode = (unsigned)m;
+	return 0;
+}
+
 static int
 set_log_level(struct loader *l, const yaml_node_t *v, const char *key,
 	      void *base)
@@ -1136,6 +1159,18 @@ static const struct list_spec server_list = {
 	.check = backends_check,
 };
 
+static const struct field control_fields[] = {
+	OPT("socket", F_PATH, CFG(control_socket)),
+	FUNC("mode", set_control_mode),
+	END_OF_TABLE,
+};
+
+static const struct field shutdown_fields[] = {
+	NUM("timeout", F_MS, CFG(shutdown_timeout_ms), 0, DAY),
+	NUM("fast_timeout", F_MS, CFG(shutdown_fast_timeout_ms), 0, DAY),
+	END_OF_TABLE,
+};
+
 static const struct field log_fields[] = {
 	FUNC("level", set_log_level),
 	END_OF_TABLE,
@@ -1221,6 +1256,8 @@ static const struct field top_fields[] = {
 	SECTION("auth", auth_fields, true), /* for auth.passwd_file */
 	SECTION("limits", limits_fields, false),
 	SECTION("backends", backends_fields, true), /* for servers */
+	SECTION("control", control_fields, false),
+	SECTION("shutdown", shutdown_fields, false),
 	END_OF_TABLE,
 };
 
@@ -1259,6 +1296,9 @@ set_defaults(struct config *cfg)
 	cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
 	cfg->workers = 0;
 	cfg->log_level = LOG_INFO;
+	cfg->control_mode = 0600;
+	cfg->shutdown_timeout_ms = 30 * SECOND;
+	cfg->shutdown_fast_timeout_ms = 3 * SECOND;
 
 	cfg->tls_min_version = TLS1_2_VERSION;
 	cfg->tls_ciphers = strdup(DEFAULT_CIPHERS);
@@ -1526,6 +1566,7 @@ config_free(struct config *cfg)
 	free(cfg->tls_ciphersuites);
 	free(cfg->tls_groups);
 	free(cfg->passwd_file);
+	free(cfg->control_socket);
 	free(cfg->path);
 	free(cfg);
 }

@@ -161,6 +161,13 @@ struct config {
 	struct config_nets ip_allow;	     /* never limited or banned */
 	size_t ip_max_entries;		     /* default 100000 */
 
+	/* control: */
+	char *control_socket;  /* unix socket for msaproxyctl; NULL: none */
+	unsigned control_mode; /* its file mode, default 0600 */
+	/* shutdown: */
+	uint64_t shutdown_timeout_ms;	   /* SIGTERM, drain: default 30s */
+	uint64_t shutdown_fast_timeout_ms; /* SIGINT: default 3s */
+
 	/* backends: */
 	struct config_backend *backends; /* at least one */
 	size_t nbackends;

@@ -129,7 +129,7 @@ refuse_connection(struct session *s, const char *reply, const char *reason,
 bool
 policy_admit(struct session *s)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	const struct config_listener *l = s->listener;
 	enum ratelimit_verdict v;
 	uint8_t addr[16];
@@ -175,7 +175,7 @@ policy_admit(struct session *s)
 uint64_t
 policy_auth_done(struct session *s, const char *login, bool ok)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	struct ratelimit *lim = worker_limits(s->w);
 	uint64_t now = timer_now_ms(), hold = 0, ban;
 
@@ -216,11 +216,11 @@ void
 policy_authed(struct session *s)
 {
 	const struct passwd_user_info *info =
-		passwd_db_user_info(worker_users(s->w), s->smtp.user);
+		passwd_db_user_info(s->gen->users, s->smtp.user);
 
 	/* s->user_key: made for this login by policy_auth_done(). */
 	s->senders = info ? info->senders : NULL;
-	s->user_limits = ratelimit_policy(worker_config(s->w), s->smtp.user,
+	s->user_limits = ratelimit_policy(session_config(s), s->smtp.user,
 					  info ? info->class_name : NULL);
 }
 

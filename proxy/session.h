@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <liburing.h>
 #include <openssl/ssl.h>
@@ -21,6 +22,7 @@
 #include "buf.h"
 #include "config.h"
 #include "data_scan.h"
+#include "generation.h"
 #include "ratelimit.h"
 #include "smtp.h"
 #include "smtp_reply.h"
@@ -47,6 +49,8 @@ enum ring_op {
 #define BACKEND_OUT_CAP (128u * 1024) /* commands and message bytes */
 
 struct worker;
+struct bans;
+struct generation;
 
 enum backend_state {
 	BE_NONE,	  /* no connection */
@@ -94,6 +98,7 @@ enum data_sink {
 
 struct session {
 	struct worker *w;
+	struct generation *gen; /* held: the config it started on */
 	uint64_t id;
 	int fd;
 	const struct config_listener *listener;
@@ -141,20 +146,25 @@ struct session {
 /* worker.c: ring access for session.c and backend.c. */
 struct io_uring_sqe *worker_sqe(struct worker *w);
 void worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op);
-const struct config *worker_config(const struct worker *w);
-struct tls_server *worker_tls(const struct worker *w);
+struct generation *worker_generation(const struct worker *w);
 struct auth_pool *worker_auth(const struct worker *w);
 struct ratelimit *worker_limits(const struct worker *w);
-const struct passwd_db *worker_users(const struct worker *w);
+struct bans *worker_bans(const struct worker *w);
 struct timer_heap *worker_timers(struct worker *w);
 unsigned worker_id(const struct worker *w);
-size_t worker_pick_backend(struct worker *w, size_t after, unsigned tried);
-const struct smtp_params *worker_smtp_params(const struct worker *w,
-					     enum listener_mode mode);
+size_t worker_pick_backend(struct worker *w, const struct config *cfg,
+			   size_t after, unsigned tried);
 void worker_auth_done(struct auth_request *req);
 const char *worker_recv_buf(const struct worker *w, unsigned bid);
 void worker_recv_buf_return(struct worker *w, unsigned bid);
 void worker_session_gone(struct worker *w, struct session *s);
+
+/* The config a session started on. */
+static inline const struct config *
+session_config(const struct session *s)
+{
+	return s->gen->cfg;
+}
 
 /* A login name for a log line: the client chose it, so it is quoted when
  * it holds anything but plain printable bytes; "-" when there is none. */
@@ -171,7 +181,12 @@ void session_on_auth(struct session *s, struct auth_request *req);
 void session_on_timer(struct session *s);
 void session_run(struct session *s);
 void session_close(struct session *s, const char *reason);
+/* Stop now with 421 (shutdown, drain deadline). */
 void session_shutdown(struct session *s);
+/* Finish the transaction in progress, then 421 (a drain). */
+void session_drain(struct session *s);
+/* One line about the session for the control socket. */
+void session_describe(const struct session *s, FILE *f, bool json);
 void session_release(struct session *s); /* an op completed */
 
 /* backend.c */
