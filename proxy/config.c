@@ -687,6 +687,82 @@ set_names(struct loader *l, const yaml_node_t *v, const char *key, void *base)
 	return 0;
 }
 
+/* A list of strings, each checked by valid (NULL: any non-empty) and, as
+ * a path, made relative to the config's directory. */
+static int
+string_list(struct loader *l, const yaml_node_t *v, const char *key, bool path,
+	    bool (*valid)(const char *), const char *why, char ***out,
+	    size_t *count)
+{
+	char ikey[128];
+	size_t n;
+
+	if (is_null(v))
+		return 0;
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail(l, line_of(v), key, "expected a list");
+	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	if (n == 0)
+		return 0;
+	*out = calloc(n, sizeof(**out));
+	if (*out == NULL)
+		return fail(l, line_of(v), key, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item =
+			node_at(l, v->data.sequence.items.start[i]);
+		const char *s;
+
+		index_key(ikey, sizeof(ikey), key, i);
+		if (get_scalar(l, item, ikey, &s) < 0)
+			return -1;
+		if (*s == '\0' || (valid != NULL && !valid(s)))
+			return fail(l, line_of(item), ikey, "%s", why);
+		(*out)[i] = path ? resolve_path(l, s, ikey, line_of(item))
+				 : xstrdup(l, s, ikey, line_of(item));
+		if ((*out)[i] == NULL)
+			return -1;
+		*count = i + 1;
+	}
+	return 0;
+}
+
+static int
+set_blocklist_files(struct loader *l, const yaml_node_t *v, const char *key,
+		    void *base)
+{
+	struct config *cfg = base;
+
+	return string_list(l, v, key, true, NULL, "must not be empty",
+			   &cfg->blocklist_files, &cfg->nblocklist_files);
+}
+
+/* An interface name as the kernel takes it (IFNAMSIZ - 1 bytes, no '/',
+ * no white space). */
+static bool
+valid_ifname(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 15 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	for (; *s; s++) {
+		if (*s == '/' || *s == ':' || *s <= ' ' || *s == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+static int
+set_xdp_interfaces(struct loader *l, const yaml_node_t *v, const char *key,
+		   void *base)
+{
+	struct config *cfg = base;
+
+	return string_list(l, v, key, false, valid_ifname,
+			   "expected an interface name such as eth0",
+			   &cfg->xdp_interfaces, &cfg->nxdp_interfaces);
+}
+
 static int
 set_mechanisms(struct loader *l, const yaml_node_t *v, const char *key,
 	       void *base)
@@ -1159,6 +1235,38 @@ static const struct list_spec server_list = {
 	.check = backends_check,
 };
 
+static const struct enum_name xdp_modes[] = {
+	{"auto", XDP_MODE_AUTO},
+	{"native", XDP_MODE_NATIVE},
+	{"generic", XDP_MODE_GENERIC},
+	{NULL, 0},
+};
+static const struct enum_name xdp_scopes[] = {
+	{"all", XDP_SCOPE_ALL},
+	{"listeners", XDP_SCOPE_LISTENERS},
+	{NULL, 0},
+};
+
+static const struct field xdp_fields[] = {
+	OPT("enabled", F_BOOL, CFG(xdp_enabled)),
+	FUNC("interfaces", set_xdp_interfaces),
+	ENUM("mode", CFG(xdp_mode), xdp_modes),
+	OPT("required", F_BOOL, CFG(xdp_required)),
+	OPT("pin_dir", F_PATH, CFG(xdp_pin_dir)),
+	ENUM("scope", CFG(xdp_scope), xdp_scopes),
+	END_OF_TABLE,
+};
+
+static const struct field blocklist_fields[] = {
+	FUNC("files", set_blocklist_files),
+	OPT("allow", F_NETS, CFG(blocklist_allow)),
+	OPT("auto_ban", F_BOOL, CFG(blocklist_auto_ban)),
+	OPT("ban_floods", F_BOOL, CFG(blocklist_ban_floods)),
+	NUM("max_entries", F_SIZE, CFG(blocklist_max_entries), 1, 100000000),
+	SECTION("xdp", xdp_fields, false),
+	END_OF_TABLE,
+};
+
 static const struct field control_fields[] = {
 	OPT("socket", F_PATH, CFG(control_socket)),
 	FUNC("mode", set_control_mode),
@@ -1256,6 +1364,7 @@ static const struct field top_fields[] = {
 	SECTION("auth", auth_fields, true), /* for auth.passwd_file */
 	SECTION("limits", limits_fields, false),
 	SECTION("backends", backends_fields, true), /* for servers */
+	SECTION("blocklist", blocklist_fields, false),
 	SECTION("control", control_fields, false),
 	SECTION("shutdown", shutdown_fields, false),
 	END_OF_TABLE,
@@ -1270,6 +1379,13 @@ check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
 
 	if (check_limits(l, limits, cfg) < 0)
 		return -1;
+	if (cfg->xdp_enabled && cfg->nxdp_interfaces == 0) {
+		const yaml_node_t *bl = map_get(l, root, "blocklist");
+
+		return fail(l, line_of(map_get(l, bl, "xdp")),
+			    "blocklist.xdp.interfaces",
+			    "at least one interface when xdp is enabled");
+	}
 
 	if (cfg->max_auth_line < cfg->max_line) {
 		n = map_get(l, limits, "max_auth_line");
@@ -1297,6 +1413,9 @@ set_defaults(struct config *cfg)
 	cfg->workers = 0;
 	cfg->log_level = LOG_INFO;
 	cfg->control_mode = 0600;
+	cfg->blocklist_auto_ban = true;
+	cfg->blocklist_max_entries = 1000000;
+	cfg->xdp_pin_dir = strdup("/sys/fs/bpf/msaproxy");
 	cfg->shutdown_timeout_ms = 30 * SECOND;
 	cfg->shutdown_fast_timeout_ms = 3 * SECOND;
 
@@ -1344,7 +1463,7 @@ set_defaults(struct config *cfg)
 	cfg->backend_data_timeout_ms = 10 * MINUTE;
 
 	if (cfg->tls_ciphers == NULL || cfg->tls_ciphersuites == NULL ||
-	    cfg->tls_groups == NULL)
+	    cfg->tls_groups == NULL || cfg->xdp_pin_dir == NULL)
 		return -1;
 	return 0;
 }
@@ -1567,6 +1686,14 @@ config_free(struct config *cfg)
 	free(cfg->tls_groups);
 	free(cfg->passwd_file);
 	free(cfg->control_socket);
+	for (size_t i = 0; i < cfg->nblocklist_files; i++)
+		free(cfg->blocklist_files[i]);
+	free(cfg->blocklist_files);
+	free(cfg->blocklist_allow.v);
+	for (size_t i = 0; i < cfg->nxdp_interfaces; i++)
+		free(cfg->xdp_interfaces[i]);
+	free(cfg->xdp_interfaces);
+	free(cfg->xdp_pin_dir);
 	free(cfg->path);
 	free(cfg);
 }

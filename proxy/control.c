@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "control.h"
 #include "log.h"
 #include "server.h"
@@ -90,6 +91,66 @@ cmd_user(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	return server_user_limits(srv, argv[2], body, json, err, errlen);
 }
 
+static int
+parse_prefix(const char *text, struct ipnet *net, char *err, size_t errlen)
+{
+	const char *why = ipnet_parse(text, net);
+
+	if (why != NULL)
+		snprintf(err, errlen, "%.64s: %s", text, why);
+	return why != NULL ? -1 : 0;
+}
+
+/* ban PREFIX [--ttl DURATION] */
+static int
+cmd_ban(struct server *srv, int argc, char **argv, FILE *body, bool json,
+	char *err, size_t errlen)
+{
+	struct ipnet net;
+	uint64_t ttl = 0;
+
+	(void)body, (void)json;
+	if ((argc != 2 && argc != 4) ||
+	    (argc == 4 && strcmp(argv[2], "--ttl") != 0)) {
+		snprintf(err, errlen, "usage: ban PREFIX [--ttl DURATION]");
+		return -1;
+	}
+	if (parse_prefix(argv[1], &net, err, errlen) != 0)
+		return -1;
+	if (argc == 4 &&
+	    (config_parse_duration(argv[3], &ttl) != 0 || ttl == 0)) {
+		snprintf(err, errlen,
+			 "--ttl: expected a duration such as 30s, 10m, 1h, 7d");
+		return -1;
+	}
+	return server_ban(srv, &net, ttl, err, errlen);
+}
+
+static int
+cmd_unban(struct server *srv, int argc, char **argv, FILE *body, bool json,
+	  char *err, size_t errlen)
+{
+	struct ipnet net;
+
+	(void)body, (void)json;
+	if (argc != 2) {
+		snprintf(err, errlen, "usage: unban PREFIX");
+		return -1;
+	}
+	if (parse_prefix(argv[1], &net, err, errlen) != 0)
+		return -1;
+	return server_unban(srv, &net, err, errlen);
+}
+
+static int
+cmd_list(struct server *srv, int argc, char **argv, FILE *body, bool json,
+	 char *err, size_t errlen)
+{
+	(void)argc, (void)argv, (void)err, (void)errlen;
+	server_bans(srv, body, json);
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	control_fn fn;
@@ -97,6 +158,8 @@ static const struct {
 	{"status", cmd_status},	    {"stats", cmd_stats},
 	{"sessions", cmd_sessions}, {"reload", cmd_reload},
 	{"drain", cmd_drain},	    {"user", cmd_user},
+	{"ban", cmd_ban},	    {"unban", cmd_unban},
+	{"list", cmd_list},
 };
 
 void
@@ -131,8 +194,8 @@ control_exec(struct server *srv, char *line, FILE *out)
 		return;
 	}
 	snprintf(err, sizeof(err),
-		 "unknown command \"%.64s\" (try status, "
-		 "stats, sessions, reload, drain, user limits LOGIN)",
+		 "unknown command \"%.64s\" (try status, stats, sessions, "
+		 "reload, drain, user limits LOGIN, ban, unban, list)",
 		 argv[0]);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[0], commands[i].name) == 0) {

@@ -34,6 +34,7 @@
 
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
+#include "bans.h"
 #include "control.h"
 #include "generation.h"
 #include "listen.h"
@@ -46,6 +47,7 @@
 
 #define RETIRE_MAX	 16 /* generations waiting for every worker */
 #define SESSIONS_WAIT_MS 2000
+#define SWEEP_MS	 1000 /* expired bans leave memory and kernel */
 
 struct server {
 	const char *path;
@@ -69,6 +71,7 @@ struct server {
 	unsigned reloads, reload_failures;
 	bool draining;
 	int drain_signals;
+	uint64_t swept_ms;
 };
 
 /* The sockets worker k gets from set s built for cfg. */
@@ -155,6 +158,11 @@ server_reload(struct server *srv, char *err, size_t errlen)
 		goto fail;
 	if (listen_set_build(&srv->listeners, gen->cfg, srv->nworkers, &next,
 			     err, errlen) != 0) {
+		generation_drop(gen);
+		goto fail;
+	}
+	if (bans_reload(srv->shared.bans, gen->cfg, err, errlen) != 0) {
+		listen_set_abort(&srv->listeners, &next);
 		generation_drop(gen);
 		goto fail;
 	}
@@ -288,13 +296,53 @@ server_stats(struct server *srv, FILE *out, bool json)
 			(unsigned long long)atomic_load(&st->ip_refused[k]));
 	fprintf(out,
 		json ? ",\"ip_bans\":%llu,\"limit_evictions\":%llu,"
-		       "\"limit_users\":%zu,\"limit_networks\":%zu}\n"
+		       "\"limit_users\":%zu,\"limit_networks\":%zu"
 		     : "ip_bans %llu\nlimit_evictions %llu\n"
 		       "limit_users %zu\nlimit_networks %zu\n",
 		(unsigned long long)atomic_load(&st->bans),
 		(unsigned long long)atomic_load(&st->evictions),
 		ratelimit_user_entries(srv->shared.limits),
 		ratelimit_ip_entries(srv->shared.limits));
+	bans_stats(srv->shared.bans, out, json);
+	if (json)
+		fprintf(out, "}\n");
+}
+
+int
+server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
+	   char *err, size_t errlen)
+{
+	char text[IPNET_TEXT_MAX];
+
+	if (bans_add(srv->shared.bans, net, ttl_ms, BLOCKLIST_REASON_MANUAL,
+		     err, errlen) != 0)
+		return -1;
+	log_info("banned", " network=%s ttl_ms=%" PRIu64 " reason=manual",
+		 ipnet_format(net, text, sizeof(text)), ttl_ms);
+	return 0;
+}
+
+int
+server_unban(struct server *srv, const struct ipnet *net, char *err,
+	     size_t errlen)
+{
+	char text[IPNET_TEXT_MAX];
+	int r = bans_del(srv->shared.bans, net, err, errlen);
+
+	if (r == 1)
+		snprintf(err, errlen, "%s is not banned",
+			 ipnet_format(net, text, sizeof(text)));
+	if (r != 0)
+		return -1;
+	log_info("unbanned", " network=%s",
+		 ipnet_format(net, text, sizeof(text)));
+	return 0;
+}
+
+void
+server_bans(struct server *srv, FILE *out, bool json)
+{
+	bans_list(srv->shared.bans, out, json);
 }
 
 int
@@ -425,6 +473,10 @@ loop(struct server *srv)
 			control_serve(srv->cfd, srv);
 		if (srv->nretiring > 0)
 			retire(srv);
+		if (timer_now_ms() - srv->swept_ms >= SWEEP_MS) {
+			srv->swept_ms = timer_now_ms();
+			bans_sweep(srv->shared.bans);
+		}
 	}
 }
 
@@ -458,6 +510,9 @@ start(struct server *srv, char *err, size_t errlen)
 		return -1;
 	srv->shared.limits = ratelimit_new(cfg, err, errlen);
 	if (srv->shared.limits == NULL)
+		return -1;
+	srv->shared.bans = bans_open(cfg, err, errlen);
+	if (srv->shared.bans == NULL)
 		return -1;
 	if (cfg->control_socket != NULL) {
 		srv->cfd = control_listen(cfg->control_socket,
@@ -529,6 +584,7 @@ out:
 	listen_set_forget(&srv.listeners);
 	auth_pool_stop(srv.shared.auth);
 	ratelimit_free(srv.shared.limits);
+	bans_close(srv.shared.bans); /* detaches XDP; pinned bans stay */
 	while (srv.nretiring > 0)
 		generation_drop(srv.retiring[--srv.nretiring]);
 	generation_drop(srv.gen);

@@ -9,7 +9,10 @@
 #define MSAPROXY_SERVER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include "ipnet.h"
 
 struct generation;
 struct server;
@@ -24,6 +27,11 @@ void server_drain(struct server *srv, bool fast);
 void server_status(struct server *srv, FILE *out, bool json);
 void server_stats(struct server *srv, FILE *out, bool json);
 int server_sessions(struct server *srv, FILE *out, bool json);
+int server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
+	       char *err, size_t errlen);
+int server_unban(struct server *srv, const struct ipnet *net, char *err,
+		 size_t errlen);
+void server_bans(struct server *srv, FILE *out, bool json);
 int server_user_limits(struct server *srv, const char *login, FILE *out,
 		       bool json, char *err, size_t errlen);
 

@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bans.h"
 #include "generation.h"
 #include "log.h"
 #include "session.h"
@@ -651,6 +652,11 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 				  memory_order_relaxed);
 	if (w->nsessions >= w->gen->cfg->max_sessions) {
 		refuse(w, res, l->cl->addr.text, "max-sessions");
+		return;
+	}
+	if (w->shared.bans != NULL &&
+	    !bans_admit(w->shared.bans, (struct sockaddr *)&peer)) {
+		refuse(w, res, l->cl->addr.text, "blocklist");
 		return;
 	}
 	setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
