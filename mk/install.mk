@@ -7,7 +7,9 @@
 # What goes where (PREFIX=/usr/local, the default):
 #
 #   $(BUILD)/msaproxy              /usr/local/sbin/msaproxy
+#   $(BUILD)/msaproxyctl           /usr/local/sbin/msaproxyctl
 #   man/msaproxy.8                 /usr/local/share/man/man8/msaproxy.8.gz
+#   man/msaproxyctl.8              /usr/local/share/man/man8/msaproxyctl.8.gz
 #   man/msaproxy.yaml.5            /usr/local/share/man/man5/msaproxy.yaml.5.gz
 #   packaging/msaproxy.service     /usr/local/lib/systemd/system/msaproxy.service
 #                                  (/lib/systemd/system with PREFIX=/usr)
@@ -45,7 +47,9 @@ INSTALL    ?= install
 
 INSTALL_FILES := \
 	$(SBINDIR)/msaproxy \
+	$(SBINDIR)/msaproxyctl \
 	$(MANDIR)/man8/msaproxy.8.gz \
+	$(MANDIR)/man8/msaproxyctl.8.gz \
 	$(MANDIR)/man5/msaproxy.yaml.5.gz \
 	$(SYSTEMDUNITDIR)/msaproxy.service \
 	$(SYSUSERSDIR)/msaproxy.conf \
@@ -54,9 +58,10 @@ INSTALL_FILES := \
 
 .PHONY: install uninstall
 
-# The binary is whatever $(BUILD)/msaproxy is (built first if missing or
-# stale); `make -o $(BUILD)/msaproxy install` installs it as it is.
-install: $(BUILD)/msaproxy
+# The binaries are whatever $(BUILD)/msaproxy and $(BUILD)/msaproxyctl are
+# (built first if missing or stale); `make -o $(BUILD)/msaproxy -o
+# $(BUILD)/msaproxyctl install` installs them as they are.
+install: $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 	@echo "  INSTALL $(DESTDIR)$(PREFIX)"
 	$(Q)$(INSTALL) -d -m 755 $(DESTDIR)$(SBINDIR) \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
@@ -65,10 +70,15 @@ install: $(BUILD)/msaproxy
 	$(Q)[ -d $(DESTDIR)$(SYSCONFDIR)/msaproxy ] || \
 		$(INSTALL) -d -m 750 $(DESTDIR)$(SYSCONFDIR)/msaproxy
 	$(Q)$(INSTALL) -m 755 $(BUILD)/msaproxy $(DESTDIR)$(SBINDIR)/msaproxy
+	$(Q)$(INSTALL) -m 755 $(BUILD)/msaproxyctl \
+		$(DESTDIR)$(SBINDIR)/msaproxyctl
 	$(Q)gzip -9 -n -c man/msaproxy.8 > $(DESTDIR)$(MANDIR)/man8/msaproxy.8.gz
+	$(Q)gzip -9 -n -c man/msaproxyctl.8 \
+		> $(DESTDIR)$(MANDIR)/man8/msaproxyctl.8.gz
 	$(Q)gzip -9 -n -c man/msaproxy.yaml.5 \
 		> $(DESTDIR)$(MANDIR)/man5/msaproxy.yaml.5.gz
 	$(Q)chmod 644 $(DESTDIR)$(MANDIR)/man8/msaproxy.8.gz \
+		$(DESTDIR)$(MANDIR)/man8/msaproxyctl.8.gz \
 		$(DESTDIR)$(MANDIR)/man5/msaproxy.yaml.5.gz
 	$(Q)sed -e 's|/usr/local/sbin/msaproxy|$(SBINDIR)/msaproxy|g' \
 		-e 's|/etc/msaproxy/|$(SYSCONFDIR)/msaproxy/|g' \

@@ -3,13 +3,16 @@ unit, sysusers and tmpfiles entries, and the proxy inside the unit's
 sandbox.
 
 Install runs into a temporary DESTDIR (never the real system) with the
-binary under test ($MSAPROXY_BIN, not rebuilt: make -o), PREFIX=/usr as a
-distribution package would, and once with the default PREFIX.
+binaries under test ($MSAPROXY_BIN and the msaproxyctl next to it, not
+rebuilt: make -o), PREFIX=/usr as a distribution package would, and once
+with the default PREFIX.  The installed msaproxyctl is run against a real
+proxy.
 
 The man pages must render with `man -l` and groff -ww without one warning,
-and msaproxy.yaml(5) must name every key of conf/msaproxy.yaml (the rate
+msaproxy.yaml(5) must name every key of conf/msaproxy.yaml (the rate
 limit keys are described in the example file and docs/LIMITS.md; the page
-only names their sections).
+only names their sections), and msaproxyctl(8) every command the control
+socket knows and every field its JSON answers carry.
 
 systemd is not PID 1 in the test machine, so the unit is checked, not
 started: `systemd-analyze verify` (directives, the installed binary being
@@ -28,6 +31,7 @@ mandoc, python3-seccomp) skips its test with the reason, except under CI
 """
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -44,14 +48,17 @@ import conftest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(conftest.MSAPROXY_BIN).resolve()
-MAN_PAGES = {"msaproxy.8": "man8", "msaproxy.yaml.5": "man5"}
+CTL = BIN.parent / "msaproxyctl"  # what install takes: $(BUILD)/msaproxyctl
+MAN_PAGES = {"msaproxy.8": "man8", "msaproxyctl.8": "man8", "msaproxy.yaml.5": "man5"}
 UNIT = "msaproxy.service"
 
 # Exactly what install puts under DESTDIR, by PREFIX.
 LAYOUT = {
     "/usr": [
         "usr/sbin/msaproxy",
+        "usr/sbin/msaproxyctl",
         "usr/share/man/man8/msaproxy.8.gz",
+        "usr/share/man/man8/msaproxyctl.8.gz",
         "usr/share/man/man5/msaproxy.yaml.5.gz",
         "lib/systemd/system/msaproxy.service",
         "usr/lib/sysusers.d/msaproxy.conf",
@@ -60,7 +67,9 @@ LAYOUT = {
     ],
     "/usr/local": [
         "usr/local/sbin/msaproxy",
+        "usr/local/sbin/msaproxyctl",
         "usr/local/share/man/man8/msaproxy.8.gz",
+        "usr/local/share/man/man8/msaproxyctl.8.gz",
         "usr/local/share/man/man5/msaproxy.yaml.5.gz",
         "usr/local/lib/systemd/system/msaproxy.service",
         "usr/local/lib/sysusers.d/msaproxy.conf",
@@ -86,11 +95,12 @@ def need_tool(name):
 
 
 def make(target, destdir, prefix=None):
-    """make TARGET into destdir with the binary under test, not rebuilt."""
+    """make TARGET into destdir with the binaries under test, not rebuilt."""
+    assert CTL.is_file(), f"{CTL} is missing: build it next to {BIN}"
     env = {k: v for k, v in os.environ.items()
            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES")}
     cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", str(BIN),
-           target, f"BUILD={BIN.parent}", f"DESTDIR={destdir}"]
+           "-o", str(CTL), target, f"BUILD={BIN.parent}", f"DESTDIR={destdir}"]
     if prefix is not None:
         cmd.append(f"PREFIX={prefix}")
     return conftest.run(cmd, env=env, timeout=60)
@@ -120,10 +130,13 @@ def installed(tmp_path_factory):
 
 def test_install_lays_out_the_files(installed):
     assert files_under(installed) == sorted(LAYOUT["/usr"])
-    assert mode(installed / "usr/sbin/msaproxy") == 0o755
-    assert (installed / "usr/sbin/msaproxy").read_bytes() == BIN.read_bytes()
-    for rel in LAYOUT["/usr"][1:]:
-        assert mode(installed / rel) == 0o644, rel
+    binaries = {"usr/sbin/msaproxy": BIN, "usr/sbin/msaproxyctl": CTL}
+    for rel, built in binaries.items():
+        assert mode(installed / rel) == 0o755, rel
+        assert (installed / rel).read_bytes() == built.read_bytes(), rel
+    for rel in LAYOUT["/usr"]:
+        if rel not in binaries:
+            assert mode(installed / rel) == 0o644, rel
     assert mode(installed / "etc/msaproxy") == 0o750
     for page, section in MAN_PAGES.items():
         gz = installed / f"usr/share/man/{section}/{page}.gz"
@@ -138,6 +151,7 @@ def test_unit_paths_follow_prefix(installed, tmp_path):
     unit = (installed / "lib/systemd/system" / UNIT).read_text()
     assert "ExecStartPre=/usr/sbin/msaproxy -t -c /etc/msaproxy/msaproxy.yaml\n" in unit
     assert "ExecStart=/usr/sbin/msaproxy -c /etc/msaproxy/msaproxy.yaml\n" in unit
+    assert "ExecReload=/usr/sbin/msaproxy -t -c /etc/msaproxy/msaproxy.yaml\n" in unit
     assert "/usr/local" not in unit
 
     make("install", tmp_path)  # the default PREFIX
@@ -179,9 +193,15 @@ def test_uninstall_removes_what_install_put(tmp_path):
 SECTIONS = {
     "msaproxy.8": ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS",
                    "SIGNALS", "LOGGING", "FILES", "EXIT STATUS", "SEE ALSO"],
+    "msaproxyctl.8": ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS",
+                      "status", "stats", "sessions", "reload", "drain [--fast]",
+                      "user limits login", "ban prefix [--ttl duration]",
+                      "unban prefix", "list", "PROTOCOL", "EXIT STATUS", "FILES",
+                      "SECURITY", "EXAMPLES", "SEE ALSO"],
     "msaproxy.yaml.5": ["NAME", "SYNOPSIS", "DESCRIPTION", "VALUES", "ERRORS",
                         "TOP LEVEL", "LOG", "TLS", "LISTENERS", "AUTH", "LIMITS",
-                        "RATE LIMITS", "BACKENDS", "EXAMPLE", "FILES", "SEE ALSO"],
+                        "RATE LIMITS", "BACKENDS", "CONTROL", "SHUTDOWN", "RELOAD",
+                        "EXAMPLE", "FILES", "SEE ALSO"],
 }
 
 
@@ -259,6 +279,55 @@ def test_config_man_page_names_every_key():
     assert not missing, f"msaproxy.yaml(5) does not document: {missing}"
 
 
+def test_ctl_man_page_names_every_command():
+    """Every command of proxy/control.c's table has its subsection."""
+    source = (ROOT / "man/msaproxyctl.8").read_text()
+    table = (ROOT / "proxy/control.c").read_text()
+    commands = re.findall(r'\{"([a-z]+)", cmd_[a-z]+\}', table)
+    assert {"status", "reload", "drain", "user"} <= set(commands), commands
+    missing = [c for c in commands if not re.search(rf"^\.SS \"?{c}\b", source, re.M)]
+    assert not missing, f"msaproxyctl(8) has no subsection for: {missing}"
+
+
+def test_installed_msaproxyctl_talks_to_the_proxy(installed, proxy, recording_backend, users):
+    """The installed client against a running proxy; every field of its JSON
+    answers is named in msaproxyctl(8)."""
+    ctl = installed / "usr/sbin/msaproxyctl"
+    p = proxy([recording_backend.port])
+
+    def run(*args):
+        proc = subprocess.run([str(ctl), "-s", str(p.control_socket), *args],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    page = re.sub(r"\\f[BIRP]", "", (ROOT / "man/msaproxyctl.8").read_text())
+    page = page.replace("\\-", "-")
+    status = json.loads(run("-j", "status"))
+    assert status["pid"] == p.proc.pid and status["state"] == "running"
+    assert f"pid {p.proc.pid}, running for " in run("status")
+    fields = set(status) | set(json.loads(run("-j", "stats")))
+    limits = json.loads(run("-j", "user", "limits", "demo"))
+    fields |= set(limits)
+    fields |= {k for v in limits.values() if isinstance(v, dict) for k in v}
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    with smtplib.SMTP_SSL("127.0.0.1", p.implicit_port, context=ctx, timeout=15) as s:
+        s.login("demo", users.passwords["demo"])
+        sessions = [json.loads(line) for line in run("-j", "sessions").splitlines()]
+        assert [x["user"] for x in sessions] == ["demo"], sessions
+        fields |= set(sessions[0])
+        assert run("sessions").startswith("ID CLIENT LISTENER USER STATE TLS\n")
+    missing = sorted(f for f in fields if not re.search(rf"\b{f}\b", page))
+    assert not missing, f"msaproxyctl(8) does not name: {missing}"
+
+    # No proxy there: exit 3; no command: usage, exit 2.
+    gone = subprocess.run([str(ctl), "-s", str(p.ctl_dir / "nothing.sock"), "status"],
+                          capture_output=True, text=True, timeout=30)
+    assert gone.returncode == 3 and "nothing.sock" in gone.stderr
+    usage = subprocess.run([str(ctl)], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: msaproxyctl")
+
+
 # ---------------------------------------------------------------------------
 # systemd: unit, sysusers, tmpfiles (checked, not run: no systemd as PID 1)
 # ---------------------------------------------------------------------------
@@ -309,7 +378,21 @@ def test_unit_runs_unprivileged_with_bind_capability_only():
     assert s["User"] == ["msaproxy"] and s["Group"] == ["msaproxy"]
     assert s["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
     assert s["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
-    assert "ExecReload" not in s, "the proxy does not reload on SIGHUP yet"
+    assert s["ExecReload"] == [
+        "/usr/local/sbin/msaproxy -t -c /etc/msaproxy/msaproxy.yaml",
+        "/bin/kill -HUP $MAINPID"]
+    # SIGTERM drains for up to shutdown.timeout: systemd must wait longer.
+    assert s["KillSignal"] == ["SIGTERM"]
+    conf = (ROOT / "conf/msaproxy.yaml").read_text()
+    drain = re.search(r"^shutdown:\n  timeout: (\d+)s ", conf, re.M)
+    assert drain and drain.group(1) == "30", "conf/msaproxy.yaml: shutdown.timeout"
+    stop = re.fullmatch(r"(\d+)s", s["TimeoutStopSec"][0])
+    assert stop and int(drain.group(1)) < int(stop.group(1)) <= int(drain.group(1)) + 30, \
+        f"TimeoutStopSec={s['TimeoutStopSec']}"
+    # /run/msaproxy, for the control socket (msaproxyctl's default path).
+    assert s["RuntimeDirectory"] == ["msaproxy"]
+    assert s["RuntimeDirectoryMode"] == ["0750"]
+    assert '"/run/msaproxy/control.sock"' in (ROOT / "proxy/ctl/msaproxyctl.c").read_text()
     for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
                        ("ProtectHome", "yes"), ("PrivateTmp", "yes"),
                        ("PrivateDevices", "yes"), ("ProtectKernelTunables", "yes"),
@@ -458,4 +541,8 @@ def test_proxy_works_inside_the_units_sandbox(sandboxed_bin, proxy, recording_ba
     got = recording_backend.wait_for_messages(1)
     assert b"io_uring inside" in got[0]["content"]
     assert got[0]["xclient"].get("LOGIN") == "demo"
+    # The control socket and a reload (files, TLS contexts, listeners)
+    # work inside the filter too; the drain at stop is checked by stop().
+    p.ctl("reload")
+    assert json.loads(p.ctl("-j", "status").stdout)["generation"] == 2
     assert "Operation not permitted" not in p.log(), p.log()[-3000:]
