@@ -25,7 +25,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -iquote proxy \
             -fstack-protector-strong -fno-strict-aliasing
-LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread -lbpf -lelf -lz
+LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread -lbpf -lelf -lz -lm
 ALLOC    ?= -ljemalloc
 TESTLIBS := -lcmocka
 

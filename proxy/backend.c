@@ -13,6 +13,10 @@
  * The client gets 250 for a message only when the backend said 2xx for it:
  * the verdict after the end of data is the backend's own reply.
  *
+ * Which server: pool.c (backends.balance, health).  Handshake failures and
+ * timeouts count toward the server's fall (passive health); a completed
+ * handshake brings back a server that was retried after down_time.
+ *
  * Config keys: backends.servers (address, identity), backends.*_timeout,
  * hostname (our EHLO name).
  */
@@ -27,10 +31,11 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pool.h"
 #include "session.h"
 #include "xtext.h"
 
-static void backend_connect(struct session *s, size_t server,
+static void backend_connect(struct session *s, size_t server, uint64_t tried,
 			    unsigned attempts);
 
 static const struct config_backend *
@@ -46,6 +51,7 @@ server_of(const struct session *s, const struct backend_conn *be)
 static void
 backend_free(struct backend_conn *be)
 {
+	pool_conn_close(worker_pool(be->w), be->server);
 	if (be->fd >= 0)
 		close(be->fd);
 	buf_free(&be->in);
@@ -169,27 +175,65 @@ send_line(struct session *s, const char *line, size_t len)
  * Failure handling
  */
 
+void
+backend_health_log(const struct config_backend *b, int change,
+		   const char *source, const char *reason)
+{
+	if (change == POOL_WENT_DOWN)
+		log_warn("backend-down", " backend=%s source=%s reason=\"%s\"",
+			 b->addr.text, source, reason);
+	else if (change == POOL_WENT_UP)
+		log_info("backend-up", " backend=%s source=%s reason=\"%s\"",
+			 b->addr.text, source, reason);
+}
+
+/* A failure that says the server is unwell counts toward its fall. */
+static void
+mark_failed(struct session *s, size_t server, const char *step,
+	    const char *detail)
+{
+	char reason[160];
+	enum pool_change c =
+		pool_failed(worker_pool(s->w), server, timer_now_ms());
+
+	snprintf(reason, sizeof(reason), "%s: %s", step, detail);
+	backend_health_log(&worker_config(s->w)->backends[server], c, "session",
+			   reason);
+}
+
+/* Open a connection to the next server that may take one, or answer
+ * 451 4.4.1 when none is left. */
+static void
+connect_next(struct session *s, uint64_t tried, unsigned attempts)
+{
+	size_t next = worker_pick_backend(s->w, s->smtp.user, tried);
+
+	if (next != POOL_NONE) {
+		backend_connect(s, next, tried, attempts);
+		return;
+	}
+	log_warn("backend-unavailable",
+		 " session=%llx tried=%u detail=\"no backend left to try\"",
+		 (unsigned long long)s->id, attempts);
+	smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
+}
+
 /* Before the client's command was answered: try the next backend. */
 static void
 failover(struct session *s, const char *step, const char *detail)
 {
-	const struct config *cfg = worker_config(s->w);
 	struct backend_conn *be = s->be;
 	size_t server = be->server;
 	unsigned attempts = be->attempts;
+	uint64_t tried = be->tried;
 
 	log_warn("backend-failed",
 		 " session=%llx backend=%s step=%s error=\"%s\" attempt=%u",
 		 (unsigned long long)s->id, server_of(s, be)->addr.text, step,
 		 detail, attempts);
+	mark_failed(s, server, step, detail);
 	backend_close(s, false);
-	if (attempts < cfg->nbackends) {
-		backend_connect(s, worker_pick_backend(s->w, server, attempts),
-				attempts);
-		session_run(s);
-		return;
-	}
-	smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
+	connect_next(s, tried, attempts);
 	session_run(s);
 }
 
@@ -239,6 +283,7 @@ backend_on_timer(struct session *s)
 		 (unsigned long long)s->id, server_of(s, s->be)->addr.text,
 		 s->be->state == BE_WAIT_DATA_END ? "wait-data-end"
 						  : "wait-reply");
+	mark_failed(s, s->be->server, "timeout", "no reply in time");
 	backend_close(s, false);
 	smtp_backend_failed(&s->smtp, SMTP_BACKEND_TIMEOUT);
 	session_run(s);
@@ -331,6 +376,19 @@ ready(struct session *s)
 	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
 }
 
+/* The server works: a down one (retried after down_time) is up again. */
+static void
+handshake_done(struct session *s)
+{
+	size_t server = s->be->server;
+
+	backend_health_log(
+		&worker_config(s->w)->backends[server],
+		pool_succeeded(worker_pool(s->w), server, timer_now_ms()),
+		"session", "handshake completed");
+	ready(s);
+}
+
 static void
 handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 {
@@ -356,7 +414,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			return;
 		}
 		if (server_of(s, be)->identity != IDENTITY_XCLIENT) {
-			ready(s);
+			handshake_done(s);
 			return;
 		}
 		if (!smtp_reply_has_ext(r, "XCLIENT", &args, &alen)) {
@@ -386,7 +444,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			failover(s, "ehlo", detail);
 			return;
 		}
-		ready(s);
+		handshake_done(s);
 		return;
 	default:
 		return;
@@ -538,7 +596,8 @@ backend_on_connect(struct backend_conn *be, int res)
 }
 
 static void
-backend_connect(struct session *s, size_t server, unsigned attempts)
+backend_connect(struct session *s, size_t server, uint64_t tried,
+		unsigned attempts)
 {
 	const struct config *cfg = worker_config(s->w);
 	const struct config_addr *a = &cfg->backends[server].addr;
@@ -554,6 +613,9 @@ backend_connect(struct session *s, size_t server, unsigned attempts)
 	be->w = s->w;
 	be->server = server;
 	be->attempts = attempts + 1;
+	be->tried = tried | (server < 64 ? UINT64_C(1) << server : 0);
+	be->fd = -1;
+	pool_conn_open(worker_pool(s->w), server);
 	buf_init(&be->in, BACKEND_IN_CAP);
 	buf_init(&be->out, BACKEND_OUT_CAP);
 	smtp_reply_init(&be->reply);
@@ -580,7 +642,7 @@ backend_forward(struct session *s)
 	struct backend_conn *be = s->be;
 
 	if (be == NULL) {
-		backend_connect(s, worker_pick_backend(s->w, 0, 0), 0);
+		connect_next(s, 0, 0);
 		return;
 	}
 	if (be->state == BE_READY)

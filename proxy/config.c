@@ -50,6 +50,8 @@
 _Static_assert(sizeof(enum listener_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum bare_newline_policy) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum backend_identity) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum balance_policy) == sizeof(int), "enum size");
 
 struct loader {
 	const char *path; /* as given, for messages */
@@ -1033,6 +1035,12 @@ static const struct enum_name identities[] = {
 	{"none", IDENTITY_NONE},
 	{NULL, 0},
 };
+static const struct enum_name balance_policies[] = {
+	{"round-robin", BALANCE_ROUND_ROBIN},
+	{"least-connections", BALANCE_LEAST_CONN},
+	{"hash-login", BALANCE_HASH_LOGIN},
+	{NULL, 0},
+};
 
 static void
 backend_init(void *item)
@@ -1067,6 +1075,20 @@ backends_check(struct loader *l, struct config *cfg)
 {
 	char key[64];
 
+	if (cfg->nbackends > BACKENDS_MAX)
+		return fail(l, cfg->backends[BACKENDS_MAX].line,
+			    "backends.servers", "at most %d servers",
+			    BACKENDS_MAX);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const struct config_backend *b = &cfg->backends[i];
+		if (b->tls != BACKEND_TLS_STARTTLS_VERIFY &&
+		    (b->ca_file != NULL || b->tls_name != NULL)) {
+			snprintf(key, sizeof(key), "backends.servers[%zu].%s",
+				 i, b->ca_file ? "ca_file" : "name");
+			return fail(l, b->line, key,
+				    "only used with tls: starttls-verify");
+		}
+	}
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		for (size_t j = 0; j < i; j++) {
 			if (!config_value_addr_equal(&cfg->backends[i].addr,
@@ -1121,6 +1143,7 @@ static const struct list_spec listener_list = {
 static const struct field server_fields[] = {
 	REQ_FUNC("address", set_backend_addr), /* no wildcard */
 	NUM("weight", F_UINT, BACKEND(weight), 1, 1000),
+	NUM("max_conns", F_UINT, BACKEND(max_conns), 0, 1000000),
 	ENUM("identity", BACKEND(identity), identities),
 	END_OF_TABLE,
 };
@@ -1203,11 +1226,23 @@ static const struct field limits_fields[] = {
 	END_OF_TABLE,
 };
 
+/* interval: 0s (off) or 1s..1h, checked in check_config(). */
+static const struct field health_fields[] = {
+	NUM("interval", F_MS, CFG(health_interval_ms), 0, HOUR),
+	NUM("timeout", F_MS, CFG(health_timeout_ms), 100, 10 * MINUTE),
+	NUM("rise", F_UINT, CFG(health_rise), 1, 100),
+	NUM("fall", F_UINT, CFG(health_fall), 1, 100),
+	END_OF_TABLE,
+};
+
 static const struct field backends_fields[] = {
 	NUM("connect_timeout", F_MS, CFG(backend_connect_timeout_ms), 1,
 	    NO_LIMIT),
 	NUM("reply_timeout", F_MS, CFG(backend_reply_timeout_ms), 1, NO_LIMIT),
 	NUM("data_timeout", F_MS, CFG(backend_data_timeout_ms), 1, NO_LIMIT),
+	ENUM("balance", CFG(balance), balance_policies),
+	NUM("down_time", F_MS, CFG(backend_down_time_ms), SECOND, DAY),
+	SECTION("health_check", health_fields, false),
 	LIST("servers", &server_list),
 	END_OF_TABLE,
 };
@@ -1233,6 +1268,14 @@ check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
 
 	if (check_limits(l, limits, cfg) < 0)
 		return -1;
+	if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < SECOND) {
+		n = map_get(l,
+			    map_get(l, map_get(l, root, "backends"),
+				    "health_check"),
+			    "interval");
+		return fail(l, line_of(n), "backends.health_check.interval",
+			    "must be 0s (off) or at least 1s");
+	}
 
 	if (cfg->max_auth_line < cfg->max_line) {
 		n = map_get(l, limits, "max_auth_line");
@@ -1302,6 +1345,12 @@ set_defaults(struct config *cfg)
 	cfg->backend_connect_timeout_ms = 10 * SECOND;
 	cfg->backend_reply_timeout_ms = 5 * MINUTE;
 	cfg->backend_data_timeout_ms = 10 * MINUTE;
+	cfg->balance = BALANCE_ROUND_ROBIN;
+	cfg->backend_down_time_ms = 30 * SECOND;
+	cfg->health_interval_ms = 0;
+	cfg->health_timeout_ms = 5 * SECOND;
+	cfg->health_rise = 2;
+	cfg->health_fall = 3;
 
 	if (cfg->tls_ciphers == NULL || cfg->tls_ciphersuites == NULL ||
 	    cfg->tls_groups == NULL)
@@ -1521,6 +1570,10 @@ config_free(struct config *cfg)
 	}
 	free(cfg->user_classes);
 	free(cfg->ip_allow.v);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		free(cfg->backends[i].ca_file);
+		free(cfg->backends[i].tls_name);
+	}
 	free(cfg->backends);
 	free(cfg->tls_ciphers);
 	free(cfg->tls_ciphersuites);

@@ -30,7 +30,22 @@ enum bare_newline_policy {
 enum backend_identity {
 	IDENTITY_NONE,
 	IDENTITY_XCLIENT,
+	IDENTITY_PROXY_V2, /* HAProxy PROXY protocol v2 header + TLVs */
 };
+
+enum backend_tls {
+	BACKEND_TLS_NONE,
+	BACKEND_TLS_STARTTLS,	     /* encrypt, do not check the certificate */
+	BACKEND_TLS_STARTTLS_VERIFY, /* encrypt, verify chain and name */
+};
+
+enum balance_policy {
+	BALANCE_ROUND_ROBIN, /* smooth weighted round robin (default) */
+	BALANCE_LEAST_CONN,  /* fewest open connections per weight */
+	BALANCE_HASH_LOGIN,  /* rendezvous hash of the login */
+};
+
+#define BACKENDS_MAX	64 /* failover keeps a 64-bit "tried" mask */
 
 #define AUTH_MECH_PLAIN 0x1u
 #define AUTH_MECH_LOGIN 0x2u
@@ -95,8 +110,12 @@ struct config_cert {
 
 struct config_backend {
 	struct config_addr addr;
-	unsigned weight;		/* 1..1000, default 1 */
+	unsigned weight;    /* 1..1000, default 1 */
+	unsigned max_conns; /* all workers; 0 = no limit (default) */
 	enum backend_identity identity; /* default xclient */
+	enum backend_tls tls;		/* default none */
+	char *ca_file;			/* starttls-verify; default: system */
+	char *tls_name;			/* name to verify; default: address */
 	int line;
 };
 
@@ -167,6 +186,12 @@ struct config {
 	uint64_t backend_connect_timeout_ms; /* default 10s */
 	uint64_t backend_reply_timeout_ms;   /* default 5m */
 	uint64_t backend_data_timeout_ms;    /* final DATA reply, 10m */
+	enum balance_policy balance;	     /* default round-robin */
+	uint64_t backend_down_time_ms;	     /* no checks: retry after, 30s */
+	uint64_t health_interval_ms; /* active checks; 0 = off (default) */
+	uint64_t health_timeout_ms;  /* one whole check, default 5s */
+	unsigned health_rise;	     /* good checks to come back, 2 */
+	unsigned health_fall;	     /* failures in a row to go down, 3 */
 };
 
 /* The class called name, or NULL. */

@@ -37,6 +37,7 @@
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
 #include "config.h"
+#include "pool.h"
 #include "ratelimit.h"
 #include "log.h"
 #include "tls.h"
@@ -205,8 +206,12 @@ run(struct config *cfg, struct passwd_db *db)
 	}
 	shared.auth = pool;
 	shared.limits = ratelimit_new(cfg, err, sizeof(err));
-	if (shared.limits == NULL) {
-		fprintf(stderr, "msaproxy: %s\n", err);
+	shared.pool = pool_new(cfg);
+	if (shared.limits == NULL || shared.pool == NULL) {
+		fprintf(stderr, "msaproxy: %s\n",
+			shared.limits ? "out of memory" : err);
+		ratelimit_free(shared.limits);
+		pool_free(shared.pool);
 		auth_pool_stop(pool);
 		free(workers);
 		return 1;
@@ -243,6 +248,7 @@ stop:
 		worker_free(workers[i]);
 	auth_pool_stop(pool);
 	ratelimit_free(shared.limits);
+	pool_free(shared.pool);
 	free(workers);
 	if (status == 0)
 		log_info("stopped", "%s", "");

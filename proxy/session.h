@@ -36,6 +36,9 @@ enum ring_op {
 	OP_BACKEND_RECV,
 	OP_BACKEND_SEND,
 	OP_WAKE,
+	OP_CHECK_CONNECT, /* health.c */
+	OP_CHECK_RECV,
+	OP_CHECK_SEND,
 };
 #define OP_BITS		4u
 #define OP_MASK		((1u << OP_BITS) - 1)
@@ -74,6 +77,7 @@ struct backend_conn {
 	enum backend_state state;
 	size_t server;	   /* index into cfg->backends */
 	unsigned attempts; /* servers tried for this command */
+	uint64_t tried;	   /* bit i: server i tried for this command */
 	uint64_t deadline; /* for the step in progress */
 	bool quit_sent;
 	bool sending;
@@ -148,7 +152,9 @@ struct ratelimit *worker_limits(const struct worker *w);
 const struct passwd_db *worker_users(const struct worker *w);
 struct timer_heap *worker_timers(struct worker *w);
 unsigned worker_id(const struct worker *w);
-size_t worker_pick_backend(struct worker *w, size_t after, unsigned tried);
+struct pool *worker_pool(const struct worker *w);
+/* A server for a new backend connection, or POOL_NONE. */
+size_t worker_pick_backend(struct worker *w, const char *login, uint64_t tried);
 const struct smtp_params *worker_smtp_params(const struct worker *w,
 					     enum listener_mode mode);
 void worker_auth_done(struct auth_request *req);
@@ -185,5 +191,8 @@ void backend_send(struct backend_conn *be);
 void backend_close(struct session *s, bool polite);
 void backend_on_timer(struct session *s);
 bool backend_waiting(const struct session *s);
+/* Log a pool state change (enum pool_change) of server b. */
+void backend_health_log(const struct config_backend *b, int change,
+			const char *source, const char *reason);
 
 #endif

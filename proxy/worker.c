@@ -11,8 +11,8 @@
  * Password checks come back from the auth pool through a mailbox (mutex +
  * list) and an eventfd read on the ring.
  *
- * Config keys: workers, listeners, limits.max_sessions, backends.servers
- * (weights: smooth weighted round robin).
+ * Config keys: workers, listeners, limits.max_sessions, backends.balance
+ * (through pool.c).
  */
 #include <assert.h>
 #include <errno.h>
@@ -30,7 +30,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "health.h"
 #include "log.h"
+#include "pool.h"
 #include "session.h"
 #include "tls.h"
 #include "worker.h"
@@ -72,7 +74,8 @@ struct worker {
 	bool stopping;
 	atomic_bool stop;
 
-	long *rr_weight; /* smooth weighted round robin state */
+	struct pool_cursor cursor; /* this worker's balancing state */
+	struct health *health;	   /* worker 0: the active checks */
 
 	pthread_t thread;
 	sem_t started;
@@ -169,28 +172,18 @@ worker_recv_buf_return(struct worker *w, unsigned bid)
 	io_uring_buf_ring_advance(w->br, 1);
 }
 
-/*
- * Smooth weighted round robin: each pick adds every server's weight to its
- * score, takes the highest and subtracts the total from it.  Failover
- * (tried > 0) simply takes the next server after the one that failed.
- */
-size_t
-worker_pick_backend(struct worker *w, size_t after, unsigned tried)
+struct pool *
+worker_pool(const struct worker *w)
 {
-	const struct config *cfg = w->cfg;
-	long total = 0;
-	size_t best = 0;
+	return w->shared.pool;
+}
 
-	if (tried > 0)
-		return (after + 1) % cfg->nbackends;
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		w->rr_weight[i] += cfg->backends[i].weight;
-		total += cfg->backends[i].weight;
-		if (w->rr_weight[i] > w->rr_weight[best])
-			best = i;
-	}
-	w->rr_weight[best] -= total;
-	return best;
+/* backends.balance among the servers not yet tried (pool.c). */
+size_t
+worker_pick_backend(struct worker *w, const char *login, uint64_t tried)
+{
+	return pool_pick(w->shared.pool, &w->cursor, login, tried,
+			 timer_now_ms());
 }
 
 /* ---------------------------------------------------------------------
@@ -418,6 +411,15 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_WAKE:
 		on_wake(w, res);
 		break;
+	case OP_CHECK_CONNECT:
+		health_on_connect(ptr, res);
+		break;
+	case OP_CHECK_RECV:
+		health_on_recv(ptr, res);
+		break;
+	case OP_CHECK_SEND:
+		health_on_send(ptr, res);
+		break;
 	}
 }
 
@@ -442,9 +444,12 @@ worker_loop(struct worker *w)
 		struct __kernel_timespec ts, *tsp = NULL;
 		struct io_uring_cqe *cqe;
 		uint64_t next = timer_next(&w->timers), now = timer_now_ms();
+		uint64_t hnext = health_next(w->health);
 		unsigned head, n = 0;
 		int r;
 
+		if (hnext < next)
+			next = hnext;
 		if (next != TIMER_NONE) {
 			uint64_t d = next > now ? next - now : 0;
 			ts.tv_sec = (long long)(d / 1000);
@@ -465,6 +470,7 @@ worker_loop(struct worker *w)
 		}
 		io_uring_cq_advance(&w->ring, n);
 		fire_timers(w);
+		health_run(w->health, timer_now_ms(), w->stopping);
 	}
 }
 
@@ -618,10 +624,15 @@ worker_new(unsigned id, const struct config *cfg,
 	sem_init(&w->started, 0, 0);
 	timer_heap_init(&w->timers);
 	init_params(w);
-	w->rr_weight = calloc(cfg->nbackends, sizeof(long));
 	w->ls = calloc(cfg->nlisteners, sizeof(*w->ls));
-	if (w->rr_weight == NULL || w->ls == NULL)
+	if (pool_cursor_init(&w->cursor, shared->pool) != 0 || w->ls == NULL)
 		goto oom;
+	if (id == 0) {
+		bool oom;
+		w->health = health_new(w, shared->pool, cfg, &oom);
+		if (oom)
+			goto oom;
+	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		w->ls[i].w = w;
 		w->ls[i].cl = &cfg->listeners[i];
@@ -693,6 +704,7 @@ worker_free(struct worker *w)
 	}
 	if (w->ring_ok)
 		io_uring_queue_exit(&w->ring);
+	health_free(w->health); /* after the ring: nothing in flight */
 	if (w->br != NULL)
 		munmap(w->br, w->br_size);
 	free(w->bufs);
@@ -702,7 +714,7 @@ worker_free(struct worker *w)
 	timer_heap_free(&w->timers);
 	pthread_mutex_destroy(&w->mbox_lock);
 	sem_destroy(&w->started);
-	free(w->rr_weight);
+	pool_cursor_free(&w->cursor);
 	free(w->ls);
 	free(w);
 }

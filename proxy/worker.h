@@ -17,12 +17,14 @@ struct worker;
 struct auth_pool;
 struct ratelimit;
 struct passwd_db;
+struct pool;
 
 /* What every worker shares with the others (all thread-safe). */
 struct worker_shared {
 	struct auth_pool *auth;
 	struct ratelimit *limits;
 	const struct passwd_db *users;
+	struct pool *pool; /* backend health, atomics */
 };
 
 /* Binds the listening sockets (in the caller's thread, so a bad address

@@ -210,6 +210,13 @@ test_defaults(void **state)
 	assert_int_equal(cfg->backend_connect_timeout_ms, 10 * 1000);
 	assert_int_equal(cfg->backend_reply_timeout_ms, 5 * 60 * 1000);
 	assert_int_equal(cfg->backend_data_timeout_ms, 10 * 60 * 1000);
+	assert_int_equal(cfg->backends[0].max_conns, 0);
+	assert_int_equal(cfg->balance, BALANCE_ROUND_ROBIN);
+	assert_int_equal(cfg->backend_down_time_ms, 30 * 1000);
+	assert_int_equal(cfg->health_interval_ms, 0);
+	assert_int_equal(cfg->health_timeout_ms, 5 * 1000);
+	assert_int_equal(cfg->health_rise, 2);
+	assert_int_equal(cfg->health_fall, 3);
 	config_free(cfg);
 }
 
@@ -462,6 +469,13 @@ test_example_config(void **state)
 			 def->backend_reply_timeout_ms);
 	assert_int_equal(ex->backend_data_timeout_ms,
 			 def->backend_data_timeout_ms);
+	assert_int_equal(ex->backends[0].max_conns, def->backends[0].max_conns);
+	assert_int_equal(ex->balance, def->balance);
+	assert_int_equal(ex->backend_down_time_ms, def->backend_down_time_ms);
+	assert_int_equal(ex->health_interval_ms, def->health_interval_ms);
+	assert_int_equal(ex->health_timeout_ms, def->health_timeout_ms);
+	assert_int_equal(ex->health_rise, def->health_rise);
+	assert_int_equal(ex->health_fall, def->health_fall);
 	config_free(def);
 	config_free(ex);
 }
@@ -1647,6 +1661,95 @@ test_err_mechanisms(void **state)
 		     "expected a list such as [PLAIN, LOGIN]");
 }
 
+/* backends: balance, health checks, per-server limits. */
+static void
+test_backends_pool(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(TLS_PART LISTENERS_PART AUTH_PART
+		      "backends:\n"
+		      "  balance: hash-login\n"
+		      "  down_time: 1m\n"
+		      "  health_check:\n"
+		      "    interval: 2s\n"
+		      "    timeout: 500ms\n"
+		      "    rise: 1\n"
+		      "    fall: 5\n"
+		      "  servers:\n"
+		      "    - address: 127.0.0.1:2525\n"
+		      "      max_conns: 7\n"
+		      "    - address: 127.0.0.1:2526\n");
+	assert_int_equal(cfg->balance, BALANCE_HASH_LOGIN);
+	assert_int_equal(cfg->backend_down_time_ms, 60 * 1000);
+	assert_int_equal(cfg->health_interval_ms, 2000);
+	assert_int_equal(cfg->health_timeout_ms, 500);
+	assert_int_equal(cfg->health_rise, 1);
+	assert_int_equal(cfg->health_fall, 5);
+	assert_int_equal(cfg->backends[0].max_conns, 7);
+	assert_int_equal(cfg->backends[1].max_conns, 0);
+	config_free(cfg);
+
+	cfg = load_ok(MINIMAL "  balance: least-connections\n"
+			      "  health_check: {interval: 0s}\n");
+	assert_int_equal(cfg->balance, BALANCE_LEAST_CONN);
+	assert_int_equal(cfg->health_interval_ms, 0);
+	config_free(cfg);
+}
+
+static void
+test_err_backends_pool(void **state)
+{
+	char text[8192];
+	size_t n;
+
+	(void)state;
+	expect_error(MINIMAL "  balance: random\n", 13, "backends.balance",
+		     "must be round-robin, least-connections or hash-login");
+	expect_error(MINIMAL "  down_time: 0s\n", 13, "backends.down_time",
+		     "must be between 1s and 1d");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    interval: 500ms\n",
+		     14, "backends.health_check.interval",
+		     "must be 0s (off) or at least 1s");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    interval: 2h\n",
+		     14, "backends.health_check.interval",
+		     "must be between 0ms and 1h");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    timeout: 10ms\n",
+		     14, "backends.health_check.timeout",
+		     "must be between 100ms and 10m");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    rise: 0\n",
+		     14, "backends.health_check.rise",
+		     "must be between 1 and 100");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    fall: 101\n",
+		     14, "backends.health_check.fall",
+		     "must be between 1 and 100");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    tries: 3\n",
+		     14, "backends.health_check.tries", "unknown key");
+	expect_error(MINIMAL "      max_conns: -1\n", 13,
+		     "backends.servers[0].max_conns",
+		     "expected a whole number");
+	expect_error(MINIMAL "      max_conns: 1000001\n", 13,
+		     "backends.servers[0].max_conns",
+		     "must be between 0 and 1000000");
+
+	/* 65 servers: one more than the failover mask holds. */
+	n = (size_t)snprintf(text, sizeof(text), "%s",
+			     TLS_PART LISTENERS_PART AUTH_PART "backends:\n"
+							       "  servers:\n");
+	for (int i = 0; i < 65; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "    - address: 127.0.0.1:%d\n",
+				      3000 + i);
+	expect_error(text, 12 + 64, "backends.servers", "at most 64 servers");
+}
+
 static void
 test_err_ranges(void **state)
 {
@@ -1911,6 +2014,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_not_a_mapping, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_mechanisms, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_backends_pool, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_backends_pool, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_ranges, setup,
 						teardown),

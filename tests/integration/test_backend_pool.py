@@ -1,0 +1,370 @@
+"""The backend pool end to end: balance policies, health checks, failover.
+
+Real backends on free loopback ports, started here: aiosmtpd recording
+backends (smtp_backend.py), Postfix's smtp-sink, and small socket servers
+for the faults (a 421 greeting, a connection cut mid-DATA).  Each test is
+bounded by the conftest deadline.
+"""
+
+import re
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import LOOPBACK, free_port, wait_until
+from smtp_backend import RecordingBackend
+
+MESSAGE = "Subject: pool\r\n\r\nbody\r\n"
+
+
+PASSWORDS = {"demo": "demo-pass-1", "alice": "alice-pass-2", "bob": "bob-pass-3"}
+
+
+def login(p, user="demo"):
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    s = smtplib.SMTP_SSL(LOOPBACK, p.implicit_port, context=ctx, timeout=15)
+    s.login(user, PASSWORDS[user])
+    return s
+
+
+def send_one(p, user="demo"):
+    with login(p, user) as s:
+        s.sendmail(f"{user}@example.test", ["rcpt@example.test"], MESSAGE)
+
+
+def entry(port, **extra):
+    return {"address": f"{LOOPBACK}:{port}", "identity": "xclient", **extra}
+
+
+@pytest.fixture
+def backends():
+    """Factory: backends(n) starts n recording backends, stopped after."""
+    started = []
+
+    def start(n):
+        new = [RecordingBackend() for _ in range(n)]
+        for b in new:
+            b.start()
+            started.append(b)
+        return new
+
+    yield start
+    for b in started:
+        try:
+            b.stop()
+        except Exception:  # already stopped by the test
+            pass
+
+
+def restart_on(port):
+    """A new recording backend on a port a stopped one used."""
+    deadline = time.monotonic() + 10
+    while True:
+        b = RecordingBackend(port=port)
+        try:
+            b.start()
+            return b
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class FaultyBackend:
+    """A socket server for faults: greets with `greeting`, then answers
+    like an MTA; with die_in_data it cuts the connection after reading
+    that many bytes of message data.  One thread, bounded in time."""
+
+    def __init__(self, greeting=b"220 faulty.test ESMTP\r\n", die_in_data=None):
+        self.greeting = greeting
+        self.die_in_data = die_in_data
+        self.sock = socket.socket()
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.received_end = False
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        deadline = time.monotonic() + 90
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            self.connections += 1
+            with conn:
+                conn.settimeout(10)
+                try:
+                    self.session(conn.makefile("rb"), conn)
+                except OSError:
+                    pass
+
+    def session(self, rfile, conn):
+        conn.sendall(self.greeting)
+        if not self.greeting.startswith(b"220"):
+            return
+        while True:
+            line = rfile.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-faulty.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                got = b""
+                while len(got) < self.die_in_data:
+                    chunk = rfile.read1(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                self.received_end = b"\r\n.\r\n" in got
+                conn.shutdown(socket.SHUT_RDWR)
+                return
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+    def close(self):
+        self.stop_event.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def faulty():
+    made = []
+
+    def make(**kwargs):
+        f = FaultyBackend(**kwargs)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+# ---------------------------------------------------------------------------
+# Balance policies
+# ---------------------------------------------------------------------------
+
+
+def test_weighted_round_robin_spread(proxy, backends):
+    a, b = backends(2)
+    p = proxy([entry(a.port, weight=3), entry(b.port, weight=1)], workers=1)
+    for _ in range(8):
+        send_one(p)
+    assert len(a.wait_for_messages(6)) == 6
+    assert len(b.wait_for_messages(2)) == 2
+
+
+def test_smtp_sink_in_the_pool(proxy, backends, tmp_path):
+    """Postfix's smtp-sink next to aiosmtpd: both get their share."""
+    (a,) = backends(1)
+    port = free_port()
+    log = open(tmp_path / "sink.log", "wb")
+    sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "postfix", "-c",
+                             f"{LOOPBACK}:{port}", "10"], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _accepts(port), 10, "smtp-sink to listen")
+        p = proxy([entry(a.port), entry(port)], workers=1)
+        for _ in range(4):
+            send_one(p)
+        assert len(a.wait_for_messages(2)) == 2
+        assert "backend-failed" not in p.log()
+    finally:
+        sink.terminate()
+        sink.wait(10)
+        log.close()
+
+
+def _accepts(port):
+    with socket.socket() as probe:
+        return probe.connect_ex((LOOPBACK, port)) == 0
+
+
+def test_least_connections(proxy, backends):
+    """Sessions held open after MAIL: each new one goes to the backend
+    with fewer open connections (counted across both workers)."""
+    a, b = backends(2)
+    p = proxy([entry(a.port), entry(b.port)],
+              **{"backends.balance": "least-connections"})
+    held = []
+    try:
+        for i in range(4):
+            s = login(p)
+            assert s.mail("demo@example.test")[0] == 250
+            held.append(s)
+            wait_until(lambda: len(a.connections) + len(b.connections) == i + 1,
+                       10, "the backend connection")
+        assert (len(a.connections), len(b.connections)) == (2, 2)
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_hash_login_sticks_and_moves_only_the_dead_backends_users(proxy, backends):
+    bs = backends(3)
+    p = proxy([entry(b.port) for b in bs],
+              **{"backends.balance": "hash-login",
+                 "backends.health_check": {"fall": 1}})
+    users = ["demo", "alice", "bob"]
+
+    def where(user, n_before):
+        for i, b in enumerate(bs):
+            for m in b.messages[n_before[i]:]:
+                if m["xclient"].get("LOGIN") == user:
+                    return i
+        return None
+
+    home = {}
+    for user in users:
+        for _ in range(3):
+            before = [len(b.messages) for b in bs]
+            send_one(p, user)
+            wait_until(lambda: where(user, before) is not None, 10, "delivery")
+            i = where(user, before)
+            assert home.setdefault(user, i) == i, f"{user} moved"
+
+    # Stop a backend that has users; only they move.
+    dead = home["demo"]
+    bs[dead].stop()
+    for user in users:
+        before = [len(b.messages) for b in bs]
+        send_one(p, user)
+        wait_until(lambda: where(user, before) is not None, 10, "delivery")
+        i = where(user, before)
+        if home[user] == dead:
+            assert i != dead
+        else:
+            assert i == home[user], f"{user} moved though its backend is up"
+    p.wait_for_log(rf"msg=backend-down backend=127\.0\.0\.1:{bs[dead].port} "
+                   r"source=session")
+
+
+# ---------------------------------------------------------------------------
+# Failover
+# ---------------------------------------------------------------------------
+
+
+def test_failover_when_first_backend_refuses(proxy, backends, faulty):
+    """A backend that greets with 421 and one that refuses connections:
+    every message still lands on the good one; after fall failures the
+    bad ones are marked down and skipped."""
+    (good,) = backends(1)
+    busy = faulty(greeting=b"421 4.3.2 busy, try later\r\n")
+    refused = free_port()
+    p = proxy([entry(busy.port), entry(refused), entry(good.port)], workers=1,
+              **{"backends.health_check": {"fall": 2}})
+    down = re.compile(r"msg=backend-down backend=127\.0\.0\.1:(\d+)")
+    sent = 0
+    while len(set(down.findall(p.log()))) < 2 and sent < 15:
+        send_one(p)
+        sent += 1
+    assert len(good.wait_for_messages(sent)) == sent
+    p.wait_for_log(r"msg=backend-failed .*step=greeting")
+    p.wait_for_log(r"msg=backend-failed .*step=connect")
+    p.wait_for_log(rf"msg=backend-down backend=127\.0\.0\.1:{busy.port} "
+                   r"source=session reason=\"greeting: unexpected reply 421\"")
+    p.wait_for_log(rf"msg=backend-down backend=127\.0\.0\.1:{refused} source=session")
+    # Down: no more attempts at either (down_time 30s).
+    tries = busy.connections
+    mark = p.mark()
+    for _ in range(3):
+        send_one(p)
+    assert busy.connections == tries
+    assert "backend-failed" not in p.log()[mark:]
+
+
+def test_all_backends_down_gives_451_4_4_1(proxy):
+    p = proxy([free_port(), free_port()])
+    with login(p) as s:
+        code, text = s.mail("demo@example.test")
+        assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+        assert s.noop()[0] == 250  # the session goes on
+    p.wait_for_log(r"msg=backend-unavailable .*tried=2")
+
+
+# ---------------------------------------------------------------------------
+# Health checks
+# ---------------------------------------------------------------------------
+
+HEALTH = {"interval": "1s", "timeout": "2s", "rise": 2, "fall": 2}
+
+
+def test_health_checks_take_a_dead_backend_out_and_back(proxy, backends):
+    a, b = backends(2)
+    port = a.port
+    p = proxy([entry(a.port), entry(b.port)], workers=1,
+              **{"backends.health_check": HEALTH})
+    send_one(p)
+    send_one(p)
+    assert len(a.wait_for_messages(1)) == 1 and len(b.wait_for_messages(1)) == 1
+
+    a.stop()
+    p.wait_for_log(rf"msg=backend-down backend=127\.0\.0\.1:{port} source=check "
+                   r"reason=\"connect: Connection refused\"", timeout=15)
+    mark = p.mark()
+    for _ in range(4):
+        send_one(p)
+    assert len(b.wait_for_messages(5)) == 5
+    # Skipped, not tried and failed over.
+    assert "backend-failed" not in p.log()[mark:]
+
+    back = restart_on(port)
+    try:
+        p.wait_for_log(rf"msg=backend-up backend=127\.0\.0\.1:{port} source=check",
+                       timeout=15, since=mark)
+        for _ in range(4):
+            send_one(p)
+        assert len(back.wait_for_messages(2)) >= 2
+    finally:
+        back.stop()
+
+
+def test_health_check_requires_what_the_backend_is_configured_for(proxy, backends):
+    """identity xclient but no XCLIENT offered: down, with the reason."""
+    a, b = backends(2)
+    a.advertise_xclient = False
+    p = proxy([entry(a.port), entry(b.port)], workers=1,
+              **{"backends.health_check": HEALTH})
+    p.wait_for_log(rf"msg=backend-down backend=127\.0\.0\.1:{a.port} source=check "
+                   r"reason=\"ehlo: XCLIENT not offered\"", timeout=15)
+    mark = p.mark()
+    for _ in range(3):
+        send_one(p)
+    assert len(b.wait_for_messages(3)) == 3
+    assert a.messages == []
+    assert "backend-failed" not in p.log()[mark:]
+
+
+# ---------------------------------------------------------------------------
+# Nothing lost
+# ---------------------------------------------------------------------------
+
+
+def test_backend_dying_mid_data_gives_4xx_never_250(proxy, faulty):
+    dying = faulty(die_in_data=30000)
+    p = proxy([{"address": f"{LOOPBACK}:{dying.port}", "identity": "none"}])
+    body = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 1000
+    with login(p) as s:
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("demo@example.test", ["rcpt@example.test"], body)
+        assert 400 <= e.value.smtp_code < 500
+        assert s.noop()[0] == 250
+    assert not dying.received_end
+    p.wait_for_log(r"msg=message-refused .*reason=backend-lost")
+    assert not re.search(r"msg=message .*result=250", p.log())
