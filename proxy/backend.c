@@ -32,6 +32,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "proxy_v2.h"
 #include "session.h"
 #include "xtext.h"
 
@@ -595,6 +596,34 @@ backend_on_connect(struct backend_conn *be, int res)
 	backend_send(be);
 }
 
+/* identity proxy-v2: the header goes out as soon as the connection is
+ * up, ahead of everything else. */
+static int
+queue_proxy_header(struct session *s, struct backend_conn *be)
+{
+	char id[32];
+	uint8_t hdr[PROXY_V2_MAX];
+	struct proxy_v2_info info = {
+		.src = &s->peer,
+		.dst = &s->local,
+		.login = s->smtp.user,
+		.unique_id = id,
+	};
+	ssize_t n;
+
+	snprintf(id, sizeof(id), "%llx", (unsigned long long)s->id);
+	if (s->ssl != NULL && s->tls_done) {
+		info.sni =
+			SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+		info.tls_version = SSL_get_version(s->ssl);
+		info.tls_cipher = SSL_get_cipher_name(s->ssl);
+	}
+	n = proxy_v2_write(&info, hdr, sizeof(hdr));
+	if (n < 0 || buf_append_all(&be->out, hdr, (size_t)n) != 0)
+		return -1;
+	return 0;
+}
+
 static void
 backend_connect(struct session *s, size_t server, uint64_t tried,
 		unsigned attempts)
@@ -627,6 +656,11 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 		return;
 	}
 	setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (cfg->backends[server].identity == IDENTITY_PROXY_V2 &&
+	    queue_proxy_header(s, be) != 0) {
+		failover(s, "proxy-v2", "header does not fit");
+		return;
+	}
 	be->state = BE_CONNECTING;
 	sqe = worker_sqe(s->w);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,

@@ -1032,6 +1032,7 @@ static const struct enum_name bare_newline_policies[] = {
 };
 static const struct enum_name identities[] = {
 	{"xclient", IDENTITY_XCLIENT},
+	{"proxy-v2", IDENTITY_PROXY_V2},
 	{"none", IDENTITY_NONE},
 	{NULL, 0},
 };

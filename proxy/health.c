@@ -7,7 +7,8 @@
  * greets with 220 and answers EHLO with 250 listing what this proxy needs
  * from it: XCLIENT for identity xclient, STARTTLS when tls asks for it.
  * A server that does not offer what it is configured for is as good as
- * down.  Results go to the shared pool (pool.c: rise, fall); a change of
+ * down.  A proxy-v2 server first gets a LOCAL header (the proxy speaking
+ * for itself).  Results go to the shared pool (pool.c: rise, fall); a change of
  * state is logged as backend-up / backend-down with the reason.
  *
  * Every socket operation runs on the owning worker's ring and holds a
@@ -32,6 +33,7 @@
 #include "health.h"
 #include "log.h"
 #include "pool.h"
+#include "proxy_v2.h"
 #include "session.h"
 #include "smtp_reply.h"
 
@@ -56,6 +58,7 @@ struct health_check {
 	size_t inlen;
 	char in[1024];
 	char out[320];
+	uint8_t hdr[PROXY_V2_HEADER_MIN]; /* LOCAL, for proxy-v2 servers */
 	struct smtp_reply reply;
 } __attribute__((aligned(1u << OP_BITS)));
 
@@ -237,6 +240,14 @@ health_on_connect(struct health_check *c, int res)
 		return;
 	}
 	c->state = HC_GREETING;
+	if (server_cfg(c)->identity == IDENTITY_PROXY_V2 &&
+	    proxy_v2_write_local(c->hdr, sizeof(c->hdr)) > 0) {
+		struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+		io_uring_prep_send(sqe, c->fd, c->hdr, sizeof(c->hdr),
+				   MSG_NOSIGNAL);
+		worker_prep(sqe, c, OP_CHECK_SEND);
+		c->refs++;
+	}
 	arm_recv(c);
 }
 

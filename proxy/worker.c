@@ -341,6 +341,9 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		close(res);
 		return;
 	}
+	plen = sizeof(s->local); /* for PROXY v2 headers */
+	if (getsockname(res, (struct sockaddr *)&s->local, &plen) != 0)
+		s->local.ss_family = AF_UNSPEC;
 	session_link(w, s);
 	s->inflight++;
 	session_run(s);

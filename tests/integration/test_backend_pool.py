@@ -6,6 +6,7 @@ for the faults (a 421 greeting, a connection cut mid-DATA).  Each test is
 bounded by the conftest deadline.
 """
 
+import ipaddress
 import re
 import smtplib
 import socket
@@ -75,14 +76,60 @@ def restart_on(port):
             time.sleep(0.2)
 
 
-class FaultyBackend:
-    """A socket server for faults: greets with `greeting`, then answers
-    like an MTA; with die_in_data it cuts the connection after reading
-    that many bytes of message data.  One thread, bounded in time."""
+PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
-    def __init__(self, greeting=b"220 faulty.test ESMTP\r\n", die_in_data=None):
+
+def read_proxy_v2(rfile):
+    """Parse one PROXY protocol v2 header (HAProxy proxy-protocol.txt 2.2)
+    off rfile: {"command", "src", "dst" ((ip, port) or None), "tlvs"
+    {type: bytes}, "ssl" {"client", "verify", subtype: bytes}}."""
+    head = rfile.read(16)
+    assert head[:12] == PROXY_V2_SIG, head
+    cmd, fam, length = head[12], head[13], int.from_bytes(head[14:16], "big")
+    body = rfile.read(length)
+    assert len(body) == length
+    out = {"command": {0x20: "LOCAL", 0x21: "PROXY"}[cmd], "src": None, "dst": None,
+           "tlvs": {}, "ssl": None}
+    if fam in (0x11, 0x21):
+        n = 4 if fam == 0x11 else 16
+        ip = ipaddress.IPv4Address if n == 4 else ipaddress.IPv6Address
+        ports = body[2 * n:2 * n + 4]
+        out["src"] = (str(ip(body[:n])), int.from_bytes(ports[:2], "big"))
+        out["dst"] = (str(ip(body[n:2 * n])), int.from_bytes(ports[2:], "big"))
+        off = 2 * n + 4
+    else:
+        assert fam == 0x00, fam
+        off = 0
+    while off < length:
+        t, l = body[off], int.from_bytes(body[off + 1:off + 3], "big")
+        value = body[off + 3:off + 3 + l]
+        assert len(value) == l, "TLV runs past the header"
+        out["tlvs"][t] = value
+        if t == 0x20:
+            ssl_facts = {"client": value[0], "verify": int.from_bytes(value[1:5], "big")}
+            sub = value[5:]
+            while sub:
+                st, sl = sub[0], int.from_bytes(sub[1:3], "big")
+                ssl_facts[st] = sub[3:3 + sl]
+                sub = sub[3 + sl:]
+            out["ssl"] = ssl_facts
+        off += 3 + l
+    return out
+
+
+class FaultyBackend:
+    """A small SMTP server: greets with `greeting`, then answers like an
+    MTA and records each message; with die_in_data it cuts the connection
+    after reading that many bytes of message data; with proxy_v2 it first
+    reads and records a PROXY v2 header.  One thread, bounded in time."""
+
+    def __init__(self, greeting=b"220 faulty.test ESMTP\r\n", die_in_data=None,
+                 proxy_v2=False):
         self.greeting = greeting
         self.die_in_data = die_in_data
+        self.proxy_v2 = proxy_v2
+        self.headers = []
+        self.messages = []
         self.sock = socket.socket()
         self.sock.bind((LOOPBACK, 0))
         self.sock.listen(16)
@@ -110,6 +157,8 @@ class FaultyBackend:
                     pass
 
     def session(self, rfile, conn):
+        if self.proxy_v2:
+            self.headers.append(read_proxy_v2(rfile))
         conn.sendall(self.greeting)
         if not self.greeting.startswith(b"220"):
             return
@@ -120,6 +169,16 @@ class FaultyBackend:
             verb = line[:4].upper()
             if verb == b"EHLO":
                 conn.sendall(b"250-faulty.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA" and self.die_in_data is None:
+                conn.sendall(b"354 go\r\n")
+                data = b""
+                while not data.endswith(b"\r\n.\r\n"):
+                    line = rfile.readline()
+                    if not line:
+                        return
+                    data += line
+                self.messages.append(data)
+                conn.sendall(b"250 2.0.0 queued\r\n")
             elif verb == b"DATA":
                 conn.sendall(b"354 go\r\n")
                 got = b""
@@ -368,3 +427,34 @@ def test_backend_dying_mid_data_gives_4xx_never_250(proxy, faulty):
     assert not dying.received_end
     p.wait_for_log(r"msg=message-refused .*reason=backend-lost")
     assert not re.search(r"msg=message .*result=250", p.log())
+
+
+# ---------------------------------------------------------------------------
+# What the backend is told
+# ---------------------------------------------------------------------------
+
+
+def test_proxy_v2_header_reaches_the_backend(proxy, faulty):
+    """identity proxy-v2: the backend's first bytes are a PROXY v2 header
+    with the client's address and port, the listener's, the login and the
+    TLS facts; health checks send LOCAL headers."""
+    pb = faulty(proxy_v2=True)
+    p = proxy([{"address": f"{LOOPBACK}:{pb.port}", "identity": "proxy-v2"}],
+              **{"backends.health_check": HEALTH})
+    wait_until(lambda: any(h["command"] == "LOCAL" for h in pb.headers), 10,
+               "a health check's LOCAL header")
+    with login(p, "alice") as s:
+        client_port = s.sock.getsockname()[1]
+        s.sendmail("alice@example.test", ["rcpt@example.test"], MESSAGE)
+    wait_until(lambda: pb.messages, 10, "the message")
+    (h,) = [h for h in pb.headers if h["command"] == "PROXY"]
+    assert h["src"] == (LOOPBACK, client_port)
+    assert h["dst"] == (LOOPBACK, p.implicit_port)
+    assert h["tlvs"][0xE0] == b"alice"
+    assert re.fullmatch(rb"[0-9a-f]+", h["tlvs"][0x05])
+    assert h["ssl"]["client"] & 0x01
+    assert h["ssl"][0x21] in (b"TLSv1.3", b"TLSv1.2")
+    assert h["ssl"][0x23]
+    assert b"Subject: pool" in pb.messages[0]
+    # The unique ID is the session in the proxy's log.
+    p.wait_for_log(rf"msg=message session={h['tlvs'][0x05].decode()} .*result=250")

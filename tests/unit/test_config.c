@@ -1894,7 +1894,8 @@ test_err_values(void **state)
 			     "  bare_newlines: strip\n",
 		     14, "limits.bare_newlines", "must be reject or normalize");
 	expect_error(MINIMAL "      identity: proxy\n", 13,
-		     "backends.servers[0].identity", "must be xclient or none");
+		     "backends.servers[0].identity",
+		     "must be xclient, proxy-v2 or none");
 }
 
 static void
