@@ -21,6 +21,7 @@
  * hostname (our EHLO name).
  */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@
 #include "pool.h"
 #include "proxy_v2.h"
 #include "session.h"
+#include "tls.h"
 #include "xtext.h"
 
 static void backend_connect(struct session *s, size_t server, uint64_t tried,
@@ -55,8 +57,10 @@ backend_free(struct backend_conn *be)
 	pool_conn_close(worker_pool(be->w), be->server);
 	if (be->fd >= 0)
 		close(be->fd);
+	SSL_free(be->ssl);
 	buf_free(&be->in);
 	buf_free(&be->out);
+	buf_free(&be->wire);
 	free(be);
 }
 
@@ -107,6 +111,8 @@ backend_waiting(const struct session *s)
 	case BE_CONNECTING:
 	case BE_GREETING:
 	case BE_EHLO:
+	case BE_STARTTLS:
+	case BE_TLS:
 	case BE_XCLIENT:
 	case BE_EHLO_AGAIN:
 	case BE_WAIT_REPLY:
@@ -121,20 +127,55 @@ backend_waiting(const struct session *s)
  * I/O
  */
 
+/* TLS: plaintext from be->out through the SSL into be->wire, a record's
+ * worth ahead at most (the write BIO never holds much). */
+static void
+tls_pump_out(struct backend_conn *be)
+{
+	BIO *wbio = SSL_get_wbio(be->ssl);
+
+	while (be->tls_up && buf_used(&be->out) > 0 &&
+	       BIO_ctrl_pending(wbio) < RECV_BUF_SIZE) {
+		size_t n = buf_used(&be->out);
+		int r = SSL_write(be->ssl, buf_head(&be->out),
+				  (int)(n > 16384 ? 16384 : n));
+		if (r <= 0)
+			break;
+		buf_consume(&be->out, (size_t)r);
+	}
+	while (BIO_ctrl_pending(wbio) > 0) {
+		size_t room = buf_room(&be->wire);
+		char *t;
+		int n;
+
+		if (room == 0 || (t = buf_tail(&be->wire)) == NULL)
+			break;
+		n = BIO_read(wbio, t, (int)(room > INT_MAX ? INT_MAX : room));
+		if (n <= 0)
+			break;
+		buf_commit(&be->wire, (size_t)n);
+	}
+}
+
 void
 backend_send(struct backend_conn *be)
 {
 	struct io_uring_sqe *sqe;
+	struct buf *src = be->ssl != NULL ? &be->wire : &be->out;
 
-	if (be->sending || buf_used(&be->out) == 0 || be->fd < 0 ||
-	    be->state == BE_CONNECTING)
+	if (be->sending || be->fd < 0 || be->state == BE_CONNECTING)
+		return;
+	if (be->ssl != NULL)
+		tls_pump_out(be);
+	if (buf_used(src) == 0)
 		return;
 	sqe = worker_sqe(be->w);
-	be->out.pinned = true;
-	io_uring_prep_send(sqe, be->fd, buf_head(&be->out), buf_used(&be->out),
+	src->pinned = true;
+	io_uring_prep_send(sqe, be->fd, buf_head(src), buf_used(src),
 			   MSG_NOSIGNAL);
 	worker_prep(sqe, be, OP_BACKEND_SEND);
 	be->sending = true;
+	be->send_wire = be->ssl != NULL;
 	be->refs++;
 }
 
@@ -377,6 +418,91 @@ ready(struct session *s)
 	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
 }
 
+/* After STARTTLS's 220: anything the server sent after it is dropped
+ * (command injection, CVE-2011-0411 class), then the handshake. */
+static void
+start_tls(struct session *s)
+{
+	struct backend_conn *be = s->be;
+
+	be->ssl = tls_backend_ssl_new(worker_backend_tls(s->w, be->server),
+				      server_of(s, be));
+	if (be->ssl == NULL) {
+		failover(s, "starttls", "cannot create the TLS session");
+		return;
+	}
+	buf_clear(&be->in);
+	be->state = BE_TLS;
+	SSL_do_handshake(be->ssl); /* the ClientHello */
+	backend_send(be);
+	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
+}
+
+/* Handshake bytes arrived: go on, or fail over (a certificate that does
+ * not verify ends here). */
+static void
+tls_handshake(struct session *s)
+{
+	struct backend_conn *be = s->be;
+	char e[256];
+	int r = SSL_do_handshake(be->ssl);
+
+	if (r != 1) {
+		if (SSL_get_error(be->ssl, r) == SSL_ERROR_WANT_READ) {
+			backend_send(be);
+			return;
+		}
+		failover(s, "tls", tls_error_string(e, sizeof(e)));
+		return;
+	}
+	be->tls_up = true;
+	log_debug("backend-tls",
+		  " session=%llx backend=%s version=%s cipher=%s",
+		  (unsigned long long)s->id, server_of(s, be)->addr.text,
+		  SSL_get_version(be->ssl), SSL_get_cipher_name(be->ssl));
+	send_ehlo(s);
+	be->state = BE_EHLO;
+	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
+}
+
+/* Decrypt what the read BIO holds into be->in.  Returns false when the
+ * connection broke (the session has been told). */
+static bool
+tls_read(struct session *s)
+{
+	struct backend_conn *be = s->be;
+	char e[256];
+
+	if (be->state == BE_TLS) {
+		tls_handshake(s);
+		if (s->be != be || be->state == BE_TLS)
+			return false;
+	}
+	while (buf_room(&be->in) > 0) {
+		char *t = buf_tail(&be->in);
+		size_t room = buf_room(&be->in);
+		int r, err;
+
+		if (t == NULL)
+			break;
+		r = SSL_read(be->ssl, t,
+			     (int)(room > INT_MAX ? INT_MAX : room));
+		if (r > 0) {
+			buf_commit(&be->in, (size_t)r);
+			continue;
+		}
+		err = SSL_get_error(be->ssl, r);
+		if (err == SSL_ERROR_WANT_READ)
+			break;
+		broken(s, "tls",
+		       err == SSL_ERROR_ZERO_RETURN
+			       ? "connection closed"
+			       : tls_error_string(e, sizeof(e)));
+		return false;
+	}
+	return true;
+}
+
 /* The server works: a down one (retried after down_time) is up again. */
 static void
 handshake_done(struct session *s)
@@ -414,6 +540,19 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			failover(s, "ehlo", detail);
 			return;
 		}
+		if (server_of(s, be)->tls != BACKEND_TLS_NONE &&
+		    be->ssl == NULL) {
+			/* A server that should do TLS but does not is down
+			 * for us: never fall back to plaintext. */
+			if (!smtp_reply_has_ext(r, "STARTTLS", NULL, NULL)) {
+				failover(s, "starttls",
+					 "backend does not offer STARTTLS");
+				return;
+			}
+			send_line(s, "STARTTLS\r\n", 10);
+			be->state = BE_STARTTLS;
+			break;
+		}
 		if (server_of(s, be)->identity != IDENTITY_XCLIENT) {
 			handshake_done(s);
 			return;
@@ -430,6 +569,13 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 		send_xclient(s);
 		be->state = BE_XCLIENT;
 		break;
+	case BE_STARTTLS:
+		if (r->code != 220) {
+			failover(s, "starttls", detail);
+			return;
+		}
+		start_tls(s);
+		return;
 	case BE_XCLIENT:
 		/* Postfix answers with a fresh 220 greeting; smtp-sink and
 		 * older servers with 250.  Either way, EHLO again. */
@@ -511,6 +657,7 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 	char detail[64];
+	unsigned rounds = 0;
 
 	be->recv_armed = false;
 	if (s == NULL) {
@@ -531,8 +678,17 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 		broken(s, "read", detail);
 		return;
 	}
-	buf_append(&be->in, worker_recv_buf(w, bid), (size_t)res);
+	if (be->ssl != NULL)
+		BIO_write(SSL_get_rbio(be->ssl), worker_recv_buf(w, bid), res);
+	else
+		buf_append(&be->in, worker_recv_buf(w, bid), (size_t)res);
 	worker_recv_buf_return(w, bid);
+more:
+	if (be->ssl != NULL && !tls_read(s)) {
+		if (s->be == be)
+			arm_recv(s); /* handshake: wait for more */
+		return;
+	}
 	while (s->be == be && buf_used(&be->in) > 0) {
 		size_t used;
 		enum smtp_reply_status st =
@@ -550,6 +706,12 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 		if (s->be == be)
 			smtp_reply_init(&be->reply);
 	}
+	/* TLS may hold more plaintext than be->in had room for. */
+	if (s->be == be && be->ssl != NULL && be->tls_up &&
+	    buf_used(&be->in) == 0 && ++rounds < 64 &&
+	    (SSL_pending(be->ssl) > 0 ||
+	     BIO_ctrl_pending(SSL_get_rbio(be->ssl)) > 0))
+		goto more;
 	if (s->be == be)
 		arm_recv(s);
 }
@@ -558,11 +720,12 @@ void
 backend_on_send(struct backend_conn *be, int res)
 {
 	struct session *s = be->s;
+	struct buf *src = be->send_wire ? &be->wire : &be->out;
 
 	be->sending = false;
-	buf_unpin(&be->out);
+	buf_unpin(src);
 	if (res > 0)
-		buf_consume(&be->out, (size_t)res);
+		buf_consume(src, (size_t)res);
 	if (s == NULL) {
 		/* Detached: after the QUIT, close our side. */
 		if (be->fd >= 0)
@@ -573,7 +736,7 @@ backend_on_send(struct backend_conn *be, int res)
 		broken(s, "write", strerror(-res));
 		return;
 	}
-	if (buf_used(&be->out) > 0)
+	if (buf_used(&be->out) > 0 || buf_used(&be->wire) > 0)
 		backend_send(be);
 	s->last_read_ms = timer_now_ms(); /* the message is moving */
 	session_run(s);
@@ -647,6 +810,7 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 	pool_conn_open(worker_pool(s->w), server);
 	buf_init(&be->in, BACKEND_IN_CAP);
 	buf_init(&be->out, BACKEND_OUT_CAP);
+	buf_init(&be->wire, BACKEND_WIRE_CAP);
 	smtp_reply_init(&be->reply);
 	s->be = be;
 	be->fd = socket(a->ss.ss_family,

@@ -734,6 +734,24 @@ set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
 	return 0;
 }
 
+/* The name a backend's certificate must carry. */
+static int
+set_backend_name(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config_backend *b = base;
+	const char *s;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (!config_value_hostname(s, false))
+		return fail(l, line_of(v), key,
+			    "expected a host name such as mx1.example.com");
+	free(b->tls_name);
+	b->tls_name = xstrdup(l, s, key, line_of(v));
+	return b->tls_name != NULL ? 0 : -1;
+}
+
 /* ---- limits: users and classes --------------------------------------- */
 
 /* A class leaves unset what it inherits from limits.user. */
@@ -1036,6 +1054,12 @@ static const struct enum_name identities[] = {
 	{"none", IDENTITY_NONE},
 	{NULL, 0},
 };
+static const struct enum_name backend_tls_modes[] = {
+	{"none", BACKEND_TLS_NONE},
+	{"starttls", BACKEND_TLS_STARTTLS},
+	{"starttls-verify", BACKEND_TLS_STARTTLS_VERIFY},
+	{NULL, 0},
+};
 static const struct enum_name balance_policies[] = {
 	{"round-robin", BALANCE_ROUND_ROBIN},
 	{"least-connections", BALANCE_LEAST_CONN},
@@ -1146,6 +1170,9 @@ static const struct field server_fields[] = {
 	NUM("weight", F_UINT, BACKEND(weight), 1, 1000),
 	NUM("max_conns", F_UINT, BACKEND(max_conns), 0, 1000000),
 	ENUM("identity", BACKEND(identity), identities),
+	ENUM("tls", BACKEND(tls), backend_tls_modes),
+	OPT("ca_file", F_PATH, BACKEND(ca_file)),
+	FUNC("name", set_backend_name),
 	END_OF_TABLE,
 };
 

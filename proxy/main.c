@@ -169,6 +169,20 @@ prepare(const char *path, struct config **cfgp, struct passwd_db **dbp)
 		return -1;
 	}
 	tls_server_free(probe);
+	/* Backend CA files are read now, so -t reports them. */
+	for (size_t i = 0; i < (*cfgp)->nbackends; i++) {
+		SSL_CTX *ctx;
+		if ((*cfgp)->backends[i].tls == BACKEND_TLS_NONE)
+			continue;
+		ctx = tls_backend_ctx_new(&(*cfgp)->backends[i], err,
+					  sizeof(err));
+		if (ctx == NULL) {
+			fprintf(stderr, "msaproxy: backends.servers[%zu]: %s\n",
+				i, err);
+			return -1;
+		}
+		SSL_CTX_free(ctx);
+	}
 	return 0;
 }
 

@@ -40,14 +40,15 @@ enum ring_op {
 	OP_CHECK_RECV,
 	OP_CHECK_SEND,
 };
-#define OP_BITS		4u
-#define OP_MASK		((1u << OP_BITS) - 1)
+#define OP_BITS		 4u
+#define OP_MASK		 ((1u << OP_BITS) - 1)
 
-#define RECV_BUF_SIZE	16384u /* one TLS record fits */
-#define RECV_BUF_COUNT	512u
-#define WIRE_CAP	(64u * 1024)  /* to the client, ciphertext */
-#define BACKEND_IN_CAP	(16u * 1024)  /* replies from the backend */
-#define BACKEND_OUT_CAP (128u * 1024) /* commands and message bytes */
+#define RECV_BUF_SIZE	 16384u /* one TLS record fits */
+#define RECV_BUF_COUNT	 512u
+#define WIRE_CAP	 (64u * 1024)  /* to the client, ciphertext */
+#define BACKEND_IN_CAP	 (16u * 1024)  /* replies from the backend */
+#define BACKEND_OUT_CAP	 (128u * 1024) /* commands and message bytes */
+#define BACKEND_WIRE_CAP (64u * 1024)  /* TLS records to the backend */
 
 struct worker;
 
@@ -56,6 +57,8 @@ enum backend_state {
 	BE_CONNECTING,	  /* connect() in flight */
 	BE_GREETING,	  /* waiting for 220 */
 	BE_EHLO,	  /* sent EHLO */
+	BE_STARTTLS,	  /* sent STARTTLS, waiting for 220 */
+	BE_TLS,		  /* TLS handshake with the backend */
 	BE_XCLIENT,	  /* sent XCLIENT, waiting for the new 220 */
 	BE_EHLO_AGAIN,	  /* sent EHLO after XCLIENT */
 	BE_READY,	  /* idle, ready for a command */
@@ -81,7 +84,11 @@ struct backend_conn {
 	uint64_t deadline; /* for the step in progress */
 	bool quit_sent;
 	bool sending;
+	bool send_wire; /* the send in flight is from wire, not out */
 	bool recv_armed;
+	SSL *ssl;		 /* tls: starttls*, once STARTTLS got its 220 */
+	bool tls_up;		 /* handshake done */
+	struct buf wire;	 /* TLS records for the backend */
 	char xclient_attrs[256]; /* its attribute list */
 	struct buf in, out;
 	struct smtp_reply reply;
@@ -148,6 +155,7 @@ struct io_uring_sqe *worker_sqe(struct worker *w);
 void worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op);
 const struct config *worker_config(const struct worker *w);
 struct tls_server *worker_tls(const struct worker *w);
+SSL_CTX *worker_backend_tls(const struct worker *w, size_t server);
 struct auth_pool *worker_auth(const struct worker *w);
 struct ratelimit *worker_limits(const struct worker *w);
 const struct passwd_db *worker_users(const struct worker *w);

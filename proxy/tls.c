@@ -7,7 +7,9 @@
  * one TLS 1.3 ticket per handshake, ticket crypto through the EVP callback
  * with the cipher fetched once per worker.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -460,4 +462,84 @@ tls_ssl_new(struct tls_server *ts)
 	SSL_set_bio(ssl, rbio, wbio);
 	SSL_set_accept_state(ssl);
 	return ssl;
+}
+
+/* ---------------------------------------------------------------------
+ * Backend side: a client, one context per configured server.  These use
+ * the default library context: backend handshakes happen once per
+ * backend connection, not per client, so the global locks do not bite.
+ */
+
+SSL_CTX *
+tls_backend_ctx_new(const struct config_backend *b, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char e[256];
+
+	if (ctx == NULL) {
+		snprintf(err, errlen, "cannot create a TLS client context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (b->tls != BACKEND_TLS_STARTTLS_VERIFY) {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return ctx;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (b->ca_file != NULL
+		    ? SSL_CTX_load_verify_locations(ctx, b->ca_file, NULL) != 1
+		    : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		snprintf(err, errlen, "%s: %s",
+			 b->ca_file ? b->ca_file : "system CA store",
+			 tls_error_string(e, sizeof(e)));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+SSL *
+tls_backend_ssl_new(SSL_CTX *ctx, const struct config_backend *b)
+{
+	SSL *ssl = SSL_new(ctx);
+	BIO *rbio, *wbio;
+	char ip[INET6_ADDRSTRLEN];
+
+	if (ssl == NULL)
+		return NULL;
+	rbio = BIO_new(BIO_s_mem());
+	wbio = BIO_new(BIO_s_mem());
+	if (rbio == NULL || wbio == NULL) {
+		BIO_free(rbio);
+		BIO_free(wbio);
+		SSL_free(ssl);
+		return NULL;
+	}
+	BIO_set_mem_eof_return(rbio, -1);
+	SSL_set_bio(ssl, rbio, wbio);
+	SSL_set_connect_state(ssl);
+	if (b->tls_name != NULL) {
+		SSL_set_tlsext_host_name(ssl, b->tls_name);
+		if (b->tls == BACKEND_TLS_STARTTLS_VERIFY &&
+		    SSL_set1_host(ssl, b->tls_name) != 1)
+			goto fail;
+	} else if (b->tls == BACKEND_TLS_STARTTLS_VERIFY) {
+		const struct sockaddr_storage *ss = &b->addr.ss;
+		const void *a =
+			ss->ss_family == AF_INET6
+				? (const void *)&(
+					  (const struct sockaddr_in6 *)ss)
+					  ->sin6_addr
+				: (const void *)&(
+					  (const struct sockaddr_in *)ss)
+					  ->sin_addr;
+		if (inet_ntop(ss->ss_family, a, ip, sizeof(ip)) == NULL ||
+		    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
+			goto fail;
+	}
+	return ssl;
+fail:
+	SSL_free(ssl);
+	return NULL;
 }

@@ -52,6 +52,7 @@ struct worker {
 	const struct config *cfg;
 	struct worker_shared shared;
 	struct tls_server *tls;
+	SSL_CTX **backend_tls;	      /* per server, NULL where tls is none */
 	struct smtp_params params[2]; /* by enum listener_mode */
 
 	struct io_uring ring;
@@ -119,6 +120,38 @@ struct tls_server *
 worker_tls(const struct worker *w)
 {
 	return w->tls;
+}
+
+SSL_CTX *
+worker_backend_tls(const struct worker *w, size_t server)
+{
+	return w->backend_tls[server];
+}
+
+/* Client contexts for the servers that want TLS. */
+static int
+setup_backend_tls(struct worker *w, char *err, size_t errlen)
+{
+	const struct config *cfg = w->cfg;
+	char e[200];
+
+	w->backend_tls = calloc(cfg->nbackends, sizeof(*w->backend_tls));
+	if (w->backend_tls == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		if (cfg->backends[i].tls == BACKEND_TLS_NONE)
+			continue;
+		w->backend_tls[i] =
+			tls_backend_ctx_new(&cfg->backends[i], e, sizeof(e));
+		if (w->backend_tls[i] == NULL) {
+			snprintf(err, errlen, "backends.servers[%zu]: %s", i,
+				 e);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 struct auth_pool *
@@ -547,6 +580,7 @@ worker_main(void *arg)
 
 	w->tls = tls_server_new(w->cfg, w->start_err, sizeof(w->start_err));
 	if (w->tls == NULL ||
+	    setup_backend_tls(w, w->start_err, sizeof(w->start_err)) != 0 ||
 	    setup_ring(w, w->start_err, sizeof(w->start_err)) != 0) {
 		w->start_status = -1;
 		sem_post(&w->started);
@@ -712,6 +746,9 @@ worker_free(struct worker *w)
 		munmap(w->br, w->br_size);
 	free(w->bufs);
 	tls_server_free(w->tls);
+	for (size_t i = 0; w->backend_tls && i < w->cfg->nbackends; i++)
+		SSL_CTX_free(w->backend_tls[i]);
+	free(w->backend_tls);
 	if (w->efd >= 0)
 		close(w->efd);
 	timer_heap_free(&w->timers);

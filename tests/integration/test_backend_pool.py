@@ -458,3 +458,83 @@ def test_proxy_v2_header_reaches_the_backend(proxy, faulty):
     assert b"Subject: pool" in pb.messages[0]
     # The unique ID is the session in the proxy's log.
     p.wait_for_log(rf"msg=message session={h['tlvs'][0x05].decode()} .*result=250")
+
+
+# ---------------------------------------------------------------------------
+# TLS to the backend
+# ---------------------------------------------------------------------------
+
+
+def tls_backend(certs):
+    """A recording backend that offers STARTTLS with the test CA's
+    certificate for mail.example.test, localhost and 127.0.0.1."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(certs.ecdsa_cert), str(certs.ecdsa_key))
+    b = RecordingBackend()
+    b.controller.SMTP_kwargs["tls_context"] = ctx
+    return b
+
+
+def other_ca(tmp_path):
+    """A CA of its own, made with openssl here: it signed nothing."""
+    key, crt = tmp_path / "other-ca.key", tmp_path / "other-ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
+                    "-out", str(crt), "-days", "2", "-subj", "/CN=other test CA"],
+                   check=True, capture_output=True, timeout=30)
+    return crt
+
+
+def test_backend_starttls_with_verification(proxy, certs):
+    b = tls_backend(certs)
+    b.start()
+    try:
+        p = proxy([entry(b.port, tls="starttls-verify", ca_file=str(certs.ca),
+                         name="mail.example.test")])
+        send_one(p, "alice")
+        (m,) = b.wait_for_messages(1)
+        cmds = [c.split(b" ")[0].strip().upper() for c in m["commands"]]
+        assert cmds[:5] == [b"EHLO", b"STARTTLS", b"EHLO", b"XCLIENT", b"EHLO"], cmds
+        assert m["xclient"]["LOGIN"] == "alice"
+        p.wait_for_log(r"msg=backend-tls .*version=TLSv1\.[23]")
+        # A message bigger than every buffer on the way crosses intact.
+        big = b"Subject: big\r\n\r\n" + b"".join(
+            b"%06d " % i + b"x" * 90 + b"\r\n" for i in range(30000))
+        with login(p) as s:
+            s.sendmail("demo@example.test", ["rcpt@example.test"], big)
+        assert b.wait_for_messages(2)[1]["content"] == big
+    finally:
+        b.stop()
+
+
+def test_backend_tls_that_does_not_verify_is_not_used(proxy, certs, tmp_path):
+    """Wrong CA, then wrong name: the handshake fails, the session fails
+    over (here: to nothing, 451 4.4.1); nothing goes in plaintext."""
+    b = tls_backend(certs)
+    b.start()
+    try:
+        for extra in ({"ca_file": str(other_ca(tmp_path))},
+                      {"ca_file": str(certs.ca), "name": "wrong.example.test"}):
+            p = proxy([entry(b.port, tls="starttls-verify", **extra)])
+            with login(p) as s:
+                code, text = s.mail("demo@example.test")
+                assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+            p.wait_for_log(r"msg=backend-failed .*step=tls error=.*certificate verify failed")
+        assert b.messages == []
+        assert not any(c.upper().startswith(b"MAIL") for c in b.commands)
+    finally:
+        b.stop()
+
+
+def test_backend_without_starttls_is_down(proxy, backends, certs):
+    """tls: starttls on a server that does not offer it: sessions fail
+    over to the other one, health checks mark it down."""
+    plain, good = backends(2)
+    p = proxy([entry(plain.port, tls="starttls"), entry(good.port)], workers=1,
+              **{"backends.health_check": HEALTH})
+    p.wait_for_log(rf"msg=backend-down backend=127\.0\.0\.1:{plain.port} source=check "
+                   r"reason=\"ehlo: STARTTLS not offered\"", timeout=15)
+    for _ in range(3):
+        send_one(p)
+    assert len(good.wait_for_messages(3)) == 3
+    assert plain.messages == []

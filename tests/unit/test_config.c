@@ -1680,7 +1680,12 @@ test_backends_pool(void **state)
 		      "  servers:\n"
 		      "    - address: 127.0.0.1:2525\n"
 		      "      max_conns: 7\n"
-		      "    - address: 127.0.0.1:2526\n");
+		      "      identity: proxy-v2\n"
+		      "      tls: starttls-verify\n"
+		      "      ca_file: ca.pem\n"
+		      "      name: mx1.example.org\n"
+		      "    - address: 127.0.0.1:2526\n"
+		      "      tls: starttls\n");
 	assert_int_equal(cfg->balance, BALANCE_HASH_LOGIN);
 	assert_int_equal(cfg->backend_down_time_ms, 60 * 1000);
 	assert_int_equal(cfg->health_interval_ms, 2000);
@@ -1689,6 +1694,13 @@ test_backends_pool(void **state)
 	assert_int_equal(cfg->health_fall, 5);
 	assert_int_equal(cfg->backends[0].max_conns, 7);
 	assert_int_equal(cfg->backends[1].max_conns, 0);
+	assert_int_equal(cfg->backends[0].identity, IDENTITY_PROXY_V2);
+	assert_int_equal(cfg->backends[0].tls, BACKEND_TLS_STARTTLS_VERIFY);
+	assert_in_tmpdir(cfg->backends[0].ca_file, "ca.pem");
+	assert_string_equal(cfg->backends[0].tls_name, "mx1.example.org");
+	assert_int_equal(cfg->backends[1].tls, BACKEND_TLS_STARTTLS);
+	assert_null(cfg->backends[1].ca_file);
+	assert_null(cfg->backends[1].tls_name);
 	config_free(cfg);
 
 	cfg = load_ok(MINIMAL "  balance: least-connections\n"
@@ -1738,6 +1750,21 @@ test_err_backends_pool(void **state)
 	expect_error(MINIMAL "      max_conns: 1000001\n", 13,
 		     "backends.servers[0].max_conns",
 		     "must be between 0 and 1000000");
+	expect_error(MINIMAL "      tls: yes\n", 13, "backends.servers[0].tls",
+		     "must be none, starttls or starttls-verify");
+	expect_error(MINIMAL "      tls: starttls\n"
+			     "      ca_file: ca.pem\n",
+		     12, "backends.servers[0].ca_file",
+		     "only used with tls: starttls-verify");
+	expect_error(MINIMAL "      name: mx.example.org\n", 12,
+		     "backends.servers[0].name",
+		     "only used with tls: starttls-verify");
+	expect_error(MINIMAL "      tls: starttls-verify\n"
+			     "      name: 'not a name'\n",
+		     14, "backends.servers[0].name",
+		     "expected a host name such as mx1.example.com");
+	expect_error(MINIMAL "      ca_file: ''\n", 13,
+		     "backends.servers[0].ca_file", "must not be empty");
 
 	/* 65 servers: one more than the failover mask holds. */
 	n = (size_t)snprintf(text, sizeof(text), "%s",
