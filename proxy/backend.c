@@ -503,12 +503,16 @@ tls_read(struct session *s)
 	return true;
 }
 
-/* The server works: a down one (retried after down_time) is up again. */
+/* The server works: a down one (retried after down_time) is up again.
+ * r is its last EHLO reply: what it offers, for this connection and for
+ * the pool's view of the servers. */
 static void
-handshake_done(struct session *s)
+handshake_done(struct session *s, const struct smtp_reply *r)
 {
 	size_t server = s->be->server;
+	unsigned ext = pool_ehlo_caps(r, &s->be->size_max);
 
+	pool_learn(worker_pool(s->w), server, ext, s->be->size_max);
 	backend_health_log(
 		&worker_config(s->w)->backends[server],
 		pool_succeeded(worker_pool(s->w), server, timer_now_ms()),
@@ -554,7 +558,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			break;
 		}
 		if (server_of(s, be)->identity != IDENTITY_XCLIENT) {
-			handshake_done(s);
+			handshake_done(s, r);
 			return;
 		}
 		if (!smtp_reply_has_ext(r, "XCLIENT", &args, &alen)) {
@@ -591,7 +595,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			failover(s, "ehlo", detail);
 			return;
 		}
-		handshake_done(s);
+		handshake_done(s, r);
 		return;
 	default:
 		return;

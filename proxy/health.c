@@ -223,6 +223,11 @@ on_reply(struct health_check *c, const struct smtp_reply *r)
 		finish(c, false, missing);
 		return;
 	}
+	{
+		uint64_t size;
+		unsigned ext = pool_ehlo_caps(r, &size);
+		pool_learn(c->h->pool, c->server, ext, size);
+	}
 	send_text(c, "QUIT\r\n", 6);
 	c->state = HC_QUIT; /* good once the QUIT is out */
 }

@@ -35,6 +35,8 @@
 
 #include "pool.h"
 
+#define EXT_KNOWN 0x80000000u /* an EHLO reply was seen */
+
 struct pool_server {
 	atomic_bool up;
 	atomic_uint fails;	   /* consecutive failures */
@@ -42,7 +44,9 @@ struct pool_server {
 	atomic_uint conns;	   /* open backend connections, all workers */
 	_Atomic uint64_t retry_at; /* down, no checks: retried from then */
 	atomic_ulong changes;
-	uint64_t hash; /* of the address, for hash-login */
+	atomic_uint ext;	   /* POOL_EXT_* | EXT_KNOWN once seen */
+	_Atomic uint64_t size_max; /* its SIZE, 0 = none */
+	uint64_t hash;		   /* of the address, for hash-login */
 	unsigned weight;
 	unsigned max_conns;
 } __attribute__((aligned(64))); /* one cache line each: no false sharing */
@@ -368,4 +372,70 @@ unsigned long
 pool_changes(const struct pool *p, size_t i)
 {
 	return atomic_load(&p->v[i].changes);
+}
+
+/* ---------------------------------------------------------------------
+ * Capabilities
+ */
+
+unsigned
+pool_ehlo_caps(const struct smtp_reply *r, uint64_t *size)
+{
+	static const struct {
+		const char *kw;
+		unsigned bit;
+	} exts[] = {
+		{"8BITMIME", POOL_EXT_8BITMIME},
+		{"SMTPUTF8", POOL_EXT_SMTPUTF8},
+		{"DSN", POOL_EXT_DSN},
+		{"CHUNKING", POOL_EXT_CHUNKING},
+	};
+	const char *args;
+	size_t alen, i;
+	unsigned ext = 0;
+	uint64_t n = 0;
+
+	for (i = 0; i < sizeof(exts) / sizeof(*exts); i++)
+		if (smtp_reply_has_ext(r, exts[i].kw, NULL, NULL))
+			ext |= exts[i].bit;
+	*size = 0;
+	if (smtp_reply_has_ext(r, "SIZE", &args, &alen)) {
+		for (i = 0;
+		     i < alen && i < 19 && args[i] >= '0' && args[i] <= '9';
+		     i++)
+			n = n * 10 + (uint64_t)(args[i] - '0');
+		if (i == alen || (i > 0 && args[i] == ' '))
+			*size = n; /* "SIZE" alone or junk: no limit known */
+	}
+	return ext;
+}
+
+void
+pool_learn(struct pool *p, size_t i, unsigned ext, uint64_t size)
+{
+	atomic_store(&p->v[i].size_max, size);
+	atomic_store(&p->v[i].ext, ext | EXT_KNOWN);
+}
+
+void
+pool_offer(const struct pool *p, unsigned *ext, uint64_t *size)
+{
+	unsigned all = ~0u;
+	uint64_t smallest = 0;
+	bool seen = false;
+
+	for (size_t i = 0; i < p->n; i++) {
+		const struct pool_server *s = &p->v[i];
+		unsigned e = atomic_load(&s->ext);
+		uint64_t n = atomic_load(&s->size_max);
+
+		if (!(e & EXT_KNOWN) || !atomic_load(&s->up))
+			continue;
+		seen = true;
+		all &= e;
+		if (n > 0 && (smallest == 0 || n < smallest))
+			smallest = n;
+	}
+	*ext = seen ? all & ~EXT_KNOWN : 0;
+	*size = smallest;
 }

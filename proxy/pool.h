@@ -16,8 +16,16 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "smtp_reply.h"
 
 #define POOL_NONE SIZE_MAX /* no server is left to try */
+
+/* EHLO extensions a server offers that matter to what the proxy offers
+ * its clients (pool_learn(), pool_offer()). */
+#define POOL_EXT_8BITMIME 0x01u
+#define POOL_EXT_SMTPUTF8 0x02u
+#define POOL_EXT_DSN	  0x04u
+#define POOL_EXT_CHUNKING 0x08u
 
 struct pool;
 
@@ -67,6 +75,16 @@ enum pool_change pool_checked(struct pool *p, size_t i, bool ok,
 			      uint64_t now_ms);
 
 bool pool_is_up(const struct pool *p, size_t i);
+
+/* What a 250 EHLO reply offers: POOL_EXT_* bits and its SIZE (0: none
+ * given, or "SIZE 0", which RFC 1870 says means no fixed limit). */
+unsigned pool_ehlo_caps(const struct smtp_reply *r, uint64_t *size);
+/* Remember what server i offered in its last EHLO reply. */
+void pool_learn(struct pool *p, size_t i, unsigned ext, uint64_t size);
+/* What every up server whose EHLO was seen offers: the extensions all of
+ * them share and the smallest SIZE (0: none known).  No server seen yet:
+ * *ext = 0, *size = 0. */
+void pool_offer(const struct pool *p, unsigned *ext, uint64_t *size);
 /* Times server i changed state (for metrics). */
 unsigned long pool_changes(const struct pool *p, size_t i);
 

@@ -27,6 +27,7 @@
 
 #include "log.h"
 #include "policy.h"
+#include "pool.h"
 #include "session.h"
 #include "tls.h"
 
@@ -70,6 +71,23 @@ peer_to_text(struct session *s)
 	}
 }
 
+/* SIZE, DSN and SMTPUTF8 as the backends (every one that is up and was
+ * seen) take them: the client never sends what a backend would refuse
+ * for that reason. */
+static void
+offer_backends(struct session *s)
+{
+	unsigned ext, offer = 0;
+	uint64_t size;
+
+	pool_offer(worker_pool(s->w), &ext, &size);
+	if (ext & POOL_EXT_DSN)
+		offer |= SMTP_OFFER_DSN;
+	if (ext & POOL_EXT_SMTPUTF8)
+		offer |= SMTP_OFFER_SMTPUTF8;
+	smtp_backend_offer(&s->smtp, size, offer);
+}
+
 struct session *
 session_new(struct worker *w, int fd, const struct config_listener *l,
 	    const struct sockaddr_storage *peer)
@@ -91,6 +109,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
 	buf_init(&s->wire, WIRE_CAP);
 	smtp_init(&s->smtp, worker_smtp_params(w, l->mode), implicit);
+	offer_backends(s);
 	log_info("session-start",
 		 " session=%llx client=%s port=%u listener=%s mode=%s",
 		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
@@ -399,6 +418,11 @@ relay_data(struct session *s)
 {
 	const struct config *cfg = worker_config(s->w);
 	bool normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE;
+	uint64_t max = cfg->max_message_size;
+
+	/* The backend's own SIZE, when smaller: cut early, not at the end. */
+	if (s->be != NULL && s->be->size_max > 0 && s->be->size_max < max)
+		max = s->be->size_max;
 
 	while (buf_used(&s->in) > 0 && !s->ds.done) {
 		const char *p = buf_head(&s->in);
@@ -418,7 +442,7 @@ relay_data(struct session *s)
 			if (avail > (room - 3) / 2)
 				avail = (room - 3) / 2;
 			n = data_normalize(&s->ds, p, avail, t, &outlen);
-			if (s->ds.size > cfg->max_message_size)
+			if (s->ds.size > max)
 				s->sink = SINK_TOO_BIG;
 			else if (!policy_take_bytes(s, outlen))
 				s->sink = SINK_LIMIT;
@@ -432,7 +456,7 @@ relay_data(struct session *s)
 			n = data_scan(&s->ds, p, avail);
 			if (s->ds.bad)
 				s->sink = SINK_BAD_BYTES;
-			else if (s->ds.size > cfg->max_message_size)
+			else if (s->ds.size > max)
 				s->sink = SINK_TOO_BIG;
 			else if (!policy_take_bytes(s, n))
 				s->sink = SINK_LIMIT;

@@ -90,6 +90,7 @@ struct backend_conn {
 	bool tls_up;		 /* handshake done */
 	struct buf wire;	 /* TLS records for the backend */
 	char xclient_attrs[256]; /* its attribute list */
+	uint64_t size_max;	 /* its SIZE, 0 = none given */
 	struct buf in, out;
 	struct smtp_reply reply;
 };

@@ -90,7 +90,17 @@ smtp_init(struct smtp *s, const struct smtp_params *p, bool tls)
 	memset(s, 0, sizeof(*s));
 	s->p = p;
 	s->tls = tls;
+	s->size_limit = p->max_message_size;
 	buf_init(&s->out, SMTP_OUT_CAP);
+}
+
+void
+smtp_backend_offer(struct smtp *s, uint64_t size, unsigned offer)
+{
+	s->size_limit = s->p->max_message_size;
+	if (size > 0 && size < s->size_limit)
+		s->size_limit = size;
+	s->offer = offer;
 }
 
 void
@@ -249,7 +259,7 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 	}
 	reply(s, "250-%s", h);
 	reply(s, "250-PIPELINING");
-	reply(s, "250-SIZE %llu", (unsigned long long)s->p->max_message_size);
+	reply(s, "250-SIZE %llu", (unsigned long long)s->size_limit);
 	if (!s->tls) {
 		reply(s, "250-STARTTLS");
 	} else if (!s->authed && s->p->auth_mechs != 0) {
@@ -258,6 +268,10 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 		      (s->p->auth_mechs & AUTH_MECH_LOGIN) ? " LOGIN" : "");
 	}
 	reply(s, "250-ENHANCEDSTATUSCODES");
+	if (s->tls && (s->offer & SMTP_OFFER_DSN))
+		reply(s, "250-DSN");
+	if (s->tls && (s->offer & SMTP_OFFER_SMTPUTF8))
+		reply(s, "250-SMTPUTF8");
 	reply(s, "250 8BITMIME");
 	return SMTP_ACT_NONE;
 }
@@ -458,7 +472,7 @@ cmd_mail(struct smtp *s, const char *line, size_t len, const char *arg,
 			reply_error(s, "501 5.5.4 Bad SIZE parameter");
 			return SMTP_ACT_NONE;
 		}
-		if (n > s->p->max_message_size) {
+		if (n > s->size_limit) {
 			reply(s, "552 5.3.4 Message size exceeds fixed "
 				 "maximum message size");
 			return SMTP_ACT_NONE;

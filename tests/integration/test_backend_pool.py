@@ -124,7 +124,8 @@ class FaultyBackend:
     reads and records a PROXY v2 header.  One thread, bounded in time."""
 
     def __init__(self, greeting=b"220 faulty.test ESMTP\r\n", die_in_data=None,
-                 proxy_v2=False):
+                 proxy_v2=False, ehlo=b"250 8BITMIME"):
+        self.ehlo = ehlo
         self.greeting = greeting
         self.die_in_data = die_in_data
         self.proxy_v2 = proxy_v2
@@ -168,7 +169,7 @@ class FaultyBackend:
                 return
             verb = line[:4].upper()
             if verb == b"EHLO":
-                conn.sendall(b"250-faulty.test\r\n250 8BITMIME\r\n")
+                conn.sendall(b"250-faulty.test\r\n" + self.ehlo + b"\r\n")
             elif verb == b"DATA" and self.die_in_data is None:
                 conn.sendall(b"354 go\r\n")
                 data = b""
@@ -538,3 +539,35 @@ def test_backend_without_starttls_is_down(proxy, backends, certs):
         send_one(p)
     assert len(good.wait_for_messages(3)) == 3
     assert plain.messages == []
+
+
+# ---------------------------------------------------------------------------
+# Capabilities
+# ---------------------------------------------------------------------------
+
+
+def test_size_is_the_smaller_and_enforced(proxy, faulty):
+    """A backend with SIZE 20000 (seen by the health checks): clients are
+    offered 20000, a bigger SIZE= is refused at MAIL, and a bigger message
+    without SIZE= is cut by the proxy (the backend never sees its end);
+    DSN and SMTPUTF8 are passed on when the backend offers them."""
+    b = faulty(ehlo=b"250-SIZE 20000\r\n250-DSN\r\n250-SMTPUTF8\r\n250 8BITMIME")
+    p = proxy([{"address": f"{LOOPBACK}:{b.port}", "identity": "none"}],
+              **{"backends.health_check": HEALTH})
+    p.wait_for_log(r"msg=backend-check .*result=ok")
+    with login(p) as s:
+        s.ehlo("client.test")
+        assert s.esmtp_features["size"] == "20000"
+        assert "dsn" in s.esmtp_features and "smtputf8" in s.esmtp_features
+        code, _ = s.mail("demo@example.test", ["SIZE=30000"])
+        assert code == 552
+        s.rset()
+        big = b"Subject: big\r\n\r\n" + (b"z" * 98 + b"\r\n") * 300
+        assert s.mail("demo@example.test")[0] == 250  # no SIZE=
+        assert s.rcpt("rcpt@example.test")[0] == 250
+        assert s.data(big)[0] == 552
+        s.sendmail("demo@example.test", ["rcpt@example.test"], MESSAGE,
+                   mail_options=["RET=HDRS"], rcpt_options=["NOTIFY=FAILURE"])
+    wait_until(lambda: b.messages, 10, "the small message")
+    assert len(b.messages) == 1 and b"Subject: pool" in b.messages[0]
+    p.wait_for_log(r"msg=message-refused .*reason=too-big")

@@ -311,6 +311,61 @@ test_hash_login(void **state)
 	done(p, &c);
 }
 
+/* A reply as smtp_reply_feed() leaves it. */
+static void
+feed_reply(struct smtp_reply *r, const char *text)
+{
+	size_t used;
+
+	smtp_reply_init(r);
+	assert_int_equal(smtp_reply_feed(r, text, strlen(text), &used),
+			 SMTP_REPLY_DONE);
+}
+
+static void
+test_capabilities(void **state)
+{
+	struct smtp_reply r;
+	struct pool_cursor c;
+	struct pool *p;
+	unsigned ext;
+	uint64_t size;
+
+	(void)state;
+	feed_reply(&r, "250-mx.test\r\n250-SIZE 10240000\r\n250-DSN\r\n"
+		       "250-SMTPUTF8\r\n250 8BITMIME\r\n");
+	ext = pool_ehlo_caps(&r, &size);
+	assert_int_equal(ext,
+			 POOL_EXT_DSN | POOL_EXT_SMTPUTF8 | POOL_EXT_8BITMIME);
+	assert_int_equal(size, 10240000);
+	feed_reply(&r, "250-mx.test\r\n250-SIZE\r\n250 CHUNKING\r\n");
+	assert_int_equal(pool_ehlo_caps(&r, &size), POOL_EXT_CHUNKING);
+	assert_int_equal(size, 0);
+	feed_reply(&r, "250-mx.test\r\n250 SIZE 12x\r\n");
+	pool_ehlo_caps(&r, &size);
+	assert_int_equal(size, 0);
+
+	make_config(3, NULL, BALANCE_ROUND_ROBIN);
+	cfg.health_fall = 1;
+	p = make_pool(&c);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(ext, 0); /* nothing seen yet */
+	assert_int_equal(size, 0);
+	pool_learn(p, 0, POOL_EXT_DSN | POOL_EXT_8BITMIME, 20000);
+	pool_learn(p, 1, POOL_EXT_DSN, 0);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(ext, POOL_EXT_DSN);
+	assert_int_equal(size, 20000);
+	pool_learn(p, 2, POOL_EXT_DSN, 5000);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(size, 5000);
+	/* a down server does not count */
+	pool_failed(p, 2, 0);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(size, 20000);
+	done(p, &c);
+}
+
 static void
 test_hash_score_range(void **state)
 {
@@ -335,6 +390,7 @@ main(void)
 		cmocka_unit_test(test_max_conns),
 		cmocka_unit_test(test_least_connections),
 		cmocka_unit_test(test_hash_login),
+		cmocka_unit_test(test_capabilities),
 		cmocka_unit_test(test_hash_score_range),
 	};
 

@@ -479,6 +479,39 @@ test_mail_syntax_and_size(void **state)
 			 SMTP_ACT_FORWARD);
 }
 
+/* What the backends take: the smaller SIZE is advertised and enforced,
+ * DSN and SMTPUTF8 only when offered, and only after TLS. */
+static void
+test_backend_offer(void **state)
+{
+	struct fixture *f = *state;
+	const char *r;
+
+	smtp_backend_offer(&f->s, 5000, SMTP_OFFER_DSN | SMTP_OFFER_SMTPUTF8);
+	feeds(f, "EHLO c.test\r\n");
+	r = replies(f);
+	assert_non_null(strstr(r, "250-SIZE 5000\r\n"));
+	assert_null(strstr(r, "DSN"));
+	assert_null(strstr(r, "SMTPUTF8"));
+	to_authed(f);
+	feeds(f, "EHLO c.test\r\n");
+	r = replies(f);
+	assert_non_null(strstr(r, "250-SIZE 5000\r\n"));
+	assert_non_null(strstr(r, "250-DSN\r\n"));
+	assert_non_null(strstr(r, "250-SMTPUTF8\r\n"));
+	assert_non_null(strstr(r, "250 8BITMIME\r\n"));
+	feeds(f, "MAIL FROM:<a@b> SIZE=5001\r\n");
+	assert_non_null(strstr(replies(f), "552 5.3.4 "));
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b> SIZE=5000 RET=HDRS\r\n"),
+			 SMTP_ACT_FORWARD);
+
+	/* a bigger or unknown backend SIZE never raises ours */
+	smtp_backend_offer(&f->s, 5000000, 0);
+	assert_int_equal(f->s.size_limit, 1000000);
+	smtp_backend_offer(&f->s, 0, 0);
+	assert_int_equal(f->s.size_limit, 1000000);
+}
+
 static void
 test_rcpt_and_data_order(void **state)
 {
@@ -610,6 +643,7 @@ main(void)
 		T(test_unknown_mechanism_and_cram_md5),
 		T(test_second_auth_refused),
 		T(test_mail_syntax_and_size),
+		T(test_backend_offer),
 		T(test_rcpt_and_data_order),
 		T(test_backend_failures),
 		T(test_multiline_backend_reply_relayed_with_crlf),
