@@ -124,8 +124,9 @@ class FaultyBackend:
     reads and records a PROXY v2 header.  One thread, bounded in time."""
 
     def __init__(self, greeting=b"220 faulty.test ESMTP\r\n", die_in_data=None,
-                 proxy_v2=False, ehlo=b"250 8BITMIME"):
+                 proxy_v2=False, ehlo=b"250 8BITMIME", hang_after_data=False):
         self.ehlo = ehlo
+        self.hang_after_data = hang_after_data
         self.greeting = greeting
         self.die_in_data = die_in_data
         self.proxy_v2 = proxy_v2
@@ -179,6 +180,9 @@ class FaultyBackend:
                         return
                     data += line
                 self.messages.append(data)
+                if self.hang_after_data:  # never answer: until the proxy hangs up
+                    rfile.read()
+                    return
                 conn.sendall(b"250 2.0.0 queued\r\n")
             elif verb == b"DATA":
                 conn.sendall(b"354 go\r\n")
@@ -571,3 +575,41 @@ def test_size_is_the_smaller_and_enforced(proxy, faulty):
     wait_until(lambda: b.messages, 10, "the small message")
     assert len(b.messages) == 1 and b"Subject: pool" in b.messages[0]
     p.wait_for_log(r"msg=message-refused .*reason=too-big")
+
+
+def test_no_reply_after_data_gives_451(proxy, faulty):
+    """The backend has the whole message but never answers: after
+    backends.data_timeout the client gets 451 (and will retry; this is the
+    RFC 1047 duplicate window, docs/BACKENDS.md), never 250."""
+    b = faulty(hang_after_data=True)
+    p = proxy([{"address": f"{LOOPBACK}:{b.port}", "identity": "none"}],
+              **{"backends.data_timeout": "2s"})
+    with login(p) as s:
+        assert s.mail("demo@example.test")[0] == 250
+        assert s.rcpt("rcpt@example.test")[0] == 250
+        code, text = s.data(MESSAGE.encode())
+        assert code == 451 and text.startswith(b"4.4.2"), (code, text)
+    assert len(b.messages) == 1
+    p.wait_for_log(r"msg=backend-timeout .*state=wait-data-end")
+
+
+def test_real_postfix_in_the_pool(proxy, postfix_backend, backends):
+    """A real Postfix and an aiosmtpd backend, hash-login: each user's mail
+    lands on one of them, and Postfix logs the XCLIENT login."""
+    (rec,) = backends(1)
+    p = proxy([entry(postfix_backend.port), entry(rec.port)],
+              **{"backends.balance": "hash-login",
+                 "backends.health_check": HEALTH})
+    since = postfix_backend.mark()
+    for user in ("demo", "alice", "bob"):
+        for _ in range(2):
+            send_one(p, user)
+    on_rec = {m["xclient"]["LOGIN"] for m in rec.messages}
+    assert len(rec.messages) == 2 * len(on_rec)  # both of a user's, or none
+    for user in {"demo", "alice", "bob"} - on_rec:
+        found = postfix_backend.wait_for_log(
+            rf"postfix/smtpd\[\d+\]: (\w+): client=\S*\[127\.0\.0\.1\], "
+            rf"sasl_method=XCLIENT, sasl_username={user}$", since=since)
+        assert found
+        assert len(re.findall(rf"sasl_username={user}$", postfix_backend.log_text()[since:],
+                              re.MULTILINE)) == 2
