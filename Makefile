@@ -83,7 +83,7 @@ include mk/install.mk
 .PHONY: all deps test unit asan asan-unit integration integration-asan fuzz \
         fuzz-build fuzz-short run format format-check bench bench-build clean
 
-all: deps $(BUILD)/msaproxy
+all: deps $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 
 deps:
 	$(Q)scripts/install-deps.sh
@@ -95,6 +95,10 @@ $(BUILD)/libmsaproxy.a: $(OBJS)
 $(BUILD)/msaproxy: $(BUILD)/proxy/main.o $(BUILD)/libmsaproxy.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) $(ALLOC)
+
+$(BUILD)/msaproxyctl: $(BUILD)/proxy/ctl/msaproxyctl.o
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) -o $@ $^
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -128,7 +132,7 @@ unit: deps $(UNITS)
 # allocator).
 asan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
-		CFLAGS="$(SAN_FLAGS)" build-asan/msaproxy
+		CFLAGS="$(SAN_FLAGS)" build-asan/msaproxy build-asan/msaproxyctl
 asan-unit:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
 		CFLAGS="$(SAN_FLAGS)" unit

@@ -44,7 +44,7 @@ static void backend_connect(struct session *s, size_t server, uint64_t tried,
 static const struct config_backend *
 server_of(const struct session *s, const struct backend_conn *be)
 {
-	return &worker_config(s->w)->backends[be->server];
+	return &session_config(s)->backends[be->server];
 }
 
 /* ---------------------------------------------------------------------
@@ -54,13 +54,14 @@ server_of(const struct session *s, const struct backend_conn *be)
 static void
 backend_free(struct backend_conn *be)
 {
-	pool_conn_close(worker_pool(be->w), be->server);
+	pool_conn_close(be->gen->pool, be->server);
 	if (be->fd >= 0)
 		close(be->fd);
 	SSL_free(be->ssl);
 	buf_free(&be->in);
 	buf_free(&be->out);
 	buf_free(&be->wire);
+	generation_drop(be->gen);
 	free(be);
 }
 
@@ -235,11 +236,10 @@ mark_failed(struct session *s, size_t server, const char *step,
 	    const char *detail)
 {
 	char reason[160];
-	enum pool_change c =
-		pool_failed(worker_pool(s->w), server, timer_now_ms());
+	enum pool_change c = pool_failed(s->gen->pool, server, timer_now_ms());
 
 	snprintf(reason, sizeof(reason), "%s: %s", step, detail);
-	backend_health_log(&worker_config(s->w)->backends[server], c, "session",
+	backend_health_log(&session_config(s)->backends[server], c, "session",
 			   reason);
 }
 
@@ -248,7 +248,7 @@ mark_failed(struct session *s, size_t server, const char *step,
 static void
 connect_next(struct session *s, uint64_t tried, unsigned attempts)
 {
-	size_t next = worker_pick_backend(s->w, s->smtp.user, tried);
+	size_t next = worker_pick_backend(s->w, s, s->smtp.user, tried);
 
 	if (next != POOL_NONE) {
 		backend_connect(s, next, tried, attempts);
@@ -340,7 +340,7 @@ send_ehlo(struct session *s)
 {
 	char line[300];
 	int n = snprintf(line, sizeof(line), "EHLO %s\r\n",
-			 worker_config(s->w)->hostname);
+			 session_config(s)->hostname);
 
 	send_line(s, line, (size_t)n);
 }
@@ -415,7 +415,7 @@ ready(struct session *s)
 		return;
 	send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
 	be->state = BE_WAIT_REPLY;
-	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
+	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
 }
 
 /* After STARTTLS's 220: anything the server sent after it is dropped
@@ -425,7 +425,7 @@ start_tls(struct session *s)
 {
 	struct backend_conn *be = s->be;
 
-	be->ssl = tls_backend_ssl_new(worker_backend_tls(s->w, be->server),
+	be->ssl = tls_backend_ssl_new(s->gen->backend_tls[be->server],
 				      server_of(s, be));
 	if (be->ssl == NULL) {
 		failover(s, "starttls", "cannot create the TLS session");
@@ -435,7 +435,7 @@ start_tls(struct session *s)
 	be->state = BE_TLS;
 	SSL_do_handshake(be->ssl); /* the ClientHello */
 	backend_send(be);
-	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
+	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
 }
 
 /* Handshake bytes arrived: go on, or fail over (a certificate that does
@@ -462,7 +462,7 @@ tls_handshake(struct session *s)
 		  SSL_get_version(be->ssl), SSL_get_cipher_name(be->ssl));
 	send_ehlo(s);
 	be->state = BE_EHLO;
-	set_deadline(s, worker_config(s->w)->backend_reply_timeout_ms);
+	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
 }
 
 /* Decrypt what the read BIO holds into be->in.  Returns false when the
@@ -512,18 +512,17 @@ handshake_done(struct session *s, const struct smtp_reply *r)
 	size_t server = s->be->server;
 	unsigned ext = pool_ehlo_caps(r, &s->be->size_max);
 
-	pool_learn(worker_pool(s->w), server, ext, s->be->size_max);
-	backend_health_log(
-		&worker_config(s->w)->backends[server],
-		pool_succeeded(worker_pool(s->w), server, timer_now_ms()),
-		"session", "handshake completed");
+	pool_learn(s->gen->pool, server, ext, s->be->size_max);
+	backend_health_log(&session_config(s)->backends[server],
+			   pool_succeeded(s->gen->pool, server, timer_now_ms()),
+			   "session", "handshake completed");
 	ready(s);
 }
 
 static void
 handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	struct backend_conn *be = s->be;
 	const char *args;
 	size_t alen;
@@ -795,7 +794,7 @@ static void
 backend_connect(struct session *s, size_t server, uint64_t tried,
 		unsigned attempts)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	const struct config_addr *a = &cfg->backends[server].addr;
 	struct backend_conn *be = calloc(1, sizeof(*be));
 	struct io_uring_sqe *sqe;
@@ -807,11 +806,12 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 	}
 	be->s = s;
 	be->w = s->w;
+	be->gen = generation_hold(s->gen); /* may outlive the session */
 	be->server = server;
 	be->attempts = attempts + 1;
 	be->tried = tried | (server < 64 ? UINT64_C(1) << server : 0);
 	be->fd = -1;
-	pool_conn_open(worker_pool(s->w), server);
+	pool_conn_open(s->gen->pool, server);
 	buf_init(&be->in, BACKEND_IN_CAP);
 	buf_init(&be->out, BACKEND_OUT_CAP);
 	buf_init(&be->wire, BACKEND_WIRE_CAP);

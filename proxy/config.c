@@ -555,6 +555,29 @@ set_hostname(struct loader *l, const yaml_node_t *v, const char *key,
 	return 0;
 }
 
+/* An octal file mode such as "0660" (YAML would read 0660 as a number in
+ * some dialects: take the text). */
+static int
+set_control_mode(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config *cfg = base;
+	const char *s;
+	char *end;
+	unsigned long m;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	m = strtoul(s, &end, 8);
+	if (*s < '0' || *s > '7' || *end != '\0' || m > 0777 ||
+	    (m & 0600) != 0600)
+		return fail(l, line_of(v), key,
+			    "expected an octal mode from 0600 to 0777, "
+			    "such as 0660 (the owner must read and write)");
+	cfg->control_mode = (unsigned)m;
+	return 0;
+}
+
 static int
 set_log_level(struct loader *l, const yaml_node_t *v, const char *key,
 	      void *base)
@@ -664,6 +687,82 @@ set_names(struct loader *l, const yaml_node_t *v, const char *key, void *base)
 		cert->nnames = i + 1;
 	}
 	return 0;
+}
+
+/* A list of strings, each checked by valid (NULL: any non-empty) and, as
+ * a path, made relative to the config's directory. */
+static int
+string_list(struct loader *l, const yaml_node_t *v, const char *key, bool path,
+	    bool (*valid)(const char *), const char *why, char ***out,
+	    size_t *count)
+{
+	char ikey[128];
+	size_t n;
+
+	if (is_null(v))
+		return 0;
+	if (v->type != YAML_SEQUENCE_NODE)
+		return fail(l, line_of(v), key, "expected a list");
+	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	if (n == 0)
+		return 0;
+	*out = calloc(n, sizeof(**out));
+	if (*out == NULL)
+		return fail(l, line_of(v), key, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item =
+			node_at(l, v->data.sequence.items.start[i]);
+		const char *s;
+
+		index_key(ikey, sizeof(ikey), key, i);
+		if (get_scalar(l, item, ikey, &s) < 0)
+			return -1;
+		if (*s == '\0' || (valid != NULL && !valid(s)))
+			return fail(l, line_of(item), ikey, "%s", why);
+		(*out)[i] = path ? resolve_path(l, s, ikey, line_of(item))
+				 : xstrdup(l, s, ikey, line_of(item));
+		if ((*out)[i] == NULL)
+			return -1;
+		*count = i + 1;
+	}
+	return 0;
+}
+
+static int
+set_blocklist_files(struct loader *l, const yaml_node_t *v, const char *key,
+		    void *base)
+{
+	struct config *cfg = base;
+
+	return string_list(l, v, key, true, NULL, "must not be empty",
+			   &cfg->blocklist_files, &cfg->nblocklist_files);
+}
+
+/* An interface name as the kernel takes it (IFNAMSIZ - 1 bytes, no '/',
+ * no white space). */
+static bool
+valid_ifname(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 15 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	for (; *s; s++) {
+		if (*s == '/' || *s == ':' || *s <= ' ' || *s == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+static int
+set_xdp_interfaces(struct loader *l, const yaml_node_t *v, const char *key,
+		   void *base)
+{
+	struct config *cfg = base;
+
+	return string_list(l, v, key, false, valid_ifname,
+			   "expected an interface name such as eth0",
+			   &cfg->xdp_interfaces, &cfg->nxdp_interfaces);
 }
 
 static int
@@ -1187,6 +1286,50 @@ static const struct list_spec server_list = {
 	.check = backends_check,
 };
 
+static const struct enum_name xdp_modes[] = {
+	{"auto", XDP_MODE_AUTO},
+	{"native", XDP_MODE_NATIVE},
+	{"generic", XDP_MODE_GENERIC},
+	{NULL, 0},
+};
+static const struct enum_name xdp_scopes[] = {
+	{"all", XDP_SCOPE_ALL},
+	{"listeners", XDP_SCOPE_LISTENERS},
+	{NULL, 0},
+};
+
+static const struct field xdp_fields[] = {
+	OPT("enabled", F_BOOL, CFG(xdp_enabled)),
+	FUNC("interfaces", set_xdp_interfaces),
+	ENUM("mode", CFG(xdp_mode), xdp_modes),
+	OPT("required", F_BOOL, CFG(xdp_required)),
+	OPT("pin_dir", F_PATH, CFG(xdp_pin_dir)),
+	ENUM("scope", CFG(xdp_scope), xdp_scopes),
+	END_OF_TABLE,
+};
+
+static const struct field blocklist_fields[] = {
+	FUNC("files", set_blocklist_files),
+	OPT("allow", F_NETS, CFG(blocklist_allow)),
+	OPT("auto_ban", F_BOOL, CFG(blocklist_auto_ban)),
+	OPT("ban_floods", F_BOOL, CFG(blocklist_ban_floods)),
+	NUM("max_entries", F_SIZE, CFG(blocklist_max_entries), 1, 100000000),
+	SECTION("xdp", xdp_fields, false),
+	END_OF_TABLE,
+};
+
+static const struct field control_fields[] = {
+	OPT("socket", F_PATH, CFG(control_socket)),
+	FUNC("mode", set_control_mode),
+	END_OF_TABLE,
+};
+
+static const struct field shutdown_fields[] = {
+	NUM("timeout", F_MS, CFG(shutdown_timeout_ms), 0, DAY),
+	NUM("fast_timeout", F_MS, CFG(shutdown_fast_timeout_ms), 0, DAY),
+	END_OF_TABLE,
+};
+
 static const struct field log_fields[] = {
 	FUNC("level", set_log_level),
 	END_OF_TABLE,
@@ -1284,6 +1427,9 @@ static const struct field top_fields[] = {
 	SECTION("auth", auth_fields, true), /* for auth.passwd_file */
 	SECTION("limits", limits_fields, false),
 	SECTION("backends", backends_fields, true), /* for servers */
+	SECTION("blocklist", blocklist_fields, false),
+	SECTION("control", control_fields, false),
+	SECTION("shutdown", shutdown_fields, false),
 	END_OF_TABLE,
 };
 
@@ -1303,6 +1449,13 @@ check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
 			    "interval");
 		return fail(l, line_of(n), "backends.health_check.interval",
 			    "must be 0s (off) or at least 1s");
+	}
+	if (cfg->xdp_enabled && cfg->nxdp_interfaces == 0) {
+		const yaml_node_t *bl = map_get(l, root, "blocklist");
+
+		return fail(l, line_of(map_get(l, bl, "xdp")),
+			    "blocklist.xdp.interfaces",
+			    "at least one interface when xdp is enabled");
 	}
 
 	if (cfg->max_auth_line < cfg->max_line) {
@@ -1330,6 +1483,12 @@ set_defaults(struct config *cfg)
 	cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
 	cfg->workers = 0;
 	cfg->log_level = LOG_INFO;
+	cfg->control_mode = 0600;
+	cfg->blocklist_auto_ban = true;
+	cfg->blocklist_max_entries = 1000000;
+	cfg->xdp_pin_dir = strdup("/sys/fs/bpf/msaproxy");
+	cfg->shutdown_timeout_ms = 30 * SECOND;
+	cfg->shutdown_fast_timeout_ms = 3 * SECOND;
 
 	cfg->tls_min_version = TLS1_2_VERSION;
 	cfg->tls_ciphers = strdup(DEFAULT_CIPHERS);
@@ -1381,7 +1540,7 @@ set_defaults(struct config *cfg)
 	cfg->health_fall = 3;
 
 	if (cfg->tls_ciphers == NULL || cfg->tls_ciphersuites == NULL ||
-	    cfg->tls_groups == NULL)
+	    cfg->tls_groups == NULL || cfg->xdp_pin_dir == NULL)
 		return -1;
 	return 0;
 }
@@ -1607,6 +1766,15 @@ config_free(struct config *cfg)
 	free(cfg->tls_ciphersuites);
 	free(cfg->tls_groups);
 	free(cfg->passwd_file);
+	free(cfg->control_socket);
+	for (size_t i = 0; i < cfg->nblocklist_files; i++)
+		free(cfg->blocklist_files[i]);
+	free(cfg->blocklist_files);
+	free(cfg->blocklist_allow.v);
+	for (size_t i = 0; i < cfg->nxdp_interfaces; i++)
+		free(cfg->xdp_interfaces[i]);
+	free(cfg->xdp_interfaces);
+	free(cfg->xdp_pin_dir);
 	free(cfg->path);
 	free(cfg);
 }

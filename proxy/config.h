@@ -56,6 +56,17 @@ struct config_addr {
 	socklen_t len;
 };
 
+enum xdp_mode {
+	XDP_MODE_AUTO,	  /* native, else generic */
+	XDP_MODE_NATIVE,  /* in the driver */
+	XDP_MODE_GENERIC, /* after skb allocation: works everywhere */
+};
+
+enum xdp_scope {
+	XDP_SCOPE_ALL,	     /* drop every packet of a blocked source */
+	XDP_SCOPE_LISTENERS, /* only TCP to the listeners' ports */
+};
+
 /* A list of prefixes (allow/deny lists). */
 struct config_nets {
 	struct ipnet *v;
@@ -179,6 +190,29 @@ struct config {
 	uint64_t ip_ban_time_ms;	     /* default 1h */
 	struct config_nets ip_allow;	     /* never limited or banned */
 	size_t ip_max_entries;		     /* default 100000 */
+
+	/* blocklist: (bans.h) */
+	char **blocklist_files; /* one prefix per line */
+	size_t nblocklist_files;
+	struct config_nets blocklist_allow; /* never blocked */
+	bool blocklist_auto_ban;	    /* login bans too; default true */
+	bool blocklist_ban_floods;	    /* connection-rate refusals */
+	size_t blocklist_max_entries;	    /* per file, default 1000000 */
+	/* blocklist.xdp: */
+	bool xdp_enabled;
+	char **xdp_interfaces;
+	size_t nxdp_interfaces;
+	enum xdp_mode xdp_mode;
+	bool xdp_required; /* no XDP: refuse to start */
+	char *xdp_pin_dir; /* default /sys/fs/bpf/msaproxy */
+	enum xdp_scope xdp_scope;
+
+	/* control: */
+	char *control_socket;  /* unix socket for msaproxyctl; NULL: none */
+	unsigned control_mode; /* its file mode, default 0600 */
+	/* shutdown: */
+	uint64_t shutdown_timeout_ms;	   /* SIGTERM, drain: default 30s */
+	uint64_t shutdown_fast_timeout_ms; /* SIGINT: default 3s */
 
 	/* backends: */
 	struct config_backend *backends; /* at least one */

@@ -349,6 +349,16 @@ health_run(struct health *h, uint64_t now_ms, bool stopping)
 	}
 }
 
+bool
+health_busy(const struct health *h)
+{
+	for (size_t i = 0; h != NULL && i < h->n; i++) {
+		if (h->v[i].state != HC_IDLE)
+			return true;
+	}
+	return false;
+}
+
 struct health *
 health_new(struct worker *w, struct pool *pool, const struct config *cfg,
 	   bool *oom)

@@ -24,6 +24,9 @@ struct health *health_new(struct worker *w, struct pool *pool,
 			  const struct config *cfg, bool *oom);
 /* After the worker's ring is gone: closes the sockets. */
 void health_free(struct health *h);
+/* Is a check on the ring (a replaced generation's checks are freed only
+ * when none is)? */
+bool health_busy(const struct health *h);
 /* The earliest time health_run() has something to do. */
 uint64_t health_next(const struct health *h);
 /* Start due checks (unless stopping), time out late ones. */

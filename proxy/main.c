@@ -17,7 +17,9 @@
  *	crypt(3) hash for the users file.
  *
  * SIGNALS
- *	SIGTERM, SIGINT: stop; sessions end with 421.
+ *	SIGHUP: reload the configuration, users file and certificates.
+ *	SIGTERM: drain (stop accepting, finish transactions, 421) and exit;
+ *	SIGINT: the same with a shorter deadline; a second one: at once.
  *
  * SECURITY
  *	Runs every socket on worker threads that never block; password
@@ -34,14 +36,11 @@
 
 #include <openssl/crypto.h>
 
-#include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
-#include "config.h"
-#include "pool.h"
-#include "ratelimit.h"
+#include "generation.h"
 #include "log.h"
+#include "server.h"
 #include "tls.h"
-#include "worker.h"
 
 static void
 usage(void)
@@ -124,158 +123,13 @@ hash_password(int argc, char **argv)
 	return 0;
 }
 
-static unsigned
-worker_count(const struct config *cfg)
-{
-	long n;
-
-	if (cfg->workers > 0)
-		return cfg->workers;
-	n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n > 0 ? (unsigned)n : 1;
-}
-
-static bool
-class_exists(const char *name, void *cfg)
-{
-	return config_class_find(cfg, name) != NULL;
-}
-
-/* Everything -t checks, and what a start needs before any thread. */
-static int
-prepare(const char *path, struct config **cfgp, struct passwd_db **dbp)
-{
-	struct tls_server *probe;
-	char err[1024];
-
-	if (config_load(path, cfgp, err, sizeof(err)) != 0) {
-		fprintf(stderr, "msaproxy: %s\n", err);
-		return -1;
-	}
-	log_set_level((enum log_level)(*cfgp)->log_level);
-	*dbp = passwd_db_load((*cfgp)->passwd_file, err, sizeof(err));
-	if (*dbp == NULL) {
-		fprintf(stderr, "msaproxy: auth.passwd_file: %s\n", err);
-		return -1;
-	}
-	if (passwd_db_check_classes(*dbp, class_exists, *cfgp, err,
-				    sizeof(err)) != 0) {
-		fprintf(stderr, "msaproxy: auth.passwd_file: %s\n", err);
-		return -1;
-	}
-	probe = tls_server_new(*cfgp, err, sizeof(err));
-	if (probe == NULL) {
-		fprintf(stderr, "msaproxy: tls: %s\n", err);
-		return -1;
-	}
-	tls_server_free(probe);
-	/* Backend CA files are read now, so -t reports them. */
-	for (size_t i = 0; i < (*cfgp)->nbackends; i++) {
-		SSL_CTX *ctx;
-		if ((*cfgp)->backends[i].tls == BACKEND_TLS_NONE)
-			continue;
-		ctx = tls_backend_ctx_new(&(*cfgp)->backends[i], err,
-					  sizeof(err));
-		if (ctx == NULL) {
-			fprintf(stderr, "msaproxy: backends.servers[%zu]: %s\n",
-				i, err);
-			return -1;
-		}
-		SSL_CTX_free(ctx);
-	}
-	return 0;
-}
-
-static int
-run(struct config *cfg, struct passwd_db *db)
-{
-	unsigned n = worker_count(cfg), started = 0;
-	struct worker **workers = calloc(n, sizeof(*workers));
-	struct worker_shared shared = {.users = db};
-	struct auth_pool *pool;
-	sigset_t sigs;
-	char err[1024];
-	int sig, status = 1;
-
-	/* Threads inherit this mask; only this thread takes signals. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
-
-	if (workers == NULL || tls_global_init(cfg, err, sizeof(err)) != 0) {
-		fprintf(stderr, "msaproxy: %s\n",
-			workers ? err : "out of memory");
-		free(workers);
-		return 1;
-	}
-	pool = auth_pool_start(cfg->auth_threads, db, cfg->auth_cache_ttl_ms,
-			       cfg->auth_cache_size, err, sizeof(err));
-	if (pool == NULL) {
-		fprintf(stderr, "msaproxy: auth: %s\n", err);
-		free(workers);
-		return 1;
-	}
-	shared.auth = pool;
-	shared.limits = ratelimit_new(cfg, err, sizeof(err));
-	shared.pool = pool_new(cfg);
-	if (shared.limits == NULL || shared.pool == NULL) {
-		fprintf(stderr, "msaproxy: %s\n",
-			shared.limits ? "out of memory" : err);
-		ratelimit_free(shared.limits);
-		pool_free(shared.pool);
-		auth_pool_stop(pool);
-		free(workers);
-		return 1;
-	}
-	for (unsigned i = 0; i < n; i++) {
-		workers[i] = worker_new(i, cfg, &shared, err, sizeof(err));
-		if (workers[i] == NULL ||
-		    worker_start(workers[i], err, sizeof(err)) != 0) {
-			fprintf(stderr, "msaproxy: %s\n", err);
-			goto stop;
-		}
-		started++;
-	}
-	log_info("ready", " workers=%u listeners=%zu backends=%zu users=%zu", n,
-		 cfg->nlisteners, cfg->nbackends, passwd_db_count(db));
-	for (;;) {
-		if (sigwait(&sigs, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			log_warn("reload-unsupported",
-				 " detail=\"restart to apply changes\"");
-			continue;
-		}
-		log_info("stopping", " signal=%s", strsignal(sig));
-		break;
-	}
-	status = 0;
-stop:
-	for (unsigned i = 0; i < started; i++)
-		worker_stop(workers[i]);
-	for (unsigned i = 0; i < started; i++)
-		worker_join(workers[i]);
-	for (unsigned i = 0; i < n; i++)
-		worker_free(workers[i]);
-	auth_pool_stop(pool);
-	ratelimit_free(shared.limits);
-	pool_free(shared.pool);
-	free(workers);
-	if (status == 0)
-		log_info("stopped", "%s", "");
-	return status;
-}
-
 int
 main(int argc, char **argv)
 {
 	const char *path = NULL;
-	struct config *cfg = NULL;
-	struct passwd_db *db = NULL;
-	int check = 0, c, status;
+	struct generation *gen;
+	char err[1024];
+	int check = 0, c;
 
 	/* No core dumps: memory holds keys and cached-login HMACs. */
 	prctl(PR_SET_DUMPABLE, 0);
@@ -295,15 +149,19 @@ main(int argc, char **argv)
 	}
 	if (path == NULL || optind != argc)
 		usage();
-	if (prepare(path, &cfg, &db) != 0) {
-		status = 1;
-	} else if (check) {
-		printf("msaproxy: %s: configuration ok\n", path);
-		status = 0;
-	} else {
-		status = run(cfg, db);
+	/* Everything -t checks is what a start needs before any thread. */
+	gen = generation_load(path, 1, check ? 0 : GENERATION_PER_WORKER, err,
+			      sizeof(err));
+	if (gen == NULL) {
+		fprintf(stderr, "msaproxy: %s\n", err);
+		return 1;
 	}
-	passwd_db_free(db);
-	config_free(cfg);
-	return status;
+	log_set_level((enum log_level)gen->cfg->log_level);
+	if (check) {
+		printf("msaproxy: %s: configuration ok\n", path);
+		generation_drop(gen);
+		tls_global_free();
+		return 0;
+	}
+	return server_run(path, gen);
 }

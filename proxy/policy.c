@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "auth/passwd_db.h"
+#include "bans.h"
 #include "log.h"
 #include "policy.h"
 #include "sender.h"
@@ -126,10 +127,40 @@ refuse_connection(struct session *s, const char *reply, const char *reason,
 	s->closing = true;
 }
 
+/* Also put a ban this session's network earned on the blocklist (and so
+ * in the kernel, with XDP): its next packets cost nothing. */
+static void
+auto_ban(struct session *s, const struct ipnet *net, uint64_t ms)
+{
+	struct bans *b = worker_bans(s->w);
+	char err[256], text[IPNET_TEXT_MAX];
+
+	if (b == NULL)
+		return;
+	if (bans_add(b, net, ms, BLOCKLIST_REASON_AUTO, err, sizeof(err)) != 0)
+		log_warn("auto-ban-failed",
+			 " session=%llx network=%s error=\"%s\"",
+			 (unsigned long long)s->id,
+			 ipnet_format(net, text, sizeof(text)), err);
+}
+
+/* The network ratelimit tracks this session's client in. */
+static struct ipnet
+tracked_net(const struct session *s)
+{
+	const struct config *cfg = session_config(s);
+	struct ipnet net;
+
+	memcpy(net.addr, s->ip_key.b, sizeof(net.addr));
+	net.len = (uint8_t)(ipnet_is_v4(net.addr) ? 96 + cfg->ip_prefix_v4
+						  : cfg->ip_prefix_v6);
+	return net;
+}
+
 bool
 policy_admit(struct session *s)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	const struct config_listener *l = s->listener;
 	enum ratelimit_verdict v;
 	uint8_t addr[16];
@@ -154,6 +185,12 @@ policy_admit(struct session *s)
 		s->ip_tracked = true;
 		return true;
 	}
+	if (v == RATELIMIT_RATE && worker_bans(s->w) != NULL &&
+	    bans_auto_floods(worker_bans(s->w))) {
+		struct ipnet net = tracked_net(s);
+
+		auto_ban(s, &net, retry > 1000 ? retry : 1000);
+	}
 	if (v == RATELIMIT_BANNED)
 		snprintf(reply, sizeof(reply),
 			 "421 4.7.0 %s Too many failed logins from your "
@@ -175,7 +212,7 @@ policy_admit(struct session *s)
 uint64_t
 policy_auth_done(struct session *s, const char *login, bool ok)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	struct ratelimit *lim = worker_limits(s->w);
 	uint64_t now = timer_now_ms(), hold = 0, ban;
 
@@ -194,19 +231,18 @@ policy_auth_done(struct session *s, const char *login, bool ok)
 		return hold;
 	if (s->ip_tracked &&
 	    (ban = ratelimit_ip_auth_failed(lim, &s->ip_key, now)) != 0) {
-		struct ipnet net;
+		struct ipnet net = tracked_net(s);
 		char text[IPNET_TEXT_MAX];
 
-		memcpy(net.addr, s->ip_key.b, sizeof(net.addr));
-		net.len =
-			(uint8_t)(ipnet_is_v4(net.addr) ? 96 + cfg->ip_prefix_v4
-							: cfg->ip_prefix_v6);
 		log_warn("ip-banned",
 			 " session=%llx client=%s network=%s ban_ms=%" PRIu64
 			 " reason=auth-failures",
 			 (unsigned long long)s->id, s->peer_addr,
 			 ipnet_format(&net, text, sizeof(text)), ban);
 		s->banned = true;
+		if (worker_bans(s->w) != NULL &&
+		    bans_auto_logins(worker_bans(s->w)))
+			auto_ban(s, &net, ban);
 	}
 	return hold > cfg->auth_failure_delay_ms ? hold
 						 : cfg->auth_failure_delay_ms;
@@ -216,11 +252,11 @@ void
 policy_authed(struct session *s)
 {
 	const struct passwd_user_info *info =
-		passwd_db_user_info(worker_users(s->w), s->smtp.user);
+		passwd_db_user_info(s->gen->users, s->smtp.user);
 
 	/* s->user_key: made for this login by policy_auth_done(). */
 	s->senders = info ? info->senders : NULL;
-	s->user_limits = ratelimit_policy(worker_config(s->w), s->smtp.user,
+	s->user_limits = ratelimit_policy(session_config(s), s->smtp.user,
 					  info ? info->class_name : NULL);
 }
 

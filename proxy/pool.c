@@ -131,6 +131,30 @@ pool_new(const struct config *cfg)
 }
 
 void
+pool_inherit(struct pool *p, const struct pool *old)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		const char *addr = p->cfg->backends[i].addr.text;
+
+		for (size_t j = 0; j < old->n; j++) {
+			const struct pool_server *o = &old->v[j];
+			struct pool_server *n = &p->v[i];
+
+			if (strcmp(old->cfg->backends[j].addr.text, addr) != 0)
+				continue;
+			atomic_store(&n->up, atomic_load(&o->up));
+			atomic_store(&n->fails, atomic_load(&o->fails));
+			atomic_store(&n->goods, atomic_load(&o->goods));
+			atomic_store(&n->retry_at, atomic_load(&o->retry_at));
+			atomic_store(&n->changes, atomic_load(&o->changes));
+			atomic_store(&n->ext, atomic_load(&o->ext));
+			atomic_store(&n->size_max, atomic_load(&o->size_max));
+			break;
+		}
+	}
+}
+
+void
 pool_free(struct pool *p)
 {
 	if (p == NULL)

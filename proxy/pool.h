@@ -45,6 +45,9 @@ enum pool_change {
 
 struct pool *pool_new(const struct config *cfg);
 void pool_free(struct pool *p);
+/* A reload: servers of p that old also has (same address) start with the
+ * health and capabilities old knows, not as unknown. */
+void pool_inherit(struct pool *p, const struct pool *old);
 size_t pool_size(const struct pool *p);
 
 int pool_cursor_init(struct pool_cursor *c, const struct pool *p);

@@ -69,11 +69,19 @@ struct table {
 };
 
 struct ratelimit {
-	const struct config *cfg;
+	/* Swapped by a reload; the old one lives until every worker has
+	 * moved on (see ratelimit_reconfigure). */
+	_Atomic(const struct config *) cfg;
 	EVP_MAC_CTX *hmac; /* keyed; duplicated per use */
 	struct table users, nets;
 	struct ratelimit_stats stats;
 };
+
+static const struct config *
+limits_config(const struct ratelimit *l)
+{
+	return atomic_load_explicit(&l->cfg, memory_order_acquire);
+}
 
 /* ---------------------------------------------------------------------
  * GCRA
@@ -324,7 +332,7 @@ bool
 ratelimit_ip_key(const struct ratelimit *l, const uint8_t addr[16],
 		 struct ratelimit_key *key)
 {
-	const struct config *cfg = l->cfg;
+	const struct config *cfg = limits_config(l);
 	struct ipnet net;
 	uint8_t h[32];
 
@@ -353,7 +361,7 @@ ratelimit_new(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "limits: out of memory");
 		return NULL;
 	}
-	l->cfg = cfg;
+	atomic_init(&l->cfg, cfg);
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
 						     (char *)"SHA256", 0);
 	params[1] = OSSL_PARAM_construct_end();
@@ -406,6 +414,23 @@ size_t
 ratelimit_ip_entries(struct ratelimit *l)
 {
 	return table_count(&l->nets);
+}
+
+int
+ratelimit_reconfigure(struct ratelimit *l, const struct config *cfg, char *warn,
+		      size_t warnlen)
+{
+	const struct config *old = limits_config(l);
+
+	warn[0] = '\0';
+	if (cfg->max_users != old->max_users ||
+	    cfg->ip_max_entries != old->ip_max_entries)
+		snprintf(warn, warnlen,
+			 "limits.max_users and limits.ip.max_entries keep "
+			 "their values (%zu, %zu) until a restart",
+			 old->max_users, old->ip_max_entries);
+	atomic_store_explicit(&l->cfg, cfg, memory_order_release);
+	return warn[0] != '\0';
 }
 
 const struct config_user_limits *
@@ -545,6 +570,48 @@ ratelimit_user_give(struct ratelimit *l, const struct ratelimit_key *key,
 	pthread_mutex_unlock(&sh->mu);
 }
 
+/* Whole units a bucket could give now: burst minus what its TAT owes. */
+static uint64_t
+gcra_avail(uint64_t tat, const struct config_rate *r, uint64_t now)
+{
+	uint64_t tol = cost_ns(r, r->burst), one = cost_ns(r, 1);
+	uint64_t owed = tat > now ? tat - now : 0;
+
+	if (owed >= tol || one == 0)
+		return owed >= tol ? 0 : r->burst;
+	return (tol - owed) / one < r->burst ? (tol - owed) / one : r->burst;
+}
+
+bool
+ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
+		    const struct config_user_limits *pol, uint64_t now_ms,
+		    uint64_t avail[LIMIT_USER_KINDS])
+{
+	uint64_t now = now_ms * NS_PER_MS;
+	struct shard *sh = shard_of(&l->users, key);
+	struct entry *e;
+
+	pthread_mutex_lock(&sh->mu);
+	e = find(sh, key);
+	for (int k = 0; k < LIMIT_USER_KINDS; k++) {
+		const struct config_rate *r = ratelimit_rate(pol, k);
+
+		if (r->count == 0)
+			avail[k] = UINT64_MAX;
+		else if (e == NULL)
+			avail[k] = k == LIMIT_QUOTA ? r->count : r->burst;
+		else if (k != LIMIT_QUOTA)
+			avail[k] = gcra_avail(e->tat[k], r, now);
+		else
+			avail[k] = e->window_end > now && e->used < r->count
+					   ? r->count - e->used
+				   : e->window_end > now ? 0
+							 : r->count;
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return e != NULL;
+}
+
 /* ---------------------------------------------------------------------
  * Login failures
  */
@@ -553,7 +620,7 @@ void
 ratelimit_login_failed(struct ratelimit *l, const struct ratelimit_key *key,
 		       uint64_t now_ms)
 {
-	const struct config_rate *r = &l->cfg->login_failures;
+	const struct config_rate *r = &limits_config(l)->login_failures;
 	uint64_t now = now_ms * NS_PER_MS, one, cap;
 	struct shard *sh;
 	struct entry *e;
@@ -580,7 +647,7 @@ uint64_t
 ratelimit_login_delay(struct ratelimit *l, const struct ratelimit_key *key,
 		      uint64_t base_ms, uint64_t now_ms)
 {
-	const struct config_rate *r = &l->cfg->login_failures;
+	const struct config_rate *r = &limits_config(l)->login_failures;
 	uint64_t now = now_ms * NS_PER_MS, over = 0, excess, delay;
 	struct shard *sh;
 	struct entry *e;
@@ -604,8 +671,9 @@ ratelimit_login_delay(struct ratelimit *l, const struct ratelimit_key *key,
 	if (base_ms == 0)
 		base_ms = 1000;
 	delay = excess > 20 ? UINT64_MAX : base_ms << (excess - 1);
-	return delay < l->cfg->login_max_delay_ms ? delay
-						  : l->cfg->login_max_delay_ms;
+	uint64_t max = limits_config(l)->login_max_delay_ms;
+
+	return delay < max ? delay : max;
 }
 
 /* ---------------------------------------------------------------------
@@ -616,7 +684,7 @@ enum ratelimit_verdict
 ratelimit_ip_connect(struct ratelimit *l, const struct ratelimit_key *key,
 		     uint64_t now_ms, uint64_t *retry_ms)
 {
-	const struct config *cfg = l->cfg;
+	const struct config *cfg = limits_config(l);
 	uint64_t now = now_ms * NS_PER_MS, wait = 0;
 	enum ratelimit_verdict v = RATELIMIT_OK;
 	struct shard *sh = shard_of(&l->nets, key);
@@ -665,7 +733,7 @@ uint64_t
 ratelimit_ip_auth_failed(struct ratelimit *l, const struct ratelimit_key *key,
 			 uint64_t now_ms)
 {
-	const struct config *cfg = l->cfg;
+	const struct config *cfg = limits_config(l);
 	uint64_t now = now_ms * NS_PER_MS, ban = 0, one, tol;
 	struct shard *sh = shard_of(&l->nets, key);
 	struct entry *e;

@@ -74,6 +74,16 @@ struct ratelimit;
 struct ratelimit *ratelimit_new(const struct config *cfg, char *err,
 				size_t errlen);
 void ratelimit_free(struct ratelimit *l);
+/*
+ * A reload: read limits from cfg from now on.  Every bucket, ban and score
+ * stays (a reload is no way around a limit).  The table sizes stay as they
+ * were until a restart: 1 with a warning in warn when cfg asks for others.
+ * The old config must stay alive until no thread can still be inside a
+ * call that loaded it (the main thread waits for every worker to adopt the
+ * new generation before letting the old one go).
+ */
+int ratelimit_reconfigure(struct ratelimit *l, const struct config *cfg,
+			  char *warn, size_t warnlen);
 const struct ratelimit_stats *ratelimit_stats(const struct ratelimit *l);
 
 /* The policy of a login: its class from the users file (class_name, may be
@@ -105,6 +115,12 @@ void ratelimit_user_give(struct ratelimit *l, const struct ratelimit_key *key,
 			 const struct config_user_limits *pol,
 			 const uint64_t amount[LIMIT_USER_KINDS],
 			 uint64_t now_ms);
+
+/* What the user could take now, per kind (UINT64_MAX: not limited), without
+ * taking it; false when the user is not tracked (everything is full). */
+bool ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
+			 const struct config_user_limits *pol, uint64_t now_ms,
+			 uint64_t avail[LIMIT_USER_KINDS]);
 
 /* A failed login for this name (limits.login.failures): raises its score. */
 void ratelimit_login_failed(struct ratelimit *l,

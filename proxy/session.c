@@ -80,7 +80,7 @@ offer_backends(struct session *s)
 	unsigned ext, offer = 0;
 	uint64_t size;
 
-	pool_offer(worker_pool(s->w), &ext, &size);
+	pool_offer(s->gen->pool, &ext, &size);
 	if (ext & POOL_EXT_DSN)
 		offer |= SMTP_OFFER_DSN;
 	if (ext & POOL_EXT_SMTPUTF8)
@@ -92,13 +92,15 @@ struct session *
 session_new(struct worker *w, int fd, const struct config_listener *l,
 	    const struct sockaddr_storage *peer)
 {
-	const struct config *cfg = worker_config(w);
+	struct generation *gen = worker_generation(w);
+	const struct config *cfg = gen->cfg;
 	struct session *s = calloc(1, sizeof(*s));
 	bool implicit = l->mode == LISTENER_IMPLICIT;
 
 	if (s == NULL)
 		return NULL;
 	s->w = w;
+	s->gen = generation_hold(gen);
 	s->id = ((uint64_t)worker_id(w) << 40) | ++next_session;
 	s->fd = fd;
 	s->listener = l;
@@ -108,7 +110,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	s->timer.when = TIMER_NONE;
 	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
 	buf_init(&s->wire, WIRE_CAP);
-	smtp_init(&s->smtp, worker_smtp_params(w, l->mode), implicit);
+	smtp_init(&s->smtp, &gen->params[l->mode], implicit);
 	offer_backends(s);
 	log_info("session-start",
 		 " session=%llx client=%s port=%u listener=%s mode=%s",
@@ -120,10 +122,11 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 		return s;
 	}
 	if (implicit) {
-		s->ssl = tls_ssl_new(worker_tls(w));
+		s->ssl = tls_ssl_new(gen->tls[worker_id(w)]);
 		if (s->ssl == NULL) {
-			smtp_free(&s->smtp);
-			free(s);
+			policy_session_end(s);
+			s->fd = -1; /* the caller closes it */
+			session_free(s);
 			return NULL;
 		}
 		s->deadline_ms = s->started_ms + cfg->handshake_timeout_ms;
@@ -381,7 +384,7 @@ finish_message(struct session *s)
 		smtp_data_sent(&s->smtp);
 		s->be->state = BE_WAIT_DATA_END;
 		s->be->deadline = timer_now_ms() +
-				  worker_config(s->w)->backend_data_timeout_ms;
+				  session_config(s)->backend_data_timeout_ms;
 		return;
 	case SINK_BAD_BYTES:
 		why = "bare-newline";
@@ -416,7 +419,7 @@ finish_message(struct session *s)
 static bool
 relay_data(struct session *s)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	bool normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE;
 	uint64_t max = cfg->max_message_size;
 
@@ -482,7 +485,7 @@ start_tls(struct session *s)
 {
 	/* The 220 goes out in plaintext ahead of everything TLS writes. */
 	flush_client(s);
-	s->ssl = tls_ssl_new(worker_tls(s->w));
+	s->ssl = tls_ssl_new(s->gen->tls[worker_id(s->w)]);
 	if (s->ssl == NULL) {
 		log_error("tls-failed", " session=%llx step=new error=oom",
 			  (unsigned long long)s->id);
@@ -490,7 +493,7 @@ start_tls(struct session *s)
 		return;
 	}
 	s->deadline_ms =
-		timer_now_ms() + worker_config(s->w)->handshake_timeout_ms;
+		timer_now_ms() + session_config(s)->handshake_timeout_ms;
 }
 
 /* Tell the client; a failure that earned a ban also ends the session. */
@@ -508,7 +511,7 @@ answer_auth(struct session *s, struct auth_request *req)
 		snprintf(text, sizeof(text),
 			 "421 4.7.0 %s Too many failed logins, try again "
 			 "later",
-			 worker_config(s->w)->hostname);
+			 session_config(s)->hostname);
 		smtp_shutdown(&s->smtp, text, "ip-banned");
 	}
 }
@@ -550,6 +553,7 @@ start_auth(struct session *s)
 	memcpy(req->user, s->smtp.creds.user, sizeof(req->user));
 	memcpy(req->pass, s->smtp.creds.pass, sizeof(req->pass));
 	OPENSSL_cleanse(s->smtp.creds.pass, sizeof(s->smtp.creds.pass));
+	req->db = s->gen->users; /* the session holds its generation */
 	/* A returning client is answered here; only real hash work goes
 	 * to the pool (two thread hops and a wake-up saved per login). */
 	if (auth_pool_check_cached(worker_auth(s->w), req)) {
@@ -603,7 +607,7 @@ apply(struct session *s, enum smtp_action act)
 static uint64_t
 session_deadline(const struct session *s)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 
 	if (s->closing || s->auth_delay || (s->ssl != NULL && !s->tls_done))
 		return s->deadline_ms;
@@ -675,7 +679,7 @@ session_run(struct session *s)
 void
 session_on_timer(struct session *s)
 {
-	const struct config *cfg = worker_config(s->w);
+	const struct config *cfg = session_config(s);
 	char text[400];
 
 	if (s->dead)
@@ -725,12 +729,63 @@ session_shutdown(struct session *s)
 		backend_close(s, false);
 	snprintf(text, sizeof(text),
 		 "421 4.3.2 %s Service shutting down, try again later",
-		 worker_config(s->w)->hostname);
+		 session_config(s)->hostname);
 	if (s->ssl == NULL || s->tls_done)
 		smtp_shutdown(&s->smtp, text, "shutdown");
 	s->smtp.close_reason = "shutdown";
 	s->closing = true;
 	session_run(s);
+}
+
+void
+session_drain(struct session *s)
+{
+	if (s->dead || s->closing)
+		return;
+	if (s->ssl != NULL && !s->tls_done) {
+		session_shutdown(s); /* mid-handshake: nothing to finish */
+		return;
+	}
+	smtp_drain(&s->smtp);
+	session_run(s);
+}
+
+void
+session_describe(const struct session *s, FILE *f, bool json)
+{
+	char u[LOG_USER_MAX];
+	const char *tls = s->tls_done ? SSL_get_version(s->ssl) : "none";
+	const char *state =
+		s->closing ? "closing" : smtp_state_name(s->smtp.state);
+	const char *user = session_log_user(u, sizeof(u), s->smtp.user);
+	unsigned long long age = timer_now_ms() - s->started_ms;
+
+	if (json) {
+		/* The login is the client's bytes: escaped for JSON here. */
+		fprintf(f,
+			"{\"id\":\"%llx\",\"client\":\"%s\",\"port\":%u,"
+			"\"listener\":\"%s\",\"user\":\"",
+			(unsigned long long)s->id, s->peer_addr, s->peer_port,
+			s->listener->addr.text);
+		for (const char *p = s->smtp.user; *p; p++) {
+			unsigned char c = (unsigned char)*p;
+			if (c == '"' || c == '\\')
+				fprintf(f, "\\%c", c);
+			else if (c < 0x20 || c >= 0x7f)
+				fprintf(f, "\\u%04x", c);
+			else
+				fputc(c, f);
+		}
+		fprintf(f,
+			"\",\"state\":\"%s\",\"tls\":\"%s\",\"messages\":%u,"
+			"\"age_ms\":%llu,\"generation\":%u}\n",
+			state, tls, s->smtp.messages, age, s->gen->id);
+	} else {
+		fprintf(f, "%llx %s:%u %s %s %s %s messages=%u age=%llus\n",
+			(unsigned long long)s->id, s->peer_addr, s->peer_port,
+			s->listener->addr.text, user, state, tls,
+			s->smtp.messages, age / 1000);
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -785,5 +840,6 @@ session_free(struct session *s)
 	smtp_free(&s->smtp);
 	buf_free(&s->in);
 	buf_free(&s->wire);
+	generation_drop(s->gen);
 	free(s);
 }

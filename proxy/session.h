@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <liburing.h>
 #include <openssl/ssl.h>
@@ -21,6 +22,7 @@
 #include "buf.h"
 #include "config.h"
 #include "data_scan.h"
+#include "generation.h"
 #include "ratelimit.h"
 #include "smtp.h"
 #include "smtp_reply.h"
@@ -51,6 +53,8 @@ enum ring_op {
 #define BACKEND_WIRE_CAP (64u * 1024)  /* TLS records to the backend */
 
 struct worker;
+struct bans;
+struct generation;
 
 enum backend_state {
 	BE_NONE,	  /* no connection */
@@ -75,7 +79,8 @@ enum backend_state {
 struct backend_conn {
 	struct session *s; /* NULL once detached */
 	struct worker *w;
-	unsigned refs; /* ring operations in flight */
+	struct generation *gen; /* held: its server list and pool */
+	unsigned refs;		/* ring operations in flight */
 	int fd;
 	enum backend_state state;
 	size_t server;	   /* index into cfg->backends */
@@ -106,6 +111,7 @@ enum data_sink {
 
 struct session {
 	struct worker *w;
+	struct generation *gen; /* held: the config it started on */
 	uint64_t id;
 	int fd;
 	const struct config_listener *listener;
@@ -154,23 +160,27 @@ struct session {
 /* worker.c: ring access for session.c and backend.c. */
 struct io_uring_sqe *worker_sqe(struct worker *w);
 void worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op);
-const struct config *worker_config(const struct worker *w);
-struct tls_server *worker_tls(const struct worker *w);
-SSL_CTX *worker_backend_tls(const struct worker *w, size_t server);
+struct generation *worker_generation(const struct worker *w);
 struct auth_pool *worker_auth(const struct worker *w);
 struct ratelimit *worker_limits(const struct worker *w);
-const struct passwd_db *worker_users(const struct worker *w);
+struct bans *worker_bans(const struct worker *w);
 struct timer_heap *worker_timers(struct worker *w);
 unsigned worker_id(const struct worker *w);
-struct pool *worker_pool(const struct worker *w);
-/* A server for a new backend connection, or POOL_NONE. */
-size_t worker_pick_backend(struct worker *w, const char *login, uint64_t tried);
-const struct smtp_params *worker_smtp_params(const struct worker *w,
-					     enum listener_mode mode);
+/* A server of s's generation for a new backend connection, or
+ * POOL_NONE. */
+size_t worker_pick_backend(struct worker *w, const struct session *s,
+			   const char *login, uint64_t tried);
 void worker_auth_done(struct auth_request *req);
 const char *worker_recv_buf(const struct worker *w, unsigned bid);
 void worker_recv_buf_return(struct worker *w, unsigned bid);
 void worker_session_gone(struct worker *w, struct session *s);
+
+/* The config a session started on. */
+static inline const struct config *
+session_config(const struct session *s)
+{
+	return s->gen->cfg;
+}
 
 /* A login name for a log line: the client chose it, so it is quoted when
  * it holds anything but plain printable bytes; "-" when there is none. */
@@ -187,7 +197,12 @@ void session_on_auth(struct session *s, struct auth_request *req);
 void session_on_timer(struct session *s);
 void session_run(struct session *s);
 void session_close(struct session *s, const char *reason);
+/* Stop now with 421 (shutdown, drain deadline). */
 void session_shutdown(struct session *s);
+/* Finish the transaction in progress, then 421 (a drain). */
+void session_drain(struct session *s);
+/* One line about the session for the control socket. */
+void session_describe(const struct session *s, FILE *f, bool json);
 void session_release(struct session *s); /* an op completed */
 
 /* backend.c */

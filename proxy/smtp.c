@@ -681,6 +681,13 @@ smtp_input(struct smtp *s, struct buf *in)
 	/* A completion (AUTH failure, error limit) may have ended it. */
 	if (s->state == SMTP_CLOSING)
 		return SMTP_ACT_CLOSE;
+	if (s->draining && s->state == SMTP_IDLE && !s->in_mail) {
+		reply(s, "421 4.3.2 %s Service shutting down, try again later",
+		      s->p->hostname);
+		s->close_reason = "drain";
+		smtp_set_state(s, SMTP_CLOSING);
+		return SMTP_ACT_CLOSE;
+	}
 	while (act == SMTP_ACT_NONE && !smtp_parked(s) &&
 	       buf_room(&s->out) >= SMTP_OUT_RESERVE && buf_used(in) > 0) {
 		const char *p = buf_head(in);
@@ -864,6 +871,33 @@ smtp_refuse(struct smtp *s, const char *text, bool error)
 		reply_error(s, "%s", text);
 	else
 		reply(s, "%s", text);
+}
+
+void
+smtp_drain(struct smtp *s)
+{
+	s->draining = true;
+}
+
+const char *
+smtp_state_name(enum smtp_state st)
+{
+	static const char *const names[] = {
+		[SMTP_IDLE] = "idle",
+		[SMTP_AUTH_PLAIN] = "auth",
+		[SMTP_AUTH_LOGIN_USER] = "auth",
+		[SMTP_AUTH_LOGIN_PASS] = "auth",
+		[SMTP_AUTH_CHECK] = "auth-check",
+		[SMTP_TLS_HANDSHAKE] = "tls-handshake",
+		[SMTP_BACKEND] = "backend",
+		[SMTP_DATA] = "data",
+		[SMTP_DATA_END] = "data-end",
+		[SMTP_CLOSING] = "closing",
+	};
+
+	return (unsigned)st < sizeof(names) / sizeof(names[0]) && names[st]
+		       ? names[st]
+		       : "unknown";
 }
 
 void

@@ -99,6 +99,7 @@ struct smtp {
 	bool in_mail;	   /* backend accepted MAIL */
 	bool discarding;   /* inside an over-long line */
 	bool drop_backend; /* worker: close the backend (its state is off) */
+	bool draining;	   /* 421 once no transaction is in progress */
 	unsigned errors;
 	unsigned rcpts;	   /* accepted in this transaction */
 	unsigned messages; /* accepted by the backend, whole session */
@@ -149,5 +150,10 @@ void smtp_data_refused(struct smtp *s, const char *reply);
 void smtp_refuse(struct smtp *s, const char *reply, bool error);
 /* A timeout or shutdown: write 421 with text and close. */
 void smtp_shutdown(struct smtp *s, const char *reply, const char *reason);
+/* A drain: the transaction in progress (MAIL accepted, or a command at
+ * the backend) may finish; then, or at once if there is none, 421. */
+void smtp_drain(struct smtp *s);
+/* "idle", "auth", "data", ...: for listings. */
+const char *smtp_state_name(enum smtp_state st);
 
 #endif

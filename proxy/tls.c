@@ -368,8 +368,38 @@ load_cert(SSL_CTX *ctx, const struct config_cert *c, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * One library context per worker slot for the life of the process, made on
+ * first use (always on the main thread).  Never freed while threads run:
+ * OpenSSL keeps per-thread state for each context a thread has used and
+ * cleans it when the thread ends, so a context freed by a reload would be
+ * touched again at the worker's exit.
+ */
+#define LIBCTX_SLOTS 257
+static OSSL_LIB_CTX *libctx_slots[LIBCTX_SLOTS];
+
+static OSSL_LIB_CTX *
+library_context(unsigned slot)
+{
+	if (slot >= LIBCTX_SLOTS)
+		return NULL;
+	if (libctx_slots[slot] == NULL)
+		libctx_slots[slot] = OSSL_LIB_CTX_new();
+	return libctx_slots[slot];
+}
+
+void
+tls_global_free(void)
+{
+	for (unsigned i = 0; i < LIBCTX_SLOTS; i++) {
+		OSSL_LIB_CTX_free(libctx_slots[i]);
+		libctx_slots[i] = NULL;
+	}
+}
+
 struct tls_server *
-tls_server_new(const struct config *cfg, char *err, size_t errlen)
+tls_server_new(const struct config *cfg, unsigned slot, char *err,
+	       size_t errlen)
 {
 	struct tls_server *ts = calloc(1, sizeof(*ts));
 	size_t i;
@@ -378,7 +408,7 @@ tls_server_new(const struct config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	ts->libctx = OSSL_LIB_CTX_new();
+	ts->libctx = library_context(slot);
 	ts->groups = calloc(cfg->ncerts, sizeof(*ts->groups));
 	if (ts->libctx == NULL || ts->groups == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -437,7 +467,6 @@ tls_server_free(struct tls_server *ts)
 	}
 	free(ts->groups);
 	EVP_CIPHER_free(ts->ticket_cipher);
-	OSSL_LIB_CTX_free(ts->libctx);
 	free(ts);
 }
 

@@ -30,9 +30,13 @@ struct tls_server;
 /* Once at start-up, before any worker: ticket keys. */
 int tls_global_init(const struct config *cfg, char *err, size_t errlen);
 
-/* Per worker. */
-struct tls_server *tls_server_new(const struct config *cfg, char *err,
-				  size_t errlen);
+/* After every thread has ended: the library contexts. */
+void tls_global_free(void);
+
+/* Per worker: slot is the worker's number (its OpenSSL library context,
+ * kept across reloads). */
+struct tls_server *tls_server_new(const struct config *cfg, unsigned slot,
+				  char *err, size_t errlen);
 void tls_server_free(struct tls_server *ts);
 
 /* A server SSL with a memory BIO on each side. */

@@ -9,10 +9,12 @@
  * a batch, then fires due timers.
  *
  * Password checks come back from the auth pool through a mailbox (mutex +
- * list) and an eventfd read on the ring.
+ * list) and an eventfd read on the ring; so do the main thread's requests
+ * (a new generation after a reload, a drain, a question from the control
+ * socket).
  *
  * Config keys: workers, listeners, limits.max_sessions, backends.balance
- * (through pool.c).
+ * (through pool.c), backends.health_check (worker 0, health.c).
  */
 #include <assert.h>
 #include <errno.h>
@@ -30,6 +32,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bans.h"
+#include "generation.h"
 #include "health.h"
 #include "log.h"
 #include "pool.h"
@@ -43,17 +47,42 @@
 /* Aligned so its address leaves the low OP_BITS free for the op tag. */
 struct listen_sock {
 	struct worker *w;
-	const struct config_listener *cl;
+	const struct config_listener *cl; /* NULL once closing */
 	int fd;
+	bool armed;   /* a multishot accept is on the ring */
+	bool closing; /* cancelled: close when the accept ends */
+	struct listen_sock *next;
 } __attribute__((aligned(1u << OP_BITS)));
+
+/* A new generation and listener set from the main thread. */
+struct worker_update {
+	struct generation *gen;
+	struct worker_listener *ls;
+	size_t nls;
+	struct worker_update *next; /* applied in order */
+};
+
+/* A question from the main thread, answered on the worker thread. */
+struct worker_query {
+	atomic_int refs; /* asker and worker */
+	bool json;
+	char *text;
+	sem_t done;
+	struct worker_query *next;
+};
+
+/* The checks of a replaced generation, finishing what is in flight. */
+struct retired_health {
+	struct health *health;
+	struct generation *gen; /* held: its pool */
+	struct retired_health *next;
+};
 
 struct worker {
 	unsigned id;
-	const struct config *cfg;
+	struct generation *gen; /* for new sessions */
 	struct worker_shared shared;
-	struct tls_server *tls;
-	SSL_CTX **backend_tls;	      /* per server, NULL where tls is none */
-	struct smtp_params params[2]; /* by enum listener_mode */
+	struct worker_counters counters;
 
 	struct io_uring ring;
 	bool ring_ok;
@@ -62,21 +91,25 @@ struct worker {
 	size_t br_size;
 
 	struct listen_sock *ls;
-	size_t nls;
 
-	int efd; /* wake-ups: auth results, stop */
+	int efd; /* wake-ups: auth results, updates, queries, drain */
 	uint64_t efd_val;
-	pthread_mutex_t mbox_lock;
+	pthread_mutex_t mbox_lock; /* guards the four below */
 	struct auth_request *mbox;
+	struct worker_update *updates; /* oldest first */
+	struct worker_query *queries;
+	uint64_t drain_deadline; /* 0: not asked to drain */
 
 	struct timer_heap timers;
 	struct session *sessions;
 	size_t nsessions;
-	bool stopping;
-	atomic_bool stop;
+	bool stopping;	   /* draining: no more accepts */
+	uint64_t deadline; /* of the drain */
+	bool cut;	   /* the deadline passed: sessions were cut */
 
-	struct pool_cursor cursor; /* this worker's balancing state */
-	struct health *health;	   /* worker 0: the active checks */
+	struct pool_cursor cursor;	/* balancing state for gen's pool */
+	struct health *health;		/* worker 0: the active checks */
+	struct retired_health *retired; /* older generations' checks */
 
 	pthread_t thread;
 	sem_t started;
@@ -110,48 +143,10 @@ worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op)
 	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)ptr | op);
 }
 
-const struct config *
-worker_config(const struct worker *w)
+struct generation *
+worker_generation(const struct worker *w)
 {
-	return w->cfg;
-}
-
-struct tls_server *
-worker_tls(const struct worker *w)
-{
-	return w->tls;
-}
-
-SSL_CTX *
-worker_backend_tls(const struct worker *w, size_t server)
-{
-	return w->backend_tls[server];
-}
-
-/* Client contexts for the servers that want TLS. */
-static int
-setup_backend_tls(struct worker *w, char *err, size_t errlen)
-{
-	const struct config *cfg = w->cfg;
-	char e[200];
-
-	w->backend_tls = calloc(cfg->nbackends, sizeof(*w->backend_tls));
-	if (w->backend_tls == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		if (cfg->backends[i].tls == BACKEND_TLS_NONE)
-			continue;
-		w->backend_tls[i] =
-			tls_backend_ctx_new(&cfg->backends[i], e, sizeof(e));
-		if (w->backend_tls[i] == NULL) {
-			snprintf(err, errlen, "backends.servers[%zu]: %s", i,
-				 e);
-			return -1;
-		}
-	}
-	return 0;
+	return w->gen;
 }
 
 struct auth_pool *
@@ -166,10 +161,10 @@ worker_limits(const struct worker *w)
 	return w->shared.limits;
 }
 
-const struct passwd_db *
-worker_users(const struct worker *w)
+struct bans *
+worker_bans(const struct worker *w)
 {
-	return w->shared.users;
+	return w->shared.bans;
 }
 
 struct timer_heap *
@@ -184,10 +179,10 @@ worker_id(const struct worker *w)
 	return w->id;
 }
 
-const struct smtp_params *
-worker_smtp_params(const struct worker *w, enum listener_mode mode)
+const struct worker_counters *
+worker_counters(const struct worker *w)
 {
-	return &w->params[mode];
+	return &w->counters;
 }
 
 const char *
@@ -205,18 +200,26 @@ worker_recv_buf_return(struct worker *w, unsigned bid)
 	io_uring_buf_ring_advance(w->br, 1);
 }
 
-struct pool *
-worker_pool(const struct worker *w)
-{
-	return w->shared.pool;
-}
-
-/* backends.balance among the servers not yet tried (pool.c). */
+/*
+ * backends.balance among the servers not yet tried (pool.c).  A session of
+ * an older generation (another server list) balances with a cursor of its
+ * own for the pick.
+ */
 size_t
-worker_pick_backend(struct worker *w, const char *login, uint64_t tried)
+worker_pick_backend(struct worker *w, const struct session *s,
+		    const char *login, uint64_t tried)
 {
-	return pool_pick(w->shared.pool, &w->cursor, login, tried,
-			 timer_now_ms());
+	struct pool_cursor c;
+	size_t server;
+
+	if (s->gen == w->gen)
+		return pool_pick(w->gen->pool, &w->cursor, login, tried,
+				 timer_now_ms());
+	if (pool_cursor_init(&c, s->gen->pool) != 0)
+		return POOL_NONE;
+	server = pool_pick(s->gen->pool, &c, login, tried, timer_now_ms());
+	pool_cursor_free(&c);
+	return server;
 }
 
 /* ---------------------------------------------------------------------
@@ -232,6 +235,7 @@ session_link(struct worker *w, struct session *s)
 		w->sessions->prev = s;
 	w->sessions = s;
 	w->nsessions++;
+	atomic_fetch_add_explicit(&w->counters.active, 1, memory_order_relaxed);
 }
 
 void
@@ -245,6 +249,351 @@ worker_session_gone(struct worker *w, struct session *s)
 		s->next->prev = s->prev;
 	s->prev = s->next = NULL;
 	w->nsessions--;
+	atomic_fetch_sub_explicit(&w->counters.active, 1, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------------
+ * Listening sockets
+ */
+
+static void
+arm_accept(struct worker *w, struct listen_sock *l)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL,
+				       SOCK_NONBLOCK | SOCK_CLOEXEC);
+	worker_prep(sqe, l, OP_ACCEPT);
+	l->armed = true;
+}
+
+static void
+free_listener(struct worker *w, struct listen_sock *l)
+{
+	struct listen_sock **pp = &w->ls;
+
+	while (*pp != l)
+		pp = &(*pp)->next;
+	*pp = l->next;
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l);
+}
+
+/* Stop accepting on l.  With an accept on the ring, the socket closes when
+ * that accept has ended (the cancel needs the fd open to find it): l may
+ * outlive this call; without one, l is gone at once. */
+static void
+close_listener(struct worker *w, struct listen_sock *l)
+{
+	if (l->closing)
+		return;
+	l->closing = true;
+	l->cl = NULL;
+	if (l->armed) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+
+		io_uring_prep_cancel_fd(sqe, l->fd, 0);
+		worker_prep(sqe, NULL, OP_IGNORE);
+	} else {
+		free_listener(w, l);
+	}
+}
+
+static struct listen_sock *
+add_listener(struct worker *w, const struct worker_listener *wl)
+{
+	struct listen_sock *l = aligned_alloc(1u << OP_BITS, sizeof(*l));
+
+	if (l == NULL)
+		return NULL;
+	memset(l, 0, sizeof(*l));
+	l->w = w;
+	l->cl = wl->cl;
+	l->fd = wl->fd;
+	l->next = w->ls;
+	w->ls = l;
+	return l;
+}
+
+/* ---------------------------------------------------------------------
+ * Requests from the main thread
+ */
+
+static void
+update_free(struct worker_update *u)
+{
+	if (u == NULL)
+		return;
+	generation_drop(u->gen);
+	free(u->ls);
+	free(u);
+}
+
+static void
+query_drop(struct worker_query *q)
+{
+	if (atomic_fetch_sub(&q->refs, 1) == 1) {
+		sem_destroy(&q->done);
+		free(q->text);
+		free(q);
+	}
+}
+
+static void
+wake(struct worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("worker-wake-failed", " worker=%u error=\"%s\"",
+			  w->id, strerror(errno));
+}
+
+/* Worker 0: checks for gen's servers; the old ones finish theirs first. */
+static void
+swap_health(struct worker *w, struct generation *gen)
+{
+	struct retired_health *r;
+	bool oom;
+
+	if (w->health != NULL) {
+		r = calloc(1, sizeof(*r));
+		if (r == NULL) {
+			log_error("health-retire-failed",
+				  " error=out-of-memory");
+		} else {
+			r->health = w->health;
+			r->gen = generation_hold(w->gen);
+			r->next = w->retired;
+			w->retired = r;
+		}
+	}
+	w->health = health_new(w, gen->pool, gen->cfg, &oom);
+	if (oom)
+		log_error("health-failed", " error=out-of-memory");
+}
+
+/* Free retired checks with nothing left on the ring. */
+static void
+run_retired_health(struct worker *w, uint64_t now)
+{
+	struct retired_health **pp = &w->retired, *r;
+
+	while ((r = *pp) != NULL) {
+		health_run(r->health, now, true);
+		if (health_busy(r->health)) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		health_free(r->health);
+		generation_drop(r->gen);
+		free(r);
+	}
+}
+
+/* Take the new generation and listener set (on the worker thread). */
+static void
+apply_update(struct worker *w, struct worker_update *u)
+{
+	struct pool_cursor cursor;
+
+	for (struct listen_sock *l = w->ls, *next; l != NULL; l = next) {
+		size_t i;
+
+		next = l->next; /* close_listener() may free l */
+		for (i = 0; i < u->nls && u->ls[i].fd != l->fd; i++)
+			;
+		if (i == u->nls)
+			close_listener(w, l);
+		else if (!l->closing)
+			l->cl = u->ls[i].cl;
+	}
+	for (size_t i = 0; i < u->nls; i++) {
+		struct listen_sock *l;
+
+		for (l = w->ls; l != NULL && l->fd != u->ls[i].fd; l = l->next)
+			;
+		if (l != NULL)
+			continue;
+		l = add_listener(w, &u->ls[i]);
+		if (l == NULL) {
+			log_error("listener-failed",
+				  " worker=%u listener=%s error=out-of-memory",
+				  w->id, u->ls[i].cl->addr.text);
+			close(u->ls[i].fd);
+		} else if (!w->stopping) {
+			arm_accept(w, l);
+		}
+	}
+	if (pool_cursor_init(&cursor, u->gen->pool) == 0) {
+		pool_cursor_free(&w->cursor);
+		w->cursor = cursor;
+	}
+	if (w->id == 0)
+		swap_health(w, u->gen);
+	/* Swap: the old generation stays alive in its sessions. */
+	struct generation *old = w->gen;
+	w->gen = u->gen;
+	u->gen = old;
+	atomic_store(&w->counters.generation, w->gen->id);
+	update_free(u);
+}
+
+static void
+answer_query(struct worker *w, struct worker_query *q)
+{
+	size_t len = 0;
+	FILE *f = open_memstream(&q->text, &len);
+
+	if (f != NULL) {
+		for (struct session *s = w->sessions; s != NULL; s = s->next)
+			session_describe(s, f, q->json);
+		if (fclose(f) != 0) {
+			free(q->text);
+			q->text = NULL;
+		}
+	}
+	sem_post(&q->done);
+	query_drop(q);
+}
+
+/* Every session is told: idle ones end now, busy ones after their
+ * transaction.  Listeners stop accepting. */
+static void
+begin_drain(struct worker *w)
+{
+	struct session *s, *next;
+
+	w->stopping = true;
+	atomic_store(&w->counters.draining, true);
+	for (struct listen_sock *l = w->ls, *lnext; l != NULL; l = lnext) {
+		lnext = l->next;
+		close_listener(w, l);
+	}
+	for (s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		session_drain(s);
+	}
+}
+
+/* The drain deadline passed: cut whatever is left. */
+static void
+cut_sessions(struct worker *w)
+{
+	struct session *s, *next;
+
+	w->cut = true;
+	if (w->nsessions > 0)
+		log_warn("drain-deadline", " worker=%u sessions=%zu", w->id,
+			 w->nsessions);
+	for (s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		session_shutdown(s);
+	}
+}
+
+static void
+on_main_requests(struct worker *w)
+{
+	struct worker_update *u;
+	struct worker_query *q;
+	uint64_t deadline;
+
+	pthread_mutex_lock(&w->mbox_lock);
+	u = w->updates;
+	w->updates = NULL;
+	q = w->queries;
+	w->queries = NULL;
+	deadline = w->drain_deadline;
+	pthread_mutex_unlock(&w->mbox_lock);
+
+	while (u != NULL) {
+		struct worker_update *next = u->next;
+		apply_update(w, u);
+		u = next;
+	}
+	while (q != NULL) {
+		struct worker_query *next = q->next;
+		answer_query(w, q);
+		q = next;
+	}
+	if (deadline != 0 && (!w->stopping || deadline < w->deadline)) {
+		w->deadline = deadline;
+		if (!w->stopping)
+			begin_drain(w);
+	}
+}
+
+int
+worker_adopt(struct worker *w, struct generation *gen,
+	     const struct worker_listener *ls, size_t nls)
+{
+	struct worker_update *u = calloc(1, sizeof(*u)), **pp;
+
+	if (u == NULL || (u->ls = calloc(nls ? nls : 1, sizeof(*ls))) == NULL) {
+		free(u);
+		return -1;
+	}
+	memcpy(u->ls, ls, nls * sizeof(*ls));
+	u->nls = nls;
+	u->gen = generation_hold(gen);
+	pthread_mutex_lock(&w->mbox_lock);
+	for (pp = &w->updates; *pp != NULL; pp = &(*pp)->next)
+		;
+	*pp = u;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+	return 0;
+}
+
+void
+worker_drain(struct worker *w, uint64_t deadline_ms)
+{
+	if (deadline_ms == 0)
+		deadline_ms = 1;
+	pthread_mutex_lock(&w->mbox_lock);
+	if (w->drain_deadline == 0 || deadline_ms < w->drain_deadline)
+		w->drain_deadline = deadline_ms;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+}
+
+char *
+worker_sessions(struct worker *w, bool json, int timeout_ms)
+{
+	struct worker_query *q = calloc(1, sizeof(*q));
+	struct timespec ts;
+	char *text = NULL;
+	int r;
+
+	if (q == NULL)
+		return NULL;
+	atomic_init(&q->refs, 2);
+	q->json = json;
+	sem_init(&q->done, 0, 0);
+	pthread_mutex_lock(&w->mbox_lock);
+	q->next = w->queries;
+	w->queries = q;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	while ((r = sem_timedwait(&q->done, &ts)) != 0 && errno == EINTR)
+		;
+	if (r == 0) {
+		text = q->text;
+		q->text = NULL;
+	}
+	query_drop(q);
+	return text;
 }
 
 /* ---------------------------------------------------------------------
@@ -255,15 +604,12 @@ void
 worker_auth_done(struct auth_request *req)
 {
 	struct worker *w = (struct worker *)(uintptr_t)req->cookie;
-	uint64_t one = 1;
 
 	pthread_mutex_lock(&w->mbox_lock);
 	req->next = w->mbox;
 	w->mbox = req;
 	pthread_mutex_unlock(&w->mbox_lock);
-	if (write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_error("worker-wake-failed", " worker=%u error=\"%s\"",
-			  w->id, strerror(errno));
+	wake(w);
 }
 
 static void
@@ -273,25 +619,6 @@ arm_wake(struct worker *w)
 
 	io_uring_prep_read(sqe, w->efd, &w->efd_val, sizeof(w->efd_val), 0);
 	worker_prep(sqe, w, OP_WAKE);
-}
-
-static void
-begin_stop(struct worker *w)
-{
-	struct session *s, *next;
-
-	w->stopping = true;
-	for (size_t i = 0; i < w->nls; i++) {
-		if (w->ls[i].fd >= 0) {
-			struct io_uring_sqe *sqe = worker_sqe(w);
-			io_uring_prep_cancel_fd(sqe, w->ls[i].fd, 0);
-			worker_prep(sqe, NULL, OP_IGNORE);
-		}
-	}
-	for (s = w->sessions; s != NULL; s = next) {
-		next = s->next;
-		session_shutdown(s);
-	}
 }
 
 static void
@@ -316,8 +643,7 @@ on_wake(struct worker *w, int res)
 		session_on_auth(s, req);
 		session_release(s);
 	}
-	if (atomic_load(&w->stop) && !w->stopping)
-		begin_stop(w);
+	on_main_requests(w);
 	arm_wake(w);
 }
 
@@ -326,13 +652,13 @@ on_wake(struct worker *w, int res)
  */
 
 static void
-arm_accept(struct worker *w, struct listen_sock *l)
+refuse(struct worker *w, int fd, const char *listener, const char *why)
 {
-	struct io_uring_sqe *sqe = worker_sqe(w);
-
-	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL,
-				       SOCK_NONBLOCK | SOCK_CLOEXEC);
-	worker_prep(sqe, l, OP_ACCEPT);
+	log_warn("session-refused", " worker=%u listener=%s reason=%s", w->id,
+		 listener, why);
+	atomic_fetch_add_explicit(&w->counters.refused, 1,
+				  memory_order_relaxed);
+	close(fd);
 }
 
 static void
@@ -342,36 +668,48 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 	socklen_t plen = sizeof(peer);
 	int one = 1;
 
-	if (!(flags & IORING_CQE_F_MORE) && !w->stopping)
-		arm_accept(w, l);
+	if (!(flags & IORING_CQE_F_MORE)) {
+		l->armed = false;
+		if (l->closing) {
+			if (res >= 0)
+				close(res);
+			free_listener(w, l);
+			return;
+		}
+		if (!w->stopping)
+			arm_accept(w, l);
+	}
 	if (res < 0) {
 		if (res != -ECANCELED)
 			log_warn("accept-failed",
 				 " worker=%u listener=%s error=\"%s\"", w->id,
-				 l->cl->addr.text, strerror(-res));
+				 l->cl ? l->cl->addr.text : "-",
+				 strerror(-res));
 		return;
 	}
-	if (w->stopping) {
-		close(res);
+	if (w->stopping || l->closing) {
+		close(res); /* raced with the cancel: the listener is gone */
 		return;
 	}
 	if (getpeername(res, (struct sockaddr *)&peer, &plen) != 0) {
 		close(res); /* already gone */
 		return;
 	}
-	setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (w->nsessions >= w->cfg->max_sessions) {
-		log_warn("session-refused",
-			 " worker=%u listener=%s reason=max-sessions", w->id,
-			 l->cl->addr.text);
-		close(res);
+	atomic_fetch_add_explicit(&w->counters.accepted, 1,
+				  memory_order_relaxed);
+	if (w->nsessions >= w->gen->cfg->max_sessions) {
+		refuse(w, res, l->cl->addr.text, "max-sessions");
 		return;
 	}
+	if (w->shared.bans != NULL &&
+	    !bans_admit(w->shared.bans, (struct sockaddr *)&peer)) {
+		refuse(w, res, l->cl->addr.text, "blocklist");
+		return;
+	}
+	setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct session *s = session_new(w, res, l->cl, &peer);
 	if (s == NULL) {
-		log_error("session-refused", " worker=%u reason=out-of-memory",
-			  w->id);
-		close(res);
+		refuse(w, res, l->cl->addr.text, "out-of-memory");
 		return;
 	}
 	plen = sizeof(s->local); /* for PROXY v2 headers */
@@ -471,12 +809,17 @@ fire_timers(struct worker *w)
 					   offsetof(struct session, timer));
 		session_on_timer(s);
 	}
+	if (w->stopping && !w->cut && now >= w->deadline)
+		cut_sessions(w);
 }
 
 static void
 worker_loop(struct worker *w)
 {
-	while (!(w->stopping && w->nsessions == 0)) {
+	/* Ends when drained: no session left and every listening socket
+	 * closed (not only cancelled: an open one would still take
+	 * connections into its queue). */
+	while (!(w->stopping && w->nsessions == 0 && w->ls == NULL)) {
 		struct __kernel_timespec ts, *tsp = NULL;
 		struct io_uring_cqe *cqe;
 		uint64_t next = timer_next(&w->timers), now = timer_now_ms();
@@ -486,6 +829,10 @@ worker_loop(struct worker *w)
 
 		if (hnext < next)
 			next = hnext;
+		if (w->retired != NULL && now + 100 < next)
+			next = now + 100; /* retired checks: poll them */
+		if (w->stopping && !w->cut && w->deadline < next)
+			next = w->deadline;
 		if (next != TIMER_NONE) {
 			uint64_t d = next > now ? next - now : 0;
 			ts.tv_sec = (long long)(d / 1000);
@@ -507,6 +854,7 @@ worker_loop(struct worker *w)
 		io_uring_cq_advance(&w->ring, n);
 		fire_timers(w);
 		health_run(w->health, timer_now_ms(), w->stopping);
+		run_retired_health(w, timer_now_ms());
 	}
 }
 
@@ -578,16 +926,13 @@ worker_main(void *arg)
 	snprintf(name, sizeof(name), "msa-worker-%u", w->id);
 	pthread_setname_np(pthread_self(), name);
 
-	w->tls = tls_server_new(w->cfg, w->start_err, sizeof(w->start_err));
-	if (w->tls == NULL ||
-	    setup_backend_tls(w, w->start_err, sizeof(w->start_err)) != 0 ||
-	    setup_ring(w, w->start_err, sizeof(w->start_err)) != 0) {
+	if (setup_ring(w, w->start_err, sizeof(w->start_err)) != 0) {
 		w->start_status = -1;
 		sem_post(&w->started);
 		return NULL;
 	}
-	for (size_t i = 0; i < w->nls; i++)
-		arm_accept(w, &w->ls[i]);
+	for (struct listen_sock *l = w->ls; l != NULL; l = l->next)
+		arm_accept(w, l);
 	arm_wake(w);
 	w->start_status = 0;
 	sem_post(&w->started);
@@ -596,99 +941,44 @@ worker_main(void *arg)
 	return NULL;
 }
 
-/* Errors name the listener's place in the config: "FILE:LINE: ...". */
-static int
-listen_on(const struct config *cfg, const struct config_listener *cl, char *err,
-	  size_t errlen)
-{
-	int fd, one = 1, zero = 0, e;
-
-	fd = socket(cl->addr.ss.ss_family,
-		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-		goto fail;
-	if (cl->addr.ss.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) !=
-		    0 ||
-	    listen(fd, 1024) != 0)
-		goto fail;
-	return fd;
-fail:
-	e = errno;
-	if (fd >= 0)
-		close(fd);
-	snprintf(err, errlen, "%s:%d: listener %s: %s",
-		 cfg->path ? cfg->path : "config", cl->line, cl->addr.text,
-		 strerror(e));
-	return -1;
-}
-
-static void
-init_params(struct worker *w)
-{
-	const struct config *cfg = w->cfg;
-
-	for (int m = 0; m < 2; m++) {
-		struct smtp_params *p = &w->params[m];
-		p->hostname = cfg->hostname;
-		p->mode = (enum listener_mode)m;
-		p->auth_mechs = cfg->auth_mechs;
-		p->max_line = cfg->max_line;
-		p->max_auth_line = cfg->max_auth_line;
-		p->max_message_size = cfg->max_message_size;
-		p->max_recipients = cfg->max_recipients;
-		p->max_errors = cfg->max_errors;
-	}
-}
-
 struct worker *
-worker_new(unsigned id, const struct config *cfg,
+worker_new(unsigned id, struct generation *gen,
+	   const struct worker_listener *ls, size_t nls,
 	   const struct worker_shared *shared, char *err, size_t errlen)
 {
 	struct worker *w = calloc(1, sizeof(*w));
 
 	if (w == NULL)
-		goto oom;
+		goto fail;
 	w->id = id;
-	w->cfg = cfg;
+	w->gen = generation_hold(gen);
+	atomic_init(&w->counters.generation, gen->id);
 	w->shared = *shared;
 	w->efd = -1;
 	pthread_mutex_init(&w->mbox_lock, NULL);
 	sem_init(&w->started, 0, 0);
 	timer_heap_init(&w->timers);
-	init_params(w);
-	w->ls = calloc(cfg->nlisteners, sizeof(*w->ls));
-	if (pool_cursor_init(&w->cursor, shared->pool) != 0 || w->ls == NULL)
-		goto oom;
+	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (pool_cursor_init(&w->cursor, gen->pool) != 0 || w->efd < 0)
+		goto fail;
 	if (id == 0) {
 		bool oom;
-		w->health = health_new(w, shared->pool, cfg, &oom);
+
+		w->health = health_new(w, gen->pool, gen->cfg, &oom);
 		if (oom)
-			goto oom;
+			goto fail;
 	}
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		w->ls[i].w = w;
-		w->ls[i].cl = &cfg->listeners[i];
-		w->ls[i].fd = listen_on(cfg, &cfg->listeners[i], err, errlen);
-		w->nls++;
-		if (w->ls[i].fd < 0) {
-			worker_free(w);
-			return NULL;
-		}
-	}
-	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->efd < 0) {
-		snprintf(err, errlen, "eventfd: %s", strerror(errno));
-		worker_free(w);
-		return NULL;
+	for (size_t i = 0; i < nls; i++) {
+		if (add_listener(w, &ls[i]) == NULL)
+			goto fail;
 	}
 	return w;
-oom:
-	snprintf(err, errlen, "out of memory");
+fail:
+	snprintf(err, errlen, "worker %u: %s", id,
+		 w && w->efd < 0 ? strerror(errno) : "out of memory");
+	/* The sockets stay the caller's. */
+	for (struct listen_sock *l = w ? w->ls : NULL; l != NULL; l = l->next)
+		l->fd = -1;
 	worker_free(w);
 	return NULL;
 }
@@ -710,15 +1000,12 @@ worker_start(struct worker *w, char *err, size_t errlen)
 	return 0;
 }
 
-void
-worker_stop(struct worker *w)
+bool
+worker_tryjoin(struct worker *w)
 {
-	uint64_t one = 1;
-
-	atomic_store(&w->stop, true);
-	if (write(w->efd, &one, sizeof(one)) < 0)
-		log_error("worker-wake-failed", " worker=%u error=\"%s\"",
-			  w->id, strerror(errno));
+	if (w->thread && pthread_tryjoin_np(w->thread, NULL) == 0)
+		w->thread = 0;
+	return w->thread == 0;
 }
 
 void
@@ -730,31 +1017,48 @@ worker_join(struct worker *w)
 	}
 }
 
+/* After worker_join (or when it never started): the sockets it holds,
+ * also those of an update it never took, are closed. */
 void
 worker_free(struct worker *w)
 {
 	if (w == NULL)
 		return;
-	for (size_t i = 0; i < w->nls; i++) {
-		if (w->ls[i].fd >= 0)
-			close(w->ls[i].fd);
+	w->stopping = true; /* nothing is armed any more */
+	/* Updates it never took: their sockets become its own first. */
+	while (w->updates != NULL) {
+		struct worker_update *u = w->updates;
+
+		w->updates = u->next;
+		apply_update(w, u);
+	}
+	while (w->ls != NULL)
+		free_listener(w, w->ls);
+	while (w->queries != NULL) {
+		struct worker_query *q = w->queries;
+		w->queries = q->next;
+		query_drop(q);
 	}
 	if (w->ring_ok)
 		io_uring_queue_exit(&w->ring);
 	health_free(w->health); /* after the ring: nothing in flight */
+	while (w->retired != NULL) {
+		struct retired_health *r = w->retired;
+
+		w->retired = r->next;
+		health_free(r->health);
+		generation_drop(r->gen);
+		free(r);
+	}
 	if (w->br != NULL)
 		munmap(w->br, w->br_size);
 	free(w->bufs);
-	tls_server_free(w->tls);
-	for (size_t i = 0; w->backend_tls && i < w->cfg->nbackends; i++)
-		SSL_CTX_free(w->backend_tls[i]);
-	free(w->backend_tls);
 	if (w->efd >= 0)
 		close(w->efd);
 	timer_heap_free(&w->timers);
 	pthread_mutex_destroy(&w->mbox_lock);
 	sem_destroy(&w->started);
 	pool_cursor_free(&w->cursor);
-	free(w->ls);
+	generation_drop(w->gen);
 	free(w);
 }

@@ -43,7 +43,7 @@ struct auth_pool {
 
 /* cache may be NULL (no cache). */
 static void
-auth_run(struct passwd_db *db, struct auth_cache *cache,
+auth_run(const struct passwd_db *db, struct auth_cache *cache,
 	 struct auth_request *req)
 {
 	uint64_t now = timer_now_ms();
@@ -101,7 +101,7 @@ auth_thread(void *arg)
 			pool->tail = NULL;
 		pthread_mutex_unlock(&pool->mu);
 
-		auth_run(pool->db, pool->cache, req);
+		auth_run(req->db ? req->db : pool->db, pool->cache, req);
 
 		pthread_mutex_lock(&pool->mu);
 	}
@@ -199,7 +199,7 @@ auth_pool_check_cached(struct auth_pool *pool, struct auth_request *req)
 
 	req->user[sizeof(req->user) - 1] = '\0';
 	req->pass[sizeof(req->pass) - 1] = '\0';
-	stored = passwd_db_stored_hash(pool->db, req->user);
+	stored = passwd_db_stored_hash(req->db ? req->db : pool->db, req->user);
 	if (stored == NULL ||
 	    !auth_cache_check(pool->cache, req->user, req->pass, stored,
 			      timer_now_ms()))
@@ -217,7 +217,7 @@ auth_pool_submit(struct auth_pool *pool, struct auth_request *req)
 		/* Misuse (submit racing stop): the threads may already be
 		 * gone, so keep the done() promise on this thread, without
 		 * the cache (it goes with the pool). */
-		struct passwd_db *db = pool->db;
+		const struct passwd_db *db = req->db ? req->db : pool->db;
 
 		pthread_mutex_unlock(&pool->mu);
 		auth_run(db, NULL, req);

@@ -25,7 +25,10 @@ struct auth_pool;
 struct auth_request {
 	char user[SASL_FIELD_MAX];
 	char pass[SASL_FIELD_MAX]; /* cleared by the pool after the check */
-	int ok;			   /* result: 1 verified, 0 refused */
+	/* The users file to check against (a reload may have a newer one
+	 * than the pool's own); NULL: the pool's.  Must outlive the check. */
+	const struct passwd_db *db;
+	int ok;	    /* result: 1 verified, 0 refused */
 	int cached; /* result: 1 when ok came from the cache, no crypt(3) */
 	void (*done)(struct auth_request *req); /* called on a pool thread */
 	void *owner;				/* for the caller */

@@ -445,6 +445,8 @@ def postfix_backend(tmp_path_factory):
 # ---------------------------------------------------------------------------
 
 MSAPROXY_BIN = os.environ.get("MSAPROXY_BIN", "/work/main/build/msaproxy")
+MSAPROXYCTL_BIN = os.environ.get(
+    "MSAPROXYCTL_BIN", os.path.join(os.path.dirname(MSAPROXY_BIN), "msaproxyctl"))
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
@@ -523,6 +525,10 @@ class ProxyProcess:
 
     def __init__(self, workdir, config, ca, listener_options=None):
         self.workdir = workdir
+        # A unix socket path must fit in 108 bytes: pytest's are longer.
+        self.ctl_dir = Path(tempfile.mkdtemp(prefix="msa-ctl-", dir="/tmp"))
+        self.control_socket = self.ctl_dir / "control.sock"
+        config.setdefault("control", {}).setdefault("socket", str(self.control_socket))
         self.config = config
         self.ca = ca
         self.listener_options = dict(listener_options or {})
@@ -531,6 +537,7 @@ class ProxyProcess:
         self.proc = None
         self.starttls_port = self.implicit_port = None
         self.killed = False
+        self.exit_expected = False  # a test that drains it sets this
 
     def start(self, binary):
         for attempt in range(3):  # a free port may be taken before we bind it
@@ -587,13 +594,14 @@ class ProxyProcess:
         status = self._terminate()
         log = self.log()
         problems = []
-        if exited_early is not None:
+        if exited_early is not None and not (self.exit_expected and exited_early == 0):
             problems.append(f"msaproxy exited during the test with status {exited_early}")
         elif self.killed:
             warnings.warn("msaproxy ignored SIGTERM for 10 s and was killed")
         elif status not in (0, -signal.SIGTERM):
             problems.append(f"msaproxy exited with status {status} after SIGTERM")
         problems += [f"log shows {m!r}" for m in SANITIZER_MARKERS if m in log]
+        shutil.rmtree(self.ctl_dir, ignore_errors=True)
         if problems:
             pytest.fail("; ".join(problems) + f"\nlog tail:\n{tail(log)}")
 
@@ -605,6 +613,23 @@ class ProxyProcess:
 
     def wait_for_log(self, regex, timeout=10, since=0):
         return wait_for_regex(self.log, regex, timeout, "the msaproxy log", since)
+
+    def ctl(self, *args, check=True, timeout=30):
+        """Run msaproxyctl against this proxy; returns the CompletedProcess
+        (text).  check: fail the test unless it exits 0."""
+        proc = subprocess.run([MSAPROXYCTL_BIN, "-s", str(self.control_socket), *args],
+                              capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            pytest.fail(f"msaproxyctl {' '.join(args)} exited {proc.returncode}: "
+                        f"{proc.stderr}\nlog tail:\n{tail(self.log())}")
+        return proc
+
+    def rewrite_config(self, **overrides):
+        """Apply dotted overrides to the config file (listeners kept) for a
+        reload."""
+        for key, value in overrides.items():
+            apply_override(self.config, key, value)
+        self.config_path.write_text(to_yaml(self.config) + "\n")
 
 
 def default_proxy_config(certs, users, backends):
@@ -636,6 +661,8 @@ def default_proxy_config(certs, users, backends):
             "ip": {"allow": ["127.0.0.1/32"]},
         },
         "backends": {"servers": [_backend_entry(b) for b in backends]},
+        # Teardown sends SIGTERM and waits 10 s: drain well within it.
+        "shutdown": {"timeout": "5s"},
     }
 
 

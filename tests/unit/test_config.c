@@ -881,6 +881,37 @@ expect_user_rate_error(const char *key, const char *value, const char *why)
 }
 
 static void
+test_control_and_shutdown(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL);
+	assert_null(cfg->control_socket);
+	assert_int_equal(cfg->control_mode, 0600);
+	assert_int_equal(cfg->shutdown_timeout_ms, 30000);
+	assert_int_equal(cfg->shutdown_fast_timeout_ms, 3000);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "control:\n"
+			      "  socket: run/ctl.sock\n"
+			      "  mode: \"0660\"\n"
+			      "shutdown:\n"
+			      "  timeout: 2m\n"
+			      "  fast_timeout: 0s\n");
+	assert_in_tmpdir(cfg->control_socket, "run/ctl.sock");
+	assert_int_equal(cfg->control_mode, 0660);
+	assert_int_equal(cfg->shutdown_timeout_ms, 120000);
+	assert_int_equal(cfg->shutdown_fast_timeout_ms, 0);
+	config_free(cfg);
+	expect_error(MINIMAL "control:\n  mode: \"0400\"\n", 14, "control.mode",
+		     "expected an octal mode from 0600 to 0777, such as 0660 "
+		     "(the owner must read and write)");
+	expect_error(MINIMAL "control:\n  mode: \"0999\"\n", 14, "control.mode",
+		     "expected an octal mode from 0600 to 0777, such as 0660 "
+		     "(the owner must read and write)");
+}
+
+static void
 test_err_limits_user(void **state)
 {
 	static const char *msgs =
@@ -2054,6 +2085,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_addresses, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_control_and_shutdown,
+						setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

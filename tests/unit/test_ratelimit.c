@@ -205,6 +205,43 @@ test_exact_across_threads(void **state)
 }
 
 static void
+test_peek_and_reconfigure(void **state)
+{
+	struct ratelimit *l = *state;
+	struct ratelimit_key k;
+	uint64_t avail[LIMIT_USER_KINDS];
+	struct config next, bigger;
+	char warn[256];
+
+	ratelimit_user_key(l, "peeked", &k);
+	assert_false(ratelimit_user_peek(l, &k, &cfg.user_limits, T0, avail));
+	assert_int_equal(avail[LIMIT_MESSAGES], 3);
+	assert_int_equal(avail[LIMIT_QUOTA], UINT64_MAX); /* off */
+	assert_int_equal(take(l, "peeked", LIMIT_MESSAGES, 2, T0, NULL),
+			 LIMIT_USER_KINDS);
+	assert_true(ratelimit_user_peek(l, &k, &cfg.user_limits, T0, avail));
+	assert_int_equal(avail[LIMIT_MESSAGES], 1);
+	assert_int_equal(avail[LIMIT_RECIPIENTS], 10);
+	/* 3 per 2 s: one more every 667 ms. */
+	ratelimit_user_peek(l, &k, &cfg.user_limits, T0 + 700, avail);
+	assert_int_equal(avail[LIMIT_MESSAGES], 2);
+
+	/* A reload keeps the buckets; other table sizes wait for a restart. */
+	next = cfg;
+	next.login_max_delay_ms = 1234;
+	assert_int_equal(ratelimit_reconfigure(l, &next, warn, sizeof(warn)),
+			 0);
+	assert_int_equal(take(l, "peeked", LIMIT_MESSAGES, 2, T0, NULL),
+			 LIMIT_MESSAGES);
+	bigger = next;
+	bigger.max_users = 5000;
+	assert_int_equal(ratelimit_reconfigure(l, &bigger, warn, sizeof(warn)),
+			 1);
+	assert_non_null(strstr(warn, "until a restart"));
+	ratelimit_reconfigure(l, &cfg, warn, sizeof(warn));
+}
+
+static void
 test_login_delay_grows(void **state)
 {
 	struct ratelimit *l = *state;
@@ -382,6 +419,8 @@ main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ip_ban_and_allow, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_peek_and_reconfigure,
+						setup, teardown),
 		cmocka_unit_test(test_tables_stay_bounded),
 		cmocka_unit_test(test_policy_lookup),
 	};

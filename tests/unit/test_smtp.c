@@ -280,6 +280,42 @@ test_auth_line_may_be_long(void **state)
 }
 
 static void
+test_drain_idle_session_gets_421_at_once(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	smtp_drain(&f->s);
+	assert_int_equal(feed(f, "", 0), SMTP_ACT_CLOSE);
+	assert_string_equal(replies(f), "421 4.3.2 mx.test Service "
+					"shutting down, try again later\r\n");
+	assert_string_equal(f->s.close_reason, "drain");
+}
+
+static void
+test_drain_lets_the_transaction_finish(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b.test>\r\n"),
+			 SMTP_ACT_FORWARD);
+	smtp_drain(&f->s); /* while MAIL is at the backend */
+	reply_ok(f, 250, "2.1.0 Ok");
+	assert_int_equal(feeds(f, "RCPT TO:<r@b.test>\r\n"), SMTP_ACT_FORWARD);
+	reply_ok(f, 250, "2.1.5 Ok");
+	assert_int_equal(feeds(f, "DATA\r\n"), SMTP_ACT_FORWARD);
+	assert_int_equal(smtp_backend_reply(&f->s, 354, NULL, NULL, 0),
+			 SMTP_ACT_DATA);
+	smtp_data_sent(&f->s);
+	reply_ok(f, 250, "2.0.0 Ok: queued");
+	/* The verdict is relayed, then the session ends. */
+	assert_int_equal(feed(f, "", 0), SMTP_ACT_CLOSE);
+	assert_non_null(
+		strstr(replies(f), "250 2.0.0 Ok: queued\r\n421 4.3.2"));
+}
+
+static void
 test_too_many_errors_closes(void **state)
 {
 	struct fixture *f = *state;
@@ -630,6 +666,8 @@ main(void)
 		T(test_line_too_long_is_discarded),
 		T(test_line_just_fits),
 		T(test_auth_line_may_be_long),
+		T(test_drain_idle_session_gets_421_at_once),
+		T(test_drain_lets_the_transaction_finish),
 		T(test_too_many_errors_closes),
 		T(test_last_auth_failure_closes),
 		T(test_overlong_line_as_last_error_closes),

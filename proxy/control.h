@@ -1,0 +1,30 @@
+/*
+ * control.h - the control socket msaproxyctl talks to.
+ *
+ * A unix stream socket (control.socket, file mode control.mode): whoever
+ * may open it may run every command, so its mode and directory are the
+ * access control.  One request per connection: a line of words ("reload",
+ * "sessions", "user limits alice"), optionally prefixed by "json"; the
+ * answer is "ok" or "error: why" on the first line, then the body, then
+ * the server closes.  Served on the main thread, one client at a time,
+ * each bounded by a 2 s read and write timeout, so a stuck client cannot
+ * hold the process.
+ */
+#ifndef MSAPROXY_CONTROL_H
+#define MSAPROXY_CONTROL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct server;
+
+/* Bind path (a stale socket file is replaced; anything else is refused)
+ * and chmod it to mode.  The listening fd, or -1 with err. */
+int control_listen(const char *path, unsigned mode, char *err, size_t errlen);
+/* Accept and serve one client of the listening socket lfd. */
+void control_serve(int lfd, struct server *srv);
+/* Run one request line (NUL-terminated, no newline) into out: the first
+ * line "ok" or "error: ...".  Exposed for tests. */
+void control_exec(struct server *srv, char *line, FILE *out);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * msaproxyctl - talk to a running msaproxy over its control socket.
+ *
+ * SYNOPSIS
+ *	msaproxyctl [-s SOCKET] [-j] COMMAND [ARG...]
+ *
+ * DESCRIPTION
+ *	Sends one request (the command and its arguments as one line) to the
+ *	control socket named by control.socket in the proxy's config (default
+ *	/run/msaproxy/control.sock), prints the answer and exits 0, or prints
+ *	the proxy's error on stderr and exits 1 (2: usage, 3: cannot reach
+ *	the proxy).  -j asks for JSON.  Commands: see msaproxyctl(8).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define DEFAULT_SOCKET "/run/msaproxy/control.sock"
+#define REQUEST_MAX    1024
+#define TIMEOUT_S      30
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+		"usage: msaproxyctl [-s SOCKET] [-j] COMMAND [ARG...]\n"
+		"commands: status, stats, sessions, reload, drain [--fast],\n"
+		"          user limits LOGIN\n");
+	exit(2);
+}
+
+static int
+connect_to(const char *path)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = TIMEOUT_S};
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "msaproxyctl: %s: path too long\n", path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		fprintf(stderr, "msaproxyctl: %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* Join the words into one request line; -1 if it would not fit or a word
+ * holds a byte the line format cannot carry. */
+static int
+build_request(char *buf, size_t len, int json, int argc, char **argv)
+{
+	size_t used = 0;
+
+	if (json)
+		used = (size_t)snprintf(buf, len, "json ");
+	for (int i = 0; i < argc; i++) {
+		if (strpbrk(argv[i], " \t\r\n") != NULL || argv[i][0] == '\0')
+			return -1;
+		int n = snprintf(buf + used, len - used, "%s%s", argv[i],
+				 i + 1 < argc ? " " : "\n");
+		if (n < 0 || (size_t)n >= len - used)
+			return -1;
+		used += (size_t)n;
+	}
+	return (int)used;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = DEFAULT_SOCKET;
+	char req[REQUEST_MAX], *resp = NULL, *nl;
+	size_t len = 0, cap = 0;
+	int json = 0, c, fd, n;
+
+	while ((c = getopt(argc, argv, "+s:jh")) != -1) {
+		switch (c) {
+		case 's':
+			path = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind >= argc)
+		usage();
+	n = build_request(req, sizeof(req), json, argc - optind, argv + optind);
+	if (n < 0) {
+		fprintf(stderr, "msaproxyctl: request too long or empty word\n");
+		return 2;
+	}
+	if ((fd = connect_to(path)) < 0)
+		return 3;
+	if (write(fd, req, (size_t)n) != n) {
+		fprintf(stderr, "msaproxyctl: %s: %s\n", path, strerror(errno));
+		return 3;
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (len + 4096 + 1 > cap) {
+			char *p = realloc(resp, cap = (cap + 4096) * 2);
+			if (p == NULL) {
+				fprintf(stderr, "msaproxyctl: out of memory\n");
+				return 3;
+			}
+			resp = p;
+		}
+		r = read(fd, resp + len, cap - len - 1);
+		if (r < 0) {
+			fprintf(stderr, "msaproxyctl: %s: %s\n", path,
+				strerror(errno));
+			return 3;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	if (resp == NULL || len == 0) {
+		fprintf(stderr, "msaproxyctl: %s: no answer\n", path);
+		return 3;
+	}
+	resp[len] = '\0';
+	nl = strchr(resp, '\n');
+	if (strncmp(resp, "ok\n", 3) == 0) {
+		fputs(nl + 1, stdout);
+		free(resp);
+		return 0;
+	}
+	fprintf(stderr, "msaproxyctl: %s", resp);
+	free(resp);
+	return 1;
+}

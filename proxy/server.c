@@ -1,0 +1,606 @@
+/*
+ * server.c - start, run, reload and drain the proxy (the main thread).
+ *
+ * Start: bind the listeners, start the auth pool, the limit tables and the
+ * workers, open the control socket.  Then the main thread sleeps in
+ * poll() on a signalfd and the control socket:
+ *
+ *   SIGHUP, "reload"   load a new generation beside the running one (config,
+ *                      users file, certificates), bind new listeners, and
+ *                      hand it to every worker; on any error the running
+ *                      generation stays and the error is logged/answered.
+ *   SIGTERM, "drain"   stop accepting, let transactions finish, 421, exit;
+ *                      shutdown.timeout bounds it (SIGINT, "drain --fast":
+ *                      shutdown.fast_timeout); a second signal cuts at once.
+ *
+ * A generation replaced by a reload is let go only when every worker has
+ * adopted the new one: until then a worker may still be inside a call that
+ * read the old config through the shared limit tables.
+ *
+ * Config keys: workers, control.*, shutdown.*.  What a reload cannot
+ * change (workers, auth.threads, auth.cache_*, limits table sizes, the TLS
+ * ticket key lifetime) keeps its value and is logged as such.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth/auth_pool.h"
+#include "auth/passwd_db.h"
+#include "bans.h"
+#include "control.h"
+#include "generation.h"
+#include "listen.h"
+#include "log.h"
+#include "pool.h"
+#include "ratelimit.h"
+#include "server.h"
+#include "timer.h"
+#include "tls.h"
+#include "worker.h"
+
+#define RETIRE_MAX	 16 /* generations waiting for every worker */
+#define SESSIONS_WAIT_MS 2000
+#define SWEEP_MS	 1000 /* expired bans leave memory and kernel */
+
+struct server {
+	const char *path;
+	struct generation *gen; /* current */
+	struct generation *retiring[RETIRE_MAX];
+	size_t nretiring;
+	unsigned next_id;
+
+	unsigned nworkers;
+	struct worker **workers;
+	bool *joined;
+	struct listen_set listeners;
+	struct worker_shared shared;
+
+	int sfd; /* signalfd */
+	int cfd; /* control socket, or -1 */
+	char *control_path;
+
+	uint64_t started_ms;
+	time_t started_wall;
+	unsigned reloads, reload_failures;
+	bool draining;
+	int drain_signals;
+	uint64_t swept_ms;
+};
+
+/* The sockets worker k gets from set s built for cfg. */
+static struct worker_listener *
+listeners_for(const struct listen_set *s, const struct config *cfg, unsigned k)
+{
+	struct worker_listener *ls = calloc(s->n ? s->n : 1, sizeof(*ls));
+
+	for (size_t i = 0; ls != NULL && i < s->n; i++) {
+		ls[i].cl = &cfg->listeners[i];
+		ls[i].fd = s->v[i].fds[k];
+	}
+	return ls;
+}
+
+/* ---------------------------------------------------------------------
+ * Reload
+ */
+
+/* Drop retired generations once every worker is past them. */
+static void
+retire(struct server *srv)
+{
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		if (!srv->joined[k] &&
+		    atomic_load(
+			    &worker_counters(srv->workers[k])->generation) !=
+			    srv->gen->id)
+			return;
+	}
+	while (srv->nretiring > 0)
+		generation_drop(srv->retiring[--srv->nretiring]);
+}
+
+static void
+warn_fixed(const struct config *old, const struct config *cfg)
+{
+	if (old->workers != cfg->workers)
+		log_warn("reload-ignored", " key=workers detail=\"%s\"",
+			 "takes effect at restart");
+	if (old->auth_threads != cfg->auth_threads ||
+	    old->auth_cache_ttl_ms != cfg->auth_cache_ttl_ms ||
+	    old->auth_cache_size != cfg->auth_cache_size)
+		log_warn("reload-ignored",
+			 " key=auth.threads/cache_* "
+			 "detail=\"%s\"",
+			 "takes effect at restart");
+	if (old->ticket_key_lifetime_ms != cfg->ticket_key_lifetime_ms)
+		log_warn("reload-ignored",
+			 " key=tls.ticket_key_lifetime "
+			 "detail=\"%s\"",
+			 "takes effect at restart");
+	if ((old->control_socket == NULL) != (cfg->control_socket == NULL) ||
+	    (old->control_socket != NULL &&
+	     strcmp(old->control_socket, cfg->control_socket) != 0) ||
+	    old->control_mode != cfg->control_mode)
+		log_warn("reload-ignored", " key=control detail=\"%s\"",
+			 "takes effect at restart");
+}
+
+int
+server_reload(struct server *srv, char *err, size_t errlen)
+{
+	struct generation *gen;
+	struct listen_set next;
+	char warn[256];
+
+	if (srv->draining) {
+		snprintf(err, errlen, "draining: no reload");
+		return -1;
+	}
+	if (srv->nretiring == RETIRE_MAX) {
+		retire(srv);
+		if (srv->nretiring == RETIRE_MAX) {
+			snprintf(err, errlen,
+				 "workers have not taken the "
+				 "last reloads yet; try again");
+			return -1;
+		}
+	}
+	gen = generation_load(srv->path, srv->next_id, srv->nworkers, err,
+			      errlen);
+	if (gen == NULL)
+		goto fail;
+	if (listen_set_build(&srv->listeners, gen->cfg, srv->nworkers, &next,
+			     err, errlen) != 0) {
+		generation_drop(gen);
+		goto fail;
+	}
+	if (bans_reload(srv->shared.bans, gen->cfg, err, errlen) != 0) {
+		listen_set_abort(&srv->listeners, &next);
+		generation_drop(gen);
+		goto fail;
+	}
+	srv->next_id++;
+	pool_inherit(gen->pool, srv->gen->pool);
+	warn_fixed(srv->gen->cfg, gen->cfg);
+	if (ratelimit_reconfigure(srv->shared.limits, gen->cfg, warn,
+				  sizeof(warn)))
+		log_warn("reload-ignored", " key=limits detail=\"%s\"", warn);
+	log_set_level((enum log_level)gen->cfg->log_level);
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		struct worker_listener *ls = listeners_for(&next, gen->cfg, k);
+
+		if (ls == NULL ||
+		    worker_adopt(srv->workers[k], gen, ls, next.n) != 0)
+			log_error("reload-worker-failed",
+				  " worker=%u error=out-of-memory", k);
+		free(ls);
+	}
+	listen_set_forget(&srv->listeners);
+	srv->listeners = next;
+	srv->retiring[srv->nretiring++] = srv->gen;
+	srv->gen = gen;
+	srv->reloads++;
+	log_info("reloaded",
+		 " generation=%u listeners=%zu backends=%zu users=%zu", gen->id,
+		 gen->cfg->nlisteners, gen->cfg->nbackends,
+		 passwd_db_count(gen->users));
+	return 0;
+fail:
+	srv->reload_failures++;
+	log_error("reload-failed", " generation=%u error=\"%s\"", srv->gen->id,
+		  err);
+	return -1;
+}
+
+/* ---------------------------------------------------------------------
+ * Drain
+ */
+
+void
+server_drain(struct server *srv, bool fast)
+{
+	const struct config *cfg = srv->gen->cfg;
+	uint64_t timeout =
+		fast ? cfg->shutdown_fast_timeout_ms : cfg->shutdown_timeout_ms;
+
+	if (srv->draining && ++srv->drain_signals > 1)
+		timeout = 0; /* asked again: now */
+	if (!srv->draining)
+		srv->drain_signals = 1;
+	srv->draining = true;
+	log_info("draining", " timeout_ms=%" PRIu64 " fast=%s", timeout,
+		 fast ? "yes" : "no");
+	for (unsigned k = 0; k < srv->nworkers; k++)
+		worker_drain(srv->workers[k], timer_now_ms() + timeout);
+}
+
+/* ---------------------------------------------------------------------
+ * Answers for the control socket
+ */
+
+static unsigned long long
+sum(const struct server *srv, size_t off)
+{
+	unsigned long long n = 0;
+
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		const char *c = (const char *)worker_counters(srv->workers[k]);
+		n += atomic_load_explicit((const atomic_ullong *)(c + off),
+					  memory_order_relaxed);
+	}
+	return n;
+}
+
+#define SUM(field) sum(srv, offsetof(struct worker_counters, field))
+
+void
+server_status(struct server *srv, FILE *out, bool json)
+{
+	uint64_t up = (timer_now_ms() - srv->started_ms) / 1000;
+	const char *state = srv->draining ? "draining" : "running";
+
+	if (json) {
+		fprintf(out,
+			"{\"pid\":%ld,\"state\":\"%s\",\"uptime_s\":%" PRIu64
+			",\"config\":\"%s\",\"generation\":%u,\"reloads\":%u,"
+			"\"reload_failures\":%u,\"workers\":%u,"
+			"\"listeners\":%zu,\"sessions\":%llu,\"users\":%zu}\n",
+			(long)getpid(), state, up, srv->path, srv->gen->id,
+			srv->reloads, srv->reload_failures, srv->nworkers,
+			srv->gen->cfg->nlisteners, SUM(active),
+			passwd_db_count(srv->gen->users));
+		return;
+	}
+	fprintf(out,
+		"pid %ld, %s for %" PRIu64 "s\n"
+		"config %s, generation %u (%u reloads, %u failed)\n"
+		"workers %u, listeners %zu, sessions %llu, users %zu\n",
+		(long)getpid(), state, up, srv->path, srv->gen->id,
+		srv->reloads, srv->reload_failures, srv->nworkers,
+		srv->gen->cfg->nlisteners, SUM(active),
+		passwd_db_count(srv->gen->users));
+}
+
+void
+server_stats(struct server *srv, FILE *out, bool json)
+{
+	const struct ratelimit_stats *st = ratelimit_stats(srv->shared.limits);
+	static const char *const kinds[] = {"messages", "recipients", "bytes",
+					    "quota"};
+	static const char *const ip_kinds[] = {"ok", "banned", "rate",
+					       "concurrency", "full"};
+
+	fprintf(out,
+		json ? "{\"sessions_accepted\":%llu,"
+		       "\"sessions_refused\":%llu,\"sessions_active\":%llu"
+		     : "sessions_accepted %llu\nsessions_refused %llu\n"
+		       "sessions_active %llu\n",
+		SUM(accepted), SUM(refused), SUM(active));
+	for (int k = 0; k < LIMIT_USER_KINDS; k++)
+		fprintf(out,
+			json ? ",\"limit_refused_%s\":%llu"
+			     : "limit_refused_%s %llu\n",
+			kinds[k],
+			(unsigned long long)atomic_load(&st->refused[k]));
+	for (int k = RATELIMIT_BANNED; k <= RATELIMIT_FULL; k++)
+		fprintf(out,
+			json ? ",\"ip_refused_%s\":%llu"
+			     : "ip_refused_%s %llu\n",
+			ip_kinds[k],
+			(unsigned long long)atomic_load(&st->ip_refused[k]));
+	fprintf(out,
+		json ? ",\"ip_bans\":%llu,\"limit_evictions\":%llu,"
+		       "\"limit_users\":%zu,\"limit_networks\":%zu"
+		     : "ip_bans %llu\nlimit_evictions %llu\n"
+		       "limit_users %zu\nlimit_networks %zu\n",
+		(unsigned long long)atomic_load(&st->bans),
+		(unsigned long long)atomic_load(&st->evictions),
+		ratelimit_user_entries(srv->shared.limits),
+		ratelimit_ip_entries(srv->shared.limits));
+	bans_stats(srv->shared.bans, out, json);
+	if (json)
+		fprintf(out, "}\n");
+}
+
+int
+server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
+	   char *err, size_t errlen)
+{
+	char text[IPNET_TEXT_MAX];
+
+	if (bans_add(srv->shared.bans, net, ttl_ms, BLOCKLIST_REASON_MANUAL,
+		     err, errlen) != 0)
+		return -1;
+	log_info("banned", " network=%s ttl_ms=%" PRIu64 " reason=manual",
+		 ipnet_format(net, text, sizeof(text)), ttl_ms);
+	return 0;
+}
+
+int
+server_unban(struct server *srv, const struct ipnet *net, char *err,
+	     size_t errlen)
+{
+	char text[IPNET_TEXT_MAX];
+	int r = bans_del(srv->shared.bans, net, err, errlen);
+
+	if (r == 1)
+		snprintf(err, errlen, "%s is not banned",
+			 ipnet_format(net, text, sizeof(text)));
+	if (r != 0)
+		return -1;
+	log_info("unbanned", " network=%s",
+		 ipnet_format(net, text, sizeof(text)));
+	return 0;
+}
+
+void
+server_bans(struct server *srv, FILE *out, bool json)
+{
+	bans_list(srv->shared.bans, out, json);
+}
+
+int
+server_sessions(struct server *srv, FILE *out, bool json)
+{
+	int status = 0;
+
+	if (!json)
+		fprintf(out, "ID CLIENT LISTENER USER STATE TLS\n");
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		char *text;
+
+		if (srv->joined[k])
+			continue;
+		text = worker_sessions(srv->workers[k], json, SESSIONS_WAIT_MS);
+		if (text == NULL) {
+			status = -1;
+			continue;
+		}
+		fputs(text, out);
+		free(text);
+	}
+	return status;
+}
+
+int
+server_user_limits(struct server *srv, const char *login, FILE *out, bool json,
+		   char *err, size_t errlen)
+{
+	static const char *const kinds[] = {"messages", "recipients", "bytes",
+					    "quota"};
+	const struct config *cfg = srv->gen->cfg;
+	const struct passwd_user_info *info =
+		passwd_db_user_info(srv->gen->users, login);
+	const struct config_user_limits *pol;
+	struct ratelimit_key key;
+	uint64_t avail[LIMIT_USER_KINDS];
+	bool tracked;
+
+	if (passwd_db_stored_hash(srv->gen->users, login) == NULL) {
+		snprintf(err, errlen, "no such user in the users file");
+		return -1;
+	}
+	pol = ratelimit_policy(cfg, login, info ? info->class_name : NULL);
+	ratelimit_user_key(srv->shared.limits, login, &key);
+	tracked = ratelimit_user_peek(srv->shared.limits, &key, pol,
+				      timer_now_ms(), avail);
+	if (json)
+		fprintf(out, "{\"tracked\":%s", tracked ? "true" : "false");
+	for (int k = 0; k < LIMIT_USER_KINDS; k++) {
+		const struct config_rate *r = ratelimit_rate(pol, k);
+
+		if (r->count == 0) {
+			fprintf(out, json ? ",\"%s\":null" : "%s off\n",
+				kinds[k]);
+			continue;
+		}
+		fprintf(out,
+			json ? ",\"%s\":{\"available\":%" PRIu64
+			       ",\"burst\":%" PRIu64 ",\"count\":%" PRIu64
+			       ",\"period_ms\":%" PRIu64 "}"
+			     : "%s %" PRIu64 " available of %" PRIu64
+			       " (rate %" PRIu64 " per %" PRIu64 "ms)\n",
+			kinds[k], avail[k],
+			k == LIMIT_QUOTA ? r->count : r->burst, r->count,
+			r->period_ms);
+	}
+	if (json)
+		fprintf(out, "}\n");
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Run
+ */
+
+static bool
+all_joined(struct server *srv)
+{
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		if (!srv->joined[k] && worker_tryjoin(srv->workers[k]))
+			srv->joined[k] = true;
+		if (!srv->joined[k])
+			return false;
+	}
+	return true;
+}
+
+static void
+on_signal(struct server *srv)
+{
+	struct signalfd_siginfo si;
+	char err[1024];
+
+	if (read(srv->sfd, &si, sizeof(si)) != sizeof(si))
+		return;
+	switch (si.ssi_signo) {
+	case SIGHUP:
+		log_info("reloading", " signal=SIGHUP");
+		server_reload(srv, err, sizeof(err));
+		break;
+	case SIGTERM:
+	case SIGINT:
+		log_info("stopping", " signal=%s",
+			 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+		server_drain(srv, si.ssi_signo == SIGINT);
+		break;
+	}
+}
+
+static void
+loop(struct server *srv)
+{
+	while (!(srv->draining && all_joined(srv))) {
+		struct pollfd pfd[2] = {{.fd = srv->sfd, .events = POLLIN},
+					{.fd = srv->cfd, .events = POLLIN}};
+		int r = poll(pfd, srv->cfd >= 0 ? 2 : 1,
+			     srv->draining || srv->nretiring ? 100 : 1000);
+
+		if (r < 0 && errno != EINTR) {
+			log_error("poll-failed", " error=\"%s\"",
+				  strerror(errno));
+			server_drain(srv, true);
+		}
+		if (r > 0 && (pfd[0].revents & POLLIN))
+			on_signal(srv);
+		if (r > 0 && srv->cfd >= 0 && (pfd[1].revents & POLLIN))
+			control_serve(srv->cfd, srv);
+		if (srv->nretiring > 0)
+			retire(srv);
+		if (timer_now_ms() - srv->swept_ms >= SWEEP_MS) {
+			srv->swept_ms = timer_now_ms();
+			bans_sweep(srv->shared.bans);
+		}
+	}
+}
+
+static int
+start(struct server *srv, char *err, size_t errlen)
+{
+	const struct config *cfg = srv->gen->cfg;
+	sigset_t sigs;
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	/* Threads inherit this mask; only the signalfd takes them. */
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	srv->sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (srv->sfd < 0) {
+		snprintf(err, errlen, "signalfd: %s", strerror(errno));
+		return -1;
+	}
+	if (tls_global_init(cfg, err, errlen) != 0)
+		return -1;
+	if (listen_set_build(NULL, cfg, srv->nworkers, &srv->listeners, err,
+			     errlen) != 0)
+		return -1;
+	srv->shared.auth = auth_pool_start(cfg->auth_threads, srv->gen->users,
+					   cfg->auth_cache_ttl_ms,
+					   cfg->auth_cache_size, err, errlen);
+	if (srv->shared.auth == NULL)
+		return -1;
+	srv->shared.limits = ratelimit_new(cfg, err, errlen);
+	if (srv->shared.limits == NULL)
+		return -1;
+	srv->shared.bans = bans_open(cfg, err, errlen);
+	if (srv->shared.bans == NULL)
+		return -1;
+	if (cfg->control_socket != NULL) {
+		srv->cfd = control_listen(cfg->control_socket,
+					  cfg->control_mode, err, errlen);
+		if (srv->cfd < 0)
+			return -1;
+		srv->control_path = strdup(cfg->control_socket);
+	}
+	return 0;
+}
+
+int
+server_run(const char *path, struct generation *gen)
+{
+	struct server srv = {.path = path, .gen = gen, .sfd = -1, .cfd = -1};
+	unsigned started = 0;
+	char err[1024];
+	int status = 1;
+
+	srv.next_id = gen->id + 1;
+	srv.nworkers = gen->ntls;
+	srv.started_ms = timer_now_ms();
+	srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
+	srv.joined = calloc(srv.nworkers, sizeof(*srv.joined));
+	if (srv.workers == NULL || srv.joined == NULL) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto out;
+	}
+	if (start(&srv, err, sizeof(err)) != 0)
+		goto out;
+	for (unsigned k = 0; k < srv.nworkers; k++) {
+		struct worker_listener *ls =
+			listeners_for(&srv.listeners, gen->cfg, k);
+
+		srv.workers[k] =
+			ls == NULL ? NULL
+				   : worker_new(k, gen, ls, srv.listeners.n,
+						&srv.shared, err, sizeof(err));
+		free(ls);
+		if (srv.workers[k] == NULL ||
+		    worker_start(srv.workers[k], err, sizeof(err)) != 0)
+			goto out;
+		started++;
+	}
+	/* The sockets now belong to the workers. */
+	log_info("ready",
+		 " workers=%u listeners=%zu backends=%zu users=%zu "
+		 "control=%s",
+		 srv.nworkers, gen->cfg->nlisteners, gen->cfg->nbackends,
+		 passwd_db_count(gen->users),
+		 srv.control_path ? srv.control_path : "none");
+	loop(&srv);
+	status = 0;
+out:
+	if (status != 0)
+		fprintf(stderr, "msaproxy: %s\n", err);
+	for (unsigned k = 0; k < started; k++)
+		worker_drain(srv.workers[k], 1);
+	for (unsigned k = 0; k < started; k++)
+		worker_join(srv.workers[k]);
+	for (unsigned k = 0; k < srv.nworkers && srv.workers; k++) {
+		if (srv.workers[k] != NULL) {
+			worker_free(srv.workers[k]); /* closes its sockets */
+			continue;
+		}
+		for (size_t i = 0; i < srv.listeners.n; i++)
+			close(srv.listeners.v[i].fds[k]); /* never handed */
+	}
+	listen_set_forget(&srv.listeners);
+	auth_pool_stop(srv.shared.auth);
+	ratelimit_free(srv.shared.limits);
+	bans_close(srv.shared.bans); /* detaches XDP; pinned bans stay */
+	while (srv.nretiring > 0)
+		generation_drop(srv.retiring[--srv.nretiring]);
+	generation_drop(srv.gen);
+	tls_global_free(); /* every thread has ended */
+	if (srv.cfd >= 0) {
+		close(srv.cfd);
+		unlink(srv.control_path);
+	}
+	free(srv.control_path);
+	if (srv.sfd >= 0)
+		close(srv.sfd);
+	free(srv.workers);
+	free(srv.joined);
+	if (status == 0)
+		log_info("stopped", "%s", "");
+	return status;
+}
