@@ -2,7 +2,8 @@
  * msaproxy - TLS-terminating SMTP submission proxy.
  *
  * SYNOPSIS
- *	msaproxy [-t] -c FILE
+ *	msaproxy [-t] [--strict] -c FILE
+ *	msaproxy -T -c FILE
  *	msaproxy hash-password [--scheme yescrypt|bcrypt|sha512-crypt]
  *
  * DESCRIPTION
@@ -11,7 +12,11 @@
  *	their mail to backend MTAs, telling them who the client is.
  *
  *	-c FILE	the configuration (YAML; see conf/msaproxy.yaml)
- *	-t	check the configuration, certificates and users file; exit
+ *	-t	check the configuration, certificates and users file, print
+ *		the audit's warnings about unsafe choices (audit.c); exit 0
+ *		unless something is wrong
+ *	--strict  warnings are fatal: -t exits 1, a start is refused
+ *	-T	-t --strict
  *
  *	hash-password reads a password from standard input and prints a
  *	crypt(3) hash for the users file.
@@ -24,16 +29,19 @@
  *	hashes are checked on a separate pool.  Passwords never reach a log.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
+#include "audit.h"
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
 #include "config.h"
@@ -46,7 +54,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-		"usage: msaproxy [-t] -c FILE\n"
+		"usage: msaproxy [-t] [--strict] -c FILE\n"
+		"       msaproxy -T -c FILE\n"
 		"       msaproxy hash-password [--scheme yescrypt|bcrypt|"
 		"sha512-crypt]\n");
 	exit(2);
@@ -63,6 +72,8 @@ read_password(char *buf, size_t len)
 	int too_long = 0, c;
 	size_t n;
 
+	/* No stdio buffer: it would keep a copy of the password. */
+	setvbuf(stdin, NULL, _IONBF, 0);
 	if (tty) {
 		fprintf(stderr, "Password: ");
 		tcgetattr(STDIN_FILENO, &old);
@@ -140,18 +151,81 @@ class_exists(const char *name, void *cfg)
 	return config_class_find(cfg, name) != NULL;
 }
 
+/* -t: findings on stderr, as the config errors are. */
+static void
+audit_print(void *ctx, enum audit_level level, const char *text)
+{
+	(void)ctx;
+	fprintf(stderr, "msaproxy: %s: %s\n",
+		level == AUDIT_ERROR ? "error" : "warning", text);
+}
+
+/* A start: warnings are logged, errors printed (nothing starts). */
+static void
+audit_log(void *ctx, enum audit_level level, const char *text)
+{
+	char q[1200];
+
+	(void)ctx;
+	if (level == AUDIT_ERROR)
+		audit_print(ctx, level, text);
+	else
+		log_warn("config-warning", " detail=%s",
+			 log_quote(q, sizeof(q), text, strlen(text)));
+}
+
+static unsigned audit_warnings; /* for -t's last line */
+
+/* The audit (audit.c): -1 on errors, or on warnings when strict. */
+static int
+audit(const struct config *cfg, bool check, bool strict)
+{
+	struct audit_result r = audit_config(
+		cfg, time(NULL), check ? audit_print : audit_log, NULL);
+
+	if (r.errors > 0) {
+		fprintf(stderr, "msaproxy: %s: %u error%s in the audit\n",
+			cfg->path, r.errors, r.errors == 1 ? "" : "s");
+		return -1;
+	}
+	audit_warnings = r.warnings;
+	if (r.warnings > 0 && strict) {
+		fprintf(stderr,
+			"msaproxy: %s: %u warning%s, fatal with --strict\n",
+			cfg->path, r.warnings, r.warnings == 1 ? "" : "s");
+		return -1;
+	}
+	return 0;
+}
+
 /* Everything -t checks, and what a start needs before any thread. */
 static int
-prepare(const char *path, struct config **cfgp, struct passwd_db **dbp)
+prepare(const char *path, bool check, bool strict, struct config **cfgp,
+	struct passwd_db **dbp)
 {
 	struct tls_server *probe;
+	struct log_options lo;
 	char err[1024];
 
 	if (config_load(path, cfgp, err, sizeof(err)) != 0) {
 		fprintf(stderr, "msaproxy: %s\n", err);
 		return -1;
 	}
-	log_set_level((enum log_level)(*cfgp)->log_level);
+	lo = (struct log_options){
+		.level = (enum log_level)(*cfgp)->log_level,
+		.format = (enum log_format)(*cfgp)->log_format,
+		/* -t prints; it never writes to syslog. */
+		.output = check ? LOG_OUTPUT_STDERR
+				: (enum log_output)(*cfgp)->log_output,
+		.facility = (*cfgp)->log_facility,
+		.syslog_socket = (*cfgp)->log_syslog_socket,
+	};
+	if (log_configure(&lo, err, sizeof(err)) != 0) {
+		fprintf(stderr, "msaproxy: log.syslog_socket: %s\n", err);
+		return -1;
+	}
+	if (audit(*cfgp, check, strict) != 0)
+		return -1;
 	*dbp = passwd_db_load((*cfgp)->passwd_file, err, sizeof(err));
 	if (*dbp == NULL) {
 		fprintf(stderr, "msaproxy: auth.passwd_file: %s\n", err);
@@ -252,22 +326,33 @@ stop:
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{"strict", no_argument, NULL, 'S'},
+		{NULL, 0, NULL, 0},
+	};
 	const char *path = NULL;
 	struct config *cfg = NULL;
 	struct passwd_db *db = NULL;
-	int check = 0, c, status;
+	bool check = false, strict = false;
+	int c, status;
 
 	/* No core dumps: memory holds keys and cached-login HMACs. */
 	prctl(PR_SET_DUMPABLE, 0);
 	if (argc > 1 && strcmp(argv[1], "hash-password") == 0)
 		return hash_password(argc - 1, argv + 1);
-	while ((c = getopt(argc, argv, "c:th")) != -1) {
+	while ((c = getopt_long(argc, argv, "c:tTh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			path = optarg;
 			break;
 		case 't':
-			check = 1;
+			check = true;
+			break;
+		case 'T':
+			check = strict = true;
+			break;
+		case 'S':
+			strict = true;
 			break;
 		default:
 			usage();
@@ -275,10 +360,15 @@ main(int argc, char **argv)
 	}
 	if (path == NULL || optind != argc)
 		usage();
-	if (prepare(path, &cfg, &db) != 0) {
+	if (prepare(path, check, strict, &cfg, &db) != 0) {
 		status = 1;
 	} else if (check) {
-		printf("msaproxy: %s: configuration ok\n", path);
+		if (audit_warnings > 0)
+			printf("msaproxy: %s: configuration ok, %u warning%s\n",
+			       path, audit_warnings,
+			       audit_warnings == 1 ? "" : "s");
+		else
+			printf("msaproxy: %s: configuration ok\n", path);
 		status = 0;
 	} else {
 		status = run(cfg, db);

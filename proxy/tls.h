@@ -37,6 +37,9 @@ void tls_server_free(struct tls_server *ts);
 
 /* A server SSL with a memory BIO on each side. */
 SSL *tls_ssl_new(struct tls_server *ts);
+/* The session authenticated: no more credentials will cross, so stop
+ * cleansing each record's plaintext (SSL_OP_CLEANSE_PLAINTEXT). */
+void tls_authed(SSL *ssl);
 
 /* The OpenSSL error queue as one line, emptied. */
 const char *tls_error_string(char *buf, size_t len);
