@@ -238,7 +238,7 @@ def test_start_logs_warnings(proxy, recording_backend):
     detail = m.group(1)
     assert f"{p.config_path}:" in detail
     assert ": tls.ciphers: weak TLS 1.2 ciphers enabled: AES256-SHA " in detail
-    assert "msg=ready" in p.log()
+    p.wait_for_log(r"msg=ready")  # and it started
 
 
 def test_strict_start_is_refused(tmp_path, certs, users):
