@@ -615,7 +615,11 @@ handle_reply(struct session *s, const struct smtp_reply *r)
 	size_t lens[SMTP_REPLY_LINES_MAX];
 	enum smtp_action act;
 	bool data_end = be->state == BE_WAIT_DATA_END;
+	unsigned rcpts = s->smtp.rcpts; /* the reply may reset it */
 
+	log_debug("backend-reply", " session=%llx backend=%s code=%d",
+		  (unsigned long long)s->id, server_of(s, be)->addr.text,
+		  r->code);
 	if (in_handshake(be)) {
 		handle_handshake_reply(s, r);
 		return;
@@ -635,6 +639,11 @@ handle_reply(struct session *s, const struct smtp_reply *r)
 	}
 	be->state = BE_READY;
 	act = smtp_backend_reply(&s->smtp, r->code, lines, lens, r->nlines);
+	s->backend_used = server_of(s, be)->addr.text;
+	if (data_end && r->code >= 200 && r->code < 300) {
+		s->recipients += rcpts;
+		s->bytes += s->ds.size;
+	}
 	if (data_end) {
 		log_info("message",
 			 " session=%llx client=%s user=%s backend=%s size=%llu "

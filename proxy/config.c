@@ -52,12 +52,15 @@ _Static_assert(sizeof(enum bare_newline_policy) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum backend_identity) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum balance_policy) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum log_output) == sizeof(int), "enum size");
 
 struct loader {
 	const char *path; /* as given, for messages */
 	char *dir;	  /* absolute directory of path, for relative files */
 	yaml_document_t *doc;
-	SSL_CTX *ssl; /* made on first use, to check cipher strings */
+	struct config *cfg; /* for config_key_line() */
+	SSL_CTX *ssl;	    /* made on first use, to check cipher strings */
 	char *err;
 	size_t errlen;
 };
@@ -253,6 +256,30 @@ resolve_path(struct loader *l, const char *s, const char *key, int line)
 		return NULL;
 	}
 	return p;
+}
+
+/* Remember where key was written (config_key_line()). */
+static int
+note_key(struct loader *l, const char *key, int line)
+{
+	struct config *cfg = l->cfg;
+	struct config_key_line *v;
+	size_t n = cfg->nkey_lines;
+
+	/* 32 slots, doubled whenever they are full. */
+	if (n == 0 || (n >= 32 && (n & (n - 1)) == 0)) {
+		v = realloc(cfg->key_lines, (n == 0 ? 32 : n * 2) * sizeof(*v));
+		if (v == NULL)
+			return fail(l, line, key, "out of memory");
+		cfg->key_lines = v;
+	}
+	v = &cfg->key_lines[cfg->nkey_lines];
+	v->key = xstrdup(l, key, key, line);
+	if (v->key == NULL)
+		return -1;
+	v->line = line;
+	cfg->nkey_lines++;
+	return 0;
 }
 
 /* ---- generic field parsing ------------------------------------------- */
@@ -518,7 +545,8 @@ parse_map(struct loader *l, const yaml_node_t *map, const yaml_node_t *where,
 				break;
 		if (f->key == NULL)
 			return fail(l, line_of(k), key, "unknown key");
-		if (parse_field(l, f, k, v, key, base) < 0)
+		if (note_key(l, key, line_of(k)) < 0 ||
+		    parse_field(l, f, k, v, key, base) < 0)
 			return -1;
 	}
 
@@ -592,6 +620,25 @@ set_log_level(struct loader *l, const yaml_node_t *v, const char *key,
 		return fail(l, line_of(v), key,
 			    "must be error, warn, info or debug");
 	cfg->log_level = (int)level;
+	return 0;
+}
+
+static int
+set_log_facility(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config *cfg = base;
+	const char *s;
+	int code;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	code = log_facility_parse(s);
+	if (code < 0)
+		return fail(l, line_of(v), key,
+			    "must be mail, daemon, user, auth, authpriv or "
+			    "local0..local7");
+	cfg->log_facility = code;
 	return 0;
 }
 
@@ -1147,6 +1194,16 @@ static const struct enum_name bare_newline_policies[] = {
 	{"normalize", BARE_NEWLINE_NORMALIZE},
 	{NULL, 0},
 };
+static const struct enum_name log_formats[] = {
+	{"kv", LOG_FORMAT_KV},
+	{"json", LOG_FORMAT_JSON},
+	{NULL, 0},
+};
+static const struct enum_name log_outputs[] = {
+	{"stderr", LOG_OUTPUT_STDERR},
+	{"syslog", LOG_OUTPUT_SYSLOG},
+	{NULL, 0},
+};
 static const struct enum_name identities[] = {
 	{"xclient", IDENTITY_XCLIENT},
 	{"proxy-v2", IDENTITY_PROXY_V2},
@@ -1332,6 +1389,10 @@ static const struct field shutdown_fields[] = {
 
 static const struct field log_fields[] = {
 	FUNC("level", set_log_level),
+	ENUM("format", CFG(log_format), log_formats),
+	ENUM("output", CFG(log_output), log_outputs),
+	FUNC("facility", set_log_facility),
+	OPT("syslog_socket", F_PATH, CFG(log_syslog_socket)),
 	END_OF_TABLE,
 };
 
@@ -1489,6 +1550,10 @@ set_defaults(struct config *cfg)
 	cfg->xdp_pin_dir = strdup("/sys/fs/bpf/msaproxy");
 	cfg->shutdown_timeout_ms = 30 * SECOND;
 	cfg->shutdown_fast_timeout_ms = 3 * SECOND;
+	cfg->log_format = LOG_FORMAT_KV;
+	cfg->log_output = LOG_OUTPUT_STDERR;
+	cfg->log_facility = 2; /* mail */
+	cfg->log_syslog_socket = strdup(LOG_SYSLOG_SOCKET);
 
 	cfg->tls_min_version = TLS1_2_VERSION;
 	cfg->tls_ciphers = strdup(DEFAULT_CIPHERS);
@@ -1540,7 +1605,8 @@ set_defaults(struct config *cfg)
 	cfg->health_fall = 3;
 
 	if (cfg->tls_ciphers == NULL || cfg->tls_ciphersuites == NULL ||
-	    cfg->tls_groups == NULL || cfg->xdp_pin_dir == NULL)
+	    cfg->tls_groups == NULL || cfg->xdp_pin_dir == NULL ||
+	    cfg->log_syslog_socket == NULL)
 		return -1;
 	return 0;
 }
@@ -1686,6 +1752,7 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 		goto out_parser;
 	}
 	l.doc = &doc;
+	l.cfg = cfg;
 
 	root = yaml_document_get_root_node(&doc);
 	if (root == NULL) {
@@ -1729,11 +1796,23 @@ out_buf:
 	return rc;
 }
 
+int
+config_key_line(const struct config *cfg, const char *key)
+{
+	for (size_t i = 0; i < cfg->nkey_lines; i++)
+		if (strcmp(cfg->key_lines[i].key, key) == 0)
+			return cfg->key_lines[i].line;
+	return 0;
+}
+
 void
 config_free(struct config *cfg)
 {
 	if (cfg == NULL)
 		return;
+	for (size_t i = 0; i < cfg->nkey_lines; i++)
+		free(cfg->key_lines[i].key);
+	free(cfg->key_lines);
 	for (size_t i = 0; i < cfg->ncerts; i++) {
 		struct config_cert *c = &cfg->certs[i];
 		free(c->cert_file);
@@ -1775,6 +1854,7 @@ config_free(struct config *cfg)
 		free(cfg->xdp_interfaces[i]);
 	free(cfg->xdp_interfaces);
 	free(cfg->xdp_pin_dir);
+	free(cfg->log_syslog_socket);
 	free(cfg->path);
 	free(cfg);
 }

@@ -130,12 +130,25 @@ struct config_backend {
 	int line;
 };
 
+/* Where a key was written, for messages after the load (audit.c). */
+struct config_key_line {
+	char *key; /* dotted path: "tls.ciphers", "listeners[1].address" */
+	int line;
+};
+
 struct config {
 	char *path;
+	struct config_key_line *key_lines; /* in file order */
+	size_t nkey_lines;
 
 	char hostname[256]; /* default: gethostname() */
 	unsigned workers;   /* 0 = one per online CPU */
-	int log_level;	    /* enum log_level; default info */
+	/* log: */
+	int log_level;		 /* enum log_level; default info */
+	int log_format;		 /* enum log_format; default kv */
+	int log_output;		 /* enum log_output; default stderr */
+	int log_facility;	 /* syslog facility code; default 2 (mail) */
+	char *log_syslog_socket; /* default /dev/log */
 
 	/* tls: */
 	struct config_cert *certs; /* at least one */
@@ -234,6 +247,9 @@ const struct config_class *config_class_find(const struct config *cfg,
 /* The class limits.users gives login, or NULL. */
 const struct config_class *config_user_class(const struct config *cfg,
 					     const char *login);
+
+/* The line key (a dotted path) was written on, or 0 if it was not. */
+int config_key_line(const struct config *cfg, const char *key);
 
 /* Load and validate path.  On error returns -1 with "path:line: key: why"
  * in err (NUL-terminated, cut to errlen). */

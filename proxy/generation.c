@@ -65,8 +65,10 @@ generation_free(struct generation *g)
 }
 
 struct generation *
-generation_load(const char *path, unsigned id, unsigned ntls, char *err,
-		size_t errlen)
+generation_load(const char *path, unsigned id, unsigned ntls,
+		int (*vet)(const struct config *cfg, void *arg, char *err,
+			   size_t errlen),
+		void *arg, char *err, size_t errlen)
 {
 	struct generation *g = calloc(1, sizeof(*g));
 	struct tls_server *probe;
@@ -79,6 +81,8 @@ generation_load(const char *path, unsigned id, unsigned ntls, char *err,
 	atomic_init(&g->refs, 1);
 	g->id = id;
 	if (config_load(path, &g->cfg, err, errlen) != 0)
+		goto fail;
+	if (vet != NULL && vet(g->cfg, arg, err, errlen) != 0)
 		goto fail;
 	g->users = passwd_db_load(g->cfg->passwd_file, why, sizeof(why));
 	if (g->users == NULL ||

@@ -151,6 +151,11 @@ struct session {
 	unsigned held_mark;		 /* smtp.messages when taken */
 	uint64_t limit_retry_ms;	 /* for the byte-limit reply */
 
+	/* For the session-end line (backend.c counts delivered mail). */
+	unsigned recipients;	  /* of messages the backend took */
+	uint64_t bytes;		  /* of messages the backend took */
+	const char *backend_used; /* address text of the last one */
+
 	struct backend_conn *be; /* NULL when not connected */
 	struct timer timer;
 

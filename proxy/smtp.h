@@ -88,8 +88,19 @@ enum smtp_backend_failure {
 	SMTP_BACKEND_TIMEOUT,	  /* no reply in time: 451 4.4.2 */
 };
 
+/*
+ * Debug tracing, set by the worker (smtp.c itself never logs): called with
+ * the verb of each command read (code 0; "unrecognized" for an unknown
+ * one, "auth-response" for a line inside an AUTH exchange) and the code of
+ * each reply written (verb NULL).  Never an argument: AUTH data,
+ * addresses and host names stay out of traces.
+ */
+typedef void smtp_trace_fn(void *ctx, const char *verb, int code);
+
 struct smtp {
 	const struct smtp_params *p;
+	smtp_trace_fn *trace; /* NULL: no tracing */
+	void *trace_ctx;
 	enum smtp_state state;
 	struct buf out; /* replies to the client, plaintext */
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <openssl/core_names.h>
@@ -231,9 +232,14 @@ ctx_new(struct tls_server *ts, const struct config *cfg, char *err,
 	SSL_CTX_set_app_data(ctx, ts);
 	if (SSL_CTX_set_min_proto_version(ctx, cfg->tls_min_version) != 1)
 		goto fail;
+	/* CLEANSE_PLAINTEXT: OpenSSL wipes each record's plaintext once we
+	 * have read it, so AUTH credentials do not linger in its buffers;
+	 * the session turns it off after AUTH (tls_authed()): message data
+	 * is not worth the extra pass. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 					 SSL_OP_NO_RENEGOTIATION |
-					 SSL_OP_CIPHER_SERVER_PREFERENCE);
+					 SSL_OP_CIPHER_SERVER_PREFERENCE |
+					 SSL_OP_CLEANSE_PLAINTEXT);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
@@ -346,7 +352,18 @@ same_names(char **a, size_t na, char **b, size_t nb)
 static int
 load_cert(SSL_CTX *ctx, const struct config_cert *c, char *err, size_t errlen)
 {
+	struct stat st;
 	char e[256];
+
+	/* A private key every local user can read is refused (audit.c also
+	 * warns about a group that is not the proxy's). */
+	if (stat(c->key_file, &st) == 0 && (st.st_mode & S_IROTH)) {
+		snprintf(err, errlen,
+			 "%s: private key is readable by every user (mode "
+			 "%04o); chmod o-rwx it",
+			 c->key_file, (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
 
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_file) != 1) {
 		snprintf(err, errlen, "%s: %s", c->cert_file,
@@ -468,6 +485,12 @@ tls_server_free(struct tls_server *ts)
 	free(ts->groups);
 	EVP_CIPHER_free(ts->ticket_cipher);
 	free(ts);
+}
+
+void
+tls_authed(SSL *ssl)
+{
+	SSL_clear_options(ssl, SSL_OP_CLEANSE_PLAINTEXT);
 }
 
 SSL *

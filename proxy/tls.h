@@ -41,6 +41,9 @@ void tls_server_free(struct tls_server *ts);
 
 /* A server SSL with a memory BIO on each side. */
 SSL *tls_ssl_new(struct tls_server *ts);
+/* The session authenticated: no more credentials will cross, so stop
+ * cleansing each record's plaintext (SSL_OP_CLEANSE_PLAINTEXT). */
+void tls_authed(SSL *ssl);
 
 /* Backend side (tls: starttls, starttls-verify): a client context for
  * backends.servers[i], TLS 1.2 or later; with starttls-verify the chain is

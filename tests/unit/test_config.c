@@ -154,6 +154,10 @@ test_defaults(void **state)
 	assert_string_equal(cfg->path, cfgpath);
 	assert_int_equal(cfg->workers, 0);
 	assert_int_equal(cfg->log_level, LOG_INFO);
+	assert_int_equal(cfg->log_format, LOG_FORMAT_KV);
+	assert_int_equal(cfg->log_output, LOG_OUTPUT_STDERR);
+	assert_int_equal(cfg->log_facility, 2);
+	assert_string_equal(cfg->log_syslog_socket, "/dev/log");
 
 	assert_int_equal(cfg->ncerts, 1);
 	assert_in_tmpdir(cfg->certs[0].cert_file, "c.crt");
@@ -417,6 +421,10 @@ test_example_config(void **state)
 	def = load_ok(MINIMAL);
 	assert_int_equal(ex->workers, def->workers);
 	assert_int_equal(ex->log_level, def->log_level);
+	assert_int_equal(ex->log_format, def->log_format);
+	assert_int_equal(ex->log_output, def->log_output);
+	assert_int_equal(ex->log_facility, def->log_facility);
+	assert_string_equal(ex->log_syslog_socket, def->log_syslog_socket);
 	assert_int_equal(ex->tls_min_version, def->tls_min_version);
 	assert_string_equal(ex->tls_ciphers, def->tls_ciphers);
 	assert_string_equal(ex->tls_ciphersuites, def->tls_ciphersuites);
@@ -2022,6 +2030,69 @@ test_err_file(void **state)
 	config_free(NULL);
 }
 
+/* log: every key, and the old spelling of the level alone still works. */
+static void
+test_log_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "log:\n"
+			      "  level: warn\n"
+			      "  format: json\n"
+			      "  output: syslog\n"
+			      "  facility: local3\n"
+			      "  syslog_socket: run/log.sock\n");
+	assert_int_equal(cfg->log_level, LOG_WARN);
+	assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+	assert_int_equal(cfg->log_output, LOG_OUTPUT_SYSLOG);
+	assert_int_equal(cfg->log_facility, 19);
+	assert_in_tmpdir(cfg->log_syslog_socket, "run/log.sock");
+	config_free(cfg);
+
+	cfg = load_ok(MINIMAL "log: {level: debug, facility: mail}\n");
+	assert_int_equal(cfg->log_level, LOG_DEBUG);
+	assert_int_equal(cfg->log_format, LOG_FORMAT_KV);
+	assert_int_equal(cfg->log_facility, 2);
+	config_free(cfg);
+
+	expect_error(MINIMAL "log:\n"
+			     "  format: text\n",
+		     14, "log.format", "must be kv or json");
+	expect_error(MINIMAL "log:\n"
+			     "  output: file\n",
+		     14, "log.output", "must be stderr or syslog");
+	expect_error(MINIMAL "log:\n"
+			     "  facility: kern\n",
+		     14, "log.facility",
+		     "must be mail, daemon, user, auth, authpriv or "
+		     "local0..local7");
+	expect_error(MINIMAL "log:\n"
+			     "  syslog_socket: \"\"\n",
+		     14, "log.syslog_socket", "must not be empty");
+}
+
+/* config_key_line(): where each key was written, for the audit. */
+static void
+test_key_lines(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  ip:\n"
+			      "    auth_failures: off\n");
+	assert_int_equal(config_key_line(cfg, "tls"), 1);
+	assert_int_equal(config_key_line(cfg, "tls.certificates"), 2);
+	assert_int_equal(config_key_line(cfg, "tls.certificates[0].key"), 4);
+	assert_int_equal(config_key_line(cfg, "listeners[0].address"), 6);
+	assert_int_equal(config_key_line(cfg, "auth.passwd_file"), 9);
+	assert_int_equal(config_key_line(cfg, "limits.ip.auth_failures"), 15);
+	assert_int_equal(config_key_line(cfg, "tls.ciphers"), 0);
+	assert_int_equal(config_key_line(cfg, "nonsense"), 0);
+	config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -2087,6 +2158,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_control_and_shutdown,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_lines, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

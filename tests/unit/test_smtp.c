@@ -650,12 +650,48 @@ test_ehlo_mid_transaction_drops_backend(void **state)
 	assert_false(f->s.in_mail);
 }
 
+/* Debug tracing sees verbs and reply codes, never an argument. */
+static char trace_log[1024];
+
+static void
+trace(void *ctx, const char *verb, int code)
+{
+	size_t n = strlen(trace_log);
+
+	assert_ptr_equal(ctx, trace_log);
+	if (verb != NULL)
+		snprintf(trace_log + n, sizeof(trace_log) - n, "%s ", verb);
+	else
+		snprintf(trace_log + n, sizeof(trace_log) - n, "%d ", code);
+}
+
+static void
+test_trace_verbs_and_codes(void **state)
+{
+	struct fixture *f = *state;
+
+	trace_log[0] = '\0';
+	f->s.trace = trace;
+	f->s.trace_ctx = trace_log;
+	smtp_start(&f->s);
+	to_tls_ehlo(f);
+	assert_int_equal(feeds(f, "AUTH LOGIN\r\nZGVtbw==\r\ncHc=\r\n"),
+			 SMTP_ACT_AUTH);
+	smtp_auth_result(&f->s, false);
+	feeds(f, "FROB x\r\nNOOP\r\n");
+	assert_string_equal(trace_log,
+			    "220 EHLO 250 STARTTLS 220 EHLO 250 AUTH 334 "
+			    "auth-response 334 auth-response 535 "
+			    "unrecognized 500 NOOP 250 ");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 		T(test_greeting_names_no_software),
+		T(test_trace_verbs_and_codes),
 		T(test_ehlo_before_tls),
 		T(test_auth_before_tls_is_538),
 		T(test_mail_before_auth_is_530),
