@@ -25,7 +25,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -iquote proxy \
             -fstack-protector-strong -fno-strict-aliasing
-LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread -lbpf -lelf -lz
+LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread -lbpf -lelf -lz -lm
 ALLOC    ?= -ljemalloc
 TESTLIBS := -lcmocka
 
@@ -59,6 +59,7 @@ FUZZ_SRCS_smtp       := proxy/smtp.c proxy/sasl.c proxy/buf.c \
                         proxy/data_scan.c
 FUZZ_SRCS_smtp_reply := proxy/smtp_reply.c
 FUZZ_SRCS_xtext      := proxy/xtext.c
+FUZZ_SRCS_proxy_v2   := proxy/proxy_v2.c
 FUZZ_SRCS_blocklist_file := proxy/blocklist_file.c proxy/ipnet.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.

@@ -13,10 +13,15 @@
  * The client gets 250 for a message only when the backend said 2xx for it:
  * the verdict after the end of data is the backend's own reply.
  *
+ * Which server: pool.c (backends.balance, health).  Handshake failures and
+ * timeouts count toward the server's fall (passive health); a completed
+ * handshake brings back a server that was retried after down_time.
+ *
  * Config keys: backends.servers (address, identity), backends.*_timeout,
  * hostname (our EHLO name).
  */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -27,10 +32,13 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pool.h"
+#include "proxy_v2.h"
 #include "session.h"
+#include "tls.h"
 #include "xtext.h"
 
-static void backend_connect(struct session *s, size_t server,
+static void backend_connect(struct session *s, size_t server, uint64_t tried,
 			    unsigned attempts);
 
 static const struct config_backend *
@@ -46,10 +54,14 @@ server_of(const struct session *s, const struct backend_conn *be)
 static void
 backend_free(struct backend_conn *be)
 {
+	pool_conn_close(be->gen->pool, be->server);
 	if (be->fd >= 0)
 		close(be->fd);
+	SSL_free(be->ssl);
 	buf_free(&be->in);
 	buf_free(&be->out);
+	buf_free(&be->wire);
+	generation_drop(be->gen);
 	free(be);
 }
 
@@ -100,6 +112,8 @@ backend_waiting(const struct session *s)
 	case BE_CONNECTING:
 	case BE_GREETING:
 	case BE_EHLO:
+	case BE_STARTTLS:
+	case BE_TLS:
 	case BE_XCLIENT:
 	case BE_EHLO_AGAIN:
 	case BE_WAIT_REPLY:
@@ -114,20 +128,55 @@ backend_waiting(const struct session *s)
  * I/O
  */
 
+/* TLS: plaintext from be->out through the SSL into be->wire, a record's
+ * worth ahead at most (the write BIO never holds much). */
+static void
+tls_pump_out(struct backend_conn *be)
+{
+	BIO *wbio = SSL_get_wbio(be->ssl);
+
+	while (be->tls_up && buf_used(&be->out) > 0 &&
+	       BIO_ctrl_pending(wbio) < RECV_BUF_SIZE) {
+		size_t n = buf_used(&be->out);
+		int r = SSL_write(be->ssl, buf_head(&be->out),
+				  (int)(n > 16384 ? 16384 : n));
+		if (r <= 0)
+			break;
+		buf_consume(&be->out, (size_t)r);
+	}
+	while (BIO_ctrl_pending(wbio) > 0) {
+		size_t room = buf_room(&be->wire);
+		char *t;
+		int n;
+
+		if (room == 0 || (t = buf_tail(&be->wire)) == NULL)
+			break;
+		n = BIO_read(wbio, t, (int)(room > INT_MAX ? INT_MAX : room));
+		if (n <= 0)
+			break;
+		buf_commit(&be->wire, (size_t)n);
+	}
+}
+
 void
 backend_send(struct backend_conn *be)
 {
 	struct io_uring_sqe *sqe;
+	struct buf *src = be->ssl != NULL ? &be->wire : &be->out;
 
-	if (be->sending || buf_used(&be->out) == 0 || be->fd < 0 ||
-	    be->state == BE_CONNECTING)
+	if (be->sending || be->fd < 0 || be->state == BE_CONNECTING)
+		return;
+	if (be->ssl != NULL)
+		tls_pump_out(be);
+	if (buf_used(src) == 0)
 		return;
 	sqe = worker_sqe(be->w);
-	be->out.pinned = true;
-	io_uring_prep_send(sqe, be->fd, buf_head(&be->out), buf_used(&be->out),
+	src->pinned = true;
+	io_uring_prep_send(sqe, be->fd, buf_head(src), buf_used(src),
 			   MSG_NOSIGNAL);
 	worker_prep(sqe, be, OP_BACKEND_SEND);
 	be->sending = true;
+	be->send_wire = be->ssl != NULL;
 	be->refs++;
 }
 
@@ -169,29 +218,64 @@ send_line(struct session *s, const char *line, size_t len)
  * Failure handling
  */
 
+void
+backend_health_log(const struct config_backend *b, int change,
+		   const char *source, const char *reason)
+{
+	if (change == POOL_WENT_DOWN)
+		log_warn("backend-down", " backend=%s source=%s reason=\"%s\"",
+			 b->addr.text, source, reason);
+	else if (change == POOL_WENT_UP)
+		log_info("backend-up", " backend=%s source=%s reason=\"%s\"",
+			 b->addr.text, source, reason);
+}
+
+/* A failure that says the server is unwell counts toward its fall. */
+static void
+mark_failed(struct session *s, size_t server, const char *step,
+	    const char *detail)
+{
+	char reason[160];
+	enum pool_change c = pool_failed(s->gen->pool, server, timer_now_ms());
+
+	snprintf(reason, sizeof(reason), "%s: %s", step, detail);
+	backend_health_log(&session_config(s)->backends[server], c, "session",
+			   reason);
+}
+
+/* Open a connection to the next server that may take one, or answer
+ * 451 4.4.1 when none is left. */
+static void
+connect_next(struct session *s, uint64_t tried, unsigned attempts)
+{
+	size_t next = worker_pick_backend(s->w, s, s->smtp.user, tried);
+
+	if (next != POOL_NONE) {
+		backend_connect(s, next, tried, attempts);
+		return;
+	}
+	log_warn("backend-unavailable",
+		 " session=%llx tried=%u detail=\"no backend left to try\"",
+		 (unsigned long long)s->id, attempts);
+	smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
+}
+
 /* Before the client's command was answered: try the next backend. */
 static void
 failover(struct session *s, const char *step, const char *detail)
 {
-	const struct config *cfg = session_config(s);
 	struct backend_conn *be = s->be;
 	size_t server = be->server;
 	unsigned attempts = be->attempts;
+	uint64_t tried = be->tried;
 
 	log_warn("backend-failed",
 		 " session=%llx backend=%s step=%s error=\"%s\" attempt=%u",
 		 (unsigned long long)s->id, server_of(s, be)->addr.text, step,
 		 detail, attempts);
+	mark_failed(s, server, step, detail);
 	backend_close(s, false);
-	if (attempts < cfg->nbackends) {
-		backend_connect(s,
-				worker_pick_backend(s->w, session_config(s),
-						    server, attempts),
-				attempts);
-		session_run(s);
-		return;
-	}
-	smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
+	connect_next(s, tried, attempts);
 	session_run(s);
 }
 
@@ -241,6 +325,7 @@ backend_on_timer(struct session *s)
 		 (unsigned long long)s->id, server_of(s, s->be)->addr.text,
 		 s->be->state == BE_WAIT_DATA_END ? "wait-data-end"
 						  : "wait-reply");
+	mark_failed(s, s->be->server, "timeout", "no reply in time");
 	backend_close(s, false);
 	smtp_backend_failed(&s->smtp, SMTP_BACKEND_TIMEOUT);
 	session_run(s);
@@ -333,6 +418,107 @@ ready(struct session *s)
 	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
 }
 
+/* After STARTTLS's 220: anything the server sent after it is dropped
+ * (command injection, CVE-2011-0411 class), then the handshake. */
+static void
+start_tls(struct session *s)
+{
+	struct backend_conn *be = s->be;
+
+	be->ssl = tls_backend_ssl_new(s->gen->backend_tls[be->server],
+				      server_of(s, be));
+	if (be->ssl == NULL) {
+		failover(s, "starttls", "cannot create the TLS session");
+		return;
+	}
+	buf_clear(&be->in);
+	be->state = BE_TLS;
+	SSL_do_handshake(be->ssl); /* the ClientHello */
+	backend_send(be);
+	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
+}
+
+/* Handshake bytes arrived: go on, or fail over (a certificate that does
+ * not verify ends here). */
+static void
+tls_handshake(struct session *s)
+{
+	struct backend_conn *be = s->be;
+	char e[256];
+	int r = SSL_do_handshake(be->ssl);
+
+	if (r != 1) {
+		if (SSL_get_error(be->ssl, r) == SSL_ERROR_WANT_READ) {
+			backend_send(be);
+			return;
+		}
+		failover(s, "tls", tls_error_string(e, sizeof(e)));
+		return;
+	}
+	be->tls_up = true;
+	log_debug("backend-tls",
+		  " session=%llx backend=%s version=%s cipher=%s",
+		  (unsigned long long)s->id, server_of(s, be)->addr.text,
+		  SSL_get_version(be->ssl), SSL_get_cipher_name(be->ssl));
+	send_ehlo(s);
+	be->state = BE_EHLO;
+	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
+}
+
+/* Decrypt what the read BIO holds into be->in.  Returns false when the
+ * connection broke (the session has been told). */
+static bool
+tls_read(struct session *s)
+{
+	struct backend_conn *be = s->be;
+	char e[256];
+
+	if (be->state == BE_TLS) {
+		tls_handshake(s);
+		if (s->be != be || be->state == BE_TLS)
+			return false;
+	}
+	while (buf_room(&be->in) > 0) {
+		char *t = buf_tail(&be->in);
+		size_t room = buf_room(&be->in);
+		int r, err;
+
+		if (t == NULL)
+			break;
+		r = SSL_read(be->ssl, t,
+			     (int)(room > INT_MAX ? INT_MAX : room));
+		if (r > 0) {
+			buf_commit(&be->in, (size_t)r);
+			continue;
+		}
+		err = SSL_get_error(be->ssl, r);
+		if (err == SSL_ERROR_WANT_READ)
+			break;
+		broken(s, "tls",
+		       err == SSL_ERROR_ZERO_RETURN
+			       ? "connection closed"
+			       : tls_error_string(e, sizeof(e)));
+		return false;
+	}
+	return true;
+}
+
+/* The server works: a down one (retried after down_time) is up again.
+ * r is its last EHLO reply: what it offers, for this connection and for
+ * the pool's view of the servers. */
+static void
+handshake_done(struct session *s, const struct smtp_reply *r)
+{
+	size_t server = s->be->server;
+	unsigned ext = pool_ehlo_caps(r, &s->be->size_max);
+
+	pool_learn(s->gen->pool, server, ext, s->be->size_max);
+	backend_health_log(&session_config(s)->backends[server],
+			   pool_succeeded(s->gen->pool, server, timer_now_ms()),
+			   "session", "handshake completed");
+	ready(s);
+}
+
 static void
 handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 {
@@ -357,8 +543,21 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			failover(s, "ehlo", detail);
 			return;
 		}
+		if (server_of(s, be)->tls != BACKEND_TLS_NONE &&
+		    be->ssl == NULL) {
+			/* A server that should do TLS but does not is down
+			 * for us: never fall back to plaintext. */
+			if (!smtp_reply_has_ext(r, "STARTTLS", NULL, NULL)) {
+				failover(s, "starttls",
+					 "backend does not offer STARTTLS");
+				return;
+			}
+			send_line(s, "STARTTLS\r\n", 10);
+			be->state = BE_STARTTLS;
+			break;
+		}
 		if (server_of(s, be)->identity != IDENTITY_XCLIENT) {
-			ready(s);
+			handshake_done(s, r);
 			return;
 		}
 		if (!smtp_reply_has_ext(r, "XCLIENT", &args, &alen)) {
@@ -373,6 +572,13 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 		send_xclient(s);
 		be->state = BE_XCLIENT;
 		break;
+	case BE_STARTTLS:
+		if (r->code != 220) {
+			failover(s, "starttls", detail);
+			return;
+		}
+		start_tls(s);
+		return;
 	case BE_XCLIENT:
 		/* Postfix answers with a fresh 220 greeting; smtp-sink and
 		 * older servers with 250.  Either way, EHLO again. */
@@ -388,7 +594,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			failover(s, "ehlo", detail);
 			return;
 		}
-		ready(s);
+		handshake_done(s, r);
 		return;
 	default:
 		return;
@@ -409,7 +615,11 @@ handle_reply(struct session *s, const struct smtp_reply *r)
 	size_t lens[SMTP_REPLY_LINES_MAX];
 	enum smtp_action act;
 	bool data_end = be->state == BE_WAIT_DATA_END;
+	unsigned rcpts = s->smtp.rcpts; /* the reply may reset it */
 
+	log_debug("backend-reply", " session=%llx backend=%s code=%d",
+		  (unsigned long long)s->id, server_of(s, be)->addr.text,
+		  r->code);
 	if (in_handshake(be)) {
 		handle_handshake_reply(s, r);
 		return;
@@ -429,6 +639,11 @@ handle_reply(struct session *s, const struct smtp_reply *r)
 	}
 	be->state = BE_READY;
 	act = smtp_backend_reply(&s->smtp, r->code, lines, lens, r->nlines);
+	s->backend_used = server_of(s, be)->addr.text;
+	if (data_end && r->code >= 200 && r->code < 300) {
+		s->recipients += rcpts;
+		s->bytes += s->ds.size;
+	}
 	if (data_end) {
 		log_info("message",
 			 " session=%llx client=%s user=%s backend=%s size=%llu "
@@ -454,6 +669,7 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 	char detail[64];
+	unsigned rounds = 0;
 
 	be->recv_armed = false;
 	if (s == NULL) {
@@ -474,8 +690,17 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 		broken(s, "read", detail);
 		return;
 	}
-	buf_append(&be->in, worker_recv_buf(w, bid), (size_t)res);
+	if (be->ssl != NULL)
+		BIO_write(SSL_get_rbio(be->ssl), worker_recv_buf(w, bid), res);
+	else
+		buf_append(&be->in, worker_recv_buf(w, bid), (size_t)res);
 	worker_recv_buf_return(w, bid);
+more:
+	if (be->ssl != NULL && !tls_read(s)) {
+		if (s->be == be)
+			arm_recv(s); /* handshake: wait for more */
+		return;
+	}
 	while (s->be == be && buf_used(&be->in) > 0) {
 		size_t used;
 		enum smtp_reply_status st =
@@ -493,6 +718,12 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 		if (s->be == be)
 			smtp_reply_init(&be->reply);
 	}
+	/* TLS may hold more plaintext than be->in had room for. */
+	if (s->be == be && be->ssl != NULL && be->tls_up &&
+	    buf_used(&be->in) == 0 && ++rounds < 64 &&
+	    (SSL_pending(be->ssl) > 0 ||
+	     BIO_ctrl_pending(SSL_get_rbio(be->ssl)) > 0))
+		goto more;
 	if (s->be == be)
 		arm_recv(s);
 }
@@ -501,11 +732,12 @@ void
 backend_on_send(struct backend_conn *be, int res)
 {
 	struct session *s = be->s;
+	struct buf *src = be->send_wire ? &be->wire : &be->out;
 
 	be->sending = false;
-	buf_unpin(&be->out);
+	buf_unpin(src);
 	if (res > 0)
-		buf_consume(&be->out, (size_t)res);
+		buf_consume(src, (size_t)res);
 	if (s == NULL) {
 		/* Detached: after the QUIT, close our side. */
 		if (be->fd >= 0)
@@ -516,7 +748,7 @@ backend_on_send(struct backend_conn *be, int res)
 		broken(s, "write", strerror(-res));
 		return;
 	}
-	if (buf_used(&be->out) > 0)
+	if (buf_used(&be->out) > 0 || buf_used(&be->wire) > 0)
 		backend_send(be);
 	s->last_read_ms = timer_now_ms(); /* the message is moving */
 	session_run(s);
@@ -539,8 +771,37 @@ backend_on_connect(struct backend_conn *be, int res)
 	backend_send(be);
 }
 
+/* identity proxy-v2: the header goes out as soon as the connection is
+ * up, ahead of everything else. */
+static int
+queue_proxy_header(struct session *s, struct backend_conn *be)
+{
+	char id[32];
+	uint8_t hdr[PROXY_V2_MAX];
+	struct proxy_v2_info info = {
+		.src = &s->peer,
+		.dst = &s->local,
+		.login = s->smtp.user,
+		.unique_id = id,
+	};
+	ssize_t n;
+
+	snprintf(id, sizeof(id), "%llx", (unsigned long long)s->id);
+	if (s->ssl != NULL && s->tls_done) {
+		info.sni =
+			SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+		info.tls_version = SSL_get_version(s->ssl);
+		info.tls_cipher = SSL_get_cipher_name(s->ssl);
+	}
+	n = proxy_v2_write(&info, hdr, sizeof(hdr));
+	if (n < 0 || buf_append_all(&be->out, hdr, (size_t)n) != 0)
+		return -1;
+	return 0;
+}
+
 static void
-backend_connect(struct session *s, size_t server, unsigned attempts)
+backend_connect(struct session *s, size_t server, uint64_t tried,
+		unsigned attempts)
 {
 	const struct config *cfg = session_config(s);
 	const struct config_addr *a = &cfg->backends[server].addr;
@@ -554,10 +815,15 @@ backend_connect(struct session *s, size_t server, unsigned attempts)
 	}
 	be->s = s;
 	be->w = s->w;
+	be->gen = generation_hold(s->gen); /* may outlive the session */
 	be->server = server;
 	be->attempts = attempts + 1;
+	be->tried = tried | (server < 64 ? UINT64_C(1) << server : 0);
+	be->fd = -1;
+	pool_conn_open(s->gen->pool, server);
 	buf_init(&be->in, BACKEND_IN_CAP);
 	buf_init(&be->out, BACKEND_OUT_CAP);
+	buf_init(&be->wire, BACKEND_WIRE_CAP);
 	smtp_reply_init(&be->reply);
 	s->be = be;
 	be->fd = socket(a->ss.ss_family,
@@ -567,6 +833,11 @@ backend_connect(struct session *s, size_t server, unsigned attempts)
 		return;
 	}
 	setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (cfg->backends[server].identity == IDENTITY_PROXY_V2 &&
+	    queue_proxy_header(s, be) != 0) {
+		failover(s, "proxy-v2", "header does not fit");
+		return;
+	}
 	be->state = BE_CONNECTING;
 	sqe = worker_sqe(s->w);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,
@@ -582,9 +853,7 @@ backend_forward(struct session *s)
 	struct backend_conn *be = s->be;
 
 	if (be == NULL) {
-		backend_connect(
-			s, worker_pick_backend(s->w, session_config(s), 0, 0),
-			0);
+		connect_next(s, 0, 0);
 		return;
 	}
 	if (be->state == BE_READY)

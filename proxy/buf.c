@@ -4,7 +4,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "buf.h"
+
+/* Free the storage (wiped first when secret). */
+static void
+buf_release(struct buf *b)
+{
+	if (b->secret && b->data != NULL)
+		OPENSSL_cleanse(b->data, b->len);
+	free(b->data);
+	b->data = NULL;
+	b->off = b->len = 0;
+}
+
+/* Slide the unread bytes to the front; a secret buffer wipes the tail they
+ * left (a stale copy of what was consumed or moved). */
+static void
+buf_compact(struct buf *b)
+{
+	uint32_t used = b->len - b->off;
+
+	memmove(b->data, b->data + b->off, used);
+	if (b->secret)
+		OPENSSL_cleanse(b->data + used, b->len - used);
+	b->len = used;
+	b->off = 0;
+}
 
 void
 buf_init(struct buf *b, size_t cap)
@@ -16,9 +43,7 @@ buf_init(struct buf *b, size_t cap)
 void
 buf_free(struct buf *b)
 {
-	free(b->data);
-	b->data = NULL;
-	b->off = b->len = 0;
+	buf_release(b);
 	b->pinned = false;
 }
 
@@ -28,15 +53,10 @@ buf_tidy(struct buf *b)
 {
 	if (b->pinned)
 		return;
-	if (b->off == b->len) {
-		free(b->data);
-		b->data = NULL;
-		b->off = b->len = 0;
-	} else if (b->off > 0 && b->off >= b->cap / 2) {
-		memmove(b->data, b->data + b->off, b->len - b->off);
-		b->len -= b->off;
-		b->off = 0;
-	}
+	if (b->off == b->len)
+		buf_release(b);
+	else if (b->off > 0 && b->off >= b->cap / 2)
+		buf_compact(b);
 }
 
 /* All free space is at the tail once the bytes slide to the front, so a
@@ -44,11 +64,8 @@ buf_tidy(struct buf *b)
 size_t
 buf_room(struct buf *b)
 {
-	if (!b->pinned && b->off > 0) {
-		memmove(b->data, b->data + b->off, b->len - b->off);
-		b->len -= b->off;
-		b->off = 0;
-	}
+	if (!b->pinned && b->off > 0)
+		buf_compact(b);
 	return b->cap - b->len;
 }
 

@@ -8,6 +8,10 @@
  * While an I/O operation reads from the buffer ("pinned"), bytes may still
  * be appended at the tail but nothing moves: compaction and freeing wait
  * until the buffer is unpinned.
+ *
+ * A buffer marked secret (it may hold credentials: a session's input until
+ * AUTH succeeds) never leaves a copy behind: bytes vacated by compaction
+ * and storage about to be freed are wiped with OPENSSL_cleanse().
  */
 #ifndef MSAPROXY_BUF_H
 #define MSAPROXY_BUF_H
@@ -22,6 +26,7 @@ struct buf {
 	uint32_t len; /* end of stored bytes */
 	uint32_t cap;
 	bool pinned;
+	bool secret; /* wipe what is vacated or freed */
 };
 
 void buf_init(struct buf *b, size_t cap);

@@ -50,12 +50,17 @@
 _Static_assert(sizeof(enum listener_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum bare_newline_policy) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum backend_identity) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum backend_tls) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum balance_policy) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum log_output) == sizeof(int), "enum size");
 
 struct loader {
 	const char *path; /* as given, for messages */
 	char *dir;	  /* absolute directory of path, for relative files */
 	yaml_document_t *doc;
-	SSL_CTX *ssl; /* made on first use, to check cipher strings */
+	struct config *cfg; /* for config_key_line() */
+	SSL_CTX *ssl;	    /* made on first use, to check cipher strings */
 	char *err;
 	size_t errlen;
 };
@@ -251,6 +256,30 @@ resolve_path(struct loader *l, const char *s, const char *key, int line)
 		return NULL;
 	}
 	return p;
+}
+
+/* Remember where key was written (config_key_line()). */
+static int
+note_key(struct loader *l, const char *key, int line)
+{
+	struct config *cfg = l->cfg;
+	struct config_key_line *v;
+	size_t n = cfg->nkey_lines;
+
+	/* 32 slots, doubled whenever they are full. */
+	if (n == 0 || (n >= 32 && (n & (n - 1)) == 0)) {
+		v = realloc(cfg->key_lines, (n == 0 ? 32 : n * 2) * sizeof(*v));
+		if (v == NULL)
+			return fail(l, line, key, "out of memory");
+		cfg->key_lines = v;
+	}
+	v = &cfg->key_lines[cfg->nkey_lines];
+	v->key = xstrdup(l, key, key, line);
+	if (v->key == NULL)
+		return -1;
+	v->line = line;
+	cfg->nkey_lines++;
+	return 0;
 }
 
 /* ---- generic field parsing ------------------------------------------- */
@@ -516,7 +545,8 @@ parse_map(struct loader *l, const yaml_node_t *map, const yaml_node_t *where,
 				break;
 		if (f->key == NULL)
 			return fail(l, line_of(k), key, "unknown key");
-		if (parse_field(l, f, k, v, key, base) < 0)
+		if (note_key(l, key, line_of(k)) < 0 ||
+		    parse_field(l, f, k, v, key, base) < 0)
 			return -1;
 	}
 
@@ -590,6 +620,25 @@ set_log_level(struct loader *l, const yaml_node_t *v, const char *key,
 		return fail(l, line_of(v), key,
 			    "must be error, warn, info or debug");
 	cfg->log_level = (int)level;
+	return 0;
+}
+
+static int
+set_log_facility(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config *cfg = base;
+	const char *s;
+	int code;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	code = log_facility_parse(s);
+	if (code < 0)
+		return fail(l, line_of(v), key,
+			    "must be mail, daemon, user, auth, authpriv or "
+			    "local0..local7");
+	cfg->log_facility = code;
 	return 0;
 }
 
@@ -829,6 +878,24 @@ set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
 		return fail(l, line_of(v), key,
 			    "must be a specific address, not a wildcard");
 	return 0;
+}
+
+/* The name a backend's certificate must carry. */
+static int
+set_backend_name(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config_backend *b = base;
+	const char *s;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (!config_value_hostname(s, false))
+		return fail(l, line_of(v), key,
+			    "expected a host name such as mx1.example.com");
+	free(b->tls_name);
+	b->tls_name = xstrdup(l, s, key, line_of(v));
+	return b->tls_name != NULL ? 0 : -1;
 }
 
 /* ---- limits: users and classes --------------------------------------- */
@@ -1127,9 +1194,32 @@ static const struct enum_name bare_newline_policies[] = {
 	{"normalize", BARE_NEWLINE_NORMALIZE},
 	{NULL, 0},
 };
+static const struct enum_name log_formats[] = {
+	{"kv", LOG_FORMAT_KV},
+	{"json", LOG_FORMAT_JSON},
+	{NULL, 0},
+};
+static const struct enum_name log_outputs[] = {
+	{"stderr", LOG_OUTPUT_STDERR},
+	{"syslog", LOG_OUTPUT_SYSLOG},
+	{NULL, 0},
+};
 static const struct enum_name identities[] = {
 	{"xclient", IDENTITY_XCLIENT},
+	{"proxy-v2", IDENTITY_PROXY_V2},
 	{"none", IDENTITY_NONE},
+	{NULL, 0},
+};
+static const struct enum_name backend_tls_modes[] = {
+	{"none", BACKEND_TLS_NONE},
+	{"starttls", BACKEND_TLS_STARTTLS},
+	{"starttls-verify", BACKEND_TLS_STARTTLS_VERIFY},
+	{NULL, 0},
+};
+static const struct enum_name balance_policies[] = {
+	{"round-robin", BALANCE_ROUND_ROBIN},
+	{"least-connections", BALANCE_LEAST_CONN},
+	{"hash-login", BALANCE_HASH_LOGIN},
 	{NULL, 0},
 };
 
@@ -1166,6 +1256,20 @@ backends_check(struct loader *l, struct config *cfg)
 {
 	char key[64];
 
+	if (cfg->nbackends > BACKENDS_MAX)
+		return fail(l, cfg->backends[BACKENDS_MAX].line,
+			    "backends.servers", "at most %d servers",
+			    BACKENDS_MAX);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const struct config_backend *b = &cfg->backends[i];
+		if (b->tls != BACKEND_TLS_STARTTLS_VERIFY &&
+		    (b->ca_file != NULL || b->tls_name != NULL)) {
+			snprintf(key, sizeof(key), "backends.servers[%zu].%s",
+				 i, b->ca_file ? "ca_file" : "name");
+			return fail(l, b->line, key,
+				    "only used with tls: starttls-verify");
+		}
+	}
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		for (size_t j = 0; j < i; j++) {
 			if (!config_value_addr_equal(&cfg->backends[i].addr,
@@ -1220,7 +1324,11 @@ static const struct list_spec listener_list = {
 static const struct field server_fields[] = {
 	REQ_FUNC("address", set_backend_addr), /* no wildcard */
 	NUM("weight", F_UINT, BACKEND(weight), 1, 1000),
+	NUM("max_conns", F_UINT, BACKEND(max_conns), 0, 1000000),
 	ENUM("identity", BACKEND(identity), identities),
+	ENUM("tls", BACKEND(tls), backend_tls_modes),
+	OPT("ca_file", F_PATH, BACKEND(ca_file)),
+	FUNC("name", set_backend_name),
 	END_OF_TABLE,
 };
 
@@ -1281,6 +1389,10 @@ static const struct field shutdown_fields[] = {
 
 static const struct field log_fields[] = {
 	FUNC("level", set_log_level),
+	ENUM("format", CFG(log_format), log_formats),
+	ENUM("output", CFG(log_output), log_outputs),
+	FUNC("facility", set_log_facility),
+	OPT("syslog_socket", F_PATH, CFG(log_syslog_socket)),
 	END_OF_TABLE,
 };
 
@@ -1346,11 +1458,23 @@ static const struct field limits_fields[] = {
 	END_OF_TABLE,
 };
 
+/* interval: 0s (off) or 1s..1h, checked in check_config(). */
+static const struct field health_fields[] = {
+	NUM("interval", F_MS, CFG(health_interval_ms), 0, HOUR),
+	NUM("timeout", F_MS, CFG(health_timeout_ms), 100, 10 * MINUTE),
+	NUM("rise", F_UINT, CFG(health_rise), 1, 100),
+	NUM("fall", F_UINT, CFG(health_fall), 1, 100),
+	END_OF_TABLE,
+};
+
 static const struct field backends_fields[] = {
 	NUM("connect_timeout", F_MS, CFG(backend_connect_timeout_ms), 1,
 	    NO_LIMIT),
 	NUM("reply_timeout", F_MS, CFG(backend_reply_timeout_ms), 1, NO_LIMIT),
 	NUM("data_timeout", F_MS, CFG(backend_data_timeout_ms), 1, NO_LIMIT),
+	ENUM("balance", CFG(balance), balance_policies),
+	NUM("down_time", F_MS, CFG(backend_down_time_ms), SECOND, DAY),
+	SECTION("health_check", health_fields, false),
 	LIST("servers", &server_list),
 	END_OF_TABLE,
 };
@@ -1379,6 +1503,14 @@ check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
 
 	if (check_limits(l, limits, cfg) < 0)
 		return -1;
+	if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < SECOND) {
+		n = map_get(l,
+			    map_get(l, map_get(l, root, "backends"),
+				    "health_check"),
+			    "interval");
+		return fail(l, line_of(n), "backends.health_check.interval",
+			    "must be 0s (off) or at least 1s");
+	}
 	if (cfg->xdp_enabled && cfg->nxdp_interfaces == 0) {
 		const yaml_node_t *bl = map_get(l, root, "blocklist");
 
@@ -1418,6 +1550,10 @@ set_defaults(struct config *cfg)
 	cfg->xdp_pin_dir = strdup("/sys/fs/bpf/msaproxy");
 	cfg->shutdown_timeout_ms = 30 * SECOND;
 	cfg->shutdown_fast_timeout_ms = 3 * SECOND;
+	cfg->log_format = LOG_FORMAT_KV;
+	cfg->log_output = LOG_OUTPUT_STDERR;
+	cfg->log_facility = 2; /* mail */
+	cfg->log_syslog_socket = strdup(LOG_SYSLOG_SOCKET);
 
 	cfg->tls_min_version = TLS1_2_VERSION;
 	cfg->tls_ciphers = strdup(DEFAULT_CIPHERS);
@@ -1461,9 +1597,16 @@ set_defaults(struct config *cfg)
 	cfg->backend_connect_timeout_ms = 10 * SECOND;
 	cfg->backend_reply_timeout_ms = 5 * MINUTE;
 	cfg->backend_data_timeout_ms = 10 * MINUTE;
+	cfg->balance = BALANCE_ROUND_ROBIN;
+	cfg->backend_down_time_ms = 30 * SECOND;
+	cfg->health_interval_ms = 0;
+	cfg->health_timeout_ms = 5 * SECOND;
+	cfg->health_rise = 2;
+	cfg->health_fall = 3;
 
 	if (cfg->tls_ciphers == NULL || cfg->tls_ciphersuites == NULL ||
-	    cfg->tls_groups == NULL || cfg->xdp_pin_dir == NULL)
+	    cfg->tls_groups == NULL || cfg->xdp_pin_dir == NULL ||
+	    cfg->log_syslog_socket == NULL)
 		return -1;
 	return 0;
 }
@@ -1609,6 +1752,7 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 		goto out_parser;
 	}
 	l.doc = &doc;
+	l.cfg = cfg;
 
 	root = yaml_document_get_root_node(&doc);
 	if (root == NULL) {
@@ -1652,11 +1796,23 @@ out_buf:
 	return rc;
 }
 
+int
+config_key_line(const struct config *cfg, const char *key)
+{
+	for (size_t i = 0; i < cfg->nkey_lines; i++)
+		if (strcmp(cfg->key_lines[i].key, key) == 0)
+			return cfg->key_lines[i].line;
+	return 0;
+}
+
 void
 config_free(struct config *cfg)
 {
 	if (cfg == NULL)
 		return;
+	for (size_t i = 0; i < cfg->nkey_lines; i++)
+		free(cfg->key_lines[i].key);
+	free(cfg->key_lines);
 	for (size_t i = 0; i < cfg->ncerts; i++) {
 		struct config_cert *c = &cfg->certs[i];
 		free(c->cert_file);
@@ -1680,6 +1836,10 @@ config_free(struct config *cfg)
 	}
 	free(cfg->user_classes);
 	free(cfg->ip_allow.v);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		free(cfg->backends[i].ca_file);
+		free(cfg->backends[i].tls_name);
+	}
 	free(cfg->backends);
 	free(cfg->tls_ciphers);
 	free(cfg->tls_ciphersuites);
@@ -1694,6 +1854,7 @@ config_free(struct config *cfg)
 		free(cfg->xdp_interfaces[i]);
 	free(cfg->xdp_interfaces);
 	free(cfg->xdp_pin_dir);
+	free(cfg->log_syslog_socket);
 	free(cfg->path);
 	free(cfg);
 }

@@ -30,7 +30,22 @@ enum bare_newline_policy {
 enum backend_identity {
 	IDENTITY_NONE,
 	IDENTITY_XCLIENT,
+	IDENTITY_PROXY_V2, /* HAProxy PROXY protocol v2 header + TLVs */
 };
+
+enum backend_tls {
+	BACKEND_TLS_NONE,
+	BACKEND_TLS_STARTTLS,	     /* encrypt, do not check the certificate */
+	BACKEND_TLS_STARTTLS_VERIFY, /* encrypt, verify chain and name */
+};
+
+enum balance_policy {
+	BALANCE_ROUND_ROBIN, /* smooth weighted round robin (default) */
+	BALANCE_LEAST_CONN,  /* fewest open connections per weight */
+	BALANCE_HASH_LOGIN,  /* rendezvous hash of the login */
+};
+
+#define BACKENDS_MAX	64 /* failover keeps a 64-bit "tried" mask */
 
 #define AUTH_MECH_PLAIN 0x1u
 #define AUTH_MECH_LOGIN 0x2u
@@ -106,17 +121,34 @@ struct config_cert {
 
 struct config_backend {
 	struct config_addr addr;
-	unsigned weight;		/* 1..1000, default 1 */
+	unsigned weight;    /* 1..1000, default 1 */
+	unsigned max_conns; /* all workers; 0 = no limit (default) */
 	enum backend_identity identity; /* default xclient */
+	enum backend_tls tls;		/* default none */
+	char *ca_file;			/* starttls-verify; default: system */
+	char *tls_name;			/* name to verify; default: address */
+	int line;
+};
+
+/* Where a key was written, for messages after the load (audit.c). */
+struct config_key_line {
+	char *key; /* dotted path: "tls.ciphers", "listeners[1].address" */
 	int line;
 };
 
 struct config {
 	char *path;
+	struct config_key_line *key_lines; /* in file order */
+	size_t nkey_lines;
 
 	char hostname[256]; /* default: gethostname() */
 	unsigned workers;   /* 0 = one per online CPU */
-	int log_level;	    /* enum log_level; default info */
+	/* log: */
+	int log_level;		 /* enum log_level; default info */
+	int log_format;		 /* enum log_format; default kv */
+	int log_output;		 /* enum log_output; default stderr */
+	int log_facility;	 /* syslog facility code; default 2 (mail) */
+	char *log_syslog_socket; /* default /dev/log */
 
 	/* tls: */
 	struct config_cert *certs; /* at least one */
@@ -201,6 +233,12 @@ struct config {
 	uint64_t backend_connect_timeout_ms; /* default 10s */
 	uint64_t backend_reply_timeout_ms;   /* default 5m */
 	uint64_t backend_data_timeout_ms;    /* final DATA reply, 10m */
+	enum balance_policy balance;	     /* default round-robin */
+	uint64_t backend_down_time_ms;	     /* no checks: retry after, 30s */
+	uint64_t health_interval_ms; /* active checks; 0 = off (default) */
+	uint64_t health_timeout_ms;  /* one whole check, default 5s */
+	unsigned health_rise;	     /* good checks to come back, 2 */
+	unsigned health_fall;	     /* failures in a row to go down, 3 */
 };
 
 /* The class called name, or NULL. */
@@ -209,6 +247,9 @@ const struct config_class *config_class_find(const struct config *cfg,
 /* The class limits.users gives login, or NULL. */
 const struct config_class *config_user_class(const struct config *cfg,
 					     const char *login);
+
+/* The line key (a dotted path) was written on, or 0 if it was not. */
+int config_key_line(const struct config *cfg, const char *key);
 
 /* Load and validate path.  On error returns -1 with "path:line: key: why"
  * in err (NUL-terminated, cut to errlen). */

@@ -10,6 +10,7 @@
 
 #include "auth/passwd_db.h"
 #include "generation.h"
+#include "pool.h"
 #include "tls.h"
 
 static bool
@@ -54,14 +55,20 @@ generation_free(struct generation *g)
 	for (unsigned i = 0; i < g->ntls; i++)
 		tls_server_free(g->tls[i]);
 	free(g->tls);
+	for (size_t i = 0; g->backend_tls && i < g->cfg->nbackends; i++)
+		SSL_CTX_free(g->backend_tls[i]);
+	free(g->backend_tls);
+	pool_free(g->pool);
 	passwd_db_free(g->users);
 	config_free(g->cfg);
 	free(g);
 }
 
 struct generation *
-generation_load(const char *path, unsigned id, unsigned ntls, char *err,
-		size_t errlen)
+generation_load(const char *path, unsigned id, unsigned ntls,
+		int (*vet)(const struct config *cfg, void *arg, char *err,
+			   size_t errlen),
+		void *arg, char *err, size_t errlen)
 {
 	struct generation *g = calloc(1, sizeof(*g));
 	struct tls_server *probe;
@@ -75,12 +82,31 @@ generation_load(const char *path, unsigned id, unsigned ntls, char *err,
 	g->id = id;
 	if (config_load(path, &g->cfg, err, errlen) != 0)
 		goto fail;
+	if (vet != NULL && vet(g->cfg, arg, err, errlen) != 0)
+		goto fail;
 	g->users = passwd_db_load(g->cfg->passwd_file, why, sizeof(why));
 	if (g->users == NULL ||
 	    passwd_db_check_classes(g->users, class_exists, g->cfg, why,
 				    sizeof(why)) != 0) {
 		snprintf(err, errlen, "auth.passwd_file: %s", why);
 		goto fail;
+	}
+	g->pool = pool_new(g->cfg);
+	g->backend_tls = calloc(g->cfg->nbackends, sizeof(*g->backend_tls));
+	if (g->pool == NULL || g->backend_tls == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < g->cfg->nbackends; i++) {
+		if (g->cfg->backends[i].tls == BACKEND_TLS_NONE)
+			continue;
+		g->backend_tls[i] = tls_backend_ctx_new(&g->cfg->backends[i],
+							why, sizeof(why));
+		if (g->backend_tls[i] == NULL) {
+			snprintf(err, errlen, "%s:%d: backends.servers: %s",
+				 g->cfg->path, g->cfg->backends[i].line, why);
+			goto fail;
+		}
 	}
 	if (ntls == GENERATION_PER_WORKER)
 		ntls = generation_workers(g->cfg);

@@ -17,10 +17,13 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include <openssl/ssl.h>
+
 #include "config.h"
 #include "smtp.h"
 
 struct passwd_db;
+struct pool;
 struct tls_server;
 
 struct generation {
@@ -31,6 +34,8 @@ struct generation {
 	struct tls_server **tls; /* one per worker (see tls.h), or none */
 	unsigned ntls;
 	struct smtp_params params[2]; /* by enum listener_mode */
+	struct pool *pool;	      /* the backends' balance and health */
+	SSL_CTX **backend_tls;	      /* per server; NULL where tls is none */
 };
 
 /* ntls for one set of TLS contexts per worker, as cfg->workers says. */
@@ -41,13 +46,18 @@ unsigned generation_workers(const struct config *cfg);
 
 /*
  * Load path: the config, the users file (with its class= names checked
- * against the config) and ntls sets of TLS contexts (0: check the
- * certificates once and keep none, for -t; GENERATION_PER_WORKER).  NULL with a
- * precise "FILE:LINE: key: why" or "auth.passwd_file: ..." in err.  The result
- * holds one reference.
+ * against the config), the backend pool and TLS client contexts (CA
+ * files read now) and ntls sets of TLS contexts (0: check the
+ * certificates once and keep none, for -t; GENERATION_PER_WORKER).  NULL
+ * with a precise "FILE:LINE: key: why" or "auth.passwd_file: ..." in err.
+ * vet (may be NULL) sees the config before any file it names is read (the
+ * audit): -1 stops the load with its err.  The result holds one reference.
  */
 struct generation *generation_load(const char *path, unsigned id, unsigned ntls,
-				   char *err, size_t errlen);
+				   int (*vet)(const struct config *cfg,
+					      void *arg, char *err,
+					      size_t errlen),
+				   void *arg, char *err, size_t errlen);
 struct generation *generation_hold(struct generation *g);
 void generation_drop(struct generation *g);
 

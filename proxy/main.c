@@ -2,7 +2,8 @@
  * msaproxy - TLS-terminating SMTP submission proxy.
  *
  * SYNOPSIS
- *	msaproxy [-t] -c FILE
+ *	msaproxy [-t] [--strict] -c FILE
+ *	msaproxy -T -c FILE
  *	msaproxy hash-password [--scheme yescrypt|bcrypt|sha512-crypt]
  *
  * DESCRIPTION
@@ -11,7 +12,11 @@
  *	their mail to backend MTAs, telling them who the client is.
  *
  *	-c FILE	the configuration (YAML; see conf/msaproxy.yaml)
- *	-t	check the configuration, certificates and users file; exit
+ *	-t	check the configuration, certificates and users file, print
+ *		the audit's warnings about unsafe choices (audit.c); exit 0
+ *		unless something is wrong
+ *	--strict  warnings are fatal: -t exits 1, a start is refused
+ *	-T	-t --strict
  *
  *	hash-password reads a password from standard input and prints a
  *	crypt(3) hash for the users file.
@@ -26,16 +31,19 @@
  *	hashes are checked on a separate pool.  Passwords never reach a log.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
+#include "audit.h"
 #include "auth/passwd_db.h"
 #include "generation.h"
 #include "log.h"
@@ -46,7 +54,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-		"usage: msaproxy [-t] -c FILE\n"
+		"usage: msaproxy [-t] [--strict] -c FILE\n"
+		"       msaproxy -T -c FILE\n"
 		"       msaproxy hash-password [--scheme yescrypt|bcrypt|"
 		"sha512-crypt]\n");
 	exit(2);
@@ -63,6 +72,8 @@ read_password(char *buf, size_t len)
 	int too_long = 0, c;
 	size_t n;
 
+	/* No stdio buffer: it would keep a copy of the password. */
+	setvbuf(stdin, NULL, _IONBF, 0);
 	if (tty) {
 		fprintf(stderr, "Password: ");
 		tcgetattr(STDIN_FILENO, &old);
@@ -123,25 +134,121 @@ hash_password(int argc, char **argv)
 	return 0;
 }
 
+static void
+audit_print(void *ctx, enum audit_level level, const char *text)
+{
+	(void)ctx;
+	fprintf(stderr, "msaproxy: %s: %s\n",
+		level == AUDIT_ERROR ? "error" : "warning", text);
+}
+
+/* A start: warnings are logged, errors printed (nothing starts). */
+static void
+audit_log(void *ctx, enum audit_level level, const char *text)
+{
+	char q[1200];
+
+	(void)ctx;
+	if (level == AUDIT_ERROR)
+		audit_print(ctx, level, text);
+	else
+		log_warn("config-warning", " detail=%s",
+			 log_quote(q, sizeof(q), text, strlen(text)));
+}
+
+static unsigned audit_warnings; /* for -t's last line */
+
+/* The audit (audit.c): -1 on errors, or on warnings when strict. */
+static int
+audit(const struct config *cfg, bool check, bool strict)
+{
+	struct audit_result r = audit_config(
+		cfg, time(NULL), check ? audit_print : audit_log, NULL);
+
+	if (r.errors > 0) {
+		fprintf(stderr, "msaproxy: %s: %u error%s in the audit\n",
+			cfg->path, r.errors, r.errors == 1 ? "" : "s");
+		return -1;
+	}
+	audit_warnings = r.warnings;
+	if (r.warnings > 0 && strict) {
+		fprintf(stderr,
+			"msaproxy: %s: %u warning%s, fatal with --strict\n",
+			cfg->path, r.warnings, r.warnings == 1 ? "" : "s");
+		return -1;
+	}
+	return 0;
+}
+
+/* Logging as the config says (-t: always to stderr). */
+static int
+setup_log(const struct config *cfg, bool check)
+{
+	struct log_options lo = {
+		.level = (enum log_level)cfg->log_level,
+		.format = (enum log_format)cfg->log_format,
+		.output = check ? LOG_OUTPUT_STDERR
+				: (enum log_output)cfg->log_output,
+		.facility = cfg->log_facility,
+		.syslog_socket = cfg->log_syslog_socket,
+	};
+	char err[512];
+
+	if (log_configure(&lo, err, sizeof(err)) != 0) {
+		fprintf(stderr, "msaproxy: log.syslog_socket: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+struct vet_args {
+	bool check, strict;
+};
+
+/* Before the users file and keys are read: logging, then the audit. */
+static int
+vet(const struct config *cfg, void *arg, char *err, size_t errlen)
+{
+	const struct vet_args *v = arg;
+
+	(void)errlen;
+	err[0] = '\0';
+	if (setup_log(cfg, v->check) != 0 || audit(cfg, v->check, v->strict))
+		return -1;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{"strict", no_argument, NULL, 'S'},
+		{NULL, 0, NULL, 0},
+	};
 	const char *path = NULL;
 	struct generation *gen;
+	struct vet_args va;
+	bool check = false, strict = false;
 	char err[1024];
-	int check = 0, c;
+	int c;
 
 	/* No core dumps: memory holds keys and cached-login HMACs. */
 	prctl(PR_SET_DUMPABLE, 0);
 	if (argc > 1 && strcmp(argv[1], "hash-password") == 0)
 		return hash_password(argc - 1, argv + 1);
-	while ((c = getopt(argc, argv, "c:th")) != -1) {
+	while ((c = getopt_long(argc, argv, "c:tTh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			path = optarg;
 			break;
 		case 't':
-			check = 1;
+			check = true;
+			break;
+		case 'T':
+			check = strict = true;
+			break;
+		case 'S':
+			strict = true;
 			break;
 		default:
 			usage();
@@ -150,15 +257,22 @@ main(int argc, char **argv)
 	if (path == NULL || optind != argc)
 		usage();
 	/* Everything -t checks is what a start needs before any thread. */
-	gen = generation_load(path, 1, check ? 0 : GENERATION_PER_WORKER, err,
-			      sizeof(err));
+	va = (struct vet_args){.check = check, .strict = strict};
+	gen = generation_load(path, 1, check ? 0 : GENERATION_PER_WORKER, vet,
+			      &va, err, sizeof(err));
 	if (gen == NULL) {
-		fprintf(stderr, "msaproxy: %s\n", err);
+		if (err[0] != '\0') /* the audit has said it already */
+			fprintf(stderr, "msaproxy: %s\n", err);
+		tls_global_free();
 		return 1;
 	}
-	log_set_level((enum log_level)gen->cfg->log_level);
 	if (check) {
-		printf("msaproxy: %s: configuration ok\n", path);
+		if (audit_warnings > 0)
+			printf("msaproxy: %s: configuration ok, %u warning%s\n",
+			       path, audit_warnings,
+			       audit_warnings == 1 ? "" : "s");
+		else
+			printf("msaproxy: %s: configuration ok\n", path);
 		generation_drop(gen);
 		tls_global_free();
 		return 0;

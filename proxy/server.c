@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
 #include "bans.h"
@@ -39,6 +40,7 @@
 #include "generation.h"
 #include "listen.h"
 #include "log.h"
+#include "pool.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "timer.h"
@@ -132,6 +134,45 @@ warn_fixed(const struct config *old, const struct config *cfg)
 			 "takes effect at restart");
 }
 
+/* Audit findings of a reloaded config: logged, as at a start. */
+static void
+audit_logged(void *ctx, enum audit_level level, const char *text)
+{
+	char q[1200];
+
+	(void)ctx;
+	log_msg(level == AUDIT_ERROR ? LOG_ERROR : LOG_WARN, "config-warning",
+		" detail=%s", log_quote(q, sizeof(q), text, strlen(text)));
+}
+
+/* A reloaded config is audited as at a start: warnings logged, errors
+ * refuse it. */
+static int
+vet_reload(const struct config *cfg, void *arg, char *err, size_t errlen)
+{
+	(void)arg;
+	if (audit_config(cfg, time(NULL), audit_logged, NULL).errors == 0)
+		return 0;
+	snprintf(err, errlen, "the audit found errors (logged just before)");
+	return -1;
+}
+
+static void
+reconfigure_log(const struct config *cfg)
+{
+	struct log_options lo = {
+		.level = (enum log_level)cfg->log_level,
+		.format = (enum log_format)cfg->log_format,
+		.output = (enum log_output)cfg->log_output,
+		.facility = cfg->log_facility,
+		.syslog_socket = cfg->log_syslog_socket,
+	};
+	char err[256];
+
+	if (log_configure(&lo, err, sizeof(err)) != 0)
+		log_error("log-reconfigure-failed", " error=\"%s\"", err);
+}
+
 int
 server_reload(struct server *srv, char *err, size_t errlen)
 {
@@ -152,8 +193,8 @@ server_reload(struct server *srv, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	gen = generation_load(srv->path, srv->next_id, srv->nworkers, err,
-			      errlen);
+	gen = generation_load(srv->path, srv->next_id, srv->nworkers,
+			      vet_reload, NULL, err, errlen);
 	if (gen == NULL)
 		goto fail;
 	if (listen_set_build(&srv->listeners, gen->cfg, srv->nworkers, &next,
@@ -167,11 +208,12 @@ server_reload(struct server *srv, char *err, size_t errlen)
 		goto fail;
 	}
 	srv->next_id++;
+	pool_inherit(gen->pool, srv->gen->pool);
 	warn_fixed(srv->gen->cfg, gen->cfg);
 	if (ratelimit_reconfigure(srv->shared.limits, gen->cfg, warn,
 				  sizeof(warn)))
 		log_warn("reload-ignored", " key=limits detail=\"%s\"", warn);
-	log_set_level((enum log_level)gen->cfg->log_level);
+	reconfigure_log(gen->cfg);
 	for (unsigned k = 0; k < srv->nworkers; k++) {
 		struct worker_listener *ls = listeners_for(&next, gen->cfg, k);
 

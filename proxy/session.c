@@ -9,7 +9,13 @@
  * sends faster than we can use it simply stops being read.
  *
  * Logs: one line at connect, TLS, AUTH and each message, and a summary at
- * the end (session=ID everywhere).  Passwords are never logged.
+ * the end (session=ID everywhere).  At debug level every command verb and
+ * reply code is traced (smtp_trace_fn: never an argument).  Passwords are
+ * never logged.
+ *
+ * Secrets: s->in is a secret buffer (buf.h) and TLS cleanses each record's
+ * plaintext (tls_authed()) until AUTH succeeds; the plaintext receive
+ * buffers of a session without TLS are wiped once copied.
  *
  * Config keys: tls.handshake_timeout, limits.command_timeout,
  * limits.data_timeout, limits.max_message_size, limits.bare_newlines,
@@ -27,6 +33,7 @@
 
 #include "log.h"
 #include "policy.h"
+#include "pool.h"
 #include "session.h"
 #include "tls.h"
 
@@ -47,6 +54,20 @@ session_log_user(char *buf, size_t len, const char *user)
 /* ---------------------------------------------------------------------
  * Creation
  */
+
+/* Debug tracing of the SMTP dialogue (smtp.h). */
+static void
+trace_smtp(void *ctx, const char *verb, int code)
+{
+	const struct session *s = ctx;
+
+	if (verb != NULL)
+		log_debug("smtp-command", " session=%llx verb=%s",
+			  (unsigned long long)s->id, verb);
+	else
+		log_debug("smtp-reply", " session=%llx code=%d",
+			  (unsigned long long)s->id, code);
+}
 
 static void
 peer_to_text(struct session *s)
@@ -70,6 +91,23 @@ peer_to_text(struct session *s)
 	}
 }
 
+/* SIZE, DSN and SMTPUTF8 as the backends (every one that is up and was
+ * seen) take them: the client never sends what a backend would refuse
+ * for that reason. */
+static void
+offer_backends(struct session *s)
+{
+	unsigned ext, offer = 0;
+	uint64_t size;
+
+	pool_offer(s->gen->pool, &ext, &size);
+	if (ext & POOL_EXT_DSN)
+		offer |= SMTP_OFFER_DSN;
+	if (ext & POOL_EXT_SMTPUTF8)
+		offer |= SMTP_OFFER_SMTPUTF8;
+	smtp_backend_offer(&s->smtp, size, offer);
+}
+
 struct session *
 session_new(struct worker *w, int fd, const struct config_listener *l,
 	    const struct sockaddr_storage *peer)
@@ -91,8 +129,14 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	s->started_ms = s->last_read_ms = timer_now_ms();
 	s->timer.when = TIMER_NONE;
 	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
+	s->in.secret = true; /* until AUTH succeeds */
 	buf_init(&s->wire, WIRE_CAP);
 	smtp_init(&s->smtp, &gen->params[l->mode], implicit);
+	offer_backends(s);
+	if (log_enabled(LOG_DEBUG)) {
+		s->smtp.trace = trace_smtp;
+		s->smtp.trace_ctx = s;
+	}
 	log_info("session-start",
 		 " session=%llx client=%s port=%u listener=%s mode=%s",
 		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
@@ -337,10 +381,14 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 		return;
 	}
 	s->last_read_ms = timer_now_ms();
-	if (s->ssl != NULL)
+	if (s->ssl != NULL) {
 		BIO_write(SSL_get_rbio(s->ssl), data, res);
-	else
+	} else {
 		buf_append(&s->in, data, (size_t)res); /* fits: want_read() */
+		/* Plaintext: a client may send AUTH before STARTTLS. */
+		if (s->in.secret)
+			OPENSSL_cleanse((char *)data, (size_t)res);
+	}
 	worker_recv_buf_return(s->w, bid);
 	session_run(s);
 }
@@ -402,6 +450,11 @@ relay_data(struct session *s)
 {
 	const struct config *cfg = session_config(s);
 	bool normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE;
+	uint64_t max = cfg->max_message_size;
+
+	/* The backend's own SIZE, when smaller: cut early, not at the end. */
+	if (s->be != NULL && s->be->size_max > 0 && s->be->size_max < max)
+		max = s->be->size_max;
 
 	while (buf_used(&s->in) > 0 && !s->ds.done) {
 		const char *p = buf_head(&s->in);
@@ -421,7 +474,7 @@ relay_data(struct session *s)
 			if (avail > (room - 3) / 2)
 				avail = (room - 3) / 2;
 			n = data_normalize(&s->ds, p, avail, t, &outlen);
-			if (s->ds.size > cfg->max_message_size)
+			if (s->ds.size > max)
 				s->sink = SINK_TOO_BIG;
 			else if (!policy_take_bytes(s, outlen))
 				s->sink = SINK_LIMIT;
@@ -435,7 +488,7 @@ relay_data(struct session *s)
 			n = data_scan(&s->ds, p, avail);
 			if (s->ds.bad)
 				s->sink = SINK_BAD_BYTES;
-			else if (s->ds.size > cfg->max_message_size)
+			else if (s->ds.size > max)
 				s->sink = SINK_TOO_BIG;
 			else if (!policy_take_bytes(s, n))
 				s->sink = SINK_LIMIT;
@@ -479,8 +532,15 @@ answer_auth(struct session *s, struct auth_request *req)
 	char text[400];
 
 	smtp_auth_result(&s->smtp, req->ok);
-	if (req->ok)
+	if (req->ok) {
 		policy_authed(s);
+		/* No credentials from here on: stop wiping (buf_room()
+		 * compacts, wiping what the AUTH lines left). */
+		buf_room(&s->in);
+		s->in.secret = false;
+		if (s->ssl != NULL)
+			tls_authed(s->ssl);
+	}
 	free(req);
 	s->auth = NULL;
 	if (s->banned && s->smtp.state != SMTP_CLOSING) {
@@ -768,6 +828,30 @@ session_describe(const struct session *s, FILE *f, bool json)
  * End
  */
 
+/* The session-end line's outcome, coarser than its reason: ok (QUIT, or
+ * the client hung up), refused (policy at connect: bans, connection
+ * limits, listener lists), timeout, tls-failed, shutdown, or error
+ * (anything else: too many errors, a send or receive error, no memory). */
+static const char *
+session_outcome(const struct session *s, const char *reason)
+{
+	if (strcmp(reason, "shutdown") == 0)
+		return "shutdown";
+	if (strstr(reason, "timeout") != NULL)
+		return "timeout";
+	if (strncmp(reason, "tls-", 4) == 0)
+		return "tls-failed";
+	if (strcmp(reason, "quit") == 0 || strcmp(reason, "client-closed") == 0)
+		return "ok";
+	/* policy.c's reasons: ip-banned, ip-connection-rate, ip-concurrency,
+	 * ip-table-full, banned, listener-denied. */
+	if (s->banned || strncmp(reason, "ip-", 3) == 0 ||
+	    strcmp(reason, "banned") == 0 ||
+	    strcmp(reason, "listener-denied") == 0)
+		return "refused";
+	return "error";
+}
+
 void
 session_close(struct session *s, const char *reason)
 {
@@ -778,13 +862,20 @@ session_close(struct session *s, const char *reason)
 		return;
 	s->dead = true;
 	log_info("session-end",
-		 " session=%llx client=%s user=%s tls=%s messages=%u "
-		 "errors=%u auth_failures=%u duration_ms=%llu reason=%s",
-		 (unsigned long long)s->id, s->peer_addr,
+		 " session=%llx client=%s port=%u listener=%s user=%s tls=%s "
+		 "cipher=%s messages=%u recipients=%u bytes=%llu backend=%s "
+		 "errors=%u auth_failures=%u duration_ms=%llu outcome=%s "
+		 "reason=%s",
+		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
+		 s->listener->addr.text,
 		 session_log_user(u, sizeof(u), s->smtp.user),
-		 s->tls_done ? SSL_get_version(s->ssl) : "no", s->smtp.messages,
-		 s->smtp.errors, s->smtp.auth_failures,
-		 (unsigned long long)(timer_now_ms() - s->started_ms), reason);
+		 s->tls_done ? SSL_get_version(s->ssl) : "no",
+		 s->tls_done ? SSL_get_cipher_name(s->ssl) : "-",
+		 s->smtp.messages, s->recipients, (unsigned long long)s->bytes,
+		 s->backend_used ? s->backend_used : "-", s->smtp.errors,
+		 s->smtp.auth_failures,
+		 (unsigned long long)(timer_now_ms() - s->started_ms),
+		 session_outcome(s, reason), reason);
 	backend_close(s, true);
 	policy_session_end(s);
 	timer_set(worker_timers(s->w), &s->timer, TIMER_NONE);

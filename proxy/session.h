@@ -38,15 +38,19 @@ enum ring_op {
 	OP_BACKEND_RECV,
 	OP_BACKEND_SEND,
 	OP_WAKE,
+	OP_CHECK_CONNECT, /* health.c */
+	OP_CHECK_RECV,
+	OP_CHECK_SEND,
 };
-#define OP_BITS		4u
-#define OP_MASK		((1u << OP_BITS) - 1)
+#define OP_BITS		 4u
+#define OP_MASK		 ((1u << OP_BITS) - 1)
 
-#define RECV_BUF_SIZE	16384u /* one TLS record fits */
-#define RECV_BUF_COUNT	512u
-#define WIRE_CAP	(64u * 1024)  /* to the client, ciphertext */
-#define BACKEND_IN_CAP	(16u * 1024)  /* replies from the backend */
-#define BACKEND_OUT_CAP (128u * 1024) /* commands and message bytes */
+#define RECV_BUF_SIZE	 16384u /* one TLS record fits */
+#define RECV_BUF_COUNT	 512u
+#define WIRE_CAP	 (64u * 1024)  /* to the client, ciphertext */
+#define BACKEND_IN_CAP	 (16u * 1024)  /* replies from the backend */
+#define BACKEND_OUT_CAP	 (128u * 1024) /* commands and message bytes */
+#define BACKEND_WIRE_CAP (64u * 1024)  /* TLS records to the backend */
 
 struct worker;
 struct bans;
@@ -57,6 +61,8 @@ enum backend_state {
 	BE_CONNECTING,	  /* connect() in flight */
 	BE_GREETING,	  /* waiting for 220 */
 	BE_EHLO,	  /* sent EHLO */
+	BE_STARTTLS,	  /* sent STARTTLS, waiting for 220 */
+	BE_TLS,		  /* TLS handshake with the backend */
 	BE_XCLIENT,	  /* sent XCLIENT, waiting for the new 220 */
 	BE_EHLO_AGAIN,	  /* sent EHLO after XCLIENT */
 	BE_READY,	  /* idle, ready for a command */
@@ -73,16 +79,23 @@ enum backend_state {
 struct backend_conn {
 	struct session *s; /* NULL once detached */
 	struct worker *w;
-	unsigned refs; /* ring operations in flight */
+	struct generation *gen; /* held: its server list and pool */
+	unsigned refs;		/* ring operations in flight */
 	int fd;
 	enum backend_state state;
 	size_t server;	   /* index into cfg->backends */
 	unsigned attempts; /* servers tried for this command */
+	uint64_t tried;	   /* bit i: server i tried for this command */
 	uint64_t deadline; /* for the step in progress */
 	bool quit_sent;
 	bool sending;
+	bool send_wire; /* the send in flight is from wire, not out */
 	bool recv_armed;
+	SSL *ssl;		 /* tls: starttls*, once STARTTLS got its 220 */
+	bool tls_up;		 /* handshake done */
+	struct buf wire;	 /* TLS records for the backend */
 	char xclient_attrs[256]; /* its attribute list */
+	uint64_t size_max;	 /* its SIZE, 0 = none given */
 	struct buf in, out;
 	struct smtp_reply reply;
 };
@@ -103,6 +116,7 @@ struct session {
 	int fd;
 	const struct config_listener *listener;
 	struct sockaddr_storage peer;
+	struct sockaddr_storage local; /* the listener address it reached */
 	char peer_addr[INET6_ADDRSTRLEN];
 	unsigned peer_port;
 	uint64_t started_ms;
@@ -137,6 +151,11 @@ struct session {
 	unsigned held_mark;		 /* smtp.messages when taken */
 	uint64_t limit_retry_ms;	 /* for the byte-limit reply */
 
+	/* For the session-end line (backend.c counts delivered mail). */
+	unsigned recipients;	  /* of messages the backend took */
+	uint64_t bytes;		  /* of messages the backend took */
+	const char *backend_used; /* address text of the last one */
+
 	struct backend_conn *be; /* NULL when not connected */
 	struct timer timer;
 
@@ -152,8 +171,10 @@ struct ratelimit *worker_limits(const struct worker *w);
 struct bans *worker_bans(const struct worker *w);
 struct timer_heap *worker_timers(struct worker *w);
 unsigned worker_id(const struct worker *w);
-size_t worker_pick_backend(struct worker *w, const struct config *cfg,
-			   size_t after, unsigned tried);
+/* A server of s's generation for a new backend connection, or
+ * POOL_NONE. */
+size_t worker_pick_backend(struct worker *w, const struct session *s,
+			   const char *login, uint64_t tried);
 void worker_auth_done(struct auth_request *req);
 const char *worker_recv_buf(const struct worker *w, unsigned bid);
 void worker_recv_buf_return(struct worker *w, unsigned bid);
@@ -200,5 +221,8 @@ void backend_send(struct backend_conn *be);
 void backend_close(struct session *s, bool polite);
 void backend_on_timer(struct session *s);
 bool backend_waiting(const struct session *s);
+/* Log a pool state change (enum pool_change) of server b. */
+void backend_health_log(const struct config_backend *b, int change,
+			const char *source, const char *reason);
 
 #endif

@@ -37,10 +37,23 @@ reply(struct smtp *s, const char *fmt, ...)
 		return;
 	if ((size_t)n > sizeof(line) - 3)
 		n = (int)sizeof(line) - 3;
+	/* The last line of a reply ("250 ..." or a bare "250") is traced. */
+	if (s->trace != NULL && n >= 3 && (n == 3 || line[3] == ' ') &&
+	    line[0] >= '1' && line[0] <= '5')
+		s->trace(s->trace_ctx, NULL,
+			 (line[0] - '0') * 100 + (line[1] - '0') * 10 +
+				 (line[2] - '0'));
 	line[n++] = '\r';
 	line[n++] = '\n';
 	/* out always has SMTP_OUT_RESERVE free before a command runs. */
 	buf_append(&s->out, line, (size_t)n);
+}
+
+static void
+trace_verb(struct smtp *s, const char *verb)
+{
+	if (s->trace != NULL)
+		s->trace(s->trace_ctx, verb, 0);
 }
 
 /* A client mistake: reply with a 5xx and count it. */
@@ -90,7 +103,17 @@ smtp_init(struct smtp *s, const struct smtp_params *p, bool tls)
 	memset(s, 0, sizeof(*s));
 	s->p = p;
 	s->tls = tls;
+	s->size_limit = p->max_message_size;
 	buf_init(&s->out, SMTP_OUT_CAP);
+}
+
+void
+smtp_backend_offer(struct smtp *s, uint64_t size, unsigned offer)
+{
+	s->size_limit = s->p->max_message_size;
+	if (size > 0 && size < s->size_limit)
+		s->size_limit = size;
+	s->offer = offer;
 }
 
 void
@@ -249,7 +272,7 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 	}
 	reply(s, "250-%s", h);
 	reply(s, "250-PIPELINING");
-	reply(s, "250-SIZE %llu", (unsigned long long)s->p->max_message_size);
+	reply(s, "250-SIZE %llu", (unsigned long long)s->size_limit);
 	if (!s->tls) {
 		reply(s, "250-STARTTLS");
 	} else if (!s->authed && s->p->auth_mechs != 0) {
@@ -258,6 +281,10 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 		      (s->p->auth_mechs & AUTH_MECH_LOGIN) ? " LOGIN" : "");
 	}
 	reply(s, "250-ENHANCEDSTATUSCODES");
+	if (s->tls && (s->offer & SMTP_OFFER_DSN))
+		reply(s, "250-DSN");
+	if (s->tls && (s->offer & SMTP_OFFER_SMTPUTF8))
+		reply(s, "250-SMTPUTF8");
 	reply(s, "250 8BITMIME");
 	return SMTP_ACT_NONE;
 }
@@ -408,6 +435,7 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 static enum smtp_action
 auth_continue(struct smtp *s, const char *line, size_t len)
 {
+	trace_verb(s, "auth-response");
 	if (len == 1 && line[0] == '*') {
 		smtp_clear_creds(s);
 		smtp_set_state(s, SMTP_IDLE);
@@ -458,7 +486,7 @@ cmd_mail(struct smtp *s, const char *line, size_t len, const char *arg,
 			reply_error(s, "501 5.5.4 Bad SIZE parameter");
 			return SMTP_ACT_NONE;
 		}
-		if (n > s->p->max_message_size) {
+		if (n > s->size_limit) {
 			reply(s, "552 5.3.4 Message size exceeds fixed "
 				 "maximum message size");
 			return SMTP_ACT_NONE;
@@ -614,15 +642,19 @@ smtp_command(struct smtp *s, const char *line, size_t len)
 	size_t alen = sp ? len - vlen - 1 : 0;
 
 	if (memchr(line, '\0', len) != NULL) {
+		trace_verb(s, "unrecognized");
 		reply_error(s, "500 5.5.2 Invalid character in command");
 		return SMTP_ACT_NONE;
 	}
 	for (size_t i = 0; i < sizeof(smtp_cmds) / sizeof(*smtp_cmds); i++) {
 		const struct smtp_cmd *c = &smtp_cmds[i];
 		if (strlen(c->verb) == vlen &&
-		    strncasecmp(c->verb, line, vlen) == 0)
+		    strncasecmp(c->verb, line, vlen) == 0) {
+			trace_verb(s, c->verb);
 			return c->run(s, line, len, arg, alen);
+		}
 	}
+	trace_verb(s, "unrecognized");
 	reply_error(s, "500 5.5.2 Command unrecognized");
 	return SMTP_ACT_NONE;
 }

@@ -13,7 +13,9 @@
  *
  * Standards: RFC 5321 (SMTP), 6409 (submission), 3207 (STARTTLS), 8314
  * (implicit TLS), 4954 + 4616 (AUTH, PLAIN), 2920 (PIPELINING), 1870 (SIZE),
- * 6152 (8BITMIME), 3463 + 2034 (enhanced status codes).
+ * 6152 (8BITMIME), 3463 + 2034 (enhanced status codes); DSN (3461) and
+ * SMTPUTF8 (6531) advertised when the backends offer them (their
+ * parameters pass through).
  *
  * Security: STARTTLS throws away every byte buffered after its line
  * (CVE-2011-0411 class); EHLO state is forgotten after TLS; AUTH is refused
@@ -86,8 +88,19 @@ enum smtp_backend_failure {
 	SMTP_BACKEND_TIMEOUT,	  /* no reply in time: 451 4.4.2 */
 };
 
+/*
+ * Debug tracing, set by the worker (smtp.c itself never logs): called with
+ * the verb of each command read (code 0; "unrecognized" for an unknown
+ * one, "auth-response" for a line inside an AUTH exchange) and the code of
+ * each reply written (verb NULL).  Never an argument: AUTH data,
+ * addresses and host names stay out of traces.
+ */
+typedef void smtp_trace_fn(void *ctx, const char *verb, int code);
+
 struct smtp {
 	const struct smtp_params *p;
+	smtp_trace_fn *trace; /* NULL: no tracing */
+	void *trace_ctx;
 	enum smtp_state state;
 	struct buf out; /* replies to the client, plaintext */
 
@@ -114,7 +127,14 @@ struct smtp {
 	size_t path_off, path_len; /* MAIL/RCPT: the address in fwd_line */
 
 	const char *close_reason; /* for the worker's log line */
+
+	/* What the backends offer (smtp_backend_offer()). */
+	uint64_t size_limit; /* advertised SIZE and MAIL's check */
+	unsigned offer;	     /* SMTP_OFFER_* advertised in EHLO */
 };
+
+#define SMTP_OFFER_DSN	    0x1u /* RFC 3461: parameters pass through */
+#define SMTP_OFFER_SMTPUTF8 0x2u /* RFC 6531: parameters pass through */
 
 void smtp_init(struct smtp *s, const struct smtp_params *p, bool tls);
 void smtp_free(struct smtp *s);
@@ -124,6 +144,10 @@ void smtp_start(struct smtp *s);
 enum smtp_action smtp_input(struct smtp *s, struct buf *in);
 
 void smtp_tls_ready(struct smtp *s);
+/* What the backends take: SIZE becomes the smaller of ours and size (0:
+ * theirs unknown), and the SMTP_OFFER_* extensions in offer are
+ * advertised (the parameters pass through to the backend as they are). */
+void smtp_backend_offer(struct smtp *s, uint64_t size, unsigned offer);
 void smtp_auth_result(struct smtp *s, bool ok);
 enum smtp_action smtp_backend_reply(struct smtp *s, int code,
 				    const char *const *lines,

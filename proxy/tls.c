@@ -7,12 +7,15 @@
  * one TLS 1.3 ticket per handshake, ticket crypto through the EVP callback
  * with the cipher fetched once per worker.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <openssl/core_names.h>
@@ -229,9 +232,14 @@ ctx_new(struct tls_server *ts, const struct config *cfg, char *err,
 	SSL_CTX_set_app_data(ctx, ts);
 	if (SSL_CTX_set_min_proto_version(ctx, cfg->tls_min_version) != 1)
 		goto fail;
+	/* CLEANSE_PLAINTEXT: OpenSSL wipes each record's plaintext once we
+	 * have read it, so AUTH credentials do not linger in its buffers;
+	 * the session turns it off after AUTH (tls_authed()): message data
+	 * is not worth the extra pass. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 					 SSL_OP_NO_RENEGOTIATION |
-					 SSL_OP_CIPHER_SERVER_PREFERENCE);
+					 SSL_OP_CIPHER_SERVER_PREFERENCE |
+					 SSL_OP_CLEANSE_PLAINTEXT);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
@@ -344,7 +352,18 @@ same_names(char **a, size_t na, char **b, size_t nb)
 static int
 load_cert(SSL_CTX *ctx, const struct config_cert *c, char *err, size_t errlen)
 {
+	struct stat st;
 	char e[256];
+
+	/* A private key every local user can read is refused (audit.c also
+	 * warns about a group that is not the proxy's). */
+	if (stat(c->key_file, &st) == 0 && (st.st_mode & S_IROTH)) {
+		snprintf(err, errlen,
+			 "%s: private key is readable by every user (mode "
+			 "%04o); chmod o-rwx it",
+			 c->key_file, (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
 
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_file) != 1) {
 		snprintf(err, errlen, "%s: %s", c->cert_file,
@@ -468,6 +487,12 @@ tls_server_free(struct tls_server *ts)
 	free(ts);
 }
 
+void
+tls_authed(SSL *ssl)
+{
+	SSL_clear_options(ssl, SSL_OP_CLEANSE_PLAINTEXT);
+}
+
 SSL *
 tls_ssl_new(struct tls_server *ts)
 {
@@ -489,4 +514,84 @@ tls_ssl_new(struct tls_server *ts)
 	SSL_set_bio(ssl, rbio, wbio);
 	SSL_set_accept_state(ssl);
 	return ssl;
+}
+
+/* ---------------------------------------------------------------------
+ * Backend side: a client, one context per configured server.  These use
+ * the default library context: backend handshakes happen once per
+ * backend connection, not per client, so the global locks do not bite.
+ */
+
+SSL_CTX *
+tls_backend_ctx_new(const struct config_backend *b, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char e[256];
+
+	if (ctx == NULL) {
+		snprintf(err, errlen, "cannot create a TLS client context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (b->tls != BACKEND_TLS_STARTTLS_VERIFY) {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return ctx;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (b->ca_file != NULL
+		    ? SSL_CTX_load_verify_locations(ctx, b->ca_file, NULL) != 1
+		    : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		snprintf(err, errlen, "%s: %s",
+			 b->ca_file ? b->ca_file : "system CA store",
+			 tls_error_string(e, sizeof(e)));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+SSL *
+tls_backend_ssl_new(SSL_CTX *ctx, const struct config_backend *b)
+{
+	SSL *ssl = SSL_new(ctx);
+	BIO *rbio, *wbio;
+	char ip[INET6_ADDRSTRLEN];
+
+	if (ssl == NULL)
+		return NULL;
+	rbio = BIO_new(BIO_s_mem());
+	wbio = BIO_new(BIO_s_mem());
+	if (rbio == NULL || wbio == NULL) {
+		BIO_free(rbio);
+		BIO_free(wbio);
+		SSL_free(ssl);
+		return NULL;
+	}
+	BIO_set_mem_eof_return(rbio, -1);
+	SSL_set_bio(ssl, rbio, wbio);
+	SSL_set_connect_state(ssl);
+	if (b->tls_name != NULL) {
+		SSL_set_tlsext_host_name(ssl, b->tls_name);
+		if (b->tls == BACKEND_TLS_STARTTLS_VERIFY &&
+		    SSL_set1_host(ssl, b->tls_name) != 1)
+			goto fail;
+	} else if (b->tls == BACKEND_TLS_STARTTLS_VERIFY) {
+		const struct sockaddr_storage *ss = &b->addr.ss;
+		const void *a =
+			ss->ss_family == AF_INET6
+				? (const void *)&(
+					  (const struct sockaddr_in6 *)ss)
+					  ->sin6_addr
+				: (const void *)&(
+					  (const struct sockaddr_in *)ss)
+					  ->sin_addr;
+		if (inet_ntop(ss->ss_family, a, ip, sizeof(ip)) == NULL ||
+		    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
+			goto fail;
+	}
+	return ssl;
+fail:
+	SSL_free(ssl);
+	return NULL;
 }

@@ -41,6 +41,18 @@ void tls_server_free(struct tls_server *ts);
 
 /* A server SSL with a memory BIO on each side. */
 SSL *tls_ssl_new(struct tls_server *ts);
+/* The session authenticated: no more credentials will cross, so stop
+ * cleansing each record's plaintext (SSL_OP_CLEANSE_PLAINTEXT). */
+void tls_authed(SSL *ssl);
+
+/* Backend side (tls: starttls, starttls-verify): a client context for
+ * backends.servers[i], TLS 1.2 or later; with starttls-verify the chain is
+ * checked against ca_file (or the system store).  NULL with err set. */
+SSL_CTX *tls_backend_ctx_new(const struct config_backend *b, char *err,
+			     size_t errlen);
+/* A client SSL with memory BIOs; with starttls-verify it must present
+ * name (or, without one, the server's IP address). */
+SSL *tls_backend_ssl_new(SSL_CTX *ctx, const struct config_backend *b);
 
 /* The OpenSSL error queue as one line, emptied. */
 const char *tls_error_string(char *buf, size_t len);

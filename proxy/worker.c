@@ -13,8 +13,8 @@
  * (a new generation after a reload, a drain, a question from the control
  * socket).
  *
- * Config keys: workers, listeners, limits.max_sessions, backends.servers
- * (weights: smooth weighted round robin).
+ * Config keys: workers, listeners, limits.max_sessions, backends.balance
+ * (through pool.c), backends.health_check (worker 0, health.c).
  */
 #include <assert.h>
 #include <errno.h>
@@ -34,7 +34,9 @@
 
 #include "bans.h"
 #include "generation.h"
+#include "health.h"
 #include "log.h"
+#include "pool.h"
 #include "session.h"
 #include "tls.h"
 #include "worker.h"
@@ -69,6 +71,13 @@ struct worker_query {
 	struct worker_query *next;
 };
 
+/* The checks of a replaced generation, finishing what is in flight. */
+struct retired_health {
+	struct health *health;
+	struct generation *gen; /* held: its pool */
+	struct retired_health *next;
+};
+
 struct worker {
 	unsigned id;
 	struct generation *gen; /* for new sessions */
@@ -98,9 +107,9 @@ struct worker {
 	uint64_t deadline; /* of the drain */
 	bool cut;	   /* the deadline passed: sessions were cut */
 
-	long *rr_weight; /* smooth weighted round robin state, gen's size */
-	size_t rr_n;
-	unsigned rr_next; /* for sessions of older generations */
+	struct pool_cursor cursor;	/* balancing state for gen's pool */
+	struct health *health;		/* worker 0: the active checks */
+	struct retired_health *retired; /* older generations' checks */
 
 	pthread_t thread;
 	sem_t started;
@@ -192,30 +201,25 @@ worker_recv_buf_return(struct worker *w, unsigned bid)
 }
 
 /*
- * Smooth weighted round robin: each pick adds every server's weight to its
- * score, takes the highest and subtracts the total from it.  Failover
- * (tried > 0) simply takes the next server after the one that failed.  A
- * session of an older generation (another server list) takes turns.
+ * backends.balance among the servers not yet tried (pool.c).  A session of
+ * an older generation (another server list) balances with a cursor of its
+ * own for the pick.
  */
 size_t
-worker_pick_backend(struct worker *w, const struct config *cfg, size_t after,
-		    unsigned tried)
+worker_pick_backend(struct worker *w, const struct session *s,
+		    const char *login, uint64_t tried)
 {
-	long total = 0;
-	size_t best = 0;
+	struct pool_cursor c;
+	size_t server;
 
-	if (tried > 0)
-		return (after + 1) % cfg->nbackends;
-	if (cfg != w->gen->cfg || w->rr_n != cfg->nbackends)
-		return w->rr_next++ % cfg->nbackends;
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		w->rr_weight[i] += cfg->backends[i].weight;
-		total += cfg->backends[i].weight;
-		if (w->rr_weight[i] > w->rr_weight[best])
-			best = i;
-	}
-	w->rr_weight[best] -= total;
-	return best;
+	if (s->gen == w->gen)
+		return pool_pick(w->gen->pool, &w->cursor, login, tried,
+				 timer_now_ms());
+	if (pool_cursor_init(&c, s->gen->pool) != 0)
+		return POOL_NONE;
+	server = pool_pick(s->gen->pool, &c, login, tried, timer_now_ms());
+	pool_cursor_free(&c);
+	return server;
 }
 
 /* ---------------------------------------------------------------------
@@ -346,12 +350,54 @@ wake(struct worker *w)
 			  w->id, strerror(errno));
 }
 
+/* Worker 0: checks for gen's servers; the old ones finish theirs first. */
+static void
+swap_health(struct worker *w, struct generation *gen)
+{
+	struct retired_health *r;
+	bool oom;
+
+	if (w->health != NULL) {
+		r = calloc(1, sizeof(*r));
+		if (r == NULL) {
+			log_error("health-retire-failed",
+				  " error=out-of-memory");
+		} else {
+			r->health = w->health;
+			r->gen = generation_hold(w->gen);
+			r->next = w->retired;
+			w->retired = r;
+		}
+	}
+	w->health = health_new(w, gen->pool, gen->cfg, &oom);
+	if (oom)
+		log_error("health-failed", " error=out-of-memory");
+}
+
+/* Free retired checks with nothing left on the ring. */
+static void
+run_retired_health(struct worker *w, uint64_t now)
+{
+	struct retired_health **pp = &w->retired, *r;
+
+	while ((r = *pp) != NULL) {
+		health_run(r->health, now, true);
+		if (health_busy(r->health)) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		health_free(r->health);
+		generation_drop(r->gen);
+		free(r);
+	}
+}
+
 /* Take the new generation and listener set (on the worker thread). */
 static void
 apply_update(struct worker *w, struct worker_update *u)
 {
-	const struct config *cfg = u->gen->cfg;
-	long *rr = calloc(cfg->nbackends, sizeof(long));
+	struct pool_cursor cursor;
 
 	for (struct listen_sock *l = w->ls, *next; l != NULL; l = next) {
 		size_t i;
@@ -381,11 +427,12 @@ apply_update(struct worker *w, struct worker_update *u)
 			arm_accept(w, l);
 		}
 	}
-	if (rr != NULL) {
-		free(w->rr_weight);
-		w->rr_weight = rr;
-		w->rr_n = cfg->nbackends;
+	if (pool_cursor_init(&cursor, u->gen->pool) == 0) {
+		pool_cursor_free(&w->cursor);
+		w->cursor = cursor;
 	}
+	if (w->id == 0)
+		swap_health(w, u->gen);
 	/* Swap: the old generation stays alive in its sessions. */
 	struct generation *old = w->gen;
 	w->gen = u->gen;
@@ -665,6 +712,9 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		refuse(w, res, l->cl->addr.text, "out-of-memory");
 		return;
 	}
+	plen = sizeof(s->local); /* for PROXY v2 headers */
+	if (getsockname(res, (struct sockaddr *)&s->local, &plen) != 0)
+		s->local.ss_family = AF_UNSPEC;
 	session_link(w, s);
 	s->inflight++;
 	session_run(s);
@@ -735,6 +785,15 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_WAKE:
 		on_wake(w, res);
 		break;
+	case OP_CHECK_CONNECT:
+		health_on_connect(ptr, res);
+		break;
+	case OP_CHECK_RECV:
+		health_on_recv(ptr, res);
+		break;
+	case OP_CHECK_SEND:
+		health_on_send(ptr, res);
+		break;
 	}
 }
 
@@ -764,9 +823,14 @@ worker_loop(struct worker *w)
 		struct __kernel_timespec ts, *tsp = NULL;
 		struct io_uring_cqe *cqe;
 		uint64_t next = timer_next(&w->timers), now = timer_now_ms();
+		uint64_t hnext = health_next(w->health);
 		unsigned head, n = 0;
 		int r;
 
+		if (hnext < next)
+			next = hnext;
+		if (w->retired != NULL && now + 100 < next)
+			next = now + 100; /* retired checks: poll them */
 		if (w->stopping && !w->cut && w->deadline < next)
 			next = w->deadline;
 		if (next != TIMER_NONE) {
@@ -789,6 +853,8 @@ worker_loop(struct worker *w)
 		}
 		io_uring_cq_advance(&w->ring, n);
 		fire_timers(w);
+		health_run(w->health, timer_now_ms(), w->stopping);
+		run_retired_health(w, timer_now_ms());
 	}
 }
 
@@ -892,11 +958,16 @@ worker_new(unsigned id, struct generation *gen,
 	pthread_mutex_init(&w->mbox_lock, NULL);
 	sem_init(&w->started, 0, 0);
 	timer_heap_init(&w->timers);
-	w->rr_n = gen->cfg->nbackends;
-	w->rr_weight = calloc(w->rr_n, sizeof(long));
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->rr_weight == NULL || w->efd < 0)
+	if (pool_cursor_init(&w->cursor, gen->pool) != 0 || w->efd < 0)
 		goto fail;
+	if (id == 0) {
+		bool oom;
+
+		w->health = health_new(w, gen->pool, gen->cfg, &oom);
+		if (oom)
+			goto fail;
+	}
 	for (size_t i = 0; i < nls; i++) {
 		if (add_listener(w, &ls[i]) == NULL)
 			goto fail;
@@ -970,6 +1041,15 @@ worker_free(struct worker *w)
 	}
 	if (w->ring_ok)
 		io_uring_queue_exit(&w->ring);
+	health_free(w->health); /* after the ring: nothing in flight */
+	while (w->retired != NULL) {
+		struct retired_health *r = w->retired;
+
+		w->retired = r->next;
+		health_free(r->health);
+		generation_drop(r->gen);
+		free(r);
+	}
 	if (w->br != NULL)
 		munmap(w->br, w->br_size);
 	free(w->bufs);
@@ -978,7 +1058,7 @@ worker_free(struct worker *w)
 	timer_heap_free(&w->timers);
 	pthread_mutex_destroy(&w->mbox_lock);
 	sem_destroy(&w->started);
-	free(w->rr_weight);
+	pool_cursor_free(&w->cursor);
 	generation_drop(w->gen);
 	free(w);
 }

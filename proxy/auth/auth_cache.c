@@ -13,7 +13,8 @@
  * Security stance: the cache key is 32 bytes from RAND_bytes, cleared as
  * soon as OpenSSL's HMAC context holds it; every HMAC input is
  * domain-separated and length-prefixed; a slot leaving use is cleared with
- * OPENSSL_cleanse; password MACs are compared with CRYPTO_memcmp.  Nothing
+ * OPENSSL_cleanse; password MACs, and the user tags that find a slot, are
+ * compared with CRYPTO_memcmp (a tag is a keyed hash too).  Nothing
  * here logs.
  */
 #include <pthread.h>
@@ -182,7 +183,8 @@ static struct slot *
 slot_find(struct auth_cache *c, size_t b, const unsigned char *tag)
 {
 	for (struct slot *s = bucket_first(c, b); s < bucket_end(c, b); s++)
-		if (s->expires_ms != 0 && memcmp(s->tag, tag, TAG_LEN) == 0)
+		if (s->expires_ms != 0 &&
+		    CRYPTO_memcmp(s->tag, tag, TAG_LEN) == 0)
 			return s;
 	return NULL;
 }
@@ -196,7 +198,8 @@ slot_victim(struct auth_cache *c, size_t b, const unsigned char *tag,
 	struct slot *spare = NULL, *oldest = NULL;
 
 	for (struct slot *s = bucket_first(c, b); s < bucket_end(c, b); s++) {
-		if (s->expires_ms != 0 && memcmp(s->tag, tag, TAG_LEN) == 0)
+		if (s->expires_ms != 0 &&
+		    CRYPTO_memcmp(s->tag, tag, TAG_LEN) == 0)
 			return s;
 		if (s->expires_ms == 0 || now_ms >= s->expires_ms) {
 			if (spare == NULL)

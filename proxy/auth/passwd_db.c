@@ -5,7 +5,10 @@
  * {user, hash}; lookups are a binary search (no hash table, so no key can
  * be chosen to make lookups slow).  Loading is strict: any line that is not
  * "user:hash[:ignored...]" with a supported crypt(3) scheme stops the load
- * with "path:line: why", as does a group- or world-writable file.
+ * with "path:line: why", as does a group- or world-writable file, and a
+ * world-readable one (the hashes are secrets: an offline guess costs no
+ * failed login).  Group-readable is the packaged layout (root:msaproxy
+ * 0640); audit.c warns when the group is another one.
  *
  * Security stance: passwords are never logged or kept; every buffer that
  * held one (and crypt_r's work area) is cleared with OPENSSL_cleanse.  The
@@ -107,6 +110,13 @@ read_file(const char *path, size_t *lenp, char *err, size_t errlen)
 		seterr(err, errlen,
 		       "%s: file is group- or world-writable (mode %04o); "
 		       "chmod go-w it",
+		       path, (unsigned)(st.st_mode & 07777));
+		goto fail;
+	}
+	if (st.st_mode & S_IROTH) {
+		seterr(err, errlen,
+		       "%s: file is readable by every user (mode %04o); "
+		       "chmod o-rwx it",
 		       path, (unsigned)(st.st_mode & 07777));
 		goto fail;
 	}

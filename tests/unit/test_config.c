@@ -154,6 +154,10 @@ test_defaults(void **state)
 	assert_string_equal(cfg->path, cfgpath);
 	assert_int_equal(cfg->workers, 0);
 	assert_int_equal(cfg->log_level, LOG_INFO);
+	assert_int_equal(cfg->log_format, LOG_FORMAT_KV);
+	assert_int_equal(cfg->log_output, LOG_OUTPUT_STDERR);
+	assert_int_equal(cfg->log_facility, 2);
+	assert_string_equal(cfg->log_syslog_socket, "/dev/log");
 
 	assert_int_equal(cfg->ncerts, 1);
 	assert_in_tmpdir(cfg->certs[0].cert_file, "c.crt");
@@ -210,6 +214,13 @@ test_defaults(void **state)
 	assert_int_equal(cfg->backend_connect_timeout_ms, 10 * 1000);
 	assert_int_equal(cfg->backend_reply_timeout_ms, 5 * 60 * 1000);
 	assert_int_equal(cfg->backend_data_timeout_ms, 10 * 60 * 1000);
+	assert_int_equal(cfg->backends[0].max_conns, 0);
+	assert_int_equal(cfg->balance, BALANCE_ROUND_ROBIN);
+	assert_int_equal(cfg->backend_down_time_ms, 30 * 1000);
+	assert_int_equal(cfg->health_interval_ms, 0);
+	assert_int_equal(cfg->health_timeout_ms, 5 * 1000);
+	assert_int_equal(cfg->health_rise, 2);
+	assert_int_equal(cfg->health_fall, 3);
 	config_free(cfg);
 }
 
@@ -410,6 +421,10 @@ test_example_config(void **state)
 	def = load_ok(MINIMAL);
 	assert_int_equal(ex->workers, def->workers);
 	assert_int_equal(ex->log_level, def->log_level);
+	assert_int_equal(ex->log_format, def->log_format);
+	assert_int_equal(ex->log_output, def->log_output);
+	assert_int_equal(ex->log_facility, def->log_facility);
+	assert_string_equal(ex->log_syslog_socket, def->log_syslog_socket);
 	assert_int_equal(ex->tls_min_version, def->tls_min_version);
 	assert_string_equal(ex->tls_ciphers, def->tls_ciphers);
 	assert_string_equal(ex->tls_ciphersuites, def->tls_ciphersuites);
@@ -462,6 +477,13 @@ test_example_config(void **state)
 			 def->backend_reply_timeout_ms);
 	assert_int_equal(ex->backend_data_timeout_ms,
 			 def->backend_data_timeout_ms);
+	assert_int_equal(ex->backends[0].max_conns, def->backends[0].max_conns);
+	assert_int_equal(ex->balance, def->balance);
+	assert_int_equal(ex->backend_down_time_ms, def->backend_down_time_ms);
+	assert_int_equal(ex->health_interval_ms, def->health_interval_ms);
+	assert_int_equal(ex->health_timeout_ms, def->health_timeout_ms);
+	assert_int_equal(ex->health_rise, def->health_rise);
+	assert_int_equal(ex->health_fall, def->health_fall);
 	config_free(def);
 	config_free(ex);
 }
@@ -1678,6 +1700,122 @@ test_err_mechanisms(void **state)
 		     "expected a list such as [PLAIN, LOGIN]");
 }
 
+/* backends: balance, health checks, per-server limits. */
+static void
+test_backends_pool(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(TLS_PART LISTENERS_PART AUTH_PART
+		      "backends:\n"
+		      "  balance: hash-login\n"
+		      "  down_time: 1m\n"
+		      "  health_check:\n"
+		      "    interval: 2s\n"
+		      "    timeout: 500ms\n"
+		      "    rise: 1\n"
+		      "    fall: 5\n"
+		      "  servers:\n"
+		      "    - address: 127.0.0.1:2525\n"
+		      "      max_conns: 7\n"
+		      "      identity: proxy-v2\n"
+		      "      tls: starttls-verify\n"
+		      "      ca_file: ca.pem\n"
+		      "      name: mx1.example.org\n"
+		      "    - address: 127.0.0.1:2526\n"
+		      "      tls: starttls\n");
+	assert_int_equal(cfg->balance, BALANCE_HASH_LOGIN);
+	assert_int_equal(cfg->backend_down_time_ms, 60 * 1000);
+	assert_int_equal(cfg->health_interval_ms, 2000);
+	assert_int_equal(cfg->health_timeout_ms, 500);
+	assert_int_equal(cfg->health_rise, 1);
+	assert_int_equal(cfg->health_fall, 5);
+	assert_int_equal(cfg->backends[0].max_conns, 7);
+	assert_int_equal(cfg->backends[1].max_conns, 0);
+	assert_int_equal(cfg->backends[0].identity, IDENTITY_PROXY_V2);
+	assert_int_equal(cfg->backends[0].tls, BACKEND_TLS_STARTTLS_VERIFY);
+	assert_in_tmpdir(cfg->backends[0].ca_file, "ca.pem");
+	assert_string_equal(cfg->backends[0].tls_name, "mx1.example.org");
+	assert_int_equal(cfg->backends[1].tls, BACKEND_TLS_STARTTLS);
+	assert_null(cfg->backends[1].ca_file);
+	assert_null(cfg->backends[1].tls_name);
+	config_free(cfg);
+
+	cfg = load_ok(MINIMAL "  balance: least-connections\n"
+			      "  health_check: {interval: 0s}\n");
+	assert_int_equal(cfg->balance, BALANCE_LEAST_CONN);
+	assert_int_equal(cfg->health_interval_ms, 0);
+	config_free(cfg);
+}
+
+static void
+test_err_backends_pool(void **state)
+{
+	char text[8192];
+	size_t n;
+
+	(void)state;
+	expect_error(MINIMAL "  balance: random\n", 13, "backends.balance",
+		     "must be round-robin, least-connections or hash-login");
+	expect_error(MINIMAL "  down_time: 0s\n", 13, "backends.down_time",
+		     "must be between 1s and 1d");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    interval: 500ms\n",
+		     14, "backends.health_check.interval",
+		     "must be 0s (off) or at least 1s");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    interval: 2h\n",
+		     14, "backends.health_check.interval",
+		     "must be between 0ms and 1h");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    timeout: 10ms\n",
+		     14, "backends.health_check.timeout",
+		     "must be between 100ms and 10m");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    rise: 0\n",
+		     14, "backends.health_check.rise",
+		     "must be between 1 and 100");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    fall: 101\n",
+		     14, "backends.health_check.fall",
+		     "must be between 1 and 100");
+	expect_error(MINIMAL "  health_check:\n"
+			     "    tries: 3\n",
+		     14, "backends.health_check.tries", "unknown key");
+	expect_error(MINIMAL "      max_conns: -1\n", 13,
+		     "backends.servers[0].max_conns",
+		     "expected a whole number");
+	expect_error(MINIMAL "      max_conns: 1000001\n", 13,
+		     "backends.servers[0].max_conns",
+		     "must be between 0 and 1000000");
+	expect_error(MINIMAL "      tls: yes\n", 13, "backends.servers[0].tls",
+		     "must be none, starttls or starttls-verify");
+	expect_error(MINIMAL "      tls: starttls\n"
+			     "      ca_file: ca.pem\n",
+		     12, "backends.servers[0].ca_file",
+		     "only used with tls: starttls-verify");
+	expect_error(MINIMAL "      name: mx.example.org\n", 12,
+		     "backends.servers[0].name",
+		     "only used with tls: starttls-verify");
+	expect_error(MINIMAL "      tls: starttls-verify\n"
+			     "      name: 'not a name'\n",
+		     14, "backends.servers[0].name",
+		     "expected a host name such as mx1.example.com");
+	expect_error(MINIMAL "      ca_file: ''\n", 13,
+		     "backends.servers[0].ca_file", "must not be empty");
+
+	/* 65 servers: one more than the failover mask holds. */
+	n = (size_t)snprintf(text, sizeof(text), "%s",
+			     TLS_PART LISTENERS_PART AUTH_PART "backends:\n"
+							       "  servers:\n");
+	for (int i = 0; i < 65; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "    - address: 127.0.0.1:%d\n",
+				      3000 + i);
+	expect_error(text, 12 + 64, "backends.servers", "at most 64 servers");
+}
+
 static void
 test_err_ranges(void **state)
 {
@@ -1822,7 +1960,8 @@ test_err_values(void **state)
 			     "  bare_newlines: strip\n",
 		     14, "limits.bare_newlines", "must be reject or normalize");
 	expect_error(MINIMAL "      identity: proxy\n", 13,
-		     "backends.servers[0].identity", "must be xclient or none");
+		     "backends.servers[0].identity",
+		     "must be xclient, proxy-v2 or none");
 }
 
 static void
@@ -1891,6 +2030,69 @@ test_err_file(void **state)
 	config_free(NULL);
 }
 
+/* log: every key, and the old spelling of the level alone still works. */
+static void
+test_log_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "log:\n"
+			      "  level: warn\n"
+			      "  format: json\n"
+			      "  output: syslog\n"
+			      "  facility: local3\n"
+			      "  syslog_socket: run/log.sock\n");
+	assert_int_equal(cfg->log_level, LOG_WARN);
+	assert_int_equal(cfg->log_format, LOG_FORMAT_JSON);
+	assert_int_equal(cfg->log_output, LOG_OUTPUT_SYSLOG);
+	assert_int_equal(cfg->log_facility, 19);
+	assert_in_tmpdir(cfg->log_syslog_socket, "run/log.sock");
+	config_free(cfg);
+
+	cfg = load_ok(MINIMAL "log: {level: debug, facility: mail}\n");
+	assert_int_equal(cfg->log_level, LOG_DEBUG);
+	assert_int_equal(cfg->log_format, LOG_FORMAT_KV);
+	assert_int_equal(cfg->log_facility, 2);
+	config_free(cfg);
+
+	expect_error(MINIMAL "log:\n"
+			     "  format: text\n",
+		     14, "log.format", "must be kv or json");
+	expect_error(MINIMAL "log:\n"
+			     "  output: file\n",
+		     14, "log.output", "must be stderr or syslog");
+	expect_error(MINIMAL "log:\n"
+			     "  facility: kern\n",
+		     14, "log.facility",
+		     "must be mail, daemon, user, auth, authpriv or "
+		     "local0..local7");
+	expect_error(MINIMAL "log:\n"
+			     "  syslog_socket: \"\"\n",
+		     14, "log.syslog_socket", "must not be empty");
+}
+
+/* config_key_line(): where each key was written, for the audit. */
+static void
+test_key_lines(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "limits:\n"
+			      "  ip:\n"
+			      "    auth_failures: off\n");
+	assert_int_equal(config_key_line(cfg, "tls"), 1);
+	assert_int_equal(config_key_line(cfg, "tls.certificates"), 2);
+	assert_int_equal(config_key_line(cfg, "tls.certificates[0].key"), 4);
+	assert_int_equal(config_key_line(cfg, "listeners[0].address"), 6);
+	assert_int_equal(config_key_line(cfg, "auth.passwd_file"), 9);
+	assert_int_equal(config_key_line(cfg, "limits.ip.auth_failures"), 15);
+	assert_int_equal(config_key_line(cfg, "tls.ciphers"), 0);
+	assert_int_equal(config_key_line(cfg, "nonsense"), 0);
+	config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -1943,6 +2145,10 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_mechanisms, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_backends_pool, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_err_backends_pool, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_err_ranges, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_values, setup,
@@ -1952,6 +2158,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_control_and_shutdown,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_lines, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -672,7 +672,8 @@ static void
 test_permissions(void **state)
 {
 	static const mode_t bad[] = {0666, 0620, 0602, 0660};
-	static const mode_t good[] = {0600, 0640, 0644, 0400};
+	static const mode_t readable[] = {0644, 0604, 0444};
+	static const mode_t good[] = {0600, 0640, 0400, 0440};
 	char path[512], err[512];
 	char *text = expand("alice:@Y\n");
 	struct passwd_db *db;
@@ -684,6 +685,16 @@ test_permissions(void **state)
 		db = passwd_db_load(path, err, sizeof(err));
 		assert_null(db);
 		assert_non_null(strstr(err, "group- or world-writable"));
+		assert_memory_equal(err, path, strlen(path));
+	}
+	/* The hashes are secrets: world-readable is refused too. */
+	for (size_t i = 0; i < sizeof(readable) / sizeof(readable[0]); i++) {
+		write_file_n(path, sizeof(path), text, strlen(text),
+			     readable[i]);
+		err[0] = '\0';
+		db = passwd_db_load(path, err, sizeof(err));
+		assert_null(db);
+		assert_non_null(strstr(err, "readable by every user"));
 		assert_memory_equal(err, path, strlen(path));
 	}
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {

@@ -515,6 +515,39 @@ test_mail_syntax_and_size(void **state)
 			 SMTP_ACT_FORWARD);
 }
 
+/* What the backends take: the smaller SIZE is advertised and enforced,
+ * DSN and SMTPUTF8 only when offered, and only after TLS. */
+static void
+test_backend_offer(void **state)
+{
+	struct fixture *f = *state;
+	const char *r;
+
+	smtp_backend_offer(&f->s, 5000, SMTP_OFFER_DSN | SMTP_OFFER_SMTPUTF8);
+	feeds(f, "EHLO c.test\r\n");
+	r = replies(f);
+	assert_non_null(strstr(r, "250-SIZE 5000\r\n"));
+	assert_null(strstr(r, "DSN"));
+	assert_null(strstr(r, "SMTPUTF8"));
+	to_authed(f);
+	feeds(f, "EHLO c.test\r\n");
+	r = replies(f);
+	assert_non_null(strstr(r, "250-SIZE 5000\r\n"));
+	assert_non_null(strstr(r, "250-DSN\r\n"));
+	assert_non_null(strstr(r, "250-SMTPUTF8\r\n"));
+	assert_non_null(strstr(r, "250 8BITMIME\r\n"));
+	feeds(f, "MAIL FROM:<a@b> SIZE=5001\r\n");
+	assert_non_null(strstr(replies(f), "552 5.3.4 "));
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b> SIZE=5000 RET=HDRS\r\n"),
+			 SMTP_ACT_FORWARD);
+
+	/* a bigger or unknown backend SIZE never raises ours */
+	smtp_backend_offer(&f->s, 5000000, 0);
+	assert_int_equal(f->s.size_limit, 1000000);
+	smtp_backend_offer(&f->s, 0, 0);
+	assert_int_equal(f->s.size_limit, 1000000);
+}
+
 static void
 test_rcpt_and_data_order(void **state)
 {
@@ -617,12 +650,48 @@ test_ehlo_mid_transaction_drops_backend(void **state)
 	assert_false(f->s.in_mail);
 }
 
+/* Debug tracing sees verbs and reply codes, never an argument. */
+static char trace_log[1024];
+
+static void
+trace(void *ctx, const char *verb, int code)
+{
+	size_t n = strlen(trace_log);
+
+	assert_ptr_equal(ctx, trace_log);
+	if (verb != NULL)
+		snprintf(trace_log + n, sizeof(trace_log) - n, "%s ", verb);
+	else
+		snprintf(trace_log + n, sizeof(trace_log) - n, "%d ", code);
+}
+
+static void
+test_trace_verbs_and_codes(void **state)
+{
+	struct fixture *f = *state;
+
+	trace_log[0] = '\0';
+	f->s.trace = trace;
+	f->s.trace_ctx = trace_log;
+	smtp_start(&f->s);
+	to_tls_ehlo(f);
+	assert_int_equal(feeds(f, "AUTH LOGIN\r\nZGVtbw==\r\ncHc=\r\n"),
+			 SMTP_ACT_AUTH);
+	smtp_auth_result(&f->s, false);
+	feeds(f, "FROB x\r\nNOOP\r\n");
+	assert_string_equal(trace_log,
+			    "220 EHLO 250 STARTTLS 220 EHLO 250 AUTH 334 "
+			    "auth-response 334 auth-response 535 "
+			    "unrecognized 500 NOOP 250 ");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 		T(test_greeting_names_no_software),
+		T(test_trace_verbs_and_codes),
 		T(test_ehlo_before_tls),
 		T(test_auth_before_tls_is_538),
 		T(test_mail_before_auth_is_530),
@@ -648,6 +717,7 @@ main(void)
 		T(test_unknown_mechanism_and_cram_md5),
 		T(test_second_auth_refused),
 		T(test_mail_syntax_and_size),
+		T(test_backend_offer),
 		T(test_rcpt_and_data_order),
 		T(test_backend_failures),
 		T(test_multiline_backend_reply_relayed_with_crlf),

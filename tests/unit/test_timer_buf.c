@@ -115,6 +115,35 @@ test_buf_pinned_never_moves(void **state)
 	buf_free(&b);
 }
 
+/* A secret buffer leaves no copy of consumed bytes behind compaction. */
+static void
+test_buf_secret_wipes(void **state)
+{
+	static const char line[] = "AUTH PLAIN c2VjcmV0\r\n"; /* 22 bytes */
+	struct buf b;
+
+	(void)state;
+	buf_init(&b, 64);
+	b.secret = true;
+	buf_append(&b, line, sizeof(line) - 1);
+	buf_append(&b, "QUIT", 4);
+	buf_consume(&b, sizeof(line) - 1);
+	assert_int_equal(buf_room(&b), 60); /* compacts */
+	assert_memory_equal(b.data, "QUIT", 4);
+	for (size_t i = 4; i < sizeof(line) - 1 + 4; i++)
+		assert_int_equal(b.data[i], 0);
+	buf_free(&b);
+
+	/* Not secret: the old bytes stay (no cost for message data). */
+	buf_init(&b, 64);
+	buf_append(&b, line, sizeof(line) - 1);
+	buf_append(&b, "QUIT", 4);
+	buf_consume(&b, sizeof(line) - 1);
+	buf_room(&b);
+	assert_memory_equal(b.data + 4, line + 4, 4);
+	buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -123,6 +152,7 @@ main(void)
 		cmocka_unit_test(test_heap_pops_in_order),
 		cmocka_unit_test(test_buf_bounded_and_lazy),
 		cmocka_unit_test(test_buf_pinned_never_moves),
+		cmocka_unit_test(test_buf_secret_wipes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
