@@ -72,7 +72,8 @@ struct ratelimit {
 	/* Swapped by a reload; the old one lives until every worker has
 	 * moved on (see ratelimit_reconfigure). */
 	_Atomic(const struct config *) cfg;
-	EVP_MAC_CTX *hmac; /* keyed; duplicated per use */
+	size_t max_users, max_nets; /* the table sizes, fixed at creation */
+	EVP_MAC_CTX *hmac;	    /* keyed; duplicated per use */
 	struct table users, nets;
 	struct ratelimit_stats stats;
 };
@@ -362,6 +363,8 @@ ratelimit_new(const struct config *cfg, char *err, size_t errlen)
 		return NULL;
 	}
 	atomic_init(&l->cfg, cfg);
+	l->max_users = cfg->max_users;
+	l->max_nets = cfg->ip_max_entries;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
 						     (char *)"SHA256", 0);
 	params[1] = OSSL_PARAM_construct_end();
@@ -420,15 +423,13 @@ int
 ratelimit_reconfigure(struct ratelimit *l, const struct config *cfg, char *warn,
 		      size_t warnlen)
 {
-	const struct config *old = limits_config(l);
-
 	warn[0] = '\0';
-	if (cfg->max_users != old->max_users ||
-	    cfg->ip_max_entries != old->ip_max_entries)
+	if (cfg->max_users != l->max_users ||
+	    cfg->ip_max_entries != l->max_nets)
 		snprintf(warn, warnlen,
 			 "limits.max_users and limits.ip.max_entries keep "
 			 "their values (%zu, %zu) until a restart",
-			 old->max_users, old->ip_max_entries);
+			 l->max_users, l->max_nets);
 	atomic_store_explicit(&l->cfg, cfg, memory_order_release);
 	return warn[0] != '\0';
 }

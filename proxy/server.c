@@ -51,6 +51,15 @@
 #define SESSIONS_WAIT_MS 2000
 #define SWEEP_MS	 1000 /* expired bans leave memory and kernel */
 
+/* What a reload cannot change, as the process started with it. */
+struct fixed_keys {
+	unsigned workers, auth_threads, control_mode;
+	uint64_t auth_cache_ttl_ms, ticket_key_lifetime_ms;
+	size_t auth_cache_size, nxdp_interfaces;
+	bool xdp_enabled;
+	int xdp_mode, xdp_scope;
+};
+
 struct server {
 	const char *path;
 	struct generation *gen; /* current */
@@ -68,7 +77,8 @@ struct server {
 	int cfd; /* control socket, or -1 */
 	char *control_path;
 
-	uint64_t started_ms;
+	struct fixed_keys fixed;
+	uint64_t started_ms, drain_started_ms;
 	time_t started_wall;
 	unsigned reloads, reload_failures;
 	bool draining;
@@ -108,30 +118,53 @@ retire(struct server *srv)
 		generation_drop(srv->retiring[--srv->nretiring]);
 }
 
-static void
-warn_fixed(const struct config *old, const struct config *cfg)
+static struct fixed_keys
+fixed_keys(const struct config *cfg)
 {
-	if (old->workers != cfg->workers)
-		log_warn("reload-ignored", " key=workers detail=\"%s\"",
-			 "takes effect at restart");
-	if (old->auth_threads != cfg->auth_threads ||
-	    old->auth_cache_ttl_ms != cfg->auth_cache_ttl_ms ||
-	    old->auth_cache_size != cfg->auth_cache_size)
-		log_warn("reload-ignored",
-			 " key=auth.threads/cache_* "
-			 "detail=\"%s\"",
-			 "takes effect at restart");
-	if (old->ticket_key_lifetime_ms != cfg->ticket_key_lifetime_ms)
-		log_warn("reload-ignored",
-			 " key=tls.ticket_key_lifetime "
-			 "detail=\"%s\"",
-			 "takes effect at restart");
-	if ((old->control_socket == NULL) != (cfg->control_socket == NULL) ||
-	    (old->control_socket != NULL &&
-	     strcmp(old->control_socket, cfg->control_socket) != 0) ||
-	    old->control_mode != cfg->control_mode)
-		log_warn("reload-ignored", " key=control detail=\"%s\"",
-			 "takes effect at restart");
+	return (struct fixed_keys){
+		.workers = cfg->workers,
+		.auth_threads = cfg->auth_threads,
+		.control_mode = cfg->control_mode,
+		.auth_cache_ttl_ms = cfg->auth_cache_ttl_ms,
+		.ticket_key_lifetime_ms = cfg->ticket_key_lifetime_ms,
+		.auth_cache_size = cfg->auth_cache_size,
+		.nxdp_interfaces = cfg->nxdp_interfaces,
+		.xdp_enabled = cfg->xdp_enabled,
+		.xdp_mode = (int)cfg->xdp_mode,
+		.xdp_scope = (int)cfg->xdp_scope,
+	};
+}
+
+static void
+ignored(const char *key)
+{
+	log_warn("reload-ignored", " key=%s detail=\"%s\"", key,
+		 "differs from the running value: takes effect at restart");
+}
+
+/* Say which restart-only keys differ from what is running. */
+static void
+warn_fixed(const struct server *srv, const struct config *cfg)
+{
+	const struct fixed_keys *run = &srv->fixed, now = fixed_keys(cfg);
+	const char *sock = cfg->control_socket;
+
+	if (run->workers != now.workers)
+		ignored("workers");
+	if (run->auth_threads != now.auth_threads ||
+	    run->auth_cache_ttl_ms != now.auth_cache_ttl_ms ||
+	    run->auth_cache_size != now.auth_cache_size)
+		ignored("auth.threads/cache_ttl/cache_size");
+	if (run->ticket_key_lifetime_ms != now.ticket_key_lifetime_ms)
+		ignored("tls.ticket_key_lifetime");
+	if ((srv->control_path == NULL) != (sock == NULL) ||
+	    (sock != NULL && strcmp(srv->control_path, sock) != 0) ||
+	    run->control_mode != now.control_mode)
+		ignored("control");
+	if (run->xdp_enabled != now.xdp_enabled ||
+	    run->nxdp_interfaces != now.nxdp_interfaces ||
+	    run->xdp_mode != now.xdp_mode || run->xdp_scope != now.xdp_scope)
+		ignored("blocklist.xdp");
 }
 
 /* Audit findings of a reloaded config: logged, as at a start. */
@@ -209,7 +242,7 @@ server_reload(struct server *srv, char *err, size_t errlen)
 	}
 	srv->next_id++;
 	pool_inherit(gen->pool, srv->gen->pool);
-	warn_fixed(srv->gen->cfg, gen->cfg);
+	warn_fixed(srv, gen->cfg);
 	if (ratelimit_reconfigure(srv->shared.limits, gen->cfg, warn,
 				  sizeof(warn)))
 		log_warn("reload-ignored", " key=limits detail=\"%s\"", warn);
@@ -253,8 +286,10 @@ server_drain(struct server *srv, bool fast)
 
 	if (srv->draining && ++srv->drain_signals > 1)
 		timeout = 0; /* asked again: now */
-	if (!srv->draining)
+	if (!srv->draining) {
 		srv->drain_signals = 1;
+		srv->drain_started_ms = timer_now_ms();
+	}
 	srv->draining = true;
 	log_info("draining", " timeout_ms=%" PRIu64 " fast=%s", timeout,
 		 fast ? "yes" : "no");
@@ -285,6 +320,10 @@ void
 server_status(struct server *srv, FILE *out, bool json)
 {
 	uint64_t up = (timer_now_ms() - srv->started_ms) / 1000;
+	/* The human form says how long it has been in its state. */
+	uint64_t in_state =
+		srv->draining ? (timer_now_ms() - srv->drain_started_ms) / 1000
+			      : up;
 	const char *state = srv->draining ? "draining" : "running";
 
 	if (json) {
@@ -303,7 +342,7 @@ server_status(struct server *srv, FILE *out, bool json)
 		"pid %ld, %s for %" PRIu64 "s\n"
 		"config %s, generation %u (%u reloads, %u failed)\n"
 		"workers %u, listeners %zu, sessions %llu, users %zu\n",
-		(long)getpid(), state, up, srv->path, srv->gen->id,
+		(long)getpid(), state, in_state, srv->path, srv->gen->id,
 		srv->reloads, srv->reload_failures, srv->nworkers,
 		srv->gen->cfg->nlisteners, SUM(active),
 		passwd_db_count(srv->gen->users));
@@ -575,6 +614,7 @@ server_run(const char *path, struct generation *gen)
 	int status = 1;
 
 	srv.next_id = gen->id + 1;
+	srv.fixed = fixed_keys(gen->cfg);
 	srv.nworkers = gen->ntls;
 	srv.started_ms = timer_now_ms();
 	srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
