@@ -62,6 +62,7 @@ backend_free(struct backend_conn *be)
 	buf_free(&be->out);
 	buf_free(&be->wire);
 	generation_drop(be->gen);
+	worker_object_freed(be->w);
 	free(be);
 }
 
@@ -816,6 +817,7 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 	be->s = s;
 	be->w = s->w;
 	be->gen = generation_hold(s->gen); /* may outlive the session */
+	worker_object_new(be->w);
 	be->server = server;
 	be->attempts = attempts + 1;
 	be->tried = tried | (server < 64 ? UINT64_C(1) << server : 0);

@@ -581,6 +581,15 @@ start(struct server *srv, char *err, size_t errlen)
 	}
 	if (tls_global_init(cfg, err, errlen) != 0)
 		return -1;
+	/* Before the listeners: once they take connections, msaproxyctl
+	 * works too. */
+	if (cfg->control_socket != NULL) {
+		srv->cfd = control_listen(cfg->control_socket,
+					  cfg->control_mode, err, errlen);
+		if (srv->cfd < 0)
+			return -1;
+		srv->control_path = strdup(cfg->control_socket);
+	}
 	if (listen_set_build(NULL, cfg, srv->nworkers, &srv->listeners, err,
 			     errlen) != 0)
 		return -1;
@@ -595,13 +604,6 @@ start(struct server *srv, char *err, size_t errlen)
 	srv->shared.bans = bans_open(cfg, err, errlen);
 	if (srv->shared.bans == NULL)
 		return -1;
-	if (cfg->control_socket != NULL) {
-		srv->cfd = control_listen(cfg->control_socket,
-					  cfg->control_mode, err, errlen);
-		if (srv->cfd < 0)
-			return -1;
-		srv->control_path = strdup(cfg->control_socket);
-	}
 	return 0;
 }
 

@@ -120,6 +120,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	if (s == NULL)
 		return NULL;
 	s->w = w;
+	worker_object_new(w);
 	s->gen = generation_hold(gen);
 	s->id = ((uint64_t)worker_id(w) << 40) | ++next_session;
 	s->fd = fd;
@@ -908,5 +909,6 @@ session_free(struct session *s)
 	buf_free(&s->in);
 	buf_free(&s->wire);
 	generation_drop(s->gen);
+	worker_object_freed(s->w);
 	free(s);
 }

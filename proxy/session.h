@@ -179,6 +179,10 @@ void worker_auth_done(struct auth_request *req);
 const char *worker_recv_buf(const struct worker *w, unsigned bid);
 void worker_recv_buf_return(struct worker *w, unsigned bid);
 void worker_session_gone(struct worker *w, struct session *s);
+/* Sessions and backend connections count themselves in and out, so the
+ * worker ends only after their last completion. */
+void worker_object_new(struct worker *w);
+void worker_object_freed(struct worker *w);
 
 /* The config a session started on. */
 static inline const struct config *

@@ -41,8 +41,9 @@
 #include "tls.h"
 #include "worker.h"
 
-#define RING_ENTRIES 1024
-#define BUF_GROUP    0
+#define RING_ENTRIES  1024
+#define EXIT_GRACE_MS 2000 /* for the last completions after a drain */
+#define BUF_GROUP     0
 
 /* Aligned so its address leaves the low OP_BITS free for the op tag. */
 struct listen_sock {
@@ -103,6 +104,7 @@ struct worker {
 	struct timer_heap timers;
 	struct session *sessions;
 	size_t nsessions;
+	size_t objects;	   /* sessions and backend connections not yet freed */
 	bool stopping;	   /* draining: no more accepts */
 	uint64_t deadline; /* of the drain */
 	bool cut;	   /* the deadline passed: sessions were cut */
@@ -220,6 +222,18 @@ worker_pick_backend(struct worker *w, const struct session *s,
 	server = pool_pick(s->gen->pool, &c, login, tried, timer_now_ms());
 	pool_cursor_free(&c);
 	return server;
+}
+
+void
+worker_object_new(struct worker *w)
+{
+	w->objects++;
+}
+
+void
+worker_object_freed(struct worker *w)
+{
+	w->objects--;
 }
 
 /* ---------------------------------------------------------------------
@@ -816,10 +830,15 @@ fire_timers(struct worker *w)
 static void
 worker_loop(struct worker *w)
 {
-	/* Ends when drained: no session left and every listening socket
-	 * closed (not only cancelled: an open one would still take
-	 * connections into its queue). */
-	while (!(w->stopping && w->nsessions == 0 && w->ls == NULL)) {
+	/* Ends when drained: no session left, every listening socket closed
+	 * (not only cancelled: an open one would still take connections into
+	 * its queue), and the last completions of closed sessions and
+	 * backend connections in (a short grace: a peer that never lets go
+	 * costs a leak at exit, not a hang). */
+	uint64_t grace = TIMER_NONE;
+
+	while (!(w->stopping && w->nsessions == 0 && w->ls == NULL &&
+		 (w->objects == 0 || timer_now_ms() >= grace))) {
 		struct __kernel_timespec ts, *tsp = NULL;
 		struct io_uring_cqe *cqe;
 		uint64_t next = timer_next(&w->timers), now = timer_now_ms();
@@ -827,6 +846,10 @@ worker_loop(struct worker *w)
 		unsigned head, n = 0;
 		int r;
 
+		if (w->stopping && w->nsessions == 0 && grace == TIMER_NONE)
+			grace = now + EXIT_GRACE_MS;
+		if (grace < next)
+			next = grace;
 		if (hnext < next)
 			next = hnext;
 		if (w->retired != NULL && now + 100 < next)

@@ -9,7 +9,11 @@
  *	control socket named by control.socket in the proxy's config (default
  *	/run/msaproxy/control.sock), prints the answer and exits 0, or prints
  *	the proxy's error on stderr and exits 1 (2: usage, 3: cannot reach
- *	the proxy).  -j asks for JSON.  Commands: see msaproxyctl(8).
+ *	the proxy).  -j asks for JSON.
+ *
+ * COMMANDS (the proxy's, see proxy/control.c and msaproxyctl(8))
+ *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
+ *	ban PREFIX [--ttl DURATION], unban PREFIX, list.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -29,7 +33,8 @@ usage(void)
 	fprintf(stderr,
 		"usage: msaproxyctl [-s SOCKET] [-j] COMMAND [ARG...]\n"
 		"commands: status, stats, sessions, reload, drain [--fast],\n"
-		"          user limits LOGIN\n");
+		"          user limits LOGIN, ban PREFIX [--ttl DURATION],\n"
+		"          unban PREFIX, list\n");
 	exit(2);
 }
 

@@ -1,0 +1,271 @@
+"""The proxy with its XDP blocklist on a real kernel (proxy/bans.c through
+bpf/blocklist.bpf.c), end to end.
+
+The world of test_xdp.py (server and client namespaces joined by a veth,
+documentation addresses 198.51.100.0/25 and 2001:db8:1::/64) with msaproxy
+itself running in the server namespace on *:2587 (STARTTLS), XDP attached
+to vs, maps pinned on a private bpffs, and Postfix's smtp-sink as the
+backend on 127.0.0.1:2600 inside that namespace.  Clients submit from the
+client namespace with smtplib, or just connect (the agent, 1 s timeout).
+
+A ban through msaproxyctl makes the client's SYNs vanish: its connects
+time out, the proxy's XDP drop counter rises and its accept counter does
+not; unban restores it.  Also: CIDR and IPv6 bans cover their range and
+not the neighbours, the allowlist wins, TTL bans expire, failed logins
+earn a kernel ban, and a ban survives a proxy restart (pinned maps).
+
+Root only (namespaces, bpffs, XDP); otherwise skipped with the reason,
+and under CI a skip is a failure.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MSAPROXY_BIN, MSAPROXYCTL_BIN, read_text_file, tail, to_yaml
+from test_xdp import (CLI4_A, CLI4_B, CLI6_A, CLI6_B, SRV4, SRV6, World,
+                      _require_root_and_tool, sh)
+
+SMTP_PORT, SINK_PORT = 2587, 2600
+
+SUBMIT = r"""
+import smtplib, ssl, sys
+src, dst, port, ca, user, password = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False  # the test certificate names 127.0.0.1, not dst
+try:
+    with smtplib.SMTP(dst, int(port), timeout=5, source_address=(src, 0)) as s:
+        s.starttls(context=ctx)
+        s.login(user, password)
+        s.sendmail("a@example.test", ["r@example.test"], b"Subject: x\r\n\r\nhi\r\n")
+    print("sent")
+except smtplib.SMTPAuthenticationError as e:
+    print("auth-failed", e.smtp_code)
+except Exception as e:
+    print("error", type(e).__name__, e)
+"""
+
+
+WAIT_FOR_SINK = f"""
+import socket, time
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", {SINK_PORT}), 1).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+else:
+    raise SystemExit("smtp-sink did not come up")
+"""
+
+
+class ProxyInNamespace:
+    def __init__(self, world, workdir, certs, users, xdp=None, blocklist=None,
+                 **top):
+        self.world, self.workdir = world, workdir
+        self.ctl_dir = Path(tempfile.mkdtemp(prefix="msa-xctl-", dir="/tmp"))
+        self.socket = self.ctl_dir / "control.sock"
+        self.log_path = workdir / "msaproxy.log"
+        self.ca = certs.ca
+        self.config = {
+            "hostname": "mail.example.test",
+            "workers": 1,
+            "tls": {"certificates": [{"cert": str(certs.ecdsa_cert),
+                                      "key": str(certs.ecdsa_key)}]},
+            "listeners": [{"address": f"*:{SMTP_PORT}", "mode": "starttls"}],
+            "auth": {"passwd_file": str(users.path), "failure_delay": "0s"},
+            "backends": {"servers": [{"address": f"127.0.0.1:{SINK_PORT}",
+                                      "identity": "none"}]},
+            "control": {"socket": str(self.socket)},
+            "shutdown": {"timeout": "2s"},
+            "blocklist": {"xdp": {"enabled": True, "interfaces": ["vs"],
+                                  "pin_dir": str(world.pin), **(xdp or {})},
+                          **(blocklist or {})},
+            **top,
+        }
+        self.proc = None
+
+    def start(self):
+        path = self.workdir / "msaproxy.yaml"
+        path.write_text(to_yaml(self.config) + "\n")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.world.srv, MSAPROXY_BIN, "-c", str(path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while "msg=ready" not in self.log():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"msaproxy did not start:\n{tail(self.log())}")
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                status = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                pytest.fail(f"msaproxy ignored SIGTERM:\n{tail(self.log())}")
+            assert status == 0, tail(self.log())
+        self.proc = None
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            assert marker not in self.log(), tail(self.log())
+
+    def log(self):
+        return read_text_file(self.log_path)
+
+    def ctl(self, *args, check=True):
+        r = subprocess.run([MSAPROXYCTL_BIN, "-s", str(self.socket), *args],
+                           capture_output=True, text=True, timeout=30)
+        if check:
+            assert r.returncode == 0, f"{args}: {r.stderr}\n{tail(self.log())}"
+        return r
+
+    def stats(self):
+        return json.loads(self.ctl("-j", "stats").stdout)
+
+    def submit(self, src, user="demo", password="demo-pass-1"):
+        dst = SRV6 if ":" in src else SRV4
+        r = sh("ip", "netns", "exec", self.world.cli, "/usr/bin/python3", "-c", SUBMIT,
+               src, dst, SMTP_PORT, self.ca, user, password, timeout=30)
+        return r.stdout.strip()
+
+    def connects(self, src):
+        dst = SRV6 if ":" in src else SRV4
+        return self.world.client.ask("connect", src, dst, SMTP_PORT, 1.0)
+
+
+@pytest.fixture(scope="module")
+def world():
+    _require_root_and_tool()
+    if not shutil.which("smtp-sink") and not Path("/usr/sbin/smtp-sink").exists():
+        pytest.fail("smtp-sink (postfix) is not installed: scripts/install-deps.sh installs it")
+    tmp = Path(tempfile.mkdtemp(prefix="msaxdpp-"))
+    w = World(tmp)
+    w.srv, w.cli = w.srv + "p", w.cli + "p"  # apart from test_xdp.py's
+    sink = None
+    try:
+        w.build()
+        sink = subprocess.Popen(
+            ["ip", "netns", "exec", w.srv, "/usr/sbin/smtp-sink", "-u", "postfix",
+             "-c", f"127.0.0.1:{SINK_PORT}", "64"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sh("ip", "netns", "exec", w.srv, "/usr/bin/python3", "-c", WAIT_FOR_SINK)
+        yield w
+    finally:
+        if sink is not None:
+            sink.terminate()
+            sink.wait(timeout=5)
+        w.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def run_proxy(world, request, tmp_path, certs, users):
+    world.pin = world.bpffs / request.node.name.replace("[", "-").replace("]", "")
+    started = []
+
+    def start(**kw):
+        workdir = tmp_path / f"proxy{len(started)}"
+        workdir.mkdir()
+        p = ProxyInNamespace(world, workdir, certs, users, **kw)
+        p.start()
+        started.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in started:
+            p.stop()
+            shutil.rmtree(p.ctl_dir, ignore_errors=True)
+        world.tool("detach", "vs", ns=world.srv, check=False)
+        shutil.rmtree(world.pin, ignore_errors=True)
+
+
+def dropped(p, reason):
+    return p.stats().get(f"xdp_dropped_packets_{reason}", 0)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_ban_drops_in_the_kernel_then_unban(run_proxy, mode):
+    p = run_proxy(xdp={"mode": mode})
+    assert f"msg=xdp-attached interface=vs mode={mode}" in p.log()
+    assert p.submit(CLI4_A) == "sent"
+    accepted, drops = p.stats()["sessions_accepted"], dropped(p, "manual")
+
+    p.ctl("ban", CLI4_A)
+    assert p.connects(CLI4_A) == "timeout"
+    assert dropped(p, "manual") > drops
+    assert p.stats()["sessions_accepted"] == accepted  # never reached accept()
+    assert p.submit(CLI4_B) == "sent"  # a neighbour is untouched
+
+    p.ctl("unban", CLI4_A)
+    assert p.submit(CLI4_A) == "sent"
+
+
+def test_cidr_and_ipv6(run_proxy):
+    p = run_proxy()
+    p.ctl("ban", "198.51.100.0/28")       # .10 inside, .20 outside
+    p.ctl("ban", "2001:db8:1::/112")     # ::10 inside, ::2:10 outside
+    assert p.connects(CLI4_A) == "timeout"
+    assert p.connects(CLI4_B) == "ok"
+    assert p.connects(CLI6_A) == "timeout"
+    assert p.connects(CLI6_B) == "ok"
+    assert p.submit(CLI6_B) == "sent"
+
+
+def test_allowlist_wins_and_ttl_expires(run_proxy):
+    p = run_proxy(blocklist={"allow": [CLI4_B]})
+    p.ctl("ban", "198.51.100.0/25")
+    assert p.connects(CLI4_A) == "timeout"
+    assert p.submit(CLI4_B) == "sent"
+    p.ctl("unban", "198.51.100.0/25")
+    p.ctl("ban", CLI4_A, "--ttl", "2s")
+    assert p.connects(CLI4_A) == "timeout"
+    wait_for(lambda: p.connects(CLI4_A) == "ok", 6, "the 2 s ban to expire in the kernel")
+
+
+def test_failed_logins_earn_a_kernel_ban(run_proxy):
+    p = run_proxy(limits={"ip": {"auth_failures": "2/1h", "ban_time": "1h"}})
+    for _ in range(2):
+        assert p.submit(CLI4_A, password="wrong").startswith(("auth-failed", "error"))
+    wait_for(lambda: "msg=ip-banned" in p.log(), 5, "the ban")
+    drops = dropped(p, "auto")
+    assert p.connects(CLI4_A) == "timeout"
+    assert dropped(p, "auto") > drops
+    listed = [json.loads(x) for x in p.ctl("-j", "list").stdout.splitlines()]
+    assert [(e["prefix"], e["reason"]) for e in listed] == [(f"{CLI4_A}/32", "auto")]
+    assert p.submit(CLI4_B) == "sent"
+
+
+def test_ban_survives_a_restart(run_proxy):
+    p = run_proxy()
+    p.ctl("ban", CLI4_A, "--ttl", "1h")
+    assert p.connects(CLI4_A) == "timeout"
+    p.stop()
+    # Stopped: the program is detached, nothing listens (refused, not dropped).
+    assert p.connects(CLI4_A).startswith("error")
+    q = run_proxy()
+    listed = [json.loads(x) for x in q.ctl("-j", "list").stdout.splitlines()]
+    assert [(e["prefix"], e["reason"]) for e in listed] == [(f"{CLI4_A}/32", "manual")]
+    assert 3500 < listed[0]["expires_in_s"] <= 3600
+    assert q.connects(CLI4_A) == "timeout"
+    assert q.submit(CLI4_B) == "sent"
