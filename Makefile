@@ -179,14 +179,14 @@ fuzz: fuzz-build
 	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
 
 format:
-	$(Q)clang-format -i $(SRCS) $(wildcard proxy/*.h proxy/auth/*.h) \
+	$(Q)clang-format -i $(SRCS) $(wildcard proxy/*.h proxy/auth/*.h proxy/ctl/*.c) \
 		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h) \
 		$(wildcard bpf/*.c bpf/*.h tests/xdp/*.c)
 
 format-check:
 	@echo "  FORMAT  check"
 	$(Q)clang-format --dry-run --Werror $(SRCS) \
-		$(wildcard proxy/*.h proxy/auth/*.h) \
+		$(wildcard proxy/*.h proxy/auth/*.h proxy/ctl/*.c) \
 		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h) \
 		$(wildcard bpf/*.c bpf/*.h tests/xdp/*.c)
 

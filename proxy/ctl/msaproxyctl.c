@@ -107,7 +107,8 @@ main(int argc, char **argv)
 		usage();
 	n = build_request(req, sizeof(req), json, argc - optind, argv + optind);
 	if (n < 0) {
-		fprintf(stderr, "msaproxyctl: request too long or empty word\n");
+		fprintf(stderr,
+			"msaproxyctl: request too long or empty word\n");
 		return 2;
 	}
 	if ((fd = connect_to(path)) < 0)
