@@ -699,49 +699,12 @@ set_groups(struct loader *l, const yaml_node_t *v, const char *key, void *base)
 }
 
 /* SNI names of one certificate. */
-static int
-set_names(struct loader *l, const yaml_node_t *v, const char *key, void *base)
-{
-	struct config_cert *cert = base;
-	char ikey[128];
-	size_t n;
-
-	if (is_null(v))
-		return 0;
-	if (v->type != YAML_SEQUENCE_NODE)
-		return fail(l, line_of(v), key,
-			    "expected a list such as [mail.example.com]");
-	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-	if (n == 0)
-		return 0;
-	cert->names = calloc(n, sizeof(*cert->names));
-	if (cert->names == NULL)
-		return fail(l, line_of(v), key, "out of memory");
-	for (size_t i = 0; i < n; i++) {
-		const yaml_node_t *item =
-			node_at(l, v->data.sequence.items.start[i]);
-		const char *s;
-
-		index_key(ikey, sizeof(ikey), key, i);
-		if (get_scalar(l, item, ikey, &s) < 0)
-			return -1;
-		if (!config_value_hostname(s, true))
-			return fail(l, line_of(item), ikey,
-				    "expected a host name or *.domain");
-		cert->names[i] = xstrdup(l, s, ikey, line_of(item));
-		if (cert->names[i] == NULL)
-			return -1;
-		cert->nnames = i + 1;
-	}
-	return 0;
-}
-
 /* A list of strings, each checked by valid (NULL: any non-empty) and, as
  * a path, made relative to the config's directory. */
 static int
 string_list(struct loader *l, const yaml_node_t *v, const char *key, bool path,
-	    bool (*valid)(const char *), const char *why, char ***out,
-	    size_t *count)
+	    bool (*valid)(const char *), const char *why_list, const char *why,
+	    char ***out, size_t *count)
 {
 	char ikey[128];
 	size_t n;
@@ -749,7 +712,7 @@ string_list(struct loader *l, const yaml_node_t *v, const char *key, bool path,
 	if (is_null(v))
 		return 0;
 	if (v->type != YAML_SEQUENCE_NODE)
-		return fail(l, line_of(v), key, "expected a list");
+		return fail(l, line_of(v), key, "%s", why_list);
 	n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
 	if (n == 0)
 		return 0;
@@ -775,14 +738,33 @@ string_list(struct loader *l, const yaml_node_t *v, const char *key, bool path,
 	return 0;
 }
 
+/* A certificate's SNI names ("*.example.com" allowed). */
+static bool
+valid_cert_name(const char *s)
+{
+	return config_value_hostname(s, true);
+}
+
+static int
+set_names(struct loader *l, const yaml_node_t *v, const char *key, void *base)
+{
+	struct config_cert *cert = base;
+
+	return string_list(l, v, key, false, valid_cert_name,
+			   "expected a list such as [mail.example.com]",
+			   "expected a host name or *.domain", &cert->names,
+			   &cert->nnames);
+}
+
 static int
 set_blocklist_files(struct loader *l, const yaml_node_t *v, const char *key,
 		    void *base)
 {
 	struct config *cfg = base;
 
-	return string_list(l, v, key, true, NULL, "must not be empty",
-			   &cfg->blocklist_files, &cfg->nblocklist_files);
+	return string_list(l, v, key, true, NULL, "expected a list of files",
+			   "must not be empty", &cfg->blocklist_files,
+			   &cfg->nblocklist_files);
 }
 
 /* An interface name as the kernel takes it (IFNAMSIZ - 1 bytes, no '/',
@@ -808,6 +790,7 @@ set_xdp_interfaces(struct loader *l, const yaml_node_t *v, const char *key,
 	struct config *cfg = base;
 
 	return string_list(l, v, key, false, valid_ifname,
+			   "expected a list such as [eth0]",
 			   "expected an interface name such as eth0",
 			   &cfg->xdp_interfaces, &cfg->nxdp_interfaces);
 }

@@ -790,38 +790,36 @@ session_drain(struct session *s)
 void
 session_describe(const struct session *s, FILE *f, bool json)
 {
-	char u[LOG_USER_MAX];
+	char u[LOG_USER_MAX], kv[LOG_USER_MAX + 512];
+	char obj[2 * (LOG_USER_MAX + 512)];
 	const char *tls = s->tls_done ? SSL_get_version(s->ssl) : "none";
 	const char *state =
 		s->closing ? "closing" : smtp_state_name(s->smtp.state);
-	const char *user = session_log_user(u, sizeof(u), s->smtp.user);
 	unsigned long long age = timer_now_ms() - s->started_ms;
+	int n;
 
-	if (json) {
-		/* The login is the client's bytes: escaped for JSON here. */
-		fprintf(f,
-			"{\"id\":\"%llx\",\"client\":\"%s\",\"port\":%u,"
-			"\"listener\":\"%s\",\"user\":\"",
-			(unsigned long long)s->id, s->peer_addr, s->peer_port,
-			s->listener->addr.text);
-		for (const char *p = s->smtp.user; *p; p++) {
-			unsigned char c = (unsigned char)*p;
-			if (c == '"' || c == '\\')
-				fprintf(f, "\\%c", c);
-			else if (c < 0x20 || c >= 0x7f)
-				fprintf(f, "\\u%04x", c);
-			else
-				fputc(c, f);
-		}
-		fprintf(f,
-			"\",\"state\":\"%s\",\"tls\":\"%s\",\"messages\":%u,"
-			"\"age_ms\":%llu,\"generation\":%u}\n",
-			state, tls, s->smtp.messages, age, s->gen->id);
-	} else {
+	if (!json) {
 		fprintf(f, "%llx %s:%u %s %s %s %s messages=%u age=%llus\n",
 			(unsigned long long)s->id, s->peer_addr, s->peer_port,
-			s->listener->addr.text, user, state, tls,
-			s->smtp.messages, age / 1000);
+			s->listener->addr.text,
+			session_log_user(u, sizeof(u), s->smtp.user), state,
+			tls, s->smtp.messages, age / 1000);
+		return;
+	}
+	/* The login is the client's bytes: quoted here, escaped for JSON by
+	 * the same code that writes JSON log lines. */
+	n = snprintf(
+		kv, sizeof(kv),
+		"id=%llx client=%s port=%u listener=%s user=%s state=%s "
+		"tls=%s messages=%u age_ms=%llu generation=%u",
+		(unsigned long long)s->id, s->peer_addr, s->peer_port,
+		s->listener->addr.text,
+		log_quote(u, sizeof(u), s->smtp.user, strlen(s->smtp.user)),
+		state, tls, s->smtp.messages, age, s->gen->id);
+	if (n > 0 && (size_t)n < sizeof(kv)) {
+		fwrite(obj, 1, log_kv_to_json(obj, sizeof(obj), kv, (size_t)n),
+		       f);
+		fputc('\n', f);
 	}
 }
 

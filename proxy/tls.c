@@ -493,10 +493,10 @@ tls_authed(SSL *ssl)
 	SSL_clear_options(ssl, SSL_OP_CLEANSE_PLAINTEXT);
 }
 
-SSL *
-tls_ssl_new(struct tls_server *ts)
+/* ssl (may be NULL) with a memory BIO on each side, or NULL (freed). */
+static SSL *
+with_memory_bios(SSL *ssl)
 {
-	SSL *ssl = SSL_new(ts->groups[0].ctx);
 	BIO *rbio, *wbio;
 
 	if (ssl == NULL)
@@ -512,7 +512,16 @@ tls_ssl_new(struct tls_server *ts)
 	/* An empty read BIO means "wait for more", not end of file. */
 	BIO_set_mem_eof_return(rbio, -1);
 	SSL_set_bio(ssl, rbio, wbio);
-	SSL_set_accept_state(ssl);
+	return ssl;
+}
+
+SSL *
+tls_ssl_new(struct tls_server *ts)
+{
+	SSL *ssl = with_memory_bios(SSL_new(ts->groups[0].ctx));
+
+	if (ssl != NULL)
+		SSL_set_accept_state(ssl);
 	return ssl;
 }
 
@@ -554,22 +563,11 @@ tls_backend_ctx_new(const struct config_backend *b, char *err, size_t errlen)
 SSL *
 tls_backend_ssl_new(SSL_CTX *ctx, const struct config_backend *b)
 {
-	SSL *ssl = SSL_new(ctx);
-	BIO *rbio, *wbio;
+	SSL *ssl = with_memory_bios(SSL_new(ctx));
 	char ip[INET6_ADDRSTRLEN];
 
 	if (ssl == NULL)
 		return NULL;
-	rbio = BIO_new(BIO_s_mem());
-	wbio = BIO_new(BIO_s_mem());
-	if (rbio == NULL || wbio == NULL) {
-		BIO_free(rbio);
-		BIO_free(wbio);
-		SSL_free(ssl);
-		return NULL;
-	}
-	BIO_set_mem_eof_return(rbio, -1);
-	SSL_set_bio(ssl, rbio, wbio);
 	SSL_set_connect_state(ssl);
 	if (b->tls_name != NULL) {
 		SSL_set_tlsext_host_name(ssl, b->tls_name);

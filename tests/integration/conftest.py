@@ -70,6 +70,23 @@ def port_accepts(port, host=LOOPBACK):
         return False
 
 
+def raw_greeting(port, source):
+    """Connect from source and read what the server says first (b"" if it
+    closes without a word)."""
+    with socket.create_connection((LOOPBACK, port), timeout=5,
+                                  source_address=(source, 0)) as s:
+        data = b""
+        try:
+            while not data.endswith(b"\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+        return data
+
+
 def run(cmd, timeout=60, **kwargs):
     """subprocess.run with a time bound, captured output, and a readable
     failure message when the command fails."""

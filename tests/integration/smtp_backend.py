@@ -9,7 +9,9 @@ library and aiosmtpd (Debian: python3-aiosmtpd).
 import collections
 import ipaddress
 import re
+import socket
 import threading
+import time
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
@@ -362,3 +364,138 @@ class RecordingBackend:
 
     def wait_for_connections(self, n, timeout=10):
         return self._wait("connections", n, timeout)
+
+
+# ---------------------------------------------------------------------------
+# FaultyBackend: a hand-written SMTP server for fault injection
+# ---------------------------------------------------------------------------
+
+PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def read_proxy_v2(rfile):
+    """Parse one PROXY protocol v2 header (HAProxy proxy-protocol.txt 2.2)
+    off rfile: {"command", "src", "dst" ((ip, port) or None), "tlvs"
+    {type: bytes}, "ssl" {"client", "verify", subtype: bytes}}."""
+    head = rfile.read(16)
+    assert head[:12] == PROXY_V2_SIG, head
+    cmd, fam, length = head[12], head[13], int.from_bytes(head[14:16], "big")
+    body = rfile.read(length)
+    assert len(body) == length
+    out = {"command": {0x20: "LOCAL", 0x21: "PROXY"}[cmd], "src": None, "dst": None,
+           "tlvs": {}, "ssl": None}
+    if fam in (0x11, 0x21):
+        n = 4 if fam == 0x11 else 16
+        ip = ipaddress.IPv4Address if n == 4 else ipaddress.IPv6Address
+        ports = body[2 * n:2 * n + 4]
+        out["src"] = (str(ip(body[:n])), int.from_bytes(ports[:2], "big"))
+        out["dst"] = (str(ip(body[n:2 * n])), int.from_bytes(ports[2:], "big"))
+        off = 2 * n + 4
+    else:
+        assert fam == 0x00, fam
+        off = 0
+    while off < length:
+        t, l = body[off], int.from_bytes(body[off + 1:off + 3], "big")
+        value = body[off + 3:off + 3 + l]
+        assert len(value) == l, "TLV runs past the header"
+        out["tlvs"][t] = value
+        if t == 0x20:
+            ssl_facts = {"client": value[0], "verify": int.from_bytes(value[1:5], "big")}
+            sub = value[5:]
+            while sub:
+                st, sl = sub[0], int.from_bytes(sub[1:3], "big")
+                ssl_facts[st] = sub[3:3 + sl]
+                sub = sub[3 + sl:]
+            out["ssl"] = ssl_facts
+        off += 3 + l
+    return out
+
+
+class FaultyBackend:
+    """A small SMTP server: greets with `greeting`, then answers like an
+    MTA and records each message; with die_in_data it cuts the connection
+    after reading that many bytes of message data; with proxy_v2 it first
+    reads and records a PROXY v2 header.  One thread, bounded in time."""
+
+    def __init__(self, greeting=b"220 faulty.test ESMTP\r\n", die_in_data=None,
+                 proxy_v2=False, ehlo=b"250 8BITMIME", hang_after_data=False):
+        self.ehlo = ehlo
+        self.hang_after_data = hang_after_data
+        self.greeting = greeting
+        self.die_in_data = die_in_data
+        self.proxy_v2 = proxy_v2
+        self.headers = []
+        self.messages = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.received_end = False
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        deadline = time.monotonic() + 90
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            self.connections += 1
+            with conn:
+                conn.settimeout(10)
+                try:
+                    self.session(conn.makefile("rb"), conn)
+                except OSError:
+                    pass
+
+    def session(self, rfile, conn):
+        if self.proxy_v2:
+            self.headers.append(read_proxy_v2(rfile))
+        conn.sendall(self.greeting)
+        if not self.greeting.startswith(b"220"):
+            return
+        while True:
+            line = rfile.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-faulty.test\r\n" + self.ehlo + b"\r\n")
+            elif verb == b"DATA" and self.die_in_data is None:
+                conn.sendall(b"354 go\r\n")
+                data = b""
+                while not data.endswith(b"\r\n.\r\n"):
+                    line = rfile.readline()
+                    if not line:
+                        return
+                    data += line
+                self.messages.append(data)
+                if self.hang_after_data:  # never answer: until the proxy hangs up
+                    rfile.read()
+                    return
+                conn.sendall(b"250 2.0.0 queued\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                got = b""
+                while len(got) < self.die_in_data:
+                    chunk = rfile.read1(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                self.received_end = b"\r\n.\r\n" in got
+                conn.shutdown(socket.SHUT_RDWR)
+                return
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+    def close(self):
+        self.stop_event.set()
+        self.thread.join(5)
+        self.sock.close()

@@ -9,30 +9,15 @@ Clients connect from 127.0.0.8/29 (Linux routes all of 127/8 to lo);
 """
 
 import json
-import socket
 import subprocess
-import time
 
-import pytest
 
-from conftest import LOOPBACK, MSAPROXY_BIN, wait_until
+from conftest import LOOPBACK, MSAPROXY_BIN, raw_greeting, wait_until
 
 
 def greeting(p, source):
-    """What the STARTTLS listener says first to a client from source:
-    b"" when it closes without a word."""
-    with socket.create_connection((LOOPBACK, p.starttls_port), timeout=5,
-                                  source_address=(source, 0)) as s:
-        data = b""
-        try:
-            while not data.endswith(b"\r\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass
-        return data
+    """What the STARTTLS listener says first to a client from source."""
+    return raw_greeting(p.starttls_port, source)
 
 
 def admitted(p, source):

@@ -100,6 +100,33 @@ def test_bad_requests_get_clear_errors(proxy, recording_backend):
         assert c.recv(100) == b""
     p.wait_for_log(r"msg=control-request-bad")
     assert p.ctl("status").returncode == 0
+
+    def raw(request):
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(str(p.control_socket))
+            c.settimeout(5)
+            try:
+                c.sendall(request)
+            except OSError:
+                pass  # closed on us mid-send: an answer too
+            data = b""
+            try:
+                while chunk := c.recv(4096):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+            return data
+
+    # Over 1023 bytes without a newline: closed without an answer.
+    since = p.mark()
+    assert raw(b"status " + b"x" * 2000 + b"\n") == b""
+    p.wait_for_log(r"msg=control-request-bad", since=since)
+    # Too many words, an empty line, a NUL-cut line: clear errors.
+    assert raw(b"ban " + b"a " * 20 + b"\n") == b"error: too many words\n"
+    assert raw(b"\n") == b"error: empty request\n"
+    assert raw(b"json\n") == b"error: empty request\n"
+    assert raw(b"stat\x00us\n").startswith(b'error: unknown command "stat"')
+    assert p.ctl("status").returncode == 0
     # Nothing listening: exit 3, and a message.
     gone = p.ctl_dir / "nothing.sock"
     r = p.ctl("-s", str(gone), "status", check=False)

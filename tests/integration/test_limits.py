@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SERVER_NAME, hash_password
+from conftest import SERVER_NAME, hash_password, raw_greeting
 
 MSG = b"Subject: limits\r\n\r\nhello\r\n"
 
@@ -53,23 +53,6 @@ def sanitized(p):
 
 def limited(p, **user_limits):
     return {"limits.user": user_limits}
-
-
-def raw_greeting(port, source):
-    """Connect from source and read what the server says first (b"" if it
-    closes without a word)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5,
-                                  source_address=(source, 0)) as s:
-        data = b""
-        try:
-            while not data.endswith(b"\r\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass
-        return data
 
 
 # ---------------------------------------------------------------------------

@@ -10,12 +10,12 @@ import smtplib
 import subprocess
 import socket
 import ssl
-import threading
 import time
 
 import pytest
 
 from conftest import SERVER_NAME, free_port
+from smtp_backend import FaultyBackend
 
 
 def login(p, user="demo", password="demo-pass-1"):
@@ -165,64 +165,8 @@ def test_identity_none_backend(proxy, recording_backend):
     assert recording_backend.wait_for_messages(1)[0]["xclient"] == {}
 
 
-class DyingBackend:
-    """A backend that answers like an MTA, then drops the connection after
-    reading `die_after` bytes of message data.  Fault injection only."""
-
-    def __init__(self, die_after):
-        self.die_after = die_after
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.received_end = False
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        deadline = time.monotonic() + 60
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            with conn:
-                conn.settimeout(10)
-                self.session(conn.makefile("rb"), conn)
-
-    def session(self, rfile, conn):
-        conn.sendall(b"220 dying.test ESMTP\r\n")
-        while True:
-            line = rfile.readline()
-            if not line:
-                return
-            verb = line[:4].upper()
-            if verb == b"EHLO":
-                conn.sendall(b"250-dying.test\r\n250 8BITMIME\r\n")
-            elif verb == b"DATA":
-                conn.sendall(b"354 go\r\n")
-                got = b""
-                while len(got) < self.die_after:
-                    chunk = rfile.read1(65536)
-                    if not chunk:
-                        break
-                    got += chunk
-                self.received_end = b"\r\n.\r\n" in got
-                conn.shutdown(socket.SHUT_RDWR)
-                return
-            else:
-                conn.sendall(b"250 ok\r\n")
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_backend_dies_mid_data_gives_451(proxy):
-    backend = DyingBackend(die_after=20000)
+    backend = FaultyBackend(die_in_data=20000)
     try:
         p = proxy([{"address": f"127.0.0.1:{backend.port}", "identity": "none"}])
         body = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 2000

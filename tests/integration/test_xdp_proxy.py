@@ -19,7 +19,6 @@ and under CI a skip is a failure.
 """
 
 import json
-import os
 import shutil
 import signal
 import subprocess

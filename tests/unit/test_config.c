@@ -889,6 +889,60 @@ expect_user_rate_error(const char *key, const char *value, const char *why)
 }
 
 static void
+test_blocklist_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "blocklist:\n"
+			      "  files: [lists/drop.txt]\n"
+			      "  allow: [198.51.100.7]\n"
+			      "  ban_floods: true\n"
+			      "  xdp:\n"
+			      "    enabled: true\n"
+			      "    interfaces: [eth0, veth-a.100]\n"
+			      "    mode: generic\n"
+			      "    scope: listeners\n");
+	assert_int_equal(cfg->nblocklist_files, 1);
+	assert_in_tmpdir(cfg->blocklist_files[0], "lists/drop.txt");
+	assert_int_equal(cfg->blocklist_allow.n, 1);
+	assert_true(cfg->blocklist_auto_ban && cfg->blocklist_ban_floods);
+	assert_int_equal(cfg->nxdp_interfaces, 2);
+	assert_string_equal(cfg->xdp_interfaces[1], "veth-a.100");
+	assert_int_equal(cfg->xdp_mode, XDP_MODE_GENERIC);
+	assert_int_equal(cfg->xdp_scope, XDP_SCOPE_LISTENERS);
+	assert_string_equal(cfg->xdp_pin_dir, "/sys/fs/bpf/msaproxy");
+	config_free(cfg);
+
+	expect_error(MINIMAL "blocklist:\n  files: drop.txt\n", 14,
+		     "blocklist.files", "expected a list of files");
+	expect_error(MINIMAL "blocklist:\n  files: [\"\"]\n", 14,
+		     "blocklist.files[0]", "must not be empty");
+	expect_error(MINIMAL "blocklist:\n  max_entries: 0\n", 14,
+		     "blocklist.max_entries",
+		     "must be between 1 and 100000000");
+	expect_error(MINIMAL "blocklist:\n  xdp:\n    interfaces: eth0\n", 15,
+		     "blocklist.xdp.interfaces",
+		     "expected a list such as [eth0]");
+	static const char *const bad_names[] = {
+		"eth/0", "eth 0", "eth:0", "..", "sixteen-chars-xx",
+	};
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(*bad_names); i++) {
+		char text[512];
+
+		snprintf(text, sizeof(text),
+			 MINIMAL "blocklist:\n  xdp:\n    interfaces: "
+				 "[\"%s\"]\n",
+			 bad_names[i]);
+		expect_error(text, 15, "blocklist.xdp.interfaces[0]",
+			     "expected an interface name such as eth0");
+	}
+	expect_error(MINIMAL "blocklist:\n  xdp:\n    enabled: true\n", 15,
+		     "blocklist.xdp.interfaces",
+		     "at least one interface when xdp is enabled");
+}
+
+static void
 test_control_and_shutdown(void **state)
 {
 	struct config *cfg;
@@ -2156,6 +2210,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_addresses, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blocklist_keys, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_control_and_shutdown,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_keys, setup, teardown),
