@@ -22,6 +22,9 @@
  *                      file loader refuses that).
  *   tls...cert         expired: error; expires within 14 days or not yet
  *                      valid: warning.
+ *   privileges.user    set: each of those files must be readable by that
+ *                      user (owner, one of its groups, or everyone), or
+ *                      a reload, which runs as that user, fails: warning.
  *
  * What the issue also names and the configuration cannot express, so
  * there is nothing to check: AUTH without TLS (never offered before TLS,
@@ -327,9 +330,32 @@ audit_secret_file(const char *path, const gid_t *own_gids, size_t ngids,
 	return -1;
 }
 
-/* root's group, ours, and the packaged "msaproxy" group. */
+/* Can privileges.user read it, by owner, group or other bits? */
+static bool
+readable_by_run_user(const struct config *cfg, const struct stat *st)
+{
+	gid_t groups[64];
+	int n = 64;
+
+	if (st->st_uid == cfg->run_uid)
+		return st->st_mode & S_IRUSR;
+	if (st->st_mode & S_IROTH)
+		return true;
+	if (!(st->st_mode & S_IRGRP))
+		return false;
+	if (st->st_gid == cfg->run_gid)
+		return true;
+	if (getgrouplist(cfg->run_user, cfg->run_gid, groups, &n) < 0)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (groups[i] == st->st_gid)
+			return true;
+	return false;
+}
+
+/* root's group, ours, privileges.group and the packaged "msaproxy". */
 static size_t
-own_gids(gid_t *gids)
+own_gids(const struct config *cfg, gid_t *gids)
 {
 	struct group gr, *res = NULL;
 	char tmp[1024];
@@ -337,6 +363,8 @@ own_gids(gid_t *gids)
 
 	gids[n++] = 0;
 	gids[n++] = getegid();
+	if (cfg->run_user != NULL)
+		gids[n++] = cfg->run_gid;
 	if (getgrnam_r("msaproxy", &gr, tmp, sizeof(tmp), &res) == 0 &&
 	    res != NULL)
 		gids[n++] = gr.gr_gid;
@@ -349,9 +377,19 @@ check_secret_file(struct audit *a, const char *path, const char *key,
 {
 	char why[600];
 	int r = audit_secret_file(path, gids, ngids, why, sizeof(why));
+	struct stat st;
+	char g[64];
 
 	if (r >= 0)
 		finding(a, (enum audit_level)r, key, NULL, "%s", why);
+	if (a->cfg->run_user != NULL && stat(path, &st) == 0 &&
+	    !readable_by_run_user(a->cfg, &st))
+		finding(a, AUDIT_WARNING, key, NULL,
+			"%s is not readable by %s (privileges.user): a "
+			"reload, which runs as %s, would fail; e.g. chown "
+			"root:%s and chmod 0640 it",
+			path, a->cfg->run_user, a->cfg->run_user,
+			group_name(a->cfg->run_gid, g, sizeof(g)));
 }
 
 /* ---- certificates -------------------------------------------------------- */
@@ -427,8 +465,8 @@ audit_config(const struct config *cfg, time_t now, audit_report_fn *report,
 	     void *ctx)
 {
 	struct audit a = {.cfg = cfg, .report = report, .ctx = ctx};
-	gid_t gids[3];
-	size_t ngids = own_gids(gids);
+	gid_t gids[4];
+	size_t ngids = own_gids(cfg, gids);
 
 	check_ciphers(&a);
 	check_limits(&a);

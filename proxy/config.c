@@ -17,7 +17,9 @@
  * (durations, sizes, rates, addresses, names) are config_value.c's.
  */
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -581,6 +583,63 @@ set_hostname(struct loader *l, const yaml_node_t *v, const char *key,
 			    "expected a host name such as mail.example.com");
 	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", s);
 	return 0;
+}
+
+/* privileges.user: an existing account, resolved now so that -t finds a
+ * typo and the switch after start-up cannot fail on a lookup. */
+static int
+set_run_user(struct loader *l, const yaml_node_t *v, const char *key,
+	     void *base)
+{
+	struct config *cfg = base;
+	struct passwd *pw;
+	const char *s;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (!config_value_account(s))
+		return fail(l, line_of(v), key,
+			    "expected a user name such as msaproxy");
+	errno = 0;
+	pw = getpwnam(s);
+	if (pw == NULL)
+		return fail(l, line_of(v), key, "no user \"%s\" on this host",
+			    s);
+	if (pw->pw_uid == 0)
+		return fail(l, line_of(v), key,
+			    "\"%s\" is root: name an unprivileged user", s);
+	free(cfg->run_user);
+	cfg->run_user = xstrdup(l, s, key, line_of(v));
+	cfg->run_uid = pw->pw_uid;
+	if (cfg->run_group == NULL)
+		cfg->run_gid = pw->pw_gid;
+	return cfg->run_user == NULL ? -1 : 0;
+}
+
+static int
+set_run_group(struct loader *l, const yaml_node_t *v, const char *key,
+	      void *base)
+{
+	struct config *cfg = base;
+	struct group *gr;
+	const char *s;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (!config_value_account(s))
+		return fail(l, line_of(v), key,
+			    "expected a group name such as msaproxy");
+	gr = getgrnam(s);
+	if (gr == NULL)
+		return fail(l, line_of(v), key, "no group \"%s\" on this host",
+			    s);
+	if (gr->gr_gid == 0)
+		return fail(l, line_of(v), key,
+			    "\"%s\" is root's group: name another", s);
+	free(cfg->run_group);
+	cfg->run_group = xstrdup(l, s, key, line_of(v));
+	cfg->run_gid = gr->gr_gid;
+	return cfg->run_group == NULL ? -1 : 0;
 }
 
 /* An octal file mode such as "0660" (YAML would read 0660 as a number in
@@ -1364,6 +1423,21 @@ static const struct field control_fields[] = {
 	END_OF_TABLE,
 };
 
+static const struct enum_name seccomp_modes[] = {
+	{"off", SECCOMP_OFF},
+	{"log", SECCOMP_LOG},
+	{"kill", SECCOMP_KILL},
+	{NULL, 0},
+};
+
+/* user before group: the user's primary group is the default. */
+static const struct field privileges_fields[] = {
+	FUNC("user", set_run_user),
+	FUNC("group", set_run_group),
+	ENUM("seccomp", CFG(seccomp), seccomp_modes),
+	END_OF_TABLE,
+};
+
 static const struct field shutdown_fields[] = {
 	NUM("timeout", F_MS, CFG(shutdown_timeout_ms), 0, DAY),
 	NUM("fast_timeout", F_MS, CFG(shutdown_fast_timeout_ms), 0, DAY),
@@ -1473,6 +1547,7 @@ static const struct field top_fields[] = {
 	SECTION("backends", backends_fields, true), /* for servers */
 	SECTION("blocklist", blocklist_fields, false),
 	SECTION("control", control_fields, false),
+	SECTION("privileges", privileges_fields, false),
 	SECTION("shutdown", shutdown_fields, false),
 	END_OF_TABLE,
 };
@@ -1502,6 +1577,12 @@ check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
 			    "at least one interface when xdp is enabled");
 	}
 
+	if (cfg->run_group != NULL && cfg->run_user == NULL) {
+		const yaml_node_t *pr = map_get(l, root, "privileges");
+
+		return fail(l, line_of(map_get(l, pr, "group")),
+			    "privileges.group", "needs privileges.user");
+	}
 	if (cfg->max_auth_line < cfg->max_line) {
 		n = map_get(l, limits, "max_auth_line");
 		if (n != NULL)
@@ -1829,6 +1910,8 @@ config_free(struct config *cfg)
 	free(cfg->tls_groups);
 	free(cfg->passwd_file);
 	free(cfg->control_socket);
+	free(cfg->run_user);
+	free(cfg->run_group);
 	for (size_t i = 0; i < cfg->nblocklist_files; i++)
 		free(cfg->blocklist_files[i]);
 	free(cfg->blocklist_files);

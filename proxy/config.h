@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/socket.h>
 
 #include "ipnet.h"
@@ -136,6 +137,13 @@ struct config_key_line {
 	int line;
 };
 
+/* privileges.seccomp: what a worker thread's forbidden system call does. */
+enum seccomp_mode {
+	SECCOMP_OFF,
+	SECCOMP_LOG, /* allowed, and logged by the kernel (audit) */
+	SECCOMP_KILL /* the process is killed: a bug or an exploit */
+};
+
 struct config {
 	char *path;
 	struct config_key_line *key_lines; /* in file order */
@@ -223,6 +231,12 @@ struct config {
 	/* control: */
 	char *control_socket;  /* unix socket for msaproxyctl; NULL: none */
 	unsigned control_mode; /* its file mode, default 0600 */
+	/* privileges: */
+	char *run_user;	 /* switch to this user after start; NULL: stay */
+	char *run_group; /* and this group; NULL: the user's primary group */
+	uid_t run_uid;
+	gid_t run_gid;
+	enum seccomp_mode seccomp; /* worker threads' system call filter */
 	/* shutdown: */
 	uint64_t shutdown_timeout_ms;	   /* SIGTERM, drain: default 30s */
 	uint64_t shutdown_fast_timeout_ms; /* SIGINT: default 3s */

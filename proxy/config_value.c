@@ -420,3 +420,21 @@ config_value_format_duration(char *buf, size_t len, uint64_t ms)
 	snprintf(buf, len, "%" PRIu64 "%s", ms / duration_units[i].mult,
 		 duration_units[i].name);
 }
+
+bool
+config_value_account(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > 32 || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '_' || c == '-' || (c == '$' && i == len - 1))
+			continue;
+		return false;
+	}
+	return true;
+}

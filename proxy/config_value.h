@@ -48,6 +48,9 @@ bool config_value_addr_equal(const struct config_addr *a,
 bool config_value_hostname(const char *s, bool wildcard);
 /* 1 to 64 letters, digits, '_', '.' or '-'. */
 bool config_value_class_name(const char *s);
+/* A user or group name as useradd(8) takes it: 1 to 32 of [a-z0-9_-],
+ * not starting with '-', an optional '$' at the end. */
+bool config_value_account(const char *s);
 
 /* n and ms in the largest unit that divides them, for range messages:
  * "4GB", "1000", "1m", "250ms". */

@@ -41,6 +41,7 @@
 #include "listen.h"
 #include "log.h"
 #include "pool.h"
+#include "privilege.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "timer.h"
@@ -58,6 +59,9 @@ struct fixed_keys {
 	size_t auth_cache_size, nxdp_interfaces;
 	bool xdp_enabled;
 	int xdp_mode, xdp_scope;
+	uid_t run_uid;
+	gid_t run_gid;
+	int seccomp;
 };
 
 struct server {
@@ -132,6 +136,9 @@ fixed_keys(const struct config *cfg)
 		.xdp_enabled = cfg->xdp_enabled,
 		.xdp_mode = (int)cfg->xdp_mode,
 		.xdp_scope = (int)cfg->xdp_scope,
+		.run_uid = cfg->run_user ? cfg->run_uid : 0,
+		.run_gid = cfg->run_user ? cfg->run_gid : 0,
+		.seccomp = (int)cfg->seccomp,
 	};
 }
 
@@ -165,6 +172,9 @@ warn_fixed(const struct server *srv, const struct config *cfg)
 	    run->nxdp_interfaces != now.nxdp_interfaces ||
 	    run->xdp_mode != now.xdp_mode || run->xdp_scope != now.xdp_scope)
 		ignored("blocklist.xdp");
+	if (run->run_uid != now.run_uid || run->run_gid != now.run_gid ||
+	    run->seccomp != now.seccomp)
+		ignored("privileges");
 }
 
 /* Audit findings of a reloaded config: logged, as at a start. */
@@ -593,16 +603,27 @@ start(struct server *srv, char *err, size_t errlen)
 	if (listen_set_build(NULL, cfg, srv->nworkers, &srv->listeners, err,
 			     errlen) != 0)
 		return -1;
-	srv->shared.auth = auth_pool_start(cfg->auth_threads, srv->gen->users,
-					   cfg->auth_cache_ttl_ms,
-					   cfg->auth_cache_size, err, errlen);
+	srv->shared.bans = bans_open(cfg, err, errlen);
+	if (srv->shared.bans == NULL)
+		return -1;
+	/* The control socket belongs to the user it will serve as. */
+	if (srv->control_path != NULL && cfg->run_user != NULL &&
+	    geteuid() == 0 &&
+	    chown(srv->control_path, cfg->run_uid, cfg->run_gid) != 0) {
+		snprintf(err, errlen, "chown %s: %s", srv->control_path,
+			 strerror(errno));
+		return -1;
+	}
+	/* Everything privileged is done; no thread has started yet. */
+	if (privilege_drop(cfg, err, errlen) != 0)
+		return -1;
+	srv->shared.auth = auth_pool_start(
+		cfg->auth_threads, srv->gen->users, cfg->auth_cache_ttl_ms,
+		cfg->auth_cache_size, cfg->seccomp, err, errlen);
 	if (srv->shared.auth == NULL)
 		return -1;
 	srv->shared.limits = ratelimit_new(cfg, err, errlen);
 	if (srv->shared.limits == NULL)
-		return -1;
-	srv->shared.bans = bans_open(cfg, err, errlen);
-	if (srv->shared.bans == NULL)
 		return -1;
 	return 0;
 }

@@ -37,6 +37,7 @@
 #include "health.h"
 #include "log.h"
 #include "pool.h"
+#include "sandbox.h"
 #include "session.h"
 #include "tls.h"
 #include "worker.h"
@@ -949,7 +950,9 @@ worker_main(void *arg)
 	snprintf(name, sizeof(name), "msa-worker-%u", w->id);
 	pthread_setname_np(pthread_self(), name);
 
-	if (setup_ring(w, w->start_err, sizeof(w->start_err)) != 0) {
+	if (setup_ring(w, w->start_err, sizeof(w->start_err)) != 0 ||
+	    sandbox_enter(w->gen->cfg->seccomp, name, w->start_err,
+			  sizeof(w->start_err)) != 0) {
 		w->start_status = -1;
 		sem_post(&w->started);
 		return NULL;

@@ -18,6 +18,7 @@
  * drains the queue first: every submitted request gets its done() call.
  */
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "auth/auth_cache.h"
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
+#include "sandbox.h"
 #include "timer.h"
 
 struct auth_pool {
@@ -39,6 +41,9 @@ struct auth_pool {
 	struct auth_cache *cache; /* thread-safe; disabled when ttl is 0 */
 	pthread_t *threads;
 	unsigned nthreads; /* started */
+	enum seccomp_mode seccomp;
+	sem_t started;	     /* posted by each thread once it is confined */
+	char start_err[256]; /* set by a thread that could not be */
 };
 
 /* cache may be NULL (no cache). */
@@ -86,6 +91,12 @@ auth_thread(void *arg)
 		pthread_sigmask(SIG_BLOCK, &all, NULL);
 	}
 	pthread_setname_np(pthread_self(), "msa-auth");
+	if (sandbox_enter(pool->seccomp, "msa-auth", pool->start_err,
+			  sizeof(pool->start_err)) != 0) {
+		sem_post(&pool->started);
+		return NULL;
+	}
+	sem_post(&pool->started);
 
 	pthread_mutex_lock(&pool->mu);
 	for (;;) {
@@ -127,6 +138,7 @@ pool_free(struct auth_pool *pool)
 {
 	pthread_cond_destroy(&pool->cv);
 	pthread_mutex_destroy(&pool->mu);
+	sem_destroy(&pool->started);
 	auth_cache_free(pool->cache);
 	free(pool->threads);
 	free(pool);
@@ -134,7 +146,8 @@ pool_free(struct auth_pool *pool)
 
 struct auth_pool *
 auth_pool_start(unsigned nthreads, struct passwd_db *db, uint64_t cache_ttl_ms,
-		size_t cache_size, char *err, size_t errlen)
+		size_t cache_size, enum seccomp_mode seccomp, char *err,
+		size_t errlen)
 {
 	struct auth_pool *pool;
 	sigset_t all, old;
@@ -166,6 +179,8 @@ auth_pool_start(unsigned nthreads, struct passwd_db *db, uint64_t cache_ttl_ms,
 		return NULL;
 	}
 	pool->db = db;
+	pool->seccomp = seccomp;
+	sem_init(&pool->started, 0, 0);
 	pthread_mutex_init(&pool->mu, NULL);
 	pthread_cond_init(&pool->cv, NULL);
 
@@ -187,6 +202,14 @@ auth_pool_start(unsigned nthreads, struct passwd_db *db, uint64_t cache_ttl_ms,
 			return NULL;
 		}
 		pool->nthreads++;
+		sem_wait(&pool->started);
+		if (pool->start_err[0] != '\0') {
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			snprintf(err, errlen, "auth pool: %s", pool->start_err);
+			pool_join(pool);
+			pool_free(pool);
+			return NULL;
+		}
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return pool;

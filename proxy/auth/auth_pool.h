@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "sasl.h"
 
 struct passwd_db;
@@ -36,10 +37,12 @@ struct auth_request {
 	struct auth_request *next;		/* queue link, pool's own */
 };
 
-/* cache_ttl_ms 0 disables the cache; cache_size bounds its entries. */
+/* cache_ttl_ms 0 disables the cache; cache_size bounds its entries;
+ * seccomp confines the threads (sandbox.h). */
 struct auth_pool *auth_pool_start(unsigned nthreads, struct passwd_db *db,
 				  uint64_t cache_ttl_ms, size_t cache_size,
-				  char *err, size_t errlen);
+				  enum seccomp_mode seccomp, char *err,
+				  size_t errlen);
 void auth_pool_submit(struct auth_pool *pool, struct auth_request *req);
 /* A returning client's login answered from the cache on the caller's
  * thread (microseconds, no thread hop): true with req->ok = req->cached =

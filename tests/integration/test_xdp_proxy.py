@@ -84,6 +84,7 @@ class ProxyInNamespace:
                                       "identity": "none"}]},
             "control": {"socket": str(self.socket)},
             "shutdown": {"timeout": "2s"},
+            "privileges": {"seccomp": "kill"},
             "blocklist": {"xdp": {"enabled": True, "interfaces": ["vs"],
                                   "pin_dir": str(world.pin), **(xdp or {})},
                           **(blocklist or {})},
@@ -266,5 +267,32 @@ def test_ban_survives_a_restart(run_proxy):
     listed = [json.loads(x) for x in q.ctl("-j", "list").stdout.splitlines()]
     assert [(e["prefix"], e["reason"]) for e in listed] == [(f"{CLI4_A}/32", "manual")]
     assert 3500 < listed[0]["expires_in_s"] <= 3600
+    assert q.connects(CLI4_A) == "timeout"
+    assert q.submit(CLI4_B) == "sent"
+
+
+def test_bans_work_after_dropping_root(run_proxy):
+    """Switched to nobody with only CAP_NET_BIND_SERVICE left (no CAP_BPF,
+    no CAP_NET_ADMIN), the proxy still writes the kernel's maps (ban,
+    unban), detaches at stop, and the next start (as root) takes over what
+    it left pinned."""
+    p = run_proxy(privileges={"user": "nobody", "seccomp": "kill"})
+    assert "capabilities=cap_net_bind_service no_new_privs=1" in p.log()
+    status = open(f"/proc/{p.proc.pid}/status").read()
+    assert "\nUid:\t65534\t65534\t65534\t65534\n" in status, status
+    assert "\nCapEff:\t0000000000000400\n" in status, status  # bit 10 only
+    assert "\nCapBnd:\t0000000000000400\n" in status, status
+    assert "\nNoNewPrivs:\t1\n" in status
+    assert p.submit(CLI4_A) == "sent"
+    drops = dropped(p, "manual")
+    p.ctl("ban", CLI4_A)
+    assert p.connects(CLI4_A) == "timeout"
+    assert dropped(p, "manual") > drops
+    p.ctl("unban", CLI4_A)
+    assert p.connects(CLI4_A) == "ok"
+    p.ctl("ban", CLI4_A, "--ttl", "1h")
+    p.stop()
+    assert p.connects(CLI4_A).startswith("error")  # detached, nothing listens
+    q = run_proxy()
     assert q.connects(CLI4_A) == "timeout"
     assert q.submit(CLI4_B) == "sent"

@@ -7,6 +7,7 @@
  * none for a good one.  Files live in a fresh temporary directory; the
  * certificate is made here with OpenSSL.
  */
+#include <grp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -403,6 +404,35 @@ test_cert_findings(void **state)
 	assert_non_null(strstr(found[0], "c.crt expired on "));
 }
 
+/* privileges.user must be able to read the key and the users file, or
+ * a reload (which runs as that user) fails. */
+static void
+test_run_user_must_read(void **state)
+{
+	struct group *nogroup = getgrnam("nogroup");
+	struct audit_result r;
+
+	(void)state;
+	assert_non_null(nogroup);
+	r = audit_text(GOOD_CONFIG "privileges:\n  user: nobody\n");
+	assert_int_equal(r.errors, 0);
+	assert_int_equal(r.warnings, 2);
+	assert_non_null(strstr(found[0], "auth.passwd_file: "));
+	assert_non_null(strstr(found[0], "/users is not readable by nobody "
+					 "(privileges.user): a reload, which "
+					 "runs as nobody, would fail; e.g. "
+					 "chown root:nogroup and chmod 0640 "
+					 "it"));
+	assert_non_null(strstr(found[1], "tls.certificates[0].key: "));
+	if (getuid() != 0)
+		return; /* chown needs root */
+	assert_int_equal(chown(in_tmp("users"), 0, nogroup->gr_gid), 0);
+	assert_int_equal(chmod(in_tmp("users"), 0640), 0);
+	assert_int_equal(chown(in_tmp("c.key"), 65534, 0), 0);
+	r = audit_text(GOOD_CONFIG "privileges:\n  user: nobody\n");
+	assert_int_equal(r.warnings + r.errors, 0);
+}
+
 int
 main(void)
 {
@@ -417,6 +447,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_bad_config, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_cert_findings, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_run_user_must_read, setup,
 						teardown),
 	};
 

@@ -264,7 +264,8 @@ test_many_requests(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(4, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	pool = auth_pool_start(4, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	for (unsigned i = 0; i < NREQ; i++) {
@@ -295,7 +296,8 @@ test_stop_drains_fifo(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(1, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	pool = auth_pool_start(1, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	for (unsigned i = 0; i < N; i++) {
@@ -321,7 +323,8 @@ test_unterminated_fields(void **state)
 	int expect[1] = {0};
 
 	(void)state;
-	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	memset(&req, 0, sizeof(req));
@@ -342,7 +345,8 @@ test_start_stop_idle(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(8, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	pool = auth_pool_start(8, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	auth_pool_stop(pool);
@@ -356,11 +360,12 @@ test_start_errors(void **state)
 	char err[256] = "";
 
 	(void)state;
-	assert_null(auth_pool_start(0, db, HOUR_MS, CACHE_N, err, sizeof(err)));
+	assert_null(auth_pool_start(0, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+				    sizeof(err)));
 	assert_true(err[0] != '\0');
 	err[0] = '\0';
-	assert_null(
-		auth_pool_start(2, NULL, HOUR_MS, CACHE_N, err, sizeof(err)));
+	assert_null(auth_pool_start(2, NULL, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+				    sizeof(err)));
 	assert_true(err[0] != '\0');
 }
 
@@ -391,7 +396,8 @@ test_cache(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	login_once(pool, 0, 0, 0); /* good: full check */
@@ -433,7 +439,8 @@ test_check_cached_on_caller_thread(void **state)
 	struct auth_request req;
 
 	(void)state;
-	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, err, sizeof(err));
+	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	memset(&req, 0, sizeof(req));
@@ -463,7 +470,8 @@ test_cache_disabled(void **state)
 	struct auth_pool *pool;
 
 	(void)state;
-	pool = auth_pool_start(2, db, 0, CACHE_N, err, sizeof(err));
+	pool = auth_pool_start(2, db, 0, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
 	if (pool == NULL)
 		fail_msg("auth_pool_start: %s", err);
 	login_once(pool, 0, 2, 2);

@@ -6,6 +6,8 @@
  * The example conf/msaproxy.yaml is loaded too (from $MSAPROXY_SRCDIR, or
  * the current directory), and must agree with the built-in defaults.
  */
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -971,6 +973,52 @@ test_control_and_shutdown(void **state)
 	expect_error(MINIMAL "control:\n  mode: \"0999\"\n", 14, "control.mode",
 		     "expected an octal mode from 0600 to 0777, such as 0660 "
 		     "(the owner must read and write)");
+}
+
+/* privileges: accounts resolved at load (nobody/nogroup exist on every
+ * Debian host), root refused, group only with a user. */
+static void
+test_privileges(void **state)
+{
+	struct passwd *nobody = getpwnam("nobody");
+	struct group *nogroup = getgrnam("nogroup");
+	struct config *cfg;
+
+	(void)state;
+	assert_non_null(nobody);
+	assert_non_null(nogroup);
+	cfg = load_ok(MINIMAL);
+	assert_null(cfg->run_user);
+	assert_int_equal(cfg->seccomp, SECCOMP_OFF);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "privileges:\n  user: nobody\n");
+	assert_string_equal(cfg->run_user, "nobody");
+	assert_int_equal(cfg->run_uid, nobody->pw_uid);
+	assert_int_equal(cfg->run_gid, nobody->pw_gid);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "privileges:\n"
+			      "  user: nobody\n"
+			      "  group: nogroup\n"
+			      "  seccomp: kill\n");
+	assert_int_equal(cfg->run_gid, nogroup->gr_gid);
+	assert_int_equal(cfg->seccomp, SECCOMP_KILL);
+	config_free(cfg);
+	expect_error(MINIMAL "privileges:\n  user: no-such-user-x\n", 14,
+		     "privileges.user",
+		     "no user \"no-such-user-x\" on this host");
+	expect_error(MINIMAL "privileges:\n  user: root\n", 14,
+		     "privileges.user",
+		     "\"root\" is root: name an unprivileged user");
+	expect_error(MINIMAL "privileges:\n  user: \"a b\"\n", 14,
+		     "privileges.user",
+		     "expected a user name such as msaproxy");
+	expect_error(MINIMAL "privileges:\n  user: nobody\n  group: root\n", 15,
+		     "privileges.group",
+		     "\"root\" is root's group: name another");
+	expect_error(MINIMAL "privileges:\n  group: nogroup\n", 14,
+		     "privileges.group", "needs privileges.user");
+	expect_error(MINIMAL "privileges:\n  seccomp: on\n", 14,
+		     "privileges.seccomp", "must be off, log or kill");
 }
 
 static void
@@ -2211,6 +2259,8 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocklist_keys, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_privileges, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_control_and_shutdown,
 						setup, teardown),
