@@ -223,6 +223,9 @@ struct config {
 	/* control: */
 	char *control_socket;  /* unix socket for msaproxyctl; NULL: none */
 	unsigned control_mode; /* its file mode, default 0600 */
+	/* metrics: */
+	struct config_addr
+		metrics_listen; /* Prometheus endpoint; .len 0: off */
 	/* shutdown: */
 	uint64_t shutdown_timeout_ms;	   /* SIGTERM, drain: default 30s */
 	uint64_t shutdown_fast_timeout_ms; /* SIGINT: default 3s */
