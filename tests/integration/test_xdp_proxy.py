@@ -9,8 +9,8 @@ backend on 127.0.0.1:2600 inside that namespace.  Clients submit from the
 client namespace with smtplib, or just connect (the agent, 1 s timeout).
 
 A ban through msaproxyctl makes the client's SYNs vanish: its connects
-time out, the proxy's XDP drop counter rises and its accept counter does
-not; unban restores it.  Also: CIDR and IPv6 bans cover their range and
+time out, the proxy's XDP drop counter rises (in `stats` and on the
+metrics endpoint) and its accept counter does not; unban restores it.  Also: CIDR and IPv6 bans cover their range and
 not the neighbours, the allowlist wins, TTL bans expire, failed logins
 earn a kernel ban, and a ban survives a proxy restart (pinned maps).
 
