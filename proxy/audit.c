@@ -14,6 +14,8 @@
  *   listeners          a wildcard address on port 25 with no allow list:
  *                      port 25 is where MTAs relay to each other, and a
  *                      submission service there invites the world.
+ *   metrics.listen     a wildcard address: the endpoint has no
+ *                      authentication, and would answer every network.
  *   auth.passwd_file,  world-readable: error (the load refuses it too);
  *   tls...key          readable by a group other than root's or the
  *                      proxy's own (its effective group, or "msaproxy",
@@ -268,6 +270,19 @@ check_listeners(struct audit *a)
 	}
 }
 
+static void
+check_metrics(struct audit *a)
+{
+	const struct config_addr *m = &a->cfg->metrics_listen;
+
+	if (m->len == 0 || !config_value_addr_is_wildcard(m))
+		return;
+	finding(a, AUDIT_WARNING, "metrics.listen", NULL,
+		"%s answers on every address, and the endpoint has no "
+		"authentication: bind it to loopback or a management address",
+		m->text);
+}
+
 /* ---- files holding secrets ----------------------------------------------- */
 
 static bool
@@ -471,6 +486,7 @@ audit_config(const struct config *cfg, time_t now, audit_report_fn *report,
 	check_ciphers(&a);
 	check_limits(&a);
 	check_listeners(&a);
+	check_metrics(&a);
 	check_secret_file(&a, cfg->passwd_file, "auth.passwd_file", gids,
 			  ngids);
 	check_certs(&a, now, gids, ngids);

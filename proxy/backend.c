@@ -36,6 +36,7 @@
 #include "proxy_v2.h"
 #include "session.h"
 #include "tls.h"
+#include "worker.h"
 #include "xtext.h"
 
 static void backend_connect(struct session *s, size_t server, uint64_t tried,
@@ -514,6 +515,10 @@ handshake_done(struct session *s, const struct smtp_reply *r)
 	unsigned ext = pool_ehlo_caps(r, &s->be->size_max);
 
 	pool_learn(s->gen->pool, server, ext, s->be->size_max);
+	counter_observe(
+		&worker_stats(s->w)
+			 ->backend_connect[pool_slot(s->gen->pool, server)],
+		timer_now_us() - s->be->began_us);
 	backend_health_log(&session_config(s)->backends[server],
 			   pool_succeeded(s->gen->pool, server, timer_now_ms()),
 			   "session", "handshake completed");
@@ -644,8 +649,13 @@ handle_reply(struct session *s, const struct smtp_reply *r)
 	if (data_end && r->code >= 200 && r->code < 300) {
 		s->recipients += rcpts;
 		s->bytes += s->ds.size;
+		counter_add(&worker_stats(s->w)->messages, 1);
 	}
 	if (data_end) {
+		counter_observe(
+			&worker_stats(s->w)->backend_transaction[pool_slot(
+				be->gen->pool, be->server)],
+			timer_now_us() - be->began_us);
 		log_info("message",
 			 " session=%llx client=%s user=%s backend=%s size=%llu "
 			 "result=%d",
@@ -841,6 +851,7 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 		return;
 	}
 	be->state = BE_CONNECTING;
+	be->began_us = timer_now_us();
 	sqe = worker_sqe(s->w);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,
 			      a->len);

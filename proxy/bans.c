@@ -27,6 +27,7 @@ struct bans {
 	size_t nifaces;
 	atomic_bool auto_logins, auto_floods;
 	atomic_ullong refused; /* connections closed at accept() */
+	atomic_ullong added[BLOCKLIST_REASON_COUNT]; /* entries written */
 };
 
 static const char *const table_names[] = {"block", "allow"};
@@ -90,9 +91,13 @@ apply_memory(struct bans *b, const struct blocklist_file *files,
 			i++;
 	}
 	for (i = 0; i < files->n; i++) {
-		if (ban_table_put(&b->block, &files->v[i], 0,
-				  BLOCKLIST_REASON_FILE, now) < 0)
+		int r = ban_table_put(&b->block, &files->v[i], 0,
+				      BLOCKLIST_REASON_FILE, now);
+
+		if (r < 0)
 			return -1;
+		if (r == 0)
+			atomic_fetch_add(&b->added[BLOCKLIST_REASON_FILE], 1);
 	}
 	for (i = 0; i < allow->n; i++) {
 		if (ban_table_put(&fresh, &allow->v[i], 0,
@@ -348,15 +353,18 @@ bans_add(struct bans *b, const struct ipnet *net, uint64_t ttl_ms,
 	 enum blocklist_reason reason, char *err, size_t errlen)
 {
 	uint64_t now = timer_now_ms();
-	int rc = 0;
+	int rc = 0, put;
 
 	if (ttl_ms > BLOCKLIST_TTL_MAX_MS) {
 		snprintf(err, errlen, "ttl too long (at most 3650d)");
 		return -1;
 	}
 	pthread_rwlock_wrlock(&b->lock);
-	if (ban_table_put(&b->block, net, ttl_ms ? now + ttl_ms : 0, reason,
-			  now) < 0) {
+	put = ban_table_put(&b->block, net, ttl_ms ? now + ttl_ms : 0, reason,
+			    now);
+	if (put == 0)
+		atomic_fetch_add(&b->added[reason], 1);
+	if (put < 0) {
 		snprintf(err, errlen, "out of memory");
 		rc = -1;
 	} else if (b->bpf != NULL && blocklist_add(b->bpf, net, ttl_ms, reason,
@@ -459,6 +467,33 @@ bans_stats(struct bans *b, FILE *out, bool json)
 		     : "xdp_passed_packets %" PRIu64
 		       "\nxdp_allowed_packets %" PRIu64 "\n",
 		st.passed_packets, st.allowed_packets);
+}
+
+void
+bans_counts(struct bans *b, struct bans_counts *out)
+{
+	struct blocklist_stats st;
+	char err[256];
+
+	memset(out, 0, sizeof(*out));
+	pthread_rwlock_rdlock(&b->lock);
+	for (size_t i = 0; i < b->block.n; i++)
+		if (b->block.v[i].reason < BLOCKLIST_REASON_COUNT)
+			out->block[b->block.v[i].reason]++;
+	out->allow = b->allow.n;
+	pthread_rwlock_unlock(&b->lock);
+	for (int r = 0; r < BLOCKLIST_REASON_COUNT; r++)
+		out->added[r] = atomic_load(&b->added[r]);
+	out->refused = atomic_load(&b->refused);
+	if (b->bpf == NULL || blocklist_stats(b->bpf, &st, err, sizeof(err)))
+		return;
+	out->xdp = true;
+	for (int r = 0; r < BLOCKLIST_REASON_COUNT; r++) {
+		out->xdp_dropped_packets[r] = st.dropped_packets[r];
+		out->xdp_dropped_bytes[r] = st.dropped_bytes[r];
+	}
+	out->xdp_passed_packets = st.passed_packets;
+	out->xdp_allowed_packets = st.allowed_packets;
 }
 
 void

@@ -60,6 +60,18 @@ int bans_del(struct bans *b, const struct ipnet *net, char *err, size_t errlen);
 
 /* Every entry, one per line (json: one object per line). */
 void bans_list(struct bans *b, FILE *out, bool json);
+/* What the metrics endpoint shows (counts now, totals since start). */
+struct bans_counts {
+	uint64_t block[BLOCKLIST_REASON_COUNT]; /* entries, by reason */
+	uint64_t allow;				/* allowlist entries */
+	uint64_t added[BLOCKLIST_REASON_COUNT]; /* entries written */
+	uint64_t refused;			/* closed at accept() */
+	bool xdp;				/* attached: the rest is set */
+	uint64_t xdp_dropped_packets[BLOCKLIST_REASON_COUNT];
+	uint64_t xdp_dropped_bytes[BLOCKLIST_REASON_COUNT];
+	uint64_t xdp_passed_packets, xdp_allowed_packets;
+};
+void bans_counts(struct bans *b, struct bans_counts *out);
 /* Counters as "name value" lines, or ",\"name\":value" JSON members. */
 void bans_stats(struct bans *b, FILE *out, bool json);
 /* Drop expired entries (memory and kernel); the main thread, every few

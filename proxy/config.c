@@ -1438,6 +1438,11 @@ static const struct field privileges_fields[] = {
 	END_OF_TABLE,
 };
 
+static const struct field metrics_fields[] = {
+	OPT("listen", F_ADDR, CFG(metrics_listen)),
+	END_OF_TABLE,
+};
+
 static const struct field shutdown_fields[] = {
 	NUM("timeout", F_MS, CFG(shutdown_timeout_ms), 0, DAY),
 	NUM("fast_timeout", F_MS, CFG(shutdown_fast_timeout_ms), 0, DAY),
@@ -1548,6 +1553,7 @@ static const struct field top_fields[] = {
 	SECTION("blocklist", blocklist_fields, false),
 	SECTION("control", control_fields, false),
 	SECTION("privileges", privileges_fields, false),
+	SECTION("metrics", metrics_fields, false),
 	SECTION("shutdown", shutdown_fields, false),
 	END_OF_TABLE,
 };
@@ -1582,6 +1588,15 @@ check_config(struct loader *l, const yaml_node_t *root, struct config *cfg)
 
 		return fail(l, line_of(map_get(l, pr, "group")),
 			    "privileges.group", "needs privileges.user");
+	}
+	for (size_t i = 0; cfg->metrics_listen.len > 0 && i < cfg->nlisteners;
+	     i++) {
+		if (!config_value_addr_equal(&cfg->metrics_listen,
+					     &cfg->listeners[i].addr))
+			continue;
+		n = map_get(l, map_get(l, root, "metrics"), "listen");
+		return fail(l, line_of(n), "metrics.listen",
+			    "same address as listeners[%zu]", i);
 	}
 	if (cfg->max_auth_line < cfg->max_line) {
 		n = map_get(l, limits, "max_auth_line");

@@ -237,6 +237,9 @@ struct config {
 	uid_t run_uid;
 	gid_t run_gid;
 	enum seccomp_mode seccomp; /* worker threads' system call filter */
+	/* metrics: */
+	struct config_addr
+		metrics_listen; /* Prometheus endpoint; .len 0: off */
 	/* shutdown: */
 	uint64_t shutdown_timeout_ms;	   /* SIGTERM, drain: default 30s */
 	uint64_t shutdown_fast_timeout_ms; /* SIGINT: default 3s */

@@ -151,6 +151,30 @@ cmd_list(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	return 0;
 }
 
+static int
+cmd_backends(struct server *srv, int argc, char **argv, FILE *body, bool json,
+	     char *err, size_t errlen)
+{
+	(void)argc, (void)argv, (void)err, (void)errlen;
+	server_backends(srv, body, json);
+	return 0;
+}
+
+/* backend enable|disable NAME */
+static int
+cmd_backend(struct server *srv, int argc, char **argv, FILE *body, bool json,
+	    char *err, size_t errlen)
+{
+	(void)json;
+	if (argc != 3 || (strcmp(argv[1], "enable") != 0 &&
+			  strcmp(argv[1], "disable") != 0)) {
+		snprintf(err, errlen, "usage: backend enable|disable NAME");
+		return -1;
+	}
+	return server_backend_set(srv, argv[2], argv[1][0] == 'e', body, err,
+				  errlen);
+}
+
 static const struct {
 	const char *name;
 	control_fn fn;
@@ -159,7 +183,8 @@ static const struct {
 	{"sessions", cmd_sessions}, {"reload", cmd_reload},
 	{"drain", cmd_drain},	    {"user", cmd_user},
 	{"ban", cmd_ban},	    {"unban", cmd_unban},
-	{"list", cmd_list},
+	{"list", cmd_list},	    {"backends", cmd_backends},
+	{"backend", cmd_backend},
 };
 
 void
@@ -195,7 +220,8 @@ control_exec(struct server *srv, char *line, FILE *out)
 	}
 	snprintf(err, sizeof(err),
 		 "unknown command \"%.64s\" (try status, stats, sessions, "
-		 "reload, drain, user limits LOGIN, ban, unban, list)",
+		 "reload, drain, user limits LOGIN, ban, unban, list, "
+		 "backends, backend enable|disable NAME)",
 		 argv[0]);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[0], commands[i].name) == 0) {

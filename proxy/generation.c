@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "auth/passwd_db.h"
+#include "counters.h"
 #include "generation.h"
 #include "pool.h"
 #include "tls.h"
@@ -58,6 +59,7 @@ generation_free(struct generation *g)
 	for (size_t i = 0; g->backend_tls && i < g->cfg->nbackends; i++)
 		SSL_CTX_free(g->backend_tls[i]);
 	free(g->backend_tls);
+	free(g->listener_slot);
 	pool_free(g->pool);
 	passwd_db_free(g->users);
 	config_free(g->cfg);
@@ -93,7 +95,10 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 	}
 	g->pool = pool_new(g->cfg);
 	g->backend_tls = calloc(g->cfg->nbackends, sizeof(*g->backend_tls));
-	if (g->pool == NULL || g->backend_tls == NULL) {
+	g->listener_slot =
+		calloc(g->cfg->nlisteners, sizeof(*g->listener_slot));
+	if (g->pool == NULL || g->backend_tls == NULL ||
+	    g->listener_slot == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -137,6 +142,17 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 fail:
 	generation_free(g);
 	return NULL;
+}
+
+unsigned
+generation_listener_slot(const struct generation *g,
+			 const struct config_listener *l)
+{
+	const struct config_listener *first = g->cfg->listeners;
+
+	if (l < first || l >= first + g->cfg->nlisteners)
+		return COUNTERS_LISTENERS - 1; /* not this generation's */
+	return g->listener_slot[l - first];
 }
 
 struct generation *

@@ -36,6 +36,7 @@ struct generation {
 	struct smtp_params params[2]; /* by enum listener_mode */
 	struct pool *pool;	      /* the backends' balance and health */
 	SSL_CTX **backend_tls;	      /* per server; NULL where tls is none */
+	unsigned *listener_slot; /* per listener, counters slot (registry.h) */
 };
 
 /* ntls for one set of TLS contexts per worker, as cfg->workers says. */
@@ -59,6 +60,10 @@ struct generation *generation_load(const char *path, unsigned id, unsigned ntls,
 					      size_t errlen),
 				   void *arg, char *err, size_t errlen);
 struct generation *generation_hold(struct generation *g);
+/* The counters slot of listener l (one of g's), set by the server
+ * (registry.h); 0 before. */
+unsigned generation_listener_slot(const struct generation *g,
+				  const struct config_listener *l);
 void generation_drop(struct generation *g);
 
 #endif

@@ -20,6 +20,11 @@
  * good checks in a row; without, it is retried after backends.down_time
  * and the first session that gets through brings it back.
  *
+ * Operator state: a server disabled with msaproxyctl (registry.h) is never
+ * picked for a new connection, whatever its health; connections open to
+ * it go on.  Health checks go on too, so its health is known when it comes
+ * back.
+ *
  * Shared across workers: every counter is an atomic; the up/down flip is a
  * compare-and-swap, so exactly one reporter sees (and logs) each change.
  * Nothing here does I/O, logs, or reads the clock.
@@ -49,7 +54,9 @@ struct pool_server {
 	uint64_t hash;		   /* of the address, for hash-login */
 	unsigned weight;
 	unsigned max_conns;
-} __attribute__((aligned(64))); /* one cache line each: no false sharing */
+	unsigned slot;		     /* counters and registry (pool_bind) */
+	const atomic_bool *disabled; /* the operator's flag, or NULL */
+} __attribute__((aligned(64)));	     /* one cache line each: no false sharing */
 
 struct pool {
 	const struct config *cfg;
@@ -169,6 +176,25 @@ pool_size(const struct pool *p)
 	return p->n;
 }
 
+void
+pool_bind(struct pool *p, size_t i, unsigned slot, const atomic_bool *disabled)
+{
+	p->v[i].slot = slot;
+	p->v[i].disabled = disabled;
+}
+
+unsigned
+pool_slot(const struct pool *p, size_t i)
+{
+	return p->v[i].slot;
+}
+
+bool
+pool_is_enabled(const struct pool *p, size_t i)
+{
+	return p->v[i].disabled == NULL || !atomic_load(p->v[i].disabled);
+}
+
 int
 pool_cursor_init(struct pool_cursor *c, const struct pool *p)
 {
@@ -202,6 +228,8 @@ eligible(const struct pool *p, size_t i, uint64_t tried, uint64_t now)
 	const struct pool_server *s = &p->v[i];
 
 	if (i < 64 && (tried & (UINT64_C(1) << i)))
+		return false;
+	if (s->disabled != NULL && atomic_load(s->disabled))
 		return false;
 	if (s->max_conns > 0 && atomic_load(&s->conns) >= s->max_conns)
 		return false;
@@ -453,7 +481,8 @@ pool_offer(const struct pool *p, unsigned *ext, uint64_t *size)
 		unsigned e = atomic_load(&s->ext);
 		uint64_t n = atomic_load(&s->size_max);
 
-		if (!(e & EXT_KNOWN) || !atomic_load(&s->up))
+		if (!(e & EXT_KNOWN) || !atomic_load(&s->up) ||
+		    !pool_is_enabled(p, i))
 			continue;
 		seen = true;
 		all &= e;

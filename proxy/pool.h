@@ -11,6 +11,7 @@
 #ifndef MSAPROXY_POOL_H
 #define MSAPROXY_POOL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,16 +50,23 @@ void pool_free(struct pool *p);
  * health and capabilities old knows, not as unknown. */
 void pool_inherit(struct pool *p, const struct pool *old);
 size_t pool_size(const struct pool *p);
+/* Server i counts under counters slot slot (registry.h) and is taken out
+ * of rotation while *disabled (NULL: never). */
+void pool_bind(struct pool *p, size_t i, unsigned slot,
+	       const atomic_bool *disabled);
+unsigned pool_slot(const struct pool *p, size_t i);
+/* Not disabled by the operator? */
+bool pool_is_enabled(const struct pool *p, size_t i);
 
 int pool_cursor_init(struct pool_cursor *c, const struct pool *p);
 void pool_cursor_free(struct pool_cursor *c);
 
 /*
  * The server for a new connection under backends.balance, among those
- * that are up (or down long enough to be retried, when there are no
- * active checks), under their max_conns, and not in tried (bit i: server
- * i was tried for this command).  login is the session's user, for
- * hash-login.  POOL_NONE when none is left.
+ * that are enabled (pool_bind()) and up (or down long enough to be retried,
+ * when there are no active checks), under their max_conns, and not in tried
+ * (bit i: server i was tried for this command).  login is the session's user,
+ * for hash-login.  POOL_NONE when none is left.
  */
 size_t pool_pick(struct pool *p, struct pool_cursor *c, const char *login,
 		 uint64_t tried, uint64_t now_ms);

@@ -1,9 +1,10 @@
 /*
  * server.c - start, run, reload and drain the proxy (the main thread).
  *
- * Start: bind the listeners, start the auth pool, the limit tables and the
- * workers, open the control socket.  Then the main thread sleeps in
- * poll() on a signalfd and the control socket:
+ * Start: open the control socket and the metrics endpoint, bind the
+ * listeners, start the auth pool, the limit tables and the workers.  Then
+ * the main thread sleeps in poll() on a signalfd, the control socket and
+ * the metrics endpoint's sockets (metrics_http.c, never blocking):
  *
  *   SIGHUP, "reload"   load a new generation beside the running one (config,
  *                      users file, certificates), bind new listeners, and
@@ -17,9 +18,16 @@
  * adopted the new one: until then a worker may still be inside a call that
  * read the old config through the shared limit tables.
  *
- * Config keys: workers, control.*, shutdown.*.  What a reload cannot
- * change (workers, auth.threads, auth.cache_*, limits table sizes, the TLS
- * ticket key lifetime) keeps its value and is logged as such.
+ * Every listener and backend address has a slot in the registry
+ * (registry.h) for its counters and, for backends, the operator's
+ * enable/disable, which every generation's pool reads: a disabled backend
+ * stays disabled across reloads while it is configured.  A scrape sums the
+ * workers' counters (counters.h) into a snapshot that metrics.c renders.
+ *
+ * Config keys: workers, control.*, metrics.listen, shutdown.*.  What a
+ * reload cannot change (workers, auth.threads, auth.cache_*, limits table
+ * sizes, the TLS ticket key lifetime, the control socket and
+ * metrics.listen) keeps its value and is logged as such.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,9 +48,12 @@
 #include "generation.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "pool.h"
 #include "privilege.h"
 #include "ratelimit.h"
+#include "registry.h"
 #include "server.h"
 #include "timer.h"
 #include "tls.h"
@@ -62,6 +73,7 @@ struct fixed_keys {
 	uid_t run_uid;
 	gid_t run_gid;
 	int seccomp;
+	struct config_addr metrics_listen;
 };
 
 struct server {
@@ -80,10 +92,13 @@ struct server {
 	int sfd; /* signalfd */
 	int cfd; /* control socket, or -1 */
 	char *control_path;
+	struct metrics_http *metrics; /* or NULL */
+	struct registry *reg;
 
 	struct fixed_keys fixed;
 	uint64_t started_ms, drain_started_ms;
-	time_t started_wall;
+	uint64_t started_wall_ms, loaded_wall_ms; /* start, last good load */
+	bool last_reload_ok;
 	unsigned reloads, reload_failures;
 	bool draining;
 	int drain_signals;
@@ -139,6 +154,7 @@ fixed_keys(const struct config *cfg)
 		.run_uid = cfg->run_user ? cfg->run_uid : 0,
 		.run_gid = cfg->run_user ? cfg->run_gid : 0,
 		.seccomp = (int)cfg->seccomp,
+		.metrics_listen = cfg->metrics_listen,
 	};
 }
 
@@ -175,6 +191,49 @@ warn_fixed(const struct server *srv, const struct config *cfg)
 	if (run->run_uid != now.run_uid || run->run_gid != now.run_gid ||
 	    run->seccomp != now.seccomp)
 		ignored("privileges");
+	if (run->metrics_listen.len != now.metrics_listen.len ||
+	    strcmp(run->metrics_listen.text, now.metrics_listen.text) != 0)
+		ignored("metrics.listen");
+}
+
+static uint64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Give gen's listeners and backends their registry slots.  A backend
+ * that the running generation does not have starts enabled (it may have
+ * been disabled, removed and now added again). */
+static void
+bind_generation(struct server *srv, struct generation *gen,
+		const struct generation *running)
+{
+	const struct config *cfg = gen->cfg;
+
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		gen->listener_slot[i] = registry_listener(
+			srv->reg, cfg->listeners[i].addr.text);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const char *name = cfg->backends[i].addr.text;
+		unsigned slot = registry_backend(srv->reg, name);
+		struct registry_backend *rb = &srv->reg->backend[slot];
+		bool kept = false;
+
+		for (size_t j = 0; running && j < running->cfg->nbackends; j++)
+			kept = kept ||
+			       strcmp(running->cfg->backends[j].addr.text,
+				      name) == 0;
+		if (!kept)
+			atomic_store(&rb->disabled, false);
+		pool_bind(gen->pool, i, slot,
+			  registry_backend_is_other(srv->reg, slot)
+				  ? NULL
+				  : &rb->disabled);
+	}
 }
 
 /* Audit findings of a reloaded config: logged, as at a start. */
@@ -252,6 +311,7 @@ server_reload(struct server *srv, char *err, size_t errlen)
 	}
 	srv->next_id++;
 	pool_inherit(gen->pool, srv->gen->pool);
+	bind_generation(srv, gen, srv->gen);
 	warn_fixed(srv, gen->cfg);
 	if (ratelimit_reconfigure(srv->shared.limits, gen->cfg, warn,
 				  sizeof(warn)))
@@ -271,6 +331,8 @@ server_reload(struct server *srv, char *err, size_t errlen)
 	srv->retiring[srv->nretiring++] = srv->gen;
 	srv->gen = gen;
 	srv->reloads++;
+	srv->last_reload_ok = true;
+	srv->loaded_wall_ms = wall_ms();
 	log_info("reloaded",
 		 " generation=%u listeners=%zu backends=%zu users=%zu", gen->id,
 		 gen->cfg->nlisteners, gen->cfg->nbackends,
@@ -278,6 +340,7 @@ server_reload(struct server *srv, char *err, size_t errlen)
 	return 0;
 fail:
 	srv->reload_failures++;
+	srv->last_reload_ok = false;
 	log_error("reload-failed", " generation=%u error=\"%s\"", srv->gen->id,
 		  err);
 	return -1;
@@ -507,6 +570,262 @@ server_user_limits(struct server *srv, const char *login, FILE *out, bool json,
 }
 
 /* ---------------------------------------------------------------------
+ * Backends: list, enable, disable
+ */
+
+void
+server_backends(struct server *srv, FILE *out, bool json)
+{
+	const struct config *cfg = srv->gen->cfg;
+	const struct pool *pool = srv->gen->pool;
+
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const char *name = cfg->backends[i].addr.text;
+		bool up = pool_is_up(pool, i), on = pool_is_enabled(pool, i);
+
+		fprintf(out,
+			json ? "{\"backend\":\"%s\",\"health\":\"%s\","
+			       "\"admin\":\"%s\",\"connections\":%u,"
+			       "\"weight\":%u}\n"
+			     : "%s %s %s connections=%u weight=%u\n",
+			name, up ? "up" : "down", on ? "enabled" : "disabled",
+			pool_conns(pool, i), cfg->backends[i].weight);
+	}
+}
+
+int
+server_backend_set(struct server *srv, const char *name, bool enable, FILE *out,
+		   char *err, size_t errlen)
+{
+	const struct config *cfg = srv->gen->cfg;
+	size_t i, left = 0;
+	int slot;
+
+	for (i = 0; i < cfg->nbackends; i++)
+		if (strcmp(cfg->backends[i].addr.text, name) == 0)
+			break;
+	if (i == cfg->nbackends) {
+		snprintf(err, errlen,
+			 "no backend %.128s in the configuration "
+			 "(msaproxyctl backends lists them)",
+			 name);
+		return -1;
+	}
+	slot = registry_find_backend(srv->reg, name);
+	if (slot < 0) {
+		snprintf(err, errlen,
+			 "backend %.128s cannot be disabled: more than %d "
+			 "backend addresses since the start (restart to "
+			 "manage it)",
+			 name, COUNTERS_BACKENDS - 1);
+		return -1;
+	}
+	atomic_store(&srv->reg->backend[slot].disabled, !enable);
+	for (size_t k = 0; k < cfg->nbackends; k++)
+		left += pool_is_enabled(srv->gen->pool, k);
+	log_info(enable ? "backend-enabled" : "backend-disabled",
+		 " backend=%s enabled=%zu of=%zu", name, left, cfg->nbackends);
+	if (left == 0) {
+		log_warn("backends-all-disabled",
+			 " detail=\"new transactions get 451 4.4.1\"");
+		fprintf(out, "warning: no backend is enabled: new transactions "
+			     "get 451 4.4.1\n");
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Metrics
+ */
+
+/* jemalloc's mallctl(), when jemalloc is the allocator (not under ASan):
+ * a weak reference, NULL without it. */
+extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
+		   size_t newlen) __attribute__((weak));
+
+static void
+memory_stats(struct metrics_snapshot *m)
+{
+	static const char *const names[] = {"stats.allocated", "stats.active",
+					    "stats.resident", "stats.mapped"};
+	uint64_t *to[] = {&m->mem_allocated, &m->mem_active, &m->mem_resident,
+			  &m->mem_mapped};
+	uint64_t epoch = 1;
+	size_t len = sizeof(epoch);
+
+	if (mallctl == NULL ||
+	    mallctl("epoch", &epoch, &len, &epoch, sizeof(epoch)) != 0)
+		return;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t v = 0;
+
+		len = sizeof(v);
+		if (mallctl(names[i], &v, &len, NULL, 0) != 0)
+			return;
+		*to[i] = v;
+	}
+	m->memory = true;
+}
+
+static void
+sum_hist(struct metrics_hist *to, const struct counter_hist *from)
+{
+	for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++)
+		to->bucket[i] += counter_read(&from->bucket[i]);
+	to->count += counter_read(&from->count);
+	to->sum_us += counter_read(&from->sum_us);
+}
+
+/* The workers' counters, summed. */
+static void
+sum_workers(struct server *srv, struct metrics_snapshot *m,
+	    struct metrics_listener *ls, struct metrics_backend *bs,
+	    uint64_t *busy)
+{
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		const struct worker_counters *c =
+			worker_counters(srv->workers[k]);
+
+		m->accepted += counter_read(&c->accepted);
+		m->active += counter_read(&c->active);
+		m->messages += counter_read(&c->messages);
+		m->data_bytes += counter_read(&c->data_bytes);
+		busy[k] = counter_read(&c->busy_ns);
+		for (unsigned i = 0; i < srv->reg->nlisteners; i++)
+			for (int o = 0; o < OUTCOME_COUNT; o++)
+				ls[i].sessions[o] +=
+					counter_read(&c->sessions[i][o]);
+		for (int v = 0; v < TLSV_COUNT; v++) {
+			m->tls_ok[v] += counter_read(&c->tls_ok[v]);
+			m->tls_failed[v] += counter_read(&c->tls_failed[v]);
+		}
+		for (int i = 0; i < MECH_COUNT; i++)
+			for (int r = 0; r < AUTH_RESULT_COUNT; r++)
+				m->auth[i][r] += counter_read(&c->auth[i][r]);
+		for (int i = 0; i < LIMIT_HIT_COUNT; i++)
+			m->limits[i] += counter_read(&c->limits[i]);
+		for (unsigned i = 0; i < srv->reg->nbackends; i++) {
+			sum_hist(&bs[i].connect, &c->backend_connect[i]);
+			sum_hist(&bs[i].transaction,
+				 &c->backend_transaction[i]);
+		}
+	}
+}
+
+/* The limit tables' own counters (ratelimit.h), as limit kinds. */
+static void
+sum_limits(struct server *srv, struct metrics_snapshot *m)
+{
+	const struct ratelimit_stats *st = ratelimit_stats(srv->shared.limits);
+
+	m->limits[LIMIT_HIT_MESSAGES] +=
+		atomic_load(&st->refused[LIMIT_MESSAGES]);
+	m->limits[LIMIT_HIT_RECIPIENTS] +=
+		atomic_load(&st->refused[LIMIT_RECIPIENTS]);
+	m->limits[LIMIT_HIT_BYTES] += atomic_load(&st->refused[LIMIT_BYTES]);
+	m->limits[LIMIT_HIT_MESSAGES_QUOTA] +=
+		atomic_load(&st->refused[LIMIT_QUOTA]);
+	m->limits[LIMIT_HIT_IP_BANNED] +=
+		atomic_load(&st->ip_refused[RATELIMIT_BANNED]);
+	m->limits[LIMIT_HIT_IP_CONNECTION_RATE] +=
+		atomic_load(&st->ip_refused[RATELIMIT_RATE]);
+	m->limits[LIMIT_HIT_IP_CONCURRENCY] +=
+		atomic_load(&st->ip_refused[RATELIMIT_CONCURRENCY]);
+	m->limits[LIMIT_HIT_IP_TABLE_FULL] +=
+		atomic_load(&st->ip_refused[RATELIMIT_FULL]);
+}
+
+static void
+blocklist_counts(struct server *srv, struct metrics_snapshot *m)
+{
+	struct bans_counts bc;
+
+	if (srv->shared.bans == NULL)
+		return;
+	bans_counts(srv->shared.bans, &bc);
+	for (int r = 0; r < METRICS_XDP_REASONS; r++) {
+		m->block_entries[r] = bc.block[r];
+		m->bans_added[r] = bc.added[r];
+		m->xdp_dropped_packets[r] = bc.xdp_dropped_packets[r];
+		m->xdp_dropped_bytes[r] = bc.xdp_dropped_bytes[r];
+	}
+	m->allow_entries = bc.allow;
+	m->blocklist_refused = bc.refused;
+	m->xdp = bc.xdp;
+	m->xdp_passed_packets = bc.xdp_passed_packets;
+	m->xdp_allowed_packets = bc.xdp_allowed_packets;
+}
+
+/* The configured backends' gauges, by registry slot. */
+static void
+backend_gauges(struct server *srv, struct metrics_backend *bs)
+{
+	const struct config *cfg = srv->gen->cfg;
+	const struct pool *pool = srv->gen->pool;
+
+	for (unsigned i = 0; i < srv->reg->nbackends; i++)
+		bs[i].name = srv->reg->backend[i].name;
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		struct metrics_backend *b = &bs[pool_slot(pool, i)];
+
+		b->configured = true;
+		b->up = pool_is_up(pool, i);
+		b->enabled = pool_is_enabled(pool, i);
+		b->connections += pool_conns(pool, i);
+		b->changes += pool_changes(pool, i);
+	}
+}
+
+/* The body of a scrape (metrics_http.c): every counter, now. */
+static char *
+metrics_body(void *arg, size_t *len)
+{
+	struct server *srv = arg;
+	struct metrics_snapshot m = {
+		.start_time_ms = srv->started_wall_ms,
+		.generation = srv->gen->id,
+		.reloads = srv->reloads,
+		.reload_failures = srv->reload_failures,
+		.last_reload_ok = srv->last_reload_ok,
+		.last_config_time_ms = srv->loaded_wall_ms,
+		.draining = srv->draining,
+		.nworkers = srv->nworkers,
+	};
+	struct metrics_listener *ls = calloc(COUNTERS_LISTENERS, sizeof(*ls));
+	struct metrics_backend *bs = calloc(COUNTERS_BACKENDS, sizeof(*bs));
+	uint64_t *busy = calloc(srv->nworkers, sizeof(*busy));
+	char *text = NULL;
+	FILE *out = NULL;
+
+	*len = 0;
+	if (ls == NULL || bs == NULL || busy == NULL ||
+	    (out = open_memstream(&text, len)) == NULL)
+		goto done;
+	for (unsigned i = 0; i < srv->reg->nlisteners; i++)
+		ls[i].name = srv->reg->listener[i];
+	sum_workers(srv, &m, ls, bs, busy);
+	sum_limits(srv, &m);
+	blocklist_counts(srv, &m);
+	backend_gauges(srv, bs);
+	memory_stats(&m);
+	m.listeners = ls;
+	m.nlisteners = srv->reg->nlisteners;
+	m.backends = bs;
+	m.nbackends = srv->reg->nbackends;
+	m.busy_ns = busy;
+	metrics_render(&m, out);
+	if (fclose(out) != 0) {
+		free(text);
+		text = NULL;
+	}
+done:
+	free(ls);
+	free(bs);
+	free(busy);
+	return text;
+}
+
+/* ---------------------------------------------------------------------
  * Run
  */
 
@@ -548,10 +867,15 @@ static void
 loop(struct server *srv)
 {
 	while (!(srv->draining && all_joined(srv))) {
-		struct pollfd pfd[2] = {{.fd = srv->sfd, .events = POLLIN},
-					{.fd = srv->cfd, .events = POLLIN}};
-		int r = poll(pfd, srv->cfd >= 0 ? 2 : 1,
-			     srv->draining || srv->nretiring ? 100 : 1000);
+		struct pollfd pfd[2 + METRICS_HTTP_POLLFDS] = {
+			{.fd = srv->sfd, .events = POLLIN},
+			{.fd = srv->cfd, .events = POLLIN}};
+		int timeout = srv->draining || srv->nretiring ? 100 : 1000;
+		size_t nm = srv->metrics
+				    ? metrics_http_pollfds(srv->metrics,
+							   pfd + 2, &timeout)
+				    : 0;
+		int r = poll(pfd, 2 + nm, timeout);
 
 		if (r < 0 && errno != EINTR) {
 			log_error("poll-failed", " error=\"%s\"",
@@ -562,6 +886,9 @@ loop(struct server *srv)
 			on_signal(srv);
 		if (r > 0 && srv->cfd >= 0 && (pfd[1].revents & POLLIN))
 			control_serve(srv->cfd, srv);
+		if (srv->metrics != NULL)
+			metrics_http_serve(srv->metrics, pfd + 2,
+					   r > 0 ? nm : 0);
 		if (srv->nretiring > 0)
 			retire(srv);
 		if (timer_now_ms() - srv->swept_ms >= SWEEP_MS) {
@@ -599,6 +926,12 @@ start(struct server *srv, char *err, size_t errlen)
 		if (srv->cfd < 0)
 			return -1;
 		srv->control_path = strdup(cfg->control_socket);
+	}
+	if (cfg->metrics_listen.len > 0) {
+		srv->metrics =
+			metrics_http_open(cfg, metrics_body, srv, err, errlen);
+		if (srv->metrics == NULL)
+			return -1;
 	}
 	if (listen_set_build(NULL, cfg, srv->nworkers, &srv->listeners, err,
 			     errlen) != 0)
@@ -640,12 +973,16 @@ server_run(const char *path, struct generation *gen)
 	srv.fixed = fixed_keys(gen->cfg);
 	srv.nworkers = gen->ntls;
 	srv.started_ms = timer_now_ms();
+	srv.started_wall_ms = srv.loaded_wall_ms = wall_ms();
+	srv.last_reload_ok = true;
 	srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
 	srv.joined = calloc(srv.nworkers, sizeof(*srv.joined));
-	if (srv.workers == NULL || srv.joined == NULL) {
+	srv.reg = calloc(1, sizeof(*srv.reg));
+	if (srv.workers == NULL || srv.joined == NULL || srv.reg == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
 		goto out;
 	}
+	bind_generation(&srv, gen, NULL);
 	if (start(&srv, err, sizeof(err)) != 0)
 		goto out;
 	for (unsigned k = 0; k < srv.nworkers; k++) {
@@ -665,10 +1002,11 @@ server_run(const char *path, struct generation *gen)
 	/* The sockets now belong to the workers. */
 	log_info("ready",
 		 " workers=%u listeners=%zu backends=%zu users=%zu "
-		 "control=%s",
+		 "control=%s metrics=%s",
 		 srv.nworkers, gen->cfg->nlisteners, gen->cfg->nbackends,
 		 passwd_db_count(gen->users),
-		 srv.control_path ? srv.control_path : "none");
+		 srv.control_path ? srv.control_path : "none",
+		 srv.metrics ? gen->cfg->metrics_listen.text : "none");
 	loop(&srv);
 	status = 0;
 out:
@@ -699,10 +1037,12 @@ out:
 		unlink(srv.control_path);
 	}
 	free(srv.control_path);
+	metrics_http_close(srv.metrics);
 	if (srv.sfd >= 0)
 		close(srv.sfd);
 	free(srv.workers);
 	free(srv.joined);
+	free(srv.reg); /* after the last generation: its pools point here */
 	if (status == 0)
 		log_info("stopped", "%s", "");
 	return status;

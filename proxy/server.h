@@ -32,6 +32,12 @@ int server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
 int server_unban(struct server *srv, const struct ipnet *net, char *err,
 		 size_t errlen);
 void server_bans(struct server *srv, FILE *out, bool json);
+/* The running configuration's backends: health, operator state. */
+void server_backends(struct server *srv, FILE *out, bool json);
+/* Take backend name (its address as configured) out of rotation or put
+ * it back; a warning in out when none is left enabled. */
+int server_backend_set(struct server *srv, const char *name, bool enable,
+		       FILE *out, char *err, size_t errlen);
 int server_user_limits(struct server *srv, const char *login, FILE *out,
 		       bool json, char *err, size_t errlen);
 

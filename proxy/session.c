@@ -36,6 +36,7 @@
 #include "pool.h"
 #include "session.h"
 #include "tls.h"
+#include "worker.h"
 
 #define CLOSE_FLUSH_MS 10000 /* time a closing session gets to flush */
 
@@ -125,6 +126,8 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	s->id = ((uint64_t)worker_id(w) << 40) | ++next_session;
 	s->fd = fd;
 	s->listener = l;
+	s->listener_slot = generation_listener_slot(gen, l);
+	s->tls_agreed = TLSV_UNKNOWN;
 	s->peer = *peer;
 	peer_to_text(s);
 	s->started_ms = s->last_read_ms = timer_now_ms();
@@ -197,9 +200,35 @@ drain_tls_output(struct session *s)
 	}
 }
 
+/* The version a handshake settled on, for the counters. */
+static enum counter_tls
+tls_version_of(SSL *ssl)
+{
+	switch (SSL_version(ssl)) {
+	case TLS1_3_VERSION:
+		return TLSV_1_3;
+	case TLS1_2_VERSION:
+		return TLSV_1_2;
+	default:
+		return TLSV_UNKNOWN;
+	}
+}
+
+/* The version of a handshake in progress, once the server got past the
+ * ClientHello (before, SSL_version() says the highest it would take). */
+static void
+note_tls_version(struct session *s)
+{
+	OSSL_HANDSHAKE_STATE st = SSL_get_state(s->ssl);
+
+	if (st != TLS_ST_BEFORE && st != TLS_ST_SR_CLNT_HELLO)
+		s->tls_agreed = tls_version_of(s->ssl);
+}
+
 static void
 tls_ready(struct session *s)
 {
+	counter_add(&worker_stats(s->w)->tls_ok[tls_version_of(s->ssl)], 1);
 	s->tls_done = true;
 	s->deadline_ms = 0;
 	log_info("tls",
@@ -225,8 +254,11 @@ tls_read(struct session *s)
 		r = SSL_do_handshake(s->ssl);
 		if (r != 1) {
 			e = SSL_get_error(s->ssl, r);
-			if (e == SSL_ERROR_WANT_READ)
+			if (e == SSL_ERROR_WANT_READ) {
+				note_tls_version(s);
 				return true;
+			}
+			note_tls_version(s);
 			log_tls_failure(s, "handshake");
 			drain_tls_output(s); /* the alert, if any */
 			s->closing = true;
@@ -383,6 +415,7 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 	}
 	s->last_read_ms = timer_now_ms();
 	if (s->ssl != NULL) {
+		s->tls_begun = true;
 		BIO_write(SSL_get_rbio(s->ssl), data, res);
 	} else {
 		buf_append(&s->in, data, (size_t)res); /* fits: want_read() */
@@ -413,6 +446,7 @@ finish_message(struct session *s)
 	case SINK_NONE:
 		smtp_data_sent(&s->smtp);
 		s->be->state = BE_WAIT_DATA_END;
+		s->be->began_us = timer_now_us();
 		s->be->deadline = timer_now_ms() +
 				  session_config(s)->backend_data_timeout_ms;
 		return;
@@ -422,6 +456,8 @@ finish_message(struct session *s)
 		break;
 	case SINK_TOO_BIG:
 		why = "too-big";
+		counter_add(&worker_stats(s->w)->limits[LIMIT_HIT_MESSAGE_SIZE],
+			    1);
 		smtp_data_refused(&s->smtp, big);
 		break;
 	case SINK_LOST:
@@ -481,6 +517,9 @@ relay_data(struct session *s)
 				s->sink = SINK_LIMIT;
 			else
 				buf_commit(out, outlen);
+			if (s->sink == SINK_NONE)
+				counter_add(&worker_stats(s->w)->data_bytes,
+					    outlen);
 		} else {
 			if (room == 0)
 				break;
@@ -494,7 +533,8 @@ relay_data(struct session *s)
 			else if (!policy_take_bytes(s, n))
 				s->sink = SINK_LIMIT;
 			else
-				buf_append(out, p, n);
+				counter_add(&worker_stats(s->w)->data_bytes,
+					    buf_append(out, p, n));
 		}
 		buf_consume(&s->in, n);
 	}
@@ -559,14 +599,22 @@ static void
 finish_auth(struct session *s, struct auth_request *req)
 {
 	uint64_t hold = policy_auth_done(s, req->user, req->ok);
+	const char *mech = s->smtp.auth_mech;
 	char u[LOG_USER_MAX];
+
+	if (mech != NULL)
+		counter_add(
+			&worker_stats(s->w)
+				 ->auth[strcmp(mech, "LOGIN") == 0 ? MECH_LOGIN
+								   : MECH_PLAIN]
+				       [req->ok ? AUTH_SUCCESS : AUTH_FAILURE],
+			1);
 
 	log_info("auth",
 		 " session=%llx client=%s user=%s mechanism=%s delay_ms=%llu "
 		 "result=%s cache=%s",
 		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), req->user),
-		 s->smtp.auth_mech ? s->smtp.auth_mech : "-",
+		 session_log_user(u, sizeof(u), req->user), mech ? mech : "-",
 		 (unsigned long long)hold, req->ok ? "ok" : "failed",
 		 req->cached ? "hit" : "miss");
 	if (hold > 0) {
@@ -735,6 +783,9 @@ session_on_timer(struct session *s)
 		log_info("tls-failed",
 			 " session=%llx client=%s step=handshake error=timeout",
 			 (unsigned long long)s->id, s->peer_addr);
+		counter_add(&worker_stats(s->w)
+				     ->limits[LIMIT_HIT_HANDSHAKE_TIMEOUT],
+			    1);
 		session_close(s, "tls-handshake-timeout");
 		return;
 	}
@@ -744,6 +795,11 @@ session_on_timer(struct session *s)
 	}
 	if (s->smtp.state == SMTP_DATA)
 		backend_close(s, false); /* never send a partial end */
+	counter_add(&worker_stats(s->w)
+			     ->limits[s->smtp.state == SMTP_DATA
+					      ? LIMIT_HIT_DATA_TIMEOUT
+					      : LIMIT_HIT_COMMAND_TIMEOUT],
+		    1);
 	log_info("timeout", " session=%llx client=%s state=%s",
 		 (unsigned long long)s->id, s->peer_addr,
 		 s->smtp.state == SMTP_DATA ? "data" : "command");
@@ -831,35 +887,72 @@ session_describe(const struct session *s, FILE *f, bool json)
  * the client hung up), refused (policy at connect: bans, connection
  * limits, listener lists), timeout, tls-failed, shutdown, or error
  * (anything else: too many errors, a send or receive error, no memory). */
-static const char *
+static enum counter_outcome
 session_outcome(const struct session *s, const char *reason)
 {
 	if (strcmp(reason, "shutdown") == 0)
-		return "shutdown";
+		return OUTCOME_SHUTDOWN;
 	if (strstr(reason, "timeout") != NULL)
-		return "timeout";
+		return OUTCOME_TIMEOUT;
 	if (strncmp(reason, "tls-", 4) == 0)
-		return "tls-failed";
+		return OUTCOME_TLS_FAILED;
 	if (strcmp(reason, "quit") == 0 || strcmp(reason, "client-closed") == 0)
-		return "ok";
+		return OUTCOME_OK;
 	/* policy.c's reasons: ip-banned, ip-connection-rate, ip-concurrency,
 	 * ip-table-full, banned, listener-denied. */
 	if (s->banned || strncmp(reason, "ip-", 3) == 0 ||
 	    strcmp(reason, "banned") == 0 ||
 	    strcmp(reason, "listener-denied") == 0)
-		return "refused";
-	return "error";
+		return OUTCOME_REFUSED;
+	return OUTCOME_ERROR;
 }
+
+/* What the session adds to its worker's counters as it ends. */
+static void
+count_end(struct session *s, enum counter_outcome outcome)
+{
+	static const enum counter_limit smtp_kinds[SMTP_LIMIT_KINDS] = {
+		[SMTP_LIMIT_LINE] = LIMIT_HIT_LINE_LENGTH,
+		[SMTP_LIMIT_RECIPIENTS] = LIMIT_HIT_RECIPIENTS_PER_MESSAGE,
+		[SMTP_LIMIT_SIZE] = LIMIT_HIT_MESSAGE_SIZE,
+		[SMTP_LIMIT_ERRORS] = LIMIT_HIT_MAX_ERRORS,
+	};
+	struct worker_counters *c = worker_stats(s->w);
+
+	counter_add(&c->sessions[s->listener_slot][outcome], 1);
+	/* A handshake the client began and that never finished (not a
+	 * port probe that closed at once, nor one a drain cut). */
+	if (s->ssl != NULL && s->tls_begun && !s->tls_done &&
+	    outcome != OUTCOME_SHUTDOWN)
+		counter_add(&c->tls_failed[s->tls_agreed], 1);
+	for (int k = 0; k < SMTP_LIMIT_KINDS; k++)
+		if (s->smtp.limit_hits[k] > 0)
+			counter_add(&c->limits[smtp_kinds[k]],
+				    s->smtp.limit_hits[k]);
+}
+
+/* The outcome names of the session-end line, by enum counter_outcome. */
+static const char *const outcome_names[OUTCOME_COUNT] = {
+	[OUTCOME_OK] = "ok",
+	[OUTCOME_REFUSED] = "refused",
+	[OUTCOME_TIMEOUT] = "timeout",
+	[OUTCOME_TLS_FAILED] = "tls-failed",
+	[OUTCOME_SHUTDOWN] = "shutdown",
+	[OUTCOME_ERROR] = "error",
+};
 
 void
 session_close(struct session *s, const char *reason)
 {
 	char u[LOG_USER_MAX];
 	struct io_uring_sqe *sqe;
+	enum counter_outcome outcome;
 
 	if (s->dead)
 		return;
 	s->dead = true;
+	outcome = session_outcome(s, reason);
+	count_end(s, outcome);
 	log_info("session-end",
 		 " session=%llx client=%s port=%u listener=%s user=%s tls=%s "
 		 "cipher=%s messages=%u recipients=%u bytes=%llu backend=%s "
@@ -874,7 +967,7 @@ session_close(struct session *s, const char *reason)
 		 s->backend_used ? s->backend_used : "-", s->smtp.errors,
 		 s->smtp.auth_failures,
 		 (unsigned long long)(timer_now_ms() - s->started_ms),
-		 session_outcome(s, reason), reason);
+		 outcome_names[outcome], reason);
 	backend_close(s, true);
 	policy_session_end(s);
 	timer_set(worker_timers(s->w), &s->timer, TIMER_NONE);

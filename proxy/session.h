@@ -87,6 +87,7 @@ struct backend_conn {
 	unsigned attempts; /* servers tried for this command */
 	uint64_t tried;	   /* bit i: server i tried for this command */
 	uint64_t deadline; /* for the step in progress */
+	uint64_t began_us; /* connect, then end of data: for latencies */
 	bool quit_sent;
 	bool sending;
 	bool send_wire; /* the send in flight is from wire, not out */
@@ -115,14 +116,17 @@ struct session {
 	uint64_t id;
 	int fd;
 	const struct config_listener *listener;
+	unsigned listener_slot; /* its counters (registry.h) */
 	struct sockaddr_storage peer;
 	struct sockaddr_storage local; /* the listener address it reached */
 	char peer_addr[INET6_ADDRSTRLEN];
 	unsigned peer_port;
 	uint64_t started_ms;
 
-	SSL *ssl;      /* NULL until TLS starts */
-	bool tls_done; /* handshake finished */
+	SSL *ssl;	/* NULL until TLS starts */
+	bool tls_done;	/* handshake finished */
+	bool tls_begun; /* the client sent handshake bytes */
+	int tls_agreed; /* enum counter_tls, once past the ClientHello */
 	struct smtp smtp;
 	struct buf in;	 /* client plaintext waiting for smtp_input() */
 	struct buf wire; /* bytes for the client socket */
@@ -171,6 +175,8 @@ struct ratelimit *worker_limits(const struct worker *w);
 struct bans *worker_bans(const struct worker *w);
 struct timer_heap *worker_timers(struct worker *w);
 unsigned worker_id(const struct worker *w);
+/* The worker's own counters, to add to (counters.h). */
+struct worker_counters *worker_stats(struct worker *w);
 /* A server of s's generation for a new backend connection, or
  * POOL_NONE. */
 size_t worker_pick_backend(struct worker *w, const struct session *s,

@@ -71,6 +71,7 @@ reply_error(struct smtp *s, const char *fmt, ...)
 		reply(s, "421 4.7.0 %s Too many errors, closing connection",
 		      s->p->hostname);
 		s->close_reason = "too-many-errors";
+		s->limit_hits[SMTP_LIMIT_ERRORS]++;
 		smtp_set_state(s, SMTP_CLOSING);
 		return;
 	}
@@ -223,6 +224,7 @@ forward(struct smtp *s, enum smtp_fwd what, const char *line, size_t len)
 		s->path_len = (size_t)(gt - lt - 1);
 	}
 	if (len > sizeof(s->fwd_line) - 2) {
+		s->limit_hits[SMTP_LIMIT_LINE]++;
 		reply_error(s, "500 5.5.6 Line too long");
 		return SMTP_ACT_NONE;
 	}
@@ -487,6 +489,7 @@ cmd_mail(struct smtp *s, const char *line, size_t len, const char *arg,
 			return SMTP_ACT_NONE;
 		}
 		if (n > s->size_limit) {
+			s->limit_hits[SMTP_LIMIT_SIZE]++;
 			reply(s, "552 5.3.4 Message size exceeds fixed "
 				 "maximum message size");
 			return SMTP_ACT_NONE;
@@ -510,6 +513,7 @@ cmd_rcpt(struct smtp *s, const char *line, size_t len, const char *arg,
 		return SMTP_ACT_NONE;
 	}
 	if (s->rcpts >= s->p->max_recipients) {
+		s->limit_hits[SMTP_LIMIT_RECIPIENTS]++;
 		reply(s, "452 4.5.3 Too many recipients");
 		return SMTP_ACT_NONE;
 	}
@@ -727,6 +731,7 @@ smtp_input(struct smtp *s, struct buf *in)
 				smtp_clear_creds(s);
 				smtp_set_state(s, SMTP_IDLE);
 			}
+			s->limit_hits[SMTP_LIMIT_LINE]++;
 			reply_error(s, "500 5.5.6 Line too long");
 			continue;
 		}

@@ -88,6 +88,16 @@ enum smtp_backend_failure {
 	SMTP_BACKEND_TIMEOUT,	  /* no reply in time: 451 4.4.2 */
 };
 
+/* Limits smtp.c itself enforces, counted in struct smtp (the worker adds
+ * them to its metrics when the session ends). */
+enum smtp_limit {
+	SMTP_LIMIT_LINE,       /* 500 5.5.6: limits.max_line, max_auth_line */
+	SMTP_LIMIT_RECIPIENTS, /* 452 4.5.3: limits.max_recipients */
+	SMTP_LIMIT_SIZE,       /* 552 5.3.4 at MAIL: SIZE= over the limit */
+	SMTP_LIMIT_ERRORS,     /* 421 4.7.0: limits.max_errors */
+	SMTP_LIMIT_KINDS,
+};
+
 /*
  * Debug tracing, set by the worker (smtp.c itself never logs): called with
  * the verb of each command read (code 0; "unrecognized" for an unknown
@@ -115,6 +125,7 @@ struct smtp {
 	unsigned rcpts;	   /* accepted in this transaction */
 	unsigned messages; /* accepted by the backend, whole session */
 	unsigned auth_failures;
+	unsigned limit_hits[SMTP_LIMIT_KINDS]; /* by enum smtp_limit */
 
 	char helo_name[256];
 	char user[SASL_FIELD_MAX]; /* authenticated login */

@@ -24,6 +24,8 @@ struct timer_heap {
 };
 
 uint64_t timer_now_ms(void);
+/* The same clock in microseconds, for latencies (counters.h). */
+uint64_t timer_now_us(void);
 
 void timer_heap_init(struct timer_heap *h);
 void timer_heap_free(struct timer_heap *h);

@@ -30,6 +30,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bans.h"
@@ -184,6 +185,12 @@ worker_id(const struct worker *w)
 
 const struct worker_counters *
 worker_counters(const struct worker *w)
+{
+	return &w->counters;
+}
+
+struct worker_counters *
+worker_stats(struct worker *w)
 {
 	return &w->counters;
 }
@@ -667,12 +674,16 @@ on_wake(struct worker *w, int res)
  */
 
 static void
-refuse(struct worker *w, int fd, const char *listener, const char *why)
+refuse(struct worker *w, int fd, const struct config_listener *cl,
+       const char *why)
 {
 	log_warn("session-refused", " worker=%u listener=%s reason=%s", w->id,
-		 listener, why);
+		 cl->addr.text, why);
 	atomic_fetch_add_explicit(&w->counters.refused, 1,
 				  memory_order_relaxed);
+	counter_add(&w->counters.sessions[generation_listener_slot(w->gen, cl)]
+					 [OUTCOME_REFUSED],
+		    1);
 	close(fd);
 }
 
@@ -713,18 +724,19 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 	atomic_fetch_add_explicit(&w->counters.accepted, 1,
 				  memory_order_relaxed);
 	if (w->nsessions >= w->gen->cfg->max_sessions) {
-		refuse(w, res, l->cl->addr.text, "max-sessions");
+		counter_add(&w->counters.limits[LIMIT_HIT_MAX_SESSIONS], 1);
+		refuse(w, res, l->cl, "max-sessions");
 		return;
 	}
 	if (w->shared.bans != NULL &&
 	    !bans_admit(w->shared.bans, (struct sockaddr *)&peer)) {
-		refuse(w, res, l->cl->addr.text, "blocklist");
+		refuse(w, res, l->cl, "blocklist");
 		return;
 	}
 	setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct session *s = session_new(w, res, l->cl, &peer);
 	if (s == NULL) {
-		refuse(w, res, l->cl->addr.text, "out-of-memory");
+		refuse(w, res, l->cl, "out-of-memory");
 		return;
 	}
 	plen = sizeof(s->local); /* for PROXY v2 headers */
@@ -828,6 +840,19 @@ fire_timers(struct worker *w)
 		cut_sessions(w);
 }
 
+/* CLOCK_MONOTONIC in nanoseconds, for the busy time (vDSO: no syscall). */
+static uint64_t
+clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Busy time (counters.busy_ns): everything outside
+ * io_uring_submit_and_wait_timeout() (which submits and sleeps), i.e.
+ * completions, timers, health checks. */
 static void
 worker_loop(struct worker *w)
 {
@@ -836,7 +861,7 @@ worker_loop(struct worker *w)
 	 * its queue), and the last completions of closed sessions and
 	 * backend connections in (a short grace: a peer that never lets go
 	 * costs a leak at exit, not a hang). */
-	uint64_t grace = TIMER_NONE;
+	uint64_t grace = TIMER_NONE, busy_since = clock_ns();
 
 	while (!(w->stopping && w->nsessions == 0 && w->ls == NULL &&
 		 (w->objects == 0 || timer_now_ms() >= grace))) {
@@ -863,8 +888,10 @@ worker_loop(struct worker *w)
 			ts.tv_nsec = (long long)(d % 1000) * 1000000;
 			tsp = &ts;
 		}
+		counter_add(&w->counters.busy_ns, clock_ns() - busy_since);
 		r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, tsp,
 						     NULL);
+		busy_since = clock_ns();
 		if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY) {
 			log_error("ring-wait-failed", " worker=%u error=\"%s\"",
 				  w->id, strerror(-r));

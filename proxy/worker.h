@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "counters.h"
 
 struct worker;
 struct auth_pool;
@@ -36,13 +37,26 @@ struct worker_listener {
 	int fd;
 };
 
-/* Counters the worker keeps and anyone may read (relaxed atomics). */
+/* Counters the worker keeps and anyone may read (relaxed atomics; the
+ * worker is the only writer, see counters.h). */
 struct worker_counters {
 	atomic_ullong accepted; /* connections taken */
 	atomic_ullong refused;	/* closed at accept: caps, blocklist */
 	atomic_ullong active;	/* sessions open now */
 	atomic_uint generation; /* id of the generation in use */
 	atomic_bool draining;	/* stopped accepting */
+
+	/* For the metrics endpoint: sessions ended (or refused at accept)
+	 * by listener slot and outcome. */
+	atomic_ullong sessions[COUNTERS_LISTENERS][OUTCOME_COUNT];
+	atomic_ullong tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
+	atomic_ullong auth[MECH_COUNT][AUTH_RESULT_COUNT];
+	atomic_ullong limits[LIMIT_HIT_COUNT]; /* the workers' kinds */
+	atomic_ullong data_bytes; /* message bytes handed to backends */
+	atomic_ullong messages;	  /* acknowledged by a backend */
+	atomic_ullong busy_ns;	  /* time outside the ring wait */
+	struct counter_hist backend_connect[COUNTERS_BACKENDS];
+	struct counter_hist backend_transaction[COUNTERS_BACKENDS];
 };
 
 /* The ring is made by the worker thread itself (worker_start). */

@@ -13,7 +13,8 @@
  *
  * COMMANDS (the proxy's, see proxy/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
- *	ban PREFIX [--ttl DURATION], unban PREFIX, list.
+ *	ban PREFIX [--ttl DURATION], unban PREFIX, list, backends,
+ *	backend enable|disable NAME.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,7 +35,8 @@ usage(void)
 		"usage: msaproxyctl [-s SOCKET] [-j] COMMAND [ARG...]\n"
 		"commands: status, stats, sessions, reload, drain [--fast],\n"
 		"          user limits LOGIN, ban PREFIX [--ttl DURATION],\n"
-		"          unban PREFIX, list\n");
+		"          unban PREFIX, list, backends,\n"
+		"          backend enable|disable NAME\n");
 	exit(2);
 }
 

@@ -196,11 +196,12 @@ SECTIONS = {
     "msaproxyctl.8": ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "COMMANDS",
                       "status", "stats", "sessions", "reload", "drain [--fast]",
                       "user limits login", "ban prefix [--ttl duration]",
-                      "unban prefix", "list", "PROTOCOL", "EXIT STATUS", "FILES",
+                      "unban prefix", "list", "backends",
+                      "backend enable|disable name", "PROTOCOL", "EXIT STATUS", "FILES",
                       "SECURITY", "EXAMPLES", "SEE ALSO"],
     "msaproxy.yaml.5": ["NAME", "SYNOPSIS", "DESCRIPTION", "VALUES", "ERRORS",
                         "TOP LEVEL", "LOG", "TLS", "LISTENERS", "AUTH", "LIMITS",
-                        "RATE LIMITS", "BACKENDS", "CONTROL", "SHUTDOWN", "RELOAD",
+                        "RATE LIMITS", "BACKENDS", "CONTROL", "METRICS", "SHUTDOWN", "RELOAD",
                         "EXAMPLE", "FILES", "SEE ALSO"],
 }
 
@@ -307,6 +308,8 @@ def test_installed_msaproxyctl_talks_to_the_proxy(installed, proxy, recording_ba
     assert status["pid"] == p.proc.pid and status["state"] == "running"
     assert f"pid {p.proc.pid}, running for " in run("status")
     fields = set(status) | set(json.loads(run("-j", "stats")))
+    fields |= {k for line in run("-j", "backends").splitlines()
+               for k in json.loads(line)}
     limits = json.loads(run("-j", "user", "limits", "demo"))
     fields |= set(limits)
     fields |= {k for v in limits.values() if isinstance(v, dict) for k in v}

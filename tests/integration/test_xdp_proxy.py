@@ -9,8 +9,8 @@ backend on 127.0.0.1:2600 inside that namespace.  Clients submit from the
 client namespace with smtplib, or just connect (the agent, 1 s timeout).
 
 A ban through msaproxyctl makes the client's SYNs vanish: its connects
-time out, the proxy's XDP drop counter rises and its accept counter does
-not; unban restores it.  Also: CIDR and IPv6 bans cover their range and
+time out, the proxy's XDP drop counter rises (in `stats` and on the
+metrics endpoint) and its accept counter does not; unban restores it.  Also: CIDR and IPv6 bans cover their range and
 not the neighbours, the allowlist wins, TTL bans expire, failed logins
 earn a kernel ban, and a ban survives a proxy restart (pinned maps).
 
@@ -31,8 +31,9 @@ import pytest
 from conftest import MSAPROXY_BIN, MSAPROXYCTL_BIN, read_text_file, tail, to_yaml
 from test_xdp import (CLI4_A, CLI4_B, CLI6_A, CLI6_B, SRV4, SRV6, World,
                       _require_root_and_tool, sh)
+from test_metrics import parse_exposition
 
-SMTP_PORT, SINK_PORT = 2587, 2600
+SMTP_PORT, SINK_PORT, METRICS_PORT = 2587, 2600, 9587
 
 SUBMIT = r"""
 import smtplib, ssl, sys
@@ -83,6 +84,7 @@ class ProxyInNamespace:
             "backends": {"servers": [{"address": f"127.0.0.1:{SINK_PORT}",
                                       "identity": "none"}]},
             "control": {"socket": str(self.socket)},
+            "metrics": {"listen": f"127.0.0.1:{METRICS_PORT}"},
             "shutdown": {"timeout": "2s"},
             "privileges": {"seccomp": "kill"},
             "blocklist": {"xdp": {"enabled": True, "interfaces": ["vs"],
@@ -133,6 +135,12 @@ class ProxyInNamespace:
 
     def stats(self):
         return json.loads(self.ctl("-j", "stats").stdout)
+
+    def metrics(self):
+        """A scrape from inside the server namespace, parsed strictly."""
+        r = sh("ip", "netns", "exec", self.world.srv, "curl", "-sS", "--max-time", "10",
+               f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=30)
+        return parse_exposition(r.stdout)
 
     def submit(self, src, user="demo", password="demo-pass-1"):
         dst = SRV6 if ":" in src else SRV4
@@ -216,6 +224,15 @@ def test_ban_drops_in_the_kernel_then_unban(run_proxy, mode):
     assert dropped(p, "manual") > drops
     assert p.stats()["sessions_accepted"] == accepted  # never reached accept()
     assert p.submit(CLI4_B) == "sent"  # a neighbour is untouched
+    # The metrics endpoint shows the kernel's counters too.
+    seen = dropped(p, "manual")
+    m = p.metrics()
+    assert m.get("msaproxy_xdp_dropped_packets_total", reason="manual") >= seen > drops
+    assert m.get("msaproxy_xdp_dropped_bytes_total", reason="manual") > 0
+    assert m.get("msaproxy_xdp_dropped_packets_total", reason="file") == 0
+    assert m.get("msaproxy_xdp_passed_packets_total") > 0
+    assert m.get("msaproxy_bans_total", source="manual") == 1
+    assert m.get("msaproxy_blocklist_entries", source="manual") == 1
 
     p.ctl("unban", CLI4_A)
     assert p.submit(CLI4_A) == "sent"

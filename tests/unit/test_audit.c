@@ -297,6 +297,24 @@ test_good_config(void **state)
 	assert_int_equal(nfound, 0);
 }
 
+/* The metrics endpoint on every address; on loopback it is fine. */
+static void
+test_metrics_wildcard(void **state)
+{
+	struct audit_result r;
+
+	(void)state;
+	r = audit_text(GOOD_CONFIG "metrics:\n  listen: 127.0.0.1:9587\n");
+	assert_int_equal(r.warnings + r.errors, 0);
+	r = audit_text(GOOD_CONFIG "metrics:\n  listen: '*:9587'\n");
+	assert_int_equal(r.warnings, 1);
+	assert_int_equal(r.errors, 0);
+	assert_found(0, AUDIT_WARNING, 14,
+		     "metrics.listen: *:9587 answers on every address, and the "
+		     "endpoint has no authentication: bind it to loopback or a "
+		     "management address");
+}
+
 static void
 test_bad_config(void **state)
 {
@@ -443,6 +461,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_cert_dates, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_good_config, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_metrics_wildcard, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bad_config, setup,
 						teardown),

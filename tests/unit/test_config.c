@@ -418,6 +418,7 @@ test_example_config(void **state)
 	assert_int_equal(ex->nbackends, 1);
 	assert_string_equal(ex->backends[0].addr.text, "127.0.0.1:2525");
 	assert_int_equal(ex->backends[0].identity, IDENTITY_XCLIENT);
+	assert_string_equal(ex->metrics_listen.text, "127.0.0.1:9587");
 
 	/* Everything else the example sets is the default it documents. */
 	def = load_ok(MINIMAL);
@@ -1019,6 +1020,49 @@ test_privileges(void **state)
 		     "privileges.group", "needs privileges.user");
 	expect_error(MINIMAL "privileges:\n  seccomp: on\n", 14,
 		     "privileges.seccomp", "must be off, log or kill");
+}
+
+/* metrics.listen: off by default; an address (wildcard too), refused
+ * when it is not one or is a listener's. */
+static void
+test_metrics_listen(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL);
+	assert_int_equal(cfg->metrics_listen.len, 0);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "metrics:\n  listen: 127.0.0.1:9587\n");
+	assert_string_equal(cfg->metrics_listen.text, "127.0.0.1:9587");
+	assert_int_equal(cfg->metrics_listen.ss.ss_family, AF_INET);
+	assert_int_equal(port_of(&cfg->metrics_listen), 9587);
+	assert_int_equal(config_key_line(cfg, "metrics.listen"), 14);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "metrics:\n  listen: \"[::1]:9587\"\n");
+	assert_int_equal(cfg->metrics_listen.ss.ss_family, AF_INET6);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "metrics:\n  listen: \"*:9587\"\n");
+	assert_int_equal(port_of(&cfg->metrics_listen), 9587);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "metrics: {}\n");
+	assert_int_equal(cfg->metrics_listen.len, 0);
+	config_free(cfg);
+
+	expect_error(MINIMAL "metrics:\n  listen: localhost:9587\n", 14,
+		     "metrics.listen",
+		     "expected an IP address, not a host name");
+	expect_error(MINIMAL "metrics:\n  listen: 127.0.0.1\n", 14,
+		     "metrics.listen", "missing :port after the address");
+	expect_error(MINIMAL "metrics:\n  listen: 127.0.0.1:0\n", 14,
+		     "metrics.listen", "port must be between 1 and 65535");
+	expect_error(MINIMAL "metrics:\n  listen: 127.0.0.1:2587\n", 14,
+		     "metrics.listen", "same address as listeners[0]");
+	expect_error(MINIMAL "metrics:\n  port: 9587\n", 14, "metrics.port",
+		     "unknown key");
+	expect_error(MINIMAL "metrics:\n  listen: 127.0.0.1:9587\n"
+			     "  listen: 127.0.0.1:9588\n",
+		     15, "metrics.listen", "duplicate key (first at line 14)");
 }
 
 static void
@@ -2264,6 +2308,8 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_control_and_shutdown,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metrics_listen, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_log_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_lines, setup,
 						teardown),

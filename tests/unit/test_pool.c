@@ -366,6 +366,63 @@ test_capabilities(void **state)
 	done(p, &c);
 }
 
+/* An operator-disabled server is never picked, under every policy, and
+ * its capabilities do not count; enabled again, it is back. */
+static void
+test_disabled(void **state)
+{
+	static const enum balance_policy policies[] = {
+		BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, BALANCE_HASH_LOGIN};
+	atomic_bool off[NSERVERS];
+	struct pool_cursor c;
+	struct pool *p;
+	unsigned ext;
+	uint64_t size;
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(policies) / sizeof(*policies); k++) {
+		make_config(3, NULL, policies[k]);
+		p = make_pool(&c);
+		for (size_t i = 0; i < 3; i++) {
+			atomic_init(&off[i], false);
+			pool_bind(p, i, (unsigned)(7 + i), &off[i]);
+		}
+		assert_int_equal(pool_slot(p, 2), 9);
+		atomic_store(&off[1], true);
+		assert_false(pool_is_enabled(p, 1));
+		assert_true(pool_is_enabled(p, 0));
+		for (int n = 0; n < 30; n++) {
+			char login[16];
+
+			snprintf(login, sizeof(login), "user%d", n);
+			assert_int_not_equal(pool_pick(p, &c, login, 0, 0), 1);
+		}
+		atomic_store(&off[0], true);
+		atomic_store(&off[2], true);
+		assert_int_equal(pool_pick(p, &c, "u", 0, 0), POOL_NONE);
+		atomic_store(&off[1], false);
+		assert_int_equal(pool_pick(p, &c, "u", 0, 0), 1);
+		/* health is not touched by it */
+		assert_true(pool_is_up(p, 0));
+		done(p, &c);
+	}
+
+	make_config(2, NULL, BALANCE_ROUND_ROBIN);
+	p = make_pool(&c);
+	atomic_init(&off[0], false);
+	pool_bind(p, 0, 0, &off[0]);
+	pool_learn(p, 0, POOL_EXT_DSN, 1000);
+	pool_learn(p, 1, POOL_EXT_DSN, 2000);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(size, 1000);
+	atomic_store(&off[0], true);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(size, 2000);
+	/* unbound: never disabled */
+	assert_true(pool_is_enabled(p, 1));
+	done(p, &c);
+}
+
 static void
 test_hash_score_range(void **state)
 {
@@ -391,6 +448,7 @@ main(void)
 		cmocka_unit_test(test_least_connections),
 		cmocka_unit_test(test_hash_login),
 		cmocka_unit_test(test_capabilities),
+		cmocka_unit_test(test_disabled),
 		cmocka_unit_test(test_hash_score_range),
 	};
 

@@ -326,6 +326,7 @@ test_too_many_errors_closes(void **state)
 	assert_int_equal(a, SMTP_ACT_CLOSE);
 	assert_non_null(strstr(replies(f), "421 4.7.0 mx.test Too many"));
 	assert_string_equal(f->s.close_reason, "too-many-errors");
+	assert_int_equal(f->s.limit_hits[SMTP_LIMIT_ERRORS], 1);
 }
 
 static void
@@ -358,6 +359,8 @@ test_overlong_line_as_last_error_closes(void **state)
 	memset(big, 'A', sizeof(big) - 2);
 	memcpy(big + sizeof(big) - 2, "\r\n", 2);
 	assert_int_equal(feed(f, big, sizeof(big)), SMTP_ACT_CLOSE);
+	assert_int_equal(f->s.limit_hits[SMTP_LIMIT_LINE], 1);
+	assert_int_equal(f->s.limit_hits[SMTP_LIMIT_ERRORS], 1);
 }
 
 static void
@@ -509,6 +512,7 @@ test_mail_syntax_and_size(void **state)
 	assert_non_null(strstr(replies(f), "501 5.5.4 "));
 	feeds(f, "MAIL FROM:<a@b> SIZE=2000000\r\n");
 	assert_non_null(strstr(replies(f), "552 5.3.4 "));
+	assert_int_equal(f->s.limit_hits[SMTP_LIMIT_SIZE], 1);
 	feeds(f, "MAIL FROM:<a@b> SIZE=12x\r\n");
 	assert_non_null(strstr(replies(f), "501 5.5.4 Bad SIZE"));
 	assert_int_equal(feeds(f, "MAIL FROM:<> SIZE=100\r\n"),
@@ -569,8 +573,10 @@ test_rcpt_and_data_order(void **state)
 		reply_ok(f, 250, "ok");
 	}
 	replies(f);
+	assert_int_equal(f->s.limit_hits[SMTP_LIMIT_RECIPIENTS], 0);
 	feeds(f, "RCPT TO:<a@b>\r\n");
 	assert_string_equal(replies(f), "452 4.5.3 Too many recipients\r\n");
+	assert_int_equal(f->s.limit_hits[SMTP_LIMIT_RECIPIENTS], 1);
 }
 
 static void
