@@ -17,6 +17,7 @@
  *	backend enable|disable NAME.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-		"usage: msaproxyctl [-s SOCKET] [-j] COMMAND [ARG...]\n"
+		"usage: msaproxyctl [-s|--socket SOCKET] [-j|--json] COMMAND "
+		"[ARG...]\n"
 		"commands: status, stats, sessions, reload, drain [--fast],\n"
 		"          user limits LOGIN, ban PREFIX [--ttl DURATION],\n"
 		"          unban PREFIX, list, backends,\n"
@@ -93,7 +95,14 @@ main(int argc, char **argv)
 	size_t len = 0, cap = 0;
 	int json = 0, c, fd, n;
 
-	while ((c = getopt(argc, argv, "+s:jh")) != -1) {
+	static const struct option longopts[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+
+	while ((c = getopt_long(argc, argv, "+s:jh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			path = optarg;

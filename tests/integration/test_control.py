@@ -68,6 +68,12 @@ def test_status_stats_and_sessions(proxy, recording_backend):
     assert status["state"] == "running"
     assert status["generation"] == 1 and status["workers"] == 2
     assert "generation 1" in p.ctl("status").stdout
+    # The long options, as scripts spell them.
+    import subprocess
+    from conftest import MSAPROXYCTL_BIN
+    long = subprocess.run([MSAPROXYCTL_BIN, "--socket", str(p.control_socket), "--json",
+                           "status"], capture_output=True, text=True, timeout=30)
+    assert long.returncode == 0 and json.loads(long.stdout)["pid"] == p.proc.pid
 
     with login(p) as s:
         s.sendmail("a@example.test", ["r@example.test"], MSG)
