@@ -17,9 +17,13 @@
  * adopted the new one: until then a worker may still be inside a call that
  * read the old config through the shared limit tables.
  *
- * Config keys: workers, control.*, shutdown.*.  What a reload cannot
- * change (workers, auth.threads, auth.cache_*, limits table sizes, the TLS
- * ticket key lifetime) keeps its value and is logged as such.
+ * The main thread also samples the allocator for limits.max_memory
+ * (caps.h) every CAPS_SAMPLE_MS while a cap is set.
+ *
+ * Config keys: workers, control.*, shutdown.*, limits.max_memory.  What
+ * a reload cannot change (workers, auth.threads, auth.cache_*, limits
+ * table sizes, the TLS ticket key lifetime) keeps its value and is logged
+ * as such.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -36,6 +40,7 @@
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
 #include "bans.h"
+#include "caps.h"
 #include "control.h"
 #include "generation.h"
 #include "listen.h"
@@ -72,6 +77,8 @@ struct server {
 	bool *joined;
 	struct listen_set listeners;
 	struct worker_shared shared;
+	struct caps caps; /* shared.caps */
+	uint64_t sampled_ms;
 
 	int sfd; /* signalfd */
 	int cfd; /* control socket, or -1 */
@@ -348,6 +355,39 @@ server_status(struct server *srv, FILE *out, bool json)
 		passwd_db_count(srv->gen->users));
 }
 
+/* The caps (caps.h): what they refused, and the allocator's figures read
+ * now (the cap itself acts on the last CAPS_SAMPLE_MS sample). */
+static void
+server_caps_stats(struct server *srv, FILE *out, bool json)
+{
+	const struct caps *c = &srv->caps;
+	uint64_t allocated, resident;
+
+	caps_memory_read(&allocated, &resident);
+	fprintf(out,
+		json ? ",\"sessions_refused_max_sessions\":%llu,"
+		       "\"sessions_refused_max_memory\":%llu,"
+		       "\"mail_refused_max_memory\":%llu,"
+		       "\"memory_allocated\":%" PRIu64
+		       ",\"memory_resident\":%" PRIu64
+		       ",\"memory_limit\":%" PRIu64
+		       ",\"memory_over\":%d,\"memory_cap_hits\":%llu"
+		     : "sessions_refused_max_sessions %llu\n"
+		       "sessions_refused_max_memory %llu\n"
+		       "mail_refused_max_memory %llu\n"
+		       "memory_allocated %" PRIu64 "\n"
+		       "memory_resident %" PRIu64 "\n"
+		       "memory_limit %" PRIu64 "\n"
+		       "memory_over %d\n"
+		       "memory_cap_hits %llu\n",
+		(unsigned long long)atomic_load(&c->refused_sessions),
+		(unsigned long long)atomic_load(&c->refused_memory),
+		(unsigned long long)atomic_load(&c->refused_mail), allocated,
+		resident, srv->gen->cfg->max_memory,
+		caps_memory_over(c) ? 1 : 0,
+		(unsigned long long)atomic_load(&c->pressure_events));
+}
+
 void
 server_stats(struct server *srv, FILE *out, bool json)
 {
@@ -363,6 +403,7 @@ server_stats(struct server *srv, FILE *out, bool json)
 		     : "sessions_accepted %llu\nsessions_refused %llu\n"
 		       "sessions_active %llu\n",
 		SUM(accepted), SUM(refused), SUM(active));
+	server_caps_stats(srv, out, json);
 	for (int k = 0; k < LIMIT_USER_KINDS; k++)
 		fprintf(out,
 			json ? ",\"limit_refused_%s\":%llu"
@@ -534,14 +575,41 @@ on_signal(struct server *srv)
 	}
 }
 
+/* limits.max_memory: the allocator's figures into the flag the workers
+ * read at every accept; a change of state is logged. */
+static void
+sample_memory(struct server *srv)
+{
+	uint64_t limit = srv->gen->cfg->max_memory;
+	enum caps_change c;
+
+	srv->sampled_ms = timer_now_ms();
+	c = caps_sample(&srv->caps, limit);
+	if (c == CAPS_SAME)
+		return;
+	log_msg(c == CAPS_WENT_OVER ? LOG_WARN : LOG_INFO, "memory-cap",
+		" state=%s allocated=%llu resident=%llu limit=%" PRIu64
+		" sessions=%u",
+		c == CAPS_WENT_OVER ? "over" : "under",
+		(unsigned long long)atomic_load(&srv->caps.allocated),
+		(unsigned long long)atomic_load(&srv->caps.resident), limit,
+		atomic_load(&srv->caps.sessions));
+}
+
 static void
 loop(struct server *srv)
 {
 	while (!(srv->draining && all_joined(srv))) {
 		struct pollfd pfd[2] = {{.fd = srv->sfd, .events = POLLIN},
 					{.fd = srv->cfd, .events = POLLIN}};
-		int r = poll(pfd, srv->cfd >= 0 ? 2 : 1,
-			     srv->draining || srv->nretiring ? 100 : 1000);
+		bool capped = srv->gen->cfg->max_memory > 0 ||
+			      caps_memory_over(&srv->caps);
+		int wait = srv->draining || srv->nretiring ? 100 : 1000;
+		int r;
+
+		if (capped)
+			wait = CAPS_SAMPLE_MS;
+		r = poll(pfd, srv->cfd >= 0 ? 2 : 1, wait);
 
 		if (r < 0 && errno != EINTR) {
 			log_error("poll-failed", " error=\"%s\"",
@@ -554,6 +622,9 @@ loop(struct server *srv)
 			control_serve(srv->cfd, srv);
 		if (srv->nretiring > 0)
 			retire(srv);
+		if (capped &&
+		    timer_now_ms() - srv->sampled_ms >= CAPS_SAMPLE_MS)
+			sample_memory(srv);
 		if (timer_now_ms() - srv->swept_ms >= SWEEP_MS) {
 			srv->swept_ms = timer_now_ms();
 			bans_sweep(srv->shared.bans);
@@ -619,6 +690,8 @@ server_run(const char *path, struct generation *gen)
 	srv.fixed = fixed_keys(gen->cfg);
 	srv.nworkers = gen->ntls;
 	srv.started_ms = timer_now_ms();
+	caps_init(&srv.caps);
+	srv.shared.caps = &srv.caps;
 	srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
 	srv.joined = calloc(srv.nworkers, sizeof(*srv.joined));
 	if (srv.workers == NULL || srv.joined == NULL) {
