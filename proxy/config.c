@@ -682,6 +682,32 @@ set_log_level(struct loader *l, const yaml_node_t *v, const char *key,
 	return 0;
 }
 
+/* limits.max_memory: "off" or a size.  Below 16MB it could never be met:
+ * the receive buffers and tables a started proxy holds come to more. */
+static int
+set_max_memory(struct loader *l, const yaml_node_t *v, const char *key,
+	       void *base)
+{
+	struct config *cfg = base;
+	const char *s, *why;
+	uint64_t n;
+
+	if (get_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (strcmp(s, "off") == 0) {
+		cfg->max_memory = 0;
+		return 0;
+	}
+	why = config_value_size(s, &n);
+	if (why != NULL)
+		return fail(l, line_of(v), key, "%s, or off", why);
+	if (n < 16 * MIB || n > 1024 * GIB)
+		return fail(l, line_of(v), key,
+			    "must be off or between 16MB and 1024GB");
+	cfg->max_memory = n;
+	return 0;
+}
+
 static int
 set_log_facility(struct loader *l, const yaml_node_t *v, const char *key,
 		 void *base)
@@ -1508,6 +1534,7 @@ static const struct field limits_fields[] = {
 	NUM("max_recipients", F_UINT, CFG(max_recipients), 1, 100000),
 	NUM("max_errors", F_UINT, CFG(max_errors), 1, 1000),
 	NUM("max_sessions", F_UINT, CFG(max_sessions), 1, 1000000),
+	FUNC("max_memory", set_max_memory),
 	NUM("command_timeout", F_MS, CFG(command_timeout_ms), 1, NO_LIMIT),
 	NUM("data_timeout", F_MS, CFG(data_timeout_ms), 1, NO_LIMIT),
 	ENUM("bare_newlines", CFG(bare_newlines), bare_newline_policies),

@@ -187,7 +187,8 @@ struct config {
 	uint64_t max_message_size;   /* default 50MB */
 	unsigned max_recipients;     /* per message, default 100 */
 	unsigned max_errors;	     /* per session, default 10 */
-	unsigned max_sessions;	     /* per worker, default 10000 */
+	unsigned max_sessions;	     /* all workers together, 10000 */
+	uint64_t max_memory;	     /* allocator bytes, 0 = no cap (default) */
 	uint64_t command_timeout_ms; /* default 5m */
 	uint64_t data_timeout_ms;    /* between DATA reads, default 10m */
 	enum bare_newline_policy bare_newlines; /* default reject */

@@ -67,6 +67,7 @@ enum counter_limit {
 	LIMIT_HIT_IP_CONCURRENCY,
 	LIMIT_HIT_IP_TABLE_FULL,
 	LIMIT_HIT_MAX_SESSIONS,		  /* limits.max_sessions, at accept */
+	LIMIT_HIT_MAX_MEMORY,		  /* limits.max_memory, at accept */
 	LIMIT_HIT_MESSAGE_SIZE,		  /* limits.max_message_size */
 	LIMIT_HIT_RECIPIENTS_PER_MESSAGE, /* limits.max_recipients */
 	LIMIT_HIT_LINE_LENGTH,		  /* limits.max_line, max_auth_line */

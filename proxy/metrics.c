@@ -50,6 +50,7 @@ static const char *const limit_labels[LIMIT_HIT_COUNT] = {
 	[LIMIT_HIT_IP_CONCURRENCY] = "ip_concurrency",
 	[LIMIT_HIT_IP_TABLE_FULL] = "ip_table_full",
 	[LIMIT_HIT_MAX_SESSIONS] = "max_sessions",
+	[LIMIT_HIT_MAX_MEMORY] = "max_memory",
 	[LIMIT_HIT_MESSAGE_SIZE] = "message_size",
 	[LIMIT_HIT_RECIPIENTS_PER_MESSAGE] = "recipients_per_message",
 	[LIMIT_HIT_LINE_LENGTH] = "line_length",

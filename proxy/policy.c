@@ -3,7 +3,8 @@
  * session.  Read policy.h first.
  *
  * Config keys: listeners[].allow, listeners[].deny,
- * listeners[].sender_check, auth.failure_delay, limits.* (see ratelimit.h).
+ * listeners[].sender_check, auth.failure_delay, limits.* (see ratelimit.h),
+ * limits.max_memory (through caps.h: no new MAIL while over it).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "auth/passwd_db.h"
 #include "bans.h"
+#include "caps.h"
 #include "log.h"
 #include "policy.h"
 #include "sender.h"
@@ -355,6 +357,23 @@ check_sender(struct session *s)
 	return false;
 }
 
+/* limits.max_memory reached: no new transaction (one under way, whose
+ * MAIL was taken, finishes; the client will retry this one). */
+static bool
+refuse_for_memory(struct session *s)
+{
+	char u[LOG_USER_MAX];
+
+	caps_count_mail_refused(worker_caps(s->w));
+	log_info("mail-refused", " session=%llx client=%s user=%s reason=%s",
+		 (unsigned long long)s->id, s->peer_addr,
+		 session_log_user(u, sizeof(u), s->smtp.user), "max-memory");
+	smtp_refuse(&s->smtp,
+		    "451 4.3.1 Insufficient system resources, try again later",
+		    false);
+	return false;
+}
+
 bool
 policy_forward(struct session *s)
 {
@@ -369,6 +388,8 @@ policy_forward(struct session *s)
 		/* A new MAIL: the last transaction is surely over. */
 		settle_closed(s);
 		s->held_mark = s->smtp.messages;
+		if (caps_memory_over(worker_caps(s->w)))
+			return refuse_for_memory(s);
 		return take(s, LIMIT_MESSAGES, 1, &retry);
 	case SMTP_FWD_RCPT:
 		return take(s, LIMIT_RECIPIENTS, 1, &retry);

@@ -13,8 +13,9 @@
  * delivered, so only mail the backend accepted costs tokens.
  *
  * Every refusal is answered (421 4.7.0 at connect, 451 4.7.1 for a rate,
- * 553 5.7.1 for a foreign sender) and logged with msg=limit or
- * msg=session-refused and the reason.
+ * 553 5.7.1 for a foreign sender, 451 4.3.1 for a MAIL while the process
+ * is over limits.max_memory) and logged with msg=limit,
+ * msg=session-refused or msg=mail-refused and the reason.
  */
 #ifndef MSAPROXY_POLICY_H
 #define MSAPROXY_POLICY_H

@@ -24,7 +24,11 @@
  * stays disabled across reloads while it is configured.  A scrape sums the
  * workers' counters (counters.h) into a snapshot that metrics.c renders.
  *
- * Config keys: workers, control.*, metrics.listen, shutdown.*.  What a
+ * The main thread also samples the allocator for limits.max_memory
+ * (caps.h) every CAPS_SAMPLE_MS while a cap is set.
+ *
+ * Config keys: workers, control.*, metrics.listen, shutdown.*,
+ * limits.max_memory.  What a
  * reload cannot change (workers, auth.threads, auth.cache_*, limits table
  * sizes, the TLS ticket key lifetime, the control socket and
  * metrics.listen) keeps its value and is logged as such.
@@ -44,6 +48,7 @@
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
 #include "bans.h"
+#include "caps.h"
 #include "control.h"
 #include "generation.h"
 #include "listen.h"
@@ -88,6 +93,8 @@ struct server {
 	bool *joined;
 	struct listen_set listeners;
 	struct worker_shared shared;
+	struct caps caps; /* shared.caps */
+	uint64_t sampled_ms;
 
 	int sfd; /* signalfd */
 	int cfd; /* control socket, or -1 */
@@ -421,6 +428,39 @@ server_status(struct server *srv, FILE *out, bool json)
 		passwd_db_count(srv->gen->users));
 }
 
+/* The caps (caps.h): what they refused, and the allocator's figures read
+ * now (the cap itself acts on the last CAPS_SAMPLE_MS sample). */
+static void
+server_caps_stats(struct server *srv, FILE *out, bool json)
+{
+	const struct caps *c = &srv->caps;
+	uint64_t allocated, resident;
+
+	caps_memory_read(&allocated, &resident);
+	fprintf(out,
+		json ? ",\"sessions_refused_max_sessions\":%llu,"
+		       "\"sessions_refused_max_memory\":%llu,"
+		       "\"mail_refused_max_memory\":%llu,"
+		       "\"memory_allocated\":%" PRIu64
+		       ",\"memory_resident\":%" PRIu64
+		       ",\"memory_limit\":%" PRIu64
+		       ",\"memory_over\":%d,\"memory_cap_hits\":%llu"
+		     : "sessions_refused_max_sessions %llu\n"
+		       "sessions_refused_max_memory %llu\n"
+		       "mail_refused_max_memory %llu\n"
+		       "memory_allocated %" PRIu64 "\n"
+		       "memory_resident %" PRIu64 "\n"
+		       "memory_limit %" PRIu64 "\n"
+		       "memory_over %d\n"
+		       "memory_cap_hits %llu\n",
+		(unsigned long long)atomic_load(&c->refused_sessions),
+		(unsigned long long)atomic_load(&c->refused_memory),
+		(unsigned long long)atomic_load(&c->refused_mail), allocated,
+		resident, srv->gen->cfg->max_memory,
+		caps_memory_over(c) ? 1 : 0,
+		(unsigned long long)atomic_load(&c->pressure_events));
+}
+
 void
 server_stats(struct server *srv, FILE *out, bool json)
 {
@@ -436,6 +476,7 @@ server_stats(struct server *srv, FILE *out, bool json)
 		     : "sessions_accepted %llu\nsessions_refused %llu\n"
 		       "sessions_active %llu\n",
 		SUM(accepted), SUM(refused), SUM(active));
+	server_caps_stats(srv, out, json);
 	for (int k = 0; k < LIMIT_USER_KINDS; k++)
 		fprintf(out,
 			json ? ",\"limit_refused_%s\":%llu"
@@ -863,6 +904,27 @@ on_signal(struct server *srv)
 	}
 }
 
+/* limits.max_memory: the allocator's figures into the flag the workers
+ * read at every accept; a change of state is logged. */
+static void
+sample_memory(struct server *srv)
+{
+	uint64_t limit = srv->gen->cfg->max_memory;
+	enum caps_change c;
+
+	srv->sampled_ms = timer_now_ms();
+	c = caps_sample(&srv->caps, limit);
+	if (c == CAPS_SAME)
+		return;
+	log_msg(c == CAPS_WENT_OVER ? LOG_WARN : LOG_INFO, "memory-cap",
+		" state=%s allocated=%llu resident=%llu limit=%" PRIu64
+		" sessions=%u",
+		c == CAPS_WENT_OVER ? "over" : "under",
+		(unsigned long long)atomic_load(&srv->caps.allocated),
+		(unsigned long long)atomic_load(&srv->caps.resident), limit,
+		atomic_load(&srv->caps.sessions));
+}
+
 static void
 loop(struct server *srv)
 {
@@ -870,12 +932,18 @@ loop(struct server *srv)
 		struct pollfd pfd[2 + METRICS_HTTP_POLLFDS] = {
 			{.fd = srv->sfd, .events = POLLIN},
 			{.fd = srv->cfd, .events = POLLIN}};
+		bool capped = srv->gen->cfg->max_memory > 0 ||
+			      caps_memory_over(&srv->caps);
 		int timeout = srv->draining || srv->nretiring ? 100 : 1000;
-		size_t nm = srv->metrics
-				    ? metrics_http_pollfds(srv->metrics,
-							   pfd + 2, &timeout)
-				    : 0;
-		int r = poll(pfd, 2 + nm, timeout);
+		size_t nm;
+		int r;
+
+		if (capped)
+			timeout = CAPS_SAMPLE_MS;
+		nm = srv->metrics ? metrics_http_pollfds(srv->metrics, pfd + 2,
+							 &timeout)
+				  : 0;
+		r = poll(pfd, 2 + nm, timeout);
 
 		if (r < 0 && errno != EINTR) {
 			log_error("poll-failed", " error=\"%s\"",
@@ -891,6 +959,9 @@ loop(struct server *srv)
 					   r > 0 ? nm : 0);
 		if (srv->nretiring > 0)
 			retire(srv);
+		if (capped &&
+		    timer_now_ms() - srv->sampled_ms >= CAPS_SAMPLE_MS)
+			sample_memory(srv);
 		if (timer_now_ms() - srv->swept_ms >= SWEEP_MS) {
 			srv->swept_ms = timer_now_ms();
 			bans_sweep(srv->shared.bans);
@@ -975,6 +1046,8 @@ server_run(const char *path, struct generation *gen)
 	srv.started_ms = timer_now_ms();
 	srv.started_wall_ms = srv.loaded_wall_ms = wall_ms();
 	srv.last_reload_ok = true;
+	caps_init(&srv.caps);
+	srv.shared.caps = &srv.caps;
 	srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
 	srv.joined = calloc(srv.nworkers, sizeof(*srv.joined));
 	srv.reg = calloc(1, sizeof(*srv.reg));

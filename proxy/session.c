@@ -38,7 +38,8 @@
 #include "tls.h"
 #include "worker.h"
 
-#define CLOSE_FLUSH_MS 10000 /* time a closing session gets to flush */
+#define CLOSE_FLUSH_MS	  10000 /* time a closing session gets to flush */
+#define SHUTDOWN_FLUSH_MS 1000	/* the same, cut at a drain deadline */
 
 static _Thread_local uint64_t next_session;
 
@@ -130,7 +131,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	s->tls_agreed = TLSV_UNKNOWN;
 	s->peer = *peer;
 	peer_to_text(s);
-	s->started_ms = s->last_read_ms = timer_now_ms();
+	s->started_ms = s->last_read_ms = s->cmd_since_ms = timer_now_ms();
 	s->timer.when = TIMER_NONE;
 	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
 	s->in.secret = true; /* until AUTH succeeds */
@@ -231,6 +232,7 @@ tls_ready(struct session *s)
 	counter_add(&worker_stats(s->w)->tls_ok[tls_version_of(s->ssl)], 1);
 	s->tls_done = true;
 	s->deadline_ms = 0;
+	s->cmd_since_ms = timer_now_ms(); /* after STARTTLS: a new turn */
 	log_info("tls",
 		 " session=%llx client=%s version=%s cipher=%s "
 		 "resumed=%s",
@@ -251,6 +253,12 @@ tls_read(struct session *s)
 	int r, e;
 
 	if (!s->tls_done) {
+		/* Nothing from the client yet: OpenSSL would allocate its
+		 * handshake buffers (~47 KiB) only to ask for more.  A
+		 * connection that never sends a byte costs the SSL object
+		 * alone. */
+		if (BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0)
+			return true;
 		r = SSL_do_handshake(s->ssl);
 		if (r != 1) {
 			e = SSL_get_error(s->ssl, r);
@@ -298,6 +306,19 @@ tls_read(struct session *s)
 	if (buf_used(&s->in) == 0)
 		buf_clear(&s->in); /* frees a buffer SSL_read left empty */
 	return true;
+}
+
+/* Replies the client has not taken yet, beyond what the wire buffer
+ * holds: answer nothing more (and so, once s->in is full, read nothing
+ * more) until they drain.  Otherwise a client that pipelines commands and
+ * never reads the replies would grow the TLS write BIO without end. */
+static bool
+tls_backlog(struct session *s)
+{
+	if (s->ssl == NULL || !s->tls_done)
+		return false;
+	drain_tls_output(s);
+	return BIO_ctrl_pending(SSL_get_wbio(s->ssl)) >= RECV_BUF_SIZE;
 }
 
 /* ---------------------------------------------------------------------
@@ -688,6 +709,23 @@ apply(struct session *s, enum smtp_action act)
 	}
 }
 
+/* Closing starts, however it was asked for (a command, a timer, a
+ * shutdown): what is queued gets flush_ms to leave, TLS its close_notify
+ * after it. */
+static void
+close_begin(struct session *s, uint64_t flush_ms)
+{
+	if (s->close_started)
+		return;
+	s->close_started = true;
+	s->closing = true;
+	s->deadline_ms = timer_now_ms() + flush_ms;
+	if (s->ssl != NULL && s->tls_done) {
+		flush_client(s);
+		SSL_shutdown(s->ssl); /* close_notify */
+	}
+}
+
 /* The next deadline for what the session is waiting for. */
 static uint64_t
 session_deadline(const struct session *s)
@@ -702,14 +740,25 @@ session_deadline(const struct session *s)
 		return TIMER_NONE; /* the pool always answers */
 	if (s->smtp.state == SMTP_DATA)
 		return s->last_read_ms + cfg->data_timeout_ms;
-	return s->last_read_ms + cfg->command_timeout_ms;
+	/* The whole command, not the gap between two bytes: a client
+	 * that trickles a line never finishes it in time. */
+	return s->cmd_since_ms + cfg->command_timeout_ms;
+}
+
+/* The client's turn begins with every line it completes and every reply
+ * we write; bytes that do not finish a line do not start a new one. */
+static void
+note_progress(struct session *s)
+{
+	if (s->smtp.progress == s->progress_seen)
+		return;
+	s->progress_seen = s->smtp.progress;
+	s->cmd_since_ms = timer_now_ms();
 }
 
 void
 session_run(struct session *s)
 {
-	bool was_closing = s->closing;
-
 	/* Run while input is being used: TLS may hold more plaintext than
 	 * s->in had room for, and only a pass through tls_read() gets it. */
 	while (!s->dead && !s->closing) {
@@ -725,6 +774,8 @@ session_run(struct session *s)
 			if (relay_data(s))
 				continue; /* the message ended */
 		} else {
+			if (tls_backlog(s))
+				break; /* the send completion runs us again */
 			enum smtp_action act = smtp_input(&s->smtp, &s->in);
 			if (act != SMTP_ACT_NONE) {
 				apply(s, act);
@@ -743,13 +794,8 @@ session_run(struct session *s)
 		s->smtp.drop_backend = false;
 		backend_close(s, true);
 	}
-	if (s->closing && !was_closing) {
-		s->deadline_ms = timer_now_ms() + CLOSE_FLUSH_MS;
-		if (s->ssl != NULL && s->tls_done) {
-			flush_client(s);
-			SSL_shutdown(s->ssl); /* close_notify */
-		}
-	}
+	if (s->closing)
+		close_begin(s, CLOSE_FLUSH_MS);
 	flush_client(s);
 	if (s->closing && !s->sending && buf_used(&s->wire) == 0) {
 		session_close(s, s->smtp.close_reason ? s->smtp.close_reason
@@ -757,6 +803,7 @@ session_run(struct session *s)
 		return;
 	}
 	arm_client_recv(s);
+	note_progress(s);
 	if (timer_set(worker_timers(s->w), &s->timer, session_deadline(s)) != 0)
 		session_close(s, "out-of-memory");
 }
@@ -826,7 +873,9 @@ session_shutdown(struct session *s)
 	if (s->ssl == NULL || s->tls_done)
 		smtp_shutdown(&s->smtp, text, "shutdown");
 	s->smtp.close_reason = "shutdown";
-	s->closing = true;
+	/* Past the drain deadline: a client that does not read its 421
+	 * does not hold the exit up for long. */
+	close_begin(s, SHUTDOWN_FLUSH_MS);
 	session_run(s);
 }
 

@@ -41,6 +41,7 @@ enum ring_op {
 	OP_CHECK_CONNECT, /* health.c */
 	OP_CHECK_RECV,
 	OP_CHECK_SEND,
+	OP_REFUSAL, /* a 421 to a connection refused at accept */
 };
 #define OP_BITS		 4u
 #define OP_MASK		 ((1u << OP_BITS) - 1)
@@ -132,8 +133,9 @@ struct session {
 	struct buf wire; /* bytes for the client socket */
 	bool sending;
 	bool recv_armed;
-	bool closing; /* flush wire, then close */
-	bool dead;    /* closed; freed when inflight reaches 0 */
+	bool closing;	    /* flush wire, then close */
+	bool close_started; /* closing: flush deadline set, close_notify */
+	bool dead;	    /* closed; freed when inflight reaches 0 */
 	unsigned inflight;
 
 	struct auth_request *auth; /* in flight at the pool, or delaying */
@@ -141,8 +143,10 @@ struct session {
 
 	struct data_scan ds;
 	enum data_sink sink;
-	uint64_t last_read_ms; /* client activity, for command timeouts */
-	uint64_t deadline_ms;  /* handshake, auth delay or closing flush */
+	uint64_t last_read_ms; /* client activity, for the DATA timeout */
+	uint64_t cmd_since_ms; /* the client's turn began: command timeout */
+	unsigned long progress_seen; /* smtp.progress at cmd_since_ms */
+	uint64_t deadline_ms; /* handshake, auth delay or closing flush */
 
 	/* policy.c */
 	struct ratelimit_key ip_key;
@@ -173,6 +177,7 @@ struct generation *worker_generation(const struct worker *w);
 struct auth_pool *worker_auth(const struct worker *w);
 struct ratelimit *worker_limits(const struct worker *w);
 struct bans *worker_bans(const struct worker *w);
+struct caps *worker_caps(const struct worker *w);
 struct timer_heap *worker_timers(struct worker *w);
 unsigned worker_id(const struct worker *w);
 /* The worker's own counters, to add to (counters.h). */

@@ -47,6 +47,7 @@ reply(struct smtp *s, const char *fmt, ...)
 	line[n++] = '\n';
 	/* out always has SMTP_OUT_RESERVE free before a command runs. */
 	buf_append(&s->out, line, (size_t)n);
+	s->progress++;
 }
 
 static void
@@ -727,6 +728,7 @@ smtp_input(struct smtp *s, struct buf *in)
 			}
 			buf_consume(in, (size_t)(nl - p) + 1);
 			s->discarding = false;
+			s->progress++;
 			if (s->state != SMTP_IDLE) {
 				smtp_clear_creds(s);
 				smtp_set_state(s, SMTP_IDLE);
@@ -745,6 +747,7 @@ smtp_input(struct smtp *s, struct buf *in)
 		len = (size_t)(nl - p);
 		if (len > 0 && p[len - 1] == '\r')
 			len--;
+		s->progress++;
 		if (s->state == SMTP_IDLE)
 			act = smtp_command(s, p, len);
 		else

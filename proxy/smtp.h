@@ -126,6 +126,9 @@ struct smtp {
 	unsigned messages; /* accepted by the backend, whole session */
 	unsigned auth_failures;
 	unsigned limit_hits[SMTP_LIMIT_KINDS]; /* by enum smtp_limit */
+	/* Lines read plus replies written: when it moves, the client's
+	 * next command is due a full limits.command_timeout from now. */
+	unsigned long progress;
 
 	char helo_name[256];
 	char user[SASL_FIELD_MAX]; /* authenticated login */

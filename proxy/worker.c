@@ -13,8 +13,14 @@
  * (a new generation after a reload, a drain, a question from the control
  * socket).
  *
- * Config keys: workers, listeners, limits.max_sessions, backends.balance
- * (through pool.c), backends.health_check (worker 0, health.c).
+ * Connections are refused at accept, before any session or TLS work,
+ * when their source is blocklisted (closed) or a process-wide cap is
+ * reached (caps.h: 421 4.3.2 on a starttls listener, closed on an implicit
+ * one); those refusals are logged at most once a second per reason.
+ *
+ * Config keys: workers, listeners, limits.max_sessions, limits.max_memory,
+ * hostname (the 421), backends.balance (through pool.c),
+ * backends.health_check (worker 0, health.c).
  */
 #include <assert.h>
 #include <errno.h>
@@ -34,6 +40,7 @@
 #include <unistd.h>
 
 #include "bans.h"
+#include "caps.h"
 #include "generation.h"
 #include "health.h"
 #include "log.h"
@@ -46,6 +53,22 @@
 #define RING_ENTRIES  1024
 #define EXIT_GRACE_MS 2000 /* for the last completions after a drain */
 #define BUF_GROUP     0
+#define REFUSE_LOG_MS 1000 /* one line per refusal reason at most */
+
+/* Why a connection was closed at accept. */
+enum refuse_reason {
+	REFUSE_BLOCKLIST,
+	REFUSE_SESSIONS, /* limits.max_sessions */
+	REFUSE_MEMORY,	 /* limits.max_memory */
+	REFUSE_OOM,
+	REFUSE_REASONS,
+};
+
+/* Log lines about one kind of event, at most one per period. */
+struct log_gate {
+	uint64_t next_ms;
+	unsigned long long skipped; /* since the last line */
+};
 
 /* Aligned so its address leaves the low OP_BITS free for the op tag. */
 struct listen_sock {
@@ -115,6 +138,8 @@ struct worker {
 	struct health *health;		/* worker 0: the active checks */
 	struct retired_health *retired; /* older generations' checks */
 
+	struct log_gate refuse_log[REFUSE_REASONS];
+
 	pthread_t thread;
 	sem_t started;
 	int start_status;
@@ -169,6 +194,12 @@ struct bans *
 worker_bans(const struct worker *w)
 {
 	return w->shared.bans;
+}
+
+struct caps *
+worker_caps(const struct worker *w)
+{
+	return w->shared.caps;
 }
 
 struct timer_heap *
@@ -272,6 +303,7 @@ worker_session_gone(struct worker *w, struct session *s)
 	s->prev = s->next = NULL;
 	w->nsessions--;
 	atomic_fetch_sub_explicit(&w->counters.active, 1, memory_order_relaxed);
+	caps_leave(w->shared.caps);
 }
 
 /* ---------------------------------------------------------------------
@@ -673,18 +705,104 @@ on_wake(struct worker *w, int res)
  * Accept
  */
 
+/* A connection refused for a cap gets this, then the close (starttls
+ * listeners only: on an implicit one it would be garbage to TLS). */
+struct refusal {
+	struct worker *w;
+	int fd;
+	unsigned len;
+	char text[320]; /* "421 4.3.2 " hostname (<= 255) " ..." */
+} __attribute__((aligned(1u << OP_BITS)));
+
+static void
+send_refusal(struct worker *w, int fd, const char *why)
+{
+	struct refusal *r = aligned_alloc(1u << OP_BITS, sizeof(*r));
+	struct io_uring_sqe *sqe;
+	int n;
+
+	if (r == NULL) {
+		close(fd);
+		return;
+	}
+	n = snprintf(r->text, sizeof(r->text),
+		     "421 4.3.2 %s %s, try again later\r\n",
+		     w->gen->cfg->hostname, why);
+	if (n < 0 || (size_t)n >= sizeof(r->text)) {
+		free(r);
+		close(fd);
+		return;
+	}
+	r->w = w;
+	r->fd = fd;
+	r->len = (unsigned)n;
+	worker_object_new(w);
+	sqe = worker_sqe(w);
+	io_uring_prep_send(sqe, fd, r->text, r->len, MSG_NOSIGNAL);
+	worker_prep(sqe, r, OP_REFUSAL);
+}
+
+/* Sent or not (the client may be gone already): close. */
+static void
+on_refusal_sent(struct refusal *r)
+{
+	close(r->fd);
+	worker_object_freed(r->w);
+	free(r);
+}
+
+/* A flood of refusals must not become a flood of log lines: each reason
+ * is logged at most once per REFUSE_LOG_MS per worker, and the next line
+ * says how many were left out (the counters have every one). */
 static void
 refuse(struct worker *w, int fd, const struct config_listener *cl,
-       const char *why)
+       enum refuse_reason why)
 {
-	log_warn("session-refused", " worker=%u listener=%s reason=%s", w->id,
-		 cl->addr.text, why);
+	static const char *const names[REFUSE_REASONS] = {
+		[REFUSE_BLOCKLIST] = "blocklist",
+		[REFUSE_SESSIONS] = "max-sessions",
+		[REFUSE_MEMORY] = "max-memory",
+		[REFUSE_OOM] = "out-of-memory",
+	};
+	const struct config *cfg = w->gen->cfg;
+	struct log_gate *g = &w->refuse_log[why];
+	uint64_t now = timer_now_ms();
+	const struct caps *c = w->shared.caps;
+	char detail[128] = "";
+
 	atomic_fetch_add_explicit(&w->counters.refused, 1,
 				  memory_order_relaxed);
 	counter_add(&w->counters.sessions[generation_listener_slot(w->gen, cl)]
 					 [OUTCOME_REFUSED],
 		    1);
-	close(fd);
+	if (why == REFUSE_SESSIONS)
+		counter_add(&w->counters.limits[LIMIT_HIT_MAX_SESSIONS], 1);
+	else if (why == REFUSE_MEMORY)
+		counter_add(&w->counters.limits[LIMIT_HIT_MAX_MEMORY], 1);
+	if (now >= g->next_ms) {
+		if (why == REFUSE_SESSIONS)
+			snprintf(detail, sizeof(detail),
+				 " sessions=%u limit=%u",
+				 atomic_load(&c->sessions), cfg->max_sessions);
+		else if (why == REFUSE_MEMORY)
+			snprintf(detail, sizeof(detail),
+				 " allocated=%llu limit=%llu",
+				 (unsigned long long)atomic_load(&c->allocated),
+				 (unsigned long long)cfg->max_memory);
+		log_warn("session-refused",
+			 " worker=%u listener=%s reason=%s%s suppressed=%llu",
+			 w->id, cl->addr.text, names[why], detail, g->skipped);
+		g->next_ms = now + REFUSE_LOG_MS;
+		g->skipped = 0;
+	} else {
+		g->skipped++;
+	}
+	if (cl->mode == LISTENER_STARTTLS && why == REFUSE_SESSIONS)
+		send_refusal(w, fd, "Too many connections");
+	else if (cl->mode == LISTENER_STARTTLS && why == REFUSE_MEMORY)
+		send_refusal(w, fd, "Insufficient system resources");
+	else
+		close(fd);
 }
 
 static void
@@ -723,20 +841,27 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 	}
 	atomic_fetch_add_explicit(&w->counters.accepted, 1,
 				  memory_order_relaxed);
-	if (w->nsessions >= w->gen->cfg->max_sessions) {
-		counter_add(&w->counters.limits[LIMIT_HIT_MAX_SESSIONS], 1);
-		refuse(w, res, l->cl, "max-sessions");
-		return;
-	}
 	if (w->shared.bans != NULL &&
 	    !bans_admit(w->shared.bans, (struct sockaddr *)&peer)) {
-		refuse(w, res, l->cl, "blocklist");
+		refuse(w, res, l->cl, REFUSE_BLOCKLIST);
+		return;
+	}
+	/* Before anything is spent on it: no session, no TLS. */
+	switch (caps_enter(w->shared.caps, w->gen->cfg->max_sessions)) {
+	case CAPS_OK:
+		break;
+	case CAPS_SESSIONS:
+		refuse(w, res, l->cl, REFUSE_SESSIONS);
+		return;
+	case CAPS_MEMORY:
+		refuse(w, res, l->cl, REFUSE_MEMORY);
 		return;
 	}
 	setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct session *s = session_new(w, res, l->cl, &peer);
 	if (s == NULL) {
-		refuse(w, res, l->cl, "out-of-memory");
+		caps_leave(w->shared.caps);
+		refuse(w, res, l->cl, REFUSE_OOM);
 		return;
 	}
 	plen = sizeof(s->local); /* for PROXY v2 headers */
@@ -820,6 +945,9 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_CHECK_SEND:
 		health_on_send(ptr, res);
+		break;
+	case OP_REFUSAL:
+		on_refusal_sent(ptr);
 		break;
 	}
 }

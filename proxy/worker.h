@@ -22,6 +22,7 @@ struct worker;
 struct auth_pool;
 struct ratelimit;
 struct bans;
+struct caps;
 struct generation;
 
 /* What every worker shares with the others (all thread-safe). */
@@ -29,6 +30,7 @@ struct worker_shared {
 	struct auth_pool *auth;
 	struct ratelimit *limits;
 	struct bans *bans; /* may be NULL */
+	struct caps *caps; /* limits.max_sessions, limits.max_memory */
 };
 
 /* A listening socket handed to a worker, and the listener it serves. */

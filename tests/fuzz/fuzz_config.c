@@ -114,6 +114,9 @@ check_config(const struct config *c)
 	CHECK(c->max_errors >= 1 && c->max_errors <= 1000, "max_errors");
 	CHECK(c->max_sessions >= 1 && c->max_sessions <= 1000000,
 	      "max_sessions");
+	CHECK(c->max_memory == 0 || (c->max_memory >= (16ull << 20) &&
+				     c->max_memory <= (1024ull << 30)),
+	      "max_memory");
 	CHECK(c->command_timeout_ms >= 1 && c->data_timeout_ms >= 1,
 	      "limits timeouts");
 	CHECK(c->bare_newlines == BARE_NEWLINE_REJECT ||

@@ -16,6 +16,7 @@ Each test's code runs under a deadline (default 60 s, or
 @pytest.mark.deadline(seconds)): a hung test fails instead of hanging.
 """
 
+import json
 import os
 import re
 import shutil
@@ -535,7 +536,8 @@ class ProxyProcess:
     .starttls_port / .implicit_port, .ca (CA file for clients),
     .hostname, .config (the dict written), .config_path,
     .log() stderr+stdout so far, .wait_for_log(regex, timeout, since),
-    .mark() for since=.
+    .mark() for since=, .ctl(*args), .stats() (msaproxyctl -j stats),
+    .rss_kb(), .sanitized() (an ASan build?).
     """
 
     hostname = SERVER_NAME
@@ -640,6 +642,21 @@ class ProxyProcess:
             pytest.fail(f"msaproxyctl {' '.join(args)} exited {proc.returncode}: "
                         f"{proc.stderr}\nlog tail:\n{tail(self.log())}")
         return proc
+
+    def stats(self):
+        """`msaproxyctl -j stats` as a dict."""
+        return json.loads(self.ctl("-j", "stats").stdout)
+
+    def rss_kb(self):
+        """The proxy's resident set (VmRSS), KiB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status)[1])
+
+    def sanitized(self):
+        """Is this an ASan build?  (Its RSS holds freed memory in
+        quarantine and says nothing about what the proxy keeps.)"""
+        return "libasan" in Path(f"/proc/{self.proc.pid}/maps").read_text() or \
+            b"__asan_init" in Path(self.proc.args[0]).read_bytes()
 
     def rewrite_config(self, **overrides):
         """Apply dotted overrides to the config file (listeners kept) for a

@@ -203,6 +203,7 @@ test_defaults(void **state)
 	assert_int_equal(cfg->max_recipients, 100);
 	assert_int_equal(cfg->max_errors, 10);
 	assert_int_equal(cfg->max_sessions, 10000);
+	assert_int_equal(cfg->max_memory, 0);
 	assert_int_equal(cfg->command_timeout_ms, 5 * 60 * 1000);
 	assert_int_equal(cfg->data_timeout_ms, 10 * 60 * 1000);
 	assert_int_equal(cfg->bare_newlines, BARE_NEWLINE_REJECT);
@@ -271,6 +272,7 @@ test_all_keys(void **state)
 		      "  max_recipients: 5\n"
 		      "  max_errors: 3\n"
 		      "  max_sessions: 50\n"
+		      "  max_memory: 512M\n"
 		      "  command_timeout: 1m\n"
 		      "  data_timeout: 2h\n"
 		      "  bare_newlines: normalize\n"
@@ -324,6 +326,7 @@ test_all_keys(void **state)
 	assert_int_equal(cfg->max_recipients, 5);
 	assert_int_equal(cfg->max_errors, 3);
 	assert_int_equal(cfg->max_sessions, 50);
+	assert_int_equal(cfg->max_memory, 512 * MIB_B);
 	assert_int_equal(cfg->command_timeout_ms, 60 * 1000);
 	assert_int_equal(cfg->data_timeout_ms, 2 * 3600 * 1000);
 	assert_int_equal(cfg->bare_newlines, BARE_NEWLINE_NORMALIZE);
@@ -448,6 +451,7 @@ test_example_config(void **state)
 	assert_int_equal(ex->max_recipients, def->max_recipients);
 	assert_int_equal(ex->max_errors, def->max_errors);
 	assert_int_equal(ex->max_sessions, def->max_sessions);
+	assert_int_equal(ex->max_memory, def->max_memory);
 	assert_int_equal(ex->command_timeout_ms, def->command_timeout_ms);
 	assert_int_equal(ex->data_timeout_ms, def->data_timeout_ms);
 	assert_int_equal(ex->bare_newlines, def->bare_newlines);
@@ -1962,6 +1966,41 @@ test_err_backends_pool(void **state)
 	expect_error(text, 12 + 64, "backends.servers", "at most 64 servers");
 }
 
+/* limits.max_memory: off, or a size the proxy could ever fit in. */
+static void
+test_max_memory(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL "limits:\n  max_memory: off\n");
+	assert_int_equal(cfg->max_memory, 0);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "limits:\n  max_memory: 16MB\n");
+	assert_int_equal(cfg->max_memory, 16 * MIB_B);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "limits:\n  max_memory: 1024GB\n");
+	assert_int_equal(cfg->max_memory, 1024 * GIB_B);
+	config_free(cfg);
+	expect_error(MINIMAL "limits:\n  max_memory: 15M\n", 14,
+		     "limits.max_memory",
+		     "must be off or between 16MB and 1024GB");
+	expect_error(MINIMAL "limits:\n  max_memory: 1025G\n", 14,
+		     "limits.max_memory",
+		     "must be off or between 16MB and 1024GB");
+	expect_error(MINIMAL "limits:\n  max_memory: 0\n", 14,
+		     "limits.max_memory",
+		     "must be off or between 16MB and 1024GB");
+	expect_error(MINIMAL "limits:\n  max_memory: lots\n", 14,
+		     "limits.max_memory",
+		     "expected a size like 512KB, 50MB, 1GB, or off");
+	expect_error(MINIMAL "limits:\n  max_memory: [1GB]\n", 14,
+		     "limits.max_memory",
+		     "expected a single value, not a list");
+	expect_error(MINIMAL "limits:\n  max_sessions: 0\n", 14,
+		     "limits.max_sessions", "must be between 1 and 1000000");
+}
+
 static void
 test_err_ranges(void **state)
 {
@@ -2294,6 +2333,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_backends_pool, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_backends_pool, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_max_memory, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_ranges, setup,
 						teardown),
