@@ -11,7 +11,8 @@
 #   make format     reformat the tree with clang-format
 #   make install    install binary, man pages, systemd unit (PREFIX, DESTDIR)
 #   make bench      run the bench scenarios (bench/run), write the report
-#   make bench-build build the bench tools, build/bench/loadgen and hsbench
+#   make bench-build build the bench tools (build/bench/loadgen, hsbench,
+#                   limitbench, floodgen)
 #
 # V=1 shows the full commands.
 
@@ -65,7 +66,7 @@ FUZZ_SRCS_blocklist_file := proxy/blocklist_file.c proxy/ipnet.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
-            $(BUILD)/bench/limitbench
+            $(BUILD)/bench/limitbench $(BUILD)/bench/floodgen
 BENCH_CFLAGS := -O2 -g -std=c17 -D_GNU_SOURCE -pthread $(WARN)
 BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 
@@ -112,7 +113,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmsaproxy.a
 	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmsaproxy.a $(LDLIBS) $(TESTLIBS)
 
 $(BUILD)/bench/loadgen: bench/loadgen_setup.c bench/loadgen_stats.c \
-                        bench/loadgen.h
+                        bench/loadgen.h bench/target.c bench/target.h
+$(BUILD)/bench/floodgen: bench/target.c bench/target.h
 # limitbench times proxy/ratelimit.c itself: linked with the proxy library.
 $(BUILD)/bench/limitbench: bench/limitbench.c $(BUILD)/libmsaproxy.a
 	@mkdir -p $(@D)

@@ -1,7 +1,7 @@
 /*
  * loadgen.c - SMTP submission load generator for benchmarking msaproxy.
  *
- * Drives many SMTP submission sessions against one loopback address:
+ * Drives many SMTP submission sessions against one address:
  * connect, greeting, EHLO, STARTTLS (or implicit TLS, or none), EHLO again,
  * AUTH PLAIN, N messages (MAIL, RCPT x R, DATA, body, ".") and QUIT.  At
  * the end it prints exactly one JSON object on stdout: throughput, latency
@@ -15,12 +15,15 @@
  * --max-inflight, bounded by -d or -n), and idle (--idle N authenticated
  * sessions held for --hold seconds, so a script can read the server's RSS).
  *
- * Security stance: a benchmark client.  It refuses any target outside the
- * loopback range (127.0.0.0/8, ::1).  It does not verify certificates
- * (bench certificates are self-signed).  Passwords from --users are only
- * ever sent to the target.  Every loop is bounded: sessions by -n or -d,
- * each session by --timeout of inactivity, idle sessions by --hold, the
- * work done for one connection per wakeup by STEP_LIMIT.
+ * Security stance: a benchmark client.  It refuses any target outside
+ * the loopback range (127.0.0.0/8, ::1), except the documentation ranges
+ * 198.51.100.0/24 and 2001:db8::/32 when it runs inside a network
+ * namespace other than PID 1's (bench/run's flood scenario; target.c).
+ * It does not verify certificates (bench certificates are self-signed).
+ * Passwords from --users are only ever sent to the target.  Every loop
+ * is bounded: sessions by -n or -d, each session by --timeout of
+ * inactivity, idle sessions by --hold, the work done for one connection
+ * per wakeup by STEP_LIMIT.
  *
  * Design: one edge-triggered epoll loop per thread (-T), non-blocking
  * sockets, OpenSSL directly on the socket (SSL_set_fd).  The message is

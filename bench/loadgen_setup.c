@@ -3,7 +3,8 @@
  *
  * setup_options() fills struct options and refuses bad or contradictory
  * values (exit 2 with a message); setup_target() refuses any address
- * outside loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104); setup_users()
+ * outside loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) except the
+ * documentation ranges inside a network namespace (target.c); setup_users()
  * turns "user:password" lines into ready-made AUTH PLAIN lines (RFC 4616)
  * and clears its copies of the passwords; setup_message() builds the one
  * message every session sends: headers, ~76-byte lines, every 40th
@@ -26,6 +27,7 @@
 #include <openssl/ssl.h>
 
 #include "loadgen.h"
+#include "target.h"
 
 struct options opt = {
 	.host = "127.0.0.1",
@@ -274,45 +276,17 @@ setup_message(void)
 	msg_wire_len = pos;
 }
 
-/* Only loopback: 127.0.0.0/8, ::1, ::ffff:127.0.0.0/104, "localhost". */
+/* Loopback, or a documentation address from inside a namespace of the
+ * bench's own: the rule of target.c. */
 void
 setup_target(struct sockaddr_storage *target, socklen_t *target_len)
 {
-	struct sockaddr_in *sin = (struct sockaddr_in *)target;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)target;
-	const char *host =
-		strcmp(opt.host, "localhost") == 0 ? "127.0.0.1" : opt.host;
-	char msg[300];
+	char err[200], msg[400];
 
-	memset(target, 0, sizeof(*target));
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-		if ((ntohl(sin->sin_addr.s_addr) >> 24) != 127)
-			goto refuse;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)opt.port);
-		*target_len = sizeof(*sin);
+	if (target_parse(opt.host, opt.port, target, target_len, err,
+			 sizeof(err)))
 		return;
-	}
-	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-		const uint8_t *a = sin6->sin6_addr.s6_addr;
-
-		if (!IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) &&
-		    !(IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) && a[12] == 127))
-			goto refuse;
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)opt.port);
-		*target_len = sizeof(*sin6);
-		return;
-	}
-	snprintf(msg, sizeof(msg),
-		 "--host %s: want a numeric loopback address (127.0.0.1, ::1)",
-		 opt.host);
-	die(msg);
-refuse:
-	snprintf(msg, sizeof(msg),
-		 "--host %s: refused, not a loopback address (only "
-		 "127.0.0.0/8 and ::1 may be targeted)",
-		 opt.host);
+	snprintf(msg, sizeof(msg), "--host %s: %s", opt.host, err);
 	die(msg);
 }
 
@@ -320,7 +294,7 @@ static void
 usage(FILE *f)
 {
 	fputs("usage: loadgen --port P [options]\n"
-	      "  --host ADDR          loopback address (127.0.0.1)\n"
+	      "  --host ADDR          target address (127.0.0.1)\n"
 	      "  --port P             target port (required)\n"
 	      "  --tls MODE           starttls | implicit | none (starttls)\n"
 	      "  --tls-max V          1.2 | 1.3: highest TLS version (1.3)\n"

@@ -4,7 +4,8 @@
 # missing, and does nothing at all when everything is there.
 #
 # Usage: scripts/install-deps.sh [--bench]   (as root, or with sudo)
-#   --bench  also the bench's peers: nginx's mail proxy, gnuplot, perf
+#   --bench  also the bench's peers: nginx's mail proxy, gnuplot, perf,
+#            hping3 (SYN flood) and nftables (the flood scenario)
 set -eu
 
 PKGS="
@@ -18,6 +19,7 @@ testssl.sh mandoc python3-seccomp systemd man-db groff-base
 "
 if [ "${1:-}" = "--bench" ]; then
 	PKGS="$PKGS nginx-light libnginx-mod-mail gnuplot-nox linux-perf valgrind"
+	PKGS="$PKGS hping3 nftables"
 fi
 
 missing=""
