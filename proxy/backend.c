@@ -289,7 +289,7 @@ lost(struct session *s, const char *detail)
 		 (unsigned long long)s->id, server_of(s, s->be)->addr.text,
 		 detail, (int)s->be->state);
 	backend_close(s, false);
-	if (s->smtp.state == SMTP_DATA)
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
 		s->sink = SINK_LOST; /* 451 when the client's data ends */
 	else if (s->smtp.state == SMTP_BACKEND ||
 		 s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
@@ -414,6 +414,14 @@ ready(struct session *s)
 	be->attempts = 0;
 	if (s->smtp.state != SMTP_BACKEND)
 		return;
+	if (s->smtp.fwd == SMTP_FWD_BDAT) {
+		/* No reply before the chunk: it follows the line at once,
+		 * and the reply is waited for once it has all gone. */
+		be->state = BE_DATA;
+		if (session_chunk_begin(s))
+			send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
+		return;
+	}
 	send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
 	be->state = BE_WAIT_REPLY;
 	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
@@ -514,6 +522,8 @@ handshake_done(struct session *s, const struct smtp_reply *r)
 	unsigned ext = pool_ehlo_caps(r, &s->be->size_max);
 
 	pool_learn(s->gen->pool, server, ext, s->be->size_max);
+	smtp_backend_ready(&s->smtp, s->be->size_max,
+			   (ext & POOL_EXT_CHUNKING) != 0);
 	backend_health_log(&session_config(s)->backends[server],
 			   pool_succeeded(s->gen->pool, server, timer_now_ms()),
 			   "session", "handshake completed");

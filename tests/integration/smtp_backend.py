@@ -113,6 +113,7 @@ class XclientSMTP(SMTP):
         self.xclient = {}
         self.conn = None
         self._data_raw = None
+        self._bdat_raw = None
 
     def connection_made(self, transport):
         first = self._original_transport is None and self.transport is None
@@ -143,10 +144,63 @@ class XclientSMTP(SMTP):
 
     def take_raw_content(self):
         """The DATA bytes exactly as received, up to but excluding the
-        final ".\\r\\n" line (so still dot-stuffed)."""
+        final ".\\r\\n" line (so still dot-stuffed); for BDAT, the chunks'
+        bytes joined."""
+        if self._bdat_raw is not None:
+            return self._bdat_raw
         raw = bytes(self._data_raw)
         assert raw.endswith(b".\r\n"), raw[-10:]
         return raw[:-3]
+
+    async def smtp_BDAT(self, arg):
+        """RFC 3030 BDAT (no BINARYMIME), as Postfix does it: the chunk is
+        always read, even when the command is refused; chunks add up in
+        the envelope; LAST hands the message to handle_DATA.  Each chunk
+        is recorded (size, last) in the connection and the envelope.
+        With backend.die_in_bdat = N the connection is cut once N chunk
+        bytes have arrived in this transaction (nothing delivered)."""
+        backend = self.event_handler
+        if not backend.chunking:
+            await self.push('500 Error: command "BDAT" not recognized')
+            return
+        m = re.fullmatch(r"(\d+)( LAST)?", arg or "", re.IGNORECASE)
+        if not m:
+            await self.push("501 5.5.4 Syntax: BDAT count [LAST]")
+            return
+        size, last = int(m.group(1)), m.group(2) is not None
+        chunks = self.envelope.__dict__.setdefault("bdat_chunks", [])
+        got = sum(len(c) for _, _, c in chunks)
+        if backend.die_in_bdat is not None and got + size > backend.die_in_bdat:
+            part = await self._reader.readexactly(backend.die_in_bdat - got)
+            with backend._cond:
+                backend.bdat_cuts.append({"chunks": [(n, l) for n, l, _ in chunks]
+                                          + [(size, last)],
+                                          "received": got + len(part)})
+                backend._cond.notify_all()
+            self.transport.abort()
+            return
+        data = await self._reader.readexactly(size)
+        with backend._cond:
+            self.conn["bdat"].append((size, last))
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        chunks.append((size, last, data))
+        if not last:
+            if backend.fail_bdat:
+                await self.push(backend.fail_bdat)
+                return
+            await self.push(f"250 2.0.0 Ok: {size} bytes")
+            return
+        raw = b"".join(c for _, _, c in chunks)
+        self.envelope.content = self.envelope.original_content = raw
+        self._bdat_raw = raw
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self._bdat_raw = None
+        self._set_post_data_state()
+        await self.push(status)
 
     def _xclient_authorized(self):
         """Postfix checks smtpd_authorized_xclient_hosts against the client
@@ -228,9 +282,16 @@ class RecordingBackend:
         xclient   the XCLIENT attributes in force (decoded), {} if none
         helo      the EHLO/HELO name in force
         peer, queue_id, commands (the connection's command lines so far)
+        chunks    BDAT: [(size, last), ...] in order; None after DATA
     .rejected              transactions refused because fail_data was set
     .connections           per connection: peer, commands (raw lines, CRLF
-                           included), xclient (attrs of each XCLIENT sent)
+                           included), xclient (attrs of each XCLIENT sent),
+                           bdat ((size, last) of each whole chunk read)
+    .chunking              True: advertise CHUNKING and take BDAT (RFC 3030,
+                           aiosmtpd 1.4.3 has none: XclientSMTP.smtp_BDAT)
+    .fail_bdat             a reply for every chunk before the LAST one
+    .die_in_bdat           cut the connection once this many chunk bytes of
+                           a transaction arrived; .bdat_cuts records each cut
     .commands              all command lines of all connections
     .fail_mail / .fail_rcpt / .fail_data   set to a reply ("451 4.3.0 try
                            later") to refuse that step
@@ -257,6 +318,10 @@ class RecordingBackend:
         self.fail_mail = None
         self.fail_rcpt = None
         self.fail_data = None
+        self.fail_bdat = None  # a reply for chunks before the LAST one
+        self.chunking = False  # advertise CHUNKING and take BDAT
+        self.die_in_bdat = None
+        self.bdat_cuts = []
         self.advertise_xclient = True
         self.xclient_attributes = XCLIENT_ATTRIBUTES
         self._cond = threading.Condition()
@@ -290,7 +355,7 @@ class RecordingBackend:
     # -- called from the server's event loop thread --------------------------
 
     def connection_opened(self, peer):
-        conn = {"peer": peer, "commands": [], "xclient": []}
+        conn = {"peer": peer, "commands": [], "xclient": [], "bdat": []}
         with self._cond:
             self.connections.append(conn)
             self._cond.notify_all()
@@ -304,6 +369,8 @@ class RecordingBackend:
         session.host_name = hostname
         if self.advertise_xclient:
             responses.insert(-1, "250-XCLIENT " + " ".join(self.xclient_attributes))
+        if self.chunking:
+            responses.insert(-1, "250-CHUNKING")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, options):
@@ -336,6 +403,9 @@ class RecordingBackend:
             "peer": session.peer,
             "queue_id": queue_id,
             "commands": list(server.conn["commands"]),
+            # BDAT: [(size, last), ...] as the chunks came; None for DATA
+            "chunks": [(n, l) for n, l, _ in envelope.bdat_chunks]
+            if hasattr(envelope, "bdat_chunks") else None,
         }
         with self._cond:
             if self.fail_data:
