@@ -844,7 +844,8 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 		failover(s, "socket", strerror(errno));
 		return;
 	}
-	setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (a->ss.ss_family != AF_UNIX)
+		setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (cfg->backends[server].identity == IDENTITY_PROXY_V2 &&
 	    queue_proxy_header(s, be) != 0) {
 		failover(s, "proxy-v2", "header does not fit");

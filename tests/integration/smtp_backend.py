@@ -8,12 +8,13 @@ library and aiosmtpd (Debian: python3-aiosmtpd).
 
 import collections
 import ipaddress
+import os
 import re
 import socket
 import threading
 import time
 
-from aiosmtpd.controller import Controller
+from aiosmtpd.controller import Controller, UnixSocketController
 from aiosmtpd.smtp import SMTP
 
 LOOPBACK = "127.0.0.1"
@@ -205,8 +206,10 @@ class XclientSMTP(SMTP):
     def _xclient_authorized(self):
         """Postfix checks smtpd_authorized_xclient_hosts against the client
         address in force, so after XCLIENT ADDR=<outside address> a second
-        XCLIENT is refused."""
-        addr = self.xclient.get("ADDR", self.session.peer[0])
+        XCLIENT is refused.  A unix-socket client is 127.0.0.1, as Postfix
+        has it (smtpd_peer_not_inet())."""
+        peer = self.session.peer
+        addr = self.xclient.get("ADDR", peer[0] if isinstance(peer, tuple) else LOOPBACK)
         try:
             return ipaddress.ip_address(addr) in XCLIENT_AUTHORIZED
         except ValueError:
@@ -268,10 +271,19 @@ class _PortZeroController(Controller):
         super()._trigger_server()
 
 
+class _UnixController(UnixSocketController):
+    """The same server on a unix socket (peer address "" for aiosmtpd;
+    XCLIENT is allowed from it, as from Postfix's local clients)."""
+
+    def factory(self):
+        return XclientSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class RecordingBackend:
     """An SMTP backend that records everything; the aiosmtpd handler.
 
-    .port                  where it listens (127.0.0.1)
+    .port                  where it listens (127.0.0.1), None on a unix socket
+    .address               127.0.0.1:PORT, or unix:PATH with unix_socket=PATH
     .messages              accepted transactions, dicts with:
         mail_from, mail_options, rcpt_tos, rcpt_options,
         content   the message as aiosmtpd hands it over: envelope.original_content,
@@ -311,7 +323,8 @@ class RecordingBackend:
     content, `raw` is tapped from the stream reader as well.
     """
 
-    def __init__(self, host=LOOPBACK, port=0):
+    def __init__(self, host=LOOPBACK, port=0, unix_socket=None):
+        self.unix_socket = unix_socket
         self.messages = []
         self.rejected = []
         self.connections = []
@@ -326,18 +339,28 @@ class RecordingBackend:
         self.xclient_attributes = XCLIENT_ATTRIBUTES
         self._cond = threading.Condition()
         self._queue_ids = 0
-        self.controller = _PortZeroController(
-            self,
-            hostname=host,
-            port=port,
+        smtp_options = dict(
             server_hostname=BACKEND_NAME,
             ident="ESMTP",
             data_size_limit=128 * 1024 * 1024,  # the proxy's limit must bite first
         )
+        if unix_socket is not None:
+            self.controller = _UnixController(self, unix_socket=str(unix_socket),
+                                              **smtp_options)
+        else:
+            self.controller = _PortZeroController(self, hostname=host, port=port,
+                                                  **smtp_options)
 
     @property
     def port(self):
-        return self.controller.port
+        return None if self.unix_socket is not None else self.controller.port
+
+    @property
+    def address(self):
+        """As the proxy's config writes it: 127.0.0.1:PORT or unix:PATH."""
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
+        return f"{LOOPBACK}:{self.controller.port}"
 
     @property
     def commands(self):
@@ -351,6 +374,11 @@ class RecordingBackend:
 
     def stop(self):
         self.controller.stop()
+        if self.unix_socket is not None:
+            try:
+                os.unlink(self.unix_socket)
+            except FileNotFoundError:
+                pass
 
     # -- called from the server's event loop thread --------------------------
 
