@@ -72,23 +72,8 @@ trace_smtp(void *ctx, const char *verb, int code)
 static void
 peer_to_text(struct session *s)
 {
-	const struct sockaddr_storage *ss = &s->peer;
-
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
-			inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12],
-				  s->peer_addr, sizeof(s->peer_addr));
-		else
-			inet_ntop(AF_INET6, &a->sin6_addr, s->peer_addr,
-				  sizeof(s->peer_addr));
-		s->peer_port = ntohs(a->sin6_port);
-	} else {
-		const struct sockaddr_in *a = (const void *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, s->peer_addr,
-			  sizeof(s->peer_addr));
-		s->peer_port = ntohs(a->sin_port);
-	}
+	ipnet_sockaddr_text(&s->peer, s->peer_addr, sizeof(s->peer_addr),
+			    &s->peer_port);
 }
 
 /* SIZE, DSN, SMTPUTF8 and CHUNKING as the backends (every one that is up and
