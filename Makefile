@@ -61,6 +61,7 @@ FUZZ_SRCS_smtp       := proxy/smtp.c proxy/sasl.c proxy/buf.c \
                         proxy/data_scan.c
 FUZZ_SRCS_smtp_reply := proxy/smtp_reply.c
 FUZZ_SRCS_xtext      := proxy/xtext.c
+FUZZ_SRCS_xclient    := proxy/xclient.c proxy/xtext.c proxy/ipnet.c
 FUZZ_SRCS_proxy_v2   := proxy/proxy_v2.c
 FUZZ_SRCS_blocklist_file := proxy/blocklist_file.c proxy/ipnet.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed

@@ -3,8 +3,9 @@
  *
  * Opened at the first command that needs it (MAIL after AUTH), on the
  * worker's ring: connect, read the 220, EHLO, then XCLIENT with the
- * client's identity when the backend is configured for it (Postfix
- * XCLIENT_README: the backend answers with a fresh 220, so EHLO again),
+ * client's identity when the backend is configured for it (xclient.c:
+ * NAME, ADDR, PORT, DESTADDR, DESTPORT, PROTO, HELO, LOGIN as offered;
+ * the backend answers with a fresh 220, so EHLO again),
  * then the client's command.  Any failure before the client's command has
  * been answered moves on to the next backend; when none is left the client
  * gets 451 4.4.1.  After that, a lost backend costs the client its current
@@ -37,7 +38,7 @@
 #include "session.h"
 #include "tls.h"
 #include "worker.h"
-#include "xtext.h"
+#include "xclient.h"
 
 static void backend_connect(struct session *s, size_t server, uint64_t tried,
 			    unsigned attempts);
@@ -290,7 +291,7 @@ lost(struct session *s, const char *detail)
 		 (unsigned long long)s->id, server_of(s, s->be)->addr.text,
 		 detail, (int)s->be->state);
 	backend_close(s, false);
-	if (s->smtp.state == SMTP_DATA)
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
 		s->sink = SINK_LOST; /* 451 when the client's data ends */
 	else if (s->smtp.state == SMTP_BACKEND ||
 		 s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
@@ -337,72 +338,42 @@ backend_on_timer(struct session *s)
  * Handshake
  */
 
+/* EHLO with our name, or, after XCLIENT, with the client's: the EHLO
+ * that follows XCLIENT sets the name the backend's HELO checks and logs
+ * see (Postfix takes it over XCLIENT's HELO), as nginx's mail proxy does.
+ * smtp.c let the name through only without spaces or control bytes. */
 static void
-send_ehlo(struct session *s)
+send_ehlo(struct session *s, bool as_client)
 {
 	char line[300];
-	int n = snprintf(line, sizeof(line), "EHLO %s\r\n",
-			 session_config(s)->hostname);
+	const char *name = as_client && s->smtp.helo_name[0]
+				   ? s->smtp.helo_name
+				   : session_config(s)->hostname;
+	int n = snprintf(line, sizeof(line), "EHLO %s\r\n", name);
 
 	send_line(s, line, (size_t)n);
 }
 
-/* Does the backend's XCLIENT list include attribute name? */
-static bool
-xclient_has(const struct backend_conn *be, const char *name)
-{
-	size_t n = strlen(name);
-	const char *p = be->xclient_attrs;
-
-	while (*p) {
-		const char *e = p;
-		while (*e && *e != ' ')
-			e++;
-		if ((size_t)(e - p) == n && strncasecmp(p, name, n) == 0)
-			return true;
-		p = *e ? e + 1 : e;
-	}
-	return false;
-}
-
-static size_t
-add_attr(const struct backend_conn *be, char *line, size_t len, size_t cap,
-	 const char *name, const char *value)
-{
-	char enc[800];
-	int n;
-
-	if (!xclient_has(be, name) ||
-	    xtext_encode(value, strlen(value), enc, sizeof(enc)) < 0)
-		return len;
-	n = snprintf(line + len, cap - len, " %s=%s", name, enc);
-	if (n < 0 || (size_t)n >= cap - len)
-		return len;
-	return len + (size_t)n;
-}
-
+/* The client's facts, as far as this backend's XCLIENT takes them. */
 static void
 send_xclient(struct session *s)
 {
-	struct backend_conn *be = s->be;
-	char line[2048], addr[INET6_ADDRSTRLEN + 8], port[16];
-	size_t len = (size_t)snprintf(line, sizeof(line), "XCLIENT");
+	struct xclient_info info = {
+		.client = &s->peer,
+		.dest = &s->local,
+		.helo = s->smtp.helo_name,
+		.login = s->smtp.user,
+	};
+	char line[XCLIENT_LINE_MAX + 1];
+	ssize_t n =
+		xclient_line(s->be->xclient_attrs, &info, line, sizeof(line));
 
-	if (strchr(s->peer_addr, ':') != NULL)
-		snprintf(addr, sizeof(addr), "IPV6:%s", s->peer_addr);
-	else
-		snprintf(addr, sizeof(addr), "%s", s->peer_addr);
-	snprintf(port, sizeof(port), "%u", s->peer_port);
-	len = add_attr(be, line, len, sizeof(line), "NAME", "[UNAVAILABLE]");
-	len = add_attr(be, line, len, sizeof(line), "ADDR", addr);
-	len = add_attr(be, line, len, sizeof(line), "PORT", port);
-	len = add_attr(be, line, len, sizeof(line), "PROTO", "ESMTP");
-	len = add_attr(be, line, len, sizeof(line), "HELO",
-		       s->smtp.helo_name[0] ? s->smtp.helo_name
-					    : "[UNAVAILABLE]");
-	len = add_attr(be, line, len, sizeof(line), "LOGIN", s->smtp.user);
-	memcpy(line + len, "\r\n", 2);
-	send_line(s, line, len + 2);
+	if (n < 0) {
+		failover(s, "xclient", "XCLIENT line too long");
+		return;
+	}
+	send_line(s, line, (size_t)n);
+	s->be->state = BE_XCLIENT;
 }
 
 /* Ready for client commands: send the one that is waiting, if any. */
@@ -415,6 +386,14 @@ ready(struct session *s)
 	be->attempts = 0;
 	if (s->smtp.state != SMTP_BACKEND)
 		return;
+	if (s->smtp.fwd == SMTP_FWD_BDAT) {
+		/* No reply before the chunk: it follows the line at once,
+		 * and the reply is waited for once it has all gone. */
+		be->state = BE_DATA;
+		if (session_chunk_begin(s))
+			send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
+		return;
+	}
 	send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
 	be->state = BE_WAIT_REPLY;
 	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
@@ -462,7 +441,7 @@ tls_handshake(struct session *s)
 		  " session=%llx backend=%s version=%s cipher=%s",
 		  (unsigned long long)s->id, server_of(s, be)->addr.text,
 		  SSL_get_version(be->ssl), SSL_get_cipher_name(be->ssl));
-	send_ehlo(s);
+	send_ehlo(s, false);
 	be->state = BE_EHLO;
 	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
 }
@@ -519,6 +498,8 @@ handshake_done(struct session *s, const struct smtp_reply *r)
 		&worker_stats(s->w)
 			 ->backend_connect[pool_slot(s->gen->pool, server)],
 		timer_now_us() - s->be->began_us);
+	smtp_backend_ready(&s->smtp, s->be->size_max,
+			   (ext & POOL_EXT_CHUNKING) != 0);
 	backend_health_log(&session_config(s)->backends[server],
 			   pool_succeeded(s->gen->pool, server, timer_now_ms()),
 			   "session", "handshake completed");
@@ -541,7 +522,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			failover(s, "greeting", detail);
 			return;
 		}
-		send_ehlo(s);
+		send_ehlo(s, false);
 		be->state = BE_EHLO;
 		break;
 	case BE_EHLO:
@@ -576,7 +557,8 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 		memcpy(be->xclient_attrs, args, alen);
 		be->xclient_attrs[alen] = '\0';
 		send_xclient(s);
-		be->state = BE_XCLIENT;
+		if (s->be != be)
+			return; /* failed over */
 		break;
 	case BE_STARTTLS:
 		if (r->code != 220) {
@@ -592,7 +574,7 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 			failover(s, "xclient", detail);
 			return;
 		}
-		send_ehlo(s);
+		send_ehlo(s, true);
 		be->state = BE_EHLO_AGAIN;
 		break;
 	case BE_EHLO_AGAIN:
@@ -844,7 +826,8 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 		failover(s, "socket", strerror(errno));
 		return;
 	}
-	setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (a->ss.ss_family != AF_UNIX)
+		setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (cfg->backends[server].identity == IDENTITY_PROXY_V2 &&
 	    queue_proxy_header(s, be) != 0) {
 		failover(s, "proxy-v2", "header does not fit");

@@ -929,7 +929,8 @@ set_mechanisms(struct loader *l, const yaml_node_t *v, const char *key,
 	return 0;
 }
 
-/* A backend is connected to, so a wildcard address makes no sense. */
+/* A backend is connected to, so a wildcard address makes no sense; a
+ * local one may be a unix socket. */
 static int
 set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
 		 void *base)
@@ -939,7 +940,10 @@ set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
 
 	if (get_scalar(l, v, key, &s) < 0)
 		return -1;
-	why = config_value_addr(s, &b->addr);
+	if (strncmp(s, "unix:", 5) == 0)
+		why = config_value_unix_addr(s, &b->addr);
+	else
+		why = config_value_addr(s, &b->addr);
 	if (why != NULL)
 		return fail(l, line_of(v), key, "%s", why);
 	if (config_value_addr_is_wildcard(&b->addr))
@@ -1336,6 +1340,16 @@ backends_check(struct loader *l, struct config *cfg)
 				 i, b->ca_file ? "ca_file" : "name");
 			return fail(l, b->line, key,
 				    "only used with tls: starttls-verify");
+		}
+		/* Without a name the certificate is checked against the
+		 * server's IP address, which a unix socket does not have. */
+		if (b->tls == BACKEND_TLS_STARTTLS_VERIFY &&
+		    b->addr.ss.ss_family == AF_UNIX && b->tls_name == NULL) {
+			snprintf(key, sizeof(key), "backends.servers[%zu].name",
+				 i);
+			return fail(l, b->line, key,
+				    "required with tls: starttls-verify on a "
+				    "unix: address");
 		}
 	}
 	for (size_t i = 0; i < cfg->nbackends; i++) {

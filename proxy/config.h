@@ -52,7 +52,8 @@ enum balance_policy {
 #define AUTH_MECH_LOGIN 0x2u
 
 struct config_addr {
-	char text[128]; /* as written, e.g. "127.0.0.1:587", "[::1]:465" */
+	char text[128]; /* as written: "127.0.0.1:587", "[::1]:465",
+			   "unix:/run/smtpd.sock" (backends only) */
 	struct sockaddr_storage ss;
 	socklen_t len;
 };

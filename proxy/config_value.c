@@ -6,7 +6,8 @@
  *   sizes       "1000" "512KB" "50MB" "1GiB"; K, M, G are powers of 1024,
  *               any case
  *   rates       "100/1h", "100/1h burst 20", "1GB/1h burst 100MB", "off"
- *   addresses   "127.0.0.1:587", "[::1]:587", "*:587" (all of IPv4+IPv6)
+ *   addresses   "127.0.0.1:587", "[::1]:587", "*:587" (all of IPv4+IPv6);
+ *               backends also "unix:/path" (a local stream socket)
  *   host names  "mail.example.com", with wildcard "*.example.com"
  *   class names letters, digits, '_', '.', '-'
  *
@@ -29,6 +30,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <sys/un.h>
 
 #include "config_value.h"
 
@@ -321,6 +324,30 @@ config_value_addr(const char *s, struct config_addr *out)
 	return NULL;
 }
 
+/* "unix:/run/postfix/smtpd.sock": a backend on a local stream socket.  The
+ * path must be absolute (the proxy may chdir) and fit in sun_path. */
+const char *
+config_value_unix_addr(const char *s, struct config_addr *out)
+{
+	struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
+	const char *path = s + 5;
+	size_t plen = strlen(path);
+
+	memset(out, 0, sizeof(*out));
+	if (strncmp(s, "unix:", 5) != 0)
+		return "expected unix:/path/to/socket";
+	if (plen == 0 || path[0] != '/')
+		return "expected an absolute path after unix:";
+	if (plen >= sizeof(sun->sun_path) || strlen(s) >= sizeof(out->text))
+		return "socket path is too long (at most 107 bytes)";
+	sun->sun_family = AF_UNIX;
+	memcpy(sun->sun_path, path, plen + 1);
+	out->len =
+		(socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
+	memcpy(out->text, s, strlen(s) + 1);
+	return NULL;
+}
+
 int
 config_parse_addr(const char *s, struct config_addr *out)
 {
@@ -340,7 +367,9 @@ config_value_addr_is_wildcard(const struct config_addr *a)
 
 	if (a->ss.ss_family == AF_INET)
 		return sin->sin_addr.s_addr == htonl(INADDR_ANY);
-	return IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+	if (a->ss.ss_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+	return false;
 }
 
 bool

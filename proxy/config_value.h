@@ -39,6 +39,8 @@ const char *config_value_size(const char *s, uint64_t *bytes);
 const char *config_value_rate(const char *s, bool bytes, struct config_rate *r);
 /* "1.2.3.4:25", "[::1]:25", "*:25"; host names refused. */
 const char *config_value_addr(const char *s, struct config_addr *out);
+/* "unix:/absolute/path" (backends only): AF_UNIX, path in sun_path. */
+const char *config_value_unix_addr(const char *s, struct config_addr *out);
 
 bool config_value_addr_is_wildcard(const struct config_addr *a);
 bool config_value_addr_equal(const struct config_addr *a,

@@ -355,3 +355,47 @@ out:
 	finish(ds, oldst, st, bad, (size_t)(p - (const unsigned char *)in));
 	return (size_t)(p - (const unsigned char *)in);
 }
+
+/*
+ * BDAT chunks (RFC 3030) carry the message counted, not dot-stuffed and
+ * without an end marker, so only the smuggling bytes matter: a CR is
+ * held (ST_CR) until the next byte, in this chunk or the next, shows
+ * whether an LF follows; at the message's end a held CR is bare.
+ */
+void
+data_scan_chunk(struct data_scan *ds, const char *in, size_t len, bool end)
+{
+	const unsigned char *p = (const unsigned char *)in, *e = p + len;
+	unsigned st = ds->state == ST_CR ? ST_CR : ST_TEXT, bad = ds->bad;
+	unsigned char c;
+
+	while (p < e) {
+		if (st == ST_CR) {
+			st = ST_TEXT;
+			if (*p == '\n') {
+				p++;
+				continue;
+			}
+			bad |= DATA_BAD_CR; /* the byte is looked at again */
+		}
+		p = skip_plain(p, e);
+		if (p == e)
+			break;
+		c = *p++;
+		if (c == '\r')
+			st = ST_CR;
+		else if (c == '\n')
+			bad |= DATA_BAD_LF;
+		else
+			bad |= DATA_BAD_NUL;
+	}
+	if (end && st == ST_CR) {
+		bad |= DATA_BAD_CR;
+		st = ST_TEXT;
+	}
+	ds->state = st;
+	ds->bad = bad;
+	ds->size += len;
+	if (end)
+		ds->done = true;
+}

@@ -12,7 +12,7 @@
  * caller feeds chunks of any size; state carries across calls, so a marker
  * split over chunk boundaries ("\r\n." | "\r\n") is found.
  *
- * Two modes:
+ * Two modes for DATA, and one for BDAT:
  *  - data_scan():      reject mode.  Forward the input as it is (the
  *                      consumed prefix), unless ds->bad was set, in which
  *                      case nothing more may be forwarded and the message
@@ -20,6 +20,10 @@
  *  - data_normalize(): rewrite bare LF and bare CR to CRLF, drop NUL, and
  *                      dot-stuff any line that the rewrite starts (so the
  *                      backend finds the same end of data we do).
+ *  - data_scan_chunk(): BDAT chunks, which are counted, not marked: bare
+ *                      LF, bare CR and NUL only (the caller refuses the
+ *                      message; a chunk's size was sent ahead of it, so
+ *                      its bytes cannot be rewritten).
  */
 #ifndef MSAPROXY_DATA_SCAN_H
 #define MSAPROXY_DATA_SCAN_H
@@ -59,5 +63,14 @@ size_t data_scan(struct data_scan *ds, const char *in, size_t len);
  * included when found).  Returns the input bytes consumed. */
 size_t data_normalize(struct data_scan *ds, const char *in, size_t len,
 		      char *out, size_t *outlen);
+
+/* BDAT (RFC 3030): in[0..len) is chunk data, all of it message bytes (no
+ * marker, no dot-stuffing); only bare LF, bare CR and NUL are flagged in
+ * ds->bad, a CR at a chunk's end waiting for the next chunk's first byte.
+ * end: these bytes end the message (a CR held then is bare); sets
+ * ds->done.  ds->size counts every byte.  Start each message with
+ * data_scan_init(); do not mix with data_scan() on one message. */
+void data_scan_chunk(struct data_scan *ds, const char *in, size_t len,
+		     bool end);
 
 #endif

@@ -168,7 +168,8 @@ start(struct health_check *c, uint64_t now)
 		fail_errno(c, "socket", errno);
 		return;
 	}
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (a->ss.ss_family != AF_UNIX)
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->state = HC_CONNECTING;
 	sqe = worker_sqe(c->h->w);
 	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&a->ss,

@@ -92,6 +92,33 @@ ipnet_from_sockaddr(const struct sockaddr *sa, uint8_t addr[16])
 	return false;
 }
 
+bool
+ipnet_sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len,
+		    unsigned *port)
+{
+	const char *ok = NULL;
+
+	if (len > 0)
+		buf[0] = '\0';
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+			ok = inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], buf,
+				       (socklen_t)len);
+		else
+			ok = inet_ntop(AF_INET6, &a->sin6_addr, buf,
+				       (socklen_t)len);
+		*port = ntohs(a->sin6_port);
+	} else if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)ss;
+		ok = inet_ntop(AF_INET, &a->sin_addr, buf, (socklen_t)len);
+		*port = ntohs(a->sin_port);
+	}
+	if (ok == NULL && len > 0)
+		buf[0] = '\0';
+	return ok != NULL;
+}
+
 struct ipnet
 ipnet_mask(const uint8_t addr[16], unsigned v4_len, unsigned v6_len)
 {

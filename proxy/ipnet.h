@@ -34,6 +34,13 @@ const char *ipnet_parse(const char *text, struct ipnet *out);
 /* The 16-byte form of a socket address; false for other families. */
 bool ipnet_from_sockaddr(const struct sockaddr *sa, uint8_t addr[16]);
 
+/* An AF_INET or AF_INET6 socket address as text into buf (at least
+ * INET6_ADDRSTRLEN bytes; an IPv4-mapped IPv6 address as plain IPv4, as a
+ * dual-stack listener sees IPv4 clients) and its port into *port; false,
+ * with buf empty, for other families. */
+bool ipnet_sockaddr_text(const struct sockaddr_storage *ss, char *buf,
+			 size_t len, unsigned *port);
+
 bool ipnet_is_v4(const uint8_t addr[16]);
 
 /* addr with everything after its first bits cleared: v4_len bits of an

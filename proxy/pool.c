@@ -474,21 +474,28 @@ pool_offer(const struct pool *p, unsigned *ext, uint64_t *size)
 {
 	unsigned all = ~0u;
 	uint64_t smallest = 0;
-	bool seen = false;
+	bool seen = false, unseen = false;
 
 	for (size_t i = 0; i < p->n; i++) {
 		const struct pool_server *s = &p->v[i];
 		unsigned e = atomic_load(&s->ext);
 		uint64_t n = atomic_load(&s->size_max);
 
-		if (!(e & EXT_KNOWN) || !atomic_load(&s->up) ||
-		    !pool_is_enabled(p, i))
+		if (!atomic_load(&s->up) || !pool_is_enabled(p, i))
 			continue;
+		if (!(e & EXT_KNOWN)) {
+			unseen = true;
+			continue;
+		}
 		seen = true;
 		all &= e;
 		if (n > 0 && (smallest == 0 || n < smallest))
 			smallest = n;
 	}
 	*ext = seen ? all & ~EXT_KNOWN : 0;
+	/* A BDAT that reaches a server without CHUNKING can only be
+	 * refused (smtp.c), so CHUNKING needs every up server seen. */
+	if (unseen)
+		*ext &= ~POOL_EXT_CHUNKING;
 	*size = smallest;
 }

@@ -94,7 +94,8 @@ unsigned pool_ehlo_caps(const struct smtp_reply *r, uint64_t *size);
 void pool_learn(struct pool *p, size_t i, unsigned ext, uint64_t size);
 /* What every up server whose EHLO was seen offers: the extensions all of
  * them share and the smallest SIZE (0: none known).  No server seen yet:
- * *ext = 0, *size = 0. */
+ * *ext = 0, *size = 0.  POOL_EXT_CHUNKING only when every up server was
+ * seen offering it. */
 void pool_offer(const struct pool *p, unsigned *ext, uint64_t *size);
 /* Times server i changed state (for metrics). */
 unsigned long pool_changes(const struct pool *p, size_t i);

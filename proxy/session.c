@@ -74,28 +74,13 @@ trace_smtp(void *ctx, const char *verb, int code)
 static void
 peer_to_text(struct session *s)
 {
-	const struct sockaddr_storage *ss = &s->peer;
-
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
-			inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12],
-				  s->peer_addr, sizeof(s->peer_addr));
-		else
-			inet_ntop(AF_INET6, &a->sin6_addr, s->peer_addr,
-				  sizeof(s->peer_addr));
-		s->peer_port = ntohs(a->sin6_port);
-	} else {
-		const struct sockaddr_in *a = (const void *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, s->peer_addr,
-			  sizeof(s->peer_addr));
-		s->peer_port = ntohs(a->sin_port);
-	}
+	ipnet_sockaddr_text(&s->peer, s->peer_addr, sizeof(s->peer_addr),
+			    &s->peer_port);
 }
 
-/* SIZE, DSN and SMTPUTF8 as the backends (every one that is up and was
- * seen) take them: the client never sends what a backend would refuse
- * for that reason. */
+/* SIZE, DSN, SMTPUTF8 and CHUNKING as the backends (every one that is up and
+ * was seen) take them: the client never sends what a backend would refuse for
+ * that reason. */
 static void
 offer_backends(struct session *s)
 {
@@ -107,6 +92,8 @@ offer_backends(struct session *s)
 		offer |= SMTP_OFFER_DSN;
 	if (ext & POOL_EXT_SMTPUTF8)
 		offer |= SMTP_OFFER_SMTPUTF8;
+	if (ext & POOL_EXT_CHUNKING)
+		offer |= SMTP_OFFER_CHUNKING;
 	smtp_backend_offer(&s->smtp, size, offer);
 }
 
@@ -465,11 +452,22 @@ finish_message(struct session *s)
 
 	switch (s->sink) {
 	case SINK_NONE:
-		smtp_data_sent(&s->smtp);
-		s->be->state = BE_WAIT_DATA_END;
-		s->be->began_us = timer_now_us();
-		s->be->deadline = timer_now_ms() +
-				  session_config(s)->backend_data_timeout_ms;
+		if (s->smtp.state == SMTP_CHUNK)
+			smtp_chunk_sent(&s->smtp);
+		else
+			smtp_data_sent(&s->smtp);
+		if (s->smtp.state == SMTP_DATA_END) {
+			s->be->state = BE_WAIT_DATA_END;
+			s->be->began_us = timer_now_us();
+			s->be->deadline =
+				timer_now_ms() +
+				session_config(s)->backend_data_timeout_ms;
+		} else {
+			s->be->state = BE_WAIT_REPLY;
+			s->be->deadline =
+				timer_now_ms() +
+				session_config(s)->backend_reply_timeout_ms;
+		}
 		return;
 	case SINK_BAD_BYTES:
 		why = "bare-newline";
@@ -497,7 +495,7 @@ finish_message(struct session *s)
 		 session_log_user(u, sizeof(u), s->smtp.user), why,
 		 (unsigned long long)s->ds.size);
 	/* The backend has part of the message and must never see its end:
-	 * drop the connection (no QUIT: we are inside DATA). */
+	 * drop the connection (no QUIT: we are inside DATA or a chunk). */
 	backend_close(s, false);
 	s->sink = SINK_NONE;
 }
@@ -564,6 +562,73 @@ relay_data(struct session *s)
 	if (!s->ds.done)
 		return false;
 	finish_message(s);
+	return true;
+}
+
+/*
+ * BDAT: the chunk's bytes from the client to the backend as they are (the
+ * backend got "BDAT <size>" ahead of them), scanned for bare CR, bare LF
+ * and NUL across chunks and charged to the user's byte rate.  The sizes
+ * were checked at the command (smtp.c).  A refused chunk is read to its
+ * end and dropped, and the client's reply to it is the refusal.  Returns
+ * true when the chunk ended (the state changed).
+ */
+static bool
+relay_chunk(struct session *s)
+{
+	struct smtp *m = &s->smtp;
+
+	while (m->chunk_left > 0 && buf_used(&s->in) > 0) {
+		const char *p = buf_head(&s->in);
+		size_t n = buf_used(&s->in);
+
+		if (n > m->chunk_left)
+			n = (size_t)m->chunk_left;
+		if (s->sink == SINK_NONE) {
+			size_t room = buf_room(&s->be->out);
+			if (room == 0)
+				break;
+			if (n > room)
+				n = room;
+			data_scan_chunk(&s->ds, p, n,
+					m->chunk_last && n == m->chunk_left);
+			if (s->ds.bad)
+				s->sink = SINK_BAD_BYTES;
+			else if (!policy_take_bytes(s, n))
+				s->sink = SINK_LIMIT;
+			else
+				buf_append(&s->be->out, p, n);
+		}
+		buf_consume(&s->in, n);
+		m->chunk_left -= n;
+	}
+	if (s->be != NULL && s->sink == SINK_NONE)
+		backend_send(s->be);
+	if (m->chunk_left > 0)
+		return false;
+	finish_message(s);
+	return true;
+}
+
+/* The BDAT line is going to the backend (backend.c, with the backend
+ * ready for it): its chunk streams from here.  Returns false when it
+ * must not be sent after all: "BDAT 0 LAST" after a chunk that ended in
+ * CR would end the message on a bare CR. */
+bool
+session_chunk_begin(struct session *s)
+{
+	smtp_chunk_begin(&s->smtp);
+	if (s->smtp.bdat_chunks == 1) {
+		data_scan_init(&s->ds);
+		s->sink = SINK_NONE;
+	}
+	if (s->smtp.chunk_left == 0 && s->smtp.chunk_last) {
+		data_scan_chunk(&s->ds, "", 0, true);
+		if (s->ds.bad) {
+			s->sink = SINK_BAD_BYTES;
+			return false;
+		}
+	}
 	return true;
 }
 
@@ -738,7 +803,7 @@ session_deadline(const struct session *s)
 		return s->be->deadline;
 	if (s->smtp.state == SMTP_AUTH_CHECK)
 		return TIMER_NONE; /* the pool always answers */
-	if (s->smtp.state == SMTP_DATA)
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
 		return s->last_read_ms + cfg->data_timeout_ms;
 	/* The whole command, not the gap between two bytes: a client
 	 * that trickles a line never finishes it in time. */
@@ -754,6 +819,17 @@ note_progress(struct session *s)
 		return;
 	s->progress_seen = s->smtp.progress;
 	s->cmd_since_ms = timer_now_ms();
+}
+
+/* smtp.c ended a transaction the backend still holds (EHLO in it, a
+ * refused BDAT): a new connection for the next one. */
+static void
+drop_backend_if_asked(struct session *s)
+{
+	if (s->smtp.drop_backend) {
+		s->smtp.drop_backend = false;
+		backend_close(s, true);
+	}
 }
 
 void
@@ -773,10 +849,16 @@ session_run(struct session *s)
 		if (s->smtp.state == SMTP_DATA) {
 			if (relay_data(s))
 				continue; /* the message ended */
+		} else if (s->smtp.state == SMTP_CHUNK) {
+			if (relay_chunk(s))
+				continue; /* the chunk ended */
 		} else {
 			if (tls_backlog(s))
 				break; /* the send completion runs us again */
 			enum smtp_action act = smtp_input(&s->smtp, &s->in);
+			/* Before a pipelined command after the one that
+			 * asked for it goes to the old connection. */
+			drop_backend_if_asked(s);
 			if (act != SMTP_ACT_NONE) {
 				apply(s, act);
 				if (act == SMTP_ACT_STARTTLS)
@@ -790,10 +872,7 @@ session_run(struct session *s)
 	if (s->dead)
 		return;
 	policy_settle(s);
-	if (s->smtp.drop_backend) {
-		s->smtp.drop_backend = false;
-		backend_close(s, true);
-	}
+	drop_backend_if_asked(s);
 	if (s->closing)
 		close_begin(s, CLOSE_FLUSH_MS);
 	flush_client(s);
@@ -840,7 +919,7 @@ session_on_timer(struct session *s)
 		backend_on_timer(s);
 		return;
 	}
-	if (s->smtp.state == SMTP_DATA)
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
 		backend_close(s, false); /* never send a partial end */
 	counter_add(&worker_stats(s->w)
 			     ->limits[s->smtp.state == SMTP_DATA
@@ -849,7 +928,9 @@ session_on_timer(struct session *s)
 		    1);
 	log_info("timeout", " session=%llx client=%s state=%s",
 		 (unsigned long long)s->id, s->peer_addr,
-		 s->smtp.state == SMTP_DATA ? "data" : "command");
+		 s->smtp.state == SMTP_DATA    ? "data"
+		 : s->smtp.state == SMTP_CHUNK ? "bdat"
+					       : "command");
 	snprintf(text, sizeof(text), "421 4.4.2 %s Error: timeout exceeded",
 		 cfg->hostname);
 	smtp_shutdown(&s->smtp, text, "client-timeout");
@@ -865,7 +946,7 @@ session_shutdown(struct session *s)
 
 	if (s->dead || s->closing)
 		return;
-	if (s->smtp.state == SMTP_DATA)
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
 		backend_close(s, false);
 	snprintf(text, sizeof(text),
 		 "421 4.3.2 %s Service shutting down, try again later",

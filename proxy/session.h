@@ -224,6 +224,8 @@ void session_drain(struct session *s);
 /* One line about the session for the control socket. */
 void session_describe(const struct session *s, FILE *f, bool json);
 void session_release(struct session *s); /* an op completed */
+/* backend.c is about to send a forwarded BDAT: false means do not. */
+bool session_chunk_begin(struct session *s);
 
 /* backend.c */
 void backend_forward(struct session *s);

@@ -97,6 +97,18 @@ smtp_reset_transaction(struct smtp *s)
 {
 	s->in_mail = false;
 	s->rcpts = 0;
+	s->bdat_chunks = 0;
+	s->bdat_size = 0;
+	s->chunk_last = false;
+}
+
+/* A forwarded BDAT that will not be streamed (or not to its end): what
+ * is left of its chunk is discarded before the next command. */
+static void
+abandon_chunk(struct smtp *s)
+{
+	s->skip_left += s->chunk_left;
+	s->chunk_left = 0;
 }
 
 void
@@ -116,6 +128,13 @@ smtp_backend_offer(struct smtp *s, uint64_t size, unsigned offer)
 	if (size > 0 && size < s->size_limit)
 		s->size_limit = size;
 	s->offer = offer;
+}
+
+void
+smtp_backend_ready(struct smtp *s, uint64_t size, bool chunking)
+{
+	s->be_size = size;
+	s->be_chunking = chunking;
 }
 
 void
@@ -288,6 +307,8 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 		reply(s, "250-DSN");
 	if (s->tls && (s->offer & SMTP_OFFER_SMTPUTF8))
 		reply(s, "250-SMTPUTF8");
+	if (s->tls && (s->offer & SMTP_OFFER_CHUNKING))
+		reply(s, "250-CHUNKING");
 	reply(s, "250 8BITMIME");
 	return SMTP_ACT_NONE;
 }
@@ -463,7 +484,7 @@ static enum smtp_action
 cmd_mail(struct smtp *s, const char *line, size_t len, const char *arg,
 	 size_t alen)
 {
-	const char *params, *size;
+	const char *params, *size, *body;
 	size_t vlen;
 
 	if (!check_authed(s))
@@ -475,6 +496,13 @@ cmd_mail(struct smtp *s, const char *line, size_t len, const char *arg,
 	params = parse_path(arg, alen, "FROM:");
 	if (params == NULL || !printable(arg, alen)) {
 		reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return SMTP_ACT_NONE;
+	}
+	body = find_param(params, arg + alen, "BODY", &vlen);
+	if (body != NULL && vlen == 10 &&
+	    strncasecmp(body, "BINARYMIME", 10) == 0) {
+		/* Not offered: BDAT chunks are checked for bare CR and LF. */
+		reply_error(s, "555 5.5.4 BODY=BINARYMIME is not supported");
 		return SMTP_ACT_NONE;
 	}
 	size = find_param(params, arg + alen, "SIZE", &vlen);
@@ -509,6 +537,10 @@ cmd_rcpt(struct smtp *s, const char *line, size_t len, const char *arg,
 		reply_error(s, "503 5.5.1 Need MAIL command");
 		return SMTP_ACT_NONE;
 	}
+	if (s->bdat_chunks > 0) {
+		reply_error(s, "503 5.5.1 RCPT not permitted after BDAT");
+		return SMTP_ACT_NONE;
+	}
 	if (parse_path(arg, alen, "TO:") == NULL || !printable(arg, alen)) {
 		reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 		return SMTP_ACT_NONE;
@@ -536,11 +568,111 @@ cmd_data(struct smtp *s, const char *line, size_t len, const char *arg,
 		reply_error(s, "503 5.5.1 Need MAIL command");
 		return SMTP_ACT_NONE;
 	}
+	if (s->bdat_chunks > 0) {
+		/* RFC 3030 2: one transaction never mixes DATA and BDAT. */
+		reply_error(s, "503 5.5.1 DATA not permitted after BDAT");
+		return SMTP_ACT_NONE;
+	}
 	if (s->rcpts == 0) {
 		reply_error(s, "554 5.5.1 No valid recipients");
 		return SMTP_ACT_NONE;
 	}
 	return forward(s, SMTP_FWD_DATA, "DATA", 4);
+}
+
+/* "chunk-size [LAST]" (RFC 3030 4: 1*DIGIT, end-marker "LAST"). */
+static bool
+parse_bdat(const char *arg, size_t alen, uint64_t *size, bool *last)
+{
+	size_t i = 0;
+	uint64_t n = 0;
+
+	for (; i < alen && arg[i] >= '0' && arg[i] <= '9'; i++) {
+		if (i == 19)
+			return false; /* more than any limit, and overflow */
+		n = n * 10 + (uint64_t)(arg[i] - '0');
+	}
+	if (i == 0)
+		return false;
+	*size = n;
+	*last = false;
+	if (i == alen)
+		return true;
+	if (alen - i == 5 && strncasecmp(arg + i, " LAST", 5) == 0) {
+		*last = true;
+		return true;
+	}
+	return false;
+}
+
+/* A BDAT refused: its chunk follows anyway and is discarded unread.  When
+ * the transaction cannot go on (the backend holds part of it), it ends
+ * here and the backend connection is dropped, so the backend never sees
+ * a LAST chunk for it. */
+static enum smtp_action
+refuse_bdat(struct smtp *s, uint64_t size, bool error, bool end_transaction,
+	    const char *text)
+{
+	s->skip_left = size;
+	if (end_transaction && s->in_mail) {
+		smtp_reset_transaction(s);
+		s->drop_backend = true;
+	}
+	if (error)
+		reply_error(s, "%s", text);
+	else
+		reply(s, "%s", text);
+	return SMTP_ACT_NONE;
+}
+
+static enum smtp_action
+cmd_bdat(struct smtp *s, const char *line, size_t len, const char *arg,
+	 size_t alen)
+{
+	uint64_t size, limit = s->size_limit;
+	bool last;
+	char fwd[48];
+	int n;
+
+	(void)line, (void)len;
+	if (!parse_bdat(arg, alen, &size, &last)) {
+		/* The chunk's length is unknown: nothing can be skipped, and
+		 * what follows is read as commands (as Postfix does). */
+		reply_error(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+		return SMTP_ACT_NONE;
+	}
+	if (!s->tls || !(s->offer & SMTP_OFFER_CHUNKING))
+		return refuse_bdat(s, size, true, false,
+				   "502 5.5.1 BDAT not available: CHUNKING "
+				   "was not offered");
+	if (!s->authed)
+		return refuse_bdat(s, size, true, false,
+				   "530 5.7.0 Authentication required");
+	if (!s->in_mail)
+		return refuse_bdat(s, size, true, false,
+				   "503 5.5.1 Need MAIL command");
+	if (s->rcpts == 0)
+		return refuse_bdat(s, size, true, false,
+				   "554 5.5.1 No valid recipients");
+	if (!s->be_chunking)
+		/* Offered (every server seen had it) but this one does not:
+		 * the next session is offered no CHUNKING (pool_learn()). */
+		return refuse_bdat(s, size, false, true,
+				   "451 4.3.3 CHUNKING is not available "
+				   "right now, try again later");
+	if (s->be_size > 0 && s->be_size < limit)
+		limit = s->be_size;
+	if (size > limit || s->bdat_size + size > limit)
+		return refuse_bdat(s, size, false, true,
+				   "552 5.3.4 Message size exceeds fixed "
+				   "maximum message size");
+	n = snprintf(fwd, sizeof(fwd), "BDAT %llu%s", (unsigned long long)size,
+		     last ? " LAST" : "");
+	s->bdat_chunks++;
+	s->bdat_size += size;
+	s->chunk_left = size;
+	s->chunk_last = last;
+	return forward(s, SMTP_FWD_BDAT, fwd, (size_t)n);
 }
 
 static enum smtp_action
@@ -630,7 +762,7 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{"HELP", cmd_help},
 	{"VRFY", cmd_vrfy},
 	{"EXPN", cmd_not_implemented},
-	{"BDAT", cmd_not_implemented},
+	{"BDAT", cmd_bdat},
 	{"TURN", cmd_not_implemented},
 	{"ETRN", cmd_not_implemented},
 	{"XCLIENT", cmd_refused},
@@ -689,6 +821,7 @@ smtp_parked(const struct smtp *s)
 	case SMTP_BACKEND:
 	case SMTP_DATA:
 	case SMTP_DATA_END:
+	case SMTP_CHUNK:
 	case SMTP_CLOSING:
 		return true;
 	default:
@@ -716,9 +849,18 @@ smtp_input(struct smtp *s, struct buf *in)
 		const char *p = buf_head(in);
 		size_t avail = buf_used(in);
 		size_t limit = line_limit(s, p, avail);
-		const char *nl = memchr(p, '\n', avail < limit ? avail : limit);
+		const char *nl;
 		size_t len;
 
+		if (s->skip_left > 0) {
+			/* A refused BDAT's chunk: never read as commands. */
+			len = avail < s->skip_left ? avail
+						   : (size_t)s->skip_left;
+			buf_consume(in, len);
+			s->skip_left -= len;
+			continue;
+		}
+		nl = memchr(p, '\n', avail < limit ? avail : limit);
 		if (s->discarding) {
 			/* Inside an over-long line: drop until its end. */
 			nl = memchr(p, '\n', avail);
@@ -844,6 +986,15 @@ smtp_backend_reply(struct smtp *s, int code, const char *const *lines,
 	case SMTP_FWD_RSET:
 		smtp_reset_transaction(s);
 		break;
+	case SMTP_FWD_BDAT:
+		/* A chunk that is not the last one: a refusal ends the
+		 * transaction (RFC 3030 2: the client sends no more of it),
+		 * and the backend, which holds its first chunks, goes. */
+		if (!ok) {
+			smtp_reset_transaction(s);
+			s->drop_backend = true;
+		}
+		break;
 	case SMTP_FWD_NONE:
 		break;
 	}
@@ -866,6 +1017,7 @@ smtp_backend_failed(struct smtp *s, enum smtp_backend_failure why)
 		reply(s, "451 4.4.2 Mail server timed out, try again later");
 		break;
 	}
+	abandon_chunk(s);
 	s->fwd = SMTP_FWD_NONE;
 	smtp_reset_transaction(s);
 	if (s->state != SMTP_CLOSING)
@@ -883,14 +1035,34 @@ void
 smtp_data_refused(struct smtp *s, const char *text)
 {
 	reply(s, "%s", text);
+	abandon_chunk(s);
 	s->fwd = SMTP_FWD_NONE;
 	smtp_reset_transaction(s);
 	smtp_set_state(s, SMTP_IDLE);
 }
 
 void
+smtp_chunk_begin(struct smtp *s)
+{
+	smtp_set_state(s, SMTP_CHUNK);
+}
+
+void
+smtp_chunk_sent(struct smtp *s)
+{
+	if (s->chunk_last) {
+		/* The verdict on the message, as after DATA's end. */
+		s->fwd = SMTP_FWD_DATA_END;
+		smtp_set_state(s, SMTP_DATA_END);
+	} else {
+		smtp_set_state(s, SMTP_BACKEND);
+	}
+}
+
+void
 smtp_refuse(struct smtp *s, const char *text, bool error)
 {
+	abandon_chunk(s);
 	s->fwd = SMTP_FWD_NONE;
 	smtp_set_state(s, SMTP_IDLE);
 	if (error)
@@ -918,6 +1090,7 @@ smtp_state_name(enum smtp_state st)
 		[SMTP_BACKEND] = "backend",
 		[SMTP_DATA] = "data",
 		[SMTP_DATA_END] = "data-end",
+		[SMTP_CHUNK] = "bdat",
 		[SMTP_CLOSING] = "closing",
 	};
 

@@ -15,7 +15,15 @@
  * (implicit TLS), 4954 + 4616 (AUTH, PLAIN), 2920 (PIPELINING), 1870 (SIZE),
  * 6152 (8BITMIME), 3463 + 2034 (enhanced status codes); DSN (3461) and
  * SMTPUTF8 (6531) advertised when the backends offer them (their
- * parameters pass through).
+ * parameters pass through); CHUNKING (3030, BDAT without BINARYMIME)
+ * advertised when every backend offers it, each chunk relayed as a BDAT
+ * of the same size.
+ *
+ * BDAT: the chunk's bytes follow the command line and are not lines.
+ * smtp_input() never reads them as commands: a BDAT it forwards parks the
+ * session until the worker has streamed the chunk (SMTP_CHUNK, counted
+ * down in chunk_left); a BDAT refused for any reason after its size was
+ * read has its chunk discarded (skip_left) before the next command.
  *
  * Security: STARTTLS throws away every byte buffered after its line
  * (CVE-2011-0411 class); EHLO state is forgotten after TLS; AUTH is refused
@@ -60,6 +68,7 @@ enum smtp_state {
 	SMTP_BACKEND,	      /* parked: command forwarded, awaiting reply */
 	SMTP_DATA,	      /* message bytes stream to the backend */
 	SMTP_DATA_END,	      /* parked: end of data sent, awaiting verdict */
+	SMTP_CHUNK,	      /* a BDAT chunk's bytes stream to the backend */
 	SMTP_CLOSING,	      /* last reply written; flush and close */
 };
 
@@ -80,6 +89,7 @@ enum smtp_fwd {
 	SMTP_FWD_DATA,
 	SMTP_FWD_DATA_END,
 	SMTP_FWD_RSET,
+	SMTP_FWD_BDAT, /* a BDAT line; its chunk follows (smtp_chunk_begin) */
 };
 
 enum smtp_backend_failure {
@@ -145,10 +155,21 @@ struct smtp {
 	/* What the backends offer (smtp_backend_offer()). */
 	uint64_t size_limit; /* advertised SIZE and MAIL's check */
 	unsigned offer;	     /* SMTP_OFFER_* advertised in EHLO */
+	/* What the connected backend takes (smtp_backend_ready()). */
+	uint64_t be_size; /* its SIZE, 0: none given */
+	bool be_chunking; /* it offered CHUNKING */
+
+	/* BDAT (RFC 3030). */
+	uint64_t chunk_left;  /* forwarded chunk: bytes not yet consumed */
+	bool chunk_last;      /* the forwarded BDAT said LAST */
+	uint64_t skip_left;   /* refused chunk: bytes still to discard */
+	unsigned bdat_chunks; /* BDATs forwarded in this transaction */
+	uint64_t bdat_size;   /* and their sizes, summed */
 };
 
 #define SMTP_OFFER_DSN	    0x1u /* RFC 3461: parameters pass through */
 #define SMTP_OFFER_SMTPUTF8 0x2u /* RFC 6531: parameters pass through */
+#define SMTP_OFFER_CHUNKING 0x4u /* RFC 3030: BDAT relayed as BDAT */
 
 void smtp_init(struct smtp *s, const struct smtp_params *p, bool tls);
 void smtp_free(struct smtp *s);
@@ -162,6 +183,9 @@ void smtp_tls_ready(struct smtp *s);
  * theirs unknown), and the SMTP_OFFER_* extensions in offer are
  * advertised (the parameters pass through to the backend as they are). */
 void smtp_backend_offer(struct smtp *s, uint64_t size, unsigned offer);
+/* The backend connection finished its handshake: its SIZE (0: none) and
+ * whether it takes BDAT, for the BDATs of this connection. */
+void smtp_backend_ready(struct smtp *s, uint64_t size, bool chunking);
 void smtp_auth_result(struct smtp *s, bool ok);
 enum smtp_action smtp_backend_reply(struct smtp *s, int code,
 				    const char *const *lines,
@@ -170,6 +194,13 @@ void smtp_backend_failed(struct smtp *s, enum smtp_backend_failure why);
 /* The message after DATA ended: sent (await verdict), or refused here. */
 void smtp_data_sent(struct smtp *s);
 void smtp_data_refused(struct smtp *s, const char *reply);
+/* The forwarded BDAT line went to the backend: its chunk's bytes now
+ * stream (SMTP_CHUNK); the worker counts them off chunk_left. */
+void smtp_chunk_begin(struct smtp *s);
+/* All of the chunk went to the backend (chunk_left is 0): await its
+ * reply, the verdict after a LAST one.  A chunk refused here is answered
+ * with smtp_data_refused(). */
+void smtp_chunk_sent(struct smtp *s);
 /* The worker will not forward the MAIL or RCPT it was handed (a limit, the
  * sender check): answer reply instead; error counts it as a client error. */
 void smtp_refuse(struct smtp *s, const char *reply, bool error);

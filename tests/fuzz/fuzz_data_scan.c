@@ -19,6 +19,9 @@
  *     meant: its lines, its own stuffing removed, bare CR and LF as line
  *     ends, NULs dropped.  (A stuffing dot followed only by NULs up to
  *     the line end is kept as text: the line "." must not end the data.)
+ * And for data_scan_chunk() (BDAT), the same input as a whole message in
+ * one, two and many chunks: the same bad and size, and bad is the
+ * model's over all of it, with a CR at the very end bare.
  * Every chunk is copied to its own exact-size allocation, so reading past
  * it is caught by ASan.
  */
@@ -277,6 +280,50 @@ check_meaning(const uint8_t *in, size_t len)
 	free(s);
 }
 
+/* BDAT: in[0..len) as one message, cut at cuts[] (the last piece takes
+ * the rest); returns its bad flags after checking size and done. */
+static unsigned
+run_chunks(const uint8_t *in, size_t len, const size_t *cuts, size_t ncuts)
+{
+	struct data_scan ds;
+	size_t off = 0;
+
+	data_scan_init(&ds);
+	for (size_t i = 0; i <= ncuts; i++) {
+		size_t n = i < ncuts ? cuts[i] : len - off;
+		char *chunk;
+
+		if (n > len - off)
+			n = len - off;
+		chunk = xmalloc(n);
+		if (n > 0)
+			memcpy(chunk, in + off, n);
+		data_scan_chunk(&ds, chunk, n, i == ncuts);
+		free(chunk);
+		off += n;
+		CHECK(ds.size == off, "chunk size %llu after %zu bytes",
+		      (unsigned long long)ds.size, off);
+		CHECK(ds.done == (i == ncuts), "done before the last chunk");
+	}
+	return ds.bad;
+}
+
+static unsigned
+chunk_model(const uint8_t *in, size_t len)
+{
+	unsigned bad = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
+			bad |= DATA_BAD_LF;
+		if (in[i] == '\r' && (i + 1 == len || in[i + 1] != '\n'))
+			bad |= DATA_BAD_CR;
+		if (in[i] == '\0')
+			bad |= DATA_BAD_NUL;
+	}
+	return bad;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -321,5 +368,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(many.out);
 	}
 	check_meaning(in, len);
+	{
+		unsigned bad = chunk_model(in, len);
+		CHECK(run_chunks(in, len, NULL, 0) == bad, "BDAT: one chunk");
+		CHECK(run_chunks(in, len, &split, 1) == bad,
+		      "BDAT: two chunks");
+		CHECK(run_chunks(in, len, cuts, ncuts) == bad,
+		      "BDAT: many chunks");
+	}
 	return 0;
 }

@@ -4,7 +4,8 @@
  *
  * Input layout:
  *   byte 0      setup: listener mode, AUTH mechanisms, bare-newline
- *               policy, limits profile (see setup())
+ *               policy, limits profile, CHUNKING offered, and whether
+ *               the connected backend takes BDAT (see setup())
  *   byte 1      N, the length of the tape that follows
  *   N bytes     the tape: the worker's side of the session, one byte per
  *               decision (chunk sizes, whether the client reads its
@@ -13,7 +14,7 @@
  *               takes its default, which is the happy path: the client
  *               sends one line at a time and reads every reply, the
  *               handshake works, the password is right, the backend says
- *               250 (354 to DATA).
+ *               250 (354 to DATA), a forwarded BDAT goes out.
  *   the rest    the client's byte stream (plaintext, before and after TLS)
  *
  * So "\0\0EHLO x\r\nSTARTTLS\r\n..." is a plain session, and seeds stay
@@ -23,15 +24,20 @@
  * in chunks (only when a read would be armed), calls smtp_input(), and
  * answers each action the way session.c and backend.c do (smtp_tls_ready,
  * smtp_auth_result, smtp_backend_reply or smtp_backend_failed, the DATA
- * relay through data_scan with smtp_data_sent or smtp_data_refused), and
- * stops at SMTP_ACT_CLOSE.
+ * relay through data_scan with smtp_data_sent or smtp_data_refused, BDAT
+ * chunks through data_scan_chunk with smtp_chunk_begin, smtp_chunk_sent
+ * or smtp_data_refused), and stops at SMTP_ACT_CLOSE.
  *
  * Checked after every call: buffers within their capacity; the action
  * agrees with the state; no action means the session is not parked (else
  * nobody would ever wake it); nothing buffered after STARTTLS survives;
  * EHLO is forgotten after TLS; AUTH only under TLS; creds.pass is all zero
  * outside the AUTH states; the forwarded line is one CRLF-terminated
- * command; and the reply stream is well formed: CRLF lines of at most 1000
+ * command; a chunk streams only inside a transaction with a recipient,
+ * and a refused one is skipped, never read as commands (skip_left, and
+ * the chunk counters, agree with the state); the BDAT sizes of a
+ * transaction stay within SIZE; and the reply stream is well formed:
+ * CRLF lines of at most 1000
  * bytes, each starting with 3 digits and ' ', '-' or the line end, no
  * control bytes, continuation lines repeating the code, and no partial
  * line left at the end.
@@ -84,6 +90,9 @@ struct sim {
 	uint32_t out_cap, in_cap;
 	bool tls_layer; /* TLS is under the session: reads fill any room */
 	bool normalize;
+	unsigned setup;	  /* byte 0 */
+	bool be_chunking; /* the backend connection takes BDAT */
+	uint64_t be_size; /* and its SIZE */
 
 	const uint8_t *tape;
 	size_t tape_len, tape_off;
@@ -193,6 +202,19 @@ check_session(const struct sim *m)
 	      "waiting for the backend with nothing forwarded");
 	CHECK(s->state != SMTP_DATA_END || s->fwd == SMTP_FWD_DATA_END,
 	      "DATA_END with fwd %d", (int)s->fwd);
+	CHECK(s->state != SMTP_CHUNK || s->fwd == SMTP_FWD_BDAT,
+	      "streaming a chunk with fwd %d", (int)s->fwd);
+	CHECK(s->state != SMTP_CHUNK || (s->in_mail && s->rcpts > 0),
+	      "a chunk outside a transaction with a recipient");
+	CHECK(s->skip_left == 0 || s->chunk_left == 0,
+	      "skipping and streaming at once");
+	CHECK(s->chunk_left == 0 || s->fwd == SMTP_FWD_BDAT,
+	      "chunk bytes pending with fwd %d", (int)s->fwd);
+	CHECK(s->bdat_size <= s->size_limit, "BDAT sizes %llu over SIZE %llu",
+	      (unsigned long long)s->bdat_size,
+	      (unsigned long long)s->size_limit);
+	CHECK(s->bdat_chunks == 0 || s->in_mail,
+	      "BDAT chunks counted outside a transaction");
 }
 
 /* The line for the backend: one command, CRLF-terminated. */
@@ -200,17 +222,20 @@ static void
 check_forward(const struct smtp *s)
 {
 	static const char *const verbs[] = {
-		[SMTP_FWD_MAIL] = "MAIL ",
-		[SMTP_FWD_RCPT] = "RCPT ",
-		[SMTP_FWD_DATA] = "DATA",
-		[SMTP_FWD_RSET] = "RSET",
+		[SMTP_FWD_MAIL] = "MAIL ", [SMTP_FWD_RCPT] = "RCPT ",
+		[SMTP_FWD_DATA] = "DATA",  [SMTP_FWD_RSET] = "RSET",
+		[SMTP_FWD_BDAT] = "BDAT ",
 	};
 	const char *line = s->fwd_line;
 	size_t len = s->fwd_len;
 
 	CHECK(s->fwd == SMTP_FWD_MAIL || s->fwd == SMTP_FWD_RCPT ||
-		      s->fwd == SMTP_FWD_DATA || s->fwd == SMTP_FWD_RSET,
+		      s->fwd == SMTP_FWD_DATA || s->fwd == SMTP_FWD_RSET ||
+		      s->fwd == SMTP_FWD_BDAT,
 	      "forwarded kind %d", (int)s->fwd);
+	CHECK(s->fwd != SMTP_FWD_BDAT ||
+		      (s->be_chunking && (s->offer & SMTP_OFFER_CHUNKING)),
+	      "BDAT forwarded that was not offered or not taken");
 	CHECK(len >= 6 && line[len - 2] == '\r' && line[len - 1] == '\n',
 	      "forwarded line not CRLF-terminated");
 	for (size_t i = 0; i < len - 2; i++)
@@ -474,12 +499,24 @@ finish_message(struct sim *m)
 			      "again later",
 	};
 
-	note("end of data, size %llu, sink %d", (unsigned long long)m->ds.size,
-	     (int)m->sink);
+	bool chunk = m->s.state == SMTP_CHUNK;
+
+	note("end of %s, size %llu, sink %d", chunk ? "chunk" : "data",
+	     (unsigned long long)m->ds.size, (int)m->sink);
 	if (m->sink == SINK_NONE) {
-		smtp_data_sent(&m->s);
-		check_session(m);
-		CHECK(m->s.state == SMTP_DATA_END, "state %d", (int)m->s.state);
+		if (chunk) {
+			bool last = m->s.chunk_last;
+			smtp_chunk_sent(&m->s);
+			check_session(m);
+			CHECK(m->s.state ==
+				      (last ? SMTP_DATA_END : SMTP_BACKEND),
+			      "state %d after a chunk", (int)m->s.state);
+		} else {
+			smtp_data_sent(&m->s);
+			check_session(m);
+			CHECK(m->s.state == SMTP_DATA_END, "state %d",
+			      (int)m->s.state);
+		}
 		backend_answer(m);
 		return;
 	}
@@ -527,6 +564,61 @@ relay_data(struct sim *m)
 	return true;
 }
 
+/* session.c's relay_chunk(): a BDAT chunk's bytes from the input buffer
+ * through the chunk scanner.  Returns true when the chunk ended. */
+static bool
+relay_chunk(struct sim *m)
+{
+	while (m->s.chunk_left > 0 && buf_used(&m->in) > 0) {
+		size_t n = buf_used(&m->in);
+
+		if (n > m->s.chunk_left)
+			n = (size_t)m->s.chunk_left;
+		if (m->sink == SINK_NONE) {
+			data_scan_chunk(&m->ds, buf_head(&m->in), n,
+					m->s.chunk_last &&
+						n == m->s.chunk_left);
+			if (m->ds.bad)
+				m->sink = SINK_BAD_BYTES;
+		}
+		buf_consume(&m->in, n);
+		m->s.chunk_left -= n;
+		check_session(m);
+	}
+	if (m->s.chunk_left > 0)
+		return false;
+	finish_message(m);
+	return true;
+}
+
+/* backend.c's ready() for a forwarded BDAT: it goes out and its chunk
+ * streams, or the backend is found gone first (the chunk is skipped). */
+static void
+bdat_forward(struct sim *m)
+{
+	uint64_t left = m->s.chunk_left;
+
+	if (tape_next(m) == 0xfd) {
+		note("backend lost before the BDAT went out");
+		smtp_backend_failed(&m->s, SMTP_BACKEND_LOST);
+		check_session(m);
+		CHECK(m->s.skip_left == left && m->s.chunk_left == 0,
+		      "chunk of a lost BDAT not skipped");
+		return;
+	}
+	smtp_chunk_begin(&m->s);
+	if (m->s.bdat_chunks == 1) {
+		data_scan_init(&m->ds);
+		m->sink = SINK_NONE;
+	}
+	if (left == 0 && m->s.chunk_last) {
+		data_scan_chunk(&m->ds, "", 0, true);
+		if (m->ds.bad)
+			m->sink = SINK_BAD_BYTES;
+	}
+	check_session(m);
+}
+
 /* Act on what smtp_input() asked for.  Returns false when the session
  * ends. */
 static bool
@@ -559,6 +651,13 @@ worker_act(struct sim *m, enum smtp_action act)
 		      "creds not cleared after the check");
 		return true;
 	case SMTP_ACT_FORWARD:
+		if (m->s.fwd == SMTP_FWD_BDAT) {
+			bdat_forward(m);
+			return true;
+		}
+		if (m->s.fwd == SMTP_FWD_MAIL)
+			/* The handshake before the MAIL told what it takes. */
+			smtp_backend_ready(&m->s, m->be_size, m->be_chunking);
 		backend_answer(m);
 		return true;
 	case SMTP_ACT_CLOSE:
@@ -575,7 +674,7 @@ static void
 backend_lost(struct sim *m)
 {
 	note("backend connection lost");
-	if (m->s.state == SMTP_DATA) {
+	if (m->s.state == SMTP_DATA || m->s.state == SMTP_CHUNK) {
 		if (m->sink == SINK_NONE)
 			m->sink = SINK_LOST;
 	} else if (m->s.in_mail) {
@@ -614,6 +713,7 @@ setup(struct sim *m, unsigned b)
 	};
 	struct smtp_params *p = &m->p;
 
+	m->setup = b;
 	p->hostname = hostname;
 	p->mode = (b & 1) ? LISTENER_IMPLICIT : LISTENER_STARTTLS;
 	m->normalize = (b & 2) != 0;
@@ -642,6 +742,10 @@ setup(struct sim *m, unsigned b)
 		p->max_errors = 1;
 		break;
 	}
+	/* Bit 6: CHUNKING offered.  Bit 7: the connected backend does not
+	 * take it (else it does, with a SIZE of its own below ours). */
+	m->be_chunking = (b & 0x80) == 0;
+	m->be_size = m->be_chunking ? 4096 : 0;
 }
 
 static void
@@ -650,6 +754,8 @@ run_session(struct sim *m)
 	bool implicit = m->p.mode == LISTENER_IMPLICIT;
 
 	smtp_init(&m->s, &m->p, implicit);
+	if (m->setup & 0x40)
+		smtp_backend_offer(&m->s, 0, SMTP_OFFER_CHUNKING);
 	m->out_cap = m->s.out.cap;
 	m->in_cap = (uint32_t)(m->p.max_auth_line + RECV_BUF_SIZE);
 	buf_init(&m->in, m->in_cap);
@@ -675,6 +781,11 @@ run_session(struct sim *m)
 			client_read(m, SIZE_MAX);
 		if (m->s.state == SMTP_DATA) {
 			if (!relay_data(m) && !client_send(m, step))
+				break;
+			continue;
+		}
+		if (m->s.state == SMTP_CHUNK) {
+			if (!relay_chunk(m) && !client_send(m, step))
 				break;
 			continue;
 		}

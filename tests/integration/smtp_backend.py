@@ -8,12 +8,13 @@ library and aiosmtpd (Debian: python3-aiosmtpd).
 
 import collections
 import ipaddress
+import os
 import re
 import socket
 import threading
 import time
 
-from aiosmtpd.controller import Controller
+from aiosmtpd.controller import Controller, UnixSocketController
 from aiosmtpd.smtp import SMTP
 
 LOOPBACK = "127.0.0.1"
@@ -113,6 +114,7 @@ class XclientSMTP(SMTP):
         self.xclient = {}
         self.conn = None
         self._data_raw = None
+        self._bdat_raw = None
 
     def connection_made(self, transport):
         first = self._original_transport is None and self.transport is None
@@ -143,16 +145,71 @@ class XclientSMTP(SMTP):
 
     def take_raw_content(self):
         """The DATA bytes exactly as received, up to but excluding the
-        final ".\\r\\n" line (so still dot-stuffed)."""
+        final ".\\r\\n" line (so still dot-stuffed); for BDAT, the chunks'
+        bytes joined."""
+        if self._bdat_raw is not None:
+            return self._bdat_raw
         raw = bytes(self._data_raw)
         assert raw.endswith(b".\r\n"), raw[-10:]
         return raw[:-3]
 
+    async def smtp_BDAT(self, arg):
+        """RFC 3030 BDAT (no BINARYMIME), as Postfix does it: the chunk is
+        always read, even when the command is refused; chunks add up in
+        the envelope; LAST hands the message to handle_DATA.  Each chunk
+        is recorded (size, last) in the connection and the envelope.
+        With backend.die_in_bdat = N the connection is cut once N chunk
+        bytes have arrived in this transaction (nothing delivered)."""
+        backend = self.event_handler
+        if not backend.chunking:
+            await self.push('500 Error: command "BDAT" not recognized')
+            return
+        m = re.fullmatch(r"(\d+)( LAST)?", arg or "", re.IGNORECASE)
+        if not m:
+            await self.push("501 5.5.4 Syntax: BDAT count [LAST]")
+            return
+        size, last = int(m.group(1)), m.group(2) is not None
+        chunks = self.envelope.__dict__.setdefault("bdat_chunks", [])
+        got = sum(len(c) for _, _, c in chunks)
+        if backend.die_in_bdat is not None and got + size > backend.die_in_bdat:
+            part = await self._reader.readexactly(backend.die_in_bdat - got)
+            with backend._cond:
+                backend.bdat_cuts.append({"chunks": [(n, l) for n, l, _ in chunks]
+                                          + [(size, last)],
+                                          "received": got + len(part)})
+                backend._cond.notify_all()
+            self.transport.abort()
+            return
+        data = await self._reader.readexactly(size)
+        with backend._cond:
+            self.conn["bdat"].append((size, last))
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        chunks.append((size, last, data))
+        if not last:
+            if backend.fail_bdat:
+                await self.push(backend.fail_bdat)
+                return
+            await self.push(f"250 2.0.0 Ok: {size} bytes")
+            return
+        raw = b"".join(c for _, _, c in chunks)
+        self.envelope.content = self.envelope.original_content = raw
+        self._bdat_raw = raw
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self._bdat_raw = None
+        self._set_post_data_state()
+        await self.push(status)
+
     def _xclient_authorized(self):
         """Postfix checks smtpd_authorized_xclient_hosts against the client
         address in force, so after XCLIENT ADDR=<outside address> a second
-        XCLIENT is refused."""
-        addr = self.xclient.get("ADDR", self.session.peer[0])
+        XCLIENT is refused.  A unix-socket client is 127.0.0.1, as Postfix
+        has it (smtpd_peer_not_inet())."""
+        peer = self.session.peer
+        addr = self.xclient.get("ADDR", peer[0] if isinstance(peer, tuple) else LOOPBACK)
         try:
             return ipaddress.ip_address(addr) in XCLIENT_AUTHORIZED
         except ValueError:
@@ -214,10 +271,19 @@ class _PortZeroController(Controller):
         super()._trigger_server()
 
 
+class _UnixController(UnixSocketController):
+    """The same server on a unix socket (peer address "" for aiosmtpd;
+    XCLIENT is allowed from it, as from Postfix's local clients)."""
+
+    def factory(self):
+        return XclientSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class RecordingBackend:
     """An SMTP backend that records everything; the aiosmtpd handler.
 
-    .port                  where it listens (127.0.0.1)
+    .port                  where it listens (127.0.0.1), None on a unix socket
+    .address               127.0.0.1:PORT, or unix:PATH with unix_socket=PATH
     .messages              accepted transactions, dicts with:
         mail_from, mail_options, rcpt_tos, rcpt_options,
         content   the message as aiosmtpd hands it over: envelope.original_content,
@@ -228,9 +294,16 @@ class RecordingBackend:
         xclient   the XCLIENT attributes in force (decoded), {} if none
         helo      the EHLO/HELO name in force
         peer, queue_id, commands (the connection's command lines so far)
+        chunks    BDAT: [(size, last), ...] in order; None after DATA
     .rejected              transactions refused because fail_data was set
     .connections           per connection: peer, commands (raw lines, CRLF
-                           included), xclient (attrs of each XCLIENT sent)
+                           included), xclient (attrs of each XCLIENT sent),
+                           bdat ((size, last) of each whole chunk read)
+    .chunking              True: advertise CHUNKING and take BDAT (RFC 3030,
+                           aiosmtpd 1.4.3 has none: XclientSMTP.smtp_BDAT)
+    .fail_bdat             a reply for every chunk before the LAST one
+    .die_in_bdat           cut the connection once this many chunk bytes of
+                           a transaction arrived; .bdat_cuts records each cut
     .commands              all command lines of all connections
     .fail_mail / .fail_rcpt / .fail_data   set to a reply ("451 4.3.0 try
                            later") to refuse that step
@@ -250,29 +323,44 @@ class RecordingBackend:
     content, `raw` is tapped from the stream reader as well.
     """
 
-    def __init__(self, host=LOOPBACK, port=0):
+    def __init__(self, host=LOOPBACK, port=0, unix_socket=None):
+        self.unix_socket = unix_socket
         self.messages = []
         self.rejected = []
         self.connections = []
         self.fail_mail = None
         self.fail_rcpt = None
         self.fail_data = None
+        self.fail_bdat = None  # a reply for chunks before the LAST one
+        self.chunking = False  # advertise CHUNKING and take BDAT
+        self.die_in_bdat = None
+        self.bdat_cuts = []
         self.advertise_xclient = True
         self.xclient_attributes = XCLIENT_ATTRIBUTES
         self._cond = threading.Condition()
         self._queue_ids = 0
-        self.controller = _PortZeroController(
-            self,
-            hostname=host,
-            port=port,
+        smtp_options = dict(
             server_hostname=BACKEND_NAME,
             ident="ESMTP",
             data_size_limit=128 * 1024 * 1024,  # the proxy's limit must bite first
         )
+        if unix_socket is not None:
+            self.controller = _UnixController(self, unix_socket=str(unix_socket),
+                                              **smtp_options)
+        else:
+            self.controller = _PortZeroController(self, hostname=host, port=port,
+                                                  **smtp_options)
 
     @property
     def port(self):
-        return self.controller.port
+        return None if self.unix_socket is not None else self.controller.port
+
+    @property
+    def address(self):
+        """As the proxy's config writes it: 127.0.0.1:PORT or unix:PATH."""
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
+        return f"{LOOPBACK}:{self.controller.port}"
 
     @property
     def commands(self):
@@ -286,11 +374,16 @@ class RecordingBackend:
 
     def stop(self):
         self.controller.stop()
+        if self.unix_socket is not None:
+            try:
+                os.unlink(self.unix_socket)
+            except FileNotFoundError:
+                pass
 
     # -- called from the server's event loop thread --------------------------
 
     def connection_opened(self, peer):
-        conn = {"peer": peer, "commands": [], "xclient": []}
+        conn = {"peer": peer, "commands": [], "xclient": [], "bdat": []}
         with self._cond:
             self.connections.append(conn)
             self._cond.notify_all()
@@ -304,6 +397,8 @@ class RecordingBackend:
         session.host_name = hostname
         if self.advertise_xclient:
             responses.insert(-1, "250-XCLIENT " + " ".join(self.xclient_attributes))
+        if self.chunking:
+            responses.insert(-1, "250-CHUNKING")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, options):
@@ -336,6 +431,9 @@ class RecordingBackend:
             "peer": session.peer,
             "queue_id": queue_id,
             "commands": list(server.conn["commands"]),
+            # BDAT: [(size, last), ...] as the chunks came; None for DATA
+            "chunks": [(n, l) for n, l, _ in envelope.bdat_chunks]
+            if hasattr(envelope, "bdat_chunks") else None,
         }
         with self._cond:
             if self.fail_data:

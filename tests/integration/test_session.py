@@ -7,7 +7,8 @@ The contract under test:
   - starttls listener: EHLO before TLS offers STARTTLS, not AUTH; AUTH
     before TLS -> 538 5.7.11; MAIL before AUTH -> 530 5.7.0;
   - after TLS, EHLO offers AUTH PLAIN LOGIN, SIZE, PIPELINING,
-    ENHANCEDSTATUSCODES, 8BITMIME; never STARTTLS, CRAM-MD5, CHUNKING;
+    ENHANCEDSTATUSCODES, 8BITMIME; never STARTTLS or CRAM-MD5, and no
+    CHUNKING when the backend does not offer it (test_chunking.py);
     STARTTLS inside TLS -> 503;
   - bad password -> 535 5.7.8 and no backend connection at all;
   - XCLIENT/XFORWARD/PROXY from a client -> 5xx, never seen by a backend;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -1899,6 +1900,90 @@ test_backends_pool(void **state)
 	config_free(cfg);
 }
 
+/* unix:/path backends: AF_UNIX with the path in sun_path, the text as
+ * written, compared by path. */
+static void
+test_backends_unix(void **state)
+{
+	struct config *cfg;
+	const struct sockaddr_un *sun;
+	char path[120], text[1024];
+
+	(void)state;
+	cfg = load_ok(TLS_PART LISTENERS_PART AUTH_PART
+		      "backends:\n"
+		      "  servers:\n"
+		      "    - address: unix:/run/postfix/smtpd.sock\n"
+		      "      identity: proxy-v2\n"
+		      "    - address: 127.0.0.1:2525\n"
+		      "    - address: unix:/run/other.sock\n"
+		      "      tls: starttls-verify\n"
+		      "      name: mx.example.org\n");
+	sun = (const struct sockaddr_un *)&cfg->backends[0].addr.ss;
+	assert_int_equal(sun->sun_family, AF_UNIX);
+	assert_string_equal(sun->sun_path, "/run/postfix/smtpd.sock");
+	assert_int_equal(cfg->backends[0].addr.len,
+			 offsetof(struct sockaddr_un, sun_path) + 24);
+	assert_string_equal(cfg->backends[0].addr.text,
+			    "unix:/run/postfix/smtpd.sock");
+	assert_int_equal(cfg->backends[0].identity, IDENTITY_PROXY_V2);
+	assert_int_equal(cfg->backends[1].addr.ss.ss_family, AF_INET);
+	assert_int_equal(cfg->backends[2].addr.ss.ss_family, AF_UNIX);
+	assert_string_equal(cfg->backends[2].tls_name, "mx.example.org");
+	config_free(cfg);
+
+	/* The longest path that fits sun_path (107 bytes and its NUL). */
+	memset(path, 'a', sizeof(path));
+	path[0] = '/';
+	path[107] = '\0';
+	snprintf(text, sizeof(text),
+		 TLS_PART LISTENERS_PART AUTH_PART "backends:\n"
+						   "  servers:\n"
+						   "    - address: unix:%s\n",
+		 path);
+	cfg = load_ok(text);
+	assert_int_equal(
+		strlen(((const struct sockaddr_un *)&cfg->backends[0].addr.ss)
+			       ->sun_path),
+		107);
+	config_free(cfg);
+	path[107] = 'a';
+	path[108] = '\0';
+	snprintf(text, sizeof(text),
+		 TLS_PART LISTENERS_PART AUTH_PART "backends:\n"
+						   "  servers:\n"
+						   "    - address: unix:%s\n",
+		 path);
+	expect_error(text, 12, "backends.servers[0].address",
+		     "socket path is too long (at most 107 bytes)");
+
+#define UNIX_BACKEND(addr)                                                     \
+	TLS_PART LISTENERS_PART AUTH_PART "backends:\n"                        \
+					  "  servers:\n"                       \
+					  "    - address: " addr "\n"
+	expect_error(UNIX_BACKEND("'unix:'"), 12, "backends.servers[0].address",
+		     "expected an absolute path after unix:");
+	expect_error(UNIX_BACKEND("unix:run/smtpd.sock"), 12,
+		     "backends.servers[0].address",
+		     "expected an absolute path after unix:");
+	expect_error(UNIX_BACKEND("unix:/run/a.sock\n"
+				  "    - address: unix:/run/a.sock"),
+		     13, "backends.servers[1].address",
+		     "same address as servers[0]; use weight instead");
+	expect_error(UNIX_BACKEND("unix:/run/a.sock\n"
+				  "      tls: starttls-verify"),
+		     12, "backends.servers[0].name",
+		     "required with tls: starttls-verify on a unix: address");
+	/* Listeners stay IP only. */
+	expect_error(TLS_PART "listeners:\n"
+			      "  - address: unix:/run/msa.sock\n"
+			      "    mode: starttls\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0].address",
+		     "expected an IP address, not "
+		     "a host name");
+#undef UNIX_BACKEND
+}
+
 static void
 test_err_backends_pool(void **state)
 {
@@ -2331,6 +2416,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_mechanisms, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_backends_pool, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_backends_unix, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_backends_pool, setup,
 						teardown),

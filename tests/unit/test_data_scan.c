@@ -775,6 +775,63 @@ test_long_message_splits(void **state)
 	check_all_splits(msg, 100, true);
 }
 
+/* BDAT chunks: a message cut into chunks at every pair of points gives
+ * the flags of the whole, and a CR is bare only if no LF follows in the
+ * next chunk, or if it ends the message. */
+static unsigned
+chunks_bad(const char *msg, size_t len, size_t a, size_t b)
+{
+	struct data_scan ds;
+
+	data_scan_init(&ds);
+	data_scan_chunk(&ds, msg, a, false);
+	data_scan_chunk(&ds, msg + a, b - a, false);
+	data_scan_chunk(&ds, msg + b, len - b, true);
+	assert_true(ds.done);
+	assert_int_equal(ds.size, len);
+	return ds.bad;
+}
+
+static void
+test_bdat_chunks(void **state)
+{
+	static const struct {
+		const char *msg;
+		unsigned bad;
+	} cases[] = {
+		{"Subject: x\r\n\r\n.body\r\n.\r\n", 0}, /* dots are text */
+		{"a\r\nb\nc\r\n", DATA_BAD_LF},
+		{"a\rb\r\n", DATA_BAD_CR},
+		{"a\r\n\r", DATA_BAD_CR}, /* ends on a CR */
+		{"a\r", DATA_BAD_CR},
+		{"\n", DATA_BAD_LF},
+		{"\r\r\n", DATA_BAD_CR},
+		{"", 0},
+		{"no newline at the end", 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		size_t len = strlen(cases[i].msg);
+		for (size_t a = 0; a <= len; a++)
+			for (size_t b = a; b <= len; b++)
+				assert_int_equal(
+					chunks_bad(cases[i].msg, len, a, b),
+					cases[i].bad);
+	}
+	/* NUL anywhere */
+	assert_int_equal(chunks_bad("ab\0\r\n", 5, 1, 3), DATA_BAD_NUL);
+	/* "BDAT 0 LAST" after a chunk ending in CR: a bare CR. */
+	{
+		struct data_scan ds;
+		data_scan_init(&ds);
+		data_scan_chunk(&ds, S("text\r"), false);
+		assert_int_equal(ds.bad, 0);
+		data_scan_chunk(&ds, "", 0, true);
+		assert_int_equal(ds.bad, DATA_BAD_CR);
+	}
+}
+
 int
 main(void)
 {
@@ -798,6 +855,7 @@ main(void)
 		cmocka_unit_test(test_normalize_bare_cr),
 		cmocka_unit_test(test_normalize_holds_cr),
 		cmocka_unit_test(test_random_against_model),
+		cmocka_unit_test(test_bdat_chunks),
 		cmocka_unit_test(test_all_splits_messages),
 		cmocka_unit_test(test_long_message_splits),
 	};

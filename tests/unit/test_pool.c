@@ -423,6 +423,36 @@ test_disabled(void **state)
 	done(p, &c);
 }
 
+/* CHUNKING only when every up server was seen offering it: a BDAT that
+ * reaches one without it can only be refused. */
+static void
+test_offer_chunking_needs_every_server(void **state)
+{
+	struct pool_cursor c;
+	struct pool *p;
+	unsigned ext;
+	uint64_t size;
+
+	(void)state;
+	make_config(2, NULL, BALANCE_ROUND_ROBIN);
+	cfg.health_fall = 1;
+	p = make_pool(&c);
+	pool_learn(p, 0, POOL_EXT_CHUNKING | POOL_EXT_DSN, 0);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(ext, POOL_EXT_DSN); /* server 1 not seen yet */
+	pool_learn(p, 1, POOL_EXT_CHUNKING | POOL_EXT_DSN, 0);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(ext, POOL_EXT_CHUNKING | POOL_EXT_DSN);
+	pool_learn(p, 1, POOL_EXT_DSN, 0);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(ext, POOL_EXT_DSN);
+	/* a down server without it does not count */
+	pool_failed(p, 1, 0);
+	pool_offer(p, &ext, &size);
+	assert_int_equal(ext, POOL_EXT_CHUNKING | POOL_EXT_DSN);
+	done(p, &c);
+}
+
 static void
 test_hash_score_range(void **state)
 {
@@ -449,6 +479,7 @@ main(void)
 		cmocka_unit_test(test_hash_login),
 		cmocka_unit_test(test_capabilities),
 		cmocka_unit_test(test_disabled),
+		cmocka_unit_test(test_offer_chunking_needs_every_server),
 		cmocka_unit_test(test_hash_score_range),
 	};
 

@@ -656,6 +656,323 @@ test_ehlo_mid_transaction_drops_backend(void **state)
 	assert_false(f->s.in_mail);
 }
 
+/* ---------------------------------------------------------------------
+ * BDAT (RFC 3030)
+ */
+
+/* Authenticated, CHUNKING offered and taken by the backend, MAIL and one
+ * RCPT accepted. */
+static void
+to_transaction(struct fixture *f, uint64_t be_size, bool be_chunking)
+{
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b>\r\n"), SMTP_ACT_FORWARD);
+	smtp_backend_ready(&f->s, be_size, be_chunking);
+	reply_ok(f, 250, "2.1.0 ok");
+	assert_int_equal(feeds(f, "RCPT TO:<c@d>\r\n"), SMTP_ACT_FORWARD);
+	reply_ok(f, 250, "2.1.5 ok");
+	replies(f);
+}
+
+static void
+to_bdat_ready(struct fixture *f)
+{
+	smtp_backend_offer(&f->s, 0, SMTP_OFFER_CHUNKING);
+	to_authed(f);
+	to_transaction(f, 0, true);
+}
+
+/* The worker's part after a forwarded BDAT: the chunk's bytes leave the
+ * input (they must all be there) and the reply is awaited. */
+static void
+stream_chunk(struct fixture *f, const char *expect)
+{
+	assert_int_equal(f->s.fwd, SMTP_FWD_BDAT);
+	smtp_chunk_begin(&f->s);
+	assert_int_equal(f->s.state, SMTP_CHUNK);
+	assert_true(buf_used(&f->in) >= f->s.chunk_left);
+	assert_int_equal(f->s.chunk_left, strlen(expect));
+	assert_memory_equal(buf_head(&f->in), expect, strlen(expect));
+	buf_consume(&f->in, (size_t)f->s.chunk_left);
+	f->s.chunk_left = 0;
+	smtp_chunk_sent(&f->s);
+}
+
+static void
+test_chunking_offered_after_tls_only_when_backends_take_it(void **state)
+{
+	struct fixture *f = *state;
+
+	feeds(f, "EHLO c.test\r\n");
+	assert_null(strstr(replies(f), "CHUNKING"));
+	to_tls_ehlo(f);
+	feeds(f, "EHLO c.test\r\n");
+	assert_null(strstr(replies(f), "CHUNKING"));
+	smtp_backend_offer(&f->s, 0, SMTP_OFFER_CHUNKING);
+	feeds(f, "EHLO c.test\r\n");
+	assert_non_null(strstr(replies(f), "250-CHUNKING\r\n"));
+}
+
+static void
+test_bdat_chunks_relayed_in_order(void **state)
+{
+	struct fixture *f = *state;
+
+	to_bdat_ready(f);
+	/* Pipelined: both chunks and a NOOP in one read. */
+	assert_int_equal(feeds(f, "BDAT 8\r\nab\r\ncd\r\nbdat 3 last\r\n"
+				  "xy\nNOOP\r\n"),
+			 SMTP_ACT_FORWARD);
+	assert_int_equal(f->s.fwd_len, 8);
+	assert_memory_equal(f->s.fwd_line, "BDAT 8\r\n", 8);
+	stream_chunk(f, "ab\r\ncd\r\n");
+	assert_int_equal(f->s.state, SMTP_BACKEND);
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_NONE); /* parked */
+	reply_ok(f, 250, "2.0.0 8 octets received");
+	assert_string_equal(replies(f), "250 2.0.0 8 octets received\r\n");
+	assert_true(f->s.in_mail);
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_FORWARD);
+	assert_int_equal(f->s.fwd_len, 13);
+	assert_memory_equal(f->s.fwd_line, "BDAT 3 LAST\r\n", 13);
+	stream_chunk(f, "xy\n");
+	assert_int_equal(f->s.state, SMTP_DATA_END);
+	assert_int_equal(f->s.fwd, SMTP_FWD_DATA_END);
+	reply_ok(f, 250, "2.0.0 queued");
+	assert_int_equal(f->s.messages, 1);
+	assert_false(f->s.in_mail);
+	assert_int_equal(f->s.bdat_chunks, 0);
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_NONE);
+	assert_string_equal(replies(f), "250 2.0.0 queued\r\n250 2.0.0 OK\r\n");
+}
+
+static void
+test_bdat_zero_last_and_every_byte_split(void **state)
+{
+	struct fixture *f = *state;
+	const char *in = "BDAT 2\r\nhiBDAT 0 LAST\r\n";
+	size_t i, n = strlen(in);
+
+	to_bdat_ready(f);
+	for (i = 0; i < n; i++) {
+		if (feed(f, in + i, 1) == SMTP_ACT_FORWARD)
+			break;
+	}
+	assert_int_equal(i, 7); /* at the LF of the first line */
+	assert_int_equal(f->s.chunk_left, 2);
+	feed(f, in + 8, 2);
+	stream_chunk(f, "hi");
+	reply_ok(f, 250, "ok");
+	for (i = 10; i < n; i++) {
+		if (feed(f, in + i, 1) == SMTP_ACT_FORWARD)
+			break;
+	}
+	assert_int_equal(i, n - 1);
+	assert_true(f->s.chunk_last);
+	stream_chunk(f, "");
+	assert_int_equal(f->s.state, SMTP_DATA_END);
+}
+
+/* A refused BDAT with a size: its chunk is dropped unread, never taken
+ * for commands ("NOOP" inside it must not be answered). */
+static void
+test_bdat_refusals_skip_the_chunk(void **state)
+{
+	struct fixture *f = *state;
+
+	/* Not offered (and before TLS, before AUTH). */
+	feeds(f, "BDAT 6\r\nNOOP\r\nRSET\r\n");
+	assert_string_equal(replies(f), "502 5.5.1 BDAT not available: "
+					"CHUNKING was not offered\r\n"
+					"250 2.0.0 OK\r\n");
+	smtp_backend_offer(&f->s, 0, SMTP_OFFER_CHUNKING);
+	to_tls_ehlo(f);
+	feeds(f, "BDAT 6 LAST\r\nNOOP\r\nRSET\r\n");
+	assert_string_equal(replies(f), "530 5.7.0 Authentication required\r\n"
+					"250 2.0.0 OK\r\n");
+	assert_int_equal(feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n"),
+			 SMTP_ACT_AUTH);
+	smtp_auth_result(&f->s, true);
+	replies(f);
+	feeds(f, "BDAT 6\r\nNOOP\r\nRSET\r\n");
+	assert_string_equal(replies(f), "503 5.5.1 Need MAIL command\r\n"
+					"250 2.0.0 OK\r\n");
+	feeds(f, "MAIL FROM:<a@b>\r\n");
+	smtp_backend_ready(&f->s, 0, true);
+	reply_ok(f, 250, "ok");
+	replies(f);
+	feeds(f, "BDAT 6\r\nNOOP\r\nRSET\r\n");
+	assert_string_equal(replies(f), "554 5.5.1 No valid recipients\r\n");
+	assert_int_equal(f->s.fwd, SMTP_FWD_RSET); /* in a transaction */
+	reply_ok(f, 250, "ok");
+	assert_false(f->s.in_mail);
+	assert_int_equal(f->s.errors, 4);
+	f->s.errors = 0;
+	/* Split: the skip carries over reads. */
+	feeds(f, "BDAT 10\r\nNOOP");
+	assert_int_equal(f->s.skip_left, 6);
+	feeds(f, "\r\nNOOP");
+	feeds(f, "NOOP\r\n");
+	assert_string_equal(replies(f), "250 ok\r\n" /* the RSET */
+					"503 5.5.1 Need MAIL command\r\n"
+					"250 2.0.0 OK\r\n");
+	assert_int_equal(f->s.skip_left, 0);
+}
+
+static void
+test_bdat_syntax_errors_skip_nothing(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const bad[] = {
+		"BDAT",		 "BDAT ",
+		"BDAT x",	 "BDAT -1",
+		"BDAT 5 LASTX",	 "BDAT 5 FIRST",
+		"BDAT 5  LAST",	 "BDAT 12345678901234567890",
+		"BDAT 5 LAST x", "BDAT +5",
+	};
+
+	to_bdat_ready(f);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		char line[64];
+
+		snprintf(line, sizeof(line), "%s\r\nNOOP\r\n", bad[i]);
+		f->s.errors = 0;
+		assert_int_equal(feeds(f, line), SMTP_ACT_NONE);
+		assert_string_equal(replies(f),
+				    "501 5.5.4 Syntax: BDAT chunk-size "
+				    "[LAST]\r\n250 2.0.0 OK\r\n");
+		assert_true(f->s.in_mail);
+	}
+}
+
+/* Over SIZE, or a backend without CHUNKING: the transaction ends, the
+ * backend (which holds part of it) is dropped, the chunk skipped. */
+static void
+test_bdat_size_and_backend_without_chunking(void **state)
+{
+	struct fixture *f = *state;
+
+	to_bdat_ready(f);
+	smtp_backend_offer(&f->s, 100, SMTP_OFFER_CHUNKING);
+	feeds(f, "BDAT 60\r\n0123456789012345678901234567890123456789"
+		 "01234567890123456789");
+	stream_chunk(f, "0123456789012345678901234567890123456789"
+			"01234567890123456789");
+	reply_ok(f, 250, "ok");
+	replies(f);
+	feeds(f, "BDAT 41 LAST\r\n");
+	assert_string_equal(replies(f), "552 5.3.4 Message size exceeds "
+					"fixed maximum message size\r\n");
+	assert_true(f->s.drop_backend);
+	assert_false(f->s.in_mail);
+	assert_int_equal(f->s.skip_left, 41);
+	assert_int_equal(f->s.errors, 0); /* not a syntax error */
+
+	/* The connected server's own SIZE, when smaller. */
+	buf_clear(&f->in);
+	f->s.skip_left = 0;
+	f->s.drop_backend = false;
+	smtp_backend_offer(&f->s, 0, SMTP_OFFER_CHUNKING);
+	to_transaction(f, 10, true);
+	feeds(f, "BDAT 11 LAST\r\n");
+	assert_non_null(strstr(replies(f), "552 5.3.4"));
+	assert_true(f->s.drop_backend);
+
+	/* Offered, but this connection's server lacks it. */
+	buf_clear(&f->in);
+	f->s.skip_left = 0;
+	f->s.drop_backend = false;
+	to_transaction(f, 0, false);
+	feeds(f, "BDAT 2 LAST\r\nhiNOOP\r\n");
+	assert_string_equal(replies(f),
+			    "451 4.3.3 CHUNKING is not available right now, "
+			    "try again later\r\n250 2.0.0 OK\r\n");
+	assert_true(f->s.drop_backend);
+	assert_false(f->s.in_mail);
+}
+
+static void
+test_bdat_and_data_do_not_mix(void **state)
+{
+	struct fixture *f = *state;
+
+	to_bdat_ready(f);
+	feeds(f, "BDAT 1\r\nx");
+	stream_chunk(f, "x");
+	reply_ok(f, 250, "ok");
+	replies(f);
+	feeds(f, "DATA\r\nRCPT TO:<e@f>\r\nMAIL FROM:<a@b>\r\n");
+	assert_string_equal(replies(f),
+			    "503 5.5.1 DATA not permitted after BDAT\r\n"
+			    "503 5.5.1 RCPT not permitted after BDAT\r\n"
+			    "503 5.5.1 Nested MAIL command\r\n");
+	assert_true(f->s.in_mail);
+	/* RSET ends it; DATA and BDAT are both fine in the next one. */
+	assert_int_equal(feeds(f, "RSET\r\n"), SMTP_ACT_FORWARD);
+	reply_ok(f, 250, "ok");
+	assert_int_equal(f->s.bdat_chunks, 0);
+	assert_int_equal(f->s.bdat_size, 0);
+}
+
+/* A refused middle chunk ends the transaction (RFC 3030 2): pipelined
+ * chunks after it are refused and dropped; the backend goes. */
+static void
+test_bdat_refused_chunk_ends_the_transaction(void **state)
+{
+	struct fixture *f = *state;
+
+	to_bdat_ready(f);
+	feeds(f, "BDAT 2\r\nabBDAT 2 LAST\r\ncdNOOP\r\n");
+	stream_chunk(f, "ab");
+	reply_ok(f, 452, "4.3.1 out of space");
+	assert_true(f->s.drop_backend);
+	assert_false(f->s.in_mail);
+	f->s.drop_backend = false;
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_NONE);
+	assert_string_equal(replies(f), "452 4.3.1 out of space\r\n"
+					"503 5.5.1 Need MAIL command\r\n"
+					"250 2.0.0 OK\r\n");
+}
+
+/* A BDAT that never reached the backend (it was lost, or the worker
+ * refused it): its chunk is still skipped. */
+static void
+test_bdat_backend_lost_before_the_chunk(void **state)
+{
+	struct fixture *f = *state;
+
+	to_bdat_ready(f);
+	feeds(f, "BDAT 4 LAST\r\nNOOPNOOP\r\n");
+	assert_int_equal(f->s.state, SMTP_BACKEND);
+	smtp_backend_failed(&f->s, SMTP_BACKEND_LOST);
+	assert_int_equal(f->s.skip_left, 4);
+	assert_int_equal(f->s.chunk_left, 0);
+	assert_int_equal(smtp_input(&f->s, &f->in), SMTP_ACT_NONE);
+	assert_string_equal(replies(f), "451 4.4.2 Connection to mail server "
+					"lost, try again later\r\n"
+					"250 2.0.0 OK\r\n");
+	/* Cut mid-chunk (the worker sinks and refuses at its end). */
+	to_transaction(f, 0, true);
+	feeds(f, "BDAT 4\r\nNO");
+	smtp_chunk_begin(&f->s);
+	buf_consume(&f->in, 2);
+	f->s.chunk_left -= 2;
+	smtp_data_refused(&f->s, "451 4.4.2 lost");
+	assert_int_equal(f->s.skip_left, 2);
+	feeds(f, "OPNOOP\r\n");
+	assert_string_equal(replies(f), "451 4.4.2 lost\r\n250 2.0.0 OK\r\n");
+}
+
+static void
+test_mail_body_binarymime_refused(void **state)
+{
+	struct fixture *f = *state;
+
+	to_authed(f);
+	feeds(f, "MAIL FROM:<a@b> BODY=BINARYMIME\r\n");
+	assert_non_null(strstr(replies(f), "555 5.5.4 "));
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b> BODY=8BITMIME\r\n"),
+			 SMTP_ACT_FORWARD);
+}
+
 /* Debug tracing sees verbs and reply codes, never an argument. */
 static char trace_log[1024];
 
@@ -731,6 +1048,16 @@ main(void)
 		T(test_bare_lf_command_lines_accepted),
 		T(test_nul_in_command),
 		T(test_ehlo_mid_transaction_drops_backend),
+		T(test_chunking_offered_after_tls_only_when_backends_take_it),
+		T(test_bdat_chunks_relayed_in_order),
+		T(test_bdat_zero_last_and_every_byte_split),
+		T(test_bdat_refusals_skip_the_chunk),
+		T(test_bdat_syntax_errors_skip_nothing),
+		T(test_bdat_size_and_backend_without_chunking),
+		T(test_bdat_and_data_do_not_mix),
+		T(test_bdat_refused_chunk_ends_the_transaction),
+		T(test_bdat_backend_lost_before_the_chunk),
+		T(test_mail_body_binarymime_refused),
 #undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,174 @@
+/*
+ * test_xclient.c - the XCLIENT line: only offered attributes, in a fixed
+ * order, values xtext-encoded, IPv4, IPv6 and v4-mapped addresses, the
+ * proxy's end of the connection as DESTADDR/DESTPORT, and the length
+ * bound.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+
+#include "xclient.h"
+
+/* What Postfix 3.7 offers, in its order. */
+#define POSTFIX_ATTRS                                                          \
+	"NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR DESTPORT"
+
+static struct sockaddr_storage
+v4(const char *ip, unsigned port)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	a->sin_family = AF_INET;
+	a->sin_port = htons((uint16_t)port);
+	assert_int_equal(inet_pton(AF_INET, ip, &a->sin_addr), 1);
+	return ss;
+}
+
+static struct sockaddr_storage
+v6(const char *ip, unsigned port)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	a->sin6_family = AF_INET6;
+	a->sin6_port = htons((uint16_t)port);
+	assert_int_equal(inet_pton(AF_INET6, ip, &a->sin6_addr), 1);
+	return ss;
+}
+
+static void
+expect_line(const char *attrs, const struct xclient_info *in, const char *want)
+{
+	char out[XCLIENT_LINE_MAX + 1];
+	ssize_t n = xclient_line(attrs, in, out, sizeof(out));
+
+	assert_int_equal(n, strlen(want));
+	assert_string_equal(out, want);
+}
+
+static void
+test_postfix_line(void **state)
+{
+	struct sockaddr_storage client = v4("198.51.100.7", 40123);
+	struct sockaddr_storage dest = v4("192.0.2.25", 587);
+	struct xclient_info in = {&client, &dest, "laptop.example.org",
+				  "demo@example.org"};
+
+	(void)state;
+	expect_line(POSTFIX_ATTRS, &in,
+		    "XCLIENT NAME=[UNAVAILABLE] ADDR=198.51.100.7 PORT=40123 "
+		    "DESTADDR=192.0.2.25 DESTPORT=587 PROTO=ESMTP "
+		    "HELO=laptop.example.org LOGIN=demo@example.org\r\n");
+}
+
+static void
+test_only_offered_attributes(void **state)
+{
+	struct sockaddr_storage client = v4("198.51.100.7", 40123);
+	struct sockaddr_storage dest = v4("192.0.2.25", 465);
+	struct xclient_info in = {&client, &dest, "h", "u"};
+
+	(void)state;
+	/* smtp-sink's list; case-insensitive names */
+	expect_line("NAME HELO", &in, "XCLIENT NAME=[UNAVAILABLE] HELO=h\r\n");
+	expect_line("login destport", &in, "XCLIENT DESTPORT=465 LOGIN=u\r\n");
+	expect_line("DESTADDRX DEST ADDRESS", &in, "XCLIENT\r\n");
+	expect_line("", &in, "XCLIENT\r\n");
+}
+
+static void
+test_ipv6_and_mapped(void **state)
+{
+	struct sockaddr_storage client = v6("2001:db8::7", 1);
+	struct sockaddr_storage dest = v6("::ffff:192.0.2.25", 587);
+	struct xclient_info in = {&client, &dest, "", ""};
+
+	(void)state;
+	/* A v4-mapped address (dual-stack listener) is plain IPv4; no HELO
+	 * is [UNAVAILABLE]; no login is left out. */
+	expect_line(POSTFIX_ATTRS, &in,
+		    "XCLIENT NAME=[UNAVAILABLE] ADDR=IPV6:2001:db8::7 PORT=1 "
+		    "DESTADDR=192.0.2.25 DESTPORT=587 PROTO=ESMTP "
+		    "HELO=[UNAVAILABLE]\r\n");
+}
+
+static void
+test_unknown_addresses(void **state)
+{
+	struct sockaddr_storage unspec;
+	struct xclient_info in = {&unspec, &unspec, "h", "u"};
+
+	(void)state;
+	memset(&unspec, 0, sizeof(unspec));
+	/* No client address: [UNAVAILABLE]; no local one: left out. */
+	expect_line("ADDR PORT DESTADDR DESTPORT", &in,
+		    "XCLIENT ADDR=[UNAVAILABLE] PORT=[UNAVAILABLE]\r\n");
+	in.dest = NULL;
+	expect_line("DESTADDR DESTPORT LOGIN", &in, "XCLIENT LOGIN=u\r\n");
+}
+
+/* The client's words cannot add an attribute, a space or a line. */
+static void
+test_values_xtext_encoded(void **state)
+{
+	struct sockaddr_storage client = v4("198.51.100.7", 25);
+	struct xclient_info in = {&client, NULL, "a b\r\nDATA",
+				  "x LOGIN=root+=\x01\xc3\xa9"};
+
+	(void)state;
+	expect_line("HELO LOGIN", &in,
+		    "XCLIENT HELO=a+20b+0D+0ADATA "
+		    "LOGIN=x+20LOGIN+3Droot+2B+3D+01+C3+A9\r\n");
+}
+
+static void
+test_bounds(void **state)
+{
+	struct sockaddr_storage client = v4("198.51.100.7", 25);
+	char helo[256], login[256], out[XCLIENT_LINE_MAX + 1];
+	struct xclient_info in = {&client, &client, helo, login};
+	ssize_t n;
+
+	(void)state;
+	/* The longest HELO and login, every byte encoded: still fits. */
+	memset(helo, ' ', 255);
+	helo[255] = '\0';
+	memset(login, '=', 255);
+	login[255] = '\0';
+	n = xclient_line(POSTFIX_ATTRS, &in, out, sizeof(out));
+	assert_true(n > 1600 && n <= XCLIENT_LINE_MAX);
+	assert_int_equal(strlen(out), n);
+	assert_memory_equal(out + n - 2, "\r\n", 2);
+	/* One byte short of the line: refused, never cut. */
+	assert_int_equal(xclient_line(POSTFIX_ATTRS, &in, out, (size_t)n), -1);
+	assert_string_equal(out, "");
+	assert_int_equal(xclient_line(POSTFIX_ATTRS, &in, out, (size_t)n + 1),
+			 n);
+	assert_int_equal(xclient_line("", &in, out, 9), -1);
+	assert_string_equal(out, "");
+	assert_int_equal(xclient_line("", &in, out, 10), 9);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_postfix_line),
+		cmocka_unit_test(test_only_offered_attributes),
+		cmocka_unit_test(test_ipv6_and_mapped),
+		cmocka_unit_test(test_unknown_addresses),
+		cmocka_unit_test(test_values_xtext_encoded),
+		cmocka_unit_test(test_bounds),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
