@@ -27,6 +27,7 @@
 #include "smtp.h"
 #include "smtp_reply.h"
 #include "timer.h"
+#include "tls.h"
 
 /* Ring operations, packed into the low bits of user_data. */
 enum ring_op {
@@ -121,8 +122,9 @@ struct session {
 	unsigned peer_port;
 	uint64_t started_ms;
 
-	SSL *ssl;      /* NULL until TLS starts */
-	bool tls_done; /* handshake finished */
+	SSL *ssl;	   /* NULL until TLS starts */
+	struct tls_io tio; /* its ciphertext: in place, held, to wire */
+	bool tls_done;	   /* handshake finished */
 	struct smtp smtp;
 	struct buf in;	 /* client plaintext waiting for smtp_input() */
 	struct buf wire; /* bytes for the client socket */
