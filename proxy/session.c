@@ -592,9 +592,9 @@ start_auth(struct session *s)
 		smtp_auth_result(&s->smtp, false);
 		return;
 	}
-	memcpy(req->user, s->smtp.creds.user, sizeof(req->user));
-	memcpy(req->pass, s->smtp.creds.pass, sizeof(req->pass));
-	OPENSSL_cleanse(s->smtp.creds.pass, sizeof(s->smtp.creds.pass));
+	memcpy(req->user, s->smtp.creds->user, sizeof(req->user));
+	memcpy(req->pass, s->smtp.creds->pass, sizeof(req->pass));
+	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
 	req->db = s->gen->users; /* the session holds its generation */
 	/* A returning client is answered here; only real hash work goes
 	 * to the pool (two thread hops and a wake-up saved per login). */

@@ -117,7 +117,6 @@ struct session {
 	int fd;
 	const struct config_listener *listener;
 	struct sockaddr_storage peer;
-	struct sockaddr_storage local; /* the listener address it reached */
 	char peer_addr[INET6_ADDRSTRLEN];
 	unsigned peer_port;
 	uint64_t started_ms;

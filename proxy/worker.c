@@ -727,9 +727,6 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		refuse(w, res, l->cl->addr.text, "out-of-memory");
 		return;
 	}
-	plen = sizeof(s->local); /* for PROXY v2 headers */
-	if (getsockname(res, (struct sockaddr *)&s->local, &plen) != 0)
-		s->local.ss_family = AF_UNSPEC;
 	session_link(w, s);
 	s->inflight++;
 	session_run(s);
