@@ -191,6 +191,7 @@ static void
 tls_ready(struct session *s)
 {
 	s->tls_done = true;
+	tls_established(s->ssl);
 	s->deadline_ms = 0;
 	log_info("tls",
 		 " session=%llx client=%s version=%s cipher=%s "
@@ -276,11 +277,11 @@ send_wire(struct session *s)
 	s->inflight++;
 }
 
-/* SMTP replies -> (TLS) -> wire -> socket.  TLS writes its records into
- * s->wire, so only as much as fits there is written: the rest waits in
- * s->smtp.out, which stops the SMTP side (bounded, like every buffer). */
+/* SMTP replies -> (TLS) -> wire.  TLS writes its records into s->wire, so
+ * only as much as fits there is written: the rest waits in s->smtp.out,
+ * which stops the SMTP side (bounded, like every buffer). */
 static void
-flush_client(struct session *s)
+write_client(struct session *s)
 {
 	struct buf *out = &s->smtp.out;
 
@@ -304,6 +305,13 @@ flush_client(struct session *s)
 			buf_consume(out, (size_t)r);
 		}
 	}
+}
+
+/* ... -> socket. */
+static void
+flush_client(struct session *s)
+{
+	write_client(s);
 	send_wire(s);
 }
 
@@ -703,8 +711,9 @@ session_run(struct session *s)
 	if (s->closing && !was_closing) {
 		s->deadline_ms = timer_now_ms() + CLOSE_FLUSH_MS;
 		if (s->ssl != NULL && s->tls_done) {
-			flush_client(s);
-			SSL_shutdown(s->ssl); /* close_notify */
+			/* The last reply, then close_notify: one send. */
+			write_client(s);
+			SSL_shutdown(s->ssl);
 		}
 	}
 	flush_client(s);

@@ -232,14 +232,14 @@ ctx_new(struct tls_server *ts, const struct config *cfg, char *err,
 	SSL_CTX_set_app_data(ctx, ts);
 	if (SSL_CTX_set_min_proto_version(ctx, cfg->tls_min_version) != 1)
 		goto fail;
-	/* CLEANSE_PLAINTEXT: OpenSSL wipes each record's plaintext once we
-	 * have read it, so AUTH credentials do not linger in its buffers;
-	 * the session turns it off after AUTH (tls_authed()): message data
-	 * is not worth the extra pass. */
+	/* SSL_OP_CLEANSE_PLAINTEXT (OpenSSL wipes each record's plaintext
+	 * once we have read it, so AUTH credentials do not linger in its
+	 * buffers) is on from the end of the handshake (tls_established())
+	 * until AUTH succeeds (tls_authed()): message data is not worth the
+	 * extra pass. */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
 					 SSL_OP_NO_RENEGOTIATION |
-					 SSL_OP_CIPHER_SERVER_PREFERENCE |
-					 SSL_OP_CLEANSE_PLAINTEXT);
+					 SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
@@ -491,6 +491,12 @@ tls_server_free(struct tls_server *ts)
 	free(ts->groups);
 	EVP_CIPHER_free(ts->ticket_cipher);
 	free(ts);
+}
+
+void
+tls_established(SSL *ssl)
+{
+	SSL_set_options(ssl, SSL_OP_CLEANSE_PLAINTEXT);
 }
 
 void

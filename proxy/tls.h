@@ -74,8 +74,13 @@ int tls_io_keep(struct tls_io *io);
 
 /* A server SSL reading and writing through io (which must outlive it). */
 SSL *tls_ssl_new(struct tls_server *ts, struct tls_io *io);
+/* The handshake is done: records may carry credentials from here on, so
+ * OpenSSL wipes each one's plaintext once read (SSL_OP_CLEANSE_PLAINTEXT;
+ * handshake records carry none, and wiping the ~17 KB record buffer each
+ * time one is released cost ~10k instructions a record). */
+void tls_established(SSL *ssl);
 /* The session authenticated: no more credentials will cross, so stop
- * cleansing each record's plaintext (SSL_OP_CLEANSE_PLAINTEXT). */
+ * cleansing each record's plaintext. */
 void tls_authed(SSL *ssl);
 
 /* Backend side (tls: starttls, starttls-verify): a client context for

@@ -681,7 +681,6 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 {
 	struct sockaddr_storage peer;
 	socklen_t plen = sizeof(peer);
-	int one = 1;
 
 	if (!(flags & IORING_CQE_F_MORE)) {
 		l->armed = false;
@@ -721,7 +720,7 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		refuse(w, res, l->cl->addr.text, "blocklist");
 		return;
 	}
-	setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* TCP_NODELAY comes from the listening socket (listen.c). */
 	struct session *s = session_new(w, res, l->cl, &peer);
 	if (s == NULL) {
 		refuse(w, res, l->cl->addr.text, "out-of-memory");
