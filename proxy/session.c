@@ -140,7 +140,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	buf_init(&s->wire, WIRE_CAP);
 	/* Ciphertext TLS could not take yet: up to a receive's worth was
 	 * pending when the next receive was armed (want_read()). */
-	buf_init(&s->tio.held, 2 * RECV_BUF_SIZE);
+	buf_init(&s->tio.held, DATA_BUF_SIZE + RECV_BUF_SIZE);
 	s->tio.out = &s->wire;
 	smtp_init(&s->smtp, &gen->params[l->mode], implicit);
 	offer_backends(s);
@@ -354,26 +354,48 @@ arm_client_recv(struct session *s)
 
 	if (s->recv_armed || !want_read(s))
 		return;
+	/* Message bytes under TLS come in 64 KiB receives: four records per
+	 * completion, wake-up and backend send instead of one; only while
+	 * the backend's buffer can take all of it (else what TLS cannot
+	 * pass on is copied aside until it can). */
+	s->recv_data = s->ssl != NULL && s->smtp.state == SMTP_DATA &&
+		       !s->data_starved && s->be != NULL &&
+		       buf_room(&s->be->out) >= DATA_BUF_SIZE;
 	sqe = worker_sqe(s->w);
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = 0;
+	sqe->buf_group = s->recv_data ? DATA_GROUP : RECV_GROUP;
 	worker_prep(sqe, s, OP_CLIENT_RECV);
 	s->recv_armed = true;
 	s->inflight++;
+}
+
+/* A receive buffer back to the group it came from. */
+static void
+recv_buf_return(struct session *s, bool data, unsigned bid)
+{
+	if (data)
+		worker_data_buf_return(s->w, bid);
+	else
+		worker_recv_buf_return(s->w, bid);
 }
 
 void
 session_on_client_recv(struct session *s, int res, unsigned flags)
 {
 	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
+	bool data_group = s->recv_data;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-	const char *data = have_buf ? worker_recv_buf(s->w, bid) : NULL;
+	const char *data = !have_buf	? NULL
+			   : data_group ? worker_data_buf(s->w, bid)
+					: worker_recv_buf(s->w, bid);
 
 	s->recv_armed = false;
+	/* After a fallback to RECV_GROUP, try DATA_GROUP again. */
+	s->data_starved = data_group && res == -ENOBUFS;
 	if (s->dead || s->closing || res <= 0) {
 		if (have_buf)
-			worker_recv_buf_return(s->w, bid);
+			recv_buf_return(s, data_group, bid);
 		if (s->dead)
 			return;
 		if (res == -ENOBUFS || (s->closing && res > 0)) {
@@ -396,7 +418,7 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 			s->tio.rxlen = 0;
 		if (tls_io_keep(&s->tio) != 0)
 			session_close(s, "out-of-memory");
-		worker_recv_buf_return(s->w, bid);
+		recv_buf_return(s, data_group, bid);
 		return;
 	}
 	buf_append(&s->in, data, (size_t)res); /* fits: want_read() */
