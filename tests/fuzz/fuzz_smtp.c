@@ -172,7 +172,7 @@ check_session(const struct sim *m)
 	      "helo_name unterminated");
 	CHECK(memchr(s->user, '\0', sizeof(s->user)) != NULL,
 	      "user unterminated");
-	CHECK(s->fwd_len <= sizeof(s->fwd_line), "fwd_len %zu", s->fwd_len);
+	CHECK(s->fwd_len <= SMTP_FWD_MAX, "fwd_len %zu", s->fwd_len);
 	CHECK(!s->authed || s->tls, "authenticated without TLS");
 	CHECK(!auth_state(s->state) || s->tls, "AUTH exchange without TLS");
 	CHECK(!s->in_mail || s->authed, "mail transaction without AUTH");
