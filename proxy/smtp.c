@@ -385,6 +385,19 @@ auth_login_response(struct smtp *s, const char *b64, size_t len)
 	return SMTP_ACT_AUTH;
 }
 
+/* A mechanism was chosen: the exchange's credentials get their own
+ * allocation (freed by smtp_clear_creds()). */
+static bool
+creds_new(struct smtp *s)
+{
+	s->creds = calloc(1, sizeof(*s->creds));
+	if (s->creds == NULL) {
+		reply(s, "454 4.7.0 Temporary authentication failure");
+		return false;
+	}
+	return true;
+}
+
 static enum smtp_action
 cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 	 size_t alen)
@@ -418,12 +431,10 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 		irlen = alen - mlen - 1;
 	}
 	smtp_clear_creds(s);
-	if ((s->creds = calloc(1, sizeof(*s->creds))) == NULL) {
-		reply(s, "454 4.7.0 Temporary authentication failure");
-		return SMTP_ACT_NONE;
-	}
 	if (mlen == 5 && strncasecmp(arg, "PLAIN", 5) == 0 &&
 	    (s->p->auth_mechs & AUTH_MECH_PLAIN)) {
+		if (!creds_new(s))
+			return SMTP_ACT_NONE;
 		s->auth_mech = "PLAIN";
 		if (ir != NULL)
 			return auth_plain_response(s, ir, irlen);
@@ -433,6 +444,8 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 	}
 	if (mlen == 5 && strncasecmp(arg, "LOGIN", 5) == 0 &&
 	    (s->p->auth_mechs & AUTH_MECH_LOGIN)) {
+		if (!creds_new(s))
+			return SMTP_ACT_NONE;
 		s->auth_mech = "LOGIN";
 		smtp_set_state(s, SMTP_AUTH_LOGIN_USER);
 		if (ir != NULL)

@@ -487,6 +487,7 @@ test_unknown_mechanism_and_cram_md5(void **state)
 	to_tls_ehlo(f);
 	feeds(f, "AUTH CRAM-MD5\r\n");
 	assert_non_null(strstr(replies(f), "504 5.5.4 "));
+	assert_null(f->s.creds); /* none allocated for a refused AUTH */
 }
 
 static void
