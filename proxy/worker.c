@@ -3,8 +3,8 @@
  *
  * One io_uring per thread (SINGLE_ISSUER | DEFER_TASKRUN where the kernel
  * has them), multishot accept on this worker's own SO_REUSEPORT sockets,
- * receives into a provided-buffer ring, every socket operation on the
- * ring.  The loop sleeps in io_uring_submit_and_wait_timeout() until a
+ * receives into provided-buffer rings (16 KiB buffers; 64 KiB ones for a
+ * TLS session's message bytes), every socket operation on the ring.  The loop sleeps in io_uring_submit_and_wait_timeout() until a
  * completion or the earliest session deadline, handles the completions as
  * a batch, then fires due timers.
  *
