@@ -4,9 +4,10 @@
  * One io_uring per thread (SINGLE_ISSUER | DEFER_TASKRUN where the kernel
  * has them), multishot accept on this worker's own SO_REUSEPORT sockets,
  * receives into provided-buffer rings (16 KiB buffers; 64 KiB ones for a
- * TLS session's message bytes), every socket operation on the ring.  The loop sleeps in io_uring_submit_and_wait_timeout() until a
- * completion or the earliest session deadline, handles the completions as
- * a batch, then fires due timers.
+ * TLS session's message bytes), every socket operation on the ring.  The
+ * loop sleeps in io_uring_submit_and_wait_timeout() until a completion or
+ * the earliest session deadline, handles the completions as a batch, then
+ * fires due timers.
  *
  * Password checks come back from the auth pool through a mailbox (mutex +
  * list) and an eventfd read on the ring; so do the main thread's requests
