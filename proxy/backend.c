@@ -358,15 +358,24 @@ send_ehlo(struct session *s, bool as_client)
 static void
 send_xclient(struct session *s)
 {
+	struct sockaddr_storage local = {.ss_family = AF_UNSPEC};
+	socklen_t llen = sizeof(local);
 	struct xclient_info info = {
 		.client = &s->peer,
-		.dest = &s->local,
+		.dest = &local,
 		.helo = s->smtp.helo_name,
 		.login = s->smtp.user,
 	};
 	char line[XCLIENT_LINE_MAX + 1];
-	ssize_t n =
-		xclient_line(s->be->xclient_attrs, &info, line, sizeof(line));
+	ssize_t n;
+
+	/* The listener's address, asked only of a backend that takes it
+	 * (sessions keep no copy: docs/PERFORMANCE.md). */
+	if ((xclient_offers(s->be->xclient_attrs, "DESTADDR") ||
+	     xclient_offers(s->be->xclient_attrs, "DESTPORT")) &&
+	    getsockname(s->fd, (struct sockaddr *)&local, &llen) != 0)
+		local.ss_family = AF_UNSPEC;
+	n = xclient_line(s->be->xclient_attrs, &info, line, sizeof(line));
 
 	if (n < 0) {
 		failover(s, "xclient", "XCLIENT line too long");
@@ -771,14 +780,20 @@ queue_proxy_header(struct session *s, struct backend_conn *be)
 {
 	char id[32];
 	uint8_t hdr[PROXY_V2_MAX];
+	struct sockaddr_storage local;
+	socklen_t llen = sizeof(local);
 	struct proxy_v2_info info = {
 		.src = &s->peer,
-		.dst = &s->local,
+		.dst = &local,
 		.login = s->smtp.user,
 		.unique_id = id,
 	};
 	ssize_t n;
 
+	/* The address the client reached, asked only here (a syscall per
+	 * session otherwise, and 128 bytes kept by each). */
+	if (getsockname(s->fd, (struct sockaddr *)&local, &llen) != 0)
+		local.ss_family = AF_UNSPEC;
 	snprintf(id, sizeof(id), "%llx", (unsigned long long)s->id);
 	if (s->ssl != NULL && s->tls_done) {
 		info.sni =

@@ -89,16 +89,57 @@ has_zero(uint64_t v)
 	return (v - ONES) & ~v & HIGHS;
 }
 
+/* Sixteen bytes as one vector (GCC and clang vector extensions: SSE2 on
+ * x86-64, NEON on arm64); a comparison gives 0xff in each byte where it
+ * holds. */
+typedef unsigned char u8x16 __attribute__((vector_size(16)));
+
+/* Offset of the first CR, LF or NUL in 16 bytes at p, or 16. */
+static inline unsigned
+special16(const unsigned char *p)
+{
+	u8x16 v, m;
+	uint64_t lo, hi;
+
+	memcpy(&v, p, 16);
+	m = (u8x16)((v == '\r') | (v == '\n') | (v == 0));
+	memcpy(&lo, &m, 8);
+	memcpy(&hi, (const unsigned char *)&m + 8, 8);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	if (lo != 0)
+		return (unsigned)__builtin_ctzll(lo) / 8;
+	if (hi != 0)
+		return 8 + (unsigned)__builtin_ctzll(hi) / 8;
+	return 16;
+#else
+	for (unsigned i = 0; i < 16; i++) {
+		if (((const unsigned char *)&m)[i] != 0)
+			return i;
+	}
+	(void)lo, (void)hi;
+	return 16;
+#endif
+}
+
 /*
- * First byte in [p, end) that is CR, LF or NUL, or end.  Eight bytes per
- * step while there are eight; memcpy() keeps the load free of alignment
- * and aliasing trouble and compiles to a single move.
+ * First byte in [p, end) that is CR, LF or NUL, or end.  Sixteen bytes per
+ * step while there are sixteen (message text is ~76-byte lines: this loop
+ * is most of what the relay spends per byte), then eight; memcpy() keeps
+ * the loads free of alignment and aliasing trouble and compiles to single
+ * moves.
  */
 static inline const unsigned char *
 skip_plain(const unsigned char *p, const unsigned char *end)
 {
 	uint64_t v, cr, lf;
 
+	while ((size_t)(end - p) >= 16) {
+		unsigned i = special16(p);
+
+		if (i < 16)
+			return p + i;
+		p += 16;
+	}
 	while ((size_t)(end - p) >= 8) {
 		memcpy(&v, p, 8);
 		cr = v ^ (ONES * '\r');
@@ -197,6 +238,14 @@ data_scan(struct data_scan *ds, const char *in, size_t len)
 			p = skip_plain(p, end);
 			if (p == end)
 				break;
+			/* The usual line end, CRLF and a next line that starts
+			 * with plain text: straight on in ST_TEXT. */
+			if (end - p > 2 && p[0] == '\r' && p[1] == '\n' &&
+			    p[2] != '.' && p[2] != '\r' && p[2] != '\n' &&
+			    p[2] != '\0') {
+				p += 3;
+				break;
+			}
 			c = *p++;
 			if (c == '\r')
 				st = ST_CR;

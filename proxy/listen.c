@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,9 @@ bind_one(const struct config *cfg, const struct config_listener *cl, char *err,
 		goto fail;
 	if (cl->addr.ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	/* Accepted sockets inherit it (Linux): no setsockopt() per session.
+	 * TLS 1.3 tickets otherwise stall on delayed ACKs. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&cl->addr.ss, cl->addr.len) !=
 		    0 ||
 	    listen(fd, LISTEN_BACKLOG) != 0)

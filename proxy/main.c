@@ -50,6 +50,16 @@
 #include "server.h"
 #include "tls.h"
 
+/*
+ * jemalloc, the allocator msaproxy links (other allocators ignore this):
+ * freed blocks up to 128 KiB stay in the freeing thread's cache.  Session
+ * buffers are allocated when they fill and freed when they drain, several
+ * times per session (s->wire 64 KiB per reply, a backend's output 128 KiB
+ * per command); above the default 32 KiB each of those went through the
+ * arena (bench: docs/PERFORMANCE.md).
+ */
+const char *malloc_conf = "tcache_max:131072";
+
 static void
 usage(void)
 {

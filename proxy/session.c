@@ -1,12 +1,13 @@
 /*
  * session.c - the client side of a session, on its worker's ring.
  *
- * Bytes from the client go through OpenSSL memory BIOs (when TLS is on)
- * into s->in; session_run() feeds them to the SMTP state machine or, during
- * DATA, to the DATA scanner and on to the backend; replies go back through
- * TLS into s->wire and out with one send at a time.  Reads are armed only
- * while there is room for them, which bounds every buffer: a client that
- * sends faster than we can use it simply stops being read.
+ * Bytes from the client go through TLS (when it is on; OpenSSL reads the
+ * receive buffer in place and writes records straight into s->wire through
+ * the session's BIO, tls.h) into s->in; session_run() feeds them to the SMTP
+ * state machine or, during DATA, to the DATA scanner and on to the backend;
+ * replies go back through TLS into s->wire and out with one send at a time.
+ * Reads are armed only while there is room for them, which bounds every buffer:
+ * a client that sends faster than we can use it simply stops being read.
  *
  * Logs: one line at connect, TLS, AUTH and each message, and a summary at
  * the end (session=ID everywhere).  At debug level every command verb and
@@ -40,6 +41,11 @@
 
 #define CLOSE_FLUSH_MS	  10000 /* time a closing session gets to flush */
 #define SHUTDOWN_FLUSH_MS 1000	/* the same, cut at a drain deadline */
+/* Room a record needs in s->wire beyond its plaintext: header, tag, TLS
+ * 1.2's explicit nonce or 1.3's content type, and a KeyUpdate OpenSSL may
+ * send first. */
+#define TLS_RECORD_SLACK 64
+#define TLS_RECORD_MAX	 16384
 
 static _Thread_local uint64_t next_session;
 
@@ -123,6 +129,10 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
 	s->in.secret = true; /* until AUTH succeeds */
 	buf_init(&s->wire, WIRE_CAP);
+	/* Ciphertext TLS could not take yet: up to a receive's worth was
+	 * pending when the next receive was armed (want_read()). */
+	buf_init(&s->tio.held, DATA_BUF_SIZE + RECV_BUF_SIZE);
+	s->tio.out = &s->wire;
 	smtp_init(&s->smtp, &gen->params[l->mode], implicit);
 	offer_backends(s);
 	if (log_enabled(LOG_DEBUG)) {
@@ -139,7 +149,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 		return s;
 	}
 	if (implicit) {
-		s->ssl = tls_ssl_new(gen->tls[worker_id(w)]);
+		s->ssl = tls_ssl_new(gen->tls[worker_id(w)], &s->tio);
 		if (s->ssl == NULL) {
 			policy_session_end(s);
 			s->fd = -1; /* the caller closes it */
@@ -154,7 +164,8 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 }
 
 /* ---------------------------------------------------------------------
- * TLS through memory BIOs
+ * TLS through the session's BIO (tls.h): its records are already in
+ * s->wire when an OpenSSL call returns.
  */
 
 static void
@@ -165,27 +176,6 @@ log_tls_failure(struct session *s, const char *what)
 	log_info("tls-failed", " session=%llx client=%s step=%s error=\"%s\"",
 		 (unsigned long long)s->id, s->peer_addr, what,
 		 tls_error_string(e, sizeof(e)));
-}
-
-/* Move TLS output (handshake, records, alerts) to the wire buffer. */
-static void
-drain_tls_output(struct session *s)
-{
-	BIO *wbio = SSL_get_wbio(s->ssl);
-
-	while (BIO_ctrl_pending(wbio) > 0) {
-		size_t room = buf_room(&s->wire);
-		char *t;
-		int n;
-
-		if (room == 0 || (t = buf_tail(&s->wire)) == NULL)
-			break;
-		n = BIO_read(wbio, t,
-			     (int)(room > INT32_MAX ? INT32_MAX : room));
-		if (n <= 0)
-			break;
-		buf_commit(&s->wire, (size_t)n);
-	}
 }
 
 /* The version a handshake settled on, for the counters. */
@@ -218,6 +208,7 @@ tls_ready(struct session *s)
 {
 	counter_add(&worker_stats(s->w)->tls_ok[tls_version_of(s->ssl)], 1);
 	s->tls_done = true;
+	tls_established(s->ssl);
 	s->deadline_ms = 0;
 	s->cmd_since_ms = timer_now_ms(); /* after STARTTLS: a new turn */
 	log_info("tls",
@@ -254,8 +245,7 @@ tls_read(struct session *s)
 				return true;
 			}
 			note_tls_version(s);
-			log_tls_failure(s, "handshake");
-			drain_tls_output(s); /* the alert, if any */
+			log_tls_failure(s, "handshake"); /* its alert is sent */
 			s->closing = true;
 			s->smtp.close_reason = "tls-handshake-failed";
 			return true;
@@ -268,8 +258,7 @@ tls_read(struct session *s)
 
 		/* Nothing to decrypt: do not allocate s->in just to learn
 		 * that (an idle session holds no input buffer). */
-		if (BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0 &&
-		    !SSL_has_pending(s->ssl))
+		if (tls_io_pending(&s->tio) == 0 && !SSL_has_pending(s->ssl))
 			break;
 		if ((t = buf_tail(&s->in)) == NULL)
 			break;
@@ -295,17 +284,19 @@ tls_read(struct session *s)
 	return true;
 }
 
+static void write_client(struct session *s);
+
 /* Replies the client has not taken yet, beyond what the wire buffer
  * holds: answer nothing more (and so, once s->in is full, read nothing
  * more) until they drain.  Otherwise a client that pipelines commands and
- * never reads the replies would grow the TLS write BIO without end. */
+ * never reads the replies would make us queue replies without end. */
 static bool
 tls_backlog(struct session *s)
 {
 	if (s->ssl == NULL || !s->tls_done)
 		return false;
-	drain_tls_output(s);
-	return BIO_ctrl_pending(SSL_get_wbio(s->ssl)) >= RECV_BUF_SIZE;
+	write_client(s);
+	return buf_used(&s->smtp.out) >= RECV_BUF_SIZE;
 }
 
 /* ---------------------------------------------------------------------
@@ -328,26 +319,41 @@ send_wire(struct session *s)
 	s->inflight++;
 }
 
-/* SMTP replies -> (TLS) -> wire -> socket. */
+/* SMTP replies -> (TLS) -> wire.  TLS writes its records into s->wire, so
+ * only as much as fits there is written: the rest waits in s->smtp.out,
+ * which stops the SMTP side (bounded, like every buffer). */
 static void
-flush_client(struct session *s)
+write_client(struct session *s)
 {
 	struct buf *out = &s->smtp.out;
 
-	if (buf_used(out) > 0) {
-		if (s->ssl == NULL) {
-			size_t n = buf_append(&s->wire, buf_head(out),
-					      buf_used(out));
-			buf_consume(out, n);
-		} else if (s->tls_done) {
-			int n = SSL_write(s->ssl, buf_head(out),
-					  (int)buf_used(out));
-			if (n > 0)
-				buf_consume(out, (size_t)n);
+	if (s->ssl == NULL) {
+		size_t n = buf_append(&s->wire, buf_head(out), buf_used(out));
+		buf_consume(out, n);
+	} else if (s->tls_done) {
+		while (buf_used(out) > 0) {
+			size_t room = buf_room(&s->wire), n = buf_used(out);
+			int r;
+
+			if (room <= TLS_RECORD_SLACK)
+				break;
+			if (n > TLS_RECORD_MAX)
+				n = TLS_RECORD_MAX;
+			if (n > room - TLS_RECORD_SLACK)
+				n = room - TLS_RECORD_SLACK;
+			r = SSL_write(s->ssl, buf_head(out), (int)n);
+			if (r <= 0)
+				break;
+			buf_consume(out, (size_t)r);
 		}
 	}
-	if (s->ssl != NULL)
-		drain_tls_output(s);
+}
+
+/* ... -> socket. */
+static void
+flush_client(struct session *s)
+{
+	write_client(s);
 	send_wire(s);
 }
 
@@ -378,7 +384,7 @@ want_read(struct session *s)
 	if (s->dead || s->closing)
 		return false;
 	if (s->ssl != NULL)
-		return BIO_ctrl_pending(SSL_get_rbio(s->ssl)) < RECV_BUF_SIZE &&
+		return tls_io_pending(&s->tio) < RECV_BUF_SIZE &&
 		       buf_room(&s->in) > 0;
 	return buf_room(&s->in) >= RECV_BUF_SIZE;
 }
@@ -390,26 +396,48 @@ arm_client_recv(struct session *s)
 
 	if (s->recv_armed || !want_read(s))
 		return;
+	/* Message bytes under TLS come in 64 KiB receives: four records per
+	 * completion, wake-up and backend send instead of one; only while
+	 * the backend's buffer can take all of it (else what TLS cannot
+	 * pass on is copied aside until it can). */
+	s->recv_data = s->ssl != NULL && s->smtp.state == SMTP_DATA &&
+		       !s->data_starved && s->be != NULL &&
+		       buf_room(&s->be->out) >= DATA_BUF_SIZE;
 	sqe = worker_sqe(s->w);
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = 0;
+	sqe->buf_group = s->recv_data ? DATA_GROUP : RECV_GROUP;
 	worker_prep(sqe, s, OP_CLIENT_RECV);
 	s->recv_armed = true;
 	s->inflight++;
+}
+
+/* A receive buffer back to the group it came from. */
+static void
+recv_buf_return(struct session *s, bool data, unsigned bid)
+{
+	if (data)
+		worker_data_buf_return(s->w, bid);
+	else
+		worker_recv_buf_return(s->w, bid);
 }
 
 void
 session_on_client_recv(struct session *s, int res, unsigned flags)
 {
 	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
+	bool data_group = s->recv_data;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-	const char *data = have_buf ? worker_recv_buf(s->w, bid) : NULL;
+	const char *data = !have_buf	? NULL
+			   : data_group ? worker_data_buf(s->w, bid)
+					: worker_recv_buf(s->w, bid);
 
 	s->recv_armed = false;
+	/* After a fallback to RECV_GROUP, try DATA_GROUP again. */
+	s->data_starved = data_group && res == -ENOBUFS;
 	if (s->dead || s->closing || res <= 0) {
 		if (have_buf)
-			worker_recv_buf_return(s->w, bid);
+			recv_buf_return(s, data_group, bid);
 		if (s->dead)
 			return;
 		if (res == -ENOBUFS || (s->closing && res > 0)) {
@@ -424,13 +452,22 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 	s->last_read_ms = timer_now_ms();
 	if (s->ssl != NULL) {
 		s->tls_begun = true;
-		BIO_write(SSL_get_rbio(s->ssl), data, res);
-	} else {
-		buf_append(&s->in, data, (size_t)res); /* fits: want_read() */
-		/* Plaintext: a client may send AUTH before STARTTLS. */
-		if (s->in.secret)
-			OPENSSL_cleanse((char *)data, (size_t)res);
+		/* TLS reads the ciphertext in place; what it leaves is kept
+		 * before the buffer goes back to the ring. */
+		s->tio.rx = data;
+		s->tio.rxlen = (size_t)res;
+		session_run(s);
+		if (s->dead)
+			s->tio.rxlen = 0;
+		if (tls_io_keep(&s->tio) != 0)
+			session_close(s, "out-of-memory");
+		recv_buf_return(s, data_group, bid);
+		return;
 	}
+	buf_append(&s->in, data, (size_t)res); /* fits: want_read() */
+	/* Plaintext: a client may send AUTH before STARTTLS. */
+	if (s->in.secret)
+		OPENSSL_cleanse((char *)data, (size_t)res);
 	worker_recv_buf_return(s->w, bid);
 	session_run(s);
 }
@@ -641,7 +678,7 @@ start_tls(struct session *s)
 {
 	/* The 220 goes out in plaintext ahead of everything TLS writes. */
 	flush_client(s);
-	s->ssl = tls_ssl_new(s->gen->tls[worker_id(s->w)]);
+	s->ssl = tls_ssl_new(s->gen->tls[worker_id(s->w)], &s->tio);
 	if (s->ssl == NULL) {
 		log_error("tls-failed", " session=%llx step=new error=oom",
 			  (unsigned long long)s->id);
@@ -721,9 +758,9 @@ start_auth(struct session *s)
 		smtp_auth_result(&s->smtp, false);
 		return;
 	}
-	memcpy(req->user, s->smtp.creds.user, sizeof(req->user));
-	memcpy(req->pass, s->smtp.creds.pass, sizeof(req->pass));
-	OPENSSL_cleanse(s->smtp.creds.pass, sizeof(s->smtp.creds.pass));
+	memcpy(req->user, s->smtp.creds->user, sizeof(req->user));
+	memcpy(req->pass, s->smtp.creds->pass, sizeof(req->pass));
+	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
 	req->db = s->gen->users; /* the session holds its generation */
 	/* A returning client is answered here; only real hash work goes
 	 * to the pool (two thread hops and a wake-up saved per login). */
@@ -786,8 +823,9 @@ close_begin(struct session *s, uint64_t flush_ms)
 	s->closing = true;
 	s->deadline_ms = timer_now_ms() + flush_ms;
 	if (s->ssl != NULL && s->tls_done) {
-		flush_client(s);
-		SSL_shutdown(s->ssl); /* close_notify */
+		/* The last reply, then close_notify: one send. */
+		write_client(s);
+		SSL_shutdown(s->ssl);
 	}
 }
 
@@ -1128,6 +1166,7 @@ session_free(struct session *s)
 	free(s->auth);
 	smtp_free(&s->smtp);
 	buf_free(&s->in);
+	buf_free(&s->tio.held);
 	buf_free(&s->wire);
 	generation_drop(s->gen);
 	worker_object_freed(s->w);

@@ -27,6 +27,7 @@
 #include "smtp.h"
 #include "smtp_reply.h"
 #include "timer.h"
+#include "tls.h"
 
 /* Ring operations, packed into the low bits of user_data. */
 enum ring_op {
@@ -48,6 +49,10 @@ enum ring_op {
 
 #define RECV_BUF_SIZE	 16384u /* one TLS record fits */
 #define RECV_BUF_COUNT	 512u
+#define RECV_GROUP	 0u	/* provided-buffer groups on the ring */
+#define DATA_GROUP	 1u	/* a TLS session's message bytes */
+#define DATA_BUF_SIZE	 65536u /* four TLS records */
+#define DATA_BUF_COUNT	 64u
 #define WIRE_CAP	 (64u * 1024)  /* to the client, ciphertext */
 #define BACKEND_IN_CAP	 (16u * 1024)  /* replies from the backend */
 #define BACKEND_OUT_CAP	 (128u * 1024) /* commands and message bytes */
@@ -119,15 +124,17 @@ struct session {
 	const struct config_listener *listener;
 	unsigned listener_slot; /* its counters (registry.h) */
 	struct sockaddr_storage peer;
-	struct sockaddr_storage local; /* the listener address it reached */
 	char peer_addr[INET6_ADDRSTRLEN];
 	unsigned peer_port;
 	uint64_t started_ms;
 
-	SSL *ssl;	/* NULL until TLS starts */
-	bool tls_done;	/* handshake finished */
-	bool tls_begun; /* the client sent handshake bytes */
-	int tls_agreed; /* enum counter_tls, once past the ClientHello */
+	SSL *ssl;	   /* NULL until TLS starts */
+	struct tls_io tio; /* its ciphertext: in place, held, to wire */
+	bool tls_done;	   /* handshake finished */
+	bool tls_begun;	   /* the client sent handshake bytes */
+	int tls_agreed;	   /* enum counter_tls, once past the ClientHello */
+	bool recv_data;	   /* the receive armed is from DATA_GROUP */
+	bool data_starved; /* DATA_GROUP was empty: next one from RECV */
 	struct smtp smtp;
 	struct buf in;	 /* client plaintext waiting for smtp_input() */
 	struct buf wire; /* bytes for the client socket */
@@ -189,6 +196,9 @@ size_t worker_pick_backend(struct worker *w, const struct session *s,
 void worker_auth_done(struct auth_request *req);
 const char *worker_recv_buf(const struct worker *w, unsigned bid);
 void worker_recv_buf_return(struct worker *w, unsigned bid);
+/* DATA_GROUP's buffers. */
+const char *worker_data_buf(const struct worker *w, unsigned bid);
+void worker_data_buf_return(struct worker *w, unsigned bid);
 void worker_session_gone(struct worker *w, struct session *s);
 /* Sessions and backend connections count themselves in and out, so the
  * worker ends only after their last completion. */

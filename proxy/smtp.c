@@ -85,10 +85,16 @@ smtp_set_state(struct smtp *s, enum smtp_state st)
 	s->state = st;
 }
 
+/* Credentials live only while an AUTH exchange runs: an idle session
+ * holds none (and no copy of a password). */
 static void
 smtp_clear_creds(struct smtp *s)
 {
-	OPENSSL_cleanse(&s->creds, sizeof(s->creds));
+	if (s->creds != NULL) {
+		OPENSSL_cleanse(s->creds, sizeof(*s->creds));
+		free(s->creds);
+		s->creds = NULL;
+	}
 	s->auth_mech = NULL;
 }
 
@@ -141,6 +147,8 @@ void
 smtp_free(struct smtp *s)
 {
 	smtp_clear_creds(s);
+	free(s->fwd_line);
+	s->fwd_line = NULL;
 	buf_free(&s->out);
 }
 
@@ -243,9 +251,14 @@ forward(struct smtp *s, enum smtp_fwd what, const char *line, size_t len)
 		s->path_off = (size_t)(lt + 1 - line);
 		s->path_len = (size_t)(gt - lt - 1);
 	}
-	if (len > sizeof(s->fwd_line) - 2) {
+	if (len > SMTP_FWD_MAX - 2) {
 		s->limit_hits[SMTP_LIMIT_LINE]++;
 		reply_error(s, "500 5.5.6 Line too long");
+		return SMTP_ACT_NONE;
+	}
+	if (s->fwd_line == NULL &&
+	    (s->fwd_line = malloc(SMTP_FWD_MAX)) == NULL) {
+		reply(s, "451 4.3.0 Temporary local problem, try again later");
 		return SMTP_ACT_NONE;
 	}
 	memcpy(s->fwd_line, line, len);
@@ -356,9 +369,9 @@ auth_plain_response(struct smtp *s, const char *b64, size_t len)
 	/* "=" is the empty response: malformed for PLAIN. */
 	if (len == 1 && b64[0] == '=')
 		len = 0;
-	st = sasl_plain_decode(b64, len, &s->creds);
-	if (st == SASL_OK && s->creds.authzid[0] != '\0' &&
-	    strcmp(s->creds.authzid, s->creds.user) != 0)
+	st = sasl_plain_decode(b64, len, s->creds);
+	if (st == SASL_OK && s->creds->authzid[0] != '\0' &&
+	    strcmp(s->creds->authzid, s->creds->user) != 0)
 		st = SASL_MALFORMED; /* no proxy authorization */
 	if (st != SASL_OK) {
 		smtp_clear_creds(s);
@@ -378,7 +391,7 @@ static enum smtp_action
 auth_login_response(struct smtp *s, const char *b64, size_t len)
 {
 	bool is_user = s->state == SMTP_AUTH_LOGIN_USER;
-	char *dst = is_user ? s->creds.user : s->creds.pass;
+	char *dst = is_user ? s->creds->user : s->creds->pass;
 
 	if (sasl_login_decode(b64, len, dst, SASL_FIELD_MAX) != SASL_OK ||
 	    (is_user && dst[0] == '\0')) {
@@ -394,6 +407,19 @@ auth_login_response(struct smtp *s, const char *b64, size_t len)
 	}
 	smtp_set_state(s, SMTP_AUTH_CHECK);
 	return SMTP_ACT_AUTH;
+}
+
+/* A mechanism was chosen: the exchange's credentials get their own
+ * allocation (freed by smtp_clear_creds()). */
+static bool
+creds_new(struct smtp *s)
+{
+	s->creds = calloc(1, sizeof(*s->creds));
+	if (s->creds == NULL) {
+		reply(s, "454 4.7.0 Temporary authentication failure");
+		return false;
+	}
+	return true;
 }
 
 static enum smtp_action
@@ -431,6 +457,8 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 	smtp_clear_creds(s);
 	if (mlen == 5 && strncasecmp(arg, "PLAIN", 5) == 0 &&
 	    (s->p->auth_mechs & AUTH_MECH_PLAIN)) {
+		if (!creds_new(s))
+			return SMTP_ACT_NONE;
 		s->auth_mech = "PLAIN";
 		if (ir != NULL)
 			return auth_plain_response(s, ir, irlen);
@@ -440,6 +468,8 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 	}
 	if (mlen == 5 && strncasecmp(arg, "LOGIN", 5) == 0 &&
 	    (s->p->auth_mechs & AUTH_MECH_LOGIN)) {
+		if (!creds_new(s))
+			return SMTP_ACT_NONE;
 		s->auth_mech = "LOGIN";
 		smtp_set_state(s, SMTP_AUTH_LOGIN_USER);
 		if (ir != NULL)
@@ -925,7 +955,7 @@ void
 smtp_auth_result(struct smtp *s, bool ok)
 {
 	if (ok) {
-		memcpy(s->user, s->creds.user, sizeof(s->user));
+		memcpy(s->user, s->creds->user, sizeof(s->user));
 		s->authed = true;
 		reply(s, "235 2.7.0 Authentication successful");
 	} else {

@@ -46,6 +46,8 @@
 /* Room s->out must have before another command is processed: the longest
  * backend reply, rebuilt with CRLF (one more byte per line), plus slack. */
 #define SMTP_OUT_RESERVE (SMTP_REPLY_MAX + 2 * SMTP_REPLY_LINES_MAX + 256)
+/* Room for a forwarded command line and its CRLF. */
+#define SMTP_FWD_MAX (1024 + 8)
 
 struct smtp_params {
 	const char *hostname;
@@ -142,11 +144,14 @@ struct smtp {
 
 	char helo_name[256];
 	char user[SASL_FIELD_MAX]; /* authenticated login */
-	struct sasl_creds creds;   /* during SMTP_AUTH_*; cleared after */
-	const char *auth_mech;	   /* "PLAIN" or "LOGIN" during AUTH */
+	/* Allocated by AUTH for its exchange; wiped and freed after it. */
+	struct sasl_creds *creds;
+	const char *auth_mech; /* "PLAIN" or "LOGIN" during AUTH */
 
-	enum smtp_fwd fwd;	 /* what is outstanding at the backend */
-	char fwd_line[1024 + 8]; /* the command to send, CRLF-terminated */
+	enum smtp_fwd fwd; /* what is outstanding at the backend */
+	/* The command to send, CRLF-terminated (SMTP_FWD_MAX bytes,
+	 * allocated by the first command forwarded). */
+	char *fwd_line;
 	size_t fwd_len;
 	size_t path_off, path_len; /* MAIL/RCPT: the address in fwd_line */
 

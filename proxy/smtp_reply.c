@@ -55,7 +55,11 @@ pack(unsigned st, unsigned last, size_t start)
 void
 smtp_reply_init(struct smtp_reply *r)
 {
-	memset(r, 0, sizeof(*r));
+	/* Not raw[] and the line tables (8.5 KB): len and nlines say how
+	 * much of them holds this reply. */
+	r->code = 0;
+	r->nlines = 0;
+	r->len = 0;
 	r->state = pack(RS_CODE0, 0, 0);
 }
 

@@ -3,10 +3,11 @@
  *
  * One io_uring per thread (SINGLE_ISSUER | DEFER_TASKRUN where the kernel
  * has them), multishot accept on this worker's own SO_REUSEPORT sockets,
- * receives into a provided-buffer ring, every socket operation on the
- * ring.  The loop sleeps in io_uring_submit_and_wait_timeout() until a
- * completion or the earliest session deadline, handles the completions as
- * a batch, then fires due timers.
+ * receives into provided-buffer rings (16 KiB buffers; 64 KiB ones for a
+ * TLS session's message bytes), every socket operation on the ring.  The
+ * loop sleeps in io_uring_submit_and_wait_timeout() until a completion or
+ * the earliest session deadline, handles the completions as a batch, then
+ * fires due timers.
  *
  * Password checks come back from the auth pool through a mailbox (mutex +
  * list) and an eventfd read on the ring; so do the main thread's requests
@@ -52,7 +53,6 @@
 
 #define RING_ENTRIES  1024
 #define EXIT_GRACE_MS 2000 /* for the last completions after a drain */
-#define BUF_GROUP     0
 #define REFUSE_LOG_MS 1000 /* one line per refusal reason at most */
 
 /* Why a connection was closed at accept. */
@@ -79,6 +79,16 @@ struct listen_sock {
 	bool closing; /* cancelled: close when the accept ends */
 	struct listen_sock *next;
 } __attribute__((aligned(1u << OP_BITS)));
+
+/* A provided-buffer ring: group 0 (RECV_BUF_*) for every receive, group 1
+ * (DATA_BUF_*) for a TLS session's message bytes, so a message arrives in
+ * a quarter of the completions, wake-ups and backend sends. */
+struct recv_pool {
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	size_t br_size;
+	unsigned size, count;
+};
 
 /* A new generation and listener set from the main thread. */
 struct worker_update {
@@ -112,9 +122,7 @@ struct worker {
 
 	struct io_uring ring;
 	bool ring_ok;
-	struct io_uring_buf_ring *br;
-	char *bufs;
-	size_t br_size;
+	struct recv_pool pools[2]; /* by buffer group */
 
 	struct listen_sock *ls;
 
@@ -226,19 +234,37 @@ worker_stats(struct worker *w)
 	return &w->counters;
 }
 
+static void
+pool_return(struct recv_pool *p, unsigned bid)
+{
+	io_uring_buf_ring_add(p->br, p->bufs + (size_t)bid * p->size, p->size,
+			      (unsigned short)bid,
+			      io_uring_buf_ring_mask(p->count), 0);
+	io_uring_buf_ring_advance(p->br, 1);
+}
+
 const char *
 worker_recv_buf(const struct worker *w, unsigned bid)
 {
-	return w->bufs + (size_t)bid * RECV_BUF_SIZE;
+	return w->pools[RECV_GROUP].bufs + (size_t)bid * RECV_BUF_SIZE;
 }
 
 void
 worker_recv_buf_return(struct worker *w, unsigned bid)
 {
-	io_uring_buf_ring_add(w->br, w->bufs + (size_t)bid * RECV_BUF_SIZE,
-			      RECV_BUF_SIZE, (unsigned short)bid,
-			      io_uring_buf_ring_mask(RECV_BUF_COUNT), 0);
-	io_uring_buf_ring_advance(w->br, 1);
+	pool_return(&w->pools[RECV_GROUP], bid);
+}
+
+const char *
+worker_data_buf(const struct worker *w, unsigned bid)
+{
+	return w->pools[DATA_GROUP].bufs + (size_t)bid * DATA_BUF_SIZE;
+}
+
+void
+worker_data_buf_return(struct worker *w, unsigned bid)
+{
+	pool_return(&w->pools[DATA_GROUP], bid);
 }
 
 /*
@@ -810,7 +836,6 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 {
 	struct sockaddr_storage peer;
 	socklen_t plen = sizeof(peer);
-	int one = 1;
 
 	if (!(flags & IORING_CQE_F_MORE)) {
 		l->armed = false;
@@ -857,16 +882,13 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		refuse(w, res, l->cl, REFUSE_MEMORY);
 		return;
 	}
-	setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* TCP_NODELAY comes from the listening socket (listen.c). */
 	struct session *s = session_new(w, res, l->cl, &peer);
 	if (s == NULL) {
 		caps_leave(w->shared.caps);
 		refuse(w, res, l->cl, REFUSE_OOM);
 		return;
 	}
-	plen = sizeof(s->local); /* for PROXY v2 headers */
-	if (getsockname(res, (struct sockaddr *)&s->local, &plen) != 0)
-		s->local.ss_family = AF_UNSPEC;
 	session_link(w, s);
 	s->inflight++;
 	session_run(s);
@@ -1041,11 +1063,49 @@ worker_loop(struct worker *w)
  * Set-up and tear-down
  */
 
+/* Buffer group `group`: count buffers of size bytes, all on the ring. */
+static int
+setup_pool(struct worker *w, unsigned group, unsigned size, unsigned count,
+	   char *err, size_t errlen)
+{
+	struct recv_pool *p = &w->pools[group];
+	struct io_uring_buf_reg reg;
+	int r;
+
+	p->size = size;
+	p->count = count;
+	p->br_size = sizeof(struct io_uring_buf) * count;
+	p->br = mmap(NULL, p->br_size, PROT_READ | PROT_WRITE,
+		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	p->bufs = malloc((size_t)count * size);
+	if (p->br == MAP_FAILED || p->bufs == NULL) {
+		p->br = NULL;
+		snprintf(err, errlen, "out of memory for receive buffers");
+		return -1;
+	}
+	io_uring_buf_ring_init(p->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (unsigned long)p->br;
+	reg.ring_entries = count;
+	reg.bgid = (unsigned short)group;
+	r = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (r < 0) {
+		snprintf(err, errlen, "io_uring_register_buf_ring: %s",
+			 strerror(-r));
+		return -1;
+	}
+	for (unsigned i = 0; i < count; i++)
+		io_uring_buf_ring_add(p->br, p->bufs + (size_t)i * size, size,
+				      (unsigned short)i,
+				      io_uring_buf_ring_mask(count), (int)i);
+	io_uring_buf_ring_advance(p->br, (int)count);
+	return 0;
+}
+
 static int
 setup_ring(struct worker *w, char *err, size_t errlen)
 {
 	struct io_uring_params p;
-	struct io_uring_buf_reg reg;
 	int r;
 
 	memset(&p, 0, sizeof(p));
@@ -1063,33 +1123,11 @@ setup_ring(struct worker *w, char *err, size_t errlen)
 		return -1;
 	}
 	w->ring_ok = true;
-
-	w->br_size = sizeof(struct io_uring_buf) * RECV_BUF_COUNT;
-	w->br = mmap(NULL, w->br_size, PROT_READ | PROT_WRITE,
-		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	w->bufs = malloc((size_t)RECV_BUF_COUNT * RECV_BUF_SIZE);
-	if (w->br == MAP_FAILED || w->bufs == NULL) {
-		w->br = NULL;
-		snprintf(err, errlen, "out of memory for receive buffers");
+	if (setup_pool(w, RECV_GROUP, RECV_BUF_SIZE, RECV_BUF_COUNT, err,
+		       errlen) != 0 ||
+	    setup_pool(w, DATA_GROUP, DATA_BUF_SIZE, DATA_BUF_COUNT, err,
+		       errlen) != 0)
 		return -1;
-	}
-	io_uring_buf_ring_init(w->br);
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (unsigned long)w->br;
-	reg.ring_entries = RECV_BUF_COUNT;
-	reg.bgid = BUF_GROUP;
-	r = io_uring_register_buf_ring(&w->ring, &reg, 0);
-	if (r < 0) {
-		snprintf(err, errlen, "io_uring_register_buf_ring: %s",
-			 strerror(-r));
-		return -1;
-	}
-	for (unsigned i = 0; i < RECV_BUF_COUNT; i++)
-		io_uring_buf_ring_add(
-			w->br, w->bufs + (size_t)i * RECV_BUF_SIZE,
-			RECV_BUF_SIZE, (unsigned short)i,
-			io_uring_buf_ring_mask(RECV_BUF_COUNT), (int)i);
-	io_uring_buf_ring_advance(w->br, RECV_BUF_COUNT);
 	return 0;
 }
 
@@ -1231,9 +1269,11 @@ worker_free(struct worker *w)
 		generation_drop(r->gen);
 		free(r);
 	}
-	if (w->br != NULL)
-		munmap(w->br, w->br_size);
-	free(w->bufs);
+	for (unsigned i = 0; i < 2; i++) {
+		if (w->pools[i].br != NULL)
+			munmap(w->pools[i].br, w->pools[i].br_size);
+		free(w->pools[i].bufs);
+	}
 	if (w->efd >= 0)
 		close(w->efd);
 	timer_heap_free(&w->timers);

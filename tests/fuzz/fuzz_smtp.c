@@ -31,8 +31,8 @@
  * Checked after every call: buffers within their capacity; the action
  * agrees with the state; no action means the session is not parked (else
  * nobody would ever wake it); nothing buffered after STARTTLS survives;
- * EHLO is forgotten after TLS; AUTH only under TLS; creds.pass is all zero
- * outside the AUTH states; the forwarded line is one CRLF-terminated
+ * EHLO is forgotten after TLS; AUTH only under TLS; no credentials are
+ * held outside the AUTH states; the forwarded line is one CRLF-terminated
  * command; a chunk streams only inside a transaction with a recipient,
  * and a refused one is skipped, never read as commands (skip_left, and
  * the chunk counters, agree with the state); the BDAT sizes of a
@@ -144,17 +144,6 @@ tape_next(struct sim *m)
  */
 
 static bool
-all_zero(const void *p, size_t n)
-{
-	const unsigned char *c = p;
-
-	for (size_t i = 0; i < n; i++)
-		if (c[i] != 0)
-			return false;
-	return true;
-}
-
-static bool
 auth_state(enum smtp_state st)
 {
 	return st == SMTP_AUTH_PLAIN || st == SMTP_AUTH_LOGIN_USER ||
@@ -186,13 +175,13 @@ check_session(const struct sim *m)
 	check_buf(&m->in, m->in_cap, "in");
 	CHECK(s->state <= SMTP_CLOSING, "state %d", (int)s->state);
 	if (!auth_state(s->state))
-		CHECK(all_zero(s->creds.pass, sizeof(s->creds.pass)),
-		      "password left in creds in state %d", (int)s->state);
+		CHECK(s->creds == NULL, "credentials held in state %d",
+		      (int)s->state);
 	CHECK(memchr(s->helo_name, '\0', sizeof(s->helo_name)) != NULL,
 	      "helo_name unterminated");
 	CHECK(memchr(s->user, '\0', sizeof(s->user)) != NULL,
 	      "user unterminated");
-	CHECK(s->fwd_len <= sizeof(s->fwd_line), "fwd_len %zu", s->fwd_len);
+	CHECK(s->fwd_len <= SMTP_FWD_MAX, "fwd_len %zu", s->fwd_len);
 	CHECK(!s->authed || s->tls, "authenticated without TLS");
 	CHECK(!auth_state(s->state) || s->tls, "AUTH exchange without TLS");
 	CHECK(!s->in_mail || s->authed, "mail transaction without AUTH");
@@ -270,10 +259,10 @@ check_action(const struct sim *m, enum smtp_action act, bool had_tls)
 		break;
 	case SMTP_ACT_AUTH:
 		CHECK(s->state == SMTP_AUTH_CHECK, "state %d", (int)s->state);
-		CHECK(s->creds.user[0] != '\0', "AUTH with an empty user");
-		CHECK(memchr(s->creds.user, '\0', sizeof(s->creds.user)) &&
-			      memchr(s->creds.pass, '\0',
-				     sizeof(s->creds.pass)),
+		CHECK(s->creds->user[0] != '\0', "AUTH with an empty user");
+		CHECK(memchr(s->creds->user, '\0', sizeof(s->creds->user)) &&
+			      memchr(s->creds->pass, '\0',
+				     sizeof(s->creds->pass)),
 		      "creds unterminated");
 		CHECK(s->auth_mech != NULL, "AUTH without a mechanism");
 		break;
@@ -644,11 +633,10 @@ worker_act(struct sim *m, enum smtp_action act)
 		return true;
 	case SMTP_ACT_AUTH:
 		ok = (tape_next(m) & 1) == 0;
-		note("password of %s: %s", m->s.creds.user, ok ? "ok" : "bad");
+		note("password of %s: %s", m->s.creds->user, ok ? "ok" : "bad");
 		smtp_auth_result(&m->s, ok);
 		check_session(m);
-		CHECK(all_zero(&m->s.creds, sizeof(m->s.creds)),
-		      "creds not cleared after the check");
+		CHECK(m->s.creds == NULL, "creds not freed after the check");
 		return true;
 	case SMTP_ACT_FORWARD:
 		if (m->s.fwd == SMTP_FWD_BDAT) {
@@ -810,8 +798,7 @@ run_session(struct sim *m)
 	CHECK(m->rc.col == 0 && !m->rc.cr && !m->rc.in_reply,
 	      "replies end in a partial line or an unfinished reply");
 	smtp_free(&m->s);
-	CHECK(all_zero(&m->s.creds, sizeof(m->s.creds)),
-	      "creds not cleared by smtp_free()");
+	CHECK(m->s.creds == NULL, "creds not freed by smtp_free()");
 	buf_free(&m->in);
 	free(m->norm);
 }

@@ -97,8 +97,8 @@ to_authed(struct fixture *f)
 	/* base64("\0demo\0pw") */
 	assert_int_equal(feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n"),
 			 SMTP_ACT_AUTH);
-	assert_string_equal(f->s.creds.user, "demo");
-	assert_string_equal(f->s.creds.pass, "pw");
+	assert_string_equal(f->s.creds->user, "demo");
+	assert_string_equal(f->s.creds->pass, "pw");
 	smtp_auth_result(&f->s, true);
 	assert_string_equal(replies(f),
 			    "235 2.7.0 Authentication successful\r\n");
@@ -144,7 +144,7 @@ test_auth_before_tls_is_538(void **state)
 
 	feeds(f, "EHLO c\r\nAUTH PLAIN AGRlbW8AcHc=\r\n");
 	assert_non_null(strstr(replies(f), "538 5.7.11 "));
-	assert_string_equal(f->s.creds.pass, "");
+	assert_null(f->s.creds);
 }
 
 static void
@@ -415,7 +415,7 @@ test_auth_plain_continuation_and_cancel(void **state)
 			    "501 5.7.0 Authentication cancelled\r\n");
 	assert_int_equal(feeds(f, "AUTH PLAIN\r\nAGRlbW8AcHc=\r\n"),
 			 SMTP_ACT_AUTH);
-	assert_string_equal(f->s.creds.user, "demo");
+	assert_string_equal(f->s.creds->user, "demo");
 }
 
 static void
@@ -451,18 +451,18 @@ test_auth_login(void **state)
 	feeds(f, "ZGVtbw==\r\n");
 	assert_string_equal(replies(f), "334 UGFzc3dvcmQ6\r\n");
 	assert_int_equal(feeds(f, "cHc=\r\n"), SMTP_ACT_AUTH);
-	assert_string_equal(f->s.creds.user, "demo");
-	assert_string_equal(f->s.creds.pass, "pw");
+	assert_string_equal(f->s.creds->user, "demo");
+	assert_string_equal(f->s.creds->pass, "pw");
 	smtp_auth_result(&f->s, false);
 	assert_string_equal(replies(f),
 			    "535 5.7.8 Authentication credentials invalid\r\n");
-	assert_string_equal(f->s.creds.pass, "");
+	assert_null(f->s.creds); /* wiped and freed */
 	assert_false(f->s.authed);
 	/* AUTH LOGIN with the user name as initial response. */
 	feeds(f, "AUTH LOGIN YWxpY2U=\r\n");
 	assert_string_equal(replies(f), "334 UGFzc3dvcmQ6\r\n");
 	assert_int_equal(feeds(f, "cHc=\r\n"), SMTP_ACT_AUTH);
-	assert_string_equal(f->s.creds.user, "alice");
+	assert_string_equal(f->s.creds->user, "alice");
 }
 
 static void
@@ -490,6 +490,7 @@ test_unknown_mechanism_and_cram_md5(void **state)
 	to_tls_ehlo(f);
 	feeds(f, "AUTH CRAM-MD5\r\n");
 	assert_non_null(strstr(replies(f), "504 5.5.4 "));
+	assert_null(f->s.creds); /* none allocated for a refused AUTH */
 }
 
 static void
