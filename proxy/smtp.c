@@ -79,23 +79,34 @@ reply_error(struct smtp *s, const char *fmt, ...)
 	reply(s, "%s", line);
 }
 
-static void
-smtp_set_state(struct smtp *s, enum smtp_state st)
-{
-	s->state = st;
-}
-
 /* Credentials live only while an AUTH exchange runs: an idle session
  * holds none (and no copy of a password). */
 static void
-smtp_clear_creds(struct smtp *s)
+smtp_wipe_creds(struct smtp *s)
 {
 	if (s->creds != NULL) {
 		OPENSSL_cleanse(s->creds, sizeof(*s->creds));
 		free(s->creds);
 		s->creds = NULL;
 	}
+}
+
+static void
+smtp_clear_creds(struct smtp *s)
+{
+	smtp_wipe_creds(s);
 	s->auth_mech = NULL;
+}
+
+static void
+smtp_set_state(struct smtp *s, enum smtp_state st)
+{
+	s->state = st;
+	/* Whatever closes the session (an error limit or a shutdown in the
+	 * middle of an exchange) ends the exchange; the mechanism's name
+	 * stays for the verdict's log line and counter. */
+	if (st == SMTP_CLOSING)
+		smtp_wipe_creds(s);
 }
 
 static void
@@ -954,7 +965,9 @@ smtp_tls_ready(struct smtp *s)
 void
 smtp_auth_result(struct smtp *s, bool ok)
 {
-	if (ok) {
+	if (ok && s->creds == NULL) {
+		/* closed while the check ran: the verdict comes too late */
+	} else if (ok) {
 		memcpy(s->user, s->creds->user, sizeof(s->user));
 		s->authed = true;
 		reply(s, "235 2.7.0 Authentication successful");
