@@ -153,6 +153,18 @@ skip_plain(const unsigned char *p, const unsigned char *end)
 	return p;
 }
 
+/* A byte the plain-text skip stopped at in the middle of a line: CR
+ * starts a line end; a bare LF or a NUL is marked bad and the line goes
+ * on. */
+static inline unsigned
+stopper(int c, unsigned st, unsigned *bad)
+{
+	if (c == '\r')
+		return ST_CR;
+	*bad |= c == '\n' ? DATA_BAD_LF : DATA_BAD_NUL;
+	return st;
+}
+
 static void
 finish(struct data_scan *ds, unsigned oldst, unsigned st, unsigned bad,
        size_t used)
@@ -246,13 +258,7 @@ data_scan(struct data_scan *ds, const char *in, size_t len)
 				p += 3;
 				break;
 			}
-			c = *p++;
-			if (c == '\r')
-				st = ST_CR;
-			else if (c == '\n')
-				bad |= DATA_BAD_LF;
-			else
-				bad |= DATA_BAD_NUL;
+			st = stopper(*p++, st, &bad);
 			break;
 		}
 	}
@@ -416,7 +422,6 @@ data_scan_chunk(struct data_scan *ds, const char *in, size_t len, bool end)
 {
 	const unsigned char *p = (const unsigned char *)in, *e = p + len;
 	unsigned st = ds->state == ST_CR ? ST_CR : ST_TEXT, bad = ds->bad;
-	unsigned char c;
 
 	while (p < e) {
 		if (st == ST_CR) {
@@ -430,13 +435,7 @@ data_scan_chunk(struct data_scan *ds, const char *in, size_t len, bool end)
 		p = skip_plain(p, e);
 		if (p == e)
 			break;
-		c = *p++;
-		if (c == '\r')
-			st = ST_CR;
-		else if (c == '\n')
-			bad |= DATA_BAD_LF;
-		else
-			bad |= DATA_BAD_NUL;
+		st = stopper(*p++, st, &bad);
 	}
 	if (end && st == ST_CR) {
 		bad |= DATA_BAD_CR;

@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -69,6 +70,56 @@ def port_accepts(port, host=LOOPBACK):
             return True
     except OSError:
         return False
+
+
+class SmtpLines:
+    """One SMTP connection driven line by line, for what smtplib cannot
+    express (pipelining, raw bytes): plaintext (the STARTTLS listener,
+    before STARTTLS) or implicit TLS.  Every read is bounded by timeout."""
+
+    AUTH_DEMO = b"AUTH PLAIN AGRlbW8AZGVtby1wYXNzLTE="  # demo / demo-pass-1
+
+    def __init__(self, p, tls=True, timeout=15):
+        port = p.implicit_port if tls else p.starttls_port
+        raw = socket.create_connection((LOOPBACK, port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            ctx = ssl.create_default_context(cafile=str(p.ca))
+            raw = ctx.wrap_socket(raw, server_hostname=SERVER_NAME)
+        self.sock = raw
+        self.buf = b""
+        greeting = self.reply()
+        assert greeting.startswith(b"220 "), greeting
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reply(self):
+        """One reply, all its lines joined with CRLF (without the last)."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed after {lines!r} {self.buf[:200]!r}")
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"\r\n".join(lines)
+
+    def cmd(self, line):
+        self.send(line + b"\r\n")
+        return self.reply()
+
+    def login(self, ehlo=b"client.example.test"):
+        """EHLO and AUTH PLAIN as demo; returns self."""
+        assert self.cmd(b"EHLO " + ehlo).startswith(b"250")
+        assert self.cmd(self.AUTH_DEMO).startswith(b"235")
+        return self
+
+    def close(self):
+        self.sock.close()
 
 
 def raw_greeting(port, source):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SERVER_NAME, free_port
+from conftest import SmtpLines, free_port
 from smtp_backend import FaultyBackend
 
 
@@ -25,48 +25,9 @@ def login(p, user="demo", password="demo-pass-1"):
     return s
 
 
-class TlsLines:
-    """A raw TLS client for the cases smtplib cannot express."""
-
-    def __init__(self, p):
-        ctx = ssl.create_default_context(cafile=str(p.ca))
-        raw = socket.create_connection(("127.0.0.1", p.implicit_port), timeout=15)
-        self.sock = ctx.wrap_socket(raw, server_hostname=SERVER_NAME)
-        self.buf = b""
-        assert self.reply().startswith(b"220 ")
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def reply(self):
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError(f"closed after {lines!r} {self.buf!r}")
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line)
-            if line[3:4] != b"-":
-                return b"\r\n".join(lines)
-
-    def cmd(self, line):
-        self.send(line + b"\r\n")
-        return self.reply()
-
-    def authed(self):
-        assert self.cmd(b"EHLO c.test").startswith(b"250")
-        assert self.cmd(b"AUTH PLAIN AGRlbW8AZGVtby1wYXNzLTE=").startswith(b"235")
-        return self
-
-    def close(self):
-        self.sock.close()
-
-
 def test_pipelined_transaction_replies_in_order(proxy, recording_backend):
     p = proxy([recording_backend.port])
-    c = TlsLines(p).authed()
+    c = SmtpLines(p).login(b"c.test")
     c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\n"
            b"RCPT TO:<c@example.test>\r\nDATA\r\n")
     replies = [c.reply() for _ in range(4)]
@@ -80,7 +41,7 @@ def test_pipelined_transaction_replies_in_order(proxy, recording_backend):
 
 def test_abandoned_data_never_delivered(proxy, recording_backend):
     p = proxy([recording_backend.port])
-    c = TlsLines(p).authed()
+    c = SmtpLines(p).login(b"c.test")
     assert c.cmd(b"MAIL FROM:<a@example.test>").startswith(b"250")
     assert c.cmd(b"RCPT TO:<b@example.test>").startswith(b"250")
     assert c.cmd(b"DATA").startswith(b"354")
@@ -101,7 +62,7 @@ def test_oversize_message_refused_backend_gets_nothing(proxy, recording_backend)
         assert e.value.smtp_code == 552
     # Not declared: counted as it streams, refused at the end, and the
     # session goes on.
-    c = TlsLines(p).authed()
+    c = SmtpLines(p).login(b"c.test")
     assert c.cmd(b"MAIL FROM:<a@example.test>").startswith(b"250")
     assert c.cmd(b"RCPT TO:<b@example.test>").startswith(b"250")
     assert c.cmd(b"DATA").startswith(b"354")
@@ -185,7 +146,7 @@ def test_pipelined_burst_larger_than_buffers(proxy, recording_backend):
     """4,000 pipelined commands in one TLS write (more than the proxy's
     input buffer and one TLS read): every one answered, in order."""
     p = proxy([recording_backend.port])
-    c = TlsLines(p).authed()
+    c = SmtpLines(p).login(b"c.test")
     n = 4000
     c.send(b"".join(b"NOOP %d\r\n" % i for i in range(n)) + b"QUIT\r\n")
     for _ in range(n):

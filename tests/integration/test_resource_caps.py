@@ -30,14 +30,14 @@ import time
 
 import pytest
 
-from conftest import SERVER_NAME, wait_until
+from conftest import SERVER_NAME, SmtpLines, wait_until
 
 LOOPBACK = "127.0.0.1"
 MIB = 1024 * 1024
 SLACK_KB = 4096  # "flat": a few MB at most over the warm baseline
 HANDSHAKE_KB = 80  # one connection mid-handshake (measured: ~54 KiB)
 SILENT_KB = 24  # one TLS connection that sent nothing yet (~13 KiB)
-AUTH_DEMO = b"AUTH PLAIN AGRlbW8AZGVtby1wYXNzLTE="  # demo / demo-pass-1
+AUTH_DEMO = SmtpLines.AUTH_DEMO
 
 # Small tables, one worker: a lower, steadier baseline to measure against.
 QUIET = {"workers": 1, "limits.max_users": 64, "limits.ip.max_entries": 64,
@@ -46,49 +46,6 @@ QUIET = {"workers": 1, "limits.max_users": 64, "limits.ip.max_entries": 64,
 
 def tls_context(p):
     return ssl.create_default_context(cafile=str(p.ca))
-
-
-class Wire:
-    """One SMTP connection driven line by line, plaintext (the starttls
-    listener, before STARTTLS) or implicit TLS.  Every read is bounded."""
-
-    def __init__(self, p, tls=True, timeout=15):
-        port = p.implicit_port if tls else p.starttls_port
-        raw = socket.create_connection((LOOPBACK, port), timeout=timeout)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = tls_context(p).wrap_socket(raw, server_hostname=SERVER_NAME) \
-            if tls else raw
-        self.buf = b""
-        greeting = self.reply()
-        assert greeting.startswith(b"220 "), greeting
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def reply(self):
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError(f"closed after {lines!r} {self.buf[:200]!r}")
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line)
-            if line[3:4] != b"-":
-                return b"\r\n".join(lines)
-
-    def cmd(self, line):
-        self.send(line + b"\r\n")
-        return self.reply()
-
-    def login(self):
-        assert self.cmd(b"EHLO client.example.test").startswith(b"250")
-        assert self.cmd(AUTH_DEMO).startswith(b"235")
-        return self
-
-    def close(self):
-        self.sock.close()
 
 
 class Footprint:
@@ -152,7 +109,7 @@ def test_line_without_newline(proxy, recording_backend, tls):
     chunk = b"x" * 65536
 
     def one_line(megabytes, peak=None):
-        c = Wire(p, tls=tls)
+        c = SmtpLines(p, tls=tls)
         c.send(b"NOOP ")
         for i in range(megabytes * 16):
             c.send(chunk)
@@ -176,7 +133,7 @@ def test_trickled_command_is_cut_at_command_timeout(proxy, recording_backend):
     closed although its bytes keep coming; a command that is merely slow
     still works."""
     p = proxy([recording_backend.port], **QUIET, **{"limits.command_timeout": "2s"})
-    slow = Wire(p, tls=False)
+    slow = SmtpLines(p, tls=False)
     for byte in b"NOOP\r\n":
         slow.send(bytes([byte]))
         time.sleep(0.1)
@@ -184,7 +141,7 @@ def test_trickled_command_is_cut_at_command_timeout(proxy, recording_backend):
     slow.close()
 
     peak = Peak(p, Footprint(p))
-    sessions = [Wire(p, tls=False) for _ in range(40)]
+    sessions = [SmtpLines(p, tls=False) for _ in range(40)]
     for c in sessions:
         c.send(b"NOOP ")
         c.sock.setblocking(False)
@@ -275,7 +232,7 @@ def test_thousands_of_pipelined_commands(proxy, recording_backend):
     n = 100000
 
     def burst(peak=None):
-        c = Wire(p).login()
+        c = SmtpLines(p).login()
         replies = Replies(peak.sample if peak else None)
         exchange(c, b"NOOP\r\n" * n + b"QUIT\r\n", replies)
         assert replies.ok == n and len(replies.other) == 1, replies.other[:3]
@@ -286,7 +243,7 @@ def test_thousands_of_pipelined_commands(proxy, recording_backend):
     burst(peak)
     peak.assert_flat(f"{n} pipelined commands")
 
-    c = Wire(p).login()
+    c = SmtpLines(p).login()
     c.sock.setblocking(False)
     chunk, sent = b"NOOP\r\n" * 10000, 0
     stop = time.monotonic() + 4
@@ -381,7 +338,7 @@ def test_data_past_size_is_sunk(proxy, recording_backend):
     chunk = (b"y" * 998 + b"\r\n") * 1049  # 1 MB of 1000-byte lines
 
     def stream(megabytes, seconds, peak=None):
-        c = Wire(p).login()
+        c = SmtpLines(p).login()
         assert c.cmd(b"MAIL FROM:<demo@example.test>").startswith(b"250")
         assert c.cmd(b"RCPT TO:<bob@example.test>").startswith(b"250")
         assert c.cmd(b"DATA").startswith(b"354")
@@ -419,8 +376,8 @@ def test_session_cap_is_process_wide(proxy, recording_backend, users):
     work, logged at most once a second per worker and counted; the open
     sessions keep working; when some end, new ones are let in again."""
     p = proxy([recording_backend.port], **{"workers": 2, "limits.max_sessions": 10})
-    held = [Wire(p, tls=False) for _ in range(9)]
-    working = Wire(p).login()
+    held = [SmtpLines(p, tls=False) for _ in range(9)]
+    working = SmtpLines(p).login()
     assert p.stats()["sessions_active"] == 10
 
     since, start = p.mark(), time.monotonic()
@@ -453,7 +410,7 @@ def test_session_cap_is_process_wide(proxy, recording_backend, users):
         assert c.cmd(b"QUIT").startswith(b"221")
         c.close()
     wait_until(lambda: p.stats()["sessions_active"] == 7, 10, "the sessions to end")
-    newcomers = [Wire(p, tls=n % 2 == 0) for n in range(3)]
+    newcomers = [SmtpLines(p, tls=n % 2 == 0) for n in range(3)]
     assert refused_at_connect(p, tls=False).startswith(b"421 4.3.2 ")
     for c in held[3:] + newcomers + [working]:
         c.close()
@@ -476,10 +433,10 @@ def test_memory_cap_sheds_new_work_then_recovers(proxy, recording_backend):
     wait_until(lambda: p.stats()["memory_limit"] == cap * MIB, 10, "the cap to be set")
     assert p.stats()["memory_over"] == 0
 
-    in_transaction = Wire(p).login()
+    in_transaction = SmtpLines(p).login()
     assert in_transaction.cmd(b"MAIL FROM:<demo@example.test>").startswith(b"250")
     assert in_transaction.cmd(b"RCPT TO:<bob@example.test>").startswith(b"250")
-    authed = Wire(p).login()
+    authed = SmtpLines(p).login()
 
     since = p.mark()
     holders, refused = [], False
@@ -487,7 +444,7 @@ def test_memory_cap_sheds_new_work_then_recovers(proxy, recording_backend):
         assert len(holders) < 1000, f"never over {cap} MB: {p.stats()}"
         for _ in range(20):
             try:
-                c = Wire(p)
+                c = SmtpLines(p)
             except (ConnectionError, ssl.SSLError):
                 refused = True  # over already: the cap closed it
                 break
@@ -520,7 +477,7 @@ def test_memory_cap_sheds_new_work_then_recovers(proxy, recording_backend):
         c.close()
     wait_until(lambda: p.stats()["memory_over"] == 0, 15, "the proxy to be under its cap")
     p.wait_for_log(r"msg=memory-cap state=under", since=since)
-    Wire(p, tls=False).close()
+    SmtpLines(p, tls=False).close()
     assert authed.cmd(b"MAIL FROM:<demo@example.test>").startswith(b"250")
     assert authed.cmd(b"QUIT").startswith(b"221")
     authed.close()

@@ -16,32 +16,7 @@
 #include <string.h>
 
 #include "proxy_v2.h"
-
-static struct sockaddr_storage
-v4(const char *ip, unsigned port)
-{
-	struct sockaddr_storage ss;
-	struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-	memset(&ss, 0, sizeof(ss));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	assert_int_equal(inet_pton(AF_INET, ip, &a->sin_addr), 1);
-	return ss;
-}
-
-static struct sockaddr_storage
-v6(const char *ip, unsigned port)
-{
-	struct sockaddr_storage ss;
-	struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-	memset(&ss, 0, sizeof(ss));
-	a->sin6_family = AF_INET6;
-	a->sin6_port = htons((uint16_t)port);
-	assert_int_equal(inet_pton(AF_INET6, ip, &a->sin6_addr), 1);
-	return ss;
-}
+#include "test_sockaddr.h"
 
 static void
 test_ipv4_all_tlvs(void **state)

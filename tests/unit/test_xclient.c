@@ -15,36 +15,11 @@
 #include <string.h>
 
 #include "xclient.h"
+#include "test_sockaddr.h"
 
 /* What Postfix 3.7 offers, in its order. */
 #define POSTFIX_ATTRS                                                          \
 	"NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR DESTPORT"
-
-static struct sockaddr_storage
-v4(const char *ip, unsigned port)
-{
-	struct sockaddr_storage ss;
-	struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-
-	memset(&ss, 0, sizeof(ss));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	assert_int_equal(inet_pton(AF_INET, ip, &a->sin_addr), 1);
-	return ss;
-}
-
-static struct sockaddr_storage
-v6(const char *ip, unsigned port)
-{
-	struct sockaddr_storage ss;
-	struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-
-	memset(&ss, 0, sizeof(ss));
-	a->sin6_family = AF_INET6;
-	a->sin6_port = htons((uint16_t)port);
-	assert_int_equal(inet_pton(AF_INET6, ip, &a->sin6_addr), 1);
-	return ss;
-}
 
 static void
 expect_line(const char *attrs, const struct xclient_info *in, const char *want)
