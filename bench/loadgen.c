@@ -96,6 +96,7 @@ enum state {
 	ST_TXN, /* MAIL, RCPTs, DATA; pipelined or one at a time */
 	ST_BODY,
 	ST_DOT,
+	ST_PAUSE, /* --think: between a message's 250 and the next MAIL */
 	ST_HOLD,
 	ST_QUIT
 };
@@ -116,6 +117,7 @@ struct conn {
 	struct conn *rq_next;	/* run queue */
 	struct conn *free_next; /* free list */
 	int64_t t_start, t_hs, t_dot, deadline;
+	int64_t resume_at;	/* ST_PAUSE: when the next transaction starts */
 	long msgs;		/* messages accepted in this session */
 	long k_sent, k_replied; /* transaction commands: MAIL, RCPTs, DATA */
 	size_t boff;		/* body bytes sent */
@@ -139,6 +141,8 @@ struct thread {
 	bool idle_quit_sent;
 	bool arrivals_done;
 	int64_t next_arrival;
+	long paused;	     /* sessions in ST_PAUSE */
+	int64_t next_resume; /* the earliest resume_at among them */
 	double rate;
 	uint64_t rng;
 	SSL_SESSION *resume;
@@ -155,6 +159,7 @@ static _Atomic int64_t hold_end; /* 0 until every idle session is up */
 static atomic_int stop_flag;
 static int64_t t_begin, t_stop; /* t_stop: end of -d, or INT64_MAX */
 static int64_t timeout_ns;
+static int64_t think_ns;
 
 static int64_t
 now_ns(void)
@@ -291,6 +296,7 @@ conn_phase(const struct conn *c)
 		return PH_BODY;
 	case ST_DOT:
 		return PH_DOT;
+	case ST_PAUSE: /* a reply now is as unexpected as when holding */
 	case ST_HOLD:
 		return PH_HOLD;
 	case ST_QUIT:
@@ -338,6 +344,8 @@ conn_close(struct thread *t, struct conn *c, bool clean)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
+	if (c->state == ST_PAUSE)
+		t->paused--;
 	if (opt.idle > 0) {
 		if (!c->held) {
 			t->idle_setup--;
@@ -551,10 +559,16 @@ on_reply(struct thread *t, struct conn *c, int code)
 		stats_latency(&t->st.data, now - c->t_dot);
 		t->st.messages++;
 		t->st.bytes += msg_size;
-		if (++c->msgs < opt.messages)
-			txn_start(c);
-		else
+		if (++c->msgs >= opt.messages) {
 			send_quit(c);
+		} else if (think_ns > 0) {
+			c->state = ST_PAUSE;
+			c->resume_at = now + think_ns;
+			if (t->paused++ == 0 || c->resume_at < t->next_resume)
+				t->next_resume = c->resume_at;
+		} else {
+			txn_start(c);
+		}
 		return;
 	case ST_QUIT:
 		if (code != 221)
@@ -724,7 +738,8 @@ conn_run(struct thread *t, struct conn *c, uint32_t events)
 		case STEP_GONE:
 			return;
 		case STEP_BLOCKED:
-			if (progress && c->state != ST_HOLD)
+			if (progress && c->state != ST_HOLD &&
+			    c->state != ST_PAUSE)
 				c->deadline = now_ns() + timeout_ns;
 			return;
 		case STEP_PROGRESS:
@@ -807,7 +822,7 @@ timeouts_scan(struct thread *t, int64_t now)
 		struct conn *c = &t->conns[i];
 
 		if (c->state != ST_FREE && c->state != ST_HOLD &&
-		    now > c->deadline)
+		    c->state != ST_PAUSE && now > c->deadline)
 			conn_fail(t, c, CA_TIMEOUT, 0);
 	}
 }
@@ -885,6 +900,32 @@ refill(struct thread *t, int64_t now)
 	}
 }
 
+/* --think: start the next transaction of the sessions whose pause is
+ * over.  A scan of the slots, so meant for a few slow sessions (a latency
+ * probe), not for thousands. */
+static void
+pauses_end(struct thread *t, int64_t now)
+{
+	if (t->paused == 0 || now < t->next_resume)
+		return;
+	t->next_resume = INT64_MAX;
+	for (long i = 0; i < t->nconns; i++) {
+		struct conn *c = &t->conns[i];
+
+		if (c->state != ST_PAUSE)
+			continue;
+		if (c->resume_at > now) {
+			if (c->resume_at < t->next_resume)
+				t->next_resume = c->resume_at;
+			continue;
+		}
+		t->paused--;
+		txn_start(c);
+		c->deadline = now + timeout_ns;
+		conn_run(t, c, 0);
+	}
+}
+
 static void
 idle_release(struct thread *t, int64_t now)
 {
@@ -927,6 +968,8 @@ wait_ms(const struct thread *t, int64_t now)
 		return 0;
 	if (opt.rate > 0 && !t->arrivals_done && t->next_arrival - now < wait)
 		wait = t->next_arrival - now;
+	if (t->paused > 0 && t->next_resume - now < wait)
+		wait = t->next_resume - now;
 	if (t_stop > now && t_stop - now < wait)
 		wait = t_stop - now;
 	end = atomic_load(&hold_end);
@@ -977,6 +1020,7 @@ thread_main(void *arg)
 		}
 		runq_drain(t);
 		now = now_ns();
+		pauses_end(t, now);
 		if (opt.idle > 0)
 			idle_release(t, now);
 		if (now >= next_scan) {
@@ -1093,6 +1137,7 @@ main(int argc, char **argv)
 	if (opt.idle > 0 && opt.threads > opt.idle)
 		opt.threads = (int)opt.idle;
 	timeout_ns = (int64_t)(opt.timeout * 1e9);
+	think_ns = (int64_t)(opt.think * 1e9);
 
 	threads = calloc((size_t)opt.threads, sizeof(*threads));
 	total = calloc(1, sizeof(*total));

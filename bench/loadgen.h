@@ -42,6 +42,7 @@ struct options {
 	long idle;
 	double hold;
 	double timeout;
+	double think; /* pause between messages of a session, seconds */
 	const char *ehlo;
 };
 

@@ -316,7 +316,9 @@ usage(FILE *f)
 	      "  --max-inflight N     open-loop in-flight cap (1000)\n"
 	      "  --idle N             hold N authenticated sessions\n"
 	      "  --hold D             how long to hold them (0)\n"
-	      "  --timeout D          per-session inactivity timeout (30s)\n",
+	      "  --timeout D          per-session inactivity timeout (30s)\n"
+	      "  --think D            pause between a message's 250 and the "
+	      "next MAIL (0)\n",
 	      f);
 }
 
@@ -343,6 +345,7 @@ setup_options(int argc, char **argv)
 		OPT_IDLE,
 		OPT_HOLD,
 		OPT_TIMEOUT,
+		OPT_THINK,
 	};
 	static const struct option lopts[] = {
 		{"host", required_argument, NULL, OPT_HOST},
@@ -368,6 +371,7 @@ setup_options(int argc, char **argv)
 		{"idle", required_argument, NULL, OPT_IDLE},
 		{"hold", required_argument, NULL, OPT_HOLD},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"think", required_argument, NULL, OPT_THINK},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -480,6 +484,11 @@ setup_options(int argc, char **argv)
 			if (!parse_duration(optarg, &opt.timeout) ||
 			    opt.timeout < 0.001)
 				die("--timeout: want seconds > 0 (30, 500ms)");
+			break;
+		case OPT_THINK:
+			if (!parse_duration(optarg, &opt.think) ||
+			    opt.think > 60)
+				die("--think: want seconds, at most 60 (20ms)");
 			break;
 		case 'h':
 			usage(stdout);

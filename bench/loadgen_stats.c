@@ -229,12 +229,13 @@ stats_report(const struct stats *s, double wall, double cpu, long idle_ok,
 	       "\"wire_bytes\": %zu, \"pipelining\": %s, \"threads\": %d, "
 	       "\"concurrency\": %ld, \"sessions\": %ld, \"duration_s\": %.3f, "
 	       "\"rate\": %.3f, \"arrivals\": \"%s\", \"max_inflight\": %ld, "
-	       "\"idle\": %ld, \"hold_s\": %.3f, \"timeout_s\": %.3f}}\n",
+	       "\"idle\": %ld, \"hold_s\": %.3f, \"timeout_s\": %.3f, "
+	       "\"think_s\": %.3f}}\n",
 	       opt.resume ? "true" : "false", opt.no_auth ? "false" : "true",
 	       nusers, opt.messages, opt.rcpts, msg_size, msg_wire_len,
 	       opt.pipelining ? "true" : "false", opt.threads, opt.concurrency,
 	       opt.sessions, opt.duration, opt.rate,
 	       opt.arrivals == ARR_UNIFORM ? "uniform" : "poisson",
-	       opt.max_inflight, opt.idle, opt.hold, opt.timeout);
+	       opt.max_inflight, opt.idle, opt.hold, opt.timeout, opt.think);
 	fflush(stdout);
 }
