@@ -48,6 +48,9 @@
 #define SMTP_OUT_RESERVE (SMTP_REPLY_MAX + 2 * SMTP_REPLY_LINES_MAX + 256)
 /* Room for a forwarded command line and its CRLF. */
 #define SMTP_FWD_MAX (1024 + 8)
+/* The longest EHLO or HELO name taken (backend.c's EHLO line has room for
+ * it). */
+#define SMTP_HELO_MAX 255
 
 struct smtp_params {
 	const char *hostname;
@@ -142,8 +145,11 @@ struct smtp {
 	 * next command is due a full limits.command_timeout from now. */
 	unsigned long progress;
 
-	char helo_name[256];
-	char user[SASL_FIELD_MAX]; /* authenticated login */
+	/* The client's EHLO or HELO name, and its login once AUTH
+	 * succeeded: each allocated at its length when set, NULL until then
+	 * (read them with smtp_helo_name() and smtp_user()). */
+	char *helo_name;
+	char *user;
 	/* Allocated by AUTH for its exchange; wiped and freed after it. */
 	struct sasl_creds *creds;
 	const char *auth_mech; /* "PLAIN" or "LOGIN" during AUTH */
@@ -216,5 +222,19 @@ void smtp_shutdown(struct smtp *s, const char *reply, const char *reason);
 void smtp_drain(struct smtp *s);
 /* "idle", "auth", "data", ...: for listings. */
 const char *smtp_state_name(enum smtp_state st);
+
+/* The client's EHLO or HELO name; "" before one (and after STARTTLS). */
+static inline const char *
+smtp_helo_name(const struct smtp *s)
+{
+	return s->helo_name != NULL ? s->helo_name : "";
+}
+
+/* The authenticated login; "" before AUTH succeeded. */
+static inline const char *
+smtp_user(const struct smtp *s)
+{
+	return s->user != NULL ? s->user : "";
+}
 
 #endif
