@@ -361,8 +361,8 @@ send_xclient(struct session *s)
 	struct sockaddr_storage local = {.ss_family = AF_UNSPEC};
 	socklen_t llen = sizeof(local);
 	struct xclient_info info = {
-		.client = &s->peer,
-		.dest = &local,
+		.client = &s->peer.sa,
+		.dest = (const struct sockaddr *)&local,
 		.helo = smtp_helo_name(&s->smtp),
 		.login = smtp_user(&s->smtp),
 	};
@@ -783,8 +783,8 @@ queue_proxy_header(struct session *s, struct backend_conn *be)
 	struct sockaddr_storage local;
 	socklen_t llen = sizeof(local);
 	struct proxy_v2_info info = {
-		.src = &s->peer,
-		.dst = &local,
+		.src = &s->peer.sa,
+		.dst = (const struct sockaddr *)&local,
 		.login = smtp_user(&s->smtp),
 		.unique_id = id,
 	};

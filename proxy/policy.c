@@ -169,7 +169,7 @@ policy_admit(struct session *s)
 	uint64_t retry = 0;
 	char reply[400];
 
-	if (!ipnet_from_sockaddr((const struct sockaddr *)&s->peer, addr))
+	if (!ipnet_from_sockaddr(&s->peer.sa, addr))
 		return true; /* not IP: nothing to match */
 	if (ipnet_list_contains(l->deny.v, l->deny.n, addr) ||
 	    (l->allow.n > 0 &&

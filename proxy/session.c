@@ -80,7 +80,7 @@ trace_smtp(void *ctx, const char *verb, int code)
 static void
 peer_to_text(struct session *s)
 {
-	ipnet_sockaddr_text(&s->peer, s->peer_addr, sizeof(s->peer_addr),
+	ipnet_sockaddr_text(&s->peer.sa, s->peer_addr, sizeof(s->peer_addr),
 			    &s->peer_port);
 }
 
@@ -105,7 +105,7 @@ offer_backends(struct session *s)
 
 struct session *
 session_new(struct worker *w, int fd, const struct config_listener *l,
-	    const struct sockaddr_storage *peer)
+	    const union sockaddr_ip *peer)
 {
 	struct generation *gen = worker_generation(w);
 	const struct config *cfg = gen->cfg;

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "data_scan.h"
 #include "generation.h"
+#include "ipnet.h"
 #include "ratelimit.h"
 #include "smtp.h"
 #include "smtp_reply.h"
@@ -123,7 +124,7 @@ struct session {
 	int fd;
 	const struct config_listener *listener;
 	unsigned listener_slot; /* its counters (registry.h) */
-	struct sockaddr_storage peer;
+	union sockaddr_ip peer;
 	char peer_addr[INET6_ADDRSTRLEN];
 	unsigned peer_port;
 	uint64_t started_ms;
@@ -220,7 +221,7 @@ const char *session_log_user(char *buf, size_t len, const char *user);
 /* session.c */
 struct session *session_new(struct worker *w, int fd,
 			    const struct config_listener *l,
-			    const struct sockaddr_storage *peer);
+			    const union sockaddr_ip *peer);
 void session_on_client_recv(struct session *s, int res, unsigned flags);
 void session_on_client_send(struct session *s, int res);
 void session_on_auth(struct session *s, struct auth_request *req);
