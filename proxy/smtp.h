@@ -126,8 +126,9 @@ struct smtp {
 	const struct smtp_params *p;
 	smtp_trace_fn *trace; /* NULL: no tracing */
 	void *trace_ctx;
-	enum smtp_state state;
 	struct buf out; /* replies to the client, plaintext */
+	enum smtp_state state;
+	enum smtp_fwd fwd; /* what is outstanding at the backend */
 
 	bool tls;	   /* TLS active (after STARTTLS, or implicit) */
 	bool esmtp;	   /* it was EHLO */
@@ -154,7 +155,6 @@ struct smtp {
 	struct sasl_creds *creds;
 	const char *auth_mech; /* "PLAIN" or "LOGIN" during AUTH */
 
-	enum smtp_fwd fwd; /* what is outstanding at the backend */
 	/* The command to send, CRLF-terminated (SMTP_FWD_MAX bytes,
 	 * allocated by the first command forwarded). */
 	char *fwd_line;
@@ -163,19 +163,19 @@ struct smtp {
 
 	const char *close_reason; /* for the worker's log line */
 
-	/* What the backends offer (smtp_backend_offer()). */
+	/* What the backends offer (smtp_backend_offer()), and what the
+	 * connected one takes (smtp_backend_ready()). */
 	uint64_t size_limit; /* advertised SIZE and MAIL's check */
+	uint64_t be_size;    /* the connected one's SIZE, 0: none given */
 	unsigned offer;	     /* SMTP_OFFER_* advertised in EHLO */
-	/* What the connected backend takes (smtp_backend_ready()). */
-	uint64_t be_size; /* its SIZE, 0: none given */
-	bool be_chunking; /* it offered CHUNKING */
+	bool be_chunking;    /* the connected one offered CHUNKING */
 
 	/* BDAT (RFC 3030). */
 	uint64_t chunk_left;  /* forwarded chunk: bytes not yet consumed */
-	bool chunk_last;      /* the forwarded BDAT said LAST */
 	uint64_t skip_left;   /* refused chunk: bytes still to discard */
+	uint64_t bdat_size;   /* sizes of the BDATs forwarded, summed */
 	unsigned bdat_chunks; /* BDATs forwarded in this transaction */
-	uint64_t bdat_size;   /* and their sizes, summed */
+	bool chunk_last;      /* the forwarded BDAT said LAST */
 };
 
 #define SMTP_OFFER_DSN	    0x1u /* RFC 3461: parameters pass through */
