@@ -108,10 +108,14 @@ $(BUILD)/%.o: %.c
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# test_smtp fails chosen allocations: its own malloc() wraps the library's.
+TEST_LDFLAGS_test_smtp := -Wl,--wrap=malloc
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmsaproxy.a
 	@mkdir -p $(@D)
 	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmsaproxy.a $(LDLIBS) $(TESTLIBS)
+	$(Q)$(CC) $(CFLAGS) $(TEST_LDFLAGS_$*) -o $@ $< $(BUILD)/libmsaproxy.a \
+		$(LDLIBS) $(TESTLIBS)
 
 $(BUILD)/bench/loadgen: bench/loadgen_setup.c bench/loadgen_stats.c \
                         bench/loadgen.h bench/target.c bench/target.h

@@ -251,7 +251,7 @@ mark_failed(struct session *s, size_t server, const char *step,
 static void
 connect_next(struct session *s, uint64_t tried, unsigned attempts)
 {
-	size_t next = worker_pick_backend(s->w, s, s->smtp.user, tried);
+	size_t next = worker_pick_backend(s->w, s, smtp_user(&s->smtp), tried);
 
 	if (next != POOL_NONE) {
 		backend_connect(s, next, tried, attempts);
@@ -346,7 +346,7 @@ static void
 send_ehlo(struct session *s, bool as_client)
 {
 	char line[300];
-	const char *name = as_client && s->smtp.helo_name[0]
+	const char *name = as_client && s->smtp.helo_name != NULL
 				   ? s->smtp.helo_name
 				   : session_config(s)->hostname;
 	int n = snprintf(line, sizeof(line), "EHLO %s\r\n", name);
@@ -361,10 +361,10 @@ send_xclient(struct session *s)
 	struct sockaddr_storage local = {.ss_family = AF_UNSPEC};
 	socklen_t llen = sizeof(local);
 	struct xclient_info info = {
-		.client = &s->peer,
-		.dest = &local,
-		.helo = s->smtp.helo_name,
-		.login = s->smtp.user,
+		.client = &s->peer.sa,
+		.dest = (const struct sockaddr *)&local,
+		.helo = smtp_helo_name(&s->smtp),
+		.login = smtp_user(&s->smtp),
 	};
 	char line[XCLIENT_LINE_MAX + 1];
 	ssize_t n;
@@ -651,7 +651,7 @@ handle_reply(struct session *s, const struct smtp_reply *r)
 			 " session=%llx client=%s user=%s backend=%s size=%llu "
 			 "result=%d",
 			 (unsigned long long)s->id, s->peer_addr,
-			 session_log_user(u, sizeof(u), s->smtp.user),
+			 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
 			 server_of(s, be)->addr.text,
 			 (unsigned long long)s->ds.size, r->code);
 	}
@@ -783,9 +783,9 @@ queue_proxy_header(struct session *s, struct backend_conn *be)
 	struct sockaddr_storage local;
 	socklen_t llen = sizeof(local);
 	struct proxy_v2_info info = {
-		.src = &s->peer,
-		.dst = &local,
-		.login = s->smtp.user,
+		.src = &s->peer.sa,
+		.dst = (const struct sockaddr *)&local,
+		.login = smtp_user(&s->smtp),
 		.unique_id = id,
 	};
 	ssize_t n;

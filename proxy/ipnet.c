@@ -93,15 +93,15 @@ ipnet_from_sockaddr(const struct sockaddr *sa, uint8_t addr[16])
 }
 
 bool
-ipnet_sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len,
+ipnet_sockaddr_text(const struct sockaddr *sa, char *buf, size_t len,
 		    unsigned *port)
 {
 	const char *ok = NULL;
 
 	if (len > 0)
 		buf[0] = '\0';
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)sa;
 		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
 			ok = inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], buf,
 				       (socklen_t)len);
@@ -109,8 +109,8 @@ ipnet_sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len,
 			ok = inet_ntop(AF_INET6, &a->sin6_addr, buf,
 				       (socklen_t)len);
 		*port = ntohs(a->sin6_port);
-	} else if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)ss;
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)sa;
 		ok = inet_ntop(AF_INET, &a->sin_addr, buf, (socklen_t)len);
 		*port = ntohs(a->sin_port);
 	}

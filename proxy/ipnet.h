@@ -17,9 +17,18 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #define IPNET_TEXT_MAX 50 /* "ffff:...:ffff/128" and NUL */
+
+/* An IPv4 or IPv6 socket address in the room it needs: 28 bytes, where a
+ * struct sockaddr_storage takes 128 (a session keeps its client's). */
+union sockaddr_ip {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+};
 
 struct ipnet {
 	uint8_t addr[16]; /* host bits are zero */
@@ -38,8 +47,8 @@ bool ipnet_from_sockaddr(const struct sockaddr *sa, uint8_t addr[16]);
  * INET6_ADDRSTRLEN bytes; an IPv4-mapped IPv6 address as plain IPv4, as a
  * dual-stack listener sees IPv4 clients) and its port into *port; false,
  * with buf empty, for other families. */
-bool ipnet_sockaddr_text(const struct sockaddr_storage *ss, char *buf,
-			 size_t len, unsigned *port);
+bool ipnet_sockaddr_text(const struct sockaddr *sa, char *buf, size_t len,
+			 unsigned *port);
 
 bool ipnet_is_v4(const uint8_t addr[16]);
 

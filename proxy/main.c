@@ -52,13 +52,19 @@
 
 /*
  * jemalloc, the allocator msaproxy links (other allocators ignore this):
- * freed blocks up to 128 KiB stay in the freeing thread's cache.  Session
- * buffers are allocated when they fill and freed when they drain, several
- * times per session (s->wire 64 KiB per reply, a backend's output 128 KiB
- * per command); above the default 32 KiB each of those went through the
- * arena (bench: docs/PERFORMANCE.md).
+ *
+ * - freed blocks up to 128 KiB stay in the freeing thread's cache.  Session
+ *   buffers are allocated when they fill and freed when they drain, several
+ *   times per session (s->wire 64 KiB per reply, a backend's output 128 KiB
+ *   per command); above the default 32 KiB each of those went through the
+ *   arena (bench: docs/PERFORMANCE.md).
+ * - pages left dirty by frees go back to the system after about a second
+ *   (the default is 10), by one purging thread.  server.c starts that
+ *   thread after the privilege drop: "background_thread:true" here would
+ *   start it at the first malloc(), with root's capabilities.
  */
-const char *malloc_conf = "tcache_max:131072";
+const char *malloc_conf =
+	"tcache_max:131072,dirty_decay_ms:1000,max_background_threads:1";
 
 static void
 usage(void)

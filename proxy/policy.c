@@ -104,8 +104,8 @@ log_limit(struct session *s, enum ratelimit_user_kind kind, uint64_t retry_ms)
 	log_info("limit",
 		 " session=%llx client=%s user=%s limit=%s retry_ms=%" PRIu64,
 		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), s->smtp.user), kind_names[kind],
-		 retry_ms == UINT64_MAX ? 0 : retry_ms);
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
+		 kind_names[kind], retry_ms == UINT64_MAX ? 0 : retry_ms);
 }
 
 /* ---------------------------------------------------------------------
@@ -169,7 +169,7 @@ policy_admit(struct session *s)
 	uint64_t retry = 0;
 	char reply[400];
 
-	if (!ipnet_from_sockaddr((const struct sockaddr *)&s->peer, addr))
+	if (!ipnet_from_sockaddr(&s->peer.sa, addr))
 		return true; /* not IP: nothing to match */
 	if (ipnet_list_contains(l->deny.v, l->deny.n, addr) ||
 	    (l->allow.n > 0 &&
@@ -253,12 +253,13 @@ policy_auth_done(struct session *s, const char *login, bool ok)
 void
 policy_authed(struct session *s)
 {
+	const char *user = smtp_user(&s->smtp);
 	const struct passwd_user_info *info =
-		passwd_db_user_info(s->gen->users, s->smtp.user);
+		passwd_db_user_info(s->gen->users, user);
 
 	/* s->user_key: made for this login by policy_auth_done(). */
 	s->senders = info ? info->senders : NULL;
-	s->user_limits = ratelimit_policy(session_config(s), s->smtp.user,
+	s->user_limits = ratelimit_policy(session_config(s), user,
 					  info ? info->class_name : NULL);
 }
 
@@ -344,11 +345,11 @@ check_sender(struct session *s)
 	char u[LOG_USER_MAX], a[4 * 256 + 3];
 
 	if (!s->listener->sender_check ||
-	    sender_allowed(m->user, s->senders, addr, m->path_len))
+	    sender_allowed(smtp_user(m), s->senders, addr, m->path_len))
 		return true;
 	log_info("sender-refused", " session=%llx client=%s user=%s sender=%s",
 		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), m->user),
+		 session_log_user(u, sizeof(u), smtp_user(m)),
 		 log_quote(a, sizeof(a), addr, m->path_len));
 	smtp_refuse(&s->smtp,
 		    "553 5.7.1 Sender address not owned by the authenticated "
@@ -367,7 +368,8 @@ refuse_for_memory(struct session *s)
 	caps_count_mail_refused(worker_caps(s->w));
 	log_info("mail-refused", " session=%llx client=%s user=%s reason=%s",
 		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), s->smtp.user), "max-memory");
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
+		 "max-memory");
 	smtp_refuse(&s->smtp,
 		    "451 4.3.1 Insufficient system resources, try again later",
 		    false);

@@ -88,18 +88,18 @@ put_tlv(struct out *o, unsigned type, const char *s)
 /* The address as IPv4 (4 bytes) or IPv6 (16), v4-mapped IPv6 unmapped.
  * Returns 4, 16, or 0 for an unknown family. */
 static size_t
-addr_of(const struct sockaddr_storage *ss, uint8_t ip[16], uint16_t *port)
+addr_of(const struct sockaddr *sa, uint8_t ip[16], uint16_t *port)
 {
-	if (ss == NULL)
+	if (sa == NULL)
 		return 0;
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)ss;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)sa;
 		memcpy(ip, &a->sin_addr, 4);
 		*port = a->sin_port; /* network order already */
 		return 4;
 	}
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)sa;
 		*port = a->sin6_port;
 		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
 			memcpy(ip, &a->sin6_addr.s6_addr[12], 4);

@@ -33,8 +33,8 @@
 
 /* The facts a header carries; NULL or "" strings are left out. */
 struct proxy_v2_info {
-	const struct sockaddr_storage *src; /* the client */
-	const struct sockaddr_storage *dst; /* the listener it connected to */
+	const struct sockaddr *src; /* the client */
+	const struct sockaddr *dst; /* the listener it connected to */
 	const char *login;
 	const char *unique_id;
 	const char *sni;

@@ -8,6 +8,8 @@
  * signal handlers, loading programs: none of that is on the list, so code
  * an attacker got running in a worker cannot do it either.  The main thread
  * (control plane) is not filtered: a reload opens files and binds sockets.
+ * Nor is jemalloc's purging thread, which the main thread starts (server.c)
+ * and which reads no client bytes.
  *
  * Built with libseccomp (the well-kept way to write the BPF filter).  A
  * forbidden call in kill mode traps into a handler that names it on stderr

@@ -25,7 +25,8 @@
  * workers' counters (counters.h) into a snapshot that metrics.c renders.
  *
  * The main thread also samples the allocator for limits.max_memory
- * (caps.h) every CAPS_SAMPLE_MS while a cap is set.
+ * (caps.h) every CAPS_SAMPLE_MS while a cap is set, and starts jemalloc's
+ * purging thread once privileges are dropped (start_purging()).
  *
  * Config keys: workers, control.*, metrics.listen, shutdown.*,
  * limits.max_memory.  What a
@@ -969,6 +970,28 @@ loop(struct server *srv)
 	}
 }
 
+/*
+ * jemalloc's purging thread (main.c sets the decay time it works to): an
+ * idle proxy makes no allocator calls, so without it the pages freed by a
+ * burst of handshakes stay dirty in RSS (docs/PERFORMANCE.md, change 8).
+ * Started by this thread after privilege_drop(), the new thread has the
+ * dropped credentials and, like this one, no seccomp filter (it reads no
+ * client bytes).  Without jemalloc (ASan) there is nothing to start.
+ */
+static void
+start_purging(void)
+{
+	bool on = true;
+	int rc;
+
+	if (mallctl == NULL)
+		return;
+	rc = mallctl("background_thread", NULL, NULL, &on, sizeof(on));
+	if (rc != 0)
+		log_warn("allocator", " background_thread=off error=\"%s\"",
+			 strerror(rc));
+}
+
 static int
 start(struct server *srv, char *err, size_t errlen)
 {
@@ -1021,6 +1044,7 @@ start(struct server *srv, char *err, size_t errlen)
 	/* Everything privileged is done; no thread has started yet. */
 	if (privilege_drop(cfg, err, errlen) != 0)
 		return -1;
+	start_purging();
 	srv->shared.auth = auth_pool_start(
 		cfg->auth_threads, srv->gen->users, cfg->auth_cache_ttl_ms,
 		cfg->auth_cache_size, cfg->seccomp, err, errlen);

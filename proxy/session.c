@@ -80,7 +80,7 @@ trace_smtp(void *ctx, const char *verb, int code)
 static void
 peer_to_text(struct session *s)
 {
-	ipnet_sockaddr_text(&s->peer, s->peer_addr, sizeof(s->peer_addr),
+	ipnet_sockaddr_text(&s->peer.sa, s->peer_addr, sizeof(s->peer_addr),
 			    &s->peer_port);
 }
 
@@ -105,7 +105,7 @@ offer_backends(struct session *s)
 
 struct session *
 session_new(struct worker *w, int fd, const struct config_listener *l,
-	    const struct sockaddr_storage *peer)
+	    const union sockaddr_ip *peer)
 {
 	struct generation *gen = worker_generation(w);
 	const struct config *cfg = gen->cfg;
@@ -529,7 +529,7 @@ finish_message(struct session *s)
 	log_info("message-refused",
 		 " session=%llx client=%s user=%s reason=%s size=%llu",
 		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), s->smtp.user), why,
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)), why,
 		 (unsigned long long)s->ds.size);
 	/* The backend has part of the message and must never see its end:
 	 * drop the connection (no QUIT: we are inside DATA or a chunk). */
@@ -696,7 +696,9 @@ answer_auth(struct session *s, struct auth_request *req)
 	char text[400];
 
 	smtp_auth_result(&s->smtp, req->ok);
-	if (req->ok) {
+	/* Not req->ok: a verdict too late, or no memory for the login,
+	 * leaves the client unauthenticated. */
+	if (s->smtp.authed) {
 		policy_authed(s);
 		/* No credentials from here on: stop wiping (buf_room()
 		 * compacts, wiping what the AUTH lines left). */
@@ -1019,6 +1021,7 @@ session_describe(const struct session *s, FILE *f, bool json)
 	const char *tls = s->tls_done ? SSL_get_version(s->ssl) : "none";
 	const char *state =
 		s->closing ? "closing" : smtp_state_name(s->smtp.state);
+	const char *user = smtp_user(&s->smtp);
 	unsigned long long age = timer_now_ms() - s->started_ms;
 	int n;
 
@@ -1026,20 +1029,19 @@ session_describe(const struct session *s, FILE *f, bool json)
 		fprintf(f, "%llx %s:%u %s %s %s %s messages=%u age=%llus\n",
 			(unsigned long long)s->id, s->peer_addr, s->peer_port,
 			s->listener->addr.text,
-			session_log_user(u, sizeof(u), s->smtp.user), state,
-			tls, s->smtp.messages, age / 1000);
+			session_log_user(u, sizeof(u), user), state, tls,
+			s->smtp.messages, age / 1000);
 		return;
 	}
 	/* The login is the client's bytes: quoted here, escaped for JSON by
 	 * the same code that writes JSON log lines. */
-	n = snprintf(
-		kv, sizeof(kv),
-		"id=%llx client=%s port=%u listener=%s user=%s state=%s "
-		"tls=%s messages=%u age_ms=%llu generation=%u",
-		(unsigned long long)s->id, s->peer_addr, s->peer_port,
-		s->listener->addr.text,
-		log_quote(u, sizeof(u), s->smtp.user, strlen(s->smtp.user)),
-		state, tls, s->smtp.messages, age, s->gen->id);
+	n = snprintf(kv, sizeof(kv),
+		     "id=%llx client=%s port=%u listener=%s user=%s state=%s "
+		     "tls=%s messages=%u age_ms=%llu generation=%u",
+		     (unsigned long long)s->id, s->peer_addr, s->peer_port,
+		     s->listener->addr.text,
+		     log_quote(u, sizeof(u), user, strlen(user)), state, tls,
+		     s->smtp.messages, age, s->gen->id);
 	if (n > 0 && (size_t)n < sizeof(kv)) {
 		fwrite(obj, 1, log_kv_to_json(obj, sizeof(obj), kv, (size_t)n),
 		       f);
@@ -1128,7 +1130,7 @@ session_close(struct session *s, const char *reason)
 		 "reason=%s",
 		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
 		 s->listener->addr.text,
-		 session_log_user(u, sizeof(u), s->smtp.user),
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
 		 s->tls_done ? SSL_get_version(s->ssl) : "no",
 		 s->tls_done ? SSL_get_cipher_name(s->ssl) : "-",
 		 s->smtp.messages, s->recipients, (unsigned long long)s->bytes,

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "data_scan.h"
 #include "generation.h"
+#include "ipnet.h"
 #include "ratelimit.h"
 #include "smtp.h"
 #include "smtp_reply.h"
@@ -116,66 +117,77 @@ enum data_sink {
 	SINK_LIMIT,	/* over the user's byte rate: 451 */
 };
 
+/*
+ * Every idle connection costs one of these besides OpenSSL's state, so
+ * small fields sit next to each other where the compiler would otherwise
+ * pad (docs/PERFORMANCE.md, change 8).
+ */
 struct session {
 	struct worker *w;
 	struct generation *gen; /* held: the config it started on */
 	uint64_t id;
-	int fd;
 	const struct config_listener *listener;
 	unsigned listener_slot; /* its counters (registry.h) */
-	struct sockaddr_storage peer;
-	char peer_addr[INET6_ADDRSTRLEN];
+	int fd;
+	union sockaddr_ip peer;
 	unsigned peer_port;
+	char peer_addr[INET6_ADDRSTRLEN];
 	uint64_t started_ms;
 
 	SSL *ssl;	   /* NULL until TLS starts */
 	struct tls_io tio; /* its ciphertext: in place, held, to wire */
+	int tls_agreed;	   /* enum counter_tls, once past the ClientHello */
 	bool tls_done;	   /* handshake finished */
 	bool tls_begun;	   /* the client sent handshake bytes */
-	int tls_agreed;	   /* enum counter_tls, once past the ClientHello */
 	bool recv_data;	   /* the receive armed is from DATA_GROUP */
 	bool data_starved; /* DATA_GROUP was empty: next one from RECV */
 	struct smtp smtp;
 	struct buf in;	 /* client plaintext waiting for smtp_input() */
 	struct buf wire; /* bytes for the client socket */
+	unsigned inflight;
 	bool sending;
 	bool recv_armed;
 	bool closing;	    /* flush wire, then close */
 	bool close_started; /* closing: flush deadline set, close_notify */
 	bool dead;	    /* closed; freed when inflight reaches 0 */
-	unsigned inflight;
-
+	bool auth_delay;    /* auth's failure reply waits for the timer */
 	struct auth_request *auth; /* in flight at the pool, or delaying */
-	bool auth_delay;	   /* failure reply waits for the timer */
 
-	struct data_scan ds;
-	enum data_sink sink;
 	uint64_t last_read_ms; /* client activity, for the DATA timeout */
 	uint64_t cmd_since_ms; /* the client's turn began: command timeout */
 	unsigned long progress_seen; /* smtp.progress at cmd_since_ms */
 	uint64_t deadline_ms; /* handshake, auth delay or closing flush */
 
+	/* For the session-end line (backend.c counts delivered mail). */
+	uint64_t bytes;		  /* of messages the backend took */
+	const char *backend_used; /* address text of the last one */
+	unsigned recipients;	  /* of messages the backend took */
+
+	enum data_sink sink;
+	struct data_scan ds;
+
 	/* policy.c */
 	struct ratelimit_key ip_key;
-	bool ip_tracked; /* counted as open in limits: not allowlisted */
-	bool banned;	 /* a failed login earned the network a ban */
 	struct ratelimit_key user_key;
 	const struct config_user_limits *user_limits; /* set at AUTH */
 	const char *senders;			      /* passwd senders= */
 	uint64_t held[LIMIT_USER_KINDS]; /* taken for this transaction */
-	unsigned held_mark;		 /* smtp.messages when taken */
 	uint64_t limit_retry_ms;	 /* for the byte-limit reply */
-
-	/* For the session-end line (backend.c counts delivered mail). */
-	unsigned recipients;	  /* of messages the backend took */
-	uint64_t bytes;		  /* of messages the backend took */
-	const char *backend_used; /* address text of the last one */
+	unsigned held_mark;		 /* smtp.messages when taken */
+	bool ip_tracked; /* counted as open in limits: not allowlisted */
+	bool banned;	 /* a failed login earned the network a ban */
 
 	struct backend_conn *be; /* NULL when not connected */
 	struct timer timer;
 
 	struct session *prev, *next; /* the worker's list */
 };
+
+/* The idle-memory target (16 KiB per idle TLS session: docs/PERFORMANCE.md)
+ * counts on a session fitting jemalloc's 768-byte size class; the next one
+ * up, 896, costs every connection 128 bytes more. */
+_Static_assert(sizeof(struct session) <= 768,
+	       "struct session outgrew jemalloc's 768-byte size class");
 
 /* worker.c: ring access for session.c and backend.c. */
 struct io_uring_sqe *worker_sqe(struct worker *w);
@@ -220,7 +232,7 @@ const char *session_log_user(char *buf, size_t len, const char *user);
 /* session.c */
 struct session *session_new(struct worker *w, int fd,
 			    const struct config_listener *l,
-			    const struct sockaddr_storage *peer);
+			    const union sockaddr_ip *peer);
 void session_on_client_recv(struct session *s, int res, unsigned flags);
 void session_on_client_send(struct session *s, int res);
 void session_on_auth(struct session *s, struct auth_request *req);

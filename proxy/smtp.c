@@ -11,6 +11,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -77,6 +78,29 @@ reply_error(struct smtp *s, const char *fmt, ...)
 		return;
 	}
 	reply(s, "%s", line);
+}
+
+/* len bytes as a string in an allocation of their own length: an idle
+ * session keeps its EHLO name and login, and most are short.  NULL when
+ * there is no memory. */
+static char *
+text_copy(const char *p, size_t len)
+{
+	char *t = malloc(len + 1);
+
+	if (t != NULL) {
+		memcpy(t, p, len);
+		t[len] = '\0';
+	}
+	return t;
+}
+
+/* No memory for what the command needs: it had no effect, and the
+ * client may try again. */
+static void
+reply_local_problem(struct smtp *s)
+{
+	reply(s, "451 4.3.0 Temporary local problem, try again later");
 }
 
 /* Credentials live only while an AUTH exchange runs: an idle session
@@ -160,6 +184,10 @@ smtp_free(struct smtp *s)
 	smtp_clear_creds(s);
 	free(s->fwd_line);
 	s->fwd_line = NULL;
+	free(s->helo_name);
+	s->helo_name = NULL;
+	free(s->user);
+	s->user = NULL;
 	buf_free(&s->out);
 }
 
@@ -269,7 +297,7 @@ forward(struct smtp *s, enum smtp_fwd what, const char *line, size_t len)
 	}
 	if (s->fwd_line == NULL &&
 	    (s->fwd_line = malloc(SMTP_FWD_MAX)) == NULL) {
-		reply(s, "451 4.3.0 Temporary local problem, try again later");
+		reply_local_problem(s);
 		return SMTP_ACT_NONE;
 	}
 	memcpy(s->fwd_line, line, len);
@@ -296,15 +324,21 @@ static enum smtp_action
 cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 {
 	const char *h = s->p->hostname;
+	char *name;
 
-	if (alen == 0 || alen >= sizeof(s->helo_name) ||
-	    !printable(arg, alen) || memchr(arg, ' ', alen) != NULL) {
+	if (alen == 0 || alen > SMTP_HELO_MAX || !printable(arg, alen) ||
+	    memchr(arg, ' ', alen) != NULL) {
 		reply_error(s, "501 5.5.4 Syntax: %s hostname",
 			    esmtp ? "EHLO" : "HELO");
 		return SMTP_ACT_NONE;
 	}
-	memcpy(s->helo_name, arg, alen);
-	s->helo_name[alen] = '\0';
+	name = text_copy(arg, alen);
+	if (name == NULL) {
+		reply_local_problem(s);
+		return SMTP_ACT_NONE;
+	}
+	free(s->helo_name);
+	s->helo_name = name;
 	s->esmtp = esmtp;
 	if (s->in_mail) {
 		/* EHLO resets the transaction (RFC 5321 4.1.4); the backend
@@ -958,8 +992,25 @@ smtp_tls_ready(struct smtp *s)
 	/* RFC 3207 4.2: forget everything learned before TLS. */
 	s->tls = true;
 	s->esmtp = false;
-	s->helo_name[0] = '\0';
+	free(s->helo_name);
+	s->helo_name = NULL;
 	smtp_set_state(s, SMTP_IDLE);
+}
+
+/* The password was right.  The login is kept at its length (an idle
+ * session holds it); with no memory for it the client is not
+ * authenticated and may try again, as when AUTH found none for its
+ * exchange. */
+static void
+auth_succeeded(struct smtp *s)
+{
+	s->user = text_copy(s->creds->user, strlen(s->creds->user));
+	if (s->user == NULL) {
+		reply(s, "454 4.7.0 Temporary authentication failure");
+		return;
+	}
+	s->authed = true;
+	reply(s, "235 2.7.0 Authentication successful");
 }
 
 void
@@ -968,9 +1019,7 @@ smtp_auth_result(struct smtp *s, bool ok)
 	if (ok && s->creds == NULL) {
 		/* closed while the check ran: the verdict comes too late */
 	} else if (ok) {
-		memcpy(s->user, s->creds->user, sizeof(s->user));
-		s->authed = true;
-		reply(s, "235 2.7.0 Authentication successful");
+		auth_succeeded(s);
 	} else {
 		s->auth_failures++;
 		reply_error(s, "535 5.7.8 Authentication credentials invalid");

@@ -48,6 +48,9 @@
 #define SMTP_OUT_RESERVE (SMTP_REPLY_MAX + 2 * SMTP_REPLY_LINES_MAX + 256)
 /* Room for a forwarded command line and its CRLF. */
 #define SMTP_FWD_MAX (1024 + 8)
+/* The longest EHLO or HELO name taken (backend.c's EHLO line has room for
+ * it). */
+#define SMTP_HELO_MAX 255
 
 struct smtp_params {
 	const char *hostname;
@@ -123,8 +126,9 @@ struct smtp {
 	const struct smtp_params *p;
 	smtp_trace_fn *trace; /* NULL: no tracing */
 	void *trace_ctx;
-	enum smtp_state state;
 	struct buf out; /* replies to the client, plaintext */
+	enum smtp_state state;
+	enum smtp_fwd fwd; /* what is outstanding at the backend */
 
 	bool tls;	   /* TLS active (after STARTTLS, or implicit) */
 	bool esmtp;	   /* it was EHLO */
@@ -142,13 +146,15 @@ struct smtp {
 	 * next command is due a full limits.command_timeout from now. */
 	unsigned long progress;
 
-	char helo_name[256];
-	char user[SASL_FIELD_MAX]; /* authenticated login */
+	/* The client's EHLO or HELO name, and its login once AUTH
+	 * succeeded: each allocated at its length when set, NULL until then
+	 * (read them with smtp_helo_name() and smtp_user()). */
+	char *helo_name;
+	char *user;
 	/* Allocated by AUTH for its exchange; wiped and freed after it. */
 	struct sasl_creds *creds;
 	const char *auth_mech; /* "PLAIN" or "LOGIN" during AUTH */
 
-	enum smtp_fwd fwd; /* what is outstanding at the backend */
 	/* The command to send, CRLF-terminated (SMTP_FWD_MAX bytes,
 	 * allocated by the first command forwarded). */
 	char *fwd_line;
@@ -157,19 +163,19 @@ struct smtp {
 
 	const char *close_reason; /* for the worker's log line */
 
-	/* What the backends offer (smtp_backend_offer()). */
+	/* What the backends offer (smtp_backend_offer()), and what the
+	 * connected one takes (smtp_backend_ready()). */
 	uint64_t size_limit; /* advertised SIZE and MAIL's check */
+	uint64_t be_size;    /* the connected one's SIZE, 0: none given */
 	unsigned offer;	     /* SMTP_OFFER_* advertised in EHLO */
-	/* What the connected backend takes (smtp_backend_ready()). */
-	uint64_t be_size; /* its SIZE, 0: none given */
-	bool be_chunking; /* it offered CHUNKING */
+	bool be_chunking;    /* the connected one offered CHUNKING */
 
 	/* BDAT (RFC 3030). */
 	uint64_t chunk_left;  /* forwarded chunk: bytes not yet consumed */
-	bool chunk_last;      /* the forwarded BDAT said LAST */
 	uint64_t skip_left;   /* refused chunk: bytes still to discard */
+	uint64_t bdat_size;   /* sizes of the BDATs forwarded, summed */
 	unsigned bdat_chunks; /* BDATs forwarded in this transaction */
-	uint64_t bdat_size;   /* and their sizes, summed */
+	bool chunk_last;      /* the forwarded BDAT said LAST */
 };
 
 #define SMTP_OFFER_DSN	    0x1u /* RFC 3461: parameters pass through */
@@ -216,5 +222,19 @@ void smtp_shutdown(struct smtp *s, const char *reply, const char *reason);
 void smtp_drain(struct smtp *s);
 /* "idle", "auth", "data", ...: for listings. */
 const char *smtp_state_name(enum smtp_state st);
+
+/* The client's EHLO or HELO name; "" before one (and after STARTTLS). */
+static inline const char *
+smtp_helo_name(const struct smtp *s)
+{
+	return s->helo_name != NULL ? s->helo_name : "";
+}
+
+/* The authenticated login; "" before AUTH succeeded. */
+static inline const char *
+smtp_user(const struct smtp *s)
+{
+	return s->user != NULL ? s->user : "";
+}
 
 #endif

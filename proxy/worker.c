@@ -834,7 +834,7 @@ refuse(struct worker *w, int fd, const struct config_listener *cl,
 static void
 on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 {
-	struct sockaddr_storage peer;
+	union sockaddr_ip peer; /* listeners are IPv4 or IPv6 */
 	socklen_t plen = sizeof(peer);
 
 	if (!(flags & IORING_CQE_F_MORE)) {
@@ -860,14 +860,13 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		close(res); /* raced with the cancel: the listener is gone */
 		return;
 	}
-	if (getpeername(res, (struct sockaddr *)&peer, &plen) != 0) {
+	if (getpeername(res, &peer.sa, &plen) != 0) {
 		close(res); /* already gone */
 		return;
 	}
 	atomic_fetch_add_explicit(&w->counters.accepted, 1,
 				  memory_order_relaxed);
-	if (w->shared.bans != NULL &&
-	    !bans_admit(w->shared.bans, (struct sockaddr *)&peer)) {
+	if (w->shared.bans != NULL && !bans_admit(w->shared.bans, &peer.sa)) {
 		refuse(w, res, l->cl, REFUSE_BLOCKLIST);
 		return;
 	}

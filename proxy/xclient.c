@@ -43,13 +43,13 @@ xclient_offers(const char *attrs, const char *name)
 /* ADDR-style text: "192.0.2.7" or "IPV6:2001:db8::7"; false (and
  * nothing) for a socket address that is neither. */
 static bool
-addr_text(const struct sockaddr_storage *ss, char *buf, size_t len, char *port,
+addr_text(const struct sockaddr *sa, char *buf, size_t len, char *port,
 	  size_t plen)
 {
 	char ip[INET6_ADDRSTRLEN];
 	unsigned p;
 
-	if (ss == NULL || !ipnet_sockaddr_text(ss, ip, sizeof(ip), &p))
+	if (sa == NULL || !ipnet_sockaddr_text(sa, ip, sizeof(ip), &p))
 		return false;
 	snprintf(buf, len, "%s%s", strchr(ip, ':') ? "IPV6:" : "", ip);
 	snprintf(port, plen, "%u", p);

@@ -16,10 +16,10 @@
 #define XCLIENT_LINE_MAX 2048
 
 struct xclient_info {
-	const struct sockaddr_storage *client; /* ADDR, PORT */
+	const struct sockaddr *client; /* ADDR, PORT */
 	/* DESTADDR, DESTPORT: the proxy's end of the client's connection
 	 * (NULL, or not IPv4/IPv6: left out). */
-	const struct sockaddr_storage *dest;
+	const struct sockaddr *dest;
 	const char *helo;  /* the client's EHLO name; "": [UNAVAILABLE] */
 	const char *login; /* LOGIN; "": left out */
 };

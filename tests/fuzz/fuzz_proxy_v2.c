@@ -165,8 +165,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		want[k] = fields[k];
 
 	struct proxy_v2_info info = {
-		.src = &src,
-		.dst = &dst,
+		.src = (const struct sockaddr *)&src,
+		.dst = (const struct sockaddr *)&dst,
 		.login = fields[0],
 		.unique_id = fields[1],
 		.sni = fields[2],

@@ -177,10 +177,15 @@ check_session(const struct sim *m)
 	if (!auth_state(s->state))
 		CHECK(s->creds == NULL, "credentials held in state %d",
 		      (int)s->state);
-	CHECK(memchr(s->helo_name, '\0', sizeof(s->helo_name)) != NULL,
-	      "helo_name unterminated");
-	CHECK(memchr(s->user, '\0', sizeof(s->user)) != NULL,
-	      "user unterminated");
+	if (s->helo_name != NULL)
+		CHECK(s->helo_name[0] != '\0' &&
+			      strlen(s->helo_name) <= SMTP_HELO_MAX &&
+			      strchr(s->helo_name, ' ') == NULL,
+		      "helo_name empty, too long or with a space");
+	CHECK((s->user != NULL) == s->authed, "a login without AUTH, or none");
+	if (s->user != NULL)
+		CHECK(s->user[0] != '\0' && strlen(s->user) < SASL_FIELD_MAX,
+		      "login empty or too long");
 	CHECK(s->fwd_len <= SMTP_FWD_MAX, "fwd_len %zu", s->fwd_len);
 	CHECK(!s->authed || s->tls, "authenticated without TLS");
 	CHECK(!auth_state(s->state) || s->tls, "AUTH exchange without TLS");
@@ -628,7 +633,7 @@ worker_act(struct sim *m, enum smtp_action act)
 		m->tls_layer = true;
 		check_session(m);
 		CHECK(m->s.state == SMTP_IDLE && m->s.tls, "after TLS");
-		CHECK(!m->s.esmtp && m->s.helo_name[0] == '\0',
+		CHECK(!m->s.esmtp && m->s.helo_name == NULL,
 		      "EHLO survives STARTTLS");
 		return true;
 	case SMTP_ACT_AUTH:
@@ -799,6 +804,8 @@ run_session(struct sim *m)
 	      "replies end in a partial line or an unfinished reply");
 	smtp_free(&m->s);
 	CHECK(m->s.creds == NULL, "creds not freed by smtp_free()");
+	CHECK(m->s.helo_name == NULL && m->s.user == NULL,
+	      "EHLO name or login not freed by smtp_free()");
 	buf_free(&m->in);
 	free(m->norm);
 }

@@ -181,8 +181,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	attrs = field(&p, end);
 	helo = field(&p, end);
 	login = field(&p, end);
-	in = (struct xclient_info){&client, (data[0] & 0x10) ? NULL : &dest,
-				   helo, login};
+	in = (struct xclient_info){
+		(const struct sockaddr *)&client,
+		(data[0] & 0x10) ? NULL : (const struct sockaddr *)&dest, helo,
+		login};
 	if (in.dest == NULL)
 		da[0] = dp[0] = '\0';
 

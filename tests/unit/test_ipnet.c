@@ -436,9 +436,9 @@ test_format_round_trip(void **state)
 static void
 test_sockaddr_text(void **state)
 {
-	struct sockaddr_storage ss;
-	struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+	union sockaddr_ip ss;
+	struct sockaddr_in *in = &ss.in;
+	struct sockaddr_in6 *in6 = &ss.in6;
 	char buf[INET6_ADDRSTRLEN];
 	unsigned port = 0;
 
@@ -447,7 +447,7 @@ test_sockaddr_text(void **state)
 	in->sin_family = AF_INET;
 	in->sin_port = htons(587);
 	inet_pton(AF_INET, "192.0.2.25", &in->sin_addr);
-	assert_true(ipnet_sockaddr_text(&ss, buf, sizeof(buf), &port));
+	assert_true(ipnet_sockaddr_text(&ss.sa, buf, sizeof(buf), &port));
 	assert_string_equal(buf, "192.0.2.25");
 	assert_int_equal(port, 587);
 
@@ -455,21 +455,21 @@ test_sockaddr_text(void **state)
 	in6->sin6_family = AF_INET6;
 	in6->sin6_port = htons(465);
 	inet_pton(AF_INET6, "::ffff:198.51.100.7", &in6->sin6_addr);
-	assert_true(ipnet_sockaddr_text(&ss, buf, sizeof(buf), &port));
+	assert_true(ipnet_sockaddr_text(&ss.sa, buf, sizeof(buf), &port));
 	assert_string_equal(buf, "198.51.100.7");
 	assert_int_equal(port, 465);
 	inet_pton(AF_INET6, "2001:db8::25", &in6->sin6_addr);
-	assert_true(ipnet_sockaddr_text(&ss, buf, sizeof(buf), &port));
+	assert_true(ipnet_sockaddr_text(&ss.sa, buf, sizeof(buf), &port));
 	assert_string_equal(buf, "2001:db8::25");
 
 	memset(&ss, 0, sizeof(ss));
-	ss.ss_family = AF_UNIX;
-	assert_false(ipnet_sockaddr_text(&ss, buf, sizeof(buf), &port));
+	ss.sa.sa_family = AF_UNIX;
+	assert_false(ipnet_sockaddr_text(&ss.sa, buf, sizeof(buf), &port));
 	assert_string_equal(buf, "");
 	/* Too small a buffer: refused, empty. */
 	in->sin_family = AF_INET;
 	inet_pton(AF_INET, "192.0.2.25", &in->sin_addr);
-	assert_false(ipnet_sockaddr_text(&ss, buf, 5, &port));
+	assert_false(ipnet_sockaddr_text(&ss.sa, buf, 5, &port));
 	assert_string_equal(buf, "");
 }
 

@@ -21,11 +21,11 @@
 static void
 test_ipv4_all_tlvs(void **state)
 {
-	struct sockaddr_storage src = v4("198.51.100.7", 40000);
-	struct sockaddr_storage dst = v4("192.0.2.1", 465);
+	union sockaddr_ip src = v4("198.51.100.7", 40000);
+	union sockaddr_ip dst = v4("192.0.2.1", 465);
 	struct proxy_v2_info info = {
-		.src = &src,
-		.dst = &dst,
+		.src = &src.sa,
+		.dst = &dst.sa,
 		.login = "demo",
 		.unique_id = "1a",
 		.sni = "mx",
@@ -66,10 +66,10 @@ test_ipv4_all_tlvs(void **state)
 static void
 test_ipv6_and_mixed(void **state)
 {
-	struct sockaddr_storage src = v6("2001:db8::7", 1);
-	struct sockaddr_storage dst = v4("192.0.2.1", 587);
-	struct sockaddr_storage mapped = v6("::ffff:198.51.100.9", 2);
-	struct proxy_v2_info info = {.src = &src, .dst = &dst};
+	union sockaddr_ip src = v6("2001:db8::7", 1);
+	union sockaddr_ip dst = v4("192.0.2.1", 587);
+	union sockaddr_ip mapped = v6("::ffff:198.51.100.9", 2);
+	struct proxy_v2_info info = {.src = &src.sa, .dst = &dst.sa};
 	uint8_t out[PROXY_V2_MAX];
 	static const uint8_t dst_mapped[16] = {0, 0, 0,	   0,	 0,   0, 0, 0,
 					       0, 0, 0xff, 0xff, 192, 0, 2, 1};
@@ -84,7 +84,7 @@ test_ipv6_and_mixed(void **state)
 	assert_int_equal(out[16 + 33], 1);
 
 	/* a v4-mapped client on an IPv4 listener is plain IPv4 */
-	info.src = &mapped;
+	info.src = &mapped.sa;
 	assert_int_equal(proxy_v2_write(&info, out, sizeof(out)), 16 + 12);
 	assert_int_equal(out[13], 0x11);
 	assert_int_equal(out[16], 198);
@@ -102,8 +102,8 @@ static void
 test_local_and_limits(void **state)
 {
 	char longname[PROXY_V2_FIELD_MAX + 2];
-	struct sockaddr_storage src = v4("198.51.100.7", 1);
-	struct proxy_v2_info info = {.src = &src, .dst = &src};
+	union sockaddr_ip src = v4("198.51.100.7", 1);
+	struct proxy_v2_info info = {.src = &src.sa, .dst = &src.sa};
 	uint8_t out[PROXY_V2_MAX];
 
 	(void)state;

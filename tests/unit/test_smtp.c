@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "smtp.h"
 
 static const struct smtp_params params_starttls = {
@@ -26,6 +28,21 @@ static const struct smtp_params params_starttls = {
 	.max_errors = 5,
 };
 
+/* malloc() that fails for one size, to see what smtp.c does without
+ * memory: test_smtp is linked with -Wl,--wrap=malloc (the Makefile), so
+ * the library's calls and this file's come here, libc's own do not. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+static size_t fail_size; /* 0: none fails */
+
+void *
+__wrap_malloc(size_t size)
+{
+	if (fail_size != 0 && size == fail_size)
+		return NULL;
+	return __real_malloc(size);
+}
+
 struct fixture {
 	struct smtp s;
 	struct buf in;
@@ -37,6 +54,7 @@ setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
+	fail_size = 0;
 	smtp_init(&f->s, &params_starttls, false);
 	buf_init(&f->in, 12288 + 16384); /* as a session sizes it */
 	*state = f;
@@ -658,6 +676,143 @@ test_ehlo_mid_transaction_drops_backend(void **state)
 }
 
 /* ---------------------------------------------------------------------
+ * The EHLO name and the login: each allocated at its length when set,
+ * NULL (read as "") until then, freed by smtp_free() (the ASan build of
+ * these tests finds a leak).
+ */
+
+/* "EHLO " and n bytes of c, CRLF-terminated, into line. */
+static const char *
+ehlo_line(char *line, char c, size_t n)
+{
+	memcpy(line, "EHLO ", 5);
+	memset(line + 5, c, n);
+	memcpy(line + 5 + n, "\r\n", 3);
+	return line;
+}
+
+static void
+test_helo_name_set_replaced_and_forgotten(void **state)
+{
+	struct fixture *f = *state;
+	char line[SMTP_HELO_MAX + 16];
+
+	assert_null(f->s.helo_name);
+	assert_string_equal(smtp_helo_name(&f->s), "");
+	feeds(f, "EHLO first.test\r\n");
+	assert_string_equal(f->s.helo_name, "first.test");
+	assert_true(f->s.esmtp);
+	feeds(f, "HELO second.test\r\n");
+	assert_string_equal(smtp_helo_name(&f->s), "second.test");
+	assert_false(f->s.esmtp);
+	/* The longest name taken, then one byte longer: refused, and the
+	 * name before stays. */
+	feeds(f, ehlo_line(line, 'a', SMTP_HELO_MAX));
+	assert_int_equal(strlen(f->s.helo_name), SMTP_HELO_MAX);
+	assert_int_equal(strspn(f->s.helo_name, "a"), SMTP_HELO_MAX);
+	replies(f);
+	feeds(f, ehlo_line(line, 'b', SMTP_HELO_MAX + 1));
+	assert_string_equal(replies(f), "501 5.5.4 Syntax: EHLO hostname\r\n");
+	assert_int_equal(strlen(f->s.helo_name), SMTP_HELO_MAX);
+	assert_int_equal(f->s.helo_name[0], 'a');
+	/* Forgotten with everything else learned before TLS. */
+	assert_int_equal(feeds(f, "STARTTLS\r\n"), SMTP_ACT_STARTTLS);
+	smtp_tls_ready(&f->s);
+	assert_null(f->s.helo_name);
+	assert_string_equal(smtp_helo_name(&f->s), "");
+	feeds(f, "EHLO c.test\r\n");
+	assert_string_equal(f->s.helo_name, "c.test");
+}
+
+static void
+test_helo_name_without_memory(void **state)
+{
+	struct fixture *f = *state;
+
+	feeds(f, "EHLO first.test\r\n");
+	replies(f);
+	fail_size = sizeof("other.test");
+	assert_int_equal(feeds(f, "EHLO other.test\r\n"), SMTP_ACT_NONE);
+	fail_size = 0;
+	assert_string_equal(
+		replies(f),
+		"451 4.3.0 Temporary local problem, try again later\r\n");
+	assert_string_equal(f->s.helo_name, "first.test");
+	assert_int_equal(f->s.errors, 0);
+	/* Nothing learned, nothing lost: the client tries again. */
+	feeds(f, "EHLO other.test\r\n");
+	assert_non_null(strstr(replies(f), "250 8BITMIME\r\n"));
+	assert_string_equal(f->s.helo_name, "other.test");
+}
+
+/* AUTH LOGIN for a user name of n bytes of 'u', password "pw": parked for
+ * the check. */
+static void
+auth_login_as(struct fixture *f, size_t n)
+{
+	unsigned char user[SASL_FIELD_MAX];
+	char b64[4 * SASL_FIELD_MAX / 3 + 8];
+
+	memset(user, 'u', n);
+	EVP_EncodeBlock((unsigned char *)b64, user, (int)n);
+	feeds(f, "AUTH LOGIN\r\n");
+	feeds(f, b64);
+	feeds(f, "\r\n");
+	assert_int_equal(feeds(f, "cHc=\r\n"), SMTP_ACT_AUTH);
+	assert_int_equal(strlen(f->s.creds->user), n);
+	replies(f);
+}
+
+static void
+test_login_kept_only_after_success(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	assert_null(f->s.user);
+	assert_string_equal(smtp_user(&f->s), "");
+	auth_login_as(f, 4);
+	smtp_auth_result(&f->s, false);
+	assert_null(f->s.user);
+	assert_string_equal(smtp_user(&f->s), "");
+	/* The longest login there is. */
+	auth_login_as(f, SASL_FIELD_MAX - 1);
+	smtp_auth_result(&f->s, true);
+	assert_true(f->s.authed);
+	assert_int_equal(strlen(smtp_user(&f->s)), SASL_FIELD_MAX - 1);
+	assert_int_equal(strspn(f->s.user, "u"), SASL_FIELD_MAX - 1);
+	/* Kept through a new EHLO (AUTH is not asked again). */
+	feeds(f, "EHLO again.test\r\n");
+	assert_int_equal(strlen(smtp_user(&f->s)), SASL_FIELD_MAX - 1);
+}
+
+static void
+test_login_without_memory(void **state)
+{
+	struct fixture *f = *state;
+
+	to_tls_ehlo(f);
+	auth_login_as(f, 7);
+	fail_size = 7 + 1;
+	smtp_auth_result(&f->s, true);
+	fail_size = 0;
+	assert_string_equal(replies(f),
+			    "454 4.7.0 Temporary authentication failure\r\n");
+	assert_false(f->s.authed);
+	assert_null(f->s.user);
+	assert_null(f->s.creds);
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	assert_int_equal(f->s.auth_failures, 0);
+	assert_int_equal(f->s.errors, 0);
+	feeds(f, "MAIL FROM:<a@b>\r\n");
+	assert_non_null(strstr(replies(f), "530 5.7.0 "));
+	/* The client tries again. */
+	auth_login_as(f, 7);
+	smtp_auth_result(&f->s, true);
+	assert_string_equal(smtp_user(&f->s), "uuuuuuu");
+}
+
+/* ---------------------------------------------------------------------
  * BDAT (RFC 3030)
  */
 
@@ -1049,6 +1204,10 @@ main(void)
 		T(test_bare_lf_command_lines_accepted),
 		T(test_nul_in_command),
 		T(test_ehlo_mid_transaction_drops_backend),
+		T(test_helo_name_set_replaced_and_forgotten),
+		T(test_helo_name_without_memory),
+		T(test_login_kept_only_after_success),
+		T(test_login_without_memory),
 		T(test_chunking_offered_after_tls_only_when_backends_take_it),
 		T(test_bdat_chunks_relayed_in_order),
 		T(test_bdat_zero_last_and_every_byte_split),

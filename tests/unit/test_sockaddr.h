@@ -10,30 +10,30 @@
 #include <string.h>
 #include <sys/socket.h>
 
-static inline struct sockaddr_storage
+#include "ipnet.h"
+
+static inline union sockaddr_ip
 v4(const char *ip, unsigned port)
 {
-	struct sockaddr_storage ss;
-	struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+	union sockaddr_ip a;
 
-	memset(&ss, 0, sizeof(ss));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	assert_int_equal(inet_pton(AF_INET, ip, &a->sin_addr), 1);
-	return ss;
+	memset(&a, 0, sizeof(a));
+	a.in.sin_family = AF_INET;
+	a.in.sin_port = htons((uint16_t)port);
+	assert_int_equal(inet_pton(AF_INET, ip, &a.in.sin_addr), 1);
+	return a;
 }
 
-static inline struct sockaddr_storage
+static inline union sockaddr_ip
 v6(const char *ip, unsigned port)
 {
-	struct sockaddr_storage ss;
-	struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+	union sockaddr_ip a;
 
-	memset(&ss, 0, sizeof(ss));
-	a->sin6_family = AF_INET6;
-	a->sin6_port = htons((uint16_t)port);
-	assert_int_equal(inet_pton(AF_INET6, ip, &a->sin6_addr), 1);
-	return ss;
+	memset(&a, 0, sizeof(a));
+	a.in6.sin6_family = AF_INET6;
+	a.in6.sin6_port = htons((uint16_t)port);
+	assert_int_equal(inet_pton(AF_INET6, ip, &a.in6.sin6_addr), 1);
+	return a;
 }
 
 #endif

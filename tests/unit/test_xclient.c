@@ -34,9 +34,9 @@ expect_line(const char *attrs, const struct xclient_info *in, const char *want)
 static void
 test_postfix_line(void **state)
 {
-	struct sockaddr_storage client = v4("198.51.100.7", 40123);
-	struct sockaddr_storage dest = v4("192.0.2.25", 587);
-	struct xclient_info in = {&client, &dest, "laptop.example.org",
+	union sockaddr_ip client = v4("198.51.100.7", 40123);
+	union sockaddr_ip dest = v4("192.0.2.25", 587);
+	struct xclient_info in = {&client.sa, &dest.sa, "laptop.example.org",
 				  "demo@example.org"};
 
 	(void)state;
@@ -49,9 +49,9 @@ test_postfix_line(void **state)
 static void
 test_only_offered_attributes(void **state)
 {
-	struct sockaddr_storage client = v4("198.51.100.7", 40123);
-	struct sockaddr_storage dest = v4("192.0.2.25", 465);
-	struct xclient_info in = {&client, &dest, "h", "u"};
+	union sockaddr_ip client = v4("198.51.100.7", 40123);
+	union sockaddr_ip dest = v4("192.0.2.25", 465);
+	struct xclient_info in = {&client.sa, &dest.sa, "h", "u"};
 
 	(void)state;
 	/* smtp-sink's list; case-insensitive names */
@@ -64,9 +64,9 @@ test_only_offered_attributes(void **state)
 static void
 test_ipv6_and_mapped(void **state)
 {
-	struct sockaddr_storage client = v6("2001:db8::7", 1);
-	struct sockaddr_storage dest = v6("::ffff:192.0.2.25", 587);
-	struct xclient_info in = {&client, &dest, "", ""};
+	union sockaddr_ip client = v6("2001:db8::7", 1);
+	union sockaddr_ip dest = v6("::ffff:192.0.2.25", 587);
+	struct xclient_info in = {&client.sa, &dest.sa, "", ""};
 
 	(void)state;
 	/* A v4-mapped address (dual-stack listener) is plain IPv4; no HELO
@@ -80,8 +80,8 @@ test_ipv6_and_mapped(void **state)
 static void
 test_unknown_addresses(void **state)
 {
-	struct sockaddr_storage unspec;
-	struct xclient_info in = {&unspec, &unspec, "h", "u"};
+	union sockaddr_ip unspec;
+	struct xclient_info in = {&unspec.sa, &unspec.sa, "h", "u"};
 
 	(void)state;
 	memset(&unspec, 0, sizeof(unspec));
@@ -96,8 +96,8 @@ test_unknown_addresses(void **state)
 static void
 test_values_xtext_encoded(void **state)
 {
-	struct sockaddr_storage client = v4("198.51.100.7", 25);
-	struct xclient_info in = {&client, NULL, "a b\r\nDATA",
+	union sockaddr_ip client = v4("198.51.100.7", 25);
+	struct xclient_info in = {&client.sa, NULL, "a b\r\nDATA",
 				  "x LOGIN=root+=\x01\xc3\xa9"};
 
 	(void)state;
@@ -109,9 +109,9 @@ test_values_xtext_encoded(void **state)
 static void
 test_bounds(void **state)
 {
-	struct sockaddr_storage client = v4("198.51.100.7", 25);
+	union sockaddr_ip client = v4("198.51.100.7", 25);
 	char helo[256], login[256], out[XCLIENT_LINE_MAX + 1];
-	struct xclient_info in = {&client, &client, helo, login};
+	struct xclient_info in = {&client.sa, &client.sa, helo, login};
 	ssize_t n;
 
 	(void)state;
