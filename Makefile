@@ -145,18 +145,20 @@ asan-unit:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
 		CFLAGS="$(SAN_FLAGS)" unit
 
-integration: all $(BUILD)/tests/xdp_tool
+integration: all $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen
 	$(Q)MSAPROXY_BIN=$(CURDIR)/$(BUILD)/msaproxy \
 		XDP_TOOL=$(CURDIR)/$(BUILD)/tests/xdp_tool \
+		LOADGEN_BIN=$(CURDIR)/$(BUILD)/bench/loadgen \
 		scripts/pytest tests/integration
 
 # The whole end-to-end suite again against the ASan+UBSan binary: a
 # sanitizer report in its log fails the test that caused it.
-integration-asan: deps asan
+integration-asan: deps asan $(BUILD)/bench/loadgen
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
 		CFLAGS="$(SAN_FLAGS)" build-asan/tests/xdp_tool
 	$(Q)MSAPROXY_BIN=$(CURDIR)/build-asan/msaproxy \
 		XDP_TOOL=$(CURDIR)/build-asan/tests/xdp_tool \
+		LOADGEN_BIN=$(CURDIR)/$(BUILD)/bench/loadgen \
 		scripts/pytest tests/integration \
 		--ignore=tests/integration/test_testssl.py
 
