@@ -4,7 +4,10 @@
  * the kernel's network stack sees them.
  *
  * For each frame: skip Ethernet and up to two VLAN tags (802.1Q, 802.1AD,
- * either order), read the IPv4 or IPv6 source, and
+ * either order), read the IPv4 or IPv6 source, pass IPv6 neighbour
+ * solicitations and advertisements (what ARP is to IPv4, and ARP passes:
+ * one banned address of an on-link host must not stop its other
+ * addresses from resolving ours), and
  *   1. scope "tcp-ports": unless the frame is TCP to one of the configured
  *      destination ports, pass it untouched;
  *   2. source in the allowlist (msa_allow4/6, longest prefix): pass;
@@ -57,6 +60,8 @@ struct ipv6_frag {
 #define IPV4_OFFSET_MASK 0x1fff
 #define IPV6_OFFSET_MASK 0xfff8
 #define IPV6_EXT_MAX	 4
+#define ICMPV6_NS	 135 /* neighbour solicitation (RFC 4861) */
+#define ICMPV6_NA	 136 /* neighbour advertisement */
 
 /* The four prefix tries: block and allow, IPv4 and IPv6; pinned by name so
  * user space finds them again after a restart. */
@@ -96,6 +101,7 @@ struct frame {
 	__u8 src[16];
 	int v6;
 	int tcp_port_known; /* dport below is a TCP destination port */
+	int neighbour;	    /* an IPv6 neighbour solicitation/advertisement */
 	__be16 dport;
 };
 
@@ -216,6 +222,11 @@ parse_ipv6(void *cur, void *end, struct frame *f)
 	}
 	if (nh == IPPROTO_TCP)
 		tcp_port(cur, end, f);
+	if (nh == IPPROTO_ICMPV6 && cur + 1 <= end) {
+		__u8 type = *(__u8 *)cur;
+
+		f->neighbour = type == ICMPV6_NS || type == ICMPV6_NA;
+	}
 	return 0;
 }
 
@@ -275,7 +286,7 @@ msa_blocklist(struct xdp_md *ctx)
 		rc = parse_ipv6(cur, end, &f);
 	else
 		goto pass;
-	if (rc < 0 || !in_scope(&f))
+	if (rc < 0 || f.neighbour || !in_scope(&f))
 		goto pass;
 
 	if (f.v6) {

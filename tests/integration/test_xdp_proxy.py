@@ -242,9 +242,17 @@ def test_cidr_and_ipv6(run_proxy):
     p = run_proxy()
     p.ctl("ban", "198.51.100.0/28")       # .10 inside, .20 outside
     p.ctl("ban", "2001:db8:1::/112")     # ::10 inside, ::2:10 outside
+    # Both client addresses share one host and one neighbour entry for
+    # the server; the banned one asks first, from a cold cache.  Its
+    # neighbour solicitation must pass (as ARP does for IPv4), or the
+    # entry stays unresolved and the unbanned address times out too.
+    for ns in (p.world.cli, p.world.srv):
+        sh("ip", "-n", ns, "neigh", "flush", "all")
     assert p.connects(CLI4_A) == "timeout"
     assert p.connects(CLI4_B) == "ok"
     assert p.connects(CLI6_A) == "timeout"
+    neigh = sh("ip", "-n", p.world.cli, "-6", "neigh", "show", SRV6).stdout
+    assert "lladdr" in neigh, f"the server's address did not resolve: {neigh!r}"
     assert p.connects(CLI6_B) == "ok"
     assert p.submit(CLI6_B) == "sent"
 
