@@ -82,7 +82,8 @@ reply_error(struct smtp *s, const char *fmt, ...)
 
 /* len bytes as a string in an allocation of their own length: an idle
  * session keeps its EHLO name and login, and most are short.  NULL when
- * there is no memory. */
+ * there is no memory.  Not strndup(): its malloc() is libc's own call,
+ * which the unit tests' --wrap=malloc cannot fail on purpose. */
 static char *
 text_copy(const char *p, size_t len)
 {
@@ -1016,13 +1017,11 @@ auth_succeeded(struct smtp *s)
 void
 smtp_auth_result(struct smtp *s, bool ok)
 {
-	if (ok && s->creds == NULL) {
-		/* closed while the check ran: the verdict comes too late */
-	} else if (ok) {
-		auth_succeeded(s);
-	} else {
+	if (!ok) {
 		s->auth_failures++;
 		reply_error(s, "535 5.7.8 Authentication credentials invalid");
+	} else if (s->creds != NULL) { /* else closed while the check ran */
+		auth_succeeded(s);
 	}
 	smtp_clear_creds(s);
 	if (s->state != SMTP_CLOSING)
