@@ -34,7 +34,9 @@ TESTLIBS := -lcmocka
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
              -fno-sanitize-recover=all
 
-SRCS     := $(sort $(wildcard proxy/*.c proxy/auth/*.c))
+# proxy/<part>/*.c: the parts (docs/ARCHITECTURE.md); proxy/main.c on top.
+PARTS    := smtp io limits bans config ops lib auth
+SRCS     := $(sort $(wildcard proxy/*.c $(PARTS:%=proxy/%/*.c)))
 LIB_SRCS := $(filter-out proxy/main.c,$(SRCS))
 OBJS     := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS:= $(sort $(wildcard tests/unit/test_*.c))
@@ -52,18 +54,19 @@ FUZZ_SHORT_SECONDS ?= 20
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,\
                 $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
-FUZZ_SRCS_buf        := proxy/buf.c
-FUZZ_SRCS_config     := proxy/config.c proxy/config_value.c proxy/ipnet.c \
-                        proxy/log.c
-FUZZ_SRCS_data_scan  := proxy/data_scan.c
-FUZZ_SRCS_sasl       := proxy/sasl.c
-FUZZ_SRCS_smtp       := proxy/smtp.c proxy/sasl.c proxy/buf.c \
-                        proxy/data_scan.c
-FUZZ_SRCS_smtp_reply := proxy/smtp_reply.c
-FUZZ_SRCS_xtext      := proxy/xtext.c
-FUZZ_SRCS_xclient    := proxy/xclient.c proxy/xtext.c proxy/ipnet.c
-FUZZ_SRCS_proxy_v2   := proxy/proxy_v2.c
-FUZZ_SRCS_blocklist_file := proxy/blocklist_file.c proxy/ipnet.c
+FUZZ_SRCS_buf        := proxy/lib/buf.c
+FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_value.c \
+                        proxy/lib/ipnet.c proxy/lib/log.c
+FUZZ_SRCS_data_scan  := proxy/smtp/data_scan.c
+FUZZ_SRCS_sasl       := proxy/smtp/sasl.c
+FUZZ_SRCS_smtp       := proxy/smtp/smtp.c proxy/smtp/sasl.c proxy/lib/buf.c \
+                        proxy/smtp/data_scan.c
+FUZZ_SRCS_smtp_reply := proxy/smtp/smtp_reply.c
+FUZZ_SRCS_xtext      := proxy/smtp/xtext.c
+FUZZ_SRCS_xclient    := proxy/smtp/xclient.c proxy/smtp/xtext.c \
+                        proxy/lib/ipnet.c
+FUZZ_SRCS_proxy_v2   := proxy/smtp/proxy_v2.c
+FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
@@ -103,7 +106,7 @@ $(BUILD)/msaproxyctl: $(BUILD)/proxy/ctl/msaproxyctl.o
 	@echo "  LD      $@"
 	$(Q)$(CC) $(CFLAGS) -o $@ $^
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c | deps
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
@@ -120,7 +123,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmsaproxy.a
 $(BUILD)/bench/loadgen: bench/loadgen_setup.c bench/loadgen_stats.c \
                         bench/loadgen.h bench/target.c bench/target.h
 $(BUILD)/bench/floodgen: bench/target.c bench/target.h
-# limitbench times proxy/ratelimit.c itself: linked with the proxy library.
+# limitbench times proxy/limits/ratelimit.c itself: linked with the proxy library.
 $(BUILD)/bench/limitbench: bench/limitbench.c $(BUILD)/libmsaproxy.a
 	@mkdir -p $(@D)
 	@echo "  CC      $@"
@@ -170,7 +173,7 @@ bench: all bench-build
 # One rule per fuzz target: its harness and FUZZ_SRCS_<name>.
 define fuzz_rule
 $(FUZZ_BUILD)/fuzz_$(1): tests/fuzz/fuzz_$(1).c $$(FUZZ_SRCS_$(1)) \
-		$$(wildcard proxy/*.h tests/fuzz/*.h)
+		$$(wildcard proxy/*/*.h tests/fuzz/*.h)
 	@mkdir -p $$(@D)
 	@echo "  FUZZCC  $$@"
 	$$(Q)$$(FUZZ_CC) $$(FUZZ_FLAGS) -o $$@ $$< $$(FUZZ_SRCS_$(1)) \
@@ -189,14 +192,14 @@ fuzz: fuzz-build
 	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
 
 format:
-	$(Q)clang-format -i $(SRCS) $(wildcard proxy/*.h proxy/auth/*.h proxy/ctl/*.c) \
+	$(Q)clang-format -i $(SRCS) $(wildcard proxy/*/*.h proxy/ctl/*.c) \
 		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h) \
 		$(wildcard bpf/*.c bpf/*.h tests/xdp/*.c)
 
 format-check:
 	@echo "  FORMAT  check"
 	$(Q)clang-format --dry-run --Werror $(SRCS) \
-		$(wildcard proxy/*.h proxy/auth/*.h proxy/ctl/*.c) \
+		$(wildcard proxy/*/*.h proxy/ctl/*.c) \
 		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h) \
 		$(wildcard bpf/*.c bpf/*.h tests/xdp/*.c)
 

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ratelimit.h"
+#include "limits/ratelimit.h"
 
 static struct config cfg;
 static struct ratelimit *rl;

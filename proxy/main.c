@@ -43,12 +43,12 @@
 
 #include <openssl/crypto.h>
 
-#include "audit.h"
+#include "config/audit.h"
 #include "auth/passwd_db.h"
-#include "generation.h"
-#include "log.h"
-#include "server.h"
-#include "tls.h"
+#include "config/generation.h"
+#include "lib/log.h"
+#include "ops/server.h"
+#include "io/tls.h"
 
 /*
  * jemalloc, the allocator msaproxy links (other allocators ignore this):

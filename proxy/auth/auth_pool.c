@@ -29,8 +29,8 @@
 #include "auth/auth_cache.h"
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
-#include "sandbox.h"
-#include "timer.h"
+#include "ops/sandbox.h"
+#include "lib/timer.h"
 
 struct auth_pool {
 	pthread_mutex_t mu;
@@ -122,7 +122,7 @@ auth_thread(void *arg)
 
 /* Wake every thread, wait for them to drain the queue and exit. */
 static void
-pool_join(struct auth_pool *pool)
+auth_pool_join(struct auth_pool *pool)
 {
 	pthread_mutex_lock(&pool->mu);
 	pool->stopping = 1;
@@ -134,7 +134,7 @@ pool_join(struct auth_pool *pool)
 }
 
 static void
-pool_free(struct auth_pool *pool)
+auth_pool_destroy(struct auth_pool *pool)
 {
 	pthread_cond_destroy(&pool->cv);
 	pthread_mutex_destroy(&pool->mu);
@@ -197,8 +197,8 @@ auth_pool_start(unsigned nthreads, struct passwd_db *db, uint64_t cache_ttl_ms,
 				 "auth pool: pthread_create (thread %u of "
 				 "%u): %s",
 				 i + 1, nthreads, strerror(rc));
-			pool_join(pool);
-			pool_free(pool);
+			auth_pool_join(pool);
+			auth_pool_destroy(pool);
 			return NULL;
 		}
 		pool->nthreads++;
@@ -206,8 +206,8 @@ auth_pool_start(unsigned nthreads, struct passwd_db *db, uint64_t cache_ttl_ms,
 		if (pool->start_err[0] != '\0') {
 			pthread_sigmask(SIG_SETMASK, &old, NULL);
 			snprintf(err, errlen, "auth pool: %s", pool->start_err);
-			pool_join(pool);
-			pool_free(pool);
+			auth_pool_join(pool);
+			auth_pool_destroy(pool);
 			return NULL;
 		}
 	}
@@ -261,6 +261,6 @@ auth_pool_stop(struct auth_pool *pool)
 {
 	if (pool == NULL)
 		return;
-	pool_join(pool);
-	pool_free(pool);
+	auth_pool_join(pool);
+	auth_pool_destroy(pool);
 }

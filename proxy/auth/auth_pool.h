@@ -17,8 +17,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "sasl.h"
+#include "config/config.h"
+#include "smtp/sasl.h"
 
 struct passwd_db;
 struct auth_pool;

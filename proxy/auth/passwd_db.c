@@ -33,7 +33,7 @@
 #include <openssl/crypto.h>
 
 #include "auth/passwd_db.h"
-#include "config_value.h" /* the class name rule */
+#include "config/config_value.h" /* the class name rule */
 
 #ifndef CRYPT_GENSALT_IMPLEMENTS_AUTO_ENTROPY
 #error "libxcrypt with crypt_gensalt auto entropy is required"

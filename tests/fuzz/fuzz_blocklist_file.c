@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "blocklist_file.h"
+#include "bans/blocklist_file.h"
 #include "fuzz_check.h"
 
 #define MAX_ENTRIES 512

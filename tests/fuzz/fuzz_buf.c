@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
+#include "lib/buf.h"
 #include "fuzz_check.h"
 
 #define CAP_MAX 512

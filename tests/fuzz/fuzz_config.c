@@ -21,7 +21,7 @@
 
 #include <openssl/ssl.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "fuzz_check.h"
 
 #define ERR_LEN 1024 /* as main.c */

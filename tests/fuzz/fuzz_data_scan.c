@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data_scan.h"
+#include "smtp/data_scan.h"
 #include "fuzz_check.h"
 
 struct result {

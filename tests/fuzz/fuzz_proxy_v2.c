@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "fuzz_check.h"
-#include "proxy_v2.h"
+#include "smtp/proxy_v2.h"
 
 #define NFIELDS 5
 

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sasl.h"
+#include "smtp/sasl.h"
 #include "fuzz_check.h"
 
 static void *

@@ -50,10 +50,10 @@
 #include <string.h>
 #include <strings.h>
 
-#include "buf.h"
-#include "data_scan.h"
-#include "smtp.h"
-#include "smtp_reply.h"
+#include "lib/buf.h"
+#include "smtp/data_scan.h"
+#include "smtp/smtp.h"
+#include "smtp/smtp_reply.h"
 #include "fuzz_check.h"
 
 #define RECV_BUF_SIZE  16384u /* session.h: one read, and the input slack */

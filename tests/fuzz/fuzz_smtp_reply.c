@@ -22,7 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "smtp_reply.h"
+#include "smtp/smtp_reply.h"
 #include "fuzz_check.h"
 
 /* One reply as the model parses it. */

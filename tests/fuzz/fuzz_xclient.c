@@ -25,8 +25,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "xclient.h"
-#include "xtext.h"
+#include "smtp/xclient.h"
+#include "smtp/xtext.h"
 #include "fuzz_check.h"
 
 static const char *const order[] = {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xtext.h"
+#include "smtp/xtext.h"
 #include "fuzz_check.h"
 
 static bool

@@ -283,7 +283,7 @@ def test_config_man_page_names_every_key():
 def test_ctl_man_page_names_every_command():
     """Every command of proxy/control.c's table has its subsection."""
     source = (ROOT / "man/msaproxyctl.8").read_text()
-    table = (ROOT / "proxy/control.c").read_text()
+    table = (ROOT / "proxy/ops/control.c").read_text()
     commands = re.findall(r'\{"([a-z]+)", cmd_[a-z]+\}', table)
     assert {"status", "reload", "drain", "user"} <= set(commands), commands
     missing = [c for c in commands if not re.search(rf"^\.SS \"?{c}\b", source, re.M)]

@@ -26,8 +26,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "audit.h"
-#include "config.h"
+#include "config/audit.h"
+#include "config/config.h"
 
 #define DAY 86400
 

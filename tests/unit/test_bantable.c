@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bantable.h"
+#include "bans/bantable.h"
 
 #define NOW 1000000u
 

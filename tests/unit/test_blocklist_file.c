@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "blocklist_file.h"
+#include "bans/blocklist_file.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 

@@ -12,7 +12,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "caps.h"
+#include "limits/caps.h"
 
 static void
 test_session_count(void **state)

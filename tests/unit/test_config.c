@@ -25,9 +25,9 @@
 
 #include <openssl/ssl.h>
 
-#include "config.h"
-#include "ipnet.h"
-#include "log.h"
+#include "config/config.h"
+#include "lib/ipnet.h"
+#include "lib/log.h"
 
 #define MINUTE_MS (UINT64_C(60) * 1000)
 #define HOUR_MS	  (60 * MINUTE_MS)

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data_scan.h"
+#include "smtp/data_scan.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 

@@ -17,7 +17,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "ipnet.h"
+#include "lib/ipnet.h"
 
 #define WHY_ADDR "expected an address or prefix, e.g. 192.0.2.0/24"
 #define WHY_LEN	 "bad prefix length"

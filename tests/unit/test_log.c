@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "log.h"
+#include "lib/log.h"
 
 static void
 assert_json(const char *kv, const char *want)

@@ -19,9 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
-#include "metrics_http.h"
-#include "registry.h"
+#include "ops/metrics.h"
+#include "ops/metrics_http.h"
+#include "ops/registry.h"
 
 /* ---- rendering ------------------------------------------------------- */
 

@@ -15,7 +15,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "proxy_v2.h"
+#include "smtp/proxy_v2.h"
 #include "test_sockaddr.h"
 
 static void

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ratelimit.h"
+#include "limits/ratelimit.h"
 
 #define T0 1000000 /* ms: any start time */
 

@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sandbox.h"
+#include "ops/sandbox.h"
 
 struct outcome {
 	int status; /* waitpid's */

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sasl.h"
+#include "smtp/sasl.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sender.h"
+#include "limits/sender.h"
 
 /* addr as a NUL-terminated string; the check itself uses only len. */
 static bool

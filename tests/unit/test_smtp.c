@@ -15,7 +15,7 @@
 
 #include <openssl/evp.h>
 
-#include "smtp.h"
+#include "smtp/smtp.h"
 
 static const struct smtp_params params_starttls = {
 	.hostname = "mx.test",

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_reply.h"
+#include "smtp/smtp_reply.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "ipnet.h"
+#include "lib/ipnet.h"
 
 static inline union sockaddr_ip
 v4(const char *ip, unsigned port)

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "timer.h"
+#include "lib/buf.h"
+#include "lib/timer.h"
 
 static void
 test_heap_orders_and_moves(void **state)

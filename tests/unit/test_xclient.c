@@ -14,7 +14,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "xclient.h"
+#include "smtp/xclient.h"
 #include "test_sockaddr.h"
 
 /* What Postfix 3.7 offers, in its order. */

@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#include "xtext.h"
+#include "smtp/xtext.h"
 
 #define S(lit) lit, sizeof(lit) - 1
 

@@ -36,7 +36,7 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 
-#include "blocklist.h"
+#include "bans/blocklist.h"
 
 #define DEFAULT_PIN "/sys/fs/bpf/msaproxy"
 #define NOBODY	    65534

@@ -1,0 +1,407 @@
+/*
+ * health.c - active health checks: connect, expect 220, EHLO, QUIT.
+ *
+ * Each server has one check object; a check starts every
+ * backends.health_check.interval after the previous one ended and must be
+ * done within health_check.timeout.  A check is good when the server
+ * greets with 220 and answers EHLO with 250 listing what this proxy needs
+ * from it: XCLIENT for identity xclient, STARTTLS when tls asks for it.
+ * A server that does not offer what it is configured for is as good as
+ * down.  A proxy-v2 server first gets a LOCAL header (the proxy speaking
+ * for itself).  Results go to the shared pool (pool.c: rise, fall); a change of
+ * state is logged as backend-up / backend-down with the reason.
+ *
+ * Every socket operation runs on the owning worker's ring and holds a
+ * reference on the check; a check that ends with operations in flight
+ * shuts its socket down and closes it when the last one completes.
+ *
+ * Trusts nothing the server says: replies go through the bounded
+ * smtp_reply parser; a malformed reply fails the check.
+ *
+ * Config keys: backends.health_check.{interval,timeout},
+ * backends.servers[].{address,identity,tls}, hostname (our EHLO name).
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io/health.h"
+#include "lib/log.h"
+#include "io/backend_pool.h"
+#include "smtp/proxy_v2.h"
+#include "io/session.h"
+#include "smtp/smtp_reply.h"
+
+enum check_state {
+	HC_IDLE,       /* waiting for next_ms */
+	HC_CONNECTING, /* connect() in flight */
+	HC_GREETING,   /* waiting for 220 */
+	HC_EHLO,       /* sent EHLO, waiting for 250 */
+	HC_QUIT,       /* verdict good; QUIT on its way */
+	HC_CLOSING,    /* verdict given; waiting for the ring to let go */
+};
+
+struct health_check {
+	struct health *h;
+	size_t server;
+	int fd;
+	enum check_state state;
+	unsigned refs;
+	bool recv_armed;
+	uint64_t next_ms;     /* HC_IDLE: when to start */
+	uint64_t deadline_ms; /* running: when it fails */
+	size_t inlen;
+	char in[1024];
+	char out[320];
+	uint8_t hdr[PROXY_V2_HEADER_MIN]; /* LOCAL, for proxy-v2 servers */
+	struct smtp_reply reply;
+} __attribute__((aligned(1u << OP_BITS)));
+
+struct health {
+	struct worker *w;
+	struct backend_pool *pool;
+	const struct config *cfg;
+	size_t n;
+	struct health_check *v;
+};
+
+static const struct config_backend *
+server_cfg(const struct health_check *c)
+{
+	return &c->h->cfg->backends[c->server];
+}
+
+/* ---------------------------------------------------------------------
+ * Ending a check
+ */
+
+static void
+maybe_idle(struct health_check *c)
+{
+	if (c->state != HC_CLOSING || c->refs > 0)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->state = HC_IDLE;
+	c->next_ms = timer_now_ms() + c->h->cfg->health_interval_ms;
+}
+
+static void
+finish(struct health_check *c, bool ok, const char *reason)
+{
+	enum backend_pool_change change =
+		backend_pool_checked(c->h->pool, c->server, ok, timer_now_ms());
+
+	log_debug("backend-check", " backend=%s result=%s reason=\"%s\"",
+		  server_cfg(c)->addr.text, ok ? "ok" : "failed", reason);
+	backend_health_log(server_cfg(c), change, "check", reason);
+	c->state = HC_CLOSING;
+	if (c->fd >= 0 && c->refs > 0) {
+		struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+		shutdown(c->fd, SHUT_RDWR);
+		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+		worker_prep(sqe, NULL, OP_IGNORE);
+	}
+	maybe_idle(c);
+}
+
+static void
+fail_errno(struct health_check *c, const char *step, int err)
+{
+	char reason[128];
+
+	snprintf(reason, sizeof(reason), "%s: %s", step, strerror(err));
+	finish(c, false, reason);
+}
+
+/* ---------------------------------------------------------------------
+ * I/O
+ */
+
+static void
+arm_recv(struct health_check *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->recv_armed)
+		return;
+	sqe = worker_sqe(c->h->w);
+	io_uring_prep_recv(sqe, c->fd, c->in + c->inlen,
+			   sizeof(c->in) - c->inlen, 0);
+	worker_prep(sqe, c, OP_CHECK_RECV);
+	c->recv_armed = true;
+	c->refs++;
+}
+
+static void
+send_text(struct health_check *c, const char *text, size_t len)
+{
+	struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+
+	memcpy(c->out, text, len);
+	io_uring_prep_send(sqe, c->fd, c->out, len, MSG_NOSIGNAL);
+	worker_prep(sqe, c, OP_CHECK_SEND);
+	c->refs++;
+}
+
+static void
+start(struct health_check *c, uint64_t now)
+{
+	const struct config_addr *a = &server_cfg(c)->addr;
+	struct io_uring_sqe *sqe;
+	int one = 1;
+
+	c->inlen = 0;
+	c->recv_armed = false;
+	smtp_reply_init(&c->reply);
+	c->deadline_ms = now + c->h->cfg->health_timeout_ms;
+	c->fd = socket(a->ss.ss_family,
+		       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		c->state = HC_CLOSING;
+		fail_errno(c, "socket", errno);
+		return;
+	}
+	if (a->ss.ss_family != AF_UNIX)
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->state = HC_CONNECTING;
+	sqe = worker_sqe(c->h->w);
+	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&a->ss,
+			      a->len);
+	worker_prep(sqe, c, OP_CHECK_CONNECT);
+	c->refs++;
+}
+
+/* What the EHLO reply must offer for this server to be usable. */
+static const char *
+ehlo_missing(const struct health_check *c, const struct smtp_reply *r)
+{
+	const struct config_backend *b = server_cfg(c);
+
+	if (b->identity == IDENTITY_XCLIENT &&
+	    !smtp_reply_has_ext(r, "XCLIENT", NULL, NULL))
+		return "ehlo: XCLIENT not offered";
+	if (b->tls != BACKEND_TLS_NONE &&
+	    !smtp_reply_has_ext(r, "STARTTLS", NULL, NULL))
+		return "ehlo: STARTTLS not offered";
+	return NULL;
+}
+
+static void
+on_reply(struct health_check *c, const struct smtp_reply *r)
+{
+	char line[300], reason[64];
+	const char *missing;
+	int n;
+
+	if (c->state == HC_GREETING) {
+		if (r->code != 220) {
+			snprintf(reason, sizeof(reason), "greeting: %d",
+				 r->code);
+			finish(c, false, reason);
+			return;
+		}
+		n = snprintf(line, sizeof(line), "EHLO %s\r\n",
+			     c->h->cfg->hostname);
+		send_text(c, line, (size_t)n);
+		c->state = HC_EHLO;
+		return;
+	}
+	if (c->state != HC_EHLO)
+		return;
+	if (r->code != 250) {
+		snprintf(reason, sizeof(reason), "ehlo: %d", r->code);
+		finish(c, false, reason);
+		return;
+	}
+	if ((missing = ehlo_missing(c, r)) != NULL) {
+		finish(c, false, missing);
+		return;
+	}
+	{
+		uint64_t size;
+		unsigned ext = backend_pool_ehlo_caps(r, &size);
+		backend_pool_learn(c->h->pool, c->server, ext, size);
+	}
+	send_text(c, "QUIT\r\n", 6);
+	c->state = HC_QUIT; /* good once the QUIT is out */
+}
+
+void
+health_on_connect(struct health_check *c, int res)
+{
+	c->refs--;
+	if (c->state != HC_CONNECTING) {
+		maybe_idle(c);
+		return;
+	}
+	if (res < 0) {
+		fail_errno(c, "connect", -res);
+		return;
+	}
+	c->state = HC_GREETING;
+	if (server_cfg(c)->identity == IDENTITY_PROXY_V2 &&
+	    proxy_v2_write_local(c->hdr, sizeof(c->hdr)) > 0) {
+		struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+		io_uring_prep_send(sqe, c->fd, c->hdr, sizeof(c->hdr),
+				   MSG_NOSIGNAL);
+		worker_prep(sqe, c, OP_CHECK_SEND);
+		c->refs++;
+	}
+	arm_recv(c);
+}
+
+void
+health_on_recv(struct health_check *c, int res)
+{
+	c->refs--;
+	c->recv_armed = false;
+	if (c->state != HC_GREETING && c->state != HC_EHLO) {
+		maybe_idle(c);
+		return;
+	}
+	if (res <= 0) {
+		if (res == 0)
+			finish(c, false, "read: connection closed");
+		else
+			fail_errno(c, "read", -res);
+		return;
+	}
+	c->inlen += (size_t)res;
+	while (c->inlen > 0 &&
+	       (c->state == HC_GREETING || c->state == HC_EHLO)) {
+		size_t used;
+		enum smtp_reply_status st =
+			smtp_reply_feed(&c->reply, c->in, c->inlen, &used);
+
+		memmove(c->in, c->in + used, c->inlen - used);
+		c->inlen -= used;
+		if (st == SMTP_REPLY_MORE)
+			break;
+		if (st == SMTP_REPLY_ERROR) {
+			finish(c, false, "malformed reply");
+			return;
+		}
+		on_reply(c, &c->reply);
+		smtp_reply_init(&c->reply);
+	}
+	if (c->state == HC_GREETING || c->state == HC_EHLO)
+		arm_recv(c);
+}
+
+void
+health_on_send(struct health_check *c, int res)
+{
+	c->refs--;
+	if (c->state == HC_QUIT) {
+		finish(c, true, "greeting and EHLO ok");
+		return;
+	}
+	if (c->state == HC_CLOSING || c->state == HC_IDLE) {
+		maybe_idle(c);
+		return;
+	}
+	if (res < 0)
+		fail_errno(c, "write", -res);
+}
+
+/* ---------------------------------------------------------------------
+ * Scheduling
+ */
+
+uint64_t
+health_next(const struct health *h)
+{
+	uint64_t next = TIMER_NONE;
+
+	if (h == NULL)
+		return next;
+	for (size_t i = 0; i < h->n; i++) {
+		const struct health_check *c = &h->v[i];
+		uint64_t t = c->state == HC_IDLE      ? c->next_ms
+			     : c->state == HC_CLOSING ? TIMER_NONE
+						      : c->deadline_ms;
+		if (t < next)
+			next = t;
+	}
+	return next;
+}
+
+void
+health_run(struct health *h, uint64_t now_ms, bool stopping)
+{
+	if (h == NULL)
+		return;
+	for (size_t i = 0; i < h->n; i++) {
+		struct health_check *c = &h->v[i];
+
+		if (c->state == HC_IDLE) {
+			if (!stopping && now_ms >= c->next_ms)
+				start(c, now_ms);
+		} else if (c->state != HC_CLOSING && now_ms >= c->deadline_ms) {
+			finish(c, false, "timeout");
+		}
+	}
+}
+
+bool
+health_busy(const struct health *h)
+{
+	for (size_t i = 0; h != NULL && i < h->n; i++) {
+		if (h->v[i].state != HC_IDLE)
+			return true;
+	}
+	return false;
+}
+
+struct health *
+health_new(struct worker *w, struct backend_pool *pool,
+	   const struct config *cfg, bool *oom)
+{
+	struct health *h;
+	uint64_t now = timer_now_ms();
+
+	*oom = false;
+	if (cfg->health_interval_ms == 0)
+		return NULL;
+	h = calloc(1, sizeof(*h));
+	if (h != NULL)
+		h->v = aligned_alloc(1u << OP_BITS,
+				     cfg->nbackends * sizeof(*h->v));
+	if (h == NULL || h->v == NULL) {
+		free(h);
+		*oom = true;
+		return NULL;
+	}
+	memset(h->v, 0, cfg->nbackends * sizeof(*h->v));
+	h->w = w;
+	h->pool = pool;
+	h->cfg = cfg;
+	h->n = cfg->nbackends;
+	for (size_t i = 0; i < h->n; i++) {
+		h->v[i].h = h;
+		h->v[i].server = i;
+		h->v[i].fd = -1;
+		h->v[i].state = HC_IDLE;
+		h->v[i].next_ms = now; /* first checks right away */
+	}
+	return h;
+}
+
+void
+health_free(struct health *h)
+{
+	if (h == NULL)
+		return;
+	for (size_t i = 0; i < h->n; i++)
+		if (h->v[i].fd >= 0)
+			close(h->v[i].fd);
+	free(h->v);
+	free(h);
+}

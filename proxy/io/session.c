@@ -1,0 +1,1176 @@
+/*
+ * session.c - the client side of a session, on its worker's ring.
+ *
+ * Bytes from the client go through TLS (when it is on; OpenSSL reads the
+ * receive buffer in place and writes records straight into s->wire through
+ * the session's BIO, tls.h) into s->in; session_run() feeds them to the SMTP
+ * state machine or, during DATA, to the DATA scanner and on to the backend;
+ * replies go back through TLS into s->wire and out with one send at a time.
+ * Reads are armed only while there is room for them, which bounds every buffer:
+ * a client that sends faster than we can use it simply stops being read.
+ *
+ * Logs: one line at connect, TLS, AUTH and each message, and a summary at
+ * the end (session=ID everywhere).  At debug level every command verb and
+ * reply code is traced (smtp_trace_fn: never an argument).  Passwords are
+ * never logged.
+ *
+ * Secrets: s->in is a secret buffer (buf.h) and TLS cleanses each record's
+ * plaintext (tls_authed()) until AUTH succeeds; the plaintext receive
+ * buffers of a session without TLS are wiped once copied.
+ *
+ * Config keys: tls.handshake_timeout, limits.command_timeout,
+ * limits.data_timeout, limits.max_message_size, limits.bare_newlines,
+ * auth.failure_delay.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "lib/log.h"
+#include "limits/policy.h"
+#include "io/backend_pool.h"
+#include "io/session.h"
+#include "io/tls.h"
+#include "io/worker.h"
+
+#define CLOSE_FLUSH_MS	  10000 /* time a closing session gets to flush */
+#define SHUTDOWN_FLUSH_MS 1000	/* the same, cut at a drain deadline */
+/* Room a record needs in s->wire beyond its plaintext: header, tag, TLS
+ * 1.2's explicit nonce or 1.3's content type, and a KeyUpdate OpenSSL may
+ * send first. */
+#define TLS_RECORD_SLACK 64
+#define TLS_RECORD_MAX	 16384
+
+static _Thread_local uint64_t next_session;
+
+static void session_free(struct session *s);
+
+const char *
+session_log_user(char *buf, size_t len, const char *user)
+{
+	if (user[0] == '\0')
+		return "-";
+	return log_quote(buf, len, user, strlen(user));
+}
+
+/* ---------------------------------------------------------------------
+ * Creation
+ */
+
+/* Debug tracing of the SMTP dialogue (smtp.h). */
+static void
+trace_smtp(void *ctx, const char *verb, int code)
+{
+	const struct session *s = ctx;
+
+	if (verb != NULL)
+		log_debug("smtp-command", " session=%llx verb=%s",
+			  (unsigned long long)s->id, verb);
+	else
+		log_debug("smtp-reply", " session=%llx code=%d",
+			  (unsigned long long)s->id, code);
+}
+
+static void
+peer_to_text(struct session *s)
+{
+	ipnet_sockaddr_text(&s->peer.sa, s->peer_addr, sizeof(s->peer_addr),
+			    &s->peer_port);
+}
+
+/* SIZE, DSN, SMTPUTF8 and CHUNKING as the backends (every one that is up and
+ * was seen) take them: the client never sends what a backend would refuse for
+ * that reason. */
+static void
+offer_backends(struct session *s)
+{
+	unsigned ext, offer = 0;
+	uint64_t size;
+
+	backend_pool_offer(s->gen->backend_pool, &ext, &size);
+	if (ext & BACKEND_POOL_EXT_DSN)
+		offer |= SMTP_OFFER_DSN;
+	if (ext & BACKEND_POOL_EXT_SMTPUTF8)
+		offer |= SMTP_OFFER_SMTPUTF8;
+	if (ext & BACKEND_POOL_EXT_CHUNKING)
+		offer |= SMTP_OFFER_CHUNKING;
+	smtp_backend_offer(&s->smtp, size, offer);
+}
+
+struct session *
+session_new(struct worker *w, int fd, const struct config_listener *l,
+	    const union sockaddr_ip *peer)
+{
+	struct generation *gen = worker_generation(w);
+	const struct config *cfg = gen->cfg;
+	struct session *s = calloc(1, sizeof(*s));
+	bool implicit = l->mode == LISTENER_IMPLICIT;
+
+	if (s == NULL)
+		return NULL;
+	s->w = w;
+	worker_object_new(w);
+	s->gen = generation_hold(gen);
+	s->id = ((uint64_t)worker_id(w) << 40) | ++next_session;
+	s->fd = fd;
+	s->listener = l;
+	s->listener_slot = generation_listener_slot(gen, l);
+	s->tls_agreed = TLSV_UNKNOWN;
+	s->peer = *peer;
+	peer_to_text(s);
+	s->started_ms = s->last_read_ms = s->cmd_since_ms = timer_now_ms();
+	s->timer.when = TIMER_NONE;
+	buf_init(&s->in, cfg->max_auth_line + RECV_BUF_SIZE);
+	s->in.secret = true; /* until AUTH succeeds */
+	buf_init(&s->wire, WIRE_CAP);
+	/* Ciphertext TLS could not take yet: up to a receive's worth was
+	 * pending when the next receive was armed (want_read()). */
+	buf_init(&s->tio.held, DATA_BUF_SIZE + RECV_BUF_SIZE);
+	s->tio.out = &s->wire;
+	smtp_init(&s->smtp, &gen->params[l->mode], implicit);
+	offer_backends(s);
+	if (log_enabled(LOG_DEBUG)) {
+		s->smtp.trace = trace_smtp;
+		s->smtp.trace_ctx = s;
+	}
+	log_info("session-start",
+		 " session=%llx client=%s port=%u listener=%s mode=%s",
+		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
+		 l->addr.text, implicit ? "implicit" : "starttls");
+	if (!policy_admit(s)) {
+		/* Refused: it flushes any reply and closes on its first run. */
+		s->deadline_ms = s->started_ms + CLOSE_FLUSH_MS;
+		return s;
+	}
+	if (implicit) {
+		s->ssl = tls_ssl_new(gen->tls[worker_id(w)], &s->tio);
+		if (s->ssl == NULL) {
+			policy_session_end(s);
+			s->fd = -1; /* the caller closes it */
+			session_free(s);
+			return NULL;
+		}
+		s->deadline_ms = s->started_ms + cfg->handshake_timeout_ms;
+	} else {
+		smtp_start(&s->smtp);
+	}
+	return s;
+}
+
+/* ---------------------------------------------------------------------
+ * TLS through the session's BIO (tls.h): its records are already in
+ * s->wire when an OpenSSL call returns.
+ */
+
+static void
+log_tls_failure(struct session *s, const char *what)
+{
+	char e[256];
+
+	log_info("tls-failed", " session=%llx client=%s step=%s error=\"%s\"",
+		 (unsigned long long)s->id, s->peer_addr, what,
+		 tls_error_string(e, sizeof(e)));
+}
+
+/* The version a handshake settled on, for the counters. */
+static enum counter_tls
+tls_version_of(SSL *ssl)
+{
+	switch (SSL_version(ssl)) {
+	case TLS1_3_VERSION:
+		return TLSV_1_3;
+	case TLS1_2_VERSION:
+		return TLSV_1_2;
+	default:
+		return TLSV_UNKNOWN;
+	}
+}
+
+/* The version of a handshake in progress, once the server got past the
+ * ClientHello (before, SSL_version() says the highest it would take). */
+static void
+note_tls_version(struct session *s)
+{
+	OSSL_HANDSHAKE_STATE st = SSL_get_state(s->ssl);
+
+	if (st != TLS_ST_BEFORE && st != TLS_ST_SR_CLNT_HELLO)
+		s->tls_agreed = tls_version_of(s->ssl);
+}
+
+static void
+tls_ready(struct session *s)
+{
+	counter_add(&worker_stats(s->w)->tls_ok[tls_version_of(s->ssl)], 1);
+	s->tls_done = true;
+	tls_established(s->ssl);
+	s->deadline_ms = 0;
+	s->cmd_since_ms = timer_now_ms(); /* after STARTTLS: a new turn */
+	log_info("tls",
+		 " session=%llx client=%s version=%s cipher=%s "
+		 "resumed=%s",
+		 (unsigned long long)s->id, s->peer_addr,
+		 SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl),
+		 SSL_session_reused(s->ssl) ? "yes" : "no");
+	if (s->listener->mode == LISTENER_IMPLICIT)
+		smtp_start(&s->smtp);
+	else
+		smtp_tls_ready(&s->smtp);
+}
+
+/* Pull plaintext out of TLS into s->in while there is room.  Returns
+ * false when the session ended. */
+static bool
+tls_read(struct session *s)
+{
+	int r, e;
+
+	if (!s->tls_done) {
+		/* Nothing from the client yet: OpenSSL would allocate its
+		 * handshake buffers (~47 KiB) only to ask for more.  A
+		 * connection that never sends a byte costs the SSL object
+		 * alone. */
+		if (BIO_ctrl_pending(SSL_get_rbio(s->ssl)) == 0)
+			return true;
+		r = SSL_do_handshake(s->ssl);
+		if (r != 1) {
+			e = SSL_get_error(s->ssl, r);
+			if (e == SSL_ERROR_WANT_READ) {
+				note_tls_version(s);
+				return true;
+			}
+			note_tls_version(s);
+			log_tls_failure(s, "handshake"); /* its alert is sent */
+			s->closing = true;
+			s->smtp.close_reason = "tls-handshake-failed";
+			return true;
+		}
+		tls_ready(s);
+	}
+	while (buf_room(&s->in) > 0) {
+		char *t;
+		size_t room;
+
+		/* Nothing to decrypt: do not allocate s->in just to learn
+		 * that (an idle session holds no input buffer). */
+		if (tls_io_pending(&s->tio) == 0 && !SSL_has_pending(s->ssl))
+			break;
+		if ((t = buf_tail(&s->in)) == NULL)
+			break;
+		room = buf_room(&s->in);
+		r = SSL_read(s->ssl, t, (int)room);
+		if (r > 0) {
+			buf_commit(&s->in, (size_t)r);
+			continue;
+		}
+		e = SSL_get_error(s->ssl, r);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			session_close(s, "client-closed");
+			return false;
+		}
+		log_tls_failure(s, "read");
+		session_close(s, "tls-error");
+		return false;
+	}
+	if (buf_used(&s->in) == 0)
+		buf_clear(&s->in); /* frees a buffer SSL_read left empty */
+	return true;
+}
+
+static void write_client(struct session *s);
+
+/* Replies the client has not taken yet, beyond what the wire buffer
+ * holds: answer nothing more (and so, once s->in is full, read nothing
+ * more) until they drain.  Otherwise a client that pipelines commands and
+ * never reads the replies would make us queue replies without end. */
+static bool
+tls_backlog(struct session *s)
+{
+	if (s->ssl == NULL || !s->tls_done)
+		return false;
+	write_client(s);
+	return buf_used(&s->smtp.out) >= RECV_BUF_SIZE;
+}
+
+/* ---------------------------------------------------------------------
+ * Output
+ */
+
+static void
+send_wire(struct session *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->sending || s->dead || buf_used(&s->wire) == 0)
+		return;
+	sqe = worker_sqe(s->w);
+	s->wire.pinned = true;
+	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), buf_used(&s->wire),
+			   MSG_NOSIGNAL);
+	worker_prep(sqe, s, OP_CLIENT_SEND);
+	s->sending = true;
+	s->inflight++;
+}
+
+/* SMTP replies -> (TLS) -> wire.  TLS writes its records into s->wire, so
+ * only as much as fits there is written: the rest waits in s->smtp.out,
+ * which stops the SMTP side (bounded, like every buffer). */
+static void
+write_client(struct session *s)
+{
+	struct buf *out = &s->smtp.out;
+
+	if (s->ssl == NULL) {
+		size_t n = buf_append(&s->wire, buf_head(out), buf_used(out));
+		buf_consume(out, n);
+	} else if (s->tls_done) {
+		while (buf_used(out) > 0) {
+			size_t room = buf_room(&s->wire), n = buf_used(out);
+			int r;
+
+			if (room <= TLS_RECORD_SLACK)
+				break;
+			if (n > TLS_RECORD_MAX)
+				n = TLS_RECORD_MAX;
+			if (n > room - TLS_RECORD_SLACK)
+				n = room - TLS_RECORD_SLACK;
+			r = SSL_write(s->ssl, buf_head(out), (int)n);
+			if (r <= 0)
+				break;
+			buf_consume(out, (size_t)r);
+		}
+	}
+}
+
+/* ... -> socket. */
+static void
+flush_client(struct session *s)
+{
+	write_client(s);
+	send_wire(s);
+}
+
+void
+session_on_client_send(struct session *s, int res)
+{
+	s->sending = false;
+	buf_unpin(&s->wire);
+	if (s->dead)
+		return;
+	if (res < 0) {
+		session_close(s, res == -EPIPE || res == -ECONNRESET
+					 ? "client-closed"
+					 : "client-send-error");
+		return;
+	}
+	buf_consume(&s->wire, (size_t)res);
+	session_run(s);
+}
+
+/* ---------------------------------------------------------------------
+ * Input
+ */
+
+static bool
+want_read(struct session *s)
+{
+	if (s->dead || s->closing)
+		return false;
+	if (s->ssl != NULL)
+		return tls_io_pending(&s->tio) < RECV_BUF_SIZE &&
+		       buf_room(&s->in) > 0;
+	return buf_room(&s->in) >= RECV_BUF_SIZE;
+}
+
+static void
+arm_client_recv(struct session *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->recv_armed || !want_read(s))
+		return;
+	/* Message bytes under TLS come in 64 KiB receives: four records per
+	 * completion, wake-up and backend send instead of one; only while
+	 * the backend's buffer can take all of it (else what TLS cannot
+	 * pass on is copied aside until it can). */
+	s->recv_data = s->ssl != NULL && s->smtp.state == SMTP_DATA &&
+		       !s->data_starved && s->be != NULL &&
+		       buf_room(&s->be->out) >= DATA_BUF_SIZE;
+	sqe = worker_sqe(s->w);
+	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = s->recv_data ? DATA_GROUP : RECV_GROUP;
+	worker_prep(sqe, s, OP_CLIENT_RECV);
+	s->recv_armed = true;
+	s->inflight++;
+}
+
+/* A receive buffer back to the group it came from. */
+static void
+recv_buf_return(struct session *s, bool data, unsigned bid)
+{
+	if (data)
+		worker_data_buf_return(s->w, bid);
+	else
+		worker_recv_buf_return(s->w, bid);
+}
+
+void
+session_on_client_recv(struct session *s, int res, unsigned flags)
+{
+	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
+	bool data_group = s->recv_data;
+	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+	const char *data = !have_buf	? NULL
+			   : data_group ? worker_data_buf(s->w, bid)
+					: worker_recv_buf(s->w, bid);
+
+	s->recv_armed = false;
+	/* After a fallback to RECV_GROUP, try DATA_GROUP again. */
+	s->data_starved = data_group && res == -ENOBUFS;
+	if (s->dead || s->closing || res <= 0) {
+		if (have_buf)
+			recv_buf_return(s, data_group, bid);
+		if (s->dead)
+			return;
+		if (res == -ENOBUFS || (s->closing && res > 0)) {
+			session_run(s); /* retried, or ignored while closing */
+			return;
+		}
+		if (res <= 0)
+			session_close(s, res == 0 ? "client-closed"
+						  : "client-recv-error");
+		return;
+	}
+	s->last_read_ms = timer_now_ms();
+	if (s->ssl != NULL) {
+		s->tls_begun = true;
+		/* TLS reads the ciphertext in place; what it leaves is kept
+		 * before the buffer goes back to the ring. */
+		s->tio.rx = data;
+		s->tio.rxlen = (size_t)res;
+		session_run(s);
+		if (s->dead)
+			s->tio.rxlen = 0;
+		if (tls_io_keep(&s->tio) != 0)
+			session_close(s, "out-of-memory");
+		recv_buf_return(s, data_group, bid);
+		return;
+	}
+	buf_append(&s->in, data, (size_t)res); /* fits: want_read() */
+	/* Plaintext: a client may send AUTH before STARTTLS. */
+	if (s->in.secret)
+		OPENSSL_cleanse((char *)data, (size_t)res);
+	worker_recv_buf_return(s->w, bid);
+	session_run(s);
+}
+
+/* ---------------------------------------------------------------------
+ * DATA: client bytes through the scanner to the backend
+ */
+
+static void
+finish_message(struct session *s)
+{
+	static const char bad[] =
+		"550 5.6.0 Message refused: bare CR or LF, or NUL, in the "
+		"message (RFC 5321 2.3.8)";
+	static const char big[] =
+		"552 5.3.4 Message size exceeds fixed maximum message size";
+	const char *why = NULL;
+	char u[LOG_USER_MAX], limit[300];
+
+	switch (s->sink) {
+	case SINK_NONE:
+		if (s->smtp.state == SMTP_CHUNK)
+			smtp_chunk_sent(&s->smtp);
+		else
+			smtp_data_sent(&s->smtp);
+		if (s->smtp.state == SMTP_DATA_END) {
+			s->be->state = BE_WAIT_DATA_END;
+			s->be->began_us = timer_now_us();
+			s->be->deadline =
+				timer_now_ms() +
+				session_config(s)->backend_data_timeout_ms;
+		} else {
+			s->be->state = BE_WAIT_REPLY;
+			s->be->deadline =
+				timer_now_ms() +
+				session_config(s)->backend_reply_timeout_ms;
+		}
+		return;
+	case SINK_BAD_BYTES:
+		why = "bare-newline";
+		smtp_data_refused(&s->smtp, bad);
+		break;
+	case SINK_TOO_BIG:
+		why = "too-big";
+		counter_add(&worker_stats(s->w)->limits[LIMIT_HIT_MESSAGE_SIZE],
+			    1);
+		smtp_data_refused(&s->smtp, big);
+		break;
+	case SINK_LOST:
+		why = "backend-lost";
+		smtp_backend_failed(&s->smtp, SMTP_BACKEND_LOST);
+		break;
+	case SINK_LIMIT:
+		why = "rate-limit";
+		smtp_data_refused(&s->smtp,
+				  policy_bytes_reply(s, limit, sizeof(limit)));
+		break;
+	}
+	log_info("message-refused",
+		 " session=%llx client=%s user=%s reason=%s size=%llu",
+		 (unsigned long long)s->id, s->peer_addr,
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)), why,
+		 (unsigned long long)s->ds.size);
+	/* The backend has part of the message and must never see its end:
+	 * drop the connection (no QUIT: we are inside DATA or a chunk). */
+	backend_close(s, false);
+	s->sink = SINK_NONE;
+}
+
+/* Returns true when the message ended (the state changed). */
+static bool
+relay_data(struct session *s)
+{
+	const struct config *cfg = session_config(s);
+	bool normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE;
+	uint64_t max = cfg->max_message_size;
+
+	/* The backend's own SIZE, when smaller: cut early, not at the end. */
+	if (s->be != NULL && s->be->size_max > 0 && s->be->size_max < max)
+		max = s->be->size_max;
+
+	while (buf_used(&s->in) > 0 && !s->ds.done) {
+		const char *p = buf_head(&s->in);
+		size_t avail = buf_used(&s->in), n;
+		struct buf *out = s->be ? &s->be->out : NULL;
+		size_t room = out ? buf_room(out) : 0;
+
+		if (s->sink != SINK_NONE) {
+			buf_consume(&s->in, data_scan(&s->ds, p, avail));
+			continue;
+		}
+		if (normalize) {
+			size_t outlen;
+			char *t;
+			if (room < 16 || (t = buf_tail(out)) == NULL)
+				break;
+			if (avail > (room - 3) / 2)
+				avail = (room - 3) / 2;
+			n = data_normalize(&s->ds, p, avail, t, &outlen);
+			if (s->ds.size > max)
+				s->sink = SINK_TOO_BIG;
+			else if (!policy_take_bytes(s, outlen))
+				s->sink = SINK_LIMIT;
+			else
+				buf_commit(out, outlen);
+			if (s->sink == SINK_NONE)
+				counter_add(&worker_stats(s->w)->data_bytes,
+					    outlen);
+		} else {
+			if (room == 0)
+				break;
+			if (avail > room)
+				avail = room;
+			n = data_scan(&s->ds, p, avail);
+			if (s->ds.bad)
+				s->sink = SINK_BAD_BYTES;
+			else if (s->ds.size > max)
+				s->sink = SINK_TOO_BIG;
+			else if (!policy_take_bytes(s, n))
+				s->sink = SINK_LIMIT;
+			else
+				counter_add(&worker_stats(s->w)->data_bytes,
+					    buf_append(out, p, n));
+		}
+		buf_consume(&s->in, n);
+	}
+	if (s->be != NULL && s->sink == SINK_NONE)
+		backend_send(s->be);
+	if (!s->ds.done)
+		return false;
+	finish_message(s);
+	return true;
+}
+
+/*
+ * BDAT: the chunk's bytes from the client to the backend as they are (the
+ * backend got "BDAT <size>" ahead of them), scanned for bare CR, bare LF
+ * and NUL across chunks and charged to the user's byte rate.  The sizes
+ * were checked at the command (smtp.c).  A refused chunk is read to its
+ * end and dropped, and the client's reply to it is the refusal.  Returns
+ * true when the chunk ended (the state changed).
+ */
+static bool
+relay_chunk(struct session *s)
+{
+	struct smtp *m = &s->smtp;
+
+	while (m->chunk_left > 0 && buf_used(&s->in) > 0) {
+		const char *p = buf_head(&s->in);
+		size_t n = buf_used(&s->in);
+
+		if (n > m->chunk_left)
+			n = (size_t)m->chunk_left;
+		if (s->sink == SINK_NONE) {
+			size_t room = buf_room(&s->be->out);
+			if (room == 0)
+				break;
+			if (n > room)
+				n = room;
+			data_scan_chunk(&s->ds, p, n,
+					m->chunk_last && n == m->chunk_left);
+			if (s->ds.bad)
+				s->sink = SINK_BAD_BYTES;
+			else if (!policy_take_bytes(s, n))
+				s->sink = SINK_LIMIT;
+			else
+				buf_append(&s->be->out, p, n);
+		}
+		buf_consume(&s->in, n);
+		m->chunk_left -= n;
+	}
+	if (s->be != NULL && s->sink == SINK_NONE)
+		backend_send(s->be);
+	if (m->chunk_left > 0)
+		return false;
+	finish_message(s);
+	return true;
+}
+
+/* The BDAT line is going to the backend (backend.c, with the backend
+ * ready for it): its chunk streams from here.  Returns false when it
+ * must not be sent after all: "BDAT 0 LAST" after a chunk that ended in
+ * CR would end the message on a bare CR. */
+bool
+session_chunk_begin(struct session *s)
+{
+	smtp_chunk_begin(&s->smtp);
+	if (s->smtp.bdat_chunks == 1) {
+		data_scan_init(&s->ds);
+		s->sink = SINK_NONE;
+	}
+	if (s->smtp.chunk_left == 0 && s->smtp.chunk_last) {
+		data_scan_chunk(&s->ds, "", 0, true);
+		if (s->ds.bad) {
+			s->sink = SINK_BAD_BYTES;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * The driver
+ */
+
+static void
+start_tls(struct session *s)
+{
+	/* The 220 goes out in plaintext ahead of everything TLS writes. */
+	flush_client(s);
+	s->ssl = tls_ssl_new(s->gen->tls[worker_id(s->w)], &s->tio);
+	if (s->ssl == NULL) {
+		log_error("tls-failed", " session=%llx step=new error=oom",
+			  (unsigned long long)s->id);
+		s->closing = true;
+		return;
+	}
+	s->deadline_ms =
+		timer_now_ms() + session_config(s)->handshake_timeout_ms;
+}
+
+/* Tell the client; a failure that earned a ban also ends the session. */
+static void
+answer_auth(struct session *s, struct auth_request *req)
+{
+	char text[400];
+
+	smtp_auth_result(&s->smtp, req->ok);
+	/* Not req->ok: a verdict too late, or no memory for the login,
+	 * leaves the client unauthenticated. */
+	if (s->smtp.authed) {
+		policy_authed(s);
+		/* No credentials from here on: stop wiping (buf_room()
+		 * compacts, wiping what the AUTH lines left). */
+		buf_room(&s->in);
+		s->in.secret = false;
+		if (s->ssl != NULL)
+			tls_authed(s->ssl);
+	}
+	free(req);
+	s->auth = NULL;
+	if (s->banned && s->smtp.state != SMTP_CLOSING) {
+		snprintf(text, sizeof(text),
+			 "421 4.7.0 %s Too many failed logins, try again "
+			 "later",
+			 session_config(s)->hostname);
+		smtp_shutdown(&s->smtp, text, "ip-banned");
+	}
+}
+
+/* Log the verdict and answer it, after a pause when policy says so
+ * (auth.failure_delay, a login with many failures). */
+static void
+finish_auth(struct session *s, struct auth_request *req)
+{
+	uint64_t hold = policy_auth_done(s, req->user, req->ok);
+	const char *mech = s->smtp.auth_mech;
+	char u[LOG_USER_MAX];
+
+	if (mech != NULL)
+		counter_add(
+			&worker_stats(s->w)
+				 ->auth[strcmp(mech, "LOGIN") == 0 ? MECH_LOGIN
+								   : MECH_PLAIN]
+				       [req->ok ? AUTH_SUCCESS : AUTH_FAILURE],
+			1);
+
+	log_info("auth",
+		 " session=%llx client=%s user=%s mechanism=%s delay_ms=%llu "
+		 "result=%s cache=%s",
+		 (unsigned long long)s->id, s->peer_addr,
+		 session_log_user(u, sizeof(u), req->user), mech ? mech : "-",
+		 (unsigned long long)hold, req->ok ? "ok" : "failed",
+		 req->cached ? "hit" : "miss");
+	if (hold > 0) {
+		s->auth = req;
+		s->auth_delay = true;
+		s->deadline_ms = timer_now_ms() + hold;
+		return;
+	}
+	answer_auth(s, req);
+}
+
+static void
+start_auth(struct session *s)
+{
+	struct auth_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL) {
+		smtp_auth_result(&s->smtp, false);
+		return;
+	}
+	memcpy(req->user, s->smtp.creds->user, sizeof(req->user));
+	memcpy(req->pass, s->smtp.creds->pass, sizeof(req->pass));
+	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
+	req->db = s->gen->users; /* the session holds its generation */
+	/* A returning client is answered here; only real hash work goes
+	 * to the pool (two thread hops and a wake-up saved per login). */
+	if (auth_pool_check_cached(worker_auth(s->w), req)) {
+		finish_auth(s, req);
+		return;
+	}
+	req->owner = s;
+	req->cookie = (uint64_t)(uintptr_t)s->w;
+	req->done = worker_auth_done;
+	s->auth = req;
+	s->inflight++;
+	auth_pool_submit(worker_auth(s->w), req);
+}
+
+void
+session_on_auth(struct session *s, struct auth_request *req)
+{
+	s->auth = NULL;
+	if (s->dead) {
+		free(req);
+		return;
+	}
+	finish_auth(s, req);
+	session_run(s);
+}
+
+static void
+apply(struct session *s, enum smtp_action act)
+{
+	switch (act) {
+	case SMTP_ACT_NONE:
+	case SMTP_ACT_DATA:
+		break;
+	case SMTP_ACT_STARTTLS:
+		start_tls(s);
+		break;
+	case SMTP_ACT_AUTH:
+		start_auth(s);
+		break;
+	case SMTP_ACT_FORWARD:
+		if (policy_forward(s))
+			backend_forward(s);
+		break;
+	case SMTP_ACT_CLOSE:
+		s->closing = true;
+		break;
+	}
+}
+
+/* Closing starts, however it was asked for (a command, a timer, a
+ * shutdown): what is queued gets flush_ms to leave, TLS its close_notify
+ * after it. */
+static void
+close_begin(struct session *s, uint64_t flush_ms)
+{
+	if (s->close_started)
+		return;
+	s->close_started = true;
+	s->closing = true;
+	s->deadline_ms = timer_now_ms() + flush_ms;
+	if (s->ssl != NULL && s->tls_done) {
+		/* The last reply, then close_notify: one send. */
+		write_client(s);
+		SSL_shutdown(s->ssl);
+	}
+}
+
+/* The next deadline for what the session is waiting for. */
+static uint64_t
+session_deadline(const struct session *s)
+{
+	const struct config *cfg = session_config(s);
+
+	if (s->closing || s->auth_delay || (s->ssl != NULL && !s->tls_done))
+		return s->deadline_ms;
+	if (backend_waiting(s))
+		return s->be->deadline;
+	if (s->smtp.state == SMTP_AUTH_CHECK)
+		return TIMER_NONE; /* the pool always answers */
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
+		return s->last_read_ms + cfg->data_timeout_ms;
+	/* The whole command, not the gap between two bytes: a client
+	 * that trickles a line never finishes it in time. */
+	return s->cmd_since_ms + cfg->command_timeout_ms;
+}
+
+/* The client's turn begins with every line it completes and every reply
+ * we write; bytes that do not finish a line do not start a new one. */
+static void
+note_progress(struct session *s)
+{
+	if (s->smtp.progress == s->progress_seen)
+		return;
+	s->progress_seen = s->smtp.progress;
+	s->cmd_since_ms = timer_now_ms();
+}
+
+/* smtp.c ended a transaction the backend still holds (EHLO in it, a
+ * refused BDAT): a new connection for the next one. */
+static void
+drop_backend_if_asked(struct session *s)
+{
+	if (s->smtp.drop_backend) {
+		s->smtp.drop_backend = false;
+		backend_close(s, true);
+	}
+}
+
+void
+session_run(struct session *s)
+{
+	/* Run while input is being used: TLS may hold more plaintext than
+	 * s->in had room for, and only a pass through tls_read() gets it. */
+	while (!s->dead && !s->closing) {
+		size_t before;
+
+		policy_settle(s);
+		if (s->ssl != NULL && !tls_read(s))
+			return;
+		if (s->closing || (s->ssl != NULL && !s->tls_done))
+			break;
+		before = buf_used(&s->in);
+		if (s->smtp.state == SMTP_DATA) {
+			if (relay_data(s))
+				continue; /* the message ended */
+		} else if (s->smtp.state == SMTP_CHUNK) {
+			if (relay_chunk(s))
+				continue; /* the chunk ended */
+		} else {
+			if (tls_backlog(s))
+				break; /* the send completion runs us again */
+			enum smtp_action act = smtp_input(&s->smtp, &s->in);
+			/* Before a pipelined command after the one that
+			 * asked for it goes to the old connection. */
+			drop_backend_if_asked(s);
+			if (act != SMTP_ACT_NONE) {
+				apply(s, act);
+				if (act == SMTP_ACT_STARTTLS)
+					break; /* wait for the handshake */
+				continue;
+			}
+		}
+		if (buf_used(&s->in) == before)
+			break; /* nothing used: wait for I/O */
+	}
+	if (s->dead)
+		return;
+	policy_settle(s);
+	drop_backend_if_asked(s);
+	if (s->closing)
+		close_begin(s, CLOSE_FLUSH_MS);
+	flush_client(s);
+	if (s->closing && !s->sending && buf_used(&s->wire) == 0) {
+		session_close(s, s->smtp.close_reason ? s->smtp.close_reason
+						      : "closed");
+		return;
+	}
+	arm_client_recv(s);
+	note_progress(s);
+	if (timer_set(worker_timers(s->w), &s->timer, session_deadline(s)) != 0)
+		session_close(s, "out-of-memory");
+}
+
+void
+session_on_timer(struct session *s)
+{
+	const struct config *cfg = session_config(s);
+	char text[400];
+
+	if (s->dead)
+		return;
+	if (s->auth_delay) {
+		s->auth_delay = false;
+		answer_auth(s, s->auth);
+		session_run(s);
+		return;
+	}
+	if (s->closing) {
+		session_close(s, "close-timeout");
+		return;
+	}
+	if (s->ssl != NULL && !s->tls_done) {
+		log_info("tls-failed",
+			 " session=%llx client=%s step=handshake error=timeout",
+			 (unsigned long long)s->id, s->peer_addr);
+		counter_add(&worker_stats(s->w)
+				     ->limits[LIMIT_HIT_HANDSHAKE_TIMEOUT],
+			    1);
+		session_close(s, "tls-handshake-timeout");
+		return;
+	}
+	if (backend_waiting(s)) {
+		backend_on_timer(s);
+		return;
+	}
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
+		backend_close(s, false); /* never send a partial end */
+	counter_add(&worker_stats(s->w)
+			     ->limits[s->smtp.state == SMTP_DATA
+					      ? LIMIT_HIT_DATA_TIMEOUT
+					      : LIMIT_HIT_COMMAND_TIMEOUT],
+		    1);
+	log_info("timeout", " session=%llx client=%s state=%s",
+		 (unsigned long long)s->id, s->peer_addr,
+		 s->smtp.state == SMTP_DATA    ? "data"
+		 : s->smtp.state == SMTP_CHUNK ? "bdat"
+					       : "command");
+	snprintf(text, sizeof(text), "421 4.4.2 %s Error: timeout exceeded",
+		 cfg->hostname);
+	smtp_shutdown(&s->smtp, text, "client-timeout");
+	s->closing = true;
+	session_run(s);
+}
+
+/* Stop request: end the session now with 421. */
+void
+session_shutdown(struct session *s)
+{
+	char text[400];
+
+	if (s->dead || s->closing)
+		return;
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
+		backend_close(s, false);
+	snprintf(text, sizeof(text),
+		 "421 4.3.2 %s Service shutting down, try again later",
+		 session_config(s)->hostname);
+	if (s->ssl == NULL || s->tls_done)
+		smtp_shutdown(&s->smtp, text, "shutdown");
+	s->smtp.close_reason = "shutdown";
+	/* Past the drain deadline: a client that does not read its 421
+	 * does not hold the exit up for long. */
+	close_begin(s, SHUTDOWN_FLUSH_MS);
+	session_run(s);
+}
+
+void
+session_drain(struct session *s)
+{
+	if (s->dead || s->closing)
+		return;
+	if (s->ssl != NULL && !s->tls_done) {
+		session_shutdown(s); /* mid-handshake: nothing to finish */
+		return;
+	}
+	smtp_drain(&s->smtp);
+	session_run(s);
+}
+
+void
+session_describe(const struct session *s, FILE *f, bool json)
+{
+	char u[LOG_USER_MAX], kv[LOG_USER_MAX + 512];
+	char obj[2 * (LOG_USER_MAX + 512)];
+	const char *tls = s->tls_done ? SSL_get_version(s->ssl) : "none";
+	const char *state =
+		s->closing ? "closing" : smtp_state_name(s->smtp.state);
+	const char *user = smtp_user(&s->smtp);
+	unsigned long long age = timer_now_ms() - s->started_ms;
+	int n;
+
+	if (!json) {
+		fprintf(f, "%llx %s:%u %s %s %s %s messages=%u age=%llus\n",
+			(unsigned long long)s->id, s->peer_addr, s->peer_port,
+			s->listener->addr.text,
+			session_log_user(u, sizeof(u), user), state, tls,
+			s->smtp.messages, age / 1000);
+		return;
+	}
+	/* The login is the client's bytes: quoted here, escaped for JSON by
+	 * the same code that writes JSON log lines. */
+	n = snprintf(kv, sizeof(kv),
+		     "id=%llx client=%s port=%u listener=%s user=%s state=%s "
+		     "tls=%s messages=%u age_ms=%llu generation=%u",
+		     (unsigned long long)s->id, s->peer_addr, s->peer_port,
+		     s->listener->addr.text,
+		     log_quote(u, sizeof(u), user, strlen(user)), state, tls,
+		     s->smtp.messages, age, s->gen->id);
+	if (n > 0 && (size_t)n < sizeof(kv)) {
+		fwrite(obj, 1, log_kv_to_json(obj, sizeof(obj), kv, (size_t)n),
+		       f);
+		fputc('\n', f);
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * End
+ */
+
+/* The session-end line's outcome, coarser than its reason: ok (QUIT, or
+ * the client hung up), refused (policy at connect: bans, connection
+ * limits, listener lists), timeout, tls-failed, shutdown, or error
+ * (anything else: too many errors, a send or receive error, no memory). */
+static enum counter_outcome
+session_outcome(const struct session *s, const char *reason)
+{
+	if (strcmp(reason, "shutdown") == 0)
+		return OUTCOME_SHUTDOWN;
+	if (strstr(reason, "timeout") != NULL)
+		return OUTCOME_TIMEOUT;
+	if (strncmp(reason, "tls-", 4) == 0)
+		return OUTCOME_TLS_FAILED;
+	if (strcmp(reason, "quit") == 0 || strcmp(reason, "client-closed") == 0)
+		return OUTCOME_OK;
+	/* policy.c's reasons: ip-banned, ip-connection-rate, ip-concurrency,
+	 * ip-table-full, banned, listener-denied. */
+	if (s->banned || strncmp(reason, "ip-", 3) == 0 ||
+	    strcmp(reason, "banned") == 0 ||
+	    strcmp(reason, "listener-denied") == 0)
+		return OUTCOME_REFUSED;
+	return OUTCOME_ERROR;
+}
+
+/* What the session adds to its worker's counters as it ends. */
+static void
+count_end(struct session *s, enum counter_outcome outcome)
+{
+	static const enum counter_limit smtp_kinds[SMTP_LIMIT_KINDS] = {
+		[SMTP_LIMIT_LINE] = LIMIT_HIT_LINE_LENGTH,
+		[SMTP_LIMIT_RECIPIENTS] = LIMIT_HIT_RECIPIENTS_PER_MESSAGE,
+		[SMTP_LIMIT_SIZE] = LIMIT_HIT_MESSAGE_SIZE,
+		[SMTP_LIMIT_ERRORS] = LIMIT_HIT_MAX_ERRORS,
+	};
+	struct worker_counters *c = worker_stats(s->w);
+
+	counter_add(&c->sessions[s->listener_slot][outcome], 1);
+	/* A handshake the client began and that never finished (not a
+	 * port probe that closed at once, nor one a drain cut). */
+	if (s->ssl != NULL && s->tls_begun && !s->tls_done &&
+	    outcome != OUTCOME_SHUTDOWN)
+		counter_add(&c->tls_failed[s->tls_agreed], 1);
+	for (int k = 0; k < SMTP_LIMIT_KINDS; k++)
+		if (s->smtp.limit_hits[k] > 0)
+			counter_add(&c->limits[smtp_kinds[k]],
+				    s->smtp.limit_hits[k]);
+}
+
+/* The outcome names of the session-end line, by enum counter_outcome. */
+static const char *const outcome_names[OUTCOME_COUNT] = {
+	[OUTCOME_OK] = "ok",
+	[OUTCOME_REFUSED] = "refused",
+	[OUTCOME_TIMEOUT] = "timeout",
+	[OUTCOME_TLS_FAILED] = "tls-failed",
+	[OUTCOME_SHUTDOWN] = "shutdown",
+	[OUTCOME_ERROR] = "error",
+};
+
+void
+session_close(struct session *s, const char *reason)
+{
+	char u[LOG_USER_MAX];
+	struct io_uring_sqe *sqe;
+	enum counter_outcome outcome;
+
+	if (s->dead)
+		return;
+	s->dead = true;
+	outcome = session_outcome(s, reason);
+	count_end(s, outcome);
+	log_info("session-end",
+		 " session=%llx client=%s port=%u listener=%s user=%s tls=%s "
+		 "cipher=%s messages=%u recipients=%u bytes=%llu backend=%s "
+		 "errors=%u auth_failures=%u duration_ms=%llu outcome=%s "
+		 "reason=%s",
+		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
+		 s->listener->addr.text,
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
+		 s->tls_done ? SSL_get_version(s->ssl) : "no",
+		 s->tls_done ? SSL_get_cipher_name(s->ssl) : "-",
+		 s->smtp.messages, s->recipients, (unsigned long long)s->bytes,
+		 s->backend_used ? s->backend_used : "-", s->smtp.errors,
+		 s->smtp.auth_failures,
+		 (unsigned long long)(timer_now_ms() - s->started_ms),
+		 outcome_names[outcome], reason);
+	backend_close(s, true);
+	policy_session_end(s);
+	timer_set(worker_timers(s->w), &s->timer, TIMER_NONE);
+	worker_session_gone(s->w, s);
+	if (s->recv_armed || s->sending) {
+		/* Stop what is in flight; completions then free us. */
+		sqe = worker_sqe(s->w);
+		io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
+		worker_prep(sqe, NULL, OP_IGNORE);
+	}
+	if (s->inflight == 0)
+		session_free(s);
+}
+
+void
+session_release(struct session *s)
+{
+	if (--s->inflight == 0 && s->dead)
+		session_free(s);
+}
+
+static void
+session_free(struct session *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	SSL_free(s->ssl);
+	free(s->auth);
+	smtp_free(&s->smtp);
+	buf_free(&s->in);
+	buf_free(&s->tio.held);
+	buf_free(&s->wire);
+	generation_drop(s->gen);
+	worker_object_freed(s->w);
+	free(s);
+}

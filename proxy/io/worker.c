@@ -1,0 +1,1286 @@
+/*
+ * worker.c - the per-core event loop.
+ *
+ * One io_uring per thread (SINGLE_ISSUER | DEFER_TASKRUN where the kernel
+ * has them), multishot accept on this worker's own SO_REUSEPORT sockets,
+ * receives into provided-buffer rings (16 KiB buffers; 64 KiB ones for a
+ * TLS session's message bytes), every socket operation on the ring.  The
+ * loop sleeps in io_uring_submit_and_wait_timeout() until a completion or
+ * the earliest session deadline, handles the completions as a batch, then
+ * fires due timers.
+ *
+ * Password checks come back from the auth pool through a mailbox (mutex +
+ * list) and an eventfd read on the ring; so do the main thread's requests
+ * (a new generation after a reload, a drain, a question from the control
+ * socket).
+ *
+ * Connections are refused at accept, before any session or TLS work,
+ * when their source is blocklisted (closed) or a process-wide cap is
+ * reached (caps.h: 421 4.3.2 on a starttls listener, closed on an implicit
+ * one); those refusals are logged at most once a second per reason.
+ *
+ * Config keys: workers, listeners, limits.max_sessions, limits.max_memory,
+ * hostname (the 421), backends.balance (through pool.c),
+ * backends.health_check (worker 0, health.c).
+ */
+#include <assert.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bans/bans.h"
+#include "limits/caps.h"
+#include "config/generation.h"
+#include "io/health.h"
+#include "lib/log.h"
+#include "io/backend_pool.h"
+#include "ops/sandbox.h"
+#include "io/session.h"
+#include "io/tls.h"
+#include "io/worker.h"
+
+#define RING_ENTRIES  1024
+#define EXIT_GRACE_MS 2000 /* for the last completions after a drain */
+#define REFUSE_LOG_MS 1000 /* one line per refusal reason at most */
+
+/* Why a connection was closed at accept. */
+enum refuse_reason {
+	REFUSE_BLOCKLIST,
+	REFUSE_SESSIONS, /* limits.max_sessions */
+	REFUSE_MEMORY,	 /* limits.max_memory */
+	REFUSE_OOM,
+	REFUSE_REASONS,
+};
+
+/* Log lines about one kind of event, at most one per period. */
+struct log_gate {
+	uint64_t next_ms;
+	unsigned long long skipped; /* since the last line */
+};
+
+/* Aligned so its address leaves the low OP_BITS free for the op tag. */
+struct listen_sock {
+	struct worker *w;
+	const struct config_listener *cl; /* NULL once closing */
+	int fd;
+	bool armed;   /* a multishot accept is on the ring */
+	bool closing; /* cancelled: close when the accept ends */
+	struct listen_sock *next;
+} __attribute__((aligned(1u << OP_BITS)));
+
+/* A provided-buffer ring: group 0 (RECV_BUF_*) for every receive, group 1
+ * (DATA_BUF_*) for a TLS session's message bytes, so a message arrives in
+ * a quarter of the completions, wake-ups and backend sends. */
+struct buf_ring {
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	size_t br_size;
+	unsigned size, count;
+};
+
+/* A new generation and listener set from the main thread. */
+struct worker_update {
+	struct generation *gen;
+	struct worker_listener *ls;
+	size_t nls;
+	struct worker_update *next; /* applied in order */
+};
+
+/* A question from the main thread, answered on the worker thread. */
+struct worker_query {
+	atomic_int refs; /* asker and worker */
+	bool json;
+	char *text;
+	sem_t done;
+	struct worker_query *next;
+};
+
+/* The checks of a replaced generation, finishing what is in flight. */
+struct retired_health {
+	struct health *health;
+	struct generation *gen; /* held: its pool */
+	struct retired_health *next;
+};
+
+struct worker {
+	unsigned id;
+	struct generation *gen; /* for new sessions */
+	struct worker_shared shared;
+	struct worker_counters counters;
+
+	struct io_uring ring;
+	bool ring_ok;
+	struct buf_ring buf_rings[2]; /* by buffer group */
+
+	struct listen_sock *ls;
+
+	int efd; /* wake-ups: auth results, updates, queries, drain */
+	uint64_t efd_val;
+	pthread_mutex_t mbox_lock; /* guards the four below */
+	struct auth_request *mbox;
+	struct worker_update *updates; /* oldest first */
+	struct worker_query *queries;
+	uint64_t drain_deadline; /* 0: not asked to drain */
+
+	struct timer_heap timers;
+	struct session *sessions;
+	size_t nsessions;
+	size_t objects;	   /* sessions and backend connections not yet freed */
+	bool stopping;	   /* draining: no more accepts */
+	uint64_t deadline; /* of the drain */
+	bool cut;	   /* the deadline passed: sessions were cut */
+
+	struct backend_pool_cursor cursor; /* balancing state for gen's pool */
+	struct health *health;		   /* worker 0: the active checks */
+	struct retired_health *retired;	   /* older generations' checks */
+
+	struct log_gate refuse_log[REFUSE_REASONS];
+
+	pthread_t thread;
+	sem_t started;
+	int start_status;
+	char start_err[256];
+};
+
+/* ---------------------------------------------------------------------
+ * Ring helpers used by session.c and backend.c
+ */
+
+struct io_uring_sqe *
+worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	if (sqe == NULL) {
+		/* Submission queue full: hand the batch to the kernel. */
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+void
+worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op)
+{
+	/* Objects on the ring are at least 16-byte aligned (malloc, or
+	 * declared so): the op rides in the low bits. */
+	assert(((uintptr_t)ptr & OP_MASK) == 0);
+	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)ptr | op);
+}
+
+struct generation *
+worker_generation(const struct worker *w)
+{
+	return w->gen;
+}
+
+struct auth_pool *
+worker_auth(const struct worker *w)
+{
+	return w->shared.auth;
+}
+
+struct ratelimit *
+worker_limits(const struct worker *w)
+{
+	return w->shared.limits;
+}
+
+struct bans *
+worker_bans(const struct worker *w)
+{
+	return w->shared.bans;
+}
+
+struct caps *
+worker_caps(const struct worker *w)
+{
+	return w->shared.caps;
+}
+
+struct timer_heap *
+worker_timers(struct worker *w)
+{
+	return &w->timers;
+}
+
+unsigned
+worker_id(const struct worker *w)
+{
+	return w->id;
+}
+
+const struct worker_counters *
+worker_counters(const struct worker *w)
+{
+	return &w->counters;
+}
+
+struct worker_counters *
+worker_stats(struct worker *w)
+{
+	return &w->counters;
+}
+
+static void
+buf_ring_return(struct buf_ring *p, unsigned bid)
+{
+	io_uring_buf_ring_add(p->br, p->bufs + (size_t)bid * p->size, p->size,
+			      (unsigned short)bid,
+			      io_uring_buf_ring_mask(p->count), 0);
+	io_uring_buf_ring_advance(p->br, 1);
+}
+
+const char *
+worker_recv_buf(const struct worker *w, unsigned bid)
+{
+	return w->buf_rings[RECV_GROUP].bufs + (size_t)bid * RECV_BUF_SIZE;
+}
+
+void
+worker_recv_buf_return(struct worker *w, unsigned bid)
+{
+	buf_ring_return(&w->buf_rings[RECV_GROUP], bid);
+}
+
+const char *
+worker_data_buf(const struct worker *w, unsigned bid)
+{
+	return w->buf_rings[DATA_GROUP].bufs + (size_t)bid * DATA_BUF_SIZE;
+}
+
+void
+worker_data_buf_return(struct worker *w, unsigned bid)
+{
+	buf_ring_return(&w->buf_rings[DATA_GROUP], bid);
+}
+
+/*
+ * backends.balance among the servers not yet tried (pool.c).  A session of
+ * an older generation (another server list) balances with a cursor of its
+ * own for the pick.
+ */
+size_t
+worker_pick_backend(struct worker *w, const struct session *s,
+		    const char *login, uint64_t tried)
+{
+	struct backend_pool_cursor c;
+	size_t server;
+
+	if (s->gen == w->gen)
+		return backend_pool_pick(w->gen->backend_pool, &w->cursor,
+					 login, tried, timer_now_ms());
+	if (backend_pool_cursor_init(&c, s->gen->backend_pool) != 0)
+		return BACKEND_POOL_NONE;
+	server = backend_pool_pick(s->gen->backend_pool, &c, login, tried,
+				   timer_now_ms());
+	backend_pool_cursor_free(&c);
+	return server;
+}
+
+void
+worker_object_new(struct worker *w)
+{
+	w->objects++;
+}
+
+void
+worker_object_freed(struct worker *w)
+{
+	w->objects--;
+}
+
+/* ---------------------------------------------------------------------
+ * Session list
+ */
+
+static void
+session_link(struct worker *w, struct session *s)
+{
+	s->next = w->sessions;
+	s->prev = NULL;
+	if (w->sessions)
+		w->sessions->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	atomic_fetch_add_explicit(&w->counters.active, 1, memory_order_relaxed);
+}
+
+void
+worker_session_gone(struct worker *w, struct session *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	w->nsessions--;
+	atomic_fetch_sub_explicit(&w->counters.active, 1, memory_order_relaxed);
+	caps_leave(w->shared.caps);
+}
+
+/* ---------------------------------------------------------------------
+ * Listening sockets
+ */
+
+static void
+arm_accept(struct worker *w, struct listen_sock *l)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL,
+				       SOCK_NONBLOCK | SOCK_CLOEXEC);
+	worker_prep(sqe, l, OP_ACCEPT);
+	l->armed = true;
+}
+
+static void
+free_listener(struct worker *w, struct listen_sock *l)
+{
+	struct listen_sock **pp = &w->ls;
+
+	while (*pp != l)
+		pp = &(*pp)->next;
+	*pp = l->next;
+	if (l->fd >= 0)
+		close(l->fd);
+	free(l);
+}
+
+/* Stop accepting on l.  With an accept on the ring, the socket closes when
+ * that accept has ended (the cancel needs the fd open to find it): l may
+ * outlive this call; without one, l is gone at once. */
+static void
+close_listener(struct worker *w, struct listen_sock *l)
+{
+	if (l->closing)
+		return;
+	l->closing = true;
+	l->cl = NULL;
+	if (l->armed) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+
+		io_uring_prep_cancel_fd(sqe, l->fd, 0);
+		worker_prep(sqe, NULL, OP_IGNORE);
+	} else {
+		free_listener(w, l);
+	}
+}
+
+static struct listen_sock *
+add_listener(struct worker *w, const struct worker_listener *wl)
+{
+	struct listen_sock *l = aligned_alloc(1u << OP_BITS, sizeof(*l));
+
+	if (l == NULL)
+		return NULL;
+	memset(l, 0, sizeof(*l));
+	l->w = w;
+	l->cl = wl->cl;
+	l->fd = wl->fd;
+	l->next = w->ls;
+	w->ls = l;
+	return l;
+}
+
+/* ---------------------------------------------------------------------
+ * Requests from the main thread
+ */
+
+static void
+update_free(struct worker_update *u)
+{
+	if (u == NULL)
+		return;
+	generation_drop(u->gen);
+	free(u->ls);
+	free(u);
+}
+
+static void
+query_drop(struct worker_query *q)
+{
+	if (atomic_fetch_sub(&q->refs, 1) == 1) {
+		sem_destroy(&q->done);
+		free(q->text);
+		free(q);
+	}
+}
+
+static void
+wake(struct worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("worker-wake-failed", " worker=%u error=\"%s\"",
+			  w->id, strerror(errno));
+}
+
+/* Worker 0: checks for gen's servers; the old ones finish theirs first. */
+static void
+swap_health(struct worker *w, struct generation *gen)
+{
+	struct retired_health *r;
+	bool oom;
+
+	if (w->health != NULL) {
+		r = calloc(1, sizeof(*r));
+		if (r == NULL) {
+			log_error("health-retire-failed",
+				  " error=out-of-memory");
+		} else {
+			r->health = w->health;
+			r->gen = generation_hold(w->gen);
+			r->next = w->retired;
+			w->retired = r;
+		}
+	}
+	w->health = health_new(w, gen->backend_pool, gen->cfg, &oom);
+	if (oom)
+		log_error("health-failed", " error=out-of-memory");
+}
+
+/* Free retired checks with nothing left on the ring. */
+static void
+run_retired_health(struct worker *w, uint64_t now)
+{
+	struct retired_health **pp = &w->retired, *r;
+
+	while ((r = *pp) != NULL) {
+		health_run(r->health, now, true);
+		if (health_busy(r->health)) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		health_free(r->health);
+		generation_drop(r->gen);
+		free(r);
+	}
+}
+
+/* Take the new generation and listener set (on the worker thread). */
+static void
+apply_update(struct worker *w, struct worker_update *u)
+{
+	struct backend_pool_cursor cursor;
+
+	for (struct listen_sock *l = w->ls, *next; l != NULL; l = next) {
+		size_t i;
+
+		next = l->next; /* close_listener() may free l */
+		for (i = 0; i < u->nls && u->ls[i].fd != l->fd; i++)
+			;
+		if (i == u->nls)
+			close_listener(w, l);
+		else if (!l->closing)
+			l->cl = u->ls[i].cl;
+	}
+	for (size_t i = 0; i < u->nls; i++) {
+		struct listen_sock *l;
+
+		for (l = w->ls; l != NULL && l->fd != u->ls[i].fd; l = l->next)
+			;
+		if (l != NULL)
+			continue;
+		l = add_listener(w, &u->ls[i]);
+		if (l == NULL) {
+			log_error("listener-failed",
+				  " worker=%u listener=%s error=out-of-memory",
+				  w->id, u->ls[i].cl->addr.text);
+			close(u->ls[i].fd);
+		} else if (!w->stopping) {
+			arm_accept(w, l);
+		}
+	}
+	if (backend_pool_cursor_init(&cursor, u->gen->backend_pool) == 0) {
+		backend_pool_cursor_free(&w->cursor);
+		w->cursor = cursor;
+	}
+	if (w->id == 0)
+		swap_health(w, u->gen);
+	/* Swap: the old generation stays alive in its sessions. */
+	struct generation *old = w->gen;
+	w->gen = u->gen;
+	u->gen = old;
+	atomic_store(&w->counters.generation, w->gen->id);
+	update_free(u);
+}
+
+static void
+answer_query(struct worker *w, struct worker_query *q)
+{
+	size_t len = 0;
+	FILE *f = open_memstream(&q->text, &len);
+
+	if (f != NULL) {
+		for (struct session *s = w->sessions; s != NULL; s = s->next)
+			session_describe(s, f, q->json);
+		if (fclose(f) != 0) {
+			free(q->text);
+			q->text = NULL;
+		}
+	}
+	sem_post(&q->done);
+	query_drop(q);
+}
+
+/* Every session is told: idle ones end now, busy ones after their
+ * transaction.  Listeners stop accepting. */
+static void
+begin_drain(struct worker *w)
+{
+	struct session *s, *next;
+
+	w->stopping = true;
+	atomic_store(&w->counters.draining, true);
+	for (struct listen_sock *l = w->ls, *lnext; l != NULL; l = lnext) {
+		lnext = l->next;
+		close_listener(w, l);
+	}
+	for (s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		session_drain(s);
+	}
+}
+
+/* The drain deadline passed: cut whatever is left. */
+static void
+cut_sessions(struct worker *w)
+{
+	struct session *s, *next;
+
+	w->cut = true;
+	if (w->nsessions > 0)
+		log_warn("drain-deadline", " worker=%u sessions=%zu", w->id,
+			 w->nsessions);
+	for (s = w->sessions; s != NULL; s = next) {
+		next = s->next;
+		session_shutdown(s);
+	}
+}
+
+static void
+on_main_requests(struct worker *w)
+{
+	struct worker_update *u;
+	struct worker_query *q;
+	uint64_t deadline;
+
+	pthread_mutex_lock(&w->mbox_lock);
+	u = w->updates;
+	w->updates = NULL;
+	q = w->queries;
+	w->queries = NULL;
+	deadline = w->drain_deadline;
+	pthread_mutex_unlock(&w->mbox_lock);
+
+	while (u != NULL) {
+		struct worker_update *next = u->next;
+		apply_update(w, u);
+		u = next;
+	}
+	while (q != NULL) {
+		struct worker_query *next = q->next;
+		answer_query(w, q);
+		q = next;
+	}
+	if (deadline != 0 && (!w->stopping || deadline < w->deadline)) {
+		w->deadline = deadline;
+		if (!w->stopping)
+			begin_drain(w);
+	}
+}
+
+int
+worker_adopt(struct worker *w, struct generation *gen,
+	     const struct worker_listener *ls, size_t nls)
+{
+	struct worker_update *u = calloc(1, sizeof(*u)), **pp;
+
+	if (u == NULL || (u->ls = calloc(nls ? nls : 1, sizeof(*ls))) == NULL) {
+		free(u);
+		return -1;
+	}
+	memcpy(u->ls, ls, nls * sizeof(*ls));
+	u->nls = nls;
+	u->gen = generation_hold(gen);
+	pthread_mutex_lock(&w->mbox_lock);
+	for (pp = &w->updates; *pp != NULL; pp = &(*pp)->next)
+		;
+	*pp = u;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+	return 0;
+}
+
+void
+worker_drain(struct worker *w, uint64_t deadline_ms)
+{
+	if (deadline_ms == 0)
+		deadline_ms = 1;
+	pthread_mutex_lock(&w->mbox_lock);
+	if (w->drain_deadline == 0 || deadline_ms < w->drain_deadline)
+		w->drain_deadline = deadline_ms;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+}
+
+char *
+worker_sessions(struct worker *w, bool json, int timeout_ms)
+{
+	struct worker_query *q = calloc(1, sizeof(*q));
+	struct timespec ts;
+	char *text = NULL;
+	int r;
+
+	if (q == NULL)
+		return NULL;
+	atomic_init(&q->refs, 2);
+	q->json = json;
+	sem_init(&q->done, 0, 0);
+	pthread_mutex_lock(&w->mbox_lock);
+	q->next = w->queries;
+	w->queries = q;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	while ((r = sem_timedwait(&q->done, &ts)) != 0 && errno == EINTR)
+		;
+	if (r == 0) {
+		text = q->text;
+		q->text = NULL;
+	}
+	query_drop(q);
+	return text;
+}
+
+/* ---------------------------------------------------------------------
+ * Auth results: pool thread -> mailbox -> eventfd -> this ring
+ */
+
+void
+worker_auth_done(struct auth_request *req)
+{
+	struct worker *w = (struct worker *)(uintptr_t)req->cookie;
+
+	pthread_mutex_lock(&w->mbox_lock);
+	req->next = w->mbox;
+	w->mbox = req;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+}
+
+static void
+arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+
+	io_uring_prep_read(sqe, w->efd, &w->efd_val, sizeof(w->efd_val), 0);
+	worker_prep(sqe, w, OP_WAKE);
+}
+
+static void
+on_wake(struct worker *w, int res)
+{
+	struct auth_request *list, *req, *rev = NULL;
+
+	(void)res;
+	pthread_mutex_lock(&w->mbox_lock);
+	list = w->mbox;
+	w->mbox = NULL;
+	pthread_mutex_unlock(&w->mbox_lock);
+	while (list != NULL) { /* restore arrival order */
+		req = list;
+		list = req->next;
+		req->next = rev;
+		rev = req;
+	}
+	while ((req = rev) != NULL) {
+		struct session *s = req->owner;
+		rev = req->next;
+		session_on_auth(s, req);
+		session_release(s);
+	}
+	on_main_requests(w);
+	arm_wake(w);
+}
+
+/* ---------------------------------------------------------------------
+ * Accept
+ */
+
+/* A connection refused for a cap gets this, then the close (starttls
+ * listeners only: on an implicit one it would be garbage to TLS). */
+struct refusal {
+	struct worker *w;
+	int fd;
+	unsigned len;
+	char text[320]; /* "421 4.3.2 " hostname (<= 255) " ..." */
+} __attribute__((aligned(1u << OP_BITS)));
+
+static void
+send_refusal(struct worker *w, int fd, const char *why)
+{
+	struct refusal *r = aligned_alloc(1u << OP_BITS, sizeof(*r));
+	struct io_uring_sqe *sqe;
+	int n;
+
+	if (r == NULL) {
+		close(fd);
+		return;
+	}
+	n = snprintf(r->text, sizeof(r->text),
+		     "421 4.3.2 %s %s, try again later\r\n",
+		     w->gen->cfg->hostname, why);
+	if (n < 0 || (size_t)n >= sizeof(r->text)) {
+		free(r);
+		close(fd);
+		return;
+	}
+	r->w = w;
+	r->fd = fd;
+	r->len = (unsigned)n;
+	worker_object_new(w);
+	sqe = worker_sqe(w);
+	io_uring_prep_send(sqe, fd, r->text, r->len, MSG_NOSIGNAL);
+	worker_prep(sqe, r, OP_REFUSAL);
+}
+
+/* Sent or not (the client may be gone already): close. */
+static void
+on_refusal_sent(struct refusal *r)
+{
+	close(r->fd);
+	worker_object_freed(r->w);
+	free(r);
+}
+
+/* A flood of refusals must not become a flood of log lines: each reason
+ * is logged at most once per REFUSE_LOG_MS per worker, and the next line
+ * says how many were left out (the counters have every one). */
+static void
+refuse(struct worker *w, int fd, const struct config_listener *cl,
+       enum refuse_reason why)
+{
+	static const char *const names[REFUSE_REASONS] = {
+		[REFUSE_BLOCKLIST] = "blocklist",
+		[REFUSE_SESSIONS] = "max-sessions",
+		[REFUSE_MEMORY] = "max-memory",
+		[REFUSE_OOM] = "out-of-memory",
+	};
+	const struct config *cfg = w->gen->cfg;
+	struct log_gate *g = &w->refuse_log[why];
+	uint64_t now = timer_now_ms();
+	const struct caps *c = w->shared.caps;
+	char detail[128] = "";
+
+	atomic_fetch_add_explicit(&w->counters.refused, 1,
+				  memory_order_relaxed);
+	counter_add(&w->counters.sessions[generation_listener_slot(w->gen, cl)]
+					 [OUTCOME_REFUSED],
+		    1);
+	if (why == REFUSE_SESSIONS)
+		counter_add(&w->counters.limits[LIMIT_HIT_MAX_SESSIONS], 1);
+	else if (why == REFUSE_MEMORY)
+		counter_add(&w->counters.limits[LIMIT_HIT_MAX_MEMORY], 1);
+	if (now >= g->next_ms) {
+		if (why == REFUSE_SESSIONS)
+			snprintf(detail, sizeof(detail),
+				 " sessions=%u limit=%u",
+				 atomic_load(&c->sessions), cfg->max_sessions);
+		else if (why == REFUSE_MEMORY)
+			snprintf(detail, sizeof(detail),
+				 " allocated=%llu limit=%llu",
+				 (unsigned long long)atomic_load(&c->allocated),
+				 (unsigned long long)cfg->max_memory);
+		log_warn("session-refused",
+			 " worker=%u listener=%s reason=%s%s suppressed=%llu",
+			 w->id, cl->addr.text, names[why], detail, g->skipped);
+		g->next_ms = now + REFUSE_LOG_MS;
+		g->skipped = 0;
+	} else {
+		g->skipped++;
+	}
+	if (cl->mode == LISTENER_STARTTLS && why == REFUSE_SESSIONS)
+		send_refusal(w, fd, "Too many connections");
+	else if (cl->mode == LISTENER_STARTTLS && why == REFUSE_MEMORY)
+		send_refusal(w, fd, "Insufficient system resources");
+	else
+		close(fd);
+}
+
+static void
+on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
+{
+	union sockaddr_ip peer; /* listeners are IPv4 or IPv6 */
+	socklen_t plen = sizeof(peer);
+
+	if (!(flags & IORING_CQE_F_MORE)) {
+		l->armed = false;
+		if (l->closing) {
+			if (res >= 0)
+				close(res);
+			free_listener(w, l);
+			return;
+		}
+		if (!w->stopping)
+			arm_accept(w, l);
+	}
+	if (res < 0) {
+		if (res != -ECANCELED)
+			log_warn("accept-failed",
+				 " worker=%u listener=%s error=\"%s\"", w->id,
+				 l->cl ? l->cl->addr.text : "-",
+				 strerror(-res));
+		return;
+	}
+	if (w->stopping || l->closing) {
+		close(res); /* raced with the cancel: the listener is gone */
+		return;
+	}
+	if (getpeername(res, &peer.sa, &plen) != 0) {
+		close(res); /* already gone */
+		return;
+	}
+	atomic_fetch_add_explicit(&w->counters.accepted, 1,
+				  memory_order_relaxed);
+	if (w->shared.bans != NULL && !bans_admit(w->shared.bans, &peer.sa)) {
+		refuse(w, res, l->cl, REFUSE_BLOCKLIST);
+		return;
+	}
+	/* Before anything is spent on it: no session, no TLS. */
+	switch (caps_enter(w->shared.caps, w->gen->cfg->max_sessions)) {
+	case CAPS_OK:
+		break;
+	case CAPS_SESSIONS:
+		refuse(w, res, l->cl, REFUSE_SESSIONS);
+		return;
+	case CAPS_MEMORY:
+		refuse(w, res, l->cl, REFUSE_MEMORY);
+		return;
+	}
+	/* TCP_NODELAY comes from the listening socket (listen.c). */
+	struct session *s = session_new(w, res, l->cl, &peer);
+	if (s == NULL) {
+		caps_leave(w->shared.caps);
+		refuse(w, res, l->cl, REFUSE_OOM);
+		return;
+	}
+	session_link(w, s);
+	s->inflight++;
+	session_run(s);
+	session_release(s);
+}
+
+/* ---------------------------------------------------------------------
+ * The loop
+ */
+
+/* The session a backend completion concerns, held for the callback. */
+static struct session *
+hold_backend_session(struct backend_conn *be)
+{
+	if (be->s != NULL)
+		be->s->inflight++;
+	return be->s;
+}
+
+static void
+release_held(struct session *s)
+{
+	if (s != NULL)
+		session_release(s);
+}
+
+static void
+handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	void *ptr = (void *)(uintptr_t)(ud & ~(uint64_t)OP_MASK);
+	int res = cqe->res;
+	unsigned flags = cqe->flags;
+	struct session *held;
+
+	switch ((enum ring_op)(ud & OP_MASK)) {
+	case OP_IGNORE:
+		break;
+	case OP_ACCEPT:
+		on_accept(w, ptr, res, flags);
+		break;
+	case OP_CLIENT_RECV:
+		session_on_client_recv(ptr, res, flags);
+		session_release(ptr);
+		break;
+	case OP_CLIENT_SEND:
+		session_on_client_send(ptr, res);
+		session_release(ptr);
+		break;
+	case OP_BACKEND_CONNECT:
+		held = hold_backend_session(ptr);
+		backend_on_connect(ptr, res);
+		backend_release(ptr);
+		release_held(held);
+		break;
+	case OP_BACKEND_RECV:
+		held = hold_backend_session(ptr);
+		backend_on_recv(ptr, res, flags);
+		backend_release(ptr);
+		release_held(held);
+		break;
+	case OP_BACKEND_SEND:
+		held = hold_backend_session(ptr);
+		backend_on_send(ptr, res);
+		backend_release(ptr);
+		release_held(held);
+		break;
+	case OP_WAKE:
+		on_wake(w, res);
+		break;
+	case OP_CHECK_CONNECT:
+		health_on_connect(ptr, res);
+		break;
+	case OP_CHECK_RECV:
+		health_on_recv(ptr, res);
+		break;
+	case OP_CHECK_SEND:
+		health_on_send(ptr, res);
+		break;
+	case OP_REFUSAL:
+		on_refusal_sent(ptr);
+		break;
+	}
+}
+
+static void
+fire_timers(struct worker *w)
+{
+	uint64_t now = timer_now_ms();
+	struct timer *t;
+
+	while ((t = timer_pop_due(&w->timers, now)) != NULL) {
+		struct session *s =
+			(struct session *)((char *)t -
+					   offsetof(struct session, timer));
+		session_on_timer(s);
+	}
+	if (w->stopping && !w->cut && now >= w->deadline)
+		cut_sessions(w);
+}
+
+/* CLOCK_MONOTONIC in nanoseconds, for the busy time (vDSO: no syscall). */
+static uint64_t
+clock_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Busy time (counters.busy_ns): everything outside
+ * io_uring_submit_and_wait_timeout() (which submits and sleeps), i.e.
+ * completions, timers, health checks. */
+static void
+worker_loop(struct worker *w)
+{
+	/* Ends when drained: no session left, every listening socket closed
+	 * (not only cancelled: an open one would still take connections into
+	 * its queue), and the last completions of closed sessions and
+	 * backend connections in (a short grace: a peer that never lets go
+	 * costs a leak at exit, not a hang). */
+	uint64_t grace = TIMER_NONE, busy_since = clock_ns();
+
+	while (!(w->stopping && w->nsessions == 0 && w->ls == NULL &&
+		 (w->objects == 0 || timer_now_ms() >= grace))) {
+		struct __kernel_timespec ts, *tsp = NULL;
+		struct io_uring_cqe *cqe;
+		uint64_t next = timer_next(&w->timers), now = timer_now_ms();
+		uint64_t hnext = health_next(w->health);
+		unsigned head, n = 0;
+		int r;
+
+		if (w->stopping && w->nsessions == 0 && grace == TIMER_NONE)
+			grace = now + EXIT_GRACE_MS;
+		if (grace < next)
+			next = grace;
+		if (hnext < next)
+			next = hnext;
+		if (w->retired != NULL && now + 100 < next)
+			next = now + 100; /* retired checks: poll them */
+		if (w->stopping && !w->cut && w->deadline < next)
+			next = w->deadline;
+		if (next != TIMER_NONE) {
+			uint64_t d = next > now ? next - now : 0;
+			ts.tv_sec = (long long)(d / 1000);
+			ts.tv_nsec = (long long)(d % 1000) * 1000000;
+			tsp = &ts;
+		}
+		counter_add(&w->counters.busy_ns, clock_ns() - busy_since);
+		r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, tsp,
+						     NULL);
+		busy_since = clock_ns();
+		if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY) {
+			log_error("ring-wait-failed", " worker=%u error=\"%s\"",
+				  w->id, strerror(-r));
+			break;
+		}
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			handle_cqe(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		fire_timers(w);
+		health_run(w->health, timer_now_ms(), w->stopping);
+		run_retired_health(w, timer_now_ms());
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Set-up and tear-down
+ */
+
+/* Buffer group `group`: count buffers of size bytes, all on the ring. */
+static int
+setup_pool(struct worker *w, unsigned group, unsigned size, unsigned count,
+	   char *err, size_t errlen)
+{
+	struct buf_ring *p = &w->buf_rings[group];
+	struct io_uring_buf_reg reg;
+	int r;
+
+	p->size = size;
+	p->count = count;
+	p->br_size = sizeof(struct io_uring_buf) * count;
+	p->br = mmap(NULL, p->br_size, PROT_READ | PROT_WRITE,
+		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+	p->bufs = malloc((size_t)count * size);
+	if (p->br == MAP_FAILED || p->bufs == NULL) {
+		p->br = NULL;
+		snprintf(err, errlen, "out of memory for receive buffers");
+		return -1;
+	}
+	io_uring_buf_ring_init(p->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (unsigned long)p->br;
+	reg.ring_entries = count;
+	reg.bgid = (unsigned short)group;
+	r = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (r < 0) {
+		snprintf(err, errlen, "io_uring_register_buf_ring: %s",
+			 strerror(-r));
+		return -1;
+	}
+	for (unsigned i = 0; i < count; i++)
+		io_uring_buf_ring_add(p->br, p->bufs + (size_t)i * size, size,
+				      (unsigned short)i,
+				      io_uring_buf_ring_mask(count), (int)i);
+	io_uring_buf_ring_advance(p->br, (int)count);
+	return 0;
+}
+
+static int
+setup_ring(struct worker *w, char *err, size_t errlen)
+{
+	struct io_uring_params p;
+	int r;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		  IORING_SETUP_SUBMIT_ALL;
+	r = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	if (r == -EINVAL) {
+		/* Older kernel: cooperative task running is enough. */
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_COOP_TASKRUN;
+		r = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
+	}
+	if (r < 0) {
+		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-r));
+		return -1;
+	}
+	w->ring_ok = true;
+	if (setup_pool(w, RECV_GROUP, RECV_BUF_SIZE, RECV_BUF_COUNT, err,
+		       errlen) != 0 ||
+	    setup_pool(w, DATA_GROUP, DATA_BUF_SIZE, DATA_BUF_COUNT, err,
+		       errlen) != 0)
+		return -1;
+	return 0;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	char name[16];
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	snprintf(name, sizeof(name), "msa-worker-%u", w->id);
+	pthread_setname_np(pthread_self(), name);
+
+	if (setup_ring(w, w->start_err, sizeof(w->start_err)) != 0 ||
+	    sandbox_enter(w->gen->cfg->seccomp, name, w->start_err,
+			  sizeof(w->start_err)) != 0) {
+		w->start_status = -1;
+		sem_post(&w->started);
+		return NULL;
+	}
+	for (struct listen_sock *l = w->ls; l != NULL; l = l->next)
+		arm_accept(w, l);
+	arm_wake(w);
+	w->start_status = 0;
+	sem_post(&w->started);
+
+	worker_loop(w);
+	return NULL;
+}
+
+struct worker *
+worker_new(unsigned id, struct generation *gen,
+	   const struct worker_listener *ls, size_t nls,
+	   const struct worker_shared *shared, char *err, size_t errlen)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		goto fail;
+	w->id = id;
+	w->gen = generation_hold(gen);
+	atomic_init(&w->counters.generation, gen->id);
+	w->shared = *shared;
+	w->efd = -1;
+	pthread_mutex_init(&w->mbox_lock, NULL);
+	sem_init(&w->started, 0, 0);
+	timer_heap_init(&w->timers);
+	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (backend_pool_cursor_init(&w->cursor, gen->backend_pool) != 0 ||
+	    w->efd < 0)
+		goto fail;
+	if (id == 0) {
+		bool oom;
+
+		w->health = health_new(w, gen->backend_pool, gen->cfg, &oom);
+		if (oom)
+			goto fail;
+	}
+	for (size_t i = 0; i < nls; i++) {
+		if (add_listener(w, &ls[i]) == NULL)
+			goto fail;
+	}
+	return w;
+fail:
+	snprintf(err, errlen, "worker %u: %s", id,
+		 w && w->efd < 0 ? strerror(errno) : "out of memory");
+	/* The sockets stay the caller's. */
+	for (struct listen_sock *l = w ? w->ls : NULL; l != NULL; l = l->next)
+		l->fd = -1;
+	worker_free(w);
+	return NULL;
+}
+
+int
+worker_start(struct worker *w, char *err, size_t errlen)
+{
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+		snprintf(err, errlen, "cannot start worker thread");
+		return -1;
+	}
+	sem_wait(&w->started);
+	if (w->start_status != 0) {
+		snprintf(err, errlen, "worker %u: %s", w->id, w->start_err);
+		pthread_join(w->thread, NULL);
+		w->thread = 0;
+		return -1;
+	}
+	return 0;
+}
+
+bool
+worker_tryjoin(struct worker *w)
+{
+	if (w->thread && pthread_tryjoin_np(w->thread, NULL) == 0)
+		w->thread = 0;
+	return w->thread == 0;
+}
+
+void
+worker_join(struct worker *w)
+{
+	if (w->thread) {
+		pthread_join(w->thread, NULL);
+		w->thread = 0;
+	}
+}
+
+/* After worker_join (or when it never started): the sockets it holds,
+ * also those of an update it never took, are closed. */
+void
+worker_free(struct worker *w)
+{
+	if (w == NULL)
+		return;
+	w->stopping = true; /* nothing is armed any more */
+	/* Updates it never took: their sockets become its own first. */
+	while (w->updates != NULL) {
+		struct worker_update *u = w->updates;
+
+		w->updates = u->next;
+		apply_update(w, u);
+	}
+	while (w->ls != NULL)
+		free_listener(w, w->ls);
+	while (w->queries != NULL) {
+		struct worker_query *q = w->queries;
+		w->queries = q->next;
+		query_drop(q);
+	}
+	if (w->ring_ok)
+		io_uring_queue_exit(&w->ring);
+	health_free(w->health); /* after the ring: nothing in flight */
+	while (w->retired != NULL) {
+		struct retired_health *r = w->retired;
+
+		w->retired = r->next;
+		health_free(r->health);
+		generation_drop(r->gen);
+		free(r);
+	}
+	for (unsigned i = 0; i < 2; i++) {
+		if (w->buf_rings[i].br != NULL)
+			munmap(w->buf_rings[i].br, w->buf_rings[i].br_size);
+		free(w->buf_rings[i].bufs);
+	}
+	if (w->efd >= 0)
+		close(w->efd);
+	timer_heap_free(&w->timers);
+	pthread_mutex_destroy(&w->mbox_lock);
+	sem_destroy(&w->started);
+	backend_pool_cursor_free(&w->cursor);
+	generation_drop(w->gen);
+	free(w);
+}

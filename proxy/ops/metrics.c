@@ -1,0 +1,390 @@
+/*
+ * metrics.c - render a metrics snapshot as Prometheus text (see metrics.h).
+ *
+ * Every family is written whole, HELP and TYPE first, in a fixed order;
+ * counters of a labelled family are written for every label value (zeros
+ * included), so rate() has a series from the first scrape on.  The XDP and
+ * memory families appear only when there is something to read (XDP
+ * attached, jemalloc linked).
+ *
+ * Security stance: label values come from the configuration (addresses)
+ * and fixed tables, never from clients; they are escaped all the same.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "ops/metrics.h"
+
+static const char *const outcome_labels[OUTCOME_COUNT] = {
+	[OUTCOME_OK] = "ok",
+	[OUTCOME_REFUSED] = "refused",
+	[OUTCOME_TIMEOUT] = "timeout",
+	[OUTCOME_TLS_FAILED] = "tls_failed",
+	[OUTCOME_SHUTDOWN] = "shutdown",
+	[OUTCOME_ERROR] = "error",
+};
+
+static const char *const tls_labels[TLSV_COUNT] = {
+	[TLSV_1_3] = "TLSv1.3",
+	[TLSV_1_2] = "TLSv1.2",
+	[TLSV_UNKNOWN] = "unknown",
+};
+
+static const char *const mech_labels[MECH_COUNT] = {
+	[MECH_PLAIN] = "plain",
+	[MECH_LOGIN] = "login",
+};
+
+static const char *const auth_labels[AUTH_RESULT_COUNT] = {
+	[AUTH_SUCCESS] = "success",
+	[AUTH_FAILURE] = "failure",
+};
+
+static const char *const limit_labels[LIMIT_HIT_COUNT] = {
+	[LIMIT_HIT_MESSAGES] = "messages",
+	[LIMIT_HIT_RECIPIENTS] = "recipients",
+	[LIMIT_HIT_BYTES] = "bytes",
+	[LIMIT_HIT_MESSAGES_QUOTA] = "messages_quota",
+	[LIMIT_HIT_IP_BANNED] = "ip_banned",
+	[LIMIT_HIT_IP_CONNECTION_RATE] = "ip_connection_rate",
+	[LIMIT_HIT_IP_CONCURRENCY] = "ip_concurrency",
+	[LIMIT_HIT_IP_TABLE_FULL] = "ip_table_full",
+	[LIMIT_HIT_MAX_SESSIONS] = "max_sessions",
+	[LIMIT_HIT_MAX_MEMORY] = "max_memory",
+	[LIMIT_HIT_MESSAGE_SIZE] = "message_size",
+	[LIMIT_HIT_RECIPIENTS_PER_MESSAGE] = "recipients_per_message",
+	[LIMIT_HIT_LINE_LENGTH] = "line_length",
+	[LIMIT_HIT_MAX_ERRORS] = "max_errors",
+	[LIMIT_HIT_COMMAND_TIMEOUT] = "command_timeout",
+	[LIMIT_HIT_DATA_TIMEOUT] = "data_timeout",
+	[LIMIT_HIT_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+};
+
+/* enum blocklist_reason, in order. */
+static const char *const reason_labels[METRICS_XDP_REASONS] = {
+	"file",
+	"manual",
+	"auto",
+};
+
+/* ---------------------------------------------------------------------
+ * Pieces
+ */
+
+static void
+family(FILE *out, const char *name, const char *type, const char *help)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value, escaped as the text format wants. */
+static void
+label_value(FILE *out, const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			fprintf(out, "\\%c", *v);
+		else if (*v == '\n')
+			fputs("\\n", out);
+		else
+			fputc(*v, out);
+	}
+}
+
+/* name{label="value"} n, or name n when label is NULL. */
+static void
+sample(FILE *out, const char *name, const char *label, const char *value,
+       uint64_t n)
+{
+	fputs(name, out);
+	if (label != NULL) {
+		fprintf(out, "{%s=\"", label);
+		label_value(out, value);
+		fputs("\"}", out);
+	}
+	fprintf(out, " %" PRIu64 "\n", n);
+}
+
+/* A whole number of units as a decimal of seconds: 1500 ms -> "1.5". */
+static void
+seconds(FILE *out, uint64_t n, uint64_t per_second, int digits)
+{
+	uint64_t frac = n % per_second;
+	char text[24];
+	int len;
+
+	fprintf(out, "%" PRIu64, n / per_second);
+	if (frac == 0)
+		return;
+	len = snprintf(text, sizeof(text), "%0*" PRIu64, digits, frac);
+
+	while (len > 0 && text[len - 1] == '0')
+		text[--len] = '\0';
+	fprintf(out, ".%s", text);
+}
+
+static void
+gauge_seconds_ms(FILE *out, const char *name, const char *help, uint64_t ms)
+{
+	family(out, name, "gauge", help);
+	fprintf(out, "%s ", name);
+	seconds(out, ms, 1000, 3);
+	fputc('\n', out);
+}
+
+static void
+scalar(FILE *out, const char *name, const char *type, const char *help,
+       uint64_t n)
+{
+	family(out, name, type, help);
+	sample(out, name, NULL, NULL, n);
+}
+
+/* One histogram series: cumulative buckets, +Inf, sum (s) and count. */
+static void
+histogram(FILE *out, const char *name, const char *label, const char *value,
+	  const struct metrics_hist *h)
+{
+	uint64_t cum = 0;
+
+	for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++) {
+		cum += h->bucket[i];
+		fprintf(out, "%s_bucket{%s=\"", name, label);
+		label_value(out, value);
+		fputs("\",le=\"", out);
+		if (i < COUNTERS_HIST_BOUNDS)
+			seconds(out, counters_hist_bound_us[i], 1000000, 6);
+		else
+			fputs("+Inf", out);
+		fprintf(out, "\"} %" PRIu64 "\n", cum);
+	}
+	fprintf(out, "%s_sum{%s=\"", name, label);
+	label_value(out, value);
+	fputs("\"} ", out);
+	seconds(out, h->sum_us, 1000000, 6);
+	fprintf(out, "\n%s_count{%s=\"", name, label);
+	label_value(out, value);
+	fprintf(out, "\"} %" PRIu64 "\n", h->count);
+}
+
+/* ---------------------------------------------------------------------
+ * Families
+ */
+
+static void
+render_process(const struct metrics_snapshot *m, FILE *out)
+{
+	gauge_seconds_ms(out, "msaproxy_process_start_time_seconds",
+			 "Start time of the process since the Unix epoch.",
+			 m->start_time_ms);
+	scalar(out, "msaproxy_config_generation", "gauge",
+	       "Configuration generation in use for new sessions (1 at start, "
+	       "+1 per successful reload).",
+	       m->generation);
+	family(out, "msaproxy_config_reloads_total", "counter",
+	       "Reloads asked for (SIGHUP, msaproxyctl reload), by result.");
+	sample(out, "msaproxy_config_reloads_total", "result", "success",
+	       m->reloads);
+	sample(out, "msaproxy_config_reloads_total", "result", "failure",
+	       m->reload_failures);
+	scalar(out, "msaproxy_config_last_reload_successful", "gauge",
+	       "1 if the last reload succeeded or there was none yet, 0 if it "
+	       "failed (the previous configuration is still running).",
+	       m->last_reload_ok ? 1 : 0);
+	gauge_seconds_ms(out, "msaproxy_config_last_load_timestamp_seconds",
+			 "Time of the last successful configuration load (the "
+			 "start or a reload) since the Unix epoch.",
+			 m->last_config_time_ms);
+	scalar(out, "msaproxy_draining", "gauge",
+	       "1 while draining (no new sessions, the process is stopping).",
+	       m->draining ? 1 : 0);
+}
+
+static void
+render_sessions(const struct metrics_snapshot *m, FILE *out)
+{
+	scalar(out, "msaproxy_connections_accepted_total", "counter",
+	       "TCP connections accepted on the listeners, refused ones "
+	       "included.",
+	       m->accepted);
+	scalar(out, "msaproxy_sessions_active", "gauge",
+	       "Client sessions open now.", m->active);
+	family(out, "msaproxy_sessions_total", "counter",
+	       "Client sessions ended, by listener address and outcome "
+	       "(refused: closed at connect by the blocklist, a limit or the "
+	       "listener's lists).");
+	for (size_t i = 0; i < m->nlisteners; i++) {
+		for (int o = 0; o < OUTCOME_COUNT; o++) {
+			fputs("msaproxy_sessions_total{listener=\"", out);
+			label_value(out, m->listeners[i].name);
+			fprintf(out, "\",outcome=\"%s\"} %" PRIu64 "\n",
+				outcome_labels[o], m->listeners[i].sessions[o]);
+		}
+	}
+	family(out, "msaproxy_tls_handshakes_total", "counter",
+	       "Client TLS handshakes completed, by protocol version.");
+	for (int v = 0; v < TLSV_COUNT; v++)
+		sample(out, "msaproxy_tls_handshakes_total", "version",
+		       tls_labels[v], m->tls_ok[v]);
+	family(out, "msaproxy_tls_handshake_failures_total", "counter",
+	       "Client TLS handshakes that failed or timed out, by protocol "
+	       "version (unknown: before one was agreed).");
+	for (int v = 0; v < TLSV_COUNT; v++)
+		sample(out, "msaproxy_tls_handshake_failures_total", "version",
+		       tls_labels[v], m->tls_failed[v]);
+	family(out, "msaproxy_auth_total", "counter",
+	       "SMTP AUTH attempts checked, by mechanism and result.");
+	for (int k = 0; k < MECH_COUNT; k++)
+		for (int r = 0; r < AUTH_RESULT_COUNT; r++)
+			fprintf(out,
+				"msaproxy_auth_total{mechanism=\"%s\","
+				"result=\"%s\"} %" PRIu64 "\n",
+				mech_labels[k], auth_labels[r], m->auth[k][r]);
+	family(out, "msaproxy_limit_hits_total", "counter",
+	       "Times a limit answered a client, by kind (user rate limits, "
+	       "network limits, session limits, timeouts).");
+	for (int k = 0; k < LIMIT_HIT_COUNT; k++)
+		sample(out, "msaproxy_limit_hits_total", "kind",
+		       limit_labels[k], m->limits[k]);
+	scalar(out, "msaproxy_messages_total", "counter",
+	       "Messages a backend accepted (2xx after the end of data).",
+	       m->messages);
+	scalar(out, "msaproxy_data_bytes_total", "counter",
+	       "Message bytes relayed from clients to backends.",
+	       m->data_bytes);
+}
+
+static void
+render_blocklist(const struct metrics_snapshot *m, FILE *out)
+{
+	family(out, "msaproxy_blocklist_entries", "gauge",
+	       "Blocked prefixes now, by source (file, manual: msaproxyctl "
+	       "ban, auto: failed logins or floods).");
+	for (int r = 0; r < METRICS_XDP_REASONS; r++)
+		sample(out, "msaproxy_blocklist_entries", "source",
+		       reason_labels[r], m->block_entries[r]);
+	scalar(out, "msaproxy_allowlist_entries", "gauge",
+	       "Prefixes on the blocklist's allowlist now.", m->allow_entries);
+	family(out, "msaproxy_bans_total", "counter",
+	       "Prefixes added to the blocklist (or whose ban was extended), "
+	       "by source.");
+	for (int r = 0; r < METRICS_XDP_REASONS; r++)
+		sample(out, "msaproxy_bans_total", "source", reason_labels[r],
+		       m->bans_added[r]);
+	scalar(out, "msaproxy_blocklist_refused_connections_total", "counter",
+	       "Connections closed at accept because the source is blocked.",
+	       m->blocklist_refused);
+	if (!m->xdp)
+		return;
+	family(out, "msaproxy_xdp_dropped_packets_total", "counter",
+	       "Packets the XDP program dropped, by the reason of the entry "
+	       "that matched.");
+	for (int r = 0; r < METRICS_XDP_REASONS; r++)
+		sample(out, "msaproxy_xdp_dropped_packets_total", "reason",
+		       reason_labels[r], m->xdp_dropped_packets[r]);
+	family(out, "msaproxy_xdp_dropped_bytes_total", "counter",
+	       "Bytes of the packets the XDP program dropped, by reason.");
+	for (int r = 0; r < METRICS_XDP_REASONS; r++)
+		sample(out, "msaproxy_xdp_dropped_bytes_total", "reason",
+		       reason_labels[r], m->xdp_dropped_bytes[r]);
+	scalar(out, "msaproxy_xdp_passed_packets_total", "counter",
+	       "Packets the XDP program passed.", m->xdp_passed_packets);
+	scalar(out, "msaproxy_xdp_allowed_packets_total", "counter",
+	       "Packets passed because their source is on the allowlist.",
+	       m->xdp_allowed_packets);
+}
+
+static void
+render_backends(const struct metrics_snapshot *m, FILE *out)
+{
+	static const struct {
+		const char *name, *help;
+		int field;
+	} gauges[] = {
+		{"msaproxy_backend_up",
+		 "1 if the backend is up (health checks and sessions), else 0.",
+		 0},
+		{"msaproxy_backend_enabled",
+		 "1 if the backend is in rotation, 0 if an operator disabled "
+		 "it "
+		 "(msaproxyctl backend disable).",
+		 1},
+		{"msaproxy_backend_connections",
+		 "Backend connections open now, all workers.", 2},
+	};
+
+	for (size_t g = 0; g < sizeof(gauges) / sizeof(gauges[0]); g++) {
+		family(out, gauges[g].name, "gauge", gauges[g].help);
+		for (size_t i = 0; i < m->nbackends; i++) {
+			const struct metrics_backend *b = &m->backends[i];
+			uint64_t v = gauges[g].field == 0   ? b->up
+				     : gauges[g].field == 1 ? b->enabled
+							    : b->connections;
+
+			if (b->configured)
+				sample(out, gauges[g].name, "backend", b->name,
+				       v);
+		}
+	}
+	family(out, "msaproxy_backend_state_changes_total", "counter",
+	       "Times the backend went down or came back up (since the start, "
+	       "or since it was last added to the configuration).");
+	for (size_t i = 0; i < m->nbackends; i++)
+		if (m->backends[i].configured)
+			sample(out, "msaproxy_backend_state_changes_total",
+			       "backend", m->backends[i].name,
+			       m->backends[i].changes);
+	family(out, "msaproxy_backend_connect_seconds", "histogram",
+	       "Time from connect() to a backend ready for the first command "
+	       "(greeting, EHLO, STARTTLS, XCLIENT).");
+	for (size_t i = 0; i < m->nbackends; i++)
+		histogram(out, "msaproxy_backend_connect_seconds", "backend",
+			  m->backends[i].name, &m->backends[i].connect);
+	family(out, "msaproxy_backend_transaction_seconds", "histogram",
+	       "Time from the end of a message's data to the backend's final "
+	       "reply (its commit of the transaction).");
+	for (size_t i = 0; i < m->nbackends; i++)
+		histogram(out, "msaproxy_backend_transaction_seconds",
+			  "backend", m->backends[i].name,
+			  &m->backends[i].transaction);
+}
+
+static void
+render_runtime(const struct metrics_snapshot *m, FILE *out)
+{
+	static const char name[] = "msaproxy_worker_busy_seconds_total";
+
+	family(out, name, "counter",
+	       "Time each worker spent processing (outside its io_uring "
+	       "wait): its saturation is the rate of this.");
+	for (unsigned k = 0; k < m->nworkers; k++) {
+		fprintf(out, "%s{worker=\"%u\"} ", name, k);
+		seconds(out, m->busy_ns[k], 1000000000, 9);
+		fputc('\n', out);
+	}
+	if (!m->memory)
+		return;
+	scalar(out, "msaproxy_memory_allocated_bytes", "gauge",
+	       "Bytes allocated by the application (jemalloc "
+	       "stats.allocated).",
+	       m->mem_allocated);
+	scalar(out, "msaproxy_memory_active_bytes", "gauge",
+	       "Bytes in active pages (jemalloc stats.active).", m->mem_active);
+	scalar(out, "msaproxy_memory_resident_bytes", "gauge",
+	       "Bytes in physically resident pages the allocator maps "
+	       "(jemalloc stats.resident).",
+	       m->mem_resident);
+	scalar(out, "msaproxy_memory_mapped_bytes", "gauge",
+	       "Bytes in extents the allocator maps (jemalloc stats.mapped).",
+	       m->mem_mapped);
+}
+
+void
+metrics_render(const struct metrics_snapshot *m, FILE *out)
+{
+	render_process(m, out);
+	render_sessions(m, out);
+	render_blocklist(m, out);
+	render_backends(m, out);
+	render_runtime(m, out);
+}

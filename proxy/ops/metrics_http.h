@@ -1,0 +1,59 @@
+/*
+ * metrics_http.h - the Prometheus endpoint: a minimal HTTP/1.x responder
+ * on the main thread's poll loop (server.c), for exactly one request,
+ * GET /metrics.
+ *
+ * Bounded in every way a client could push: at most METRICS_HTTP_CONNS
+ * connections at once (more get 503 and are closed), a request of at most
+ * METRICS_HTTP_REQUEST_MAX bytes (431 past it), METRICS_HTTP_TIMEOUT_MS
+ * to send it (408) and as long again to take the answer, one request per
+ * connection (Connection: close).  Every socket is non-blocking, so a slow
+ * or silent client never holds the main thread, let alone a worker.
+ * Anything but GET /metrics (a query string is ignored) gets 404, 405
+ * (with Allow: GET) or 400, and a log line.
+ *
+ * Config keys: metrics.listen.
+ */
+#ifndef MSAPROXY_METRICS_HTTP_H
+#define MSAPROXY_METRICS_HTTP_H
+
+#include <poll.h>
+#include <stddef.h>
+
+#include "config/config.h"
+
+#define METRICS_HTTP_CONNS	 8
+#define METRICS_HTTP_REQUEST_MAX 8192
+#define METRICS_HTTP_TIMEOUT_MS	 5000
+/* What metrics_http_pollfds() may fill: the listener and each client. */
+#define METRICS_HTTP_POLLFDS (1 + METRICS_HTTP_CONNS)
+
+struct metrics_http;
+
+/* The body of a 200 answer, malloc'd (NULL: out of memory, 500). */
+typedef char *metrics_body_fn(void *arg, size_t *len);
+
+/* Bind cfg->metrics_listen; NULL with "FILE:LINE: metrics.listen ADDR:
+ * why" in err. */
+struct metrics_http *metrics_http_open(const struct config *cfg,
+				       metrics_body_fn *body, void *arg,
+				       char *err, size_t errlen);
+void metrics_http_close(struct metrics_http *h);
+
+/* The sockets to poll, into pfd (room for METRICS_HTTP_POLLFDS): returns
+ * how many; lowers *timeout_ms to the earliest deadline. */
+size_t metrics_http_pollfds(struct metrics_http *h, struct pollfd *pfd,
+			    int *timeout_ms);
+/* After poll(): serve what is ready (pfd and n as filled above) and end
+ * the connections past their deadline. */
+void metrics_http_serve(struct metrics_http *h, const struct pollfd *pfd,
+			size_t n);
+
+/*
+ * Pure, for tests: the status for the request bytes so far (len of them,
+ * in a buffer of max): 0 when the header is not complete yet, 200 for
+ * GET /metrics, else 400, 404, 405 or 431 (max bytes and no end).
+ */
+int metrics_http_parse(const char *req, size_t len, size_t max);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * server.h - the running process: workers, the current generation, reload,
+ * drain, and the main thread's loop (signals, the control socket).
+ *
+ * The main thread never touches a session: it loads, binds and decides,
+ * then hands the workers what they need through their mailboxes.
+ */
+#ifndef MSAPROXY_SERVER_H
+#define MSAPROXY_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "lib/ipnet.h"
+
+struct generation;
+struct server;
+
+/* Run until drained; takes over gen (the loaded, checked config).
+ * Returns the exit status. */
+int server_run(const char *path, struct generation *gen);
+
+/* For the control socket (control.c), on the main thread. */
+int server_reload(struct server *srv, char *err, size_t errlen);
+void server_drain(struct server *srv, bool fast);
+void server_status(struct server *srv, FILE *out, bool json);
+void server_stats(struct server *srv, FILE *out, bool json);
+int server_sessions(struct server *srv, FILE *out, bool json);
+int server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
+	       char *err, size_t errlen);
+int server_unban(struct server *srv, const struct ipnet *net, char *err,
+		 size_t errlen);
+void server_bans(struct server *srv, FILE *out, bool json);
+/* The running configuration's backends: health, operator state. */
+void server_backends(struct server *srv, FILE *out, bool json);
+/* Take backend name (its address as configured) out of rotation or put
+ * it back; a warning in out when none is left enabled. */
+int server_backend_set(struct server *srv, const char *name, bool enable,
+		       FILE *out, char *err, size_t errlen);
+int server_user_limits(struct server *srv, const char *login, FILE *out,
+		       bool json, char *err, size_t errlen);
+
+#endif

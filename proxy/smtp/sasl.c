@@ -1,0 +1,340 @@
+/*
+ * sasl.c - strict base64 (RFC 4648 4) and the SASL PLAIN (RFC 4616) and
+ * LOGIN (draft-murchison-sasl-login) client responses of SMTP AUTH
+ * (RFC 4954).
+ *
+ * Hostile input: every byte here comes from an unauthenticated client.
+ * Base64 is decoded strictly (canonical form only: no whitespace, no
+ * characters outside the alphabet, length a multiple of 4, at most two '='
+ * and only at the very end, unused bits of the last group zero), so that
+ * one credential has exactly one spelling.  Decoded fields are bounded
+ * before they are copied, must be valid UTF-8 (no overlong forms, no
+ * surrogates, nothing above U+10FFFF) and may not hold C0 controls or DEL.
+ * Every buffer that held decoded bytes is cleared with OPENSSL_cleanse()
+ * before it goes out of scope, and the caller's output is cleared on
+ * failure, so no partial password is left behind.
+ */
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "smtp/sasl.h"
+
+/*
+ * Decoding table for the 128 ASCII values: 6-bit value, or 0xff for bytes
+ * outside the alphabet ('=' included: padding is handled separately).
+ * Bytes >= 0x80 are rejected before the lookup.
+ */
+static const unsigned char b64_dec[128] = {
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x00 */
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x08 */
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x10 */
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x18 */
+	0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x20 */
+	0xff, 0xff, 0xff, 0x3e, 0xff, 0xff, 0xff, 0x3f, /* 0x28 + / */
+	0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3a, 0x3b, /* 0x30 0-7 */
+	0x3c, 0x3d, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x38 8 9 */
+	0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, /* 0x40 A-G */
+	0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, /* 0x48 H-O */
+	0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, /* 0x50 P-W */
+	0x17, 0x18, 0x19, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x58 X-Z */
+	0xff, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, /* 0x60 a-g */
+	0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, /* 0x68 h-o */
+	0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f, 0x30, /* 0x70 p-w */
+	0x31, 0x32, 0x33, 0xff, 0xff, 0xff, 0xff, 0xff, /* 0x78 x-z */
+};
+
+static const char b64_enc[64] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* The 6-bit value of c, or -1 when c is not in the alphabet. */
+static int
+b64_val(unsigned char c)
+{
+	if (c >= 0x80 || b64_dec[c] == 0xff)
+		return -1;
+	return b64_dec[c];
+}
+
+/*
+ * Check that in[0..len) is canonical base64 and compute its decoded
+ * length.  Returns false on any violation.  Nothing is written.
+ */
+static bool
+b64_check(const unsigned char *in, size_t len, size_t *declen)
+{
+	size_t i, pad = 0;
+
+	if (len % 4 != 0)
+		return false;
+	if (len == 0) {
+		*declen = 0;
+		return true;
+	}
+	if (in[len - 1] == '=') {
+		pad = 1;
+		if (in[len - 2] == '=')
+			pad = 2;
+	}
+	/* Everything before the padding must be in the alphabet. */
+	for (i = 0; i < len - pad; i++)
+		if (b64_val(in[i]) < 0)
+			return false;
+	/* The bits that the padding leaves over must be zero. */
+	if (pad == 1 && (b64_val(in[len - 2]) & 0x03) != 0)
+		return false;
+	if (pad == 2 && (b64_val(in[len - 3]) & 0x0f) != 0)
+		return false;
+	*declen = len / 4 * 3 - pad;
+	return true;
+}
+
+/* Decode input that b64_check() accepted; out has room for all of it. */
+static void
+b64_decode_checked(const unsigned char *in, size_t len, unsigned char *out)
+{
+	size_t i, o = 0;
+	uint32_t v;
+
+	for (i = 0; i < len; i += 4) {
+		v = (uint32_t)b64_val(in[i]) << 18 |
+		    (uint32_t)b64_val(in[i + 1]) << 12;
+		out[o++] = (unsigned char)(v >> 16);
+		if (in[i + 2] == '=')
+			break;
+		v |= (uint32_t)b64_val(in[i + 2]) << 6;
+		out[o++] = (unsigned char)(v >> 8);
+		if (in[i + 3] == '=')
+			break;
+		v |= (uint32_t)b64_val(in[i + 3]);
+		out[o++] = (unsigned char)v;
+	}
+}
+
+ssize_t
+sasl_b64_decode(const char *in, size_t len, unsigned char *out, size_t outsize)
+{
+	size_t n;
+
+	if (len > 0 && in == NULL)
+		return -1;
+	if (!b64_check((const unsigned char *)in, len, &n))
+		return -1;
+	if (n > outsize || n > SSIZE_MAX)
+		return -1;
+	if (n > 0)
+		b64_decode_checked((const unsigned char *)in, len, out);
+	return (ssize_t)n;
+}
+
+ssize_t
+sasl_b64_encode(const unsigned char *in, size_t len, char *out, size_t outsize)
+{
+	size_t i, o = 0, need;
+	uint32_t v;
+
+	/* 4 output bytes per started group of 3, and the NUL. */
+	if (len > (SIZE_MAX / 4 - 1) * 3)
+		return -1;
+	need = (len + 2) / 3 * 4;
+	if (need >= outsize || need > SSIZE_MAX)
+		return -1;
+	for (i = 0; i + 3 <= len; i += 3) {
+		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
+		    in[i + 2];
+		out[o++] = b64_enc[v >> 18 & 0x3f];
+		out[o++] = b64_enc[v >> 12 & 0x3f];
+		out[o++] = b64_enc[v >> 6 & 0x3f];
+		out[o++] = b64_enc[v & 0x3f];
+	}
+	if (len - i == 1) {
+		v = (uint32_t)in[i] << 16;
+		out[o++] = b64_enc[v >> 18 & 0x3f];
+		out[o++] = b64_enc[v >> 12 & 0x3f];
+		out[o++] = '=';
+		out[o++] = '=';
+	} else if (len - i == 2) {
+		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+		out[o++] = b64_enc[v >> 18 & 0x3f];
+		out[o++] = b64_enc[v >> 12 & 0x3f];
+		out[o++] = b64_enc[v >> 6 & 0x3f];
+		out[o++] = '=';
+	}
+	out[o] = '\0';
+	return (ssize_t)o;
+}
+
+/*
+ * Is p[0..len) well-formed UTF-8 (RFC 3629) without C0 controls, DEL or
+ * NUL?  Overlong forms, UTF-16 surrogates (U+D800..U+DFFF) and code points
+ * above U+10FFFF are refused.  C1 controls (U+0080..U+009F) are legal
+ * UTF-8 and pass.
+ */
+static bool
+utf8_text_ok(const unsigned char *p, size_t len)
+{
+	size_t i = 0, n, k;
+	unsigned char c, lo, hi;
+
+	while (i < len) {
+		c = p[i];
+		if (c < 0x80) {
+			if (c < 0x20 || c == 0x7f)
+				return false;
+			i++;
+			continue;
+		}
+		/* Lead byte: number of continuation bytes and the allowed
+		 * range of the first one (which rules out overlongs,
+		 * surrogates and values above U+10FFFF). */
+		lo = 0x80;
+		hi = 0xbf;
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+		} else if (c == 0xe0) {
+			n = 2;
+			lo = 0xa0;
+		} else if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) {
+			n = 2;
+		} else if (c == 0xed) {
+			n = 2;
+			hi = 0x9f;
+		} else if (c == 0xf0) {
+			n = 3;
+			lo = 0x90;
+		} else if (c >= 0xf1 && c <= 0xf3) {
+			n = 3;
+		} else if (c == 0xf4) {
+			n = 3;
+			hi = 0x8f;
+		} else {
+			/* 0x80..0xc1 (continuation or overlong 2-byte
+			 * lead), 0xf5..0xff */
+			return false;
+		}
+		if (len - i - 1 < n)
+			return false;
+		if (p[i + 1] < lo || p[i + 1] > hi)
+			return false;
+		for (k = 2; k <= n; k++)
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+/* "=" is the RFC 4954 spelling of an empty response. */
+static bool
+is_empty_response(const char *b64, size_t len)
+{
+	return len == 0 || (len == 1 && b64[0] == '=');
+}
+
+/* The longest valid PLAIN message: three full fields and two NULs. */
+#define PLAIN_MAX (3 * (SASL_FIELD_MAX - 1) + 2)
+
+enum sasl_status
+sasl_plain_decode(const char *b64, size_t len, struct sasl_creds *out)
+{
+	unsigned char buf[PLAIN_MAX];
+	const unsigned char *f[3], *nul;
+	size_t n, flen[3], i, rest;
+	enum sasl_status st;
+
+	sasl_creds_clear(out);
+	if (len > 0 && b64 == NULL)
+		return SASL_BAD_BASE64;
+	if (is_empty_response(b64, len))
+		return SASL_MALFORMED;
+	if (!b64_check((const unsigned char *)b64, len, &n))
+		return SASL_BAD_BASE64;
+	if (n > sizeof(buf))
+		return SASL_TOO_LONG;
+	b64_decode_checked((const unsigned char *)b64, len, buf);
+
+	/* Split authzid NUL authcid NUL passwd.  A third NUL would be a NUL
+	 * inside the password and is caught by the text check below. */
+	rest = n;
+	f[0] = buf;
+	for (i = 0; i < 2; i++) {
+		nul = memchr(f[i], '\0', rest);
+		if (nul == NULL) {
+			st = SASL_MALFORMED;
+			goto done;
+		}
+		flen[i] = (size_t)(nul - f[i]);
+		rest -= flen[i] + 1;
+		f[i + 1] = nul + 1;
+	}
+	flen[2] = rest;
+
+	if (flen[1] == 0) {
+		st = SASL_MALFORMED; /* empty authcid */
+		goto done;
+	}
+	for (i = 0; i < 3; i++) {
+		if (flen[i] >= SASL_FIELD_MAX) {
+			st = SASL_TOO_LONG;
+			goto done;
+		}
+	}
+	/* The authzid is held to the same rule as the user name: it may be
+	 * logged or compared with it, and RFC 4616 wants UTF-8 too. */
+	for (i = 0; i < 3; i++) {
+		if (!utf8_text_ok(f[i], flen[i])) {
+			st = SASL_MALFORMED;
+			goto done;
+		}
+	}
+	memcpy(out->authzid, f[0], flen[0]);
+	memcpy(out->user, f[1], flen[1]);
+	memcpy(out->pass, f[2], flen[2]);
+	/* The arrays were zeroed by sasl_creds_clear(): NUL-terminated. */
+	st = SASL_OK;
+done:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (st != SASL_OK)
+		sasl_creds_clear(out);
+	return st;
+}
+
+enum sasl_status
+sasl_login_decode(const char *b64, size_t len, char *out, size_t outsize)
+{
+	size_t n;
+
+	if (out == NULL || outsize == 0)
+		return SASL_TOO_LONG;
+	OPENSSL_cleanse(out, outsize);
+	if (len > 0 && b64 == NULL)
+		return SASL_BAD_BASE64;
+	if (is_empty_response(b64, len))
+		return SASL_OK; /* out[0] is already NUL */
+	if (!b64_check((const unsigned char *)b64, len, &n))
+		return SASL_BAD_BASE64;
+	if (n >= outsize)
+		return SASL_TOO_LONG;
+	b64_decode_checked((const unsigned char *)b64, len,
+			   (unsigned char *)out);
+	if (memchr(out, '\0', n) != NULL) {
+		OPENSSL_cleanse(out, outsize);
+		return SASL_MALFORMED;
+	}
+	if (!utf8_text_ok((const unsigned char *)out, n)) {
+		OPENSSL_cleanse(out, outsize);
+		return SASL_MALFORMED;
+	}
+	out[n] = '\0';
+	return SASL_OK;
+}
+
+void
+sasl_creds_clear(struct sasl_creds *c)
+{
+	if (c != NULL)
+		OPENSSL_cleanse(c, sizeof(*c));
+}
