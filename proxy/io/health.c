@@ -34,7 +34,6 @@
 #include "io/backend_pool.h"
 #include "io/health.h"
 #include "io/ring.h"
-#include "io/worker.h"
 #include "lib/log.h"
 #include "lib/timer.h"
 #include "smtp/proxy_v2.h"
@@ -66,7 +65,7 @@ struct health_check {
 } __attribute__((aligned(1u << OP_BITS)));
 
 struct health {
-	struct worker *w;
+	struct ring *ring;
 	struct backend_pool *pool;
 	const struct config *cfg;
 	size_t n;
@@ -106,10 +105,10 @@ finish(struct health_check *c, bool ok, const char *reason)
 	backend_health_log(server_cfg(c), change, "check", reason);
 	c->state = HC_CLOSING;
 	if (c->fd >= 0 && c->refs > 0) {
-		struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+		struct io_uring_sqe *sqe = ring_sqe(c->h->ring);
 		shutdown(c->fd, SHUT_RDWR);
 		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-		worker_prep(sqe, NULL, OP_IGNORE);
+		ring_prep(sqe, NULL, OP_IGNORE);
 	}
 	maybe_idle(c);
 }
@@ -134,10 +133,10 @@ arm_recv(struct health_check *c)
 
 	if (c->recv_armed)
 		return;
-	sqe = worker_sqe(c->h->w);
+	sqe = ring_sqe(c->h->ring);
 	io_uring_prep_recv(sqe, c->fd, c->in + c->inlen,
 			   sizeof(c->in) - c->inlen, 0);
-	worker_prep(sqe, c, OP_CHECK_RECV);
+	ring_prep(sqe, c, OP_CHECK_RECV);
 	c->recv_armed = true;
 	c->refs++;
 }
@@ -145,11 +144,11 @@ arm_recv(struct health_check *c)
 static void
 send_text(struct health_check *c, const char *text, size_t len)
 {
-	struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+	struct io_uring_sqe *sqe = ring_sqe(c->h->ring);
 
 	memcpy(c->out, text, len);
 	io_uring_prep_send(sqe, c->fd, c->out, len, MSG_NOSIGNAL);
-	worker_prep(sqe, c, OP_CHECK_SEND);
+	ring_prep(sqe, c, OP_CHECK_SEND);
 	c->refs++;
 }
 
@@ -174,10 +173,10 @@ start(struct health_check *c, uint64_t now)
 	if (a->ss.ss_family != AF_UNIX)
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->state = HC_CONNECTING;
-	sqe = worker_sqe(c->h->w);
+	sqe = ring_sqe(c->h->ring);
 	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&a->ss,
 			      a->len);
-	worker_prep(sqe, c, OP_CHECK_CONNECT);
+	ring_prep(sqe, c, OP_CHECK_CONNECT);
 	c->refs++;
 }
 
@@ -251,10 +250,10 @@ health_on_connect(struct health_check *c, int res)
 	c->state = HC_GREETING;
 	if (server_cfg(c)->identity == IDENTITY_PROXY_V2 &&
 	    proxy_v2_write_local(c->hdr, sizeof(c->hdr)) > 0) {
-		struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+		struct io_uring_sqe *sqe = ring_sqe(c->h->ring);
 		io_uring_prep_send(sqe, c->fd, c->hdr, sizeof(c->hdr),
 				   MSG_NOSIGNAL);
-		worker_prep(sqe, c, OP_CHECK_SEND);
+		ring_prep(sqe, c, OP_CHECK_SEND);
 		c->refs++;
 	}
 	arm_recv(c);
@@ -364,7 +363,7 @@ health_busy(const struct health *h)
 }
 
 struct health *
-health_new(struct worker *w, struct backend_pool *pool,
+health_new(struct ring *ring, struct backend_pool *pool,
 	   const struct config *cfg, bool *oom)
 {
 	struct health *h;
@@ -383,7 +382,7 @@ health_new(struct worker *w, struct backend_pool *pool,
 		return NULL;
 	}
 	memset(h->v, 0, cfg->nbackends * sizeof(*h->v));
-	h->w = w;
+	h->ring = ring;
 	h->pool = pool;
 	h->cfg = cfg;
 	h->n = cfg->nbackends;
