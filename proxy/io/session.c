@@ -24,6 +24,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,29 @@ session_log_user(char *buf, size_t len, const char *user)
 	return log_quote(buf, len, user, strlen(user));
 }
 
+/* One line about s: "session=ID client=ADDR user=LOGIN" first, then fmt's
+ * keys, so every line about a session can be found by any of the three. */
+static void session_log(const struct session *s, enum log_level level,
+			const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+session_log(const struct session *s, enum log_level level, const char *event,
+	    const char *fmt, ...)
+{
+	char u[LOG_USER_MAX], rest[1024];
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(rest, sizeof(rest), fmt, ap);
+	va_end(ap);
+	log_msg(level, event, " session=%llx client=%s user=%s%s",
+		(unsigned long long)s->id, s->peer_addr,
+		session_log_user(u, sizeof(u), smtp_user(&s->smtp)), rest);
+}
+
 /* ---------------------------------------------------------------------
  * Creation
  */
@@ -106,11 +130,16 @@ trace_smtp(void *ctx, const char *verb, int code)
 	const struct session *s = ctx;
 
 	if (verb != NULL)
-		log_debug("smtp-command", " session=%llx verb=%s",
-			  (unsigned long long)s->id, verb);
+		session_log(s, LOG_DEBUG, "smtp-command", " verb=%s", verb);
 	else
-		log_debug("smtp-reply", " session=%llx code=%d",
-			  (unsigned long long)s->id, code);
+		session_log(s, LOG_DEBUG, "smtp-reply", " code=%d", code);
+}
+
+static void
+trace_smtp_state(void *ctx, enum smtp_state from, enum smtp_state to)
+{
+	session_log(ctx, LOG_DEBUG, "smtp-state", " from=%s to=%s",
+		    smtp_state_name(from), smtp_state_name(to));
 }
 
 static void
@@ -173,12 +202,12 @@ session_new(struct ring *r, int fd, const struct config_listener *l,
 	offer_backends(s);
 	if (log_enabled(LOG_DEBUG)) {
 		s->smtp.trace = trace_smtp;
+		s->smtp.trace_state = trace_smtp_state;
 		s->smtp.trace_ctx = s;
 	}
-	log_info("session-start",
-		 " session=%llx client=%s port=%u listener=%s mode=%s",
-		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
-		 l->addr.text, implicit ? "implicit" : "starttls");
+	session_log(s, LOG_INFO, "session-start",
+		    " port=%u listener=%s mode=%s", s->peer_port, l->addr.text,
+		    implicit ? "implicit" : "starttls");
 	if (!policy_admit(s)) {
 		/* Refused: it flushes any reply and closes on its first run. */
 		s->deadline_ms = s->started_ms + CLOSE_FLUSH_MS;
@@ -211,9 +240,8 @@ log_tls_failure(struct session *s, const char *what)
 {
 	char e[256];
 
-	log_info("tls-failed", " session=%llx client=%s step=%s error=\"%s\"",
-		 (unsigned long long)s->id, s->peer_addr, what,
-		 tls_error_string(e, sizeof(e)));
+	session_log(s, LOG_INFO, "tls-failed", " step=%s error=\"%s\"", what,
+		    tls_error_string(e, sizeof(e)));
 }
 
 /* The version a handshake settled on, for the counters. */
@@ -249,12 +277,9 @@ tls_ready(struct session *s)
 	tls_established(s->ssl);
 	s->deadline_ms = 0;
 	s->cmd_since_ms = timer_now_ms(); /* after STARTTLS: a new turn */
-	log_info("tls",
-		 " session=%llx client=%s version=%s cipher=%s "
-		 "resumed=%s",
-		 (unsigned long long)s->id, s->peer_addr,
-		 SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl),
-		 SSL_session_reused(s->ssl) ? "yes" : "no");
+	session_log(s, LOG_INFO, "tls", " version=%s cipher=%s resumed=%s",
+		    SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl),
+		    SSL_session_reused(s->ssl) ? "yes" : "no");
 	if (s->listener->mode == LISTENER_IMPLICIT)
 		smtp_start(&s->smtp);
 	else
@@ -341,6 +366,15 @@ tls_backlog(struct session *s)
  * Output
  */
 
+/* A prepared operation on s's socket: tagged with s, it holds a reference
+ * until it completes (session_release()). */
+static void
+submit(struct session *s, struct io_uring_sqe *sqe, enum ring_op op)
+{
+	ring_prep(sqe, s, op);
+	s->inflight++;
+}
+
 static void
 send_wire(struct session *s)
 {
@@ -352,9 +386,8 @@ send_wire(struct session *s)
 	s->wire.pinned = true;
 	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), buf_used(&s->wire),
 			   MSG_NOSIGNAL);
-	ring_prep(sqe, s, OP_CLIENT_SEND);
+	submit(s, sqe, OP_CLIENT_SEND);
 	s->sending = true;
-	s->inflight++;
 }
 
 /* SMTP replies -> (TLS) -> wire.  TLS writes its records into s->wire, so
@@ -445,9 +478,8 @@ arm_client_recv(struct session *s)
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = s->recv_data ? DATA_GROUP : RECV_GROUP;
-	ring_prep(sqe, s, OP_CLIENT_RECV);
+	submit(s, sqe, OP_CLIENT_RECV);
 	s->recv_armed = true;
-	s->inflight++;
 }
 
 /* A receive buffer back to the group it came from. */
@@ -546,13 +578,8 @@ relay_io_of(struct session *s)
 static void
 log_message_refused(struct session *s, const char *why)
 {
-	char u[LOG_USER_MAX];
-
-	log_info("message-refused",
-		 " session=%llx client=%s user=%s reason=%s size=%llu",
-		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)), why,
-		 (unsigned long long)s->relay.ds.size);
+	session_log(s, LOG_INFO, "message-refused", " reason=%s size=%llu", why,
+		    (unsigned long long)s->relay.ds.size);
 }
 
 /* The message or chunk was read to its end: on to the backend's verdict,
@@ -611,8 +638,7 @@ start_tls(struct session *s)
 	flush_client(s);
 	s->ssl = tls_ssl_new(s->gen->tls[s->ring->id], &s->tio);
 	if (s->ssl == NULL) {
-		log_error("tls-failed", " session=%llx step=new error=oom",
-			  (unsigned long long)s->id);
+		session_log(s, LOG_ERROR, "tls-failed", " step=new error=oom");
 		s->closing = true;
 		return;
 	}
@@ -846,7 +872,6 @@ open_backend(struct session *s)
 static void
 backend_replied(struct session *s, const struct smtp_reply *r)
 {
-	char u[LOG_USER_MAX];
 	const char *lines[SMTP_REPLY_LINES_MAX];
 	size_t lens[SMTP_REPLY_LINES_MAX];
 	bool data_end = s->smtp.state == SMTP_DATA_END;
@@ -865,13 +890,10 @@ backend_replied(struct session *s, const struct smtp_reply *r)
 		counter_add(&s->ring->counters.messages, 1);
 	}
 	if (data_end)
-		log_info("message",
-			 " session=%llx client=%s user=%s backend=%s size=%llu "
-			 "result=%d",
-			 (unsigned long long)s->id, s->peer_addr,
-			 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-			 backend_name(s->be),
-			 (unsigned long long)s->relay.ds.size, r->code);
+		session_log(s, LOG_INFO, "message",
+			    " backend=%s size=%llu result=%d",
+			    backend_name(s->be),
+			    (unsigned long long)s->relay.ds.size, r->code);
 	if (act == SMTP_ACT_DATA)
 		relay_begin(&s->relay);
 	backend_reply_done(s->be, act == SMTP_ACT_DATA);
@@ -1006,9 +1028,8 @@ session_on_timer(struct session *s)
 		return;
 	}
 	if (s->ssl != NULL && !s->tls_done) {
-		log_info("tls-failed",
-			 " session=%llx client=%s step=handshake error=timeout",
-			 (unsigned long long)s->id, s->peer_addr);
+		session_log(s, LOG_INFO, "tls-failed",
+			    " step=handshake error=timeout");
 		counter_add(
 			&s->ring->counters.limits[LIMIT_HIT_HANDSHAKE_TIMEOUT],
 			1);
@@ -1027,11 +1048,10 @@ session_on_timer(struct session *s)
 						  ? LIMIT_HIT_DATA_TIMEOUT
 						  : LIMIT_HIT_COMMAND_TIMEOUT],
 		1);
-	log_info("timeout", " session=%llx client=%s state=%s",
-		 (unsigned long long)s->id, s->peer_addr,
-		 s->smtp.state == SMTP_DATA    ? "data"
-		 : s->smtp.state == SMTP_CHUNK ? "bdat"
-					       : "command");
+	session_log(s, LOG_INFO, "timeout", " state=%s",
+		    s->smtp.state == SMTP_DATA	  ? "data"
+		    : s->smtp.state == SMTP_CHUNK ? "bdat"
+						  : "command");
 	snprintf(text, sizeof(text), "421 4.4.2 %s Error: timeout exceeded",
 		 cfg->hostname);
 	smtp_shutdown(&s->smtp, text, "client-timeout");
@@ -1175,7 +1195,6 @@ static const char *const outcome_names[OUTCOME_COUNT] = {
 void
 session_close(struct session *s, const char *reason)
 {
-	char u[LOG_USER_MAX];
 	struct io_uring_sqe *sqe;
 	enum counter_outcome outcome;
 
@@ -1184,21 +1203,19 @@ session_close(struct session *s, const char *reason)
 	s->dead = true;
 	outcome = session_outcome(s, reason);
 	count_end(s, outcome);
-	log_info("session-end",
-		 " session=%llx client=%s port=%u listener=%s user=%s tls=%s "
-		 "cipher=%s messages=%u recipients=%u bytes=%llu backend=%s "
-		 "errors=%u auth_failures=%u duration_ms=%llu outcome=%s "
-		 "reason=%s",
-		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
-		 s->listener->addr.text,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-		 s->tls_done ? SSL_get_version(s->ssl) : "no",
-		 s->tls_done ? SSL_get_cipher_name(s->ssl) : "-",
-		 s->smtp.messages, s->recipients, (unsigned long long)s->bytes,
-		 s->backend_used ? s->backend_used : "-", s->smtp.errors,
-		 s->smtp.auth_failures,
-		 (unsigned long long)(timer_now_ms() - s->started_ms),
-		 outcome_names[outcome], reason);
+	session_log(s, LOG_INFO, "session-end",
+		    " port=%u listener=%s tls=%s cipher=%s messages=%u "
+		    "recipients=%u bytes=%llu backend=%s errors=%u "
+		    "auth_failures=%u duration_ms=%llu outcome=%s reason=%s",
+		    s->peer_port, s->listener->addr.text,
+		    s->tls_done ? SSL_get_version(s->ssl) : "no",
+		    s->tls_done ? SSL_get_cipher_name(s->ssl) : "-",
+		    s->smtp.messages, s->recipients,
+		    (unsigned long long)s->bytes,
+		    s->backend_used ? s->backend_used : "-", s->smtp.errors,
+		    s->smtp.auth_failures,
+		    (unsigned long long)(timer_now_ms() - s->started_ms),
+		    outcome_names[outcome], reason);
 	backend_close(&s->be, true);
 	policy_session_end(s);
 	timer_set(&s->ring->timers, &s->timer, TIMER_NONE);
