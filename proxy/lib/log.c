@@ -74,12 +74,6 @@ static _Atomic long sys_retry_at; /* CLOCK_MONOTONIC s of the next try */
 static _Atomic unsigned long sys_dropped;
 static char sys_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
-void
-log_set_level(enum log_level level)
-{
-	atomic_store(&log_level, level);
-}
-
 int
 log_enabled(enum log_level level)
 {
