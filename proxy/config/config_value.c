@@ -17,7 +17,7 @@
  * numeric only, so the configuration never depends on DNS at startup.
  *
  * Pure: no I/O, no allocation, no logging.  Each parser returns NULL or
- * the "why" of a "FILE:LINE: KEY: why" message, and config.c adds the
+ * the "why" of a "FILE:LINE: KEY: why" message, and config_yaml.c adds the
  * rest.  config_parse_duration() (config.h) is the public 0/-1 face of
  * the duration parser, for the control socket's ban TTLs.  Host names
  * follow RFC 1123 2.1 (labels of letters, digits and '-').
