@@ -71,7 +71,7 @@ now_ns(void)
 }
 
 static bool
-live(const struct blocklist_value *v, uint64_t now)
+blocklist_live(const struct blocklist_value *v, uint64_t now)
 {
 	return v->expires_ns == 0 || v->expires_ns > now;
 }
@@ -143,7 +143,7 @@ lookup_live(int fd, union lpm_key *k, uint64_t now, struct blocklist_value *out)
 	for (int i = 0; i < BLOCKLIST_MAX_SHADOW; i++) {
 		if (bpf_map_lookup_elem(fd, k, out) < 0)
 			return errno == ENOENT ? 0 : -errno;
-		if (live(out, now))
+		if (blocklist_live(out, now))
 			return 1;
 		if (out->prefixlen == 0 || out->prefixlen > k->prefixlen)
 			return 0;
@@ -269,7 +269,7 @@ add_locked(struct blocklist *bl, enum blocklist_table t, const struct ipnet *c,
 	e = lookup_exact(fd, &k, &old);
 	if (e < 0)
 		return blocklist_fail(err, errlen, e, "reading the table");
-	if (e == 1 && live(&old, now) && !stronger(&nv, &old))
+	if (e == 1 && blocklist_live(&old, now) && !stronger(&nv, &old))
 		return 1;
 	if (bpf_map_update_elem(fd, &k, &nv, BPF_ANY) < 0) {
 		char s[IPNET_TEXT_MAX];
@@ -485,11 +485,11 @@ blocklist_sweep(struct blocklist *bl, char *err, size_t errlen)
 					  rows.v[i].v6);
 			struct blocklist_value cur;
 
-			if (live(&rows.v[i].val, now))
+			if (blocklist_live(&rows.v[i].val, now))
 				continue;
 			/* Re-read: it may have been refreshed since. */
 			if (lookup_exact(fd, &rows.v[i].key, &cur) == 1 &&
-			    !live(&cur, now) &&
+			    !blocklist_live(&cur, now) &&
 			    bpf_map_delete_elem(fd, &rows.v[i].key) == 0)
 				n++;
 		}

@@ -123,7 +123,7 @@ set_defaults(struct config *cfg)
 
 /* Read the whole file; NULL with a message in l->err on failure. */
 static unsigned char *
-read_file(struct loader *l, size_t *len)
+config_read_file(struct loader *l, size_t *len)
 {
 	unsigned char *buf;
 	size_t n;
@@ -206,7 +206,7 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 		free(l.dir);
 		return config_yaml_fail(&l, 1, "file", "out of memory");
 	}
-	buf = read_file(&l, &len);
+	buf = config_read_file(&l, &len);
 	if (buf == NULL) {
 		config_free(cfg);
 		free(l.dir);

@@ -61,7 +61,8 @@ check_bytes_burst(struct loader *l, const struct config_user_limits *lim,
 
 /* Classes inherit from limits.user; logins name existing classes. */
 static int
-check_limits(struct loader *l, const yaml_node_t *limits, struct config *cfg)
+config_check_limits(struct loader *l, const yaml_node_t *limits,
+		    struct config *cfg)
 {
 	const yaml_node_t *user = config_yaml_get(l, limits, "user");
 	const yaml_node_t *n = user ? config_yaml_get(l, user, "bytes") : NULL;
@@ -187,7 +188,7 @@ config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
 	const yaml_node_t *limits = config_yaml_get(l, root, "limits");
 	const yaml_node_t *n;
 
-	if (check_limits(l, limits, cfg) < 0)
+	if (config_check_limits(l, limits, cfg) < 0)
 		return -1;
 	if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < SECOND) {
 		n = config_yaml_get(

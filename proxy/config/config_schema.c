@@ -505,7 +505,7 @@ set_classes(struct loader *l, const yaml_node_t *v, const char *key, void *base)
 	return 0;
 }
 
-/* limits.users: LOGIN: CLASS; resolved in check_limits(). */
+/* limits.users: LOGIN: CLASS; resolved in config_check_limits(). */
 static int
 set_user_classes(struct loader *l, const yaml_node_t *v, const char *key,
 		 void *base)

@@ -266,7 +266,7 @@ jstr_byte(struct jbuf *j, unsigned char c)
 }
 
 static int
-hexval(char c)
+log_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -294,8 +294,8 @@ jstr_quoted(struct jbuf *j, const char **pp, const char *end)
 		}
 		switch (p[1]) {
 		case 'x':
-			if (p + 3 < end && (hi = hexval(p[2])) >= 0 &&
-			    (lo = hexval(p[3])) >= 0) {
+			if (p + 3 < end && (hi = log_hexval(p[2])) >= 0 &&
+			    (lo = log_hexval(p[3])) >= 0) {
 				jstr_byte(j, (unsigned char)(hi << 4 | lo));
 				p += 4;
 				continue;

@@ -459,7 +459,7 @@ start_purging(void)
 }
 
 static int
-start(struct server *srv, char *err, size_t errlen)
+server_start(struct server *srv, char *err, size_t errlen)
 {
 	const struct config *cfg = srv->gen->cfg;
 	sigset_t sigs;
@@ -546,7 +546,7 @@ server_run(const char *path, struct generation *gen)
 		goto out;
 	}
 	bind_generation(&srv, gen, NULL);
-	if (start(&srv, err, sizeof(err)) != 0)
+	if (server_start(&srv, err, sizeof(err)) != 0)
 		goto out;
 	for (unsigned k = 0; k < srv.nworkers; k++) {
 		struct worker_listener *ls =
