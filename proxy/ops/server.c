@@ -29,11 +29,15 @@
  * (caps.h) every CAPS_SAMPLE_MS while a cap is set, and starts jemalloc's
  * purging thread once privileges are dropped (start_purging()).
  *
+ * Security stance: everything privileged (keys, sockets, the XDP program)
+ * is done in server_start() before any thread exists, then
+ * privilege_drop(); the main thread never reads a client's bytes.
+ *
  * Config keys: workers, control.*, metrics.listen, shutdown.*,
- * limits.max_memory.  What a
- * reload cannot change (workers, auth.threads, auth.cache_*, limits table
- * sizes, the TLS ticket key lifetime, the control socket and
- * metrics.listen) keeps its value and is logged as such.
+ * limits.max_memory.  What a reload cannot change (workers, auth.threads,
+ * auth.cache_*, limits table sizes, the TLS ticket key lifetime, the
+ * control socket and metrics.listen) keeps its value and is logged as
+ * such.
  */
 #include <errno.h>
 #include <inttypes.h>
