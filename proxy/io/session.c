@@ -18,12 +18,18 @@
  * plaintext (tls_authed()) until AUTH succeeds; the plaintext receive
  * buffers of a session without TLS are wiped once copied.
  *
+ * Limits: policy.c decides (policy.h) and the session acts on its
+ * verdicts in one place, session_apply_verdict(): the reply, the log line
+ * (msg=session-refused, limit, sender-refused, mail-refused, ip-banned),
+ * the memory cap's counter and a ban's place on the blocklist.
+ *
  * Config keys: tls.handshake_timeout, limits.command_timeout,
  * limits.data_timeout, limits.max_message_size, limits.bare_newlines,
  * auth.failure_delay.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +38,10 @@
 
 #include <openssl/err.h>
 
+#include "auth/passwd_db.h"
+#include "bans/bans.h"
 #include "lib/log.h"
+#include "limits/caps.h"
 #include "limits/policy.h"
 #include "io/backend_pool.h"
 #include "io/session.h"
@@ -57,6 +66,203 @@ session_log_user(char *buf, size_t len, const char *user)
 	if (user[0] == '\0')
 		return "-";
 	return log_quote(buf, len, user, strlen(user));
+}
+
+/* ---------------------------------------------------------------------
+ * Limits: policy.c's verdicts, acted on
+ */
+
+/* What policy.c reads for s: login is the one at hand (AUTH) or the
+ * authenticated user. */
+static struct policy_ctx
+session_policy_ctx(const struct session *s, const char *login, uint64_t now_ms)
+{
+	return (struct policy_ctx){
+		.cfg = session_config(s),
+		.listener = s->listener,
+		.limits = worker_limits(s->w),
+		.bans = worker_bans(s->w),
+		.caps = worker_caps(s->w),
+		.peer = &s->peer,
+		.login = login,
+		.now_ms = now_ms,
+	};
+}
+
+/* A ban the client's network earned, on the blocklist too (and so in the
+ * kernel, with XDP): its next packets cost nothing. */
+static void
+auto_ban(struct session *s, const struct ipnet *net, uint64_t ms)
+{
+	struct bans *b = worker_bans(s->w);
+	char err[256], text[IPNET_TEXT_MAX];
+
+	if (b == NULL)
+		return;
+	if (bans_add(b, net, ms, BLOCKLIST_REASON_AUTO, err, sizeof(err)) != 0)
+		log_warn("auto-ban-failed",
+			 " session=%llx network=%s error=\"%s\"",
+			 (unsigned long long)s->id,
+			 ipnet_format(net, text, sizeof(text)), err);
+}
+
+/* The one place a limit's refusal is answered, logged and counted, and a
+ * ban it earned applied.  Returns whether the session may go on. */
+static bool
+session_apply_verdict(struct session *s, const struct policy_verdict *v)
+{
+	const struct smtp *m = &s->smtp;
+	char u[LOG_USER_MAX], a[4 * 256 + 3], text[IPNET_TEXT_MAX];
+
+	if (v->banned_ms != 0)
+		log_warn("ip-banned",
+			 " session=%llx client=%s network=%s ban_ms=%" PRIu64
+			 " reason=auth-failures",
+			 (unsigned long long)s->id, s->peer_addr,
+			 ipnet_format(&v->net, text, sizeof(text)),
+			 v->banned_ms);
+	if (v->blocklist_ms != 0)
+		auto_ban(s, &v->net, v->blocklist_ms);
+	switch (v->refused) {
+	case POLICY_OK:
+		return true;
+	case POLICY_CONNECTION:
+		log_info("session-refused",
+			 " session=%llx client=%s listener=%s reason=%s "
+			 "retry_ms=%" PRIu64,
+			 (unsigned long long)s->id, s->peer_addr,
+			 s->listener->addr.text, v->reason, v->retry_ms);
+		/* On an implicit TLS port a plaintext reply would only be
+		 * garbage to the client's TLS stack: just close. */
+		if (s->listener->mode == LISTENER_STARTTLS)
+			smtp_shutdown(&s->smtp, v->reply, v->reason);
+		s->smtp.close_reason = v->reason;
+		s->closing = true;
+		break;
+	case POLICY_RATE:
+	case POLICY_BYTES:
+		log_info("limit",
+			 " session=%llx client=%s user=%s limit=%s "
+			 "retry_ms=%" PRIu64,
+			 (unsigned long long)s->id, s->peer_addr,
+			 session_log_user(u, sizeof(u), smtp_user(m)),
+			 v->reason, v->retry_ms);
+		/* A message over the byte rate is answered at its end. */
+		if (v->refused == POLICY_RATE)
+			smtp_refuse(&s->smtp, v->reply, false);
+		break;
+	case POLICY_SENDER:
+		log_info("sender-refused",
+			 " session=%llx client=%s user=%s sender=%s",
+			 (unsigned long long)s->id, s->peer_addr,
+			 session_log_user(u, sizeof(u), smtp_user(m)),
+			 log_quote(a, sizeof(a), m->fwd_line + m->path_off,
+				   m->path_len));
+		smtp_refuse(&s->smtp, v->reply, true);
+		break;
+	case POLICY_MEMORY:
+		caps_count_mail_refused(worker_caps(s->w));
+		log_info("mail-refused",
+			 " session=%llx client=%s user=%s reason=%s",
+			 (unsigned long long)s->id, s->peer_addr,
+			 session_log_user(u, sizeof(u), smtp_user(m)),
+			 v->reason);
+		smtp_refuse(&s->smtp, v->reply, false);
+		break;
+	}
+	return false;
+}
+
+/* A new connection: false when it is refused (the reply, if any, is
+ * queued and the session set to close). */
+static bool
+session_admit(struct session *s)
+{
+	struct policy_ctx c = session_policy_ctx(s, "", s->started_ms);
+	struct policy_verdict v;
+
+	if (policy_admit(&c, &s->pol, &v))
+		return true;
+	return session_apply_verdict(s, &v);
+}
+
+/* A password check answered: how long to hold the answer (ms). */
+static uint64_t
+session_auth_done(struct session *s, const struct auth_request *req)
+{
+	struct policy_ctx c = session_policy_ctx(s, req->user, timer_now_ms());
+	struct policy_verdict v;
+	uint64_t hold = policy_auth_done(&c, &s->pol, req->ok, &v);
+
+	session_apply_verdict(s, &v);
+	return hold;
+}
+
+/* AUTH succeeded: the user's limits and senders. */
+static void
+session_authed(struct session *s)
+{
+	const char *user = smtp_user(&s->smtp);
+	struct policy_ctx c = session_policy_ctx(s, user, timer_now_ms());
+
+	policy_authed(&c, &s->pol, passwd_db_user_info(s->gen->users, user));
+}
+
+/* The MAIL or RCPT in s->smtp may go to the backend: false when it was
+ * refused instead (the reply is queued). */
+static bool
+session_may_forward(struct session *s)
+{
+	struct policy_ctx c =
+		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+	struct policy_verdict v;
+
+	if (policy_forward(&c, &s->pol, &s->smtp, &v))
+		return true;
+	return session_apply_verdict(s, &v);
+}
+
+/* n more message bytes for the backend: false when over the user's rate
+ * (the message is then sunk and answered with session_bytes_reply()). */
+static bool
+session_take_bytes(struct session *s, size_t n)
+{
+	struct policy_ctx c =
+		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+	struct policy_verdict v;
+
+	if (policy_take_bytes(&c, &s->pol, n, &v))
+		return true;
+	return session_apply_verdict(s, &v);
+}
+
+/* The reply for a message sunk by session_take_bytes(). */
+static const char *
+session_bytes_reply(struct session *s, char *buf, size_t len)
+{
+	return policy_bytes_reply(&s->pol, buf, len);
+}
+
+/* On every pass of session_run(): nothing held is the common case, and
+ * costs no clock read. */
+static void
+session_settle(struct session *s)
+{
+	struct policy_ctx c;
+
+	if (!policy_holding(&s->pol))
+		return;
+	c = session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+	policy_settle(&c, &s->pol, &s->smtp);
+}
+
+static void
+session_policy_end(struct session *s)
+{
+	struct policy_ctx c =
+		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+
+	policy_session_end(&c, &s->pol, &s->smtp);
 }
 
 /* ---------------------------------------------------------------------
@@ -143,7 +349,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 		 " session=%llx client=%s port=%u listener=%s mode=%s",
 		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
 		 l->addr.text, implicit ? "implicit" : "starttls");
-	if (!policy_admit(s)) {
+	if (!session_admit(s)) {
 		/* Refused: it flushes any reply and closes on its first run. */
 		s->deadline_ms = s->started_ms + CLOSE_FLUSH_MS;
 		return s;
@@ -151,7 +357,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	if (implicit) {
 		s->ssl = tls_ssl_new(gen->tls[worker_id(w)], &s->tio);
 		if (s->ssl == NULL) {
-			policy_session_end(s);
+			session_policy_end(s);
 			s->fd = -1; /* the caller closes it */
 			session_free(s);
 			return NULL;
@@ -523,7 +729,7 @@ finish_message(struct session *s)
 	case SINK_LIMIT:
 		why = "rate-limit";
 		smtp_data_refused(&s->smtp,
-				  policy_bytes_reply(s, limit, sizeof(limit)));
+				  session_bytes_reply(s, limit, sizeof(limit)));
 		break;
 	}
 	log_info("message-refused",
@@ -569,7 +775,7 @@ relay_data(struct session *s)
 			n = data_normalize(&s->ds, p, avail, t, &outlen);
 			if (s->ds.size > max)
 				s->sink = SINK_TOO_BIG;
-			else if (!policy_take_bytes(s, outlen))
+			else if (!session_take_bytes(s, outlen))
 				s->sink = SINK_LIMIT;
 			else
 				buf_commit(out, outlen);
@@ -586,7 +792,7 @@ relay_data(struct session *s)
 				s->sink = SINK_BAD_BYTES;
 			else if (s->ds.size > max)
 				s->sink = SINK_TOO_BIG;
-			else if (!policy_take_bytes(s, n))
+			else if (!session_take_bytes(s, n))
 				s->sink = SINK_LIMIT;
 			else
 				counter_add(&worker_stats(s->w)->data_bytes,
@@ -631,7 +837,7 @@ relay_chunk(struct session *s)
 					m->chunk_last && n == m->chunk_left);
 			if (s->ds.bad)
 				s->sink = SINK_BAD_BYTES;
-			else if (!policy_take_bytes(s, n))
+			else if (!session_take_bytes(s, n))
 				s->sink = SINK_LIMIT;
 			else
 				buf_append(&s->be->out, p, n);
@@ -699,7 +905,7 @@ answer_auth(struct session *s, struct auth_request *req)
 	/* Not req->ok: a verdict too late, or no memory for the login,
 	 * leaves the client unauthenticated. */
 	if (s->smtp.authed) {
-		policy_authed(s);
+		session_authed(s);
 		/* No credentials from here on: stop wiping (buf_room()
 		 * compacts, wiping what the AUTH lines left). */
 		buf_room(&s->in);
@@ -709,7 +915,7 @@ answer_auth(struct session *s, struct auth_request *req)
 	}
 	free(req);
 	s->auth = NULL;
-	if (s->banned && s->smtp.state != SMTP_CLOSING) {
+	if (s->pol.banned && s->smtp.state != SMTP_CLOSING) {
 		snprintf(text, sizeof(text),
 			 "421 4.7.0 %s Too many failed logins, try again "
 			 "later",
@@ -723,7 +929,7 @@ answer_auth(struct session *s, struct auth_request *req)
 static void
 finish_auth(struct session *s, struct auth_request *req)
 {
-	uint64_t hold = policy_auth_done(s, req->user, req->ok);
+	uint64_t hold = session_auth_done(s, req);
 	const char *mech = s->smtp.auth_mech;
 	char u[LOG_USER_MAX];
 
@@ -804,7 +1010,7 @@ apply(struct session *s, enum smtp_action act)
 		start_auth(s);
 		break;
 	case SMTP_ACT_FORWARD:
-		if (policy_forward(s))
+		if (session_may_forward(s))
 			backend_forward(s);
 		break;
 	case SMTP_ACT_CLOSE:
@@ -880,7 +1086,7 @@ session_run(struct session *s)
 	while (!s->dead && !s->closing) {
 		size_t before;
 
-		policy_settle(s);
+		session_settle(s);
 		if (s->ssl != NULL && !tls_read(s))
 			return;
 		if (s->closing || (s->ssl != NULL && !s->tls_done))
@@ -911,7 +1117,7 @@ session_run(struct session *s)
 	}
 	if (s->dead)
 		return;
-	policy_settle(s);
+	session_settle(s);
 	drop_backend_if_asked(s);
 	if (s->closing)
 		close_begin(s, CLOSE_FLUSH_MS);
@@ -1070,7 +1276,7 @@ session_outcome(const struct session *s, const char *reason)
 		return OUTCOME_OK;
 	/* policy.c's reasons: ip-banned, ip-connection-rate, ip-concurrency,
 	 * ip-table-full, banned, listener-denied. */
-	if (s->banned || strncmp(reason, "ip-", 3) == 0 ||
+	if (s->pol.banned || strncmp(reason, "ip-", 3) == 0 ||
 	    strcmp(reason, "banned") == 0 ||
 	    strcmp(reason, "listener-denied") == 0)
 		return OUTCOME_REFUSED;
@@ -1139,7 +1345,7 @@ session_close(struct session *s, const char *reason)
 		 (unsigned long long)(timer_now_ms() - s->started_ms),
 		 outcome_names[outcome], reason);
 	backend_close(s, true);
-	policy_session_end(s);
+	session_policy_end(s);
 	timer_set(worker_timers(s->w), &s->timer, TIMER_NONE);
 	worker_session_gone(s->w, s);
 	if (s->recv_armed || s->sending) {
