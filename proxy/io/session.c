@@ -181,8 +181,7 @@ session_admit(struct session *s)
 	struct policy_ctx c = session_policy_ctx(s, "", s->started_ms);
 	struct policy_verdict v;
 
-	if (policy_admit(&c, &s->pol, &v))
-		return true;
+	policy_admit(&c, &s->pol, &v);
 	return session_apply_verdict(s, &v);
 }
 
@@ -217,8 +216,7 @@ session_may_forward(struct session *s)
 		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
 	struct policy_verdict v;
 
-	if (policy_forward(&c, &s->pol, &s->smtp, &v))
-		return true;
+	policy_forward(&c, &s->pol, &s->smtp, &v);
 	return session_apply_verdict(s, &v);
 }
 
@@ -232,7 +230,7 @@ session_take_bytes(struct session *s, size_t n)
 	struct policy_verdict v;
 
 	if (policy_take_bytes(&c, &s->pol, n, &v))
-		return true;
+		return true; /* every piece of a message: the short way */
 	return session_apply_verdict(s, &v);
 }
 
@@ -256,6 +254,7 @@ session_settle(struct session *s)
 	policy_settle(&c, &s->pol, &s->smtp);
 }
 
+/* The session ends: what it held is settled, its network counted out. */
 static void
 session_policy_end(struct session *s)
 {
