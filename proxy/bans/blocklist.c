@@ -1,9 +1,10 @@
 /*
  * blocklist.c - user-space side of the XDP blocklist: load the libbpf
- * skeleton of bpf/blocklist.bpf.c with its maps pinned, close it, and the
- * names of its modes, scopes and reasons.  Attaching is
- * blocklist_attach.c's; editing, reading and sweeping the maps (and the
- * accept() fallback) blocklist_maps.c's.
+ * skeleton of bpf/blocklist.bpf.c with its maps pinned, and close it.
+ * Attaching is blocklist_attach.c's; editing, reading and sweeping the
+ * maps (and the accept() fallback) blocklist_maps.c's; libbpf's messages
+ * blocklist_msg.c's; the names of modes, scopes and reasons
+ * blocklist_names.c's.
  *
  * The kernel program and user space read the same maps; nothing is kept
  * in user space but file descriptors, so several processes (the proxy,
@@ -14,7 +15,7 @@
  * Security stance: maps already pinned are reused only with our layout
  * (libbpf refuses another); the pin directory is created mode 0700.
  * Nothing is logged; libbpf's own messages are captured during open and
- * attach and appended to err (blocklist_fail()).
+ * attach and appended to err (blocklist_msg.c).
  *
  * Config keys (read by the caller, bans.c, and passed in):
  * blocklist.xdp.pin_dir.
@@ -34,66 +35,6 @@
 #include "bans/blocklist.h"
 #include "bans/blocklist_internal.h"
 #include "blocklist.skel.h"
-
-#define LIBBPF_MSG 256
-
-/* ---- libbpf's messages ---------------------------------------------- */
-
-/* libbpf print capture (open and attach only; see blocklist.h). */
-static char libbpf_msg[LIBBPF_MSG];
-
-void
-blocklist_msg_clear(void)
-{
-	libbpf_msg[0] = '\0';
-}
-
-static int
-capture_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-	size_t n;
-
-	if (level != LIBBPF_WARN)
-		return 0;
-	vsnprintf(libbpf_msg, sizeof(libbpf_msg), fmt, ap);
-	n = strlen(libbpf_msg);
-	while (n > 0 && (libbpf_msg[n - 1] == '\n' || libbpf_msg[n - 1] == ' '))
-		libbpf_msg[--n] = '\0';
-	return 0;
-}
-
-libbpf_print_fn_t
-blocklist_capture_begin(void)
-{
-	blocklist_msg_clear();
-	return libbpf_set_print(capture_print);
-}
-
-void
-blocklist_capture_end(libbpf_print_fn_t old)
-{
-	libbpf_set_print(old);
-}
-
-/* "what: strerror (libbpf: last warning)" into err. */
-int
-blocklist_fail(char *err, size_t errlen, int e, const char *fmt, ...)
-{
-	char what[ERR_SCRATCH];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof(what), fmt, ap);
-	va_end(ap);
-	if (e < 0)
-		e = -e;
-	if (libbpf_msg[0] != '\0')
-		snprintf(err, errlen, "%s: %s (libbpf: %s)", what, strerror(e),
-			 libbpf_msg);
-	else
-		snprintf(err, errlen, "%s: %s", what, strerror(e));
-	return -1;
-}
 
 /* ---- open and close ------------------------------------------------ */
 
@@ -184,62 +125,4 @@ blocklist_close(struct blocklist *bl)
 	free(bl->pin_dir);
 	pthread_mutex_destroy(&bl->lock);
 	free(bl);
-}
-
-/* ---- names ------------------------------------------------------------ */
-
-const char *
-blocklist_reason_name(enum blocklist_reason r)
-{
-	switch (r) {
-	case BLOCKLIST_REASON_FILE:
-		return "file";
-	case BLOCKLIST_REASON_MANUAL:
-		return "manual";
-	case BLOCKLIST_REASON_AUTO:
-		return "auto";
-	case BLOCKLIST_REASON_COUNT:
-		break;
-	}
-	return "?";
-}
-
-const char *
-blocklist_mode_name(enum blocklist_mode m)
-{
-	switch (m) {
-	case BLOCKLIST_MODE_AUTO:
-		return "auto";
-	case BLOCKLIST_MODE_NATIVE:
-		return "native";
-	case BLOCKLIST_MODE_GENERIC:
-		return "generic";
-	}
-	return "?";
-}
-
-int
-blocklist_mode_parse(const char *s, enum blocklist_mode *out)
-{
-	if (strcmp(s, "auto") == 0)
-		*out = BLOCKLIST_MODE_AUTO;
-	else if (strcmp(s, "native") == 0)
-		*out = BLOCKLIST_MODE_NATIVE;
-	else if (strcmp(s, "generic") == 0)
-		*out = BLOCKLIST_MODE_GENERIC;
-	else
-		return -1;
-	return 0;
-}
-
-int
-blocklist_scope_parse(const char *s, enum blocklist_scope *out)
-{
-	if (strcmp(s, "all") == 0)
-		*out = BLOCKLIST_SCOPE_ALL;
-	else if (strcmp(s, "tcp-ports") == 0)
-		*out = BLOCKLIST_SCOPE_TCP_PORTS;
-	else
-		return -1;
-	return 0;
 }

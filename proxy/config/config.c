@@ -333,35 +333,3 @@ config_free(struct config *cfg)
 	free(cfg->path);
 	free(cfg);
 }
-
-/* ---- classes --------------------------------------------------------- */
-
-/* limits.users is sorted by login (config_check.c): bsearch() finds one. */
-int
-config_user_class_cmp(const void *a, const void *b)
-{
-	const struct config_user_class *x = a, *y = b;
-
-	return strcmp(x->login, y->login);
-}
-
-const struct config_class *
-config_class_find(const struct config *cfg, const char *name)
-{
-	for (size_t i = 0; i < cfg->nclasses; i++)
-		if (strcmp(cfg->classes[i].name, name) == 0)
-			return &cfg->classes[i];
-	return NULL;
-}
-
-const struct config_class *
-config_user_class(const struct config *cfg, const char *login)
-{
-	struct config_user_class k = {.login = (char *)login}, *u;
-
-	if (cfg->nuser_classes == 0)
-		return NULL;
-	u = bsearch(&k, cfg->user_classes, cfg->nuser_classes,
-		    sizeof(*cfg->user_classes), config_user_class_cmp);
-	return u ? u->cls : NULL;
-}

@@ -46,7 +46,6 @@
 #include "io/ring.h"
 #include "io/session.h"
 #include "io/tls.h"
-#include "io/worker.h"
 #include "lib/log.h"
 #include "limits/caps.h"
 #include "limits/policy.h"

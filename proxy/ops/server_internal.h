@@ -79,4 +79,21 @@ extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
  * counter, now, as metrics.c renders it; NULL when out of memory. */
 char *server_metrics_body(void *arg, size_t *len);
 
+/* server_reload.c: what start-up shares with a reload. */
+struct listen_set;
+struct worker_listener;
+/* The sockets worker k gets from set s built for cfg (the caller frees). */
+struct worker_listener *server_listeners_for(const struct listen_set *s,
+					     const struct config *cfg,
+					     unsigned k);
+/* Drop retired generations once every worker is past them. */
+void server_retire(struct server *srv);
+/* What a reload cannot change, as cfg has it. */
+struct fixed_keys server_fixed_keys(const struct config *cfg);
+uint64_t server_wall_ms(void); /* CLOCK_REALTIME, ms */
+/* Registry slots for gen's listeners and backends (running: the
+ * generation it replaces, or NULL). */
+void server_bind_generation(struct server *srv, struct generation *gen,
+			    const struct generation *running);
+
 #endif
