@@ -59,7 +59,8 @@ FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_value.c \
                         proxy/lib/ipnet.c proxy/lib/log.c
 FUZZ_SRCS_data_scan  := proxy/smtp/data_scan.c
 FUZZ_SRCS_sasl       := proxy/smtp/sasl.c
-FUZZ_SRCS_smtp       := proxy/smtp/smtp.c proxy/smtp/sasl.c proxy/lib/buf.c \
+FUZZ_SRCS_smtp       := proxy/smtp/smtp.c proxy/smtp/relay.c proxy/smtp/sasl.c \
+                        proxy/lib/buf.c \
                         proxy/smtp/data_scan.c
 FUZZ_SRCS_smtp_reply := proxy/smtp/smtp_reply.c
 FUZZ_SRCS_xtext      := proxy/smtp/xtext.c

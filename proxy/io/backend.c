@@ -1,25 +1,29 @@
 /*
- * backend.c - the session's connection to a backend MTA.
+ * backend.c - the session's connection to a backend MTA.  Read backend.h
+ * first.
  *
  * Opened at the first command that needs it (MAIL after AUTH), on the
  * worker's ring: connect, read the 220, EHLO, then XCLIENT with the
  * client's identity when the backend is configured for it (xclient.c:
  * NAME, ADDR, PORT, DESTADDR, DESTPORT, PROTO, HELO, LOGIN as offered;
- * the backend answers with a fresh 220, so EHLO again),
- * then the client's command.  Any failure before the client's command has
- * been answered moves on to the next backend; when none is left the client
- * gets 451 4.4.1.  After that, a lost backend costs the client its current
- * transaction (451 4.4.2) and nothing else: the next MAIL reconnects.
+ * the backend answers with a fresh 220, so EHLO again), then it is ready
+ * and the session sends the client's command.  Any failure before the
+ * client's command has been answered moves on to the next backend; when
+ * none is left the session answers 451 4.4.1.  After that, a lost backend
+ * costs the client its current transaction (451 4.4.2) and nothing else:
+ * the next MAIL reconnects.
  *
  * The client gets 250 for a message only when the backend said 2xx for it:
- * the verdict after the end of data is the backend's own reply.
+ * the verdict after the end of data is the backend's own reply, which the
+ * session relays.
  *
- * Which server: pool.c (backends.balance, health).  Handshake failures and
- * timeouts count toward the server's fall (passive health); a completed
- * handshake brings back a server that was retried after down_time.
+ * Which server: backend_pool.c (backends.balance, health).  Handshake
+ * failures and timeouts count toward the server's fall (passive health);
+ * a completed handshake brings back a server that was retried after
+ * down_time.
  *
- * Config keys: backends.servers (address, identity), backends.*_timeout,
- * hostname (our EHLO name).
+ * Config keys: backends.servers (address, identity, tls),
+ * backends.*_timeout, hostname (our EHLO name).
  */
 #include <errno.h>
 #include <limits.h>
@@ -32,21 +36,75 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "lib/log.h"
+#include "config/generation.h"
+#include "io/backend.h"
 #include "io/backend_pool.h"
-#include "smtp/proxy_v2.h"
+#include "io/ring.h"
 #include "io/session.h"
 #include "io/tls.h"
 #include "io/worker.h"
+#include "lib/log.h"
+#include "smtp/proxy_v2.h"
 #include "smtp/xclient.h"
 
-static void backend_connect(struct session *s, size_t server, uint64_t tried,
-			    unsigned attempts);
+static void connect_next(struct session *s, uint64_t tried, unsigned attempts);
+
+static const struct config *
+config_of(const struct backend_conn *be)
+{
+	return be->gen->cfg;
+}
 
 static const struct config_backend *
-server_of(const struct session *s, const struct backend_conn *be)
+server_of(const struct backend_conn *be)
 {
-	return &session_config(s)->backends[be->server];
+	return &config_of(be)->backends[be->server];
+}
+
+const char *
+backend_name(const struct backend_conn *be)
+{
+	return server_of(be)->addr.text;
+}
+
+/* The session's id for log lines (0 once detached). */
+static unsigned long long
+session_id(const struct backend_conn *be)
+{
+	return be->s != NULL ? (unsigned long long)be->s->id : 0;
+}
+
+/* Every change of state goes through here: one place to trace it. */
+static void
+set_state(struct backend_conn *be, enum backend_state st)
+{
+	static const char *const names[] = {
+		[BE_NONE] = "none",
+		[BE_CONNECTING] = "connecting",
+		[BE_GREETING] = "greeting",
+		[BE_EHLO] = "ehlo",
+		[BE_STARTTLS] = "starttls",
+		[BE_TLS] = "tls",
+		[BE_XCLIENT] = "xclient",
+		[BE_EHLO_AGAIN] = "ehlo-again",
+		[BE_READY] = "ready",
+		[BE_WAIT_REPLY] = "wait-reply",
+		[BE_DATA] = "data",
+		[BE_WAIT_DATA_END] = "wait-data-end",
+		[BE_FAILED] = "failed",
+	};
+
+	log_debug("backend-state", " session=%llx backend=%s from=%s to=%s",
+		  session_id(be), backend_name(be), names[be->state],
+		  names[st]);
+	be->state = st;
+}
+
+static void
+wake_session(struct backend_conn *be)
+{
+	if (be->s != NULL)
+		worker_wake(be->w, be->s);
 }
 
 /* ---------------------------------------------------------------------
@@ -71,13 +129,30 @@ backend_free(struct backend_conn *be)
 void
 backend_release(struct backend_conn *be)
 {
+	/* An invariant, not input: a completion without its reference. */
+	if (be->refs == 0)
+		abort();
 	if (--be->refs == 0 && be->s == NULL && !be->sending)
 		backend_free(be);
 }
 
-/* Detach from the session.  Polite: send QUIT first if the backend is
- * between transactions; otherwise cut the connection so a partial message
- * is never completed. */
+/* Stop what is in flight on the socket: shutdown() wakes it, the cancel
+ * takes a receive that would wait for ever.  The fd stays open until the
+ * last completion, so it cannot be reused early. */
+static void
+cut(struct backend_conn *be)
+{
+	if (be->fd >= 0)
+		shutdown(be->fd, SHUT_RDWR);
+	if (be->recv_armed) {
+		struct io_uring_sqe *sqe = worker_sqe(be->w);
+		io_uring_prep_cancel_fd(sqe, be->fd, IORING_ASYNC_CANCEL_ALL);
+		worker_prep(sqe, NULL, OP_IGNORE);
+	}
+}
+
+static void send_out(struct backend_conn *be);
+
 void
 backend_close(struct session *s, bool polite)
 {
@@ -89,10 +164,8 @@ backend_close(struct session *s, bool polite)
 	if (polite && be->state == BE_READY && !be->quit_sent &&
 	    buf_append_all(&be->out, "QUIT\r\n", 6) == 0) {
 		be->quit_sent = true;
-		backend_send(be);
+		send_out(be);
 	} else if (be->fd >= 0) {
-		/* shutdown() wakes what is in flight; the fd stays open
-		 * until the last completion, so it cannot be reused early. */
 		shutdown(be->fd, SHUT_RDWR);
 	}
 	if (be->refs == 0) {
@@ -106,25 +179,77 @@ backend_close(struct session *s, bool polite)
 	}
 }
 
-bool
-backend_waiting(const struct session *s)
+/* ---------------------------------------------------------------------
+ * What the session asks
+ */
+
+static bool
+in_handshake(const struct backend_conn *be)
 {
-	if (s->be == NULL)
+	return be->state >= BE_CONNECTING && be->state <= BE_EHLO_AGAIN;
+}
+
+bool
+backend_waiting(const struct backend_conn *be)
+{
+	return in_handshake(be) || be->state == BE_WAIT_REPLY ||
+	       be->state == BE_WAIT_DATA_END;
+}
+
+uint64_t
+backend_deadline(const struct backend_conn *be)
+{
+	return be->deadline;
+}
+
+uint64_t
+backend_sent_ms(const struct backend_conn *be)
+{
+	return be->sent_ms;
+}
+
+uint64_t
+backend_size_max(const struct backend_conn *be)
+{
+	return be->size_max;
+}
+
+bool
+backend_ready(const struct backend_conn *be)
+{
+	return be->state == BE_READY && !be->reply_ready;
+}
+
+bool
+backend_hello(struct backend_conn *be, uint64_t *size, bool *chunking)
+{
+	if (!be->hello)
 		return false;
-	switch (s->be->state) {
-	case BE_CONNECTING:
-	case BE_GREETING:
-	case BE_EHLO:
-	case BE_STARTTLS:
-	case BE_TLS:
-	case BE_XCLIENT:
-	case BE_EHLO_AGAIN:
-	case BE_WAIT_REPLY:
-	case BE_WAIT_DATA_END:
-		return true;
-	default:
+	be->hello = false;
+	*size = be->size_max;
+	*chunking = be->chunking;
+	return true;
+}
+
+const struct smtp_reply *
+backend_reply(const struct backend_conn *be)
+{
+	return be->reply_ready ? &be->reply : NULL;
+}
+
+bool
+backend_failed(const struct backend_conn *be, enum smtp_backend_failure *why)
+{
+	if (be->state != BE_FAILED)
 		return false;
-	}
+	*why = be->failure;
+	return true;
+}
+
+struct buf *
+backend_outbox(struct backend_conn *be)
+{
+	return &be->out;
 }
 
 /* ---------------------------------------------------------------------
@@ -161,8 +286,8 @@ tls_pump_out(struct backend_conn *be)
 	}
 }
 
-void
-backend_send(struct backend_conn *be)
+static void
+send_out(struct backend_conn *be)
 {
 	struct io_uring_sqe *sqe;
 	struct buf *src = be->ssl != NULL ? &be->wire : &be->out;
@@ -183,38 +308,45 @@ backend_send(struct backend_conn *be)
 	be->refs++;
 }
 
-static void
-arm_recv(struct session *s)
+void
+backend_flush(struct backend_conn *be)
 {
-	struct backend_conn *be = s->be;
+	send_out(be);
+}
+
+/* A receive when there is room for one and no reply is waiting for the
+ * session (which would leave it nowhere to go). */
+static void
+arm_recv(struct backend_conn *be)
+{
 	struct io_uring_sqe *sqe;
 
-	if (be->recv_armed || buf_room(&be->in) < RECV_BUF_SIZE)
+	if (be->recv_armed || be->reply_ready || be->state == BE_FAILED ||
+	    buf_room(&be->in) < RECV_BUF_SIZE)
 		return;
-	sqe = worker_sqe(s->w);
+	sqe = worker_sqe(be->w);
 	io_uring_prep_recv(sqe, be->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = 0;
+	sqe->buf_group = RECV_GROUP;
 	worker_prep(sqe, be, OP_BACKEND_RECV);
 	be->recv_armed = true;
 	be->refs++;
 }
 
 static void
-set_deadline(struct session *s, uint64_t ms)
+set_deadline(struct backend_conn *be, uint64_t ms)
 {
-	s->be->deadline = timer_now_ms() + ms;
+	be->deadline = timer_now_ms() + ms;
 }
 
 static void
-send_line(struct session *s, const char *line, size_t len)
+send_line(struct backend_conn *be, const char *line, size_t len)
 {
-	if (buf_append_all(&s->be->out, line, len) != 0) {
-		log_error("backend-overflow", " session=%llx",
-			  (unsigned long long)s->id);
+	if (buf_append_all(&be->out, line, len) != 0) {
+		log_error("backend-overflow", " session=%llx", session_id(be));
 		return;
 	}
-	backend_send(s->be);
+	send_out(be);
 }
 
 /* ---------------------------------------------------------------------
@@ -235,24 +367,26 @@ backend_health_log(const struct config_backend *b, int change,
 
 /* A failure that says the server is unwell counts toward its fall. */
 static void
-mark_failed(struct session *s, size_t server, const char *step,
-	    const char *detail)
+mark_failed(struct backend_conn *be, const char *step, const char *detail)
 {
 	char reason[160];
 	enum backend_pool_change c = backend_pool_failed(
-		s->gen->backend_pool, server, timer_now_ms());
+		be->gen->backend_pool, be->server, timer_now_ms());
 
 	snprintf(reason, sizeof(reason), "%s: %s", step, detail);
-	backend_health_log(&session_config(s)->backends[server], c, "session",
-			   reason);
+	backend_health_log(server_of(be), c, "session", reason);
 }
 
-/* Open a connection to the next server that may take one, or answer
- * 451 4.4.1 when none is left. */
+/* Open a connection to the next server that may take one.  None left:
+ * s->be stays NULL and the session answers 451 4.4.1. */
+static bool backend_connect(struct session *s, size_t server, uint64_t tried,
+			    unsigned attempts);
+
 static void
 connect_next(struct session *s, uint64_t tried, unsigned attempts)
 {
-	size_t next = worker_pick_backend(s->w, s, smtp_user(&s->smtp), tried);
+	size_t next =
+		worker_pick_backend(s->w, s->gen, smtp_user(&s->smtp), tried);
 
 	if (next != BACKEND_POOL_NONE) {
 		backend_connect(s, next, tried, attempts);
@@ -261,78 +395,79 @@ connect_next(struct session *s, uint64_t tried, unsigned attempts)
 	log_warn("backend-unavailable",
 		 " session=%llx tried=%u detail=\"no backend left to try\"",
 		 (unsigned long long)s->id, attempts);
-	smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
 }
 
-/* Before the client's command was answered: try the next backend. */
-static void
-failover(struct session *s, const char *step, const char *detail)
+void
+backend_open(struct session *s)
 {
-	struct backend_conn *be = s->be;
-	size_t server = be->server;
-	unsigned attempts = be->attempts;
+	connect_next(s, 0, 0);
+}
+
+/* Before the client's command was answered: try the next backend.  be is
+ * detached from its session (which now has the next one, or none). */
+static void
+failover(struct backend_conn *be, const char *step, const char *detail)
+{
+	struct session *s = be->s;
 	uint64_t tried = be->tried;
+	unsigned attempts = be->attempts;
 
 	log_warn("backend-failed",
 		 " session=%llx backend=%s step=%s error=\"%s\" attempt=%u",
-		 (unsigned long long)s->id, server_of(s, be)->addr.text, step,
-		 detail, attempts);
-	mark_failed(s, server, step, detail);
-	backend_close(s, false);
+		 (unsigned long long)s->id, backend_name(be), step, detail,
+		 attempts);
+	mark_failed(be, step, detail);
+	backend_close(s, false); /* be may be gone */
 	connect_next(s, tried, attempts);
-	session_run(s);
+	worker_wake(s->w, s);
+}
+
+/* Broken after the handshake: the session learns it when it runs
+ * (backend_failed()) and loses its current transaction. */
+static void
+fail(struct backend_conn *be, enum smtp_backend_failure why)
+{
+	be->failure = why;
+	set_state(be, BE_FAILED);
+	cut(be);
+	wake_session(be);
 }
 
 /* After it was in use: the current transaction is lost. */
 static void
-lost(struct session *s, const char *detail)
+lost(struct backend_conn *be, const char *detail)
 {
 	log_warn("backend-lost",
 		 " session=%llx backend=%s error=\"%s\" state=%d",
-		 (unsigned long long)s->id, server_of(s, s->be)->addr.text,
-		 detail, (int)s->be->state);
-	backend_close(s, false);
-	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
-		s->sink = SINK_LOST; /* 451 when the client's data ends */
-	else if (s->smtp.state == SMTP_BACKEND ||
-		 s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
-		smtp_backend_failed(&s->smtp, SMTP_BACKEND_LOST);
-	session_run(s);
-}
-
-static bool
-in_handshake(const struct backend_conn *be)
-{
-	return be->state >= BE_CONNECTING && be->state <= BE_EHLO_AGAIN;
+		 session_id(be), backend_name(be), detail, (int)be->state);
+	fail(be, SMTP_BACKEND_LOST);
 }
 
 static void
-broken(struct session *s, const char *step, const char *detail)
+broken(struct backend_conn *be, const char *step, const char *detail)
 {
-	if (in_handshake(s->be))
-		failover(s, step, detail);
+	if (in_handshake(be))
+		failover(be, step, detail);
 	else
-		lost(s, detail);
+		lost(be, detail);
 }
 
 void
-backend_on_timer(struct session *s)
+backend_on_timer(struct backend_conn *be)
 {
-	if (in_handshake(s->be)) {
-		failover(s, "timeout", "no answer in time");
+	if (in_handshake(be)) {
+		failover(be, "timeout", "no answer in time");
 		return;
 	}
 	/* Waiting for the verdict after the data, the backend may still
 	 * deliver and the client will retry: RFC 1047's duplicate.
 	 * backends.data_timeout is long to keep that rare. */
 	log_warn("backend-timeout", " session=%llx backend=%s state=%s",
-		 (unsigned long long)s->id, server_of(s, s->be)->addr.text,
-		 s->be->state == BE_WAIT_DATA_END ? "wait-data-end"
-						  : "wait-reply");
-	mark_failed(s, s->be->server, "timeout", "no reply in time");
-	backend_close(s, false);
-	smtp_backend_failed(&s->smtp, SMTP_BACKEND_TIMEOUT);
-	session_run(s);
+		 session_id(be), backend_name(be),
+		 be->state == BE_WAIT_DATA_END ? "wait-data-end"
+					       : "wait-reply");
+	mark_failed(be, "timeout", "no reply in time");
+	fail(be, SMTP_BACKEND_TIMEOUT);
 }
 
 /* ---------------------------------------------------------------------
@@ -344,21 +479,24 @@ backend_on_timer(struct session *s)
  * see (Postfix takes it over XCLIENT's HELO), as nginx's mail proxy does.
  * smtp.c let the name through only without spaces or control bytes. */
 static void
-send_ehlo(struct session *s, bool as_client)
+send_ehlo(struct backend_conn *be, bool as_client)
 {
+	const struct session *s = be->s;
 	char line[300];
 	const char *name = as_client && s->smtp.helo_name != NULL
 				   ? s->smtp.helo_name
-				   : session_config(s)->hostname;
+				   : config_of(be)->hostname;
 	int n = snprintf(line, sizeof(line), "EHLO %s\r\n", name);
 
-	send_line(s, line, (size_t)n);
+	send_line(be, line, (size_t)n);
 }
 
-/* The client's facts, as far as this backend's XCLIENT takes them. */
-static void
-send_xclient(struct session *s)
+/* The client's facts, as far as this backend's XCLIENT takes them.
+ * Returns false when it failed over. */
+static bool
+send_xclient(struct backend_conn *be)
 {
+	const struct session *s = be->s;
 	struct sockaddr_storage local = {.ss_family = AF_UNSPEC};
 	socklen_t llen = sizeof(local);
 	struct xclient_info info = {
@@ -372,103 +510,78 @@ send_xclient(struct session *s)
 
 	/* The listener's address, asked only of a backend that takes it
 	 * (sessions keep no copy: docs/PERFORMANCE.md). */
-	if ((xclient_offers(s->be->xclient_attrs, "DESTADDR") ||
-	     xclient_offers(s->be->xclient_attrs, "DESTPORT")) &&
+	if ((xclient_offers(be->xclient_attrs, "DESTADDR") ||
+	     xclient_offers(be->xclient_attrs, "DESTPORT")) &&
 	    getsockname(s->fd, (struct sockaddr *)&local, &llen) != 0)
 		local.ss_family = AF_UNSPEC;
-	n = xclient_line(s->be->xclient_attrs, &info, line, sizeof(line));
+	n = xclient_line(be->xclient_attrs, &info, line, sizeof(line));
 
 	if (n < 0) {
-		failover(s, "xclient", "XCLIENT line too long");
-		return;
+		failover(be, "xclient", "XCLIENT line too long");
+		return false;
 	}
-	send_line(s, line, (size_t)n);
-	s->be->state = BE_XCLIENT;
-}
-
-/* Ready for client commands: send the one that is waiting, if any. */
-static void
-ready(struct session *s)
-{
-	struct backend_conn *be = s->be;
-
-	be->state = BE_READY;
-	be->attempts = 0;
-	if (s->smtp.state != SMTP_BACKEND)
-		return;
-	if (s->smtp.fwd == SMTP_FWD_BDAT) {
-		/* No reply before the chunk: it follows the line at once,
-		 * and the reply is waited for once it has all gone. */
-		be->state = BE_DATA;
-		if (session_chunk_begin(s))
-			send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
-		return;
-	}
-	send_line(s, s->smtp.fwd_line, s->smtp.fwd_len);
-	be->state = BE_WAIT_REPLY;
-	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
+	send_line(be, line, (size_t)n);
+	set_state(be, BE_XCLIENT);
+	return true;
 }
 
 /* After STARTTLS's 220: anything the server sent after it is dropped
- * (command injection, CVE-2011-0411 class), then the handshake. */
-static void
-start_tls(struct session *s)
+ * (command injection, CVE-2011-0411 class), then the handshake.  Returns
+ * false when it failed over. */
+static bool
+start_tls(struct backend_conn *be)
 {
-	struct backend_conn *be = s->be;
-
-	be->ssl = tls_backend_ssl_new(s->gen->backend_tls[be->server],
-				      server_of(s, be));
+	be->ssl = tls_backend_ssl_new(be->gen->backend_tls[be->server],
+				      server_of(be));
 	if (be->ssl == NULL) {
-		failover(s, "starttls", "cannot create the TLS session");
-		return;
+		failover(be, "starttls", "cannot create the TLS session");
+		return false;
 	}
 	buf_clear(&be->in);
-	be->state = BE_TLS;
+	set_state(be, BE_TLS);
 	SSL_do_handshake(be->ssl); /* the ClientHello */
-	backend_send(be);
-	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
+	send_out(be);
+	set_deadline(be, config_of(be)->backend_reply_timeout_ms);
+	return true;
 }
 
 /* Handshake bytes arrived: go on, or fail over (a certificate that does
- * not verify ends here). */
-static void
-tls_handshake(struct session *s)
+ * not verify ends here).  Returns false when it failed over. */
+static bool
+tls_handshake(struct backend_conn *be)
 {
-	struct backend_conn *be = s->be;
 	char e[256];
 	int r = SSL_do_handshake(be->ssl);
 
 	if (r != 1) {
 		if (SSL_get_error(be->ssl, r) == SSL_ERROR_WANT_READ) {
-			backend_send(be);
-			return;
+			send_out(be);
+			return true;
 		}
-		failover(s, "tls", tls_error_string(e, sizeof(e)));
-		return;
+		failover(be, "tls", tls_error_string(e, sizeof(e)));
+		return false;
 	}
 	be->tls_up = true;
 	log_debug("backend-tls",
 		  " session=%llx backend=%s version=%s cipher=%s",
-		  (unsigned long long)s->id, server_of(s, be)->addr.text,
-		  SSL_get_version(be->ssl), SSL_get_cipher_name(be->ssl));
-	send_ehlo(s, false);
-	be->state = BE_EHLO;
-	set_deadline(s, session_config(s)->backend_reply_timeout_ms);
+		  session_id(be), backend_name(be), SSL_get_version(be->ssl),
+		  SSL_get_cipher_name(be->ssl));
+	send_ehlo(be, false);
+	set_state(be, BE_EHLO);
+	set_deadline(be, config_of(be)->backend_reply_timeout_ms);
+	return true;
 }
 
-/* Decrypt what the read BIO holds into be->in.  Returns false when the
- * connection broke (the session has been told). */
+/* Decrypt what the read BIO holds into be->in.  Returns false when there
+ * is nothing to parse: the handshake goes on, or the connection broke (the
+ * session has been told). */
 static bool
-tls_read(struct session *s)
+tls_read(struct backend_conn *be)
 {
-	struct backend_conn *be = s->be;
 	char e[256];
 
-	if (be->state == BE_TLS) {
-		tls_handshake(s);
-		if (s->be != be || be->state == BE_TLS)
-			return false;
-	}
+	if (be->state == BE_TLS && (!tls_handshake(be) || be->state == BE_TLS))
+		return false;
 	while (buf_room(&be->in) > 0) {
 		char *t = buf_tail(&be->in);
 		size_t room = buf_room(&be->in);
@@ -485,7 +598,7 @@ tls_read(struct session *s)
 		err = SSL_get_error(be->ssl, r);
 		if (err == SSL_ERROR_WANT_READ)
 			break;
-		broken(s, "tls",
+		broken(be, "tls",
 		       err == SSL_ERROR_ZERO_RETURN
 			       ? "connection closed"
 			       : tls_error_string(e, sizeof(e)));
@@ -496,31 +609,36 @@ tls_read(struct session *s)
 
 /* The server works: a down one (retried after down_time) is up again.
  * r is its last EHLO reply: what it offers, for this connection and for
- * the pool's view of the servers. */
+ * the pool's view of the servers.  The session sends its command when it
+ * runs. */
 static void
-handshake_done(struct session *s, const struct smtp_reply *r)
+handshake_done(struct backend_conn *be, const struct smtp_reply *r)
 {
-	size_t server = s->be->server;
-	unsigned ext = backend_pool_ehlo_caps(r, &s->be->size_max);
+	struct backend_pool *pool = be->gen->backend_pool;
+	unsigned ext = backend_pool_ehlo_caps(r, &be->size_max);
 
-	backend_pool_learn(s->gen->backend_pool, server, ext, s->be->size_max);
-	counter_observe(&worker_stats(s->w)->backend_connect[backend_pool_slot(
-				s->gen->backend_pool, server)],
-			timer_now_us() - s->be->began_us);
-	smtp_backend_ready(&s->smtp, s->be->size_max,
-			   (ext & BACKEND_POOL_EXT_CHUNKING) != 0);
-	backend_health_log(&session_config(s)->backends[server],
-			   backend_pool_succeeded(s->gen->backend_pool, server,
-						  timer_now_ms()),
-			   "session", "handshake completed");
-	ready(s);
+	backend_pool_learn(pool, be->server, ext, be->size_max);
+	counter_observe(
+		&worker_stats(be->w)
+			 ->backend_connect[backend_pool_slot(pool, be->server)],
+		timer_now_us() - be->began_us);
+	backend_health_log(
+		server_of(be),
+		backend_pool_succeeded(pool, be->server, timer_now_ms()),
+		"session", "handshake completed");
+	be->chunking = (ext & BACKEND_POOL_EXT_CHUNKING) != 0;
+	be->hello = true;
+	be->attempts = 0;
+	set_state(be, BE_READY);
+	wake_session(be);
 }
 
-static void
-handle_handshake_reply(struct session *s, const struct smtp_reply *r)
+/* One reply of the handshake.  Returns false when the connection failed
+ * over (be is detached). */
+static bool
+handshake_reply(struct backend_conn *be, const struct smtp_reply *r)
 {
-	const struct config *cfg = session_config(s);
-	struct backend_conn *be = s->be;
+	const struct config_backend *server = server_of(be);
 	const char *args;
 	size_t alen;
 	char detail[64];
@@ -529,155 +647,208 @@ handle_handshake_reply(struct session *s, const struct smtp_reply *r)
 	switch (be->state) {
 	case BE_GREETING:
 		if (r->code != 220) {
-			failover(s, "greeting", detail);
-			return;
+			failover(be, "greeting", detail);
+			return false;
 		}
-		send_ehlo(s, false);
-		be->state = BE_EHLO;
+		send_ehlo(be, false);
+		set_state(be, BE_EHLO);
 		break;
 	case BE_EHLO:
 		if (r->code != 250) {
-			failover(s, "ehlo", detail);
-			return;
+			failover(be, "ehlo", detail);
+			return false;
 		}
-		if (server_of(s, be)->tls != BACKEND_TLS_NONE &&
-		    be->ssl == NULL) {
+		if (server->tls != BACKEND_TLS_NONE && be->ssl == NULL) {
 			/* A server that should do TLS but does not is down
 			 * for us: never fall back to plaintext. */
 			if (!smtp_reply_has_ext(r, "STARTTLS", NULL, NULL)) {
-				failover(s, "starttls",
+				failover(be, "starttls",
 					 "backend does not offer STARTTLS");
-				return;
+				return false;
 			}
-			send_line(s, "STARTTLS\r\n", 10);
-			be->state = BE_STARTTLS;
+			send_line(be, "STARTTLS\r\n", 10);
+			set_state(be, BE_STARTTLS);
 			break;
 		}
-		if (server_of(s, be)->identity != IDENTITY_XCLIENT) {
-			handshake_done(s, r);
-			return;
+		if (server->identity != IDENTITY_XCLIENT) {
+			handshake_done(be, r);
+			return true;
 		}
 		if (!smtp_reply_has_ext(r, "XCLIENT", &args, &alen)) {
-			failover(s, "xclient",
+			failover(be, "xclient",
 				 "backend does not offer XCLIENT");
-			return;
+			return false;
 		}
 		if (alen >= sizeof(be->xclient_attrs))
 			alen = sizeof(be->xclient_attrs) - 1;
 		memcpy(be->xclient_attrs, args, alen);
 		be->xclient_attrs[alen] = '\0';
-		send_xclient(s);
-		if (s->be != be)
-			return; /* failed over */
+		if (!send_xclient(be))
+			return false;
 		break;
 	case BE_STARTTLS:
 		if (r->code != 220) {
-			failover(s, "starttls", detail);
-			return;
+			failover(be, "starttls", detail);
+			return false;
 		}
-		start_tls(s);
-		return;
+		return start_tls(be);
 	case BE_XCLIENT:
 		/* Postfix answers with a fresh 220 greeting; smtp-sink and
 		 * older servers with 250.  Either way, EHLO again. */
 		if (r->code != 220 && r->code != 250) {
-			failover(s, "xclient", detail);
-			return;
+			failover(be, "xclient", detail);
+			return false;
 		}
-		send_ehlo(s, true);
-		be->state = BE_EHLO_AGAIN;
+		send_ehlo(be, true);
+		set_state(be, BE_EHLO_AGAIN);
 		break;
 	case BE_EHLO_AGAIN:
 		if (r->code != 250) {
-			failover(s, "ehlo", detail);
-			return;
+			failover(be, "ehlo", detail);
+			return false;
 		}
-		handshake_done(s, r);
-		return;
+		handshake_done(be, r);
+		return true;
 	default:
-		return;
+		return true;
 	}
-	set_deadline(s, cfg->backend_reply_timeout_ms);
+	set_deadline(be, config_of(be)->backend_reply_timeout_ms);
+	return true;
 }
 
 /* ---------------------------------------------------------------------
- * Replies
+ * Commands and replies
  */
 
-static void
-handle_reply(struct session *s, const struct smtp_reply *r)
+void
+backend_command(struct backend_conn *be, const char *line, size_t len,
+		bool bdat)
 {
-	char u[LOG_USER_MAX];
-	struct backend_conn *be = s->be;
-	const char *lines[SMTP_REPLY_LINES_MAX];
-	size_t lens[SMTP_REPLY_LINES_MAX];
-	enum smtp_action act;
-	bool data_end = be->state == BE_WAIT_DATA_END;
-	unsigned rcpts = s->smtp.rcpts; /* the reply may reset it */
-
-	log_debug("backend-reply", " session=%llx backend=%s code=%d",
-		  (unsigned long long)s->id, server_of(s, be)->addr.text,
-		  r->code);
-	if (in_handshake(be)) {
-		handle_handshake_reply(s, r);
+	send_line(be, line, len);
+	if (bdat) {
+		/* No reply before the chunk: it follows the line at once,
+		 * and the reply is waited for once it has all gone. */
+		set_state(be, BE_DATA);
 		return;
 	}
+	set_state(be, BE_WAIT_REPLY);
+	set_deadline(be, config_of(be)->backend_reply_timeout_ms);
+}
+
+void
+backend_data_sent(struct backend_conn *be, bool last)
+{
+	if (last) {
+		set_state(be, BE_WAIT_DATA_END);
+		be->began_us = timer_now_us();
+		set_deadline(be, config_of(be)->backend_data_timeout_ms);
+	} else {
+		set_state(be, BE_WAIT_REPLY);
+		set_deadline(be, config_of(be)->backend_reply_timeout_ms);
+	}
+}
+
+/* A reply to a command: held for the session.  Returns false when it
+ * broke the connection instead. */
+static bool
+command_reply(struct backend_conn *be, const struct smtp_reply *r)
+{
 	if (be->state != BE_WAIT_REPLY && be->state != BE_WAIT_DATA_END) {
 		/* Unsolicited, e.g. "421 timeout" while idle. */
-		lost(s, "unsolicited reply");
-		return;
+		lost(be, "unsolicited reply");
+		return false;
 	}
 	if (r->code == 421) {
-		lost(s, "backend said 421");
-		return;
+		lost(be, "backend said 421");
+		return false;
 	}
-	for (size_t i = 0; i < r->nlines; i++) {
-		lines[i] = r->raw + r->text_off[i];
-		lens[i] = r->text_len[i];
-	}
-	be->state = BE_READY;
-	act = smtp_backend_reply(&s->smtp, r->code, lines, lens, r->nlines);
-	s->backend_used = server_of(s, be)->addr.text;
-	if (data_end && r->code >= 200 && r->code < 300) {
-		s->recipients += rcpts;
-		s->bytes += s->ds.size;
-		counter_add(&worker_stats(s->w)->messages, 1);
-	}
-	if (data_end) {
+	if (be->state == BE_WAIT_DATA_END)
 		counter_observe(
-			&worker_stats(s->w)
+			&worker_stats(be->w)
 				 ->backend_transaction[backend_pool_slot(
 					 be->gen->backend_pool, be->server)],
 			timer_now_us() - be->began_us);
-		log_info("message",
-			 " session=%llx client=%s user=%s backend=%s size=%llu "
-			 "result=%d",
-			 (unsigned long long)s->id, s->peer_addr,
-			 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-			 server_of(s, be)->addr.text,
-			 (unsigned long long)s->ds.size, r->code);
-	}
-	if (act == SMTP_ACT_DATA) {
-		be->state = BE_DATA;
-		data_scan_init(&s->ds);
-		s->sink = SINK_NONE;
-	}
-	session_run(s);
+	be->reply_ready = true;
+	wake_session(be);
+	return true;
 }
+
+static void parse_replies(struct backend_conn *be);
+
+void
+backend_reply_done(struct backend_conn *be, bool data)
+{
+	be->reply_ready = false;
+	smtp_reply_init(&be->reply);
+	set_state(be, data ? BE_DATA : BE_READY);
+	parse_replies(be);
+}
+
+/* Replies out of be->in, one at a time: a reply for the session waits
+ * there until it took it (backend_reply_done()). */
+static void
+parse_replies(struct backend_conn *be)
+{
+	unsigned rounds = 0;
+
+	if (be->s == NULL)
+		return;
+more:
+	if (be->ssl != NULL && !tls_read(be)) {
+		if (be->s != NULL && be->state != BE_FAILED)
+			arm_recv(be); /* handshake: wait for more */
+		return;
+	}
+	while (!be->reply_ready && buf_used(&be->in) > 0) {
+		size_t used;
+		enum smtp_reply_status st =
+			smtp_reply_feed(&be->reply, buf_head(&be->in),
+					buf_used(&be->in), &used);
+		bool go_on;
+
+		buf_consume(&be->in, used);
+		if (st == SMTP_REPLY_MORE)
+			break;
+		if (st == SMTP_REPLY_ERROR) {
+			broken(be, "reply", "malformed reply");
+			return;
+		}
+		log_debug("backend-reply", " session=%llx backend=%s code=%d",
+			  session_id(be), backend_name(be), be->reply.code);
+		if (in_handshake(be)) {
+			go_on = handshake_reply(be, &be->reply);
+			if (go_on)
+				smtp_reply_init(&be->reply);
+		} else {
+			go_on = command_reply(be, &be->reply);
+		}
+		if (!go_on)
+			return;
+	}
+	/* TLS may hold more plaintext than be->in had room for. */
+	if (!be->reply_ready && be->ssl != NULL && be->tls_up &&
+	    buf_used(&be->in) == 0 && ++rounds < 64 &&
+	    (SSL_pending(be->ssl) > 0 ||
+	     BIO_ctrl_pending(SSL_get_rbio(be->ssl)) > 0))
+		goto more;
+	arm_recv(be);
+}
+
+/* ---------------------------------------------------------------------
+ * Completions
+ */
 
 void
 backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 {
-	struct session *s = be->s;
 	struct worker *w = be->w;
 	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 	char detail[64];
-	unsigned rounds = 0;
 
 	be->recv_armed = false;
-	if (s == NULL) {
-		/* Detached: the answer to our QUIT, or the close. */
+	if (be->s == NULL || be->state == BE_FAILED) {
+		/* Detached (the answer to our QUIT, or the close), or cut. */
 		if (have_buf)
 			worker_recv_buf_return(w, bid);
 		return;
@@ -686,12 +857,12 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 		if (have_buf)
 			worker_recv_buf_return(w, bid);
 		if (res == -ENOBUFS) {
-			arm_recv(s);
+			arm_recv(be);
 			return;
 		}
 		snprintf(detail, sizeof(detail), "%s",
 			 res == 0 ? "connection closed" : strerror(-res));
-		broken(s, "read", detail);
+		broken(be, "read", detail);
 		return;
 	}
 	if (be->ssl != NULL)
@@ -699,81 +870,54 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 	else
 		buf_append(&be->in, worker_recv_buf(w, bid), (size_t)res);
 	worker_recv_buf_return(w, bid);
-more:
-	if (be->ssl != NULL && !tls_read(s)) {
-		if (s->be == be)
-			arm_recv(s); /* handshake: wait for more */
-		return;
-	}
-	while (s->be == be && buf_used(&be->in) > 0) {
-		size_t used;
-		enum smtp_reply_status st =
-			smtp_reply_feed(&be->reply, buf_head(&be->in),
-					buf_used(&be->in), &used);
-
-		buf_consume(&be->in, used);
-		if (st == SMTP_REPLY_MORE)
-			break;
-		if (st == SMTP_REPLY_ERROR) {
-			broken(s, "reply", "malformed reply");
-			return;
-		}
-		handle_reply(s, &be->reply);
-		if (s->be == be)
-			smtp_reply_init(&be->reply);
-	}
-	/* TLS may hold more plaintext than be->in had room for. */
-	if (s->be == be && be->ssl != NULL && be->tls_up &&
-	    buf_used(&be->in) == 0 && ++rounds < 64 &&
-	    (SSL_pending(be->ssl) > 0 ||
-	     BIO_ctrl_pending(SSL_get_rbio(be->ssl)) > 0))
-		goto more;
-	if (s->be == be)
-		arm_recv(s);
+	parse_replies(be);
 }
 
 void
 backend_on_send(struct backend_conn *be, int res)
 {
-	struct session *s = be->s;
 	struct buf *src = be->send_wire ? &be->wire : &be->out;
 
 	be->sending = false;
 	buf_unpin(src);
 	if (res > 0)
 		buf_consume(src, (size_t)res);
-	if (s == NULL) {
+	if (be->s == NULL) {
 		/* Detached: after the QUIT, close our side. */
 		if (be->fd >= 0)
 			shutdown(be->fd, SHUT_RDWR);
 		return;
 	}
+	if (be->state == BE_FAILED)
+		return;
 	if (res < 0) {
-		broken(s, "write", strerror(-res));
+		broken(be, "write", strerror(-res));
 		return;
 	}
 	if (buf_used(&be->out) > 0 || buf_used(&be->wire) > 0)
-		backend_send(be);
-	s->last_read_ms = timer_now_ms(); /* the message is moving */
-	session_run(s);
+		send_out(be);
+	be->sent_ms = timer_now_ms(); /* the message is moving */
+	wake_session(be);	      /* room for more of it */
 }
 
 void
 backend_on_connect(struct backend_conn *be, int res)
 {
-	struct session *s = be->s;
-
-	if (s == NULL)
+	if (be->s == NULL)
 		return;
 	if (res < 0) {
-		failover(s, "connect", strerror(-res));
+		failover(be, "connect", strerror(-res));
 		return;
 	}
 	/* The greeting must come within what is left of connect_timeout. */
-	be->state = BE_GREETING;
-	arm_recv(s);
-	backend_send(be);
+	set_state(be, BE_GREETING);
+	arm_recv(be);
+	send_out(be);
 }
+
+/* ---------------------------------------------------------------------
+ * Connecting
+ */
 
 /* identity proxy-v2: the header goes out as soon as the connection is
  * up, ahead of everything else. */
@@ -809,7 +953,9 @@ queue_proxy_header(struct session *s, struct backend_conn *be)
 	return 0;
 }
 
-static void
+/* A connection to server for s (s->be).  False when there is no memory
+ * for one (s->be stays NULL) or it failed over at once. */
+static bool
 backend_connect(struct session *s, size_t server, uint64_t tried,
 		unsigned attempts)
 {
@@ -819,10 +965,8 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 	struct io_uring_sqe *sqe;
 	int one = 1;
 
-	if (be == NULL) {
-		smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
-		return;
-	}
+	if (be == NULL)
+		return false;
 	be->s = s;
 	be->w = s->w;
 	be->gen = generation_hold(s->gen); /* may outlive the session */
@@ -840,36 +984,23 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 	be->fd = socket(a->ss.ss_family,
 			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (be->fd < 0) {
-		failover(s, "socket", strerror(errno));
-		return;
+		failover(be, "socket", strerror(errno));
+		return false;
 	}
 	if (a->ss.ss_family != AF_UNIX)
 		setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (cfg->backends[server].identity == IDENTITY_PROXY_V2 &&
 	    queue_proxy_header(s, be) != 0) {
-		failover(s, "proxy-v2", "header does not fit");
-		return;
+		failover(be, "proxy-v2", "header does not fit");
+		return false;
 	}
-	be->state = BE_CONNECTING;
+	set_state(be, BE_CONNECTING);
 	be->began_us = timer_now_us();
 	sqe = worker_sqe(s->w);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,
 			      a->len);
 	worker_prep(sqe, be, OP_BACKEND_CONNECT);
 	be->refs++;
-	set_deadline(s, cfg->backend_connect_timeout_ms);
-}
-
-void
-backend_forward(struct session *s)
-{
-	struct backend_conn *be = s->be;
-
-	if (be == NULL) {
-		connect_next(s, 0, 0);
-		return;
-	}
-	if (be->state == BE_READY)
-		ready(s);
-	/* Otherwise the handshake is under way; ready() sends it. */
+	set_deadline(be, cfg->backend_connect_timeout_ms);
+	return true;
 }

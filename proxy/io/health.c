@@ -32,11 +32,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "io/health.h"
-#include "lib/log.h"
+#include "io/backend.h"
 #include "io/backend_pool.h"
+#include "io/health.h"
+#include "io/ring.h"
+#include "io/worker.h"
+#include "lib/log.h"
+#include "lib/timer.h"
 #include "smtp/proxy_v2.h"
-#include "io/session.h"
 #include "smtp/smtp_reply.h"
 #include "smtp/upstream.h"
 

@@ -32,12 +32,14 @@
 
 #include <openssl/err.h>
 
-#include "lib/log.h"
-#include "limits/policy.h"
+#include "io/backend.h"
 #include "io/backend_pool.h"
+#include "io/ring.h"
 #include "io/session.h"
 #include "io/tls.h"
 #include "io/worker.h"
+#include "lib/log.h"
+#include "limits/policy.h"
 
 #define CLOSE_FLUSH_MS	  10000 /* time a closing session gets to flush */
 #define SHUTDOWN_FLUSH_MS 1000	/* the same, cut at a drain deadline */
@@ -402,7 +404,7 @@ arm_client_recv(struct session *s)
 	 * pass on is copied aside until it can). */
 	s->recv_data = s->ssl != NULL && s->smtp.state == SMTP_DATA &&
 		       !s->data_starved && s->be != NULL &&
-		       buf_room(&s->be->out) >= DATA_BUF_SIZE;
+		       buf_room(backend_outbox(s->be)) >= DATA_BUF_SIZE;
 	sqe = worker_sqe(s->w);
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -473,200 +475,84 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 }
 
 /* ---------------------------------------------------------------------
- * DATA: client bytes through the scanner to the backend
+ * DATA and BDAT: client bytes through the relay (relay.h) to the backend
  */
 
+/* The relay's hook for the user's byte rate. */
+static bool
+take_bytes(void *ctx, size_t n)
+{
+	return policy_take_bytes(ctx, n);
+}
+
+/* The relay's surroundings for one call. */
+static struct relay_io
+relay_io_of(struct session *s)
+{
+	const struct config *cfg = session_config(s);
+	struct relay_io io = {
+		.in = &s->in,
+		.out = s->be != NULL ? backend_outbox(s->be) : NULL,
+		.max_size = cfg->max_message_size,
+		.normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE,
+		.take_bytes = take_bytes,
+		.ctx = s,
+	};
+
+	/* The backend's own SIZE, when smaller: cut early, not at the end. */
+	if (s->be != NULL && backend_size_max(s->be) > 0 &&
+	    backend_size_max(s->be) < io.max_size)
+		io.max_size = backend_size_max(s->be);
+	return io;
+}
+
+/* The message or chunk was read to its end: on to the backend's verdict,
+ * or refused here (logged, and the backend, which has part of it, is cut:
+ * no QUIT inside DATA or a chunk, it must never see an end). */
 static void
 finish_message(struct session *s)
 {
-	static const char bad[] =
-		"550 5.6.0 Message refused: bare CR or LF, or NUL, in the "
-		"message (RFC 5321 2.3.8)";
-	static const char big[] =
-		"552 5.3.4 Message size exceeds fixed maximum message size";
-	const char *why = NULL;
-	char u[LOG_USER_MAX], limit[300];
+	char u[LOG_USER_MAX], limit[300] = "";
+	enum relay_sink sink;
 
-	switch (s->sink) {
-	case SINK_NONE:
-		if (s->smtp.state == SMTP_CHUNK)
-			smtp_chunk_sent(&s->smtp);
-		else
-			smtp_data_sent(&s->smtp);
-		if (s->smtp.state == SMTP_DATA_END) {
-			s->be->state = BE_WAIT_DATA_END;
-			s->be->began_us = timer_now_us();
-			s->be->deadline =
-				timer_now_ms() +
-				session_config(s)->backend_data_timeout_ms;
-		} else {
-			s->be->state = BE_WAIT_REPLY;
-			s->be->deadline =
-				timer_now_ms() +
-				session_config(s)->backend_reply_timeout_ms;
-		}
+	if (s->relay.sink == RELAY_SINK_LIMIT)
+		policy_bytes_reply(s, limit, sizeof(limit));
+	sink = relay_finish(&s->relay, &s->smtp, limit);
+	if (sink == RELAY_SINK_NONE) {
+		backend_data_sent(s->be, s->smtp.state == SMTP_DATA_END);
 		return;
-	case SINK_BAD_BYTES:
-		why = "bare-newline";
-		smtp_data_refused(&s->smtp, bad);
-		break;
-	case SINK_TOO_BIG:
-		why = "too-big";
+	}
+	if (sink == RELAY_SINK_TOO_BIG)
 		counter_add(&worker_stats(s->w)->limits[LIMIT_HIT_MESSAGE_SIZE],
 			    1);
-		smtp_data_refused(&s->smtp, big);
-		break;
-	case SINK_LOST:
-		why = "backend-lost";
-		smtp_backend_failed(&s->smtp, SMTP_BACKEND_LOST);
-		break;
-	case SINK_LIMIT:
-		why = "rate-limit";
-		smtp_data_refused(&s->smtp,
-				  policy_bytes_reply(s, limit, sizeof(limit)));
-		break;
-	}
 	log_info("message-refused",
 		 " session=%llx client=%s user=%s reason=%s size=%llu",
 		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)), why,
-		 (unsigned long long)s->ds.size);
-	/* The backend has part of the message and must never see its end:
-	 * drop the connection (no QUIT: we are inside DATA or a chunk). */
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
+		 relay_sink_name(sink), (unsigned long long)s->relay.ds.size);
 	backend_close(s, false);
-	s->sink = SINK_NONE;
 }
 
-/* Returns true when the message ended (the state changed). */
+/* Move message bytes on.  Returns true when the message or chunk ended
+ * (the state changed). */
 static bool
-relay_data(struct session *s)
+relay(struct session *s)
 {
-	const struct config *cfg = session_config(s);
-	bool normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE;
-	uint64_t max = cfg->max_message_size;
+	struct relay_io io = relay_io_of(s);
+	bool ended;
 
-	/* The backend's own SIZE, when smaller: cut early, not at the end. */
-	if (s->be != NULL && s->be->size_max > 0 && s->be->size_max < max)
-		max = s->be->size_max;
-
-	while (buf_used(&s->in) > 0 && !s->ds.done) {
-		const char *p = buf_head(&s->in);
-		size_t avail = buf_used(&s->in), n;
-		struct buf *out = s->be ? &s->be->out : NULL;
-		size_t room = out ? buf_room(out) : 0;
-
-		if (s->sink != SINK_NONE) {
-			buf_consume(&s->in, data_scan(&s->ds, p, avail));
-			continue;
-		}
-		if (normalize) {
-			size_t outlen;
-			char *t;
-			if (room < 16 || (t = buf_tail(out)) == NULL)
-				break;
-			if (avail > (room - 3) / 2)
-				avail = (room - 3) / 2;
-			n = data_normalize(&s->ds, p, avail, t, &outlen);
-			if (s->ds.size > max)
-				s->sink = SINK_TOO_BIG;
-			else if (!policy_take_bytes(s, outlen))
-				s->sink = SINK_LIMIT;
-			else
-				buf_commit(out, outlen);
-			if (s->sink == SINK_NONE)
-				counter_add(&worker_stats(s->w)->data_bytes,
-					    outlen);
-		} else {
-			if (room == 0)
-				break;
-			if (avail > room)
-				avail = room;
-			n = data_scan(&s->ds, p, avail);
-			if (s->ds.bad)
-				s->sink = SINK_BAD_BYTES;
-			else if (s->ds.size > max)
-				s->sink = SINK_TOO_BIG;
-			else if (!policy_take_bytes(s, n))
-				s->sink = SINK_LIMIT;
-			else
-				counter_add(&worker_stats(s->w)->data_bytes,
-					    buf_append(out, p, n));
-		}
-		buf_consume(&s->in, n);
-	}
-	if (s->be != NULL && s->sink == SINK_NONE)
-		backend_send(s->be);
-	if (!s->ds.done)
-		return false;
-	finish_message(s);
-	return true;
-}
-
-/*
- * BDAT: the chunk's bytes from the client to the backend as they are (the
- * backend got "BDAT <size>" ahead of them), scanned for bare CR, bare LF
- * and NUL across chunks and charged to the user's byte rate.  The sizes
- * were checked at the command (smtp.c).  A refused chunk is read to its
- * end and dropped, and the client's reply to it is the refusal.  Returns
- * true when the chunk ended (the state changed).
- */
-static bool
-relay_chunk(struct session *s)
-{
-	struct smtp *m = &s->smtp;
-
-	while (m->chunk_left > 0 && buf_used(&s->in) > 0) {
-		const char *p = buf_head(&s->in);
-		size_t n = buf_used(&s->in);
-
-		if (n > m->chunk_left)
-			n = (size_t)m->chunk_left;
-		if (s->sink == SINK_NONE) {
-			size_t room = buf_room(&s->be->out);
-			if (room == 0)
-				break;
-			if (n > room)
-				n = room;
-			data_scan_chunk(&s->ds, p, n,
-					m->chunk_last && n == m->chunk_left);
-			if (s->ds.bad)
-				s->sink = SINK_BAD_BYTES;
-			else if (!policy_take_bytes(s, n))
-				s->sink = SINK_LIMIT;
-			else
-				buf_append(&s->be->out, p, n);
-		}
-		buf_consume(&s->in, n);
-		m->chunk_left -= n;
-	}
-	if (s->be != NULL && s->sink == SINK_NONE)
-		backend_send(s->be);
-	if (m->chunk_left > 0)
-		return false;
-	finish_message(s);
-	return true;
-}
-
-/* The BDAT line is going to the backend (backend.c, with the backend
- * ready for it): its chunk streams from here.  Returns false when it
- * must not be sent after all: "BDAT 0 LAST" after a chunk that ended in
- * CR would end the message on a bare CR. */
-bool
-session_chunk_begin(struct session *s)
-{
-	smtp_chunk_begin(&s->smtp);
-	if (s->smtp.bdat_chunks == 1) {
-		data_scan_init(&s->ds);
-		s->sink = SINK_NONE;
-	}
-	if (s->smtp.chunk_left == 0 && s->smtp.chunk_last) {
-		data_scan_chunk(&s->ds, "", 0, true);
-		if (s->ds.bad) {
-			s->sink = SINK_BAD_BYTES;
-			return false;
-		}
-	}
-	return true;
+	if (s->smtp.state == SMTP_DATA)
+		ended = relay_data(&s->relay, &io);
+	else
+		ended = relay_chunk(&s->relay, &io, &s->smtp.chunk_left,
+				    s->smtp.chunk_last);
+	if (io.forwarded > 0)
+		counter_add(&worker_stats(s->w)->data_bytes, io.forwarded);
+	if (s->be != NULL && s->relay.sink == RELAY_SINK_NONE)
+		backend_flush(s->be);
+	if (ended)
+		finish_message(s);
+	return ended;
 }
 
 /* ---------------------------------------------------------------------
@@ -804,8 +690,9 @@ apply(struct session *s, enum smtp_action act)
 		start_auth(s);
 		break;
 	case SMTP_ACT_FORWARD:
-		if (policy_forward(s))
-			backend_forward(s);
+		/* Sent by backend_news() once a connection is ready. */
+		if (policy_forward(s) && s->be == NULL)
+			backend_open(s);
 		break;
 	case SMTP_ACT_CLOSE:
 		s->closing = true;
@@ -839,12 +726,19 @@ session_deadline(const struct session *s)
 
 	if (s->closing || s->auth_delay || (s->ssl != NULL && !s->tls_done))
 		return s->deadline_ms;
-	if (backend_waiting(s))
-		return s->be->deadline;
+	if (s->be != NULL && backend_waiting(s->be))
+		return backend_deadline(s->be);
 	if (s->smtp.state == SMTP_AUTH_CHECK)
 		return TIMER_NONE; /* the pool always answers */
-	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
-		return s->last_read_ms + cfg->data_timeout_ms;
+	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK) {
+		/* The client's bytes, or the backend taking them: either
+		 * shows the message moving. */
+		uint64_t moved = s->last_read_ms;
+
+		if (s->be != NULL && backend_sent_ms(s->be) > moved)
+			moved = backend_sent_ms(s->be);
+		return moved + cfg->data_timeout_ms;
+	}
 	/* The whole command, not the gap between two bytes: a client
 	 * that trickles a line never finishes it in time. */
 	return s->cmd_since_ms + cfg->command_timeout_ms;
@@ -872,6 +766,91 @@ drop_backend_if_asked(struct session *s)
 	}
 }
 
+/* A backend reply to the forwarded command: relayed by smtp.c, counted,
+ * and for the end of a message logged. */
+static void
+backend_replied(struct session *s, const struct smtp_reply *r)
+{
+	char u[LOG_USER_MAX];
+	const char *lines[SMTP_REPLY_LINES_MAX];
+	size_t lens[SMTP_REPLY_LINES_MAX];
+	bool data_end = s->smtp.state == SMTP_DATA_END;
+	unsigned rcpts = s->smtp.rcpts; /* the reply may reset it */
+	enum smtp_action act;
+
+	for (size_t i = 0; i < r->nlines; i++) {
+		lines[i] = r->raw + r->text_off[i];
+		lens[i] = r->text_len[i];
+	}
+	act = smtp_backend_reply(&s->smtp, r->code, lines, lens, r->nlines);
+	s->backend_used = backend_name(s->be);
+	if (data_end && r->code >= 200 && r->code < 300) {
+		s->recipients += rcpts;
+		s->bytes += s->relay.ds.size;
+		counter_add(&worker_stats(s->w)->messages, 1);
+	}
+	if (data_end)
+		log_info("message",
+			 " session=%llx client=%s user=%s backend=%s size=%llu "
+			 "result=%d",
+			 (unsigned long long)s->id, s->peer_addr,
+			 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
+			 backend_name(s->be),
+			 (unsigned long long)s->relay.ds.size, r->code);
+	if (act == SMTP_ACT_DATA)
+		relay_begin(&s->relay);
+	backend_reply_done(s->be, act == SMTP_ACT_DATA);
+}
+
+/* The command smtp.c forwarded, to a backend that is ready for it.  A
+ * BDAT's chunk streams right behind it. */
+static void
+send_forward(struct session *s)
+{
+	if (s->smtp.fwd == SMTP_FWD_BDAT) {
+		smtp_chunk_begin(&s->smtp);
+		if (relay_chunk_begin(&s->relay, &s->smtp))
+			backend_command(s->be, s->smtp.fwd_line,
+					s->smtp.fwd_len, true);
+		return;
+	}
+	backend_command(s->be, s->smtp.fwd_line, s->smtp.fwd_len, false);
+}
+
+/* What the backend leg has for the session since it last looked
+ * (backend.h): a failure, the end of its handshake, a reply; then the
+ * forwarded command goes out once it is ready. */
+static void
+backend_news(struct session *s)
+{
+	const struct smtp_reply *r;
+	enum smtp_backend_failure why;
+	uint64_t size;
+	bool chunking;
+
+	if (s->be == NULL) {
+		/* Forwarded, and no backend could be reached. */
+		if (s->smtp.state == SMTP_BACKEND)
+			smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
+		return;
+	}
+	if (backend_failed(s->be, &why)) {
+		backend_close(s, false);
+		if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
+			relay_lost(&s->relay); /* 451 when the data ends */
+		else if (s->smtp.state == SMTP_BACKEND ||
+			 s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
+			smtp_backend_failed(&s->smtp, why);
+		return;
+	}
+	if (backend_hello(s->be, &size, &chunking))
+		smtp_backend_ready(&s->smtp, size, chunking);
+	if ((r = backend_reply(s->be)) != NULL)
+		backend_replied(s, r);
+	if (s->smtp.state == SMTP_BACKEND && backend_ready(s->be))
+		send_forward(s);
+}
+
 void
 session_run(struct session *s)
 {
@@ -880,18 +859,18 @@ session_run(struct session *s)
 	while (!s->dead && !s->closing) {
 		size_t before;
 
+		enum smtp_state was = s->smtp.state;
+
+		backend_news(s);
 		policy_settle(s);
 		if (s->ssl != NULL && !tls_read(s))
 			return;
 		if (s->closing || (s->ssl != NULL && !s->tls_done))
 			break;
 		before = buf_used(&s->in);
-		if (s->smtp.state == SMTP_DATA) {
-			if (relay_data(s))
-				continue; /* the message ended */
-		} else if (s->smtp.state == SMTP_CHUNK) {
-			if (relay_chunk(s))
-				continue; /* the chunk ended */
+		if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK) {
+			if (relay(s))
+				continue; /* the message or chunk ended */
 		} else {
 			if (tls_backlog(s))
 				break; /* the send completion runs us again */
@@ -906,7 +885,7 @@ session_run(struct session *s)
 				continue;
 			}
 		}
-		if (buf_used(&s->in) == before)
+		if (buf_used(&s->in) == before && s->smtp.state == was)
 			break; /* nothing used: wait for I/O */
 	}
 	if (s->dead)
@@ -955,8 +934,9 @@ session_on_timer(struct session *s)
 		session_close(s, "tls-handshake-timeout");
 		return;
 	}
-	if (backend_waiting(s)) {
-		backend_on_timer(s);
+	if (s->be != NULL && backend_waiting(s->be)) {
+		backend_on_timer(s->be);
+		session_run(s);
 		return;
 	}
 	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)

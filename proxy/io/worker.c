@@ -47,6 +47,8 @@
 #include "lib/log.h"
 #include "io/backend_pool.h"
 #include "ops/sandbox.h"
+#include "io/backend.h"
+#include "io/ring.h"
 #include "io/session.h"
 #include "io/tls.h"
 #include "io/worker.h"
@@ -136,6 +138,7 @@ struct worker {
 
 	struct timer_heap timers;
 	struct session *sessions;
+	struct session *woken, **woken_tail; /* to run after this batch */
 	size_t nsessions;
 	size_t objects;	   /* sessions and backend connections not yet freed */
 	bool stopping;	   /* draining: no more accepts */
@@ -273,18 +276,18 @@ worker_data_buf_return(struct worker *w, unsigned bid)
  * own for the pick.
  */
 size_t
-worker_pick_backend(struct worker *w, const struct session *s,
-		    const char *login, uint64_t tried)
+worker_pick_backend(struct worker *w, struct generation *gen, const char *login,
+		    uint64_t tried)
 {
 	struct backend_pool_cursor c;
 	size_t server;
 
-	if (s->gen == w->gen)
+	if (gen == w->gen)
 		return backend_pool_pick(w->gen->backend_pool, &w->cursor,
 					 login, tried, timer_now_ms());
-	if (backend_pool_cursor_init(&c, s->gen->backend_pool) != 0)
+	if (backend_pool_cursor_init(&c, gen->backend_pool) != 0)
 		return BACKEND_POOL_NONE;
-	server = backend_pool_pick(s->gen->backend_pool, &c, login, tried,
+	server = backend_pool_pick(gen->backend_pool, &c, login, tried,
 				   timer_now_ms());
 	backend_pool_cursor_free(&c);
 	return server;
@@ -303,8 +306,38 @@ worker_object_freed(struct worker *w)
 }
 
 /* ---------------------------------------------------------------------
- * Session list
+ * Session list, and the sessions to run after this batch
  */
+
+void
+worker_wake(struct worker *w, struct session *s)
+{
+	if (s->runnable || s->dead)
+		return;
+	s->runnable = true;
+	s->run_next = NULL;
+	s->inflight++; /* the wake-up holds it, like a ring operation */
+	*w->woken_tail = s;
+	w->woken_tail = &s->run_next;
+}
+
+/* Sessions woken by their backend leg during the batch, in order; one
+ * woken again while it runs goes to the back and runs again. */
+static void
+run_woken(struct worker *w)
+{
+	struct session *s;
+
+	while ((s = w->woken) != NULL) {
+		w->woken = s->run_next;
+		if (w->woken == NULL)
+			w->woken_tail = &w->woken;
+		s->runnable = false;
+		if (!s->dead)
+			session_run(s);
+		session_release(s);
+	}
+}
 
 static void
 session_link(struct worker *w, struct session *s)
@@ -899,22 +932,6 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
  * The loop
  */
 
-/* The session a backend completion concerns, held for the callback. */
-static struct session *
-hold_backend_session(struct backend_conn *be)
-{
-	if (be->s != NULL)
-		be->s->inflight++;
-	return be->s;
-}
-
-static void
-release_held(struct session *s)
-{
-	if (s != NULL)
-		session_release(s);
-}
-
 static void
 handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 {
@@ -922,7 +939,6 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	void *ptr = (void *)(uintptr_t)(ud & ~(uint64_t)OP_MASK);
 	int res = cqe->res;
 	unsigned flags = cqe->flags;
-	struct session *held;
 
 	switch ((enum ring_op)(ud & OP_MASK)) {
 	case OP_IGNORE:
@@ -939,22 +955,16 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		session_release(ptr);
 		break;
 	case OP_BACKEND_CONNECT:
-		held = hold_backend_session(ptr);
 		backend_on_connect(ptr, res);
 		backend_release(ptr);
-		release_held(held);
 		break;
 	case OP_BACKEND_RECV:
-		held = hold_backend_session(ptr);
 		backend_on_recv(ptr, res, flags);
 		backend_release(ptr);
-		release_held(held);
 		break;
 	case OP_BACKEND_SEND:
-		held = hold_backend_session(ptr);
 		backend_on_send(ptr, res);
 		backend_release(ptr);
-		release_held(held);
 		break;
 	case OP_WAKE:
 		on_wake(w, res);
@@ -1053,9 +1063,11 @@ worker_loop(struct worker *w)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring, n);
+		run_woken(w);
 		fire_timers(w);
 		health_run(w->health, timer_now_ms(), w->stopping);
 		run_retired_health(w, timer_now_ms());
+		run_woken(w); /* a timer's failover */
 	}
 }
 
@@ -1177,6 +1189,7 @@ worker_new(unsigned id, struct generation *gen,
 	pthread_mutex_init(&w->mbox_lock, NULL);
 	sem_init(&w->started, 0, 0);
 	timer_heap_init(&w->timers);
+	w->woken_tail = &w->woken;
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (backend_pool_cursor_init(&w->cursor, gen->backend_pool) != 0 ||
 	    w->efd < 0)

@@ -99,4 +99,37 @@ void worker_join(struct worker *w);
 bool worker_tryjoin(struct worker *w);
 void worker_free(struct worker *w);
 
+/*
+ * For the sessions and backend connections of this worker (proxy/io/),
+ * on the worker's thread.
+ */
+struct session;
+struct auth_request;
+struct timer_heap;
+
+struct generation *worker_generation(const struct worker *w);
+struct auth_pool *worker_auth(const struct worker *w);
+struct ratelimit *worker_limits(const struct worker *w);
+struct bans *worker_bans(const struct worker *w);
+struct caps *worker_caps(const struct worker *w);
+struct timer_heap *worker_timers(struct worker *w);
+unsigned worker_id(const struct worker *w);
+/* The worker's own counters, to add to (counters.h). */
+struct worker_counters *worker_stats(struct worker *w);
+/* A server of gen for a new backend connection (backends.balance among
+ * those not in tried), or BACKEND_POOL_NONE.  A generation other than the
+ * worker's balances with a cursor of its own for the pick. */
+size_t worker_pick_backend(struct worker *w, struct generation *gen,
+			   const char *login, uint64_t tried);
+/* The auth pool's answer (on a pool thread): into the mailbox. */
+void worker_auth_done(struct auth_request *req);
+/* s runs after this batch of completions (session_run()); it holds a
+ * reference until then. */
+void worker_wake(struct worker *w, struct session *s);
+void worker_session_gone(struct worker *w, struct session *s);
+/* Sessions and backend connections count themselves in and out, so the
+ * worker ends only after their last completion. */
+void worker_object_new(struct worker *w);
+void worker_object_freed(struct worker *w);
+
 #endif

@@ -17,6 +17,7 @@
 #include "limits/policy.h"
 #include "limits/sender.h"
 #include "io/session.h"
+#include "io/worker.h"
 
 static const char *const kind_names[LIMIT_USER_KINDS] = {
 	[LIMIT_MESSAGES] = "messages",

@@ -23,10 +23,11 @@
  * The harness plays the worker: it appends the stream to the input buffer
  * in chunks (only when a read would be armed), calls smtp_input(), and
  * answers each action the way session.c and backend.c do (smtp_tls_ready,
- * smtp_auth_result, smtp_backend_reply or smtp_backend_failed, the DATA
- * relay through data_scan with smtp_data_sent or smtp_data_refused, BDAT
- * chunks through data_scan_chunk with smtp_chunk_begin, smtp_chunk_sent
- * or smtp_data_refused), and stops at SMTP_ACT_CLOSE.
+ * smtp_auth_result, smtp_backend_reply or smtp_backend_failed), moves
+ * message bytes through the real relay (relay.c: relay_data, relay_chunk,
+ * relay_chunk_begin, relay_finish, with a byte rate that runs out in the
+ * tight profile) into a backend buffer it drains, and stops at
+ * SMTP_ACT_CLOSE.
  *
  * Checked after every call: buffers within their capacity; the action
  * agrees with the state; no action means the session is not parked (else
@@ -51,12 +52,14 @@
 #include <strings.h>
 
 #include "lib/buf.h"
-#include "smtp/data_scan.h"
+#include "smtp/relay.h"
 #include "smtp/smtp.h"
 #include "smtp/smtp_reply.h"
 #include "fuzz_check.h"
 
-#define RECV_BUF_SIZE  16384u /* session.h: one read, and the input slack */
+#define RECV_BUF_SIZE  16384u	     /* ring.h: one read, and the input slack */
+#define OUT_CAP	       (128u * 1024) /* backend.h: BACKEND_OUT_CAP */
+#define TIGHT_BYTES    3000u  /* the tight profile's byte rate allowance */
 #define MAX_STEPS      100000 /* a session never needs this many */
 #define REPLY_LINE_MAX 1000   /* a reply line to the client, CRLF included */
 
@@ -65,13 +68,6 @@
 #define EV_LOST	    0xfe /* the idle backend drops the connection */
 #define STEP_NOREAD 0x40 /* the client does not read its replies now */
 #define STEP_LARGE  0x80 /* chunk size in units of 256 bytes (0: all) */
-
-enum sink {
-	SINK_NONE,
-	SINK_BAD_BYTES,
-	SINK_TOO_BIG,
-	SINK_LOST,
-};
 
 /* What the client has read so far, checked as a stream of reply lines. */
 struct reply_check {
@@ -99,9 +95,10 @@ struct sim {
 	const uint8_t *stream;
 	size_t stream_len, stream_off;
 
-	struct data_scan ds;
-	enum sink sink;
-	char *norm; /* data_normalize() output, 2 * in_cap + 3 bytes */
+	struct relay relay;
+	struct buf out;	     /* the backend's, drained after each call */
+	uint64_t bytes_left; /* of the byte rate (UINT64_MAX: none) */
+	uint64_t forwarded;  /* message bytes the backend got */
 
 	struct reply_check rc;
 };
@@ -466,8 +463,7 @@ backend_answer(struct sim *m)
 		CHECK(what == SMTP_FWD_DATA && code == 354,
 		      "DATA action for fwd %d code %d", (int)what, code);
 		CHECK(m->s.state == SMTP_DATA, "state %d", (int)m->s.state);
-		data_scan_init(&m->ds);
-		m->sink = SINK_NONE;
+		relay_begin(&m->relay);
 		return;
 	}
 	CHECK(act == SMTP_ACT_NONE, "backend reply gave action %d", (int)act);
@@ -479,114 +475,86 @@ backend_answer(struct sim *m)
 		CHECK(!m->s.in_mail, "transaction survives its end");
 }
 
-/* The end of the message: sent on (await the verdict) or refused here,
- * with session.c's replies. */
+/* The user's byte rate: the tight profile has TIGHT_BYTES in all. */
+static bool
+take_bytes(void *ctx, size_t n)
+{
+	struct sim *m = ctx;
+
+	if (n > m->bytes_left)
+		return false;
+	m->bytes_left -= n;
+	return true;
+}
+
+/* The end of the message: sent on (await the verdict) or refused by the
+ * relay with session.c's replies. */
 static void
 finish_message(struct sim *m)
 {
-	static const char *const refusals[] = {
-		[SINK_BAD_BYTES] = "550 5.6.0 Message refused: bare CR or LF, "
-				   "or NUL, in the message (RFC 5321 2.3.8)",
-		[SINK_TOO_BIG] = "552 5.3.4 Message size exceeds fixed "
-				 "maximum message size",
-		[SINK_LOST] = "451 4.4.2 Connection to mail server lost, try "
-			      "again later",
-	};
-
-	bool chunk = m->s.state == SMTP_CHUNK;
+	static const char limit[] = "451 4.7.1 Message data rate limit "
+				    "reached (3000 bytes per 1h), try again "
+				    "in 60 seconds";
+	bool chunk = m->s.state == SMTP_CHUNK, last = m->s.chunk_last;
+	enum relay_sink sink;
 
 	note("end of %s, size %llu, sink %d", chunk ? "chunk" : "data",
-	     (unsigned long long)m->ds.size, (int)m->sink);
-	if (m->sink == SINK_NONE) {
-		if (chunk) {
-			bool last = m->s.chunk_last;
-			smtp_chunk_sent(&m->s);
-			check_session(m);
-			CHECK(m->s.state ==
-				      (last ? SMTP_DATA_END : SMTP_BACKEND),
-			      "state %d after a chunk", (int)m->s.state);
-		} else {
-			smtp_data_sent(&m->s);
-			check_session(m);
-			CHECK(m->s.state == SMTP_DATA_END, "state %d",
-			      (int)m->s.state);
-		}
+	     (unsigned long long)m->relay.ds.size, (int)m->relay.sink);
+	sink = relay_finish(&m->relay, &m->s, limit);
+	check_session(m);
+	CHECK(m->relay.sink == RELAY_SINK_NONE, "sink survives the end");
+	if (sink == RELAY_SINK_NONE) {
+		CHECK(m->s.state ==
+			      (chunk && !last ? SMTP_BACKEND : SMTP_DATA_END),
+		      "state %d after a %s", (int)m->s.state,
+		      chunk ? "chunk" : "message");
 		backend_answer(m);
 		return;
 	}
-	smtp_data_refused(&m->s, refusals[m->sink]);
-	check_session(m);
 	CHECK(m->s.state == SMTP_IDLE, "state %d after a refused message",
 	      (int)m->s.state);
 	CHECK(!m->s.in_mail, "transaction survives a refused message");
-	m->sink = SINK_NONE;
 }
 
-/* session.c's relay_data(): message bytes from the input buffer through
- * the scanner.  Returns true when the message ended. */
+/* session.c's relay(): message bytes from the input buffer through the
+ * relay into the backend's buffer.  Returns true when the message or
+ * chunk ended. */
 static bool
-relay_data(struct sim *m)
+relay(struct sim *m)
 {
-	while (buf_used(&m->in) > 0 && !m->ds.done) {
-		const char *p = buf_head(&m->in);
-		size_t avail = buf_used(&m->in), n, outlen;
+	struct relay_io io = {
+		.in = &m->in,
+		.out = &m->out,
+		.max_size = m->p.max_message_size,
+		.normalize = m->normalize,
+		.take_bytes = take_bytes,
+		.ctx = m,
+	};
+	size_t before = buf_used(&m->in), used;
+	bool ended;
 
-		if (m->sink != SINK_NONE) {
-			n = data_scan(&m->ds, p, avail);
-		} else if (m->normalize) {
-			n = data_normalize(&m->ds, p, avail, m->norm, &outlen);
-			CHECK(outlen <= 2 * n + 3, "normalized %zu -> %zu", n,
-			      outlen);
-			if (m->ds.size > m->p.max_message_size)
-				m->sink = SINK_TOO_BIG;
-		} else {
-			n = data_scan(&m->ds, p, avail);
-			if (m->ds.bad)
-				m->sink = SINK_BAD_BYTES;
-			else if (m->ds.size > m->p.max_message_size)
-				m->sink = SINK_TOO_BIG;
-		}
-		CHECK(n <= avail, "scanner consumed %zu of %zu", n, avail);
-		CHECK(n == avail || m->ds.done,
-		      "scanner stopped at %zu of %zu before the end", n, avail);
-		buf_consume(&m->in, n);
-		check_session(m);
-	}
-	if (!m->ds.done)
-		return false;
-	finish_message(m);
-	return true;
-}
-
-/* session.c's relay_chunk(): a BDAT chunk's bytes from the input buffer
- * through the chunk scanner.  Returns true when the chunk ended. */
-static bool
-relay_chunk(struct sim *m)
-{
-	while (m->s.chunk_left > 0 && buf_used(&m->in) > 0) {
-		size_t n = buf_used(&m->in);
-
-		if (n > m->s.chunk_left)
-			n = (size_t)m->s.chunk_left;
-		if (m->sink == SINK_NONE) {
-			data_scan_chunk(&m->ds, buf_head(&m->in), n,
-					m->s.chunk_last &&
-						n == m->s.chunk_left);
-			if (m->ds.bad)
-				m->sink = SINK_BAD_BYTES;
-		}
-		buf_consume(&m->in, n);
-		m->s.chunk_left -= n;
-		check_session(m);
-	}
-	if (m->s.chunk_left > 0)
-		return false;
-	finish_message(m);
-	return true;
+	if (m->s.state == SMTP_DATA)
+		ended = relay_data(&m->relay, &io);
+	else
+		ended = relay_chunk(&m->relay, &io, &m->s.chunk_left,
+				    m->s.chunk_last);
+	used = before - buf_used(&m->in);
+	CHECK(io.forwarded == buf_used(&m->out), "forwarded %llu, out %zu",
+	      (unsigned long long)io.forwarded, buf_used(&m->out));
+	CHECK(m->normalize || io.forwarded <= used,
+	      "forwarded %llu of %zu bytes read",
+	      (unsigned long long)io.forwarded, used);
+	m->forwarded += io.forwarded;
+	buf_consume(&m->out, buf_used(&m->out)); /* the backend took it */
+	check_session(m);
+	if (ended)
+		finish_message(m);
+	return ended;
 }
 
 /* backend.c's ready() for a forwarded BDAT: it goes out and its chunk
- * streams, or the backend is found gone first (the chunk is skipped). */
+ * streams (session.c's send_forward()), or the backend is found gone
+ * first (the chunk is skipped). */
 static void
 bdat_forward(struct sim *m)
 {
@@ -601,15 +569,9 @@ bdat_forward(struct sim *m)
 		return;
 	}
 	smtp_chunk_begin(&m->s);
-	if (m->s.bdat_chunks == 1) {
-		data_scan_init(&m->ds);
-		m->sink = SINK_NONE;
-	}
-	if (left == 0 && m->s.chunk_last) {
-		data_scan_chunk(&m->ds, "", 0, true);
-		if (m->ds.bad)
-			m->sink = SINK_BAD_BYTES;
-	}
+	if (!relay_chunk_begin(&m->relay, &m->s))
+		CHECK(m->relay.sink == RELAY_SINK_BAD_BYTES,
+		      "BDAT held back without a reason");
 	check_session(m);
 }
 
@@ -668,8 +630,7 @@ backend_lost(struct sim *m)
 {
 	note("backend connection lost");
 	if (m->s.state == SMTP_DATA || m->s.state == SMTP_CHUNK) {
-		if (m->sink == SINK_NONE)
-			m->sink = SINK_LOST;
+		relay_lost(&m->relay);
 	} else if (m->s.in_mail) {
 		smtp_backend_failed(&m->s, SMTP_BACKEND_LOST);
 		check_session(m);
@@ -753,8 +714,8 @@ run_session(struct sim *m)
 	m->in_cap = (uint32_t)(m->p.max_auth_line + RECV_BUF_SIZE);
 	buf_init(&m->in, m->in_cap);
 	m->tls_layer = implicit;
-	m->norm = malloc(2 * (size_t)m->in_cap + 3);
-	CHECK(m->norm != NULL, "out of memory");
+	buf_init(&m->out, OUT_CAP);
+	m->bytes_left = ((m->setup >> 4) & 3) == 1 ? TIGHT_BYTES : UINT64_MAX;
 	/* Greeting: at connect, or after the implicit TLS handshake. */
 	smtp_start(&m->s);
 	check_session(m);
@@ -772,13 +733,8 @@ run_session(struct sim *m)
 			backend_lost(m);
 		if ((step & STEP_NOREAD) == 0)
 			client_read(m, SIZE_MAX);
-		if (m->s.state == SMTP_DATA) {
-			if (!relay_data(m) && !client_send(m, step))
-				break;
-			continue;
-		}
-		if (m->s.state == SMTP_CHUNK) {
-			if (!relay_chunk(m) && !client_send(m, step))
+		if (m->s.state == SMTP_DATA || m->s.state == SMTP_CHUNK) {
+			if (!relay(m) && !client_send(m, step))
 				break;
 			continue;
 		}
@@ -807,7 +763,7 @@ run_session(struct sim *m)
 	CHECK(m->s.helo_name == NULL && m->s.user == NULL,
 	      "EHLO name or login not freed by smtp_free()");
 	buf_free(&m->in);
-	free(m->norm);
+	buf_free(&m->out);
 }
 
 int

@@ -1,0 +1,140 @@
+/*
+ * backend.h - a session's connection to a backend MTA, on its worker's
+ * ring.  Private to proxy/io/.
+ *
+ * The backend leg owns its state: backend.c alone writes struct
+ * backend_conn (and the session's link to it, s->be).  It never runs the
+ * session: what the session must learn (the handshake is done, a reply
+ * came, the connection failed, bytes left) is kept here and the session
+ * is woken (worker_wake()); session_run() then asks with the calls below
+ * and acts.
+ */
+#ifndef MSAPROXY_BACKEND_H
+#define MSAPROXY_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "lib/buf.h"
+#include "smtp/smtp.h"
+#include "smtp/smtp_reply.h"
+
+#define BACKEND_IN_CAP	 (16u * 1024)  /* replies from the backend */
+#define BACKEND_OUT_CAP	 (128u * 1024) /* commands and message bytes */
+#define BACKEND_WIRE_CAP (64u * 1024)  /* TLS records to the backend */
+
+struct session;
+struct worker;
+struct generation;
+struct config_backend;
+
+enum backend_state {
+	BE_NONE,	  /* no connection */
+	BE_CONNECTING,	  /* connect() in flight */
+	BE_GREETING,	  /* waiting for 220 */
+	BE_EHLO,	  /* sent EHLO */
+	BE_STARTTLS,	  /* sent STARTTLS, waiting for 220 */
+	BE_TLS,		  /* TLS handshake with the backend */
+	BE_XCLIENT,	  /* sent XCLIENT, waiting for the new 220 */
+	BE_EHLO_AGAIN,	  /* sent EHLO after XCLIENT */
+	BE_READY,	  /* idle, ready for a command */
+	BE_WAIT_REPLY,	  /* a client command is at the backend */
+	BE_DATA,	  /* message bytes flowing */
+	BE_WAIT_DATA_END, /* end of data sent, waiting for the verdict */
+	BE_FAILED,	  /* broken; the session has not looked yet */
+};
+
+/*
+ * Its own allocation with its own references, so a connection that failed
+ * over or closed can finish its last ring operations after the session
+ * moved on (s == NULL: detached).
+ */
+struct backend_conn {
+	struct session *s; /* NULL once detached */
+	struct worker *w;
+	struct generation *gen; /* held: its server list and pool */
+	unsigned refs;		/* ring operations in flight */
+	int fd;
+	enum backend_state state;
+	enum smtp_backend_failure failure; /* BE_FAILED: why */
+	size_t server;			   /* index into cfg->backends */
+	unsigned attempts;		   /* servers tried for this command */
+	uint64_t tried;	   /* bit i: server i tried for this command */
+	uint64_t deadline; /* for the step in progress */
+	uint64_t began_us; /* connect, then end of data: for latencies */
+	uint64_t sent_ms;  /* the last send completion: the data moves */
+	bool quit_sent;
+	bool sending;
+	bool send_wire; /* the send in flight is from wire, not out */
+	bool recv_armed;
+	bool hello;		 /* handshake done, the session not told yet */
+	bool chunking;		 /* it offered CHUNKING */
+	bool reply_ready;	 /* be->reply holds one for the session */
+	SSL *ssl;		 /* tls: starttls*, once STARTTLS got its 220 */
+	bool tls_up;		 /* handshake done */
+	struct buf wire;	 /* TLS records for the backend */
+	char xclient_attrs[256]; /* its attribute list */
+	uint64_t size_max;	 /* its SIZE, 0 = none given */
+	struct buf in, out;
+	struct smtp_reply reply;
+};
+
+/* Connect s to a server for the command smtp.c forwarded; the handshake
+ * then runs on its own, failing over as it must.  When no server could be
+ * tried (none left, no memory) s->be stays NULL and the session answers
+ * 451 4.4.1. */
+void backend_open(struct session *s);
+/* Detach from the session.  Polite: QUIT first when between
+ * transactions; otherwise cut, so a partial message is never completed. */
+void backend_close(struct session *s, bool polite);
+
+/* What the session learns when it runs. */
+/* The handshake finished since the last call: the server's SIZE (0: none)
+ * and whether it takes BDAT. */
+bool backend_hello(struct backend_conn *be, uint64_t *size, bool *chunking);
+/* Idle and ready for a command. */
+bool backend_ready(const struct backend_conn *be);
+/* A reply to the session's command, or NULL. */
+const struct smtp_reply *backend_reply(const struct backend_conn *be);
+/* The session used the reply; data: it opened the message (354). */
+void backend_reply_done(struct backend_conn *be, bool data);
+/* Broken beyond failover: why (the session closes it and answers). */
+bool backend_failed(const struct backend_conn *be,
+		    enum smtp_backend_failure *why);
+/* Waiting for the backend, and until when. */
+bool backend_waiting(const struct backend_conn *be);
+uint64_t backend_deadline(const struct backend_conn *be);
+/* The last time the backend took bytes (ms): a message on its way. */
+uint64_t backend_sent_ms(const struct backend_conn *be);
+/* The server's SIZE, 0 = none. */
+uint64_t backend_size_max(const struct backend_conn *be);
+const char *backend_name(const struct backend_conn *be);
+
+/* What the session tells it. */
+/* Send a forwarded command; bdat: its chunk follows at once and the reply
+ * is awaited once the chunk has gone (backend_data_sent()). */
+void backend_command(struct backend_conn *be, const char *line, size_t len,
+		     bool bdat);
+/* Where message bytes go, and send what it holds. */
+struct buf *backend_outbox(struct backend_conn *be);
+void backend_flush(struct backend_conn *be);
+/* The end of the message (last) or of a chunk is in the outbox: await the
+ * verdict. */
+void backend_data_sent(struct backend_conn *be, bool last);
+/* The session's timer fired while backend_waiting(): fail over, or fail. */
+void backend_on_timer(struct backend_conn *be);
+
+/* Completions (worker.c). */
+void backend_on_connect(struct backend_conn *be, int res);
+void backend_on_recv(struct backend_conn *be, int res, unsigned flags);
+void backend_on_send(struct backend_conn *be, int res);
+void backend_release(struct backend_conn *be); /* an op completed */
+
+/* Log a pool state change (enum backend_pool_change) of server b. */
+void backend_health_log(const struct config_backend *b, int change,
+			const char *source, const char *reason);
+
+#endif
