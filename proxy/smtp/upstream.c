@@ -321,6 +321,13 @@ upstream_xclient(struct upstream *u, const struct xclient_info *info)
 	return UPSTREAM_ACT_SEND;
 }
 
+void
+upstream_fail(struct upstream *u, const char *step, const char *detail)
+{
+	if (u->state != UPSTREAM_FAILED)
+		fail(u, step, detail);
+}
+
 enum upstream_action
 upstream_tls_done(struct upstream *u)
 {

@@ -135,6 +135,10 @@ enum upstream_action upstream_reply(struct upstream *u,
  * the EHLO that follows. */
 enum upstream_action upstream_xclient(struct upstream *u,
 				      const struct xclient_info *info);
+/* The I/O side's own failure (connect, read, write, TLS, timeout, a
+ * malformed reply): the dialogue ends with step and detail, nothing more
+ * is sent.  A dialogue that failed already keeps its first failure. */
+void upstream_fail(struct upstream *u, const char *step, const char *detail);
 /* After UPSTREAM_ACT_START_TLS: the handshake finished (SEND: the EHLO
  * over TLS).  A handshake that fails is the I/O side's failure. */
 enum upstream_action upstream_tls_done(struct upstream *u);

@@ -7,7 +7,8 @@
  *   byte 0    setup: bit 0 check mode, bits 1-2 identity (none, xclient,
  *             proxy-v2, none), bit 3 tls asked for, bit 4 the client has
  *             no EHLO name, bit 5 a long login (its XCLIENT line does not
- *             fit), bit 6 the TLS handshake fails
+ *             fit), bit 6 the TLS handshake fails, bit 7 the connection
+ *             may break before any reply (upstream_fail())
  *   byte 1    seeds the chunk sizes (1..64) and the relay's choices
  *             (command or BDAT chunk, LAST or not)
  *   the rest  what the server sends
@@ -57,6 +58,7 @@ struct run {
 	bool tls_fails;		    /* the I/O side's handshake fails */
 	bool long_login;	    /* its XCLIENT line does not fit */
 	bool closed;		    /* the I/O side gave up (TLS failed) */
+	bool io_breaks;		    /* upstream_fail() before some replies */
 	enum upstream_state traced; /* the last state the trace saw */
 	unsigned changes;
 };
@@ -310,6 +312,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	t.long_login = (data[0] & 32) != 0;
 	t.no_helo = (data[0] & 16) != 0;
 	t.tls_fails = (data[0] & 64) != 0;
+	t.io_breaks = (data[0] & 128) != 0;
 	t.seed = data[1];
 	upstream_init(&t.u, &t.p);
 	t.u.trace = trace;
@@ -336,8 +339,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += used;
 		if (st == SMTP_REPLY_ERROR)
 			break; /* the I/O side drops the connection */
-		if (st == SMTP_REPLY_DONE)
-			act(&t, upstream_reply(&t.u, &t.r));
+		if (st != SMTP_REPLY_DONE)
+			continue;
+		if (t.io_breaks && t.u.state != UPSTREAM_QUIT &&
+		    next_rand(&t) % 8 == 0) {
+			/* A read error, as the I/O side reports it. */
+			upstream_fail(&t.u, "read", "connection closed");
+			if (!t.failed)
+				CHECK(strcmp(t.u.step, "read") == 0,
+				      "upstream_fail() step");
+			check_failed(&t);
+		}
+		act(&t, upstream_reply(&t.u, &t.r));
 	}
 	CHECK(t.traced == t.u.state, "a change the trace missed");
 	if (t.failed) {

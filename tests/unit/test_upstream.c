@@ -547,6 +547,27 @@ test_relay_failures(void **state)
 	free(u);
 }
 
+/* The I/O side's failures end the dialogue the same way. */
+static void
+test_io_failure(void **state)
+{
+	struct upstream *u;
+
+	(void)state;
+	u = to_ehlo(UPSTREAM_SESSION, IDENTITY_NONE, false, NULL);
+	upstream_fail(u, "read", "connection closed");
+	expect_fail(u, UPSTREAM_ACT_FAIL, "read", "connection closed");
+	/* The first failure is the one that counts. */
+	upstream_fail(u, "timeout", "no answer in time");
+	assert_string_equal(u->step, "read");
+	free(u);
+	u = ready_upstream();
+	assert_true(upstream_forward(u, UPSTREAM_FWD_COMMAND));
+	upstream_fail(u, "timeout", "no reply in time");
+	expect_fail(u, UPSTREAM_ACT_FAIL, "timeout", "no reply in time");
+	free(u);
+}
+
 static void
 test_check_good(void **state)
 {
@@ -650,6 +671,7 @@ main(void)
 		cmocka_unit_test(test_multiline_ehlo_split),
 		cmocka_unit_test(test_relay),
 		cmocka_unit_test(test_relay_failures),
+		cmocka_unit_test(test_io_failure),
 		cmocka_unit_test(test_check_good),
 		cmocka_unit_test(test_check_bad),
 		cmocka_unit_test(test_state_names),
