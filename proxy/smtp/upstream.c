@@ -4,8 +4,9 @@
  * Read upstream.h first.  The handshake is handshake[]: in each state,
  * the reply codes that let it go on, the step a failure is logged under,
  * and the move that follows; moves[] says what each move sends, the state
- * it leaves and what the I/O side is told (OpenSMTPD's mta_session and
- * nginx's mail proxy keep theirs the same way).  The one row that decides
+ * it leaves and what the I/O side is told (the shape of OpenSMTPD's
+ * mta_session and nginx's mail proxy: a state, the reply it waits for,
+ * what goes out next).  The one row that decides
  * is the first EHLO's: what the server offers picks STARTTLS, XCLIENT,
  * ready, or, for a check, the verdict (offers_move()).  Once ready, the
  * relay states take one client command at a time.  Every change of state
