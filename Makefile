@@ -62,6 +62,8 @@ FUZZ_SRCS_sasl       := proxy/smtp/sasl.c
 FUZZ_SRCS_smtp       := proxy/smtp/smtp.c proxy/smtp/relay.c proxy/smtp/sasl.c \
                         proxy/lib/buf.c \
                         proxy/smtp/data_scan.c
+FUZZ_SRCS_relay      := proxy/smtp/relay.c proxy/smtp/smtp.c proxy/smtp/sasl.c \
+                        proxy/lib/buf.c proxy/smtp/data_scan.c
 FUZZ_SRCS_smtp_reply := proxy/smtp/smtp_reply.c
 FUZZ_SRCS_xtext      := proxy/smtp/xtext.c
 FUZZ_SRCS_xclient    := proxy/smtp/xclient.c proxy/smtp/xtext.c \

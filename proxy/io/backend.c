@@ -42,14 +42,13 @@
 #include "io/backend.h"
 #include "io/backend_pool.h"
 #include "io/ring.h"
-#include "io/session.h"
 #include "io/tls.h"
-#include "io/worker.h"
 #include "lib/log.h"
 #include "smtp/proxy_v2.h"
 #include "smtp/xclient.h"
 
-static void connect_next(struct session *s, uint64_t tried, unsigned attempts);
+static void connect_next(const struct backend_owner *o, uint64_t tried,
+			 unsigned attempts);
 
 static const struct config *
 config_of(const struct backend_conn *be)
@@ -69,11 +68,11 @@ backend_name(const struct backend_conn *be)
 	return server_of(be)->addr.text;
 }
 
-/* The session's id for log lines (0 once detached). */
+/* The session's id, for log lines. */
 static unsigned long long
 session_id(const struct backend_conn *be)
 {
-	return be->s != NULL ? (unsigned long long)be->s->id : 0;
+	return (unsigned long long)be->owner.client.id;
 }
 
 /* upstream.c's trace hook: every change of state, at debug level. */
@@ -90,8 +89,8 @@ trace_state(void *ctx, enum upstream_state from, enum upstream_state to)
 static void
 wake_session(struct backend_conn *be)
 {
-	if (be->s != NULL)
-		worker_wake(be->w, be->s);
+	if (be->owner.link != NULL)
+		ring_wake(be->owner.ring, be->owner.wake);
 }
 
 /* ---------------------------------------------------------------------
@@ -109,7 +108,7 @@ backend_free(struct backend_conn *be)
 	buf_free(&be->out);
 	buf_free(&be->wire);
 	generation_drop(be->gen);
-	worker_object_freed(be->w);
+	be->owner.ring->objects--;
 	free(be);
 }
 
@@ -119,7 +118,7 @@ backend_release(struct backend_conn *be)
 	/* An invariant, not input: a completion without its reference. */
 	if (be->refs == 0)
 		abort();
-	if (--be->refs == 0 && be->s == NULL && !be->sending)
+	if (--be->refs == 0 && be->owner.link == NULL && !be->sending)
 		backend_free(be);
 }
 
@@ -132,22 +131,22 @@ cut(struct backend_conn *be)
 	if (be->fd >= 0)
 		shutdown(be->fd, SHUT_RDWR);
 	if (be->recv_armed) {
-		struct io_uring_sqe *sqe = worker_sqe(be->w);
+		struct io_uring_sqe *sqe = ring_sqe(be->owner.ring);
 		io_uring_prep_cancel_fd(sqe, be->fd, IORING_ASYNC_CANCEL_ALL);
-		worker_prep(sqe, NULL, OP_IGNORE);
+		ring_prep(sqe, NULL, OP_IGNORE);
 	}
 }
 
 static void send_out(struct backend_conn *be);
 
 void
-backend_close(struct session *s, bool polite)
+backend_close(struct backend_conn **link, bool polite)
 {
-	struct backend_conn *be = s->be;
+	struct backend_conn *be = *link;
 	if (be == NULL)
 		return;
-	s->be = NULL;
-	be->s = NULL;
+	*link = NULL;
+	be->owner.link = NULL;
 	if (polite && be->up.state == UPSTREAM_READY && !be->reply_ready &&
 	    !be->quit_sent && buf_append_all(&be->out, "QUIT\r\n", 6) == 0) {
 		be->quit_sent = true;
@@ -160,9 +159,9 @@ backend_close(struct session *s, bool polite)
 		return;
 	}
 	if (be->recv_armed && !be->quit_sent) {
-		struct io_uring_sqe *sqe = worker_sqe(be->w);
+		struct io_uring_sqe *sqe = ring_sqe(be->owner.ring);
 		io_uring_prep_cancel_fd(sqe, be->fd, IORING_ASYNC_CANCEL_ALL);
-		worker_prep(sqe, NULL, OP_IGNORE);
+		ring_prep(sqe, NULL, OP_IGNORE);
 	}
 }
 
@@ -285,11 +284,11 @@ send_out(struct backend_conn *be)
 		tls_pump_out(be);
 	if (buf_used(src) == 0)
 		return;
-	sqe = worker_sqe(be->w);
+	sqe = ring_sqe(be->owner.ring);
 	src->pinned = true;
 	io_uring_prep_send(sqe, be->fd, buf_head(src), buf_used(src),
 			   MSG_NOSIGNAL);
-	worker_prep(sqe, be, OP_BACKEND_SEND);
+	ring_prep(sqe, be, OP_BACKEND_SEND);
 	be->sending = true;
 	be->send_wire = be->ssl != NULL;
 	be->refs++;
@@ -312,11 +311,11 @@ arm_recv(struct backend_conn *be)
 	    be->up.state == UPSTREAM_FAILED ||
 	    buf_room(&be->in) < RECV_BUF_SIZE)
 		return;
-	sqe = worker_sqe(be->w);
+	sqe = ring_sqe(be->owner.ring);
 	io_uring_prep_recv(sqe, be->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = RECV_GROUP;
-	worker_prep(sqe, be, OP_BACKEND_RECV);
+	ring_prep(sqe, be, OP_BACKEND_RECV);
 	be->recv_armed = true;
 	be->refs++;
 }
@@ -366,29 +365,29 @@ mark_failed(struct backend_conn *be, const char *step, const char *detail)
 }
 
 /* Open a connection to the next server that may take one.  None left:
- * s->be stays NULL and the session answers 451 4.4.1. */
-static bool backend_connect(struct session *s, size_t server, uint64_t tried,
-			    unsigned attempts);
+ * *o->link stays NULL and the session answers 451 4.4.1. */
+static bool backend_connect(const struct backend_owner *o, size_t server,
+			    uint64_t tried, unsigned attempts);
 
 static void
-connect_next(struct session *s, uint64_t tried, unsigned attempts)
+connect_next(const struct backend_owner *o, uint64_t tried, unsigned attempts)
 {
 	size_t next =
-		worker_pick_backend(s->w, s->gen, smtp_user(&s->smtp), tried);
+		ring_pick_backend(o->ring, o->gen, o->client.login, tried);
 
 	if (next != BACKEND_POOL_NONE) {
-		backend_connect(s, next, tried, attempts);
+		backend_connect(o, next, tried, attempts);
 		return;
 	}
 	log_warn("backend-unavailable",
 		 " session=%llx tried=%u detail=\"no backend left to try\"",
-		 (unsigned long long)s->id, attempts);
+		 (unsigned long long)o->client.id, attempts);
 }
 
 void
-backend_open(struct session *s)
+backend_open(const struct backend_owner *o)
 {
-	connect_next(s, 0, 0);
+	connect_next(o, 0, 0);
 }
 
 /* Before the client's command was answered: try the next backend.  be is
@@ -396,18 +395,18 @@ backend_open(struct session *s)
 static void
 failover(struct backend_conn *be, const char *step, const char *detail)
 {
-	struct session *s = be->s;
+	struct backend_owner o = be->owner; /* be may be gone below */
 	uint64_t tried = be->tried;
 	unsigned attempts = be->attempts;
 
 	log_warn("backend-failed",
 		 " session=%llx backend=%s step=%s error=\"%s\" attempt=%u",
-		 (unsigned long long)s->id, backend_name(be), step, detail,
-		 attempts);
+		 (unsigned long long)o.client.id, backend_name(be), step,
+		 detail, attempts);
 	mark_failed(be, step, detail);
-	backend_close(s, false); /* be may be gone */
-	connect_next(s, tried, attempts);
-	worker_wake(s->w, s);
+	backend_close(o.link, false);
+	connect_next(&o, tried, attempts);
+	ring_wake(o.ring, o.wake);
 }
 
 /* Broken after the handshake: the session learns it when it runs
@@ -474,21 +473,21 @@ backend_on_timer(struct backend_conn *be)
 static bool
 send_xclient(struct backend_conn *be)
 {
-	const struct session *s = be->s;
+	const struct backend_client *c = &be->owner.client;
 	struct sockaddr_storage local = {.ss_family = AF_UNSPEC};
 	socklen_t llen = sizeof(local);
 	struct xclient_info info = {
-		.client = &s->peer.sa,
+		.client = c->addr,
 		.dest = (const struct sockaddr *)&local,
-		.helo = smtp_helo_name(&s->smtp),
-		.login = smtp_user(&s->smtp),
+		.helo = c->helo != NULL ? c->helo : "",
+		.login = c->login,
 	};
 
 	/* The listener's address, asked only of a backend that takes it
 	 * (sessions keep no copy: docs/PERFORMANCE.md). */
 	if ((xclient_offers(be->up.xclient_attrs, "DESTADDR") ||
 	     xclient_offers(be->up.xclient_attrs, "DESTPORT")) &&
-	    getsockname(s->fd, (struct sockaddr *)&local, &llen) != 0)
+	    getsockname(c->fd, (struct sockaddr *)&local, &llen) != 0)
 		local.ss_family = AF_UNSPEC;
 	if (upstream_xclient(&be->up, &info) != UPSTREAM_ACT_SEND) {
 		failover(be, be->up.step, be->up.detail);
@@ -595,8 +594,8 @@ handshake_done(struct backend_conn *be, const struct smtp_reply *r)
 
 	backend_pool_learn(pool, be->server, ext, be->size_max);
 	counter_observe(
-		&worker_stats(be->w)
-			 ->backend_connect[backend_pool_slot(pool, be->server)],
+		&be->owner.ring->counters
+			 .backend_connect[backend_pool_slot(pool, be->server)],
 		timer_now_us() - be->began_us);
 	backend_health_log(
 		server_of(be),
@@ -682,8 +681,8 @@ command_reply(struct backend_conn *be, const struct smtp_reply *r)
 	be->verdict = act == UPSTREAM_ACT_VERDICT;
 	if (be->verdict)
 		counter_observe(
-			&worker_stats(be->w)
-				 ->backend_transaction[backend_pool_slot(
+			&be->owner.ring->counters
+				 .backend_transaction[backend_pool_slot(
 					 be->gen->backend_pool, be->server)],
 			timer_now_us() - be->began_us);
 	be->reply_ready = true;
@@ -710,11 +709,11 @@ parse_replies(struct backend_conn *be)
 {
 	unsigned rounds = 0;
 
-	if (be->s == NULL)
+	if (be->owner.link == NULL)
 		return;
 more:
 	if (be->ssl != NULL && !tls_read(be)) {
-		if (be->s != NULL && be->up.state != UPSTREAM_FAILED)
+		if (be->owner.link != NULL && be->up.state != UPSTREAM_FAILED)
 			arm_recv(be); /* handshake: wait for more */
 		return;
 	}
@@ -760,21 +759,21 @@ more:
 void
 backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 {
-	struct worker *w = be->w;
+	struct ring *r = be->owner.ring;
 	bool have_buf = (flags & IORING_CQE_F_BUFFER) != 0;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 	char detail[64];
 
 	be->recv_armed = false;
-	if (be->s == NULL || be->up.state == UPSTREAM_FAILED) {
+	if (be->owner.link == NULL || be->up.state == UPSTREAM_FAILED) {
 		/* Detached (the answer to our QUIT, or the close), or cut. */
 		if (have_buf)
-			worker_recv_buf_return(w, bid);
+			ring_buf_return(r, RECV_GROUP, bid);
 		return;
 	}
 	if (res <= 0) {
 		if (have_buf)
-			worker_recv_buf_return(w, bid);
+			ring_buf_return(r, RECV_GROUP, bid);
 		if (res == -ENOBUFS) {
 			arm_recv(be);
 			return;
@@ -785,10 +784,11 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 		return;
 	}
 	if (be->ssl != NULL)
-		BIO_write(SSL_get_rbio(be->ssl), worker_recv_buf(w, bid), res);
+		BIO_write(SSL_get_rbio(be->ssl), ring_buf(r, RECV_GROUP, bid),
+			  res);
 	else
-		buf_append(&be->in, worker_recv_buf(w, bid), (size_t)res);
-	worker_recv_buf_return(w, bid);
+		buf_append(&be->in, ring_buf(r, RECV_GROUP, bid), (size_t)res);
+	ring_buf_return(r, RECV_GROUP, bid);
 	parse_replies(be);
 }
 
@@ -801,7 +801,7 @@ backend_on_send(struct backend_conn *be, int res)
 	buf_unpin(src);
 	if (res > 0)
 		buf_consume(src, (size_t)res);
-	if (be->s == NULL) {
+	if (be->owner.link == NULL) {
 		/* Detached: after the QUIT, close our side. */
 		if (be->fd >= 0)
 			shutdown(be->fd, SHUT_RDWR);
@@ -822,7 +822,7 @@ backend_on_send(struct backend_conn *be, int res)
 void
 backend_on_connect(struct backend_conn *be, int res)
 {
-	if (be->s == NULL)
+	if (be->owner.link == NULL)
 		return;
 	if (res < 0) {
 		failover(be, "connect", strerror(-res));
@@ -841,44 +841,42 @@ backend_on_connect(struct backend_conn *be, int res)
 /* identity proxy-v2: the header goes out as soon as the connection is
  * up, ahead of everything else. */
 static int
-queue_proxy_header(struct session *s, struct backend_conn *be)
+queue_proxy_header(struct backend_conn *be)
 {
+	const struct backend_client *c = &be->owner.client;
 	char id[32];
 	uint8_t hdr[PROXY_V2_MAX];
 	struct sockaddr_storage local;
 	socklen_t llen = sizeof(local);
 	struct proxy_v2_info info = {
-		.src = &s->peer.sa,
+		.src = c->addr,
 		.dst = (const struct sockaddr *)&local,
-		.login = smtp_user(&s->smtp),
+		.login = c->login,
 		.unique_id = id,
+		.sni = c->sni,
+		.tls_version = c->tls_version,
+		.tls_cipher = c->tls_cipher,
 	};
 	ssize_t n;
 
 	/* The address the client reached, asked only here (a syscall per
 	 * session otherwise, and 128 bytes kept by each). */
-	if (getsockname(s->fd, (struct sockaddr *)&local, &llen) != 0)
+	if (getsockname(c->fd, (struct sockaddr *)&local, &llen) != 0)
 		local.ss_family = AF_UNSPEC;
-	snprintf(id, sizeof(id), "%llx", (unsigned long long)s->id);
-	if (s->ssl != NULL && s->tls_done) {
-		info.sni =
-			SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
-		info.tls_version = SSL_get_version(s->ssl);
-		info.tls_cipher = SSL_get_cipher_name(s->ssl);
-	}
+	snprintf(id, sizeof(id), "%llx", (unsigned long long)c->id);
 	n = proxy_v2_write(&info, hdr, sizeof(hdr));
 	if (n < 0 || buf_append_all(&be->out, hdr, (size_t)n) != 0)
 		return -1;
 	return 0;
 }
 
-/* A connection to server for s (s->be).  False when there is no memory
- * for one (s->be stays NULL) or it failed over at once. */
+/* A connection to server for the owner (*o->link).  False when there is
+ * no memory for one (*o->link stays NULL) or it failed over at once. */
 static bool
-backend_connect(struct session *s, size_t server, uint64_t tried,
+backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 		unsigned attempts)
 {
-	const struct config *cfg = session_config(s);
+	const struct config *cfg = o->gen->cfg;
 	const struct config_backend *b = &cfg->backends[server];
 	const struct config_addr *a = &b->addr;
 	const struct upstream_params up = {
@@ -893,15 +891,14 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 
 	if (be == NULL)
 		return false;
-	be->s = s;
-	be->w = s->w;
-	be->gen = generation_hold(s->gen); /* may outlive the session */
-	worker_object_new(be->w);
+	be->owner = *o;
+	be->gen = generation_hold(o->gen); /* may outlive the session */
+	o->ring->objects++;
 	be->server = server;
 	be->attempts = attempts + 1;
 	be->tried = tried | (server < 64 ? UINT64_C(1) << server : 0);
 	be->fd = -1;
-	backend_pool_conn_open(s->gen->backend_pool, server);
+	backend_pool_conn_open(o->gen->backend_pool, server);
 	buf_init(&be->in, BACKEND_IN_CAP);
 	buf_init(&be->out, BACKEND_OUT_CAP);
 	buf_init(&be->wire, BACKEND_WIRE_CAP);
@@ -909,7 +906,7 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 	upstream_init(&be->up, &up);
 	be->up.trace = trace_state;
 	be->up.trace_ctx = be;
-	s->be = be;
+	*o->link = be;
 	be->fd = socket(a->ss.ss_family,
 			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (be->fd < 0) {
@@ -918,16 +915,16 @@ backend_connect(struct session *s, size_t server, uint64_t tried,
 	}
 	if (a->ss.ss_family != AF_UNIX)
 		setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (upstream_proxy_header(&be->up) && queue_proxy_header(s, be) != 0) {
+	if (upstream_proxy_header(&be->up) && queue_proxy_header(be) != 0) {
 		failover(be, "proxy-v2", "header does not fit");
 		return false;
 	}
 	upstream_connecting(&be->up);
 	be->began_us = timer_now_us();
-	sqe = worker_sqe(s->w);
+	sqe = ring_sqe(o->ring);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,
 			      a->len);
-	worker_prep(sqe, be, OP_BACKEND_CONNECT);
+	ring_prep(sqe, be, OP_BACKEND_CONNECT);
 	be->refs++;
 	set_deadline(be, cfg->backend_connect_timeout_ms);
 	return true;

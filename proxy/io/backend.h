@@ -3,12 +3,13 @@
  * ring.  Private to proxy/io/.
  *
  * The backend leg owns its state: backend.c alone writes struct
- * backend_conn (and the session's link to it, s->be).  The dialogue with
- * the server, and the state it is in, is smtp/upstream.c's (be->up).  It never
- * runs the session: what the session must learn (the handshake is done, a reply
- * came, the connection failed, bytes left) is kept here and the session
- * is woken (worker_wake()); session_run() then asks with the calls below
- * and acts.
+ * backend_conn, and the owner's link to it (s->be), which failover moves
+ * to the next connection.  It knows nothing of the session beyond struct
+ * backend_owner: the client's facts it passes on, the link, and the task
+ * that wakes the session.  What the session must learn (the handshake is
+ * done, a reply came, the connection failed, bytes left) is kept here and
+ * the session is woken (ring_wake()); session_run() then asks with the
+ * calls below and acts.
  */
 #ifndef MSAPROXY_BACKEND_H
 #define MSAPROXY_BACKEND_H
@@ -19,6 +20,7 @@
 
 #include <openssl/ssl.h>
 
+#include "io/ring.h"
 #include "lib/buf.h"
 #include "smtp/smtp.h"
 #include "smtp/smtp_reply.h"
@@ -28,23 +30,42 @@
 #define BACKEND_OUT_CAP	 (128u * 1024) /* commands and message bytes */
 #define BACKEND_WIRE_CAP (64u * 1024)  /* TLS records to the backend */
 
-struct session;
-struct worker;
 struct generation;
 struct config_backend;
+struct sockaddr;
+
+/* The client's facts a backend connection passes on (XCLIENT, PROXY v2,
+ * the EHLO after XCLIENT); the strings are the session's and outlive the
+ * link. */
+struct backend_client {
+	uint64_t id; /* the session's: logs, PROXY v2's unique id */
+	const struct sockaddr *addr;
+	int fd;		  /* the client's socket: the address it reached */
+	const char *helo; /* NULL: none given */
+	const char *login;
+	const char *sni, *tls_version, *tls_cipher; /* NULL: none */
+};
+
+/* Who a connection works for. */
+struct backend_owner {
+	struct ring *ring;
+	struct generation *gen;	    /* the session's (the server list) */
+	struct backend_conn **link; /* NULL once detached */
+	struct ring_task *wake;	    /* runs the session */
+	struct backend_client client;
+};
 
 /*
  * Its own allocation with its own references, so a connection that failed
  * over or closed can finish its last ring operations after the session
- * moved on (s == NULL: detached).
+ * moved on (owner.link == NULL: detached).
  */
 struct backend_conn {
-	struct session *s; /* NULL once detached */
-	struct worker *w;
+	struct backend_owner owner;
 	struct generation *gen; /* held: its server list and pool */
 	unsigned refs;		/* ring operations in flight */
 	int fd;
-	struct upstream up;		   /* the dialogue and its state */
+	struct upstream up; /* the dialogue and its state (smtp/upstream.c) */
 	enum smtp_backend_failure failure; /* up FAILED after ready: why */
 	size_t server;			   /* index into cfg->backends */
 	unsigned attempts;		   /* servers tried for this command */
@@ -68,14 +89,14 @@ struct backend_conn {
 	struct smtp_reply reply;
 };
 
-/* Connect s to a server for the command smtp.c forwarded; the handshake
- * then runs on its own, failing over as it must.  When no server could be
- * tried (none left, no memory) s->be stays NULL and the session answers
- * 451 4.4.1. */
-void backend_open(struct session *s);
-/* Detach from the session.  Polite: QUIT first when between
+/* Connect *o->link to a server for the command smtp.c forwarded; the
+ * handshake then runs on its own, failing over as it must.  When no server
+ * could be tried (none left, no memory) *o->link stays NULL and the
+ * session answers 451 4.4.1. */
+void backend_open(const struct backend_owner *o);
+/* Detach *link from its owner.  Polite: QUIT first when between
  * transactions; otherwise cut, so a partial message is never completed. */
-void backend_close(struct session *s, bool polite);
+void backend_close(struct backend_conn **link, bool polite);
 
 /* What the session learns when it runs. */
 /* The handshake finished since the last call: the server's SIZE (0: none)

@@ -36,7 +36,6 @@
 #include "io/backend_pool.h"
 #include "io/health.h"
 #include "io/ring.h"
-#include "io/worker.h"
 #include "lib/log.h"
 #include "lib/timer.h"
 #include "smtp/proxy_v2.h"
@@ -69,7 +68,7 @@ struct health_check {
 } __attribute__((aligned(1u << OP_BITS)));
 
 struct health {
-	struct worker *w;
+	struct ring *ring;
 	struct backend_pool *pool;
 	const struct config *cfg;
 	size_t n;
@@ -109,10 +108,10 @@ finish(struct health_check *c, bool ok, const char *reason)
 	backend_health_log(server_cfg(c), change, "check", reason);
 	c->state = HC_CLOSING;
 	if (c->fd >= 0 && c->refs > 0) {
-		struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+		struct io_uring_sqe *sqe = ring_sqe(c->h->ring);
 		shutdown(c->fd, SHUT_RDWR);
 		io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
-		worker_prep(sqe, NULL, OP_IGNORE);
+		ring_prep(sqe, NULL, OP_IGNORE);
 	}
 	maybe_idle(c);
 }
@@ -137,10 +136,10 @@ arm_recv(struct health_check *c)
 
 	if (c->recv_armed)
 		return;
-	sqe = worker_sqe(c->h->w);
+	sqe = ring_sqe(c->h->ring);
 	io_uring_prep_recv(sqe, c->fd, c->in + c->inlen,
 			   sizeof(c->in) - c->inlen, 0);
-	worker_prep(sqe, c, OP_CHECK_RECV);
+	ring_prep(sqe, c, OP_CHECK_RECV);
 	c->recv_armed = true;
 	c->refs++;
 }
@@ -154,10 +153,10 @@ send_text(struct health_check *c, const char *text, size_t len)
 		finish(c, false, "write: line too long");
 		return;
 	}
-	sqe = worker_sqe(c->h->w);
+	sqe = ring_sqe(c->h->ring);
 	memcpy(c->out, text, len);
 	io_uring_prep_send(sqe, c->fd, c->out, len, MSG_NOSIGNAL);
-	worker_prep(sqe, c, OP_CHECK_SEND);
+	ring_prep(sqe, c, OP_CHECK_SEND);
 	c->refs++;
 }
 
@@ -199,10 +198,10 @@ start(struct health_check *c, uint64_t now)
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->state = HC_RUNNING;
 	upstream_connecting(&c->up);
-	sqe = worker_sqe(c->h->w);
+	sqe = ring_sqe(c->h->ring);
 	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&a->ss,
 			      a->len);
-	worker_prep(sqe, c, OP_CHECK_CONNECT);
+	ring_prep(sqe, c, OP_CHECK_CONNECT);
 	c->refs++;
 }
 
@@ -250,10 +249,10 @@ health_on_connect(struct health_check *c, int res)
 	upstream_connected(&c->up);
 	if (upstream_proxy_header(&c->up) &&
 	    proxy_v2_write_local(c->hdr, sizeof(c->hdr)) > 0) {
-		struct io_uring_sqe *sqe = worker_sqe(c->h->w);
+		struct io_uring_sqe *sqe = ring_sqe(c->h->ring);
 		io_uring_prep_send(sqe, c->fd, c->hdr, sizeof(c->hdr),
 				   MSG_NOSIGNAL);
-		worker_prep(sqe, c, OP_CHECK_SEND);
+		ring_prep(sqe, c, OP_CHECK_SEND);
 		c->refs++;
 	}
 	arm_recv(c);
@@ -362,7 +361,7 @@ health_busy(const struct health *h)
 }
 
 struct health *
-health_new(struct worker *w, struct backend_pool *pool,
+health_new(struct ring *ring, struct backend_pool *pool,
 	   const struct config *cfg, bool *oom)
 {
 	struct health *h;
@@ -381,7 +380,7 @@ health_new(struct worker *w, struct backend_pool *pool,
 		return NULL;
 	}
 	memset(h->v, 0, cfg->nbackends * sizeof(*h->v));
-	h->w = w;
+	h->ring = ring;
 	h->pool = pool;
 	h->cfg = cfg;
 	h->n = cfg->nbackends;

@@ -13,14 +13,14 @@
 
 #include "config/config.h"
 
-struct worker;
+struct ring;
 struct backend_pool;
 struct health;
 struct health_check;
 
 /* NULL when backends.health_check.interval is 0 (no checks) or out of
  * memory (*oom set). */
-struct health *health_new(struct worker *w, struct backend_pool *pool,
+struct health *health_new(struct ring *ring, struct backend_pool *pool,
 			  const struct config *cfg, bool *oom);
 /* After the worker's ring is gone: closes the sockets. */
 void health_free(struct health *h);

@@ -1,19 +1,38 @@
 /*
- * ring.h - a worker's io_uring as session.c, backend.c and health.c see
- * it: the operations tagged on each submission, the provided-buffer
- * groups and buffer sizes, and the calls that prepare a submission and
- * hand receive buffers back.  Private to proxy/io/.
+ * ring.h - one worker's io_uring and what every object on it shares: the
+ * provided-buffer groups, the deadline heap, the counters, the shared
+ * tables, the worker's sessions and the list of those woken to run.
+ * Private to proxy/io/.
  *
- * A completion's user_data is {object pointer | op}: every object on the
- * ring is at least 16-byte aligned, so the op rides in the low bits, and
- * worker.c dispatches on it.
+ * worker.c owns a struct ring and runs the loop over it; sessions,
+ * backend connections and health checks keep a pointer to it and never
+ * call into worker.c.  A completion's user_data is {object pointer | op}:
+ * every object on the ring is at least 16-byte aligned, so the op rides in
+ * the low bits, and worker.c dispatches on it.  The backend leg wakes its
+ * session through a ring_task; the worker runs woken sessions after each
+ * batch of completions.
  */
 #ifndef MSAPROXY_RING_H
 #define MSAPROXY_RING_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include <liburing.h>
 
-struct worker;
+#include "io/backend_pool.h"
+#include "lib/timer.h"
+#include "ops/counters.h"
+
+struct auth_pool;
+struct auth_request;
+struct bans;
+struct caps;
+struct generation;
+struct ratelimit;
+struct session;
 
 /* Ring operations, packed into the low bits of user_data. */
 enum ring_op {
@@ -40,16 +59,96 @@ enum ring_op {
 #define DATA_BUF_SIZE  65536u /* four TLS records */
 #define DATA_BUF_COUNT 64u
 
+/* What every worker shares with the others (all thread-safe). */
+struct worker_shared {
+	struct auth_pool *auth;
+	struct ratelimit *limits;
+	struct bans *bans; /* may be NULL */
+	struct caps *caps; /* limits.max_sessions, limits.max_memory */
+};
+
+/* Counters the worker keeps and anyone may read (relaxed atomics; the
+ * worker is the only writer, see counters.h). */
+struct worker_counters {
+	atomic_ullong accepted; /* connections taken */
+	atomic_ullong refused;	/* closed at accept: caps, blocklist */
+	atomic_ullong active;	/* sessions open now */
+	atomic_uint generation; /* id of the generation in use */
+	atomic_bool draining;	/* stopped accepting */
+
+	/* For the metrics endpoint: sessions ended (or refused at accept)
+	 * by listener slot and outcome. */
+	atomic_ullong sessions[COUNTERS_LISTENERS][OUTCOME_COUNT];
+	atomic_ullong tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
+	atomic_ullong auth[MECH_COUNT][AUTH_RESULT_COUNT];
+	atomic_ullong limits[LIMIT_HIT_COUNT]; /* the workers' kinds */
+	atomic_ullong data_bytes; /* message bytes handed to backends */
+	atomic_ullong messages;	  /* acknowledged by a backend */
+	atomic_ullong busy_ns;	  /* time outside the ring wait */
+	struct counter_hist backend_connect[COUNTERS_BACKENDS];
+	struct counter_hist backend_transaction[COUNTERS_BACKENDS];
+};
+
+/* A provided-buffer ring: group 0 (RECV_BUF_*) for every receive, group 1
+ * (DATA_BUF_*) for a TLS session's message bytes, so a message arrives in
+ * a quarter of the completions, wake-ups and backend sends. */
+struct buf_ring {
+	struct io_uring_buf_ring *br;
+	char *bufs;
+	size_t br_size;
+	unsigned size, count;
+};
+
+/* Something to run after this batch of completions (a session). */
+struct ring_task {
+	struct ring_task *next;
+	bool queued;
+};
+
+struct ring {
+	unsigned id; /* the worker's */
+	struct io_uring uring;
+	bool uring_ok;
+	struct buf_ring bufs[2]; /* by buffer group */
+
+	struct generation *gen; /* for new sessions, held by the worker */
+	struct backend_pool_cursor cursor; /* balancing state for gen */
+	struct worker_shared shared;
+	struct worker_counters counters;
+	struct timer_heap timers;
+
+	struct session *sessions; /* open ones, through s->prev/next */
+	size_t nsessions;
+	size_t objects; /* sessions, backend connections: not yet freed */
+	struct ring_task *woken, **woken_tail;
+
+	/* The auth pool's answers go to the worker's mailbox. */
+	void (*auth_done)(struct auth_request *req);
+};
+
+/* The ring and its buffer groups, on the worker's own thread. */
+int ring_setup(struct ring *r, char *err, size_t errlen);
+void ring_free(struct ring *r);
+
 /* A submission entry, flushing the queue to the kernel when it is full. */
-struct io_uring_sqe *worker_sqe(struct worker *w);
+struct io_uring_sqe *ring_sqe(struct ring *r);
 /* Tag sqe with its object and op.  The caller counts the reference the
  * completion will drop (s->inflight, be->refs, ...). */
-void worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op);
+void ring_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op);
 
 /* A completed receive's buffer, and giving it back to its group. */
-const char *worker_recv_buf(const struct worker *w, unsigned bid);
-void worker_recv_buf_return(struct worker *w, unsigned bid);
-const char *worker_data_buf(const struct worker *w, unsigned bid);
-void worker_data_buf_return(struct worker *w, unsigned bid);
+const char *ring_buf(const struct ring *r, unsigned group, unsigned bid);
+void ring_buf_return(struct ring *r, unsigned group, unsigned bid);
+
+/* t runs after this batch (queued once however often it is woken). */
+void ring_wake(struct ring *r, struct ring_task *t);
+/* The next woken task, or NULL. */
+struct ring_task *ring_next_woken(struct ring *r);
+
+/* A server of gen for a new backend connection (backends.balance among
+ * those not in tried), or BACKEND_POOL_NONE.  A generation other than the
+ * worker's balances with a cursor of its own for the pick. */
+size_t ring_pick_backend(struct ring *r, struct generation *gen,
+			 const char *login, uint64_t tried);
 
 #endif

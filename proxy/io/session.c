@@ -39,6 +39,7 @@
 #include "io/tls.h"
 #include "io/worker.h"
 #include "lib/log.h"
+#include "limits/caps.h"
 #include "limits/policy.h"
 
 #define CLOSE_FLUSH_MS	  10000 /* time a closing session gets to flush */
@@ -52,6 +53,39 @@
 static _Thread_local uint64_t next_session;
 
 static void session_free(struct session *s);
+
+/* The worker's list of open sessions (drains and the control socket walk
+ * it), and the counts that go with it. */
+static void
+link_session(struct session *s)
+{
+	struct ring *r = s->ring;
+
+	s->next = r->sessions;
+	s->prev = NULL;
+	if (r->sessions)
+		r->sessions->prev = s;
+	r->sessions = s;
+	r->nsessions++;
+	atomic_fetch_add_explicit(&r->counters.active, 1, memory_order_relaxed);
+}
+
+static void
+unlink_session(struct session *s)
+{
+	struct ring *r = s->ring;
+
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		r->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	r->nsessions--;
+	atomic_fetch_sub_explicit(&r->counters.active, 1, memory_order_relaxed);
+	caps_leave(r->shared.caps);
+}
 
 const char *
 session_log_user(char *buf, size_t len, const char *user)
@@ -106,20 +140,20 @@ offer_backends(struct session *s)
 }
 
 struct session *
-session_new(struct worker *w, int fd, const struct config_listener *l,
+session_new(struct ring *r, int fd, const struct config_listener *l,
 	    const union sockaddr_ip *peer)
 {
-	struct generation *gen = worker_generation(w);
+	struct generation *gen = r->gen;
 	const struct config *cfg = gen->cfg;
 	struct session *s = calloc(1, sizeof(*s));
 	bool implicit = l->mode == LISTENER_IMPLICIT;
 
 	if (s == NULL)
 		return NULL;
-	s->w = w;
-	worker_object_new(w);
+	s->ring = r;
+	r->objects++;
 	s->gen = generation_hold(gen);
-	s->id = ((uint64_t)worker_id(w) << 40) | ++next_session;
+	s->id = ((uint64_t)r->id << 40) | ++next_session;
 	s->fd = fd;
 	s->listener = l;
 	s->listener_slot = generation_listener_slot(gen, l);
@@ -148,10 +182,11 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	if (!policy_admit(s)) {
 		/* Refused: it flushes any reply and closes on its first run. */
 		s->deadline_ms = s->started_ms + CLOSE_FLUSH_MS;
+		link_session(s);
 		return s;
 	}
 	if (implicit) {
-		s->ssl = tls_ssl_new(gen->tls[worker_id(w)], &s->tio);
+		s->ssl = tls_ssl_new(gen->tls[r->id], &s->tio);
 		if (s->ssl == NULL) {
 			policy_session_end(s);
 			s->fd = -1; /* the caller closes it */
@@ -162,6 +197,7 @@ session_new(struct worker *w, int fd, const struct config_listener *l,
 	} else {
 		smtp_start(&s->smtp);
 	}
+	link_session(s);
 	return s;
 }
 
@@ -208,7 +244,7 @@ note_tls_version(struct session *s)
 static void
 tls_ready(struct session *s)
 {
-	counter_add(&worker_stats(s->w)->tls_ok[tls_version_of(s->ssl)], 1);
+	counter_add(&s->ring->counters.tls_ok[tls_version_of(s->ssl)], 1);
 	s->tls_done = true;
 	tls_established(s->ssl);
 	s->deadline_ms = 0;
@@ -312,11 +348,11 @@ send_wire(struct session *s)
 
 	if (s->sending || s->dead || buf_used(&s->wire) == 0)
 		return;
-	sqe = worker_sqe(s->w);
+	sqe = ring_sqe(s->ring);
 	s->wire.pinned = true;
 	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), buf_used(&s->wire),
 			   MSG_NOSIGNAL);
-	worker_prep(sqe, s, OP_CLIENT_SEND);
+	ring_prep(sqe, s, OP_CLIENT_SEND);
 	s->sending = true;
 	s->inflight++;
 }
@@ -405,11 +441,11 @@ arm_client_recv(struct session *s)
 	s->recv_data = s->ssl != NULL && s->smtp.state == SMTP_DATA &&
 		       !s->data_starved && s->be != NULL &&
 		       buf_room(backend_outbox(s->be)) >= DATA_BUF_SIZE;
-	sqe = worker_sqe(s->w);
+	sqe = ring_sqe(s->ring);
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = s->recv_data ? DATA_GROUP : RECV_GROUP;
-	worker_prep(sqe, s, OP_CLIENT_RECV);
+	ring_prep(sqe, s, OP_CLIENT_RECV);
 	s->recv_armed = true;
 	s->inflight++;
 }
@@ -419,9 +455,9 @@ static void
 recv_buf_return(struct session *s, bool data, unsigned bid)
 {
 	if (data)
-		worker_data_buf_return(s->w, bid);
+		ring_buf_return(s->ring, DATA_GROUP, bid);
 	else
-		worker_recv_buf_return(s->w, bid);
+		ring_buf_return(s->ring, RECV_GROUP, bid);
 }
 
 void
@@ -431,8 +467,8 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 	bool data_group = s->recv_data;
 	unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
 	const char *data = !have_buf	? NULL
-			   : data_group ? worker_data_buf(s->w, bid)
-					: worker_recv_buf(s->w, bid);
+			   : data_group ? ring_buf(s->ring, DATA_GROUP, bid)
+					: ring_buf(s->ring, RECV_GROUP, bid);
 
 	s->recv_armed = false;
 	/* After a fallback to RECV_GROUP, try DATA_GROUP again. */
@@ -470,7 +506,7 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 	/* Plaintext: a client may send AUTH before STARTTLS. */
 	if (s->in.secret)
 		OPENSSL_cleanse((char *)data, (size_t)res);
-	worker_recv_buf_return(s->w, bid);
+	ring_buf_return(s->ring, RECV_GROUP, bid);
 	session_run(s);
 }
 
@@ -506,13 +542,26 @@ relay_io_of(struct session *s)
 	return io;
 }
 
+/* Every message that does not reach the backend's verdict says why. */
+static void
+log_message_refused(struct session *s, const char *why)
+{
+	char u[LOG_USER_MAX];
+
+	log_info("message-refused",
+		 " session=%llx client=%s user=%s reason=%s size=%llu",
+		 (unsigned long long)s->id, s->peer_addr,
+		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)), why,
+		 (unsigned long long)s->relay.ds.size);
+}
+
 /* The message or chunk was read to its end: on to the backend's verdict,
  * or refused here (logged, and the backend, which has part of it, is cut:
  * no QUIT inside DATA or a chunk, it must never see an end). */
 static void
 finish_message(struct session *s)
 {
-	char u[LOG_USER_MAX], limit[300] = "";
+	char limit[300] = "";
 	enum relay_sink sink;
 
 	if (s->relay.sink == RELAY_SINK_LIMIT)
@@ -523,14 +572,10 @@ finish_message(struct session *s)
 		return;
 	}
 	if (sink == RELAY_SINK_TOO_BIG)
-		counter_add(&worker_stats(s->w)->limits[LIMIT_HIT_MESSAGE_SIZE],
+		counter_add(&s->ring->counters.limits[LIMIT_HIT_MESSAGE_SIZE],
 			    1);
-	log_info("message-refused",
-		 " session=%llx client=%s user=%s reason=%s size=%llu",
-		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-		 relay_sink_name(sink), (unsigned long long)s->relay.ds.size);
-	backend_close(s, false);
+	log_message_refused(s, relay_sink_name(sink));
+	backend_close(&s->be, false);
 }
 
 /* Move message bytes on.  Returns true when the message or chunk ended
@@ -547,7 +592,7 @@ relay(struct session *s)
 		ended = relay_chunk(&s->relay, &io, &s->smtp.chunk_left,
 				    s->smtp.chunk_last);
 	if (io.forwarded > 0)
-		counter_add(&worker_stats(s->w)->data_bytes, io.forwarded);
+		counter_add(&s->ring->counters.data_bytes, io.forwarded);
 	if (s->be != NULL && s->relay.sink == RELAY_SINK_NONE)
 		backend_flush(s->be);
 	if (ended)
@@ -564,7 +609,7 @@ start_tls(struct session *s)
 {
 	/* The 220 goes out in plaintext ahead of everything TLS writes. */
 	flush_client(s);
-	s->ssl = tls_ssl_new(s->gen->tls[worker_id(s->w)], &s->tio);
+	s->ssl = tls_ssl_new(s->gen->tls[s->ring->id], &s->tio);
 	if (s->ssl == NULL) {
 		log_error("tls-failed", " session=%llx step=new error=oom",
 			  (unsigned long long)s->id);
@@ -615,10 +660,10 @@ finish_auth(struct session *s, struct auth_request *req)
 
 	if (mech != NULL)
 		counter_add(
-			&worker_stats(s->w)
-				 ->auth[strcmp(mech, "LOGIN") == 0 ? MECH_LOGIN
-								   : MECH_PLAIN]
-				       [req->ok ? AUTH_SUCCESS : AUTH_FAILURE],
+			&s->ring->counters
+				 .auth[strcmp(mech, "LOGIN") == 0 ? MECH_LOGIN
+								  : MECH_PLAIN]
+				      [req->ok ? AUTH_SUCCESS : AUTH_FAILURE],
 			1);
 
 	log_info("auth",
@@ -652,16 +697,16 @@ start_auth(struct session *s)
 	req->db = s->gen->users; /* the session holds its generation */
 	/* A returning client is answered here; only real hash work goes
 	 * to the pool (two thread hops and a wake-up saved per login). */
-	if (auth_pool_check_cached(worker_auth(s->w), req)) {
+	if (auth_pool_check_cached(s->ring->shared.auth, req)) {
 		finish_auth(s, req);
 		return;
 	}
 	req->owner = s;
-	req->cookie = (uint64_t)(uintptr_t)s->w;
-	req->done = worker_auth_done;
+	req->cookie = (uint64_t)(uintptr_t)s->ring;
+	req->done = s->ring->auth_done;
 	s->auth = req;
 	s->inflight++;
-	auth_pool_submit(worker_auth(s->w), req);
+	auth_pool_submit(s->ring->shared.auth, req);
 }
 
 void
@@ -675,6 +720,8 @@ session_on_auth(struct session *s, struct auth_request *req)
 	finish_auth(s, req);
 	session_run(s);
 }
+
+static void open_backend(struct session *s);
 
 static void
 apply(struct session *s, enum smtp_action act)
@@ -692,7 +739,7 @@ apply(struct session *s, enum smtp_action act)
 	case SMTP_ACT_FORWARD:
 		/* Sent by backend_news() once a connection is ready. */
 		if (policy_forward(s) && s->be == NULL)
-			backend_open(s);
+			open_backend(s);
 		break;
 	case SMTP_ACT_CLOSE:
 		s->closing = true;
@@ -762,8 +809,36 @@ drop_backend_if_asked(struct session *s)
 {
 	if (s->smtp.drop_backend) {
 		s->smtp.drop_backend = false;
-		backend_close(s, true);
+		backend_close(&s->be, true);
 	}
+}
+
+/* A connection for the forwarded command, told who the client is. */
+static void
+open_backend(struct session *s)
+{
+	struct backend_owner o = {
+		.ring = s->ring,
+		.gen = s->gen,
+		.link = &s->be,
+		.wake = &s->wake,
+		.client =
+			{
+				.id = s->id,
+				.addr = &s->peer.sa,
+				.fd = s->fd,
+				.helo = s->smtp.helo_name,
+				.login = smtp_user(&s->smtp),
+			},
+	};
+
+	if (s->ssl != NULL && s->tls_done) {
+		o.client.sni =
+			SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
+		o.client.tls_version = SSL_get_version(s->ssl);
+		o.client.tls_cipher = SSL_get_cipher_name(s->ssl);
+	}
+	backend_open(&o);
 }
 
 /* A backend reply to the forwarded command: relayed by smtp.c, counted,
@@ -787,7 +862,7 @@ backend_replied(struct session *s, const struct smtp_reply *r)
 	if (data_end && r->code >= 200 && r->code < 300) {
 		s->recipients += rcpts;
 		s->bytes += s->relay.ds.size;
-		counter_add(&worker_stats(s->w)->messages, 1);
+		counter_add(&s->ring->counters.messages, 1);
 	}
 	if (data_end)
 		log_info("message",
@@ -835,11 +910,17 @@ backend_news(struct session *s)
 		return;
 	}
 	if (backend_failed(s->be, &why)) {
-		backend_close(s, false);
-		if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
+		backend_close(&s->be, false);
+		if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK) {
 			relay_lost(&s->relay); /* 451 when the data ends */
-		else if (s->smtp.state == SMTP_BACKEND ||
-			 s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
+			return;
+		}
+		if (s->smtp.state == SMTP_DATA_END) /* all of it, no verdict */
+			log_message_refused(s, why == SMTP_BACKEND_TIMEOUT
+						       ? "backend-timeout"
+						       : "backend-lost");
+		if (s->smtp.state == SMTP_BACKEND ||
+		    s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
 			smtp_backend_failed(&s->smtp, why);
 		return;
 	}
@@ -902,7 +983,7 @@ session_run(struct session *s)
 	}
 	arm_client_recv(s);
 	note_progress(s);
-	if (timer_set(worker_timers(s->w), &s->timer, session_deadline(s)) != 0)
+	if (timer_set(&s->ring->timers, &s->timer, session_deadline(s)) != 0)
 		session_close(s, "out-of-memory");
 }
 
@@ -928,9 +1009,9 @@ session_on_timer(struct session *s)
 		log_info("tls-failed",
 			 " session=%llx client=%s step=handshake error=timeout",
 			 (unsigned long long)s->id, s->peer_addr);
-		counter_add(&worker_stats(s->w)
-				     ->limits[LIMIT_HIT_HANDSHAKE_TIMEOUT],
-			    1);
+		counter_add(
+			&s->ring->counters.limits[LIMIT_HIT_HANDSHAKE_TIMEOUT],
+			1);
 		session_close(s, "tls-handshake-timeout");
 		return;
 	}
@@ -940,12 +1021,12 @@ session_on_timer(struct session *s)
 		return;
 	}
 	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
-		backend_close(s, false); /* never send a partial end */
-	counter_add(&worker_stats(s->w)
-			     ->limits[s->smtp.state == SMTP_DATA
-					      ? LIMIT_HIT_DATA_TIMEOUT
-					      : LIMIT_HIT_COMMAND_TIMEOUT],
-		    1);
+		backend_close(&s->be, false); /* never send a partial end */
+	counter_add(
+		&s->ring->counters.limits[s->smtp.state == SMTP_DATA
+						  ? LIMIT_HIT_DATA_TIMEOUT
+						  : LIMIT_HIT_COMMAND_TIMEOUT],
+		1);
 	log_info("timeout", " session=%llx client=%s state=%s",
 		 (unsigned long long)s->id, s->peer_addr,
 		 s->smtp.state == SMTP_DATA    ? "data"
@@ -967,7 +1048,7 @@ session_shutdown(struct session *s)
 	if (s->dead || s->closing)
 		return;
 	if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK)
-		backend_close(s, false);
+		backend_close(&s->be, false);
 	snprintf(text, sizeof(text),
 		 "421 4.3.2 %s Service shutting down, try again later",
 		 session_config(s)->hostname);
@@ -1067,7 +1148,7 @@ count_end(struct session *s, enum counter_outcome outcome)
 		[SMTP_LIMIT_SIZE] = LIMIT_HIT_MESSAGE_SIZE,
 		[SMTP_LIMIT_ERRORS] = LIMIT_HIT_MAX_ERRORS,
 	};
-	struct worker_counters *c = worker_stats(s->w);
+	struct worker_counters *c = &s->ring->counters;
 
 	counter_add(&c->sessions[s->listener_slot][outcome], 1);
 	/* A handshake the client began and that never finished (not a
@@ -1118,24 +1199,36 @@ session_close(struct session *s, const char *reason)
 		 s->smtp.auth_failures,
 		 (unsigned long long)(timer_now_ms() - s->started_ms),
 		 outcome_names[outcome], reason);
-	backend_close(s, true);
+	backend_close(&s->be, true);
 	policy_session_end(s);
-	timer_set(worker_timers(s->w), &s->timer, TIMER_NONE);
-	worker_session_gone(s->w, s);
+	timer_set(&s->ring->timers, &s->timer, TIMER_NONE);
+	unlink_session(s);
 	if (s->recv_armed || s->sending) {
 		/* Stop what is in flight; completions then free us. */
-		sqe = worker_sqe(s->w);
+		sqe = ring_sqe(s->ring);
 		io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
-		worker_prep(sqe, NULL, OP_IGNORE);
+		ring_prep(sqe, NULL, OP_IGNORE);
 	}
-	if (s->inflight == 0)
+	if (s->inflight == 0 && !s->wake.queued)
 		session_free(s);
 }
 
 void
 session_release(struct session *s)
 {
-	if (--s->inflight == 0 && s->dead)
+	/* An invariant, not input: a completion without its reference. */
+	if (s->inflight == 0)
+		abort();
+	if (--s->inflight == 0 && s->dead && !s->wake.queued)
+		session_free(s);
+}
+
+void
+session_woken(struct session *s)
+{
+	if (!s->dead)
+		session_run(s);
+	else if (s->inflight == 0)
 		session_free(s);
 }
 
@@ -1151,6 +1244,6 @@ session_free(struct session *s)
 	buf_free(&s->tio.held);
 	buf_free(&s->wire);
 	generation_drop(s->gen);
-	worker_object_freed(s->w);
+	s->ring->objects--;
 	free(s);
 }

@@ -28,11 +28,11 @@
 #include "smtp/smtp.h"
 #include "smtp/relay.h"
 #include "lib/timer.h"
+#include "io/ring.h"
 #include "io/tls.h"
 
 #define WIRE_CAP (64u * 1024) /* to the client, ciphertext */
 
-struct worker;
 struct generation;
 struct backend_conn;
 
@@ -42,7 +42,7 @@ struct backend_conn;
  * pad (docs/PERFORMANCE.md, change 8).
  */
 struct session {
-	struct worker *w;
+	struct ring *ring;	/* its worker's */
 	struct generation *gen; /* held: the config it started on */
 	uint64_t id;
 	const struct config_listener *listener;
@@ -72,8 +72,7 @@ struct session {
 	bool auth_delay;    /* auth's failure reply waits for the timer */
 	struct auth_request *auth; /* in flight at the pool, or delaying */
 
-	bool runnable; /* on the worker's list to run (worker_wake) */
-	struct session *run_next;
+	struct ring_task wake; /* woken by the backend leg: run it */
 
 	uint64_t last_read_ms; /* client activity, for the DATA timeout */
 	uint64_t cmd_since_ms; /* the client's turn began: command timeout */
@@ -123,7 +122,7 @@ session_config(const struct session *s)
 const char *session_log_user(char *buf, size_t len, const char *user);
 
 /* session.c */
-struct session *session_new(struct worker *w, int fd,
+struct session *session_new(struct ring *r, int fd,
 			    const struct config_listener *l,
 			    const union sockaddr_ip *peer);
 void session_on_client_recv(struct session *s, int res, unsigned flags);
@@ -131,6 +130,8 @@ void session_on_client_send(struct session *s, int res);
 void session_on_auth(struct session *s, struct auth_request *req);
 void session_on_timer(struct session *s);
 void session_run(struct session *s);
+/* Its ring_task came up (ring_wake): run it, or free it if it ended. */
+void session_woken(struct session *s);
 void session_close(struct session *s, const char *reason);
 /* Stop now with 421 (shutdown, drain deadline). */
 void session_shutdown(struct session *s);

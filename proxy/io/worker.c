@@ -35,25 +35,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bans/bans.h"
-#include "limits/caps.h"
 #include "config/generation.h"
-#include "io/health.h"
-#include "lib/log.h"
-#include "io/backend_pool.h"
-#include "ops/sandbox.h"
 #include "io/backend.h"
+#include "io/backend_pool.h"
+#include "io/health.h"
 #include "io/ring.h"
 #include "io/session.h"
 #include "io/tls.h"
 #include "io/worker.h"
+#include "lib/log.h"
+#include "limits/caps.h"
+#include "ops/sandbox.h"
 
-#define RING_ENTRIES  1024
 #define EXIT_GRACE_MS 2000 /* for the last completions after a drain */
 #define REFUSE_LOG_MS 1000 /* one line per refusal reason at most */
 
@@ -82,16 +80,6 @@ struct listen_sock {
 	struct listen_sock *next;
 } __attribute__((aligned(1u << OP_BITS)));
 
-/* A provided-buffer ring: group 0 (RECV_BUF_*) for every receive, group 1
- * (DATA_BUF_*) for a TLS session's message bytes, so a message arrives in
- * a quarter of the completions, wake-ups and backend sends. */
-struct buf_ring {
-	struct io_uring_buf_ring *br;
-	char *bufs;
-	size_t br_size;
-	unsigned size, count;
-};
-
 /* A new generation and listener set from the main thread. */
 struct worker_update {
 	struct generation *gen;
@@ -117,14 +105,7 @@ struct retired_health {
 };
 
 struct worker {
-	unsigned id;
-	struct generation *gen; /* for new sessions */
-	struct worker_shared shared;
-	struct worker_counters counters;
-
-	struct io_uring ring;
-	bool ring_ok;
-	struct buf_ring buf_rings[2]; /* by buffer group */
+	struct ring ring; /* what its sessions see: ring.h */
 
 	struct listen_sock *ls;
 
@@ -136,18 +117,12 @@ struct worker {
 	struct worker_query *queries;
 	uint64_t drain_deadline; /* 0: not asked to drain */
 
-	struct timer_heap timers;
-	struct session *sessions;
-	struct session *woken, **woken_tail; /* to run after this batch */
-	size_t nsessions;
-	size_t objects;	   /* sessions and backend connections not yet freed */
 	bool stopping;	   /* draining: no more accepts */
 	uint64_t deadline; /* of the drain */
 	bool cut;	   /* the deadline passed: sessions were cut */
 
-	struct backend_pool_cursor cursor; /* balancing state for gen's pool */
-	struct health *health;		   /* worker 0: the active checks */
-	struct retired_health *retired;	   /* older generations' checks */
+	struct health *health;		/* worker 0: the active checks */
+	struct retired_health *retired; /* older generations' checks */
 
 	struct log_gate refuse_log[REFUSE_REASONS];
 
@@ -157,213 +132,23 @@ struct worker {
 	char start_err[256];
 };
 
-/* ---------------------------------------------------------------------
- * Ring helpers used by session.c and backend.c
- */
-
-struct io_uring_sqe *
-worker_sqe(struct worker *w)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-
-	if (sqe == NULL) {
-		/* Submission queue full: hand the batch to the kernel. */
-		io_uring_submit(&w->ring);
-		sqe = io_uring_get_sqe(&w->ring);
-	}
-	return sqe;
-}
-
-void
-worker_prep(struct io_uring_sqe *sqe, void *ptr, enum ring_op op)
-{
-	/* Objects on the ring are at least 16-byte aligned (malloc, or
-	 * declared so): the op rides in the low bits. */
-	assert(((uintptr_t)ptr & OP_MASK) == 0);
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)ptr | op);
-}
-
-struct generation *
-worker_generation(const struct worker *w)
-{
-	return w->gen;
-}
-
-struct auth_pool *
-worker_auth(const struct worker *w)
-{
-	return w->shared.auth;
-}
-
-struct ratelimit *
-worker_limits(const struct worker *w)
-{
-	return w->shared.limits;
-}
-
-struct bans *
-worker_bans(const struct worker *w)
-{
-	return w->shared.bans;
-}
-
-struct caps *
-worker_caps(const struct worker *w)
-{
-	return w->shared.caps;
-}
-
-struct timer_heap *
-worker_timers(struct worker *w)
-{
-	return &w->timers;
-}
-
-unsigned
-worker_id(const struct worker *w)
-{
-	return w->id;
-}
-
 const struct worker_counters *
 worker_counters(const struct worker *w)
 {
-	return &w->counters;
+	return &w->ring.counters;
 }
 
-struct worker_counters *
-worker_stats(struct worker *w)
-{
-	return &w->counters;
-}
-
-static void
-buf_ring_return(struct buf_ring *p, unsigned bid)
-{
-	io_uring_buf_ring_add(p->br, p->bufs + (size_t)bid * p->size, p->size,
-			      (unsigned short)bid,
-			      io_uring_buf_ring_mask(p->count), 0);
-	io_uring_buf_ring_advance(p->br, 1);
-}
-
-const char *
-worker_recv_buf(const struct worker *w, unsigned bid)
-{
-	return w->buf_rings[RECV_GROUP].bufs + (size_t)bid * RECV_BUF_SIZE;
-}
-
-void
-worker_recv_buf_return(struct worker *w, unsigned bid)
-{
-	buf_ring_return(&w->buf_rings[RECV_GROUP], bid);
-}
-
-const char *
-worker_data_buf(const struct worker *w, unsigned bid)
-{
-	return w->buf_rings[DATA_GROUP].bufs + (size_t)bid * DATA_BUF_SIZE;
-}
-
-void
-worker_data_buf_return(struct worker *w, unsigned bid)
-{
-	buf_ring_return(&w->buf_rings[DATA_GROUP], bid);
-}
-
-/*
- * backends.balance among the servers not yet tried (pool.c).  A session of
- * an older generation (another server list) balances with a cursor of its
- * own for the pick.
- */
-size_t
-worker_pick_backend(struct worker *w, struct generation *gen, const char *login,
-		    uint64_t tried)
-{
-	struct backend_pool_cursor c;
-	size_t server;
-
-	if (gen == w->gen)
-		return backend_pool_pick(w->gen->backend_pool, &w->cursor,
-					 login, tried, timer_now_ms());
-	if (backend_pool_cursor_init(&c, gen->backend_pool) != 0)
-		return BACKEND_POOL_NONE;
-	server = backend_pool_pick(gen->backend_pool, &c, login, tried,
-				   timer_now_ms());
-	backend_pool_cursor_free(&c);
-	return server;
-}
-
-void
-worker_object_new(struct worker *w)
-{
-	w->objects++;
-}
-
-void
-worker_object_freed(struct worker *w)
-{
-	w->objects--;
-}
-
-/* ---------------------------------------------------------------------
- * Session list, and the sessions to run after this batch
- */
-
-void
-worker_wake(struct worker *w, struct session *s)
-{
-	if (s->runnable || s->dead)
-		return;
-	s->runnable = true;
-	s->run_next = NULL;
-	s->inflight++; /* the wake-up holds it, like a ring operation */
-	*w->woken_tail = s;
-	w->woken_tail = &s->run_next;
-}
-
-/* Sessions woken by their backend leg during the batch, in order; one
- * woken again while it runs goes to the back and runs again. */
+/* Sessions woken by their backend leg (ring_wake), in order; one woken
+ * again while it runs goes to the back and runs again. */
 static void
 run_woken(struct worker *w)
 {
-	struct session *s;
+	struct ring_task *t;
 
-	while ((s = w->woken) != NULL) {
-		w->woken = s->run_next;
-		if (w->woken == NULL)
-			w->woken_tail = &w->woken;
-		s->runnable = false;
-		if (!s->dead)
-			session_run(s);
-		session_release(s);
-	}
-}
-
-static void
-session_link(struct worker *w, struct session *s)
-{
-	s->next = w->sessions;
-	s->prev = NULL;
-	if (w->sessions)
-		w->sessions->prev = s;
-	w->sessions = s;
-	w->nsessions++;
-	atomic_fetch_add_explicit(&w->counters.active, 1, memory_order_relaxed);
-}
-
-void
-worker_session_gone(struct worker *w, struct session *s)
-{
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		w->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	s->prev = s->next = NULL;
-	w->nsessions--;
-	atomic_fetch_sub_explicit(&w->counters.active, 1, memory_order_relaxed);
-	caps_leave(w->shared.caps);
+	while ((t = ring_next_woken(&w->ring)) != NULL)
+		session_woken(
+			(struct session *)((char *)t -
+					   offsetof(struct session, wake)));
 }
 
 /* ---------------------------------------------------------------------
@@ -373,11 +158,11 @@ worker_session_gone(struct worker *w, struct session *s)
 static void
 arm_accept(struct worker *w, struct listen_sock *l)
 {
-	struct io_uring_sqe *sqe = worker_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(&w->ring);
 
 	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL,
 				       SOCK_NONBLOCK | SOCK_CLOEXEC);
-	worker_prep(sqe, l, OP_ACCEPT);
+	ring_prep(sqe, l, OP_ACCEPT);
 	l->armed = true;
 }
 
@@ -405,10 +190,10 @@ close_listener(struct worker *w, struct listen_sock *l)
 	l->closing = true;
 	l->cl = NULL;
 	if (l->armed) {
-		struct io_uring_sqe *sqe = worker_sqe(w);
+		struct io_uring_sqe *sqe = ring_sqe(&w->ring);
 
 		io_uring_prep_cancel_fd(sqe, l->fd, 0);
-		worker_prep(sqe, NULL, OP_IGNORE);
+		ring_prep(sqe, NULL, OP_IGNORE);
 	} else {
 		free_listener(w, l);
 	}
@@ -461,7 +246,7 @@ wake(struct worker *w)
 
 	if (write(w->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_error("worker-wake-failed", " worker=%u error=\"%s\"",
-			  w->id, strerror(errno));
+			  w->ring.id, strerror(errno));
 }
 
 /* Worker 0: checks for gen's servers; the old ones finish theirs first. */
@@ -478,12 +263,12 @@ swap_health(struct worker *w, struct generation *gen)
 				  " error=out-of-memory");
 		} else {
 			r->health = w->health;
-			r->gen = generation_hold(w->gen);
+			r->gen = generation_hold(w->ring.gen);
 			r->next = w->retired;
 			w->retired = r;
 		}
 	}
-	w->health = health_new(w, gen->backend_pool, gen->cfg, &oom);
+	w->health = health_new(&w->ring, gen->backend_pool, gen->cfg, &oom);
 	if (oom)
 		log_error("health-failed", " error=out-of-memory");
 }
@@ -535,23 +320,23 @@ apply_update(struct worker *w, struct worker_update *u)
 		if (l == NULL) {
 			log_error("listener-failed",
 				  " worker=%u listener=%s error=out-of-memory",
-				  w->id, u->ls[i].cl->addr.text);
+				  w->ring.id, u->ls[i].cl->addr.text);
 			close(u->ls[i].fd);
 		} else if (!w->stopping) {
 			arm_accept(w, l);
 		}
 	}
 	if (backend_pool_cursor_init(&cursor, u->gen->backend_pool) == 0) {
-		backend_pool_cursor_free(&w->cursor);
-		w->cursor = cursor;
+		backend_pool_cursor_free(&w->ring.cursor);
+		w->ring.cursor = cursor;
 	}
-	if (w->id == 0)
+	if (w->ring.id == 0)
 		swap_health(w, u->gen);
 	/* Swap: the old generation stays alive in its sessions. */
-	struct generation *old = w->gen;
-	w->gen = u->gen;
+	struct generation *old = w->ring.gen;
+	w->ring.gen = u->gen;
 	u->gen = old;
-	atomic_store(&w->counters.generation, w->gen->id);
+	atomic_store(&w->ring.counters.generation, w->ring.gen->id);
 	update_free(u);
 }
 
@@ -562,7 +347,8 @@ answer_query(struct worker *w, struct worker_query *q)
 	FILE *f = open_memstream(&q->text, &len);
 
 	if (f != NULL) {
-		for (struct session *s = w->sessions; s != NULL; s = s->next)
+		for (struct session *s = w->ring.sessions; s != NULL;
+		     s = s->next)
 			session_describe(s, f, q->json);
 		if (fclose(f) != 0) {
 			free(q->text);
@@ -581,12 +367,12 @@ begin_drain(struct worker *w)
 	struct session *s, *next;
 
 	w->stopping = true;
-	atomic_store(&w->counters.draining, true);
+	atomic_store(&w->ring.counters.draining, true);
 	for (struct listen_sock *l = w->ls, *lnext; l != NULL; l = lnext) {
 		lnext = l->next;
 		close_listener(w, l);
 	}
-	for (s = w->sessions; s != NULL; s = next) {
+	for (s = w->ring.sessions; s != NULL; s = next) {
 		next = s->next;
 		session_drain(s);
 	}
@@ -599,10 +385,10 @@ cut_sessions(struct worker *w)
 	struct session *s, *next;
 
 	w->cut = true;
-	if (w->nsessions > 0)
-		log_warn("drain-deadline", " worker=%u sessions=%zu", w->id,
-			 w->nsessions);
-	for (s = w->sessions; s != NULL; s = next) {
+	if (w->ring.nsessions > 0)
+		log_warn("drain-deadline", " worker=%u sessions=%zu",
+			 w->ring.id, w->ring.nsessions);
+	for (s = w->ring.sessions; s != NULL; s = next) {
 		next = s->next;
 		session_shutdown(s);
 	}
@@ -714,10 +500,12 @@ worker_sessions(struct worker *w, bool json, int timeout_ms)
  * Auth results: pool thread -> mailbox -> eventfd -> this ring
  */
 
-void
+static void
 worker_auth_done(struct auth_request *req)
 {
-	struct worker *w = (struct worker *)(uintptr_t)req->cookie;
+	/* The cookie is the session's ring, which is its worker's. */
+	struct worker *w = (struct worker *)((char *)(uintptr_t)req->cookie -
+					     offsetof(struct worker, ring));
 
 	pthread_mutex_lock(&w->mbox_lock);
 	req->next = w->mbox;
@@ -729,10 +517,10 @@ worker_auth_done(struct auth_request *req)
 static void
 arm_wake(struct worker *w)
 {
-	struct io_uring_sqe *sqe = worker_sqe(w);
+	struct io_uring_sqe *sqe = ring_sqe(&w->ring);
 
 	io_uring_prep_read(sqe, w->efd, &w->efd_val, sizeof(w->efd_val), 0);
-	worker_prep(sqe, w, OP_WAKE);
+	ring_prep(sqe, w, OP_WAKE);
 }
 
 static void
@@ -787,7 +575,7 @@ send_refusal(struct worker *w, int fd, const char *why)
 	}
 	n = snprintf(r->text, sizeof(r->text),
 		     "421 4.3.2 %s %s, try again later\r\n",
-		     w->gen->cfg->hostname, why);
+		     w->ring.gen->cfg->hostname, why);
 	if (n < 0 || (size_t)n >= sizeof(r->text)) {
 		free(r);
 		close(fd);
@@ -796,10 +584,10 @@ send_refusal(struct worker *w, int fd, const char *why)
 	r->w = w;
 	r->fd = fd;
 	r->len = (unsigned)n;
-	worker_object_new(w);
-	sqe = worker_sqe(w);
+	w->ring.objects++;
+	sqe = ring_sqe(&w->ring);
 	io_uring_prep_send(sqe, fd, r->text, r->len, MSG_NOSIGNAL);
-	worker_prep(sqe, r, OP_REFUSAL);
+	ring_prep(sqe, r, OP_REFUSAL);
 }
 
 /* Sent or not (the client may be gone already): close. */
@@ -807,7 +595,7 @@ static void
 on_refusal_sent(struct refusal *r)
 {
 	close(r->fd);
-	worker_object_freed(r->w);
+	r->w->ring.objects--;
 	free(r);
 }
 
@@ -824,21 +612,22 @@ refuse(struct worker *w, int fd, const struct config_listener *cl,
 		[REFUSE_MEMORY] = "max-memory",
 		[REFUSE_OOM] = "out-of-memory",
 	};
-	const struct config *cfg = w->gen->cfg;
+	const struct config *cfg = w->ring.gen->cfg;
 	struct log_gate *g = &w->refuse_log[why];
 	uint64_t now = timer_now_ms();
-	const struct caps *c = w->shared.caps;
+	const struct caps *c = w->ring.shared.caps;
 	char detail[128] = "";
 
-	atomic_fetch_add_explicit(&w->counters.refused, 1,
+	atomic_fetch_add_explicit(&w->ring.counters.refused, 1,
 				  memory_order_relaxed);
-	counter_add(&w->counters.sessions[generation_listener_slot(w->gen, cl)]
-					 [OUTCOME_REFUSED],
+	counter_add(&w->ring.counters.sessions[generation_listener_slot(
+			    w->ring.gen, cl)][OUTCOME_REFUSED],
 		    1);
 	if (why == REFUSE_SESSIONS)
-		counter_add(&w->counters.limits[LIMIT_HIT_MAX_SESSIONS], 1);
+		counter_add(&w->ring.counters.limits[LIMIT_HIT_MAX_SESSIONS],
+			    1);
 	else if (why == REFUSE_MEMORY)
-		counter_add(&w->counters.limits[LIMIT_HIT_MAX_MEMORY], 1);
+		counter_add(&w->ring.counters.limits[LIMIT_HIT_MAX_MEMORY], 1);
 	if (now >= g->next_ms) {
 		if (why == REFUSE_SESSIONS)
 			snprintf(detail, sizeof(detail),
@@ -851,7 +640,8 @@ refuse(struct worker *w, int fd, const struct config_listener *cl,
 				 (unsigned long long)cfg->max_memory);
 		log_warn("session-refused",
 			 " worker=%u listener=%s reason=%s%s suppressed=%llu",
-			 w->id, cl->addr.text, names[why], detail, g->skipped);
+			 w->ring.id, cl->addr.text, names[why], detail,
+			 g->skipped);
 		g->next_ms = now + REFUSE_LOG_MS;
 		g->skipped = 0;
 	} else {
@@ -885,8 +675,8 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 	if (res < 0) {
 		if (res != -ECANCELED)
 			log_warn("accept-failed",
-				 " worker=%u listener=%s error=\"%s\"", w->id,
-				 l->cl ? l->cl->addr.text : "-",
+				 " worker=%u listener=%s error=\"%s\"",
+				 w->ring.id, l->cl ? l->cl->addr.text : "-",
 				 strerror(-res));
 		return;
 	}
@@ -898,14 +688,16 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		close(res); /* already gone */
 		return;
 	}
-	atomic_fetch_add_explicit(&w->counters.accepted, 1,
+	atomic_fetch_add_explicit(&w->ring.counters.accepted, 1,
 				  memory_order_relaxed);
-	if (w->shared.bans != NULL && !bans_admit(w->shared.bans, &peer.sa)) {
+	if (w->ring.shared.bans != NULL &&
+	    !bans_admit(w->ring.shared.bans, &peer.sa)) {
 		refuse(w, res, l->cl, REFUSE_BLOCKLIST);
 		return;
 	}
 	/* Before anything is spent on it: no session, no TLS. */
-	switch (caps_enter(w->shared.caps, w->gen->cfg->max_sessions)) {
+	switch (caps_enter(w->ring.shared.caps,
+			   w->ring.gen->cfg->max_sessions)) {
 	case CAPS_OK:
 		break;
 	case CAPS_SESSIONS:
@@ -916,13 +708,12 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 		return;
 	}
 	/* TCP_NODELAY comes from the listening socket (listen.c). */
-	struct session *s = session_new(w, res, l->cl, &peer);
+	struct session *s = session_new(&w->ring, res, l->cl, &peer);
 	if (s == NULL) {
-		caps_leave(w->shared.caps);
+		caps_leave(w->ring.shared.caps);
 		refuse(w, res, l->cl, REFUSE_OOM);
 		return;
 	}
-	session_link(w, s);
 	s->inflight++;
 	session_run(s);
 	session_release(s);
@@ -990,7 +781,7 @@ fire_timers(struct worker *w)
 	uint64_t now = timer_now_ms();
 	struct timer *t;
 
-	while ((t = timer_pop_due(&w->timers, now)) != NULL) {
+	while ((t = timer_pop_due(&w->ring.timers, now)) != NULL) {
 		struct session *s =
 			(struct session *)((char *)t -
 					   offsetof(struct session, timer));
@@ -1023,16 +814,18 @@ worker_loop(struct worker *w)
 	 * costs a leak at exit, not a hang). */
 	uint64_t grace = TIMER_NONE, busy_since = clock_ns();
 
-	while (!(w->stopping && w->nsessions == 0 && w->ls == NULL &&
-		 (w->objects == 0 || timer_now_ms() >= grace))) {
+	while (!(w->stopping && w->ring.nsessions == 0 && w->ls == NULL &&
+		 (w->ring.objects == 0 || timer_now_ms() >= grace))) {
 		struct __kernel_timespec ts, *tsp = NULL;
 		struct io_uring_cqe *cqe;
-		uint64_t next = timer_next(&w->timers), now = timer_now_ms();
+		uint64_t next = timer_next(&w->ring.timers),
+			 now = timer_now_ms();
 		uint64_t hnext = health_next(w->health);
 		unsigned head, n = 0;
 		int r;
 
-		if (w->stopping && w->nsessions == 0 && grace == TIMER_NONE)
+		if (w->stopping && w->ring.nsessions == 0 &&
+		    grace == TIMER_NONE)
 			grace = now + EXIT_GRACE_MS;
 		if (grace < next)
 			next = grace;
@@ -1048,21 +841,21 @@ worker_loop(struct worker *w)
 			ts.tv_nsec = (long long)(d % 1000) * 1000000;
 			tsp = &ts;
 		}
-		counter_add(&w->counters.busy_ns, clock_ns() - busy_since);
-		r = io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, tsp,
-						     NULL);
+		counter_add(&w->ring.counters.busy_ns, clock_ns() - busy_since);
+		r = io_uring_submit_and_wait_timeout(&w->ring.uring, &cqe, 1,
+						     tsp, NULL);
 		busy_since = clock_ns();
 		if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY) {
 			log_error("ring-wait-failed", " worker=%u error=\"%s\"",
-				  w->id, strerror(-r));
+				  w->ring.id, strerror(-r));
 			break;
 		}
-		io_uring_for_each_cqe(&w->ring, head, cqe)
+		io_uring_for_each_cqe(&w->ring.uring, head, cqe)
 		{
 			handle_cqe(w, cqe);
 			n++;
 		}
-		io_uring_cq_advance(&w->ring, n);
+		io_uring_cq_advance(&w->ring.uring, n);
 		run_woken(w);
 		fire_timers(w);
 		health_run(w->health, timer_now_ms(), w->stopping);
@@ -1075,74 +868,6 @@ worker_loop(struct worker *w)
  * Set-up and tear-down
  */
 
-/* Buffer group `group`: count buffers of size bytes, all on the ring. */
-static int
-setup_pool(struct worker *w, unsigned group, unsigned size, unsigned count,
-	   char *err, size_t errlen)
-{
-	struct buf_ring *p = &w->buf_rings[group];
-	struct io_uring_buf_reg reg;
-	int r;
-
-	p->size = size;
-	p->count = count;
-	p->br_size = sizeof(struct io_uring_buf) * count;
-	p->br = mmap(NULL, p->br_size, PROT_READ | PROT_WRITE,
-		     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	p->bufs = malloc((size_t)count * size);
-	if (p->br == MAP_FAILED || p->bufs == NULL) {
-		p->br = NULL;
-		snprintf(err, errlen, "out of memory for receive buffers");
-		return -1;
-	}
-	io_uring_buf_ring_init(p->br);
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (unsigned long)p->br;
-	reg.ring_entries = count;
-	reg.bgid = (unsigned short)group;
-	r = io_uring_register_buf_ring(&w->ring, &reg, 0);
-	if (r < 0) {
-		snprintf(err, errlen, "io_uring_register_buf_ring: %s",
-			 strerror(-r));
-		return -1;
-	}
-	for (unsigned i = 0; i < count; i++)
-		io_uring_buf_ring_add(p->br, p->bufs + (size_t)i * size, size,
-				      (unsigned short)i,
-				      io_uring_buf_ring_mask(count), (int)i);
-	io_uring_buf_ring_advance(p->br, (int)count);
-	return 0;
-}
-
-static int
-setup_ring(struct worker *w, char *err, size_t errlen)
-{
-	struct io_uring_params p;
-	int r;
-
-	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-		  IORING_SETUP_SUBMIT_ALL;
-	r = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
-	if (r == -EINVAL) {
-		/* Older kernel: cooperative task running is enough. */
-		memset(&p, 0, sizeof(p));
-		p.flags = IORING_SETUP_COOP_TASKRUN;
-		r = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
-	}
-	if (r < 0) {
-		snprintf(err, errlen, "io_uring_queue_init: %s", strerror(-r));
-		return -1;
-	}
-	w->ring_ok = true;
-	if (setup_pool(w, RECV_GROUP, RECV_BUF_SIZE, RECV_BUF_COUNT, err,
-		       errlen) != 0 ||
-	    setup_pool(w, DATA_GROUP, DATA_BUF_SIZE, DATA_BUF_COUNT, err,
-		       errlen) != 0)
-		return -1;
-	return 0;
-}
-
 static void *
 worker_main(void *arg)
 {
@@ -1152,11 +877,11 @@ worker_main(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
-	snprintf(name, sizeof(name), "msa-worker-%u", w->id);
+	snprintf(name, sizeof(name), "msa-worker-%u", w->ring.id);
 	pthread_setname_np(pthread_self(), name);
 
-	if (setup_ring(w, w->start_err, sizeof(w->start_err)) != 0 ||
-	    sandbox_enter(w->gen->cfg->seccomp, name, w->start_err,
+	if (ring_setup(&w->ring, w->start_err, sizeof(w->start_err)) != 0 ||
+	    sandbox_enter(w->ring.gen->cfg->seccomp, name, w->start_err,
 			  sizeof(w->start_err)) != 0) {
 		w->start_status = -1;
 		sem_post(&w->started);
@@ -1181,23 +906,25 @@ worker_new(unsigned id, struct generation *gen,
 
 	if (w == NULL)
 		goto fail;
-	w->id = id;
-	w->gen = generation_hold(gen);
-	atomic_init(&w->counters.generation, gen->id);
-	w->shared = *shared;
+	w->ring.id = id;
+	w->ring.gen = generation_hold(gen);
+	atomic_init(&w->ring.counters.generation, gen->id);
+	w->ring.shared = *shared;
 	w->efd = -1;
 	pthread_mutex_init(&w->mbox_lock, NULL);
 	sem_init(&w->started, 0, 0);
-	timer_heap_init(&w->timers);
-	w->woken_tail = &w->woken;
+	timer_heap_init(&w->ring.timers);
+	w->ring.woken_tail = &w->ring.woken;
+	w->ring.auth_done = worker_auth_done;
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (backend_pool_cursor_init(&w->cursor, gen->backend_pool) != 0 ||
+	if (backend_pool_cursor_init(&w->ring.cursor, gen->backend_pool) != 0 ||
 	    w->efd < 0)
 		goto fail;
 	if (id == 0) {
 		bool oom;
 
-		w->health = health_new(w, gen->backend_pool, gen->cfg, &oom);
+		w->health =
+			health_new(&w->ring, gen->backend_pool, gen->cfg, &oom);
 		if (oom)
 			goto fail;
 	}
@@ -1225,7 +952,8 @@ worker_start(struct worker *w, char *err, size_t errlen)
 	}
 	sem_wait(&w->started);
 	if (w->start_status != 0) {
-		snprintf(err, errlen, "worker %u: %s", w->id, w->start_err);
+		snprintf(err, errlen, "worker %u: %s", w->ring.id,
+			 w->start_err);
 		pthread_join(w->thread, NULL);
 		w->thread = 0;
 		return -1;
@@ -1272,8 +1000,7 @@ worker_free(struct worker *w)
 		w->queries = q->next;
 		query_drop(q);
 	}
-	if (w->ring_ok)
-		io_uring_queue_exit(&w->ring);
+	ring_free(&w->ring);
 	health_free(w->health); /* after the ring: nothing in flight */
 	while (w->retired != NULL) {
 		struct retired_health *r = w->retired;
@@ -1283,17 +1010,12 @@ worker_free(struct worker *w)
 		generation_drop(r->gen);
 		free(r);
 	}
-	for (unsigned i = 0; i < 2; i++) {
-		if (w->buf_rings[i].br != NULL)
-			munmap(w->buf_rings[i].br, w->buf_rings[i].br_size);
-		free(w->buf_rings[i].bufs);
-	}
 	if (w->efd >= 0)
 		close(w->efd);
-	timer_heap_free(&w->timers);
+	timer_heap_free(&w->ring.timers);
 	pthread_mutex_destroy(&w->mbox_lock);
 	sem_destroy(&w->started);
-	backend_pool_cursor_free(&w->cursor);
-	generation_drop(w->gen);
+	backend_pool_cursor_free(&w->ring.cursor);
+	generation_drop(w->ring.gen);
 	free(w);
 }

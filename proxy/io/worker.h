@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "ops/counters.h"
+#include "io/ring.h" /* struct worker_shared, struct worker_counters */
 
 struct worker;
 struct auth_pool;
@@ -25,40 +25,10 @@ struct bans;
 struct caps;
 struct generation;
 
-/* What every worker shares with the others (all thread-safe). */
-struct worker_shared {
-	struct auth_pool *auth;
-	struct ratelimit *limits;
-	struct bans *bans; /* may be NULL */
-	struct caps *caps; /* limits.max_sessions, limits.max_memory */
-};
-
 /* A listening socket handed to a worker, and the listener it serves. */
 struct worker_listener {
 	const struct config_listener *cl;
 	int fd;
-};
-
-/* Counters the worker keeps and anyone may read (relaxed atomics; the
- * worker is the only writer, see counters.h). */
-struct worker_counters {
-	atomic_ullong accepted; /* connections taken */
-	atomic_ullong refused;	/* closed at accept: caps, blocklist */
-	atomic_ullong active;	/* sessions open now */
-	atomic_uint generation; /* id of the generation in use */
-	atomic_bool draining;	/* stopped accepting */
-
-	/* For the metrics endpoint: sessions ended (or refused at accept)
-	 * by listener slot and outcome. */
-	atomic_ullong sessions[COUNTERS_LISTENERS][OUTCOME_COUNT];
-	atomic_ullong tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
-	atomic_ullong auth[MECH_COUNT][AUTH_RESULT_COUNT];
-	atomic_ullong limits[LIMIT_HIT_COUNT]; /* the workers' kinds */
-	atomic_ullong data_bytes; /* message bytes handed to backends */
-	atomic_ullong messages;	  /* acknowledged by a backend */
-	atomic_ullong busy_ns;	  /* time outside the ring wait */
-	struct counter_hist backend_connect[COUNTERS_BACKENDS];
-	struct counter_hist backend_transaction[COUNTERS_BACKENDS];
 };
 
 /* The ring is made by the worker thread itself (worker_start). */
@@ -98,38 +68,5 @@ void worker_join(struct worker *w);
 /* Has the thread ended (after a drain)?  Joins it if so. */
 bool worker_tryjoin(struct worker *w);
 void worker_free(struct worker *w);
-
-/*
- * For the sessions and backend connections of this worker (proxy/io/),
- * on the worker's thread.
- */
-struct session;
-struct auth_request;
-struct timer_heap;
-
-struct generation *worker_generation(const struct worker *w);
-struct auth_pool *worker_auth(const struct worker *w);
-struct ratelimit *worker_limits(const struct worker *w);
-struct bans *worker_bans(const struct worker *w);
-struct caps *worker_caps(const struct worker *w);
-struct timer_heap *worker_timers(struct worker *w);
-unsigned worker_id(const struct worker *w);
-/* The worker's own counters, to add to (counters.h). */
-struct worker_counters *worker_stats(struct worker *w);
-/* A server of gen for a new backend connection (backends.balance among
- * those not in tried), or BACKEND_POOL_NONE.  A generation other than the
- * worker's balances with a cursor of its own for the pick. */
-size_t worker_pick_backend(struct worker *w, struct generation *gen,
-			   const char *login, uint64_t tried);
-/* The auth pool's answer (on a pool thread): into the mailbox. */
-void worker_auth_done(struct auth_request *req);
-/* s runs after this batch of completions (session_run()); it holds a
- * reference until then. */
-void worker_wake(struct worker *w, struct session *s);
-void worker_session_gone(struct worker *w, struct session *s);
-/* Sessions and backend connections count themselves in and out, so the
- * worker ends only after their last completion. */
-void worker_object_new(struct worker *w);
-void worker_object_freed(struct worker *w);
 
 #endif

@@ -17,7 +17,6 @@
 #include "limits/policy.h"
 #include "limits/sender.h"
 #include "io/session.h"
-#include "io/worker.h"
 
 static const char *const kind_names[LIMIT_USER_KINDS] = {
 	[LIMIT_MESSAGES] = "messages",
@@ -135,7 +134,7 @@ refuse_connection(struct session *s, const char *reply, const char *reason,
 static void
 auto_ban(struct session *s, const struct ipnet *net, uint64_t ms)
 {
-	struct bans *b = worker_bans(s->w);
+	struct bans *b = s->ring->shared.bans;
 	char err[256], text[IPNET_TEXT_MAX];
 
 	if (b == NULL)
@@ -180,16 +179,16 @@ policy_admit(struct session *s)
 		refuse_connection(s, reply, "listener-denied", 0);
 		return false;
 	}
-	if (!ratelimit_ip_key(worker_limits(s->w), addr, &s->ip_key))
+	if (!ratelimit_ip_key(s->ring->shared.limits, addr, &s->ip_key))
 		return true; /* limits.ip.allow */
-	v = ratelimit_ip_connect(worker_limits(s->w), &s->ip_key, s->started_ms,
-				 &retry);
+	v = ratelimit_ip_connect(s->ring->shared.limits, &s->ip_key,
+				 s->started_ms, &retry);
 	if (v == RATELIMIT_OK) {
 		s->ip_tracked = true;
 		return true;
 	}
-	if (v == RATELIMIT_RATE && worker_bans(s->w) != NULL &&
-	    bans_auto_floods(worker_bans(s->w))) {
+	if (v == RATELIMIT_RATE && s->ring->shared.bans != NULL &&
+	    bans_auto_floods(s->ring->shared.bans)) {
 		struct ipnet net = tracked_net(s);
 
 		auto_ban(s, &net, retry > 1000 ? retry : 1000);
@@ -216,7 +215,7 @@ uint64_t
 policy_auth_done(struct session *s, const char *login, bool ok)
 {
 	const struct config *cfg = session_config(s);
-	struct ratelimit *lim = worker_limits(s->w);
+	struct ratelimit *lim = s->ring->shared.limits;
 	uint64_t now = timer_now_ms(), hold = 0, ban;
 
 	/* One keyed hash per attempt: the login's score now, its buckets
@@ -243,8 +242,8 @@ policy_auth_done(struct session *s, const char *login, bool ok)
 			 (unsigned long long)s->id, s->peer_addr,
 			 ipnet_format(&net, text, sizeof(text)), ban);
 		s->banned = true;
-		if (worker_bans(s->w) != NULL &&
-		    bans_auto_logins(worker_bans(s->w)))
+		if (s->ring->shared.bans != NULL &&
+		    bans_auto_logins(s->ring->shared.bans))
 			auto_ban(s, &net, ban);
 	}
 	return hold > cfg->auth_failure_delay_ms ? hold
@@ -284,7 +283,7 @@ settle_closed(struct session *s)
 	if (!held_any(s))
 		return;
 	if (s->smtp.messages == s->held_mark)
-		ratelimit_user_give(worker_limits(s->w), &s->user_key,
+		ratelimit_user_give(s->ring->shared.limits, &s->user_key,
 				    s->user_limits, s->held, timer_now_ms());
 	memset(s->held, 0, sizeof(s->held));
 }
@@ -306,7 +305,7 @@ policy_settle(struct session *s)
 	if (s->held[LIMIT_RECIPIENTS] > want) {
 		back[LIMIT_RECIPIENTS] = s->held[LIMIT_RECIPIENTS] - want;
 		s->held[LIMIT_RECIPIENTS] = want;
-		ratelimit_user_give(worker_limits(s->w), &s->user_key,
+		ratelimit_user_give(s->ring->shared.limits, &s->user_key,
 				    s->user_limits, back, timer_now_ms());
 	}
 }
@@ -321,7 +320,7 @@ take(struct session *s, enum ratelimit_user_kind kind, uint64_t n,
 	amount[kind] = n;
 	if (kind == LIMIT_MESSAGES)
 		amount[LIMIT_QUOTA] = n;
-	refused = ratelimit_user_take(worker_limits(s->w), &s->user_key,
+	refused = ratelimit_user_take(s->ring->shared.limits, &s->user_key,
 				      s->user_limits, amount, timer_now_ms(),
 				      retry);
 	if (refused != LIMIT_USER_KINDS) {
@@ -366,7 +365,7 @@ refuse_for_memory(struct session *s)
 {
 	char u[LOG_USER_MAX];
 
-	caps_count_mail_refused(worker_caps(s->w));
+	caps_count_mail_refused(s->ring->shared.caps);
 	log_info("mail-refused", " session=%llx client=%s user=%s reason=%s",
 		 (unsigned long long)s->id, s->peer_addr,
 		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
@@ -391,7 +390,7 @@ policy_forward(struct session *s)
 		/* A new MAIL: the last transaction is surely over. */
 		settle_closed(s);
 		s->held_mark = s->smtp.messages;
-		if (caps_memory_over(worker_caps(s->w)))
+		if (caps_memory_over(s->ring->shared.caps))
 			return refuse_for_memory(s);
 		return take(s, LIMIT_MESSAGES, 1, &retry);
 	case SMTP_FWD_RCPT:
@@ -410,7 +409,7 @@ policy_take_bytes(struct session *s, size_t n)
 	if (s->user_limits == NULL || n == 0)
 		return true;
 	amount[LIMIT_BYTES] = n;
-	refused = ratelimit_user_take(worker_limits(s->w), &s->user_key,
+	refused = ratelimit_user_take(s->ring->shared.limits, &s->user_key,
 				      s->user_limits, amount, timer_now_ms(),
 				      &s->limit_retry_ms);
 	if (refused != LIMIT_USER_KINDS) {
@@ -435,7 +434,7 @@ policy_session_end(struct session *s)
 	 * acknowledged and gives them back. */
 	settle_closed(s);
 	if (s->ip_tracked) {
-		ratelimit_ip_disconnect(worker_limits(s->w), &s->ip_key);
+		ratelimit_ip_disconnect(s->ring->shared.limits, &s->ip_key);
 		s->ip_tracked = false;
 	}
 }
