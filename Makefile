@@ -55,7 +55,9 @@ FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,\
                 $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_SRCS_buf        := proxy/lib/buf.c
-FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_value.c \
+FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_check.c \
+                        proxy/config/config_schema.c \
+                        proxy/config/config_value.c proxy/config/config_yaml.c \
                         proxy/lib/ipnet.c proxy/lib/log.c
 FUZZ_SRCS_data_scan  := proxy/smtp/data_scan.c
 FUZZ_SRCS_sasl       := proxy/smtp/sasl.c

@@ -1,6 +1,6 @@
 /*
  * blocklist.h - what the XDP blocklist program (blocklist.bpf.c) and its
- * user-space side (proxy/blocklist.c) share: map key and value layouts,
+ * user-space side (proxy/bans/blocklist*.c) share: map key and value layouts,
  * counter indexes and the scope configuration.
  *
  * Both sides compile this file, so it uses only the fixed-size types of

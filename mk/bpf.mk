@@ -3,7 +3,7 @@
 #
 #   $(BUILD)/bpf/blocklist.bpf.o   clang -target bpf, BTF (-g), -O2
 #   $(BUILD)/bpf/blocklist.skel.h  bpftool gen skeleton (embeds the object)
-#   $(BUILD)/tests/xdp_tool        CLI over proxy/bans/blocklist.c (tests, ops)
+#   $(BUILD)/tests/xdp_tool        CLI over proxy/bans/blocklist*.c (tests, ops)
 #
 # Uses from the Makefile: BUILD, Q, WARN, CFLAGS, LDLIBS.  Debian packages:
 # clang, llvm, libbpf-dev, bpftool, libelf-dev, zlib1g-dev, linux-libc-dev.
@@ -37,7 +37,7 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp
 	$(Q)mv $@.tmp $@
 
-# proxy/bans/blocklist.c includes the skeleton; a plain order dependency is
+# proxy/bans/blocklist.c (alone) includes the skeleton; a plain order dependency is
 # not enough (the skeleton embeds the object, so it must be rebuilt).
 $(BUILD)/proxy/bans/blocklist.o: $(BUILD)/bpf/blocklist.skel.h
 $(BUILD)/proxy/bans/blocklist.o: override CFLAGS += -I$(BUILD)/bpf -Ibpf

@@ -86,7 +86,7 @@ seterr(char *err, size_t errlen, const char *fmt, ...)
 
 /* The file, NUL-terminated, in a malloc'd buffer; NULL with err set. */
 static char *
-read_file(const char *path, size_t *lenp, char *err, size_t errlen)
+passwd_db_read_file(const char *path, size_t *lenp, char *err, size_t errlen)
 {
 	struct stat st;
 	char *buf = NULL;
@@ -578,7 +578,7 @@ passwd_db_load(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	db->path = strdup(path);
-	db->text = read_file(path, &db->textlen, err, errlen);
+	db->text = passwd_db_read_file(path, &db->textlen, err, errlen);
 	if (db->path == NULL || db->text == NULL ||
 	    parse(db, path, err, errlen) != 0) {
 		passwd_db_free(db);
@@ -616,7 +616,7 @@ user_cmp(const void *key, const void *elem)
 }
 
 static const struct entry *
-find(const struct passwd_db *db, const char *user)
+passwd_db_find(const struct passwd_db *db, const char *user)
 {
 	if (db == NULL || db->count == 0 || user == NULL ||
 	    strnlen(user, PASSWD_USER_MAX + 1) > PASSWD_USER_MAX)
@@ -628,7 +628,7 @@ find(const struct passwd_db *db, const char *user)
 const char *
 passwd_db_stored_hash(const struct passwd_db *db, const char *user)
 {
-	const struct entry *e = find(db, user);
+	const struct entry *e = passwd_db_find(db, user);
 
 	return e != NULL ? e->hash : NULL;
 }
@@ -643,7 +643,7 @@ passwd_db_verify(const struct passwd_db *db, const char *user, const char *pass)
 
 	if (db == NULL || db->count == 0 || user == NULL || pass == NULL)
 		return 0;
-	e = find(db, user);
+	e = passwd_db_find(db, user);
 
 	cd = calloc(1, sizeof(*cd));
 	if (cd == NULL)
@@ -713,7 +713,7 @@ passwd_hash(const char *password, const char *scheme, char *err, size_t errlen)
 const struct passwd_user_info *
 passwd_db_user_info(const struct passwd_db *db, const char *user)
 {
-	const struct entry *e = find(db, user);
+	const struct entry *e = passwd_db_find(db, user);
 
 	return e != NULL ? &e->info : NULL;
 }

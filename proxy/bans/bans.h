@@ -5,7 +5,7 @@
  * an allowlist wins over all of them.
  *
  * Enforced twice.  In the kernel, when blocklist.xdp is enabled and the
- * XDP program attached (blocklist.c): a blocked source's packets are
+ * XDP program attached (blocklist.h): a blocked source's packets are
  * dropped before the TCP stack.  And always at accept(), from a table in
  * memory (bantable.h), so the list holds without XDP (no privilege, an
  * unsupported driver, loopback traffic) and for traffic on interfaces the

@@ -8,7 +8,7 @@
 #include "bans/blocklist_file.h" /* blocklist_file_cmp: one order for both */
 
 static bool
-live(const struct ban_entry *e, uint64_t now_ms)
+ban_table_live(const struct ban_entry *e, uint64_t now_ms)
 {
 	return e->expires_ms == 0 || e->expires_ms > now_ms;
 }
@@ -60,7 +60,7 @@ ban_table_put(struct ban_table *t, const struct ipnet *net, uint64_t expires_ms,
 
 	if (found) {
 		e = &t->v[i];
-		if (live(e, now_ms) &&
+		if (ban_table_live(e, now_ms) &&
 		    (e->expires_ms == 0 ||
 		     (expires_ms != 0 && expires_ms <= e->expires_ms)))
 			return 1;
@@ -127,7 +127,7 @@ ban_table_match(const struct ban_table *t, const uint8_t addr[16],
 			continue;
 		key = mask(addr, (unsigned)len);
 		e = ban_table_find(t, &key);
-		if (e != NULL && live(e, now_ms) &&
+		if (e != NULL && ban_table_live(e, now_ms) &&
 		    !(ignore & (1u << e->reason)))
 			return e;
 	}
@@ -140,7 +140,7 @@ ban_table_sweep(struct ban_table *t, uint64_t now_ms)
 	size_t kept = 0, n = t->n;
 
 	for (size_t i = 0; i < n; i++) {
-		if (live(&t->v[i], now_ms))
+		if (ban_table_live(&t->v[i], now_ms))
 			t->v[kept++] = t->v[i];
 		else
 			t->lens[t->v[i].net.len]--;

@@ -1,10 +1,11 @@
 /*
  * blocklist.h - user-space side of the XDP blocklist (bpf/blocklist.bpf.c):
  * load the program, keep its maps pinned, attach it to interfaces, and
- * edit, list, sweep and count its entries.  See docs/XDP.md.
+ * edit, list, sweep and count its entries (blocklist.c, blocklist_attach.c,
+ * blocklist_maps.c).  See docs/XDP.md.
  *
  * Library-like: every function returns a status and fills err (never
- * logs).  Entries are prefixes (struct ipnet, proxy/ipnet.h) with a reason
+ * logs).  Entries are prefixes (struct ipnet, lib/ipnet.h) with a reason
  * and an optional TTL; an expired entry stops matching at once (in the
  * kernel and in blocklist_match()) and is deleted by blocklist_sweep().
  *

@@ -1,5 +1,5 @@
 /*
- * blocklist_file.c - blocklist files for the XDP blocklist (blocklist.c):
+ * blocklist_file.c - blocklist files for the XDP blocklist (blocklist.h):
  * one prefix per line, comments, parsed into a sorted list that
  * blocklist_apply() diffs against the kernel's table on every reload.
  *

@@ -1,7 +1,7 @@
 /*
  * audit.h - is this configuration a safe one to run?
  *
- * config.c refuses what cannot work; audit.c points out what works but is
+ * config_load() refuses what cannot work; audit.c points out what works but is
  * unsafe: weak TLS 1.2 ciphers, no limits at all, a listener open to the
  * world on port 25, private keys or the users file readable by others, a
  * certificate about to expire.  Each finding is one line, "FILE:LINE: KEY:

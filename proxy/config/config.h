@@ -276,13 +276,8 @@ int config_load(const char *path, struct config **out, char *err,
 		size_t errlen);
 void config_free(struct config *cfg);
 
-/* Human units, exported for tests: "30s" "5m" "1h" "250ms" "2d";
- * "50MB" "512KB" "1GB" "1000" (bytes, K/M/G = 1024 powers). */
+/* A duration in human units, "30s" "5m" "1h" "250ms" "2d" (the
+ * control socket's ban TTLs): 0, or -1 with *ms untouched. */
 int config_parse_duration(const char *s, uint64_t *ms);
-int config_parse_size(const char *s, uint64_t *bytes);
-/* "200/1h", "200/1h burst 50", "off"; with bytes, sizes: "1GB/1h". */
-int config_parse_rate(const char *s, bool bytes, struct config_rate *out);
-/* "1.2.3.4:25", "[::1]:25", "*:587" (all IPv4+IPv6), "localhost" refused. */
-int config_parse_addr(const char *s, struct config_addr *out);
 
 #endif

@@ -17,10 +17,10 @@
  * numeric only, so the configuration never depends on DNS at startup.
  *
  * Pure: no I/O, no allocation, no logging.  Each parser returns NULL or
- * the "why" of a "FILE:LINE: KEY: why" message, and config.c adds the
- * rest.  config_parse_duration(), _size(), _rate() and _addr() (config.h)
- * are the public 0/-1 faces of the same parsers.  Host names follow RFC
- * 1123 2.1 (labels of letters, digits and '-').
+ * the "why" of a "FILE:LINE: KEY: why" message, and config_yaml.c adds the
+ * rest.  config_parse_duration() (config.h) is the public 0/-1 face of
+ * the duration parser, for the control socket's ban TTLs.  Host names
+ * follow RFC 1123 2.1 (labels of letters, digits and '-').
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -164,17 +164,6 @@ config_parse_duration(const char *s, uint64_t *ms)
 	return 0;
 }
 
-int
-config_parse_size(const char *s, uint64_t *bytes)
-{
-	uint64_t v;
-
-	if (s == NULL || config_value_size(s, &v) != NULL)
-		return -1;
-	*bytes = v;
-	return 0;
-}
-
 /* ---- rates ----------------------------------------------------------- */
 
 /* A count: a plain number, or a size when it counts bytes. */
@@ -239,17 +228,6 @@ config_value_rate(const char *s, bool bytes, struct config_rate *r)
 			return "the burst must be greater than 0";
 	}
 	return NULL;
-}
-
-int
-config_parse_rate(const char *s, bool bytes, struct config_rate *out)
-{
-	struct config_rate r;
-
-	if (s == NULL || config_value_rate(s, bytes, &r) != NULL)
-		return -1;
-	*out = r;
-	return 0;
 }
 
 /* ---- addresses ------------------------------------------------------- */
@@ -346,17 +324,6 @@ config_value_unix_addr(const char *s, struct config_addr *out)
 		(socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen + 1);
 	memcpy(out->text, s, strlen(s) + 1);
 	return NULL;
-}
-
-int
-config_parse_addr(const char *s, struct config_addr *out)
-{
-	struct config_addr a;
-
-	if (s == NULL || config_value_addr(s, &a) != NULL)
-		return -1;
-	*out = a;
-	return 0;
 }
 
 bool

@@ -1,10 +1,11 @@
 /*
- * config_value.h - the value parsers behind config.c: durations, sizes,
- * rates, addresses and names, from one string each.  Internal to config.c
- * and config_value.c; the rest of the tree uses config_parse_*() from
- * config.h.
+ * config_value.h - the value parsers behind the config loader
+ * (config_yaml.c, config_schema.c): durations, sizes, rates, addresses and
+ * names, from one string each.  audit.c and passwd_db.c use them too, so
+ * that their rules (a wildcard address, a class name) are the loader's;
+ * the control socket takes config_parse_duration() from config.h.
  *
- * Every parser returns NULL on success, or the "why" that config.c puts
+ * Every parser returns NULL on success, or the "why" that config_yaml.c puts
  * after "FILE:LINE: KEY: " (a static string).  On failure the output may
  * have been written to; callers that must keep a value untouched parse
  * into a temporary.  Durations are in milliseconds, sizes in bytes.

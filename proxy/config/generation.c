@@ -39,7 +39,8 @@ init_params(struct generation *g)
 	}
 }
 
-unsigned
+/* The number of workers cfg asks for (0: one per online CPU). */
+static unsigned
 generation_workers(const struct config *cfg)
 {
 	long n;

@@ -43,9 +43,6 @@ struct generation {
 /* ntls for one set of TLS contexts per worker, as cfg->workers says. */
 #define GENERATION_PER_WORKER 0xffffffffu
 
-/* The number of workers cfg asks for (0: one per online CPU). */
-unsigned generation_workers(const struct config *cfg);
-
 /*
  * Load path: the config, the users file (with its class= names checked
  * against the config), the backend pool and TLS client contexts (CA

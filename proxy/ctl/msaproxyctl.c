@@ -11,7 +11,7 @@
  *	the proxy's error on stderr and exits 1 (2: usage, 3: cannot reach
  *	the proxy).  -j asks for JSON.
  *
- * COMMANDS (the proxy's, see proxy/control.c and msaproxyctl(8))
+ * COMMANDS (the proxy's, see proxy/ops/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
  *	ban PREFIX [--ttl DURATION], unban PREFIX, list, backends,
  *	backend enable|disable NAME.

@@ -242,6 +242,15 @@ backend_outbox(struct backend_conn *be)
  * I/O
  */
 
+/* A prepared operation on be's socket: tagged with be, it holds a
+ * reference until it completes (backend_release()). */
+static void
+submit(struct backend_conn *be, struct io_uring_sqe *sqe, enum ring_op op)
+{
+	ring_prep(sqe, be, op);
+	be->refs++;
+}
+
 /* TLS: plaintext from be->out through the SSL into be->wire, a record's
  * worth ahead at most (the write BIO never holds much). */
 static void
@@ -288,10 +297,9 @@ send_out(struct backend_conn *be)
 	src->pinned = true;
 	io_uring_prep_send(sqe, be->fd, buf_head(src), buf_used(src),
 			   MSG_NOSIGNAL);
-	ring_prep(sqe, be, OP_BACKEND_SEND);
+	submit(be, sqe, OP_BACKEND_SEND);
 	be->sending = true;
 	be->send_wire = be->ssl != NULL;
-	be->refs++;
 }
 
 void
@@ -315,9 +323,8 @@ arm_recv(struct backend_conn *be)
 	io_uring_prep_recv(sqe, be->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = RECV_GROUP;
-	ring_prep(sqe, be, OP_BACKEND_RECV);
+	submit(be, sqe, OP_BACKEND_RECV);
 	be->recv_armed = true;
-	be->refs++;
 }
 
 static void
@@ -924,8 +931,7 @@ backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 	sqe = ring_sqe(o->ring);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,
 			      a->len);
-	ring_prep(sqe, be, OP_BACKEND_CONNECT);
-	be->refs++;
+	submit(be, sqe, OP_BACKEND_CONNECT);
 	set_deadline(be, cfg->backend_connect_timeout_ms);
 	return true;
 }

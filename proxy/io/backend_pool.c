@@ -171,12 +171,6 @@ backend_pool_free(struct backend_pool *p)
 	free(p);
 }
 
-size_t
-backend_pool_size(const struct backend_pool *p)
-{
-	return p->n;
-}
-
 void
 backend_pool_bind(struct backend_pool *p, size_t i, unsigned slot,
 		  const atomic_bool *disabled)

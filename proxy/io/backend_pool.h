@@ -50,7 +50,6 @@ void backend_pool_free(struct backend_pool *p);
  * health and capabilities old knows, not as unknown. */
 void backend_pool_inherit(struct backend_pool *p,
 			  const struct backend_pool *old);
-size_t backend_pool_size(const struct backend_pool *p);
 /* Server i counts under counters slot slot (registry.h) and is taken out
  * of rotation while *disabled (NULL: never). */
 void backend_pool_bind(struct backend_pool *p, size_t i, unsigned slot,

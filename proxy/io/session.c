@@ -18,12 +18,19 @@
  * plaintext (tls_authed()) until AUTH succeeds; the plaintext receive
  * buffers of a session without TLS are wiped once copied.
  *
+ * Limits: policy.c decides (policy.h) and the session acts on its
+ * verdicts in one place, session_apply_verdict(): the reply, the log line
+ * (msg=session-refused, limit, sender-refused, mail-refused, ip-banned),
+ * the memory cap's counter and a ban's place on the blocklist.
+ *
  * Config keys: tls.handshake_timeout, limits.command_timeout,
  * limits.data_timeout, limits.max_message_size, limits.bare_newlines,
  * auth.failure_delay.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +39,8 @@
 
 #include <openssl/err.h>
 
+#include "auth/passwd_db.h"
+#include "bans/bans.h"
 #include "io/backend.h"
 #include "io/backend_pool.h"
 #include "io/ring.h"
@@ -95,6 +104,213 @@ session_log_user(char *buf, size_t len, const char *user)
 	return log_quote(buf, len, user, strlen(user));
 }
 
+/* One line about s: "session=ID client=ADDR user=LOGIN" first, then fmt's
+ * keys, so every line about a session can be found by any of the three. */
+static void session_log(const struct session *s, enum log_level level,
+			const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+session_log(const struct session *s, enum log_level level, const char *event,
+	    const char *fmt, ...)
+{
+	char u[LOG_USER_MAX], rest[1024];
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(rest, sizeof(rest), fmt, ap);
+	va_end(ap);
+	log_msg(level, event, " session=%llx client=%s user=%s%s",
+		(unsigned long long)s->id, s->peer_addr,
+		session_log_user(u, sizeof(u), smtp_user(&s->smtp)), rest);
+}
+
+/* ---------------------------------------------------------------------
+ * Limits: policy.c's verdicts, acted on
+ */
+
+/* What policy.c reads for s: login is the one at hand (AUTH) or the
+ * authenticated user. */
+static struct policy_ctx
+session_policy_ctx(const struct session *s, const char *login, uint64_t now_ms)
+{
+	return (struct policy_ctx){
+		.cfg = session_config(s),
+		.listener = s->listener,
+		.limits = s->ring->shared.limits,
+		.bans = s->ring->shared.bans,
+		.caps = s->ring->shared.caps,
+		.peer = &s->peer,
+		.login = login,
+		.now_ms = now_ms,
+	};
+}
+
+/* A ban the client's network earned, on the blocklist too (and so in the
+ * kernel, with XDP): its next packets cost nothing. */
+static void
+auto_ban(struct session *s, const struct ipnet *net, uint64_t ms)
+{
+	struct bans *b = s->ring->shared.bans;
+	char err[256], text[IPNET_TEXT_MAX];
+
+	if (b == NULL)
+		return;
+	if (bans_add(b, net, ms, BLOCKLIST_REASON_AUTO, err, sizeof(err)) != 0)
+		log_warn("auto-ban-failed",
+			 " session=%llx network=%s error=\"%s\"",
+			 (unsigned long long)s->id,
+			 ipnet_format(net, text, sizeof(text)), err);
+}
+
+/* The one place a limit's refusal is answered, logged and counted, and a
+ * ban it earned applied.  Returns whether the session may go on. */
+static bool
+session_apply_verdict(struct session *s, const struct policy_verdict *v)
+{
+	const struct smtp *m = &s->smtp;
+	char a[4 * 256 + 3], text[IPNET_TEXT_MAX];
+
+	if (v->banned_ms != 0)
+		log_warn("ip-banned",
+			 " session=%llx client=%s network=%s ban_ms=%" PRIu64
+			 " reason=auth-failures",
+			 (unsigned long long)s->id, s->peer_addr,
+			 ipnet_format(&v->net, text, sizeof(text)),
+			 v->banned_ms);
+	if (v->blocklist_ms != 0)
+		auto_ban(s, &v->net, v->blocklist_ms);
+	switch (v->refused) {
+	case POLICY_OK:
+		return true;
+	case POLICY_CONNECTION:
+		session_log(s, LOG_INFO, "session-refused",
+			    " listener=%s reason=%s retry_ms=%" PRIu64,
+			    s->listener->addr.text, v->reason, v->retry_ms);
+		/* On an implicit TLS port a plaintext reply would only be
+		 * garbage to the client's TLS stack: just close. */
+		if (s->listener->mode == LISTENER_STARTTLS)
+			smtp_shutdown(&s->smtp, v->reply, v->reason);
+		s->smtp.close_reason = v->reason;
+		s->closing = true;
+		break;
+	case POLICY_RATE:
+	case POLICY_BYTES:
+		session_log(s, LOG_INFO, "limit", " limit=%s retry_ms=%" PRIu64,
+			    v->reason, v->retry_ms);
+		/* A message over the byte rate is answered at its end. */
+		if (v->refused == POLICY_RATE)
+			smtp_refuse(&s->smtp, v->reply, false);
+		break;
+	case POLICY_SENDER:
+		session_log(s, LOG_INFO, "sender-refused", " sender=%s",
+			    log_quote(a, sizeof(a), m->fwd_line + m->path_off,
+				      m->path_len));
+		smtp_refuse(&s->smtp, v->reply, true);
+		break;
+	case POLICY_MEMORY:
+		caps_count_mail_refused(s->ring->shared.caps);
+		session_log(s, LOG_INFO, "mail-refused", " reason=%s",
+			    v->reason);
+		smtp_refuse(&s->smtp, v->reply, false);
+		break;
+	}
+	return false;
+}
+
+/* A new connection: false when it is refused (the reply, if any, is
+ * queued and the session set to close). */
+static bool
+session_admit(struct session *s)
+{
+	struct policy_ctx c = session_policy_ctx(s, "", s->started_ms);
+	struct policy_verdict v;
+
+	policy_admit(&c, &s->pol, &v);
+	return session_apply_verdict(s, &v);
+}
+
+/* A password check answered: how long to hold the answer (ms). */
+static uint64_t
+session_auth_done(struct session *s, const struct auth_request *req)
+{
+	struct policy_ctx c = session_policy_ctx(s, req->user, timer_now_ms());
+	struct policy_verdict v;
+	uint64_t hold = policy_auth_done(&c, &s->pol, req->ok, &v);
+
+	session_apply_verdict(s, &v);
+	return hold;
+}
+
+/* AUTH succeeded: the user's limits and senders. */
+static void
+session_authed(struct session *s)
+{
+	const char *user = smtp_user(&s->smtp);
+	struct policy_ctx c = session_policy_ctx(s, user, timer_now_ms());
+
+	policy_authed(&c, &s->pol, passwd_db_user_info(s->gen->users, user));
+}
+
+/* The MAIL or RCPT in s->smtp may go to the backend: false when it was
+ * refused instead (the reply is queued). */
+static bool
+session_may_forward(struct session *s)
+{
+	struct policy_ctx c =
+		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+	struct policy_verdict v;
+
+	policy_forward(&c, &s->pol, &s->smtp, &v);
+	return session_apply_verdict(s, &v);
+}
+
+/* n more message bytes for the backend: false when over the user's rate
+ * (the message is then sunk and answered with session_bytes_reply()). */
+static bool
+session_take_bytes(struct session *s, size_t n)
+{
+	struct policy_ctx c =
+		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+	struct policy_verdict v;
+
+	if (policy_take_bytes(&c, &s->pol, n, &v))
+		return true; /* every piece of a message: the short way */
+	return session_apply_verdict(s, &v);
+}
+
+/* The reply for a message sunk by session_take_bytes(). */
+static const char *
+session_bytes_reply(struct session *s, char *buf, size_t len)
+{
+	return policy_bytes_reply(&s->pol, buf, len);
+}
+
+/* On every pass of session_run(): nothing held is the common case, and
+ * costs no clock read. */
+static void
+session_settle(struct session *s)
+{
+	struct policy_ctx c;
+
+	if (!policy_holding(&s->pol))
+		return;
+	c = session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+	policy_settle(&c, &s->pol, &s->smtp);
+}
+
+/* The session ends: what it held is settled, its network counted out. */
+static void
+session_policy_end(struct session *s)
+{
+	struct policy_ctx c =
+		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
+
+	policy_session_end(&c, &s->pol, &s->smtp);
+}
+
 /* ---------------------------------------------------------------------
  * Creation
  */
@@ -106,11 +322,16 @@ trace_smtp(void *ctx, const char *verb, int code)
 	const struct session *s = ctx;
 
 	if (verb != NULL)
-		log_debug("smtp-command", " session=%llx verb=%s",
-			  (unsigned long long)s->id, verb);
+		session_log(s, LOG_DEBUG, "smtp-command", " verb=%s", verb);
 	else
-		log_debug("smtp-reply", " session=%llx code=%d",
-			  (unsigned long long)s->id, code);
+		session_log(s, LOG_DEBUG, "smtp-reply", " code=%d", code);
+}
+
+static void
+trace_smtp_state(void *ctx, enum smtp_state from, enum smtp_state to)
+{
+	session_log(ctx, LOG_DEBUG, "smtp-state", " from=%s to=%s",
+		    smtp_state_name(from), smtp_state_name(to));
 }
 
 static void
@@ -173,13 +394,13 @@ session_new(struct ring *r, int fd, const struct config_listener *l,
 	offer_backends(s);
 	if (log_enabled(LOG_DEBUG)) {
 		s->smtp.trace = trace_smtp;
+		s->smtp.trace_state = trace_smtp_state;
 		s->smtp.trace_ctx = s;
 	}
-	log_info("session-start",
-		 " session=%llx client=%s port=%u listener=%s mode=%s",
-		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
-		 l->addr.text, implicit ? "implicit" : "starttls");
-	if (!policy_admit(s)) {
+	session_log(s, LOG_INFO, "session-start",
+		    " port=%u listener=%s mode=%s", s->peer_port, l->addr.text,
+		    implicit ? "implicit" : "starttls");
+	if (!session_admit(s)) {
 		/* Refused: it flushes any reply and closes on its first run. */
 		s->deadline_ms = s->started_ms + CLOSE_FLUSH_MS;
 		link_session(s);
@@ -188,7 +409,7 @@ session_new(struct ring *r, int fd, const struct config_listener *l,
 	if (implicit) {
 		s->ssl = tls_ssl_new(gen->tls[r->id], &s->tio);
 		if (s->ssl == NULL) {
-			policy_session_end(s);
+			session_policy_end(s);
 			s->fd = -1; /* the caller closes it */
 			session_free(s);
 			return NULL;
@@ -211,9 +432,8 @@ log_tls_failure(struct session *s, const char *what)
 {
 	char e[256];
 
-	log_info("tls-failed", " session=%llx client=%s step=%s error=\"%s\"",
-		 (unsigned long long)s->id, s->peer_addr, what,
-		 tls_error_string(e, sizeof(e)));
+	session_log(s, LOG_INFO, "tls-failed", " step=%s error=\"%s\"", what,
+		    tls_error_string(e, sizeof(e)));
 }
 
 /* The version a handshake settled on, for the counters. */
@@ -249,12 +469,9 @@ tls_ready(struct session *s)
 	tls_established(s->ssl);
 	s->deadline_ms = 0;
 	s->cmd_since_ms = timer_now_ms(); /* after STARTTLS: a new turn */
-	log_info("tls",
-		 " session=%llx client=%s version=%s cipher=%s "
-		 "resumed=%s",
-		 (unsigned long long)s->id, s->peer_addr,
-		 SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl),
-		 SSL_session_reused(s->ssl) ? "yes" : "no");
+	session_log(s, LOG_INFO, "tls", " version=%s cipher=%s resumed=%s",
+		    SSL_get_version(s->ssl), SSL_get_cipher_name(s->ssl),
+		    SSL_session_reused(s->ssl) ? "yes" : "no");
 	if (s->listener->mode == LISTENER_IMPLICIT)
 		smtp_start(&s->smtp);
 	else
@@ -341,6 +558,15 @@ tls_backlog(struct session *s)
  * Output
  */
 
+/* A prepared operation on s's socket: tagged with s, it holds a reference
+ * until it completes (session_release()). */
+static void
+submit(struct session *s, struct io_uring_sqe *sqe, enum ring_op op)
+{
+	ring_prep(sqe, s, op);
+	s->inflight++;
+}
+
 static void
 send_wire(struct session *s)
 {
@@ -352,9 +578,8 @@ send_wire(struct session *s)
 	s->wire.pinned = true;
 	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), buf_used(&s->wire),
 			   MSG_NOSIGNAL);
-	ring_prep(sqe, s, OP_CLIENT_SEND);
+	submit(s, sqe, OP_CLIENT_SEND);
 	s->sending = true;
-	s->inflight++;
 }
 
 /* SMTP replies -> (TLS) -> wire.  TLS writes its records into s->wire, so
@@ -445,9 +670,8 @@ arm_client_recv(struct session *s)
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = s->recv_data ? DATA_GROUP : RECV_GROUP;
-	ring_prep(sqe, s, OP_CLIENT_RECV);
+	submit(s, sqe, OP_CLIENT_RECV);
 	s->recv_armed = true;
-	s->inflight++;
 }
 
 /* A receive buffer back to the group it came from. */
@@ -518,7 +742,7 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 static bool
 take_bytes(void *ctx, size_t n)
 {
-	return policy_take_bytes(ctx, n);
+	return session_take_bytes(ctx, n);
 }
 
 /* The relay's surroundings for one call. */
@@ -546,13 +770,8 @@ relay_io_of(struct session *s)
 static void
 log_message_refused(struct session *s, const char *why)
 {
-	char u[LOG_USER_MAX];
-
-	log_info("message-refused",
-		 " session=%llx client=%s user=%s reason=%s size=%llu",
-		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)), why,
-		 (unsigned long long)s->relay.ds.size);
+	session_log(s, LOG_INFO, "message-refused", " reason=%s size=%llu", why,
+		    (unsigned long long)s->relay.ds.size);
 }
 
 /* The message or chunk was read to its end: on to the backend's verdict,
@@ -565,7 +784,7 @@ finish_message(struct session *s)
 	enum relay_sink sink;
 
 	if (s->relay.sink == RELAY_SINK_LIMIT)
-		policy_bytes_reply(s, limit, sizeof(limit));
+		session_bytes_reply(s, limit, sizeof(limit));
 	sink = relay_finish(&s->relay, &s->smtp, limit);
 	if (sink == RELAY_SINK_NONE) {
 		backend_data_sent(s->be, s->smtp.state == SMTP_DATA_END);
@@ -611,8 +830,7 @@ start_tls(struct session *s)
 	flush_client(s);
 	s->ssl = tls_ssl_new(s->gen->tls[s->ring->id], &s->tio);
 	if (s->ssl == NULL) {
-		log_error("tls-failed", " session=%llx step=new error=oom",
-			  (unsigned long long)s->id);
+		session_log(s, LOG_ERROR, "tls-failed", " step=new error=oom");
 		s->closing = true;
 		return;
 	}
@@ -630,7 +848,7 @@ answer_auth(struct session *s, struct auth_request *req)
 	/* Not req->ok: a verdict too late, or no memory for the login,
 	 * leaves the client unauthenticated. */
 	if (s->smtp.authed) {
-		policy_authed(s);
+		session_authed(s);
 		/* No credentials from here on: stop wiping (buf_room()
 		 * compacts, wiping what the AUTH lines left). */
 		buf_room(&s->in);
@@ -640,7 +858,7 @@ answer_auth(struct session *s, struct auth_request *req)
 	}
 	free(req);
 	s->auth = NULL;
-	if (s->banned && s->smtp.state != SMTP_CLOSING) {
+	if (s->pol.banned && s->smtp.state != SMTP_CLOSING) {
 		snprintf(text, sizeof(text),
 			 "421 4.7.0 %s Too many failed logins, try again "
 			 "later",
@@ -654,7 +872,7 @@ answer_auth(struct session *s, struct auth_request *req)
 static void
 finish_auth(struct session *s, struct auth_request *req)
 {
-	uint64_t hold = policy_auth_done(s, req->user, req->ok);
+	uint64_t hold = session_auth_done(s, req);
 	const char *mech = s->smtp.auth_mech;
 	char u[LOG_USER_MAX];
 
@@ -738,7 +956,7 @@ apply(struct session *s, enum smtp_action act)
 		break;
 	case SMTP_ACT_FORWARD:
 		/* Sent by backend_news() once a connection is ready. */
-		if (policy_forward(s) && s->be == NULL)
+		if (session_may_forward(s) && s->be == NULL)
 			open_backend(s);
 		break;
 	case SMTP_ACT_CLOSE:
@@ -846,7 +1064,6 @@ open_backend(struct session *s)
 static void
 backend_replied(struct session *s, const struct smtp_reply *r)
 {
-	char u[LOG_USER_MAX];
 	const char *lines[SMTP_REPLY_LINES_MAX];
 	size_t lens[SMTP_REPLY_LINES_MAX];
 	bool data_end = s->smtp.state == SMTP_DATA_END;
@@ -865,13 +1082,10 @@ backend_replied(struct session *s, const struct smtp_reply *r)
 		counter_add(&s->ring->counters.messages, 1);
 	}
 	if (data_end)
-		log_info("message",
-			 " session=%llx client=%s user=%s backend=%s size=%llu "
-			 "result=%d",
-			 (unsigned long long)s->id, s->peer_addr,
-			 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-			 backend_name(s->be),
-			 (unsigned long long)s->relay.ds.size, r->code);
+		session_log(s, LOG_INFO, "message",
+			    " backend=%s size=%llu result=%d",
+			    backend_name(s->be),
+			    (unsigned long long)s->relay.ds.size, r->code);
 	if (act == SMTP_ACT_DATA)
 		relay_begin(&s->relay);
 	backend_reply_done(s->be, act == SMTP_ACT_DATA);
@@ -943,7 +1157,7 @@ session_run(struct session *s)
 		enum smtp_state was = s->smtp.state;
 
 		backend_news(s);
-		policy_settle(s);
+		session_settle(s);
 		if (s->ssl != NULL && !tls_read(s))
 			return;
 		if (s->closing || (s->ssl != NULL && !s->tls_done))
@@ -971,7 +1185,7 @@ session_run(struct session *s)
 	}
 	if (s->dead)
 		return;
-	policy_settle(s);
+	session_settle(s);
 	drop_backend_if_asked(s);
 	if (s->closing)
 		close_begin(s, CLOSE_FLUSH_MS);
@@ -1006,9 +1220,8 @@ session_on_timer(struct session *s)
 		return;
 	}
 	if (s->ssl != NULL && !s->tls_done) {
-		log_info("tls-failed",
-			 " session=%llx client=%s step=handshake error=timeout",
-			 (unsigned long long)s->id, s->peer_addr);
+		session_log(s, LOG_INFO, "tls-failed",
+			    " step=handshake error=timeout");
 		counter_add(
 			&s->ring->counters.limits[LIMIT_HIT_HANDSHAKE_TIMEOUT],
 			1);
@@ -1027,11 +1240,10 @@ session_on_timer(struct session *s)
 						  ? LIMIT_HIT_DATA_TIMEOUT
 						  : LIMIT_HIT_COMMAND_TIMEOUT],
 		1);
-	log_info("timeout", " session=%llx client=%s state=%s",
-		 (unsigned long long)s->id, s->peer_addr,
-		 s->smtp.state == SMTP_DATA    ? "data"
-		 : s->smtp.state == SMTP_CHUNK ? "bdat"
-					       : "command");
+	session_log(s, LOG_INFO, "timeout", " state=%s",
+		    s->smtp.state == SMTP_DATA	  ? "data"
+		    : s->smtp.state == SMTP_CHUNK ? "bdat"
+						  : "command");
 	snprintf(text, sizeof(text), "421 4.4.2 %s Error: timeout exceeded",
 		 cfg->hostname);
 	smtp_shutdown(&s->smtp, text, "client-timeout");
@@ -1131,7 +1343,7 @@ session_outcome(const struct session *s, const char *reason)
 		return OUTCOME_OK;
 	/* policy.c's reasons: ip-banned, ip-connection-rate, ip-concurrency,
 	 * ip-table-full, banned, listener-denied. */
-	if (s->banned || strncmp(reason, "ip-", 3) == 0 ||
+	if (s->pol.banned || strncmp(reason, "ip-", 3) == 0 ||
 	    strcmp(reason, "banned") == 0 ||
 	    strcmp(reason, "listener-denied") == 0)
 		return OUTCOME_REFUSED;
@@ -1175,7 +1387,6 @@ static const char *const outcome_names[OUTCOME_COUNT] = {
 void
 session_close(struct session *s, const char *reason)
 {
-	char u[LOG_USER_MAX];
 	struct io_uring_sqe *sqe;
 	enum counter_outcome outcome;
 
@@ -1184,23 +1395,21 @@ session_close(struct session *s, const char *reason)
 	s->dead = true;
 	outcome = session_outcome(s, reason);
 	count_end(s, outcome);
-	log_info("session-end",
-		 " session=%llx client=%s port=%u listener=%s user=%s tls=%s "
-		 "cipher=%s messages=%u recipients=%u bytes=%llu backend=%s "
-		 "errors=%u auth_failures=%u duration_ms=%llu outcome=%s "
-		 "reason=%s",
-		 (unsigned long long)s->id, s->peer_addr, s->peer_port,
-		 s->listener->addr.text,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-		 s->tls_done ? SSL_get_version(s->ssl) : "no",
-		 s->tls_done ? SSL_get_cipher_name(s->ssl) : "-",
-		 s->smtp.messages, s->recipients, (unsigned long long)s->bytes,
-		 s->backend_used ? s->backend_used : "-", s->smtp.errors,
-		 s->smtp.auth_failures,
-		 (unsigned long long)(timer_now_ms() - s->started_ms),
-		 outcome_names[outcome], reason);
+	session_log(s, LOG_INFO, "session-end",
+		    " port=%u listener=%s tls=%s cipher=%s messages=%u "
+		    "recipients=%u bytes=%llu backend=%s errors=%u "
+		    "auth_failures=%u duration_ms=%llu outcome=%s reason=%s",
+		    s->peer_port, s->listener->addr.text,
+		    s->tls_done ? SSL_get_version(s->ssl) : "no",
+		    s->tls_done ? SSL_get_cipher_name(s->ssl) : "-",
+		    s->smtp.messages, s->recipients,
+		    (unsigned long long)s->bytes,
+		    s->backend_used ? s->backend_used : "-", s->smtp.errors,
+		    s->smtp.auth_failures,
+		    (unsigned long long)(timer_now_ms() - s->started_ms),
+		    outcome_names[outcome], reason);
 	backend_close(&s->be, true);
-	policy_session_end(s);
+	session_policy_end(s);
 	timer_set(&s->ring->timers, &s->timer, TIMER_NONE);
 	unlink_session(s);
 	if (s->recv_armed || s->sending) {

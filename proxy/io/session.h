@@ -24,6 +24,7 @@
 #include "config/config.h"
 #include "config/generation.h"
 #include "lib/ipnet.h"
+#include "limits/policy.h"
 #include "limits/ratelimit.h"
 #include "smtp/smtp.h"
 #include "smtp/relay.h"
@@ -86,16 +87,7 @@ struct session {
 
 	struct relay relay; /* a message's bytes on their way */
 
-	/* policy.c */
-	struct ratelimit_key ip_key;
-	struct ratelimit_key user_key;
-	const struct config_user_limits *user_limits; /* set at AUTH */
-	const char *senders;			      /* passwd senders= */
-	uint64_t held[LIMIT_USER_KINDS]; /* taken for this transaction */
-	uint64_t limit_retry_ms;	 /* for the byte-limit reply */
-	unsigned held_mark;		 /* smtp.messages when taken */
-	bool ip_tracked; /* counted as open in limits: not allowlisted */
-	bool banned;	 /* a failed login earned the network a ban */
+	struct policy_state pol; /* policy.c's: its limits, what it holds */
 
 	struct backend_conn *be; /* NULL when not connected (backend.c's) */
 	struct timer timer;

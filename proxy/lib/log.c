@@ -74,12 +74,6 @@ static _Atomic long sys_retry_at; /* CLOCK_MONOTONIC s of the next try */
 static _Atomic unsigned long sys_dropped;
 static char sys_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
-void
-log_set_level(enum log_level level)
-{
-	atomic_store(&log_level, level);
-}
-
 int
 log_enabled(enum log_level level)
 {
@@ -272,7 +266,7 @@ jstr_byte(struct jbuf *j, unsigned char c)
 }
 
 static int
-hexval(char c)
+log_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -300,8 +294,8 @@ jstr_quoted(struct jbuf *j, const char **pp, const char *end)
 		}
 		switch (p[1]) {
 		case 'x':
-			if (p + 3 < end && (hi = hexval(p[2])) >= 0 &&
-			    (lo = hexval(p[3])) >= 0) {
+			if (p + 3 < end && (hi = log_hexval(p[2])) >= 0 &&
+			    (lo = log_hexval(p[3])) >= 0) {
 				jstr_byte(j, (unsigned char)(hi << 4 | lo));
 				p += 4;
 				continue;

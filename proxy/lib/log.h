@@ -50,7 +50,6 @@ struct log_options {
  * cannot be reached is not an error (the daemon may start later): lines go
  * to stderr until it can.  Returns 0, or -1 with err set (out of memory). */
 int log_configure(const struct log_options *o, char *err, size_t errlen);
-void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 int log_level_parse(const char *name, enum log_level *out);
 /* "mail" -> 2 and so on (RFC 5424 facility codes); -1 if unknown. */

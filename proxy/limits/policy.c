@@ -1,10 +1,15 @@
 /*
- * policy.c - limits, allow/deny lists and the sender check, applied to a
- * session.  Read policy.h first.
+ * policy.c - limits, allow/deny lists and the sender check, decided for a
+ * session and returned as verdicts: no replies, logs, counters or clock
+ * here (session.c acts on the verdict).  Read policy.h first.
+ *
+ * Trusts the config and the shared tables; the client's address, login and
+ * MAIL FROM are only compared and copied into bounded replies.
  *
  * Config keys: listeners[].allow, listeners[].deny,
  * listeners[].sender_check, auth.failure_delay, limits.* (see ratelimit.h),
- * limits.max_memory (through caps.h: no new MAIL while over it).
+ * limits.max_memory (through caps.h: no new MAIL while over it),
+ * blocklist.auto_ban and blocklist.ban_floods (through bans.h).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -13,10 +18,9 @@
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
 #include "limits/caps.h"
-#include "lib/log.h"
 #include "limits/policy.h"
 #include "limits/sender.h"
-#include "io/session.h"
+#include "smtp/smtp.h"
 
 static const char *const kind_names[LIMIT_USER_KINDS] = {
 	[LIMIT_MESSAGES] = "messages",
@@ -96,115 +100,90 @@ limit_reply(char *buf, size_t len, const struct config_user_limits *lim,
 			 what[kind], count, per, secs);
 }
 
+/* Nothing refused, no ban: the start of every verdict.  (Not the whole
+ * struct: policy_take_bytes() runs for every piece of a message.) */
 static void
-log_limit(struct session *s, enum ratelimit_user_kind kind, uint64_t retry_ms)
+verdict_init(struct policy_verdict *v)
 {
-	char u[LOG_USER_MAX];
+	v->refused = POLICY_OK;
+	v->reason = NULL;
+	v->retry_ms = 0;
+	v->banned_ms = 0;
+	v->blocklist_ms = 0;
+	v->reply[0] = '\0';
+}
 
-	log_info("limit",
-		 " session=%llx client=%s user=%s limit=%s retry_ms=%" PRIu64,
-		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-		 kind_names[kind], retry_ms == UINT64_MAX ? 0 : retry_ms);
+/* Returns false, for the callers' return statements. */
+static bool
+refuse(struct policy_verdict *v, enum policy_refusal what, const char *reason,
+       uint64_t retry_ms)
+{
+	v->refused = what;
+	v->reason = reason;
+	v->retry_ms = retry_ms;
+	return false;
 }
 
 /* ---------------------------------------------------------------------
  * Connect
  */
 
-static void
-refuse_connection(struct session *s, const char *reply, const char *reason,
-		  uint64_t retry_ms)
-{
-	log_info("session-refused",
-		 " session=%llx client=%s listener=%s reason=%s "
-		 "retry_ms=%" PRIu64,
-		 (unsigned long long)s->id, s->peer_addr,
-		 s->listener->addr.text, reason, retry_ms);
-	/* On an implicit TLS port a plaintext reply would only be garbage
-	 * to the client's TLS stack: just close. */
-	if (s->listener->mode == LISTENER_STARTTLS)
-		smtp_shutdown(&s->smtp, reply, reason);
-	s->smtp.close_reason = reason;
-	s->closing = true;
-}
-
-/* Also put a ban this session's network earned on the blocklist (and so
- * in the kernel, with XDP): its next packets cost nothing. */
-static void
-auto_ban(struct session *s, const struct ipnet *net, uint64_t ms)
-{
-	struct bans *b = s->ring->shared.bans;
-	char err[256], text[IPNET_TEXT_MAX];
-
-	if (b == NULL)
-		return;
-	if (bans_add(b, net, ms, BLOCKLIST_REASON_AUTO, err, sizeof(err)) != 0)
-		log_warn("auto-ban-failed",
-			 " session=%llx network=%s error=\"%s\"",
-			 (unsigned long long)s->id,
-			 ipnet_format(net, text, sizeof(text)), err);
-}
-
 /* The network ratelimit tracks this session's client in. */
 static struct ipnet
-tracked_net(const struct session *s)
+tracked_net(const struct config *cfg, const struct policy_state *st)
 {
-	const struct config *cfg = session_config(s);
 	struct ipnet net;
 
-	memcpy(net.addr, s->ip_key.b, sizeof(net.addr));
+	memcpy(net.addr, st->ip_key.b, sizeof(net.addr));
 	net.len = (uint8_t)(ipnet_is_v4(net.addr) ? 96 + cfg->ip_prefix_v4
 						  : cfg->ip_prefix_v6);
 	return net;
 }
 
 bool
-policy_admit(struct session *s)
+policy_admit(const struct policy_ctx *c, struct policy_state *st,
+	     struct policy_verdict *v)
 {
-	const struct config *cfg = session_config(s);
-	const struct config_listener *l = s->listener;
-	enum ratelimit_verdict v;
+	const struct config_listener *l = c->listener;
+	enum ratelimit_verdict rv;
 	uint8_t addr[16];
 	uint64_t retry = 0;
-	char reply[400];
 
-	if (!ipnet_from_sockaddr(&s->peer.sa, addr))
+	verdict_init(v);
+	if (!ipnet_from_sockaddr(&c->peer->sa, addr))
 		return true; /* not IP: nothing to match */
 	if (ipnet_list_contains(l->deny.v, l->deny.n, addr) ||
 	    (l->allow.n > 0 &&
 	     !ipnet_list_contains(l->allow.v, l->allow.n, addr))) {
-		snprintf(reply, sizeof(reply), "554 5.7.1 %s Access denied",
-			 cfg->hostname);
-		refuse_connection(s, reply, "listener-denied", 0);
-		return false;
+		snprintf(v->reply, sizeof(v->reply),
+			 "554 5.7.1 %s Access denied", c->cfg->hostname);
+		return refuse(v, POLICY_CONNECTION, "listener-denied", 0);
 	}
-	if (!ratelimit_ip_key(s->ring->shared.limits, addr, &s->ip_key))
+	if (!ratelimit_ip_key(c->limits, addr, &st->ip_key))
 		return true; /* limits.ip.allow */
-	v = ratelimit_ip_connect(s->ring->shared.limits, &s->ip_key,
-				 s->started_ms, &retry);
-	if (v == RATELIMIT_OK) {
-		s->ip_tracked = true;
+	rv = ratelimit_ip_connect(c->limits, &st->ip_key, c->now_ms, &retry);
+	if (rv == RATELIMIT_OK) {
+		st->ip_tracked = true;
 		return true;
 	}
-	if (v == RATELIMIT_RATE && s->ring->shared.bans != NULL &&
-	    bans_auto_floods(s->ring->shared.bans)) {
-		struct ipnet net = tracked_net(s);
-
-		auto_ban(s, &net, retry > 1000 ? retry : 1000);
+	/* A flood's network on the blocklist too (and so in the kernel,
+	 * with XDP): its next packets cost nothing. */
+	if (rv == RATELIMIT_RATE && c->bans != NULL &&
+	    bans_auto_floods(c->bans)) {
+		v->net = tracked_net(c->cfg, st);
+		v->blocklist_ms = retry > 1000 ? retry : 1000;
 	}
-	if (v == RATELIMIT_BANNED)
-		snprintf(reply, sizeof(reply),
+	if (rv == RATELIMIT_BANNED)
+		snprintf(v->reply, sizeof(v->reply),
 			 "421 4.7.0 %s Too many failed logins from your "
 			 "network, try again in %" PRIu64 " seconds",
-			 cfg->hostname, retry_seconds(retry));
+			 c->cfg->hostname, retry_seconds(retry));
 	else
-		snprintf(reply, sizeof(reply),
+		snprintf(v->reply, sizeof(v->reply),
 			 "421 4.7.0 %s Too many connections from your "
 			 "network, try again in %" PRIu64 " seconds",
-			 cfg->hostname, retry_seconds(retry));
-	refuse_connection(s, reply, verdict_names[v], retry);
-	return false;
+			 c->cfg->hostname, retry_seconds(retry));
+	return refuse(v, POLICY_CONNECTION, verdict_names[rv], retry);
 }
 
 /* ---------------------------------------------------------------------
@@ -212,229 +191,197 @@ policy_admit(struct session *s)
  */
 
 uint64_t
-policy_auth_done(struct session *s, const char *login, bool ok)
+policy_auth_done(const struct policy_ctx *c, struct policy_state *st, bool ok,
+		 struct policy_verdict *v)
 {
-	const struct config *cfg = session_config(s);
-	struct ratelimit *lim = s->ring->shared.limits;
-	uint64_t now = timer_now_ms(), hold = 0, ban;
+	uint64_t base = c->cfg->auth_failure_delay_ms, hold = 0, ban;
 
+	verdict_init(v);
 	/* One keyed hash per attempt: the login's score now, its buckets
 	 * after policy_authed(). */
-	ratelimit_user_key(lim, login, &s->user_key);
-	if (s->ip_tracked) {
+	ratelimit_user_key(c->limits, c->login, &st->user_key);
+	if (st->ip_tracked) {
 		/* The score of this login across all networks: its answer
 		 * waits longer with every failure over the allowance. */
-		hold = ratelimit_login_delay(lim, &s->user_key,
-					     cfg->auth_failure_delay_ms, now);
+		hold = ratelimit_login_delay(c->limits, &st->user_key, base,
+					     c->now_ms);
 		if (!ok)
-			ratelimit_login_failed(lim, &s->user_key, now);
+			ratelimit_login_failed(c->limits, &st->user_key,
+					       c->now_ms);
 	}
 	if (ok)
 		return hold;
-	if (s->ip_tracked &&
-	    (ban = ratelimit_ip_auth_failed(lim, &s->ip_key, now)) != 0) {
-		struct ipnet net = tracked_net(s);
-		char text[IPNET_TEXT_MAX];
-
-		log_warn("ip-banned",
-			 " session=%llx client=%s network=%s ban_ms=%" PRIu64
-			 " reason=auth-failures",
-			 (unsigned long long)s->id, s->peer_addr,
-			 ipnet_format(&net, text, sizeof(text)), ban);
-		s->banned = true;
-		if (s->ring->shared.bans != NULL &&
-		    bans_auto_logins(s->ring->shared.bans))
-			auto_ban(s, &net, ban);
+	if (st->ip_tracked &&
+	    (ban = ratelimit_ip_auth_failed(c->limits, &st->ip_key,
+					    c->now_ms)) != 0) {
+		st->banned = true;
+		v->net = tracked_net(c->cfg, st);
+		v->banned_ms = ban;
+		if (c->bans != NULL && bans_auto_logins(c->bans))
+			v->blocklist_ms = ban;
 	}
-	return hold > cfg->auth_failure_delay_ms ? hold
-						 : cfg->auth_failure_delay_ms;
+	return hold > base ? hold : base;
 }
 
 void
-policy_authed(struct session *s)
+policy_authed(const struct policy_ctx *c, struct policy_state *st,
+	      const struct passwd_user_info *info)
 {
-	const char *user = smtp_user(&s->smtp);
-	const struct passwd_user_info *info =
-		passwd_db_user_info(s->gen->users, user);
-
-	/* s->user_key: made for this login by policy_auth_done(). */
-	s->senders = info ? info->senders : NULL;
-	s->user_limits = ratelimit_policy(session_config(s), user,
-					  info ? info->class_name : NULL);
+	/* st->user_key: made for this login by policy_auth_done(). */
+	st->senders = info ? info->senders : NULL;
+	st->user_limits = ratelimit_policy(c->cfg, c->login,
+					   info ? info->class_name : NULL);
 }
 
 /* ---------------------------------------------------------------------
  * Transactions
  */
 
-static bool
-held_any(const struct session *s)
-{
-	for (int k = 0; k < LIMIT_USER_KINDS; k++)
-		if (s->held[k] != 0)
-			return true;
-	return false;
-}
-
 /* The transaction is over: keep the units if it delivered, else give. */
 static void
-settle_closed(struct session *s)
+settle_closed(const struct policy_ctx *c, struct policy_state *st,
+	      const struct smtp *m)
 {
-	if (!held_any(s))
+	if (!policy_holding(st))
 		return;
-	if (s->smtp.messages == s->held_mark)
-		ratelimit_user_give(s->ring->shared.limits, &s->user_key,
-				    s->user_limits, s->held, timer_now_ms());
-	memset(s->held, 0, sizeof(s->held));
+	if (m->messages == st->held_mark)
+		ratelimit_user_give(c->limits, &st->user_key, st->user_limits,
+				    st->held, c->now_ms);
+	memset(st->held, 0, sizeof(st->held));
 }
 
 void
-policy_settle(struct session *s)
+policy_settle(const struct policy_ctx *c, struct policy_state *st,
+	      const struct smtp *m)
 {
-	const struct smtp *m = &s->smtp;
 	uint64_t want, back[LIMIT_USER_KINDS] = {0};
 
-	if (!held_any(s))
+	if (!policy_holding(st))
 		return;
 	if (!m->in_mail && m->fwd != SMTP_FWD_MAIL) {
-		settle_closed(s);
+		settle_closed(c, st, m);
 		return;
 	}
 	/* Recipients the backend refused cost nothing. */
 	want = m->rcpts + (m->fwd == SMTP_FWD_RCPT ? 1u : 0u);
-	if (s->held[LIMIT_RECIPIENTS] > want) {
-		back[LIMIT_RECIPIENTS] = s->held[LIMIT_RECIPIENTS] - want;
-		s->held[LIMIT_RECIPIENTS] = want;
-		ratelimit_user_give(s->ring->shared.limits, &s->user_key,
-				    s->user_limits, back, timer_now_ms());
+	if (st->held[LIMIT_RECIPIENTS] > want) {
+		back[LIMIT_RECIPIENTS] = st->held[LIMIT_RECIPIENTS] - want;
+		st->held[LIMIT_RECIPIENTS] = want;
+		ratelimit_user_give(c->limits, &st->user_key, st->user_limits,
+				    back, c->now_ms);
 	}
 }
 
 static bool
-take(struct session *s, enum ratelimit_user_kind kind, uint64_t n,
-     uint64_t *retry)
+take(const struct policy_ctx *c, struct policy_state *st,
+     enum ratelimit_user_kind kind, uint64_t n, struct policy_verdict *v)
 {
-	uint64_t amount[LIMIT_USER_KINDS] = {0};
+	uint64_t amount[LIMIT_USER_KINDS] = {0}, retry = 0;
 	enum ratelimit_user_kind refused;
 
 	amount[kind] = n;
 	if (kind == LIMIT_MESSAGES)
 		amount[LIMIT_QUOTA] = n;
-	refused = ratelimit_user_take(s->ring->shared.limits, &s->user_key,
-				      s->user_limits, amount, timer_now_ms(),
-				      retry);
+	refused = ratelimit_user_take(c->limits, &st->user_key, st->user_limits,
+				      amount, c->now_ms, &retry);
 	if (refused != LIMIT_USER_KINDS) {
-		char reply[300];
-
-		log_limit(s, refused, *retry);
-		limit_reply(reply, sizeof(reply), s->user_limits, refused,
-			    *retry);
-		smtp_refuse(&s->smtp, reply, false);
-		return false;
+		limit_reply(v->reply, sizeof(v->reply), st->user_limits,
+			    refused, retry);
+		return refuse(v, POLICY_RATE, kind_names[refused],
+			      retry == UINT64_MAX ? 0 : retry);
 	}
 	for (int k = 0; k < LIMIT_USER_KINDS; k++)
-		s->held[k] += amount[k];
+		st->held[k] += amount[k];
 	return true;
 }
 
 static bool
-check_sender(struct session *s)
+check_sender(const struct policy_ctx *c, const struct policy_state *st,
+	     const struct smtp *m, struct policy_verdict *v)
 {
-	const struct smtp *m = &s->smtp;
-	const char *addr = m->fwd_line + m->path_off;
-	char u[LOG_USER_MAX], a[4 * 256 + 3];
+	static const char reply[] =
+		"553 5.7.1 Sender address not owned by the authenticated user";
 
-	if (!s->listener->sender_check ||
-	    sender_allowed(smtp_user(m), s->senders, addr, m->path_len))
+	if (!c->listener->sender_check ||
+	    sender_allowed(c->login, st->senders, m->fwd_line + m->path_off,
+			   m->path_len))
 		return true;
-	log_info("sender-refused", " session=%llx client=%s user=%s sender=%s",
-		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), smtp_user(m)),
-		 log_quote(a, sizeof(a), addr, m->path_len));
-	smtp_refuse(&s->smtp,
-		    "553 5.7.1 Sender address not owned by the authenticated "
-		    "user",
-		    true);
-	return false;
-}
-
-/* limits.max_memory reached: no new transaction (one under way, whose
- * MAIL was taken, finishes; the client will retry this one). */
-static bool
-refuse_for_memory(struct session *s)
-{
-	char u[LOG_USER_MAX];
-
-	caps_count_mail_refused(s->ring->shared.caps);
-	log_info("mail-refused", " session=%llx client=%s user=%s reason=%s",
-		 (unsigned long long)s->id, s->peer_addr,
-		 session_log_user(u, sizeof(u), smtp_user(&s->smtp)),
-		 "max-memory");
-	smtp_refuse(&s->smtp,
-		    "451 4.3.1 Insufficient system resources, try again later",
-		    false);
-	return false;
+	memcpy(v->reply, reply, sizeof(reply));
+	return refuse(v, POLICY_SENDER, "sender", 0);
 }
 
 bool
-policy_forward(struct session *s)
+policy_forward(const struct policy_ctx *c, struct policy_state *st,
+	       const struct smtp *m, struct policy_verdict *v)
 {
-	uint64_t retry = 0;
+	static const char no_memory[] =
+		"451 4.3.1 Insufficient system resources, try again later";
 
-	if (s->user_limits == NULL)
+	verdict_init(v);
+	if (st->user_limits == NULL)
 		return true; /* not after AUTH: smtp.c refuses those */
-	switch (s->smtp.fwd) {
+	switch (m->fwd) {
 	case SMTP_FWD_MAIL:
-		if (!check_sender(s))
+		if (!check_sender(c, st, m, v))
 			return false;
 		/* A new MAIL: the last transaction is surely over. */
-		settle_closed(s);
-		s->held_mark = s->smtp.messages;
-		if (caps_memory_over(s->ring->shared.caps))
-			return refuse_for_memory(s);
-		return take(s, LIMIT_MESSAGES, 1, &retry);
+		settle_closed(c, st, m);
+		st->held_mark = m->messages;
+		/* limits.max_memory reached: no new transaction (one under
+		 * way, whose MAIL was taken, finishes; the client will retry
+		 * this one). */
+		if (c->caps != NULL && caps_memory_over(c->caps)) {
+			memcpy(v->reply, no_memory, sizeof(no_memory));
+			return refuse(v, POLICY_MEMORY, "max-memory", 0);
+		}
+		return take(c, st, LIMIT_MESSAGES, 1, v);
 	case SMTP_FWD_RCPT:
-		return take(s, LIMIT_RECIPIENTS, 1, &retry);
+		return take(c, st, LIMIT_RECIPIENTS, 1, v);
 	default:
 		return true;
 	}
 }
 
 bool
-policy_take_bytes(struct session *s, size_t n)
+policy_take_bytes(const struct policy_ctx *c, struct policy_state *st, size_t n,
+		  struct policy_verdict *v)
 {
 	uint64_t amount[LIMIT_USER_KINDS] = {0};
 	enum ratelimit_user_kind refused;
 
-	if (s->user_limits == NULL || n == 0)
+	verdict_init(v);
+	if (st->user_limits == NULL || n == 0)
 		return true;
 	amount[LIMIT_BYTES] = n;
-	refused = ratelimit_user_take(s->ring->shared.limits, &s->user_key,
-				      s->user_limits, amount, timer_now_ms(),
-				      &s->limit_retry_ms);
+	refused = ratelimit_user_take(c->limits, &st->user_key, st->user_limits,
+				      amount, c->now_ms, &st->limit_retry_ms);
 	if (refused != LIMIT_USER_KINDS) {
-		log_limit(s, refused, s->limit_retry_ms);
-		return false;
+		policy_bytes_reply(st, v->reply, sizeof(v->reply));
+		return refuse(v, POLICY_BYTES, kind_names[refused],
+			      st->limit_retry_ms == UINT64_MAX
+				      ? 0
+				      : st->limit_retry_ms);
 	}
-	s->held[LIMIT_BYTES] += n;
+	st->held[LIMIT_BYTES] += n;
 	return true;
 }
 
 const char *
-policy_bytes_reply(struct session *s, char *buf, size_t len)
+policy_bytes_reply(const struct policy_state *st, char *buf, size_t len)
 {
-	limit_reply(buf, len, s->user_limits, LIMIT_BYTES, s->limit_retry_ms);
+	limit_reply(buf, len, st->user_limits, LIMIT_BYTES, st->limit_retry_ms);
 	return buf;
 }
 
 void
-policy_session_end(struct session *s)
+policy_session_end(const struct policy_ctx *c, struct policy_state *st,
+		   const struct smtp *m)
 {
 	/* A delivered message keeps its units; anything under way was never
 	 * acknowledged and gives them back. */
-	settle_closed(s);
-	if (s->ip_tracked) {
-		ratelimit_ip_disconnect(s->ring->shared.limits, &s->ip_key);
-		s->ip_tracked = false;
+	settle_closed(c, st, m);
+	if (st->ip_tracked) {
+		ratelimit_ip_disconnect(c->limits, &st->ip_key);
+		st->ip_tracked = false;
 	}
 }

@@ -196,7 +196,7 @@ chain_of(struct shard *sh, const struct ratelimit_key *k)
 }
 
 static struct entry *
-find(struct shard *sh, const struct ratelimit_key *k)
+ratelimit_find(struct shard *sh, const struct ratelimit_key *k)
 {
 	for (uint32_t i = *chain_of(sh, k); i != NIL; i = sh->pool[i].next)
 		if (memcmp(sh->pool[i].key, k->b, sizeof(k->b)) == 0)
@@ -269,7 +269,7 @@ get(struct ratelimit *l, struct shard *sh, const struct ratelimit_key *k,
     uint64_t now_ms)
 {
 	uint64_t now = now_ms * NS_PER_MS;
-	struct entry *e = find(sh, k);
+	struct entry *e = ratelimit_find(sh, k);
 	uint32_t idx, *head;
 
 	if (e != NULL) {
@@ -557,7 +557,7 @@ ratelimit_user_give(struct ratelimit *l, const struct ratelimit_key *key,
 		return;
 	sh = shard_of(&l->users, key);
 	pthread_mutex_lock(&sh->mu);
-	e = find(sh, key);
+	e = ratelimit_find(sh, key);
 	for (int k = 0; e != NULL && k < LIMIT_USER_KINDS; k++) {
 		const struct config_rate *r = ratelimit_rate(pol, k);
 
@@ -593,7 +593,7 @@ ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
 	struct entry *e;
 
 	pthread_mutex_lock(&sh->mu);
-	e = find(sh, key);
+	e = ratelimit_find(sh, key);
 	for (int k = 0; k < LIMIT_USER_KINDS; k++) {
 		const struct config_rate *r = ratelimit_rate(pol, k);
 
@@ -657,7 +657,7 @@ ratelimit_login_delay(struct ratelimit *l, const struct ratelimit_key *key,
 		return 0;
 	sh = shard_of(&l->users, key);
 	pthread_mutex_lock(&sh->mu);
-	e = find(sh, key);
+	e = ratelimit_find(sh, key);
 	if (e != NULL) {
 		/* Over if one more failure would not fit the allowance. */
 		uint64_t limit = now + cost_ns(r, r->burst);
@@ -724,7 +724,7 @@ ratelimit_ip_disconnect(struct ratelimit *l, const struct ratelimit_key *key)
 	struct entry *e;
 
 	pthread_mutex_lock(&sh->mu);
-	e = find(sh, key);
+	e = ratelimit_find(sh, key);
 	if (e != NULL && e->conns > 0)
 		e->conns--;
 	pthread_mutex_unlock(&sh->mu);

@@ -187,7 +187,9 @@ static const struct {
 	{"backend", cmd_backend},
 };
 
-void
+/* Run one request line (NUL-terminated, no newline) into out: the first
+ * line "ok" or "error: ...". */
+static void
 control_exec(struct server *srv, char *line, FILE *out)
 {
 	char *argv[ARGS_MAX + 1], *save = NULL, *word, *text = NULL;

@@ -14,7 +14,6 @@
 #define MSAPROXY_CONTROL_H
 
 #include <stddef.h>
-#include <stdio.h>
 
 struct server;
 
@@ -23,8 +22,5 @@ struct server;
 int control_listen(const char *path, unsigned mode, char *err, size_t errlen);
 /* Accept and serve one client of the listening socket lfd. */
 void control_serve(int lfd, struct server *srv);
-/* Run one request line (NUL-terminated, no newline) into out: the first
- * line "ok" or "error: ...".  Exposed for tests. */
-void control_exec(struct server *srv, char *line, FILE *out);
 
 #endif

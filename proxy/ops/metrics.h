@@ -2,7 +2,7 @@
  * metrics.h - the Prometheus text exposition of the proxy's counters.
  *
  * Pure: metrics_render() takes a snapshot (every counter already summed
- * over the workers by the server, server.c) and writes the text format
+ * over the workers by server_metrics.c) and writes the text format
  * 0.0.4, nothing else: no clock, no locks, no sockets.  The endpoint that
  * serves it is metrics_http.c.
  *
@@ -38,7 +38,7 @@ struct metrics_listener {
 struct metrics_backend {
 	const char *name; /* the address as configured, or "other" */
 	bool configured;  /* in the running configuration: the gauges */
-	bool up;	  /* health (pool.c) */
+	bool up;	  /* health (backend_pool.c) */
 	bool enabled;	  /* the operator's state (msaproxyctl backend) */
 	unsigned connections;
 	uint64_t changes; /* up/down flips (backend_pool_changes()) */

@@ -395,7 +395,7 @@ peer_text(const struct sockaddr_storage *ss, char *out, size_t len)
 }
 
 static void
-on_accept(struct metrics_http *h)
+metrics_http_accept(struct metrics_http *h)
 {
 	for (int k = 0; k < ACCEPTS_PER_CALL; k++) {
 		struct sockaddr_storage ss;
@@ -534,7 +534,7 @@ metrics_http_serve(struct metrics_http *h, const struct pollfd *pfd, size_t n)
 		    h->conns[i].resp_off == 0)
 			on_write(&h->conns[i]);
 	if (n > 0 && (pfd[0].revents & POLLIN))
-		on_accept(h);
+		metrics_http_accept(h);
 	now = timer_now_ms();
 	for (int i = 0; i < METRICS_HTTP_CONNS; i++)
 		expire(&h->conns[i], now);

@@ -21,18 +21,23 @@
  * Every listener and backend address has a slot in the registry
  * (registry.h) for its counters and, for backends, the operator's
  * enable/disable, which every generation's pool reads: a disabled backend
- * stays disabled across reloads while it is configured.  A scrape sums the
- * workers' counters (counters.h) into a snapshot that metrics.c renders.
+ * stays disabled across reloads while it is configured.  The answers to
+ * control requests are server_control.c's, the sums behind a scrape
+ * server_metrics.c's; struct server is in server_internal.h.
  *
  * The main thread also samples the allocator for limits.max_memory
  * (caps.h) every CAPS_SAMPLE_MS while a cap is set, and starts jemalloc's
  * purging thread once privileges are dropped (start_purging()).
  *
+ * Security stance: everything privileged (keys, sockets, the XDP program)
+ * is done in server_start() before any thread exists, then
+ * privilege_drop(); the main thread never reads a client's bytes.
+ *
  * Config keys: workers, control.*, metrics.listen, shutdown.*,
- * limits.max_memory.  What a
- * reload cannot change (workers, auth.threads, auth.cache_*, limits table
- * sizes, the TLS ticket key lifetime, the control socket and
- * metrics.listen) keeps its value and is logged as such.
+ * limits.max_memory.  What a reload cannot change (workers, auth.threads,
+ * auth.cache_*, limits table sizes, the TLS ticket key lifetime, the
+ * control socket and metrics.listen) keeps its value and is logged as
+ * such.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -54,64 +59,18 @@
 #include "config/generation.h"
 #include "io/listen.h"
 #include "lib/log.h"
-#include "ops/metrics.h"
 #include "ops/metrics_http.h"
 #include "io/backend_pool.h"
 #include "ops/privilege.h"
 #include "limits/ratelimit.h"
 #include "ops/registry.h"
 #include "ops/server.h"
+#include "ops/server_internal.h"
 #include "lib/timer.h"
 #include "io/tls.h"
 #include "io/worker.h"
 
-#define RETIRE_MAX	 16 /* generations waiting for every worker */
-#define SESSIONS_WAIT_MS 2000
-#define SWEEP_MS	 1000 /* expired bans leave memory and kernel */
-
-/* What a reload cannot change, as the process started with it. */
-struct fixed_keys {
-	unsigned workers, auth_threads, control_mode;
-	uint64_t auth_cache_ttl_ms, ticket_key_lifetime_ms;
-	size_t auth_cache_size, nxdp_interfaces;
-	bool xdp_enabled;
-	int xdp_mode, xdp_scope;
-	uid_t run_uid;
-	gid_t run_gid;
-	int seccomp;
-	struct config_addr metrics_listen;
-};
-
-struct server {
-	const char *path;
-	struct generation *gen; /* current */
-	struct generation *retiring[RETIRE_MAX];
-	size_t nretiring;
-	unsigned next_id;
-
-	unsigned nworkers;
-	struct worker **workers;
-	bool *joined;
-	struct listen_set listeners;
-	struct worker_shared shared;
-	struct caps caps; /* shared.caps */
-	uint64_t sampled_ms;
-
-	int sfd; /* signalfd */
-	int cfd; /* control socket, or -1 */
-	char *control_path;
-	struct metrics_http *metrics; /* or NULL */
-	struct registry *reg;
-
-	struct fixed_keys fixed;
-	uint64_t started_ms, drain_started_ms;
-	uint64_t started_wall_ms, loaded_wall_ms; /* start, last good load */
-	bool last_reload_ok;
-	unsigned reloads, reload_failures;
-	bool draining;
-	int drain_signals;
-	uint64_t swept_ms;
-};
+#define SWEEP_MS 1000 /* expired bans leave memory and kernel */
 
 /* The sockets worker k gets from set s built for cfg. */
 static struct worker_listener *
@@ -379,496 +338,6 @@ server_drain(struct server *srv, bool fast)
 }
 
 /* ---------------------------------------------------------------------
- * Answers for the control socket
- */
-
-static unsigned long long
-sum(const struct server *srv, size_t off)
-{
-	unsigned long long n = 0;
-
-	for (unsigned k = 0; k < srv->nworkers; k++) {
-		const char *c = (const char *)worker_counters(srv->workers[k]);
-		n += atomic_load_explicit((const atomic_ullong *)(c + off),
-					  memory_order_relaxed);
-	}
-	return n;
-}
-
-#define SUM(field) sum(srv, offsetof(struct worker_counters, field))
-
-void
-server_status(struct server *srv, FILE *out, bool json)
-{
-	uint64_t up = (timer_now_ms() - srv->started_ms) / 1000;
-	/* The human form says how long it has been in its state. */
-	uint64_t in_state =
-		srv->draining ? (timer_now_ms() - srv->drain_started_ms) / 1000
-			      : up;
-	const char *state = srv->draining ? "draining" : "running";
-
-	if (json) {
-		fprintf(out,
-			"{\"pid\":%ld,\"state\":\"%s\",\"uptime_s\":%" PRIu64
-			",\"config\":\"%s\",\"generation\":%u,\"reloads\":%u,"
-			"\"reload_failures\":%u,\"workers\":%u,"
-			"\"listeners\":%zu,\"sessions\":%llu,\"users\":%zu}\n",
-			(long)getpid(), state, up, srv->path, srv->gen->id,
-			srv->reloads, srv->reload_failures, srv->nworkers,
-			srv->gen->cfg->nlisteners, SUM(active),
-			passwd_db_count(srv->gen->users));
-		return;
-	}
-	fprintf(out,
-		"pid %ld, %s for %" PRIu64 "s\n"
-		"config %s, generation %u (%u reloads, %u failed)\n"
-		"workers %u, listeners %zu, sessions %llu, users %zu\n",
-		(long)getpid(), state, in_state, srv->path, srv->gen->id,
-		srv->reloads, srv->reload_failures, srv->nworkers,
-		srv->gen->cfg->nlisteners, SUM(active),
-		passwd_db_count(srv->gen->users));
-}
-
-/* The caps (caps.h): what they refused, and the allocator's figures read
- * now (the cap itself acts on the last CAPS_SAMPLE_MS sample). */
-static void
-server_caps_stats(struct server *srv, FILE *out, bool json)
-{
-	const struct caps *c = &srv->caps;
-	uint64_t allocated, resident;
-
-	caps_memory_read(&allocated, &resident);
-	fprintf(out,
-		json ? ",\"sessions_refused_max_sessions\":%llu,"
-		       "\"sessions_refused_max_memory\":%llu,"
-		       "\"mail_refused_max_memory\":%llu,"
-		       "\"memory_allocated\":%" PRIu64
-		       ",\"memory_resident\":%" PRIu64
-		       ",\"memory_limit\":%" PRIu64
-		       ",\"memory_over\":%d,\"memory_cap_hits\":%llu"
-		     : "sessions_refused_max_sessions %llu\n"
-		       "sessions_refused_max_memory %llu\n"
-		       "mail_refused_max_memory %llu\n"
-		       "memory_allocated %" PRIu64 "\n"
-		       "memory_resident %" PRIu64 "\n"
-		       "memory_limit %" PRIu64 "\n"
-		       "memory_over %d\n"
-		       "memory_cap_hits %llu\n",
-		(unsigned long long)atomic_load(&c->refused_sessions),
-		(unsigned long long)atomic_load(&c->refused_memory),
-		(unsigned long long)atomic_load(&c->refused_mail), allocated,
-		resident, srv->gen->cfg->max_memory,
-		caps_memory_over(c) ? 1 : 0,
-		(unsigned long long)atomic_load(&c->pressure_events));
-}
-
-void
-server_stats(struct server *srv, FILE *out, bool json)
-{
-	const struct ratelimit_stats *st = ratelimit_stats(srv->shared.limits);
-	static const char *const kinds[] = {"messages", "recipients", "bytes",
-					    "quota"};
-	static const char *const ip_kinds[] = {"ok", "banned", "rate",
-					       "concurrency", "full"};
-
-	fprintf(out,
-		json ? "{\"sessions_accepted\":%llu,"
-		       "\"sessions_refused\":%llu,\"sessions_active\":%llu"
-		     : "sessions_accepted %llu\nsessions_refused %llu\n"
-		       "sessions_active %llu\n",
-		SUM(accepted), SUM(refused), SUM(active));
-	server_caps_stats(srv, out, json);
-	for (int k = 0; k < LIMIT_USER_KINDS; k++)
-		fprintf(out,
-			json ? ",\"limit_refused_%s\":%llu"
-			     : "limit_refused_%s %llu\n",
-			kinds[k],
-			(unsigned long long)atomic_load(&st->refused[k]));
-	for (int k = RATELIMIT_BANNED; k <= RATELIMIT_FULL; k++)
-		fprintf(out,
-			json ? ",\"ip_refused_%s\":%llu"
-			     : "ip_refused_%s %llu\n",
-			ip_kinds[k],
-			(unsigned long long)atomic_load(&st->ip_refused[k]));
-	fprintf(out,
-		json ? ",\"ip_bans\":%llu,\"limit_evictions\":%llu,"
-		       "\"limit_users\":%zu,\"limit_networks\":%zu"
-		     : "ip_bans %llu\nlimit_evictions %llu\n"
-		       "limit_users %zu\nlimit_networks %zu\n",
-		(unsigned long long)atomic_load(&st->bans),
-		(unsigned long long)atomic_load(&st->evictions),
-		ratelimit_user_entries(srv->shared.limits),
-		ratelimit_ip_entries(srv->shared.limits));
-	bans_stats(srv->shared.bans, out, json);
-	if (json)
-		fprintf(out, "}\n");
-}
-
-int
-server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
-	   char *err, size_t errlen)
-{
-	char text[IPNET_TEXT_MAX];
-
-	if (bans_add(srv->shared.bans, net, ttl_ms, BLOCKLIST_REASON_MANUAL,
-		     err, errlen) != 0)
-		return -1;
-	log_info("banned", " network=%s ttl_ms=%" PRIu64 " reason=manual",
-		 ipnet_format(net, text, sizeof(text)), ttl_ms);
-	return 0;
-}
-
-int
-server_unban(struct server *srv, const struct ipnet *net, char *err,
-	     size_t errlen)
-{
-	char text[IPNET_TEXT_MAX];
-	int r = bans_del(srv->shared.bans, net, err, errlen);
-
-	if (r == 1)
-		snprintf(err, errlen, "%s is not banned",
-			 ipnet_format(net, text, sizeof(text)));
-	if (r != 0)
-		return -1;
-	log_info("unbanned", " network=%s",
-		 ipnet_format(net, text, sizeof(text)));
-	return 0;
-}
-
-void
-server_bans(struct server *srv, FILE *out, bool json)
-{
-	bans_list(srv->shared.bans, out, json);
-}
-
-int
-server_sessions(struct server *srv, FILE *out, bool json)
-{
-	int status = 0;
-
-	if (!json)
-		fprintf(out, "ID CLIENT LISTENER USER STATE TLS\n");
-	for (unsigned k = 0; k < srv->nworkers; k++) {
-		char *text;
-
-		if (srv->joined[k])
-			continue;
-		text = worker_sessions(srv->workers[k], json, SESSIONS_WAIT_MS);
-		if (text == NULL) {
-			status = -1;
-			continue;
-		}
-		fputs(text, out);
-		free(text);
-	}
-	return status;
-}
-
-int
-server_user_limits(struct server *srv, const char *login, FILE *out, bool json,
-		   char *err, size_t errlen)
-{
-	static const char *const kinds[] = {"messages", "recipients", "bytes",
-					    "quota"};
-	const struct config *cfg = srv->gen->cfg;
-	const struct passwd_user_info *info =
-		passwd_db_user_info(srv->gen->users, login);
-	const struct config_user_limits *pol;
-	struct ratelimit_key key;
-	uint64_t avail[LIMIT_USER_KINDS];
-	bool tracked;
-
-	if (passwd_db_stored_hash(srv->gen->users, login) == NULL) {
-		snprintf(err, errlen, "no such user in the users file");
-		return -1;
-	}
-	pol = ratelimit_policy(cfg, login, info ? info->class_name : NULL);
-	ratelimit_user_key(srv->shared.limits, login, &key);
-	tracked = ratelimit_user_peek(srv->shared.limits, &key, pol,
-				      timer_now_ms(), avail);
-	if (json)
-		fprintf(out, "{\"tracked\":%s", tracked ? "true" : "false");
-	for (int k = 0; k < LIMIT_USER_KINDS; k++) {
-		const struct config_rate *r = ratelimit_rate(pol, k);
-
-		if (r->count == 0) {
-			fprintf(out, json ? ",\"%s\":null" : "%s off\n",
-				kinds[k]);
-			continue;
-		}
-		fprintf(out,
-			json ? ",\"%s\":{\"available\":%" PRIu64
-			       ",\"burst\":%" PRIu64 ",\"count\":%" PRIu64
-			       ",\"period_ms\":%" PRIu64 "}"
-			     : "%s %" PRIu64 " available of %" PRIu64
-			       " (rate %" PRIu64 " per %" PRIu64 "ms)\n",
-			kinds[k], avail[k],
-			k == LIMIT_QUOTA ? r->count : r->burst, r->count,
-			r->period_ms);
-	}
-	if (json)
-		fprintf(out, "}\n");
-	return 0;
-}
-
-/* ---------------------------------------------------------------------
- * Backends: list, enable, disable
- */
-
-void
-server_backends(struct server *srv, FILE *out, bool json)
-{
-	const struct config *cfg = srv->gen->cfg;
-	const struct backend_pool *pool = srv->gen->backend_pool;
-
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		const char *name = cfg->backends[i].addr.text;
-		bool up = backend_pool_is_up(pool, i),
-		     on = backend_pool_is_enabled(pool, i);
-
-		fprintf(out,
-			json ? "{\"backend\":\"%s\",\"health\":\"%s\","
-			       "\"admin\":\"%s\",\"connections\":%u,"
-			       "\"weight\":%u}\n"
-			     : "%s %s %s connections=%u weight=%u\n",
-			name, up ? "up" : "down", on ? "enabled" : "disabled",
-			backend_pool_conns(pool, i), cfg->backends[i].weight);
-	}
-}
-
-int
-server_backend_set(struct server *srv, const char *name, bool enable, FILE *out,
-		   char *err, size_t errlen)
-{
-	const struct config *cfg = srv->gen->cfg;
-	size_t i, left = 0;
-	int slot;
-
-	for (i = 0; i < cfg->nbackends; i++)
-		if (strcmp(cfg->backends[i].addr.text, name) == 0)
-			break;
-	if (i == cfg->nbackends) {
-		snprintf(err, errlen,
-			 "no backend %.128s in the configuration "
-			 "(msaproxyctl backends lists them)",
-			 name);
-		return -1;
-	}
-	slot = registry_find_backend(srv->reg, name);
-	if (slot < 0) {
-		snprintf(err, errlen,
-			 "backend %.128s cannot be disabled: more than %d "
-			 "backend addresses since the start (restart to "
-			 "manage it)",
-			 name, COUNTERS_BACKENDS - 1);
-		return -1;
-	}
-	atomic_store(&srv->reg->backend[slot].disabled, !enable);
-	for (size_t k = 0; k < cfg->nbackends; k++)
-		left += backend_pool_is_enabled(srv->gen->backend_pool, k);
-	log_info(enable ? "backend-enabled" : "backend-disabled",
-		 " backend=%s enabled=%zu of=%zu", name, left, cfg->nbackends);
-	if (left == 0) {
-		log_warn("backends-all-disabled",
-			 " detail=\"new transactions get 451 4.4.1\"");
-		fprintf(out, "warning: no backend is enabled: new transactions "
-			     "get 451 4.4.1\n");
-	}
-	return 0;
-}
-
-/* ---------------------------------------------------------------------
- * Metrics
- */
-
-/* jemalloc's mallctl(), when jemalloc is the allocator (not under ASan):
- * a weak reference, NULL without it. */
-extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
-		   size_t newlen) __attribute__((weak));
-
-static void
-memory_stats(struct metrics_snapshot *m)
-{
-	static const char *const names[] = {"stats.allocated", "stats.active",
-					    "stats.resident", "stats.mapped"};
-	uint64_t *to[] = {&m->mem_allocated, &m->mem_active, &m->mem_resident,
-			  &m->mem_mapped};
-	uint64_t epoch = 1;
-	size_t len = sizeof(epoch);
-
-	if (mallctl == NULL ||
-	    mallctl("epoch", &epoch, &len, &epoch, sizeof(epoch)) != 0)
-		return;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		size_t v = 0;
-
-		len = sizeof(v);
-		if (mallctl(names[i], &v, &len, NULL, 0) != 0)
-			return;
-		*to[i] = v;
-	}
-	m->memory = true;
-}
-
-static void
-sum_hist(struct metrics_hist *to, const struct counter_hist *from)
-{
-	for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++)
-		to->bucket[i] += counter_read(&from->bucket[i]);
-	to->count += counter_read(&from->count);
-	to->sum_us += counter_read(&from->sum_us);
-}
-
-/* The workers' counters, summed. */
-static void
-sum_workers(struct server *srv, struct metrics_snapshot *m,
-	    struct metrics_listener *ls, struct metrics_backend *bs,
-	    uint64_t *busy)
-{
-	for (unsigned k = 0; k < srv->nworkers; k++) {
-		const struct worker_counters *c =
-			worker_counters(srv->workers[k]);
-
-		m->accepted += counter_read(&c->accepted);
-		m->active += counter_read(&c->active);
-		m->messages += counter_read(&c->messages);
-		m->data_bytes += counter_read(&c->data_bytes);
-		busy[k] = counter_read(&c->busy_ns);
-		for (unsigned i = 0; i < srv->reg->nlisteners; i++)
-			for (int o = 0; o < OUTCOME_COUNT; o++)
-				ls[i].sessions[o] +=
-					counter_read(&c->sessions[i][o]);
-		for (int v = 0; v < TLSV_COUNT; v++) {
-			m->tls_ok[v] += counter_read(&c->tls_ok[v]);
-			m->tls_failed[v] += counter_read(&c->tls_failed[v]);
-		}
-		for (int i = 0; i < MECH_COUNT; i++)
-			for (int r = 0; r < AUTH_RESULT_COUNT; r++)
-				m->auth[i][r] += counter_read(&c->auth[i][r]);
-		for (int i = 0; i < LIMIT_HIT_COUNT; i++)
-			m->limits[i] += counter_read(&c->limits[i]);
-		for (unsigned i = 0; i < srv->reg->nbackends; i++) {
-			sum_hist(&bs[i].connect, &c->backend_connect[i]);
-			sum_hist(&bs[i].transaction,
-				 &c->backend_transaction[i]);
-		}
-	}
-}
-
-/* The limit tables' own counters (ratelimit.h), as limit kinds. */
-static void
-sum_limits(struct server *srv, struct metrics_snapshot *m)
-{
-	const struct ratelimit_stats *st = ratelimit_stats(srv->shared.limits);
-
-	m->limits[LIMIT_HIT_MESSAGES] +=
-		atomic_load(&st->refused[LIMIT_MESSAGES]);
-	m->limits[LIMIT_HIT_RECIPIENTS] +=
-		atomic_load(&st->refused[LIMIT_RECIPIENTS]);
-	m->limits[LIMIT_HIT_BYTES] += atomic_load(&st->refused[LIMIT_BYTES]);
-	m->limits[LIMIT_HIT_MESSAGES_QUOTA] +=
-		atomic_load(&st->refused[LIMIT_QUOTA]);
-	m->limits[LIMIT_HIT_IP_BANNED] +=
-		atomic_load(&st->ip_refused[RATELIMIT_BANNED]);
-	m->limits[LIMIT_HIT_IP_CONNECTION_RATE] +=
-		atomic_load(&st->ip_refused[RATELIMIT_RATE]);
-	m->limits[LIMIT_HIT_IP_CONCURRENCY] +=
-		atomic_load(&st->ip_refused[RATELIMIT_CONCURRENCY]);
-	m->limits[LIMIT_HIT_IP_TABLE_FULL] +=
-		atomic_load(&st->ip_refused[RATELIMIT_FULL]);
-}
-
-static void
-blocklist_counts(struct server *srv, struct metrics_snapshot *m)
-{
-	struct bans_counts bc;
-
-	if (srv->shared.bans == NULL)
-		return;
-	bans_counts(srv->shared.bans, &bc);
-	for (int r = 0; r < METRICS_XDP_REASONS; r++) {
-		m->block_entries[r] = bc.block[r];
-		m->bans_added[r] = bc.added[r];
-		m->xdp_dropped_packets[r] = bc.xdp_dropped_packets[r];
-		m->xdp_dropped_bytes[r] = bc.xdp_dropped_bytes[r];
-	}
-	m->allow_entries = bc.allow;
-	m->blocklist_refused = bc.refused;
-	m->xdp = bc.xdp;
-	m->xdp_passed_packets = bc.xdp_passed_packets;
-	m->xdp_allowed_packets = bc.xdp_allowed_packets;
-}
-
-/* The configured backends' gauges, by registry slot. */
-static void
-backend_gauges(struct server *srv, struct metrics_backend *bs)
-{
-	const struct config *cfg = srv->gen->cfg;
-	const struct backend_pool *pool = srv->gen->backend_pool;
-
-	for (unsigned i = 0; i < srv->reg->nbackends; i++)
-		bs[i].name = srv->reg->backend[i].name;
-	for (size_t i = 0; i < cfg->nbackends; i++) {
-		struct metrics_backend *b = &bs[backend_pool_slot(pool, i)];
-
-		b->configured = true;
-		b->up = backend_pool_is_up(pool, i);
-		b->enabled = backend_pool_is_enabled(pool, i);
-		b->connections += backend_pool_conns(pool, i);
-		b->changes += backend_pool_changes(pool, i);
-	}
-}
-
-/* The body of a scrape (metrics_http.c): every counter, now. */
-static char *
-metrics_body(void *arg, size_t *len)
-{
-	struct server *srv = arg;
-	struct metrics_snapshot m = {
-		.start_time_ms = srv->started_wall_ms,
-		.generation = srv->gen->id,
-		.reloads = srv->reloads,
-		.reload_failures = srv->reload_failures,
-		.last_reload_ok = srv->last_reload_ok,
-		.last_config_time_ms = srv->loaded_wall_ms,
-		.draining = srv->draining,
-		.nworkers = srv->nworkers,
-	};
-	struct metrics_listener *ls = calloc(COUNTERS_LISTENERS, sizeof(*ls));
-	struct metrics_backend *bs = calloc(COUNTERS_BACKENDS, sizeof(*bs));
-	uint64_t *busy = calloc(srv->nworkers, sizeof(*busy));
-	char *text = NULL;
-	FILE *out = NULL;
-
-	*len = 0;
-	if (ls == NULL || bs == NULL || busy == NULL ||
-	    (out = open_memstream(&text, len)) == NULL)
-		goto done;
-	for (unsigned i = 0; i < srv->reg->nlisteners; i++)
-		ls[i].name = srv->reg->listener[i];
-	sum_workers(srv, &m, ls, bs, busy);
-	sum_limits(srv, &m);
-	blocklist_counts(srv, &m);
-	backend_gauges(srv, bs);
-	memory_stats(&m);
-	m.listeners = ls;
-	m.nlisteners = srv->reg->nlisteners;
-	m.backends = bs;
-	m.nbackends = srv->reg->nbackends;
-	m.busy_ns = busy;
-	metrics_render(&m, out);
-	if (fclose(out) != 0) {
-		free(text);
-		text = NULL;
-	}
-done:
-	free(ls);
-	free(bs);
-	free(busy);
-	return text;
-}
-
-/* ---------------------------------------------------------------------
  * Run
  */
 
@@ -994,7 +463,7 @@ start_purging(void)
 }
 
 static int
-start(struct server *srv, char *err, size_t errlen)
+server_start(struct server *srv, char *err, size_t errlen)
 {
 	const struct config *cfg = srv->gen->cfg;
 	sigset_t sigs;
@@ -1023,8 +492,8 @@ start(struct server *srv, char *err, size_t errlen)
 		srv->control_path = strdup(cfg->control_socket);
 	}
 	if (cfg->metrics_listen.len > 0) {
-		srv->metrics =
-			metrics_http_open(cfg, metrics_body, srv, err, errlen);
+		srv->metrics = metrics_http_open(cfg, server_metrics_body, srv,
+						 err, errlen);
 		if (srv->metrics == NULL)
 			return -1;
 	}
@@ -1081,7 +550,7 @@ server_run(const char *path, struct generation *gen)
 		goto out;
 	}
 	bind_generation(&srv, gen, NULL);
-	if (start(&srv, err, sizeof(err)) != 0)
+	if (server_start(&srv, err, sizeof(err)) != 0)
 		goto out;
 	for (unsigned k = 0; k < srv.nworkers; k++) {
 		struct worker_listener *ls =

@@ -21,7 +21,8 @@ struct server;
  * Returns the exit status. */
 int server_run(const char *path, struct generation *gen);
 
-/* For the control socket (control.c), on the main thread. */
+/* For the control socket (control.c), on the main thread: reload and
+ * drain are server.c's, the answers server_control.c's. */
 int server_reload(struct server *srv, char *err, size_t errlen);
 void server_drain(struct server *srv, bool fast);
 void server_status(struct server *srv, FILE *out, bool json);

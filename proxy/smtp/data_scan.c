@@ -166,8 +166,8 @@ stopper(int c, unsigned st, unsigned *bad)
 }
 
 static void
-finish(struct data_scan *ds, unsigned oldst, unsigned st, unsigned bad,
-       size_t used)
+data_scan_finish(struct data_scan *ds, unsigned oldst, unsigned st,
+		 unsigned bad, size_t used)
 {
 	ds->size += used + uncounted(oldst) - uncounted(st);
 	ds->state = st;
@@ -263,7 +263,8 @@ data_scan(struct data_scan *ds, const char *in, size_t len)
 		}
 	}
 out:
-	finish(ds, oldst, st, bad, (size_t)(p - (const unsigned char *)in));
+	data_scan_finish(ds, oldst, st, bad,
+			 (size_t)(p - (const unsigned char *)in));
 	return (size_t)(p - (const unsigned char *)in);
 }
 
@@ -407,7 +408,8 @@ data_normalize(struct data_scan *ds, const char *in, size_t len, char *out,
 	}
 out:
 	*outlen = (size_t)(o - (unsigned char *)out);
-	finish(ds, oldst, st, bad, (size_t)(p - (const unsigned char *)in));
+	data_scan_finish(ds, oldst, st, bad,
+			 (size_t)(p - (const unsigned char *)in));
 	return (size_t)(p - (const unsigned char *)in);
 }
 

@@ -126,6 +126,8 @@ smtp_clear_creds(struct smtp *s)
 static void
 smtp_set_state(struct smtp *s, enum smtp_state st)
 {
+	if (s->trace_state != NULL && st != s->state)
+		s->trace_state(s->trace_ctx, s->state, st);
 	s->state = st;
 	/* Whatever closes the session (an error limit or a shutdown in the
 	 * middle of an exchange) ends the exchange; the mechanism's name

@@ -121,10 +121,14 @@ enum smtp_limit {
  * addresses and host names stay out of traces.
  */
 typedef void smtp_trace_fn(void *ctx, const char *verb, int code);
+/* And every change of state, through smtp_set_state(). */
+typedef void smtp_trace_state_fn(void *ctx, enum smtp_state from,
+				 enum smtp_state to);
 
 struct smtp {
 	const struct smtp_params *p;
 	smtp_trace_fn *trace; /* NULL: no tracing */
+	smtp_trace_state_fn *trace_state;
 	void *trace_ctx;
 	struct buf out; /* replies to the client, plaintext */
 	enum smtp_state state;

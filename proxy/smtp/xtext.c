@@ -25,7 +25,7 @@ is_xchar(unsigned char c)
 
 /* Value of an uppercase hex digit, or -1. */
 static int
-hexval(unsigned char c)
+xtext_hexval(unsigned char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -78,8 +78,8 @@ xtext_decode(const char *in, size_t len, char *out, size_t outsize)
 		if (c == '+') {
 			if (len - i < 3)
 				goto bad;
-			hi = hexval((unsigned char)in[i + 1]);
-			lo = hexval((unsigned char)in[i + 2]);
+			hi = xtext_hexval((unsigned char)in[i + 1]);
+			lo = xtext_hexval((unsigned char)in[i + 2]);
 			if (hi < 0 || lo < 0)
 				goto bad;
 			out[o++] = (char)(hi << 4 | lo);

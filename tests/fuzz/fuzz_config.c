@@ -7,7 +7,7 @@
  * a config, or -1 with none and an error "PATH:LINE: KEY: why" (PATH the
  * path given, LINE a plausible line number; "^[^:]+:[0-9]+: "), always
  * NUL-terminated, also in a buffer too small for it; an accepted config
- * holds every value within the ranges config.c documents; nothing leaks
+ * holds every value within the ranges config_schema.c documents; nothing leaks
  * (libFuzzer's leak check runs on every input) and nothing crashes.
  */
 #include <ctype.h>

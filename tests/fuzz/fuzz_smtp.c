@@ -672,7 +672,7 @@ setup(struct sim *m, unsigned b)
 	p->mode = (b & 1) ? LISTENER_IMPLICIT : LISTENER_STARTTLS;
 	m->normalize = (b & 2) != 0;
 	p->auth_mechs = mechs[(b >> 2) & 3];
-	/* The limits, within the ranges config.c accepts. */
+	/* The limits, within the ranges config_schema.c accepts. */
 	p->max_line = 1000;
 	p->max_auth_line = 12288;
 	p->max_message_size = 50 * 1024 * 1024;

@@ -1,5 +1,5 @@
 /*
- * xdp_tool.c - command-line front end to proxy/blocklist.c, for the XDP
+ * xdp_tool.c - command-line front end to proxy/bans/blocklist*.c, for the XDP
  * integration tests (tests/integration/test_xdp.py) and for operators
  * poking at the pinned maps by hand.
  *

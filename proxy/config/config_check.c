@@ -1,0 +1,246 @@
+/*
+ * config_check.c - the configuration's checks across keys, run once the
+ * keys are parsed: what no single value can decide.
+ *
+ *   limits     classes inherit unset rates from limits.user; every byte
+ *              burst holds a message of limits.max_message_size; logins
+ *              in limits.users name existing classes, each login once
+ *   listeners  no two on one address (bind() would fail later)
+ *   backends   at most BACKENDS_MAX; ca_file and name only with tls:
+ *              starttls-verify, a name for it on a unix: address; no two
+ *              on one address
+ *   others     backends.health_check.interval 0 or at least 1s;
+ *              blocklist.xdp.interfaces when xdp is enabled;
+ *              privileges.group needs privileges.user; metrics.listen
+ *              not on a listener's address; limits.max_auth_line at
+ *              least limits.max_line
+ *
+ * Each failure is reported at the line of the key that has to change (or
+ * the section holding it) as "FILE:LINE: KEY: why".  Security stance: a
+ * configuration that would fail, or silently never work, at run time is
+ * refused at load.  Internal to the config loader: see
+ * config_internal.h.
+ *
+ * Config keys: those above.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <yaml.h>
+
+#include "config/config.h"
+#include "config/config_internal.h"
+#include "config/config_value.h"
+
+static void
+inherit_rate(struct config_rate *r, const struct config_rate *from)
+{
+	if (r->period_ms == RATE_UNSET)
+		*r = *from;
+}
+
+/* A message of max_message_size must fit in the byte burst. */
+static int
+check_bytes_burst(struct loader *l, const struct config_user_limits *lim,
+		  const char *key, int line, uint64_t max_message_size)
+{
+	char have[32], need[32];
+
+	if (lim->bytes.count == 0 || lim->bytes.burst >= max_message_size)
+		return 0;
+	config_value_format_size(have, sizeof(have), lim->bytes.burst);
+	config_value_format_size(need, sizeof(need), max_message_size);
+	return config_yaml_fail(
+		l, line, key,
+		"burst %s is smaller than limits.max_message_size (%s): "
+		"such a message could never be sent",
+		have, need);
+}
+
+/* Classes inherit from limits.user; logins name existing classes. */
+static int
+config_check_limits(struct loader *l, const yaml_node_t *limits,
+		    struct config *cfg)
+{
+	const yaml_node_t *user = config_yaml_get(l, limits, "user");
+	const yaml_node_t *n = user ? config_yaml_get(l, user, "bytes") : NULL;
+	char key[400];
+
+	/* bytes left at its default: point at what outgrew it. */
+	if (n == NULL)
+		n = config_yaml_get(l, limits, "max_message_size");
+	if (check_bytes_burst(l, &cfg->user_limits, "limits.user.bytes",
+			      config_yaml_line(n ? n : limits),
+			      cfg->max_message_size) < 0)
+		return -1;
+	for (size_t i = 0; i < cfg->nclasses; i++) {
+		struct config_class *c = &cfg->classes[i];
+		inherit_rate(&c->lim.messages, &cfg->user_limits.messages);
+		inherit_rate(&c->lim.recipients, &cfg->user_limits.recipients);
+		inherit_rate(&c->lim.bytes, &cfg->user_limits.bytes);
+		inherit_rate(&c->lim.messages_quota,
+			     &cfg->user_limits.messages_quota);
+		snprintf(key, sizeof(key), "limits.classes.%s.bytes", c->name);
+		if (check_bytes_burst(l, &c->lim, key, c->line,
+				      cfg->max_message_size) < 0)
+			return -1;
+	}
+	for (size_t i = 0; i < cfg->nuser_classes; i++) {
+		struct config_user_class *u = &cfg->user_classes[i];
+		u->cls = config_class_find(cfg, u->class_name);
+		if (u->cls == NULL) {
+			snprintf(key, sizeof(key), "limits.users.%s", u->login);
+			return config_yaml_fail(l, u->line, key,
+						"no class %s in limits.classes",
+						u->class_name);
+		}
+	}
+	/* qsort()'s base must not be NULL, even for no elements. */
+	if (cfg->nuser_classes > 1)
+		qsort(cfg->user_classes, cfg->nuser_classes,
+		      sizeof(*cfg->user_classes), config_user_class_cmp);
+	for (size_t i = 1; i < cfg->nuser_classes; i++) {
+		struct config_user_class *u = &cfg->user_classes[i];
+		if (strcmp(u->login, u[-1].login) != 0)
+			continue;
+		snprintf(key, sizeof(key), "limits.users.%s", u->login);
+		return config_yaml_fail(
+			l, u->line > u[-1].line ? u->line : u[-1].line, key,
+			"login listed twice");
+	}
+	return 0;
+}
+
+/* Two listeners on one address would fail at bind(); say so here. */
+int
+config_check_listeners(struct loader *l, struct config *cfg)
+{
+	char key[64];
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		for (size_t j = 0; j < i; j++) {
+			if (!config_value_addr_equal(&cfg->listeners[i].addr,
+						     &cfg->listeners[j].addr))
+				continue;
+			snprintf(key, sizeof(key), "listeners[%zu].address", i);
+			return config_yaml_fail(
+				l, cfg->listeners[i].line, key,
+				"same address as listeners[%zu]", j);
+		}
+	}
+	return 0;
+}
+
+int
+config_check_backends(struct loader *l, struct config *cfg)
+{
+	char key[64];
+
+	if (cfg->nbackends > BACKENDS_MAX)
+		return config_yaml_fail(l, cfg->backends[BACKENDS_MAX].line,
+					"backends.servers",
+					"at most %d servers", BACKENDS_MAX);
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		const struct config_backend *b = &cfg->backends[i];
+		if (b->tls != BACKEND_TLS_STARTTLS_VERIFY &&
+		    (b->ca_file != NULL || b->tls_name != NULL)) {
+			snprintf(key, sizeof(key), "backends.servers[%zu].%s",
+				 i, b->ca_file ? "ca_file" : "name");
+			return config_yaml_fail(
+				l, b->line, key,
+				"only used with tls: starttls-verify");
+		}
+		/* Without a name the certificate is checked against the
+		 * server's IP address, which a unix socket does not have. */
+		if (b->tls == BACKEND_TLS_STARTTLS_VERIFY &&
+		    b->addr.ss.ss_family == AF_UNIX && b->tls_name == NULL) {
+			snprintf(key, sizeof(key), "backends.servers[%zu].name",
+				 i);
+			return config_yaml_fail(
+				l, b->line, key,
+				"required with tls: starttls-verify on a "
+				"unix: address");
+		}
+	}
+	for (size_t i = 0; i < cfg->nbackends; i++) {
+		for (size_t j = 0; j < i; j++) {
+			if (!config_value_addr_equal(&cfg->backends[i].addr,
+						     &cfg->backends[j].addr))
+				continue;
+			snprintf(key, sizeof(key),
+				 "backends.servers[%zu].address", i);
+			return config_yaml_fail(
+				l, cfg->backends[i].line, key,
+				"same address as servers[%zu]; use weight "
+				"instead",
+				j);
+		}
+	}
+	return 0;
+}
+
+/* Checks that span several keys, run after everything is parsed. */
+int
+config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
+{
+	const yaml_node_t *limits = config_yaml_get(l, root, "limits");
+	const yaml_node_t *n;
+
+	if (config_check_limits(l, limits, cfg) < 0)
+		return -1;
+	if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < SECOND) {
+		n = config_yaml_get(
+			l,
+			config_yaml_get(l, config_yaml_get(l, root, "backends"),
+					"health_check"),
+			"interval");
+		return config_yaml_fail(l, config_yaml_line(n),
+					"backends.health_check.interval",
+					"must be 0s (off) or at least 1s");
+	}
+	if (cfg->xdp_enabled && cfg->nxdp_interfaces == 0) {
+		const yaml_node_t *bl = config_yaml_get(l, root, "blocklist");
+
+		return config_yaml_fail(
+			l, config_yaml_line(config_yaml_get(l, bl, "xdp")),
+			"blocklist.xdp.interfaces",
+			"at least one interface when xdp is enabled");
+	}
+
+	if (cfg->run_group != NULL && cfg->run_user == NULL) {
+		const yaml_node_t *pr = config_yaml_get(l, root, "privileges");
+
+		return config_yaml_fail(
+			l, config_yaml_line(config_yaml_get(l, pr, "group")),
+			"privileges.group", "needs privileges.user");
+	}
+	for (size_t i = 0; cfg->metrics_listen.len > 0 && i < cfg->nlisteners;
+	     i++) {
+		if (!config_value_addr_equal(&cfg->metrics_listen,
+					     &cfg->listeners[i].addr))
+			continue;
+		n = config_yaml_get(l, config_yaml_get(l, root, "metrics"),
+				    "listen");
+		return config_yaml_fail(l, config_yaml_line(n),
+					"metrics.listen",
+					"same address as listeners[%zu]", i);
+	}
+	if (cfg->max_auth_line < cfg->max_line) {
+		n = config_yaml_get(l, limits, "max_auth_line");
+		if (n != NULL)
+			return config_yaml_fail(
+				l, config_yaml_line(n), "limits.max_auth_line",
+				"must be at least limits.max_line (%zu)",
+				cfg->max_line);
+		return config_yaml_fail(
+			l,
+			config_yaml_line(
+				config_yaml_get(l, limits, "max_line")),
+			"limits.max_line",
+			"must not exceed limits.max_auth_line (%zu)",
+			cfg->max_auth_line);
+	}
+	return 0;
+}

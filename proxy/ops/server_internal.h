@@ -1,0 +1,82 @@
+/*
+ * server_internal.h - internal to proxy/ops/server*.c: the running
+ * process's state, shared by the lifecycle (server.c), the answers to
+ * control requests (server_control.c) and the sums behind a scrape
+ * (server_metrics.c).  Everything else sees server.h.
+ *
+ * All of it lives on the main thread; workers are reached only through
+ * their mailboxes and read through their published counters.
+ */
+#ifndef MSAPROXY_SERVER_INTERNAL_H
+#define MSAPROXY_SERVER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config/config.h"
+#include "io/listen.h"
+#include "io/worker.h"
+#include "limits/caps.h"
+
+struct generation;
+struct metrics_http;
+struct registry;
+
+#define RETIRE_MAX 16 /* generations waiting for every worker */
+
+/* What a reload cannot change, as the process started with it. */
+struct fixed_keys {
+	unsigned workers, auth_threads, control_mode;
+	uint64_t auth_cache_ttl_ms, ticket_key_lifetime_ms;
+	size_t auth_cache_size, nxdp_interfaces;
+	bool xdp_enabled;
+	int xdp_mode, xdp_scope;
+	uid_t run_uid;
+	gid_t run_gid;
+	int seccomp;
+	struct config_addr metrics_listen;
+};
+
+struct server {
+	const char *path;
+	struct generation *gen; /* current */
+	struct generation *retiring[RETIRE_MAX];
+	size_t nretiring;
+	unsigned next_id;
+
+	unsigned nworkers;
+	struct worker **workers;
+	bool *joined;
+	struct listen_set listeners;
+	struct worker_shared shared;
+	struct caps caps; /* shared.caps */
+	uint64_t sampled_ms;
+
+	int sfd; /* signalfd */
+	int cfd; /* control socket, or -1 */
+	char *control_path;
+	struct metrics_http *metrics; /* or NULL */
+	struct registry *reg;
+
+	struct fixed_keys fixed;
+	uint64_t started_ms, drain_started_ms;
+	uint64_t started_wall_ms, loaded_wall_ms; /* start, last good load */
+	bool last_reload_ok;
+	unsigned reloads, reload_failures;
+	bool draining;
+	int drain_signals;
+	uint64_t swept_ms;
+};
+
+/* jemalloc's mallctl(), when jemalloc is the allocator (not under ASan):
+ * a weak reference, NULL without it. */
+extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
+		   size_t newlen) __attribute__((weak));
+
+/* The body of a scrape (metrics_http.c's callback, arg the server): every
+ * counter, now, as metrics.c renders it; NULL when out of memory. */
+char *server_metrics_body(void *arg, size_t *len);
+
+#endif
