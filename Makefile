@@ -72,6 +72,9 @@ FUZZ_SRCS_xtext      := proxy/smtp/xtext.c
 FUZZ_SRCS_xclient    := proxy/smtp/xclient.c proxy/smtp/xtext.c \
                         proxy/lib/ipnet.c
 FUZZ_SRCS_proxy_v2   := proxy/smtp/proxy_v2.c
+FUZZ_SRCS_upstream   := proxy/smtp/upstream.c proxy/smtp/smtp_reply.c \
+                        proxy/smtp/xclient.c proxy/smtp/xtext.c \
+                        proxy/lib/ipnet.c
 FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.

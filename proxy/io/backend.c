@@ -3,15 +3,17 @@
  * first.
  *
  * Opened at the first command that needs it (MAIL after AUTH), on the
- * worker's ring: connect, read the 220, EHLO, then XCLIENT with the
- * client's identity when the backend is configured for it (xclient.c:
- * NAME, ADDR, PORT, DESTADDR, DESTPORT, PROTO, HELO, LOGIN as offered;
- * the backend answers with a fresh 220, so EHLO again), then it is ready
- * and the session sends the client's command.  Any failure before the
- * client's command has been answered moves on to the next backend; when
- * none is left the session answers 451 4.4.1.  After that, a lost backend
- * costs the client its current transaction (451 4.4.2) and nothing else:
- * the next MAIL reconnects.
+ * worker's ring: connect, then the dialogue smtp/upstream.c holds as a
+ * table (220, EHLO, [STARTTLS, 220, TLS, EHLO], [XCLIENT with the
+ * client's identity as xclient.c builds it, 220 or 250, EHLO]); this file
+ * does what it asks (send a line, run the TLS handshake, supply the
+ * client's facts) and reports what it cannot see (connect, read, write,
+ * TLS and timeout failures).  Then it is ready and the session sends the
+ * client's command.  Any failure before the client's command has been
+ * answered moves on to the next backend; when none is left the session
+ * answers 451 4.4.1.  After that, a lost backend costs the client its
+ * current transaction (451 4.4.2) and nothing else: the next MAIL
+ * reconnects.
  *
  * The client gets 250 for a message only when the backend said 2xx for it:
  * the verdict after the end of data is the backend's own reply, which the
@@ -73,30 +75,15 @@ session_id(const struct backend_conn *be)
 	return (unsigned long long)be->owner.client.id;
 }
 
-/* Every change of state goes through here: one place to trace it. */
+/* upstream.c's trace hook: every change of state, at debug level. */
 static void
-set_state(struct backend_conn *be, enum backend_state st)
+trace_state(void *ctx, enum upstream_state from, enum upstream_state to)
 {
-	static const char *const names[] = {
-		[BE_NONE] = "none",
-		[BE_CONNECTING] = "connecting",
-		[BE_GREETING] = "greeting",
-		[BE_EHLO] = "ehlo",
-		[BE_STARTTLS] = "starttls",
-		[BE_TLS] = "tls",
-		[BE_XCLIENT] = "xclient",
-		[BE_EHLO_AGAIN] = "ehlo-again",
-		[BE_READY] = "ready",
-		[BE_WAIT_REPLY] = "wait-reply",
-		[BE_DATA] = "data",
-		[BE_WAIT_DATA_END] = "wait-data-end",
-		[BE_FAILED] = "failed",
-	};
+	const struct backend_conn *be = ctx;
 
 	log_debug("backend-state", " session=%llx backend=%s from=%s to=%s",
-		  session_id(be), backend_name(be), names[be->state],
-		  names[st]);
-	be->state = st;
+		  session_id(be), backend_name(be), upstream_state_name(from),
+		  upstream_state_name(to));
 }
 
 static void
@@ -160,8 +147,8 @@ backend_close(struct backend_conn **link, bool polite)
 		return;
 	*link = NULL;
 	be->owner.link = NULL;
-	if (polite && be->state == BE_READY && !be->quit_sent &&
-	    buf_append_all(&be->out, "QUIT\r\n", 6) == 0) {
+	if (polite && be->up.state == UPSTREAM_READY && !be->reply_ready &&
+	    !be->quit_sent && buf_append_all(&be->out, "QUIT\r\n", 6) == 0) {
 		be->quit_sent = true;
 		send_out(be);
 	} else if (be->fd >= 0) {
@@ -185,14 +172,14 @@ backend_close(struct backend_conn **link, bool polite)
 static bool
 in_handshake(const struct backend_conn *be)
 {
-	return be->state >= BE_CONNECTING && be->state <= BE_EHLO_AGAIN;
+	return upstream_in_handshake(&be->up);
 }
 
+/* A reply held for the session still counts as the wait for it. */
 bool
 backend_waiting(const struct backend_conn *be)
 {
-	return in_handshake(be) || be->state == BE_WAIT_REPLY ||
-	       be->state == BE_WAIT_DATA_END;
+	return upstream_waiting(&be->up) || be->reply_ready;
 }
 
 uint64_t
@@ -216,7 +203,7 @@ backend_size_max(const struct backend_conn *be)
 bool
 backend_ready(const struct backend_conn *be)
 {
-	return be->state == BE_READY && !be->reply_ready;
+	return be->up.state == UPSTREAM_READY && !be->reply_ready;
 }
 
 bool
@@ -239,7 +226,7 @@ backend_reply(const struct backend_conn *be)
 bool
 backend_failed(const struct backend_conn *be, enum smtp_backend_failure *why)
 {
-	if (be->state != BE_FAILED)
+	if (be->up.state != UPSTREAM_FAILED)
 		return false;
 	*why = be->failure;
 	return true;
@@ -300,7 +287,7 @@ send_out(struct backend_conn *be)
 	struct io_uring_sqe *sqe;
 	struct buf *src = be->ssl != NULL ? &be->wire : &be->out;
 
-	if (be->sending || be->fd < 0 || be->state == BE_CONNECTING)
+	if (be->sending || be->fd < 0 || be->up.state == UPSTREAM_CONNECTING)
 		return;
 	if (be->ssl != NULL)
 		tls_pump_out(be);
@@ -328,7 +315,8 @@ arm_recv(struct backend_conn *be)
 {
 	struct io_uring_sqe *sqe;
 
-	if (be->recv_armed || be->reply_ready || be->state == BE_FAILED ||
+	if (be->recv_armed || be->reply_ready ||
+	    be->up.state == UPSTREAM_FAILED ||
 	    buf_room(&be->in) < RECV_BUF_SIZE)
 		return;
 	sqe = ring_sqe(be->owner.ring);
@@ -431,22 +419,25 @@ failover(struct backend_conn *be, const char *step, const char *detail)
 /* Broken after the handshake: the session learns it when it runs
  * (backend_failed()) and loses its current transaction. */
 static void
-fail(struct backend_conn *be, enum smtp_backend_failure why)
+fail(struct backend_conn *be, enum smtp_backend_failure why, const char *step,
+     const char *detail)
 {
 	be->failure = why;
-	set_state(be, BE_FAILED);
+	upstream_fail(&be->up, step, detail);
 	cut(be);
 	wake_session(be);
 }
 
-/* After it was in use: the current transaction is lost. */
+/* After it was in use: the current transaction is lost.  was: the state
+ * it was lost in (the log shows its number). */
 static void
-lost(struct backend_conn *be, const char *detail)
+lost(struct backend_conn *be, enum upstream_state was, const char *step,
+     const char *detail)
 {
 	log_warn("backend-lost",
 		 " session=%llx backend=%s error=\"%s\" state=%d",
-		 session_id(be), backend_name(be), detail, (int)be->state);
-	fail(be, SMTP_BACKEND_LOST);
+		 session_id(be), backend_name(be), detail, (int)was);
+	fail(be, SMTP_BACKEND_LOST, step, detail);
 }
 
 static void
@@ -455,7 +446,7 @@ broken(struct backend_conn *be, const char *step, const char *detail)
 	if (in_handshake(be))
 		failover(be, step, detail);
 	else
-		lost(be, detail);
+		lost(be, be->up.state, step, detail);
 }
 
 void
@@ -470,34 +461,22 @@ backend_on_timer(struct backend_conn *be)
 	 * backends.data_timeout is long to keep that rare. */
 	log_warn("backend-timeout", " session=%llx backend=%s state=%s",
 		 session_id(be), backend_name(be),
-		 be->state == BE_WAIT_DATA_END ? "wait-data-end"
-					       : "wait-reply");
+		 be->up.state == UPSTREAM_WAIT_DATA_END ||
+				 (be->reply_ready && be->verdict)
+			 ? "wait-data-end"
+			 : "wait-reply");
 	mark_failed(be, "timeout", "no reply in time");
-	fail(be, SMTP_BACKEND_TIMEOUT);
+	fail(be, SMTP_BACKEND_TIMEOUT, "timeout", "no reply in time");
 }
 
 /* ---------------------------------------------------------------------
  * Handshake
  */
 
-/* EHLO with our name, or, after XCLIENT, with the client's: the EHLO
- * that follows XCLIENT sets the name the backend's HELO checks and logs
- * see (Postfix takes it over XCLIENT's HELO), as nginx's mail proxy does.
- * smtp.c let the name through only without spaces or control bytes. */
-static void
-send_ehlo(struct backend_conn *be, bool as_client)
-{
-	char line[300];
-	const char *name = as_client && be->owner.client.helo != NULL
-				   ? be->owner.client.helo
-				   : config_of(be)->hostname;
-	int n = snprintf(line, sizeof(line), "EHLO %s\r\n", name);
-
-	send_line(be, line, (size_t)n);
-}
-
-/* The client's facts, as far as this backend's XCLIENT takes them.
- * Returns false when it failed over. */
+/* The client's facts, as far as this backend's XCLIENT takes them
+ * (upstream.c builds the line; the EHLO after it carries the client's
+ * EHLO name, which smtp.c let through only without spaces or control
+ * bytes).  Returns false when it failed over. */
 static bool
 send_xclient(struct backend_conn *be)
 {
@@ -510,23 +489,18 @@ send_xclient(struct backend_conn *be)
 		.helo = c->helo != NULL ? c->helo : "",
 		.login = c->login,
 	};
-	char line[XCLIENT_LINE_MAX + 1];
-	ssize_t n;
 
 	/* The listener's address, asked only of a backend that takes it
 	 * (sessions keep no copy: docs/PERFORMANCE.md). */
-	if ((xclient_offers(be->xclient_attrs, "DESTADDR") ||
-	     xclient_offers(be->xclient_attrs, "DESTPORT")) &&
+	if ((xclient_offers(be->up.xclient_attrs, "DESTADDR") ||
+	     xclient_offers(be->up.xclient_attrs, "DESTPORT")) &&
 	    getsockname(c->fd, (struct sockaddr *)&local, &llen) != 0)
 		local.ss_family = AF_UNSPEC;
-	n = xclient_line(be->xclient_attrs, &info, line, sizeof(line));
-
-	if (n < 0) {
-		failover(be, "xclient", "XCLIENT line too long");
+	if (upstream_xclient(&be->up, &info) != UPSTREAM_ACT_SEND) {
+		failover(be, be->up.step, be->up.detail);
 		return false;
 	}
-	send_line(be, line, (size_t)n);
-	set_state(be, BE_XCLIENT);
+	send_line(be, be->up.line, be->up.len);
 	return true;
 }
 
@@ -543,7 +517,6 @@ start_tls(struct backend_conn *be)
 		return false;
 	}
 	buf_clear(&be->in);
-	set_state(be, BE_TLS);
 	SSL_do_handshake(be->ssl); /* the ClientHello */
 	send_out(be);
 	set_deadline(be, config_of(be)->backend_reply_timeout_ms);
@@ -571,8 +544,11 @@ tls_handshake(struct backend_conn *be)
 		  " session=%llx backend=%s version=%s cipher=%s",
 		  session_id(be), backend_name(be), SSL_get_version(be->ssl),
 		  SSL_get_cipher_name(be->ssl));
-	send_ehlo(be, false);
-	set_state(be, BE_EHLO);
+	if (upstream_tls_done(&be->up) != UPSTREAM_ACT_SEND) {
+		failover(be, be->up.step, be->up.detail);
+		return false;
+	}
+	send_line(be, be->up.line, be->up.len);
 	set_deadline(be, config_of(be)->backend_reply_timeout_ms);
 	return true;
 }
@@ -585,7 +561,8 @@ tls_read(struct backend_conn *be)
 {
 	char e[256];
 
-	if (be->state == BE_TLS && (!tls_handshake(be) || be->state == BE_TLS))
+	if (be->up.state == UPSTREAM_TLS &&
+	    (!tls_handshake(be) || be->up.state == UPSTREAM_TLS))
 		return false;
 	while (buf_room(&be->in) > 0) {
 		char *t = buf_tail(&be->in);
@@ -634,86 +611,30 @@ handshake_done(struct backend_conn *be, const struct smtp_reply *r)
 	be->chunking = (ext & BACKEND_POOL_EXT_CHUNKING) != 0;
 	be->hello = true;
 	be->attempts = 0;
-	set_state(be, BE_READY);
 	wake_session(be);
 }
 
-/* One reply of the handshake.  Returns false when the connection failed
- * over (be is detached). */
+/* One reply of the handshake: do what upstream.c asks.  Returns false
+ * when the connection failed over (be is detached). */
 static bool
 handshake_reply(struct backend_conn *be, const struct smtp_reply *r)
 {
-	const struct config_backend *server = server_of(be);
-	const char *args;
-	size_t alen;
-	char detail[64];
-
-	snprintf(detail, sizeof(detail), "unexpected reply %d", r->code);
-	switch (be->state) {
-	case BE_GREETING:
-		if (r->code != 220) {
-			failover(be, "greeting", detail);
-			return false;
-		}
-		send_ehlo(be, false);
-		set_state(be, BE_EHLO);
+	switch (upstream_reply(&be->up, r)) {
+	case UPSTREAM_ACT_SEND:
+		send_line(be, be->up.line, be->up.len);
 		break;
-	case BE_EHLO:
-		if (r->code != 250) {
-			failover(be, "ehlo", detail);
-			return false;
-		}
-		if (server->tls != BACKEND_TLS_NONE && be->ssl == NULL) {
-			/* A server that should do TLS but does not is down
-			 * for us: never fall back to plaintext. */
-			if (!smtp_reply_has_ext(r, "STARTTLS", NULL, NULL)) {
-				failover(be, "starttls",
-					 "backend does not offer STARTTLS");
-				return false;
-			}
-			send_line(be, "STARTTLS\r\n", 10);
-			set_state(be, BE_STARTTLS);
-			break;
-		}
-		if (server->identity != IDENTITY_XCLIENT) {
-			handshake_done(be, r);
-			return true;
-		}
-		if (!smtp_reply_has_ext(r, "XCLIENT", &args, &alen)) {
-			failover(be, "xclient",
-				 "backend does not offer XCLIENT");
-			return false;
-		}
-		if (alen >= sizeof(be->xclient_attrs))
-			alen = sizeof(be->xclient_attrs) - 1;
-		memcpy(be->xclient_attrs, args, alen);
-		be->xclient_attrs[alen] = '\0';
+	case UPSTREAM_ACT_START_TLS:
+		return start_tls(be);
+	case UPSTREAM_ACT_XCLIENT:
 		if (!send_xclient(be))
 			return false;
 		break;
-	case BE_STARTTLS:
-		if (r->code != 220) {
-			failover(be, "starttls", detail);
-			return false;
-		}
-		return start_tls(be);
-	case BE_XCLIENT:
-		/* Postfix answers with a fresh 220 greeting; smtp-sink and
-		 * older servers with 250.  Either way, EHLO again. */
-		if (r->code != 220 && r->code != 250) {
-			failover(be, "xclient", detail);
-			return false;
-		}
-		send_ehlo(be, true);
-		set_state(be, BE_EHLO_AGAIN);
-		break;
-	case BE_EHLO_AGAIN:
-		if (r->code != 250) {
-			failover(be, "ehlo", detail);
-			return false;
-		}
+	case UPSTREAM_ACT_READY:
 		handshake_done(be, r);
 		return true;
+	case UPSTREAM_ACT_FAIL:
+		failover(be, be->up.step, be->up.detail);
+		return false;
 	default:
 		return true;
 	}
@@ -729,45 +650,43 @@ void
 backend_command(struct backend_conn *be, const char *line, size_t len,
 		bool bdat)
 {
+	/* A BDAT's chunk follows the line at once: its reply is waited
+	 * for once the chunk has all gone (backend_data_sent()). */
+	if (!upstream_forward(&be->up,
+			      bdat ? UPSTREAM_FWD_CHUNK : UPSTREAM_FWD_COMMAND))
+		return; /* not ready: the session asks backend_ready() */
 	send_line(be, line, len);
-	if (bdat) {
-		/* No reply before the chunk: it follows the line at once,
-		 * and the reply is waited for once it has all gone. */
-		set_state(be, BE_DATA);
-		return;
-	}
-	set_state(be, BE_WAIT_REPLY);
-	set_deadline(be, config_of(be)->backend_reply_timeout_ms);
+	if (!bdat)
+		set_deadline(be, config_of(be)->backend_reply_timeout_ms);
 }
 
 void
 backend_data_sent(struct backend_conn *be, bool last)
 {
+	upstream_data_sent(&be->up, last);
 	if (last) {
-		set_state(be, BE_WAIT_DATA_END);
 		be->began_us = timer_now_us();
 		set_deadline(be, config_of(be)->backend_data_timeout_ms);
 	} else {
-		set_state(be, BE_WAIT_REPLY);
 		set_deadline(be, config_of(be)->backend_reply_timeout_ms);
 	}
 }
 
 /* A reply to a command: held for the session.  Returns false when it
- * broke the connection instead. */
+ * broke the connection instead (unsolicited, e.g. "421 timeout" while
+ * idle, or a 421 for an answer: upstream.c says which). */
 static bool
 command_reply(struct backend_conn *be, const struct smtp_reply *r)
 {
-	if (be->state != BE_WAIT_REPLY && be->state != BE_WAIT_DATA_END) {
-		/* Unsolicited, e.g. "421 timeout" while idle. */
-		lost(be, "unsolicited reply");
+	enum upstream_state was = be->up.state;
+	enum upstream_action act = upstream_reply(&be->up, r);
+
+	if (act == UPSTREAM_ACT_FAIL) {
+		lost(be, was, be->up.step, be->up.detail);
 		return false;
 	}
-	if (r->code == 421) {
-		lost(be, "backend said 421");
-		return false;
-	}
-	if (be->state == BE_WAIT_DATA_END)
+	be->verdict = act == UPSTREAM_ACT_VERDICT;
+	if (be->verdict)
 		counter_observe(
 			&be->owner.ring->counters
 				 .backend_transaction[backend_pool_slot(
@@ -785,7 +704,8 @@ backend_reply_done(struct backend_conn *be, bool data)
 {
 	be->reply_ready = false;
 	smtp_reply_init(&be->reply);
-	set_state(be, data ? BE_DATA : BE_READY);
+	if (data)
+		upstream_data_begin(&be->up);
 	parse_replies(be);
 }
 
@@ -800,7 +720,7 @@ parse_replies(struct backend_conn *be)
 		return;
 more:
 	if (be->ssl != NULL && !tls_read(be)) {
-		if (be->owner.link != NULL && be->state != BE_FAILED)
+		if (be->owner.link != NULL && be->up.state != UPSTREAM_FAILED)
 			arm_recv(be); /* handshake: wait for more */
 		return;
 	}
@@ -852,7 +772,7 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 	char detail[64];
 
 	be->recv_armed = false;
-	if (be->owner.link == NULL || be->state == BE_FAILED) {
+	if (be->owner.link == NULL || be->up.state == UPSTREAM_FAILED) {
 		/* Detached (the answer to our QUIT, or the close), or cut. */
 		if (have_buf)
 			ring_buf_return(r, RECV_GROUP, bid);
@@ -894,7 +814,7 @@ backend_on_send(struct backend_conn *be, int res)
 			shutdown(be->fd, SHUT_RDWR);
 		return;
 	}
-	if (be->state == BE_FAILED)
+	if (be->up.state == UPSTREAM_FAILED)
 		return;
 	if (res < 0) {
 		broken(be, "write", strerror(-res));
@@ -916,7 +836,7 @@ backend_on_connect(struct backend_conn *be, int res)
 		return;
 	}
 	/* The greeting must come within what is left of connect_timeout. */
-	set_state(be, BE_GREETING);
+	upstream_connected(&be->up);
 	arm_recv(be);
 	send_out(be);
 }
@@ -964,7 +884,14 @@ backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 		unsigned attempts)
 {
 	const struct config *cfg = o->gen->cfg;
-	const struct config_addr *a = &cfg->backends[server].addr;
+	const struct config_backend *b = &cfg->backends[server];
+	const struct config_addr *a = &b->addr;
+	const struct upstream_params up = {
+		.mode = UPSTREAM_SESSION,
+		.identity = b->identity,
+		.starttls = b->tls != BACKEND_TLS_NONE,
+		.hostname = cfg->hostname,
+	};
 	struct backend_conn *be = calloc(1, sizeof(*be));
 	struct io_uring_sqe *sqe;
 	int one = 1;
@@ -983,6 +910,9 @@ backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 	buf_init(&be->out, BACKEND_OUT_CAP);
 	buf_init(&be->wire, BACKEND_WIRE_CAP);
 	smtp_reply_init(&be->reply);
+	upstream_init(&be->up, &up);
+	be->up.trace = trace_state;
+	be->up.trace_ctx = be;
 	*o->link = be;
 	be->fd = socket(a->ss.ss_family,
 			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -992,12 +922,11 @@ backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 	}
 	if (a->ss.ss_family != AF_UNIX)
 		setsockopt(be->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (cfg->backends[server].identity == IDENTITY_PROXY_V2 &&
-	    queue_proxy_header(be) != 0) {
+	if (upstream_proxy_header(&be->up) && queue_proxy_header(be) != 0) {
 		failover(be, "proxy-v2", "header does not fit");
 		return false;
 	}
-	set_state(be, BE_CONNECTING);
+	upstream_connecting(&be->up);
 	be->began_us = timer_now_us();
 	sqe = ring_sqe(o->ring);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,

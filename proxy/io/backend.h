@@ -24,6 +24,7 @@
 #include "lib/buf.h"
 #include "smtp/smtp.h"
 #include "smtp/smtp_reply.h"
+#include "smtp/upstream.h"
 
 #define BACKEND_IN_CAP	 (16u * 1024)  /* replies from the backend */
 #define BACKEND_OUT_CAP	 (128u * 1024) /* commands and message bytes */
@@ -54,22 +55,6 @@ struct backend_owner {
 	struct backend_client client;
 };
 
-enum backend_state {
-	BE_NONE,	  /* no connection */
-	BE_CONNECTING,	  /* connect() in flight */
-	BE_GREETING,	  /* waiting for 220 */
-	BE_EHLO,	  /* sent EHLO */
-	BE_STARTTLS,	  /* sent STARTTLS, waiting for 220 */
-	BE_TLS,		  /* TLS handshake with the backend */
-	BE_XCLIENT,	  /* sent XCLIENT, waiting for the new 220 */
-	BE_EHLO_AGAIN,	  /* sent EHLO after XCLIENT */
-	BE_READY,	  /* idle, ready for a command */
-	BE_WAIT_REPLY,	  /* a client command is at the backend */
-	BE_DATA,	  /* message bytes flowing */
-	BE_WAIT_DATA_END, /* end of data sent, waiting for the verdict */
-	BE_FAILED,	  /* broken; the session has not looked yet */
-};
-
 /*
  * Its own allocation with its own references, so a connection that failed
  * over or closed can finish its last ring operations after the session
@@ -80,8 +65,8 @@ struct backend_conn {
 	struct generation *gen; /* held: its server list and pool */
 	unsigned refs;		/* ring operations in flight */
 	int fd;
-	enum backend_state state;
-	enum smtp_backend_failure failure; /* BE_FAILED: why */
+	struct upstream up; /* the dialogue and its state (smtp/upstream.c) */
+	enum smtp_backend_failure failure; /* up FAILED after ready: why */
 	size_t server;			   /* index into cfg->backends */
 	unsigned attempts;		   /* servers tried for this command */
 	uint64_t tried;	   /* bit i: server i tried for this command */
@@ -92,14 +77,14 @@ struct backend_conn {
 	bool sending;
 	bool send_wire; /* the send in flight is from wire, not out */
 	bool recv_armed;
-	bool hello;		 /* handshake done, the session not told yet */
-	bool chunking;		 /* it offered CHUNKING */
-	bool reply_ready;	 /* be->reply holds one for the session */
-	SSL *ssl;		 /* tls: starttls*, once STARTTLS got its 220 */
-	bool tls_up;		 /* handshake done */
-	struct buf wire;	 /* TLS records for the backend */
-	char xclient_attrs[256]; /* its attribute list */
-	uint64_t size_max;	 /* its SIZE, 0 = none given */
+	bool hello;	   /* handshake done, the session not told yet */
+	bool chunking;	   /* it offered CHUNKING */
+	bool reply_ready;  /* be->reply holds one for the session */
+	bool verdict;	   /* ... and it is the end of data's */
+	SSL *ssl;	   /* tls: starttls*, once STARTTLS got its 220 */
+	bool tls_up;	   /* handshake done */
+	struct buf wire;   /* TLS records for the backend */
+	uint64_t size_max; /* its SIZE, 0 = none given */
 	struct buf in, out;
 	struct smtp_reply reply;
 };

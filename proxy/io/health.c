@@ -1,5 +1,7 @@
 /*
  * health.c - active health checks: connect, expect 220, EHLO, QUIT.
+ * The dialogue is the sessions' own (smtp/upstream.c) in its check mode,
+ * which stops after the first EHLO with a verdict; this file is its I/O.
  *
  * Each server has one check object; a check starts every
  * backends.health_check.interval after the previous one ended and must be
@@ -38,14 +40,14 @@
 #include "lib/timer.h"
 #include "smtp/proxy_v2.h"
 #include "smtp/smtp_reply.h"
+#include "smtp/upstream.h"
 
+/* The check object's life; while it runs, up.state is the dialogue's
+ * (connecting, greeting, EHLO, QUIT). */
 enum check_state {
-	HC_IDLE,       /* waiting for next_ms */
-	HC_CONNECTING, /* connect() in flight */
-	HC_GREETING,   /* waiting for 220 */
-	HC_EHLO,       /* sent EHLO, waiting for 250 */
-	HC_QUIT,       /* verdict good; QUIT on its way */
-	HC_CLOSING,    /* verdict given; waiting for the ring to let go */
+	HC_IDLE,    /* waiting for next_ms */
+	HC_RUNNING, /* connect, dialogue, QUIT */
+	HC_CLOSING, /* verdict given; waiting for the ring to let go */
 };
 
 struct health_check {
@@ -62,6 +64,7 @@ struct health_check {
 	char out[320];
 	uint8_t hdr[PROXY_V2_HEADER_MIN]; /* LOCAL, for proxy-v2 servers */
 	struct smtp_reply reply;
+	struct upstream up;
 } __attribute__((aligned(1u << OP_BITS)));
 
 struct health {
@@ -144,24 +147,45 @@ arm_recv(struct health_check *c)
 static void
 send_text(struct health_check *c, const char *text, size_t len)
 {
-	struct io_uring_sqe *sqe = ring_sqe(c->h->ring);
+	struct io_uring_sqe *sqe;
 
+	if (len > sizeof(c->out)) { /* a check's lines are EHLO and QUIT */
+		finish(c, false, "write: line too long");
+		return;
+	}
+	sqe = ring_sqe(c->h->ring);
 	memcpy(c->out, text, len);
 	io_uring_prep_send(sqe, c->fd, c->out, len, MSG_NOSIGNAL);
 	ring_prep(sqe, c, OP_CHECK_SEND);
 	c->refs++;
 }
 
+/* Is the dialogue reading replies (greeting, EHLO)? */
+static bool
+reading(const struct health_check *c)
+{
+	return c->state == HC_RUNNING && upstream_in_handshake(&c->up) &&
+	       c->up.state != UPSTREAM_CONNECTING;
+}
+
 static void
 start(struct health_check *c, uint64_t now)
 {
-	const struct config_addr *a = &server_cfg(c)->addr;
+	const struct config_backend *b = server_cfg(c);
+	const struct config_addr *a = &b->addr;
+	struct upstream_params p = {
+		.mode = UPSTREAM_CHECK,
+		.identity = b->identity,
+		.starttls = b->tls != BACKEND_TLS_NONE,
+		.hostname = c->h->cfg->hostname,
+	};
 	struct io_uring_sqe *sqe;
 	int one = 1;
 
 	c->inlen = 0;
 	c->recv_armed = false;
 	smtp_reply_init(&c->reply);
+	upstream_init(&c->up, &p);
 	c->deadline_ms = now + c->h->cfg->health_timeout_ms;
 	c->fd = socket(a->ss.ss_family,
 		       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -172,7 +196,8 @@ start(struct health_check *c, uint64_t now)
 	}
 	if (a->ss.ss_family != AF_UNIX)
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->state = HC_CONNECTING;
+	c->state = HC_RUNNING;
+	upstream_connecting(&c->up);
 	sqe = ring_sqe(c->h->ring);
 	io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)&a->ss,
 			      a->len);
@@ -180,66 +205,40 @@ start(struct health_check *c, uint64_t now)
 	c->refs++;
 }
 
-/* What the EHLO reply must offer for this server to be usable. */
-static const char *
-ehlo_missing(const struct health_check *c, const struct smtp_reply *r)
-{
-	const struct config_backend *b = server_cfg(c);
-
-	if (b->identity == IDENTITY_XCLIENT &&
-	    !smtp_reply_has_ext(r, "XCLIENT", NULL, NULL))
-		return "ehlo: XCLIENT not offered";
-	if (b->tls != BACKEND_TLS_NONE &&
-	    !smtp_reply_has_ext(r, "STARTTLS", NULL, NULL))
-		return "ehlo: STARTTLS not offered";
-	return NULL;
-}
-
+/* The dialogue's next step: a line, the verdict good once QUIT is out
+ * (health_on_send()), or the verdict bad with its reason ("ehlo: XCLIENT
+ * not offered", "greeting: 554"). */
 static void
 on_reply(struct health_check *c, const struct smtp_reply *r)
 {
-	char line[300], reason[64];
-	const char *missing;
-	int n;
+	char reason[128];
 
-	if (c->state == HC_GREETING) {
-		if (r->code != 220) {
-			snprintf(reason, sizeof(reason), "greeting: %d",
-				 r->code);
-			finish(c, false, reason);
-			return;
-		}
-		n = snprintf(line, sizeof(line), "EHLO %s\r\n",
-			     c->h->cfg->hostname);
-		send_text(c, line, (size_t)n);
-		c->state = HC_EHLO;
+	switch (upstream_reply(&c->up, r)) {
+	case UPSTREAM_ACT_SEND:
+		send_text(c, c->up.line, c->up.len);
 		return;
-	}
-	if (c->state != HC_EHLO)
-		return;
-	if (r->code != 250) {
-		snprintf(reason, sizeof(reason), "ehlo: %d", r->code);
-		finish(c, false, reason);
-		return;
-	}
-	if ((missing = ehlo_missing(c, r)) != NULL) {
-		finish(c, false, missing);
-		return;
-	}
-	{
+	case UPSTREAM_ACT_GOOD: {
 		uint64_t size;
 		unsigned ext = backend_pool_ehlo_caps(r, &size);
 		backend_pool_learn(c->h->pool, c->server, ext, size);
+		send_text(c, c->up.line, c->up.len);
+		return;
 	}
-	send_text(c, "QUIT\r\n", 6);
-	c->state = HC_QUIT; /* good once the QUIT is out */
+	case UPSTREAM_ACT_FAIL:
+		snprintf(reason, sizeof(reason), "%s: %s", c->up.step,
+			 c->up.detail);
+		finish(c, false, reason);
+		return;
+	default:
+		return; /* a check's dialogue asks for nothing else */
+	}
 }
 
 void
 health_on_connect(struct health_check *c, int res)
 {
 	c->refs--;
-	if (c->state != HC_CONNECTING) {
+	if (c->state != HC_RUNNING || c->up.state != UPSTREAM_CONNECTING) {
 		maybe_idle(c);
 		return;
 	}
@@ -247,8 +246,8 @@ health_on_connect(struct health_check *c, int res)
 		fail_errno(c, "connect", -res);
 		return;
 	}
-	c->state = HC_GREETING;
-	if (server_cfg(c)->identity == IDENTITY_PROXY_V2 &&
+	upstream_connected(&c->up);
+	if (upstream_proxy_header(&c->up) &&
 	    proxy_v2_write_local(c->hdr, sizeof(c->hdr)) > 0) {
 		struct io_uring_sqe *sqe = ring_sqe(c->h->ring);
 		io_uring_prep_send(sqe, c->fd, c->hdr, sizeof(c->hdr),
@@ -264,7 +263,7 @@ health_on_recv(struct health_check *c, int res)
 {
 	c->refs--;
 	c->recv_armed = false;
-	if (c->state != HC_GREETING && c->state != HC_EHLO) {
+	if (!reading(c)) {
 		maybe_idle(c);
 		return;
 	}
@@ -276,8 +275,7 @@ health_on_recv(struct health_check *c, int res)
 		return;
 	}
 	c->inlen += (size_t)res;
-	while (c->inlen > 0 &&
-	       (c->state == HC_GREETING || c->state == HC_EHLO)) {
+	while (c->inlen > 0 && reading(c)) {
 		size_t used;
 		enum smtp_reply_status st =
 			smtp_reply_feed(&c->reply, c->in, c->inlen, &used);
@@ -293,7 +291,7 @@ health_on_recv(struct health_check *c, int res)
 		on_reply(c, &c->reply);
 		smtp_reply_init(&c->reply);
 	}
-	if (c->state == HC_GREETING || c->state == HC_EHLO)
+	if (reading(c))
 		arm_recv(c);
 }
 
@@ -301,8 +299,8 @@ void
 health_on_send(struct health_check *c, int res)
 {
 	c->refs--;
-	if (c->state == HC_QUIT) {
-		finish(c, true, "greeting and EHLO ok");
+	if (c->state == HC_RUNNING && c->up.state == UPSTREAM_QUIT) {
+		finish(c, true, c->up.detail);
 		return;
 	}
 	if (c->state == HC_CLOSING || c->state == HC_IDLE) {
