@@ -2,7 +2,7 @@
  * hsbench.c - server-side TLS handshake cost, in memory, no sockets.
  *
  * A client SSL and a server SSL exchange bytes through memory BIOs; the
- * server is set up the way proxy/tls.c sets it up: its own OSSL_LIB_CTX
+ * server is set up the way proxy/io/tls.c sets it up: its own OSSL_LIB_CTX
  * (SSL_CTX_new_ex), TLS 1.2 minimum, the proxy's default cipher lists,
  * groups X25519:P-256, SSL_MODE_RELEASE_BUFFERS, no session cache, one
  * TLS 1.3 ticket, tickets through an EVP callback with AES-256-CBC fetched

@@ -1,5 +1,5 @@
 /*
- * limitbench.c - what a rate-limit check costs (proxy/ratelimit.c).
+ * limitbench.c - what a rate-limit check costs (proxy/limits/ratelimit.c).
  *
  * Times the operations a session performs against the shared tables, on
  * limits that never refuse (so every call does its full work):

@@ -1,5 +1,5 @@
 /*
- * pool.c - backend selection and shared health state.
+ * backend_pool.c - backend selection and shared health state.
  *
  * Balance policies (backends.balance):
  *   round-robin        smooth weighted round robin (nginx's): each pick

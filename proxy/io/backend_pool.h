@@ -1,5 +1,5 @@
 /*
- * pool.h - the backend pool: which server a new backend connection goes
+ * backend_pool.h - the backend pool: which server a new backend connection goes
  * to, and what every worker knows about each server's health.
  *
  * The health state (up or down, consecutive failures and good checks,

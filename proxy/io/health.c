@@ -10,8 +10,8 @@
  * from it: XCLIENT for identity xclient, STARTTLS when tls asks for it.
  * A server that does not offer what it is configured for is as good as
  * down.  A proxy-v2 server first gets a LOCAL header (the proxy speaking
- * for itself).  Results go to the shared pool (pool.c: rise, fall); a change of
- * state is logged as backend-up / backend-down with the reason.
+ * for itself).  Results go to the shared pool (backend_pool.c: rise, fall); a
+ * change of state is logged as backend-up / backend-down with the reason.
  *
  * Every socket operation runs on the owning worker's ring and holds a
  * reference on the check; a check that ends with operations in flight

@@ -2,7 +2,7 @@
  * health.h - active health checks of the backends, on one worker's ring.
  *
  * Worker 0 owns them all (one check per server at a time, a few sockets
- * in all); the results go into the shared pool (pool.h), which every
+ * in all); the results go into the shared pool (backend_pool.h), which every
  * worker reads when it picks a server.
  */
 #ifndef MSAPROXY_HEALTH_H

@@ -1,13 +1,13 @@
 /*
  * worker.c - the per-core event loop.
  *
- * One io_uring per thread (SINGLE_ISSUER | DEFER_TASKRUN where the kernel
- * has them), multishot accept on this worker's own SO_REUSEPORT sockets,
- * receives into provided-buffer rings (16 KiB buffers; 64 KiB ones for a
- * TLS session's message bytes), every socket operation on the ring.  The
- * loop sleeps in io_uring_submit_and_wait_timeout() until a completion or
- * the earliest session deadline, handles the completions as a batch, then
- * fires due timers.
+ * One io_uring per thread (ring.c), multishot accept on this worker's own
+ * SO_REUSEPORT sockets, every socket operation on the ring.  The loop
+ * sleeps in io_uring_submit_and_wait_timeout() until a completion or the
+ * earliest deadline, hands the completions of a batch to their sessions,
+ * backend connections and health checks, then runs the sessions their
+ * backend leg woke (ring_wake()), then fires due timers.  Only this file
+ * runs sessions; nothing below it calls back up.
  *
  * Password checks come back from the auth pool through a mailbox (mutex +
  * list) and an eventfd read on the ring; so do the main thread's requests
@@ -20,7 +20,7 @@
  * one); those refusals are logged at most once a second per reason.
  *
  * Config keys: workers, listeners, limits.max_sessions, limits.max_memory,
- * hostname (the 421), backends.balance (through pool.c),
+ * hostname (the 421), backends.balance (through backend_pool.c),
  * backends.health_check (worker 0, health.c).
  */
 #include <assert.h>

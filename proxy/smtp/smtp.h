@@ -82,7 +82,7 @@ enum smtp_action {
 	SMTP_ACT_STARTTLS, /* flush s->out, then handshake */
 	SMTP_ACT_AUTH,	   /* verify s->creds, then smtp_auth_result() */
 	SMTP_ACT_FORWARD,  /* send s->fwd to the backend, then reply */
-	SMTP_ACT_DATA,	   /* stream message bytes (see relay.h) */
+	SMTP_ACT_DATA,	   /* stream message bytes (relay.h) */
 	SMTP_ACT_CLOSE,	   /* flush s->out, then close */
 };
 

@@ -1,4 +1,4 @@
-"""The blocklist at accept() (proxy/bans.c, bantable.c): blocklist files,
+"""The blocklist at accept() (proxy/bans/bans.c, bantable.c): blocklist files,
 bans over the control socket with a TTL, the allowlist, reload with a
 diff, automatic bans listed, and a broken file refused with its line.
 These run without XDP (loopback); test_xdp_proxy.py drives the same list

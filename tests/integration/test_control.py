@@ -1,5 +1,5 @@
 """Control socket, msaproxyctl, reload and drain, end to end
-(proxy/control.c, server.c, generation.c, listen.c, proxy/ctl/).
+(proxy/ops/control.c, server.c, generation.c, listen.c, proxy/ctl/).
 
 Reload (SIGHUP or `msaproxyctl reload`) swaps in a new generation: a
 config that fails to load is refused with its FILE:LINE error and the

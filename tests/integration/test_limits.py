@@ -1,4 +1,4 @@
-"""Rate limits and abuse control, end to end (proxy/ratelimit.c, policy.c).
+"""Rate limits and abuse control, end to end (proxy/limits/ratelimit.c, policy.c).
 
 Per user: messages, recipients and bytes as token buckets, a fixed-window
 quota; over a limit the client gets 451 4.7.1 with the retry time and the

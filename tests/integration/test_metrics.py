@@ -1,4 +1,4 @@
-"""The Prometheus endpoint end to end (proxy/metrics_http.c, metrics.c,
+"""The Prometheus endpoint end to end (proxy/ops/metrics_http.c, metrics.c,
 counters.h, the collection in server.c).
 
 Every scrape is parsed strictly as the text format 0.0.4 (HELP and TYPE

@@ -281,7 +281,7 @@ def test_config_man_page_names_every_key():
 
 
 def test_ctl_man_page_names_every_command():
-    """Every command of proxy/control.c's table has its subsection."""
+    """Every command of proxy/ops/control.c's table has its subsection."""
     source = (ROOT / "man/msaproxyctl.8").read_text()
     table = (ROOT / "proxy/ops/control.c").read_text()
     commands = re.findall(r'\{"([a-z]+)", cmd_[a-z]+\}', table)

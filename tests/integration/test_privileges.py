@@ -1,4 +1,4 @@
-"""Privilege drop after start-up (proxy/privilege.c), checked on the
+"""Privilege drop after start-up (proxy/ops/privilege.c), checked on the
 running process through /proc: every thread's uid/gid, capability sets
 and no_new_privs.
 

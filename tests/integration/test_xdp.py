@@ -1,5 +1,5 @@
 """XDP blocklist on a real kernel with real packets (bpf/blocklist.bpf.c,
-proxy/blocklist.c through tests/xdp/xdp_tool.c).
+proxy/bans/blocklist.c through tests/xdp/xdp_tool.c).
 
 Runs as root only.  The module builds its own world and tears it down:
 

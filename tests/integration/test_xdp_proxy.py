@@ -1,4 +1,4 @@
-"""The proxy with its XDP blocklist on a real kernel (proxy/bans.c through
+"""The proxy with its XDP blocklist on a real kernel (proxy/bans/bans.c through
 bpf/blocklist.bpf.c), end to end.
 
 The world of test_xdp.py (server and client namespaces joined by a veth,

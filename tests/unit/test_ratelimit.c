@@ -1,6 +1,6 @@
 /*
  * test_ratelimit.c - token buckets, quotas, login scores, per-network limits
- * and table bounds (proxy/ratelimit.c), on a frozen clock.
+ * and table bounds (proxy/limits/ratelimit.c), on a frozen clock.
  */
 #include <stdarg.h>
 #include <stddef.h>
