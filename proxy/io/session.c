@@ -4,24 +4,25 @@
  * Bytes from the client go through TLS (when it is on; OpenSSL reads the
  * receive buffer in place and writes records straight into s->wire through
  * the session's BIO, tls.h) into s->in; session_run() feeds them to the SMTP
- * state machine or, during DATA, to the DATA scanner and on to the backend;
- * replies go back through TLS into s->wire and out with one send at a time.
+ * state machine or, during DATA and BDAT, to the relay (relay.c) and on to
+ * the backend; replies go back through TLS into s->wire and out with one
+ * send at a time.  session_run() is also where the session takes what
+ * its backend leg woke it for.
  * Reads are armed only while there is room for them, which bounds every buffer:
  * a client that sends faster than we can use it simply stops being read.
  *
  * Logs: one line at connect, TLS, AUTH and each message, and a summary at
- * the end (session=ID everywhere).  At debug level every command verb and
- * reply code is traced (smtp_trace_fn: never an argument).  Passwords are
- * never logged.
+ * the end (session_log(): session, client and user on each).  At debug
+ * level every command verb, reply code and state change is traced
+ * (smtp_trace_fn: never an argument).  Passwords are never logged.
  *
  * Secrets: s->in is a secret buffer (buf.h) and TLS cleanses each record's
  * plaintext (tls_authed()) until AUTH succeeds; the plaintext receive
  * buffers of a session without TLS are wiped once copied.
  *
- * Limits: policy.c decides (policy.h) and the session acts on its
- * verdicts in one place, session_apply_verdict(): the reply, the log line
- * (msg=session-refused, limit, sender-refused, mail-refused, ip-banned),
- * the memory cap's counter and a ban's place on the blocklist.
+ * Beside it: session_limits.c acts on the limits' verdicts,
+ * session_backend.c takes the backend leg's news, session_log.c writes
+ * the lines about a session.
  *
  * Config keys: tls.handshake_timeout, limits.command_timeout,
  * limits.data_timeout, limits.max_message_size, limits.bare_newlines,
@@ -29,8 +30,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +38,6 @@
 
 #include <openssl/err.h>
 
-#include "auth/passwd_db.h"
-#include "bans/bans.h"
 #include "io/backend.h"
 #include "io/backend_pool.h"
 #include "io/ring.h"
@@ -48,7 +45,6 @@
 #include "io/tls.h"
 #include "lib/log.h"
 #include "limits/caps.h"
-#include "limits/policy.h"
 
 #define CLOSE_FLUSH_MS	  10000 /* time a closing session gets to flush */
 #define SHUTDOWN_FLUSH_MS 1000	/* the same, cut at a drain deadline */
@@ -93,221 +89,6 @@ unlink_session(struct session *s)
 	r->nsessions--;
 	atomic_fetch_sub_explicit(&r->counters.active, 1, memory_order_relaxed);
 	caps_leave(r->shared.caps);
-}
-
-const char *
-session_log_user(char *buf, size_t len, const char *user)
-{
-	if (user[0] == '\0')
-		return "-";
-	return log_quote(buf, len, user, strlen(user));
-}
-
-/* One line about s: "session=ID client=ADDR user=LOGIN" first, then fmt's
- * keys, so every line about a session can be found by any of the three. */
-static void session_log(const struct session *s, enum log_level level,
-			const char *event, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static void
-session_log(const struct session *s, enum log_level level, const char *event,
-	    const char *fmt, ...)
-{
-	char u[LOG_USER_MAX], rest[1024];
-	va_list ap;
-
-	if (!log_enabled(level))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(rest, sizeof(rest), fmt, ap);
-	va_end(ap);
-	log_msg(level, event, " session=%llx client=%s user=%s%s",
-		(unsigned long long)s->id, s->peer_addr,
-		session_log_user(u, sizeof(u), smtp_user(&s->smtp)), rest);
-}
-
-/* ---------------------------------------------------------------------
- * Limits: policy.c's verdicts, acted on
- */
-
-/* What policy.c reads for s: login is the one at hand (AUTH) or the
- * authenticated user. */
-static struct policy_ctx
-session_policy_ctx(const struct session *s, const char *login, uint64_t now_ms)
-{
-	return (struct policy_ctx){
-		.cfg = session_config(s),
-		.listener = s->listener,
-		.limits = s->ring->shared.limits,
-		.bans = s->ring->shared.bans,
-		.caps = s->ring->shared.caps,
-		.peer = &s->peer,
-		.login = login,
-		.now_ms = now_ms,
-	};
-}
-
-/* A ban the client's network earned, on the blocklist too (and so in the
- * kernel, with XDP): its next packets cost nothing. */
-static void
-auto_ban(struct session *s, const struct ipnet *net, uint64_t ms)
-{
-	struct bans *b = s->ring->shared.bans;
-	char err[256], text[IPNET_TEXT_MAX];
-
-	if (b == NULL)
-		return;
-	if (bans_add(b, net, ms, BLOCKLIST_REASON_AUTO, err, sizeof(err)) != 0)
-		log_warn("auto-ban-failed",
-			 " session=%llx network=%s error=\"%s\"",
-			 (unsigned long long)s->id,
-			 ipnet_format(net, text, sizeof(text)), err);
-}
-
-/* The one place a limit's refusal is answered, logged and counted, and a
- * ban it earned applied.  Returns whether the session may go on. */
-static bool
-session_apply_verdict(struct session *s, const struct policy_verdict *v)
-{
-	const struct smtp *m = &s->smtp;
-	char a[4 * 256 + 3], text[IPNET_TEXT_MAX];
-
-	if (v->banned_ms != 0)
-		log_warn("ip-banned",
-			 " session=%llx client=%s network=%s ban_ms=%" PRIu64
-			 " reason=auth-failures",
-			 (unsigned long long)s->id, s->peer_addr,
-			 ipnet_format(&v->net, text, sizeof(text)),
-			 v->banned_ms);
-	if (v->blocklist_ms != 0)
-		auto_ban(s, &v->net, v->blocklist_ms);
-	switch (v->refused) {
-	case POLICY_OK:
-		return true;
-	case POLICY_CONNECTION:
-		session_log(s, LOG_INFO, "session-refused",
-			    " listener=%s reason=%s retry_ms=%" PRIu64,
-			    s->listener->addr.text, v->reason, v->retry_ms);
-		/* On an implicit TLS port a plaintext reply would only be
-		 * garbage to the client's TLS stack: just close. */
-		if (s->listener->mode == LISTENER_STARTTLS)
-			smtp_shutdown(&s->smtp, v->reply, v->reason);
-		s->smtp.close_reason = v->reason;
-		s->closing = true;
-		break;
-	case POLICY_RATE:
-	case POLICY_BYTES:
-		session_log(s, LOG_INFO, "limit", " limit=%s retry_ms=%" PRIu64,
-			    v->reason, v->retry_ms);
-		/* A message over the byte rate is answered at its end. */
-		if (v->refused == POLICY_RATE)
-			smtp_refuse(&s->smtp, v->reply, false);
-		break;
-	case POLICY_SENDER:
-		session_log(s, LOG_INFO, "sender-refused", " sender=%s",
-			    log_quote(a, sizeof(a), m->fwd_line + m->path_off,
-				      m->path_len));
-		smtp_refuse(&s->smtp, v->reply, true);
-		break;
-	case POLICY_MEMORY:
-		caps_count_mail_refused(s->ring->shared.caps);
-		session_log(s, LOG_INFO, "mail-refused", " reason=%s",
-			    v->reason);
-		smtp_refuse(&s->smtp, v->reply, false);
-		break;
-	}
-	return false;
-}
-
-/* A new connection: false when it is refused (the reply, if any, is
- * queued and the session set to close). */
-static bool
-session_admit(struct session *s)
-{
-	struct policy_ctx c = session_policy_ctx(s, "", s->started_ms);
-	struct policy_verdict v;
-
-	policy_admit(&c, &s->pol, &v);
-	return session_apply_verdict(s, &v);
-}
-
-/* A password check answered: how long to hold the answer (ms). */
-static uint64_t
-session_auth_done(struct session *s, const struct auth_request *req)
-{
-	struct policy_ctx c = session_policy_ctx(s, req->user, timer_now_ms());
-	struct policy_verdict v;
-	uint64_t hold = policy_auth_done(&c, &s->pol, req->ok, &v);
-
-	session_apply_verdict(s, &v);
-	return hold;
-}
-
-/* AUTH succeeded: the user's limits and senders. */
-static void
-session_authed(struct session *s)
-{
-	const char *user = smtp_user(&s->smtp);
-	struct policy_ctx c = session_policy_ctx(s, user, timer_now_ms());
-
-	policy_authed(&c, &s->pol, passwd_db_user_info(s->gen->users, user));
-}
-
-/* The MAIL or RCPT in s->smtp may go to the backend: false when it was
- * refused instead (the reply is queued). */
-static bool
-session_may_forward(struct session *s)
-{
-	struct policy_ctx c =
-		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
-	struct policy_verdict v;
-
-	policy_forward(&c, &s->pol, &s->smtp, &v);
-	return session_apply_verdict(s, &v);
-}
-
-/* n more message bytes for the backend: false when over the user's rate
- * (the message is then sunk and answered with session_bytes_reply()). */
-static bool
-session_take_bytes(struct session *s, size_t n)
-{
-	struct policy_ctx c =
-		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
-	struct policy_verdict v;
-
-	if (policy_take_bytes(&c, &s->pol, n, &v))
-		return true; /* every piece of a message: the short way */
-	return session_apply_verdict(s, &v);
-}
-
-/* The reply for a message sunk by session_take_bytes(). */
-static const char *
-session_bytes_reply(struct session *s, char *buf, size_t len)
-{
-	return policy_bytes_reply(&s->pol, buf, len);
-}
-
-/* On every pass of session_run(): nothing held is the common case, and
- * costs no clock read. */
-static void
-session_settle(struct session *s)
-{
-	struct policy_ctx c;
-
-	if (!policy_holding(&s->pol))
-		return;
-	c = session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
-	policy_settle(&c, &s->pol, &s->smtp);
-}
-
-/* The session ends: what it held is settled, its network counted out. */
-static void
-session_policy_end(struct session *s)
-{
-	struct policy_ctx c =
-		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
-
-	policy_session_end(&c, &s->pol, &s->smtp);
 }
 
 /* ---------------------------------------------------------------------
@@ -765,14 +546,6 @@ relay_io_of(struct session *s)
 	return io;
 }
 
-/* Every message that does not reach the backend's verdict says why. */
-static void
-log_message_refused(struct session *s, const char *why)
-{
-	session_log(s, LOG_INFO, "message-refused", " reason=%s size=%llu", why,
-		    (unsigned long long)s->relay.ds.size);
-}
-
 /* The message or chunk was read to its end: on to the backend's verdict,
  * or refused here (logged, and the backend, which has part of it, is cut:
  * no QUIT inside DATA or a chunk, it must never see an end). */
@@ -792,7 +565,7 @@ finish_message(struct session *s)
 	if (sink == RELAY_SINK_TOO_BIG)
 		counter_add(&s->ring->counters.limits[LIMIT_HIT_MESSAGE_SIZE],
 			    1);
-	log_message_refused(s, relay_sink_name(sink));
+	session_log_refused(s, relay_sink_name(sink));
 	backend_close(&s->be, false);
 }
 
@@ -938,8 +711,6 @@ session_on_auth(struct session *s, struct auth_request *req)
 	session_run(s);
 }
 
-static void open_backend(struct session *s);
-
 static void
 apply(struct session *s, enum smtp_action act)
 {
@@ -956,7 +727,7 @@ apply(struct session *s, enum smtp_action act)
 	case SMTP_ACT_FORWARD:
 		/* Sent by backend_news() once a connection is ready. */
 		if (session_may_forward(s) && s->be == NULL)
-			open_backend(s);
+			session_open_backend(s);
 		break;
 	case SMTP_ACT_CLOSE:
 		s->closing = true;
@@ -1030,121 +801,6 @@ drop_backend_if_asked(struct session *s)
 	}
 }
 
-/* A connection for the forwarded command, told who the client is. */
-static void
-open_backend(struct session *s)
-{
-	struct backend_owner o = {
-		.ring = s->ring,
-		.gen = s->gen,
-		.link = &s->be,
-		.wake = &s->wake,
-		.client =
-			{
-				.id = s->id,
-				.addr = &s->peer.sa,
-				.fd = s->fd,
-				.helo = s->smtp.helo_name,
-				.login = smtp_user(&s->smtp),
-			},
-	};
-
-	if (s->ssl != NULL && s->tls_done) {
-		o.client.sni =
-			SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name);
-		o.client.tls_version = SSL_get_version(s->ssl);
-		o.client.tls_cipher = SSL_get_cipher_name(s->ssl);
-	}
-	backend_open(&o);
-}
-
-/* A backend reply to the forwarded command: relayed by smtp.c, counted,
- * and for the end of a message logged. */
-static void
-backend_replied(struct session *s, const struct smtp_reply *r)
-{
-	const char *lines[SMTP_REPLY_LINES_MAX];
-	size_t lens[SMTP_REPLY_LINES_MAX];
-	bool data_end = s->smtp.state == SMTP_DATA_END;
-	unsigned rcpts = s->smtp.rcpts; /* the reply may reset it */
-	enum smtp_action act;
-
-	for (size_t i = 0; i < r->nlines; i++) {
-		lines[i] = r->raw + r->text_off[i];
-		lens[i] = r->text_len[i];
-	}
-	act = smtp_backend_reply(&s->smtp, r->code, lines, lens, r->nlines);
-	s->backend_used = backend_name(s->be);
-	if (data_end && r->code >= 200 && r->code < 300) {
-		s->recipients += rcpts;
-		s->bytes += s->relay.ds.size;
-		counter_add(&s->ring->counters.messages, 1);
-	}
-	if (data_end)
-		session_log(s, LOG_INFO, "message",
-			    " backend=%s size=%llu result=%d",
-			    backend_name(s->be),
-			    (unsigned long long)s->relay.ds.size, r->code);
-	if (act == SMTP_ACT_DATA)
-		relay_begin(&s->relay);
-	backend_reply_done(s->be, act == SMTP_ACT_DATA);
-}
-
-/* The command smtp.c forwarded, to a backend that is ready for it.  A
- * BDAT's chunk streams right behind it. */
-static void
-send_forward(struct session *s)
-{
-	if (s->smtp.fwd == SMTP_FWD_BDAT) {
-		smtp_chunk_begin(&s->smtp);
-		if (relay_chunk_begin(&s->relay, &s->smtp))
-			backend_command(s->be, s->smtp.fwd_line,
-					s->smtp.fwd_len, true);
-		return;
-	}
-	backend_command(s->be, s->smtp.fwd_line, s->smtp.fwd_len, false);
-}
-
-/* What the backend leg has for the session since it last looked
- * (backend.h): a failure, the end of its handshake, a reply; then the
- * forwarded command goes out once it is ready. */
-static void
-backend_news(struct session *s)
-{
-	const struct smtp_reply *r;
-	enum smtp_backend_failure why;
-	uint64_t size;
-	bool chunking;
-
-	if (s->be == NULL) {
-		/* Forwarded, and no backend could be reached. */
-		if (s->smtp.state == SMTP_BACKEND)
-			smtp_backend_failed(&s->smtp, SMTP_BACKEND_UNAVAILABLE);
-		return;
-	}
-	if (backend_failed(s->be, &why)) {
-		backend_close(&s->be, false);
-		if (s->smtp.state == SMTP_DATA || s->smtp.state == SMTP_CHUNK) {
-			relay_lost(&s->relay); /* 451 when the data ends */
-			return;
-		}
-		if (s->smtp.state == SMTP_DATA_END) /* all of it, no verdict */
-			log_message_refused(s, why == SMTP_BACKEND_TIMEOUT
-						       ? "backend-timeout"
-						       : "backend-lost");
-		if (s->smtp.state == SMTP_BACKEND ||
-		    s->smtp.state == SMTP_DATA_END || s->smtp.in_mail)
-			smtp_backend_failed(&s->smtp, why);
-		return;
-	}
-	if (backend_hello(s->be, &size, &chunking))
-		smtp_backend_ready(&s->smtp, size, chunking);
-	if ((r = backend_reply(s->be)) != NULL)
-		backend_replied(s, r);
-	if (s->smtp.state == SMTP_BACKEND && backend_ready(s->be))
-		send_forward(s);
-}
-
 void
 session_run(struct session *s)
 {
@@ -1155,7 +811,7 @@ session_run(struct session *s)
 
 		enum smtp_state was = s->smtp.state;
 
-		backend_news(s);
+		session_backend_news(s);
 		session_settle(s);
 		if (s->ssl != NULL && !tls_read(s))
 			return;

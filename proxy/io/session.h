@@ -24,6 +24,7 @@
 #include "config/config.h"
 #include "config/generation.h"
 #include "lib/ipnet.h"
+#include "lib/log.h"
 #include "limits/policy.h"
 #include "limits/ratelimit.h"
 #include "smtp/smtp.h"
@@ -112,6 +113,32 @@ session_config(const struct session *s)
  * it holds anything but plain printable bytes; "-" when there is none. */
 #define LOG_USER_MAX (4 * SASL_FIELD_MAX + 3)
 const char *session_log_user(char *buf, size_t len, const char *user);
+
+/* session_log.c: a line about s, "session=ID client=ADDR user=LOGIN"
+ * first, then fmt's keys. */
+void session_log(const struct session *s, enum log_level level,
+		 const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* A message that did not reach the backend's verdict, and why. */
+void session_log_refused(struct session *s, const char *why);
+
+/* session_limits.c: policy.c's verdicts, acted on (false: refused, the
+ * reply is queued). */
+bool session_admit(struct session *s);
+/* A password check answered: how long to hold the answer (ms). */
+uint64_t session_auth_done(struct session *s, const struct auth_request *req);
+void session_authed(struct session *s);	     /* the user's limits, senders */
+bool session_may_forward(struct session *s); /* the MAIL or RCPT */
+/* n more message bytes (the relay's hook): false over the byte rate. */
+bool session_take_bytes(struct session *s, size_t n);
+const char *session_bytes_reply(struct session *s, char *buf, size_t len);
+void session_settle(struct session *s); /* give back what an undelivered
+					   transaction held */
+void session_policy_end(struct session *s);
+
+/* session_backend.c: the session's side of its backend leg. */
+void session_open_backend(struct session *s);
+void session_backend_news(struct session *s);
 
 /* session.c */
 struct session *session_new(struct ring *r, int fd,
