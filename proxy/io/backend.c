@@ -245,7 +245,8 @@ backend_outbox(struct backend_conn *be)
 /* A prepared operation on be's socket: tagged with be, it holds a
  * reference until it completes (backend_release()). */
 static void
-submit(struct backend_conn *be, struct io_uring_sqe *sqe, enum ring_op op)
+backend_submit(struct backend_conn *be, struct io_uring_sqe *sqe,
+	       enum ring_op op)
 {
 	ring_prep(sqe, be, op);
 	be->refs++;
@@ -297,7 +298,7 @@ send_out(struct backend_conn *be)
 	src->pinned = true;
 	io_uring_prep_send(sqe, be->fd, buf_head(src), buf_used(src),
 			   MSG_NOSIGNAL);
-	submit(be, sqe, OP_BACKEND_SEND);
+	backend_submit(be, sqe, OP_BACKEND_SEND);
 	be->sending = true;
 	be->send_wire = be->ssl != NULL;
 }
@@ -311,7 +312,7 @@ backend_flush(struct backend_conn *be)
 /* A receive when there is room for one and no reply is waiting for the
  * session (which would leave it nowhere to go). */
 static void
-arm_recv(struct backend_conn *be)
+backend_arm_recv(struct backend_conn *be)
 {
 	struct io_uring_sqe *sqe;
 
@@ -323,7 +324,7 @@ arm_recv(struct backend_conn *be)
 	io_uring_prep_recv(sqe, be->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = RECV_GROUP;
-	submit(be, sqe, OP_BACKEND_RECV);
+	backend_submit(be, sqe, OP_BACKEND_RECV);
 	be->recv_armed = true;
 }
 
@@ -419,8 +420,8 @@ failover(struct backend_conn *be, const char *step, const char *detail)
 /* Broken after the handshake: the session learns it when it runs
  * (backend_failed()) and loses its current transaction. */
 static void
-fail(struct backend_conn *be, enum smtp_backend_failure why, const char *step,
-     const char *detail)
+backend_fail(struct backend_conn *be, enum smtp_backend_failure why,
+	     const char *step, const char *detail)
 {
 	be->failure = why;
 	upstream_fail(&be->up, step, detail);
@@ -437,7 +438,7 @@ lost(struct backend_conn *be, enum upstream_state was, const char *step,
 	log_warn("backend-lost",
 		 " session=%llx backend=%s error=\"%s\" state=%d",
 		 session_id(be), backend_name(be), detail, (int)was);
-	fail(be, SMTP_BACKEND_LOST, step, detail);
+	backend_fail(be, SMTP_BACKEND_LOST, step, detail);
 }
 
 static void
@@ -466,7 +467,7 @@ backend_on_timer(struct backend_conn *be)
 			 ? "wait-data-end"
 			 : "wait-reply");
 	mark_failed(be, "timeout", "no reply in time");
-	fail(be, SMTP_BACKEND_TIMEOUT, "timeout", "no reply in time");
+	backend_fail(be, SMTP_BACKEND_TIMEOUT, "timeout", "no reply in time");
 }
 
 /* ---------------------------------------------------------------------
@@ -508,7 +509,7 @@ send_xclient(struct backend_conn *be)
  * (command injection, CVE-2011-0411 class), then the handshake.  Returns
  * false when it failed over. */
 static bool
-start_tls(struct backend_conn *be)
+backend_start_tls(struct backend_conn *be)
 {
 	be->ssl = tls_backend_ssl_new(be->gen->backend_tls[be->server],
 				      server_of(be));
@@ -557,7 +558,7 @@ tls_handshake(struct backend_conn *be)
  * is nothing to parse: the handshake goes on, or the connection broke (the
  * session has been told). */
 static bool
-tls_read(struct backend_conn *be)
+backend_tls_read(struct backend_conn *be)
 {
 	char e[256];
 
@@ -617,14 +618,14 @@ handshake_done(struct backend_conn *be, const struct smtp_reply *r)
 /* One reply of the handshake: do what upstream.c asks.  Returns false
  * when the connection failed over (be is detached). */
 static bool
-handshake_reply(struct backend_conn *be, const struct smtp_reply *r)
+backend_handshake_reply(struct backend_conn *be, const struct smtp_reply *r)
 {
 	switch (upstream_reply(&be->up, r)) {
 	case UPSTREAM_ACT_SEND:
 		send_line(be, be->up.line, be->up.len);
 		break;
 	case UPSTREAM_ACT_START_TLS:
-		return start_tls(be);
+		return backend_start_tls(be);
 	case UPSTREAM_ACT_XCLIENT:
 		if (!send_xclient(be))
 			return false;
@@ -719,9 +720,9 @@ parse_replies(struct backend_conn *be)
 	if (be->owner.link == NULL)
 		return;
 more:
-	if (be->ssl != NULL && !tls_read(be)) {
+	if (be->ssl != NULL && !backend_tls_read(be)) {
 		if (be->owner.link != NULL && be->up.state != UPSTREAM_FAILED)
-			arm_recv(be); /* handshake: wait for more */
+			backend_arm_recv(be); /* handshake: wait for more */
 		return;
 	}
 	while (!be->reply_ready && buf_used(&be->in) > 0) {
@@ -741,7 +742,7 @@ more:
 		log_debug("backend-reply", " session=%llx backend=%s code=%d",
 			  session_id(be), backend_name(be), be->reply.code);
 		if (in_handshake(be)) {
-			go_on = handshake_reply(be, &be->reply);
+			go_on = backend_handshake_reply(be, &be->reply);
 			if (go_on)
 				smtp_reply_init(&be->reply);
 		} else {
@@ -756,7 +757,7 @@ more:
 	    (SSL_pending(be->ssl) > 0 ||
 	     BIO_ctrl_pending(SSL_get_rbio(be->ssl)) > 0))
 		goto more;
-	arm_recv(be);
+	backend_arm_recv(be);
 }
 
 /* ---------------------------------------------------------------------
@@ -782,7 +783,7 @@ backend_on_recv(struct backend_conn *be, int res, unsigned flags)
 		if (have_buf)
 			ring_buf_return(r, RECV_GROUP, bid);
 		if (res == -ENOBUFS) {
-			arm_recv(be);
+			backend_arm_recv(be);
 			return;
 		}
 		snprintf(detail, sizeof(detail), "%s",
@@ -837,7 +838,7 @@ backend_on_connect(struct backend_conn *be, int res)
 	}
 	/* The greeting must come within what is left of connect_timeout. */
 	upstream_connected(&be->up);
-	arm_recv(be);
+	backend_arm_recv(be);
 	send_out(be);
 }
 
@@ -931,7 +932,7 @@ backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 	sqe = ring_sqe(o->ring);
 	io_uring_prep_connect(sqe, be->fd, (const struct sockaddr *)&a->ss,
 			      a->len);
-	submit(be, sqe, OP_BACKEND_CONNECT);
+	backend_submit(be, sqe, OP_BACKEND_CONNECT);
 	set_deadline(be, cfg->backend_connect_timeout_ms);
 	return true;
 }

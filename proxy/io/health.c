@@ -130,7 +130,7 @@ fail_errno(struct health_check *c, const char *step, int err)
  */
 
 static void
-arm_recv(struct health_check *c)
+health_arm_recv(struct health_check *c)
 {
 	struct io_uring_sqe *sqe;
 
@@ -255,7 +255,7 @@ health_on_connect(struct health_check *c, int res)
 		ring_prep(sqe, c, OP_CHECK_SEND);
 		c->refs++;
 	}
-	arm_recv(c);
+	health_arm_recv(c);
 }
 
 void
@@ -292,7 +292,7 @@ health_on_recv(struct health_check *c, int res)
 		smtp_reply_init(&c->reply);
 	}
 	if (reading(c))
-		arm_recv(c);
+		health_arm_recv(c);
 }
 
 void

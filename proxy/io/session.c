@@ -261,7 +261,7 @@ tls_ready(struct session *s)
 /* Pull plaintext out of TLS into s->in while there is room.  Returns
  * false when the session ended. */
 static bool
-tls_read(struct session *s)
+session_tls_read(struct session *s)
 {
 	int r, e;
 
@@ -341,7 +341,7 @@ tls_backlog(struct session *s)
 /* A prepared operation on s's socket: tagged with s, it holds a reference
  * until it completes (session_release()). */
 static void
-submit(struct session *s, struct io_uring_sqe *sqe, enum ring_op op)
+session_submit(struct session *s, struct io_uring_sqe *sqe, enum ring_op op)
 {
 	ring_prep(sqe, s, op);
 	s->inflight++;
@@ -358,7 +358,7 @@ send_wire(struct session *s)
 	s->wire.pinned = true;
 	io_uring_prep_send(sqe, s->fd, buf_head(&s->wire), buf_used(&s->wire),
 			   MSG_NOSIGNAL);
-	submit(s, sqe, OP_CLIENT_SEND);
+	session_submit(s, sqe, OP_CLIENT_SEND);
 	s->sending = true;
 }
 
@@ -450,7 +450,7 @@ arm_client_recv(struct session *s)
 	io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = s->recv_data ? DATA_GROUP : RECV_GROUP;
-	submit(s, sqe, OP_CLIENT_RECV);
+	session_submit(s, sqe, OP_CLIENT_RECV);
 	s->recv_armed = true;
 }
 
@@ -520,7 +520,7 @@ session_on_client_recv(struct session *s, int res, unsigned flags)
 
 /* The relay's hook for the user's byte rate. */
 static bool
-take_bytes(void *ctx, size_t n)
+session_relay_take(void *ctx, size_t n)
 {
 	return session_take_bytes(ctx, n);
 }
@@ -535,7 +535,7 @@ relay_io_of(struct session *s)
 		.out = s->be != NULL ? backend_outbox(s->be) : NULL,
 		.max_size = cfg->max_message_size,
 		.normalize = cfg->bare_newlines == BARE_NEWLINE_NORMALIZE,
-		.take_bytes = take_bytes,
+		.take_bytes = session_relay_take,
 		.ctx = s,
 	};
 
@@ -596,7 +596,7 @@ relay(struct session *s)
  */
 
 static void
-start_tls(struct session *s)
+session_start_tls(struct session *s)
 {
 	/* The 220 goes out in plaintext ahead of everything TLS writes. */
 	flush_client(s);
@@ -712,14 +712,14 @@ session_on_auth(struct session *s, struct auth_request *req)
 }
 
 static void
-apply(struct session *s, enum smtp_action act)
+session_apply(struct session *s, enum smtp_action act)
 {
 	switch (act) {
 	case SMTP_ACT_NONE:
 	case SMTP_ACT_DATA:
 		break;
 	case SMTP_ACT_STARTTLS:
-		start_tls(s);
+		session_start_tls(s);
 		break;
 	case SMTP_ACT_AUTH:
 		start_auth(s);
@@ -805,7 +805,8 @@ void
 session_run(struct session *s)
 {
 	/* Run while input is being used: TLS may hold more plaintext than
-	 * s->in had room for, and only a pass through tls_read() gets it. */
+	 * s->in had room for, and only a pass through session_tls_read() gets
+	 * it. */
 	while (!s->dead && !s->closing) {
 		size_t before;
 
@@ -813,7 +814,7 @@ session_run(struct session *s)
 
 		session_backend_news(s);
 		session_settle(s);
-		if (s->ssl != NULL && !tls_read(s))
+		if (s->ssl != NULL && !session_tls_read(s))
 			return;
 		if (s->closing || (s->ssl != NULL && !s->tls_done))
 			break;
@@ -829,7 +830,7 @@ session_run(struct session *s)
 			 * asked for it goes to the old connection. */
 			drop_backend_if_asked(s);
 			if (act != SMTP_ACT_NONE) {
-				apply(s, act);
+				session_apply(s, act);
 				if (act == SMTP_ACT_STARTTLS)
 					break; /* wait for the handshake */
 				continue;

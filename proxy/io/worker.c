@@ -603,8 +603,8 @@ on_refusal_sent(struct refusal *r)
  * is logged at most once per REFUSE_LOG_MS per worker, and the next line
  * says how many were left out (the counters have every one). */
 static void
-refuse(struct worker *w, int fd, const struct config_listener *cl,
-       enum refuse_reason why)
+worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
+	      enum refuse_reason why)
 {
 	static const char *const names[REFUSE_REASONS] = {
 		[REFUSE_BLOCKLIST] = "blocklist",
@@ -692,7 +692,7 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 				  memory_order_relaxed);
 	if (w->ring.shared.bans != NULL &&
 	    !bans_admit(w->ring.shared.bans, &peer.sa)) {
-		refuse(w, res, l->cl, REFUSE_BLOCKLIST);
+		worker_refuse(w, res, l->cl, REFUSE_BLOCKLIST);
 		return;
 	}
 	/* Before anything is spent on it: no session, no TLS. */
@@ -701,17 +701,17 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 	case CAPS_OK:
 		break;
 	case CAPS_SESSIONS:
-		refuse(w, res, l->cl, REFUSE_SESSIONS);
+		worker_refuse(w, res, l->cl, REFUSE_SESSIONS);
 		return;
 	case CAPS_MEMORY:
-		refuse(w, res, l->cl, REFUSE_MEMORY);
+		worker_refuse(w, res, l->cl, REFUSE_MEMORY);
 		return;
 	}
 	/* TCP_NODELAY comes from the listening socket (listen.c). */
 	struct session *s = session_new(&w->ring, res, l->cl, &peer);
 	if (s == NULL) {
 		caps_leave(w->ring.shared.caps);
-		refuse(w, res, l->cl, REFUSE_OOM);
+		worker_refuse(w, res, l->cl, REFUSE_OOM);
 		return;
 	}
 	s->inflight++;

@@ -115,8 +115,8 @@ verdict_init(struct policy_verdict *v)
 
 /* Returns false, for the callers' return statements. */
 static bool
-refuse(struct policy_verdict *v, enum policy_refusal what, const char *reason,
-       uint64_t retry_ms)
+policy_refuse(struct policy_verdict *v, enum policy_refusal what,
+	      const char *reason, uint64_t retry_ms)
 {
 	v->refused = what;
 	v->reason = reason;
@@ -157,7 +157,8 @@ policy_admit(const struct policy_ctx *c, struct policy_state *st,
 	     !ipnet_list_contains(l->allow.v, l->allow.n, addr))) {
 		snprintf(v->reply, sizeof(v->reply),
 			 "554 5.7.1 %s Access denied", c->cfg->hostname);
-		return refuse(v, POLICY_CONNECTION, "listener-denied", 0);
+		return policy_refuse(v, POLICY_CONNECTION, "listener-denied",
+				     0);
 	}
 	if (!ratelimit_ip_key(c->limits, addr, &st->ip_key))
 		return true; /* limits.ip.allow */
@@ -183,7 +184,7 @@ policy_admit(const struct policy_ctx *c, struct policy_state *st,
 			 "421 4.7.0 %s Too many connections from your "
 			 "network, try again in %" PRIu64 " seconds",
 			 c->cfg->hostname, retry_seconds(retry));
-	return refuse(v, POLICY_CONNECTION, verdict_names[rv], retry);
+	return policy_refuse(v, POLICY_CONNECTION, verdict_names[rv], retry);
 }
 
 /* ---------------------------------------------------------------------
@@ -287,8 +288,8 @@ take(const struct policy_ctx *c, struct policy_state *st,
 	if (refused != LIMIT_USER_KINDS) {
 		limit_reply(v->reply, sizeof(v->reply), st->user_limits,
 			    refused, retry);
-		return refuse(v, POLICY_RATE, kind_names[refused],
-			      retry == UINT64_MAX ? 0 : retry);
+		return policy_refuse(v, POLICY_RATE, kind_names[refused],
+				     retry == UINT64_MAX ? 0 : retry);
 	}
 	for (int k = 0; k < LIMIT_USER_KINDS; k++)
 		st->held[k] += amount[k];
@@ -307,7 +308,7 @@ check_sender(const struct policy_ctx *c, const struct policy_state *st,
 			   m->path_len))
 		return true;
 	memcpy(v->reply, reply, sizeof(reply));
-	return refuse(v, POLICY_SENDER, "sender", 0);
+	return policy_refuse(v, POLICY_SENDER, "sender", 0);
 }
 
 bool
@@ -332,7 +333,7 @@ policy_forward(const struct policy_ctx *c, struct policy_state *st,
 		 * this one). */
 		if (c->caps != NULL && caps_memory_over(c->caps)) {
 			memcpy(v->reply, no_memory, sizeof(no_memory));
-			return refuse(v, POLICY_MEMORY, "max-memory", 0);
+			return policy_refuse(v, POLICY_MEMORY, "max-memory", 0);
 		}
 		return take(c, st, LIMIT_MESSAGES, 1, v);
 	case SMTP_FWD_RCPT:
@@ -357,10 +358,10 @@ policy_take_bytes(const struct policy_ctx *c, struct policy_state *st, size_t n,
 				      amount, c->now_ms, &st->limit_retry_ms);
 	if (refused != LIMIT_USER_KINDS) {
 		policy_bytes_reply(st, v->reply, sizeof(v->reply));
-		return refuse(v, POLICY_BYTES, kind_names[refused],
-			      st->limit_retry_ms == UINT64_MAX
-				      ? 0
-				      : st->limit_retry_ms);
+		return policy_refuse(v, POLICY_BYTES, kind_names[refused],
+				     st->limit_retry_ms == UINT64_MAX
+					     ? 0
+					     : st->limit_retry_ms);
 	}
 	st->held[LIMIT_BYTES] += n;
 	return true;

@@ -34,7 +34,7 @@ relay_lost(struct relay *r)
 }
 
 static bool
-take_bytes(struct relay_io *io, size_t n)
+relay_take(struct relay_io *io, size_t n)
 {
 	return io->take_bytes == NULL || n == 0 || io->take_bytes(io->ctx, n);
 }
@@ -56,7 +56,7 @@ normalize_some(struct relay *r, struct relay_io *io, const char *p,
 	n = data_normalize(&r->ds, p, avail, t, &outlen);
 	if (r->ds.size > io->max_size)
 		r->sink = RELAY_SINK_TOO_BIG;
-	else if (!take_bytes(io, outlen))
+	else if (!relay_take(io, outlen))
 		r->sink = RELAY_SINK_LIMIT;
 	else {
 		buf_commit(io->out, outlen);
@@ -81,7 +81,7 @@ scan_some(struct relay *r, struct relay_io *io, const char *p, size_t avail)
 		r->sink = RELAY_SINK_BAD_BYTES;
 	else if (r->ds.size > io->max_size)
 		r->sink = RELAY_SINK_TOO_BIG;
-	else if (!take_bytes(io, n))
+	else if (!relay_take(io, n))
 		r->sink = RELAY_SINK_LIMIT;
 	else
 		io->forwarded += buf_append(io->out, p, n);
@@ -133,7 +133,7 @@ relay_chunk(struct relay *r, struct relay_io *io, uint64_t *left, bool last)
 			data_scan_chunk(&r->ds, p, n, last && n == *left);
 			if (r->ds.bad)
 				r->sink = RELAY_SINK_BAD_BYTES;
-			else if (!take_bytes(io, n))
+			else if (!relay_take(io, n))
 				r->sink = RELAY_SINK_LIMIT;
 			else
 				io->forwarded += buf_append(io->out, p, n);

@@ -118,7 +118,7 @@ upstream_set_state(struct upstream *u, enum upstream_state st)
 
 /* The dialogue ends here: nothing more is sent. */
 static enum upstream_action
-fail(struct upstream *u, const char *step, const char *detail)
+upstream_fail_at(struct upstream *u, const char *step, const char *detail)
 {
 	u->step = step;
 	snprintf(u->detail, sizeof(u->detail), "%s", detail);
@@ -138,7 +138,7 @@ fail_code(struct upstream *u, const char *step, int code)
 	snprintf(detail, sizeof(detail),
 		 u->mode == UPSTREAM_CHECK ? "%d" : "unexpected reply %d",
 		 code);
-	return fail(u, step, detail);
+	return upstream_fail_at(u, step, detail);
 }
 
 static const struct handshake_row *
@@ -185,12 +185,12 @@ write_line(struct upstream *u, enum line_kind kind)
 }
 
 static enum upstream_action
-apply(struct upstream *u, enum upstream_move m)
+upstream_apply(struct upstream *u, enum upstream_move m)
 {
 	const struct move_row *mv = &moves[m];
 
 	if (!write_line(u, mv->line))
-		return fail(u, "ehlo", "EHLO name too long");
+		return upstream_fail_at(u, "ehlo", "EHLO name too long");
 	upstream_set_state(u, mv->next);
 	if (m == MOVE_GOOD)
 		snprintf(u->detail, sizeof(u->detail), "greeting and EHLO ok");
@@ -209,39 +209,43 @@ offers_move(struct upstream *u, const struct smtp_reply *r)
 	if (u->mode == UPSTREAM_CHECK) {
 		if (u->identity == IDENTITY_XCLIENT &&
 		    !smtp_reply_has_ext(r, "XCLIENT", NULL, NULL))
-			return fail(u, "ehlo", "XCLIENT not offered");
+			return upstream_fail_at(u, "ehlo",
+						"XCLIENT not offered");
 		if (u->starttls &&
 		    !smtp_reply_has_ext(r, "STARTTLS", NULL, NULL))
-			return fail(u, "ehlo", "STARTTLS not offered");
-		return apply(u, MOVE_GOOD);
+			return upstream_fail_at(u, "ehlo",
+						"STARTTLS not offered");
+		return upstream_apply(u, MOVE_GOOD);
 	}
 	if (u->starttls && !u->tls_up) {
 		/* Should do TLS but does not: down for us, never plaintext. */
 		if (!smtp_reply_has_ext(r, "STARTTLS", NULL, NULL))
-			return fail(u, "starttls",
-				    "backend does not offer STARTTLS");
-		return apply(u, MOVE_STARTTLS);
+			return upstream_fail_at(
+				u, "starttls",
+				"backend does not offer STARTTLS");
+		return upstream_apply(u, MOVE_STARTTLS);
 	}
 	if (u->identity != IDENTITY_XCLIENT)
-		return apply(u, MOVE_READY);
+		return upstream_apply(u, MOVE_READY);
 	if (!smtp_reply_has_ext(r, "XCLIENT", &args, &alen))
-		return fail(u, "xclient", "backend does not offer XCLIENT");
+		return upstream_fail_at(u, "xclient",
+					"backend does not offer XCLIENT");
 	if (alen >= sizeof(u->xclient_attrs))
 		alen = sizeof(u->xclient_attrs) - 1;
 	memcpy(u->xclient_attrs, args, alen);
 	u->xclient_attrs[alen] = '\0';
-	return apply(u, MOVE_XCLIENT);
+	return upstream_apply(u, MOVE_XCLIENT);
 }
 
 static enum upstream_action
-handshake_reply(struct upstream *u, const struct handshake_row *row,
-		const struct smtp_reply *r)
+upstream_handshake_reply(struct upstream *u, const struct handshake_row *row,
+			 const struct smtp_reply *r)
 {
 	if (r->code != row->ok[0] && (row->ok[1] == 0 || r->code != row->ok[1]))
 		return fail_code(u, row->step, r->code);
 	if (row->move == MOVE_OFFERS)
 		return offers_move(u, r);
-	return apply(u, row->move);
+	return upstream_apply(u, row->move);
 }
 
 void
@@ -279,7 +283,7 @@ upstream_reply(struct upstream *u, const struct smtp_reply *r)
 	u->len = 0;
 	u->line[0] = '\0';
 	if (row != NULL)
-		return handshake_reply(u, row, r);
+		return upstream_handshake_reply(u, row, r);
 	switch (u->state) {
 	case UPSTREAM_FAILED:
 		return UPSTREAM_ACT_FAIL;
@@ -288,14 +292,14 @@ upstream_reply(struct upstream *u, const struct smtp_reply *r)
 	case UPSTREAM_WAIT_REPLY:
 	case UPSTREAM_WAIT_DATA_END:
 		if (r->code == 421)
-			return fail(u, "reply", "backend said 421");
+			return upstream_fail_at(u, "reply", "backend said 421");
 		verdict = u->state == UPSTREAM_WAIT_DATA_END;
 		upstream_set_state(u, UPSTREAM_READY);
 		return verdict ? UPSTREAM_ACT_VERDICT : UPSTREAM_ACT_RELAY;
 	default:
 		/* Nobody asked: "421 timeout" while idle, a reply in the
 		 * middle of the message. */
-		return fail(u, "reply", "unsolicited reply");
+		return upstream_fail_at(u, "reply", "unsolicited reply");
 	}
 }
 
@@ -310,7 +314,7 @@ upstream_xclient(struct upstream *u, const struct xclient_info *info)
 						   : UPSTREAM_ACT_WAIT;
 	n = xclient_line(u->xclient_attrs, info, u->line, sizeof(u->line));
 	if (n < 0)
-		return fail(u, "xclient", "XCLIENT line too long");
+		return upstream_fail_at(u, "xclient", "XCLIENT line too long");
 	u->len = (size_t)n;
 	/* A name that does not fit is left out: EHLO says ours. */
 	hl = info->helo != NULL ? strlen(info->helo) : 0;
@@ -326,7 +330,7 @@ void
 upstream_fail(struct upstream *u, const char *step, const char *detail)
 {
 	if (u->state != UPSTREAM_FAILED)
-		fail(u, step, detail);
+		upstream_fail_at(u, step, detail);
 }
 
 enum upstream_action
@@ -336,7 +340,7 @@ upstream_tls_done(struct upstream *u)
 		return u->state == UPSTREAM_FAILED ? UPSTREAM_ACT_FAIL
 						   : UPSTREAM_ACT_WAIT;
 	u->tls_up = true;
-	return apply(u, MOVE_EHLO);
+	return upstream_apply(u, MOVE_EHLO);
 }
 
 bool
