@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import SERVER_NAME, hash_password, raw_greeting
+from conftest import SERVER_NAME, hash_password, raw_greeting, wait_until
 
 MSG = b"Subject: limits\r\n\r\nhello\r\n"
 
@@ -239,10 +239,9 @@ def test_concurrency_refused_before_tls(proxy, recording_backend):
         for h in held:
             h.close()
     # Once they are gone there is room again.
-    deadline = time.monotonic() + 5
-    while not raw_greeting(p.starttls_port, "127.0.0.3").startswith(b"220 "):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: raw_greeting(p.starttls_port, "127.0.0.3").startswith(b"220 "),
+               10, "a greeting for 127.0.0.3 once its connections had closed",
+               interval=0.1)
 
 
 def test_connection_rate(proxy, recording_backend):
@@ -312,6 +311,7 @@ def test_allowlisted_network_is_never_limited(proxy, recording_backend):
     assert "msg=ip-banned" not in p.log()
 
 
+@pytest.mark.slow  # waits out the growing delays it checks (3 s and more)
 def test_login_failures_slow_that_login_down(proxy, recording_backend):
     """A distributed guess at one account: failures from many addresses
     raise the account's score; its answers are then held back longer and
