@@ -84,10 +84,10 @@ BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 
 # Parallelism of check and test.  A sub-make gets -j$(JOBS) unless this
 # make was given -j (then the sub-make shares its jobserver).
-JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
-PAR       := $(if $(filter -j%,$(MAKEFLAGS)),,-j$(JOBS))
-FUZZ_JOBS ?= 2
-E2E_JOBS  ?= 2
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PAR        = $(if $(filter -j%,$(MAKEFLAGS)),,-j$(JOBS))
+FUZZ_JOBS  ?= 2
+E2E_JOBS   ?= 2
 # pytest arguments after the suite's own, e.g. E2E_SELECT="-m 'not slow'"
 # or E2E_SELECT="-k xdp".
 E2E_SELECT ?=
