@@ -1,9 +1,15 @@
 # msaproxy - build, test, run.
 #
 #   make            build build/msaproxy (installs missing Debian packages)
-#   make test       everything CI runs: format check, unit tests (plain and
-#                   ASan+UBSan), short fuzz pass, end-to-end suite (plain
-#                   and ASan+UBSan)
+#   make check      the inner loop, a few minutes: parallel build of both
+#                   trees and the fuzz targets, format check, unit tests
+#                   (plain and ASan+UBSan), fuzz regression inputs and seed
+#                   corpus replayed (no fuzzing), end-to-end suite once on
+#                   the ASan+UBSan binary without the tests marked slow
+#   make test       everything CI runs (before pushing): the same build,
+#                   format check and unit tests, short fuzz pass
+#                   (FUZZ_JOBS targets at a time), end-to-end suite with
+#                   every test, plain and ASan+UBSan
 #   make run        demo: certificate, user, local backend, proxy on conf/
 #   make asan       build build-asan/msaproxy with ASan+UBSan
 #   make fuzz       longer fuzzing (FUZZ_SECONDS per target)
@@ -14,6 +20,8 @@
 #   make bench-build build the bench tools (build/bench/loadgen, hsbench,
 #                   limitbench, floodgen)
 #
+# check and test build with -j$(JOBS) (the CPUs; or what make -jN says)
+# and run the end-to-end suite on E2E_JOBS pytest-xdist workers.
 # V=1 shows the full commands.
 
 CC       ?= cc
@@ -83,6 +91,23 @@ BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
 BENCH_CFLAGS := -O2 -g -std=c17 -D_GNU_SOURCE -pthread $(WARN)
 BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 
+# Parallelism of check and test.  A sub-make gets -j$(JOBS) unless this
+# make was given -j (then the sub-make shares its jobserver).
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PAR        = $(if $(filter -j%,$(MAKEFLAGS)),,-j$(JOBS))
+FUZZ_JOBS  ?= 2
+E2E_JOBS   ?= 2
+# pytest arguments after the suite's own, e.g. E2E_SELECT="-m 'not slow'"
+# or E2E_SELECT="-k xdp".
+E2E_SELECT ?=
+# $(call e2e,DIR): the end-to-end suite against DIR/msaproxy and
+# DIR/tests/xdp_tool, on E2E_JOBS workers.  Tests in one xdist_group run
+# on one worker (--dist loadgroup).
+e2e = MSAPROXY_BIN=$(CURDIR)/$(1)/msaproxy \
+	XDP_TOOL=$(CURDIR)/$(1)/tests/xdp_tool \
+	LOADGEN_BIN=$(CURDIR)/$(BUILD)/bench/loadgen \
+	scripts/pytest -n $(E2E_JOBS) --dist loadgroup tests/integration
+
 ifeq ($(V),1)
 Q :=
 else
@@ -95,8 +120,9 @@ include mk/bpf.mk
 include mk/install.mk
 
 .DELETE_ON_ERROR:
-.PHONY: all deps test unit asan asan-unit integration integration-asan fuzz \
-        fuzz-build fuzz-short run format format-check bench bench-build clean
+.PHONY: all deps check test test-build unit unit-build asan asan-build \
+        asan-unit integration integration-asan fuzz fuzz-build fuzz-short \
+        fuzz-replay run format format-check bench bench-build clean
 
 all: deps $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 
@@ -145,34 +171,44 @@ $(BUILD)/bench/%: bench/%.c
 
 bench-build: deps $(BENCH)
 
-unit: deps $(UNITS)
+unit-build: deps $(UNITS)
+
+unit: unit-build
 	$(Q)set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
 
 # The same tree again with ASan+UBSan, without jemalloc (ASan brings its own
 # allocator).
+ASAN_ARGS = BUILD=build-asan ALLOC= CFLAGS="$(SAN_FLAGS)"
 asan:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
-		CFLAGS="$(SAN_FLAGS)" build-asan/msaproxy build-asan/msaproxyctl
+	$(Q)$(MAKE) --no-print-directory $(ASAN_ARGS) build-asan/msaproxy build-asan/msaproxyctl
+# Everything the ASan+UBSan tree has: binaries, test tool, unit tests.
+asan-build:
+	$(Q)$(MAKE) --no-print-directory $(ASAN_ARGS) build-asan/msaproxy build-asan/msaproxyctl \
+		build-asan/tests/xdp_tool unit-build
 asan-unit:
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
-		CFLAGS="$(SAN_FLAGS)" unit
+	$(Q)$(MAKE) --no-print-directory $(ASAN_ARGS) unit
 
 integration: all $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen
-	$(Q)MSAPROXY_BIN=$(CURDIR)/$(BUILD)/msaproxy \
-		XDP_TOOL=$(CURDIR)/$(BUILD)/tests/xdp_tool \
-		LOADGEN_BIN=$(CURDIR)/$(BUILD)/bench/loadgen \
-		scripts/pytest tests/integration
+	$(Q)$(call e2e,$(BUILD)) $(E2E_SELECT)
 
 # The whole end-to-end suite again against the ASan+UBSan binary: a
 # sanitizer report in its log fails the test that caused it.
-integration-asan: deps asan $(BUILD)/bench/loadgen
-	$(Q)$(MAKE) --no-print-directory BUILD=build-asan ALLOC= \
-		CFLAGS="$(SAN_FLAGS)" build-asan/tests/xdp_tool
-	$(Q)MSAPROXY_BIN=$(CURDIR)/build-asan/msaproxy \
-		XDP_TOOL=$(CURDIR)/build-asan/tests/xdp_tool \
-		LOADGEN_BIN=$(CURDIR)/$(BUILD)/bench/loadgen \
-		scripts/pytest tests/integration \
-		--ignore=tests/integration/test_testssl.py
+integration-asan: deps asan-build $(BUILD)/bench/loadgen
+	$(Q)$(call e2e,build-asan) \
+		--ignore=tests/integration/test_testssl.py $(E2E_SELECT)
+
+# Everything check and test run, built at once: both trees, the unit
+# tests, the tools the end-to-end suite drives, the fuzz targets.
+test-build: all unit-build $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen \
+            asan-build fuzz-build
+
+# The inner loop.  Steps run one after the other (make -j check too), so
+# the end-to-end suite never shares the CPUs with a build or a fuzzer.
+check: deps
+	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
+	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit fuzz-replay
+	$(Q)$(MAKE) --no-print-directory integration-asan E2E_SELECT="-m 'not slow' $(E2E_SELECT)"
+	@echo "make check: all passed (make test runs everything, as CI does)"
 
 # Benchmarks (not part of test): BENCH_ARGS="headline nginx --seconds 20".
 bench: all bench-build
@@ -195,7 +231,12 @@ fuzz-build: deps $(FUZZ_BINS)
 # Regression inputs, then fuzzing on a scratch copy of each seed corpus
 # (tests/fuzz/run.sh); fails on any crash.
 fuzz-short: fuzz-build
-	$(Q)tests/fuzz/run.sh $(FUZZ_SHORT_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
+	$(Q)tests/fuzz/run.sh -j $(FUZZ_JOBS) $(FUZZ_SHORT_SECONDS) $(FUZZ_BUILD) \
+		$(FUZZ_TARGETS)
+
+# Regression inputs and seed corpus run once each, no fuzzing (make check).
+fuzz-replay: fuzz-build
+	$(Q)tests/fuzz/run.sh -j $(FUZZ_JOBS) 0 $(FUZZ_BUILD) $(FUZZ_TARGETS)
 
 fuzz: fuzz-build
 	$(Q)tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BUILD) $(FUZZ_TARGETS)
@@ -212,7 +253,14 @@ format-check:
 		$(wildcard tests/unit/*.c tests/fuzz/*.[ch] bench/*.c bench/*.h) \
 		$(wildcard bpf/*.c bpf/*.h tests/xdp/*.c)
 
-test: deps format-check unit asan-unit fuzz-short integration integration-asan
+# What CI runs (.ci/run): every test, slow ones included.  Like check, one
+# step after the other; the builds and the unit tests in parallel.
+test: deps
+	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
+	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit
+	$(Q)$(MAKE) --no-print-directory fuzz-short
+	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)$(MAKE) --no-print-directory integration-asan
 	@echo "make test: all passed"
 
 run: all

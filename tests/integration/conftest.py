@@ -14,6 +14,18 @@ ports, bounds every wait, and stops what it started by PID.
 
 Each test's code runs under a deadline (default 60 s, or
 @pytest.mark.deadline(seconds)): a hung test fails instead of hanging.
+
+@pytest.mark.slow marks a test that takes seconds by its nature (it
+streams tens of megabytes, waits out a timer of several seconds, or runs
+an external scanner): `make check` leaves those out (-m "not slow"),
+`make test` (CI) runs them.
+
+The suite runs on pytest-xdist workers (make check and make test: -n 2,
+--dist loadgroup), so nothing here may be shared between tests that run
+at once: ports are free ones, files live in per-test temp directories,
+network namespaces carry the worker's PID in their names.  Tests that
+cannot share the machine get @pytest.mark.xdist_group(name) and run on
+one worker, one after the other.
 """
 
 import json
@@ -184,6 +196,11 @@ def pytest_configure(config):
         "markers",
         "deadline(seconds): fail the test if its body runs longer than this "
         f"(default {DEFAULT_TEST_DEADLINE:g}s)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "slow: takes seconds by nature (volume, a long timer, an external "
+        "scanner); make check deselects these, make test runs them",
     )
 
 

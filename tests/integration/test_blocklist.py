@@ -65,18 +65,19 @@ def test_file_allow_and_reload(proxy, recording_backend, tmp_path):
 def test_manual_ban_ttl_and_unban(proxy, recording_backend):
     p = proxy([recording_backend.port])
     assert admitted(p, "127.0.0.10")
-    p.ctl("ban", "127.0.0.10", "--ttl", "2s")
-    p.ctl("ban", "127.0.0.16/29")
+    # The TTL ban is checked first, while it surely holds (3 s).
+    p.ctl("ban", "127.0.0.10", "--ttl", "3s")
     assert not admitted(p, "127.0.0.10")
+    ttl = [e for e in listing(p) if e["prefix"] == "127.0.0.10/32"][0]
+    assert ttl["reason"] == "manual" and 0 <= ttl["expires_in_s"] <= 3
+    p.ctl("ban", "127.0.0.16/29")
     assert not admitted(p, "127.0.0.17")
     assert admitted(p, "127.0.0.11")
     human = p.ctl("list").stdout
     assert "127.0.0.16/29 block manual permanent" in human, human
-    ttl = [e for e in listing(p) if e["prefix"] == "127.0.0.10/32"][0]
-    assert ttl["reason"] == "manual" and 0 <= ttl["expires_in_s"] <= 2
-    p.wait_for_log(r"msg=banned network=127\.0\.0\.10/32 ttl_ms=2000 reason=manual")
+    p.wait_for_log(r"msg=banned network=127\.0\.0\.10/32 ttl_ms=3000 reason=manual")
     # The TTL ban ends on its own.
-    wait_until(lambda: admitted(p, "127.0.0.10"), 6, "the 2 s ban to expire")
+    wait_until(lambda: admitted(p, "127.0.0.10"), 8, "the 3 s ban to expire")
     wait_until(lambda: all(e["prefix"] != "127.0.0.10/32" for e in listing(p)), 4,
                "the expired entry to be swept")
     p.ctl("unban", "127.0.0.16/29")

@@ -447,6 +447,7 @@ def test_bad_requests_get_clear_answers(proxy, recording_backend):
     assert scrape(p.metrics_port).get("msaproxy_config_generation") == 1
 
 
+@pytest.mark.slow  # waits out the endpoint's 5 s time limit
 @pytest.mark.deadline(60)
 def test_silent_and_slow_clients_are_cut_and_hold_nothing(proxy, recording_backend):
     p = metrics_proxy(proxy, [recording_backend.port])
@@ -481,6 +482,7 @@ def test_silent_and_slow_clients_are_cut_and_hold_nothing(proxy, recording_backe
             answer += chunk
         assert status_of(answer) == 408
         c.close()
+    # Not before its time: the endpoint's time limit is honoured.
     assert time.monotonic() - opened >= HTTP_TIMEOUT_S - 0.5
     p.wait_for_log(r"msg=metrics-request-bad client=\S+ status=408 "
                    r"request=\"GET /metrics HTTP/1.1\"")

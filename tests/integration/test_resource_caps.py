@@ -222,6 +222,7 @@ def exchange(c, data, done, timeout=60):
         c.sock.setblocking(True)
 
 
+@pytest.mark.slow  # 100,000 commands, twice
 def test_thousands_of_pipelined_commands(proxy, recording_backend):
     """100,000 NOOPs in one write while the replies are read: every one
     answered in order.  Then a client that pipelines and never reads: the
@@ -325,6 +326,7 @@ def test_tls_handshakes_never_finished(proxy, recording_backend):
         assert after.rss - peak.base.rss < bound, f"after: {after}, before: {peak.base}"
 
 
+@pytest.mark.slow  # streams 64 MB to 1 GB
 @pytest.mark.deadline(120)
 def test_data_past_size_is_sunk(proxy, recording_backend):
     """A message streamed far past limits.max_message_size (1 MB here, not
@@ -416,6 +418,7 @@ def test_session_cap_is_process_wide(proxy, recording_backend, users):
         c.close()
 
 
+@pytest.mark.slow  # sessions holding megabytes, the cap sampled every 100 ms
 def test_memory_cap_sheds_new_work_then_recovers(proxy, recording_backend):
     """limits.max_memory set a few MB over what the idle proxy holds; then
     sessions that hold buffers (an unfinished 12 KB AUTH line each) push

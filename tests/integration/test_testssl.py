@@ -52,6 +52,9 @@ import pytest
 
 from conftest import SERVER_NAME, run
 
+# A scan takes tens of seconds: make check leaves these out.
+pytestmark = pytest.mark.slow
+
 TESTSSL = shutil.which("testssl") or shutil.which("testssl.sh")
 SCAN_TIMEOUT = 150  # seconds per scan; a scan takes about 60-80 s here
 CHECKS = ["-p", "-S", "-U", "-E"]

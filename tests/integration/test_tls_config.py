@@ -11,7 +11,6 @@ import smtplib
 import socket
 import ssl
 import subprocess
-import time
 
 import pytest
 
@@ -100,11 +99,14 @@ def test_tls13_resumption_with_ticket(proxy, recording_backend):
 
 
 def test_handshake_timeout_closes(proxy, recording_backend):
+    """tls.handshake_timeout 1s (the suite's is 10s): a client that never
+    starts its handshake is closed without a word, by this timeout."""
     p = proxy([recording_backend.port], **{"tls.handshake_timeout": "1s"})
-    with socket.create_connection(("127.0.0.1", p.implicit_port), timeout=10) as s:
-        start = time.monotonic()
-        assert s.recv(100) == b""  # closed by the proxy, nothing sent
-        assert time.monotonic() - start < 5
+    with socket.create_connection(("127.0.0.1", p.implicit_port), timeout=8) as s:
+        try:
+            assert s.recv(100) == b""  # closed by the proxy, nothing sent
+        except socket.timeout:
+            pytest.fail("still open 8 s on with tls.handshake_timeout 1s")
     p.wait_for_log(r"msg=session-end .*reason=tls-handshake-timeout")
 
 
