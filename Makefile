@@ -3,11 +3,12 @@
 #   make            build build/msaproxy (installs missing Debian packages)
 #   make check      the inner loop, a few minutes: parallel build of both
 #                   trees and the fuzz targets, format check, unit tests
-#                   (plain and ASan+UBSan), fuzz regression inputs and seed
-#                   corpus replayed (no fuzzing), end-to-end suite once on
-#                   the ASan+UBSan binary without the tests marked slow
+#                   (plain and ASan+UBSan), the parts' rules (make layers),
+#                   fuzz regression inputs and seed corpus replayed (no
+#                   fuzzing), end-to-end suite once on the ASan+UBSan
+#                   binary without the tests marked slow
 #   make test       everything CI runs (before pushing): the same build,
-#                   format check and unit tests, short fuzz pass
+#                   format check, unit tests and rules, short fuzz pass
 #                   (FUZZ_JOBS targets at a time), end-to-end suite with
 #                   every test, plain and ASan+UBSan
 #   make run        demo: certificate, user, local backend, proxy on conf/
@@ -122,7 +123,7 @@ include mk/install.mk
 .DELETE_ON_ERROR:
 .PHONY: all deps check test test-build unit unit-build asan asan-build \
         asan-unit integration integration-asan fuzz fuzz-build fuzz-short \
-        fuzz-replay run format format-check bench bench-build clean
+        fuzz-replay layers run format format-check bench bench-build clean
 
 all: deps $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 
@@ -206,9 +207,17 @@ test-build: all unit-build $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen \
 # the end-to-end suite never shares the CPUs with a build or a fuzzer.
 check: deps
 	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
-	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit fuzz-replay
+	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit fuzz-replay \
+		layers
 	$(Q)$(MAKE) --no-print-directory integration-asan E2E_SELECT="-m 'not slow' $(E2E_SELECT)"
 	@echo "make check: all passed (make test runs everything, as CI does)"
+
+# The parts' one-way rules (docs/ARCHITECTURE.md): the includes each part
+# may have, and no two files of proxy/ calling each other in a loop.
+layers: all
+	@echo "  LAYERS  check"
+	$(Q)scripts/check-layers
+	$(Q)scripts/call-cycles $(BUILD)
 
 # Benchmarks (not part of test): BENCH_ARGS="headline nginx --seconds 20".
 bench: all bench-build
@@ -257,7 +266,7 @@ format-check:
 # step after the other; the builds and the unit tests in parallel.
 test: deps
 	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
-	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit
+	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit layers
 	$(Q)$(MAKE) --no-print-directory fuzz-short
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory integration-asan
