@@ -22,6 +22,7 @@
 #define SMTP_OUT_CAP (SMTP_OUT_RESERVE + 16384)
 
 static void smtp_set_state(struct smtp *, enum smtp_state);
+static void smtp_clear_creds(struct smtp *s);
 
 /* Append one reply line; the caller adds the CRLF-free text. */
 static void __attribute__((format(printf, 2, 3)))
@@ -78,6 +79,18 @@ reply_error(struct smtp *s, const char *fmt, ...)
 		return;
 	}
 	reply(s, "%s", line);
+}
+
+/* A client that is not speaking SMTP, or not within its bounds: the reply,
+ * then the session ends (reason: the session-end line's reason=). */
+static void
+reply_and_close(struct smtp *s, const char *text, const char *reason)
+{
+	s->errors++;
+	reply(s, "%s", text);
+	smtp_clear_creds(s);
+	s->close_reason = reason;
+	smtp_set_state(s, SMTP_CLOSING);
 }
 
 /* len bytes as a string in an allocation of their own length: an idle
@@ -321,6 +334,9 @@ struct smtp_cmd {
 	const char *verb;
 	enum smtp_action (*run)(struct smtp *s, const char *line, size_t len,
 				const char *arg, size_t alen);
+	/* Allowed on a starttls listener before TLS (AUTH answers 538
+	 * itself, RFC 4954). */
+	bool before_tls;
 };
 
 static enum smtp_action
@@ -828,26 +844,46 @@ cmd_not_implemented(struct smtp *s, const char *line, size_t len,
 }
 
 static const struct smtp_cmd smtp_cmds[] = {
-	{"EHLO", cmd_ehlo},
-	{"HELO", cmd_helo},
-	{"STARTTLS", cmd_starttls},
-	{"AUTH", cmd_auth},
-	{"MAIL", cmd_mail},
-	{"RCPT", cmd_rcpt},
-	{"DATA", cmd_data},
-	{"RSET", cmd_rset},
-	{"NOOP", cmd_noop},
-	{"QUIT", cmd_quit},
-	{"HELP", cmd_help},
-	{"VRFY", cmd_vrfy},
-	{"EXPN", cmd_not_implemented},
-	{"BDAT", cmd_bdat},
-	{"TURN", cmd_not_implemented},
-	{"ETRN", cmd_not_implemented},
-	{"XCLIENT", cmd_refused},
-	{"XFORWARD", cmd_refused},
-	{"PROXY", cmd_refused},
+	{"EHLO", cmd_ehlo, true},
+	{"HELO", cmd_helo, true},
+	{"STARTTLS", cmd_starttls, true},
+	{"AUTH", cmd_auth, true},
+	{"MAIL", cmd_mail, false},
+	{"RCPT", cmd_rcpt, false},
+	{"DATA", cmd_data, false},
+	{"RSET", cmd_rset, true},
+	{"NOOP", cmd_noop, true},
+	{"QUIT", cmd_quit, true},
+	{"HELP", cmd_help, false},
+	{"VRFY", cmd_vrfy, false},
+	{"EXPN", cmd_not_implemented, false},
+	{"BDAT", cmd_bdat, true}, /* its refusal skips the chunk */
+	{"TURN", cmd_not_implemented, false},
+	{"ETRN", cmd_not_implemented, false},
+	{"XCLIENT", cmd_refused, false},
+	{"XFORWARD", cmd_refused, false},
+	{"PROXY", cmd_refused, false},
 };
+
+/* Cross-protocol requests (a browser made to talk to this port, the
+ * ALPACA class): an HTTP method, or a header line ("Host: x").  They end
+ * the session at once, as Postfix's smtpd_forbidden_commands does. */
+static bool
+looks_like_http(const char *line, size_t len, size_t vlen)
+{
+	static const char *const methods[] = {
+		"GET", "POST", "PUT", "HEAD", "CONNECT", "OPTIONS", "DELETE",
+	};
+	const char *colon = memchr(line, ':', len);
+
+	for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++)
+		if (strlen(methods[i]) == vlen &&
+		    strncasecmp(methods[i], line, vlen) == 0)
+			return true;
+	/* "Name: value": the first word ends in a colon and a space. */
+	return colon != NULL && (size_t)(colon - line) + 1 == vlen &&
+	       vlen > 1 && vlen < len && line[vlen] == ' ';
+}
 
 static enum smtp_action
 smtp_command(struct smtp *s, const char *line, size_t len)
@@ -864,11 +900,24 @@ smtp_command(struct smtp *s, const char *line, size_t len)
 	}
 	for (size_t i = 0; i < sizeof(smtp_cmds) / sizeof(*smtp_cmds); i++) {
 		const struct smtp_cmd *c = &smtp_cmds[i];
-		if (strlen(c->verb) == vlen &&
-		    strncasecmp(c->verb, line, vlen) == 0) {
-			trace_verb(s, c->verb);
-			return c->run(s, line, len, arg, alen);
+		if (strlen(c->verb) != vlen ||
+		    strncasecmp(c->verb, line, vlen) != 0)
+			continue;
+		trace_verb(s, c->verb);
+		if (!s->tls && s->p->mode == LISTENER_STARTTLS &&
+		    !c->before_tls) {
+			reply_error(s, "530 5.7.0 Must issue a STARTTLS "
+				       "command first");
+			return SMTP_ACT_NONE;
 		}
+		return c->run(s, line, len, arg, alen);
+	}
+	if (looks_like_http(line, len, vlen)) {
+		trace_verb(s, "http");
+		reply_and_close(s,
+				"500 5.5.1 This is an SMTP service, not HTTP",
+				"http-request");
+		return SMTP_ACT_CLOSE;
 	}
 	trace_verb(s, "unrecognized");
 	reply_error(s, "500 5.5.2 Command unrecognized");
@@ -878,6 +927,16 @@ smtp_command(struct smtp *s, const char *line, size_t len)
 /* ---------------------------------------------------------------------
  * Line framing
  */
+
+/* How much of a line past its limit is read and dropped before the
+ * session ends: the line's own limit four times over, at least 64 KiB
+ * (a client that lost its place gets its 500 and may go on; one that
+ * sends without end is not read for the command timeout). */
+static size_t
+discard_bound(size_t limit)
+{
+	return limit * 4 > 65536 ? limit * 4 : 65536;
+}
 
 /* The longest line acceptable in the current state for this prefix. */
 static size_t
@@ -941,10 +1000,17 @@ smtp_input(struct smtp *s, struct buf *in)
 		}
 		nl = memchr(p, '\n', avail < limit ? avail : limit);
 		if (s->discarding) {
-			/* Inside an over-long line: drop until its end. */
+			/* Inside an over-long line: drop until its end, or
+			 * end a line that never ends. */
 			nl = memchr(p, '\n', avail);
 			if (nl == NULL) {
 				buf_consume(in, avail);
+				s->discarded += (unsigned)avail;
+				if (s->discarded <= discard_bound(limit))
+					break;
+				s->limit_hits[SMTP_LIMIT_LINE]++;
+				reply_and_close(s, "500 5.5.6 Line too long",
+						"line-too-long");
 				break;
 			}
 			buf_consume(in, (size_t)(nl - p) + 1);
@@ -961,14 +1027,26 @@ smtp_input(struct smtp *s, struct buf *in)
 		if (nl == NULL) {
 			if (avail >= limit) {
 				s->discarding = true;
+				s->discarded = 0;
 				continue;
 			}
 			break; /* wait for the rest of the line */
 		}
 		len = (size_t)(nl - p);
-		if (len > 0 && p[len - 1] == '\r')
-			len--;
 		s->progress++;
+		if (len == 0 || p[len - 1] != '\r') {
+			/* Only CRLF ends a line (RFC 5321 2.3.8): a bare LF
+			 * is refused, never re-framed for the backend. */
+			buf_consume(in, len + 1);
+			if (s->state != SMTP_IDLE) {
+				smtp_clear_creds(s);
+				smtp_set_state(s, SMTP_IDLE);
+			}
+			reply_error(s, "500 5.5.2 Bare LF in a command, lines "
+				       "end in CRLF");
+			continue;
+		}
+		len--;
 		if (s->state == SMTP_IDLE)
 			act = smtp_command(s, p, len);
 		else

@@ -145,6 +145,7 @@ struct smtp {
 	unsigned rcpts;	   /* accepted in this transaction */
 	unsigned messages; /* accepted by the backend, whole session */
 	unsigned auth_failures;
+	unsigned discarded; /* bytes of the over-long line dropped so far */
 	unsigned limit_hits[SMTP_LIMIT_KINDS]; /* by enum smtp_limit */
 	/* Lines read plus replies written: when it moves, the client's
 	 * next command is due a full limits.command_timeout from now. */

@@ -632,6 +632,7 @@ test_rset_vrfy_noop_help_quit(void **state)
 {
 	struct fixture *f = *state;
 
+	to_tls_ehlo(f);
 	feeds(f, "RSET\r\nVRFY root\r\nNOOP\r\nHELP\r\n");
 	assert_string_equal(
 		replies(f),
@@ -643,13 +644,124 @@ test_rset_vrfy_noop_help_quit(void **state)
 	assert_string_equal(replies(f), "221 2.0.0 Bye\r\n");
 }
 
+/* Only CRLF ends a command line: a bare LF is refused, and what it ended
+ * is never re-framed and forwarded (SMTP smuggling in commands). */
 static void
-test_bare_lf_command_lines_accepted(void **state)
+test_bare_lf_command_line_refused(void **state)
 {
 	struct fixture *f = *state;
 
-	feeds(f, "NOOP\nNOOP\r\n");
-	assert_string_equal(replies(f), "250 2.0.0 OK\r\n250 2.0.0 OK\r\n");
+	feeds(f, "NOOP\nNOOP\r\n\n");
+	assert_string_equal(
+		replies(f),
+		"500 5.5.2 Bare LF in a command, lines end in CRLF\r\n"
+		"250 2.0.0 OK\r\n"
+		"500 5.5.2 Bare LF in a command, lines end in CRLF\r\n");
+	f->s.errors = 0;
+	to_authed(f);
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b>\nNOOP\r\n"), SMTP_ACT_NONE);
+	assert_null(f->s.fwd_line); /* nothing for the backend */
+	assert_string_equal(replies(f), "500 5.5.2 Bare LF in a command, "
+					"lines end in CRLF\r\n"
+					"250 2.0.0 OK\r\n");
+	/* Inside an AUTH exchange too: the exchange ends. */
+	assert_int_equal(feeds(f, "AUTH LOGIN\r\n"), SMTP_ACT_NONE);
+	replies(f);
+	feeds(f, "ZGVtbw==\n");
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	assert_null(f->s.creds);
+}
+
+/* On a starttls listener before TLS only EHLO, HELO, STARTTLS, NOOP,
+ * RSET and QUIT are taken; AUTH answers 538 (RFC 4954), a BDAT is refused
+ * with its chunk skipped. */
+static void
+test_commands_before_starttls_get_530(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const refused[] = {
+		"VRFY root",	 "EXPN staff", "HELP",	 "MAIL FROM:<a@b>",
+		"RCPT TO:<a@b>", "DATA",       "ETRN x", "XCLIENT ADDR=1.2.3.4",
+	};
+
+	for (size_t i = 0; i < sizeof(refused) / sizeof(*refused); i++) {
+		char line[64];
+
+		snprintf(line, sizeof(line), "%s\r\n", refused[i]);
+		feeds(f, line);
+		assert_string_equal(replies(f), "530 5.7.0 Must issue a "
+						"STARTTLS command first\r\n");
+		f->s.errors = 0;
+	}
+	feeds(f, "EHLO c.test\r\nNOOP\r\nRSET\r\n");
+	assert_non_null(strstr(replies(f), "250 2.0.0 OK\r\n250 2.0.0 OK"));
+	feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n");
+	assert_non_null(strstr(replies(f), "538 5.7.11"));
+}
+
+/* A line that never ends is read only so far: 500 5.5.6, then the
+ * session ends (the same inside an AUTH exchange). */
+static void
+test_endless_line_ends_the_session(void **state)
+{
+	struct fixture *f = *state;
+	char chunk[4096];
+
+	memset(chunk, 'A', sizeof(chunk));
+	for (int i = 0; i < 15; i++)
+		assert_int_equal(feed(f, chunk, sizeof(chunk)), SMTP_ACT_NONE);
+	assert_string_equal(replies(f), ""); /* 60 KiB: not yet */
+	assert_int_equal(feed(f, chunk, sizeof(chunk)), SMTP_ACT_NONE);
+	assert_int_equal(feed(f, chunk, sizeof(chunk)), SMTP_ACT_CLOSE);
+	assert_string_equal(replies(f), "500 5.5.6 Line too long\r\n");
+	assert_string_equal(f->s.close_reason, "line-too-long");
+}
+
+static void
+test_endless_auth_line_ends_the_session(void **state)
+{
+	struct fixture *f = *state;
+	char chunk[4096];
+	enum smtp_action act = SMTP_ACT_NONE;
+
+	to_tls_ehlo(f);
+	assert_int_equal(feeds(f, "AUTH PLAIN\r\n"), SMTP_ACT_NONE);
+	replies(f);
+	memset(chunk, 'A', sizeof(chunk));
+	for (int i = 0; i < 40 && act == SMTP_ACT_NONE; i++)
+		act = feed(f, chunk, sizeof(chunk));
+	assert_int_equal(act, SMTP_ACT_CLOSE);
+	assert_string_equal(replies(f), "500 5.5.6 Line too long\r\n");
+	assert_null(f->s.creds);
+}
+
+/* A browser made to talk to the port (cross-protocol): one 5xx, then the
+ * session ends, whatever follows. */
+static void
+test_http_request_ends_the_session(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const requests[] = {
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /form HTTP/1.1\r\n",
+		"CONNECT mx.test:25 HTTP/1.1\r\n",
+		"Host: mx.test\r\n",
+	};
+
+	for (size_t i = 0; i < sizeof(requests) / sizeof(*requests); i++) {
+		smtp_free(&f->s);
+		smtp_init(&f->s, &params_starttls, false);
+		buf_clear(&f->in);
+		assert_int_equal(feeds(f, requests[i]), SMTP_ACT_CLOSE);
+		assert_string_equal(replies(f), "500 5.5.1 This is an SMTP "
+						"service, not HTTP\r\n");
+		assert_string_equal(f->s.close_reason, "http-request");
+	}
+	/* SMTP lines with colons are not headers. */
+	smtp_free(&f->s);
+	smtp_init(&f->s, &params_starttls, false);
+	assert_int_equal(feeds(f, "MAIL FROM:<a@b>\r\n"), SMTP_ACT_NONE);
+	assert_null(f->s.close_reason);
 }
 
 static void
@@ -1201,7 +1313,11 @@ main(void)
 		T(test_backend_failures),
 		T(test_multiline_backend_reply_relayed_with_crlf),
 		T(test_rset_vrfy_noop_help_quit),
-		T(test_bare_lf_command_lines_accepted),
+		T(test_bare_lf_command_line_refused),
+		T(test_commands_before_starttls_get_530),
+		T(test_endless_line_ends_the_session),
+		T(test_endless_auth_line_ends_the_session),
+		T(test_http_request_ends_the_session),
 		T(test_nul_in_command),
 		T(test_ehlo_mid_transaction_drops_backend),
 		T(test_helo_name_set_replaced_and_forgotten),
