@@ -984,12 +984,13 @@ session_describe(const struct session *s, FILE *f, bool json)
 
 /* The session-end line's outcome, coarser than its reason: ok (QUIT, or
  * the client hung up), refused (policy at connect: bans, connection
- * limits, listener lists), timeout, tls-failed, shutdown, or error
+ * limits, listener lists), timeout, tls-failed, shutdown (a drain: told
+ * 421 when idle, "drain", or cut at the deadline, "shutdown"), or error
  * (anything else: too many errors, a send or receive error, no memory). */
 static enum counter_outcome
 session_outcome(const struct session *s, const char *reason)
 {
-	if (strcmp(reason, "shutdown") == 0)
+	if (strcmp(reason, "shutdown") == 0 || strcmp(reason, "drain") == 0)
 		return OUTCOME_SHUTDOWN;
 	if (strstr(reason, "timeout") != NULL)
 		return OUTCOME_TIMEOUT;

@@ -535,3 +535,38 @@ def test_plain_login_failure_counts_once(proxy, recording_backend):
     after = wait_sessions_ended(p, before, 1)
     assert counter_deltas(before, after, {"msaproxy_auth_total"}) == {
         key("msaproxy_auth_total", mechanism="plain", result="failure"): 1}
+
+
+def test_drained_session_counts_as_shutdown(proxy, recording_backend):
+    """`msaproxyctl drain` ends an idle session with 421: a clean end,
+    outcome=shutdown, not error.  A session in a transaction keeps the
+    proxy (and its endpoint) up while the idle one is counted."""
+    p = metrics_proxy(proxy, [recording_backend.port], **{"shutdown.timeout": "8s"})
+    implicit = f"{LOOPBACK}:{p.implicit_port}"
+    busy = tls_client(p, implicit=True)
+    busy.login("demo", "demo-pass-1")
+    busy.mail("a@example.test")
+    busy.rcpt("r@example.test")
+    idle = tls_client(p, implicit=True)
+    idle.login("demo", "demo-pass-1")
+    before = scrape(p.metrics_port)
+
+    p.exit_expected = True
+    p.ctl("drain")
+    code, text = idle.getreply()
+    assert code == 421 and b"4.3.2" in text
+    idle.close()
+
+    def counted():
+        m = scrape(p.metrics_port)
+        ended = m.sum("msaproxy_sessions_total") - before.sum("msaproxy_sessions_total")
+        return m if ended >= 1 else None
+    after = wait_until(counted, 10, "the drained session to be counted")
+    assert counter_deltas(before, after, {"msaproxy_sessions_total"}) == {
+        key("msaproxy_sessions_total", listener=implicit, outcome="shutdown"): 1}
+    p.wait_for_log(r"msg=session-end .*outcome=shutdown reason=drain")
+    # The transaction in progress still finishes, then the proxy exits.
+    assert busy.data(MSG)[0] == 250
+    recording_backend.wait_for_messages(1)
+    busy.close()
+    assert p.proc.wait(timeout=10) == 0

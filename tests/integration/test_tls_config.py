@@ -7,10 +7,13 @@ file:line: key: why; every crypt scheme of the users file; passwords never
 in the log.
 """
 
+import os
+import select
 import smtplib
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -240,3 +243,90 @@ def test_hash_password_refuses_what_it_would_cut(tmp_path):
     empty = subprocess.run([MSAPROXY_BIN, "hash-password"], input="",
                            capture_output=True, text=True, timeout=30)
     assert empty.returncode == 1 and "empty" in empty.stderr
+
+
+# ---------------------------------------------------------------------------
+# ALPN (ALPACA, cross-protocol attacks): a client that offers ALPN and not
+# "smtp" is refused in the handshake with no_application_protocol; "smtp"
+# is selected when offered; no ALPN at all is served as ever.
+# ---------------------------------------------------------------------------
+
+def s_client_greeting(port, ca, *args, servername=SERVER_NAME):
+    """openssl s_client to the implicit-TLS port with extra args: (exit
+    status, its stdout and stderr together) once the 220 greeting arrived
+    and QUIT was answered, or once the handshake failed."""
+    proc = subprocess.Popen(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(ca),
+         "-servername", servername, "-crlf", "-ign_eof", *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    out = b""
+    try:
+        deadline = time.monotonic() + 10
+        while b"\n220 " not in out and proc.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"s_client: neither a greeting nor an end in 10 s:\n{out.decode()}")
+            if select.select([proc.stdout], [], [], left)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+        if proc.poll() is None:
+            proc.stdin.write(b"QUIT\n")
+            proc.stdin.close()
+            out += proc.stdout.read()
+        return proc.wait(timeout=10), out.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("offer", ["http/1.1", "h2,http/1.1"])
+def test_alpn_without_smtp_is_refused(proxy, recording_backend, certs, offer):
+    """Refused whichever certificate SNI picks (each has its own context)."""
+    p = proxy([recording_backend.port], **{"tls.certificates": [
+        {"cert": certs.ecdsa_cert, "key": certs.ecdsa_key},
+        {"cert": certs.other_cert, "key": certs.other_key},
+    ]})
+    for name in (SERVER_NAME, SNI_OTHER_NAME):
+        since = p.mark()
+        status, out = s_client_greeting(p.implicit_port, p.ca, "-alpn", offer,
+                                        servername=name)
+        assert status != 0, out
+        assert "no application protocol" in out, out
+        assert "\n220 " not in out, out
+        p.wait_for_log(r"msg=tls-failed .*step=handshake .*no application protocol",
+                       since=since)
+        p.wait_for_log(r"msg=session-end .*outcome=tls-failed", since=since)
+
+
+@pytest.mark.parametrize("offer", ["smtp", "http/1.1,smtp", None])
+def test_alpn_smtp_or_none_is_served(proxy, recording_backend, offer):
+    p = proxy([recording_backend.port])
+    args = ["-alpn", offer] if offer else []
+    status, out = s_client_greeting(p.implicit_port, p.ca, *args)
+    assert status == 0, out
+    assert "\n220 " in out and "\n221 " in out, out
+    if offer:
+        assert "ALPN protocol: smtp" in out, out
+    else:
+        assert "No ALPN negotiated" in out, out
+
+
+def test_alpn_after_starttls(proxy, recording_backend):
+    p = proxy([recording_backend.port])
+    http = tls_client(p.ca)
+    http.set_alpn_protocols(["http/1.1"])
+    with smtplib.SMTP("127.0.0.1", p.starttls_port, timeout=10) as s:
+        s.ehlo()
+        with pytest.raises(ssl.SSLError, match="no application protocol"):
+            s.starttls(context=http)
+    p.wait_for_log(r"msg=tls-failed .*step=handshake .*no application protocol")
+    smtp = tls_client(p.ca)
+    smtp.set_alpn_protocols(["smtp"])
+    with smtplib.SMTP("127.0.0.1", p.starttls_port, timeout=10) as s:
+        s.starttls(context=smtp)
+        assert s.sock.selected_alpn_protocol() == "smtp"
+        assert s.noop()[0] == 250
