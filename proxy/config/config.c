@@ -77,6 +77,7 @@ set_defaults(struct config *cfg)
 	cfg->auth_mechs = AUTH_MECH_PLAIN | AUTH_MECH_LOGIN;
 	cfg->auth_threads = 2;
 	cfg->auth_failure_delay_ms = 1 * SECOND;
+	cfg->auth_max_failures = 3;
 	cfg->auth_cache_ttl_ms = 1 * HOUR;
 	cfg->auth_cache_size = 10000;
 

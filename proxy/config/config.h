@@ -179,6 +179,7 @@ struct config {
 	unsigned auth_mechs;		/* AUTH_MECH_*; default PLAIN|LOGIN */
 	unsigned auth_threads;		/* default 2 */
 	uint64_t auth_failure_delay_ms; /* default 1s */
+	unsigned auth_max_failures;	/* per session, default 3; 0: none */
 	uint64_t auth_cache_ttl_ms;	/* verified logins, 0 = off; 1h */
 	size_t auth_cache_size;		/* cached logins, default 10000 */
 

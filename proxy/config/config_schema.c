@@ -783,6 +783,7 @@ static const struct field auth_fields[] = {
 	FUNC("mechanisms", set_mechanisms),
 	NUM("threads", F_UINT, CFG(auth_threads), 1, 64),
 	NUM("failure_delay", F_MS, CFG(auth_failure_delay_ms), 0, MINUTE),
+	NUM("max_failures", F_UINT, CFG(auth_max_failures), 0, 1000),
 	NUM("cache_ttl", F_MS, CFG(auth_cache_ttl_ms), 0, DAY),
 	NUM("cache_size", F_SIZE, CFG(auth_cache_size), 1, 10000000),
 	END_OF_TABLE,

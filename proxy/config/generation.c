@@ -36,6 +36,7 @@ init_params(struct generation *g)
 		p->max_message_size = cfg->max_message_size;
 		p->max_recipients = cfg->max_recipients;
 		p->max_errors = cfg->max_errors;
+		p->max_auth_failures = cfg->auth_max_failures;
 	}
 }
 

@@ -1016,6 +1016,7 @@ count_end(struct session *s, enum counter_outcome outcome)
 		[SMTP_LIMIT_RECIPIENTS] = LIMIT_HIT_RECIPIENTS_PER_MESSAGE,
 		[SMTP_LIMIT_SIZE] = LIMIT_HIT_MESSAGE_SIZE,
 		[SMTP_LIMIT_ERRORS] = LIMIT_HIT_MAX_ERRORS,
+		[SMTP_LIMIT_AUTH_FAILURES] = LIMIT_HIT_AUTH_FAILURES,
 	};
 	struct worker_counters *c = &s->ring->counters;
 

@@ -72,6 +72,7 @@ enum counter_limit {
 	LIMIT_HIT_RECIPIENTS_PER_MESSAGE, /* limits.max_recipients */
 	LIMIT_HIT_LINE_LENGTH,		  /* limits.max_line, max_auth_line */
 	LIMIT_HIT_MAX_ERRORS,		  /* limits.max_errors */
+	LIMIT_HIT_AUTH_FAILURES,	  /* auth.max_failures */
 	LIMIT_HIT_COMMAND_TIMEOUT,	  /* limits.command_timeout */
 	LIMIT_HIT_DATA_TIMEOUT,		  /* limits.data_timeout */
 	LIMIT_HIT_HANDSHAKE_TIMEOUT,	  /* tls.handshake_timeout */

@@ -55,6 +55,7 @@ static const char *const limit_labels[LIMIT_HIT_COUNT] = {
 	[LIMIT_HIT_RECIPIENTS_PER_MESSAGE] = "recipients_per_message",
 	[LIMIT_HIT_LINE_LENGTH] = "line_length",
 	[LIMIT_HIT_MAX_ERRORS] = "max_errors",
+	[LIMIT_HIT_AUTH_FAILURES] = "auth_failures",
 	[LIMIT_HIT_COMMAND_TIMEOUT] = "command_timeout",
 	[LIMIT_HIT_DATA_TIMEOUT] = "data_timeout",
 	[LIMIT_HIT_HANDSHAKE_TIMEOUT] = "handshake_timeout",

@@ -61,6 +61,7 @@ struct smtp_params {
 	uint64_t max_message_size;
 	unsigned max_recipients;
 	unsigned max_errors;
+	unsigned max_auth_failures; /* per session; 0: no cap */
 };
 
 enum smtp_state {
@@ -110,6 +111,7 @@ enum smtp_limit {
 	SMTP_LIMIT_RECIPIENTS, /* 452 4.5.3: limits.max_recipients */
 	SMTP_LIMIT_SIZE,       /* 552 5.3.4 at MAIL: SIZE= over the limit */
 	SMTP_LIMIT_ERRORS,     /* 421 4.7.0: limits.max_errors */
+	SMTP_LIMIT_AUTH_FAILURES, /* 421 4.7.0: auth.max_failures */
 	SMTP_LIMIT_KINDS,
 };
 

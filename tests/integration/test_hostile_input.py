@@ -115,3 +115,18 @@ def test_commands_before_starttls_get_530(relay, command):
         assert s.cmd(allowed).startswith(code), allowed
     assert s.cmd(b"QUIT").startswith(b"221")
     s.close()
+
+
+def test_auth_failures_are_capped_per_session(relay):
+    """auth.max_failures (default 3): two wrong passwords get 535, the
+    third 421 4.7.0 and the close; the session-end line says why."""
+    s = SmtpLines(relay, tls=True)
+    assert s.cmd(b"EHLO client.example.test").startswith(b"250")
+    wrong = b"AUTH PLAIN AGRlbW8Ad3Jvbmc="  # demo / wrong
+    for _ in range(2):
+        assert s.cmd(wrong).startswith(b"535 5.7.8 "), "a failed login"
+    last = s.cmd(wrong)
+    assert last.startswith(b"421 4.7.0 ") and b"Too many failed logins" in last, last
+    assert read_until_closed(s.sock) == b""
+    s.close()
+    relay.wait_for_log(r"msg=session-end .*reason=auth-failures")

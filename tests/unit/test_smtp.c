@@ -645,6 +645,38 @@ test_rset_vrfy_noop_help_quit(void **state)
 	assert_string_equal(replies(f), "221 2.0.0 Bye\r\n");
 }
 
+/* auth.max_failures: the failure that reaches the cap is answered 421
+ * and the session ends; the ones before it get 535. */
+static void
+test_auth_failures_capped_per_session(void **state)
+{
+	struct fixture *f = *state;
+	struct smtp_params p = params_starttls;
+
+	p.max_auth_failures = 3;
+	smtp_free(&f->s);
+	smtp_init(&f->s, &p, false);
+	to_tls_ehlo(f);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n"),
+				 SMTP_ACT_AUTH);
+		smtp_auth_result(&f->s, false);
+		assert_string_equal(
+			replies(f),
+			"535 5.7.8 Authentication credentials invalid\r\n");
+	}
+	assert_int_equal(feeds(f, "AUTH PLAIN AGRlbW8AcHc=\r\n"),
+			 SMTP_ACT_AUTH);
+	smtp_auth_result(&f->s, false);
+	assert_string_equal(replies(f), "421 4.7.0 mx.test Too many failed "
+					"logins, closing connection\r\n");
+	assert_int_equal(f->s.state, SMTP_CLOSING);
+	assert_string_equal(f->s.close_reason, "auth-failures");
+	assert_int_equal(f->s.limit_hits[SMTP_LIMIT_AUTH_FAILURES], 1);
+	assert_null(f->s.creds);
+	assert_int_equal(feeds(f, "NOOP\r\n"), SMTP_ACT_CLOSE);
+}
+
 /* Only CRLF ends a command line: a bare LF is refused, and what it ended
  * is never re-framed and forwarded (SMTP smuggling in commands). */
 static void
@@ -1314,6 +1346,7 @@ main(void)
 		T(test_backend_failures),
 		T(test_multiline_backend_reply_relayed_with_crlf),
 		T(test_rset_vrfy_noop_help_quit),
+		T(test_auth_failures_capped_per_session),
 		T(test_bare_lf_command_line_refused),
 		T(test_commands_before_starttls_get_530),
 		T(test_endless_line_ends_the_session),
