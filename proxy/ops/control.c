@@ -117,10 +117,15 @@ cmd_ban(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	}
 	if (parse_prefix(argv[1], &net, err, errlen) != 0)
 		return -1;
-	if (argc == 4 &&
-	    (config_parse_duration(argv[3], &ttl) != 0 || ttl == 0)) {
+	if (argc == 4 && config_parse_duration(argv[3], &ttl) != 0) {
 		snprintf(err, errlen,
 			 "--ttl: expected a duration such as 30s, 10m, 1h, 7d");
+		return -1;
+	}
+	if (argc == 4 && ttl == 0) {
+		snprintf(err, errlen,
+			 "--ttl: must be above zero (without --ttl the ban "
+			 "lasts until unbanned)");
 		return -1;
 	}
 	return server_ban(srv, &net, ttl, err, errlen);
