@@ -14,8 +14,8 @@
  *
  * COMMANDS (the proxy's, see proxy/ops/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
- *	ban PREFIX [--ttl DURATION], unban PREFIX, list, backends,
- *	backend enable|disable NAME.
+ *	user reset LOGIN, ban PREFIX [--ttl DURATION], unban PREFIX, list,
+ *	backends, backend enable|disable NAME.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,8 +37,9 @@ usage(void)
 		"usage: msaproxyctl [-s|--socket SOCKET] [-j|--json] COMMAND "
 		"[ARG...]\n"
 		"commands: status, stats, sessions, reload, drain [--fast],\n"
-		"          user limits LOGIN, ban PREFIX [--ttl DURATION],\n"
-		"          unban PREFIX, list, backends,\n"
+		"          user limits LOGIN, user reset LOGIN,\n"
+		"          ban PREFIX [--ttl DURATION], unban PREFIX, list,\n"
+		"          backends,\n"
 		"          backend enable|disable NAME\n");
 	exit(2);
 }

@@ -84,8 +84,11 @@ static int
 cmd_user(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	 char *err, size_t errlen)
 {
+	if (argc == 3 && strcmp(argv[1], "reset") == 0)
+		return server_user_reset(srv, argv[2], err, errlen);
 	if (argc != 3 || strcmp(argv[1], "limits") != 0) {
-		snprintf(err, errlen, "usage: user limits LOGIN");
+		snprintf(err, errlen,
+			 "usage: user limits LOGIN | user reset LOGIN");
 		return -1;
 	}
 	return server_user_limits(srv, argv[2], body, json, err, errlen);
@@ -227,7 +230,7 @@ control_exec(struct server *srv, char *line, FILE *out)
 	}
 	snprintf(err, sizeof(err),
 		 "unknown command \"%.64s\" (try status, stats, sessions, "
-		 "reload, drain, user limits LOGIN, ban, unban, list, "
+		 "reload, drain, user limits|reset LOGIN, ban, unban, list, "
 		 "backends, backend enable|disable NAME)",
 		 argv[0]);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
