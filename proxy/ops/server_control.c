@@ -163,12 +163,33 @@ server_stats(struct server *srv, FILE *out, bool json)
 		fprintf(out, "}\n");
 }
 
+/* A ban is never shortened (bans_add keeps the longer one, so that an
+ * operator's ban cannot cut short an automatic or a file's one): a shorter
+ * one is refused here rather than ignored, and the operator who means it
+ * unbans first. */
 int
 server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
 	   char *err, size_t errlen)
 {
 	char text[IPNET_TEXT_MAX];
+	uint64_t left;
 
+	if (ttl_ms != 0 && bans_left(srv->shared.bans, net, &left) &&
+	    (left == 0 || ttl_ms < left)) {
+		ipnet_format(net, text, sizeof(text));
+		if (left == 0)
+			snprintf(err, errlen,
+				 "%s is already banned permanently; unban it "
+				 "first to ban it for less",
+				 text);
+		else
+			snprintf(err, errlen,
+				 "%s is already banned for %" PRIu64
+				 "s more, longer than --ttl; unban it first to "
+				 "shorten the ban",
+				 text, (left + 999) / 1000);
+		return -1;
+	}
 	if (bans_add(srv->shared.bans, net, ttl_ms, BLOCKLIST_REASON_MANUAL,
 		     err, errlen) != 0)
 		return -1;
