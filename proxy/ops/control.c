@@ -1,6 +1,14 @@
 /*
  * control.c - the control socket: accept, read one request, answer.
  *
+ * Commands (the table commands[]; msaproxyctl(8) has a subsection each):
+ *	status, stats, sessions, reload, drain [--fast],
+ *	user limits LOGIN, user reset LOGIN,
+ *	ban PREFIX [--ttl DURATION], unban PREFIX, list,
+ *	backends, backend enable|disable NAME.
+ * A request with the wrong words for its command is answered "error:
+ * usage: ...", which msaproxyctl exits 2 for (its usage code).
+ *
  * Config keys: control.socket, control.mode.
  */
 #include <errno.h>
