@@ -375,6 +375,21 @@ bans_add(struct bans *b, const struct ipnet *net, uint64_t ttl_ms,
 	return rc;
 }
 
+bool
+bans_left(struct bans *b, const struct ipnet *net, uint64_t *left_ms)
+{
+	uint64_t now = timer_now_ms();
+	const struct ban_entry *e;
+	bool live;
+
+	pthread_rwlock_rdlock(&b->lock);
+	e = ban_table_find(&b->block, net);
+	live = e != NULL && (e->expires_ms == 0 || e->expires_ms > now);
+	*left_ms = live && e->expires_ms != 0 ? e->expires_ms - now : 0;
+	pthread_rwlock_unlock(&b->lock);
+	return live;
+}
+
 int
 bans_del(struct bans *b, const struct ipnet *net, char *err, size_t errlen)
 {

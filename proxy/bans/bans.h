@@ -55,6 +55,9 @@ bool bans_admit(struct bans *b, const struct sockaddr *peer);
  * shortened.  0, or -1 with err. */
 int bans_add(struct bans *b, const struct ipnet *net, uint64_t ttl_ms,
 	     enum blocklist_reason reason, char *err, size_t errlen);
+/* Whether exactly net is banned now, and *left_ms how much longer (0:
+ * until unbanned). */
+bool bans_left(struct bans *b, const struct ipnet *net, uint64_t *left_ms);
 /* Remove the ban of exactly net: 0, 1 when there was none, -1 error. */
 int bans_del(struct bans *b, const struct ipnet *net, char *err, size_t errlen);
 

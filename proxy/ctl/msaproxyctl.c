@@ -8,13 +8,14 @@
  *	Sends one request (the command and its arguments as one line) to the
  *	control socket named by control.socket in the proxy's config (default
  *	/run/msaproxy/control.sock), prints the answer and exits 0, or prints
- *	the proxy's error on stderr and exits 1 (2: usage, 3: cannot reach
- *	the proxy).  -j asks for JSON.
+ *	the proxy's error on stderr and exits 1 (2: usage, also when the
+ *	proxy answers "error: usage: ..."; 3: cannot reach the proxy).  -j
+ *	asks for JSON.
  *
  * COMMANDS (the proxy's, see proxy/ops/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
- *	ban PREFIX [--ttl DURATION], unban PREFIX, list, backends,
- *	backend enable|disable NAME.
+ *	user reset LOGIN, ban PREFIX [--ttl DURATION], unban PREFIX, list,
+ *	backends, backend enable|disable NAME.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,8 +37,9 @@ usage(void)
 		"usage: msaproxyctl [-s|--socket SOCKET] [-j|--json] COMMAND "
 		"[ARG...]\n"
 		"commands: status, stats, sessions, reload, drain [--fast],\n"
-		"          user limits LOGIN, ban PREFIX [--ttl DURATION],\n"
-		"          unban PREFIX, list, backends,\n"
+		"          user limits LOGIN, user reset LOGIN,\n"
+		"          ban PREFIX [--ttl DURATION], unban PREFIX, list,\n"
+		"          backends,\n"
 		"          backend enable|disable NAME\n");
 	exit(2);
 }
@@ -162,6 +164,9 @@ main(int argc, char **argv)
 		return 0;
 	}
 	fprintf(stderr, "msaproxyctl: %s", resp);
+	/* A request the proxy could not read as a command is a usage error,
+	 * as one msaproxyctl refuses itself. */
+	c = strncmp(resp, "error: usage: ", 14) == 0 ? 2 : 1;
 	free(resp);
-	return 1;
+	return c;
 }

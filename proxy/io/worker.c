@@ -601,10 +601,11 @@ on_refusal_sent(struct refusal *r)
 
 /* A flood of refusals must not become a flood of log lines: each reason
  * is logged at most once per REFUSE_LOG_MS per worker, and the next line
- * says how many were left out (the counters have every one). */
+ * says how many were left out (the counters have every one).  A line
+ * names the client of the refusal it is written for, not the others. */
 static void
 worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
-	      enum refuse_reason why)
+	      const struct sockaddr *peer, enum refuse_reason why)
 {
 	static const char *const names[REFUSE_REASONS] = {
 		[REFUSE_BLOCKLIST] = "blocklist",
@@ -616,7 +617,8 @@ worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
 	struct log_gate *g = &w->refuse_log[why];
 	uint64_t now = timer_now_ms();
 	const struct caps *c = w->ring.shared.caps;
-	char detail[128] = "";
+	char detail[128] = "", client[INET6_ADDRSTRLEN];
+	unsigned port;
 
 	atomic_fetch_add_explicit(&w->ring.counters.refused, 1,
 				  memory_order_relaxed);
@@ -638,9 +640,12 @@ worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
 				 " allocated=%llu limit=%llu",
 				 (unsigned long long)atomic_load(&c->allocated),
 				 (unsigned long long)cfg->max_memory);
+		if (!ipnet_sockaddr_text(peer, client, sizeof(client), &port))
+			snprintf(client, sizeof(client), "-");
 		log_warn("session-refused",
-			 " worker=%u listener=%s reason=%s%s suppressed=%llu",
-			 w->ring.id, cl->addr.text, names[why], detail,
+			 " worker=%u listener=%s client=%s reason=%s%s "
+			 "suppressed=%llu",
+			 w->ring.id, cl->addr.text, client, names[why], detail,
 			 g->skipped);
 		g->next_ms = now + REFUSE_LOG_MS;
 		g->skipped = 0;
@@ -692,7 +697,7 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 				  memory_order_relaxed);
 	if (w->ring.shared.bans != NULL &&
 	    !bans_admit(w->ring.shared.bans, &peer.sa)) {
-		worker_refuse(w, res, l->cl, REFUSE_BLOCKLIST);
+		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_BLOCKLIST);
 		return;
 	}
 	/* Before anything is spent on it: no session, no TLS. */
@@ -701,17 +706,17 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 	case CAPS_OK:
 		break;
 	case CAPS_SESSIONS:
-		worker_refuse(w, res, l->cl, REFUSE_SESSIONS);
+		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_SESSIONS);
 		return;
 	case CAPS_MEMORY:
-		worker_refuse(w, res, l->cl, REFUSE_MEMORY);
+		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_MEMORY);
 		return;
 	}
 	/* TCP_NODELAY comes from the listening socket (listen.c). */
 	struct session *s = session_new(&w->ring, res, l->cl, &peer);
 	if (s == NULL) {
 		caps_leave(w->ring.shared.caps);
-		worker_refuse(w, res, l->cl, REFUSE_OOM);
+		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_OOM);
 		return;
 	}
 	s->inflight++;

@@ -613,6 +613,21 @@ ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
 	return e != NULL;
 }
 
+bool
+ratelimit_user_reset(struct ratelimit *l, const struct ratelimit_key *key)
+{
+	struct shard *sh = shard_of(&l->users, key);
+	struct entry *e;
+
+	pthread_mutex_lock(&sh->mu);
+	e = ratelimit_find(sh, key);
+	if (e != NULL)
+		unlink_entry(sh, (uint32_t)(e - sh->pool),
+			     (uint32_t)(chain_of(sh, key) - sh->heads));
+	pthread_mutex_unlock(&sh->mu);
+	return e != NULL;
+}
+
 /* ---------------------------------------------------------------------
  * Login failures
  */
@@ -759,4 +774,40 @@ ratelimit_ip_auth_failed(struct ratelimit *l, const struct ratelimit_key *key,
 	if (ban != 0)
 		atomic_fetch_add(&l->stats.bans, 1);
 	return ban;
+}
+
+/* Each shard is locked on its own, as every other call does: a network
+ * banned again meanwhile in a shard already passed keeps its new ban. */
+size_t
+ratelimit_ip_unban(struct ratelimit *l, const struct ipnet *net,
+		   uint64_t now_ms)
+{
+	const struct config *cfg = limits_config(l);
+	struct ipnet around =
+		ipnet_mask(net->addr, cfg->ip_prefix_v4, cfg->ip_prefix_v6);
+	uint64_t now = now_ms * NS_PER_MS;
+	size_t lifted = 0;
+
+	for (unsigned i = 0; i < l->nets.nshards; i++) {
+		struct shard *sh = &l->nets.shards[i];
+
+		pthread_mutex_lock(&sh->mu);
+		for (uint32_t h = 0; h < sh->nheads; h++) {
+			for (uint32_t k = sh->heads[h]; k != NIL;
+			     k = sh->pool[k].next) {
+				struct entry *e = &sh->pool[k];
+
+				if (!ipnet_contains(net, e->key) &&
+				    (net->len < around.len ||
+				     memcmp(e->key, around.addr,
+					    sizeof(e->key)) != 0))
+					continue;
+				lifted += e->window_end > now;
+				e->window_end = 0;
+				e->tat[AUTH_TAT] = 0;
+			}
+		}
+		pthread_mutex_unlock(&sh->mu);
+	}
+	return lifted;
 }

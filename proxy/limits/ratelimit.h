@@ -122,6 +122,11 @@ bool ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
 			 const struct config_user_limits *pol, uint64_t now_ms,
 			 uint64_t avail[LIMIT_USER_KINDS]);
 
+/* An operator's reset of one login: its buckets, quota window, failure
+ * score and so its login slow-down go, as if it had never been seen.
+ * false when the login has no state (nothing to reset). */
+bool ratelimit_user_reset(struct ratelimit *l, const struct ratelimit_key *key);
+
 /* A failed login for this name (limits.login.failures): raises its score. */
 void ratelimit_login_failed(struct ratelimit *l,
 			    const struct ratelimit_key *key, uint64_t now_ms);
@@ -148,6 +153,13 @@ void ratelimit_ip_disconnect(struct ratelimit *l,
 uint64_t ratelimit_ip_auth_failed(struct ratelimit *l,
 				  const struct ratelimit_key *key,
 				  uint64_t now_ms);
+
+/* An operator's unban of net: every tracked network inside it, and the one
+ * it lies in when it is narrower than limits.ip.prefix_v4 / prefix_v6,
+ * loses its ban and its failed-login count.  Returns how many of them were
+ * banned. */
+size_t ratelimit_ip_unban(struct ratelimit *l, const struct ipnet *net,
+			  uint64_t now_ms);
 
 /* Entries in use, for tests and stats. */
 size_t ratelimit_user_entries(struct ratelimit *l);

@@ -1,6 +1,14 @@
 /*
  * control.c - the control socket: accept, read one request, answer.
  *
+ * Commands (the table commands[]; msaproxyctl(8) has a subsection each):
+ *	status, stats, sessions, reload, drain [--fast],
+ *	user limits LOGIN, user reset LOGIN,
+ *	ban PREFIX [--ttl DURATION], unban PREFIX, list,
+ *	backends, backend enable|disable NAME.
+ * A request with the wrong words for its command is answered "error:
+ * usage: ...", which msaproxyctl exits 2 for (its usage code).
+ *
  * Config keys: control.socket, control.mode.
  */
 #include <errno.h>
@@ -84,8 +92,11 @@ static int
 cmd_user(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	 char *err, size_t errlen)
 {
+	if (argc == 3 && strcmp(argv[1], "reset") == 0)
+		return server_user_reset(srv, argv[2], err, errlen);
 	if (argc != 3 || strcmp(argv[1], "limits") != 0) {
-		snprintf(err, errlen, "usage: user limits LOGIN");
+		snprintf(err, errlen,
+			 "usage: user limits LOGIN | user reset LOGIN");
 		return -1;
 	}
 	return server_user_limits(srv, argv[2], body, json, err, errlen);
@@ -117,10 +128,15 @@ cmd_ban(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	}
 	if (parse_prefix(argv[1], &net, err, errlen) != 0)
 		return -1;
-	if (argc == 4 &&
-	    (config_parse_duration(argv[3], &ttl) != 0 || ttl == 0)) {
+	if (argc == 4 && config_parse_duration(argv[3], &ttl) != 0) {
 		snprintf(err, errlen,
 			 "--ttl: expected a duration such as 30s, 10m, 1h, 7d");
+		return -1;
+	}
+	if (argc == 4 && ttl == 0) {
+		snprintf(err, errlen,
+			 "--ttl: must be above zero (without --ttl the ban "
+			 "lasts until unbanned)");
 		return -1;
 	}
 	return server_ban(srv, &net, ttl, err, errlen);
@@ -222,7 +238,7 @@ control_exec(struct server *srv, char *line, FILE *out)
 	}
 	snprintf(err, sizeof(err),
 		 "unknown command \"%.64s\" (try status, stats, sessions, "
-		 "reload, drain, user limits LOGIN, ban, unban, list, "
+		 "reload, drain, user limits|reset LOGIN, ban, unban, list, "
 		 "backends, backend enable|disable NAME)",
 		 argv[0]);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {

@@ -41,5 +41,9 @@ int server_backend_set(struct server *srv, const char *name, bool enable,
 		       FILE *out, char *err, size_t errlen);
 int server_user_limits(struct server *srv, const char *login, FILE *out,
 		       bool json, char *err, size_t errlen);
+/* Forget the limits' state of login (buckets, quota, failure score);
+ * an error when there is none. */
+int server_user_reset(struct server *srv, const char *login, char *err,
+		      size_t errlen);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * server_control.c - the running server's answers to control requests
  * (control.c parses them, msaproxyctl sends them): status, stats,
- * sessions, bans, a user's limits, backends; ban, unban, and taking a
- * backend out of rotation or back.
+ * sessions, bans, a user's limits, backends; ban, unban, resetting a
+ * user's limits, and taking a backend out of rotation or back.
  *
  * Every answer is written to out, as text for a person or as JSON (one
  * object, or one per line for lists); refusals fill err.  Counts are the
@@ -163,12 +163,33 @@ server_stats(struct server *srv, FILE *out, bool json)
 		fprintf(out, "}\n");
 }
 
+/* A ban is never shortened (bans_add keeps the longer one, so that an
+ * operator's ban cannot cut short an automatic or a file's one): a shorter
+ * one is refused here rather than ignored, and the operator who means it
+ * unbans first. */
 int
 server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
 	   char *err, size_t errlen)
 {
 	char text[IPNET_TEXT_MAX];
+	uint64_t left;
 
+	if (ttl_ms != 0 && bans_left(srv->shared.bans, net, &left) &&
+	    (left == 0 || ttl_ms < left)) {
+		ipnet_format(net, text, sizeof(text));
+		if (left == 0)
+			snprintf(err, errlen,
+				 "%s is already banned permanently; unban it "
+				 "first to ban it for less",
+				 text);
+		else
+			snprintf(err, errlen,
+				 "%s is already banned for %" PRIu64
+				 "s more, longer than --ttl; unban it first to "
+				 "shorten the ban",
+				 text, (left + 999) / 1000);
+		return -1;
+	}
 	if (bans_add(srv->shared.bans, net, ttl_ms, BLOCKLIST_REASON_MANUAL,
 		     err, errlen) != 0)
 		return -1;
@@ -177,20 +198,27 @@ server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
 	return 0;
 }
 
+/* An operator's unban lifts every kind of ban: the blocklist entry and,
+ * for a network the limits banned after failed logins, the limits' own
+ * ban (which answers 421 without XDP) and its failure count. */
 int
 server_unban(struct server *srv, const struct ipnet *net, char *err,
 	     size_t errlen)
 {
 	char text[IPNET_TEXT_MAX];
 	int r = bans_del(srv->shared.bans, net, err, errlen);
+	size_t lifted;
 
-	if (r == 1)
+	if (r < 0)
+		return -1;
+	lifted = ratelimit_ip_unban(srv->shared.limits, net, timer_now_ms());
+	if (r == 1 && lifted == 0) {
 		snprintf(err, errlen, "%s is not banned",
 			 ipnet_format(net, text, sizeof(text)));
-	if (r != 0)
 		return -1;
-	log_info("unbanned", " network=%s",
-		 ipnet_format(net, text, sizeof(text)));
+	}
+	log_info("unbanned", " network=%s blocklist=%d limits=%zu",
+		 ipnet_format(net, text, sizeof(text)), r == 0, lifted);
 	return 0;
 }
 
@@ -267,6 +295,25 @@ server_user_limits(struct server *srv, const char *login, FILE *out, bool json,
 	}
 	if (json)
 		fprintf(out, "}\n");
+	return 0;
+}
+
+/* Any login, in the users file or not: a guessed one has a failure score
+ * too. */
+int
+server_user_reset(struct server *srv, const char *login, char *err,
+		  size_t errlen)
+{
+	char quoted[4 * 256 + 3];
+	struct ratelimit_key key;
+
+	ratelimit_user_key(srv->shared.limits, login, &key);
+	if (!ratelimit_user_reset(srv->shared.limits, &key)) {
+		snprintf(err, errlen, "%.128s has no limit state", login);
+		return -1;
+	}
+	log_info("user-reset", " user=%s",
+		 log_quote(quoted, sizeof(quoted), login, strlen(login)));
 	return 0;
 }
 

@@ -39,7 +39,9 @@ def test_file_allow_and_reload(proxy, recording_backend, tmp_path):
     assert admitted(p, "127.0.0.9")  # the allowlist wins
     assert not admitted(p, "127.0.0.13")
     assert admitted(p, "127.0.0.12")  # a neighbour
-    p.wait_for_log(r"msg=session-refused worker=\d+ listener=\S+ reason=blocklist")
+    # The refusal names the client (of the line it writes, one a second).
+    p.wait_for_log(r"msg=session-refused worker=\d+ listener=\S+ "
+                   r"client=127\.0\.0\.(8|10|13) reason=blocklist suppressed=\d+")
     stats = json.loads(p.ctl("-j", "stats").stdout)
     assert stats["blocklist_refused_at_accept"] == 3
     entries = {(e["prefix"], e["table"], e["reason"]) for e in listing(p)}
@@ -85,9 +87,43 @@ def test_manual_ban_ttl_and_unban(proxy, recording_backend):
     r = p.ctl("unban", "127.0.0.16/29", check=False)
     assert r.returncode == 1 and "is not banned" in r.stderr
     for bad in (["ban", "127.0.0.300"], ["ban", "127.0.0.1/33"],
-                ["ban", "127.0.0.10", "--ttl", "soon"], ["ban"]):
+                ["ban", "127.0.0.10", "--ttl", "soon"]):
         r = p.ctl(*bad, check=False)
         assert r.returncode == 1, bad
+    # A TTL of nothing is a value error, and says what is wrong with it.
+    for zero in ("0s", "0h"):
+        r = p.ctl("ban", "127.0.0.10", "--ttl", zero, check=False)
+        assert r.returncode == 1, zero
+        assert "--ttl: must be above zero" in r.stderr, r.stderr
+    # A request that is not a ban at all is a usage error: exit 2.
+    for usage in (["ban"], ["ban", "127.0.0.10", "--ttl"], ["unban"]):
+        r = p.ctl(*usage, check=False)
+        assert r.returncode == 2, (usage, r.returncode, r.stderr)
+        assert "usage: " in r.stderr, r.stderr
+
+
+def test_shorter_ttl_on_a_ban_is_refused(proxy, recording_backend):
+    """A ban is never shortened by a second ban: the operator is told so
+    (and how long it still runs), and unbans first to shorten it."""
+    p = proxy([recording_backend.port])
+    p.ctl("ban", "127.0.0.10", "--ttl", "1h")
+    r = p.ctl("ban", "127.0.0.10", "--ttl", "10s", check=False)
+    assert r.returncode == 1
+    assert "127.0.0.10/32 is already banned for" in r.stderr, r.stderr
+    assert "unban it first" in r.stderr, r.stderr
+    left = [e for e in listing(p) if e["prefix"] == "127.0.0.10/32"][0]["expires_in_s"]
+    assert left > 3500, left
+    # Longer, or the same again, is fine; so is permanent over timed.
+    p.ctl("ban", "127.0.0.10", "--ttl", "2h")
+    p.ctl("ban", "127.0.0.10")
+    r = p.ctl("ban", "127.0.0.10", "--ttl", "1d", check=False)
+    assert r.returncode == 1 and "already banned permanently" in r.stderr, r.stderr
+    p.ctl("ban", "127.0.0.10")
+    # Unban, then the short ban is taken.
+    p.ctl("unban", "127.0.0.10")
+    p.ctl("ban", "127.0.0.10", "--ttl", "10s")
+    left = [e for e in listing(p) if e["prefix"] == "127.0.0.10/32"][0]["expires_in_s"]
+    assert left <= 10, left
 
 
 def test_login_bans_are_listed_and_answered_421(proxy, recording_backend):
@@ -111,6 +147,46 @@ def test_login_bans_are_listed_and_answered_421(proxy, recording_backend):
     # Without XDP the limits answer it, with the seconds left.
     text = greeting(p, "127.0.0.20")
     assert text.startswith(b"421 4.7.0") and b"failed logins" in text
+
+
+def test_unban_lifts_a_login_ban(proxy, recording_backend):
+    """An operator's unban lifts an automatic ban everywhere: the blocklist
+    entry and the limits' own ban of the network (and its failure count)."""
+    import smtplib
+    import ssl
+    p = proxy([recording_backend.port],
+              **{"limits.ip.auth_failures": "2/1h", "limits.ip.ban_time": "1h"})
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    with smtplib.SMTP(LOOPBACK, p.starttls_port, timeout=15,
+                      source_address=("127.0.0.21", 0)) as s:
+        s.starttls(context=ctx)
+        for _ in range(2):
+            try:
+                s.login("demo", "wrong")
+            except (smtplib.SMTPAuthenticationError, smtplib.SMTPServerDisconnected):
+                pass
+    p.wait_for_log(r"msg=ip-banned .*network=127\.0\.0\.21/32")
+    assert greeting(p, "127.0.0.21").startswith(b"421 4.7.0")
+    p.ctl("unban", "127.0.0.21/32")
+    assert all(e["prefix"] != "127.0.0.21/32" for e in listing(p))
+    text = greeting(p, "127.0.0.21")
+    assert text.startswith(b"220 "), text
+    p.wait_for_log(r"msg=unbanned network=127\.0\.0\.21/32 blocklist=1 limits=1")
+    # The failure count went too: one more failure (one AUTH PLAIN, where
+    # login() may try two mechanisms) does not ban again.
+    with smtplib.SMTP(LOOPBACK, p.starttls_port, timeout=15,
+                      source_address=("127.0.0.21", 0)) as s:
+        s.starttls(context=ctx)
+        s.ehlo()
+        s.user, s.password = "demo", "wrong"
+        try:
+            s.auth("PLAIN", s.auth_plain)
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPServerDisconnected):
+            pass
+    assert greeting(p, "127.0.0.21").startswith(b"220 ")
+    # Unbanning what is banned nowhere is still an error.
+    r = p.ctl("unban", "127.0.0.21/32", check=False)
+    assert r.returncode == 1 and "is not banned" in r.stderr
 
 
 def test_bad_file_or_xdp_required_stops_the_start(tmp_path, certs, users):

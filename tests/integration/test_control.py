@@ -100,7 +100,7 @@ def test_bad_requests_get_clear_errors(proxy, recording_backend):
     assert bad.returncode == 1
     assert 'unknown command "frobnicate"' in bad.stderr
     usage = p.ctl("user", "limits", check=False)
-    assert usage.returncode == 1 and "usage: user limits LOGIN" in usage.stderr
+    assert usage.returncode == 2 and "usage: user limits LOGIN" in usage.stderr
     nobody = p.ctl("user", "limits", "nobody", check=False)
     assert nobody.returncode == 1 and "no such user" in nobody.stderr
     # A client that never finishes its line costs the proxy 2 s, no more.
@@ -160,6 +160,47 @@ def test_user_limits_show_bucket_levels(proxy, recording_backend):
     assert after["messages"]["available"] == 3
     assert after["quota"]["available"] == 98
     assert "messages 3 available of 5" in p.ctl("user", "limits", "demo").stdout
+
+
+def test_user_reset_clears_buckets_and_login_score(proxy, recording_backend):
+    p = proxy([recording_backend.port],
+              **{"limits.user": {"messages": "5/1h", "messages_quota": "100/1d"},
+                 "limits.login": {"failures": "1/1h", "max_delay": "1s"},
+                 "auth.failure_delay": "0s"})
+    r = p.ctl("user", "reset", "demo", check=False)
+    assert r.returncode == 1 and "demo has no limit state" in r.stderr, r.stderr
+    with login(p) as s:
+        for _ in range(2):
+            s.sendmail("a@example.test", ["r@example.test"], MSG)
+    # Failures against one allowed: the next attempt is held back.  (Not
+    # from 127.0.0.1, which limits.ip.allow exempts from the scores.)
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+
+    def from_elsewhere():
+        return smtplib.SMTP_SSL(LOOPBACK, p.implicit_port, context=ctx, timeout=15,
+                                source_address=("127.0.7.1", 0))
+
+    with from_elsewhere() as s:
+        with pytest.raises((smtplib.SMTPAuthenticationError, smtplib.SMTPServerDisconnected)):
+            s.login("demo", "wrong")
+    p.wait_for_log(r"msg=auth .*user=demo .*delay_ms=1000 result=failed")
+    before = json.loads(p.ctl("-j", "user", "limits", "demo").stdout)
+    assert before["messages"]["available"] == 3 and before["quota"]["available"] == 98
+    since = p.mark()
+    assert p.ctl("user", "reset", "demo").stdout == ""
+    p.wait_for_log(r"msg=user-reset user=demo", since=since)
+    after = json.loads(p.ctl("-j", "user", "limits", "demo").stdout)
+    assert after["tracked"] is False
+    assert after["messages"]["available"] == 5 and after["quota"]["available"] == 100
+    # The login is no longer slowed down.
+    since = p.mark()
+    with from_elsewhere() as s:
+        s.login("demo", "demo-pass-1")
+    p.wait_for_log(r"msg=auth .*user=demo .*delay_ms=0 result=ok", since=since)
+    r = p.ctl("user", "reset", "demo", check=False)
+    assert r.returncode == 1 and "no limit state" in r.stderr, r.stderr
+    usage = p.ctl("user", "reset", check=False)
+    assert usage.returncode == 2 and "usage: user limits LOGIN | user reset LOGIN" in usage.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -484,7 +525,7 @@ def test_backend_command_errors(proxy, two_backends):
                       (("backend", "disable", addr(a), "now"),
                        "usage: backend enable|disable NAME")):
         r = p.ctl(*args, check=False)
-        assert r.returncode == 1, args
+        assert r.returncode == (2 if why.startswith("usage: ") else 1), args
         assert r.stderr.startswith("msaproxyctl: error: ") and why in r.stderr, r.stderr
     # Nothing changed; the same request twice is no error.
     assert all(x["admin"] == "enabled" for x in backends_state(p).values())

@@ -338,6 +338,78 @@ test_ip_ban_and_allow(void **state)
 	cfg.ip_allow = (struct config_nets){NULL, 0};
 }
 
+/* Ban a /24 (prefix_v4) by its failures. */
+static void
+ban_net(struct ratelimit *l, struct ratelimit_key *k, unsigned x)
+{
+	uint8_t a[16];
+
+	addr4(a, x, 7);
+	assert_true(ratelimit_ip_key(l, a, k));
+	for (int i = 0; i < 3; i++)
+		ratelimit_ip_auth_failed(l, k, T0);
+}
+
+static void
+test_ip_unban(void **state)
+{
+	struct ratelimit *l = *state;
+	struct ratelimit_key k3, k4, k5;
+	struct ipnet net;
+	uint64_t retry;
+
+	ban_net(l, &k3, 3);
+	ban_net(l, &k4, 4);
+	ban_net(l, &k5, 5);
+	/* Wider than the tracked /24s: those inside it. */
+	assert_null(ipnet_parse("127.3.0.0/16", &net));
+	assert_int_equal(ratelimit_ip_unban(l, &net, T0 + 1), 1);
+	assert_int_equal(ratelimit_ip_connect(l, &k3, T0 + 1, &retry),
+			 RATELIMIT_OK);
+	ratelimit_ip_disconnect(l, &k3);
+	assert_int_equal(ratelimit_ip_connect(l, &k4, T0 + 1, &retry),
+			 RATELIMIT_BANNED);
+	/* Narrower: the tracked /24 it lies in. */
+	assert_null(ipnet_parse("127.4.7.9", &net));
+	assert_int_equal(ratelimit_ip_unban(l, &net, T0 + 1), 1);
+	assert_int_equal(ratelimit_ip_connect(l, &k4, T0 + 1, &retry),
+			 RATELIMIT_OK);
+	ratelimit_ip_disconnect(l, &k4);
+	/* A neighbour is not touched; nothing banned is lifted twice. */
+	assert_null(ipnet_parse("127.6.0.0/24", &net));
+	assert_int_equal(ratelimit_ip_unban(l, &net, T0 + 1), 0);
+	assert_int_equal(ratelimit_ip_connect(l, &k5, T0 + 1, &retry),
+			 RATELIMIT_BANNED);
+	/* The failure count went with the ban: two more do not ban. */
+	assert_int_equal(ratelimit_ip_auth_failed(l, &k3, T0 + 1), 0);
+	assert_int_equal(ratelimit_ip_auth_failed(l, &k3, T0 + 1), 0);
+}
+
+static void
+test_user_reset(void **state)
+{
+	struct ratelimit *l = *state;
+	struct ratelimit_key k;
+	uint64_t avail[LIMIT_USER_KINDS];
+
+	ratelimit_user_key(l, "alice", &k);
+	assert_false(ratelimit_user_reset(l, &k));
+	assert_int_equal(take(l, "alice", LIMIT_MESSAGES, 3, T0, NULL),
+			 LIMIT_USER_KINDS);
+	for (int i = 0; i < 3; i++)
+		ratelimit_login_failed(l, &k, T0);
+	assert_int_not_equal(ratelimit_login_delay(l, &k, 1000, T0), 0);
+	assert_true(ratelimit_user_reset(l, &k));
+	assert_false(ratelimit_user_peek(l, &k, &cfg.user_limits, T0, avail));
+	assert_int_equal(avail[LIMIT_MESSAGES], 3);
+	assert_int_equal(ratelimit_login_delay(l, &k, 1000, T0), 0);
+	assert_int_equal(ratelimit_user_entries(l), 0);
+	assert_false(ratelimit_user_reset(l, &k));
+	/* The entry's slot is usable again. */
+	assert_int_equal(take(l, "alice", LIMIT_MESSAGES, 3, T0, NULL),
+			 LIMIT_USER_KINDS);
+}
+
 static void
 test_tables_stay_bounded(void **state)
 {
@@ -417,6 +489,9 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_ip_concurrency_and_rate,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ip_unban, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_user_reset, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_ip_ban_and_allow, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_peek_and_reconfigure,
