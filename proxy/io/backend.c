@@ -912,8 +912,10 @@ backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 	buf_init(&be->wire, BACKEND_WIRE_CAP);
 	smtp_reply_init(&be->reply);
 	upstream_init(&be->up, &up);
-	be->up.trace = trace_state;
-	be->up.trace_ctx = be;
+	if (log_enabled(LOG_DEBUG)) {
+		be->up.trace = trace_state;
+		be->up.trace_ctx = be;
+	}
 	*o->link = be;
 	be->fd = socket(a->ss.ss_family,
 			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -725,7 +725,7 @@ session_apply(struct session *s, enum smtp_action act)
 		start_auth(s);
 		break;
 	case SMTP_ACT_FORWARD:
-		/* Sent by backend_news() once a connection is ready. */
+		/* Sent by session_backend_news() once a connection is ready. */
 		if (session_may_forward(s) && s->be == NULL)
 			session_open_backend(s);
 		break;

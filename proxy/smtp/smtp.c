@@ -1098,11 +1098,10 @@ auth_succeeded(struct smtp *s)
 void
 smtp_auth_result(struct smtp *s, bool ok)
 {
-	if (!ok && s->p->max_auth_failures > 0 &&
-	    s->auth_failures + 1 >= s->p->max_auth_failures) {
+	if (!ok && ++s->auth_failures >= s->p->max_auth_failures &&
+	    s->p->max_auth_failures > 0) {
 		/* auth.max_failures: a guesser reconnects, and pays for
 		 * that, instead of trying on at the cost of one line. */
-		s->auth_failures++;
 		s->limit_hits[SMTP_LIMIT_AUTH_FAILURES]++;
 		reply(s,
 		      "421 4.7.0 %s Too many failed logins, closing "
@@ -1111,7 +1110,6 @@ smtp_auth_result(struct smtp *s, bool ok)
 		s->close_reason = "auth-failures";
 		smtp_set_state(s, SMTP_CLOSING);
 	} else if (!ok) {
-		s->auth_failures++;
 		reply_error(s, "535 5.7.8 Authentication credentials invalid");
 	} else if (s->creds != NULL) { /* else closed while the check ran */
 		auth_succeeded(s);
