@@ -62,6 +62,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n different free ports: each held bound until all are picked (two
+    free_port() calls in a row may get the same port back)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((LOOPBACK, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def wait_until(predicate, timeout, what, interval=0.05):
     """Poll predicate() until it returns something truthy; return that.
     Fails the test after timeout seconds."""
@@ -629,7 +644,7 @@ class ProxyProcess:
     def start(self, binary):
         for attempt in range(3):  # a free port may be taken before we bind it
             since = self.mark()
-            self.starttls_port, self.implicit_port = free_port(), free_port()
+            self.starttls_port, self.implicit_port = free_ports(2)
             self.config["listeners"] = [
                 {"address": f"{LOOPBACK}:{self.starttls_port}", "mode": "starttls",
                  **self.listener_options},

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import LOOPBACK, free_port, wait_until
+from conftest import LOOPBACK, free_port, free_ports, wait_until
 from smtp_backend import FaultyBackend, RecordingBackend
 
 MESSAGE = "Subject: pool\r\n\r\nbody\r\n"
@@ -221,7 +221,7 @@ def test_failover_when_first_backend_refuses(proxy, backends, faulty):
 
 
 def test_all_backends_down_gives_451_4_4_1(proxy):
-    p = proxy([free_port(), free_port()])
+    p = proxy(free_ports(2))
     with login(p) as s:
         code, text = s.mail("demo@example.test")
         assert code == 451 and text.startswith(b"4.4.1"), (code, text)
