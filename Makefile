@@ -35,7 +35,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -iquote proxy \
             -fstack-protector-strong -fno-strict-aliasing
-LDLIBS   := -lssl -lcrypto -luring -lyaml -lcrypt -lpthread -lbpf -lelf -lz -lm \
+LDLIBS   := -lssl -lcrypto -luring -lhiredis -lyaml -lcrypt -lpthread -lbpf -lelf -lz -lm \
             -lcap -lseccomp
 ALLOC    ?= -ljemalloc
 TESTLIBS := -lcmocka
@@ -44,7 +44,7 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
              -fno-sanitize-recover=all
 
 # proxy/<part>/*.c: the parts (docs/ARCHITECTURE.md); proxy/main.c on top.
-PARTS    := smtp io limits bans config ops lib auth
+PARTS    := smtp io limits bans config ops lib auth cluster
 SRCS     := $(sort $(wildcard proxy/*.c $(PARTS:%=proxy/%/*.c)))
 LIB_SRCS := $(filter-out proxy/main.c,$(SRCS))
 OBJS     := $(LIB_SRCS:%.c=$(BUILD)/%.o)

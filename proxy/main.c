@@ -43,6 +43,7 @@
 
 #include <openssl/crypto.h>
 
+#include "cluster/cluster.h"
 #include "config/audit.h"
 #include "auth/passwd_db.h"
 #include "config/generation.h"
@@ -227,11 +228,11 @@ vet(const struct config *cfg, void *arg, char *err, size_t errlen)
 {
 	const struct vet_args *v = arg;
 
-	(void)errlen;
 	err[0] = '\0';
 	if (setup_log(cfg, v->check) != 0 || audit(cfg, v->check, v->strict))
 		return -1;
-	return 0;
+	/* cluster.password_file, cluster.tls_ca: readable and sound. */
+	return cluster_check(cfg, err, errlen);
 }
 
 int

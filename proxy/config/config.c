@@ -60,6 +60,8 @@ set_defaults(struct config *cfg)
 	cfg->xdp_pin_dir = strdup("/sys/fs/bpf/msaproxy");
 	cfg->shutdown_timeout_ms = 30 * SECOND;
 	cfg->shutdown_fast_timeout_ms = 3 * SECOND;
+	snprintf(cfg->cluster_prefix, sizeof(cfg->cluster_prefix), "msaproxy:");
+	cfg->cluster_timeout_ms = 500;
 	cfg->log_format = LOG_FORMAT_KV;
 	cfg->log_output = LOG_OUTPUT_STDERR;
 	cfg->log_facility = 2; /* mail */
@@ -330,6 +332,10 @@ config_free(struct config *cfg)
 		free(cfg->xdp_interfaces[i]);
 	free(cfg->xdp_interfaces);
 	free(cfg->xdp_pin_dir);
+	free(cfg->cluster_username);
+	free(cfg->cluster_password_file);
+	free(cfg->cluster_tls_ca);
+	free(cfg->cluster_tls_name);
 	free(cfg->log_syslog_socket);
 	free(cfg->path);
 	free(cfg);

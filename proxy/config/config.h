@@ -243,6 +243,17 @@ struct config {
 	/* metrics: */
 	struct config_addr
 		metrics_listen; /* Prometheus endpoint; .len 0: off */
+	/* cluster: (cluster/cluster.h); cluster_redis.len 0: no cluster */
+	struct config_addr cluster_redis;
+	char *cluster_username;	     /* ACL user; NULL: the default user */
+	char *cluster_password_file; /* NULL: no AUTH */
+	bool cluster_tls;	     /* TLS to Redis */
+	char *cluster_tls_ca;	     /* NULL: the system's CAs */
+	char *cluster_tls_name;	     /* the name in Redis's certificate */
+	char cluster_prefix[64];     /* of every key; default "msaproxy:" */
+	char cluster_node_id[64];    /* default the hostname */
+	uint64_t cluster_timeout_ms; /* a call's answer; default 500ms */
+	bool cluster_fail_closed;    /* Redis down: 451 to MAIL */
 	/* shutdown: */
 	uint64_t shutdown_timeout_ms;	   /* SIGTERM, drain: default 30s */
 	uint64_t shutdown_fast_timeout_ms; /* SIGINT: default 3s */

@@ -182,6 +182,41 @@ config_check_backends(struct loader *l, struct config *cfg)
 }
 
 /* Checks that span several keys, run after everything is parsed. */
+/* cluster: the TLS keys only with tls on; the node named after the host
+ * unless told otherwise. */
+static int
+config_check_cluster(struct loader *l, const yaml_node_t *root,
+		     struct config *cfg)
+{
+	const yaml_node_t *c = config_yaml_get(l, root, "cluster");
+
+	if (c == NULL)
+		return 0;
+	if (cfg->cluster_redis.len == 0)
+		return config_yaml_fail(l, config_yaml_line(c), "cluster",
+					"needs cluster.redis (host:port)");
+	if (cfg->cluster_redis.ss.ss_family == AF_UNIX && cfg->cluster_tls)
+		return config_yaml_fail(
+			l, config_yaml_line(config_yaml_get(l, c, "tls")),
+			"cluster.tls", "not over a unix socket");
+	if (!cfg->cluster_tls &&
+	    (cfg->cluster_tls_ca != NULL || cfg->cluster_tls_name != NULL)) {
+		const yaml_node_t *n = config_yaml_get(l, c, "tls_ca");
+
+		if (n == NULL)
+			n = config_yaml_get(l, c, "tls_name");
+		return config_yaml_fail(l, config_yaml_line(n), "cluster.tls",
+					"tls_ca and tls_name need tls: true");
+	}
+	if (cfg->cluster_node_id[0] == '\0') {
+		/* The host's name, cut at the first dot. */
+		snprintf(cfg->cluster_node_id, sizeof(cfg->cluster_node_id),
+			 "%.*s", (int)strcspn(cfg->hostname, "."),
+			 cfg->hostname);
+	}
+	return 0;
+}
+
 int
 config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
 {
@@ -242,5 +277,5 @@ config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
 			"must not exceed limits.max_auth_line (%zu)",
 			cfg->max_auth_line);
 	}
-	return 0;
+	return config_check_cluster(l, root, cfg);
 }

@@ -22,6 +22,7 @@
  * Config keys: all of them (conf/msaproxy.yaml lists each with its
  * default).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -748,6 +749,122 @@ static const struct field metrics_fields[] = {
 	END_OF_TABLE,
 };
 
+/* cluster: names Redis's keys and the node; plain printable words. */
+static int
+cluster_word(struct loader *l, const yaml_node_t *v, const char *key, char *out,
+	     size_t len, const char *extra)
+{
+	const char *s;
+
+	if (config_yaml_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (*s == '\0' || strlen(s) >= len)
+		return config_yaml_fail(l, config_yaml_line(v), key,
+					"expected 1 to %zu characters",
+					len - 1);
+	for (const char *p = s; *p != '\0'; p++)
+		if (!(isalnum((unsigned char)*p) || strchr(extra, *p) != NULL))
+			return config_yaml_fail(
+				l, config_yaml_line(v), key,
+				"expected letters, digits and \"%s\" only",
+				extra);
+	snprintf(out, len, "%s", s);
+	return 0;
+}
+
+static int
+set_cluster_prefix(struct loader *l, const yaml_node_t *v, const char *key,
+		   void *base)
+{
+	struct config *cfg = base;
+
+	return cluster_word(l, v, key, cfg->cluster_prefix,
+			    sizeof(cfg->cluster_prefix), ":._-{}");
+}
+
+static int
+set_cluster_node_id(struct loader *l, const yaml_node_t *v, const char *key,
+		    void *base)
+{
+	struct config *cfg = base;
+
+	return cluster_word(l, v, key, cfg->cluster_node_id,
+			    sizeof(cfg->cluster_node_id), "._-");
+}
+
+static int
+set_cluster_username(struct loader *l, const yaml_node_t *v, const char *key,
+		     void *base)
+{
+	struct config *cfg = base;
+	char name[128];
+
+	if (cluster_word(l, v, key, name, sizeof(name), "._-@") < 0)
+		return -1;
+	free(cfg->cluster_username);
+	cfg->cluster_username =
+		config_yaml_strdup(l, name, key, config_yaml_line(v));
+	return cfg->cluster_username == NULL ? -1 : 0;
+}
+
+static int
+set_cluster_tls_name(struct loader *l, const yaml_node_t *v, const char *key,
+		     void *base)
+{
+	struct config *cfg = base;
+	const char *s;
+
+	if (config_yaml_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (!config_value_hostname(s, false))
+		return config_yaml_fail(
+			l, config_yaml_line(v), key,
+			"expected a host name such as redis.example.internal");
+	free(cfg->cluster_tls_name);
+	cfg->cluster_tls_name =
+		config_yaml_strdup(l, s, key, config_yaml_line(v));
+	return cfg->cluster_tls_name == NULL ? -1 : 0;
+}
+
+static const struct enum_name fail_modes[] = {
+	{"open", 0},
+	{"closed", 1},
+	{NULL, 0},
+};
+
+static int
+set_cluster_fail(struct loader *l, const yaml_node_t *v, const char *key,
+		 void *base)
+{
+	struct config *cfg = base;
+	const char *s;
+
+	if (config_yaml_scalar(l, v, key, &s) < 0)
+		return -1;
+	for (const struct enum_name *e = fail_modes; e->name != NULL; e++) {
+		if (strcmp(s, e->name) == 0) {
+			cfg->cluster_fail_closed = e->value != 0;
+			return 0;
+		}
+	}
+	return config_yaml_fail(l, config_yaml_line(v), key,
+				"expected open or closed");
+}
+
+static const struct field cluster_fields[] = {
+	OPT("redis", F_ADDR, CFG(cluster_redis)),
+	FUNC("username", set_cluster_username),
+	OPT("password_file", F_PATH, CFG(cluster_password_file)),
+	OPT("tls", F_BOOL, CFG(cluster_tls)),
+	OPT("tls_ca", F_PATH, CFG(cluster_tls_ca)),
+	FUNC("tls_name", set_cluster_tls_name),
+	FUNC("prefix", set_cluster_prefix),
+	FUNC("node_id", set_cluster_node_id),
+	NUM("timeout", F_MS, CFG(cluster_timeout_ms), 10, 60 * SECOND),
+	FUNC("fail", set_cluster_fail),
+	END_OF_TABLE,
+};
+
 static const struct field shutdown_fields[] = {
 	NUM("timeout", F_MS, CFG(shutdown_timeout_ms), 0, DAY),
 	NUM("fast_timeout", F_MS, CFG(shutdown_fast_timeout_ms), 0, DAY),
@@ -862,5 +979,6 @@ const struct field config_schema_top[] = {
 	SECTION("privileges", privileges_fields, false),
 	SECTION("metrics", metrics_fields, false),
 	SECTION("shutdown", shutdown_fields, false),
+	SECTION("cluster", cluster_fields, false),
 	END_OF_TABLE,
 };

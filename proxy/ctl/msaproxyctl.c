@@ -40,7 +40,7 @@ usage(void)
 		"          user limits LOGIN, user reset LOGIN,\n"
 		"          ban PREFIX [--ttl DURATION], unban PREFIX, list,\n"
 		"          backends,\n"
-		"          backend enable|disable NAME\n");
+		"          backend enable|disable NAME, cluster\n");
 	exit(2);
 }
 

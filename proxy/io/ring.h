@@ -24,12 +24,15 @@
 
 #include "io/backend_pool.h"
 #include "lib/timer.h"
+#include "limits/policy.h"
 #include "ops/counters.h"
 
 struct auth_pool;
 struct auth_request;
 struct bans;
 struct caps;
+struct cluster;
+struct cluster_request;
 struct generation;
 struct ratelimit;
 struct session;
@@ -63,8 +66,10 @@ enum ring_op {
 struct worker_shared {
 	struct auth_pool *auth;
 	struct ratelimit *limits;
-	struct bans *bans; /* may be NULL */
-	struct caps *caps; /* limits.max_sessions, limits.max_memory */
+	struct bans *bans;	 /* may be NULL */
+	struct caps *caps;	 /* limits.max_sessions, limits.max_memory */
+	struct cluster *cluster; /* cluster.redis; NULL: none */
+	struct policy_shared cluster_policy; /* policy.c's way to it */
 };
 
 /* Counters the worker keeps and anyone may read (relaxed atomics; the
@@ -122,8 +127,10 @@ struct ring {
 	size_t objects; /* sessions, backend connections: not yet freed */
 	struct ring_task *woken, **woken_tail;
 
-	/* The auth pool's answers go to the worker's mailbox. */
+	/* The auth pool's and the cluster's answers go to the worker's
+	 * mailbox. */
 	void (*auth_done)(struct auth_request *req);
+	void (*cluster_done)(struct cluster_request *req);
 };
 
 /* The ring and its buffer groups, on the worker's own thread. */

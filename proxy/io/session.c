@@ -38,6 +38,7 @@
 
 #include <openssl/err.h>
 
+#include "cluster/cluster.h"
 #include "io/backend.h"
 #include "io/backend_pool.h"
 #include "io/ring.h"
@@ -642,9 +643,8 @@ answer_auth(struct session *s, struct auth_request *req)
 /* Log the verdict and answer it, after a pause when policy says so
  * (auth.failure_delay, a login with many failures). */
 static void
-finish_auth(struct session *s, struct auth_request *req)
+finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 {
-	uint64_t hold = session_auth_done(s, req);
 	const char *mech = s->smtp.auth_mech;
 	char u[LOG_USER_MAX];
 
@@ -670,6 +670,18 @@ finish_auth(struct session *s, struct auth_request *req)
 		return;
 	}
 	answer_auth(s, req);
+}
+
+/* With a cluster, the login's and the network's counts are its: ask
+ * first (session_on_cluster() goes on). */
+static void
+finish_auth(struct session *s, struct auth_request *req)
+{
+	if (!session_auth_ask(s, req)) {
+		s->auth = req;
+		return;
+	}
+	finish_auth_hold(s, req, session_auth_done(s, req));
 }
 
 static void
@@ -708,6 +720,26 @@ session_on_auth(struct session *s, struct auth_request *req)
 		return;
 	}
 	finish_auth(s, req);
+	session_run(s);
+}
+
+void
+session_on_cluster(struct session *s, struct cluster_request *req)
+{
+	s->creq = NULL;
+	if (s->dead) {
+		free(req);
+		return;
+	}
+	if (req->op == CLUSTER_LOGIN) {
+		struct auth_request *areq = s->auth;
+
+		s->auth = NULL;
+		finish_auth_hold(s, areq, session_auth_answered(s, areq, req));
+	} else if (session_take_answered(s, req) && s->be == NULL) {
+		session_open_backend(s);
+	}
+	free(req);
 	session_run(s);
 }
 

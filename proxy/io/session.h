@@ -66,13 +66,15 @@ struct session {
 	struct buf in;	 /* client plaintext waiting for smtp_input() */
 	struct buf wire; /* bytes for the client socket */
 	unsigned inflight;
+	unsigned recipients; /* of messages the backend took (here: a hole) */
 	bool sending;
 	bool recv_armed;
 	bool closing;	    /* flush wire, then close */
 	bool close_started; /* closing: flush deadline set, close_notify */
 	bool dead;	    /* closed; freed when inflight reaches 0 */
 	bool auth_delay;    /* auth's failure reply waits for the timer */
-	struct auth_request *auth; /* in flight at the pool, or delaying */
+	struct auth_request *auth;    /* in flight at the pool, or delaying */
+	struct cluster_request *creq; /* in flight at the cluster */
 
 	struct ring_task wake; /* woken by the backend leg: run it */
 
@@ -84,7 +86,6 @@ struct session {
 	/* For the session-end line. */
 	uint64_t bytes;		  /* of messages the backend took */
 	const char *backend_used; /* address text of the last one */
-	unsigned recipients;	  /* of messages the backend took */
 
 	struct relay relay; /* a message's bytes on their way */
 
@@ -127,8 +128,19 @@ void session_log_refused(struct session *s, const char *why);
 bool session_admit(struct session *s);
 /* A password check answered: how long to hold the answer (ms). */
 uint64_t session_auth_done(struct session *s, const struct auth_request *req);
-void session_authed(struct session *s);	     /* the user's limits, senders */
-bool session_may_forward(struct session *s); /* the MAIL or RCPT */
+void session_authed(struct session *s); /* the user's limits, senders */
+/* The MAIL or RCPT: false when refused, or when the cluster was asked
+ * (s->creq; session_on_cluster() goes on). */
+bool session_may_forward(struct session *s);
+/* The cluster's answer to s->creq's take: false when refused. */
+bool session_take_answered(struct session *s, struct cluster_request *req);
+/* A password check answered, with the cluster asked for the login's and
+ * the network's counts first: false when the cluster was asked (then
+ * session_auth_answered() gives the hold). */
+bool session_auth_ask(struct session *s, const struct auth_request *req);
+uint64_t session_auth_answered(struct session *s,
+			       const struct auth_request *req,
+			       const struct cluster_request *creq);
 /* n more message bytes (the relay's hook): false over the byte rate. */
 bool session_take_bytes(struct session *s, size_t n);
 const char *session_bytes_reply(struct session *s, char *buf, size_t len);
@@ -147,6 +159,7 @@ struct session *session_new(struct ring *r, int fd,
 void session_on_client_recv(struct session *s, int res, unsigned flags);
 void session_on_client_send(struct session *s, int res);
 void session_on_auth(struct session *s, struct auth_request *req);
+void session_on_cluster(struct session *s, struct cluster_request *req);
 void session_on_timer(struct session *s);
 void session_run(struct session *s);
 /* Its ring_task came up (ring_wake): run it, or free it if it ended. */

@@ -102,6 +102,8 @@ session_backend_news(struct session *s)
 	uint64_t size;
 	bool chunking;
 
+	if (s->creq != NULL)
+		return; /* the cluster's answer first: it may refuse */
 	if (s->be == NULL) {
 		/* Forwarded, and no backend could be reached. */
 		if (s->smtp.state == SMTP_BACKEND)

@@ -13,9 +13,12 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
+#include "cluster/cluster.h"
 #include "io/ring.h"
 #include "io/session.h"
 #include "lib/log.h"
@@ -36,6 +39,9 @@ session_policy_ctx(const struct session *s, const char *login, uint64_t now_ms)
 		.peer = &s->peer,
 		.login = login,
 		.now_ms = now_ms,
+		.shared = s->ring->shared.cluster != NULL
+				  ? &s->ring->shared.cluster_policy
+				  : NULL,
 	};
 }
 
@@ -102,10 +108,14 @@ session_apply_verdict(struct session *s, const struct policy_verdict *v)
 		smtp_refuse(&s->smtp, v->reply, true);
 		break;
 	case POLICY_MEMORY:
-		caps_count_mail_refused(s->ring->shared.caps);
+	case POLICY_UNAVAILABLE:
+		if (v->refused == POLICY_MEMORY)
+			caps_count_mail_refused(s->ring->shared.caps);
 		session_log(s, LOG_INFO, "mail-refused", " reason=%s",
 			    v->reason);
 		smtp_refuse(&s->smtp, v->reply, false);
+		break;
+	case POLICY_ASK: /* session_may_forward() asks */
 		break;
 	}
 	return false;
@@ -145,17 +155,108 @@ session_authed(struct session *s)
 	policy_authed(&c, &s->pol, passwd_db_user_info(s->gen->users, user));
 }
 
+/* A request to the cluster for s, answered on its worker
+ * (session_on_cluster); NULL when there is no memory for it. */
+static struct cluster_request *
+cluster_ask(struct session *s, enum cluster_op op)
+{
+	struct cluster_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL)
+		return NULL;
+	req->op = op;
+	req->owner = s;
+	req->cookie = (uint64_t)(uintptr_t)s->ring;
+	req->done = s->ring->cluster_done;
+	return req;
+}
+
+static void
+cluster_send(struct session *s, struct cluster_request *req)
+{
+	s->creq = req;
+	s->inflight++;
+	cluster_submit(s->ring->shared.cluster, req);
+}
+
 /* The MAIL or RCPT in s->smtp may go to the backend: false when it was
- * refused instead (the reply is queued). */
+ * refused instead (the reply is queued), or the cluster was asked. */
 bool
 session_may_forward(struct session *s)
+{
+	const char *user = smtp_user(&s->smtp);
+	struct policy_ctx c = session_policy_ctx(s, user, timer_now_ms());
+	struct cluster_request *req;
+	struct policy_verdict v;
+
+	if (policy_forward(&c, &s->pol, &s->smtp, &v) ||
+	    v.refused != POLICY_ASK)
+		return session_apply_verdict(s, &v);
+	req = cluster_ask(s, CLUSTER_TAKE);
+	if (req == NULL) {
+		policy_answer_local(&c, &s->pol, v.ask, &v);
+		return session_apply_verdict(s, &v);
+	}
+	cluster_user_id(user, req->user);
+	cluster_request_rates(req, s->pol.user_limits);
+	memcpy(req->amount, v.ask, sizeof(req->amount));
+	cluster_send(s, req);
+	return false;
+}
+
+bool
+session_take_answered(struct session *s, struct cluster_request *req)
 {
 	struct policy_ctx c =
 		session_policy_ctx(s, smtp_user(&s->smtp), timer_now_ms());
 	struct policy_verdict v;
 
-	policy_forward(&c, &s->pol, &s->smtp, &v);
+	if (req->status == CLUSTER_OK)
+		policy_answer(&c, &s->pol, req->amount, req->refused,
+			      req->retry_ms, &v);
+	else
+		policy_answer_local(&c, &s->pol, req->amount, &v);
 	return session_apply_verdict(s, &v);
+}
+
+bool
+session_auth_ask(struct session *s, const struct auth_request *areq)
+{
+	const struct config *cfg = session_config(s);
+	struct cluster_request *req;
+	struct ipnet net;
+
+	if (s->ring->shared.cluster == NULL || !s->pol.ip_tracked ||
+	    (req = cluster_ask(s, CLUSTER_LOGIN)) == NULL)
+		return true;
+	cluster_user_id(areq->user, req->user);
+	net = policy_tracked_net(cfg, &s->pol);
+	ipnet_format(&net, req->net, sizeof(req->net));
+	req->ok = areq->ok;
+	req->login_rate = cfg->login_failures;
+	req->base_delay_ms = cfg->auth_failure_delay_ms;
+	req->max_delay_ms = cfg->login_max_delay_ms;
+	req->ip_failures = cfg->ip_auth_failures;
+	req->ban_ms = cfg->ip_ban_time_ms;
+	cluster_send(s, req);
+	return false;
+}
+
+uint64_t
+session_auth_answered(struct session *s, const struct auth_request *areq,
+		      const struct cluster_request *creq)
+{
+	struct policy_ctx c = session_policy_ctx(s, areq->user, timer_now_ms());
+	struct policy_verdict v;
+	uint64_t hold;
+
+	/* Down: this node's own counts, as without a cluster. */
+	if (creq->status != CLUSTER_OK)
+		return session_auth_done(s, areq);
+	hold = policy_auth_shared(&c, &s->pol, areq->ok, creq->delay_ms,
+				  creq->banned_ms, &v);
+	session_apply_verdict(s, &v);
+	return hold;
 }
 
 /* n more message bytes for the backend: false when over the user's rate

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "bans/bans.h"
+#include "cluster/cluster.h"
 #include "config/generation.h"
 #include "io/backend.h"
 #include "io/backend_pool.h"
@@ -111,8 +112,9 @@ struct worker {
 
 	int efd; /* wake-ups: auth results, updates, queries, drain */
 	uint64_t efd_val;
-	pthread_mutex_t mbox_lock; /* guards the four below */
+	pthread_mutex_t mbox_lock; /* guards the five below */
 	struct auth_request *mbox;
+	struct cluster_request *cmbox; /* the cluster's answers */
 	struct worker_update *updates; /* oldest first */
 	struct worker_query *queries;
 	uint64_t drain_deadline; /* 0: not asked to drain */
@@ -515,6 +517,44 @@ worker_auth_done(struct auth_request *req)
 }
 
 static void
+worker_cluster_done(struct cluster_request *req)
+{
+	struct worker *w = (struct worker *)((char *)(uintptr_t)req->cookie -
+					     offsetof(struct worker, ring));
+
+	pthread_mutex_lock(&w->mbox_lock);
+	req->next = w->cmbox;
+	w->cmbox = req;
+	pthread_mutex_unlock(&w->mbox_lock);
+	wake(w);
+}
+
+/* The cluster's answers, in the order they came. */
+static void
+on_cluster_answers(struct worker *w)
+{
+	struct cluster_request *list, *req, *rev = NULL;
+
+	pthread_mutex_lock(&w->mbox_lock);
+	list = w->cmbox;
+	w->cmbox = NULL;
+	pthread_mutex_unlock(&w->mbox_lock);
+	while (list != NULL) {
+		req = list;
+		list = req->next;
+		req->next = rev;
+		rev = req;
+	}
+	while ((req = rev) != NULL) {
+		struct session *s = req->owner;
+
+		rev = req->next;
+		session_on_cluster(s, req);
+		session_release(s);
+	}
+}
+
+static void
 arm_wake(struct worker *w)
 {
 	struct io_uring_sqe *sqe = ring_sqe(&w->ring);
@@ -545,6 +585,7 @@ on_wake(struct worker *w, int res)
 		session_on_auth(s, req);
 		session_release(s);
 	}
+	on_cluster_answers(w);
 	on_main_requests(w);
 	arm_wake(w);
 }
@@ -921,6 +962,7 @@ worker_new(unsigned id, struct generation *gen,
 	timer_heap_init(&w->ring.timers);
 	w->ring.woken_tail = &w->ring.woken;
 	w->ring.auth_done = worker_auth_done;
+	w->ring.cluster_done = worker_cluster_done;
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (backend_pool_cursor_init(&w->ring.cursor, gen->backend_pool) != 0 ||
 	    w->efd < 0)

@@ -128,9 +128,8 @@ policy_refuse(struct policy_verdict *v, enum policy_refusal what,
  * Connect
  */
 
-/* The network ratelimit tracks this session's client in. */
-static struct ipnet
-tracked_net(const struct config *cfg, const struct policy_state *st)
+struct ipnet
+policy_tracked_net(const struct config *cfg, const struct policy_state *st)
 {
 	struct ipnet net;
 
@@ -171,7 +170,7 @@ policy_admit(const struct policy_ctx *c, struct policy_state *st,
 	 * with XDP): its next packets cost nothing. */
 	if (rv == RATELIMIT_RATE && c->bans != NULL &&
 	    bans_auto_floods(c->bans)) {
-		v->net = tracked_net(c->cfg, st);
+		v->net = policy_tracked_net(c->cfg, st);
 		v->blocklist_ms = retry > 1000 ? retry : 1000;
 	}
 	if (rv == RATELIMIT_BANNED)
@@ -216,12 +215,36 @@ policy_auth_done(const struct policy_ctx *c, struct policy_state *st, bool ok,
 	    (ban = ratelimit_ip_auth_failed(c->limits, &st->ip_key,
 					    c->now_ms)) != 0) {
 		st->banned = true;
-		v->net = tracked_net(c->cfg, st);
+		v->net = policy_tracked_net(c->cfg, st);
 		v->banned_ms = ban;
 		if (c->bans != NULL && bans_auto_logins(c->bans))
 			v->blocklist_ms = ban;
 	}
 	return hold > base ? hold : base;
+}
+
+uint64_t
+policy_auth_shared(const struct policy_ctx *c, struct policy_state *st, bool ok,
+		   uint64_t delay_ms, uint64_t banned_ms,
+		   struct policy_verdict *v)
+{
+	uint64_t base = c->cfg->auth_failure_delay_ms;
+
+	verdict_init(v);
+	ratelimit_user_key(c->limits, c->login, &st->user_key);
+	if (ok)
+		return delay_ms;
+	if (banned_ms != 0 && st->ip_tracked) {
+		/* This node refuses the network at once; the others learn
+		 * of it through the blocklist (blocklist.auto_ban). */
+		ratelimit_ip_ban(c->limits, &st->ip_key, banned_ms, c->now_ms);
+		st->banned = true;
+		v->net = policy_tracked_net(c->cfg, st);
+		v->banned_ms = banned_ms;
+		if (c->bans != NULL && bans_auto_logins(c->bans))
+			v->blocklist_ms = banned_ms;
+	}
+	return delay_ms > base ? delay_ms : base;
 }
 
 void
@@ -239,16 +262,49 @@ policy_authed(const struct policy_ctx *c, struct policy_state *st,
  */
 
 /* The transaction is over: keep the units if it delivered, else give. */
+/* Units back where they were taken: the cluster's (all but the bytes,
+ * which every node takes as they stream) or this node's. */
+static void
+give_back(const struct policy_ctx *c, struct policy_state *st,
+	  const uint64_t amount[LIMIT_USER_KINDS])
+{
+	uint64_t local[LIMIT_USER_KINDS] = {0};
+
+	if (!st->held_shared || c->shared == NULL) {
+		ratelimit_user_give(c->limits, &st->user_key, st->user_limits,
+				    amount, c->now_ms);
+		return;
+	}
+	local[LIMIT_BYTES] = amount[LIMIT_BYTES];
+	if (local[LIMIT_BYTES] != 0)
+		ratelimit_user_give(c->limits, &st->user_key, st->user_limits,
+				    local, c->now_ms);
+	memcpy(local, amount, sizeof(local));
+	local[LIMIT_BYTES] = 0;
+	if (policy_holding_any(local))
+		c->shared->give(c->shared->arg, c->login, st->user_limits,
+				local, false);
+}
+
 static void
 settle_closed(const struct policy_ctx *c, struct policy_state *st,
 	      const struct smtp *m)
 {
 	if (!policy_holding(st))
 		return;
-	if (m->messages == st->held_mark)
-		ratelimit_user_give(c->limits, &st->user_key, st->user_limits,
-				    st->held, c->now_ms);
+	if (m->messages == st->held_mark) {
+		give_back(c, st, st->held);
+	} else if (st->held_shared && c->shared != NULL &&
+		   st->held[LIMIT_BYTES] != 0) {
+		/* Delivered: its bytes count on every node from now on. */
+		uint64_t bytes[LIMIT_USER_KINDS] = {0};
+
+		bytes[LIMIT_BYTES] = st->held[LIMIT_BYTES];
+		c->shared->give(c->shared->arg, c->login, st->user_limits,
+				bytes, true);
+	}
 	memset(st->held, 0, sizeof(st->held));
+	st->held_shared = false;
 }
 
 void
@@ -263,37 +319,117 @@ policy_settle(const struct policy_ctx *c, struct policy_state *st,
 		settle_closed(c, st, m);
 		return;
 	}
-	/* Recipients the backend refused cost nothing. */
+	/* Recipients the backend refused cost nothing.  The cluster's
+	 * MAIL reserved the first one (one round trip for the common
+	 * message), kept until the transaction ends. */
 	want = m->rcpts + (m->fwd == SMTP_FWD_RCPT ? 1u : 0u);
+	if (st->held_shared && want == 0)
+		want = 1;
 	if (st->held[LIMIT_RECIPIENTS] > want) {
 		back[LIMIT_RECIPIENTS] = st->held[LIMIT_RECIPIENTS] - want;
 		st->held[LIMIT_RECIPIENTS] = want;
-		ratelimit_user_give(c->limits, &st->user_key, st->user_limits,
-				    back, c->now_ms);
+		give_back(c, st, back);
 	}
+}
+
+/* The refusal of kind, with its wait. */
+static bool
+refuse_rate(const struct policy_state *st, enum ratelimit_user_kind kind,
+	    uint64_t retry, struct policy_verdict *v)
+{
+	limit_reply(v->reply, sizeof(v->reply), st->user_limits, kind, retry);
+	return policy_refuse(v, POLICY_RATE, kind_names[kind],
+			     retry == UINT64_MAX ? 0 : retry);
+}
+
+static bool
+take_local(const struct policy_ctx *c, struct policy_state *st,
+	   const uint64_t amount[LIMIT_USER_KINDS], struct policy_verdict *v)
+{
+	enum ratelimit_user_kind refused;
+	uint64_t retry = 0;
+
+	refused = ratelimit_user_take(c->limits, &st->user_key, st->user_limits,
+				      amount, c->now_ms, &retry);
+	if (refused != LIMIT_USER_KINDS)
+		return refuse_rate(st, refused, retry, v);
+	for (int k = 0; k < LIMIT_USER_KINDS; k++)
+		st->held[k] += amount[k];
+	return true;
+}
+
+/* Does the policy limit anything a MAIL or RCPT would ask for? */
+static bool
+limited(const struct config_user_limits *pol)
+{
+	for (int k = 0; k < LIMIT_USER_KINDS; k++)
+		if (ratelimit_rate(pol, k)->count != 0)
+			return true;
+	return false;
 }
 
 static bool
 take(const struct policy_ctx *c, struct policy_state *st,
-     enum ratelimit_user_kind kind, uint64_t n, struct policy_verdict *v)
+     enum ratelimit_user_kind kind, const struct smtp *m,
+     struct policy_verdict *v)
 {
-	uint64_t amount[LIMIT_USER_KINDS] = {0}, retry = 0;
-	enum ratelimit_user_kind refused;
+	uint64_t amount[LIMIT_USER_KINDS] = {0};
 
-	amount[kind] = n;
+	amount[kind] = 1;
 	if (kind == LIMIT_MESSAGES)
-		amount[LIMIT_QUOTA] = n;
-	refused = ratelimit_user_take(c->limits, &st->user_key, st->user_limits,
-				      amount, c->now_ms, &retry);
-	if (refused != LIMIT_USER_KINDS) {
-		limit_reply(v->reply, sizeof(v->reply), st->user_limits,
-			    refused, retry);
-		return policy_refuse(v, POLICY_RATE, kind_names[refused],
-				     retry == UINT64_MAX ? 0 : retry);
-	}
+		amount[LIMIT_QUOTA] = 1;
+	if (c->shared == NULL || !limited(st->user_limits) ||
+	    (kind == LIMIT_RECIPIENTS && !st->held_shared))
+		return take_local(c, st, amount, v);
+	if (kind == LIMIT_RECIPIENTS && st->held[LIMIT_RECIPIENTS] > m->rcpts)
+		return true; /* the one MAIL reserved */
+	/* One round trip for the common message: the MAIL reserves its
+	 * first recipient, and refuses while the bytes are in debt (they
+	 * are charged when a message is delivered). */
+	if (kind == LIMIT_MESSAGES)
+		amount[LIMIT_RECIPIENTS] = 1;
+	memcpy(v->ask, amount, sizeof(v->ask));
+	return policy_refuse(v, POLICY_ASK, "ask", 0);
+}
+
+bool
+policy_answer(const struct policy_ctx *c, struct policy_state *st,
+	      const uint64_t ask[LIMIT_USER_KINDS], int refused,
+	      uint64_t retry_ms, struct policy_verdict *v)
+{
+	(void)c;
+	verdict_init(v);
+	if (refused >= 0 && refused < LIMIT_USER_KINDS)
+		return refuse_rate(st, (enum ratelimit_user_kind)refused,
+				   retry_ms, v);
 	for (int k = 0; k < LIMIT_USER_KINDS; k++)
-		st->held[k] += amount[k];
+		st->held[k] += ask[k];
+	st->held_shared = true;
 	return true;
+}
+
+bool
+policy_answer_local(const struct policy_ctx *c, struct policy_state *st,
+		    const uint64_t ask[LIMIT_USER_KINDS],
+		    struct policy_verdict *v)
+{
+	uint64_t amount[LIMIT_USER_KINDS];
+
+	verdict_init(v);
+	if (c->shared != NULL && c->shared->fail_closed) {
+		snprintf(v->reply, sizeof(v->reply),
+			 "451 4.3.0 %s Temporary service failure, try again "
+			 "later",
+			 c->cfg->hostname);
+		return policy_refuse(v, POLICY_UNAVAILABLE, "cluster-down", 0);
+	}
+	/* A recipient of a transaction the cluster took: let it go rather
+	 * than mix tables inside one transaction. */
+	if (st->held_shared)
+		return true;
+	memcpy(amount, ask, sizeof(amount));
+	amount[LIMIT_RECIPIENTS] = ask[LIMIT_MESSAGES] != 0 ? 0 : 1;
+	return take_local(c, st, amount, v);
 }
 
 static bool
@@ -335,9 +471,9 @@ policy_forward(const struct policy_ctx *c, struct policy_state *st,
 			memcpy(v->reply, no_memory, sizeof(no_memory));
 			return policy_refuse(v, POLICY_MEMORY, "max-memory", 0);
 		}
-		return take(c, st, LIMIT_MESSAGES, 1, v);
+		return take(c, st, LIMIT_MESSAGES, m, v);
 	case SMTP_FWD_RCPT:
-		return take(c, st, LIMIT_RECIPIENTS, 1, v);
+		return take(c, st, LIMIT_RECIPIENTS, m, v);
 	default:
 		return true;
 	}

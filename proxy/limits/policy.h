@@ -49,6 +49,22 @@ struct caps;
 struct passwd_user_info;
 struct smtp;
 
+/*
+ * The cluster's side of the user buckets (cluster.redis, docs/CLUSTER.md).
+ * With it, a MAIL or RCPT is not taken here: policy_forward() answers
+ * POLICY_ASK with the units to ask for, the session asks the cluster and
+ * brings the answer to policy_answer() (or policy_answer_local() when the
+ * cluster could not answer).  Units given back, and a delivered message's
+ * bytes, go through give() without waiting.
+ */
+struct policy_shared {
+	void (*give)(void *arg, const char *login,
+		     const struct config_user_limits *pol,
+		     const uint64_t amount[LIMIT_USER_KINDS], bool charge);
+	void *arg;
+	bool fail_closed; /* cluster.fail: closed */
+};
+
 /* What a decision reads: made by the session for each call. */
 struct policy_ctx {
 	const struct config *cfg; /* the session's generation */
@@ -59,6 +75,7 @@ struct policy_ctx {
 	const union sockaddr_ip *peer; /* the client */
 	const char *login; /* the login checked (AUTH) or authenticated */
 	uint64_t now_ms;   /* CLOCK_MONOTONIC */
+	const struct policy_shared *shared; /* NULL: this node's tables */
 };
 
 /* What policy keeps per session, inside struct session (mind its size:
@@ -71,8 +88,9 @@ struct policy_state {
 	uint64_t held[LIMIT_USER_KINDS]; /* taken for this transaction */
 	uint64_t limit_retry_ms;	 /* for the byte-limit reply */
 	unsigned held_mark;		 /* smtp.messages when taken */
-	bool ip_tracked; /* counted as open in limits: not allowlisted */
-	bool banned;	 /* a failed login earned the network a ban */
+	bool ip_tracked;  /* counted as open in limits: not allowlisted */
+	bool banned;	  /* a failed login earned the network a ban */
+	bool held_shared; /* held[] (but bytes) was taken in the cluster */
 };
 
 /* What was refused; each says how the session answers. */
@@ -83,6 +101,8 @@ enum policy_refusal {
 	POLICY_BYTES,	   /* sink the message; its end: policy_bytes_reply() */
 	POLICY_SENDER,	   /* the reply instead of the MAIL, a client error */
 	POLICY_MEMORY,	   /* the reply instead of the MAIL */
+	POLICY_ASK,	   /* ask the cluster for ask[] (policy_shared) */
+	POLICY_UNAVAILABLE, /* the reply instead of the MAIL: cluster down */
 };
 
 #define POLICY_REPLY_MAX 400 /* a 255-byte hostname and the longest text */
@@ -99,7 +119,8 @@ struct policy_verdict {
 	uint64_t banned_ms;
 	uint64_t blocklist_ms;
 	struct ipnet net;
-	char reply[POLICY_REPLY_MAX]; /* "" when there is none */
+	uint64_t ask[LIMIT_USER_KINDS]; /* POLICY_ASK: the units */
+	char reply[POLICY_REPLY_MAX];	/* "" when there is none */
 };
 
 /* A new connection from c->peer on c->listener: false when it is refused. */
@@ -110,6 +131,12 @@ bool policy_admit(const struct policy_ctx *c, struct policy_state *st,
  * failure earned the client's network a ban. */
 uint64_t policy_auth_done(const struct policy_ctx *c, struct policy_state *st,
 			  bool ok, struct policy_verdict *v);
+/* The same verdict from the cluster's answer (cluster.h, CLUSTER_LOGIN):
+ * delay_ms the login's slow-down, banned_ms a ban the failure earned the
+ * network across the cluster. */
+uint64_t policy_auth_shared(const struct policy_ctx *c, struct policy_state *st,
+			    bool ok, uint64_t delay_ms, uint64_t banned_ms,
+			    struct policy_verdict *v);
 /* AUTH succeeded for c->login (after policy_auth_done() for it): its limits
  * and senders.  info: its users-file entry, NULL if none. */
 void policy_authed(const struct policy_ctx *c, struct policy_state *st,
@@ -118,6 +145,17 @@ void policy_authed(const struct policy_ctx *c, struct policy_state *st,
  * instead. */
 bool policy_forward(const struct policy_ctx *c, struct policy_state *st,
 		    const struct smtp *m, struct policy_verdict *v);
+/* The cluster's answer to a POLICY_ASK for ask[]: refused is the kind
+ * that refused (LIMIT_USER_KINDS: taken), retry_ms its wait.  false when
+ * the MAIL or RCPT is refused instead. */
+bool policy_answer(const struct policy_ctx *c, struct policy_state *st,
+		   const uint64_t ask[LIMIT_USER_KINDS], int refused,
+		   uint64_t retry_ms, struct policy_verdict *v);
+/* The cluster could not answer a POLICY_ASK: with cluster.fail open the
+ * node's own tables decide, closed refuses the MAIL (451 4.3.0). */
+bool policy_answer_local(const struct policy_ctx *c, struct policy_state *st,
+			 const uint64_t ask[LIMIT_USER_KINDS],
+			 struct policy_verdict *v);
 /* n more message bytes for the backend: false when over the user's limit
  * (POLICY_BYTES: the session sinks the message and answers at its end). */
 bool policy_take_bytes(const struct policy_ctx *c, struct policy_state *st,
@@ -129,18 +167,27 @@ void policy_settle(const struct policy_ctx *c, struct policy_state *st,
 /* The session ends: its transaction settled, its connection counted out. */
 void policy_session_end(const struct policy_ctx *c, struct policy_state *st,
 			const struct smtp *m);
+/* The network the limits track the client in (st->ip_tracked). */
+struct ipnet policy_tracked_net(const struct config *cfg,
+				const struct policy_state *st);
 /* The reply for a message sunk by policy_take_bytes(). */
 const char *policy_bytes_reply(const struct policy_state *st, char *buf,
 			       size_t len);
+
+static inline bool
+policy_holding_any(const uint64_t held[LIMIT_USER_KINDS])
+{
+	for (int k = 0; k < LIMIT_USER_KINDS; k++)
+		if (held[k] != 0)
+			return true;
+	return false;
+}
 
 /* Units held for a transaction?  Without, there is nothing to settle. */
 static inline bool
 policy_holding(const struct policy_state *st)
 {
-	for (int k = 0; k < LIMIT_USER_KINDS; k++)
-		if (st->held[k] != 0)
-			return true;
-	return false;
+	return policy_holding_any(st->held);
 }
 
 #endif

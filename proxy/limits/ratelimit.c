@@ -776,6 +776,25 @@ ratelimit_ip_auth_failed(struct ratelimit *l, const struct ratelimit_key *key,
 	return ban;
 }
 
+void
+ratelimit_ip_ban(struct ratelimit *l, const struct ratelimit_key *key,
+		 uint64_t ms, uint64_t now_ms)
+{
+	uint64_t now = now_ms * NS_PER_MS, end = now + ms * NS_PER_MS;
+	struct shard *sh = shard_of(&l->nets, key);
+	struct entry *e;
+
+	pthread_mutex_lock(&sh->mu);
+	e = get(l, sh, key, now_ms);
+	if (e != NULL && e->window_end < end) {
+		e->window_end = end;
+		e->tat[AUTH_TAT] = 0;
+	}
+	pthread_mutex_unlock(&sh->mu);
+	if (e != NULL)
+		atomic_fetch_add(&l->stats.bans, 1);
+}
+
 /* Each shard is locked on its own, as every other call does: a network
  * banned again meanwhile in a shard already passed keeps its new ban. */
 size_t

@@ -154,6 +154,11 @@ uint64_t ratelimit_ip_auth_failed(struct ratelimit *l,
 				  const struct ratelimit_key *key,
 				  uint64_t now_ms);
 
+/* A ban of ms for this network decided elsewhere (the cluster's count of
+ * failed logins): refused at connect until it ends. */
+void ratelimit_ip_ban(struct ratelimit *l, const struct ratelimit_key *key,
+		      uint64_t ms, uint64_t now_ms);
+
 /* An operator's unban of net: every tracked network inside it, and the one
  * it lies in when it is narrower than limits.ip.prefix_v4 / prefix_v6,
  * loses its ban and its failed-login count.  Returns how many of them were

@@ -5,7 +5,7 @@
  *	status, stats, sessions, reload, drain [--fast],
  *	user limits LOGIN, user reset LOGIN,
  *	ban PREFIX [--ttl DURATION], unban PREFIX, list,
- *	backends, backend enable|disable NAME.
+ *	backends, backend enable|disable NAME, cluster.
  * A request with the wrong words for its command is answered "error:
  * usage: ...", which msaproxyctl exits 2 for (its usage code).
  *
@@ -48,6 +48,15 @@ cmd_stats(struct server *srv, int argc, char **argv, FILE *body, bool json,
 {
 	(void)argc, (void)argv, (void)err, (void)errlen;
 	server_stats(srv, body, json);
+	return 0;
+}
+
+static int
+cmd_cluster(struct server *srv, int argc, char **argv, FILE *body, bool json,
+	    char *err, size_t errlen)
+{
+	(void)argc, (void)argv, (void)err, (void)errlen;
+	server_cluster(srv, body, json);
 	return 0;
 }
 
@@ -200,7 +209,7 @@ static const struct {
 	{"drain", cmd_drain},	    {"user", cmd_user},
 	{"ban", cmd_ban},	    {"unban", cmd_unban},
 	{"list", cmd_list},	    {"backends", cmd_backends},
-	{"backend", cmd_backend},
+	{"backend", cmd_backend},   {"cluster", cmd_cluster},
 };
 
 /* Run one request line (NUL-terminated, no newline) into out: the first
@@ -239,7 +248,7 @@ control_exec(struct server *srv, char *line, FILE *out)
 	snprintf(err, sizeof(err),
 		 "unknown command \"%.64s\" (try status, stats, sessions, "
 		 "reload, drain, user limits|reset LOGIN, ban, unban, list, "
-		 "backends, backend enable|disable NAME)",
+		 "backends, backend enable|disable NAME, cluster)",
 		 argv[0]);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[0], commands[i].name) == 0) {

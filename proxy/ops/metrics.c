@@ -380,6 +380,36 @@ render_runtime(const struct metrics_snapshot *m, FILE *out)
 	       m->mem_mapped);
 }
 
+static void
+render_cluster(const struct metrics_snapshot *m, FILE *out)
+{
+	const char *rtt = "msaproxy_cluster_rtt_seconds";
+
+	if (!m->cluster)
+		return;
+	scalar(out, "msaproxy_cluster_up", "gauge",
+	       "1 while the connection to Redis (cluster.redis) is up.",
+	       m->cluster_up ? 1 : 0);
+	scalar(out, "msaproxy_cluster_requests_total", "counter",
+	       "Calls sent to Redis.", m->cluster_requests);
+	scalar(out, "msaproxy_cluster_errors_total", "counter",
+	       "Error replies from Redis (each drops the connection).",
+	       m->cluster_errors);
+	scalar(out, "msaproxy_cluster_timeouts_total", "counter",
+	       "Calls Redis did not answer within cluster.timeout.",
+	       m->cluster_timeouts);
+	scalar(out, "msaproxy_cluster_fallbacks_total", "counter",
+	       "Calls answered without Redis (down or timed out): the node's "
+	       "own tables decided (fail open) or MAIL was refused (fail "
+	       "closed).",
+	       m->cluster_unavailable);
+	family(out, rtt, "summary",
+	       "Time from a worker's request to Redis's answer.");
+	fprintf(out, "%s_sum ", rtt);
+	seconds(out, m->cluster_rtt_us_sum, 1000000, 6);
+	fprintf(out, "\n%s_count %" PRIu64 "\n", rtt, m->cluster_rtt_count);
+}
+
 void
 metrics_render(const struct metrics_snapshot *m, FILE *out)
 {
@@ -387,5 +417,6 @@ metrics_render(const struct metrics_snapshot *m, FILE *out)
 	render_sessions(m, out);
 	render_blocklist(m, out);
 	render_backends(m, out);
+	render_cluster(m, out);
 	render_runtime(m, out);
 }

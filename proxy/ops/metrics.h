@@ -74,6 +74,11 @@ struct metrics_snapshot {
 	const uint64_t *busy_ns; /* per worker */
 	unsigned nworkers;
 
+	/* Fleet mode (cluster.h); cluster false: not configured. */
+	bool cluster, cluster_up;
+	uint64_t cluster_requests, cluster_errors, cluster_timeouts;
+	uint64_t cluster_unavailable, cluster_rtt_us_sum, cluster_rtt_count;
+
 	bool memory; /* jemalloc's statistics are there */
 	uint64_t mem_allocated, mem_active, mem_resident, mem_mapped;
 };

@@ -55,6 +55,7 @@
 #include "auth/auth_pool.h"
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
+#include "cluster/cluster.h"
 #include "limits/caps.h"
 #include "ops/control.h"
 #include "config/generation.h"
@@ -255,6 +256,16 @@ server_start(struct server *srv, char *err, size_t errlen)
 	srv->shared.limits = ratelimit_new(cfg, err, errlen);
 	if (srv->shared.limits == NULL)
 		return -1;
+	if (cfg->cluster_redis.len > 0) {
+		srv->shared.cluster = cluster_start(cfg, err, errlen);
+		if (srv->shared.cluster == NULL)
+			return -1;
+		srv->shared.cluster_policy = (struct policy_shared){
+			.give = cluster_give,
+			.arg = srv->shared.cluster,
+			.fail_closed = cfg->cluster_fail_closed,
+		};
+	}
 	return 0;
 }
 
@@ -325,6 +336,7 @@ out:
 	}
 	listen_set_forget(&srv.listeners);
 	auth_pool_stop(srv.shared.auth);
+	cluster_stop(srv.shared.cluster); /* after the workers: no asks */
 	ratelimit_free(srv.shared.limits);
 	bans_close(srv.shared.bans); /* detaches XDP; pinned bans stay */
 	while (srv.nretiring > 0)

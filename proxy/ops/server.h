@@ -45,5 +45,15 @@ int server_user_limits(struct server *srv, const char *login, FILE *out,
  * an error when there is none. */
 int server_user_reset(struct server *srv, const char *login, char *err,
 		      size_t errlen);
+/* server_cluster.c: fleet mode.  The cluster's state; its counters for
+ * stats; a user's buckets across the cluster; their reset (had_state set
+ * when there was some). */
+void server_cluster(struct server *srv, FILE *out, bool json);
+void server_cluster_stats(struct server *srv, FILE *out, bool json);
+void server_cluster_user(struct server *srv, const char *login,
+			 const struct config_user_limits *pol, FILE *out,
+			 bool json);
+int server_cluster_reset(struct server *srv, const char *login, bool *had_state,
+			 char *err, size_t errlen);
 
 #endif

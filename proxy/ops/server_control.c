@@ -159,6 +159,7 @@ server_stats(struct server *srv, FILE *out, bool json)
 		ratelimit_user_entries(srv->shared.limits),
 		ratelimit_ip_entries(srv->shared.limits));
 	bans_stats(srv->shared.bans, out, json);
+	server_cluster_stats(srv, out, json);
 	if (json)
 		fprintf(out, "}\n");
 }
@@ -293,6 +294,7 @@ server_user_limits(struct server *srv, const char *login, FILE *out, bool json,
 			k == LIMIT_QUOTA ? r->count : r->burst, r->count,
 			r->period_ms);
 	}
+	server_cluster_user(srv, login, pol, out, json);
 	if (json)
 		fprintf(out, "}\n");
 	return 0;
@@ -306,9 +308,13 @@ server_user_reset(struct server *srv, const char *login, char *err,
 {
 	char quoted[4 * 256 + 3];
 	struct ratelimit_key key;
+	bool had;
 
 	ratelimit_user_key(srv->shared.limits, login, &key);
-	if (!ratelimit_user_reset(srv->shared.limits, &key)) {
+	had = ratelimit_user_reset(srv->shared.limits, &key);
+	if (server_cluster_reset(srv, login, &had, err, errlen) != 0)
+		return -1;
+	if (!had) {
 		snprintf(err, errlen, "%.128s has no limit state", login);
 		return -1;
 	}

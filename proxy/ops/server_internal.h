@@ -37,6 +37,7 @@ struct fixed_keys {
 	gid_t run_gid;
 	int seccomp;
 	struct config_addr metrics_listen;
+	char cluster[1024]; /* cluster.*, as one line */
 };
 
 struct server {

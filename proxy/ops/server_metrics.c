@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "bans/bans.h"
+#include "cluster/cluster.h"
 #include "config/generation.h"
 #include "io/backend_pool.h"
 #include "io/worker.h"
@@ -163,6 +164,24 @@ backend_gauges(struct server *srv, struct metrics_backend *bs)
 	}
 }
 
+static void
+cluster_counts(struct server *srv, struct metrics_snapshot *m)
+{
+	const struct cluster_stats *st;
+
+	if (srv->shared.cluster == NULL)
+		return;
+	st = cluster_stats(srv->shared.cluster);
+	m->cluster = true;
+	m->cluster_up = cluster_up(srv->shared.cluster);
+	m->cluster_requests = atomic_load(&st->requests);
+	m->cluster_errors = atomic_load(&st->errors);
+	m->cluster_timeouts = atomic_load(&st->timeouts);
+	m->cluster_unavailable = atomic_load(&st->unavailable);
+	m->cluster_rtt_us_sum = atomic_load(&st->rtt_us_sum);
+	m->cluster_rtt_count = atomic_load(&st->rtt_count);
+}
+
 char *
 server_metrics_body(void *arg, size_t *len)
 {
@@ -193,6 +212,7 @@ server_metrics_body(void *arg, size_t *len)
 	sum_limits(srv, &m);
 	blocklist_counts(srv, &m);
 	backend_gauges(srv, bs);
+	cluster_counts(srv, &m);
 	memory_stats(&m);
 	m.listeners = ls;
 	m.nlisteners = srv->reg->nlisteners;

@@ -82,7 +82,7 @@ server_retire(struct server *srv)
 struct fixed_keys
 server_fixed_keys(const struct config *cfg)
 {
-	return (struct fixed_keys){
+	struct fixed_keys k = {
 		.workers = cfg->workers,
 		.auth_threads = cfg->auth_threads,
 		.control_mode = cfg->control_mode,
@@ -98,6 +98,15 @@ server_fixed_keys(const struct config *cfg)
 		.seccomp = (int)cfg->seccomp,
 		.metrics_listen = cfg->metrics_listen,
 	};
+
+	snprintf(k.cluster, sizeof(k.cluster),
+		 "%s %s %s %s %d %s %s %s %" PRIu64 " %d",
+		 cfg->cluster_redis.text, cfg->cluster_username ?: "-",
+		 cfg->cluster_password_file ?: "-", cfg->cluster_prefix,
+		 cfg->cluster_tls, cfg->cluster_tls_ca ?: "-",
+		 cfg->cluster_tls_name ?: "-", cfg->cluster_node_id,
+		 cfg->cluster_timeout_ms, cfg->cluster_fail_closed);
+	return k;
 }
 
 static void
@@ -137,6 +146,8 @@ warn_fixed(const struct server *srv, const struct config *cfg)
 	if (run->metrics_listen.len != now.metrics_listen.len ||
 	    strcmp(run->metrics_listen.text, now.metrics_listen.text) != 0)
 		ignored("metrics.listen");
+	if (strcmp(run->cluster, now.cluster) != 0)
+		ignored("cluster");
 }
 
 uint64_t

@@ -43,6 +43,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from redis_server import RedisServer
 from smtp_backend import RecordingBackend
 
 LOOPBACK = "127.0.0.1"
@@ -351,6 +352,26 @@ def recording_backend():
         yield backend
     finally:
         backend.stop()
+
+
+# ---------------------------------------------------------------------------
+# redis: a private redis-server (redis_server.py), for fleet mode
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def redis(tmp_path):
+    """Factory: redis(password=None, user=None) starts a redis-server on a
+    free loopback port; all are stopped at teardown."""
+    started = []
+
+    def start(password=None, user=None):
+        server = RedisServer(tmp_path / f"redis{len(started)}", password, user)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,832 @@
+/*
+ * cluster.c - the thread that keeps the cluster's state in Redis.  Read
+ * cluster.h first; docs/CLUSTER.md has the picture.
+ *
+ * The thread loops: connect when down (with a backoff), take what the
+ * mailbox holds, write it as one pipeline, read the replies in order and
+ * answer each request through its done().  Replies come back in the order
+ * the commands went, so a FIFO of requests in flight matches them up.  If
+ * the oldest request in flight is not answered within cluster.timeout,
+ * Redis is stopped or the network is: the connection is dropped, every
+ * request in flight is answered CLUSTER_UNAVAILABLE, and the thread
+ * connects again.  While down, requests are answered CLUSTER_UNAVAILABLE
+ * at once: no session waits for a Redis that is not there.
+ *
+ * Security stance: the password is read from cluster.password_file once,
+ * at start, kept only in this object and wiped when it stops; it is never
+ * logged.  Users are named in Redis by a SHA-256 of their login, not the
+ * login (cluster_user_id).  Replies of an unexpected shape drop the
+ * connection.
+ *
+ * Config keys: cluster.* (restart-only: a reload keeps the running
+ * cluster's settings and says so).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include "cluster/cluster.h"
+#include "cluster/cluster_scripts.h"
+#include "cluster/redis_conn.h"
+#include "lib/log.h"
+
+#define BACKOFF_MIN_US 100000u	/* 100 ms */
+#define BACKOFF_MAX_US 5000000u /* 5 s */
+#define NSCRIPTS       3
+
+static const char *const kind_keys[LIMIT_USER_KINDS] = {
+	[LIMIT_MESSAGES] = "messages",
+	[LIMIT_RECIPIENTS] = "recipients",
+	[LIMIT_BYTES] = "bytes",
+	[LIMIT_QUOTA] = "quota",
+};
+
+struct cluster {
+	const struct config *cfg; /* the start's: cluster.* is restart-only */
+	char prefix[sizeof(((struct config *)0)->cluster_prefix)];
+	char node_id[sizeof(((struct config *)0)->cluster_node_id)];
+	char address[128];
+	char *user, *pass; /* pass NULL: no AUTH */
+	SSL_CTX *tls;	   /* NULL: plain */
+	uint64_t timeout_us;
+	bool fail_closed;
+
+	pthread_t thread;
+	bool started;
+	int efd; /* the mailbox's doorbell */
+	pthread_mutex_t mu;
+	struct cluster_request *mbox; /* newest first, under mu */
+	bool stopping;		      /* under mu */
+
+	/* The thread's own. */
+	struct redis_conn conn;
+	bool up;
+	uint64_t next_connect_us, backoff_us;
+	char sha[NSCRIPTS][41];
+	struct cluster_request *head, *tail; /* in flight, oldest first */
+	char last_error[256]; /* under mu: the control socket reads it */
+
+	struct cluster_stats stats;
+};
+
+static const char *const scripts[NSCRIPTS] = {
+	cluster_script_bucket,
+	cluster_script_login,
+	cluster_script_reset,
+};
+enum { SCRIPT_BUCKET, SCRIPT_LOGIN, SCRIPT_RESET };
+
+/* ---------------------------------------------------------------------
+ * Names
+ */
+
+void
+cluster_user_id(const char *login, char out[CLUSTER_KEY_MAX])
+{
+	unsigned char h[SHA256_DIGEST_LENGTH];
+	static const char hex[] = "0123456789abcdef";
+
+	/* Not keyed: every node must find the same name.  16 bytes of it
+	 * are plenty to tell logins apart. */
+	SHA256((const unsigned char *)login, strlen(login), h);
+	for (int i = 0; i < 16; i++) {
+		out[2 * i] = hex[h[i] >> 4];
+		out[2 * i + 1] = hex[h[i] & 15];
+	}
+	out[32] = '\0';
+}
+
+void
+cluster_request_rates(struct cluster_request *req,
+		      const struct config_user_limits *pol)
+{
+	for (int k = 0; k < LIMIT_USER_KINDS; k++)
+		req->rate[k] = *ratelimit_rate(pol, k);
+}
+
+void
+cluster_give(void *cluster, const char *login,
+	     const struct config_user_limits *pol,
+	     const uint64_t amount[LIMIT_USER_KINDS], bool charge)
+{
+	struct cluster_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL)
+		return; /* the units stay taken: the safe side */
+	req->op = charge ? CLUSTER_CHARGE : CLUSTER_GIVE;
+	cluster_user_id(login, req->user);
+	cluster_request_rates(req, pol);
+	memcpy(req->amount, amount, sizeof(req->amount));
+	cluster_submit(cluster, req); /* done NULL: freed when answered */
+}
+
+/* ---------------------------------------------------------------------
+ * Setup
+ */
+
+/* The first line of the password file, without its newline. */
+static char *
+read_password(const char *path, char *err, size_t errlen)
+{
+	char line[1024];
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "cluster.password_file: %s: %s", path,
+			 strerror(errno));
+		return NULL;
+	}
+	if (fgets(line, sizeof(line), f) == NULL)
+		line[0] = '\0';
+	fclose(f);
+	n = strcspn(line, "\r\n");
+	line[n] = '\0';
+	if (n == 0) {
+		snprintf(err, errlen, "cluster.password_file: %s: empty", path);
+		return NULL;
+	}
+	char *p = strdup(line);
+
+	OPENSSL_cleanse(line, sizeof(line));
+	if (p == NULL)
+		snprintf(err, errlen, "out of memory");
+	return p;
+}
+
+int
+cluster_check(const struct config *cfg, char *err, size_t errlen)
+{
+	char *p;
+	SSL_CTX *ctx;
+
+	if (cfg->cluster_redis.len == 0)
+		return 0;
+	if (cfg->cluster_password_file != NULL) {
+		p = read_password(cfg->cluster_password_file, err, errlen);
+		if (p == NULL)
+			return -1;
+		OPENSSL_cleanse(p, strlen(p));
+		free(p);
+	}
+	if (cfg->cluster_tls) {
+		ctx = redis_tls_ctx(cfg, err, errlen);
+		if (ctx == NULL)
+			return -1;
+		SSL_CTX_free(ctx);
+	}
+	return 0;
+}
+
+/* Load the scripts on a new connection: their SHA1s for EVALSHA. */
+static int
+load_scripts(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
+{
+	for (int i = 0; i < NSCRIPTS; i++) {
+		const char *argv[3] = {"SCRIPT", "LOAD", scripts[i]};
+		size_t lens[3] = {6, 4, strlen(scripts[i])};
+		redisReply *r;
+
+		if (redis_conn_call(&c->conn, 3, argv, lens, deadline_us, &r,
+				    err, errlen) != 0)
+			return -1;
+		if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+			snprintf(err, errlen, "SCRIPT LOAD: %.*s",
+				 r->type == REDIS_REPLY_ERROR ? (int)r->len : 0,
+				 r->type == REDIS_REPLY_ERROR ? r->str : "");
+			freeReplyObject(r);
+			return -1;
+		}
+		memcpy(c->sha[i], r->str, 40);
+		c->sha[i][40] = '\0';
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+/* One attempt; *auth_refused when Redis said no to the credentials. */
+static int
+try_connect(struct cluster *c, bool *auth_refused, char *err, size_t errlen)
+{
+	uint64_t deadline = redis_now_us() + c->timeout_us * 2;
+
+	atomic_fetch_add(&c->stats.connects, 1);
+	if (redis_conn_open(&c->conn, c->cfg, c->tls, c->user, c->pass,
+			    deadline, auth_refused, err, errlen) != 0)
+		goto fail;
+	if (load_scripts(c, deadline, err, errlen) != 0) {
+		redis_conn_close(&c->conn);
+		goto fail;
+	}
+	c->up = true;
+	c->backoff_us = 0;
+	atomic_store(&c->stats.up, true);
+	return 0;
+fail:
+	atomic_fetch_add(&c->stats.connect_failures, 1);
+	return -1;
+}
+
+/* ---------------------------------------------------------------------
+ * Requests
+ */
+
+static void
+answer(struct cluster *c, struct cluster_request *req,
+       enum cluster_status status)
+{
+	uint64_t now = redis_now_us();
+
+	req->status = status;
+	req->rtt_us = now - req->submitted_us;
+	if (status == CLUSTER_OK) {
+		atomic_fetch_add(&c->stats.rtt_us_sum, req->rtt_us);
+		atomic_fetch_add(&c->stats.rtt_count, 1);
+	} else {
+		atomic_fetch_add(&c->stats.unavailable, 1);
+	}
+	if (req->done != NULL)
+		req->done(req);
+	else
+		free(req);
+}
+
+/* "<prefix>u:{<id>}:<what>" */
+static size_t
+user_key(const struct cluster *c, char *buf, size_t len, const char *id,
+	 const char *what)
+{
+	int n = snprintf(buf, len, "%su:{%s}:%s", c->prefix, id, what);
+
+	return n < 0 || (size_t)n >= len ? len - 1 : (size_t)n;
+}
+
+#define MAX_ARGS 24
+#define ARG_LEN	 80
+
+struct args {
+	int argc;
+	const char *argv[MAX_ARGS];
+	size_t lens[MAX_ARGS];
+	char store[MAX_ARGS][ARG_LEN];
+};
+
+static void
+arg_str(struct args *a, const char *s)
+{
+	a->argv[a->argc] = s;
+	a->lens[a->argc] = strlen(s);
+	a->argc++;
+}
+
+static void
+arg_u64(struct args *a, uint64_t v)
+{
+	char *p = a->store[a->argc];
+
+	a->lens[a->argc] = (size_t)snprintf(p, ARG_LEN, "%" PRIu64, v);
+	a->argv[a->argc] = p;
+	a->argc++;
+}
+
+static char *
+arg_slot(struct args *a, size_t *len)
+{
+	*len = ARG_LEN;
+	return a->store[a->argc];
+}
+
+static void
+arg_key(struct args *a, const struct cluster *c, const char *id,
+	const char *what)
+{
+	size_t len;
+	char *p = arg_slot(a, &len);
+
+	a->lens[a->argc] = user_key(c, p, len, id, what);
+	a->argv[a->argc] = p;
+	a->argc++;
+}
+
+static void
+arg_rate(struct args *a, uint64_t amount, const struct config_rate *r)
+{
+	arg_u64(a, amount);
+	arg_u64(a, r->count);
+	arg_u64(a, r->period_ms);
+	arg_u64(a, r->burst);
+}
+
+/* The EVALSHA for req. */
+static void
+build(const struct cluster *c, const struct cluster_request *req,
+      struct args *a)
+{
+	static const char *const modes[] = {
+		[CLUSTER_TAKE] = "take",
+		[CLUSTER_GIVE] = "give",
+		[CLUSTER_CHARGE] = "charge",
+		[CLUSTER_PEEK] = "peek",
+	};
+	size_t len;
+	char *p;
+
+	a->argc = 0;
+	arg_str(a, "EVALSHA");
+	switch (req->op) {
+	case CLUSTER_TAKE:
+	case CLUSTER_GIVE:
+	case CLUSTER_CHARGE:
+	case CLUSTER_PEEK:
+		arg_str(a, c->sha[SCRIPT_BUCKET]);
+		arg_str(a, "4");
+		for (int k = 0; k < LIMIT_USER_KINDS; k++)
+			arg_key(a, c, req->user, kind_keys[k]);
+		arg_str(a, modes[req->op]);
+		for (int k = 0; k < LIMIT_USER_KINDS; k++)
+			arg_rate(a, req->amount[k], &req->rate[k]);
+		break;
+	case CLUSTER_LOGIN:
+		arg_str(a, c->sha[SCRIPT_LOGIN]);
+		arg_str(a, "2");
+		arg_key(a, c, req->user, "login");
+		p = arg_slot(a, &len);
+		a->lens[a->argc] =
+			(size_t)snprintf(p, len, "%sn:{%s}:auth", c->prefix,
+					 req->net[0] ? req->net : "-");
+		a->argv[a->argc++] = p;
+		arg_u64(a, req->ok ? 1 : 0);
+		arg_u64(a, req->login_rate.count);
+		arg_u64(a, req->login_rate.period_ms);
+		arg_u64(a, req->login_rate.burst);
+		arg_u64(a, req->base_delay_ms);
+		arg_u64(a, req->max_delay_ms);
+		arg_u64(a, req->ip_failures.count);
+		arg_u64(a, req->ip_failures.period_ms);
+		arg_u64(a, req->ip_failures.burst);
+		arg_u64(a, req->ban_ms);
+		arg_u64(a, req->net[0] ? 1 : 0);
+		break;
+	case CLUSTER_RESET:
+		arg_str(a, c->sha[SCRIPT_RESET]);
+		arg_str(a, "5");
+		for (int k = 0; k < LIMIT_USER_KINDS; k++)
+			arg_key(a, c, req->user, kind_keys[k]);
+		arg_key(a, c, req->user, "login");
+		break;
+	case CLUSTER_PING:
+		a->argc = 0;
+		arg_str(a, "PING");
+		break;
+	}
+}
+
+static uint64_t
+reply_u64(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_INTEGER && r->integer > 0
+		       ? (uint64_t)r->integer
+		       : 0;
+}
+
+/* The reply for req, into its results: false when its shape is wrong. */
+static bool
+take_reply(struct cluster_request *req, const redisReply *r)
+{
+	switch (req->op) {
+	case CLUSTER_TAKE:
+	case CLUSTER_GIVE:
+	case CLUSTER_CHARGE:
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_INTEGER ||
+		    r->element[0]->integer < 0 ||
+		    r->element[0]->integer > LIMIT_USER_KINDS)
+			return false;
+		req->refused = (int)r->element[0]->integer;
+		req->retry_ms = r->element[1]->type == REDIS_REPLY_INTEGER &&
+						r->element[1]->integer < 0
+					? UINT64_MAX
+					: reply_u64(r->element[1]);
+		return true;
+	case CLUSTER_PEEK:
+		if (r->type != REDIS_REPLY_ARRAY ||
+		    r->elements != LIMIT_USER_KINDS)
+			return false;
+		for (int k = 0; k < LIMIT_USER_KINDS; k++)
+			req->avail[k] =
+				r->element[k]->type == REDIS_REPLY_INTEGER &&
+						r->element[k]->integer < 0
+					? UINT64_MAX
+					: reply_u64(r->element[k]);
+		return true;
+	case CLUSTER_LOGIN:
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+			return false;
+		req->delay_ms = reply_u64(r->element[0]);
+		req->banned_ms = reply_u64(r->element[1]);
+		return true;
+	case CLUSTER_RESET:
+		req->refused = (int)reply_u64(r); /* keys deleted */
+		return r->type == REDIS_REPLY_INTEGER;
+	case CLUSTER_PING:
+		return r->type == REDIS_REPLY_STATUS;
+	}
+	return false;
+}
+
+/* The connection is gone: everything in flight is answered. */
+static void
+go_down(struct cluster *c, const char *why)
+{
+	struct cluster_request *req;
+
+	if (c->up)
+		log_warn("cluster-down",
+			 " redis=%s node=%s error=\"%s\" fail=%s", c->address,
+			 c->node_id, why, c->fail_closed ? "closed" : "open");
+	pthread_mutex_lock(&c->mu);
+	snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+	pthread_mutex_unlock(&c->mu);
+	c->up = false;
+	atomic_store(&c->stats.up, false);
+	redis_conn_close(&c->conn);
+	while ((req = c->head) != NULL) {
+		c->head = req->next;
+		answer(c, req, CLUSTER_UNAVAILABLE);
+	}
+	c->tail = NULL;
+	c->backoff_us = c->backoff_us == 0 ? BACKOFF_MIN_US : c->backoff_us * 2;
+	if (c->backoff_us > BACKOFF_MAX_US)
+		c->backoff_us = BACKOFF_MAX_US;
+	c->next_connect_us = redis_now_us() + c->backoff_us;
+}
+
+/* What the mailbox holds, oldest first. */
+static struct cluster_request *
+take_mail(struct cluster *c, bool *stopping)
+{
+	struct cluster_request *list, *rev = NULL;
+
+	pthread_mutex_lock(&c->mu);
+	list = c->mbox;
+	c->mbox = NULL;
+	*stopping = c->stopping;
+	pthread_mutex_unlock(&c->mu);
+	while (list != NULL) {
+		struct cluster_request *r = list;
+
+		list = r->next;
+		r->next = rev;
+		rev = r;
+	}
+	return rev;
+}
+
+/* New requests onto the wire (one write for all) or, while down,
+ * answered at once. */
+static void
+send_mail(struct cluster *c, struct cluster_request *list)
+{
+	struct args a;
+	bool any = false;
+
+	while (list != NULL) {
+		struct cluster_request *req = list;
+
+		list = req->next;
+		req->next = NULL;
+		if (!c->up) {
+			answer(c, req, CLUSTER_UNAVAILABLE);
+			continue;
+		}
+		build(c, req, &a);
+		if (redis_conn_queue(&c->conn, a.argc, a.argv, a.lens) != 0) {
+			answer(c, req, CLUSTER_UNAVAILABLE);
+			continue;
+		}
+		atomic_fetch_add(&c->stats.requests, 1);
+		req->deadline_us = redis_now_us() + c->timeout_us;
+		if (c->tail != NULL)
+			c->tail->next = req;
+		else
+			c->head = req;
+		c->tail = req;
+		any = true;
+	}
+	if (any) {
+		atomic_fetch_add(&c->stats.batches, 1);
+		if (redis_conn_flush(&c->conn) != 0)
+			go_down(c, "write: connection lost");
+	}
+}
+
+static void
+read_replies(struct cluster *c)
+{
+	redisReply *r;
+	int got;
+
+	if (redis_conn_read(&c->conn) != 0) {
+		go_down(c, "connection lost");
+		return;
+	}
+	while (c->up && (got = redis_conn_reply(&c->conn, &r)) != 0) {
+		struct cluster_request *req = c->head;
+
+		if (got < 0 || req == NULL) {
+			if (got > 0)
+				freeReplyObject(r);
+			go_down(c, got < 0 ? "protocol error"
+					   : "a reply nobody asked for");
+			return;
+		}
+		c->head = req->next;
+		if (c->head == NULL)
+			c->tail = NULL;
+		req->next = NULL;
+		if (r->type == REDIS_REPLY_ERROR || !take_reply(req, r)) {
+			char why[200];
+
+			atomic_fetch_add(&c->stats.errors, 1);
+			snprintf(why, sizeof(why), "%s: %.*s",
+				 r->type == REDIS_REPLY_ERROR ? "error"
+							      : "bad reply",
+				 r->type == REDIS_REPLY_ERROR
+					 ? (int)(r->len < 150 ? r->len : 150)
+					 : 0,
+				 r->type == REDIS_REPLY_ERROR ? r->str : "");
+			freeReplyObject(r);
+			answer(c, req, CLUSTER_UNAVAILABLE);
+			/* NOSCRIPT, OOM, READONLY (a replica after a
+			 * failover): start over on a new connection. */
+			go_down(c, why);
+			return;
+		}
+		freeReplyObject(r);
+		atomic_store(&c->stats.last_ok_wall_ms,
+			     (uint64_t)time(NULL) * 1000u);
+		answer(c, req, CLUSTER_OK);
+	}
+}
+
+static void *
+cluster_thread(void *arg)
+{
+	struct cluster *c = arg;
+	sigset_t all;
+	bool stopping = false;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	while (!stopping) {
+		uint64_t now = redis_now_us(), wake = now + 1000000u;
+		struct pollfd p[2] = {{.fd = c->efd, .events = POLLIN}};
+		int n, timeout_ms;
+
+		if (!c->up && now >= c->next_connect_us) {
+			char err[256];
+			bool refused;
+
+			if (try_connect(c, &refused, err, sizeof(err)) == 0)
+				log_info("cluster-up", " redis=%s node=%s",
+					 c->address, c->node_id);
+			else
+				go_down(c, err);
+		}
+		send_mail(c, take_mail(c, &stopping));
+		if (c->up && redis_conn_pending(&c->conn) &&
+		    redis_conn_flush(&c->conn) != 0)
+			go_down(c, "write: connection lost");
+		if (c->up && c->conn.ssl != NULL && SSL_pending(c->conn.ssl))
+			read_replies(c);
+		now = redis_now_us();
+		if (c->head != NULL && now >= c->head->deadline_us) {
+			atomic_fetch_add(&c->stats.timeouts, 1);
+			go_down(c, "timed out");
+		}
+		if (c->head != NULL && c->head->deadline_us < wake)
+			wake = c->head->deadline_us;
+		if (!c->up && c->next_connect_us < wake)
+			wake = c->next_connect_us;
+		p[1].fd = c->up ? c->conn.fd : -1;
+		p[1].events = POLLIN;
+		if (c->up && redis_conn_pending(&c->conn))
+			p[1].events |= POLLOUT;
+		timeout_ms = wake > now ? (int)((wake - now + 999) / 1000) : 0;
+		n = poll(p, 2, stopping ? 0 : timeout_ms);
+		if (n < 0 && errno != EINTR)
+			break;
+		if (p[0].revents & POLLIN) {
+			uint64_t v;
+
+			if (read(c->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				break;
+		}
+		if (c->up && (p[1].revents & (POLLIN | POLLERR | POLLHUP)))
+			read_replies(c);
+	}
+	/* Stopping: nothing may be left waiting. */
+	send_mail(c, take_mail(c, &stopping));
+	go_down(c, "stopping");
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * The interface
+ */
+
+struct cluster *
+cluster_start(const struct config *cfg, char *err, size_t errlen)
+{
+	struct cluster *c = calloc(1, sizeof(*c));
+	bool refused = false;
+	char why[256];
+
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	c->cfg = cfg;
+	c->efd = -1;
+	c->conn.fd = -1;
+	pthread_mutex_init(&c->mu, NULL);
+	snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->cluster_prefix);
+	snprintf(c->node_id, sizeof(c->node_id), "%s", cfg->cluster_node_id);
+	snprintf(c->address, sizeof(c->address), "%s", cfg->cluster_redis.text);
+	c->timeout_us = cfg->cluster_timeout_ms * 1000u;
+	c->fail_closed = cfg->cluster_fail_closed;
+	if (cfg->cluster_username != NULL &&
+	    (c->user = strdup(cfg->cluster_username)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (cfg->cluster_password_file != NULL &&
+	    (c->pass = read_password(cfg->cluster_password_file, err,
+				     errlen)) == NULL)
+		goto fail;
+	if (cfg->cluster_tls &&
+	    (c->tls = redis_tls_ctx(cfg, err, errlen)) == NULL)
+		goto fail;
+	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->efd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	/* The first connection here: wrong credentials stop the start with
+	 * what Redis said; Redis merely down does not. */
+	if (try_connect(c, &refused, why, sizeof(why)) != 0) {
+		if (refused) {
+			snprintf(err, errlen, "cluster.redis %s: %s",
+				 c->address, why);
+			goto fail;
+		}
+		log_warn("cluster-down",
+			 " redis=%s node=%s error=\"%s\" fail=%s", c->address,
+			 c->node_id, why, c->fail_closed ? "closed" : "open");
+		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+		c->backoff_us = BACKOFF_MIN_US;
+		c->next_connect_us = redis_now_us() + c->backoff_us;
+	} else {
+		log_info("cluster-up", " redis=%s node=%s", c->address,
+			 c->node_id);
+	}
+	if (pthread_create(&c->thread, NULL, cluster_thread, c) != 0) {
+		snprintf(err, errlen, "cannot start the cluster thread");
+		goto fail;
+	}
+	c->started = true;
+	return c;
+fail:
+	cluster_stop(c);
+	return NULL;
+}
+
+void
+cluster_stop(struct cluster *c)
+{
+	uint64_t one = 1;
+
+	if (c == NULL)
+		return;
+	if (c->started) {
+		pthread_mutex_lock(&c->mu);
+		c->stopping = true;
+		pthread_mutex_unlock(&c->mu);
+		if (write(c->efd, &one, sizeof(one)) < 0)
+			(void)0; /* the thread polls with a timeout anyway */
+		pthread_join(c->thread, NULL);
+	}
+	redis_conn_close(&c->conn);
+	if (c->efd >= 0)
+		close(c->efd);
+	if (c->pass != NULL) {
+		OPENSSL_cleanse(c->pass, strlen(c->pass));
+		free(c->pass);
+	}
+	free(c->user);
+	SSL_CTX_free(c->tls);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}
+
+void
+cluster_submit(struct cluster *c, struct cluster_request *req)
+{
+	uint64_t one = 1;
+	bool first;
+
+	req->submitted_us = redis_now_us();
+	pthread_mutex_lock(&c->mu);
+	first = c->mbox == NULL;
+	req->next = c->mbox;
+	c->mbox = req;
+	pthread_mutex_unlock(&c->mu);
+	/* One doorbell per batch: the thread takes the whole list. */
+	if (first && write(c->efd, &one, sizeof(one)) < 0)
+		(void)0; /* counter full: the thread is awake anyway */
+}
+
+struct call {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool answered;
+};
+
+static void
+call_done(struct cluster_request *req)
+{
+	struct call *w = req->owner;
+
+	pthread_mutex_lock(&w->mu);
+	w->answered = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void
+cluster_call(struct cluster *c, struct cluster_request *req)
+{
+	struct call w = {.answered = false};
+
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	req->done = call_done;
+	req->owner = &w;
+	cluster_submit(c, req);
+	pthread_mutex_lock(&w.mu);
+	while (!w.answered)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+}
+
+void
+cluster_last_error(struct cluster *c, char *buf, size_t len)
+{
+	pthread_mutex_lock(&c->mu);
+	snprintf(buf, len, "%s", c->last_error);
+	pthread_mutex_unlock(&c->mu);
+}
+
+const struct cluster_stats *
+cluster_stats(const struct cluster *c)
+{
+	return &c->stats;
+}
+
+bool
+cluster_up(const struct cluster *c)
+{
+	return atomic_load(&c->stats.up);
+}
+
+bool
+cluster_fail_closed(const struct cluster *c)
+{
+	return c->fail_closed;
+}
+
+const char *
+cluster_node_id(const struct cluster *c)
+{
+	return c->node_id;
+}
+
+const char *
+cluster_address(const struct cluster *c)
+{
+	return c->address;
+}

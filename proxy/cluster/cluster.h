@@ -1,0 +1,137 @@
+/*
+ * cluster.h - state shared by every msaproxy node of a cluster, kept in
+ * Redis (cluster.redis): the users' buckets (messages, recipients, bytes,
+ * the quota), the login failure scores and the networks' failed logins.
+ * docs/CLUSTER.md has the picture, the key layout and the failure modes.
+ *
+ * One thread owns the connection.  Workers never block on it: they hand a
+ * request over (cluster_submit) and get it back through req->done, called
+ * on the cluster thread, as the auth pool does; their sessions wait like a
+ * session waiting for a password check.  Requests that arrive together go
+ * out in one write (pipelined) and every one is a single server-side
+ * script, so each take is atomic and costs one round trip.
+ *
+ * Every request gets an answer: CLUSTER_OK with the script's result, or
+ * CLUSTER_UNAVAILABLE at once while Redis is down, and after
+ * cluster.timeout when it does not answer (the connection is then dropped
+ * and made again with a backoff).  What an unavailable answer means is the
+ * caller's (cluster.fail: open falls back to the node's own tables).
+ *
+ * Times are Redis's own clock (TIME inside the scripts), so the nodes'
+ * clocks do not matter.
+ */
+#ifndef MSAPROXY_CLUSTER_H
+#define MSAPROXY_CLUSTER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "limits/ratelimit.h"
+
+enum cluster_op {
+	CLUSTER_TAKE,	/* all of amount[] or nothing; a kind in debt refuses */
+	CLUSTER_GIVE,	/* back what an undelivered transaction took */
+	CLUSTER_CHARGE, /* taken without a check: a message's bytes */
+	CLUSTER_LOGIN,	/* a password check's verdict: delay, failure, ban */
+	CLUSTER_PEEK,	/* what a user could take now */
+	CLUSTER_RESET,	/* an operator's reset of a login */
+	CLUSTER_PING,
+};
+
+enum cluster_status {
+	CLUSTER_OK,
+	CLUSTER_UNAVAILABLE, /* down, timed out, or an error reply */
+};
+
+/* A user's or a network's name in Redis: hex of a SHA-256 (users), the
+ * network's text (networks). */
+#define CLUSTER_KEY_MAX 64
+
+struct cluster_request {
+	enum cluster_op op;
+	char user[CLUSTER_KEY_MAX]; /* cluster_user_id() */
+	/* TAKE, GIVE, CHARGE, PEEK: the user's rates (count 0: not
+	 * limited) and the units. */
+	struct config_rate rate[LIMIT_USER_KINDS];
+	uint64_t amount[LIMIT_USER_KINDS];
+	/* LOGIN: */
+	bool ok;		   /* the password was right */
+	char net[CLUSTER_KEY_MAX]; /* the client's network, "" if untracked */
+	struct config_rate login_rate;	/* limits.login.failures */
+	uint64_t base_delay_ms;		/* auth.failure_delay */
+	uint64_t max_delay_ms;		/* limits.login.max_delay */
+	struct config_rate ip_failures; /* limits.ip.auth_failures */
+	uint64_t ban_ms;		/* limits.ip.ban_time */
+
+	/* Results. */
+	enum cluster_status status;
+	int refused;	    /* TAKE: the kind, LIMIT_USER_KINDS when taken */
+	uint64_t retry_ms;  /* TAKE: UINT64_MAX when never */
+	uint64_t delay_ms;  /* LOGIN: how long to hold the answer */
+	uint64_t banned_ms; /* LOGIN: a ban it earned */
+	uint64_t avail[LIMIT_USER_KINDS]; /* PEEK (UINT64_MAX: free) */
+	uint64_t rtt_us;		  /* submit to answer */
+
+	/* The caller's: NULL done means nobody waits (the request is
+	 * freed after it went out, answered or not). */
+	void (*done)(struct cluster_request *req); /* on the cluster thread */
+	void *owner;
+	uint64_t cookie;
+
+	/* The cluster's own. */
+	uint64_t deadline_us;
+	uint64_t submitted_us;
+	struct cluster_request *next;
+};
+
+struct cluster_stats {
+	atomic_bool up;
+	_Atomic uint64_t requests, errors, timeouts, unavailable;
+	_Atomic uint64_t connects, connect_failures;
+	_Atomic uint64_t rtt_us_sum, rtt_count; /* answered requests */
+	_Atomic uint64_t last_ok_wall_ms;	/* last answer from Redis */
+	_Atomic uint64_t batches;		/* writes (pipelines) */
+};
+
+struct cluster;
+
+/* Checks what can be checked without connecting (files readable): for
+ * -t.  0, or -1 with err. */
+int cluster_check(const struct config *cfg, char *err, size_t errlen);
+/* Starts the thread and makes a first connection: a start with wrong
+ * credentials fails here with what Redis said; Redis merely down is no
+ * error (the cluster connects when it can).  NULL with err. */
+struct cluster *cluster_start(const struct config *cfg, char *err,
+			      size_t errlen);
+void cluster_stop(struct cluster *c);
+void cluster_submit(struct cluster *c, struct cluster_request *req);
+/* Submit and wait for the answer (the control socket's calls, on the main
+ * thread): bounded, as every request is answered within cluster.timeout
+ * or at once while down.  req->done is the cluster's. */
+void cluster_call(struct cluster *c, struct cluster_request *req);
+/* The last error on the connection ("" if none), into buf. */
+void cluster_last_error(struct cluster *c, char *buf, size_t len);
+const struct cluster_stats *cluster_stats(const struct cluster *c);
+bool cluster_up(const struct cluster *c);
+bool cluster_fail_closed(const struct cluster *c);
+const char *cluster_node_id(const struct cluster *c);
+const char *cluster_address(const struct cluster *c);
+
+/* The id of a login in Redis: the same on every node. */
+void cluster_user_id(const char *login, char out[CLUSTER_KEY_MAX]);
+
+/* Units given back to a user's buckets, or a delivered message's bytes
+ * charged (charge), without waiting: the shape of policy.h's
+ * policy_shared.give, with the cluster as arg. */
+void cluster_give(void *cluster, const char *login,
+		  const struct config_user_limits *pol,
+		  const uint64_t amount[LIMIT_USER_KINDS], bool charge);
+
+/* A request's rates and amounts filled from a user's policy. */
+void cluster_request_rates(struct cluster_request *req,
+			   const struct config_user_limits *pol);
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * cluster_scripts.c - the server-side scripts behind every cluster call.
+ * Each runs atomically inside Redis, so a take on one node and a take on
+ * another never both see the same tokens.  They mirror limits/ratelimit.c:
+ * buckets are GCRA times ("tat"), here in microseconds of Redis's own
+ * clock (TIME), so the nodes' clocks do not matter; the quota is a fixed
+ * window (a hash of its end and the units used).
+ *
+ * Keys (docs/CLUSTER.md): <prefix>u:{<user>}:messages, :recipients,
+ * :bytes, :quota, :login and <prefix>n:{<network>}:auth.  Every key
+ * expires when its bucket is full again, so an idle user costs nothing.
+ */
+#include "cluster/cluster_scripts.h"
+
+/* Common head: the time, a number formatter and the rates of kind i (1..4)
+ * from ARGV (amount, count, period_ms, burst from ARGV[2 + 4 (i - 1)]). */
+#define SCRIPT_HEAD                                                            \
+	"if redis.replicate_commands then redis.replicate_commands() end\n"    \
+	"local t = redis.call('TIME')\n"                                       \
+	"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"              \
+	"local function num(v) if v then return tonumber(v) end "              \
+	"return nil end\n"                                                     \
+	"local function fmt(x) return string.format('%.0f', x) end\n"          \
+	"local function ttl(x) return math.ceil((x - now) / 1000) + 1000 "     \
+	"end\n"                                                                \
+	"local function rate(i)\n"                                             \
+	"  local b = 2 + 4 * (i - 1)\n"                                        \
+	"  return tonumber(ARGV[b]), tonumber(ARGV[b + 1]),\n"                 \
+	"         tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"              \
+	"end\n"
+
+/*
+ * KEYS: messages, recipients, bytes, quota.  ARGV[1]: take, give, charge
+ * or peek; then the four kinds' rates.  take returns {kind, retry_ms}:
+ * kind 4 when everything was taken, else the kind (0..3) that refused and
+ * the time until it could succeed (-1: never).  A kind asked for 0 units
+ * still refuses while it is in debt (bytes charged after the fact).  peek
+ * returns what each kind could take now (-1: not limited).
+ */
+const char cluster_script_bucket[] = SCRIPT_HEAD
+	"local mode = ARGV[1]\n"
+	"local new, out = {}, {}\n"
+	"for i = 1, 4 do\n"
+	"  local n, count, period, burst = rate(i)\n"
+	"  local k = KEYS[i]\n"
+	"  if count > 0 and i == 4 then\n"
+	"    local q = redis.call('HMGET', k, 'end', 'used')\n"
+	"    local qend, used = num(q[1]) or 0, num(q[2]) or 0\n"
+	"    if qend <= now then qend = now + period * 1000; used = 0 end\n"
+	"    if mode == 'take' and n > 0 then\n"
+	"      if n > count then return {3, -1} end\n"
+	"      if used + n > count then\n"
+	"        return {3, math.ceil((qend - now) / 1000)}\n"
+	"      end\n"
+	"      new[4] = {qend, used + n}\n"
+	"    elseif mode == 'give' and n > 0 and q[2] then\n"
+	"      used = used - n\n"
+	"      if used < 0 then used = 0 end\n"
+	"      redis.call('HSET', k, 'used', used)\n"
+	"    end\n"
+	"    out[4] = count - used\n"
+	"  elseif count > 0 then\n"
+	"    local one = period * 1000 / count\n"
+	"    local tol = burst * one\n"
+	"    local tat = num(redis.call('GET', k)) or 0\n"
+	"    if mode == 'take' then\n"
+	"      if n > burst then return {i - 1, -1} end\n"
+	"      local nxt = math.max(tat, now) + math.floor(n * one)\n"
+	"      if nxt - now > tol then\n"
+	"        return {i - 1, math.ceil((nxt - now - tol) / 1000)}\n"
+	"      end\n"
+	"      if n > 0 then new[i] = nxt end\n"
+	"    elseif mode == 'give' and n > 0 and tat > now then\n"
+	"      tat = tat - math.floor(n * one)\n"
+	"      if tat <= now then redis.call('DEL', k)\n"
+	"      else redis.call('SET', k, fmt(tat), 'PX', ttl(tat)) end\n"
+	"    elseif mode == 'charge' and n > 0 then\n"
+	"      tat = math.max(tat, now) + math.floor(n * one)\n"
+	"      redis.call('SET', k, fmt(tat), 'PX', ttl(tat))\n"
+	"    end\n"
+	"    local owed = math.max(tat - now, 0)\n"
+	"    out[i] = math.max(math.floor((tol - owed) / one), 0)\n"
+	"  else\n"
+	"    out[i] = -1\n"
+	"  end\n"
+	"end\n"
+	"if mode == 'peek' then return out end\n"
+	"for i = 1, 3 do\n"
+	"  if new[i] then\n"
+	"    redis.call('SET', KEYS[i], fmt(new[i]), 'PX', ttl(new[i]))\n"
+	"  end\n"
+	"end\n"
+	"if new[4] then\n"
+	"  redis.call('HSET', KEYS[4], 'end', fmt(new[4][1]), 'used', "
+	"new[4][2])\n"
+	"  redis.call('PEXPIRE', KEYS[4], ttl(new[4][1]))\n"
+	"end\n"
+	"return {4, 0}\n";
+
+/*
+ * A password check's verdict.  KEYS: the login's score, the network's
+ * failures.  ARGV: ok (1/0); the login allowance (count, period_ms, burst),
+ * the base and the most delay (ms); the network allowance (count,
+ * period_ms, burst), its ban (ms), and whether the network is tracked.
+ * Returns {delay_ms, ban_ms}: how long to hold this answer (from the score
+ * before this attempt), and the ban the failure earned (0: none).
+ */
+const char cluster_script_login[] =
+	"if redis.replicate_commands then redis.replicate_commands() end\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+	"local function fmt(x) return string.format('%.0f', x) end\n"
+	"local function ttl(x) return math.ceil((x - now) / 1000) + 1000 "
+	"end\n"
+	"local a = {}\n"
+	"for i = 1, #ARGV do a[i] = tonumber(ARGV[i]) end\n"
+	"local ok, lcount, lperiod, lburst, base, maxd = a[1], a[2], a[3], "
+	"a[4], a[5], a[6]\n"
+	"local icount, iperiod, iburst, banms, tracked = a[7], a[8], a[9], "
+	"a[10], a[11]\n"
+	"local delay, ban = 0, 0\n"
+	"if lcount > 0 then\n"
+	"  local one = lperiod * 1000 / lcount\n"
+	"  local tol = lburst * one\n"
+	"  local v = redis.call('GET', KEYS[1])\n"
+	"  local tat = v and tonumber(v) or 0\n"
+	"  if tat > now and tat + one > now + tol then\n"
+	"    local excess = math.ceil((tat + one - now - tol) / one)\n"
+	"    if base == 0 then base = 1000 end\n"
+	"    if excess > 20 then delay = maxd\n"
+	"    else delay = math.min(base * 2 ^ (excess - 1), maxd) end\n"
+	"  end\n"
+	"  if ok == 0 then\n"
+	"    local cap = now + tol + 64 * one\n"
+	"    local nt = math.min(math.max(tat, now) + one, cap)\n"
+	"    redis.call('SET', KEYS[1], fmt(nt), 'PX', ttl(nt))\n"
+	"  end\n"
+	"end\n"
+	"if ok == 0 and tracked == 1 and icount > 0 then\n"
+	"  local one = iperiod * 1000 / icount\n"
+	"  local tol = iburst * one\n"
+	"  local v = redis.call('GET', KEYS[2])\n"
+	"  local tat = math.max(v and tonumber(v) or 0, now)\n"
+	"  if tat + one - now <= tol then tat = tat + one end\n"
+	"  if tat > now and tat - now + one > tol then\n"
+	"    ban = banms\n"
+	"    redis.call('DEL', KEYS[2])\n"
+	"  else\n"
+	"    redis.call('SET', KEYS[2], fmt(tat), 'PX', ttl(tat))\n"
+	"  end\n"
+	"end\n"
+	"return {math.floor(delay), ban}\n";
+
+/* An operator's reset: KEYS are all of a login's; returns how many went. */
+const char cluster_script_reset[] =
+	"local n = 0\n"
+	"for i = 1, #KEYS do n = n + redis.call('DEL', KEYS[i]) end\n"
+	"return n\n";

@@ -1,0 +1,158 @@
+/*
+ * server_cluster.c - the control socket's answers about fleet mode
+ * (cluster.h): the cluster's state (`msaproxyctl cluster`), its counters
+ * in `stats`, a user's buckets across the cluster (`user limits`) and an
+ * operator's reset of them (`user reset`).
+ *
+ * The calls to Redis wait on the main thread, bounded by cluster.timeout
+ * (cluster_call): an operator's command, never a session, waits here.
+ *
+ * Config keys: cluster.* (through cluster.c).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cluster/cluster.h"
+#include "ops/server.h"
+#include "ops/server_internal.h"
+
+static const char *const kinds[LIMIT_USER_KINDS] = {"messages", "recipients",
+						    "bytes", "quota"};
+
+/* Seconds since Redis last answered; -1 if it never has. */
+static long long
+last_ok_ago(const struct cluster_stats *st)
+{
+	uint64_t at = atomic_load(&st->last_ok_wall_ms);
+
+	if (at == 0)
+		return -1;
+	return (long long)time(NULL) - (long long)(at / 1000);
+}
+
+static uint64_t
+rtt_avg_us(const struct cluster_stats *st)
+{
+	uint64_t n = atomic_load(&st->rtt_count);
+
+	return n == 0 ? 0 : atomic_load(&st->rtt_us_sum) / n;
+}
+
+void
+server_cluster(struct server *srv, FILE *out, bool json)
+{
+	struct cluster *c = srv->shared.cluster;
+	const struct cluster_stats *st;
+	char err[256];
+
+	if (c == NULL) {
+		fprintf(out, json ? "{\"enabled\":false}\n"
+				  : "cluster off (no cluster.redis: each node "
+				    "keeps its own limits)\n");
+		return;
+	}
+	st = cluster_stats(c);
+	cluster_last_error(c, err, sizeof(err));
+	fprintf(out,
+		json ? "{\"enabled\":true,\"node\":\"%s\",\"redis\":\"%s\","
+		       "\"up\":%s,\"fail\":\"%s\",\"last_ok_s_ago\":%lld,"
+		       "\"rtt_us_avg\":%" PRIu64 ",\"requests\":%" PRIu64
+		       ",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
+		       ",\"unavailable\":%" PRIu64 ",\"connects\":%" PRIu64
+		       ",\"last_error\":\"%s\"}\n"
+		     : "node %s, redis %s: %s (fail %s)\n"
+		       "last answer %llds ago, round trip %" PRIu64
+		       "us on average\nrequests %" PRIu64 ", errors %" PRIu64
+		       ", timeouts %" PRIu64 ", answered unavailable %" PRIu64
+		       ", connects %" PRIu64 "\nlast error: %s\n",
+		cluster_node_id(c), cluster_address(c),
+		json ? (cluster_up(c) ? "true" : "false")
+		     : (cluster_up(c) ? "up" : "DOWN"),
+		cluster_fail_closed(c) ? "closed" : "open", last_ok_ago(st),
+		rtt_avg_us(st), atomic_load(&st->requests),
+		atomic_load(&st->errors), atomic_load(&st->timeouts),
+		atomic_load(&st->unavailable), atomic_load(&st->connects),
+		err[0] ? err : (json ? "" : "none"));
+}
+
+void
+server_cluster_stats(struct server *srv, FILE *out, bool json)
+{
+	struct cluster *c = srv->shared.cluster;
+	const struct cluster_stats *st;
+
+	if (c == NULL)
+		return;
+	st = cluster_stats(c);
+	fprintf(out,
+		json ? ",\"cluster\":{\"up\":%s,\"requests\":%" PRIu64
+		       ",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
+		       ",\"unavailable\":%" PRIu64 ",\"rtt_us_avg\":%" PRIu64
+		       ",\"batches\":%" PRIu64 "}"
+		     : "cluster_up %s\ncluster_requests %" PRIu64
+		       "\ncluster_errors %" PRIu64 "\ncluster_timeouts %" PRIu64
+		       "\ncluster_unavailable %" PRIu64
+		       "\ncluster_rtt_us_avg %" PRIu64
+		       "\ncluster_batches %" PRIu64 "\n",
+		json ? (cluster_up(c) ? "true" : "false")
+		     : (cluster_up(c) ? "1" : "0"),
+		atomic_load(&st->requests), atomic_load(&st->errors),
+		atomic_load(&st->timeouts), atomic_load(&st->unavailable),
+		rtt_avg_us(st), atomic_load(&st->batches));
+}
+
+void
+server_cluster_user(struct server *srv, const char *login,
+		    const struct config_user_limits *pol, FILE *out, bool json)
+{
+	struct cluster_request req = {.op = CLUSTER_PEEK};
+
+	if (srv->shared.cluster == NULL)
+		return;
+	cluster_user_id(login, req.user);
+	cluster_request_rates(&req, pol);
+	cluster_call(srv->shared.cluster, &req);
+	if (req.status != CLUSTER_OK) {
+		fprintf(out, json ? ",\"cluster\":null"
+				  : "cluster: unavailable (Redis down)\n");
+		return;
+	}
+	fprintf(out, json ? ",\"cluster\":{" : "cluster-wide:\n");
+	for (int k = 0; k < LIMIT_USER_KINDS; k++) {
+		const char *sep = k == 0 ? "" : ",";
+
+		if (req.avail[k] == UINT64_MAX)
+			fprintf(out, json ? "%s\"%s\":null" : "%s  %s off\n",
+				json ? sep : "", kinds[k]);
+		else
+			fprintf(out,
+				json ? "%s\"%s\":{\"available\":%" PRIu64 "}"
+				     : "%s  %s %" PRIu64 " available\n",
+				json ? sep : "", kinds[k], req.avail[k]);
+	}
+	if (json)
+		fputc('}', out);
+}
+
+int
+server_cluster_reset(struct server *srv, const char *login, bool *had_state,
+		     char *err, size_t errlen)
+{
+	struct cluster_request req = {.op = CLUSTER_RESET};
+
+	if (srv->shared.cluster == NULL)
+		return 0;
+	cluster_user_id(login, req.user);
+	cluster_call(srv->shared.cluster, &req);
+	if (req.status != CLUSTER_OK) {
+		snprintf(err, errlen,
+			 "the cluster's state was not reset: Redis is "
+			 "unavailable (this node's was)");
+		return -1;
+	}
+	if (req.refused > 0)
+		*had_state = true;
+	return 0;
+}

@@ -1,0 +1,355 @@
+"""Fleet mode, end to end (proxy/cluster/): several msaproxy nodes share
+their users' buckets and the failed-login counts through a real
+redis-server, so a user gets a limit once for the whole cluster, and a
+guesser who spreads tries across nodes is still caught.  Redis killed,
+stopped (SIGSTOP) and back, in both fail modes; wrong credentials.
+
+Every node gets the same config (as a real cluster would), its own ports,
+and the same recording backend.  Clients connect from 127.0.0.2 and up
+(127.0.0.1 is allowlisted by the default test config).
+"""
+
+import json
+import re
+import smtplib
+import ssl
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import SERVER_NAME, free_ports, raw_greeting, wait_until
+
+MSG = b"Subject: cluster\r\n\r\nhello\r\n"
+
+
+def connect(p, source="127.0.0.2"):
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    return smtplib.SMTP_SSL("127.0.0.1", p.implicit_port, context=ctx,
+                            timeout=15, source_address=(source, 0))
+
+
+def login(p, user="demo", password="demo-pass-1", source="127.0.0.2"):
+    s = connect(p, source)
+    s.login(user, password)
+    return s
+
+
+def cluster_conf(redis_server, **extra):
+    conf = {"redis": f"127.0.0.1:{redis_server.port}", "timeout": "300ms"}
+    conf.update(extra)
+    return {"cluster": conf}
+
+
+def nodes(proxy, backend, redis_server, n=2, cluster=None, **overrides):
+    conf = cluster_conf(redis_server, **(cluster or {}))
+    return [proxy([backend.port], **conf, **overrides) for _ in range(n)]
+
+
+def try_send(p, source="127.0.0.2"):
+    """One message from demo: the MAIL reply code (250 when delivered)."""
+    with login(p, source=source) as s:
+        try:
+            s.sendmail("a@example.test", ["r@example.test"], MSG)
+            return 250
+        except smtplib.SMTPSenderRefused as exc:
+            return exc.smtp_code
+
+
+def test_a_user_gets_the_message_limit_once_for_the_cluster(
+        proxy, recording_backend, redis):
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r,
+                 **{"limits.user": {"messages": "5/1h"}})
+    codes = [try_send(p) for p in (a, b, a, b, a, b, a, b)]
+    assert codes == [250] * 5 + [451] * 3, codes
+    recording_backend.wait_for_messages(5)
+    time.sleep(0.3)
+    assert len(recording_backend.messages) == 5
+    # The refusal names the limit and the wait, as on one node.
+    with login(b) as s:
+        with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+            s.sendmail("a@example.test", ["r@example.test"], MSG)
+        assert exc.value.smtp_error.startswith(
+            b"4.7.1 Message rate limit reached (5 per 1h)"), exc.value
+    b.wait_for_log(r"msg=limit .*user=demo limit=messages")
+    # The state is in Redis, under the prefix, keyed by a hash of the
+    # login (never the login itself).
+    keys = r.cli("--scan", "--pattern", "msaproxy:u:*").split()
+    assert any(k.endswith(":messages") for k in keys), keys
+    assert not any("demo" in k for k in keys), keys
+    # The operator sees both views, and a reset lifts the user on every
+    # node.
+    view = json.loads(a.ctl("-j", "user", "limits", "demo").stdout)
+    assert view["cluster"]["messages"]["available"] == 0, view
+    assert view["messages"]["available"] == 5, view  # a's own table
+    assert "cluster-wide:\n  messages 0 available" in \
+        b.ctl("user", "limits", "demo").stdout
+    a.ctl("user", "reset", "demo")
+    assert try_send(b) == 250
+
+
+def test_cluster_state_for_the_operator_and_prometheus(
+        proxy, recording_backend, redis):
+    r = redis()
+    port, = free_ports(1)
+    (a,) = nodes(proxy, recording_backend, r, n=1,
+                 cluster={"node_id": "node-a"},
+                 **{"metrics.listen": f"127.0.0.1:{port}"})
+    assert try_send(a) == 250
+    text = a.ctl("cluster").stdout
+    assert text.startswith(f"node node-a, redis 127.0.0.1:{r.port}: up "
+                           "(fail open)"), text
+    st = json.loads(a.ctl("-j", "cluster").stdout)
+    assert st["up"] is True and st["requests"] >= 2, st
+    assert st["last_ok_s_ago"] >= 0
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                  timeout=10).read().decode()
+    assert "msaproxy_cluster_up 1\n" in body
+    requests = int(re.search(r"^msaproxy_cluster_requests_total (\d+)$",
+                             body, re.M)[1])
+    assert requests >= 2
+    assert re.search(r"^msaproxy_cluster_rtt_seconds_count [1-9]", body,
+                     re.M), body
+    r.kill()
+    wait_until(lambda: json.loads(a.ctl("-j", "cluster").stdout)["up"]
+               is False or try_send(a) and False, 10, "the cluster down")
+    assert try_send(a) == 250  # fail open
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                  timeout=10).read().decode()
+    assert "msaproxy_cluster_up 0\n" in body
+    assert re.search(r"^msaproxy_cluster_fallbacks_total [1-9]", body,
+                     re.M), body
+    assert "DOWN" in a.ctl("cluster").stdout
+
+
+def test_shared_buckets_are_exact_under_concurrency(proxy, recording_backend,
+                                                    redis):
+    """Three nodes, six clients at once: never more than the burst."""
+    r = redis()
+    ps = nodes(proxy, recording_backend, r, n=3,
+               **{"limits.user": {"messages": "12/1h"}})
+    results, lock = [], threading.Lock()
+
+    def client(p, k):
+        with login(p, source=f"127.0.1.{k + 1}") as s:
+            for _ in range(5):
+                try:
+                    s.sendmail("a@example.test", ["r@example.test"], MSG)
+                    code = 250
+                except smtplib.SMTPSenderRefused as exc:
+                    code = exc.smtp_code
+                with lock:
+                    results.append(code)
+
+    threads = [threading.Thread(target=client, args=(ps[k % 3], k))
+               for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(results) == 30
+    assert results.count(250) == 12, results
+    assert results.count(451) == 18, results
+    recording_backend.wait_for_messages(12)
+    time.sleep(0.3)
+    assert len(recording_backend.messages) == 12
+
+
+def test_recipients_and_undelivered_mail_are_shared_and_given_back(
+        proxy, recording_backend, redis):
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r,
+                 **{"limits.user": {"recipients": "4/1h"}})
+    # Refused by the backend: costs nothing anywhere.
+    recording_backend.fail_data = "554 5.6.0 Rejected"
+    with login(a) as s:
+        for _ in range(3):
+            with pytest.raises(smtplib.SMTPDataError):
+                s.sendmail("a@example.test", ["x@example.test"], MSG)
+    recording_backend.fail_data = None
+    with login(a) as s:
+        s.sendmail("a@example.test", ["r0@example.test", "r1@example.test"],
+                   MSG)
+    with login(b) as s:
+        refused = s.sendmail("a@example.test",
+                             [f"s{i}@example.test" for i in range(3)], MSG)
+        assert list(refused) == ["s2@example.test"], refused
+        assert refused["s2@example.test"][0] == 451
+
+
+def test_failed_logins_on_different_nodes_add_up_to_a_ban(
+        proxy, recording_backend, redis):
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r,
+                 **{"limits.ip": {"auth_failures": "4/1h", "ban_time": "1h"}})
+
+    def bad(p):
+        s = connect(p, "127.0.2.9")
+        s.ehlo()
+        s.user, s.password = "alice", "wrong-password"
+        try:
+            s.auth("PLAIN", s.auth_plain)
+        except smtplib.SMTPAuthenticationError as exc:
+            return exc.smtp_code
+        finally:
+            try:
+                s.close()
+            except OSError:
+                pass
+        return 235
+
+    assert [bad(p) for p in (a, b, a)] == [535, 535, 535]
+    # The fourth, on b, is the one that empties the allowance.
+    s = connect(b, "127.0.2.9")
+    s.ehlo()
+    s.user, s.password = "alice", "wrong-password"
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        s.auth("PLAIN", s.auth_plain)
+    assert s.getreply()[0] == 421
+    s.close()
+    b.wait_for_log(r"msg=ip-banned .*client=127\.0\.2\.9 .*reason=auth-failures")
+    refused = raw_greeting(b.starttls_port, "127.0.2.9")
+    assert refused.startswith(b"421 4.7.0 " + SERVER_NAME.encode()), refused
+    # Nobody else is touched.
+    assert try_send(a, "127.0.2.10") == 250
+
+
+def test_state_outlives_a_node_restart(proxy, recording_backend, redis):
+    r = redis()
+    overrides = cluster_conf(r)
+    overrides["limits.user"] = {"messages": "3/1h"}
+    a = proxy([recording_backend.port], **overrides)
+    assert [try_send(a) for _ in range(2)] == [250, 250]
+    a.exit_expected = True  # stopped here, on purpose
+    a.stop()
+    a2 = proxy([recording_backend.port], **overrides)
+    assert [try_send(a2) for _ in range(2)] == [250, 451]
+
+
+def test_redis_down_fail_open_serves_on_local_limits_and_recovers(
+        proxy, recording_backend, redis):
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r,
+                 **{"limits.user": {"messages": "3/1h"}})
+    assert try_send(a) == 250
+    r.kill()
+    # Open: each node falls back to its own buckets (three each), logs
+    # it once, and says so in its metrics.
+    assert [try_send(a) for _ in range(4)] == [250, 250, 250, 451]
+    a.wait_for_log(r"msg=cluster-down .*fail=open")
+    st = a.stats()
+    assert st["cluster"]["up"] is False
+    assert st["cluster"]["unavailable"] >= 1
+    # Back: the shared state resumes without a restart (the key was lost
+    # with the unsaved Redis: a fresh bucket of three, shared again).
+    marks = a.mark(), b.mark()
+    r.start()
+    a.wait_for_log(r"msg=cluster-up", timeout=15, since=marks[0])
+    b.wait_for_log(r"msg=cluster-up", timeout=15, since=marks[1])
+    assert [try_send(p) for p in (b, a, b, a)] == [250, 250, 250, 451]
+
+
+def test_redis_stopped_fail_closed_refuses_mail_then_recovers(
+        proxy, recording_backend, redis):
+    r = redis()
+    (a,) = nodes(proxy, recording_backend, r, n=1,
+                 cluster={"fail": "closed"},
+                 **{"limits.user": {"messages": "100/1h"}})
+    assert try_send(a) == 250
+    r.pause()
+    mark = a.mark()
+    try:
+        with login(a) as s:
+            started = time.monotonic()
+            with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+                s.sendmail("a@example.test", ["r@example.test"], MSG)
+            assert exc.value.smtp_code == 451
+            assert exc.value.smtp_error.startswith(b"4.3.0 "), exc.value
+            # Within the cluster timeout, not a client's timeout.
+            assert time.monotonic() - started < 5
+        a.wait_for_log(r"msg=mail-refused .*reason=cluster-down")
+        before = len(recording_backend.messages)
+        assert try_send(a) == 451
+        assert len(recording_backend.messages) == before
+    finally:
+        r.resume()
+    a.wait_for_log(r"msg=cluster-up", timeout=15, since=mark)
+    assert try_send(a) == 250
+
+
+def test_redis_password_and_acl_user(proxy, recording_backend, redis, tmp_path):
+    r = redis(password="s3cret-redis", user="msaproxy")
+    good = tmp_path / "redis.pass"
+    good.write_text("s3cret-redis\n")
+    good.chmod(0o600)
+    a = proxy([recording_backend.port],
+              **cluster_conf(r, username="msaproxy",
+                             password_file=str(good)),
+              **{"limits.user": {"messages": "1/1h"}})
+    assert [try_send(a), try_send(a)] == [250, 451]
+    assert "s3cret" not in a.log()
+
+
+def test_wrong_redis_credentials_stop_the_start_with_a_clear_error(
+        recording_backend, redis, tmp_path, certs, users):
+    import subprocess
+
+    from conftest import MSAPROXY_BIN, default_proxy_config, free_ports, to_yaml
+
+    r = redis(password="right-one", user="msaproxy")
+    bad = tmp_path / "redis.pass"
+    bad.write_text("wrong-one\n")
+    bad.chmod(0o600)
+    cfg = default_proxy_config(certs, users, [recording_backend.port])
+    port, = free_ports(1)
+    cfg["listeners"] = [{"address": f"127.0.0.1:{port}", "mode": "starttls"}]
+    cfg["cluster"] = {"redis": f"127.0.0.1:{r.port}", "username": "msaproxy",
+                      "password_file": str(bad)}
+    path = tmp_path / "msaproxy.yaml"
+    path.write_text(to_yaml(cfg) + "\n")
+    # -t checks what it can without connecting: the file is there.
+    out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([MSAPROXY_BIN, "-c", str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"cluster.redis 127.0.0.1:{r.port}: AUTH refused: WRONGPASS" in \
+        out.stderr, out.stderr
+    assert "wrong-one" not in out.stderr
+    # A missing password file is -t's to find, with the key.
+    bad.unlink()
+    out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"cluster.password_file: {bad}: No such file" in out.stderr, \
+        out.stderr
+
+
+def test_cluster_config_errors_name_the_line(tmp_path, certs, users,
+                                             recording_backend):
+    import subprocess
+
+    from conftest import MSAPROXY_BIN, default_proxy_config, to_yaml
+
+    cfg = default_proxy_config(certs, users, [recording_backend.port])
+    cfg["listeners"] = [{"address": "127.0.0.1:2587", "mode": "starttls"}]
+    for cluster, why in (
+            ({"redis": "redis.example:6379"}, "cluster.redis"),
+            ({"redis": "127.0.0.1:6379", "fail": "maybe"},
+             "cluster.fail: expected open or closed"),
+            ({"redis": "127.0.0.1:6379", "prefix": "a b"},
+             "cluster.prefix: expected letters"),
+            ({"timeout": "1s"}, "cluster: needs cluster.redis"),
+            ({"redis": "127.0.0.1:6379", "tls_ca": "/etc/ssl/x.pem"},
+             "cluster.tls: tls_ca and tls_name need tls: true")):
+        cfg["cluster"] = cluster
+        path = tmp_path / "msaproxy.yaml"
+        path.write_text(to_yaml(cfg) + "\n")
+        out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1, (cluster, out.stdout)
+        assert f"{path}:" in out.stderr and why in out.stderr, (cluster,
+                                                                 out.stderr)
