@@ -35,6 +35,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include "cluster/cluster.h"
@@ -44,7 +45,7 @@
 
 #define BACKOFF_MIN_US 100000u	/* 100 ms */
 #define BACKOFF_MAX_US 5000000u /* 5 s */
-#define NSCRIPTS       3
+#define NSCRIPTS       5
 
 static const char *const kind_keys[LIMIT_USER_KINDS] = {
 	[LIMIT_MESSAGES] = "messages",
@@ -70,8 +71,17 @@ struct cluster {
 	struct cluster_request *mbox; /* newest first, under mu */
 	bool stopping;		      /* under mu */
 
+	char bans_key[96], channel[96];
+	/* "<node_id>#<random>": what this process signs its publishes with,
+	 * to know its own (two nodes may share a name by mistake). */
+	char origin[sizeof(((struct config *)0)->cluster_node_id) + 24];
+	struct cluster_ban_sink sink; /* set before the first ban */
+
 	/* The thread's own. */
 	struct redis_conn conn;
+	struct redis_conn sub; /* SUBSCRIBEd to channel: bans as they come */
+	struct ipnet *applied; /* the cluster's bans this node holds */
+	size_t napplied, capplied;
 	bool up;
 	uint64_t next_connect_us, backoff_us;
 	char sha[NSCRIPTS][41];
@@ -82,11 +92,10 @@ struct cluster {
 };
 
 static const char *const scripts[NSCRIPTS] = {
-	cluster_script_bucket,
-	cluster_script_login,
-	cluster_script_reset,
+	cluster_script_bucket, cluster_script_login,   cluster_script_reset,
+	cluster_script_ban,    cluster_script_banlist,
 };
-enum { SCRIPT_BUCKET, SCRIPT_LOGIN, SCRIPT_RESET };
+enum { SCRIPT_BUCKET, SCRIPT_LOGIN, SCRIPT_RESET, SCRIPT_BAN, SCRIPT_BANLIST };
 
 /* ---------------------------------------------------------------------
  * Names
@@ -115,6 +124,212 @@ cluster_request_rates(struct cluster_request *req,
 	for (int k = 0; k < LIMIT_USER_KINDS; k++)
 		req->rate[k] = *ratelimit_rate(pol, k);
 }
+
+/* ---------------------------------------------------------------------
+ * Bans: the set this node holds from the cluster, to lift on a resync
+ * what was unbanned while it was away.
+ */
+
+static long
+applied_find(const struct cluster *c, const struct ipnet *net)
+{
+	for (size_t i = 0; i < c->napplied; i++)
+		if (c->applied[i].len == net->len &&
+		    memcmp(c->applied[i].addr, net->addr, 16) == 0)
+			return (long)i;
+	return -1;
+}
+
+static void
+applied_add(struct cluster *c, const struct ipnet *net)
+{
+	if (applied_find(c, net) >= 0)
+		return;
+	if (c->napplied == c->capplied) {
+		size_t cap = c->capplied ? c->capplied * 2 : 64;
+		struct ipnet *v = realloc(c->applied, cap * sizeof(*v));
+
+		if (v == NULL)
+			return; /* only a resync's unban is missed */
+		c->applied = v;
+		c->capplied = cap;
+	}
+	c->applied[c->napplied++] = *net;
+}
+
+static void
+applied_del(struct cluster *c, const struct ipnet *net)
+{
+	long i = applied_find(c, net);
+
+	if (i >= 0)
+		c->applied[i] = c->applied[--c->napplied];
+}
+
+static void
+ban_request(struct cluster *c, enum cluster_op op, const struct ipnet *net,
+	    uint64_t ttl_ms, enum blocklist_reason reason)
+{
+	struct cluster_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL)
+		return; /* this node has it; the others will not */
+	req->op = op;
+	ipnet_format(net, req->net, sizeof(req->net));
+	req->ttl_ms = ttl_ms;
+	req->reason = reason;
+	cluster_submit(c, req);
+}
+
+void
+cluster_ban(struct cluster *c, const struct ipnet *net, uint64_t ttl_ms,
+	    enum blocklist_reason reason)
+{
+	ban_request(c, CLUSTER_BAN, net, ttl_ms, reason);
+}
+
+void
+cluster_unban(struct cluster *c, const struct ipnet *net)
+{
+	ban_request(c, CLUSTER_UNBAN, net, 0, BLOCKLIST_REASON_MANUAL);
+}
+
+/* "add <prefix> <ttl_ms> <reason> <node>" or "del <prefix> <node>" from
+ * another node. */
+static void
+on_publish(struct cluster *c, const char *msg, size_t len)
+{
+	char op[4], text[IPNET_TEXT_MAX], node[sizeof(c->origin)], line[256];
+	unsigned long long ttl = 0;
+	struct ipnet net;
+	int reason = 0, n;
+
+	if (len >= sizeof(line))
+		return;
+	memcpy(line, msg, len);
+	line[len] = '\0';
+	n = sscanf(line, "%3s %63s", op, text);
+	if (n != 2)
+		return;
+	if (strcmp(op, "add") == 0)
+		n = sscanf(line, "add %*s %llu %d %87s", &ttl, &reason, node) ==
+			    3 &&
+		    (reason == BLOCKLIST_REASON_MANUAL ||
+		     reason == BLOCKLIST_REASON_AUTO);
+	else if (strcmp(op, "del") == 0)
+		n = sscanf(line, "del %*s %87s", node) == 1;
+	else
+		n = 0;
+	if (!n || ipnet_parse(text, &net) != NULL ||
+	    strcmp(node, c->origin) == 0)
+		return;			 /* malformed, or this process's own */
+	node[strcspn(node, "#")] = '\0'; /* the name, for the log */
+	atomic_fetch_add(&c->stats.bans_received, 1);
+	if (op[0] == 'a') {
+		applied_add(c, &net);
+		if (c->sink.add != NULL)
+			c->sink.add(c->sink.arg, &net, ttl,
+				    (enum blocklist_reason)reason, node);
+	} else {
+		applied_del(c, &net);
+		if (c->sink.del != NULL)
+			c->sink.del(c->sink.arg, &net, node);
+	}
+}
+
+/* After a (re)connect: every live ban in, and the ones this node holds
+ * that the cluster no longer has, out. */
+static int
+resync(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
+{
+	const char *argv[4] = {"EVALSHA", c->sha[SCRIPT_BANLIST], "1",
+			       c->bans_key};
+	size_t lens[4] = {7, 40, 1, strlen(c->bans_key)};
+	struct ipnet *fresh, net;
+	size_t nfresh = 0, cap;
+	redisReply *r;
+
+	if (redis_conn_call(&c->conn, 4, argv, lens, deadline_us, &r, err,
+			    errlen) != 0)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements % 3 != 0) {
+		snprintf(err, errlen, "ban list: bad reply");
+		freeReplyObject(r);
+		return -1;
+	}
+	cap = r->elements / 3 + 1;
+	fresh = calloc(cap, sizeof(*fresh));
+	if (fresh == NULL) {
+		freeReplyObject(r);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i + 2 < r->elements; i += 3) {
+		const redisReply *p = r->element[i], *t = r->element[i + 1],
+				 *why = r->element[i + 2];
+		char text[IPNET_TEXT_MAX];
+
+		if (p->type != REDIS_REPLY_STRING || p->len >= sizeof(text) ||
+		    t->type != REDIS_REPLY_INTEGER ||
+		    why->type != REDIS_REPLY_INTEGER)
+			continue;
+		memcpy(text, p->str, p->len);
+		text[p->len] = '\0';
+		if (ipnet_parse(text, &net) != NULL ||
+		    (why->integer != BLOCKLIST_REASON_MANUAL &&
+		     why->integer != BLOCKLIST_REASON_AUTO))
+			continue;
+		fresh[nfresh++] = net;
+		if (c->sink.add != NULL)
+			c->sink.add(c->sink.arg, &net,
+				    t->integer > 0 ? (uint64_t)t->integer : 0,
+				    (enum blocklist_reason)why->integer,
+				    "resync");
+	}
+	freeReplyObject(r);
+	for (size_t i = 0; i < c->napplied; i++) {
+		bool kept = false;
+
+		for (size_t j = 0; j < nfresh && !kept; j++)
+			kept = fresh[j].len == c->applied[i].len &&
+			       memcmp(fresh[j].addr, c->applied[i].addr, 16) ==
+				       0;
+		if (!kept && c->sink.del != NULL)
+			c->sink.del(c->sink.arg, &c->applied[i], "resync");
+	}
+	free(c->applied);
+	c->applied = fresh;
+	c->napplied = nfresh;
+	c->capplied = cap;
+	atomic_store(&c->stats.last_sync_wall_ms, (uint64_t)time(NULL) * 1000u);
+	return 0;
+}
+
+/* The second connection, subscribed to the bans' channel. */
+static int
+subscribe(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
+{
+	const char *argv[2] = {"SUBSCRIBE", c->channel};
+	size_t lens[2] = {9, strlen(c->channel)};
+	bool refused;
+	redisReply *r;
+
+	if (redis_conn_open(&c->sub, c->cfg, c->tls, c->user, c->pass,
+			    deadline_us, &refused, err, errlen) != 0)
+		return -1;
+	if (redis_conn_call(&c->sub, 2, argv, lens, deadline_us, &r, err,
+			    errlen) != 0)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY) {
+		snprintf(err, errlen, "SUBSCRIBE refused");
+		freeReplyObject(r);
+		return -1;
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+static void read_publishes(struct cluster *c);
 
 void
 cluster_give(void *cluster, const char *login,
@@ -226,8 +441,12 @@ try_connect(struct cluster *c, bool *auth_refused, char *err, size_t errlen)
 	if (redis_conn_open(&c->conn, c->cfg, c->tls, c->user, c->pass,
 			    deadline, auth_refused, err, errlen) != 0)
 		goto fail;
-	if (load_scripts(c, deadline, err, errlen) != 0) {
+	/* Subscribed before the resync: no ban falls between the two. */
+	if (load_scripts(c, deadline, err, errlen) != 0 ||
+	    subscribe(c, deadline, err, errlen) != 0 ||
+	    resync(c, deadline, err, errlen) != 0) {
 		redis_conn_close(&c->conn);
+		redis_conn_close(&c->sub);
 		goto fail;
 	}
 	c->up = true;
@@ -251,6 +470,17 @@ answer(struct cluster *c, struct cluster_request *req,
 
 	req->status = status;
 	req->rtt_us = now - req->submitted_us;
+	if (status == CLUSTER_OK &&
+	    (req->op == CLUSTER_BAN || req->op == CLUSTER_UNBAN)) {
+		struct ipnet net;
+
+		if (ipnet_parse(req->net, &net) == NULL) {
+			if (req->op == CLUSTER_BAN)
+				applied_add(c, &net);
+			else
+				applied_del(c, &net);
+		}
+	}
 	if (status == CLUSTER_OK) {
 		atomic_fetch_add(&c->stats.rtt_us_sum, req->rtt_us);
 		atomic_fetch_add(&c->stats.rtt_count, 1);
@@ -386,6 +616,25 @@ build(const struct cluster *c, const struct cluster_request *req,
 			arg_key(a, c, req->user, kind_keys[k]);
 		arg_key(a, c, req->user, "login");
 		break;
+	case CLUSTER_BAN:
+	case CLUSTER_UNBAN:
+		arg_str(a, c->sha[SCRIPT_BAN]);
+		arg_str(a, "1");
+		arg_str(a, c->bans_key);
+		arg_str(a, req->op == CLUSTER_BAN ? "add" : "del");
+		arg_str(a, req->net);
+		arg_u64(a, req->ttl_ms);
+		arg_u64(a, (uint64_t)req->reason);
+		arg_str(a, c->origin);
+		arg_str(a, c->channel);
+		if (req->op == CLUSTER_UNBAN) {
+			/* Its failed logins go too: a fresh start. */
+			p = arg_slot(a, &len);
+			a->lens[a->argc] = (size_t)snprintf(
+				p, len, "%sn:{%s}:auth", c->prefix, req->net);
+			a->argv[a->argc++] = p;
+		}
+		break;
 	case CLUSTER_PING:
 		a->argc = 0;
 		arg_str(a, "PING");
@@ -440,6 +689,9 @@ take_reply(struct cluster_request *req, const redisReply *r)
 	case CLUSTER_RESET:
 		req->refused = (int)reply_u64(r); /* keys deleted */
 		return r->type == REDIS_REPLY_INTEGER;
+	case CLUSTER_BAN:
+	case CLUSTER_UNBAN:
+		return r->type == REDIS_REPLY_INTEGER;
 	case CLUSTER_PING:
 		return r->type == REDIS_REPLY_STATUS;
 	}
@@ -462,6 +714,7 @@ go_down(struct cluster *c, const char *why)
 	c->up = false;
 	atomic_store(&c->stats.up, false);
 	redis_conn_close(&c->conn);
+	redis_conn_close(&c->sub);
 	while ((req = c->head) != NULL) {
 		c->head = req->next;
 		answer(c, req, CLUSTER_UNAVAILABLE);
@@ -581,6 +834,31 @@ read_replies(struct cluster *c)
 	}
 }
 
+static void
+read_publishes(struct cluster *c)
+{
+	redisReply *r;
+	int got;
+
+	if (redis_conn_read(&c->sub) != 0) {
+		go_down(c, "subscription lost");
+		return;
+	}
+	while (c->up && (got = redis_conn_reply(&c->sub, &r)) != 0) {
+		if (got < 0) {
+			go_down(c, "subscription: protocol error");
+			return;
+		}
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+		    r->element[0]->type == REDIS_REPLY_STRING &&
+		    r->element[0]->len == 7 &&
+		    memcmp(r->element[0]->str, "message", 7) == 0 &&
+		    r->element[2]->type == REDIS_REPLY_STRING)
+			on_publish(c, r->element[2]->str, r->element[2]->len);
+		freeReplyObject(r);
+	}
+}
+
 static void *
 cluster_thread(void *arg)
 {
@@ -592,7 +870,7 @@ cluster_thread(void *arg)
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	while (!stopping) {
 		uint64_t now = redis_now_us(), wake = now + 1000000u;
-		struct pollfd p[2] = {{.fd = c->efd, .events = POLLIN}};
+		struct pollfd p[3] = {{.fd = c->efd, .events = POLLIN}};
 		int n, timeout_ms;
 
 		if (!c->up && now >= c->next_connect_us) {
@@ -611,6 +889,8 @@ cluster_thread(void *arg)
 			go_down(c, "write: connection lost");
 		if (c->up && c->conn.ssl != NULL && SSL_pending(c->conn.ssl))
 			read_replies(c);
+		if (c->up && c->sub.ssl != NULL && SSL_pending(c->sub.ssl))
+			read_publishes(c);
 		now = redis_now_us();
 		if (c->head != NULL && now >= c->head->deadline_us) {
 			atomic_fetch_add(&c->stats.timeouts, 1);
@@ -624,8 +904,10 @@ cluster_thread(void *arg)
 		p[1].events = POLLIN;
 		if (c->up && redis_conn_pending(&c->conn))
 			p[1].events |= POLLOUT;
+		p[2].fd = c->up ? c->sub.fd : -1;
+		p[2].events = POLLIN;
 		timeout_ms = wake > now ? (int)((wake - now + 999) / 1000) : 0;
-		n = poll(p, 2, stopping ? 0 : timeout_ms);
+		n = poll(p, 3, stopping ? 0 : timeout_ms);
 		if (n < 0 && errno != EINTR)
 			break;
 		if (p[0].revents & POLLIN) {
@@ -636,6 +918,8 @@ cluster_thread(void *arg)
 		}
 		if (c->up && (p[1].revents & (POLLIN | POLLERR | POLLHUP)))
 			read_replies(c);
+		if (c->up && (p[2].revents & (POLLIN | POLLERR | POLLHUP)))
+			read_publishes(c);
 	}
 	/* Stopping: nothing may be left waiting. */
 	send_mail(c, take_mail(c, &stopping));
@@ -648,7 +932,8 @@ cluster_thread(void *arg)
  */
 
 struct cluster *
-cluster_start(const struct config *cfg, char *err, size_t errlen)
+cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
+	      char *err, size_t errlen)
 {
 	struct cluster *c = calloc(1, sizeof(*c));
 	bool refused = false;
@@ -659,12 +944,24 @@ cluster_start(const struct config *cfg, char *err, size_t errlen)
 		return NULL;
 	}
 	c->cfg = cfg;
+	c->sink = *sink;
 	c->efd = -1;
 	c->conn.fd = -1;
+	c->sub.fd = -1;
 	pthread_mutex_init(&c->mu, NULL);
 	snprintf(c->prefix, sizeof(c->prefix), "%s", cfg->cluster_prefix);
 	snprintf(c->node_id, sizeof(c->node_id), "%s", cfg->cluster_node_id);
 	snprintf(c->address, sizeof(c->address), "%s", cfg->cluster_redis.text);
+	snprintf(c->bans_key, sizeof(c->bans_key), "%sbans", c->prefix);
+	{
+		unsigned char r[8] = {0};
+
+		RAND_bytes(r, sizeof(r));
+		snprintf(c->origin, sizeof(c->origin),
+			 "%s#%02x%02x%02x%02x%02x%02x%02x%02x", c->node_id,
+			 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+	}
+	snprintf(c->channel, sizeof(c->channel), "%sbans", c->prefix);
 	c->timeout_us = cfg->cluster_timeout_ms * 1000u;
 	c->fail_closed = cfg->cluster_fail_closed;
 	if (cfg->cluster_username != NULL &&
@@ -729,6 +1026,8 @@ cluster_stop(struct cluster *c)
 		pthread_join(c->thread, NULL);
 	}
 	redis_conn_close(&c->conn);
+	redis_conn_close(&c->sub);
+	free(c->applied);
 	if (c->efd >= 0)
 		close(c->efd);
 	if (c->pass != NULL) {

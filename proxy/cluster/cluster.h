@@ -28,7 +28,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../../bpf/blocklist.h" /* enum blocklist_reason */
 #include "config/config.h"
+#include "lib/ipnet.h"
 #include "limits/ratelimit.h"
 
 enum cluster_op {
@@ -38,6 +40,8 @@ enum cluster_op {
 	CLUSTER_LOGIN,	/* a password check's verdict: delay, failure, ban */
 	CLUSTER_PEEK,	/* what a user could take now */
 	CLUSTER_RESET,	/* an operator's reset of a login */
+	CLUSTER_BAN,	/* net banned on every node (ttl_ms, reason) */
+	CLUSTER_UNBAN,	/* net's ban lifted on every node */
 	CLUSTER_PING,
 };
 
@@ -65,6 +69,9 @@ struct cluster_request {
 	uint64_t max_delay_ms;		/* limits.login.max_delay */
 	struct config_rate ip_failures; /* limits.ip.auth_failures */
 	uint64_t ban_ms;		/* limits.ip.ban_time */
+	/* BAN, UNBAN: the network is net (as text), ttl_ms 0: none. */
+	uint64_t ttl_ms;
+	enum blocklist_reason reason;
 
 	/* Results. */
 	enum cluster_status status;
@@ -94,6 +101,8 @@ struct cluster_stats {
 	_Atomic uint64_t rtt_us_sum, rtt_count; /* answered requests */
 	_Atomic uint64_t last_ok_wall_ms;	/* last answer from Redis */
 	_Atomic uint64_t batches;		/* writes (pipelines) */
+	_Atomic uint64_t bans_received;		/* from other nodes */
+	_Atomic uint64_t last_sync_wall_ms;	/* the last full resync */
 };
 
 struct cluster;
@@ -104,7 +113,9 @@ int cluster_check(const struct config *cfg, char *err, size_t errlen);
 /* Starts the thread and makes a first connection: a start with wrong
  * credentials fails here with what Redis said; Redis merely down is no
  * error (the cluster connects when it can).  NULL with err. */
-struct cluster *cluster_start(const struct config *cfg, char *err,
+struct cluster_ban_sink;
+struct cluster *cluster_start(const struct config *cfg,
+			      const struct cluster_ban_sink *sink, char *err,
 			      size_t errlen);
 void cluster_stop(struct cluster *c);
 void cluster_submit(struct cluster *c, struct cluster_request *req);
@@ -119,6 +130,25 @@ bool cluster_up(const struct cluster *c);
 bool cluster_fail_closed(const struct cluster *c);
 const char *cluster_node_id(const struct cluster *c);
 const char *cluster_address(const struct cluster *c);
+
+/*
+ * Bans (manual and automatic; files are each node's own) are shared: a
+ * ban or unban made on one node is kept in Redis and published, and every
+ * other node applies it through its sink within the round trip of a
+ * publish; a node that (re)connects reads them all back (bans made
+ * elsewhere while it was away, and lifts the ones unbanned meanwhile).
+ * The sink (given to cluster_start) runs on the cluster thread.
+ */
+struct cluster_ban_sink {
+	void (*add)(void *arg, const struct ipnet *net, uint64_t ttl_ms,
+		    enum blocklist_reason reason, const char *node);
+	void (*del)(void *arg, const struct ipnet *net, const char *node);
+	void *arg;
+};
+/* Publish what this node did (no waiting; lost while Redis is down). */
+void cluster_ban(struct cluster *c, const struct ipnet *net, uint64_t ttl_ms,
+		 enum blocklist_reason reason);
+void cluster_unban(struct cluster *c, const struct ipnet *net);
 
 /* The id of a login in Redis: the same on every node. */
 void cluster_user_id(const char *login, char out[CLUSTER_KEY_MAX]);

@@ -151,6 +151,72 @@ const char cluster_script_login[] =
 	"end\n"
 	"return {math.floor(delay), ban}\n";
 
+/*
+ * Bans.  KEYS[1]: the hash of bans (field: the prefix, value: "<expiry>
+ * <reason>", expiry in Redis's ms, 0 for none).  ARGV: add or del, the
+ * prefix, the TTL (ms, 0: none), the reason (1 manual, 2 auto), the node,
+ * the channel, and for del the key of the network's failed logins.
+ * A ban is never shortened (as bans.h); every change is published as
+ * "add <prefix> <ttl_ms> <reason> <node>" or "del <prefix> <node>".
+ * Returns the TTL that holds now (add) or 1/0 (del: was there one).
+ */
+const char cluster_script_ban[] =
+	"if redis.replicate_commands then redis.replicate_commands() end\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / "
+	"1000)\n"
+	"local op, net, ttl, reason, node, chan = ARGV[1], ARGV[2], "
+	"tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]\n"
+	"if op == 'del' then\n"
+	"  local n = redis.call('HDEL', KEYS[1], net)\n"
+	"  if ARGV[7] then redis.call('DEL', ARGV[7]) end\n"
+	"  redis.call('PUBLISH', chan, 'del ' .. net .. ' ' .. node)\n"
+	"  return n\n"
+	"end\n"
+	"local expiry = 0\n"
+	"if ttl > 0 then expiry = now + ttl end\n"
+	"local old = redis.call('HGET', KEYS[1], net)\n"
+	"if old then\n"
+	"  local oe = tonumber(string.match(old, '^(%d+)'))\n"
+	"  if oe == 0 or (expiry ~= 0 and oe > expiry) then\n"
+	"    if oe == 0 then return 0 end\n"
+	"    return oe - now\n"
+	"  end\n"
+	"end\n"
+	"redis.call('HSET', KEYS[1], net, string.format('%d %s', expiry, "
+	"reason))\n"
+	"redis.call('PUBLISH', chan, string.format('add %s %d %s %s', net, "
+	"ttl, reason, node))\n"
+	"return ttl\n";
+
+/*
+ * Every live ban, for a node that (re)connects: KEYS[1] the hash.
+ * Returns {prefix, ttl_ms, reason, ...} (ttl 0: none); expired ones are
+ * dropped on the way.
+ */
+const char cluster_script_banlist[] =
+	"if redis.replicate_commands then redis.replicate_commands() end\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / "
+	"1000)\n"
+	"local all = redis.call('HGETALL', KEYS[1])\n"
+	"local out, gone = {}, {}\n"
+	"for i = 1, #all, 2 do\n"
+	"  local e, r = string.match(all[i + 1], '^(%d+) (%d+)$')\n"
+	"  e = tonumber(e)\n"
+	"  if e == nil or (e ~= 0 and e <= now) then\n"
+	"    gone[#gone + 1] = all[i]\n"
+	"  else\n"
+	"    local ttl = 0\n"
+	"    if e ~= 0 then ttl = e - now end\n"
+	"    out[#out + 1] = all[i]\n"
+	"    out[#out + 1] = ttl\n"
+	"    out[#out + 1] = tonumber(r)\n"
+	"  end\n"
+	"end\n"
+	"if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end\n"
+	"return out\n";
+
 /* An operator's reset: KEYS are all of a login's; returns how many went. */
 const char cluster_script_reset[] =
 	"local n = 0\n"

@@ -9,5 +9,7 @@
 extern const char cluster_script_bucket[];
 extern const char cluster_script_login[];
 extern const char cluster_script_reset[];
+extern const char cluster_script_ban[];
+extern const char cluster_script_banlist[];
 
 #endif

@@ -251,7 +251,7 @@ struct config {
 	char *cluster_tls_ca;	     /* NULL: the system's CAs */
 	char *cluster_tls_name;	     /* the name in Redis's certificate */
 	char cluster_prefix[64];     /* of every key; default "msaproxy:" */
-	char cluster_node_id[64];    /* default the hostname */
+	char cluster_node_id[64];    /* default the machine's name */
 	uint64_t cluster_timeout_ms; /* a call's answer; default 500ms */
 	bool cluster_fail_closed;    /* Redis down: 451 to MAIL */
 	/* shutdown: */

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <yaml.h>
 
@@ -209,10 +210,14 @@ config_check_cluster(struct loader *l, const yaml_node_t *root,
 					"tls_ca and tls_name need tls: true");
 	}
 	if (cfg->cluster_node_id[0] == '\0') {
-		/* The host's name, cut at the first dot. */
+		/* The machine's name (not hostname: every node greets with
+		 * the cluster's), cut at the first dot. */
+		char host[256] = "";
+
+		if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0')
+			snprintf(host, sizeof(host), "node");
 		snprintf(cfg->cluster_node_id, sizeof(cfg->cluster_node_id),
-			 "%.*s", (int)strcspn(cfg->hostname, "."),
-			 cfg->hostname);
+			 "%.*s", (int)strcspn(host, "."), host);
 	}
 	return 0;
 }

@@ -60,6 +60,10 @@ auto_ban(struct session *s, const struct ipnet *net, uint64_t ms)
 			 " session=%llx network=%s error=\"%s\"",
 			 (unsigned long long)s->id,
 			 ipnet_format(net, text, sizeof(text)), err);
+	/* On every other node too (docs/CLUSTER.md). */
+	if (s->ring->shared.cluster != NULL)
+		cluster_ban(s->ring->shared.cluster, net, ms,
+			    BLOCKLIST_REASON_AUTO);
 }
 
 /* The one place a limit's refusal is answered, logged and counted, and a

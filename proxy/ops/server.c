@@ -257,7 +257,9 @@ server_start(struct server *srv, char *err, size_t errlen)
 	if (srv->shared.limits == NULL)
 		return -1;
 	if (cfg->cluster_redis.len > 0) {
-		srv->shared.cluster = cluster_start(cfg, err, errlen);
+		struct cluster_ban_sink sink = server_cluster_sink(srv);
+
+		srv->shared.cluster = cluster_start(cfg, &sink, err, errlen);
 		if (srv->shared.cluster == NULL)
 			return -1;
 		srv->shared.cluster_policy = (struct policy_shared){

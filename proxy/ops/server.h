@@ -49,6 +49,8 @@ int server_user_reset(struct server *srv, const char *login, char *err,
  * stats; a user's buckets across the cluster; their reset (had_state set
  * when there was some). */
 void server_cluster(struct server *srv, FILE *out, bool json);
+/* Where the bans other nodes make are applied: this server's tables. */
+struct cluster_ban_sink server_cluster_sink(struct server *srv);
 void server_cluster_stats(struct server *srv, FILE *out, bool json);
 void server_cluster_user(struct server *srv, const char *login,
 			 const struct config_user_limits *pol, FILE *out,

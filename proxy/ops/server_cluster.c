@@ -14,7 +14,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "bans/bans.h"
+#include "bans/blocklist.h"
 #include "cluster/cluster.h"
+#include "lib/log.h"
+#include "lib/timer.h"
+#include "limits/ratelimit.h"
 #include "ops/server.h"
 #include "ops/server_internal.h"
 
@@ -38,6 +43,66 @@ rtt_avg_us(const struct cluster_stats *st)
 	uint64_t n = atomic_load(&st->rtt_count);
 
 	return n == 0 ? 0 : atomic_load(&st->rtt_us_sum) / n;
+}
+
+/* ---------------------------------------------------------------------
+ * The bans other nodes made, applied here (on the cluster thread: bans
+ * and the limits are thread-safe).
+ */
+
+static void
+sink_add(void *arg, const struct ipnet *net, uint64_t ttl_ms,
+	 enum blocklist_reason reason, const char *node)
+{
+	struct server *srv = arg;
+	char text[IPNET_TEXT_MAX], err[256];
+
+	ipnet_format(net, text, sizeof(text));
+	if (bans_add(srv->shared.bans, net, ttl_ms, reason, err, sizeof(err)) !=
+	    0) {
+		log_warn("cluster-ban-failed",
+			 " network=%s from=%s error=\"%s\"", text, node, err);
+		return;
+	}
+	/* An automatic ban is answered by the limits (421 and the time
+	 * left), as on the node that earned it; the blocklist keeps it for
+	 * XDP and the listing. */
+	if (reason == BLOCKLIST_REASON_AUTO && ttl_ms != 0) {
+		struct ratelimit_key key;
+
+		if (ratelimit_ip_key(srv->shared.limits, net->addr, &key))
+			ratelimit_ip_ban(srv->shared.limits, &key, ttl_ms,
+					 timer_now_ms());
+	}
+	log_info("cluster-ban",
+		 " network=%s ttl_ms=%" PRIu64 " reason=%s from=%s", text,
+		 ttl_ms, blocklist_reason_name(reason), node);
+}
+
+static void
+sink_del(void *arg, const struct ipnet *net, const char *node)
+{
+	struct server *srv = arg;
+	char text[IPNET_TEXT_MAX], err[256];
+	int r = bans_del(srv->shared.bans, net, err, sizeof(err));
+	size_t lifted =
+		ratelimit_ip_unban(srv->shared.limits, net, timer_now_ms());
+
+	ipnet_format(net, text, sizeof(text));
+	if (r < 0)
+		log_warn("cluster-unban-failed",
+			 " network=%s from=%s error=\"%s\"", text, node, err);
+	else
+		log_info("cluster-unban",
+			 " network=%s from=%s blocklist=%d limits=%zu", text,
+			 node, r == 0, lifted);
+}
+
+struct cluster_ban_sink
+server_cluster_sink(struct server *srv)
+{
+	return (struct cluster_ban_sink){
+		.add = sink_add, .del = sink_del, .arg = srv};
 }
 
 void

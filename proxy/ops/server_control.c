@@ -27,6 +27,7 @@
 
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
+#include "cluster/cluster.h"
 #include "config/generation.h"
 #include "io/backend_pool.h"
 #include "io/worker.h"
@@ -194,6 +195,9 @@ server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,
 	if (bans_add(srv->shared.bans, net, ttl_ms, BLOCKLIST_REASON_MANUAL,
 		     err, errlen) != 0)
 		return -1;
+	if (srv->shared.cluster != NULL) /* and on every other node */
+		cluster_ban(srv->shared.cluster, net, ttl_ms,
+			    BLOCKLIST_REASON_MANUAL);
 	log_info("banned", " network=%s ttl_ms=%" PRIu64 " reason=manual",
 		 ipnet_format(net, text, sizeof(text)), ttl_ms);
 	return 0;
@@ -213,7 +217,11 @@ server_unban(struct server *srv, const struct ipnet *net, char *err,
 	if (r < 0)
 		return -1;
 	lifted = ratelimit_ip_unban(srv->shared.limits, net, timer_now_ms());
-	if (r == 1 && lifted == 0) {
+	/* With a cluster the ban may be another node's: lifted everywhere,
+	 * whatever this node held. */
+	if (srv->shared.cluster != NULL)
+		cluster_unban(srv->shared.cluster, net);
+	else if (r == 1 && lifted == 0) {
 		snprintf(err, errlen, "%s is not banned",
 			 ipnet_format(net, text, sizeof(text)));
 		return -1;

@@ -353,3 +353,63 @@ def test_cluster_config_errors_name_the_line(tmp_path, certs, users,
         assert out.returncode == 1, (cluster, out.stdout)
         assert f"{path}:" in out.stderr and why in out.stderr, (cluster,
                                                                  out.stderr)
+
+
+# ---------------------------------------------------------------------------
+# Bans shared by every node
+# ---------------------------------------------------------------------------
+
+def admitted(p, source):
+    return raw_greeting(p.starttls_port, source).startswith(b"220 ")
+
+
+def test_a_ban_on_one_node_is_refused_on_the_others_within_a_second(
+        proxy, recording_backend, redis):
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r)
+    assert admitted(b, "127.0.3.5")
+    a.ctl("ban", "127.0.3.0/24", "--ttl", "1h")
+    started = time.monotonic()
+    wait_until(lambda: not admitted(b, "127.0.3.5"), 1.0,
+               "the ban to reach the other node")
+    assert time.monotonic() - started < 1.0
+    b.wait_for_log(r"msg=cluster-ban network=127\.0\.3\.0/24 "
+                   r"ttl_ms=3600000 reason=manual from=")
+    listed = b.ctl("list").stdout
+    assert "127.0.3.0/24 block manual" in listed, listed
+    # A node that starts later reads it back from Redis.
+    c = proxy([recording_backend.port], **cluster_conf(r))
+    assert not admitted(c, "127.0.3.5")
+    # Lifted on one node: lifted on all.
+    b.ctl("unban", "127.0.3.0/24")
+    wait_until(lambda: admitted(a, "127.0.3.5") and admitted(c, "127.0.3.5"),
+               1.0, "the unban to reach every node")
+    assert r.cli("HLEN", "msaproxy:bans").strip() == "0"
+
+
+def test_an_automatic_ban_reaches_every_node(proxy, recording_backend, redis):
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r,
+                 **{"limits.ip": {"auth_failures": "2/1h", "ban_time": "1h"}})
+    for _ in range(2):
+        s = connect(a, "127.0.3.20")
+        s.ehlo()
+        s.user, s.password = "alice", "wrong-password"
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            s.auth("PLAIN", s.auth_plain)
+        s.close()
+    a.wait_for_log(r"msg=ip-banned .*client=127\.0\.3\.20 ")
+    wait_until(lambda: not admitted(b, "127.0.3.20"), 1.0,
+               "the automatic ban on the other node")
+    assert raw_greeting(b.starttls_port, "127.0.3.20").startswith(
+        b"421 4.7.0 " + SERVER_NAME.encode() +
+        b" Too many failed logins from your network")
+    b.wait_for_log(r"msg=cluster-ban network=127\.0\.3\.20/32 "
+                   r"ttl_ms=3600000 reason=auto")
+    assert admitted(b, "127.0.3.21")
+    # The operator's unban lifts it everywhere, and the network starts
+    # with a clean count of failures.
+    b.ctl("unban", "127.0.3.20")
+    wait_until(lambda: admitted(a, "127.0.3.20"), 1.0, "the unban on a")
+    with login(a, source="127.0.3.20") as s:
+        s.noop()
