@@ -208,7 +208,8 @@ on_publish(struct cluster *c, const char *msg, size_t len)
 		return;
 	memcpy(line, msg, len);
 	line[len] = '\0';
-	n = sscanf(line, "%3s %63s", op, text);
+	_Static_assert(IPNET_TEXT_MAX == 50, "the %49s below");
+	n = sscanf(line, "%3s %49s", op, text);
 	if (n != 2)
 		return;
 	if (strcmp(op, "add") == 0)
@@ -868,6 +869,7 @@ cluster_thread(void *arg)
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_setname_np(pthread_self(), "msa-cluster");
 	while (!stopping) {
 		uint64_t now = redis_now_us(), wake = now + 1000000u;
 		struct pollfd p[3] = {{.fd = c->efd, .events = POLLIN}};

@@ -321,3 +321,44 @@ def test_bans_work_after_dropping_root(run_proxy):
     q = run_proxy()
     assert q.connects(CLI4_A) == "timeout"
     assert q.submit(CLI4_B) == "sent"
+
+
+REDIS_PORT, OTHER_SMTP_PORT, OTHER_METRICS_PORT = 2610, 2588, 9588
+
+
+def test_a_ban_on_another_node_reaches_this_nodes_kernel_map(run_proxy, world,
+                                                              tmp_path):
+    """Fleet mode (docs/CLUSTER.md): two nodes share one Redis, all in the
+    server namespace.  The node with XDP on vs never hears of the ban from
+    its own control socket: the other node (no XDP) bans, Redis publishes,
+    and this node's kernel map gets the entry: the client's SYNs vanish."""
+    redis = subprocess.Popen(
+        ["ip", "netns", "exec", world.srv, "redis-server", "--port", str(REDIS_PORT),
+         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sh("ip", "netns", "exec", world.srv, "/usr/bin/python3", "-c",
+           WAIT_FOR_SINK.replace(str(SINK_PORT), str(REDIS_PORT)))
+        cluster = {"redis": f"127.0.0.1:{REDIS_PORT}", "timeout": "500ms"}
+        xdp_node = run_proxy(cluster={**cluster, "node_id": "with-xdp"})
+        other = run_proxy(
+            cluster={**cluster, "node_id": "no-xdp"}, xdp={"enabled": False},
+            listeners=[{"address": f"*:{OTHER_SMTP_PORT}", "mode": "starttls"}],
+            metrics={"listen": f"127.0.0.1:{OTHER_METRICS_PORT}"})
+        assert xdp_node.submit(CLI4_A) == "sent"
+        drops = dropped(xdp_node, "manual")
+        other.ctl("ban", CLI4_A, "--ttl", "1h")
+        wait_for(lambda: "msg=cluster-ban network=198.51.100.10/32" in xdp_node.log(),
+                 1.0, "the ban to reach the XDP node")
+        assert "from=no-xdp" in xdp_node.log()
+        assert xdp_node.connects(CLI4_A) == "timeout"
+        assert dropped(xdp_node, "manual") > drops  # dropped in the kernel
+        assert xdp_node.submit(CLI4_B) == "sent"
+        other.ctl("unban", CLI4_A)
+        wait_for(lambda: "msg=cluster-unban network=198.51.100.10/32" in xdp_node.log(),
+                 1.0, "the unban to reach the XDP node")
+        assert xdp_node.submit(CLI4_A) == "sent"
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
