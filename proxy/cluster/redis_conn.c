@@ -129,9 +129,11 @@ connect_tcp(struct redis_conn *c, const struct config_addr *a,
 	return 0;
 }
 
+/* *wrong_peer: the server is not who the config says (its certificate
+ * failed verification): a config problem, not a network one. */
 static int
 handshake(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
-	  uint64_t deadline_us, char *err, size_t errlen)
+	  uint64_t deadline_us, bool *wrong_peer, char *err, size_t errlen)
 {
 	const char *name = cfg->cluster_tls_name;
 	char host[128], why[256];
@@ -151,10 +153,13 @@ handshake(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
 			 ssl_why(why, sizeof(why), "out of memory"));
 		return -1;
 	}
-	if (cfg->cluster_tls_name != NULL)
-		SSL_set_tlsext_host_name(c->ssl, name);
-	/* An address is checked as an address, a name as a name. */
-	if (SSL_set1_host(c->ssl, name) != 1) {
+	/* An address is checked against the certificate's IP addresses, a
+	 * name against its DNS names (and sent as SNI). */
+	if (cfg->cluster_tls_name == NULL
+		    ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl),
+						    name) != 1
+		    : SSL_set1_host(c->ssl, name) != 1 ||
+			      SSL_set_tlsext_host_name(c->ssl, name) != 1) {
 		snprintf(err, errlen, "tls: cannot check the name %s", name);
 		return -1;
 	}
@@ -167,12 +172,13 @@ handshake(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
 		if (ev == 0) {
 			long v = SSL_get_verify_result(c->ssl);
 
-			if (v != X509_V_OK)
+			if (v != X509_V_OK) {
 				snprintf(err, errlen,
 					 "tls: the certificate of %s: %s",
 					 cfg->cluster_redis.text,
 					 X509_verify_cert_error_string(v));
-			else
+				*wrong_peer = true;
+			} else
 				snprintf(err, errlen, "tls: %s",
 					 ssl_why(why, sizeof(why),
 						 "handshake failed"));
@@ -201,8 +207,8 @@ redis_conn_open(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
 	}
 	if (connect_tcp(c, &cfg->cluster_redis, deadline_us, err, errlen) !=
 		    0 ||
-	    (tls != NULL &&
-	     handshake(c, cfg, tls, deadline_us, err, errlen) != 0))
+	    (tls != NULL && handshake(c, cfg, tls, deadline_us, auth_refused,
+				      err, errlen) != 0))
 		goto fail;
 	if (pass != NULL) {
 		const char *argv[3] = {"AUTH", user, pass};

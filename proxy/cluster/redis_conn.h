@@ -32,8 +32,9 @@ struct redis_conn {
 SSL_CTX *redis_tls_ctx(const struct config *cfg, char *err, size_t errlen);
 
 /* Connects, and logs in with user/pass when pass is not NULL.  0, or -1
- * with err: *auth_refused says Redis refused the credentials (not a
- * network failure). */
+ * with err: *auth_refused says Redis refused the credentials, or its
+ * certificate failed verification (the config is wrong, not the
+ * network). */
 int redis_conn_open(struct redis_conn *c, const struct config *cfg,
 		    SSL_CTX *tls, const char *user, const char *pass,
 		    uint64_t deadline_us, bool *auth_refused, char *err,

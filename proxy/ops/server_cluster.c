@@ -26,12 +26,10 @@
 static const char *const kinds[LIMIT_USER_KINDS] = {"messages", "recipients",
 						    "bytes", "quota"};
 
-/* Seconds since Redis last answered; -1 if it never has. */
+/* Seconds since a wall-clock time in ms; -1 for never (0). */
 static long long
-last_ok_ago(const struct cluster_stats *st)
+ago(uint64_t at)
 {
-	uint64_t at = atomic_load(&st->last_ok_wall_ms);
-
 	if (at == 0)
 		return -1;
 	return (long long)time(NULL) - (long long)(at / 1000);
@@ -126,19 +124,25 @@ server_cluster(struct server *srv, FILE *out, bool json)
 		       "\"rtt_us_avg\":%" PRIu64 ",\"requests\":%" PRIu64
 		       ",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
 		       ",\"unavailable\":%" PRIu64 ",\"connects\":%" PRIu64
+		       ",\"last_sync_s_ago\":%lld,\"bans_received\":%" PRIu64
 		       ",\"last_error\":\"%s\"}\n"
 		     : "node %s, redis %s: %s (fail %s)\n"
 		       "last answer %llds ago, round trip %" PRIu64
 		       "us on average\nrequests %" PRIu64 ", errors %" PRIu64
 		       ", timeouts %" PRIu64 ", answered unavailable %" PRIu64
-		       ", connects %" PRIu64 "\nlast error: %s\n",
+		       ", connects %" PRIu64
+		       "\nbans: last full sync %llds ago, "
+		       "%" PRIu64 " from other nodes since\nlast error: %s\n",
 		cluster_node_id(c), cluster_address(c),
 		json ? (cluster_up(c) ? "true" : "false")
 		     : (cluster_up(c) ? "up" : "DOWN"),
-		cluster_fail_closed(c) ? "closed" : "open", last_ok_ago(st),
-		rtt_avg_us(st), atomic_load(&st->requests),
-		atomic_load(&st->errors), atomic_load(&st->timeouts),
-		atomic_load(&st->unavailable), atomic_load(&st->connects),
+		cluster_fail_closed(c) ? "closed" : "open",
+		ago(atomic_load(&st->last_ok_wall_ms)), rtt_avg_us(st),
+		atomic_load(&st->requests), atomic_load(&st->errors),
+		atomic_load(&st->timeouts), atomic_load(&st->unavailable),
+		atomic_load(&st->connects),
+		ago(atomic_load(&st->last_sync_wall_ms)),
+		atomic_load(&st->bans_received),
 		err[0] ? err : (json ? "" : "none"));
 }
 

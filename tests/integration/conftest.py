@@ -360,12 +360,13 @@ def recording_backend():
 
 @pytest.fixture
 def redis(tmp_path):
-    """Factory: redis(password=None, user=None) starts a redis-server on a
-    free loopback port; all are stopped at teardown."""
+    """Factory: redis(password=None, user=None, tls=None) starts a
+    redis-server on a free loopback port (tls=(cert, key, ca): TLS only);
+    all are stopped at teardown."""
     started = []
 
-    def start(password=None, user=None):
-        server = RedisServer(tmp_path / f"redis{len(started)}", password, user)
+    def start(password=None, user=None, tls=None):
+        server = RedisServer(tmp_path / f"redis{len(started)}", password, user, tls)
         started.append(server)
         return server.start()
 

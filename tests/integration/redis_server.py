@@ -1,7 +1,8 @@
 """A private redis-server for the cluster tests: started on a free
 loopback port with no persistence, stopped by its PID (never by name).
 
-RedisServer(workdir, password=None, user=None): .start(), .port, .cli(...),
+RedisServer(workdir, password=None, user=None, tls=None): .start(), .port,
+.cli(...), tls=(cert, key, ca) serves TLS only on .port,
 .kill() (SIGKILL), .pause() / .resume() (SIGSTOP / SIGCONT), .stop().
 Restarting after kill() reuses the port, so the proxies find it again.
 """
@@ -23,7 +24,8 @@ def _free_port():
 
 
 class RedisServer:
-    def __init__(self, workdir, password=None, user=None):
+    def __init__(self, workdir, password=None, user=None, tls=None):
+        self.tls = tls
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.password = password
@@ -35,7 +37,14 @@ class RedisServer:
     def start(self):
         if self.port is None:
             self.port = _free_port()
-        args = ["redis-server", "--port", str(self.port), "--bind", LOOPBACK,
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port),
+                      "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                      "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+        else:
+            listen = ["--port", str(self.port)]
+        args = ["redis-server", *listen, "--bind", LOOPBACK,
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
                 "--daemonize", "no", "--loglevel", "warning",
                 "--logfile", str(self.workdir / "redis.log")]
@@ -70,6 +79,8 @@ class RedisServer:
     def cli(self, *args):
         """redis-cli against it (as the default user); returns stdout."""
         cmd = ["redis-cli", "-h", LOOPBACK, "-p", str(self.port)]
+        if self.tls is not None:
+            cmd += ["--tls", "--cacert", str(self.tls[2])]
         if self.password is not None and self.user is None:
             cmd += ["--no-auth-warning", "-a", self.password]
         out = subprocess.run(cmd + list(args), capture_output=True,

@@ -103,7 +103,7 @@ def test_cluster_state_for_the_operator_and_prometheus(
                            "(fail open)"), text
     st = json.loads(a.ctl("-j", "cluster").stdout)
     assert st["up"] is True and st["requests"] >= 2, st
-    assert st["last_ok_s_ago"] >= 0
+    assert st["last_ok_s_ago"] >= 0 and st["last_sync_s_ago"] >= 0
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
                                   timeout=10).read().decode()
     assert "msaproxy_cluster_up 1\n" in body
@@ -414,3 +414,60 @@ def test_an_automatic_ban_reaches_every_node(proxy, recording_backend, redis):
     wait_until(lambda: admitted(a, "127.0.3.20"), 1.0, "the unban on a")
     with login(a, source="127.0.3.20") as s:
         s.noop()
+
+
+def test_tls_to_redis_verified_by_address_or_name(proxy, recording_backend,
+                                                 redis, certs, tmp_path):
+    r = redis(tls=(certs.ecdsa_cert, certs.ecdsa_key, certs.ca))
+    # The certificate names 127.0.0.1 (checked as an address) and
+    # mail.example.test (checked as a name).
+    for extra in ({}, {"tls_name": SERVER_NAME}):
+        p = proxy([recording_backend.port],
+                  **cluster_conf(r, tls=True, tls_ca=str(certs.ca), **extra),
+                  **{"limits.user": {"messages": "1/1h"}})
+        assert try_send(p) in (250, 451)
+        assert "cluster-up" in p.log()
+        assert json.loads(p.ctl("-j", "cluster").stdout)["up"] is True
+    keys = r.cli("--scan", "--pattern", "msaproxy:u:*").split()
+    assert any(k.endswith(":messages") for k in keys), keys
+
+
+def test_tls_to_redis_with_a_wrong_name_or_ca_stops_the_start(
+        recording_backend, redis, certs, users, tmp_path):
+    import subprocess
+
+    from conftest import MSAPROXY_BIN, default_proxy_config, to_yaml
+
+    r = redis(tls=(certs.other_cert, certs.other_key, certs.ca))
+    cfg = default_proxy_config(certs, users, [recording_backend.port])
+    port, = free_ports(1)
+    cfg["listeners"] = [{"address": f"127.0.0.1:{port}", "mode": "starttls"}]
+    cfg["cluster"] = {"redis": f"127.0.0.1:{r.port}", "tls": True,
+                      "tls_ca": str(certs.ca)}
+    path = tmp_path / "msaproxy.yaml"
+    path.write_text(to_yaml(cfg) + "\n")
+    out = subprocess.run([MSAPROXY_BIN, "-c", str(path)], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 1
+    assert (f"cluster.redis 127.0.0.1:{r.port}: tls: the certificate of "
+            f"127.0.0.1:{r.port}: ") in out.stderr, out.stderr
+
+
+def test_the_login_slow_down_is_shared(proxy, recording_backend, redis):
+    """Failures for one login on node a slow that login down on node b."""
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r,
+                 **{"limits.login": {"failures": "2/1h", "max_delay": "1s"},
+                    "auth.failure_delay": "0s"})
+    for k in range(3):
+        s = connect(a, f"127.0.4.{k + 1}")
+        s.ehlo()
+        s.user, s.password = "alice", "wrong-password"
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            s.auth("PLAIN", s.auth_plain)
+        s.close()
+    mark = b.mark()
+    with login(b, "alice", "alice-pass-2", source="127.0.4.9") as s:
+        s.noop()
+    b.wait_for_log(r"msg=auth .*user=alice mechanism=PLAIN delay_ms=1000 "
+                   r"result=ok", since=mark)
