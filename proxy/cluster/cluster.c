@@ -406,7 +406,25 @@ cluster_check(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-/* Load the scripts on a new connection: their SHA1s for EVALSHA. */
+/* The scripts' SHA1s, as EVALSHA names them, before any connection. */
+static void
+script_shas(struct cluster *c)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (int i = 0; i < NSCRIPTS; i++) {
+		unsigned char h[SHA_DIGEST_LENGTH];
+
+		SHA1((const unsigned char *)scripts[i], strlen(scripts[i]), h);
+		for (int k = 0; k < SHA_DIGEST_LENGTH; k++) {
+			c->sha[i][2 * k] = hex[h[k] >> 4];
+			c->sha[i][2 * k + 1] = hex[h[k] & 15];
+		}
+		c->sha[i][40] = '\0';
+	}
+}
+
+/* Load the scripts on a new connection (Redis may have restarted). */
 static int
 load_scripts(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
 {
@@ -425,8 +443,14 @@ load_scripts(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
 			freeReplyObject(r);
 			return -1;
 		}
-		memcpy(c->sha[i], r->str, 40);
-		c->sha[i][40] = '\0';
+		/* Known since the start (script_shas): the workers' own
+		 * connections use them without loading. */
+		if (memcmp(c->sha[i], r->str, 40) != 0) {
+			snprintf(err, errlen,
+				 "SCRIPT LOAD: an unexpected SHA1");
+			freeReplyObject(r);
+			return -1;
+		}
 		freeReplyObject(r);
 	}
 	return 0;
@@ -463,9 +487,9 @@ fail:
  * Requests
  */
 
-static void
-answer(struct cluster *c, struct cluster_request *req,
-       enum cluster_status status)
+void
+cluster_count(struct cluster *c, struct cluster_request *req,
+	      enum cluster_status status)
 {
 	uint64_t now = redis_now_us();
 
@@ -485,9 +509,18 @@ answer(struct cluster *c, struct cluster_request *req,
 	if (status == CLUSTER_OK) {
 		atomic_fetch_add(&c->stats.rtt_us_sum, req->rtt_us);
 		atomic_fetch_add(&c->stats.rtt_count, 1);
+		atomic_store(&c->stats.last_ok_wall_ms,
+			     (uint64_t)time(NULL) * 1000u);
 	} else {
 		atomic_fetch_add(&c->stats.unavailable, 1);
 	}
+}
+
+static void
+answer(struct cluster *c, struct cluster_request *req,
+       enum cluster_status status)
+{
+	cluster_count(c, req, status);
 	if (req->done != NULL)
 		req->done(req);
 	else
@@ -643,6 +676,67 @@ build(const struct cluster *c, const struct cluster_request *req,
 	}
 }
 
+int
+cluster_queue(struct cluster *c, const struct cluster_request *req,
+	      struct redis_conn *conn)
+{
+	struct args a;
+
+	build(c, req, &a);
+	if (redis_conn_queue(conn, a.argc, a.argv, a.lens) != 0)
+		return -1;
+	atomic_fetch_add(&c->stats.requests, 1);
+	return 0;
+}
+
+void
+cluster_ping(struct cluster *c)
+{
+	struct cluster_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL)
+		return;
+	req->op = CLUSTER_PING;
+	cluster_submit(c, req); /* a stopped Redis: the thread goes down */
+}
+
+int
+cluster_queue_login(const struct cluster *c, struct redis_conn *conn)
+{
+	const char *argv[3] = {"AUTH", c->user, c->pass};
+	size_t lens[3];
+
+	if (c->pass == NULL)
+		return 0;
+	if (c->user == NULL) {
+		argv[1] = c->pass;
+		lens[1] = strlen(c->pass);
+		return redis_conn_queue(conn, 2, argv, lens) == 0 ? 1 : -1;
+	}
+	lens[0] = 4;
+	lens[1] = strlen(c->user);
+	lens[2] = strlen(c->pass);
+	return redis_conn_queue(conn, 3, argv, lens) == 0 ? 1 : -1;
+}
+
+bool
+cluster_links(const struct cluster *c)
+{
+	return c->tls == NULL;
+}
+
+const struct config_addr *
+cluster_redis_addr(const struct cluster *c)
+{
+	return &c->cfg->cluster_redis;
+}
+
+uint64_t
+cluster_timeout_ms(const struct cluster *c)
+{
+	return c->timeout_us / 1000u;
+}
+
 static uint64_t
 reply_u64(const redisReply *r)
 {
@@ -651,10 +745,11 @@ reply_u64(const redisReply *r)
 		       : 0;
 }
 
-/* The reply for req, into its results: false when its shape is wrong. */
-static bool
-take_reply(struct cluster_request *req, const redisReply *r)
+bool
+cluster_take_reply(struct cluster_request *req, const redisReply *r)
 {
+	if (r->type == REDIS_REPLY_ERROR)
+		return false;
 	switch (req->op) {
 	case CLUSTER_TAKE:
 	case CLUSTER_GIVE:
@@ -810,7 +905,7 @@ read_replies(struct cluster *c)
 		if (c->head == NULL)
 			c->tail = NULL;
 		req->next = NULL;
-		if (r->type == REDIS_REPLY_ERROR || !take_reply(req, r)) {
+		if (!cluster_take_reply(req, r)) {
 			char why[200];
 
 			atomic_fetch_add(&c->stats.errors, 1);
@@ -829,8 +924,6 @@ read_replies(struct cluster *c)
 			return;
 		}
 		freeReplyObject(r);
-		atomic_store(&c->stats.last_ok_wall_ms,
-			     (uint64_t)time(NULL) * 1000u);
 		answer(c, req, CLUSTER_OK);
 	}
 }
@@ -965,6 +1058,7 @@ cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
 	}
 	snprintf(c->channel, sizeof(c->channel), "%sbans", c->prefix);
 	c->timeout_us = cfg->cluster_timeout_ms * 1000u;
+	script_shas(c);
 	c->fail_closed = cfg->cluster_fail_closed;
 	if (cfg->cluster_username != NULL &&
 	    (c->user = strdup(cfg->cluster_username)) == NULL) {

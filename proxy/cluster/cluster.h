@@ -150,6 +150,35 @@ void cluster_ban(struct cluster *c, const struct ipnet *net, uint64_t ttl_ms,
 		 enum blocklist_reason reason);
 void cluster_unban(struct cluster *c, const struct ipnet *net);
 
+/*
+ * A worker's own connection (io/cluster_link.c) for the calls a session
+ * waits for: no thread hop, the send and the receive on the worker's ring.
+ * Plain TCP only: with cluster.tls (or while a worker's connection is not
+ * up) calls go through the cluster thread.  What it needs of the cluster:
+ */
+struct redis_conn;
+struct redisReply;
+bool cluster_links(const struct cluster *c); /* links wanted (no TLS) */
+const struct config_addr *cluster_redis_addr(const struct cluster *c);
+uint64_t cluster_timeout_ms(const struct cluster *c);
+/* A new connection's AUTH, queued on conn: the replies to skip (0 or 1),
+ * -1 for no memory. */
+int cluster_queue_login(const struct cluster *c, struct redis_conn *conn);
+/* req's call queued on conn: 0, -1 for no memory. */
+int cluster_queue(struct cluster *c, const struct cluster_request *req,
+		  struct redis_conn *conn);
+/* A link lost Redis: the thread checks with a call of its own (and, if
+ * Redis is gone, goes down: calls are then answered at once). */
+void cluster_ping(struct cluster *c);
+/* Redis's reply into req's results: false for an error reply or one of
+ * the wrong shape (then the connection is to be dropped). */
+bool cluster_take_reply(struct cluster_request *req,
+			const struct redisReply *r);
+/* req answered with status: counted (stats, round trip); the caller
+ * hands it on. */
+void cluster_count(struct cluster *c, struct cluster_request *req,
+		   enum cluster_status status);
+
 /* The id of a login in Redis: the same on every node. */
 void cluster_user_id(const char *login, char out[CLUSTER_KEY_MAX]);
 

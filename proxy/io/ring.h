@@ -32,6 +32,7 @@ struct auth_request;
 struct bans;
 struct caps;
 struct cluster;
+struct cluster_link;
 struct cluster_request;
 struct generation;
 struct ratelimit;
@@ -50,7 +51,10 @@ enum ring_op {
 	OP_CHECK_CONNECT, /* health.c */
 	OP_CHECK_RECV,
 	OP_CHECK_SEND,
-	OP_REFUSAL, /* a 421 to a connection refused at accept */
+	OP_REFUSAL,	    /* a 421 to a connection refused at accept */
+	OP_CLUSTER_CONNECT, /* cluster_link.c */
+	OP_CLUSTER_SEND,
+	OP_CLUSTER_RECV,
 };
 #define OP_BITS	       4u
 #define OP_MASK	       ((1u << OP_BITS) - 1)
@@ -131,6 +135,10 @@ struct ring {
 	 * mailbox. */
 	void (*auth_done)(struct auth_request *req);
 	void (*cluster_done)(struct cluster_request *req);
+	/* The worker's own connection to the cluster (cluster_link.h; NULL:
+	 * none), and its answers, for their sessions after this batch. */
+	struct cluster_link *cluster_link;
+	struct cluster_request *answered, **answered_tail;
 };
 
 /* The ring and its buffer groups, on the worker's own thread. */

@@ -19,6 +19,7 @@
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
 #include "cluster/cluster.h"
+#include "io/cluster_link.h"
 #include "io/ring.h"
 #include "io/session.h"
 #include "lib/log.h"
@@ -180,7 +181,9 @@ cluster_send(struct session *s, struct cluster_request *req)
 {
 	s->creq = req;
 	s->inflight++;
-	cluster_submit(s->ring->shared.cluster, req);
+	/* The worker's own connection; the thread's while it is not up. */
+	if (!cluster_link_submit(s->ring->cluster_link, req))
+		cluster_submit(s->ring->shared.cluster, req);
 }
 
 /* The MAIL or RCPT in s->smtp may go to the backend: false when it was

@@ -44,6 +44,7 @@
 #include "config/generation.h"
 #include "io/backend.h"
 #include "io/backend_pool.h"
+#include "io/cluster_link.h"
 #include "io/health.h"
 #include "io/ring.h"
 #include "io/session.h"
@@ -529,7 +530,24 @@ worker_cluster_done(struct cluster_request *req)
 	wake(w);
 }
 
-/* The cluster's answers, in the order they came. */
+/* Answers from the worker's own link (cluster_link.c), in order. */
+static void
+run_link_answers(struct worker *w)
+{
+	struct cluster_request *req;
+
+	while ((req = w->ring.answered) != NULL) {
+		struct session *s = req->owner;
+
+		w->ring.answered = req->next;
+		if (w->ring.answered == NULL)
+			w->ring.answered_tail = &w->ring.answered;
+		session_on_cluster(s, req);
+		session_release(s);
+	}
+}
+
+/* The cluster thread's answers, in the order they came. */
 static void
 on_cluster_answers(struct worker *w)
 {
@@ -818,6 +836,15 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	case OP_REFUSAL:
 		on_refusal_sent(ptr);
 		break;
+	case OP_CLUSTER_CONNECT:
+		cluster_link_on_connect(ptr, res);
+		break;
+	case OP_CLUSTER_SEND:
+		cluster_link_on_send(ptr, res);
+		break;
+	case OP_CLUSTER_RECV:
+		cluster_link_on_recv(ptr, res);
+		break;
 	}
 }
 
@@ -867,6 +894,7 @@ worker_loop(struct worker *w)
 		uint64_t next = timer_next(&w->ring.timers),
 			 now = timer_now_ms();
 		uint64_t hnext = health_next(w->health);
+		uint64_t lnext = cluster_link_next(w->ring.cluster_link);
 		unsigned head, n = 0;
 		int r;
 
@@ -877,6 +905,8 @@ worker_loop(struct worker *w)
 			next = grace;
 		if (hnext < next)
 			next = hnext;
+		if (lnext < next)
+			next = lnext;
 		if (w->retired != NULL && now + 100 < next)
 			next = now + 100; /* retired checks: poll them */
 		if (w->stopping && !w->cut && w->deadline < next)
@@ -902,7 +932,20 @@ worker_loop(struct worker *w)
 			n++;
 		}
 		io_uring_cq_advance(&w->ring.uring, n);
+		run_link_answers(w);
 		run_woken(w);
+		cluster_link_tick(w->ring.cluster_link, timer_now_ms());
+		run_link_answers(w);
+		if (w->stopping && w->ring.nsessions == 0 &&
+		    w->ring.cluster_link != NULL) {
+			/* Freed by its last completion; anything given back
+			 * from now on goes through the thread. */
+			cluster_link_close(w->ring.cluster_link);
+			w->ring.cluster_link = NULL;
+			w->ring.shared.cluster_policy.give = cluster_give;
+			w->ring.shared.cluster_policy.arg =
+				w->ring.shared.cluster;
+		}
 		fire_timers(w);
 		health_run(w->health, timer_now_ms(), w->stopping);
 		run_retired_health(w, timer_now_ms());
@@ -936,6 +979,13 @@ worker_main(void *arg)
 	for (struct listen_sock *l = w->ls; l != NULL; l = l->next)
 		arm_accept(w, l);
 	arm_wake(w);
+	if (w->ring.shared.cluster != NULL &&
+	    (w->ring.cluster_link = cluster_link_new(
+		     &w->ring, w->ring.shared.cluster)) != NULL) {
+		/* What goes back without waiting goes on the link too. */
+		w->ring.shared.cluster_policy.give = cluster_link_give;
+		w->ring.shared.cluster_policy.arg = w->ring.cluster_link;
+	}
 	w->start_status = 0;
 	sem_post(&w->started);
 
@@ -956,6 +1006,7 @@ worker_new(unsigned id, struct generation *gen,
 	w->ring.gen = generation_hold(gen);
 	atomic_init(&w->ring.counters.generation, gen->id);
 	w->ring.shared = *shared;
+	w->ring.answered_tail = &w->ring.answered;
 	w->efd = -1;
 	pthread_mutex_init(&w->mbox_lock, NULL);
 	sem_init(&w->started, 0, 0);

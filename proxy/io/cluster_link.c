@@ -1,0 +1,395 @@
+/*
+ * cluster_link.c - a worker's own connection to Redis, on its ring.  Read
+ * cluster_link.h first.
+ *
+ * States: down (connect again at next_ms, if the cluster thread says Redis
+ * is up), connecting, up.  While up, one receive is always armed and one
+ * send at most is in flight; calls queued meanwhile go in the next send
+ * (pipelined).  Replies come in the order the calls went, so a FIFO
+ * matches them up; the first replies after a connect answer its AUTH.
+ * The oldest call not answered within cluster.timeout, an error reply or a
+ * broken connection take the link down: every call in flight is answered
+ * CLUSTER_UNAVAILABLE (the session falls back as cluster.fail says) and
+ * the link connects again after a backoff.  Nothing here logs per call;
+ * the thread's connection logs Redis going down and up.
+ *
+ * Config keys: cluster.* (through cluster.c).
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "cluster/cluster.h"
+#include "cluster/redis_conn.h"
+#include "io/cluster_link.h"
+#include "io/ring.h"
+#include "lib/timer.h"
+
+#define LINK_RECV_SIZE 16384u
+#define BACKOFF_MIN_MS 100u
+#define BACKOFF_MAX_MS 5000u
+
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
+
+struct cluster_link {
+	struct ring *ring;
+	struct cluster *cluster;
+	enum link_state state;
+	int fd;
+	struct redis_conn conn; /* its reader and out buffer; fd is ours */
+	size_t sending;		/* bytes of conn.out in the send in flight */
+	bool recv_armed;
+	bool closing;  /* the worker stops: freed with the last completion */
+	unsigned refs; /* ring operations in flight */
+	unsigned skip; /* replies to a connect's AUTH still to come */
+	struct cluster_request *head, *tail; /* in flight, oldest first */
+	uint64_t next_ms, backoff_ms;	     /* the next connect */
+	char rbuf[LINK_RECV_SIZE];
+};
+
+static void
+submit(struct cluster_link *l, struct io_uring_sqe *sqe, enum ring_op op)
+{
+	ring_prep(sqe, l, op);
+	l->refs++;
+}
+
+/* An answer for its session: after this batch (ring.h). */
+static void
+deliver(struct cluster_link *l, struct cluster_request *req,
+	enum cluster_status status)
+{
+	cluster_count(l->cluster, req, status);
+	if (req->owner == NULL) { /* nobody waits: a give, a charge */
+		free(req);
+		return;
+	}
+	req->next = NULL;
+	*l->ring->answered_tail = req;
+	l->ring->answered_tail = &req->next;
+}
+
+static void
+link_free(struct cluster_link *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	redis_conn_close(&l->conn);
+	l->ring->objects--;
+	free(l);
+}
+
+/* Down: the socket cut (its operations complete with errors), every call
+ * in flight answered, the next attempt after the backoff; the thread is
+ * asked to check Redis too, so that while Redis is gone every worker's
+ * calls are answered at once instead of each waiting out a timeout. */
+static void
+go_down(struct cluster_link *l)
+{
+	struct cluster_request *req;
+
+	if (l->state != LINK_DOWN && !l->closing)
+		cluster_ping(l->cluster);
+	if (l->fd >= 0)
+		shutdown(l->fd, SHUT_RDWR);
+	if (l->recv_armed) {
+		struct io_uring_sqe *sqe = ring_sqe(l->ring);
+
+		io_uring_prep_cancel_fd(sqe, l->fd, IORING_ASYNC_CANCEL_ALL);
+		ring_prep(sqe, NULL, OP_IGNORE);
+	}
+	l->state = LINK_DOWN;
+	while ((req = l->head) != NULL) {
+		l->head = req->next;
+		deliver(l, req, CLUSTER_UNAVAILABLE);
+	}
+	l->tail = NULL;
+	l->backoff_ms = l->backoff_ms == 0 ? BACKOFF_MIN_MS : l->backoff_ms * 2;
+	if (l->backoff_ms > BACKOFF_MAX_MS)
+		l->backoff_ms = BACKOFF_MAX_MS;
+	l->next_ms = timer_now_ms() + l->backoff_ms;
+}
+
+/* The fd is closed only once nothing is in flight on it (as backend.c):
+ * a new one cannot take its number while a completion may still name
+ * it. */
+static void
+settle(struct cluster_link *l)
+{
+	if (l->refs != 0)
+		return;
+	if (l->closing) {
+		link_free(l);
+		return;
+	}
+	if (l->state == LINK_DOWN && l->fd >= 0) {
+		close(l->fd);
+		l->fd = -1;
+	}
+}
+
+static void
+arm_recv(struct cluster_link *l)
+{
+	struct io_uring_sqe *sqe;
+
+	if (l->recv_armed || l->state != LINK_UP)
+		return;
+	sqe = ring_sqe(l->ring);
+	io_uring_prep_recv(sqe, l->fd, l->rbuf, sizeof(l->rbuf), 0);
+	submit(l, sqe, OP_CLUSTER_RECV);
+	l->recv_armed = true;
+}
+
+static void
+send_out(struct cluster_link *l)
+{
+	struct io_uring_sqe *sqe;
+	size_t left = l->conn.out_len - l->conn.out_off;
+
+	if (l->sending != 0 || left == 0 || l->state != LINK_UP)
+		return;
+	sqe = ring_sqe(l->ring);
+	io_uring_prep_send(sqe, l->fd, l->conn.out + l->conn.out_off, left,
+			   MSG_NOSIGNAL);
+	submit(l, sqe, OP_CLUSTER_SEND);
+	l->sending = left;
+}
+
+static void
+connect_start(struct cluster_link *l)
+{
+	const struct config_addr *a = cluster_redis_addr(l->cluster);
+	struct io_uring_sqe *sqe;
+	int one = 1;
+
+	redis_conn_close(&l->conn);
+	l->conn.reader = redisReaderCreate();
+	l->fd = socket(a->ss.ss_family,
+		       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (l->conn.reader == NULL || l->fd < 0) {
+		go_down(l);
+		return;
+	}
+	if (a->ss.ss_family != AF_UNIX)
+		setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	l->state = LINK_CONNECTING;
+	l->next_ms = timer_now_ms() + cluster_timeout_ms(l->cluster);
+	sqe = ring_sqe(l->ring);
+	io_uring_prep_connect(sqe, l->fd, (const struct sockaddr *)&a->ss,
+			      a->len);
+	submit(l, sqe, OP_CLUSTER_CONNECT);
+}
+
+struct cluster_link *
+cluster_link_new(struct ring *r, struct cluster *c)
+{
+	struct cluster_link *l;
+
+	if (!cluster_links(c))
+		return NULL;
+	l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return NULL;
+	l->ring = r;
+	l->cluster = c;
+	l->fd = -1;
+	l->conn.fd = -1;
+	l->state = LINK_DOWN;
+	l->next_ms = 0; /* connect at the first tick */
+	r->objects++;
+	return l;
+}
+
+bool
+cluster_link_submit(struct cluster_link *l, struct cluster_request *req)
+{
+	if (l == NULL || l->state != LINK_UP || l->closing)
+		return false;
+	if (cluster_queue(l->cluster, req, &l->conn) != 0)
+		return false;
+	req->submitted_us = timer_now_us();
+	req->deadline_us =
+		req->submitted_us + cluster_timeout_ms(l->cluster) * 1000u;
+	req->next = NULL;
+	if (l->tail != NULL)
+		l->tail->next = req;
+	else
+		l->head = req;
+	l->tail = req;
+	send_out(l);
+	return true;
+}
+
+void
+cluster_link_give(void *link, const char *login,
+		  const struct config_user_limits *pol,
+		  const uint64_t amount[LIMIT_USER_KINDS], bool charge)
+{
+	struct cluster_link *l = link;
+	struct cluster_request *req;
+
+	if (l->closing) {
+		cluster_give(l->cluster, login, pol, amount, charge);
+		return;
+	}
+	req = calloc(1, sizeof(*req));
+	if (req == NULL)
+		return; /* the units stay taken: the safe side */
+	req->op = charge ? CLUSTER_CHARGE : CLUSTER_GIVE;
+	cluster_user_id(login, req->user);
+	cluster_request_rates(req, pol);
+	memcpy(req->amount, amount, sizeof(req->amount));
+	if (!cluster_link_submit(l, req))
+		cluster_submit(l->cluster, req); /* done NULL: freed there */
+}
+
+uint64_t
+cluster_link_next(const struct cluster_link *l)
+{
+	if (l == NULL || l->closing)
+		return TIMER_NONE;
+	if (l->head != NULL)
+		return l->head->deadline_us / 1000u + 1;
+	if (l->state != LINK_UP)
+		return l->next_ms;
+	return TIMER_NONE;
+}
+
+void
+cluster_link_tick(struct cluster_link *l, uint64_t now_ms)
+{
+	if (l == NULL || l->closing)
+		return;
+	if (l->head != NULL && l->head->deadline_us / 1000u < now_ms) {
+		go_down(l);
+		settle(l);
+		return;
+	}
+	if (l->state == LINK_CONNECTING && now_ms >= l->next_ms) {
+		go_down(l); /* the connect takes too long */
+		settle(l);
+		return;
+	}
+	/* Down: try again when the thread's own connection says Redis is
+	 * there (it logs the outage; the links follow quietly). */
+	if (l->state == LINK_DOWN && l->fd < 0 && now_ms >= l->next_ms) {
+		if (cluster_up(l->cluster))
+			connect_start(l);
+		else
+			l->next_ms = now_ms + BACKOFF_MIN_MS;
+	}
+}
+
+void
+cluster_link_on_connect(struct cluster_link *l, int res)
+{
+	int skip;
+
+	l->refs--;
+	if (l->closing || l->state != LINK_CONNECTING) {
+		settle(l);
+		return;
+	}
+	if (res < 0 || (skip = cluster_queue_login(l->cluster, &l->conn)) < 0) {
+		go_down(l);
+		settle(l);
+		return;
+	}
+	l->state = LINK_UP;
+	l->backoff_ms = 0;
+	l->skip = (unsigned)skip;
+	arm_recv(l);
+	send_out(l);
+}
+
+void
+cluster_link_on_send(struct cluster_link *l, int res)
+{
+	size_t sent = l->sending;
+
+	l->refs--;
+	l->sending = 0;
+	if (l->closing || l->state != LINK_UP) {
+		settle(l);
+		return;
+	}
+	if (res <= 0) {
+		go_down(l);
+		settle(l);
+		return;
+	}
+	/* A short send leaves the rest for the next one. */
+	l->conn.out_off += (size_t)res < sent ? (size_t)res : sent;
+	if (l->conn.out_off == l->conn.out_len)
+		l->conn.out_off = l->conn.out_len = 0;
+	send_out(l);
+}
+
+void
+cluster_link_on_recv(struct cluster_link *l, int res)
+{
+	redisReply *r;
+	int got;
+
+	l->refs--;
+	l->recv_armed = false;
+	if (l->closing || l->state != LINK_UP) {
+		settle(l);
+		return;
+	}
+	if (res <= 0 ||
+	    redisReaderFeed(l->conn.reader, l->rbuf, (size_t)res) != REDIS_OK) {
+		go_down(l);
+		settle(l);
+		return;
+	}
+	while ((got = redis_conn_reply(&l->conn, &r)) > 0) {
+		struct cluster_request *req = l->head;
+		bool ok;
+
+		if (l->skip > 0) { /* AUTH's */
+			ok = r->type == REDIS_REPLY_STATUS;
+			l->skip--;
+			freeReplyObject(r);
+			if (!ok)
+				break;
+			continue;
+		}
+		if (req == NULL) {
+			freeReplyObject(r);
+			break; /* a reply nobody asked for */
+		}
+		l->head = req->next;
+		if (l->head == NULL)
+			l->tail = NULL;
+		ok = cluster_take_reply(req, r);
+		freeReplyObject(r);
+		deliver(l, req, ok ? CLUSTER_OK : CLUSTER_UNAVAILABLE);
+		if (!ok)
+			break; /* NOSCRIPT, an error: a new connection */
+	}
+	if (got != 0) {
+		go_down(l);
+		settle(l);
+		return;
+	}
+	arm_recv(l);
+}
+
+void
+cluster_link_close(struct cluster_link *l)
+{
+	if (l == NULL || l->closing)
+		return;
+	if (l->state != LINK_DOWN)
+		go_down(l);
+	l->closing = true;
+	settle(l);
+}
