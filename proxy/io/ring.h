@@ -48,6 +48,7 @@ enum ring_op {
 	OP_CHECK_RECV,
 	OP_CHECK_SEND,
 	OP_REFUSAL, /* a 421 to a connection refused at accept */
+	OP_PROXY_RECV, /* proxy_in.c: a PROXY header's bytes */
 };
 #define OP_BITS	       4u
 #define OP_MASK	       ((1u << OP_BITS) - 1)
@@ -82,6 +83,7 @@ struct worker_counters {
 	atomic_ullong tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
 	atomic_ullong auth[MECH_COUNT][AUTH_RESULT_COUNT];
 	atomic_ullong limits[LIMIT_HIT_COUNT]; /* the workers' kinds */
+	atomic_ullong proxy_in[PROXY_IN_COUNT]; /* PROXY headers read */
 	atomic_ullong data_bytes; /* message bytes handed to backends */
 	atomic_ullong messages;	  /* acknowledged by a backend */
 	atomic_ullong busy_ns;	  /* time outside the ring wait */
