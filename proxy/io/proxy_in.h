@@ -31,16 +31,16 @@ enum proxy_in_step {
 
 struct proxy_in {
 	struct ring *ring;
-	struct generation *gen;		  /* held: cl is its */
+	struct generation *gen; /* held: cl is its */
 	const struct config_listener *cl;
 	int fd;
 	union sockaddr_ip peer; /* the balancer */
 	uint64_t deadline_ms;
-	size_t have;	   /* header bytes taken off the socket */
-	size_t taking;	   /* a read of this many is in flight; 0: a peek */
-	bool done;	   /* hdr is whole: the last take ends it */
-	bool inflight;	   /* a read is on the ring */
-	bool stop;	   /* a drain: end at the next completion */
+	size_t have;   /* header bytes taken off the socket */
+	size_t taking; /* a read of this many is in flight; 0: a peek */
+	bool done;     /* hdr is whole: the last take ends it */
+	bool inflight; /* a read is on the ring */
+	bool stop;     /* a drain: end at the next completion */
 	enum counter_proxy reason;
 	struct __kernel_timespec ts; /* the linked timeout's, until submitted */
 	struct proxy_header hdr;

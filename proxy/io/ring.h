@@ -47,7 +47,7 @@ enum ring_op {
 	OP_CHECK_CONNECT, /* health.c */
 	OP_CHECK_RECV,
 	OP_CHECK_SEND,
-	OP_REFUSAL, /* a 421 to a connection refused at accept */
+	OP_REFUSAL,    /* a 421 to a connection refused at accept */
 	OP_PROXY_RECV, /* proxy_in.c: a PROXY header's bytes */
 };
 #define OP_BITS	       4u
@@ -82,7 +82,7 @@ struct worker_counters {
 	atomic_ullong sessions[COUNTERS_LISTENERS][OUTCOME_COUNT];
 	atomic_ullong tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
 	atomic_ullong auth[MECH_COUNT][AUTH_RESULT_COUNT];
-	atomic_ullong limits[LIMIT_HIT_COUNT]; /* the workers' kinds */
+	atomic_ullong limits[LIMIT_HIT_COUNT];	/* the workers' kinds */
 	atomic_ullong proxy_in[PROXY_IN_COUNT]; /* PROXY headers read */
 	atomic_ullong data_bytes; /* message bytes handed to backends */
 	atomic_ullong messages;	  /* acknowledged by a backend */
