@@ -849,8 +849,11 @@ on_proxy_recv(struct worker *w, struct proxy_in *p, int res)
 		return;
 	}
 	counter_add(&w->ring.counters.proxy_in[p->reason], 1);
+	cl = current_listener(w, p->gen, p->cl);
 	if (step == PROXY_IN_FAIL) {
-		worker_refuse(w, p->fd, p->cl, &p->peer.sa,
+		/* Counted under its listener's slot now (a reload may have
+		 * come in between); the old one if it is gone. */
+		worker_refuse(w, p->fd, cl != NULL ? cl : p->cl, &p->peer.sa,
 			      proxy_refusal[p->reason]);
 		p->fd = -1; /* closed by worker_refuse() */
 		proxy_in_free(p);
@@ -860,7 +863,6 @@ on_proxy_recv(struct worker *w, struct proxy_in *p, int res)
 	via = p->peer;
 	fd = p->fd;
 	p->fd = -1;
-	cl = current_listener(w, p->gen, p->cl);
 	proxy_in_free(p);
 	if (cl == NULL) {
 		close(fd); /* its listener went away in a reload */

@@ -15,6 +15,7 @@ Last, a real HAProxy (send-proxy-v2 and send-proxy) in front.
 """
 
 import ipaddress
+import signal
 import smtplib
 import socket
 import ssl
@@ -478,3 +479,24 @@ def test_behind_haproxy(pp_proxy, recording_backend, haproxy):
     assert data == b""
     p.wait_for_log(r"client=127\.0\.0\.1 reason=proxy-untrusted")
 
+
+
+def test_drain_ends_header_reads(pp_proxy):
+    """A stop does not wait for a header that may never come: the
+    connection is closed and the proxy exits long before the header's
+    timeout (60 s here)."""
+    p = pp_proxy(listener={"proxy_protocol": {"trusted": ["127.0.0.1/32"],
+                                              "timeout": "60s"}})
+    s = connect(p.starttls_port, b"PROXY TCP4 198.51.")
+    try:
+        time.sleep(0.3)  # the header's first bytes are in
+        start = time.monotonic()
+        p.exit_expected = True
+        p.proc.send_signal(signal.SIGTERM)
+        p.proc.wait(timeout=30)
+        assert p.proc.returncode == 0
+        assert time.monotonic() - start < 30
+        data, _ = read_all(s, 5)
+        assert data == b""
+    finally:
+        s.close()
