@@ -278,7 +278,8 @@ test_render_values(void **state)
 	assert_line(text, "msaproxy_limit_hits_total{kind=\"messages\"} 1");
 	assert_line(text, "msaproxy_limit_hits_total{kind=\"line_length\"} 8");
 	assert_line(text, "msaproxy_proxy_headers_total{result=\"client\"} 5");
-	assert_line(text, "msaproxy_proxy_headers_total{result=\"oversize\"} 2");
+	assert_line(text,
+		    "msaproxy_proxy_headers_total{result=\"oversize\"} 2");
 	assert_line(text, "msaproxy_proxy_headers_total{result=\"closed\"} 0");
 	assert_line(text, "msaproxy_messages_total 5");
 	assert_line(text, "msaproxy_data_bytes_total 123456");
