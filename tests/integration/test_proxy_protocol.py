@@ -500,3 +500,25 @@ def test_drain_ends_header_reads(pp_proxy):
         assert data == b""
     finally:
         s.close()
+
+
+def test_header_across_a_reload(pp_proxy, recording_backend):
+    """A connection still reading its header when a reload comes is
+    admitted under the listener of the new configuration once the header
+    is whole (the old configuration held until then)."""
+    p = pp_proxy(listener={"proxy_protocol": {"trusted": ["127.0.0.1/32"],
+                                              "timeout": "30s"}})
+    header = v2("198.51.100.16", 40016)
+    s = connect(p.starttls_port, header[:10])
+    try:
+        since = p.mark()
+        p.rewrite_config(**{"limits.max_recipients": 7})
+        p.ctl("reload")
+        p.wait_for_log(r"msg=reload", since=since)
+        s.sendall(header[10:] + b"EHLO after.example.test\r\n")
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220 ")
+        assert f.readline().startswith(b"250-")
+    finally:
+        s.close()
+    p.wait_for_log(r"msg=session-start .*client=198\.51\.100\.16 .*port=40016 ")
