@@ -21,8 +21,8 @@
  * and nothing of this phase lives in struct session.
  *
  * Bounded: the whole header must arrive within the listener's
- * proxy_protocol.timeout (each read carries a linked timeout for what is
- * left of it), is at most PROXY_HEADER_MAX bytes, and a read never asks
+ * proxy_protocol.timeout (each peek carries a linked timeout for what is
+ * left of it; taking off bytes a peek saw cannot wait), is at most PROXY_HEADER_MAX bytes, and a read never asks
  * for more.  Failures end the connection (worker.c logs and counts
  * them): not a header (missing), a bad one (malformed, unsupported), a
  * v2 length over 1 KiB (oversize, at its 16th byte), part of one then
@@ -52,9 +52,10 @@ proxy_in_trusted(const struct config_listener *cl,
 				   addr);
 }
 
-/* A read of len bytes into buf + have (a peek, or taking them off), with
- * what is left of the deadline as its linked timeout.  False: the time
- * is up already. */
+/* A read of len bytes into buf + have: a peek, with what is left of the
+ * deadline as its linked timeout, or taking off bytes a peek saw (they
+ * are on the socket already: no timeout needed).  False: the time is up
+ * already. */
 static bool
 arm(struct proxy_in *p, size_t len, bool peek)
 {
@@ -67,18 +68,20 @@ arm(struct proxy_in *p, size_t len, bool peek)
 	p->ts.tv_sec = (long long)(left / 1000);
 	p->ts.tv_nsec = (long long)(left % 1000) * 1000000;
 	p->taking = peek ? 0 : len;
-	/* The read and its timeout go to the kernel together. */
-	if (io_uring_sq_space_left(&p->ring->uring) < 2)
+	/* A peek and its timeout go to the kernel together. */
+	if (peek && io_uring_sq_space_left(&p->ring->uring) < 2)
 		io_uring_submit(&p->ring->uring);
 	sqe = ring_sqe(p->ring);
 	io_uring_prep_recv(sqe, p->fd, p->buf + p->have, len,
 			   peek ? MSG_PEEK : MSG_WAITALL);
-	sqe->flags |= IOSQE_IO_LINK;
 	ring_prep(sqe, p, OP_PROXY_RECV);
+	p->inflight = true;
+	if (!peek)
+		return true;
+	sqe->flags |= IOSQE_IO_LINK;
 	sqe = ring_sqe(p->ring);
 	io_uring_prep_link_timeout(sqe, &p->ts, 0);
 	ring_prep(sqe, NULL, OP_IGNORE);
-	p->inflight = true;
 	return true;
 }
 
@@ -145,9 +148,8 @@ static enum proxy_in_step
 taken(struct proxy_in *p, size_t n)
 {
 	p->have += n;
-	if (n < p->taking) /* cut short (a signal): the rest */
-		return arm(p, p->taking - n, false) ? PROXY_IN_WAIT
-						    : ended(p, true);
+	if (n < p->taking) /* MSG_WAITALL cut short: the connection ended */
+		return ended(p, false);
 	if (p->done) {
 		p->reason = p->hdr.local ? PROXY_IN_LOCAL : PROXY_IN_CLIENT;
 		return PROXY_IN_READY;
