@@ -22,12 +22,12 @@
  *
  * Bounded: the whole header must arrive within the listener's
  * proxy_protocol.timeout (each peek carries a linked timeout for what is
- * left of it; taking off bytes a peek saw cannot wait), is at most PROXY_HEADER_MAX bytes, and a read never asks
- * for more.  Failures end the connection (worker.c logs and counts
- * them): not a header (missing), a bad one (malformed, unsupported), a
- * v2 length over 1 KiB (oversize, at its 16th byte), part of one then
- * the end or the timeout (truncated), nothing at all (timeout, or
- * closed: a balancer's TCP check).
+ * left of it; taking off bytes a peek saw cannot wait), is at most
+ * PROXY_HEADER_MAX bytes, and a read never asks for more.  Failures end the
+ * connection (worker.c logs and counts them): not a header (missing), a bad one
+ * (malformed, unsupported), a v2 length over 1 KiB (oversize, at its 16th
+ * byte), part of one then the end or the timeout (truncated), nothing at all
+ * (timeout, or closed: a balancer's TCP check).
  *
  * Config keys: listeners[].proxy_protocol.trusted, .timeout.
  * Spec: HAProxy's proxy-protocol.txt.
