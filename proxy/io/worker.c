@@ -17,9 +17,14 @@
  * Connections are refused at accept, before any session or TLS work,
  * when their source is blocklisted (closed) or a process-wide cap is
  * reached (caps.h: 421 4.3.2 on a starttls listener, closed on an implicit
- * one); those refusals are logged at most once a second per reason.
+ * one); those refusals are logged at most once a second per reason.  On a
+ * listener with proxy_protocol the connection first reads its PROXY
+ * header (proxy_in.c, from a trusted source only), and these checks and
+ * the session then take the header's client as the peer; a header that
+ * fails is such a refusal too (reason=proxy-...).
  *
- * Config keys: workers, listeners, limits.max_sessions, limits.max_memory,
+ * Config keys: workers, listeners (proxy_protocol: proxy_in.c),
+ * limits.max_sessions, limits.max_memory,
  * hostname (the 421), backends.balance (through backend_pool.c),
  * backends.health_check (worker 0, health.c).
  */
