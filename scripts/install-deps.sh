@@ -17,6 +17,7 @@ python3 python3-pytest python3-pytest-xdist python3-aiosmtpd
 swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 curl postfix iproute2 clang-format
 testssl.sh mandoc python3-seccomp systemd man-db groff-base
+haproxy
 "
 if [ "${1:-}" = "--bench" ]; then
 	PKGS="$PKGS nginx-light libnginx-mod-mail gnuplot-nox linux-perf valgrind"

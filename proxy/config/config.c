@@ -301,6 +301,7 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		free(cfg->listeners[i].allow.v);
 		free(cfg->listeners[i].deny.v);
+		free(cfg->listeners[i].proxy_trusted.v);
 	}
 	free(cfg->listeners);
 	for (size_t i = 0; i < cfg->nclasses; i++)

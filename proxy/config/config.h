@@ -82,6 +82,11 @@ struct config_listener {
 	struct config_nets deny;  /* never these (wins over allow) */
 	bool sender_check;	  /* MAIL FROM must be the user's own */
 	int line;		  /* where it was declared, for messages */
+	/* proxy_protocol: every connection opens with a PROXY v1 or v2
+	 * header from one of these sources, naming the client. */
+	bool proxy_protocol;
+	struct config_nets proxy_trusted; /* at least one when set */
+	uint64_t proxy_timeout_ms;	  /* for the whole header */
 };
 
 /* count units per period_ms, burst at once; count == 0: no limit. */

@@ -650,12 +650,52 @@ static const struct list_spec cert_list = {
 	.fields = cert_fields,
 };
 
+#define PROXY_TIMEOUT_DEFAULT 3000 /* ms: a balancer sends it at once */
+
+static const struct field proxy_protocol_fields[] = {
+	OPT("trusted", F_NETS, LISTENER(proxy_trusted)),
+	NUM("timeout", F_MS, LISTENER(proxy_timeout_ms), 100, 60000),
+	END_OF_TABLE,
+};
+
+/* listeners[].proxy_protocol: {trusted: [prefixes], timeout: 3s}.  Its
+ * presence turns the header on; an empty trust list would refuse every
+ * connection, so it is an error here rather than a dead listener. */
+static int
+set_proxy_protocol(struct loader *l, const yaml_node_t *v, const char *key,
+		   void *base)
+{
+	struct config_listener *cl = base;
+	const yaml_node_t *trusted;
+	char tkey[128];
+
+	if (v->type != YAML_MAPPING_NODE)
+		return config_yaml_fail(
+			l, config_yaml_line(v), key,
+			"expected a mapping such as {trusted: [10.0.0.0/8]}");
+	cl->proxy_timeout_ms = PROXY_TIMEOUT_DEFAULT;
+	if (config_yaml_map(l, v, v, key, proxy_protocol_fields, cl) < 0)
+		return -1;
+	if (cl->proxy_trusted.n == 0) {
+		trusted = config_yaml_get(l, v, "trusted");
+		config_yaml_join_key(tkey, sizeof(tkey), key, "trusted");
+		return config_yaml_fail(
+			l, config_yaml_line(trusted != NULL ? trusted : v),
+			tkey,
+			"must list at least one prefix: the balancers allowed "
+			"to send a PROXY header");
+	}
+	cl->proxy_protocol = true;
+	return 0;
+}
+
 static const struct field listener_fields[] = {
 	REQ("address", F_ADDR, LISTENER(addr)),
 	REQ_ENUM("mode", LISTENER(mode), listener_modes),
 	OPT("allow", F_NETS, LISTENER(allow)),
 	OPT("deny", F_NETS, LISTENER(deny)),
 	OPT("sender_check", F_BOOL, LISTENER(sender_check)),
+	FUNC("proxy_protocol", set_proxy_protocol),
 	END_OF_TABLE,
 };
 

@@ -52,12 +52,14 @@ enum ring_op {
 	OP_CHECK_RECV,
 	OP_CHECK_SEND,
 	OP_REFUSAL,	    /* a 421 to a connection refused at accept */
+	OP_PROXY_RECV,	    /* proxy_in.c: a PROXY header's bytes */
 	OP_CLUSTER_CONNECT, /* cluster_link.c */
 	OP_CLUSTER_SEND,
 	OP_CLUSTER_RECV,
 };
 #define OP_BITS	       4u
 #define OP_MASK	       ((1u << OP_BITS) - 1)
+_Static_assert(OP_CLUSTER_RECV <= OP_MASK, "ring ops outgrew OP_BITS");
 
 #define RECV_BUF_SIZE  16384u /* one TLS record fits */
 #define RECV_BUF_COUNT 512u
@@ -90,7 +92,8 @@ struct worker_counters {
 	atomic_ullong sessions[COUNTERS_LISTENERS][OUTCOME_COUNT];
 	atomic_ullong tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
 	atomic_ullong auth[MECH_COUNT][AUTH_RESULT_COUNT];
-	atomic_ullong limits[LIMIT_HIT_COUNT]; /* the workers' kinds */
+	atomic_ullong limits[LIMIT_HIT_COUNT];	/* the workers' kinds */
+	atomic_ullong proxy_in[PROXY_IN_COUNT]; /* PROXY headers read */
 	atomic_ullong data_bytes; /* message bytes handed to backends */
 	atomic_ullong messages;	  /* acknowledged by a backend */
 	atomic_ullong busy_ns;	  /* time outside the ring wait */

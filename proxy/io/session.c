@@ -143,8 +143,10 @@ offer_backends(struct session *s)
 
 struct session *
 session_new(struct ring *r, int fd, const struct config_listener *l,
-	    const union sockaddr_ip *peer)
+	    const union sockaddr_ip *peer, const union sockaddr_ip *via)
 {
+	char via_text[INET6_ADDRSTRLEN + 8] = "";
+	unsigned via_port;
 	struct generation *gen = r->gen;
 	const struct config *cfg = gen->cfg;
 	struct session *s = calloc(1, sizeof(*s));
@@ -178,9 +180,14 @@ session_new(struct ring *r, int fd, const struct config_listener *l,
 		s->smtp.trace_state = trace_smtp_state;
 		s->smtp.trace_ctx = s;
 	}
+	if (via != NULL) {
+		memcpy(via_text, " via=", 5);
+		ipnet_sockaddr_text(&via->sa, via_text + 5,
+				    sizeof(via_text) - 5, &via_port);
+	}
 	session_log(s, LOG_INFO, "session-start",
-		    " port=%u listener=%s mode=%s", s->peer_port, l->addr.text,
-		    implicit ? "implicit" : "starttls");
+		    " port=%u listener=%s mode=%s%s", s->peer_port,
+		    l->addr.text, implicit ? "implicit" : "starttls", via_text);
 	if (!session_admit(s)) {
 		/* Refused: it flushes any reply and closes on its first run. */
 		s->deadline_ms = s->started_ms + CLOSE_FLUSH_MS;

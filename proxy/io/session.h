@@ -153,9 +153,11 @@ void session_open_backend(struct session *s);
 void session_backend_news(struct session *s);
 
 /* session.c */
+/* via: the balancer whose PROXY header named peer (logged), or NULL. */
 struct session *session_new(struct ring *r, int fd,
 			    const struct config_listener *l,
-			    const union sockaddr_ip *peer);
+			    const union sockaddr_ip *peer,
+			    const union sockaddr_ip *via);
 void session_on_client_recv(struct session *s, int res, unsigned flags);
 void session_on_client_send(struct session *s, int res);
 void session_on_auth(struct session *s, struct auth_request *req);

@@ -17,9 +17,14 @@
  * Connections are refused at accept, before any session or TLS work,
  * when their source is blocklisted (closed) or a process-wide cap is
  * reached (caps.h: 421 4.3.2 on a starttls listener, closed on an implicit
- * one); those refusals are logged at most once a second per reason.
+ * one); those refusals are logged at most once a second per reason.  On a
+ * listener with proxy_protocol the connection first reads its PROXY
+ * header (proxy_in.c, from a trusted source only), and these checks and
+ * the session then take the header's client as the peer; a header that
+ * fails is such a refusal too (reason=proxy-...).
  *
- * Config keys: workers, listeners, limits.max_sessions, limits.max_memory,
+ * Config keys: workers, listeners (proxy_protocol: proxy_in.c),
+ * limits.max_sessions, limits.max_memory,
  * hostname (the 421), backends.balance (through backend_pool.c),
  * backends.health_check (worker 0, health.c).
  */
@@ -46,6 +51,7 @@
 #include "io/backend_pool.h"
 #include "io/cluster_link.h"
 #include "io/health.h"
+#include "io/proxy_in.h"
 #include "io/ring.h"
 #include "io/session.h"
 #include "io/tls.h"
@@ -63,7 +69,27 @@ enum refuse_reason {
 	REFUSE_SESSIONS, /* limits.max_sessions */
 	REFUSE_MEMORY,	 /* limits.max_memory */
 	REFUSE_OOM,
+	REFUSE_PROXY_UNTRUSTED, /* listeners[].proxy_protocol: proxy_in.c */
+	REFUSE_PROXY_MISSING,
+	REFUSE_PROXY_MALFORMED,
+	REFUSE_PROXY_OVERSIZE,
+	REFUSE_PROXY_UNSUPPORTED,
+	REFUSE_PROXY_TRUNCATED,
+	REFUSE_PROXY_TIMEOUT,
+	REFUSE_PROXY_CLOSED,
 	REFUSE_REASONS,
+};
+
+/* A PROXY header's failure as a refusal. */
+static const enum refuse_reason proxy_refusal[PROXY_IN_COUNT] = {
+	[PROXY_IN_UNTRUSTED] = REFUSE_PROXY_UNTRUSTED,
+	[PROXY_IN_MISSING] = REFUSE_PROXY_MISSING,
+	[PROXY_IN_MALFORMED] = REFUSE_PROXY_MALFORMED,
+	[PROXY_IN_OVERSIZE] = REFUSE_PROXY_OVERSIZE,
+	[PROXY_IN_UNSUPPORTED] = REFUSE_PROXY_UNSUPPORTED,
+	[PROXY_IN_TRUNCATED] = REFUSE_PROXY_TRUNCATED,
+	[PROXY_IN_TIMEOUT] = REFUSE_PROXY_TIMEOUT,
+	[PROXY_IN_CLOSED] = REFUSE_PROXY_CLOSED,
 };
 
 /* Log lines about one kind of event, at most one per period. */
@@ -123,6 +149,8 @@ struct worker {
 	bool stopping;	   /* draining: no more accepts */
 	uint64_t deadline; /* of the drain */
 	bool cut;	   /* the deadline passed: sessions were cut */
+
+	struct proxy_in *proxy_waits; /* connections reading their header */
 
 	struct health *health;		/* worker 0: the active checks */
 	struct retired_health *retired; /* older generations' checks */
@@ -379,6 +407,8 @@ begin_drain(struct worker *w)
 		next = s->next;
 		session_drain(s);
 	}
+	for (struct proxy_in *p = w->proxy_waits; p != NULL; p = p->next)
+		proxy_in_stop(p);
 }
 
 /* The drain deadline passed: cut whatever is left. */
@@ -671,6 +701,14 @@ worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
 		[REFUSE_SESSIONS] = "max-sessions",
 		[REFUSE_MEMORY] = "max-memory",
 		[REFUSE_OOM] = "out-of-memory",
+		[REFUSE_PROXY_UNTRUSTED] = "proxy-untrusted",
+		[REFUSE_PROXY_MISSING] = "proxy-missing",
+		[REFUSE_PROXY_MALFORMED] = "proxy-malformed",
+		[REFUSE_PROXY_OVERSIZE] = "proxy-oversize",
+		[REFUSE_PROXY_UNSUPPORTED] = "proxy-unsupported",
+		[REFUSE_PROXY_TRUNCATED] = "proxy-truncated",
+		[REFUSE_PROXY_TIMEOUT] = "proxy-timeout",
+		[REFUSE_PROXY_CLOSED] = "proxy-closed",
 	};
 	const struct config *cfg = w->ring.gen->cfg;
 	struct log_gate *g = &w->refuse_log[why];
@@ -689,7 +727,16 @@ worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
 			    1);
 	else if (why == REFUSE_MEMORY)
 		counter_add(&w->ring.counters.limits[LIMIT_HIT_MAX_MEMORY], 1);
-	if (now >= g->next_ms) {
+	if (why == REFUSE_PROXY_CLOSED) {
+		/* A balancer's TCP check: connect, close.  Counted only. */
+		if (log_enabled(LOG_DEBUG) &&
+		    ipnet_sockaddr_text(peer, client, sizeof(client), &port))
+			log_debug("session-refused",
+				  " worker=%u listener=%s client=%s "
+				  "reason=%s",
+				  w->ring.id, cl->addr.text, client,
+				  names[why]);
+	} else if (now >= g->next_ms) {
 		if (why == REFUSE_SESSIONS)
 			snprintf(detail, sizeof(detail),
 				 " sessions=%u limit=%u",
@@ -717,6 +764,94 @@ worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
 		send_refusal(w, fd, "Insufficient system resources");
 	else
 		close(fd);
+}
+
+/* The client at fd (the socket's peer, or the one a PROXY header named,
+ * then via is the balancer) is checked against the blocklist and the
+ * process-wide caps, then becomes a session. */
+static void
+admit(struct worker *w, int fd, const struct config_listener *cl,
+      const union sockaddr_ip *peer, const union sockaddr_ip *via)
+{
+	if (w->ring.shared.bans != NULL &&
+	    !bans_admit(w->ring.shared.bans, &peer->sa)) {
+		worker_refuse(w, fd, cl, &peer->sa, REFUSE_BLOCKLIST);
+		return;
+	}
+	/* Before anything is spent on it: no session, no TLS. */
+	switch (caps_enter(w->ring.shared.caps,
+			   w->ring.gen->cfg->max_sessions)) {
+	case CAPS_OK:
+		break;
+	case CAPS_SESSIONS:
+		worker_refuse(w, fd, cl, &peer->sa, REFUSE_SESSIONS);
+		return;
+	case CAPS_MEMORY:
+		worker_refuse(w, fd, cl, &peer->sa, REFUSE_MEMORY);
+		return;
+	}
+	/* TCP_NODELAY comes from the listening socket (listen.c). */
+	struct session *s = session_new(&w->ring, fd, cl, peer, via);
+	if (s == NULL) {
+		caps_leave(w->ring.shared.caps);
+		worker_refuse(w, fd, cl, &peer->sa, REFUSE_OOM);
+		return;
+	}
+	s->inflight++;
+	session_run(s);
+	session_release(s);
+}
+
+static void
+unlink_proxy_in(struct worker *w, struct proxy_in *p)
+{
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else
+		w->proxy_waits = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	p->prev = p->next = NULL;
+}
+
+/* A proxy_protocol listener's connection: its header first, from a
+ * trusted source only (nothing is read from the others). */
+static void
+start_proxy_in(struct worker *w, int fd, const struct config_listener *cl,
+	       const union sockaddr_ip *peer)
+{
+	struct proxy_in *p;
+
+	if (!proxy_in_trusted(cl, peer)) {
+		counter_add(&w->ring.counters.proxy_in[PROXY_IN_UNTRUSTED], 1);
+		worker_refuse(w, fd, cl, &peer->sa, REFUSE_PROXY_UNTRUSTED);
+		return;
+	}
+	p = proxy_in_new(&w->ring, fd, cl, peer);
+	if (p == NULL) {
+		worker_refuse(w, fd, cl, &peer->sa, REFUSE_OOM);
+		return;
+	}
+	p->next = w->proxy_waits;
+	if (p->next != NULL)
+		p->next->prev = p;
+	w->proxy_waits = p;
+}
+
+/* cl of gen, in the worker's generation now: the same listener after a
+ * reload (by address), or NULL when it is gone. */
+static const struct config_listener *
+current_listener(struct worker *w, const struct generation *gen,
+		 const struct config_listener *cl)
+{
+	const struct config *cfg = w->ring.gen->cfg;
+
+	if (gen == w->ring.gen)
+		return cl;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (strcmp(cfg->listeners[i].addr.text, cl->addr.text) == 0)
+			return &cfg->listeners[i];
+	return NULL;
 }
 
 static void
@@ -754,33 +889,50 @@ on_accept(struct worker *w, struct listen_sock *l, int res, unsigned flags)
 	}
 	atomic_fetch_add_explicit(&w->ring.counters.accepted, 1,
 				  memory_order_relaxed);
-	if (w->ring.shared.bans != NULL &&
-	    !bans_admit(w->ring.shared.bans, &peer.sa)) {
-		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_BLOCKLIST);
+	if (l->cl->proxy_protocol) {
+		start_proxy_in(w, res, l->cl, &peer);
 		return;
 	}
-	/* Before anything is spent on it: no session, no TLS. */
-	switch (caps_enter(w->ring.shared.caps,
-			   w->ring.gen->cfg->max_sessions)) {
-	case CAPS_OK:
-		break;
-	case CAPS_SESSIONS:
-		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_SESSIONS);
+	admit(w, res, l->cl, &peer, NULL);
+}
+
+/* The PROXY header's read completed (proxy_in.c). */
+static void
+on_proxy_recv(struct worker *w, struct proxy_in *p, int res)
+{
+	enum proxy_in_step step = proxy_in_on_recv(p, res);
+	const struct config_listener *cl;
+	union sockaddr_ip client, via;
+	int fd;
+
+	if (step == PROXY_IN_WAIT)
 		return;
-	case CAPS_MEMORY:
-		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_MEMORY);
+	unlink_proxy_in(w, p);
+	if (p->stop) { /* a drain: no refusal to tell */
+		proxy_in_free(p);
 		return;
 	}
-	/* TCP_NODELAY comes from the listening socket (listen.c). */
-	struct session *s = session_new(&w->ring, res, l->cl, &peer);
-	if (s == NULL) {
-		caps_leave(w->ring.shared.caps);
-		worker_refuse(w, res, l->cl, &peer.sa, REFUSE_OOM);
+	counter_add(&w->ring.counters.proxy_in[p->reason], 1);
+	cl = current_listener(w, p->gen, p->cl);
+	if (step == PROXY_IN_FAIL) {
+		/* Counted under its listener's slot now (a reload may have
+		 * come in between); the old one if it is gone. */
+		worker_refuse(w, p->fd, cl != NULL ? cl : p->cl, &p->peer.sa,
+			      proxy_refusal[p->reason]);
+		p->fd = -1; /* closed by worker_refuse() */
+		proxy_in_free(p);
 		return;
 	}
-	s->inflight++;
-	session_run(s);
-	session_release(s);
+	client = *proxy_in_client(p);
+	via = p->peer;
+	fd = p->fd;
+	p->fd = -1;
+	proxy_in_free(p);
+	if (cl == NULL) {
+		close(fd); /* its listener went away in a reload */
+		return;
+	}
+	admit(w, fd, cl, &client, &via);
 }
 
 /* ---------------------------------------------------------------------
@@ -844,6 +996,9 @@ handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_CLUSTER_RECV:
 		cluster_link_on_recv(ptr, res);
+		break;
+	case OP_PROXY_RECV:
+		on_proxy_recv(w, ptr, res);
 		break;
 	}
 }
@@ -1100,6 +1255,12 @@ worker_free(struct worker *w)
 	}
 	ring_free(&w->ring);
 	health_free(w->health); /* after the ring: nothing in flight */
+	while (w->proxy_waits != NULL) {
+		struct proxy_in *p = w->proxy_waits;
+
+		unlink_proxy_in(w, p);
+		proxy_in_free(p);
+	}
 	while (w->retired != NULL) {
 		struct retired_health *r = w->retired;
 

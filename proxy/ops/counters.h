@@ -79,6 +79,23 @@ enum counter_limit {
 	LIMIT_HIT_COUNT,
 };
 
+/* What a proxy_protocol listener made of a connection's PROXY header
+ * (io/proxy_in.c): taken (naming the client, or LOCAL: the balancer
+ * itself), or the reason it was closed. */
+enum counter_proxy {
+	PROXY_IN_CLIENT,      /* a header naming the client */
+	PROXY_IN_LOCAL,	      /* v2 LOCAL, v1 UNKNOWN, v2 AF_UNSPEC */
+	PROXY_IN_UNTRUSTED,   /* the peer is not in the trusted list */
+	PROXY_IN_MISSING,     /* the first bytes are no PROXY signature */
+	PROXY_IN_MALFORMED,   /* a signature, then something else */
+	PROXY_IN_OVERSIZE,    /* a v2 length over 1 KiB */
+	PROXY_IN_UNSUPPORTED, /* v2 over UNIX sockets or datagrams */
+	PROXY_IN_TRUNCATED,   /* part of a header, then the end or timeout */
+	PROXY_IN_TIMEOUT,     /* nothing at all within the timeout */
+	PROXY_IN_CLOSED,      /* closed before any byte (a TCP check) */
+	PROXY_IN_COUNT,
+};
+
 /* Histogram bucket upper bounds in microseconds (plus +Inf). */
 #define COUNTERS_HIST_BOUNDS 15
 static const uint64_t counters_hist_bound_us[COUNTERS_HIST_BOUNDS] = {

@@ -40,6 +40,19 @@ static const char *const auth_labels[AUTH_RESULT_COUNT] = {
 	[AUTH_FAILURE] = "failure",
 };
 
+static const char *const proxy_in_labels[PROXY_IN_COUNT] = {
+	[PROXY_IN_CLIENT] = "client",
+	[PROXY_IN_LOCAL] = "local",
+	[PROXY_IN_UNTRUSTED] = "untrusted",
+	[PROXY_IN_MISSING] = "missing",
+	[PROXY_IN_MALFORMED] = "malformed",
+	[PROXY_IN_OVERSIZE] = "oversize",
+	[PROXY_IN_UNSUPPORTED] = "unsupported",
+	[PROXY_IN_TRUNCATED] = "truncated",
+	[PROXY_IN_TIMEOUT] = "timeout",
+	[PROXY_IN_CLOSED] = "closed",
+};
+
 static const char *const limit_labels[LIMIT_HIT_COUNT] = {
 	[LIMIT_HIT_MESSAGES] = "messages",
 	[LIMIT_HIT_RECIPIENTS] = "recipients",
@@ -247,6 +260,13 @@ render_sessions(const struct metrics_snapshot *m, FILE *out)
 	for (int k = 0; k < LIMIT_HIT_COUNT; k++)
 		sample(out, "msaproxy_limit_hits_total", "kind",
 		       limit_labels[k], m->limits[k]);
+	family(out, "msaproxy_proxy_headers_total", "counter",
+	       "PROXY protocol headers on proxy_protocol listeners, by result "
+	       "(client, local: taken; the others: the connection was "
+	       "closed).");
+	for (int k = 0; k < PROXY_IN_COUNT; k++)
+		sample(out, "msaproxy_proxy_headers_total", "result",
+		       proxy_in_labels[k], m->proxy_in[k]);
 	scalar(out, "msaproxy_messages_total", "counter",
 	       "Messages a backend accepted (2xx after the end of data).",
 	       m->messages);

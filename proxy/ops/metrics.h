@@ -59,6 +59,7 @@ struct metrics_snapshot {
 	uint64_t tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
 	uint64_t auth[MECH_COUNT][AUTH_RESULT_COUNT];
 	uint64_t limits[LIMIT_HIT_COUNT];
+	uint64_t proxy_in[PROXY_IN_COUNT]; /* PROXY headers, by result */
 
 	/* The blocklist (bans.c): entries now and additions, by reason. */
 	uint64_t block_entries[METRICS_XDP_REASONS], allow_entries;

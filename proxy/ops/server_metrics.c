@@ -92,6 +92,8 @@ sum_workers(struct server *srv, struct metrics_snapshot *m,
 				m->auth[i][r] += counter_read(&c->auth[i][r]);
 		for (int i = 0; i < LIMIT_HIT_COUNT; i++)
 			m->limits[i] += counter_read(&c->limits[i]);
+		for (int i = 0; i < PROXY_IN_COUNT; i++)
+			m->proxy_in[i] += counter_read(&c->proxy_in[i]);
 		for (unsigned i = 0; i < srv->reg->nbackends; i++) {
 			sum_hist(&bs[i].connect, &c->backend_connect[i]);
 			sum_hist(&bs[i].transaction,

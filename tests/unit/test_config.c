@@ -2357,6 +2357,65 @@ test_key_lines(void **state)
 	config_free(cfg);
 }
 
+/* listeners[].proxy_protocol: on with its trusted prefixes, the timeout
+ * defaulting to 3 s; an empty or bad list, or no mapping, refused. */
+static void
+test_proxy_protocol(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL);
+	assert_false(cfg->listeners[0].proxy_protocol);
+	assert_int_equal(cfg->listeners[0].proxy_trusted.n, 0);
+	config_free(cfg);
+	cfg = load_ok(TLS_PART LISTENERS_PART
+		      "    proxy_protocol:\n"
+		      "      trusted: [10.0.0.0/8, 127.0.0.1/32]\n" AUTH_PART
+			      BACKENDS_PART);
+	assert_true(cfg->listeners[0].proxy_protocol);
+	assert_int_equal(cfg->listeners[0].proxy_trusted.n, 2);
+	assert_int_equal(cfg->listeners[0].proxy_timeout_ms, 3000);
+	config_free(cfg);
+	cfg = load_ok(TLS_PART LISTENERS_PART
+		      "    proxy_protocol: {trusted: [\"::1\"], "
+		      "timeout: 500ms}\n" AUTH_PART BACKENDS_PART);
+	assert_int_equal(cfg->listeners[0].proxy_timeout_ms, 500);
+	config_free(cfg);
+	expect_error(TLS_PART LISTENERS_PART
+		     "    proxy_protocol:\n"
+		     "      trusted: []\n" AUTH_PART BACKENDS_PART,
+		     9, "listeners[0].proxy_protocol.trusted",
+		     "must list at least one prefix: the balancers allowed "
+		     "to send a PROXY header");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    proxy_protocol:\n"
+		     "      timeout: 3s\n" AUTH_PART BACKENDS_PART,
+		     9, "listeners[0].proxy_protocol.trusted",
+		     "must list at least one prefix: the balancers allowed "
+		     "to send a PROXY header");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    proxy_protocol:\n"
+		     "      trusted: [10.0.0.1/8]\n" AUTH_PART BACKENDS_PART,
+		     9, "listeners[0].proxy_protocol.trusted[0]",
+		     "host bits set after the prefix length");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    proxy_protocol: yes\n" AUTH_PART BACKENDS_PART,
+		     8, "listeners[0].proxy_protocol",
+		     "expected a mapping such as {trusted: [10.0.0.0/8]}");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    proxy_protocol:\n"
+		     "      trusted: [10.0.0.0/8]\n"
+		     "      timeout: 2m\n" AUTH_PART BACKENDS_PART,
+		     10, "listeners[0].proxy_protocol.timeout",
+		     "must be between 100ms and 1m");
+	expect_error(TLS_PART LISTENERS_PART
+		     "    proxy_protocol:\n"
+		     "      trusted: [10.0.0.0/8]\n"
+		     "      send: true\n" AUTH_PART BACKENDS_PART,
+		     10, "listeners[0].proxy_protocol.send", "unknown key");
+}
+
 int
 main(void)
 {
@@ -2433,6 +2492,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_metrics_listen, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_log_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_proxy_protocol, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_key_lines, setup,
 						teardown),
 	};

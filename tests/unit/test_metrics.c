@@ -232,6 +232,8 @@ sample_snapshot(void)
 	m.auth[MECH_LOGIN][AUTH_FAILURE] = 6;
 	m.limits[LIMIT_HIT_MESSAGES] = 1;
 	m.limits[LIMIT_HIT_LINE_LENGTH] = 8;
+	m.proxy_in[PROXY_IN_CLIENT] = 5;
+	m.proxy_in[PROXY_IN_OVERSIZE] = 2;
 	m.block_entries[1] = 2;
 	m.bans_added[2] = 3;
 	m.blocklist_refused = 4;
@@ -275,6 +277,10 @@ test_render_values(void **state)
 			  "\"success\"} 0");
 	assert_line(text, "msaproxy_limit_hits_total{kind=\"messages\"} 1");
 	assert_line(text, "msaproxy_limit_hits_total{kind=\"line_length\"} 8");
+	assert_line(text, "msaproxy_proxy_headers_total{result=\"client\"} 5");
+	assert_line(text,
+		    "msaproxy_proxy_headers_total{result=\"oversize\"} 2");
+	assert_line(text, "msaproxy_proxy_headers_total{result=\"closed\"} 0");
 	assert_line(text, "msaproxy_messages_total 5");
 	assert_line(text, "msaproxy_data_bytes_total 123456");
 	assert_line(text, "msaproxy_blocklist_entries{source=\"manual\"} 2");
