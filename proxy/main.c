@@ -47,6 +47,7 @@
 #include "auth/passwd_db.h"
 #include "config/generation.h"
 #include "lib/log.h"
+#include "ops/preflight.h"
 #include "ops/server.h"
 #include "io/tls.h"
 
@@ -221,17 +222,17 @@ struct vet_args {
 	bool check, strict;
 };
 
-/* Before the users file and keys are read: logging, then the audit. */
+/* Before the users file and keys are read: logging, the audit, then the
+ * paths the start will open (preflight.h). */
 static int
 vet(const struct config *cfg, void *arg, char *err, size_t errlen)
 {
 	const struct vet_args *v = arg;
 
-	(void)errlen;
 	err[0] = '\0';
 	if (setup_log(cfg, v->check) != 0 || audit(cfg, v->check, v->strict))
 		return -1;
-	return 0;
+	return preflight_check(cfg, err, errlen);
 }
 
 int

@@ -7,6 +7,7 @@
  * accept() take a read lock and touch no syscall.
  */
 #include <inttypes.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,14 +41,20 @@ static int
 read_files(const struct config *cfg, struct blocklist_file *out, char *err,
 	   size_t errlen)
 {
+	char why[768], key[64];
+
 	*out = (struct blocklist_file){0};
 	for (size_t i = 0; i < cfg->nblocklist_files; i++) {
 		struct blocklist_file one;
 
 		if (blocklist_file_read(cfg->blocklist_files[i],
-					cfg->blocklist_max_entries, &one, err,
-					errlen) != 0)
+					cfg->blocklist_max_entries, &one, why,
+					sizeof(why)) != 0) {
+			snprintf(key, sizeof(key), "blocklist.files[%zu]", i);
+			config_fail(cfg, key, "blocklist.files", err, errlen,
+				    "%s", why);
 			goto fail;
+		}
 		if (blocklist_file_merge(out, &one) != 0) {
 			blocklist_file_free(&one);
 			snprintf(err, errlen, "out of memory");
@@ -260,6 +267,30 @@ set_flags(struct bans *b, const struct config *cfg)
 {
 	atomic_store(&b->auto_logins, cfg->blocklist_auto_ban);
 	atomic_store(&b->auto_floods, cfg->blocklist_ban_floods);
+}
+
+int
+bans_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct blocklist_file files;
+	char key[64];
+
+	if (read_files(cfg, &files, err, errlen) != 0)
+		return -1;
+	blocklist_file_free(&files);
+	for (size_t i = 0; cfg->xdp_enabled && cfg->xdp_required &&
+			   i < cfg->nxdp_interfaces;
+	     i++) {
+		if (if_nametoindex(cfg->xdp_interfaces[i]) != 0)
+			continue;
+		snprintf(key, sizeof(key), "blocklist.xdp.interfaces[%zu]", i);
+		return config_fail(cfg, key, "blocklist.xdp.interfaces", err,
+				   errlen,
+				   "no network interface %s (xdp.required is "
+				   "set)",
+				   cfg->xdp_interfaces[i]);
+	}
+	return 0;
 }
 
 struct bans *
