@@ -278,8 +278,8 @@ bans_check(const struct config *cfg, char *err, size_t errlen)
 	if (read_files(cfg, &files, err, errlen) != 0)
 		return -1;
 	blocklist_file_free(&files);
-	for (size_t i = 0; cfg->xdp_enabled && cfg->xdp_required &&
-			   i < cfg->nxdp_interfaces;
+	for (size_t i = 0;
+	     cfg->xdp_enabled && cfg->xdp_required && i < cfg->nxdp_interfaces;
 	     i++) {
 		if (if_nametoindex(cfg->xdp_interfaces[i]) != 0)
 			continue;

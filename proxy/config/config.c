@@ -152,10 +152,11 @@ config_read_file(struct loader *l, size_t *len)
 		goto bad;
 	}
 	if (n > CONFIG_FILE_MAX) {
-		config_yaml_fail(l, 1, "file",
-				 "larger than 1 MiB (%d bytes); a configuration "
-				 "needs a few KiB",
-				 CONFIG_FILE_MAX);
+		config_yaml_fail(
+			l, 1, "file",
+			"larger than 1 MiB (%d bytes); a configuration "
+			"needs a few KiB",
+			CONFIG_FILE_MAX);
 		goto bad;
 	}
 	fclose(fp);

@@ -275,9 +275,9 @@ int config_key_line(const struct config *cfg, const char *key);
  * file the configuration names, a path the start needs): LINE is key's,
  * else fallback's (a section: NULL for none), else 1 (a key left at its
  * default).  Always returns -1. */
-int config_fail(const struct config *cfg, const char *key,
-		const char *fallback, char *err, size_t errlen,
-		const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+int config_fail(const struct config *cfg, const char *key, const char *fallback,
+		char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
 
 /* Load and validate path.  On error returns -1 with "path:line: key: why"
  * in err (NUL-terminated, cut to errlen). */

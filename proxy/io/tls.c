@@ -437,8 +437,7 @@ load_cert(SSL_CTX *ctx, OSSL_LIB_CTX *libctx, const struct config *cfg,
 				   "private key %s is readable by every user "
 				   "(mode %04o); chmod o-rwx it",
 				   c->key_file, (unsigned)(st.st_mode & 07777));
-	if (file_opens(cfg, ck, "certificate", c->cert_file, err, errlen) !=
-	    0)
+	if (file_opens(cfg, ck, "certificate", c->cert_file, err, errlen) != 0)
 		return -1;
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_file) != 1)
 		return config_fail(cfg, ck, "tls", err, errlen,

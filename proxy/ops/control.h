@@ -9,9 +9,9 @@
  * the server closes.  An error's body holds only further findings, one a
  * line, "error: ..." or "warning: ..." (a refused reload's other audit
  * errors and its warnings); an ok's body may hold "warning: ..." lines
- * (reload: a restart-only key changed, an audit warning).  Served on the main thread, one client at a time,
- * each bounded by a 2 s read and write timeout, so a stuck client cannot
- * hold the process.
+ * (reload: a restart-only key changed, an audit warning).  Served on the main
+ * thread, one client at a time, each bounded by a 2 s read and write timeout,
+ * so a stuck client cannot hold the process.
  */
 #ifndef MSAPROXY_CONTROL_H
 #define MSAPROXY_CONTROL_H
