@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "ops/control.h"
+#include "ops/preflight.h"
 #include "lib/log.h"
 #include "ops/server.h"
 
@@ -272,57 +273,6 @@ control_exec(struct server *srv, char *line, FILE *out)
 	free(text);
 }
 
-/* The directory part of path ("." for none), in dir. */
-static void
-dir_of(const char *path, char *dir, size_t len)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (slash == NULL)
-		snprintf(dir, len, ".");
-	else if (slash == path)
-		snprintf(dir, len, "/");
-	else
-		snprintf(dir, len, "%.*s", (int)(slash - path), path);
-}
-
-int
-control_check(const struct config *cfg, char *err, size_t errlen)
-{
-	const char *path = cfg->control_socket;
-	struct sockaddr_un sun;
-	char dir[sizeof(sun.sun_path)];
-	struct stat st;
-
-	if (path == NULL)
-		return 0;
-	if (strlen(path) >= sizeof(sun.sun_path))
-		return config_fail(cfg, "control.socket", "control", err,
-				   errlen,
-				   "%s: path too long for a unix socket (at "
-				   "most %zu bytes)",
-				   path, sizeof(sun.sun_path) - 1);
-	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
-		return config_fail(cfg, "control.socket", "control", err,
-				   errlen, "%s exists and is not a socket",
-				   path);
-	dir_of(path, dir, sizeof(dir));
-	if (stat(dir, &st) != 0)
-		return config_fail(cfg, "control.socket", "control", err,
-				   errlen, "directory %s: %s (create it first)",
-				   dir, strerror(errno));
-	if (!S_ISDIR(st.st_mode))
-		return config_fail(cfg, "control.socket", "control", err,
-				   errlen, "%s is not a directory", dir);
-	if (access(dir, W_OK | X_OK) != 0)
-		return config_fail(cfg, "control.socket", "control", err,
-				   errlen,
-				   "cannot create the socket in directory %s: "
-				   "%s",
-				   dir, strerror(errno));
-	return 0;
-}
-
 int
 control_listen(const struct config *cfg, char *err, size_t errlen)
 {
@@ -331,7 +281,7 @@ control_listen(const struct config *cfg, char *err, size_t errlen)
 	struct stat st;
 	int fd;
 
-	if (control_check(cfg, err, errlen) != 0)
+	if (preflight_control_socket(cfg, err, errlen) != 0)
 		return -1;
 	memcpy(sun.sun_path, path, strlen(path) + 1);
 	if (lstat(path, &st) == 0)

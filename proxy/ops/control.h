@@ -21,14 +21,10 @@
 struct config;
 struct server;
 
-/* Could control.socket be bound at a start (-t and the start both ask):
- * the path fits a unix address, is a socket or nothing, and its directory
- * exists, is a directory and is writable by this process.  0, or -1 with
- * "FILE:LINE: control.socket: why" in err. */
-int control_check(const struct config *cfg, char *err, size_t errlen);
-/* Bind control.socket (a stale socket file is replaced; anything else is
- * refused) and chmod it to control.mode.  The listening fd, or -1 with
- * "FILE:LINE: control.socket: why" in err. */
+/* Bind control.socket (checked by preflight_control_socket(): a stale
+ * socket file is replaced; anything else is refused) and chmod it to
+ * control.mode.  The listening fd, or -1 with "FILE:LINE: control.socket: why"
+ * in err. */
 int control_listen(const struct config *cfg, char *err, size_t errlen);
 /* Accept and serve one client of the listening socket lfd. */
 void control_serve(int lfd, struct server *srv);

@@ -16,5 +16,12 @@ struct config;
 
 /* 0, or -1 with "FILE:LINE: KEY: why" in err. */
 int preflight_check(const struct config *cfg, char *err, size_t errlen);
+/* Could control.socket be bound (none set: yes): the path fits a unix
+ * address, is a socket or nothing, and its directory exists, is a
+ * directory and is writable by this process.  Also what control_listen()
+ * checks first, and what a reload that changes control.socket warns
+ * about for the next start. */
+int preflight_control_socket(const struct config *cfg, char *err,
+			     size_t errlen);
 
 #endif

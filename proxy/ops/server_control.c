@@ -253,23 +253,23 @@ server_sessions(struct server *srv, FILE *out, bool json)
 }
 
 /* A count as the configuration writes it: bytes as "1GB" (GiB, as in the
- * config) when a whole number of KB, else to a tenth of the largest unit
- * ("734.2MB"). */
+ * config) when a whole number of KB, else in tenths of the largest unit,
+ * rounded down ("1023.9MB": never more than is there). */
 static void
 amount(char *buf, size_t len, uint64_t n, bool bytes)
 {
+	uint64_t unit = n >= GIB ? GIB : n >= MIB ? MIB : KIB;
+
 	if (!bytes)
 		snprintf(buf, len, "%" PRIu64, n);
 	else if (n < KIB || n % KIB == 0)
 		config_value_format_size(buf, len, n);
 	else
-		snprintf(buf, len, "%.1f%s",
-			 (double)n / (double)(n >= GIB	 ? GIB
-					      : n >= MIB ? MIB
-							 : KIB),
-			 n >= GIB   ? "GB"
-			 : n >= MIB ? "MB"
-				    : "KB");
+		snprintf(buf, len, "%" PRIu64 ".%" PRIu64 "%s", n / unit,
+			 n % unit / (unit / 10),
+			 unit == GIB   ? "GB"
+			 : unit == MIB ? "MB"
+				       : "KB");
 }
 
 int

@@ -36,6 +36,7 @@
 #include "io/listen.h"
 #include "lib/log.h"
 #include "ops/metrics_http.h"
+#include "ops/preflight.h"
 #include "io/backend_pool.h"
 #include "ops/privilege.h"
 #include "limits/ratelimit.h"
@@ -143,7 +144,7 @@ warn_fixed(const struct server *srv, const struct config *cfg, FILE *report)
 	const struct fixed_keys *run = &srv->fixed,
 				now = server_fixed_keys(cfg);
 	const char *sock = cfg->control_socket;
-	char was[32], is[32];
+	char was[32], is[32], why[1024], q[4 * 1024 + 3];
 
 	if (run->workers != now.workers) {
 		snprintf(was, sizeof(was), "%u", run->workers);
@@ -164,12 +165,23 @@ warn_fixed(const struct server *srv, const struct config *cfg, FILE *report)
 		ignored_key(report, cfg, "tls.ticket_key_lifetime", "tls");
 	if ((srv->control_path == NULL) != (sock == NULL) ||
 	    (sock != NULL && strcmp(srv->control_path, sock) != 0) ||
-	    run->control_mode != now.control_mode)
+	    run->control_mode != now.control_mode) {
 		ignored_key(report, cfg,
 			    run->control_mode != now.control_mode
 				    ? "control.mode"
 				    : "control.socket",
 			    "control");
+		/* What the next start would say of it, said now. */
+		if (preflight_control_socket(cfg, why, sizeof(why)) != 0) {
+			log_warn("reload-ignored",
+				 " key=control.socket detail=%s",
+				 log_quote(q, sizeof(q), why, strlen(why)));
+			if (report != NULL)
+				fprintf(report,
+					"warning: %s (the next start fails)\n",
+					why);
+		}
+	}
 	if (run->xdp_enabled != now.xdp_enabled ||
 	    run->nxdp_interfaces != now.nxdp_interfaces ||
 	    run->xdp_mode != now.xdp_mode || run->xdp_scope != now.xdp_scope)
