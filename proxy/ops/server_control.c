@@ -266,7 +266,7 @@ amount(char *buf, size_t len, uint64_t n, bool bytes)
 		config_value_format_size(buf, len, n);
 	else
 		snprintf(buf, len, "%" PRIu64 ".%" PRIu64 "%s", n / unit,
-			 n % unit / (unit / 10),
+			 n % unit * 10 / unit,
 			 unit == GIB   ? "GB"
 			 : unit == MIB ? "MB"
 				       : "KB");
