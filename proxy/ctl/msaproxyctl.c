@@ -7,10 +7,12 @@
  * DESCRIPTION
  *	Sends one request (the command and its arguments as one line) to the
  *	control socket named by control.socket in the proxy's config (default
- *	/run/msaproxy/control.sock), prints the answer and exits 0, or prints
- *	the proxy's error on stderr and exits 1 (2: usage, also when the
- *	proxy answers "error: usage: ..."; 3: cannot reach the proxy).  -j
- *	asks for JSON.
+ *	/run/msaproxy/control.sock), prints the answer and exits 0 (a reload
+ *	applied with warnings too: "warning: ..." lines on stdout), or prints
+ *	the proxy's error, and the further findings after it, on stderr and
+ *	exits 1 (2: usage, also when the proxy answers "error: usage: ...";
+ *	3: cannot reach the proxy, with a hint on how to name the socket).
+ *	-j asks for JSON.
  *
  * COMMANDS (the proxy's, see proxy/ops/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,

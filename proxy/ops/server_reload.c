@@ -7,6 +7,10 @@
  * binds only the new listener addresses and hands both to every worker; a
  * failure anywhere leaves the running generation alone and is logged and
  * answered.  Values a reload cannot change keep theirs and are logged.
+ * Every finding goes back to the caller too (msaproxyctl reload): the
+ * first error as the answer, the audit's other errors and its warnings
+ * and the restart-only keys as "error: ..." / "warning: ..." lines, all
+ * in the "FILE:LINE: KEY: why" words msaproxy -t prints.
  * The replaced generation is let go once every worker has adopted the
  * new one (server.c's loop calls server_retire()).
  *
