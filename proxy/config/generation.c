@@ -111,8 +111,14 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 		g->backend_tls[i] = tls_backend_ctx_new(&g->cfg->backends[i],
 							why, sizeof(why));
 		if (g->backend_tls[i] == NULL) {
-			snprintf(err, errlen, "%s:%d: backends.servers: %s",
-				 g->cfg->path, g->cfg->backends[i].line, why);
+			char key[64];
+
+			snprintf(key, sizeof(key), "backends.servers[%zu].%s",
+				 i,
+				 g->cfg->backends[i].ca_file ? "ca_file"
+							     : "tls");
+			config_fail(g->cfg, key, "backends.servers", err,
+				    errlen, "%s", why);
 			goto fail;
 		}
 	}

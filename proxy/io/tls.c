@@ -757,6 +757,7 @@ SSL_CTX *
 tls_backend_ctx_new(const struct config_backend *b, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	FILE *fp = NULL;
 	char e[256];
 
 	if (ctx == NULL) {
@@ -770,11 +771,20 @@ tls_backend_ctx_new(const struct config_backend *b, char *err, size_t errlen)
 		return ctx;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (b->ca_file != NULL && (fp = fopen(b->ca_file, "r")) == NULL) {
+		snprintf(err, errlen, "cannot open the CA file %s: %s",
+			 b->ca_file, strerror(errno));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (fp != NULL)
+		fclose(fp);
 	if (b->ca_file != NULL
 		    ? SSL_CTX_load_verify_locations(ctx, b->ca_file, NULL) != 1
 		    : SSL_CTX_set_default_verify_paths(ctx) != 1) {
-		snprintf(err, errlen, "%s: %s",
-			 b->ca_file ? b->ca_file : "system CA store",
+		snprintf(err, errlen,
+			 "%s holds no PEM certificate: OpenSSL: %s",
+			 b->ca_file ? b->ca_file : "the system CA store",
 			 tls_error_string(e, sizeof(e)));
 		SSL_CTX_free(ctx);
 		return NULL;

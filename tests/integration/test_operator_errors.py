@@ -234,9 +234,18 @@ def break_users_dir(c, tmp_path):
             f"the users file {tmp_path} is not a regular file")
 
 
+def break_backend_ca_file(c, tmp_path):
+    missing = tmp_path / "backend-ca.crt"
+    return ({"backends.servers": [{"address": f"{LOOPBACK}:{free_ports(1)[0]}",
+                                   "tls": "starttls-verify", "ca_file": missing}]},
+            "ca_file:", "backends.servers[0].ca_file",
+            f"cannot open the CA file {missing}: No such file or directory")
+
+
 @pytest.mark.parametrize("breakage", [
     break_missing_cert, break_missing_key, break_key_mismatch,
     break_not_a_certificate, break_users_file, break_users_dir,
+    break_backend_ca_file,
 ], ids=lambda f: f.__name__[len("break_"):])
 def test_file_errors_are_the_same_at_check_and_reload(proxy, own_certs, tmp_path,
                                                       breakage):
