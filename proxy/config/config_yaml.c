@@ -9,7 +9,10 @@
  * and stored at its offset, and keys marked required must be present.  The
  * first error stops the load and is reported as "FILE:LINE: KEY: why",
  * LINE 1-based, KEY the dotted path; a syntax error from libyaml gets the
- * same form (config_yaml_syntax_fail()).
+ * same form (config_yaml_syntax_fail()).  Before the document is built,
+ * config_yaml_bounds() counts nesting and nodes as the parser's events
+ * arrive and stops a file past CONFIG_DEPTH_MAX or CONFIG_NODES_MAX at
+ * once.
  *
  * Security stance: the document is the administrator's but is walked as
  * untrusted input (it is fuzzed): every node's type is checked before its
