@@ -175,8 +175,12 @@ warn_fixed(const struct server *srv, const struct config *cfg, FILE *report)
 				    ? "control.mode"
 				    : "control.socket",
 			    "control");
-		/* What the next start would say of it, said now. */
-		if (preflight_control_socket(cfg, why, sizeof(why)) != 0) {
+		/* What the next start would say of a new path, said now
+		 * (the running one is in use: nothing to check). */
+		if (sock != NULL &&
+		    (srv->control_path == NULL ||
+		     strcmp(srv->control_path, sock) != 0) &&
+		    preflight_control_socket(cfg, why, sizeof(why)) != 0) {
 			log_warn("reload-ignored",
 				 " key=control.socket detail=%s",
 				 log_quote(q, sizeof(q), why, strlen(why)));
