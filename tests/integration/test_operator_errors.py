@@ -411,6 +411,11 @@ def test_hostname_not_on_any_certificate_warns_at_check_and_reload(proxy, tmp_pa
     p.rewrite_config(hostname="LOCALHOST")
     assert p.ctl("reload").stdout == ""
 
+    # And a start logs it.
+    started = proxy([free_ports(1)[0]], hostname=name)
+    started.wait_for_log(r"level=warn msg=config-warning detail=\S*:\d+: hostname: "
+                         + re.escape(name) + " is not among the certificates' names")
+
 
 def test_wildcard_names_cover_one_label_only(tmp_path, certs, users):
     """RFC 6125 as clients apply it: "*.example.org" covers a.example.org,
