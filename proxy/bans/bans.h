@@ -43,7 +43,8 @@ struct bans;
 struct bans *bans_open(const struct config *cfg, char *err, size_t errlen);
 /* What bans_open() will need, checked without opening anything (-t):
  * every blocklist file reads, and with blocklist.xdp.required every
- * interface exists.  0, or -1 with "FILE:LINE: KEY: why" in err. */
+ * interface exists and pin_dir is (or can be made in) a directory.  0, or -1
+ * with "FILE:LINE: KEY: why" in err. */
 int bans_check(const struct config *cfg, char *err, size_t errlen);
 /* Detach XDP (the pinned maps and their bans stay) and free. */
 void bans_close(struct bans *b);

@@ -4,16 +4,22 @@
  *
  * What the start opens, and who checks it here or elsewhere:
  *
- *   control.socket          preflight_control_socket(): fits a unix address, is
- * a socket or nothing, its directory exists, is a directory and is writable by
- * this process (the start binds it before dropping privileges, as the user -t
- * runs as under the unit's ExecStartPre) blocklist.files         bans_check():
- * each one reads and parses blocklist.xdp           bans_check(): with
- * xdp.required, each interface exists (without it, a missing one is logged at
- * start and the list is enforced at accept()) users file, certificates, keys,
- * backends' CA files generation.c, at every load (-t, start, reload) listeners,
- * metrics.listen addresses, not paths: whether another process holds one is
- * only known by binding it
+ *   control.socket     preflight_control_socket(): fits a unix
+ *                      address, is a socket or nothing; its directory
+ *                      exists, is a directory and is writable by this
+ *                      process (the start binds it before dropping
+ *                      privileges, as the user -t runs as under the
+ *                      unit's ExecStartPre)
+ *   blocklist.files    bans_check(): each one reads and parses
+ *   blocklist.xdp      bans_check(): with xdp.required, each interface
+ *                      exists and pin_dir is a directory or can be made
+ *                      in one (without required, a failure is logged at
+ *                      start and the list is enforced at accept())
+ *   users file, certificates, keys, backends' CA files
+ *                      generation.c, at every load (-t, start, reload)
+ *   listeners, metrics.listen
+ *                      addresses, not paths: whether another process
+ *                      holds one is only known by binding it
  *
  * There is no pid file and no log file (log.output is stderr or syslog;
  * a syslog socket that is missing is retried, never fatal).

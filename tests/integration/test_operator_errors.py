@@ -334,6 +334,28 @@ def test_check_reads_the_blocklist_files(tmp_path, certs, users):
     assert check(path).returncode == 0
 
 
+@pytest.mark.parametrize("case", ["interface", "pin_dir"])
+def test_check_looks_at_what_a_required_xdp_needs(tmp_path, certs, users, case):
+    """With blocklist.xdp.required a start fails without its interfaces or
+    pin directory; -t says so first (nothing is loaded or attached)."""
+    xdp = {"enabled": True, "required": True, "interfaces": ["lo"],
+           "pin_dir": str(tmp_path / "pins")}
+    if case == "interface":
+        xdp["interfaces"] = ["lo", "nosuch0"]
+    else:
+        xdp["pin_dir"] = str(tmp_path / "no-bpf-fs" / "pins")
+    path, text = write_config(tmp_path, certs, users, **{"blocklist.xdp": xdp})
+    if case == "interface":
+        assert check_error(path) == (
+            f"{path}:{line_of(text, 'interfaces:')}: blocklist.xdp.interfaces[1]: "
+            "no network interface nosuch0 (xdp.required is set)")
+    else:
+        assert check_error(path) == (
+            f"{path}:{line_of(text, 'pin_dir:')}: blocklist.xdp.pin_dir: cannot "
+            f"create {xdp['pin_dir']}: {tmp_path / 'no-bpf-fs'} is not a directory "
+            "(xdp.required is set)")
+
+
 # ---------------------------------------------------------------------------
 # 12. Deep nesting and size
 # ---------------------------------------------------------------------------
