@@ -48,6 +48,7 @@
 #include "auth/passwd_db.h"
 #include "config/generation.h"
 #include "lib/log.h"
+#include "ops/preflight.h"
 #include "ops/server.h"
 #include "io/tls.h"
 
@@ -222,7 +223,8 @@ struct vet_args {
 	bool check, strict;
 };
 
-/* Before the users file and keys are read: logging, then the audit. */
+/* Before the users file and keys are read: logging, the audit, then the
+ * paths the start will open (preflight.h). */
 static int
 vet(const struct config *cfg, void *arg, char *err, size_t errlen)
 {
@@ -231,8 +233,11 @@ vet(const struct config *cfg, void *arg, char *err, size_t errlen)
 	err[0] = '\0';
 	if (setup_log(cfg, v->check) != 0 || audit(cfg, v->check, v->strict))
 		return -1;
-	/* cluster.password_file, cluster.tls_ca: readable and sound. */
-	return cluster_check(cfg, err, errlen);
+	/* cluster.password_file, cluster.tls_ca: readable and sound; then
+	 * every path the start will open. */
+	if (cluster_check(cfg, err, errlen) != 0)
+		return -1;
+	return preflight_check(cfg, err, errlen);
 }
 
 int

@@ -95,7 +95,8 @@ passwd_db_read_file(const char *path, size_t *lenp, char *err, size_t errlen)
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		seterr(err, errlen, "cannot open the users file %s: %s", path,
+		       strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) != 0) {
@@ -103,7 +104,8 @@ passwd_db_read_file(const char *path, size_t *lenp, char *err, size_t errlen)
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		seterr(err, errlen, "%s: not a regular file", path);
+		seterr(err, errlen, "the users file %s is not a regular file",
+		       path);
 		goto fail;
 	}
 	if (st.st_mode & PASSWD_FILE_BAD_MODE) {

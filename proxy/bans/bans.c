@@ -7,11 +7,14 @@
  * accept() take a read lock and touch no syscall.
  */
 #include <inttypes.h>
+#include <limits.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bans/bans.h"
 #include "bans/bantable.h"
@@ -40,14 +43,20 @@ static int
 read_files(const struct config *cfg, struct blocklist_file *out, char *err,
 	   size_t errlen)
 {
+	char why[768], key[64];
+
 	*out = (struct blocklist_file){0};
 	for (size_t i = 0; i < cfg->nblocklist_files; i++) {
 		struct blocklist_file one;
 
 		if (blocklist_file_read(cfg->blocklist_files[i],
-					cfg->blocklist_max_entries, &one, err,
-					errlen) != 0)
+					cfg->blocklist_max_entries, &one, why,
+					sizeof(why)) != 0) {
+			snprintf(key, sizeof(key), "blocklist.files[%zu]", i);
+			config_fail(cfg, key, "blocklist.files", err, errlen,
+				    "%s", why);
 			goto fail;
+		}
 		if (blocklist_file_merge(out, &one) != 0) {
 			blocklist_file_free(&one);
 			snprintf(err, errlen, "out of memory");
@@ -260,6 +269,65 @@ set_flags(struct bans *b, const struct config *cfg)
 {
 	atomic_store(&b->auto_logins, cfg->blocklist_auto_ban);
 	atomic_store(&b->auto_floods, cfg->blocklist_ban_floods);
+}
+
+/* blocklist_open() makes pin_dir (one level): it must be a directory,
+ * or its parent one (a BPF file system: /sys/fs/bpf). */
+static int
+check_pin_dir(const struct config *cfg, char *err, size_t errlen)
+{
+	const char *dir = cfg->xdp_pin_dir, *slash = strrchr(dir, '/');
+	char parent[PATH_MAX];
+	struct stat st;
+
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+		return 0;
+	if (stat(dir, &st) == 0)
+		return config_fail(
+			cfg, "blocklist.xdp.pin_dir", "blocklist.xdp", err,
+			errlen, "%s is not a directory (xdp.required is set)",
+			dir);
+	if (slash == NULL)
+		snprintf(parent, sizeof(parent), ".");
+	else if (slash == dir)
+		snprintf(parent, sizeof(parent), "/");
+	else
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - dir),
+			 dir);
+	if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode))
+		return config_fail(cfg, "blocklist.xdp.pin_dir",
+				   "blocklist.xdp", err, errlen,
+				   "cannot create %s: %s is not a directory "
+				   "(xdp.required is set)",
+				   dir, parent);
+	return 0;
+}
+
+int
+bans_check(const struct config *cfg, char *err, size_t errlen)
+{
+	struct blocklist_file files;
+	char key[64];
+
+	if (read_files(cfg, &files, err, errlen) != 0)
+		return -1;
+	blocklist_file_free(&files);
+	if (cfg->xdp_enabled && cfg->xdp_required &&
+	    check_pin_dir(cfg, err, errlen) != 0)
+		return -1;
+	for (size_t i = 0;
+	     cfg->xdp_enabled && cfg->xdp_required && i < cfg->nxdp_interfaces;
+	     i++) {
+		if (if_nametoindex(cfg->xdp_interfaces[i]) != 0)
+			continue;
+		snprintf(key, sizeof(key), "blocklist.xdp.interfaces[%zu]", i);
+		return config_fail(cfg, key, "blocklist.xdp.interfaces", err,
+				   errlen,
+				   "no network interface %s (xdp.required is "
+				   "set)",
+				   cfg->xdp_interfaces[i]);
+	}
+	return 0;
 }
 
 struct bans *

@@ -37,9 +37,15 @@ struct bans;
  * read the files, load and attach the XDP program as configured.  When XDP
  * is enabled but cannot be used, logs an error and carries on at accept()
  * only, unless blocklist.xdp.required: then NULL.  NULL with err also for
- * a file that cannot be read ("FILE:LINE: why").
+ * a file that cannot be read ("FILE:LINE: blocklist.files[N]: why", the
+ * config's line; the file's own FILE:LINE after it for a bad entry).
  */
 struct bans *bans_open(const struct config *cfg, char *err, size_t errlen);
+/* What bans_open() will need, checked without opening anything (-t):
+ * every blocklist file reads, and with blocklist.xdp.required every
+ * interface exists and pin_dir is (or can be made in) a directory.  0, or -1
+ * with "FILE:LINE: KEY: why" in err. */
+int bans_check(const struct config *cfg, char *err, size_t errlen);
 /* Detach XDP (the pinned maps and their bans stay) and free. */
 void bans_close(struct bans *b);
 

@@ -24,6 +24,10 @@
  *                      file loader refuses that).
  *   tls...cert         expired: error; expires within 14 days or not yet
  *                      valid: warning.
+ *   hostname           no certificate's subjectAltName DNS names cover
+ *                      it (RFC 6125: no subject CN, "*" only as the whole
+ *                      leftmost label): warning, since clients that check
+ *                      the name refuse the handshake.
  *   privileges.user    set: each of those files must be readable by that
  *                      user (owner, one of its groups, or everyone), or
  *                      a reload, which runs as that user, fails: warning.
@@ -50,6 +54,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "config/audit.h"
 #include "config/config_value.h"
@@ -475,6 +480,86 @@ check_certs(struct audit *a, time_t now, const gid_t *gids, size_t ngids)
 	}
 }
 
+/* Append the DNS names of x's subjectAltName to names (", "-separated,
+ * cut to len). */
+static void
+san_names(X509 *x, char *names, size_t len)
+{
+	GENERAL_NAMES *gens =
+		X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+
+	for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+		size_t n = strlen(names);
+
+		if (g->type != GEN_DNS || n + 4 >= len)
+			continue;
+		snprintf(names + n, len - n, "%s%.*s", n ? ", " : "",
+			 ASN1_STRING_length(g->d.dNSName),
+			 (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+	}
+	GENERAL_NAMES_free(gens);
+}
+
+int
+audit_hostname(const char *hostname, char *const *cert_files, size_t n,
+	       char *why, size_t len)
+{
+	char names[400] = "";
+	size_t read = 0;
+	bool covered = false;
+
+	for (size_t i = 0; i < n && !covered; i++) {
+		BIO *bio = BIO_new_file(cert_files[i], "r");
+		X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+
+		BIO_free(bio);
+		if (x == NULL)
+			continue; /* the TLS loader says why */
+		read++;
+		/* RFC 6125 as clients apply it: subjectAltName only (no
+		 * subject CN), a "*" only as a whole leftmost label. */
+		covered = X509_check_host(
+				  x, hostname, 0,
+				  X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
+					  X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+				  NULL) == 1;
+		san_names(x, names, sizeof(names));
+		X509_free(x);
+	}
+	ERR_clear_error();
+	if (covered || read == 0)
+		return -1;
+	snprintf(why, len,
+		 "%s is not among the certificates' names (%s): clients that "
+		 "check the server's name will refuse it",
+		 hostname, names[0] ? names : "no DNS names in subjectAltName");
+	return AUDIT_WARNING;
+}
+
+/* The name the greeting and EHLO give is the one clients are told to
+ * connect to: some certificate must carry it. */
+static void
+check_hostname(struct audit *a)
+{
+	const struct config *cfg = a->cfg;
+	char **files = calloc(cfg->ncerts ? cfg->ncerts : 1, sizeof(*files));
+	char why[700];
+
+	if (files == NULL)
+		return;
+	for (size_t i = 0; i < cfg->ncerts; i++)
+		files[i] = cfg->certs[i].cert_file;
+	if (audit_hostname(cfg->hostname, files, cfg->ncerts, why,
+			   sizeof(why)) >= 0)
+		finding(a, AUDIT_WARNING, "hostname", NULL, "%s%s", why,
+			config_key_line(cfg, "hostname")
+				? ""
+				: " (hostname is not set: it is the "
+				  "system's host name)");
+	free(files);
+}
+
 struct audit_result
 audit_config(const struct config *cfg, time_t now, audit_report_fn *report,
 	     void *ctx)
@@ -490,5 +575,6 @@ audit_config(const struct config *cfg, time_t now, audit_report_fn *report,
 	check_secret_file(&a, cfg->passwd_file, "auth.passwd_file", gids,
 			  ngids);
 	check_certs(&a, now, gids, ngids);
+	check_hostname(&a);
 	return a.res;
 }

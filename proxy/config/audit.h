@@ -56,5 +56,10 @@ int audit_secret_file(const char *path, const gid_t *own_gids, size_t ngids,
 /* The first certificate in a PEM file: expired (or not yet valid) is an
  * error, expiring within AUDIT_CERT_DAYS days a warning. */
 int audit_cert_file(const char *path, time_t now, char *why, size_t len);
+/* hostname against the first certificate of each of the n PEM files:
+ * AUDIT_WARNING when none has it among its subjectAltName DNS names
+ * (wildcards as RFC 6125; unreadable files skipped), else -1. */
+int audit_hostname(const char *hostname, char *const *cert_files, size_t n,
+		   char *why, size_t len);
 
 #endif

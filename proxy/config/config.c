@@ -3,7 +3,9 @@
  * points (load, free, lookups) and the defaults.
  *
  * config_load() fills every default (set_defaults()), reads the file
- * whole (at most CONFIG_FILE_MAX bytes), loads it with libyaml's document
+ * whole (at most CONFIG_FILE_MAX bytes, 1 MiB), counts its nesting and
+ * nodes as libyaml's events arrive (config_yaml_bounds(): at most 64
+ * deep, 100,000 nodes), loads it with libyaml's document
  * API (one document, a mapping at the top), then walks it against the
  * key tables (config_yaml.c over config_schema.c) and runs the checks
  * across keys (config_check.c).  Parsing only overwrites defaults.  The
@@ -19,6 +21,7 @@
  * each with its default).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,8 +154,11 @@ config_read_file(struct loader *l, size_t *len)
 		goto bad;
 	}
 	if (n > CONFIG_FILE_MAX) {
-		config_yaml_fail(l, 1, "file", "larger than %d bytes",
-				 CONFIG_FILE_MAX);
+		config_yaml_fail(
+			l, 1, "file",
+			"larger than 1 MiB (%d bytes); a configuration "
+			"needs a few KiB",
+			CONFIG_FILE_MAX);
 		goto bad;
 	}
 	fclose(fp);
@@ -216,6 +222,8 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 		return -1;
 	}
 
+	if (config_yaml_bounds(&l, buf, len) != 0)
+		goto out_buf;
 	if (!yaml_parser_initialize(&parser)) {
 		config_yaml_fail(&l, 1, "file", "out of memory");
 		goto out_buf;
@@ -279,6 +287,27 @@ config_key_line(const struct config *cfg, const char *key)
 		if (strcmp(cfg->key_lines[i].key, key) == 0)
 			return cfg->key_lines[i].line;
 	return 0;
+}
+
+int
+config_fail(const struct config *cfg, const char *key, const char *fallback,
+	    char *err, size_t errlen, const char *fmt, ...)
+{
+	int line = config_key_line(cfg, key), n;
+	va_list ap;
+
+	if (line == 0 && fallback != NULL)
+		line = config_key_line(cfg, fallback);
+	if (errlen == 0)
+		return -1;
+	n = snprintf(err, errlen, "%s:%d: %s: ", cfg->path, line ? line : 1,
+		     key);
+	if (n < 0 || (size_t)n >= errlen)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return -1;
 }
 
 void

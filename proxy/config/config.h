@@ -287,6 +287,14 @@ const struct config_class *config_user_class(const struct config *cfg,
 /* The line key (a dotted path) was written on, or 0 if it was not. */
 int config_key_line(const struct config *cfg, const char *key);
 
+/* "FILE:LINE: KEY: why" into err for a problem found after the load (a
+ * file the configuration names, a path the start needs): LINE is key's,
+ * else fallback's (a section: NULL for none), else 1 (a key left at its
+ * default).  Always returns -1. */
+int config_fail(const struct config *cfg, const char *key, const char *fallback,
+		char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+
 /* Load and validate path.  On error returns -1 with "path:line: key: why"
  * in err (NUL-terminated, cut to errlen). */
 int config_load(const char *path, struct config **out, char *err,

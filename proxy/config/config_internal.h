@@ -98,6 +98,14 @@ int config_yaml_fail(struct loader *l, int line, const char *key,
 int config_yaml_syntax_fail(struct loader *l, yaml_parser_t *parser,
 			    const unsigned char *buf, size_t len);
 
+/* Before libyaml builds the document: refuse, as the events arrive, a
+ * file nested deeper than CONFIG_DEPTH_MAX or holding more than
+ * CONFIG_NODES_MAX nodes (config_yaml.c says why those).  0, or -1 with
+ * "FILE:LINE: file: why" (or a syntax error) in l->err. */
+#define CONFIG_DEPTH_MAX 64
+#define CONFIG_NODES_MAX 100000
+int config_yaml_bounds(struct loader *l, const unsigned char *buf, size_t len);
+
 /* n's 1-based line; 1 for NULL (a missing node: the file's start). */
 int config_yaml_line(const yaml_node_t *n);
 yaml_node_t *config_yaml_node(struct loader *l, int id);

@@ -9,7 +9,10 @@
  * and stored at its offset, and keys marked required must be present.  The
  * first error stops the load and is reported as "FILE:LINE: KEY: why",
  * LINE 1-based, KEY the dotted path; a syntax error from libyaml gets the
- * same form (config_yaml_syntax_fail()).
+ * same form (config_yaml_syntax_fail()).  Before the document is built,
+ * config_yaml_bounds() counts nesting and nodes as the parser's events
+ * arrive and stops a file past CONFIG_DEPTH_MAX or CONFIG_NODES_MAX at
+ * once.
  *
  * Security stance: the document is the administrator's but is walked as
  * untrusted input (it is fuzzed): every node's type is checked before its
@@ -625,4 +628,80 @@ config_yaml_syntax_fail(struct loader *l, yaml_parser_t *parser,
 		return config_yaml_fail(l, (int)line + 1, "syntax", "%s (%s)",
 					problem, parser->context);
 	return config_yaml_fail(l, (int)line + 1, "syntax", "%s", problem);
+}
+
+/* ---- bounds ---------------------------------------------------------- */
+
+/*
+ * libyaml's scanner keeps a "simple key" slot per flow level and looks at
+ * every one of them at each token, so nesting costs the square of its
+ * depth: a 1 MB file of "[" took 54 s in yaml_parser_load(), on the main
+ * thread that also answers control requests and signals.  The events
+ * arrive one at a time, so counting them stops such a file at its 65th
+ * "[", after a few hundred bytes.
+ *
+ * The bounds: the schema's deepest path is six levels
+ * (limits.classes.NAME.messages, listeners[N].allow[M]), so 64 is ten
+ * times what a valid file needs and still nothing for the scanner.  A
+ * node (a scalar, a list, a mapping) costs libyaml about 100 bytes plus
+ * its text; 100,000 of them is more than a 1 MB file of real keys holds
+ * (a prefix list item is ~20 bytes, a limits.users entry ~25 for its two
+ * nodes: 40,000 to 50,000), and bounds the tree at ~10 MB whatever the
+ * file: per-user classes in bulk belong in the users file (class=NAME).
+ */
+int
+config_yaml_bounds(struct loader *l, const unsigned char *buf, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	unsigned depth = 0;
+	size_t nodes = 0;
+	int rc = -1;
+
+	if (!yaml_parser_initialize(&parser))
+		return config_yaml_fail(l, 1, "file", "out of memory");
+	yaml_parser_set_input_string(&parser, buf, len);
+	for (;;) {
+		yaml_event_type_t type;
+		int line;
+
+		if (!yaml_parser_parse(&parser, &ev)) {
+			config_yaml_syntax_fail(l, &parser, buf, len);
+			break;
+		}
+		type = ev.type;
+		line = (int)ev.start_mark.line + 1;
+		yaml_event_delete(&ev);
+		if (type == YAML_STREAM_END_EVENT) {
+			rc = 0;
+			break;
+		}
+		if (type == YAML_SEQUENCE_END_EVENT ||
+		    type == YAML_MAPPING_END_EVENT) {
+			depth--;
+			continue;
+		}
+		if (type != YAML_SCALAR_EVENT && type != YAML_ALIAS_EVENT &&
+		    type != YAML_SEQUENCE_START_EVENT &&
+		    type != YAML_MAPPING_START_EVENT)
+			continue;
+		if (++nodes > CONFIG_NODES_MAX) {
+			config_yaml_fail(l, line, "file",
+					 "more than %d values (YAML nodes); a "
+					 "configuration needs a few hundred",
+					 CONFIG_NODES_MAX);
+			break;
+		}
+		if ((type == YAML_SEQUENCE_START_EVENT ||
+		     type == YAML_MAPPING_START_EVENT) &&
+		    ++depth > CONFIG_DEPTH_MAX) {
+			config_yaml_fail(l, line, "file",
+					 "lists and mappings nested more than "
+					 "%d deep; a configuration needs 6",
+					 CONFIG_DEPTH_MAX);
+			break;
+		}
+	}
+	yaml_parser_delete(&parser);
+	return rc;
 }

@@ -92,7 +92,8 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 	if (g->users == NULL ||
 	    passwd_db_check_classes(g->users, class_exists, g->cfg, why,
 				    sizeof(why)) != 0) {
-		snprintf(err, errlen, "auth.passwd_file: %s", why);
+		config_fail(g->cfg, "auth.passwd_file", "auth", err, errlen,
+			    "%s", why);
 		goto fail;
 	}
 	g->backend_pool = backend_pool_new(g->cfg);
@@ -110,19 +111,23 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 		g->backend_tls[i] = tls_backend_ctx_new(&g->cfg->backends[i],
 							why, sizeof(why));
 		if (g->backend_tls[i] == NULL) {
-			snprintf(err, errlen, "%s:%d: backends.servers: %s",
-				 g->cfg->path, g->cfg->backends[i].line, why);
+			char key[64];
+
+			snprintf(key, sizeof(key), "backends.servers[%zu].%s",
+				 i,
+				 g->cfg->backends[i].ca_file ? "ca_file"
+							     : "tls");
+			config_fail(g->cfg, key, "backends.servers", err,
+				    errlen, "%s", why);
 			goto fail;
 		}
 	}
 	if (ntls == GENERATION_PER_WORKER)
 		ntls = generation_workers(g->cfg);
 	if (ntls == 0) {
-		probe = tls_server_new(g->cfg, 0, why, sizeof(why));
-		if (probe == NULL) {
-			snprintf(err, errlen, "tls: %s", why);
+		probe = tls_server_new(g->cfg, 0, err, errlen);
+		if (probe == NULL)
 			goto fail;
-		}
 		tls_server_free(probe);
 	} else {
 		g->tls = calloc(ntls, sizeof(*g->tls));
@@ -131,12 +136,10 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 			goto fail;
 		}
 		for (; g->ntls < ntls; g->ntls++) {
-			g->tls[g->ntls] = tls_server_new(g->cfg, g->ntls, why,
-							 sizeof(why));
-			if (g->tls[g->ntls] == NULL) {
-				snprintf(err, errlen, "tls: %s", why);
+			g->tls[g->ntls] =
+				tls_server_new(g->cfg, g->ntls, err, errlen);
+			if (g->tls[g->ntls] == NULL)
 				goto fail;
-			}
 		}
 	}
 	init_params(g);

@@ -7,10 +7,12 @@
  * DESCRIPTION
  *	Sends one request (the command and its arguments as one line) to the
  *	control socket named by control.socket in the proxy's config (default
- *	/run/msaproxy/control.sock), prints the answer and exits 0, or prints
- *	the proxy's error on stderr and exits 1 (2: usage, also when the
- *	proxy answers "error: usage: ..."; 3: cannot reach the proxy).  -j
- *	asks for JSON.
+ *	/run/msaproxy/control.sock), prints the answer and exits 0 (a reload
+ *	applied with warnings too: "warning: ..." lines on stdout), or prints
+ *	the proxy's error, and the further findings after it, on stderr and
+ *	exits 1 (2: usage, also when the proxy answers "error: usage: ...";
+ *	3: cannot reach the proxy, with a hint on how to name the socket).
+ *	-j asks for JSON.
  *
  * COMMANDS (the proxy's, see proxy/ops/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
@@ -19,6 +21,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +47,27 @@ usage(void)
 	exit(2);
 }
 
+/* Why the socket could not be reached, and how to name the right one:
+ * msaproxyctl does not read the proxy's config, so the path comes from -s
+ * or the default, and the proxy has one only if control.socket is set. */
+static void
+unreachable(const char *path, int err, bool given)
+{
+	fprintf(stderr, "msaproxyctl: %s: %s\n", path, strerror(err));
+	if (err != ENOENT && err != ECONNREFUSED)
+		return;
+	fprintf(stderr,
+		"msaproxyctl: is msaproxy running with a control socket %s?\n"
+		"msaproxyctl: the proxy opens one only when its config sets "
+		"control.socket (for example control: {socket: %s});\n"
+		"msaproxyctl: give msaproxyctl that path with -s SOCKET "
+		"(--socket SOCKET)%s\n",
+		given ? "there" : "at the default path", DEFAULT_SOCKET,
+		given ? "" : " when it is not the default");
+}
+
 static int
-connect_to(const char *path)
+connect_to(const char *path, bool given)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct timeval tv = {.tv_sec = TIMEOUT_S};
@@ -58,7 +80,9 @@ connect_to(const char *path)
 	memcpy(sun.sun_path, path, strlen(path) + 1);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
-		fprintf(stderr, "msaproxyctl: %s: %s\n", path, strerror(errno));
+		int e = errno;
+
+		unreachable(path, e, given);
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -93,7 +117,8 @@ int
 main(int argc, char **argv)
 {
 	const char *path = DEFAULT_SOCKET;
-	char req[REQUEST_MAX], *resp = NULL, *nl;
+	char req[REQUEST_MAX], *resp = NULL, *line, *nl, *save = NULL;
+	bool given = false;
 	size_t len = 0, cap = 0;
 	int json = 0, c, fd, n;
 
@@ -108,6 +133,7 @@ main(int argc, char **argv)
 		switch (c) {
 		case 's':
 			path = optarg;
+			given = true;
 			break;
 		case 'j':
 			json = 1;
@@ -124,7 +150,7 @@ main(int argc, char **argv)
 			"msaproxyctl: request too long or empty word\n");
 		return 2;
 	}
-	if ((fd = connect_to(path)) < 0)
+	if ((fd = connect_to(path, given)) < 0)
 		return 3;
 	if (write(fd, req, (size_t)n) != n) {
 		fprintf(stderr, "msaproxyctl: %s: %s\n", path, strerror(errno));
@@ -163,10 +189,14 @@ main(int argc, char **argv)
 		free(resp);
 		return 0;
 	}
-	fprintf(stderr, "msaproxyctl: %s", resp);
 	/* A request the proxy could not read as a command is a usage error,
 	 * as one msaproxyctl refuses itself. */
 	c = strncmp(resp, "error: usage: ", 14) == 0 ? 2 : 1;
+	/* The error, then any further findings ("error: ...", "warning:
+	 * ..."), each on its own line. */
+	for (line = strtok_r(resp, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save))
+		fprintf(stderr, "msaproxyctl: %s\n", line);
 	free(resp);
 	return c;
 }

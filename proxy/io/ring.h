@@ -57,8 +57,8 @@ enum ring_op {
 	OP_CLUSTER_SEND,
 	OP_CLUSTER_RECV,
 };
-#define OP_BITS	       4u
-#define OP_MASK	       ((1u << OP_BITS) - 1)
+#define OP_BITS 4u
+#define OP_MASK ((1u << OP_BITS) - 1)
 _Static_assert(OP_CLUSTER_RECV <= OP_MASK, "ring ops outgrew OP_BITS");
 
 #define RECV_BUF_SIZE  16384u /* one TLS record fits */

@@ -275,18 +275,18 @@ ctx_new(struct tls_server *ts, const struct config *cfg, char *err,
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
-		snprintf(err, errlen, "tls.ciphers: %s",
-			 tls_error_string(e, sizeof(e)));
+		config_fail(cfg, "tls.ciphers", "tls", err, errlen,
+			    "OpenSSL: %s", tls_error_string(e, sizeof(e)));
 		goto fail_quiet;
 	}
 	if (SSL_CTX_set_ciphersuites(ctx, cfg->tls_ciphersuites) != 1) {
-		snprintf(err, errlen, "tls.ciphersuites: %s",
-			 tls_error_string(e, sizeof(e)));
+		config_fail(cfg, "tls.ciphersuites", "tls", err, errlen,
+			    "OpenSSL: %s", tls_error_string(e, sizeof(e)));
 		goto fail_quiet;
 	}
 	if (SSL_CTX_set1_groups_list(ctx, cfg->tls_groups) != 1) {
-		snprintf(err, errlen, "tls.groups: %s",
-			 tls_error_string(e, sizeof(e)));
+		config_fail(cfg, "tls.groups", "tls", err, errlen,
+			    "OpenSSL: %s", tls_error_string(e, sizeof(e)));
 		goto fail_quiet;
 	}
 	if (cfg->tls_tickets) {
@@ -383,39 +383,96 @@ same_names(char **a, size_t na, char **b, size_t nb)
 	return 1;
 }
 
-static int
-load_cert(SSL_CTX *ctx, const struct config_cert *c, char *err, size_t errlen)
+/* "tls.certificates[i].cert" or ".key" for config_fail(). */
+static const char *
+cert_key(char *buf, size_t len, size_t i, const char *which)
 {
-	struct stat st;
-	char e[256];
+	snprintf(buf, len, "tls.certificates[%zu].%s", i, which);
+	return buf;
+}
 
+/* Can the file be opened for reading?  Checked before OpenSSL reads it,
+ * so that a missing or unreadable file is said in words, not as
+ * OpenSSL's error queue. */
+static int
+file_opens(const struct config *cfg, const char *key, const char *what,
+	   const char *path, char *err, size_t errlen)
+{
+	FILE *fp = fopen(path, "r");
+
+	if (fp == NULL)
+		return config_fail(cfg, key, "tls", err, errlen,
+				   "cannot open the %s %s: %s", what, path,
+				   strerror(errno));
+	fclose(fp);
+	return 0;
+}
+
+/* A key with a passphrase is refused, never prompted for. */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf, (void)size, (void)rwflag, (void)u;
+	return -1;
+}
+
+/* Each error says what is wrong in words, then OpenSSL's own text. */
+static int
+load_cert(SSL_CTX *ctx, OSSL_LIB_CTX *libctx, const struct config *cfg,
+	  size_t i, char *err, size_t errlen)
+{
+	const struct config_cert *c = &cfg->certs[i];
+	char e[512], ck[64], kk[64];
+	struct stat st;
+	EVP_PKEY *key;
+	BIO *bio;
+	int ok;
+
+	cert_key(ck, sizeof(ck), i, "cert");
+	cert_key(kk, sizeof(kk), i, "key");
 	/* A private key every local user can read is refused (audit.c also
 	 * warns about a group that is not the proxy's). */
-	if (stat(c->key_file, &st) == 0 && (st.st_mode & S_IROTH)) {
-		snprintf(err, errlen,
-			 "%s: private key is readable by every user (mode "
-			 "%04o); chmod o-rwx it",
-			 c->key_file, (unsigned)(st.st_mode & 07777));
+	if (stat(c->key_file, &st) == 0 && (st.st_mode & S_IROTH))
+		return config_fail(cfg, kk, "tls", err, errlen,
+				   "private key %s is readable by every user "
+				   "(mode %04o); chmod o-rwx it",
+				   c->key_file, (unsigned)(st.st_mode & 07777));
+	if (file_opens(cfg, ck, "certificate", c->cert_file, err, errlen) != 0)
 		return -1;
-	}
-
-	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_file) != 1) {
-		snprintf(err, errlen, "%s: %s", c->cert_file,
-			 tls_error_string(e, sizeof(e)));
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert_file) != 1)
+		return config_fail(cfg, ck, "tls", err, errlen,
+				   "%s holds no PEM certificate (chain) that "
+				   "can be used: OpenSSL: %s",
+				   c->cert_file,
+				   tls_error_string(e, sizeof(e)));
+	if (file_opens(cfg, kk, "private key", c->key_file, err, errlen) != 0)
 		return -1;
+	bio = BIO_new_file(c->key_file, "r");
+	key = bio ? PEM_read_bio_PrivateKey_ex(bio, NULL, no_passphrase, NULL,
+					       libctx, NULL)
+		  : NULL;
+	BIO_free(bio);
+	if (key == NULL)
+		return config_fail(cfg, kk, "tls", err, errlen,
+				   "%s holds no unencrypted PEM private key: "
+				   "OpenSSL: %s",
+				   c->key_file, tls_error_string(e, sizeof(e)));
+	if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), key) != 1) {
+		EVP_PKEY_free(key);
+		return config_fail(cfg, kk, "tls", err, errlen,
+				   "%s is not the private key of the "
+				   "certificate %s: OpenSSL: %s",
+				   c->key_file, c->cert_file,
+				   tls_error_string(e, sizeof(e)));
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, c->key_file, SSL_FILETYPE_PEM) !=
-	    1) {
-		snprintf(err, errlen, "%s: %s", c->key_file,
-			 tls_error_string(e, sizeof(e)));
-		return -1;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "%s does not match %s", c->key_file,
-			 c->cert_file);
-		ERR_clear_error();
-		return -1;
-	}
+	ok = SSL_CTX_use_PrivateKey(ctx, key);
+	EVP_PKEY_free(key);
+	if (ok != 1 || SSL_CTX_check_private_key(ctx) != 1)
+		return config_fail(cfg, kk, "tls", err, errlen,
+				   "%s cannot be used with the certificate "
+				   "%s: OpenSSL: %s",
+				   c->key_file, c->cert_file,
+				   tls_error_string(e, sizeof(e)));
 	return 0;
 }
 
@@ -483,8 +540,17 @@ tls_server_new(const struct config *cfg, unsigned slot, char *err,
 		size_t nnames;
 
 		if (entry_names(c, &names, &nnames) != 0) {
-			snprintf(err, errlen, "%s: cannot read certificate",
-				 c->cert_file);
+			char ck[64], e[512];
+
+			cert_key(ck, sizeof(ck), i, "cert");
+			if (file_opens(cfg, ck, "certificate", c->cert_file,
+				       err, errlen) == 0)
+				config_fail(cfg, ck, "tls", err, errlen,
+					    "%s holds no PEM certificate: "
+					    "OpenSSL: %s",
+					    c->cert_file,
+					    tls_error_string(e, sizeof(e)));
+			ERR_clear_error();
 			goto fail;
 		}
 		/* Entries serving the same names share one context, so
@@ -504,7 +570,7 @@ tls_server_new(const struct config *cfg, unsigned slot, char *err,
 			if (g->ctx == NULL)
 				goto fail;
 		}
-		if (load_cert(g->ctx, c, err, errlen) != 0)
+		if (load_cert(g->ctx, ts->libctx, cfg, i, err, errlen) != 0)
 			goto fail;
 	}
 	return ts;
@@ -691,6 +757,7 @@ SSL_CTX *
 tls_backend_ctx_new(const struct config_backend *b, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	FILE *fp = NULL;
 	char e[256];
 
 	if (ctx == NULL) {
@@ -704,11 +771,20 @@ tls_backend_ctx_new(const struct config_backend *b, char *err, size_t errlen)
 		return ctx;
 	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (b->ca_file != NULL && (fp = fopen(b->ca_file, "r")) == NULL) {
+		snprintf(err, errlen, "cannot open the CA file %s: %s",
+			 b->ca_file, strerror(errno));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (fp != NULL)
+		fclose(fp);
 	if (b->ca_file != NULL
 		    ? SSL_CTX_load_verify_locations(ctx, b->ca_file, NULL) != 1
 		    : SSL_CTX_set_default_verify_paths(ctx) != 1) {
-		snprintf(err, errlen, "%s: %s",
-			 b->ca_file ? b->ca_file : "system CA store",
+		snprintf(err, errlen,
+			 "%s holds no PEM certificate: OpenSSL: %s",
+			 b->ca_file ? b->ca_file : "the system CA store",
 			 tls_error_string(e, sizeof(e)));
 		SSL_CTX_free(ctx);
 		return NULL;

@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "ops/control.h"
+#include "ops/preflight.h"
 #include "lib/log.h"
 #include "ops/server.h"
 
@@ -64,20 +65,33 @@ static int
 cmd_sessions(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	     char *err, size_t errlen)
 {
+	char *text = NULL;
+	size_t len = 0;
+	FILE *list = open_memstream(&text, &len);
+	int r;
+
 	(void)argc, (void)argv;
-	if (server_sessions(srv, body, json) != 0) {
-		snprintf(err, errlen, "a worker did not answer in time");
+	if (list == NULL) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	return 0;
+	/* A partial list is no answer (an error's body is for findings). */
+	r = server_sessions(srv, list, json);
+	fclose(list);
+	if (r == 0 && text != NULL)
+		fwrite(text, 1, len, body);
+	free(text);
+	if (r != 0)
+		snprintf(err, errlen, "a worker did not answer in time");
+	return r != 0 ? -1 : 0;
 }
 
 static int
 cmd_reload(struct server *srv, int argc, char **argv, FILE *body, bool json,
 	   char *err, size_t errlen)
 {
-	(void)argc, (void)argv, (void)body, (void)json;
-	return server_reload(srv, err, errlen);
+	(void)argc, (void)argv, (void)json;
+	return server_reload(srv, body, err, errlen);
 }
 
 static int
@@ -259,43 +273,33 @@ control_exec(struct server *srv, char *line, FILE *out)
 		}
 	}
 	fclose(body);
+	/* After an error, the body holds the further findings (reload). */
 	if (r == 0)
 		fprintf(out, "ok\n%s", text ? text : "");
 	else
-		fprintf(out, "error: %s\n", err[0] ? err : "failed");
+		fprintf(out, "error: %s\n%s", err[0] ? err : "failed",
+			text ? text : "");
 	free(text);
 }
 
 int
-control_listen(const char *path, unsigned mode, char *err, size_t errlen)
+control_listen(const struct config *cfg, char *err, size_t errlen)
 {
+	const char *path = cfg->control_socket;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct stat st;
 	int fd;
 
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		snprintf(err, errlen,
-			 "control.socket: %s: path too long "
-			 "(at most %zu bytes)",
-			 path, sizeof(sun.sun_path) - 1);
+	if (preflight_control_socket(cfg, err, errlen) != 0)
 		return -1;
-	}
 	memcpy(sun.sun_path, path, strlen(path) + 1);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen,
-				 "control.socket: %s: exists and is not a "
-				 "socket",
-				 path);
-			return -1;
-		}
-		unlink(path); /* left by a previous run */
-	}
+	if (lstat(path, &st) == 0)
+		unlink(path); /* a socket left by a previous run */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0 ||
-	    chmod(path, mode) != 0 || listen(fd, 16) != 0) {
-		snprintf(err, errlen, "control.socket: %s: %s", path,
-			 strerror(errno));
+	    chmod(path, cfg->control_mode) != 0 || listen(fd, 16) != 0) {
+		config_fail(cfg, "control.socket", "control", err, errlen,
+			    "cannot listen on %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;

@@ -97,7 +97,7 @@ on_signal(struct server *srv)
 	switch (si.ssi_signo) {
 	case SIGHUP:
 		log_info("reloading", " signal=SIGHUP");
-		server_reload(srv, err, sizeof(err));
+		server_reload(srv, NULL, err, sizeof(err));
 		break;
 	case SIGTERM:
 	case SIGINT:
@@ -218,8 +218,7 @@ server_start(struct server *srv, char *err, size_t errlen)
 	/* Before the listeners: once they take connections, msaproxyctl
 	 * works too. */
 	if (cfg->control_socket != NULL) {
-		srv->cfd = control_listen(cfg->control_socket,
-					  cfg->control_mode, err, errlen);
+		srv->cfd = control_listen(cfg, err, errlen);
 		if (srv->cfd < 0)
 			return -1;
 		srv->control_path = strdup(cfg->control_socket);

@@ -23,7 +23,12 @@ int server_run(const char *path, struct generation *gen);
 
 /* For the control socket (control.c), on the main thread: reload and
  * drain are server.c's, the answers server_control.c's. */
-int server_reload(struct server *srv, char *err, size_t errlen);
+/* Reload: 0, or -1 with the first error in err ("FILE:LINE: KEY: why"
+ * where a key is to blame).  report (or NULL) gets one line for every
+ * other finding, "error: ..." or "warning: ...": the audit's, and the
+ * restart-only keys a successful reload leaves alone.  Everything is
+ * logged as well. */
+int server_reload(struct server *srv, FILE *report, char *err, size_t errlen);
 void server_drain(struct server *srv, bool fast);
 void server_status(struct server *srv, FILE *out, bool json);
 void server_stats(struct server *srv, FILE *out, bool json);

@@ -28,6 +28,7 @@
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
 #include "cluster/cluster.h"
+#include "config/config_value.h"
 #include "config/generation.h"
 #include "io/backend_pool.h"
 #include "io/worker.h"
@@ -81,7 +82,7 @@ server_status(struct server *srv, FILE *out, bool json)
 	}
 	fprintf(out,
 		"pid %ld, %s for %" PRIu64 "s\n"
-		"config %s, generation %u (%u reloads, %u failed)\n"
+		"config %s, generation %u; reloads: %u applied, %u refused\n"
 		"workers %u, listeners %zu, sessions %llu, users %zu\n",
 		(long)getpid(), state, in_state, srv->path, srv->gen->id,
 		srv->reloads, srv->reload_failures, srv->nworkers,
@@ -260,6 +261,26 @@ server_sessions(struct server *srv, FILE *out, bool json)
 	return status;
 }
 
+/* A count as the configuration writes it: bytes as "1GB" (GiB, as in the
+ * config) when a whole number of KB, else in tenths of the largest unit,
+ * rounded down ("1023.9MB": never more than is there). */
+static void
+amount(char *buf, size_t len, uint64_t n, bool bytes)
+{
+	uint64_t unit = n >= GIB ? GIB : n >= MIB ? MIB : KIB;
+
+	if (!bytes)
+		snprintf(buf, len, "%" PRIu64, n);
+	else if (n < KIB || n % KIB == 0)
+		config_value_format_size(buf, len, n);
+	else
+		snprintf(buf, len, "%" PRIu64 ".%" PRIu64 "%s", n / unit,
+			 n % unit * 10 / unit,
+			 unit == GIB   ? "GB"
+			 : unit == MIB ? "MB"
+				       : "KB");
+}
+
 int
 server_user_limits(struct server *srv, const char *login, FILE *out, bool json,
 		   char *err, size_t errlen)
@@ -286,21 +307,30 @@ server_user_limits(struct server *srv, const char *login, FILE *out, bool json,
 		fprintf(out, "{\"tracked\":%s", tracked ? "true" : "false");
 	for (int k = 0; k < LIMIT_USER_KINDS; k++) {
 		const struct config_rate *r = ratelimit_rate(pol, k);
+		uint64_t of = k == LIMIT_QUOTA ? r->count : r->burst;
+		bool bytes = k == LIMIT_BYTES;
+		char a[32], b[32], c[32], p[32];
 
 		if (r->count == 0) {
 			fprintf(out, json ? ",\"%s\":null" : "%s off\n",
 				kinds[k]);
 			continue;
 		}
-		fprintf(out,
-			json ? ",\"%s\":{\"available\":%" PRIu64
-			       ",\"burst\":%" PRIu64 ",\"count\":%" PRIu64
-			       ",\"period_ms\":%" PRIu64 "}"
-			     : "%s %" PRIu64 " available of %" PRIu64
-			       " (rate %" PRIu64 " per %" PRIu64 "ms)\n",
-			kinds[k], avail[k],
-			k == LIMIT_QUOTA ? r->count : r->burst, r->count,
-			r->period_ms);
+		if (json) {
+			fprintf(out,
+				",\"%s\":{\"available\":%" PRIu64
+				",\"burst\":%" PRIu64 ",\"count\":%" PRIu64
+				",\"period_ms\":%" PRIu64 "}",
+				kinds[k], avail[k], of, r->count, r->period_ms);
+			continue;
+		}
+		/* In the config's own units: "1GB per 1h", "100 per 1m". */
+		amount(a, sizeof(a), avail[k], bytes);
+		amount(b, sizeof(b), of, bytes);
+		amount(c, sizeof(c), r->count, bytes);
+		config_value_format_duration(p, sizeof(p), r->period_ms);
+		fprintf(out, "%s %s available of %s (%s %s per %s)\n", kinds[k],
+			a, b, k == LIMIT_QUOTA ? "quota" : "rate", c, p);
 	}
 	server_cluster_user(srv, login, pol, out, json);
 	if (json)

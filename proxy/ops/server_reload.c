@@ -7,6 +7,10 @@
  * binds only the new listener addresses and hands both to every worker; a
  * failure anywhere leaves the running generation alone and is logged and
  * answered.  Values a reload cannot change keep theirs and are logged.
+ * Every finding goes back to the caller too (msaproxyctl reload): the
+ * first error as the answer, the audit's other errors and its warnings
+ * and the restart-only keys as "error: ..." / "warning: ..." lines, all
+ * in the "FILE:LINE: KEY: why" words msaproxy -t prints.
  * The replaced generation is let go once every worker has adopted the
  * new one (server.c's loop calls server_retire()).
  *
@@ -36,6 +40,7 @@
 #include "io/listen.h"
 #include "lib/log.h"
 #include "ops/metrics_http.h"
+#include "ops/preflight.h"
 #include "io/backend_pool.h"
 #include "ops/privilege.h"
 #include "limits/ratelimit.h"
@@ -109,45 +114,103 @@ server_fixed_keys(const struct config *cfg)
 	return k;
 }
 
+/* One restart-only key that differs: logged, and told to the caller of
+ * a reload (report, or NULL) at the line the new file sets it. */
 static void
-ignored(const char *key)
+ignored(FILE *report, const struct config *cfg, const char *key,
+	const char *section, const char *was, const char *now)
 {
+	char where[1024];
+
 	log_warn("reload-ignored", " key=%s detail=\"%s\"", key,
 		 "differs from the running value: takes effect at restart");
+	if (report == NULL)
+		return;
+	config_fail(cfg, key, section, where, sizeof(where),
+		    "changed from %s to %s: takes effect at restart (the "
+		    "running value stays until then)",
+		    was, now);
+	fprintf(report, "warning: %s\n", where);
+}
+
+/* The same, for keys whose values are not worth printing. */
+static void
+ignored_key(FILE *report, const struct config *cfg, const char *key,
+	    const char *section)
+{
+	char where[1024];
+
+	log_warn("reload-ignored", " key=%s detail=\"%s\"", key,
+		 "differs from the running value: takes effect at restart");
+	if (report == NULL)
+		return;
+	config_fail(cfg, key, section, where, sizeof(where),
+		    "changed: takes effect at restart (the running value "
+		    "stays until then)");
+	fprintf(report, "warning: %s\n", where);
 }
 
 /* Say which restart-only keys differ from what is running. */
 static void
-warn_fixed(const struct server *srv, const struct config *cfg)
+warn_fixed(const struct server *srv, const struct config *cfg, FILE *report)
 {
 	const struct fixed_keys *run = &srv->fixed,
 				now = server_fixed_keys(cfg);
 	const char *sock = cfg->control_socket;
+	char was[32], is[32], why[1024], q[4 * 1024 + 3];
 
-	if (run->workers != now.workers)
-		ignored("workers");
+	if (run->workers != now.workers) {
+		snprintf(was, sizeof(was), "%u", run->workers);
+		snprintf(is, sizeof(is), "%u", now.workers);
+		ignored(report, cfg, "workers", NULL, was, is);
+	}
 	if (run->auth_threads != now.auth_threads ||
 	    run->auth_cache_ttl_ms != now.auth_cache_ttl_ms ||
 	    run->auth_cache_size != now.auth_cache_size)
-		ignored("auth.threads/cache_ttl/cache_size");
+		ignored_key(report, cfg,
+			    run->auth_threads != now.auth_threads
+				    ? "auth.threads"
+			    : run->auth_cache_size != now.auth_cache_size
+				    ? "auth.cache_size"
+				    : "auth.cache_ttl",
+			    "auth");
 	if (run->ticket_key_lifetime_ms != now.ticket_key_lifetime_ms)
-		ignored("tls.ticket_key_lifetime");
+		ignored_key(report, cfg, "tls.ticket_key_lifetime", "tls");
 	if ((srv->control_path == NULL) != (sock == NULL) ||
 	    (sock != NULL && strcmp(srv->control_path, sock) != 0) ||
-	    run->control_mode != now.control_mode)
-		ignored("control");
+	    run->control_mode != now.control_mode) {
+		ignored_key(report, cfg,
+			    run->control_mode != now.control_mode
+				    ? "control.mode"
+				    : "control.socket",
+			    "control");
+		/* What the next start would say of a new path, said now
+		 * (the running one is in use: nothing to check). */
+		if (sock != NULL &&
+		    (srv->control_path == NULL ||
+		     strcmp(srv->control_path, sock) != 0) &&
+		    preflight_control_socket(cfg, why, sizeof(why)) != 0) {
+			log_warn("reload-ignored",
+				 " key=control.socket detail=%s",
+				 log_quote(q, sizeof(q), why, strlen(why)));
+			if (report != NULL)
+				fprintf(report,
+					"warning: %s (the next start fails)\n",
+					why);
+		}
+	}
 	if (run->xdp_enabled != now.xdp_enabled ||
 	    run->nxdp_interfaces != now.nxdp_interfaces ||
 	    run->xdp_mode != now.xdp_mode || run->xdp_scope != now.xdp_scope)
-		ignored("blocklist.xdp");
+		ignored_key(report, cfg, "blocklist.xdp", "blocklist");
 	if (run->run_uid != now.run_uid || run->run_gid != now.run_gid ||
 	    run->seccomp != now.seccomp)
-		ignored("privileges");
+		ignored_key(report, cfg, "privileges", NULL);
 	if (run->metrics_listen.len != now.metrics_listen.len ||
 	    strcmp(run->metrics_listen.text, now.metrics_listen.text) != 0)
-		ignored("metrics.listen");
+		ignored_key(report, cfg, "metrics.listen", "metrics");
 	if (strcmp(run->cluster, now.cluster) != 0)
-		ignored("cluster");
+		ignored_key(report, cfg, "cluster", "cluster");
 }
 
 uint64_t
@@ -190,26 +253,41 @@ server_bind_generation(struct server *srv, struct generation *gen,
 	}
 }
 
-/* Audit findings of a reloaded config: logged, as at a start. */
+/* What the audit of a reloaded config found: the first error (for the
+ * caller's err), and every other finding for its report. */
+struct reload_vet {
+	FILE *report; /* or NULL */
+	char first[1024];
+	unsigned errors;
+};
+
+/* Audit findings of a reloaded config: logged, as at a start, and kept
+ * for the caller. */
 static void
 audit_logged(void *ctx, enum audit_level level, const char *text)
 {
+	struct reload_vet *v = ctx;
 	char q[1200];
 
-	(void)ctx;
 	log_msg(level == AUDIT_ERROR ? LOG_ERROR : LOG_WARN, "config-warning",
 		" detail=%s", log_quote(q, sizeof(q), text, strlen(text)));
+	if (level == AUDIT_ERROR && v->errors++ == 0)
+		snprintf(v->first, sizeof(v->first), "%s", text);
+	else if (v->report != NULL)
+		fprintf(v->report, "%s: %s\n",
+			level == AUDIT_ERROR ? "error" : "warning", text);
 }
 
-/* A reloaded config is audited as at a start: warnings logged, errors
- * refuse it. */
+/* A reloaded config is audited as at a start: warnings logged and
+ * reported, errors refuse it. */
 static int
 vet_reload(const struct config *cfg, void *arg, char *err, size_t errlen)
 {
-	(void)arg;
-	if (audit_config(cfg, time(NULL), audit_logged, NULL).errors == 0)
+	struct reload_vet *v = arg;
+
+	if (audit_config(cfg, time(NULL), audit_logged, v).errors == 0)
 		return 0;
-	snprintf(err, errlen, "the audit found errors (logged just before)");
+	snprintf(err, errlen, "%s", v->first);
 	return -1;
 }
 
@@ -230,8 +308,9 @@ reconfigure_log(const struct config *cfg)
 }
 
 int
-server_reload(struct server *srv, char *err, size_t errlen)
+server_reload(struct server *srv, FILE *report, char *err, size_t errlen)
 {
+	struct reload_vet vet = {.report = report};
 	struct generation *gen;
 	struct listen_set next;
 	char warn[256];
@@ -250,7 +329,7 @@ server_reload(struct server *srv, char *err, size_t errlen)
 		}
 	}
 	gen = generation_load(srv->path, srv->next_id, srv->nworkers,
-			      vet_reload, NULL, err, errlen);
+			      vet_reload, &vet, err, errlen);
 	if (gen == NULL)
 		goto fail;
 	if (listen_set_build(&srv->listeners, gen->cfg, srv->nworkers, &next,
@@ -266,10 +345,18 @@ server_reload(struct server *srv, char *err, size_t errlen)
 	srv->next_id++;
 	backend_pool_inherit(gen->backend_pool, srv->gen->backend_pool);
 	server_bind_generation(srv, gen, srv->gen);
-	warn_fixed(srv, gen->cfg);
+	warn_fixed(srv, gen->cfg, report);
 	if (ratelimit_reconfigure(srv->shared.limits, gen->cfg, warn,
-				  sizeof(warn)))
+				  sizeof(warn))) {
 		log_warn("reload-ignored", " key=limits detail=\"%s\"", warn);
+		if (report != NULL) {
+			char where[512];
+
+			config_fail(gen->cfg, "limits", NULL, where,
+				    sizeof(where), "%s", warn);
+			fprintf(report, "warning: %s\n", where);
+		}
+	}
 	reconfigure_log(gen->cfg);
 	for (unsigned k = 0; k < srv->nworkers; k++) {
 		struct worker_listener *ls =

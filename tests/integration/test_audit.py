@@ -186,12 +186,13 @@ def ca_signed_cert(certs, d, not_before, not_after):
         f"[test]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\n"
         f"serial = {d}/serial\ndefault_md = sha256\npolicy = any\n"
         "unique_subject = no\n"
-        "[any]\ncommonName = supplied\n")
+        "[any]\ncommonName = supplied\n"
+        "[leaf]\nsubjectAltName = DNS:mail.example.test\n")
     csr, crt = d / "leaf.csr", d / "leaf.crt"
     run(["openssl", "req", "-new", "-key", str(certs.ecdsa_key),
          "-subj", "/CN=mail.example.test", "-out", str(csr)])
     fmt = "%Y%m%d%H%M%SZ"
-    run(["openssl", "ca", "-batch", "-notext", "-config", str(cnf),
+    run(["openssl", "ca", "-batch", "-notext", "-config", str(cnf), "-extensions", "leaf",
          "-cert", str(certs.ca), "-keyfile", str(certs.dir / "ca.key"),
          "-in", str(csr), "-out", str(crt),
          "-startdate", not_before.strftime(fmt), "-enddate", not_after.strftime(fmt)])

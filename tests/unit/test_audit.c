@@ -25,6 +25,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "config/audit.h"
 #include "config/config.h"
@@ -58,12 +59,14 @@ write_file(const char *name, const char *text, mode_t mode)
 	assert_int_equal(chmod(in_tmp(name), mode), 0);
 }
 
-/* c.crt + c.key (0600): self-signed P-256, valid [t0 - 1d, t0 + 30d]. */
+/* c.crt + c.key (0600): self-signed P-256, valid [t0 - 1d, t0 + 30d],
+ * for mail.example.test and *.example.org. */
 static void
 make_cert(void)
 {
 	EVP_PKEY *pkey = EVP_EC_gen("P-256");
 	X509 *x = X509_new();
+	X509_EXTENSION *ext;
 	X509_NAME *name;
 	FILE *fp;
 
@@ -79,6 +82,11 @@ make_cert(void)
 				   (const unsigned char *)"mail.example.test",
 				   -1, -1, 0);
 	X509_set_issuer_name(x, name);
+	ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name,
+				  "DNS:mail.example.test,DNS:*.example.org");
+	assert_non_null(ext);
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
 	assert_true(X509_sign(x, pkey, EVP_sha256()) > 0);
 	fp = fopen(in_tmp("c.crt"), "w");
 	assert_non_null(fp);
@@ -137,9 +145,14 @@ audit_text(const char *yaml)
 {
 	struct config *cfg = NULL;
 	struct audit_result r;
-	char err[1024];
+	char err[1024], text[4096];
 
-	write_file("msaproxy.yaml", yaml, 0600);
+	/* The certificate's name, unless the test is about the hostname;
+	 * last, so that the lines above keep their numbers. */
+	snprintf(text, sizeof(text), "%s%s", yaml,
+		 strstr(yaml, "hostname:") ? ""
+					   : "hostname: mail.example.test\n");
+	write_file("msaproxy.yaml", text, 0600);
 	if (config_load(in_tmp("msaproxy.yaml"), &cfg, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	nfound = 0;
@@ -451,6 +464,61 @@ test_run_user_must_read(void **state)
 	assert_int_equal(r.warnings + r.errors, 0);
 }
 
+/* hostname against the certificates' subjectAltName, as clients check
+ * it (RFC 6125): a wildcard is one whole leftmost label, the CN is no
+ * name, case does not matter. */
+static void
+test_hostname(void **state)
+{
+	static const struct {
+		const char *name;
+		bool covered;
+	} cases[] = {
+		{"mail.example.test", true},   {"MAIL.Example.Test", true},
+		{"a.example.org", true},       {"a.b.example.org", false},
+		{"example.org", false},	       {"example.test", false},
+		{"other.example.test", false},
+	};
+	char *files[2] = {strdup(in_tmp("c.crt")), strdup(in_tmp("none"))};
+	char why[600], want[300];
+	struct audit_result r;
+
+	(void)state;
+	assert_non_null(files[0]);
+	assert_non_null(files[1]);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		int got = audit_hostname(cases[i].name, files, 1, why,
+					 sizeof(why));
+
+		assert_int_equal(got, cases[i].covered ? -1 : AUDIT_WARNING);
+		if (cases[i].covered)
+			continue;
+		snprintf(want, sizeof(want),
+			 "%s is not among the certificates' names "
+			 "(mail.example.test, *.example.org): clients that "
+			 "check the server's name will refuse it",
+			 cases[i].name);
+		assert_string_equal(why, want);
+	}
+	/* Unreadable certificates: the TLS loader speaks, not the audit. */
+	assert_int_equal(audit_hostname("x.example.test", files + 1, 1, why,
+					sizeof(why)),
+			 -1);
+	/* Any one certificate that covers it will do. */
+	assert_int_equal(
+		audit_hostname("a.example.org", files, 2, why, sizeof(why)),
+		-1);
+	free(files[0]);
+	free(files[1]);
+
+	/* In the audit: at the key's line. */
+	r = audit_text(GOOD_CONFIG "hostname: mail.example.com\n");
+	assert_int_equal(r.warnings, 1);
+	snprintf(want, sizeof(want), "%s:13: hostname: mail.example.com is not",
+		 in_tmp("msaproxy.yaml"));
+	assert_memory_equal(found[0], want, strlen(want));
+}
+
 int
 main(void)
 {
@@ -468,6 +536,7 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_cert_findings, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_hostname, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_user_must_read, setup,
 						teardown),
 	};

@@ -2416,6 +2416,54 @@ test_proxy_protocol(void **state)
 		     10, "listeners[0].proxy_protocol.send", "unknown key");
 }
 
+/* Nesting and node count are bounded as libyaml's events arrive (a deep
+ * file cost libyaml the square of its depth); the bounds hold exactly. */
+static void
+test_yaml_bounds(void **state)
+{
+	size_t big = 1024 * 1024, n;
+	char *text = malloc(big + 64);
+	struct config *cfg = NULL;
+
+	(void)state;
+	assert_non_null(text);
+	/* 64 levels: only the schema refuses it (a list is not a mapping). */
+	n = (size_t)snprintf(text, big, "x: ");
+	memset(text + n, '[', 63);
+	memset(text + n + 63, ']', 63);
+	strcpy(text + n + 126, "\n");
+	expect_error(text, 1, "x", "unknown key");
+	/* 65: refused at once, at its line. */
+	memset(text, '[', big - 1);
+	text[big - 1] = '\0';
+	expect_error(text, 1, "file",
+		     "lists and mappings nested more than 64 deep; a "
+		     "configuration needs 6");
+	/* 100,000 nodes pass the count (the root mapping, its key, the list
+	 * and 99,997 items) and 100,001 do not. */
+	n = (size_t)snprintf(text, big, "x: [");
+	for (int i = 0; i < 99997; i++)
+		n += (size_t)snprintf(text + n, big - n, "%s1", i ? "," : "");
+	strcpy(text + n, "]\n");
+	expect_error(text, 1, "x", "unknown key");
+	strcpy(text + n, ",1,1]\n");
+	expect_error(text, 1, "file",
+		     "more than 100000 values (YAML nodes); a configuration "
+		     "needs a few hundred");
+	/* 1 MiB exactly is read; one byte more is not. */
+	memset(text, '#', big);
+	text[big] = '\0';
+	write_config(text);
+	assert_int_equal(config_load(cfgpath, &cfg, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "file: empty"));
+	text[big] = '\n';
+	text[big + 1] = '\0';
+	expect_error(text, 1, "file",
+		     "larger than 1 MiB (1048576 bytes); a configuration needs "
+		     "a few KiB");
+	free(text);
+}
+
 int
 main(void)
 {
@@ -2495,6 +2543,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_proxy_protocol, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_key_lines, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_yaml_bounds, setup,
 						teardown),
 	};
 

@@ -717,7 +717,8 @@ test_missing_and_not_regular(void **state)
 	(void)state;
 	snprintf(path, sizeof(path), "%s/does-not-exist", tmpdir);
 	assert_null(passwd_db_load(path, err, sizeof(err)));
-	assert_memory_equal(err, path, strlen(path));
+	assert_non_null(strstr(err, "cannot open the users file"));
+	assert_non_null(strstr(err, path));
 	assert_non_null(strstr(err, strerror(ENOENT)));
 
 	assert_null(passwd_db_load(tmpdir, err, sizeof(err)));
