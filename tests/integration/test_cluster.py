@@ -442,8 +442,10 @@ def test_tls_to_redis_with_a_wrong_name_or_ca_stops_the_start(
     cfg = default_proxy_config(certs, users, [recording_backend.port])
     port, = free_ports(1)
     cfg["listeners"] = [{"address": f"127.0.0.1:{port}", "mode": "starttls"}]
+    # (A timeout long enough for a handshake under ASan on a loaded
+    # machine: the verdict must be the certificate's, not the clock's.)
     cfg["cluster"] = {"redis": f"127.0.0.1:{r.port}", "tls": True,
-                      "tls_ca": str(certs.ca)}
+                      "tls_ca": str(certs.ca), "timeout": "10s"}
     path = tmp_path / "msaproxy.yaml"
     path.write_text(to_yaml(cfg) + "\n")
     out = subprocess.run([MSAPROXY_BIN, "-c", str(path)], capture_output=True,
