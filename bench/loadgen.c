@@ -64,7 +64,6 @@
 #define WBUF_SIZE   2048
 #define RBUF_SIZE   4096
 #define PLAIN_CHUNK (256 * 1024)
-#define TLS_CHUNK   (16 * 1024)	      /* one record per SSL_write */
 #define STEP_LIMIT  4096	      /* steps per connection per wakeup */
 #define ARRIVAL_MAX 100000	      /* arrivals started per loop turn */
 #define SCAN_NS	    (100 * 1000000LL) /* timeout scan period */
@@ -631,7 +630,7 @@ step_handshake(struct thread *t, struct conn *c)
 static ssize_t
 body_send(struct conn *c)
 {
-	size_t chunk = c->tls_on ? TLS_CHUNK : PLAIN_CHUNK;
+	size_t chunk = c->tls_on ? opt.tls_write : PLAIN_CHUNK;
 	size_t left = msg_wire_len - c->boff;
 	ssize_t n =
 		io_write(c, msg_wire + c->boff, left < chunk ? left : chunk);

@@ -41,6 +41,7 @@ struct options opt = {
 	.max_inflight = 1000,
 	.timeout = 30,
 	.ehlo = "loadgen.example.test",
+	.tls_write = 16 * 1024, /* one record per SSL_write */
 };
 char *msg_wire;
 size_t msg_wire_len;
@@ -305,6 +306,10 @@ usage(FILE *f)
 	      "  --messages N         messages per session (1)\n"
 	      "  --rcpts R            recipients per message (1)\n"
 	      "  --size S             message size: 2KB, 1MB, 20MB (2KB)\n"
+	      "  --tls-write S        bytes per SSL_write of the message: 16KB\n"
+	      "                       (one record each, the default) up to 1MB\n"
+	      "                       (records back to back, as mail clients\n"
+	      "                       write a big message)\n"
 	      "  --pipelining         MAIL+RCPTs+DATA in one write\n"
 	      "  --ehlo NAME          EHLO argument\n"
 	      "  -T, --threads N      event loops (1)\n"
@@ -346,6 +351,7 @@ setup_options(int argc, char **argv)
 		OPT_HOLD,
 		OPT_TIMEOUT,
 		OPT_THINK,
+		OPT_TLS_WRITE,
 	};
 	static const struct option lopts[] = {
 		{"host", required_argument, NULL, OPT_HOST},
@@ -372,6 +378,7 @@ setup_options(int argc, char **argv)
 		{"hold", required_argument, NULL, OPT_HOLD},
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"think", required_argument, NULL, OPT_THINK},
+		{"tls-write", required_argument, NULL, OPT_TLS_WRITE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -431,6 +438,11 @@ setup_options(int argc, char **argv)
 			break;
 		case OPT_PIPELINING:
 			opt.pipelining = true;
+			break;
+		case OPT_TLS_WRITE:
+			if (!parse_size(optarg, &opt.tls_write) ||
+			    opt.tls_write < 1024 || opt.tls_write > (1u << 20))
+				die("--tls-write: want 1KB..1MB");
 			break;
 		case OPT_EHLO:
 			if (strlen(optarg) > 255 || strpbrk(optarg, "\r\n"))
