@@ -42,7 +42,7 @@ struct options {
 	long idle;
 	double hold;
 	double timeout;
-	double think; /* pause between messages of a session, seconds */
+	double think;	  /* pause between messages of a session, seconds */
 	size_t tls_write; /* bytes per SSL_write of the message (16 KiB) */
 	const char *ehlo;
 };
