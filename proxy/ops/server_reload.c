@@ -42,6 +42,7 @@
 #include "ops/registry.h"
 #include "ops/server.h"
 #include "ops/server_internal.h"
+#include "ops/sdnotify.h"
 #include "lib/timer.h"
 #include "io/tls.h"
 #include "io/worker.h"
@@ -238,6 +239,7 @@ server_reload(struct server *srv, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	sdnotify_reloading(); /* READY=1 follows, at either end below */
 	gen = generation_load(srv->path, srv->next_id, srv->nworkers,
 			      vet_reload, NULL, err, errlen);
 	if (gen == NULL)
@@ -281,12 +283,15 @@ server_reload(struct server *srv, char *err, size_t errlen)
 		 " generation=%u listeners=%zu backends=%zu users=%zu", gen->id,
 		 gen->cfg->nlisteners, gen->cfg->nbackends,
 		 passwd_db_count(gen->users));
+	sdnotify("READY=1\nSTATUS=Ready: generation %u (reloaded)", gen->id);
 	return 0;
 fail:
 	srv->reload_failures++;
 	srv->last_reload_ok = false;
 	log_error("reload-failed", " generation=%u error=\"%s\"", srv->gen->id,
 		  err);
+	sdnotify("READY=1\nSTATUS=Ready: generation %u; the reload failed: %s",
+		 srv->gen->id, err);
 	return -1;
 }
 
@@ -306,6 +311,9 @@ server_drain(struct server *srv, bool fast)
 	if (!srv->draining) {
 		srv->drain_signals = 1;
 		srv->drain_started_ms = timer_now_ms();
+		sdnotify("STOPPING=1\nSTATUS=Draining: %" PRIu64
+			 " ms for the sessions to finish",
+			 timeout);
 	}
 	srv->draining = true;
 	log_info("draining", " timeout_ms=%" PRIu64 " fast=%s", timeout,
