@@ -53,6 +53,8 @@ set_defaults(struct config *cfg)
 		snprintf(cfg->hostname, sizeof(cfg->hostname), "localhost");
 	cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
 	cfg->workers = 0;
+	cfg->recv_buffers = 512;
+	cfg->data_buffers = 64;
 	cfg->log_level = LOG_INFO;
 	cfg->control_mode = 0600;
 	cfg->blocklist_auto_ban = true;

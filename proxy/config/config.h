@@ -152,6 +152,10 @@ struct config {
 
 	char hostname[256]; /* default: gethostname() */
 	unsigned workers;   /* 0 = one per online CPU */
+	/* worker_buffers: each worker's provided receive buffers (restart),
+	 * powers of two: 16 KiB ones (default 512), 64 KiB ones for TLS
+	 * message data (default 64).  docs/LIMITS.md, "Memory per worker". */
+	unsigned recv_buffers, data_buffers;
 	/* log: */
 	int log_level;		 /* enum log_level; default info */
 	int log_format;		 /* enum log_format; default kv */

@@ -9,7 +9,8 @@
  *   backends   at most BACKENDS_MAX; ca_file and name only with tls:
  *              starttls-verify, a name for it on a unix: address; no two
  *              on one address
- *   others     backends.health_check.interval 0 or at least 1s;
+ *   others     worker_buffers.* powers of two;
+ *              backends.health_check.interval 0 or at least 1s;
  *              blocklist.xdp.interfaces when xdp is enabled;
  *              privileges.group needs privileges.user; metrics.listen
  *              not on a listener's address; limits.max_auth_line at
@@ -181,6 +182,33 @@ config_check_backends(struct loader *l, struct config *cfg)
 	return 0;
 }
 
+/* worker_buffers.*: io_uring's buffer rings hold a power of two. */
+static int
+config_check_worker_buffers(struct loader *l, const yaml_node_t *root,
+			    const struct config *cfg)
+{
+	const yaml_node_t *wb = config_yaml_get(l, root, "worker_buffers");
+	const struct {
+		const char *key, *name;
+		unsigned v;
+	} k[] = {
+		{"receive", "worker_buffers.receive", cfg->recv_buffers},
+		{"data", "worker_buffers.data", cfg->data_buffers},
+	};
+
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		if ((k[i].v & (k[i].v - 1)) == 0)
+			continue;
+		return config_yaml_fail(
+			l, config_yaml_line(config_yaml_get(l, wb, k[i].key)),
+			k[i].name,
+			"must be a power of two (e.g. %u or %u), not %u",
+			1u << (31 - __builtin_clz(k[i].v)),
+			1u << (32 - __builtin_clz(k[i].v)), k[i].v);
+	}
+	return 0;
+}
+
 /* Checks that span several keys, run after everything is parsed. */
 int
 config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
@@ -189,6 +217,8 @@ config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
 	const yaml_node_t *n;
 
 	if (config_check_limits(l, limits, cfg) < 0)
+		return -1;
+	if (config_check_worker_buffers(l, root, cfg) < 0)
 		return -1;
 	if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < SECOND) {
 		n = config_yaml_get(

@@ -848,9 +848,17 @@ static const struct field backends_fields[] = {
 	END_OF_TABLE,
 };
 
+/* Powers of two (io_uring's buffer rings): config_check.c says so. */
+static const struct field worker_buffers_fields[] = {
+	NUM("receive", F_UINT, CFG(recv_buffers), 8, 32768),
+	NUM("data", F_UINT, CFG(data_buffers), 1, 32768),
+	END_OF_TABLE,
+};
+
 const struct field config_schema_top[] = {
 	FUNC("hostname", set_hostname),
 	NUM("workers", F_UINT, CFG(workers), 0, 256),
+	SECTION("worker_buffers", worker_buffers_fields, false),
 	SECTION("log", log_fields, false),
 	SECTION("tls", tls_fields, true), /* for tls.certificates */
 	LIST("listeners", &listener_list),

@@ -49,15 +49,14 @@ enum ring_op {
 	OP_CHECK_SEND,
 	OP_REFUSAL, /* a 421 to a connection refused at accept */
 };
-#define OP_BITS	       4u
-#define OP_MASK	       ((1u << OP_BITS) - 1)
+#define OP_BITS 4u
+#define OP_MASK ((1u << OP_BITS) - 1)
 
-#define RECV_BUF_SIZE  16384u /* one TLS record fits */
-#define RECV_BUF_COUNT 512u
-#define RECV_GROUP     0u     /* provided-buffer groups on the ring */
-#define DATA_GROUP     1u     /* a TLS session's message bytes */
-#define DATA_BUF_SIZE  65536u /* four TLS records */
-#define DATA_BUF_COUNT 64u
+/* The counts are worker_buffers.receive and .data (config.h). */
+#define RECV_BUF_SIZE 16384u /* one TLS record fits */
+#define RECV_GROUP    0u     /* provided-buffer groups on the ring */
+#define DATA_GROUP    1u     /* a TLS session's message bytes */
+#define DATA_BUF_SIZE 65536u /* four TLS records */
 
 /* What every worker shares with the others (all thread-safe). */
 struct worker_shared {

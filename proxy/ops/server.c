@@ -311,11 +311,13 @@ server_run(const char *path, struct generation *gen)
 	/* The sockets now belong to the workers. */
 	log_info("ready",
 		 " workers=%u listeners=%zu backends=%zu users=%zu "
-		 "control=%s metrics=%s",
+		 "control=%s metrics=%s worker_buffers_kib=%u",
 		 srv.nworkers, gen->cfg->nlisteners, gen->cfg->nbackends,
 		 passwd_db_count(gen->users),
 		 srv.control_path ? srv.control_path : "none",
-		 srv.metrics ? gen->cfg->metrics_listen.text : "none");
+		 srv.metrics ? gen->cfg->metrics_listen.text : "none",
+		 /* what each worker's receive pools come to, once touched */
+		 gen->cfg->recv_buffers * 16 + gen->cfg->data_buffers * 64);
 	sdnotify("READY=1\nSTATUS=Ready: generation %u, %u workers, %zu "
 		 "listeners",
 		 gen->id, srv.nworkers, gen->cfg->nlisteners);

@@ -29,6 +29,7 @@ struct registry;
 /* What a reload cannot change, as the process started with it. */
 struct fixed_keys {
 	unsigned workers, auth_threads, control_mode;
+	unsigned recv_buffers, data_buffers; /* worker_buffers */
 	uint64_t auth_cache_ttl_ms, ticket_key_lifetime_ms;
 	size_t auth_cache_size, nxdp_interfaces;
 	bool xdp_enabled;

@@ -85,6 +85,8 @@ server_fixed_keys(const struct config *cfg)
 {
 	return (struct fixed_keys){
 		.workers = cfg->workers,
+		.recv_buffers = cfg->recv_buffers,
+		.data_buffers = cfg->data_buffers,
 		.auth_threads = cfg->auth_threads,
 		.control_mode = cfg->control_mode,
 		.auth_cache_ttl_ms = cfg->auth_cache_ttl_ms,
@@ -118,6 +120,9 @@ warn_fixed(const struct server *srv, const struct config *cfg)
 
 	if (run->workers != now.workers)
 		ignored("workers");
+	if (run->recv_buffers != now.recv_buffers ||
+	    run->data_buffers != now.data_buffers)
+		ignored("worker_buffers");
 	if (run->auth_threads != now.auth_threads ||
 	    run->auth_cache_ttl_ms != now.auth_cache_ttl_ms ||
 	    run->auth_cache_size != now.auth_cache_size)

@@ -975,6 +975,36 @@ test_control_and_shutdown(void **state)
 		     "(the owner must read and write)");
 }
 
+/* worker_buffers (issue 18, item 18): defaults 512 and 64, other powers
+ * of two taken, anything else refused with its line and a near value. */
+static void
+test_worker_buffers(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL);
+	assert_int_equal(cfg->recv_buffers, 512);
+	assert_int_equal(cfg->data_buffers, 64);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "worker_buffers:\n  receive: 16\n  data: 2\n");
+	assert_int_equal(cfg->recv_buffers, 16);
+	assert_int_equal(cfg->data_buffers, 2);
+	config_free(cfg);
+	expect_error(MINIMAL "worker_buffers:\n  receive: 100\n", 14,
+		     "worker_buffers.receive",
+		     "must be a power of two (e.g. 64 or 128), not 100");
+	expect_error(MINIMAL "worker_buffers:\n  receive: 16\n  data: 3\n", 15,
+		     "worker_buffers.data",
+		     "must be a power of two (e.g. 2 or 4), not 3");
+	expect_error(MINIMAL "worker_buffers:\n  receive: 4\n", 14,
+		     "worker_buffers.receive", "must be between 8 and 32768");
+	expect_error(MINIMAL "worker_buffers:\n  data: 65536\n", 14,
+		     "worker_buffers.data", "must be between 1 and 32768");
+	expect_error(MINIMAL "worker_buffers:\n  small: 8\n", 14,
+		     "worker_buffers.small", "unknown key");
+}
+
 /* privileges: accounts resolved at load (nobody/nogroup exist on every
  * Debian host), root refused, group only with a user. */
 static void
@@ -2425,6 +2455,8 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocklist_keys, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_worker_buffers, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_privileges, setup,
 						teardown),
