@@ -113,6 +113,7 @@ set_defaults(struct config *cfg)
 	cfg->balance = BALANCE_ROUND_ROBIN;
 	cfg->backend_down_time_ms = 30 * SECOND;
 	cfg->health_interval_ms = 0;
+	cfg->backend_resolve_interval_ms = 60 * SECOND;
 	cfg->health_timeout_ms = 5 * SECOND;
 	cfg->health_rise = 2;
 	cfg->health_fall = 3;
@@ -315,6 +316,7 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		free(cfg->backends[i].ca_file);
 		free(cfg->backends[i].tls_name);
+		free(cfg->backends[i].host);
 	}
 	free(cfg->backends);
 	free(cfg->tls_ciphers);

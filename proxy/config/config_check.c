@@ -6,7 +6,8 @@
  *              burst holds a message of limits.max_message_size; logins
  *              in limits.users name existing classes, each login once
  *   listeners  no two on one address (bind() would fail later)
- *   backends   at most BACKENDS_MAX; ca_file and name only with tls:
+ *   backends   at most BACKENDS_MAX (host names: config_resolve.c);
+ *              ca_file and name only with tls:
  *              starttls-verify, a name for it on a unix: address; no two
  *              on one address
  *   others     worker_buffers.* powers of two;
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include <yaml.h>
@@ -167,8 +169,16 @@ config_check_backends(struct loader *l, struct config *cfg)
 	}
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		for (size_t j = 0; j < i; j++) {
-			if (!config_value_addr_equal(&cfg->backends[i].addr,
-						     &cfg->backends[j].addr))
+			const struct config_backend *a = &cfg->backends[i],
+						    *b = &cfg->backends[j];
+			/* Names as written here; their addresses are
+			 * compared once resolved (config_resolve.c). */
+			if ((a->host != NULL || b->host != NULL)
+				    ? (a->host == NULL || b->host == NULL ||
+				       a->port != b->port ||
+				       strcasecmp(a->host, b->host) != 0)
+				    : !config_value_addr_equal(&a->addr,
+							       &b->addr))
 				continue;
 			snprintf(key, sizeof(key),
 				 "backends.servers[%zu].address", i);
@@ -179,7 +189,8 @@ config_check_backends(struct loader *l, struct config *cfg)
 				j);
 		}
 	}
-	return 0;
+	/* Last: what follows sees one server per address. */
+	return config_resolve_backends(l, cfg);
 }
 
 /* worker_buffers.*: io_uring's buffer rings hold a power of two. */

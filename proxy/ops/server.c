@@ -176,6 +176,7 @@ loop(struct server *srv)
 			srv->swept_ms = timer_now_ms();
 			bans_sweep(srv->shared.bans);
 		}
+		server_resolve_tick(srv, timer_now_ms());
 	}
 }
 

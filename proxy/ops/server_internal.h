@@ -69,6 +69,7 @@ struct server {
 	bool draining;
 	int drain_signals;
 	uint64_t swept_ms;
+	uint64_t resolved_ms; /* backend names last looked up (0: at load) */
 };
 
 /* jemalloc's mallctl(), when jemalloc is the allocator (not under ASan):
@@ -89,6 +90,8 @@ struct worker_listener *server_listeners_for(const struct listen_set *s,
 					     unsigned k);
 /* Drop retired generations once every worker is past them. */
 void server_retire(struct server *srv);
+/* server_resolve.c: backend host names looked up again when due. */
+void server_resolve_tick(struct server *srv, uint64_t now_ms);
 /* What a reload cannot change, as cfg has it. */
 struct fixed_keys server_fixed_keys(const struct config *cfg);
 uint64_t server_wall_ms(void); /* CLOCK_REALTIME, ms */

@@ -284,6 +284,7 @@ server_reload(struct server *srv, char *err, size_t errlen)
 	srv->reloads++;
 	srv->last_reload_ok = true;
 	srv->loaded_wall_ms = server_wall_ms();
+	srv->resolved_ms = timer_now_ms(); /* names were just looked up */
 	log_info("reloaded",
 		 " generation=%u listeners=%zu backends=%zu users=%zu", gen->id,
 		 gen->cfg->nlisteners, gen->cfg->nbackends,
