@@ -66,6 +66,7 @@ FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_SRCS_buf        := proxy/lib/buf.c
 FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_class.c \
                         proxy/config/config_check.c \
+                        proxy/config/config_resolve.c \
                         proxy/config/config_schema.c \
                         proxy/config/config_value.c proxy/config/config_yaml.c \
                         proxy/lib/ipnet.c proxy/lib/log.c

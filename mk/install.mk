@@ -15,11 +15,14 @@
 #                                  (/lib/systemd/system with PREFIX=/usr)
 #   packaging/msaproxy.sysusers    /usr/local/lib/sysusers.d/msaproxy.conf
 #   packaging/msaproxy.tmpfiles    /usr/local/lib/tmpfiles.d/msaproxy.conf
-#   conf/msaproxy.yaml             /etc/msaproxy/msaproxy.yaml.example
+#   packaging/msaproxy.yaml.example /etc/msaproxy/msaproxy.yaml.example
 #
 # /etc is not under PREFIX.  The configuration itself,
-# /etc/msaproxy/msaproxy.yaml, is never written: the example is the
-# reference to start from (its paths and addresses are the demo's).
+# /etc/msaproxy/msaproxy.yaml, is never written: the example is the one to
+# start from (ports 587 and 465 on every address, /etc/msaproxy and
+# /run/msaproxy paths, a backend on a private address; it passes -t once
+# its certificate and users file exist).  conf/msaproxy.yaml, the demo
+# with every key, stays in the source tree for `make run`.
 # The unit's paths follow SBINDIR and SYSCONFDIR (sed at install time).
 #
 # Installing for real (no DESTDIR) also creates the msaproxy user and
@@ -90,7 +93,7 @@ install: $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 	$(Q)sed -e 's|/etc/msaproxy|$(SYSCONFDIR)/msaproxy|g' \
 		packaging/msaproxy.tmpfiles > $(DESTDIR)$(TMPFILESDIR)/msaproxy.conf
 	$(Q)chmod 644 $(DESTDIR)$(TMPFILESDIR)/msaproxy.conf
-	$(Q)$(INSTALL) -m 644 conf/msaproxy.yaml \
+	$(Q)$(INSTALL) -m 644 packaging/msaproxy.yaml.example \
 		$(DESTDIR)$(SYSCONFDIR)/msaproxy/msaproxy.yaml.example
 	$(Q)if [ -z "$(DESTDIR)" ]; then \
 		if command -v systemd-sysusers >/dev/null; then \

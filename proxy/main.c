@@ -5,6 +5,8 @@
  *	msaproxy [-t] [--strict] -c FILE
  *	msaproxy -T -c FILE
  *	msaproxy hash-password [--scheme yescrypt|bcrypt|sha512-crypt]
+ *		[--cost N | --rounds N]
+ *	msaproxy --help | --version
  *
  * DESCRIPTION
  *	Listens for mail submission on the configured listeners (587-style
@@ -19,7 +21,11 @@
  *	-T	-t --strict
  *
  *	hash-password reads a password from standard input and prints a
- *	crypt(3) hash for the users file.
+ *	crypt(3) hash for the users file.  On a terminal it asks twice
+ *	(without echo) and refuses two different answers.  --cost (or its
+ *	synonym --rounds) sets the scheme's work factor: yescrypt 1..11
+ *	(default 5), bcrypt 4..31 (default 12), sha512-crypt rounds
+ *	1000..999999999 (default 5000).
  *
  * SIGNALS
  *	SIGHUP: reload the configuration, users file and certificates.
@@ -48,6 +54,7 @@
 #include "auth/passwd_db.h"
 #include "config/generation.h"
 #include "lib/log.h"
+#include "lib/version.h"
 #include "ops/preflight.h"
 #include "ops/server.h"
 #include "io/tls.h"
@@ -68,36 +75,56 @@
 const char *malloc_conf =
 	"tcache_max:131072,dirty_decay_ms:1000,max_background_threads:1";
 
+/* --help: stdout and 0; a usage error: stderr and 2. */
 static void
-usage(void)
+usage(int status)
 {
-	fprintf(stderr,
+	fprintf(status == 0 ? stdout : stderr,
 		"usage: msaproxy [-t] [--strict] -c FILE\n"
 		"       msaproxy -T -c FILE\n"
 		"       msaproxy hash-password [--scheme yescrypt|bcrypt|"
-		"sha512-crypt]\n");
-	exit(2);
+		"sha512-crypt]\n"
+		"                              [--cost N | --rounds N]\n"
+		"       msaproxy --help | --version\n"
+		"\n"
+		"  -c FILE     the configuration (msaproxy.yaml(5))\n"
+		"  -t          check it (and the files it names) and exit\n"
+		"  --strict    the audit's warnings are fatal (-T: -t "
+		"--strict)\n"
+		"  hash-password  read a password, print a hash for the users "
+		"file\n"
+		"  --version   print the version and exit\n");
+	exit(status);
 }
 
-/* Read one line from stdin without echo when it is a terminal: 0, or -1
- * when empty, -2 when longer than len - 1 bytes (never cut silently: a
- * cut password would hash fine and then never match). */
+static void
+version(void)
+{
+	printf("msaproxy %s\n", MSAPROXY_VERSION);
+	exit(0);
+}
+
+/* Read one line from stdin without echo when it is a terminal, after
+ * prompt (terminal only): 0, or -1 when empty, -2 when longer than len - 1
+ * bytes (never cut silently: a cut password would hash fine and then never
+ * match). */
 static int
-read_password(char *buf, size_t len)
+read_password(char *buf, size_t len, int tty, const char *prompt)
 {
 	struct termios old, quiet;
-	int tty = isatty(STDIN_FILENO);
 	int too_long = 0, c;
 	size_t n;
 
 	/* No stdio buffer: it would keep a copy of the password. */
 	setvbuf(stdin, NULL, _IONBF, 0);
 	if (tty) {
-		fprintf(stderr, "Password: ");
+		/* Echo off before the prompt: what is typed after it is
+		 * neither shown nor flushed. */
 		tcgetattr(STDIN_FILENO, &old);
 		quiet = old;
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
 		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+		fprintf(stderr, "%s", prompt);
 	}
 	if (fgets(buf, (int)len, stdin) == NULL)
 		buf[0] = '\0';
@@ -114,34 +141,100 @@ read_password(char *buf, size_t len)
 	return n > 0 ? 0 : -1;
 }
 
+/* The password, asked twice on a terminal: 0, or 1 with the reason
+ * printed. */
+static int
+ask_password(char *pass, size_t len)
+{
+	int tty = isatty(STDIN_FILENO);
+	char again[256];
+	int st = read_password(pass, len, tty, "Password: ");
+
+	if (st == 0 && tty) {
+		st = read_password(again, sizeof(again), tty,
+				   "Retype password: ");
+		if (st == 0 && strcmp(pass, again) != 0)
+			st = -3;
+		OPENSSL_cleanse(again, sizeof(again));
+	}
+	if (st == 0)
+		return 0;
+	OPENSSL_cleanse(pass, len);
+	if (st == -2)
+		fprintf(stderr,
+			"msaproxy: password too long (at most %zu bytes)\n",
+			len - 1);
+	else if (st == -3)
+		fprintf(stderr, "msaproxy: the passwords do not match\n");
+	else
+		fprintf(stderr, "msaproxy: empty password\n");
+	return 1;
+}
+
+/* --cost N: a positive whole number, or exit 2. */
+static unsigned long
+parse_cost(const char *opt, const char *text)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 ||
+	    v == 0) {
+		fprintf(stderr,
+			"msaproxy: hash-password: %s: expected a whole number "
+			"above 0, not \"%s\"\n",
+			opt, text);
+		exit(2);
+	}
+	return v;
+}
+
 static int
 hash_password(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{"scheme", required_argument, NULL, 's'},
+		{"cost", required_argument, NULL, 'c'},
+		{"rounds", required_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
 	const char *scheme = NULL;
 	char pass[256], err[256];
+	unsigned long cost = 0;
 	char *hash;
+	int c;
 
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--scheme") == 0 && i + 1 < argc)
-			scheme = argv[++i];
-		else
-			usage();
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			scheme = optarg;
+			break;
+		case 'c':
+		case 'r':
+			cost = parse_cost(c == 'c' ? "--cost" : "--rounds",
+					  optarg);
+			break;
+		case 'h':
+			usage(0);
+			break;
+		default:
+			usage(2);
+		}
 	}
-	switch (read_password(pass, sizeof(pass))) {
-	case 0:
-		break;
-	case -2:
-		OPENSSL_cleanse(pass, sizeof(pass));
-		fprintf(stderr,
-			"msaproxy: password too long (at most %zu "
-			"bytes)\n",
-			sizeof(pass) - 1);
-		return 1;
-	default:
-		fprintf(stderr, "msaproxy: empty password\n");
-		return 1;
+	if (optind != argc)
+		usage(2);
+	/* A bad scheme or cost is said before the password is asked. */
+	if (passwd_hash_check(scheme, cost, err, sizeof(err)) != 0) {
+		fprintf(stderr, "msaproxy: hash-password: %s\n", err);
+		return 2;
 	}
-	hash = passwd_hash(pass, scheme, err, sizeof(err));
+	if (ask_password(pass, sizeof(pass)) != 0)
+		return 1;
+	hash = passwd_hash_cost(pass, scheme, cost, err, sizeof(err));
 	OPENSSL_cleanse(pass, sizeof(pass));
 	if (hash == NULL) {
 		fprintf(stderr, "msaproxy: %s\n", err);
@@ -245,6 +338,8 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"strict", no_argument, NULL, 'S'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *path = NULL;
@@ -258,7 +353,7 @@ main(int argc, char **argv)
 	prctl(PR_SET_DUMPABLE, 0);
 	if (argc > 1 && strcmp(argv[1], "hash-password") == 0)
 		return hash_password(argc - 1, argv + 1);
-	while ((c = getopt_long(argc, argv, "c:tTh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:tThV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			path = optarg;
@@ -272,12 +367,18 @@ main(int argc, char **argv)
 		case 'S':
 			strict = true;
 			break;
+		case 'h':
+			usage(0);
+			break;
+		case 'V':
+			version();
+			break;
 		default:
-			usage();
+			usage(2);
 		}
 	}
 	if (path == NULL || optind != argc)
-		usage();
+		usage(2);
 	/* Everything -t checks is what a start needs before any thread. */
 	va = (struct vet_args){.check = check, .strict = strict};
 	gen = generation_load(path, 1, check ? 0 : GENERATION_PER_WORKER, vet,

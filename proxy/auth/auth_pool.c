@@ -59,14 +59,15 @@ auth_run(const struct passwd_db *db, struct auth_cache *cache,
 	req->pass[sizeof(req->pass) - 1] = '\0';
 	stored = passwd_db_stored_hash(db, req->user);
 	req->cached =
-		stored != NULL &&
+		!req->refuse && stored != NULL &&
 		auth_cache_check(cache, req->user, req->pass, stored, now);
 	if (req->cached) {
 		req->ok = 1;
 	} else {
 		/* A miss, or another password than the cached one (it may
 		 * have changed): the full check decides. */
-		req->ok = passwd_db_verify(db, req->user, req->pass) == 1;
+		req->ok = passwd_db_verify(db, req->user, req->pass) == 1 &&
+			  !req->refuse;
 		if (req->ok)
 			auth_cache_store(cache, req->user, req->pass, stored,
 					 now);
@@ -223,7 +224,7 @@ auth_pool_check_cached(struct auth_pool *pool, struct auth_request *req)
 	req->user[sizeof(req->user) - 1] = '\0';
 	req->pass[sizeof(req->pass) - 1] = '\0';
 	stored = passwd_db_stored_hash(req->db ? req->db : pool->db, req->user);
-	if (stored == NULL ||
+	if (stored == NULL || req->refuse ||
 	    !auth_cache_check(pool->cache, req->user, req->pass, stored,
 			      timer_now_ms()))
 		return false;

@@ -29,6 +29,9 @@ struct auth_request {
 	/* The users file to check against (a reload may have a newer one
 	 * than the pool's own); NULL: the pool's.  Must outlive the check. */
 	const struct passwd_db *db;
+	/* in: refuse whatever the check says (a password longer than pass
+	 * holds): the hash still runs, so the answer costs the same time. */
+	int refuse;
 	int ok;	    /* result: 1 verified, 0 refused */
 	int cached; /* result: 1 when ok came from the cache, no crypt(3) */
 	void (*done)(struct auth_request *req); /* called on a pool thread */

@@ -53,8 +53,18 @@ int passwd_db_check_classes(const struct passwd_db *db,
 
 /* A new hash of password for the passwd file; scheme is "yescrypt"
  * (default when NULL), "bcrypt" or "sha512-crypt".  Returns a malloc'd
- * string or NULL with err set. */
+ * string or NULL with err set.  passwd_hash() uses the scheme's default
+ * cost; passwd_hash_cost() takes one (0: the default): yescrypt's cost
+ * 1..11 (default 5), bcrypt's 4..31 (default 12, "$2b$12$"),
+ * sha512-crypt's rounds 1000..999999999 (default 5000).  Out of range:
+ * NULL, and err says the range. */
 char *passwd_hash(const char *password, const char *scheme, char *err,
 		  size_t errlen);
+char *passwd_hash_cost(const char *password, const char *scheme,
+		       unsigned long cost, char *err, size_t errlen);
+/* 0 if passwd_hash_cost() would take scheme and cost, else -1 with err
+ * set (hash-password says so before it asks for the password). */
+int passwd_hash_check(const char *scheme, unsigned long cost, char *err,
+		      size_t errlen);
 
 #endif

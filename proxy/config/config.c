@@ -56,6 +56,8 @@ set_defaults(struct config *cfg)
 		snprintf(cfg->hostname, sizeof(cfg->hostname), "localhost");
 	cfg->hostname[sizeof(cfg->hostname) - 1] = '\0';
 	cfg->workers = 0;
+	cfg->recv_buffers = 512;
+	cfg->data_buffers = 64;
 	cfg->log_level = LOG_INFO;
 	cfg->control_mode = 0600;
 	cfg->blocklist_auto_ban = true;
@@ -116,6 +118,7 @@ set_defaults(struct config *cfg)
 	cfg->balance = BALANCE_ROUND_ROBIN;
 	cfg->backend_down_time_ms = 30 * SECOND;
 	cfg->health_interval_ms = 0;
+	cfg->backend_resolve_interval_ms = 60 * SECOND;
 	cfg->health_timeout_ms = 5 * SECOND;
 	cfg->health_rise = 2;
 	cfg->health_fall = 3;
@@ -345,6 +348,7 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		free(cfg->backends[i].ca_file);
 		free(cfg->backends[i].tls_name);
+		free(cfg->backends[i].host);
 	}
 	free(cfg->backends);
 	free(cfg->tls_ciphers);

@@ -127,7 +127,14 @@ struct config_cert {
 };
 
 struct config_backend {
+	/* A host name's address is one of its resolved addresses: text
+	 * "HOST:PORT/IP" (the name, as the operator wrote it, and which
+	 * address); host names it (NULL: an IP or unix: address as
+	 * written).  config_resolve.c. */
 	struct config_addr addr;
+	char *host;	    /* "mx1.example.internal", or NULL */
+	unsigned port;	    /* with host */
+	unsigned name_ord;  /* the servers[] item it came from */
 	unsigned weight;    /* 1..1000, default 1 */
 	unsigned max_conns; /* all workers; 0 = no limit (default) */
 	enum backend_identity identity; /* default xclient */
@@ -157,6 +164,10 @@ struct config {
 
 	char hostname[256]; /* default: gethostname() */
 	unsigned workers;   /* 0 = one per online CPU */
+	/* worker_buffers: each worker's provided receive buffers (restart),
+	 * powers of two: 16 KiB ones (default 512), 64 KiB ones for TLS
+	 * message data (default 64).  docs/LIMITS.md, "Memory per worker". */
+	unsigned recv_buffers, data_buffers;
 	/* log: */
 	int log_level;		 /* enum log_level; default info */
 	int log_format;		 /* enum log_format; default kv */
@@ -271,6 +282,9 @@ struct config {
 	uint64_t backend_data_timeout_ms;    /* final DATA reply, 10m */
 	enum balance_policy balance;	     /* default round-robin */
 	uint64_t backend_down_time_ms;	     /* no checks: retry after, 30s */
+	/* host names: looked up again this often (getaddrinfo gives no
+	 * TTL); 0 = only at start and reload.  Default 60s. */
+	uint64_t backend_resolve_interval_ms;
 	uint64_t health_interval_ms; /* active checks; 0 = off (default) */
 	uint64_t health_timeout_ms;  /* one whole check, default 5s */
 	unsigned health_rise;	     /* good checks to come back, 2 */
@@ -304,5 +318,19 @@ void config_free(struct config *cfg);
 /* A duration in human units, "30s" "5m" "1h" "250ms" "2d" (the
  * control socket's ban TTLs): 0, or -1 with *ms untouched. */
 int config_parse_duration(const char *s, uint64_t *ms);
+
+/* Is any backend a host name (and so worth looking up again)? */
+bool config_backends_named(const struct config *cfg);
+
+enum config_resolve_result {
+	CONFIG_RESOLVE_SAME,	/* every name gives the addresses cfg has */
+	CONFIG_RESOLVE_CHANGED, /* one does not: msg names it */
+	CONFIG_RESOLVE_FAILED,	/* one did not resolve: msg says why */
+};
+/* Look every backend host name of cfg up again (getaddrinfo: blocking,
+ * main thread only) and compare with the addresses cfg holds.  msg gets
+ * "HOST:PORT: ..." for the first name that changed or failed. */
+enum config_resolve_result config_resolve_compare(const struct config *cfg,
+						  char *msg, size_t msglen);
 
 #endif

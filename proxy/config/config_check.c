@@ -6,10 +6,12 @@
  *              burst holds a message of limits.max_message_size; logins
  *              in limits.users name existing classes, each login once
  *   listeners  no two on one address (bind() would fail later)
- *   backends   at most BACKENDS_MAX; ca_file and name only with tls:
+ *   backends   at most BACKENDS_MAX (host names: config_resolve.c);
+ *              ca_file and name only with tls:
  *              starttls-verify, a name for it on a unix: address; no two
  *              on one address
- *   others     backends.health_check.interval 0 or at least 1s;
+ *   others     worker_buffers.* powers of two;
+ *              backends.health_check.interval 0 or at least 1s;
  *              blocklist.xdp.interfaces when xdp is enabled;
  *              privileges.group needs privileges.user; metrics.listen
  *              not on a listener's address; limits.max_auth_line at
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -167,8 +170,16 @@ config_check_backends(struct loader *l, struct config *cfg)
 	}
 	for (size_t i = 0; i < cfg->nbackends; i++) {
 		for (size_t j = 0; j < i; j++) {
-			if (!config_value_addr_equal(&cfg->backends[i].addr,
-						     &cfg->backends[j].addr))
+			const struct config_backend *a = &cfg->backends[i],
+						    *b = &cfg->backends[j];
+			/* Names as written here; their addresses are
+			 * compared once resolved (config_resolve.c). */
+			if ((a->host != NULL || b->host != NULL)
+				    ? (a->host == NULL || b->host == NULL ||
+				       a->port != b->port ||
+				       strcasecmp(a->host, b->host) != 0)
+				    : !config_value_addr_equal(&a->addr,
+							       &b->addr))
 				continue;
 			snprintf(key, sizeof(key),
 				 "backends.servers[%zu].address", i);
@@ -178,6 +189,34 @@ config_check_backends(struct loader *l, struct config *cfg)
 				"instead",
 				j);
 		}
+	}
+	/* Last: what follows sees one server per address. */
+	return config_resolve_backends(l, cfg);
+}
+
+/* worker_buffers.*: io_uring's buffer rings hold a power of two. */
+static int
+config_check_worker_buffers(struct loader *l, const yaml_node_t *root,
+			    const struct config *cfg)
+{
+	const yaml_node_t *wb = config_yaml_get(l, root, "worker_buffers");
+	const struct {
+		const char *key, *name;
+		unsigned v;
+	} k[] = {
+		{"receive", "worker_buffers.receive", cfg->recv_buffers},
+		{"data", "worker_buffers.data", cfg->data_buffers},
+	};
+
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		if ((k[i].v & (k[i].v - 1)) == 0)
+			continue;
+		return config_yaml_fail(
+			l, config_yaml_line(config_yaml_get(l, wb, k[i].key)),
+			k[i].name,
+			"must be a power of two (e.g. %u or %u), not %u",
+			1u << (31 - __builtin_clz(k[i].v)),
+			1u << (32 - __builtin_clz(k[i].v)), k[i].v);
 	}
 	return 0;
 }
@@ -229,6 +268,8 @@ config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
 	const yaml_node_t *n;
 
 	if (config_check_limits(l, limits, cfg) < 0)
+		return -1;
+	if (config_check_worker_buffers(l, root, cfg) < 0)
 		return -1;
 	if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < SECOND) {
 		n = config_yaml_get(

@@ -167,6 +167,9 @@ int config_check(struct loader *l, const yaml_node_t *root, struct config *cfg);
 /* The listener and server lists' own checks (list_spec.check). */
 int config_check_listeners(struct loader *l, struct config *cfg);
 int config_check_backends(struct loader *l, struct config *cfg);
+/* config_resolve.c: named backends into one server per address (at the
+ * end of config_check_backends()). */
+int config_resolve_backends(struct loader *l, struct config *cfg);
 
 /* ---- config.c -------------------------------------------------------- */
 

@@ -386,6 +386,38 @@ set_mechanisms(struct loader *l, const yaml_node_t *v, const char *key,
 	return 0;
 }
 
+/* "mx1.example.internal:25": kept as a name and a port, resolved once the
+ * whole file is read (config_resolve.c).  -1 (nothing said) when s is no
+ * HOST:PORT, so the address's own error stands. */
+static int
+set_backend_host(struct loader *l, const yaml_node_t *v, const char *key,
+		 struct config_backend *b, const char *s)
+{
+	const char *colon = strrchr(s, ':'), *end;
+	char host[sizeof(b->addr.text)];
+	uint64_t port;
+	size_t hlen;
+
+	if (colon == NULL || s[0] == '[' || (hlen = (size_t)(colon - s)) == 0 ||
+	    hlen >= sizeof(host))
+		return -1;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	if (!config_value_hostname(host, false) ||
+	    config_value_digits(colon + 1, &end, &port) != 0 || *end != '\0' ||
+	    port < 1 || port > 65535)
+		return -1;
+	/* Every letter is a letter: not an IPv4 address gone wrong. */
+	if (strspn(host, "0123456789.") == hlen)
+		return -1;
+	memset(&b->addr, 0, sizeof(b->addr));
+	memcpy(b->addr.text, s, strlen(s) + 1);
+	b->port = (unsigned)port;
+	free(b->host);
+	b->host = config_yaml_strdup(l, host, key, config_yaml_line(v));
+	return b->host != NULL ? 0 : -1;
+}
+
 /* A backend is connected to, so a wildcard address makes no sense; a
  * local one may be a unix socket. */
 static int
@@ -401,6 +433,8 @@ set_backend_addr(struct loader *l, const yaml_node_t *v, const char *key,
 		why = config_value_unix_addr(s, &b->addr);
 	else
 		why = config_value_addr(s, &b->addr);
+	if (why != NULL && set_backend_host(l, v, key, b, s) == 0)
+		return 0; /* a host name: config_resolve.c looks it up */
 	if (why != NULL)
 		return config_yaml_fail(l, config_yaml_line(v), key, "%s", why);
 	if (config_value_addr_is_wildcard(&b->addr))
@@ -1000,14 +1034,23 @@ static const struct field backends_fields[] = {
 	NUM("data_timeout", F_MS, CFG(backend_data_timeout_ms), 1, NO_LIMIT),
 	ENUM("balance", CFG(balance), balance_policies),
 	NUM("down_time", F_MS, CFG(backend_down_time_ms), SECOND, DAY),
+	NUM("resolve_interval", F_MS, CFG(backend_resolve_interval_ms), 0, DAY),
 	SECTION("health_check", health_fields, false),
 	LIST("servers", &server_list),
+	END_OF_TABLE,
+};
+
+/* Powers of two (io_uring's buffer rings): config_check.c says so. */
+static const struct field worker_buffers_fields[] = {
+	NUM("receive", F_UINT, CFG(recv_buffers), 8, 32768),
+	NUM("data", F_UINT, CFG(data_buffers), 1, 32768),
 	END_OF_TABLE,
 };
 
 const struct field config_schema_top[] = {
 	FUNC("hostname", set_hostname),
 	NUM("workers", F_UINT, CFG(workers), 0, 256),
+	SECTION("worker_buffers", worker_buffers_fields, false),
 	SECTION("log", log_fields, false),
 	SECTION("tls", tls_fields, true), /* for tls.certificates */
 	LIST("listeners", &listener_list),

@@ -3,6 +3,7 @@
  *
  * SYNOPSIS
  *	msaproxyctl [-s SOCKET] [-j] COMMAND [ARG...]
+ *	msaproxyctl --help | --version
  *
  * DESCRIPTION
  *	Sends one request (the command and its arguments as one line) to the
@@ -29,22 +30,44 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "lib/version.h"
+
 #define DEFAULT_SOCKET "/run/msaproxy/control.sock"
 #define REQUEST_MAX    1024
 #define TIMEOUT_S      30
 
 static void
-usage(void)
+usage_to(FILE *out)
 {
-	fprintf(stderr,
+	fprintf(out,
 		"usage: msaproxyctl [-s|--socket SOCKET] [-j|--json] COMMAND "
 		"[ARG...]\n"
+		"       msaproxyctl --help | --version\n"
 		"commands: status, stats, sessions, reload, drain [--fast],\n"
 		"          user limits LOGIN, user reset LOGIN,\n"
 		"          ban PREFIX [--ttl DURATION], unban PREFIX, list,\n"
 		"          backends,\n"
 		"          backend enable|disable NAME, cluster\n");
+}
+
+static void
+usage(void)
+{
+	usage_to(stderr);
 	exit(2);
+}
+
+/* --help, -h: the usage on stdout, and 0 (asked for, not a mistake). */
+static void
+help(void)
+{
+	usage_to(stdout);
+	printf("\n  -s, --socket SOCKET  the control socket (default %s)\n"
+	       "  -j, --json           answers as JSON\n"
+	       "  --version            print the version and exit\n"
+	       "See msaproxyctl(8).\n",
+	       DEFAULT_SOCKET);
+	exit(0);
 }
 
 /* Why the socket could not be reached, and how to name the right one:
@@ -126,10 +149,11 @@ main(int argc, char **argv)
 		{"socket", required_argument, NULL, 's'},
 		{"json", no_argument, NULL, 'j'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 
-	while ((c = getopt_long(argc, argv, "+s:jh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+s:jhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			path = optarg;
@@ -138,6 +162,12 @@ main(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 'h':
+			help();
+			break;
+		case 'V':
+			printf("msaproxyctl %s\n", MSAPROXY_VERSION);
+			return 0;
 		default:
 			usage();
 		}

@@ -9,7 +9,8 @@
  * io_uring_register_buf_ring): 16 KiB buffers for everything, 64 KiB ones
  * for a TLS session's message bytes.
  *
- * Config keys: none (workers: one ring each).
+ * Config keys: worker_buffers.receive, worker_buffers.data (how many of
+ * each; read once, at the worker's start), workers (one ring each).
  */
 #include <assert.h>
 #include <errno.h>
@@ -171,10 +172,10 @@ ring_setup(struct ring *r, char *err, size_t errlen)
 		return -1;
 	}
 	r->uring_ok = true;
-	if (setup_group(r, RECV_GROUP, RECV_BUF_SIZE, RECV_BUF_COUNT, err,
-			errlen) != 0 ||
-	    setup_group(r, DATA_GROUP, DATA_BUF_SIZE, DATA_BUF_COUNT, err,
-			errlen) != 0)
+	if (setup_group(r, RECV_GROUP, RECV_BUF_SIZE, r->gen->cfg->recv_buffers,
+			err, errlen) != 0 ||
+	    setup_group(r, DATA_GROUP, DATA_BUF_SIZE, r->gen->cfg->data_buffers,
+			err, errlen) != 0)
 		return -1;
 	return 0;
 }

@@ -61,12 +61,11 @@ enum ring_op {
 #define OP_MASK ((1u << OP_BITS) - 1)
 _Static_assert(OP_CLUSTER_RECV <= OP_MASK, "ring ops outgrew OP_BITS");
 
-#define RECV_BUF_SIZE  16384u /* one TLS record fits */
-#define RECV_BUF_COUNT 512u
-#define RECV_GROUP     0u     /* provided-buffer groups on the ring */
-#define DATA_GROUP     1u     /* a TLS session's message bytes */
-#define DATA_BUF_SIZE  65536u /* four TLS records */
-#define DATA_BUF_COUNT 64u
+/* The counts are worker_buffers.receive and .data (config.h). */
+#define RECV_BUF_SIZE 16384u /* one TLS record fits */
+#define RECV_GROUP    0u     /* provided-buffer groups on the ring */
+#define DATA_GROUP    1u     /* a TLS session's message bytes */
+#define DATA_BUF_SIZE 65536u /* four TLS records */
 
 /* What every worker shares with the others (all thread-safe). */
 struct worker_shared {

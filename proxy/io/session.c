@@ -702,6 +702,7 @@ start_auth(struct session *s)
 	}
 	memcpy(req->user, s->smtp.creds->user, sizeof(req->user));
 	memcpy(req->pass, s->smtp.creds->pass, sizeof(req->pass));
+	req->refuse = s->smtp.creds->pass_too_long;
 	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
 	req->db = s->gen->users; /* the session holds its generation */
 	/* A returning client is answered here; only real hash work goes

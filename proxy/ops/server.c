@@ -26,6 +26,11 @@
  * server_control.c's, the sums behind a scrape server_metrics.c's;
  * struct server is in server_internal.h.
  *
+ * Under systemd (Type=notify) the main thread says READY=1 once the
+ * listeners are bound and the workers run, RELOADING=1/READY=1 around a
+ * reload, STOPPING=1 at a drain, and WATCHDOG=1 from its loop when the
+ * unit sets WatchdogSec= (sdnotify.c).
+ *
  * The main thread also samples the allocator for limits.max_memory
  * (caps.h) every CAPS_SAMPLE_MS while a cap is set, and starts jemalloc's
  * purging thread once privileges are dropped (start_purging()).
@@ -66,6 +71,7 @@
 #include "ops/privilege.h"
 #include "limits/ratelimit.h"
 #include "ops/registry.h"
+#include "ops/sdnotify.h"
 #include "ops/server.h"
 #include "ops/server_internal.h"
 #include "lib/timer.h"
@@ -147,6 +153,7 @@ loop(struct server *srv)
 		nm = srv->metrics ? metrics_http_pollfds(srv->metrics, pfd + 2,
 							 &timeout)
 				  : 0;
+		sdnotify_watchdog(timer_now_ms(), &timeout);
 		r = poll(pfd, 2 + nm, timeout);
 
 		if (r < 0 && errno != EINTR) {
@@ -170,6 +177,7 @@ loop(struct server *srv)
 			srv->swept_ms = timer_now_ms();
 			bans_sweep(srv->shared.bans);
 		}
+		server_resolve_tick(srv, timer_now_ms());
 	}
 }
 
@@ -214,6 +222,9 @@ server_start(struct server *srv, char *err, size_t errlen)
 		return -1;
 	}
 	if (tls_global_init(cfg, err, errlen) != 0)
+		return -1;
+	/* systemd's Type=notify (sdnotify.c): READY=1 once all is up. */
+	if (sdnotify_open(err, errlen) != 0)
 		return -1;
 	/* Before the listeners: once they take connections, msaproxyctl
 	 * works too. */
@@ -313,11 +324,16 @@ server_run(const char *path, struct generation *gen)
 	/* The sockets now belong to the workers. */
 	log_info("ready",
 		 " workers=%u listeners=%zu backends=%zu users=%zu "
-		 "control=%s metrics=%s",
+		 "control=%s metrics=%s worker_buffers_kib=%u",
 		 srv.nworkers, gen->cfg->nlisteners, gen->cfg->nbackends,
 		 passwd_db_count(gen->users),
 		 srv.control_path ? srv.control_path : "none",
-		 srv.metrics ? gen->cfg->metrics_listen.text : "none");
+		 srv.metrics ? gen->cfg->metrics_listen.text : "none",
+		 /* what each worker's receive pools come to, once touched */
+		 gen->cfg->recv_buffers * 16 + gen->cfg->data_buffers * 64);
+	sdnotify("READY=1\nSTATUS=Ready: generation %u, %u workers, %zu "
+		 "listeners",
+		 gen->id, srv.nworkers, gen->cfg->nlisteners);
 	loop(&srv);
 	status = 0;
 out:
@@ -352,6 +368,7 @@ out:
 	metrics_http_close(srv.metrics);
 	if (srv.sfd >= 0)
 		close(srv.sfd);
+	sdnotify_close();
 	free(srv.workers);
 	free(srv.joined);
 	free(srv.reg); /* after the last generation: its pools point here */

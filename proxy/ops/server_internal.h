@@ -29,6 +29,7 @@ struct registry;
 /* What a reload cannot change, as the process started with it. */
 struct fixed_keys {
 	unsigned workers, auth_threads, control_mode;
+	unsigned recv_buffers, data_buffers; /* worker_buffers */
 	uint64_t auth_cache_ttl_ms, ticket_key_lifetime_ms;
 	size_t auth_cache_size, nxdp_interfaces;
 	bool xdp_enabled;
@@ -69,6 +70,7 @@ struct server {
 	bool draining;
 	int drain_signals;
 	uint64_t swept_ms;
+	uint64_t resolved_ms; /* backend names last looked up (0: at load) */
 };
 
 /* jemalloc's mallctl(), when jemalloc is the allocator (not under ASan):
@@ -89,6 +91,8 @@ struct worker_listener *server_listeners_for(const struct listen_set *s,
 					     unsigned k);
 /* Drop retired generations once every worker is past them. */
 void server_retire(struct server *srv);
+/* server_resolve.c: backend host names looked up again when due. */
+void server_resolve_tick(struct server *srv, uint64_t now_ms);
 /* What a reload cannot change, as cfg has it. */
 struct fixed_keys server_fixed_keys(const struct config *cfg);
 uint64_t server_wall_ms(void); /* CLOCK_REALTIME, ms */

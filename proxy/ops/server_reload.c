@@ -47,6 +47,7 @@
 #include "ops/registry.h"
 #include "ops/server.h"
 #include "ops/server_internal.h"
+#include "ops/sdnotify.h"
 #include "lib/timer.h"
 #include "io/tls.h"
 #include "io/worker.h"
@@ -89,6 +90,8 @@ server_fixed_keys(const struct config *cfg)
 {
 	struct fixed_keys k = {
 		.workers = cfg->workers,
+		.recv_buffers = cfg->recv_buffers,
+		.data_buffers = cfg->data_buffers,
 		.auth_threads = cfg->auth_threads,
 		.control_mode = cfg->control_mode,
 		.auth_cache_ttl_ms = cfg->auth_cache_ttl_ms,
@@ -164,6 +167,9 @@ warn_fixed(const struct server *srv, const struct config *cfg, FILE *report)
 		snprintf(is, sizeof(is), "%u", now.workers);
 		ignored(report, cfg, "workers", NULL, was, is);
 	}
+	if (run->recv_buffers != now.recv_buffers ||
+	    run->data_buffers != now.data_buffers)
+		ignored_key(report, cfg, "worker_buffers", "worker_buffers");
 	if (run->auth_threads != now.auth_threads ||
 	    run->auth_cache_ttl_ms != now.auth_cache_ttl_ms ||
 	    run->auth_cache_size != now.auth_cache_size)
@@ -328,6 +334,7 @@ server_reload(struct server *srv, FILE *report, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	sdnotify_reloading(); /* READY=1 follows, at either end below */
 	gen = generation_load(srv->path, srv->next_id, srv->nworkers,
 			      vet_reload, &vet, err, errlen);
 	if (gen == NULL)
@@ -375,16 +382,20 @@ server_reload(struct server *srv, FILE *report, char *err, size_t errlen)
 	srv->reloads++;
 	srv->last_reload_ok = true;
 	srv->loaded_wall_ms = server_wall_ms();
+	srv->resolved_ms = timer_now_ms(); /* names were just looked up */
 	log_info("reloaded",
 		 " generation=%u listeners=%zu backends=%zu users=%zu", gen->id,
 		 gen->cfg->nlisteners, gen->cfg->nbackends,
 		 passwd_db_count(gen->users));
+	sdnotify("READY=1\nSTATUS=Ready: generation %u (reloaded)", gen->id);
 	return 0;
 fail:
 	srv->reload_failures++;
 	srv->last_reload_ok = false;
 	log_error("reload-failed", " generation=%u error=\"%s\"", srv->gen->id,
 		  err);
+	sdnotify("READY=1\nSTATUS=Ready: generation %u; the reload failed: %s",
+		 srv->gen->id, err);
 	return -1;
 }
 
@@ -404,6 +415,9 @@ server_drain(struct server *srv, bool fast)
 	if (!srv->draining) {
 		srv->drain_signals = 1;
 		srv->drain_started_ms = timer_now_ms();
+		sdnotify("STOPPING=1\nSTATUS=Draining: %" PRIu64
+			 " ms for the sessions to finish",
+			 timeout);
 	}
 	srv->draining = true;
 	log_info("draining", " timeout_ms=%" PRIu64 " fast=%s", timeout,

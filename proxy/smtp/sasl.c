@@ -236,13 +236,31 @@ is_empty_response(const char *b64, size_t len)
 
 /* The longest valid PLAIN message: three full fields and two NULs. */
 #define PLAIN_MAX (3 * (SASL_FIELD_MAX - 1) + 2)
+/* What is decoded of a longer one: a whole number of base64 groups that
+ * holds the longest authzid and user with their NULs, and more. */
+#define PLAIN_PREFIX ((PLAIN_MAX + 2) / 3 * 3)
+
+/* Decode the first groups of checked base64 in[0..len) into out, which
+ * holds outsize bytes (a multiple of 3, all of it when it is enough). */
+static size_t
+b64_decode_prefix(const unsigned char *in, size_t len, size_t n,
+		  unsigned char *out, size_t outsize)
+{
+	if (n <= outsize) {
+		b64_decode_checked(in, len, out);
+		return n;
+	}
+	/* A strict prefix of whole groups holds no padding. */
+	b64_decode_checked(in, outsize / 3 * 4, out);
+	return outsize;
+}
 
 enum sasl_status
 sasl_plain_decode(const char *b64, size_t len, struct sasl_creds *out)
 {
-	unsigned char buf[PLAIN_MAX];
+	unsigned char buf[PLAIN_PREFIX];
 	const unsigned char *f[3], *nul;
-	size_t n, flen[3], i, rest;
+	size_t n, m, flen[3], i, rest;
 	enum sasl_status st;
 
 	sasl_creds_clear(out);
@@ -252,31 +270,33 @@ sasl_plain_decode(const char *b64, size_t len, struct sasl_creds *out)
 		return SASL_MALFORMED;
 	if (!b64_check((const unsigned char *)b64, len, &n))
 		return SASL_BAD_BASE64;
-	if (n > sizeof(buf))
-		return SASL_TOO_LONG;
-	b64_decode_checked((const unsigned char *)b64, len, buf);
+	/* A longer message is read only as far as its first two fields can
+	 * reach: an oversize password is refused without being decoded. */
+	m = b64_decode_prefix((const unsigned char *)b64, len, n, buf,
+			      sizeof(buf));
 
 	/* Split authzid NUL authcid NUL passwd.  A third NUL would be a NUL
 	 * inside the password and is caught by the text check below. */
-	rest = n;
+	rest = m;
 	f[0] = buf;
 	for (i = 0; i < 2; i++) {
 		nul = memchr(f[i], '\0', rest);
 		if (nul == NULL) {
-			st = SASL_MALFORMED;
+			/* Past the prefix, a field is too long anyway. */
+			st = n > m ? SASL_TOO_LONG : SASL_MALFORMED;
 			goto done;
 		}
 		flen[i] = (size_t)(nul - f[i]);
 		rest -= flen[i] + 1;
 		f[i + 1] = nul + 1;
 	}
-	flen[2] = rest;
+	flen[2] = n - flen[0] - flen[1] - 2;
 
 	if (flen[1] == 0) {
 		st = SASL_MALFORMED; /* empty authcid */
 		goto done;
 	}
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 2; i++) {
 		if (flen[i] >= SASL_FIELD_MAX) {
 			st = SASL_TOO_LONG;
 			goto done;
@@ -284,7 +304,7 @@ sasl_plain_decode(const char *b64, size_t len, struct sasl_creds *out)
 	}
 	/* The authzid is held to the same rule as the user name: it may be
 	 * logged or compared with it, and RFC 4616 wants UTF-8 too. */
-	for (i = 0; i < 3; i++) {
+	for (i = 0; i < 2; i++) {
 		if (!utf8_text_ok(f[i], flen[i])) {
 			st = SASL_MALFORMED;
 			goto done;
@@ -292,12 +312,20 @@ sasl_plain_decode(const char *b64, size_t len, struct sasl_creds *out)
 	}
 	memcpy(out->authzid, f[0], flen[0]);
 	memcpy(out->user, f[1], flen[1]);
+	if (flen[2] >= SASL_FIELD_MAX) {
+		st = SASL_PASS_TOO_LONG; /* the caller's 535, not ours */
+		goto done;
+	}
+	if (!utf8_text_ok(f[2], flen[2])) {
+		st = SASL_MALFORMED;
+		goto done;
+	}
 	memcpy(out->pass, f[2], flen[2]);
 	/* The arrays were zeroed by sasl_creds_clear(): NUL-terminated. */
 	st = SASL_OK;
 done:
 	OPENSSL_cleanse(buf, sizeof(buf));
-	if (st != SASL_OK)
+	if (st != SASL_OK && st != SASL_PASS_TOO_LONG)
 		sasl_creds_clear(out);
 	return st;
 }

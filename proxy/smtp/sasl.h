@@ -7,6 +7,7 @@
 #ifndef MSAPROXY_SASL_H
 #define MSAPROXY_SASL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -16,6 +17,9 @@ struct sasl_creds {
 	char authzid[SASL_FIELD_MAX];
 	char user[SASL_FIELD_MAX];
 	char pass[SASL_FIELD_MAX];
+	/* Set by the caller for a password longer than pass holds: the
+	 * check runs (same cost) and must fail (docs/SECURITY.md). */
+	bool pass_too_long;
 };
 
 enum sasl_status {
@@ -23,6 +27,10 @@ enum sasl_status {
 	SASL_BAD_BASE64 = -1, /* not valid base64: reply 501 5.5.2 */
 	SASL_MALFORMED = -2,  /* decoded but not a valid message: 501 */
 	SASL_TOO_LONG = -3,   /* a field does not fit: 501 */
+	/* PLAIN only: authzid and user are good and filled in, the password
+	 * does not fit (pass left empty, its bytes not looked at).  The
+	 * caller answers it as a wrong password: 535 after the same check. */
+	SASL_PASS_TOO_LONG = -4,
 };
 
 /* Strict base64: alphabet A-Z a-z 0-9 + /, '=' padding only at the end,
@@ -46,7 +54,12 @@ ssize_t sasl_b64_encode(const unsigned char *in, size_t len, char *out,
  * "=" handling: RFC 4954 spells a zero-length initial response "=".  The
  * caller may map "=" to the empty string (len 0) before calling, or pass
  * it through: both decoders treat "" and "=" alike, so the result is the
- * same either way. */
+ * same either way.
+ *
+ * A password of SASL_FIELD_MAX bytes or more, after a good authzid and
+ * user, is SASL_PASS_TOO_LONG (not a failure to clear: *out keeps the
+ * authzid and user, pass stays zero).  Only the first 768 decoded bytes
+ * are looked at then, however long the message. */
 enum sasl_status sasl_plain_decode(const char *b64, size_t len,
 				   struct sasl_creds *out);
 

@@ -434,9 +434,15 @@ auth_plain_response(struct smtp *s, const char *b64, size_t len)
 	if (len == 1 && b64[0] == '=')
 		len = 0;
 	st = sasl_plain_decode(b64, len, s->creds);
-	if (st == SASL_OK && s->creds->authzid[0] != '\0' &&
+	if ((st == SASL_OK || st == SASL_PASS_TOO_LONG) &&
+	    s->creds->authzid[0] != '\0' &&
 	    strcmp(s->creds->authzid, s->creds->user) != 0)
 		st = SASL_MALFORMED; /* no proxy authorization */
+	if (st == SASL_PASS_TOO_LONG) {
+		/* A wrong password, at a wrong password's price. */
+		s->creds->pass_too_long = true;
+		st = SASL_OK;
+	}
 	if (st != SASL_OK) {
 		smtp_clear_creds(s);
 		smtp_set_state(s, SMTP_IDLE);
@@ -456,9 +462,14 @@ auth_login_response(struct smtp *s, const char *b64, size_t len)
 {
 	bool is_user = s->state == SMTP_AUTH_LOGIN_USER;
 	char *dst = is_user ? s->creds->user : s->creds->pass;
+	enum sasl_status st = sasl_login_decode(b64, len, dst, SASL_FIELD_MAX);
 
-	if (sasl_login_decode(b64, len, dst, SASL_FIELD_MAX) != SASL_OK ||
-	    (is_user && dst[0] == '\0')) {
+	if (st == SASL_TOO_LONG && !is_user) {
+		/* Checked and refused like a wrong one (docs/SECURITY.md). */
+		s->creds->pass_too_long = true;
+		st = SASL_OK;
+	}
+	if (st != SASL_OK || (is_user && dst[0] == '\0')) {
 		smtp_clear_creds(s);
 		smtp_set_state(s, SMTP_IDLE);
 		reply_error(s, "501 5.5.2 Cannot decode response");

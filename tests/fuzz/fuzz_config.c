@@ -10,7 +10,10 @@
  * holds every value within the ranges config_schema.c documents; nothing leaks
  * (libFuzzer's leak check runs on every input) and nothing crashes.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +28,56 @@
 #include "fuzz_check.h"
 
 #define ERR_LEN 1024 /* as main.c */
+
+/*
+ * Backend host names (config_resolve.c) are looked up with getaddrinfo():
+ * here, without the network (a fuzzed name must not wait on a DNS
+ * server), "localhost" is 127.0.0.1 and ::1 and every other name does not
+ * resolve.  These two replace libc's for this binary only.
+ */
+int
+getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+	    struct addrinfo **res)
+{
+	struct addrinfo *v4, *v6;
+
+	(void)service, (void)hints;
+	if (node == NULL || strcmp(node, "localhost") != 0)
+		return EAI_NONAME;
+	v4 = calloc(1, sizeof(*v4) + sizeof(struct sockaddr_in));
+	v6 = calloc(1, sizeof(*v6) + sizeof(struct sockaddr_in6));
+	if (v4 == NULL || v6 == NULL) {
+		free(v4);
+		free(v6);
+		return EAI_MEMORY;
+	}
+	v4->ai_family = AF_INET;
+	v4->ai_socktype = SOCK_STREAM;
+	v4->ai_addrlen = sizeof(struct sockaddr_in);
+	v4->ai_addr = (struct sockaddr *)(v4 + 1);
+	((struct sockaddr_in *)v4->ai_addr)->sin_family = AF_INET;
+	((struct sockaddr_in *)v4->ai_addr)->sin_addr.s_addr =
+		htonl(INADDR_LOOPBACK);
+	v6->ai_family = AF_INET6;
+	v6->ai_socktype = SOCK_STREAM;
+	v6->ai_addrlen = sizeof(struct sockaddr_in6);
+	v6->ai_addr = (struct sockaddr *)(v6 + 1);
+	((struct sockaddr_in6 *)v6->ai_addr)->sin6_family = AF_INET6;
+	((struct sockaddr_in6 *)v6->ai_addr)->sin6_addr = in6addr_loopback;
+	v4->ai_next = v6;
+	*res = v4;
+	return 0;
+}
+
+void
+freeaddrinfo(struct addrinfo *res)
+{
+	while (res != NULL) {
+		struct addrinfo *next = res->ai_next;
+		free(res);
+		res = next;
+	}
+}
 
 /* "PATH:LINE: " with the path we gave; returns LINE, or -1. */
 static long

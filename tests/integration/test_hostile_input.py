@@ -4,8 +4,10 @@ a bare LF ending a command, and commands before STARTTLS.  Each gets its
 reply, the right close (or none), a reason in the session-end line, and
 nothing reaches the backend that the client did not say in CRLF lines."""
 
+import base64
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -130,3 +132,30 @@ def test_auth_failures_are_capped_per_session(relay):
     assert read_until_closed(s.sock) == b""
     s.close()
     relay.wait_for_log(r"msg=session-end .*reason=auth-failures")
+
+
+def test_oversize_password_is_a_wrong_password(proxy, recording_backend):
+    """Issue 18 item 7: a 9,000-octet password (PLAIN or LOGIN) is not
+    '501 Malformed', which would tell a prober where the limit lies, but a
+    failed login: the same 535 after the same auth.failure_delay, logged
+    as result=failed for its user, and counted toward auth.max_failures
+    (the third is the 421 and the close).  Bad base64 is still 501."""
+    relay = proxy([recording_backend.port], **{"auth.failure_delay": "1s"})
+    s = SmtpLines(relay, tls=True)
+    assert s.cmd(b"EHLO client.example.test").startswith(b"250")
+    huge = base64.b64encode(b"\0demo\0" + b"p" * 9000)
+    assert s.cmd(b"AUTH PLAIN *bad*").startswith(b"501 5.5.2 ")
+    started = time.monotonic()
+    reply = s.cmd(b"AUTH PLAIN " + huge)
+    assert reply == b"535 5.7.8 Authentication credentials invalid", reply
+    assert time.monotonic() - started >= 0.9, "no failure delay"
+    relay.wait_for_log(r"msg=auth .*user=demo .*delay_ms=1000 result=failed")
+    assert s.cmd(b"AUTH LOGIN " + base64.b64encode(b"demo")).startswith(b"334")
+    reply = s.cmd(base64.b64encode(b"q" * 9000))
+    assert reply == b"535 5.7.8 Authentication credentials invalid", reply
+    last = s.cmd(b"AUTH PLAIN " + huge)
+    assert last.startswith(b"421 4.7.0 ") and b"Too many failed logins" in last, last
+    assert read_until_closed(s.sock) == b""
+    s.close()
+    relay.wait_for_log(r"msg=session-end .*auth_failures=3 .*reason=auth-failures")
+    assert recording_backend.connections == []

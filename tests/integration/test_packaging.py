@@ -141,8 +141,9 @@ def test_install_lays_out_the_files(installed):
     for page, section in MAN_PAGES.items():
         gz = installed / f"usr/share/man/{section}/{page}.gz"
         assert gzip.decompress(gz.read_bytes()) == (ROOT / "man" / page).read_bytes()
+    # The production example, not the demo (issue 18, item 16).
     assert (installed / "etc/msaproxy/msaproxy.yaml.example").read_bytes() == \
-        (ROOT / "conf/msaproxy.yaml").read_bytes()
+        (ROOT / "packaging/msaproxy.yaml.example").read_bytes()
     assert (installed / "usr/lib/sysusers.d/msaproxy.conf").read_bytes() == \
         (ROOT / "packaging/msaproxy.sysusers").read_bytes()
 
@@ -260,6 +261,41 @@ def config_keys(text):
         keys.append(key)
         stack.append((indent, key))
     return keys
+
+
+def test_production_example_passes_check(installed, tmp_path, certs, users):
+    """The installed example is a production one (587 and 465 on every
+    address, /etc/msaproxy and /run/msaproxy paths, a private backend, the
+    control socket where msaproxyctl looks), and with its paths pointed at
+    real files it passes `msaproxy -t` as it stands."""
+    text = (installed / "etc/msaproxy/msaproxy.yaml.example").read_text()
+    for want in ('address: "*:587"', 'address: "*:465"', "address: 10.0.0.25:25",
+                 "socket: /run/msaproxy/control.sock", "passwd_file: /etc/msaproxy/"):
+        assert want in text, want
+    assert "demo/" not in text and "127.0.0.1" not in text
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    paths = {
+        "/etc/msaproxy/tls/fullchain.pem": str(certs.ecdsa_cert),
+        "/etc/msaproxy/tls/privkey.pem": str(certs.ecdsa_key),
+        "/etc/msaproxy/users": str(users.path),
+        "/run/msaproxy/control.sock": str(run_dir / "control.sock"),
+    }
+    for prod, test in paths.items():
+        assert prod in text, prod
+        text = text.replace(prod, test)
+    # Every absolute path of the example was one of those: a path added to
+    # it later must be added here, or this fails.
+    values = re.sub(r"(^|\s)#.*$", "", text, flags=re.M)  # not the comments
+    left = re.findall(r"(?<![\w.])/(?:etc|run|var|srv|usr)/\S+", values)
+    assert not left, f"paths the test does not point at temp files: {left}"
+    conf = tmp_path / "msaproxy.yaml"
+    conf.write_text(text)
+    r = subprocess.run([str(BIN), "-t", "-c", str(conf)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "configuration ok" in r.stdout, r.stdout
+    assert "error" not in r.stderr.lower(), r.stderr
 
 
 def test_config_man_page_names_every_key():

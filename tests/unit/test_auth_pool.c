@@ -89,7 +89,10 @@ group_setup(void **state)
 
 		user_name(u, sizeof(u), i);
 		user_pass(p, sizeof(p), i);
-		h = passwd_hash(p, schemes[i % 3], err, sizeof(err));
+		/* bcrypt at cost 5, not its default 12: these test the
+		 * pool, not the cost. */
+		h = passwd_hash_cost(p, schemes[i % 3], i % 3 == 1 ? 5 : 0, err,
+				     sizeof(err));
 		if (h == NULL) {
 			fprintf(stderr, "passwd_hash: %s\n", err);
 			fclose(f);
@@ -462,6 +465,40 @@ test_check_cached_on_caller_thread(void **state)
 	auth_pool_stop(pool);
 }
 
+/* req->refuse (an oversize password): the right password is refused all
+ * the same, and neither comes from nor goes to the cache. */
+static void
+test_refuse_fails_the_right_password(void **state)
+{
+	char err[256] = "";
+	struct auth_pool *pool;
+	struct auth_request req;
+
+	(void)state;
+	pool = auth_pool_start(2, db, HOUR_MS, CACHE_N, SECCOMP_OFF, err,
+			       sizeof(err));
+	if (pool == NULL)
+		fail_msg("auth_pool_start: %s", err);
+	login_once(pool, 0, 0, 0); /* good: now cached */
+	memset(&req, 0, sizeof(req));
+	user_name(req.user, sizeof(req.user), 0);
+	user_pass(req.pass, sizeof(req.pass), 0);
+	req.refuse = 1;
+	assert_false(auth_pool_check_cached(pool, &req));
+	req.ok = -1;
+	req.cached = -1;
+	req.done = done_record;
+	req.cookie = 1;
+	auth_pool_submit(pool, &req);
+	assert_int_equal(wait_done(2), 2);
+	auth_pool_stop(pool);
+	pthread_mutex_lock(&seen.mu);
+	assert_int_equal(seen.ok[1], 0);
+	assert_int_equal(seen.cached[1], 0);
+	assert_true(seen.cleared[1]);
+	pthread_mutex_unlock(&seen.mu);
+}
+
 /* cache_ttl 0: every login is a full check. */
 static void
 test_cache_disabled(void **state)
@@ -493,6 +530,8 @@ main(void)
 		cmocka_unit_test_setup(test_start_stop_idle, reset_seen),
 		cmocka_unit_test_setup(test_start_errors, reset_seen),
 		cmocka_unit_test_setup(test_cache, reset_seen),
+		cmocka_unit_test_setup(test_refuse_fails_the_right_password,
+				       reset_seen),
 		cmocka_unit_test_setup(test_cache_disabled, reset_seen),
 		cmocka_unit_test_setup(test_check_cached_on_caller_thread,
 				       reset_seen),

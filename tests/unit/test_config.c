@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -973,6 +974,193 @@ test_control_and_shutdown(void **state)
 	expect_error(MINIMAL "control:\n  mode: \"0999\"\n", 14, "control.mode",
 		     "expected an octal mode from 0600 to 0777, such as 0660 "
 		     "(the owner must read and write)");
+}
+
+/* The addresses the system's resolver gives name (stream, AI_ADDRCONFIG),
+ * sorted as config_resolve.c sorts them: what the proxy must have made. */
+static size_t
+resolve_like_the_proxy(const char *name, struct sockaddr_storage *out,
+		       size_t max)
+{
+	struct addrinfo hints, *res, *ai;
+	size_t n = 0;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_ADDRCONFIG;
+	assert_int_equal(getaddrinfo(name, NULL, &hints, &res), 0);
+	for (ai = res; ai != NULL && n < max; ai = ai->ai_next) {
+		bool dup = false;
+		struct sockaddr_storage ss;
+
+		memset(&ss, 0, sizeof(ss));
+		memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+		for (size_t k = 0; k < n; k++)
+			dup = dup ||
+			      (out[k].ss_family == ss.ss_family &&
+			       (ss.ss_family == AF_INET
+					? memcmp(&((struct sockaddr_in
+							    *)&out[k])
+							  ->sin_addr,
+						 &((struct sockaddr_in *)&ss)
+							  ->sin_addr,
+						 4) == 0
+					: memcmp(&((struct sockaddr_in6
+							    *)&out[k])
+							  ->sin6_addr,
+						 &((struct sockaddr_in6 *)&ss)
+							  ->sin6_addr,
+						 16) == 0));
+		if (!dup)
+			out[n++] = ss;
+	}
+	freeaddrinfo(res);
+	return n;
+}
+
+/* Issue 18 item 17: a backend by host name is one server per address
+ * (localhost: no network needed), "HOST:PORT/IP"; a name that does not
+ * resolve is refused with its line; the same name twice, or a name that
+ * reaches a server listed by address, is refused too. */
+static void
+test_backend_host_names(void **state)
+{
+	struct sockaddr_storage want[8];
+	struct config *cfg;
+	size_t n;
+	char text[512];
+
+	(void)state;
+	n = resolve_like_the_proxy("localhost", want, 8);
+	assert_true(n >= 1);
+	cfg = load_ok(TLS_PART LISTENERS_PART AUTH_PART
+		      "backends:\n"
+		      "  resolve_interval: 5s\n"
+		      "  servers:\n"
+		      "    - address: 192.0.2.1:25\n"
+		      "    - address: localhost:2525\n"
+		      "      weight: 7\n"
+		      "      tls: starttls-verify\n");
+	assert_int_equal(cfg->backend_resolve_interval_ms, 5000);
+	assert_int_equal(cfg->nbackends, 1 + n);
+	assert_true(config_backends_named(cfg));
+	assert_null(cfg->backends[0].host);
+	assert_string_equal(cfg->backends[0].addr.text, "192.0.2.1:25");
+	for (size_t i = 0; i < n; i++) {
+		const struct config_backend *b = &cfg->backends[1 + i];
+		char ip[64];
+		const void *a =
+			b->addr.ss.ss_family == AF_INET
+				? (const void *)&((const struct sockaddr_in *)&b
+							  ->addr.ss)
+					  ->sin_addr
+				: (const void *)&((const struct sockaddr_in6
+							   *)&b->addr.ss)
+					  ->sin6_addr;
+
+		assert_string_equal(b->host, "localhost");
+		assert_int_equal(b->weight, 7);
+		assert_int_equal(b->line, 14);
+		assert_int_equal(b->name_ord, 1);
+		assert_int_equal(port_of(&b->addr), 2525);
+		/* Checked against the name written, not the address. */
+		assert_string_equal(b->tls_name, "localhost");
+		assert_non_null(
+			inet_ntop(b->addr.ss.ss_family, a, ip, sizeof(ip)));
+		snprintf(text, sizeof(text), "localhost:2525/%s", ip);
+		assert_string_equal(b->addr.text, text);
+	}
+	/* Looked up again: the same. */
+	assert_int_equal(config_resolve_compare(cfg, text, sizeof(text)),
+			 CONFIG_RESOLVE_SAME);
+	/* Another answer than the one it holds: changed, and said. */
+	((struct sockaddr_in *)&cfg->backends[1].addr.ss)->sin_port = htons(1);
+	assert_int_equal(config_resolve_compare(cfg, text, sizeof(text)),
+			 CONFIG_RESOLVE_CHANGED);
+	assert_memory_equal(text, "localhost:2525: ", 16);
+	/* A name that stopped resolving: failed, and said. */
+	free(cfg->backends[1].host);
+	cfg->backends[1].host = strdup("nonexistent.invalid");
+	assert_int_equal(config_resolve_compare(cfg, text, sizeof(text)),
+			 CONFIG_RESOLVE_FAILED);
+	assert_memory_equal(text, "nonexistent.invalid:2525: ", 26);
+	config_free(cfg);
+
+	cfg = load_ok(MINIMAL);
+	assert_false(config_backends_named(cfg));
+	assert_int_equal(cfg->backend_resolve_interval_ms, 60000);
+	config_free(cfg);
+
+	write_config(TLS_PART LISTENERS_PART AUTH_PART
+		     "backends:\n"
+		     "  servers:\n"
+		     "    - address: 127.0.0.1:2525\n"
+		     "    - address: nonexistent.invalid:25\n");
+	assert_int_equal(config_load(cfgpath, &cfg, err, sizeof(err)), -1);
+	snprintf(text, sizeof(text),
+		 "%s:13: backends.servers[1].address: cannot resolve "
+		 "nonexistent.invalid: ",
+		 cfgpath);
+	assert_memory_equal(err, text, strlen(text));
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "backends:\n"
+		     "  servers:\n"
+		     "    - address: localhost:2525\n"
+		     "    - address: LOCALHOST:2525\n",
+		     13, "backends.servers[1].address",
+		     "same address as servers[0]; use weight instead");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "backends:\n"
+		     "  servers:\n"
+		     "    - address: 127.0.0.1:2525\n"
+		     "    - address: localhost:2525\n",
+		     13, "backends.servers[1].address",
+		     "localhost:2525/127.0.0.1 is the address of servers[0] "
+		     "too; use weight instead");
+	expect_error(MINIMAL "  resolve_interval: 2d\n", 13,
+		     "backends.resolve_interval", "must be between 0ms and 1d");
+	/* Still no host names where the proxy binds. */
+	expect_error(TLS_PART "listeners:\n"
+			      "  - address: localhost:2587\n"
+			      "    mode: starttls\n" AUTH_PART BACKENDS_PART,
+		     6, "listeners[0].address",
+		     "expected an IP address, not a host name");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "backends:\n"
+		     "  servers:\n"
+		     "    - address: 1.2.3:25\n",
+		     12, "backends.servers[0].address",
+		     "expected an IP address, not a host name");
+}
+
+/* worker_buffers (issue 18, item 18): defaults 512 and 64, other powers
+ * of two taken, anything else refused with its line and a near value. */
+static void
+test_worker_buffers(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL);
+	assert_int_equal(cfg->recv_buffers, 512);
+	assert_int_equal(cfg->data_buffers, 64);
+	config_free(cfg);
+	cfg = load_ok(MINIMAL "worker_buffers:\n  receive: 16\n  data: 2\n");
+	assert_int_equal(cfg->recv_buffers, 16);
+	assert_int_equal(cfg->data_buffers, 2);
+	config_free(cfg);
+	expect_error(MINIMAL "worker_buffers:\n  receive: 100\n", 14,
+		     "worker_buffers.receive",
+		     "must be a power of two (e.g. 64 or 128), not 100");
+	expect_error(MINIMAL "worker_buffers:\n  receive: 16\n  data: 3\n", 15,
+		     "worker_buffers.data",
+		     "must be a power of two (e.g. 2 or 4), not 3");
+	expect_error(MINIMAL "worker_buffers:\n  receive: 4\n", 14,
+		     "worker_buffers.receive", "must be between 8 and 32768");
+	expect_error(MINIMAL "worker_buffers:\n  data: 65536\n", 14,
+		     "worker_buffers.data", "must be between 1 and 32768");
+	expect_error(MINIMAL "worker_buffers:\n  small: 8\n", 14,
+		     "worker_buffers.small", "unknown key");
 }
 
 /* privileges: accounts resolved at load (nobody/nogroup exist on every
@@ -2532,6 +2720,10 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocklist_keys, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_backend_host_names, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_worker_buffers, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_privileges, setup,
 						teardown),

@@ -35,7 +35,11 @@ static char *
 must_hash(const char *pass, const char *scheme)
 {
 	char err[256] = "";
-	char *h = passwd_hash(pass, scheme, err, sizeof(err));
+	/* bcrypt at cost 5: the fixtures test the scheme, not its default
+	 * cost (12, test_hash_costs), which takes 50 times longer. */
+	char *h = scheme != NULL && strcmp(scheme, "bcrypt") == 0
+			  ? passwd_hash_cost(pass, scheme, 5, err, sizeof(err))
+			  : passwd_hash(pass, scheme, err, sizeof(err));
 
 	if (h == NULL)
 		fail_msg("passwd_hash(%s): %s", scheme ? scheme : "NULL", err);
@@ -191,6 +195,54 @@ test_hash_schemes(void **state)
 
 	h = passwd_hash(NULL, NULL, err, sizeof(err));
 	assert_null(h);
+}
+
+/* Issue 18 item 14: bcrypt's default cost is 12, not libxcrypt's 5; every
+ * scheme takes a cost in its own range, refused outside it with the range
+ * said. */
+static void
+test_hash_costs(void **state)
+{
+	char err[256] = "";
+	char *h;
+
+	(void)state;
+	h = passwd_hash(PASS, "bcrypt", err, sizeof(err));
+	assert_non_null(h);
+	assert_memory_equal(h, "$2b$12$", 7);
+	free(h);
+	h = passwd_hash_cost(PASS, "bcrypt", 4, err, sizeof(err));
+	assert_non_null(h);
+	assert_memory_equal(h, "$2b$04$", 7);
+	free(h);
+	h = passwd_hash_cost(PASS, "sha512-crypt", 20000, err, sizeof(err));
+	assert_non_null(h);
+	assert_memory_equal(h, "$6$rounds=20000$", 16);
+	free(h);
+	h = passwd_hash_cost(PASS, "yescrypt", 3, err, sizeof(err));
+	assert_non_null(h);
+	assert_memory_equal(h, "$y$", 3);
+	free(h);
+	/* The default costs, as the header says. */
+	h = passwd_hash(PASS, "sha512-crypt", err, sizeof(err));
+	assert_non_null(h);
+	assert_null(strstr(h, "rounds=")); /* 5000: libxcrypt omits it */
+	free(h);
+
+	assert_int_equal(passwd_hash_check("bcrypt", 3, err, sizeof(err)), -1);
+	assert_string_equal(err, "cost 3: bcrypt takes 4 to 31");
+	assert_int_equal(passwd_hash_check("bcrypt", 32, err, sizeof(err)), -1);
+	assert_int_equal(passwd_hash_check("yescrypt", 12, err, sizeof(err)),
+			 -1);
+	assert_string_equal(err, "cost 12: yescrypt takes 1 to 11");
+	assert_int_equal(
+		passwd_hash_check("sha512-crypt", 999, err, sizeof(err)), -1);
+	assert_string_equal(err,
+			    "rounds 999: sha512-crypt takes 1000 to 999999999");
+	assert_int_equal(passwd_hash_check("md5", 0, err, sizeof(err)), -1);
+	assert_int_equal(passwd_hash_check(NULL, 0, err, sizeof(err)), 0);
+	assert_int_equal(passwd_hash_check("bcrypt", 31, err, sizeof(err)), 0);
+	assert_null(passwd_hash_cost(PASS, "bcrypt", 3, err, sizeof(err)));
 }
 
 /* ---- verification ---- */
@@ -733,6 +785,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hash_schemes),
+		cmocka_unit_test(test_hash_costs),
 		cmocka_unit_test(test_verify_each_scheme),
 		cmocka_unit_test(test_unknown_user_dummy_hash),
 		cmocka_unit_test(test_dovecot_prefixes),

@@ -20,7 +20,7 @@
 static const char *
 b64(const void *raw, size_t len)
 {
-	static char buf[4096];
+	static char buf[16384];
 	ssize_t n;
 
 	n = sasl_b64_encode(raw, len, buf, sizeof(buf));
@@ -427,7 +427,10 @@ test_plain_oversize(void **state)
 	msg[n++] = '\0';
 	memset(msg + n, 'p', max + 1);
 	n += max + 1;
-	assert_int_equal(plain_raw(msg, n, &c), SASL_TOO_LONG);
+	/* A password one byte over: the caller's 535, user kept. */
+	assert_int_equal(plain_raw(msg, n, &c), SASL_PASS_TOO_LONG);
+	assert_string_equal(c.user, "u");
+	assert_true(all_zero(c.pass, sizeof(c.pass)));
 
 	n = 0;
 	memset(msg + n, 'z', max + 1);
@@ -438,11 +441,60 @@ test_plain_oversize(void **state)
 	msg[n++] = 'p';
 	assert_int_equal(plain_raw(msg, n, &c), SASL_TOO_LONG);
 
-	/* Far too long as a whole. */
+	/* Far too long as a whole: the password is the long one. */
 	memset(msg, 'x', sizeof(msg));
 	msg[0] = '\0';
 	msg[10] = '\0';
+	assert_int_equal(plain_raw(msg, sizeof(msg), &c), SASL_PASS_TOO_LONG);
+	assert_string_equal(c.user, "xxxxxxxxx");
+	assert_true(all_zero(c.pass, sizeof(c.pass)));
+	/* The user name is the long one: 501 as before. */
+	msg[10] = 'x';
+	msg[600] = '\0';
 	assert_int_equal(plain_raw(msg, sizeof(msg), &c), SASL_TOO_LONG);
+	assert_true(all_zero(&c, sizeof(c)));
+	/* One NUL only, past the part that is read: too long. */
+	msg[600] = 'x';
+	assert_int_equal(plain_raw(msg, sizeof(msg), &c), SASL_TOO_LONG);
+	assert_true(all_zero(&c, sizeof(c)));
+}
+
+/* Issue 18 item 7: a 9,000-octet password is not "malformed" (that would
+ * tell a prober where the limit lies) but a password to refuse; its bytes
+ * are not looked at, a bad user name or authzid is still 501. */
+static void
+test_plain_huge_password(void **state)
+{
+	static char msg[9100];
+	struct sasl_creds c;
+	size_t n = 0;
+
+	(void)state;
+	memcpy(msg, "\0alice\0", 7);
+	n = 7;
+	memset(msg + n, 'p', 9000);
+	n += 9000;
+	assert_int_equal(plain_raw(msg, n, &c), SASL_PASS_TOO_LONG);
+	assert_string_equal(c.authzid, "");
+	assert_string_equal(c.user, "alice");
+	assert_true(all_zero(c.pass, sizeof(c.pass)));
+	/* A NUL or a control inside it changes nothing: not read. */
+	msg[5000] = '\0';
+	msg[6000] = '\r';
+	assert_int_equal(plain_raw(msg, n, &c), SASL_PASS_TOO_LONG);
+	/* authzid = user is allowed with it, as with a short one. */
+	memcpy(msg, "alice\0alice\0", 12);
+	assert_int_equal(plain_raw(msg, n, &c), SASL_PASS_TOO_LONG);
+	assert_string_equal(c.authzid, "alice");
+	/* A bad user name: malformed, cleared. */
+	memcpy(msg, "\0al\001ce\0", 7);
+	assert_int_equal(plain_raw(msg, n, &c), SASL_MALFORMED);
+	assert_true(all_zero(&c, sizeof(c)));
+	/* No NUL at all: nothing to split, too long as a whole. */
+	memset(msg, 'p', n);
+	assert_int_equal(plain_raw(msg, n, &c), SASL_TOO_LONG);
+	/* Bad base64 stays bad base64, however long. */
+	assert_int_equal(sasl_plain_decode(msg, n, &c), SASL_BAD_BASE64);
 }
 
 static void
@@ -746,6 +798,7 @@ main(void)
 		cmocka_unit_test(test_plain_equals),
 		cmocka_unit_test(test_plain_bad_base64),
 		cmocka_unit_test(test_plain_oversize),
+		cmocka_unit_test(test_plain_huge_password),
 		cmocka_unit_test(test_plain_bad_utf8),
 		cmocka_unit_test(test_plain_good_utf8_edges),
 		cmocka_unit_test(test_plain_clears_on_error),

@@ -484,6 +484,56 @@ test_auth_login(void **state)
 	assert_string_equal(f->s.creds->user, "alice");
 }
 
+/* Issue 18 item 7: an oversize password (PLAIN or LOGIN) goes to the check
+ * like any other, flagged to fail there, and gets the wrong password's
+ * 535; bad base64 and a missing NUL are still 501. */
+static void
+test_auth_huge_password_is_checked_and_refused(void **state)
+{
+	struct fixture *f = *state;
+	static char raw[9100], line[13000];
+	ssize_t n;
+
+	to_tls_ehlo(f);
+	memcpy(raw, "\0demo\0", 6);
+	memset(raw + 6, 'p', 9000);
+	memcpy(line, "AUTH PLAIN ", 11);
+	n = sasl_b64_encode((unsigned char *)raw, 9006, line + 11,
+			    sizeof(line) - 13);
+	assert_true(n > 0);
+	memcpy(line + 11 + n, "\r\n", 3);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+	assert_string_equal(replies(f), "");
+	assert_string_equal(f->s.creds->user, "demo");
+	assert_true(f->s.creds->pass_too_long);
+	smtp_auth_result(&f->s, false);
+	assert_string_equal(replies(f),
+			    "535 5.7.8 Authentication credentials invalid\r\n");
+	assert_int_equal(f->s.auth_failures, 1);
+
+	/* LOGIN: the same for its password step. */
+	feeds(f, "AUTH LOGIN ZGVtbw==\r\n");
+	assert_string_equal(replies(f), "334 UGFzc3dvcmQ6\r\n");
+	n = sasl_b64_encode((unsigned char *)raw + 6, 9000, line,
+			    sizeof(line) - 3);
+	assert_true(n > 0);
+	memcpy(line + n, "\r\n", 3);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+	assert_true(f->s.creds->pass_too_long);
+	smtp_auth_result(&f->s, false);
+	assert_string_equal(replies(f),
+			    "535 5.7.8 Authentication credentials invalid\r\n");
+
+	/* A long message with no NUL in reach: still 501. */
+	memset(raw, 'p', 9006);
+	memcpy(line, "AUTH PLAIN ", 11);
+	n = sasl_b64_encode((unsigned char *)raw, 9006, line + 11,
+			    sizeof(line) - 13);
+	memcpy(line + 11 + n, "\r\n", 3);
+	assert_int_equal(feeds(f, line), SMTP_ACT_NONE);
+	assert_non_null(strstr(replies(f), "501 5.5.2 "));
+}
+
 static void
 test_failed_then_good_login_is_the_second(void **state)
 {
@@ -1326,6 +1376,7 @@ main(void)
 		T(test_line_too_long_is_discarded),
 		T(test_line_just_fits),
 		T(test_auth_line_may_be_long),
+		T(test_auth_huge_password_is_checked_and_refused),
 		T(test_drain_idle_session_gets_421_at_once),
 		T(test_drain_lets_the_transaction_finish),
 		T(test_too_many_errors_closes),
