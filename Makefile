@@ -19,7 +19,7 @@
 #   make install    install binary, man pages, systemd unit (PREFIX, DESTDIR)
 #   make bench      run the bench scenarios (bench/run), write the report
 #   make bench-build build the bench tools (build/bench/loadgen, hsbench,
-#                   limitbench, floodgen)
+#                   limitbench, floodgen, ctxbench)
 #
 # check and test build with -j$(JOBS) (the CPUs; or what make -jN says)
 # and run the end-to-end suite on E2E_JOBS pytest-xdist workers.
@@ -90,7 +90,8 @@ FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
-            $(BUILD)/bench/limitbench $(BUILD)/bench/floodgen
+            $(BUILD)/bench/limitbench $(BUILD)/bench/floodgen \
+            $(BUILD)/bench/ctxbench
 BENCH_CFLAGS := -O2 -g -std=c17 -D_GNU_SOURCE -pthread $(WARN)
 BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 
