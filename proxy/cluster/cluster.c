@@ -47,13 +47,6 @@
 #define BACKOFF_MAX_US 5000000u /* 5 s */
 #define NSCRIPTS       5
 
-static const char *const kind_keys[LIMIT_USER_KINDS] = {
-	[LIMIT_MESSAGES] = "messages",
-	[LIMIT_RECIPIENTS] = "recipients",
-	[LIMIT_BYTES] = "bytes",
-	[LIMIT_QUOTA] = "quota",
-};
-
 struct cluster {
 	const struct config *cfg; /* the start's: cluster.* is restart-only */
 	char prefix[sizeof(((struct config *)0)->cluster_prefix)];
@@ -615,9 +608,8 @@ build(const struct cluster *c, const struct cluster_request *req,
 	case CLUSTER_CHARGE:
 	case CLUSTER_PEEK:
 		arg_str(a, c->sha[SCRIPT_BUCKET]);
-		arg_str(a, "4");
-		for (int k = 0; k < LIMIT_USER_KINDS; k++)
-			arg_key(a, c, req->user, kind_keys[k]);
+		arg_str(a, "1");
+		arg_key(a, c, req->user, "buckets");
 		arg_str(a, modes[req->op]);
 		for (int k = 0; k < LIMIT_USER_KINDS; k++)
 			arg_rate(a, req->amount[k], &req->rate[k]);
@@ -645,9 +637,8 @@ build(const struct cluster *c, const struct cluster_request *req,
 		break;
 	case CLUSTER_RESET:
 		arg_str(a, c->sha[SCRIPT_RESET]);
-		arg_str(a, "5");
-		for (int k = 0; k < LIMIT_USER_KINDS; k++)
-			arg_key(a, c, req->user, kind_keys[k]);
+		arg_str(a, "2");
+		arg_key(a, c, req->user, "buckets");
 		arg_key(a, c, req->user, "login");
 		break;
 	case CLUSTER_BAN:

@@ -6,9 +6,10 @@
  * clock (TIME), so the nodes' clocks do not matter; the quota is a fixed
  * window (a hash of its end and the units used).
  *
- * Keys (docs/CLUSTER.md): <prefix>u:{<user>}:messages, :recipients,
- * :bytes, :quota, :login and <prefix>n:{<network>}:auth.  Every key
- * expires when its bucket is full again, so an idle user costs nothing.
+ * Keys (docs/CLUSTER.md): <prefix>u:{<user>}:buckets (a hash: every
+ * bucket of the user and the quota window), <prefix>u:{<user>}:login and
+ * <prefix>n:{<network>}:auth.  Every key expires when what it holds is
+ * back to nothing, so an idle user costs nothing.
  */
 #include "cluster/cluster_scripts.h"
 
@@ -30,70 +31,74 @@
 	"end\n"
 
 /*
- * KEYS: messages, recipients, bytes, quota.  ARGV[1]: take, give, charge
- * or peek; then the four kinds' rates.  take returns {kind, retry_ms}:
- * kind 4 when everything was taken, else the kind (0..3) that refused and
- * the time until it could succeed (-1: never).  A kind asked for 0 units
- * still refuses while it is in debt (bytes charged after the fact).  peek
- * returns what each kind could take now (-1: not limited).
+ * A user's buckets, one hash: fields m, r, b (the GCRA times of
+ * messages, recipients, bytes) and qe, qu (the quota window's end and the
+ * units used in it), so a call is one HMGET and at most one HSET and one
+ * PEXPIRE, whatever it touches.  KEYS[1]: the hash.  ARGV[1]: take, give,
+ * charge or peek; then the four kinds' rates.  take returns {kind,
+ * retry_ms}: kind 4 when everything was taken, else the kind (0..3) that
+ * refused and the time until it could succeed (-1: never).  A kind asked
+ * for 0 units still refuses while it is in debt (bytes charged after the
+ * fact).  peek returns what each kind could take now (-1: not limited).
+ * The hash expires when its last bucket is full again and its window
+ * over.
  */
 const char cluster_script_bucket[] = SCRIPT_HEAD
 	"local mode = ARGV[1]\n"
-	"local new, out = {}, {}\n"
+	"local f = redis.call('HMGET', KEYS[1], 'm', 'r', 'b', 'qe', 'qu')\n"
+	"local tats = {num(f[1]) or 0, num(f[2]) or 0, num(f[3]) or 0}\n"
+	"local qend, used = num(f[4]) or 0, num(f[5]) or 0\n"
+	"local names = {'m', 'r', 'b'}\n"
+	"local set, out, changed = {}, {}, false\n"
 	"for i = 1, 4 do\n"
 	"  local n, count, period, burst = rate(i)\n"
-	"  local k = KEYS[i]\n"
 	"  if count > 0 and i == 4 then\n"
-	"    local q = redis.call('HMGET', k, 'end', 'used')\n"
-	"    local qend, used = num(q[1]) or 0, num(q[2]) or 0\n"
 	"    if qend <= now then qend = now + period * 1000; used = 0 end\n"
 	"    if mode == 'take' and n > 0 then\n"
 	"      if n > count then return {3, -1} end\n"
 	"      if used + n > count then\n"
 	"        return {3, math.ceil((qend - now) / 1000)}\n"
 	"      end\n"
-	"      new[4] = {qend, used + n}\n"
-	"    elseif mode == 'give' and n > 0 and q[2] then\n"
-	"      used = used - n\n"
-	"      if used < 0 then used = 0 end\n"
-	"      redis.call('HSET', k, 'used', used)\n"
+	"      used = used + n; changed = true\n"
+	"    elseif mode == 'give' and n > 0 and f[5] then\n"
+	"      used = math.max(used - n, 0); changed = true\n"
 	"    end\n"
 	"    out[4] = count - used\n"
 	"  elseif count > 0 then\n"
 	"    local one = period * 1000 / count\n"
 	"    local tol = burst * one\n"
-	"    local tat = num(redis.call('GET', k)) or 0\n"
+	"    local tat = tats[i]\n"
 	"    if mode == 'take' then\n"
 	"      if n > burst then return {i - 1, -1} end\n"
 	"      local nxt = math.max(tat, now) + math.floor(n * one)\n"
 	"      if nxt - now > tol then\n"
 	"        return {i - 1, math.ceil((nxt - now - tol) / 1000)}\n"
 	"      end\n"
-	"      if n > 0 then new[i] = nxt end\n"
+	"      if n > 0 then tats[i] = nxt; changed = true end\n"
 	"    elseif mode == 'give' and n > 0 and tat > now then\n"
-	"      tat = tat - math.floor(n * one)\n"
-	"      if tat <= now then redis.call('DEL', k)\n"
-	"      else redis.call('SET', k, fmt(tat), 'PX', ttl(tat)) end\n"
+	"      tats[i] = math.max(tat - math.floor(n * one), now)\n"
+	"      changed = true\n"
 	"    elseif mode == 'charge' and n > 0 then\n"
-	"      tat = math.max(tat, now) + math.floor(n * one)\n"
-	"      redis.call('SET', k, fmt(tat), 'PX', ttl(tat))\n"
+	"      tats[i] = math.max(tat, now) + math.floor(n * one)\n"
+	"      changed = true\n"
 	"    end\n"
-	"    local owed = math.max(tat - now, 0)\n"
+	"    local owed = math.max(tats[i] - now, 0)\n"
 	"    out[i] = math.max(math.floor((tol - owed) / one), 0)\n"
 	"  else\n"
 	"    out[i] = -1\n"
 	"  end\n"
 	"end\n"
 	"if mode == 'peek' then return out end\n"
-	"for i = 1, 3 do\n"
-	"  if new[i] then\n"
-	"    redis.call('SET', KEYS[i], fmt(new[i]), 'PX', ttl(new[i]))\n"
+	"if changed then\n"
+	"  local last = math.max(tats[1], tats[2], tats[3])\n"
+	"  if used > 0 then last = math.max(last, qend) end\n"
+	"  if last <= now then\n"
+	"    redis.call('DEL', KEYS[1])\n"
+	"  else\n"
+	"    redis.call('HSET', KEYS[1], 'm', fmt(tats[1]), 'r', fmt(tats[2]), "
+	"'b', fmt(tats[3]), 'qe', fmt(qend), 'qu', used)\n"
+	"    redis.call('PEXPIRE', KEYS[1], ttl(last))\n"
 	"  end\n"
-	"end\n"
-	"if new[4] then\n"
-	"  redis.call('HSET', KEYS[4], 'end', fmt(new[4][1]), 'used', "
-	"new[4][2])\n"
-	"  redis.call('PEXPIRE', KEYS[4], ttl(new[4][1]))\n"
 	"end\n"
 	"return {4, 0}\n";
 

@@ -77,7 +77,7 @@ def test_a_user_gets_the_message_limit_once_for_the_cluster(
     # The state is in Redis, under the prefix, keyed by a hash of the
     # login (never the login itself).
     keys = r.cli("--scan", "--pattern", "msaproxy:u:*").split()
-    assert any(k.endswith(":messages") for k in keys), keys
+    assert any(k.endswith(":buckets") for k in keys), keys
     assert not any("demo" in k for k in keys), keys
     # The operator sees both views, and a reset lifts the user on every
     # node.
@@ -429,7 +429,7 @@ def test_tls_to_redis_verified_by_address_or_name(proxy, recording_backend,
         assert "cluster-up" in p.log()
         assert json.loads(p.ctl("-j", "cluster").stdout)["up"] is True
     keys = r.cli("--scan", "--pattern", "msaproxy:u:*").split()
-    assert any(k.endswith(":messages") for k in keys), keys
+    assert any(k.endswith(":buckets") for k in keys), keys
 
 
 def test_tls_to_redis_with_a_wrong_name_or_ca_stops_the_start(
