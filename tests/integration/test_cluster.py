@@ -473,3 +473,29 @@ def test_the_login_slow_down_is_shared(proxy, recording_backend, redis):
         s.noop()
     b.wait_for_log(r"msg=auth .*user=alice mechanism=PLAIN delay_ms=1000 "
                    r"result=ok", since=mark)
+
+
+def test_redis_stopped_fail_open_waits_one_timeout_then_answers_at_once(
+        proxy, recording_backend, redis):
+    """SIGSTOP: the first calls wait cluster.timeout and fall back; the
+    node then knows Redis is gone (the thread checks), and later calls
+    fall back at once instead of each waiting out the timeout."""
+    r = redis()
+    (a,) = nodes(proxy, recording_backend, r, n=1, cluster={"timeout": "1s"},
+                 **{"limits.user": {"messages": "100/1h"}})
+    assert try_send(a) == 250
+    r.pause()
+    try:
+        started = time.monotonic()
+        assert try_send(a) == 250  # open: the node's own bucket
+        first = time.monotonic() - started
+        a.wait_for_log(r"msg=cluster-down .*fail=open", timeout=10)
+        started = time.monotonic()
+        for _ in range(3):
+            assert try_send(a) == 250
+        later = (time.monotonic() - started) / 3
+        assert first >= 0.9, first   # it did wait for Redis once
+        assert later < first, (later, first)
+        assert json.loads(a.ctl("-j", "cluster").stdout)["up"] is False
+    finally:
+        r.resume()
