@@ -45,7 +45,7 @@
 
 #define BACKOFF_MIN_US 100000u	/* 100 ms */
 #define BACKOFF_MAX_US 5000000u /* 5 s */
-#define NSCRIPTS       5
+#define NSCRIPTS       6
 
 struct cluster {
 	const struct config *cfg; /* the start's: cluster.* is restart-only */
@@ -86,13 +86,29 @@ struct cluster {
 
 static const char *const scripts[NSCRIPTS] = {
 	cluster_script_bucket, cluster_script_login,   cluster_script_reset,
-	cluster_script_ban,    cluster_script_banlist,
+	cluster_script_ban,    cluster_script_banlist, cluster_script_charges,
 };
-enum { SCRIPT_BUCKET, SCRIPT_LOGIN, SCRIPT_RESET, SCRIPT_BAN, SCRIPT_BANLIST };
+enum {
+	SCRIPT_BUCKET,
+	SCRIPT_LOGIN,
+	SCRIPT_RESET,
+	SCRIPT_BAN,
+	SCRIPT_BANLIST,
+	SCRIPT_CHARGES,
+};
 
 /* ---------------------------------------------------------------------
  * Names
  */
+
+void
+cluster_request_free(struct cluster_request *req)
+{
+	if (req == NULL)
+		return;
+	free(req->charges);
+	free(req);
+}
 
 void
 cluster_user_id(const char *login, char out[CLUSTER_KEY_MAX])
@@ -517,7 +533,7 @@ answer(struct cluster *c, struct cluster_request *req,
 	if (req->done != NULL)
 		req->done(req);
 	else
-		free(req);
+		cluster_request_free(req);
 }
 
 /* "<prefix>u:{<id>}:<what>" */
@@ -530,7 +546,7 @@ user_key(const struct cluster *c, char *buf, size_t len, const char *id,
 	return n < 0 || (size_t)n >= len ? len - 1 : (size_t)n;
 }
 
-#define MAX_ARGS 24
+#define MAX_ARGS (3 + 5 * CLUSTER_CHARGES_MAX)
 #define ARG_LEN	 80
 
 struct args {
@@ -613,6 +629,15 @@ build(const struct cluster *c, const struct cluster_request *req,
 		arg_str(a, modes[req->op]);
 		for (int k = 0; k < LIMIT_USER_KINDS; k++)
 			arg_rate(a, req->amount[k], &req->rate[k]);
+		break;
+	case CLUSTER_CHARGE_MANY:
+		arg_str(a, c->sha[SCRIPT_CHARGES]);
+		arg_u64(a, req->ncharges);
+		for (unsigned i = 0; i < req->ncharges; i++)
+			arg_key(a, c, req->charges[i].user, "buckets");
+		for (unsigned i = 0; i < req->ncharges; i++)
+			arg_rate(a, req->charges[i].bytes,
+				 &req->charges[i].rate);
 		break;
 	case CLUSTER_LOGIN:
 		arg_str(a, c->sha[SCRIPT_LOGIN]);
@@ -775,6 +800,8 @@ cluster_take_reply(struct cluster_request *req, const redisReply *r)
 		return true;
 	case CLUSTER_RESET:
 		req->refused = (int)reply_u64(r); /* keys deleted */
+		return r->type == REDIS_REPLY_INTEGER;
+	case CLUSTER_CHARGE_MANY:
 		return r->type == REDIS_REPLY_INTEGER;
 	case CLUSTER_BAN:
 	case CLUSTER_UNBAN:

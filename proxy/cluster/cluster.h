@@ -37,11 +37,12 @@ enum cluster_op {
 	CLUSTER_TAKE,	/* all of amount[] or nothing; a kind in debt refuses */
 	CLUSTER_GIVE,	/* back what an undelivered transaction took */
 	CLUSTER_CHARGE, /* taken without a check: a message's bytes */
-	CLUSTER_LOGIN,	/* a password check's verdict: delay, failure, ban */
-	CLUSTER_PEEK,	/* what a user could take now */
-	CLUSTER_RESET,	/* an operator's reset of a login */
-	CLUSTER_BAN,	/* net banned on every node (ttl_ms, reason) */
-	CLUSTER_UNBAN,	/* net's ban lifted on every node */
+	CLUSTER_CHARGE_MANY, /* the same for charges[] of many users */
+	CLUSTER_LOGIN, /* a password check's verdict: delay, failure, ban */
+	CLUSTER_PEEK,  /* what a user could take now */
+	CLUSTER_RESET, /* an operator's reset of a login */
+	CLUSTER_BAN,   /* net banned on every node (ttl_ms, reason) */
+	CLUSTER_UNBAN, /* net's ban lifted on every node */
 	CLUSTER_PING,
 };
 
@@ -53,6 +54,15 @@ enum cluster_status {
 /* A user's or a network's name in Redis: hex of a SHA-256 (users), the
  * network's text (networks). */
 #define CLUSTER_KEY_MAX 64
+
+/* Delivered messages' bytes, charged in one call for many users (a
+ * worker's link gathers them for a moment: cluster_link.c). */
+#define CLUSTER_CHARGES_MAX 32
+struct cluster_charge {
+	char user[CLUSTER_KEY_MAX];
+	uint64_t bytes;
+	struct config_rate rate; /* the user's bytes rate */
+};
 
 struct cluster_request {
 	enum cluster_op op;
@@ -72,6 +82,9 @@ struct cluster_request {
 	/* BAN, UNBAN: the network is net (as text), ttl_ms 0: none. */
 	uint64_t ttl_ms;
 	enum blocklist_reason reason;
+	/* CHARGE_MANY: owned by the request (cluster_request_free). */
+	struct cluster_charge *charges;
+	unsigned ncharges;
 
 	/* Results. */
 	enum cluster_status status;
@@ -119,6 +132,8 @@ struct cluster *cluster_start(const struct config *cfg,
 			      size_t errlen);
 void cluster_stop(struct cluster *c);
 void cluster_submit(struct cluster *c, struct cluster_request *req);
+/* A request and what it owns. */
+void cluster_request_free(struct cluster_request *req);
 /* Submit and wait for the answer (the control socket's calls, on the main
  * thread): bounded, as every request is answered within cluster.timeout
  * or at once while down.  req->done is the cluster's. */

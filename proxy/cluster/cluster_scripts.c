@@ -103,6 +103,34 @@ const char cluster_script_bucket[] = SCRIPT_HEAD
 	"return {4, 0}\n";
 
 /*
+ * Delivered messages' bytes for many users at once.  KEYS: the users'
+ * hashes.  ARGV: per user its bytes, count, period_ms and burst (the
+ * bytes rate).  Charged without a check, as the bucket script's charge;
+ * each hash's expiry moves with it.  Returns how many were charged.
+ */
+const char cluster_script_charges[] = SCRIPT_HEAD
+	"local done = 0\n"
+	"for i = 1, #KEYS do\n"
+	"  local b0 = 4 * (i - 1)\n"
+	"  local n, count, period = tonumber(ARGV[b0 + 1]), "
+	"tonumber(ARGV[b0 + 2]), tonumber(ARGV[b0 + 3])\n"
+	"  if count > 0 and n > 0 then\n"
+	"    local f = redis.call('HMGET', KEYS[i], 'm', 'r', 'b', 'qe', "
+	"'qu')\n"
+	"    local one = period * 1000 / count\n"
+	"    local b = math.max(num(f[3]) or 0, now) + math.floor(n * one)\n"
+	"    local last = math.max(num(f[1]) or 0, num(f[2]) or 0, b)\n"
+	"    if (num(f[5]) or 0) > 0 then last = math.max(last, num(f[4]) or "
+	"0) "
+	"end\n"
+	"    redis.call('HSET', KEYS[i], 'b', fmt(b))\n"
+	"    redis.call('PEXPIRE', KEYS[i], ttl(last))\n"
+	"    done = done + 1\n"
+	"  end\n"
+	"end\n"
+	"return done\n";
+
+/*
  * A password check's verdict.  KEYS: the login's score, the network's
  * failures.  ARGV: ok (1/0); the login allowance (count, period_ms, burst),
  * the base and the most delay (ms); the network allowance (count,

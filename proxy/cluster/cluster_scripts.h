@@ -11,5 +11,6 @@ extern const char cluster_script_login[];
 extern const char cluster_script_reset[];
 extern const char cluster_script_ban[];
 extern const char cluster_script_banlist[];
+extern const char cluster_script_charges[];
 
 #endif

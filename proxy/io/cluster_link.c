@@ -11,7 +11,8 @@
  * broken connection take the link down: every call in flight is answered
  * CLUSTER_UNAVAILABLE (the session falls back as cluster.fail says) and
  * the link connects again after a backoff.  Nothing here logs per call;
- * the thread's connection logs Redis going down and up.
+ * the thread's connection logs Redis going down and up, the link only an
+ * error reply (NOSCRIPT after a Redis restart, OOM, READONLY).
  *
  * Config keys: cluster.* (through cluster.c).
  */
@@ -29,11 +30,16 @@
 #include "cluster/redis_conn.h"
 #include "io/cluster_link.h"
 #include "io/ring.h"
+#include "lib/log.h"
 #include "lib/timer.h"
 
 #define LINK_RECV_SIZE 16384u
 #define BACKOFF_MIN_MS 100u
 #define BACKOFF_MAX_MS 5000u
+/* Delivered messages' bytes wait this long to go as one call for every
+ * user the worker delivered for meanwhile (or until CLUSTER_CHARGES_MAX):
+ * a one-message session's own calls are then the two it waits for. */
+#define CHARGE_DELAY_MS 100u
 
 enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
 
@@ -50,6 +56,9 @@ struct cluster_link {
 	unsigned skip; /* replies to a connect's AUTH still to come */
 	struct cluster_request *head, *tail; /* in flight, oldest first */
 	uint64_t next_ms, backoff_ms;	     /* the next connect */
+	struct cluster_charge pending[CLUSTER_CHARGES_MAX];
+	unsigned npending;
+	uint64_t charge_ms; /* when pending[] goes */
 	char rbuf[LINK_RECV_SIZE];
 };
 
@@ -67,7 +76,7 @@ deliver(struct cluster_link *l, struct cluster_request *req,
 {
 	cluster_count(l->cluster, req, status);
 	if (req->owner == NULL) { /* nobody waits: a give, a charge */
-		free(req);
+		cluster_request_free(req);
 		return;
 	}
 	req->next = NULL;
@@ -227,6 +236,56 @@ cluster_link_submit(struct cluster_link *l, struct cluster_request *req)
 	return true;
 }
 
+/* The bytes gathered so far, as one call (through the thread while the
+ * link is not up). */
+static void
+flush_charges(struct cluster_link *l)
+{
+	struct cluster_request *req;
+
+	if (l->npending == 0)
+		return;
+	req = calloc(1, sizeof(*req));
+	if (req == NULL ||
+	    (req->charges = malloc(l->npending * sizeof(*req->charges))) ==
+		    NULL) {
+		free(req);
+		return; /* lost: the bytes stay uncounted, the safe way round
+			   for the sender, and only under memory pressure */
+	}
+	req->op = CLUSTER_CHARGE_MANY;
+	memcpy(req->charges, l->pending, l->npending * sizeof(*req->charges));
+	req->ncharges = l->npending;
+	l->npending = 0;
+	if (!cluster_link_submit(l, req))
+		cluster_submit(l->cluster, req);
+}
+
+/* A delivered message's bytes, added to what waits for the next call. */
+static void
+add_charge(struct cluster_link *l, const char *login,
+	   const struct config_user_limits *pol, uint64_t bytes)
+{
+	struct cluster_charge *ch = NULL;
+	char user[CLUSTER_KEY_MAX];
+
+	cluster_user_id(login, user);
+	for (unsigned i = 0; i < l->npending && ch == NULL; i++)
+		if (strcmp(l->pending[i].user, user) == 0)
+			ch = &l->pending[i];
+	if (ch == NULL) {
+		if (l->npending == CLUSTER_CHARGES_MAX)
+			flush_charges(l);
+		if (l->npending == 0)
+			l->charge_ms = timer_now_ms() + CHARGE_DELAY_MS;
+		ch = &l->pending[l->npending++];
+		memcpy(ch->user, user, sizeof(user));
+		ch->bytes = 0;
+	}
+	ch->bytes += bytes;
+	ch->rate = *ratelimit_rate(pol, LIMIT_BYTES);
+}
+
 void
 cluster_link_give(void *link, const char *login,
 		  const struct config_user_limits *pol,
@@ -237,6 +296,10 @@ cluster_link_give(void *link, const char *login,
 
 	if (l->closing) {
 		cluster_give(l->cluster, login, pol, amount, charge);
+		return;
+	}
+	if (charge && amount[LIMIT_BYTES] != 0) {
+		add_charge(l, login, pol, amount[LIMIT_BYTES]);
 		return;
 	}
 	req = calloc(1, sizeof(*req));
@@ -253,13 +316,17 @@ cluster_link_give(void *link, const char *login,
 uint64_t
 cluster_link_next(const struct cluster_link *l)
 {
+	uint64_t next = TIMER_NONE;
+
 	if (l == NULL || l->closing)
 		return TIMER_NONE;
 	if (l->head != NULL)
-		return l->head->deadline_us / 1000u + 1;
-	if (l->state != LINK_UP)
-		return l->next_ms;
-	return TIMER_NONE;
+		next = l->head->deadline_us / 1000u + 1;
+	else if (l->state != LINK_UP)
+		next = l->next_ms;
+	if (l->npending > 0 && l->charge_ms < next)
+		next = l->charge_ms;
+	return next;
 }
 
 void
@@ -267,6 +334,8 @@ cluster_link_tick(struct cluster_link *l, uint64_t now_ms)
 {
 	if (l == NULL || l->closing)
 		return;
+	if (l->npending > 0 && now_ms >= l->charge_ms)
+		flush_charges(l);
 	if (l->head != NULL && l->head->deadline_us / 1000u < now_ms) {
 		go_down(l);
 		settle(l);
@@ -370,6 +439,14 @@ cluster_link_on_recv(struct cluster_link *l, int res)
 		if (l->head == NULL)
 			l->tail = NULL;
 		ok = cluster_take_reply(req, r);
+		if (!ok) /* the thread logs Redis down and up; this is rarer */
+			log_warn("cluster-link-error",
+				 " worker=%u error=\"%.*s\"", l->ring->id,
+				 r->type == REDIS_REPLY_ERROR
+					 ? (int)(r->len < 150 ? r->len : 150)
+					 : 9,
+				 r->type == REDIS_REPLY_ERROR ? r->str
+							      : "bad reply");
 		freeReplyObject(r);
 		deliver(l, req, ok ? CLUSTER_OK : CLUSTER_UNAVAILABLE);
 		if (!ok)
@@ -388,8 +465,9 @@ cluster_link_close(struct cluster_link *l)
 {
 	if (l == NULL || l->closing)
 		return;
+	l->closing = true;
+	flush_charges(l); /* through the thread, which outlives the workers */
 	if (l->state != LINK_DOWN)
 		go_down(l);
-	l->closing = true;
 	settle(l);
 }

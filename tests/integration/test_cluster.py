@@ -499,3 +499,34 @@ def test_redis_stopped_fail_open_waits_one_timeout_then_answers_at_once(
         assert json.loads(a.ctl("-j", "cluster").stdout)["up"] is False
     finally:
         r.resume()
+
+
+def test_delivered_bytes_count_on_every_node(proxy, recording_backend, redis):
+    """Bytes stream against each node's own bucket; a delivered message's
+    bytes are then charged to the cluster's (gathered for up to 0.1 s with
+    other users' into one call), and a MAIL anywhere is refused while the
+    shared bucket is in debt."""
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r,
+                 **{"limits.user": {"bytes": "3KB/1h"},
+                    "limits.max_message_size": "2KB"})
+    body = b"Subject: bytes\r\n\r\n" + (b"x" * 58 + b"\r\n") * 20
+
+    def send(p):
+        with login(p) as s:
+            try:
+                s.sendmail("a@example.test", ["r@example.test"], body)
+                return 250
+            except smtplib.SMTPSenderRefused as exc:
+                assert exc.smtp_error.startswith(
+                    b"4.7.1 Message data rate limit reached"), exc.smtp_error
+                return exc.smtp_code
+
+    assert send(a) == 250                     # 1.2 KB: a has 1.8 KB left
+    assert [send(b), send(b)] == [250, 250]  # 2.4 KB of b's own 3 KB
+    time.sleep(0.5)  # a node gathers delivered bytes for 0.1 s
+    # The cluster now holds 3.6 KB against 3 KB: in debt, so a's MAIL is
+    # refused although a's own bucket has room for the message.
+    assert send(a) == 451
+    a.wait_for_log(r"msg=limit .*user=demo limit=bytes")
+    assert send(b) == 451
