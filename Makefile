@@ -82,6 +82,7 @@ FUZZ_SRCS_xtext      := proxy/smtp/xtext.c
 FUZZ_SRCS_xclient    := proxy/smtp/xclient.c proxy/smtp/xtext.c \
                         proxy/lib/ipnet.c
 FUZZ_SRCS_proxy_v2   := proxy/smtp/proxy_v2.c
+FUZZ_SRCS_cluster_msg := proxy/cluster/cluster_msg.c proxy/lib/ipnet.c
 FUZZ_SRCS_proxy_header := proxy/smtp/proxy_header.c
 FUZZ_SRCS_upstream   := proxy/smtp/upstream.c proxy/smtp/smtp_reply.c \
                         proxy/smtp/xclient.c proxy/smtp/xtext.c \

@@ -39,6 +39,7 @@
 #include <openssl/sha.h>
 
 #include "cluster/cluster.h"
+#include "cluster/cluster_msg.h"
 #include "cluster/cluster_scripts.h"
 #include "cluster/redis_conn.h"
 #include "lib/log.h"
@@ -67,7 +68,7 @@ struct cluster {
 	char bans_key[96], channel[96];
 	/* "<node_id>#<random>": what this process signs its publishes with,
 	 * to know its own (two nodes may share a name by mistake). */
-	char origin[sizeof(((struct config *)0)->cluster_node_id) + 24];
+	char origin[CLUSTER_ORIGIN_MAX];
 	struct cluster_ban_sink sink; /* set before the first ban */
 
 	/* The thread's own. */
@@ -203,47 +204,26 @@ cluster_unban(struct cluster *c, const struct ipnet *net)
 	ban_request(c, CLUSTER_UNBAN, net, 0, BLOCKLIST_REASON_MANUAL);
 }
 
-/* "add <prefix> <ttl_ms> <reason> <node>" or "del <prefix> <node>" from
- * another node. */
+/* A ban or unban from another node (cluster_msg.h). */
 static void
 on_publish(struct cluster *c, const char *msg, size_t len)
 {
-	char op[4], text[IPNET_TEXT_MAX], node[sizeof(c->origin)], line[256];
-	unsigned long long ttl = 0;
-	struct ipnet net;
-	int reason = 0, n;
+	struct cluster_msg m;
 
-	if (len >= sizeof(line))
-		return;
-	memcpy(line, msg, len);
-	line[len] = '\0';
-	_Static_assert(IPNET_TEXT_MAX == 50, "the %49s below");
-	n = sscanf(line, "%3s %49s", op, text);
-	if (n != 2)
-		return;
-	if (strcmp(op, "add") == 0)
-		n = sscanf(line, "add %*s %llu %d %87s", &ttl, &reason, node) ==
-			    3 &&
-		    (reason == BLOCKLIST_REASON_MANUAL ||
-		     reason == BLOCKLIST_REASON_AUTO);
-	else if (strcmp(op, "del") == 0)
-		n = sscanf(line, "del %*s %87s", node) == 1;
-	else
-		n = 0;
-	if (!n || ipnet_parse(text, &net) != NULL ||
-	    strcmp(node, c->origin) == 0)
-		return;			 /* malformed, or this process's own */
-	node[strcspn(node, "#")] = '\0'; /* the name, for the log */
+	if (!cluster_msg_parse(msg, len, &m) ||
+	    strcmp(m.origin, c->origin) == 0)
+		return; /* malformed, or this process's own */
+	m.origin[strcspn(m.origin, "#")] = '\0'; /* the name, for the log */
 	atomic_fetch_add(&c->stats.bans_received, 1);
-	if (op[0] == 'a') {
-		applied_add(c, &net);
+	if (m.add) {
+		applied_add(c, &m.net);
 		if (c->sink.add != NULL)
-			c->sink.add(c->sink.arg, &net, ttl,
-				    (enum blocklist_reason)reason, node);
+			c->sink.add(c->sink.arg, &m.net, m.ttl_ms,
+				    (enum blocklist_reason)m.reason, m.origin);
 	} else {
-		applied_del(c, &net);
+		applied_del(c, &m.net);
 		if (c->sink.del != NULL)
-			c->sink.del(c->sink.arg, &net, node);
+			c->sink.del(c->sink.arg, &m.net, m.origin);
 	}
 }
 
