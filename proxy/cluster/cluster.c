@@ -715,10 +715,24 @@ cluster_queue_login(const struct cluster *c, struct redis_conn *conn)
 	return redis_conn_queue(conn, 3, argv, lens) == 0 ? 1 : -1;
 }
 
-bool
-cluster_links(const struct cluster *c)
+SSL *
+cluster_link_tls(const struct cluster *c)
 {
-	return c->tls == NULL;
+	char err[256];
+	SSL *ssl;
+
+	if (c->tls == NULL)
+		return NULL;
+	ssl = redis_tls_new(c->cfg, c->tls, err, sizeof(err));
+	if (ssl == NULL)
+		log_warn("cluster-link-error", " error=\"%s\"", err);
+	return ssl;
+}
+
+bool
+cluster_tls_on(const struct cluster *c)
+{
+	return c->tls != NULL;
 }
 
 const struct config_addr *

@@ -168,12 +168,17 @@ void cluster_unban(struct cluster *c, const struct ipnet *net);
 /*
  * A worker's own connection (io/cluster_link.c) for the calls a session
  * waits for: no thread hop, the send and the receive on the worker's ring.
- * Plain TCP only: with cluster.tls (or while a worker's connection is not
- * up) calls go through the cluster thread.  What it needs of the cluster:
+ * With cluster.tls its records go through memory BIOs; while a worker's
+ * connection is not up, calls go through the cluster thread.  What it
+ * needs of the cluster:
  */
 struct redis_conn;
 struct redisReply;
-bool cluster_links(const struct cluster *c); /* links wanted (no TLS) */
+bool cluster_tls_on(const struct cluster *c); /* cluster.tls */
+/* With cluster.tls, a client SSL set up to verify Redis (NULL: none, or
+ * no memory: logged). */
+struct ssl_st;
+struct ssl_st *cluster_link_tls(const struct cluster *c);
 const struct config_addr *cluster_redis_addr(const struct cluster *c);
 uint64_t cluster_timeout_ms(const struct cluster *c);
 /* A new connection's AUTH, queued on conn: the replies to skip (0 or 1),

@@ -78,6 +78,42 @@ redis_tls_ctx(const struct config *cfg, char *err, size_t errlen)
 	return ctx;
 }
 
+SSL *
+redis_tls_new(const struct config *cfg, SSL_CTX *tls, char *err, size_t errlen)
+{
+	const char *name = cfg->cluster_tls_name;
+	char host[128], why[256];
+	SSL *ssl;
+
+	if (name == NULL) {
+		/* The address's host part: "[::1]:6379" -> "::1". */
+		const char *t = cfg->cluster_redis.text;
+		size_t n = strcspn(t + (*t == '['), *t == '[' ? "]" : ":");
+
+		snprintf(host, sizeof(host), "%.*s", (int)n, t + (*t == '['));
+		name = host;
+	}
+	ssl = SSL_new(tls);
+	if (ssl == NULL) {
+		snprintf(err, errlen, "tls: %s",
+			 ssl_why(why, sizeof(why), "out of memory"));
+		return NULL;
+	}
+	/* An address is checked against the certificate's IP addresses, a
+	 * name against its DNS names (and sent as SNI). */
+	if (cfg->cluster_tls_name == NULL
+		    ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
+						    name) != 1
+		    : SSL_set1_host(ssl, name) != 1 ||
+			      SSL_set_tlsext_host_name(ssl, name) != 1) {
+		snprintf(err, errlen, "tls: cannot check the name %s", name);
+		SSL_free(ssl);
+		return NULL;
+	}
+	SSL_set_connect_state(ssl);
+	return ssl;
+}
+
 /* Wait for fd to be ready for events, until the deadline. */
 static int
 wait_fd(int fd, short events, uint64_t deadline_us)
@@ -135,32 +171,15 @@ static int
 handshake(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
 	  uint64_t deadline_us, bool *wrong_peer, char *err, size_t errlen)
 {
-	const char *name = cfg->cluster_tls_name;
-	char host[128], why[256];
+	char why[256];
 	int r;
 
-	if (name == NULL) {
-		/* The address's host part: "[::1]:6379" -> "::1". */
-		const char *t = cfg->cluster_redis.text;
-		size_t n = strcspn(t + (*t == '['), *t == '[' ? "]" : ":");
-
-		snprintf(host, sizeof(host), "%.*s", (int)n, t + (*t == '['));
-		name = host;
-	}
-	c->ssl = SSL_new(tls);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+	c->ssl = redis_tls_new(cfg, tls, err, errlen);
+	if (c->ssl == NULL)
+		return -1;
+	if (SSL_set_fd(c->ssl, c->fd) != 1) {
 		snprintf(err, errlen, "tls: %s",
 			 ssl_why(why, sizeof(why), "out of memory"));
-		return -1;
-	}
-	/* An address is checked against the certificate's IP addresses, a
-	 * name against its DNS names (and sent as SNI). */
-	if (cfg->cluster_tls_name == NULL
-		    ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl),
-						    name) != 1
-		    : SSL_set1_host(c->ssl, name) != 1 ||
-			      SSL_set_tlsext_host_name(c->ssl, name) != 1) {
-		snprintf(err, errlen, "tls: cannot check the name %s", name);
 		return -1;
 	}
 	while ((r = SSL_connect(c->ssl)) != 1) {

@@ -31,6 +31,11 @@ struct redis_conn {
 /* An SSL_CTX for cfg's cluster.tls (NULL with err when it cannot be had). */
 SSL_CTX *redis_tls_ctx(const struct config *cfg, char *err, size_t errlen);
 
+/* A client SSL for Redis from tls, set to verify the name or address
+ * cluster.tls_name or cluster.redis gives (NULL with err). */
+SSL *redis_tls_new(const struct config *cfg, SSL_CTX *tls, char *err,
+		   size_t errlen);
+
 /* Connects, and logs in with user/pass when pass is not NULL.  0, or -1
  * with err: *auth_refused says Redis refused the credentials, or its
  * certificate failed verification (the config is wrong, not the

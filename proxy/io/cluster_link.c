@@ -3,12 +3,13 @@
  * cluster_link.h first.
  *
  * States: down (connect again at next_ms, if the cluster thread says Redis
- * is up), connecting, up.  While up, one receive is always armed and one
- * send at most is in flight; calls queued meanwhile go in the next send
- * (pipelined).  Replies come in the order the calls went, so a FIFO
- * matches them up; the first replies after a connect answer its AUTH.
- * The oldest call not answered within cluster.timeout, an error reply or a
- * broken connection take the link down: every call in flight is answered
+ * is up), connecting, handshake (cluster.tls: the SSL runs over memory
+ * BIOs, its records sent and received on the ring), up.  While up, one receive
+ * is always armed and one send at most is in flight; calls queued meanwhile go
+ * in the next send (pipelined).  Replies come in the order the calls went, so a
+ * FIFO matches them up; the first replies after a connect answer its AUTH. The
+ * oldest call not answered within cluster.timeout, an error reply or a broken
+ * connection take the link down: every call in flight is answered
  * CLUSTER_UNAVAILABLE (the session falls back as cluster.fail says) and
  * the link connects again after a backoff.  Nothing here logs per call;
  * the thread's connection logs Redis going down and up, the link only an
@@ -25,6 +26,8 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "cluster/cluster.h"
 #include "cluster/redis_conn.h"
@@ -41,7 +44,8 @@
  * a one-message session's own calls are then the two it waits for. */
 #define CHARGE_DELAY_MS 100u
 
-enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_UP };
+/* HANDSHAKE: cluster.tls, connected, the TLS handshake under way. */
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_HANDSHAKE, LINK_UP };
 
 struct cluster_link {
 	struct ring *ring;
@@ -49,7 +53,13 @@ struct cluster_link {
 	enum link_state state;
 	int fd;
 	struct redis_conn conn; /* its reader and out buffer; fd is ours */
-	size_t sending;		/* bytes of conn.out in the send in flight */
+	size_t sending;		/* bytes in the send in flight */
+	/* cluster.tls: the records go through memory BIOs (ssl owns them);
+	 * wire holds the ciphertext to send. */
+	SSL *ssl;
+	BIO *rbio, *wbio;
+	char *wire;
+	size_t wire_len, wire_cap, wire_off;
 	bool recv_armed;
 	bool closing;  /* the worker stops: freed with the last completion */
 	unsigned refs; /* ring operations in flight */
@@ -87,6 +97,8 @@ deliver(struct cluster_link *l, struct cluster_request *req,
 static void
 link_free(struct cluster_link *l)
 {
+	SSL_free(l->ssl);
+	free(l->wire);
 	if (l->fd >= 0)
 		close(l->fd);
 	redis_conn_close(&l->conn);
@@ -140,6 +152,9 @@ settle(struct cluster_link *l)
 	if (l->state == LINK_DOWN && l->fd >= 0) {
 		close(l->fd);
 		l->fd = -1;
+		SSL_free(l->ssl); /* nothing in flight uses it any more */
+		l->ssl = NULL;
+		l->wire_len = l->wire_off = 0;
 	}
 }
 
@@ -148,7 +163,8 @@ arm_recv(struct cluster_link *l)
 {
 	struct io_uring_sqe *sqe;
 
-	if (l->recv_armed || l->state != LINK_UP)
+	if (l->recv_armed ||
+	    (l->state != LINK_UP && l->state != LINK_HANDSHAKE))
 		return;
 	sqe = ring_sqe(l->ring);
 	io_uring_prep_recv(sqe, l->fd, l->rbuf, sizeof(l->rbuf), 0);
@@ -156,19 +172,111 @@ arm_recv(struct cluster_link *l)
 	l->recv_armed = true;
 }
 
+/* TLS: the plaintext queued (once the handshake is done) through the
+ * SSL, and what it wrote, into wire.  false: no memory or a TLS error. */
+static bool
+seal(struct cluster_link *l)
+{
+	size_t pending;
+
+	while (l->state == LINK_UP && l->conn.out_off < l->conn.out_len) {
+		size_t left = l->conn.out_len - l->conn.out_off;
+		int n = SSL_write(l->ssl, l->conn.out + l->conn.out_off,
+				  left > INT32_MAX ? INT32_MAX : (int)left);
+
+		if (n <= 0)
+			return false; /* a memory BIO takes everything */
+		l->conn.out_off += (size_t)n;
+	}
+	if (l->conn.out_off == l->conn.out_len)
+		l->conn.out_off = l->conn.out_len = 0;
+	pending = BIO_ctrl_pending(l->wbio);
+	if (pending == 0)
+		return true;
+	if (l->wire_len + pending > l->wire_cap) {
+		size_t cap = l->wire_cap ? l->wire_cap : 16384;
+		char *p;
+
+		while (cap < l->wire_len + pending)
+			cap *= 2;
+		if ((p = realloc(l->wire, cap)) == NULL)
+			return false;
+		l->wire = p;
+		l->wire_cap = cap;
+	}
+	l->wire_len +=
+		(size_t)BIO_read(l->wbio, l->wire + l->wire_len, (int)pending);
+	return true;
+}
+
 static void
 send_out(struct cluster_link *l)
 {
 	struct io_uring_sqe *sqe;
-	size_t left = l->conn.out_len - l->conn.out_off;
+	const char *p;
+	size_t left;
 
-	if (l->sending != 0 || left == 0 || l->state != LINK_UP)
+	if (l->sending != 0 ||
+	    (l->state != LINK_UP && l->state != LINK_HANDSHAKE))
+		return;
+	if (l->ssl != NULL) {
+		if (!seal(l)) {
+			go_down(l);
+			return;
+		}
+		p = l->wire + l->wire_off;
+		left = l->wire_len - l->wire_off;
+	} else {
+		p = l->conn.out + l->conn.out_off;
+		left = l->conn.out_len - l->conn.out_off;
+	}
+	if (left == 0)
 		return;
 	sqe = ring_sqe(l->ring);
-	io_uring_prep_send(sqe, l->fd, l->conn.out + l->conn.out_off, left,
-			   MSG_NOSIGNAL);
+	io_uring_prep_send(sqe, l->fd, p, left, MSG_NOSIGNAL);
 	submit(l, sqe, OP_CLUSTER_SEND);
 	l->sending = left;
+}
+
+/* Up: a new connection's AUTH first, then whatever is queued. */
+static void
+link_up(struct cluster_link *l)
+{
+	int skip = cluster_queue_login(l->cluster, &l->conn);
+
+	if (skip < 0) {
+		go_down(l);
+		return;
+	}
+	l->state = LINK_UP;
+	l->backoff_ms = 0;
+	l->skip = (unsigned)skip;
+	arm_recv(l);
+	send_out(l);
+}
+
+/* TLS: the handshake one step on (its records out, a receive armed). */
+static void
+handshake(struct cluster_link *l)
+{
+	int r = SSL_do_handshake(l->ssl);
+
+	if (r == 1) {
+		link_up(l);
+		return;
+	}
+	if (SSL_get_error(l->ssl, r) != SSL_ERROR_WANT_READ) {
+		long v = SSL_get_verify_result(l->ssl);
+
+		log_warn("cluster-link-error", " worker=%u error=\"tls: %s\"",
+			 l->ring->id,
+			 v != X509_V_OK ? X509_verify_cert_error_string(v)
+					: "handshake failed");
+		go_down(l);
+		return;
+	}
+	arm_recv(l);
+	send_out(l);
 }
 
 static void
@@ -180,6 +288,7 @@ connect_start(struct cluster_link *l)
 
 	redis_conn_close(&l->conn);
 	l->conn.reader = redisReaderCreate();
+	l->wire_len = l->wire_off = 0;
 	l->fd = socket(a->ss.ss_family,
 		       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (l->conn.reader == NULL || l->fd < 0) {
@@ -201,8 +310,6 @@ cluster_link_new(struct ring *r, struct cluster *c)
 {
 	struct cluster_link *l;
 
-	if (!cluster_links(c))
-		return NULL;
 	l = calloc(1, sizeof(*l));
 	if (l == NULL)
 		return NULL;
@@ -341,8 +448,9 @@ cluster_link_tick(struct cluster_link *l, uint64_t now_ms)
 		settle(l);
 		return;
 	}
-	if (l->state == LINK_CONNECTING && now_ms >= l->next_ms) {
-		go_down(l); /* the connect takes too long */
+	if ((l->state == LINK_CONNECTING || l->state == LINK_HANDSHAKE) &&
+	    now_ms >= l->next_ms) {
+		go_down(l); /* the connect or the handshake takes too long */
 		settle(l);
 		return;
 	}
@@ -359,23 +467,36 @@ cluster_link_tick(struct cluster_link *l, uint64_t now_ms)
 void
 cluster_link_on_connect(struct cluster_link *l, int res)
 {
-	int skip;
-
 	l->refs--;
 	if (l->closing || l->state != LINK_CONNECTING) {
 		settle(l);
 		return;
 	}
-	if (res < 0 || (skip = cluster_queue_login(l->cluster, &l->conn)) < 0) {
+	if (res < 0) {
 		go_down(l);
 		settle(l);
 		return;
 	}
-	l->state = LINK_UP;
-	l->backoff_ms = 0;
-	l->skip = (unsigned)skip;
-	arm_recv(l);
-	send_out(l);
+	if (!cluster_tls_on(l->cluster)) {
+		link_up(l);
+		settle(l);
+		return;
+	}
+	l->ssl = cluster_link_tls(l->cluster);
+	l->rbio = BIO_new(BIO_s_mem());
+	l->wbio = BIO_new(BIO_s_mem());
+	if (l->ssl == NULL || l->rbio == NULL || l->wbio == NULL) {
+		BIO_free(l->rbio);
+		BIO_free(l->wbio);
+		go_down(l);
+		settle(l);
+		return;
+	}
+	SSL_set_bio(l->ssl, l->rbio, l->wbio);
+	l->state = LINK_HANDSHAKE;
+	l->next_ms = timer_now_ms() + cluster_timeout_ms(l->cluster);
+	handshake(l);
+	settle(l);
 }
 
 void
@@ -385,7 +506,7 @@ cluster_link_on_send(struct cluster_link *l, int res)
 
 	l->refs--;
 	l->sending = 0;
-	if (l->closing || l->state != LINK_UP) {
+	if (l->closing || (l->state != LINK_UP && l->state != LINK_HANDSHAKE)) {
 		settle(l);
 		return;
 	}
@@ -395,10 +516,37 @@ cluster_link_on_send(struct cluster_link *l, int res)
 		return;
 	}
 	/* A short send leaves the rest for the next one. */
-	l->conn.out_off += (size_t)res < sent ? (size_t)res : sent;
-	if (l->conn.out_off == l->conn.out_len)
-		l->conn.out_off = l->conn.out_len = 0;
+	if (l->ssl != NULL) {
+		l->wire_off += (size_t)res < sent ? (size_t)res : sent;
+		if (l->wire_off == l->wire_len)
+			l->wire_off = l->wire_len = 0;
+	} else {
+		l->conn.out_off += (size_t)res < sent ? (size_t)res : sent;
+		if (l->conn.out_off == l->conn.out_len)
+			l->conn.out_off = l->conn.out_len = 0;
+	}
 	send_out(l);
+}
+
+/* Received bytes to the reply reader (TLS: through the SSL first; during
+ * the handshake they only feed it).  false on a TLS or protocol error. */
+static bool
+take_in(struct cluster_link *l, size_t n)
+{
+	int r;
+
+	if (l->ssl == NULL)
+		return redisReaderFeed(l->conn.reader, l->rbuf, n) == REDIS_OK;
+	if (BIO_write(l->rbio, l->rbuf, (int)n) != (int)n)
+		return false;
+	if (l->state != LINK_UP)
+		return true;
+	/* rbuf is free again: the plaintext comes out into it. */
+	while ((r = SSL_read(l->ssl, l->rbuf, sizeof(l->rbuf))) > 0)
+		if (redisReaderFeed(l->conn.reader, l->rbuf, (size_t)r) !=
+		    REDIS_OK)
+			return false;
+	return SSL_get_error(l->ssl, r) == SSL_ERROR_WANT_READ;
 }
 
 void
@@ -409,13 +557,17 @@ cluster_link_on_recv(struct cluster_link *l, int res)
 
 	l->refs--;
 	l->recv_armed = false;
-	if (l->closing || l->state != LINK_UP) {
+	if (l->closing || (l->state != LINK_UP && l->state != LINK_HANDSHAKE)) {
 		settle(l);
 		return;
 	}
-	if (res <= 0 ||
-	    redisReaderFeed(l->conn.reader, l->rbuf, (size_t)res) != REDIS_OK) {
+	if (res <= 0 || !take_in(l, (size_t)res)) {
 		go_down(l);
+		settle(l);
+		return;
+	}
+	if (l->state == LINK_HANDSHAKE) {
+		handshake(l);
 		settle(l);
 		return;
 	}

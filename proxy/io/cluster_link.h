@@ -6,8 +6,9 @@
  * The cluster thread could carry them all, but each call would then cost
  * two thread hops and two wake-ups; here it costs a send and a receive on
  * a ring that is awake anyway.  The thread keeps what is not per session:
- * the bans' subscription and resync, the operator's calls, TLS to Redis,
- * and every call while this link is down or still connecting.
+ * the bans' subscription and resync, the operator's calls, and every call
+ * while this link is down or still connecting.  With cluster.tls the
+ * link's records go through memory BIOs.
  *
  * Answers are kept on the ring's list (ring.h) and the worker hands them
  * to their sessions after the batch of completions, as it does for the

@@ -428,6 +428,11 @@ def test_tls_to_redis_verified_by_address_or_name(proxy, recording_backend,
         assert try_send(p) in (250, 451)
         assert "cluster-up" in p.log()
         assert json.loads(p.ctl("-j", "cluster").stdout)["up"] is True
+        assert "cluster-link-error" not in p.log()
+    # Each node: the thread's two connections and one per worker (2),
+    # every one of them TLS (the server listens on nothing else).
+    wait_until(lambda: r.cli("CLIENT", "LIST").count("\n") >= 2 * 4, 10,
+               "every worker's own TLS connection to Redis")
     keys = r.cli("--scan", "--pattern", "msaproxy:u:*").split()
     assert any(k.endswith(":buckets") for k in keys), keys
 
