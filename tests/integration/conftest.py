@@ -367,8 +367,9 @@ def redis(tmp_path):
     all are stopped at teardown."""
     started = []
 
-    def start(password=None, user=None, tls=None):
-        server = RedisServer(tmp_path / f"redis{len(started)}", password, user, tls)
+    def start(password=None, user=None, tls=None, acl="~* &* +@all"):
+        server = RedisServer(tmp_path / f"redis{len(started)}", password, user, tls,
+                             acl)
         started.append(server)
         return server.start()
 

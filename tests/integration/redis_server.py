@@ -24,8 +24,10 @@ def _free_port():
 
 
 class RedisServer:
-    def __init__(self, workdir, password=None, user=None, tls=None):
+    def __init__(self, workdir, password=None, user=None, tls=None,
+                 acl="~* &* +@all"):
         self.tls = tls
+        self.acl = acl
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.password = password
@@ -51,8 +53,8 @@ class RedisServer:
         if self.user is not None:
             # An ACL user with just what msaproxy needs; the default user
             # keeps working for the test's own redis-cli.
-            args += ["--user", self.user, "on", f">{self.password}", "~*",
-                     "&*", "+@all"]
+            args += ["--user", self.user, "on", f">{self.password}",
+                     *self.acl.split()]
         elif self.password is not None:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,

@@ -279,8 +279,14 @@ def test_redis_stopped_fail_closed_refuses_mail_then_recovers(
     assert try_send(a) == 250
 
 
+# docs/CLUSTER.md's least-privilege user, word for word.
+LEAST_ACL = ("~msaproxy:* &msaproxy:* +evalsha +script|load +subscribe +ping "
+             "+time +get +set +del +hget +hmget +hset +hdel +hgetall +pexpire "
+             "+publish")
+
+
 def test_redis_password_and_acl_user(proxy, recording_backend, redis, tmp_path):
-    r = redis(password="s3cret-redis", user="msaproxy")
+    r = redis(password="s3cret-redis", user="msaproxy", acl=LEAST_ACL)
     good = tmp_path / "redis.pass"
     good.write_text("s3cret-redis\n")
     good.chmod(0o600)
@@ -289,7 +295,13 @@ def test_redis_password_and_acl_user(proxy, recording_backend, redis, tmp_path):
                              password_file=str(good)),
               **{"limits.user": {"messages": "1/1h"}})
     assert [try_send(a), try_send(a)] == [250, 451]
+    a.ctl("ban", "127.0.5.0/24", "--ttl", "1m")  # the ban script's commands
+    a.ctl("unban", "127.0.5.0/24")
+    a.ctl("user", "reset", "demo")
+    assert try_send(a) == 250
     assert "s3cret" not in a.log()
+    assert "cluster-link-error" not in a.log()
+    assert "msg=cluster-down" not in a.log()
 
 
 def test_wrong_redis_credentials_stop_the_start_with_a_clear_error(
