@@ -46,6 +46,12 @@ enum balance_policy {
 	BALANCE_HASH_LOGIN,  /* rendezvous hash of the login */
 };
 
+/* auth.backend: who checks a login (auth/auth_backend.h, docs/AUTH.md). */
+enum auth_backend_kind {
+	AUTH_BACKEND_PASSWD,  /* auth.passwd_file, crypt(3) (default) */
+	AUTH_BACKEND_DOVECOT, /* Dovecot's auth socket (auth.dovecot.*) */
+};
+
 #define BACKENDS_MAX	64 /* failover keeps a 64-bit "tried" mask */
 
 #define AUTH_MECH_PLAIN 0x1u
@@ -175,13 +181,18 @@ struct config {
 	size_t nlisteners;
 
 	/* auth: */
-	char *passwd_file;		/* required */
+	enum auth_backend_kind auth_backend; /* default passwd */
+	char *passwd_file;		/* required with auth.backend passwd */
 	unsigned auth_mechs;		/* AUTH_MECH_*; default PLAIN|LOGIN */
 	unsigned auth_threads;		/* default 2 */
 	uint64_t auth_failure_delay_ms; /* default 1s */
 	unsigned auth_max_failures;	/* per session, default 3; 0: none */
 	uint64_t auth_cache_ttl_ms;	/* verified logins, 0 = off; 1h */
 	size_t auth_cache_size;		/* cached logins, default 10000 */
+	/* auth.dovecot: (auth/auth_dovecot.h); restart-only */
+	struct config_addr auth_dovecot_socket; /* len 0: not set */
+	unsigned auth_dovecot_connections;	/* default 2 */
+	uint64_t auth_dovecot_timeout_ms;	/* per request, default 5s */
 
 	/* limits: */
 	size_t max_line;	     /* command line, default 1000 (>= 512) */

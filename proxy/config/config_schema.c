@@ -895,8 +895,50 @@ static const struct field tls_fields[] = {
 	END_OF_TABLE,
 };
 
+static const struct enum_name auth_backends[] = {
+	{"passwd", AUTH_BACKEND_PASSWD},
+	{"dovecot", AUTH_BACKEND_DOVECOT},
+	{NULL, 0},
+};
+
+/* Dovecot's auth socket: "unix:/path" (its auth-client listener) or
+ * "host:port" (an inet_listener), an IP address, not a name. */
+static int
+set_auth_socket(struct loader *l, const yaml_node_t *v, const char *key,
+		void *base)
+{
+	struct config *cfg = base;
+	const char *s, *why;
+
+	if (config_yaml_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (strncmp(s, "unix:", 5) == 0)
+		why = config_value_unix_addr(s, &cfg->auth_dovecot_socket);
+	else if ((why = config_value_addr(s, &cfg->auth_dovecot_socket)) ==
+			 NULL &&
+		 config_value_addr_is_wildcard(&cfg->auth_dovecot_socket))
+		why = "a wildcard address cannot be connected to";
+	if (why != NULL) {
+		memset(&cfg->auth_dovecot_socket, 0,
+		       sizeof(cfg->auth_dovecot_socket));
+		return config_yaml_fail(l, config_yaml_line(v), key,
+					"%s (expected unix:/path or host:port)",
+					why);
+	}
+	return 0;
+}
+
+static const struct field auth_dovecot_fields[] = {
+	FUNC("socket", set_auth_socket),
+	NUM("connections", F_UINT, CFG(auth_dovecot_connections), 1, 16),
+	NUM("timeout", F_MS, CFG(auth_dovecot_timeout_ms), 100, 10 * MINUTE),
+	END_OF_TABLE,
+};
+
 static const struct field auth_fields[] = {
-	REQ("passwd_file", F_PATH, CFG(passwd_file)),
+	ENUM("backend", CFG(auth_backend), auth_backends),
+	OPT("passwd_file", F_PATH, CFG(passwd_file)),
+	SECTION("dovecot", auth_dovecot_fields, false),
 	FUNC("mechanisms", set_mechanisms),
 	NUM("threads", F_UINT, CFG(auth_threads), 1, 64),
 	NUM("failure_delay", F_MS, CFG(auth_failure_delay_ms), 0, MINUTE),
@@ -971,7 +1013,7 @@ const struct field config_schema_top[] = {
 	SECTION("log", log_fields, false),
 	SECTION("tls", tls_fields, true), /* for tls.certificates */
 	LIST("listeners", &listener_list),
-	SECTION("auth", auth_fields, true), /* for auth.passwd_file */
+	SECTION("auth", auth_fields, true), /* for auth.backend */
 	SECTION("limits", limits_fields, false),
 	SECTION("backends", backends_fields, true), /* for servers */
 	SECTION("blocklist", blocklist_fields, false),

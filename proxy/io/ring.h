@@ -27,7 +27,7 @@
 #include "limits/policy.h"
 #include "ops/counters.h"
 
-struct auth_pool;
+struct auth_backend;
 struct auth_request;
 struct bans;
 struct caps;
@@ -64,7 +64,7 @@ enum ring_op {
 
 /* What every worker shares with the others (all thread-safe). */
 struct worker_shared {
-	struct auth_pool *auth;
+	struct auth_backend *auth; /* auth.backend */
 	struct ratelimit *limits;
 	struct bans *bans;	 /* may be NULL */
 	struct caps *caps;	 /* limits.max_sessions, limits.max_memory */

@@ -617,7 +617,11 @@ answer_auth(struct session *s, struct auth_request *req)
 {
 	char text[400];
 
-	smtp_auth_result(&s->smtp, req->ok);
+	smtp_auth_answer(&s->smtp,
+			 req->ok     ? SMTP_AUTH_OK
+			 : req->temp ? SMTP_AUTH_TEMP
+				     : SMTP_AUTH_FAIL,
+			 req->login);
 	/* Not req->ok: a verdict too late, or no memory for the login,
 	 * leaves the client unauthenticated. */
 	if (s->smtp.authed) {
@@ -646,7 +650,7 @@ static void
 finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 {
 	const char *mech = s->smtp.auth_mech;
-	char u[LOG_USER_MAX];
+	char u[LOG_USER_MAX], lg[LOG_USER_MAX], why[LOG_USER_MAX];
 
 	if (mech != NULL)
 		counter_add(
@@ -657,11 +661,20 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 			1);
 
 	log_info("auth",
-		 " session=%llx client=%s user=%s mechanism=%s delay_ms=%llu "
-		 "result=%s cache=%s",
+		 " session=%llx client=%s backend=%s login=%s reason=%s "
+		 "user=%s mechanism=%s delay_ms=%llu result=%s cache=%s",
 		 (unsigned long long)s->id, s->peer_addr,
+		 auth_backend_name(s->ring->shared.auth),
+		 session_log_user(lg, sizeof(lg),
+				  !req->ok	  ? ""
+				  : req->login[0] ? req->login
+						  : req->user),
+		 session_log_user(why, sizeof(why), req->reason),
 		 session_log_user(u, sizeof(u), req->user), mech ? mech : "-",
-		 (unsigned long long)hold, req->ok ? "ok" : "failed",
+		 (unsigned long long)hold,
+		 req->ok     ? "ok"
+		 : req->temp ? "tempfail"
+			     : "failed",
 		 req->cached ? "hit" : "miss");
 	if (hold > 0) {
 		s->auth = req;
@@ -677,11 +690,39 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 static void
 finish_auth(struct session *s, struct auth_request *req)
 {
+	/* The back end could not say: no failure to count, no pause. */
+	if (req->temp) {
+		finish_auth_hold(s, req, 0);
+		return;
+	}
 	if (!session_auth_ask(s, req)) {
 		s->auth = req;
 		return;
 	}
 	finish_auth_hold(s, req, session_auth_done(s, req));
+}
+
+/* The client's facts a back end may pass on (Dovecot's rip, lip). */
+static void
+auth_facts(struct session *s, struct auth_request *req)
+{
+	union sockaddr_ip local;
+	socklen_t len = sizeof(local);
+
+	snprintf(req->rip, sizeof(req->rip), "%s", s->peer_addr);
+	req->rport = s->peer_port;
+	req->secured = s->smtp.tls;
+	if (getsockname(s->fd, (struct sockaddr *)&local, &len) != 0)
+		return;
+	if (local.sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &local.in.sin_addr, req->lip,
+			  sizeof(req->lip));
+		req->lport = ntohs(local.in.sin_port);
+	} else if (local.sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &local.in6.sin6_addr, req->lip,
+			  sizeof(req->lip));
+		req->lport = ntohs(local.in6.sin6_port);
+	}
 }
 
 static void
@@ -697,9 +738,10 @@ start_auth(struct session *s)
 	memcpy(req->pass, s->smtp.creds->pass, sizeof(req->pass));
 	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
 	req->db = s->gen->users; /* the session holds its generation */
+	auth_facts(s, req);
 	/* A returning client is answered here; only real hash work goes
 	 * to the pool (two thread hops and a wake-up saved per login). */
-	if (auth_pool_check_cached(s->ring->shared.auth, req)) {
+	if (auth_backend_check_cached(s->ring->shared.auth, req)) {
 		finish_auth(s, req);
 		return;
 	}
@@ -708,7 +750,7 @@ start_auth(struct session *s)
 	req->done = s->ring->auth_done;
 	s->auth = req;
 	s->inflight++;
-	auth_pool_submit(s->ring->shared.auth, req);
+	auth_backend_submit(s->ring->shared.auth, req);
 }
 
 void

@@ -19,7 +19,7 @@
 
 #include <openssl/ssl.h>
 
-#include "auth/auth_pool.h"
+#include "auth/auth_backend.h"
 #include "lib/buf.h"
 #include "config/config.h"
 #include "config/generation.h"

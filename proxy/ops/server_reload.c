@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "config/audit.h"
-#include "auth/auth_pool.h"
+#include "auth/auth_backend.h"
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
 #include "limits/caps.h"
@@ -106,6 +106,9 @@ server_fixed_keys(const struct config *cfg)
 		 cfg->cluster_tls, cfg->cluster_tls_ca ?: "-",
 		 cfg->cluster_tls_name ?: "-", cfg->cluster_node_id,
 		 cfg->cluster_timeout_ms, cfg->cluster_fail_closed);
+	snprintf(k.auth, sizeof(k.auth), "%d %s %u %" PRIu64,
+		 (int)cfg->auth_backend, cfg->auth_dovecot_socket.text,
+		 cfg->auth_dovecot_connections, cfg->auth_dovecot_timeout_ms);
 	return k;
 }
 
@@ -130,6 +133,8 @@ warn_fixed(const struct server *srv, const struct config *cfg)
 	    run->auth_cache_ttl_ms != now.auth_cache_ttl_ms ||
 	    run->auth_cache_size != now.auth_cache_size)
 		ignored("auth.threads/cache_ttl/cache_size");
+	if (strcmp(run->auth, now.auth) != 0)
+		ignored("auth.backend/auth.dovecot");
 	if (run->ticket_key_lifetime_ms != now.ticket_key_lifetime_ms)
 		ignored("tls.ticket_key_lifetime");
 	if ((srv->control_path == NULL) != (sock == NULL) ||
@@ -264,6 +269,7 @@ server_reload(struct server *srv, char *err, size_t errlen)
 		goto fail;
 	}
 	srv->next_id++;
+	generation_set_mechs(gen, auth_backend_offer(srv->shared.auth));
 	backend_pool_inherit(gen->backend_pool, srv->gen->backend_pool);
 	server_bind_generation(srv, gen, srv->gen);
 	warn_fixed(srv, gen->cfg);

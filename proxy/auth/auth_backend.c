@@ -1,0 +1,98 @@
+/*
+ * auth_backend.c - one door to whichever back end checks logins
+ * (auth.backend: passwd or dovecot; read auth_backend.h first).
+ *
+ * A thin switch: the passwd back end is the auth_pool (crypt(3) threads
+ * and the verified-login cache), the dovecot one auth_dovecot (one thread
+ * multiplexing a few connections to Dovecot's auth socket).  The cache of
+ * verified logins serves the passwd back end only: Dovecot keeps its own
+ * (auth_cache_size in dovecot.conf), and docs/AUTH.md says why.
+ *
+ * Config keys: auth.backend, and those of each back end (restart-only: a
+ * reload keeps the running back end).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth_backend.h"
+#include "auth/auth_dovecot.h"
+#include "auth/auth_pool.h"
+
+struct auth_backend {
+	enum auth_backend_kind kind;
+	struct auth_pool *pool;	      /* passwd */
+	struct auth_dovecot *dovecot; /* dovecot */
+	atomic_uint all;	      /* passwd: every mechanism */
+};
+
+struct auth_backend *
+auth_backend_start(const struct config *cfg, struct passwd_db *db, char *err,
+		   size_t errlen)
+{
+	struct auth_backend *b = calloc(1, sizeof(*b));
+
+	if (b == NULL) {
+		snprintf(err, errlen, "auth: out of memory");
+		return NULL;
+	}
+	b->kind = cfg->auth_backend;
+	atomic_init(&b->all, ~0u);
+	switch (b->kind) {
+	case AUTH_BACKEND_PASSWD:
+		b->pool = auth_pool_start(
+			cfg->auth_threads, db, cfg->auth_cache_ttl_ms,
+			cfg->auth_cache_size, cfg->seccomp, err, errlen);
+		if (b->pool == NULL)
+			goto fail;
+		break;
+	case AUTH_BACKEND_DOVECOT:
+		b->dovecot = auth_dovecot_start(cfg, err, errlen);
+		if (b->dovecot == NULL)
+			goto fail;
+		break;
+	}
+	return b;
+fail:
+	free(b);
+	return NULL;
+}
+
+bool
+auth_backend_check_cached(struct auth_backend *b, struct auth_request *req)
+{
+	return b->pool != NULL && auth_pool_check_cached(b->pool, req);
+}
+
+void
+auth_backend_submit(struct auth_backend *b, struct auth_request *req)
+{
+	if (b->pool != NULL)
+		auth_pool_submit(b->pool, req);
+	else
+		auth_dovecot_submit(b->dovecot, req);
+}
+
+const atomic_uint *
+auth_backend_offer(const struct auth_backend *b)
+{
+	if (b->dovecot != NULL)
+		return auth_dovecot_offer(b->dovecot);
+	return &b->all;
+}
+
+const char *
+auth_backend_name(const struct auth_backend *b)
+{
+	return b->kind == AUTH_BACKEND_DOVECOT ? "dovecot" : "passwd";
+}
+
+void
+auth_backend_stop(struct auth_backend *b)
+{
+	if (b == NULL)
+		return;
+	auth_pool_stop(b->pool);
+	auth_dovecot_stop(b->dovecot);
+	free(b);
+}
