@@ -227,12 +227,11 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 			return false;
 		c->st = DC_READY;
 		c->backoff_ms = 0;
-		if (atomic_exchange(&d->offer, m) != m || m == 0)
-			log_info("auth-dovecot-up",
-				 " socket=%s mechanisms=%s%s%s", d->addr.text,
-				 (m & AUTH_MECH_PLAIN) ? "PLAIN" : "",
-				 (m & AUTH_MECH_LOGIN) ? ",LOGIN" : "",
-				 m == 0 ? "none" : "");
+		atomic_store(&d->offer, m);
+		log_info("auth-dovecot-up", " socket=%s mechanisms=%s%s%s",
+			 d->addr.text, (m & AUTH_MECH_PLAIN) ? "PLAIN" : "",
+			 (m & AUTH_MECH_LOGIN) ? ",LOGIN" : "",
+			 m == 0 ? "none" : "");
 		return true;
 	}
 	case DOVECOT_OK:

@@ -251,9 +251,11 @@ dovecot_format_auth(char *out, size_t outsize, const struct dovecot_auth *a)
 		snprintf(extra + el, sizeof(extra) - el, "\tlip=%s\tlport=%u",
 			 a->lip, a->lport);
 	}
-	n = snprintf(
-		out, outsize, "AUTH\t%u\tPLAIN\tservice=smtp%s%s\tresp=%s\n",
-		(unsigned)a->id, extra, a->secured ? "\tsecured" : "", b64);
+	n = snprintf(out, outsize,
+		     "AUTH\t%u\tPLAIN\tservice=smtp\tno-penalty%s%s"
+		     "\tresp=%s\n",
+		     (unsigned)a->id, extra, a->secured ? "\tsecured" : "",
+		     b64);
 	explicit_bzero(b64, sizeof(b64));
 	return n < 0 || (size_t)n >= outsize ? -1 : n;
 }

@@ -5,8 +5,12 @@
  *
  *   C: VERSION 1 2, CPID <pid>
  *   S: VERSION 1 x, MECH <name> [flags]..., SPID, CUID, COOKIE, DONE
- *   C: AUTH <id> PLAIN service=smtp lip= rip= lport= rport= [secured]
- *      resp=<base64>
+ *   C: AUTH <id> PLAIN service=smtp no-penalty rip= rport= lip= lport=
+ *      [secured] resp=<base64>
+ *
+ * no-penalty: msaproxy delays and bans failed logins itself (auth.*,
+ * limits.login, limits.ip); Dovecot's own penalty by rip would stack on
+ * them and turn a retry after a typo into a timeout.
  *   S: OK <id> [user=<login>]...  |  FAIL <id> [reason=] [temp]...  |
  *      CONT <id> <base64>
  *
