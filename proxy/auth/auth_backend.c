@@ -1,12 +1,13 @@
 /*
  * auth_backend.c - one door to whichever back end checks logins
- * (auth.backend: passwd or dovecot; read auth_backend.h first).
+ * (auth.backend: passwd, dovecot or http; read auth_backend.h first).
  *
  * A thin switch: the passwd back end is the auth_pool (crypt(3) threads
  * and the verified-login cache), the dovecot one auth_dovecot (one thread
- * multiplexing a few connections to Dovecot's auth socket).  The cache of
- * verified logins serves the passwd back end only: Dovecot keeps its own
- * (auth_cache_size in dovecot.conf), and docs/AUTH.md says why.
+ * multiplexing a few connections to Dovecot's auth socket), the http one
+ * auth_http (one thread, one HTTP/1.0 connection per request).  The cache
+ * of verified logins serves the passwd back end only: Dovecot keeps its
+ * own (auth_cache_size in dovecot.conf), and docs/AUTH.md says why.
  *
  * Config keys: auth.backend, and those of each back end (restart-only: a
  * reload keeps the running back end).
@@ -17,12 +18,14 @@
 
 #include "auth/auth_backend.h"
 #include "auth/auth_dovecot.h"
+#include "auth/auth_http.h"
 #include "auth/auth_pool.h"
 
 struct auth_backend {
 	enum auth_backend_kind kind;
 	struct auth_pool *pool;	      /* passwd */
 	struct auth_dovecot *dovecot; /* dovecot */
+	struct auth_http *http;	      /* http */
 	atomic_uint all;	      /* passwd: every mechanism */
 };
 
@@ -51,6 +54,11 @@ auth_backend_start(const struct config *cfg, struct passwd_db *db, char *err,
 		if (b->dovecot == NULL)
 			goto fail;
 		break;
+	case AUTH_BACKEND_HTTP:
+		b->http = auth_http_start(cfg, err, errlen);
+		if (b->http == NULL)
+			goto fail;
+		break;
 	}
 	return b;
 fail:
@@ -69,8 +77,10 @@ auth_backend_submit(struct auth_backend *b, struct auth_request *req)
 {
 	if (b->pool != NULL)
 		auth_pool_submit(b->pool, req);
-	else
+	else if (b->dovecot != NULL)
 		auth_dovecot_submit(b->dovecot, req);
+	else
+		auth_http_submit(b->http, req);
 }
 
 const atomic_uint *
@@ -84,7 +94,9 @@ auth_backend_offer(const struct auth_backend *b)
 const char *
 auth_backend_name(const struct auth_backend *b)
 {
-	return b->kind == AUTH_BACKEND_DOVECOT ? "dovecot" : "passwd";
+	return b->kind == AUTH_BACKEND_DOVECOT ? "dovecot"
+	       : b->kind == AUTH_BACKEND_HTTP  ? "http"
+					       : "passwd";
 }
 
 void
@@ -94,5 +106,6 @@ auth_backend_stop(struct auth_backend *b)
 		return;
 	auth_pool_stop(b->pool);
 	auth_dovecot_stop(b->dovecot);
+	auth_http_stop(b->http);
 	free(b);
 }

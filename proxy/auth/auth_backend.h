@@ -5,7 +5,9 @@
  *   passwd   auth.passwd_file, checked with crypt(3) by the auth_pool
  *            threads (the default);
  *   dovecot  Dovecot's auth socket (auth.dovecot.*), many requests in
- *            flight on a few connections, one thread (auth_dovecot.c).
+ *            flight on a few connections, one thread (auth_dovecot.c);
+ *   http     an nginx-style auth_http service (auth.http.*), one HTTP/1.0
+ *            request per login, many at once, one thread (auth_http.c).
  *
  * A worker fills a struct auth_request (the credentials and the client's
  * facts), tries auth_backend_check_cached() and else
@@ -43,6 +45,12 @@ struct auth_request {
 	char rip[INET6_ADDRSTRLEN], lip[INET6_ADDRSTRLEN];
 	unsigned rport, lport;
 	bool secured; /* the client is on TLS */
+	/* More for auth_http: the mechanism ("plain", "login"), the EHLO
+	 * name, the TLS version and cipher, which try this is. */
+	char mech[8];
+	char helo[256];
+	char tls_version[16], tls_cipher[64];
+	unsigned attempt;
 
 	/* The verdict. */
 	int ok;	    /* 1 verified, 0 refused or not known */
@@ -53,6 +61,15 @@ struct auth_request {
 	 * carries. */
 	char login[SASL_FIELD_MAX];
 	char reason[AUTH_REASON_MAX]; /* for the log only, "" none */
+	/* Without ok: the SMTP reply to give instead of the default 535 or
+	 * 454 ("" default; auth_http's Auth-Error-Code and Auth-Status), and
+	 * how long to wait before it (Auth-Wait). */
+	char reply[AUTH_REASON_MAX + 24];
+	uint64_t wait_ms;
+	/* With ok: the backend the back end chose (auth_http's Auth-Server
+	 * and Auth-Port; "" none).  Logged; not yet honoured. */
+	char server[64];
+	unsigned server_port;
 
 	void (*done)(struct auth_request *req); /* on a back-end thread */
 	void *owner;				/* for the caller */

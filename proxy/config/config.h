@@ -50,6 +50,7 @@ enum balance_policy {
 enum auth_backend_kind {
 	AUTH_BACKEND_PASSWD,  /* auth.passwd_file, crypt(3) (default) */
 	AUTH_BACKEND_DOVECOT, /* Dovecot's auth socket (auth.dovecot.*) */
+	AUTH_BACKEND_HTTP,    /* nginx-style auth_http (auth.http.*) */
 };
 
 #define BACKENDS_MAX	64 /* failover keeps a 64-bit "tried" mask */
@@ -193,6 +194,12 @@ struct config {
 	struct config_addr auth_dovecot_socket; /* len 0: not set */
 	unsigned auth_dovecot_connections;	/* default 2 */
 	uint64_t auth_dovecot_timeout_ms;	/* per request, default 5s */
+	/* auth.http: (auth/auth_http.h); restart-only */
+	struct config_addr auth_http_addr; /* len 0: no auth.http.url */
+	char auth_http_host[128];	   /* the URL's host[:port] */
+	char auth_http_path[256];	   /* the URL's path, from '/' */
+	unsigned auth_http_connections;	   /* at once, default 32 */
+	uint64_t auth_http_timeout_ms;	   /* per request, default 5s */
 
 	/* limits: */
 	size_t max_line;	     /* command line, default 1000 (>= 512) */

@@ -255,6 +255,10 @@ config_check_auth(struct loader *l, const yaml_node_t *root,
 	    cfg->auth_dovecot_socket.len == 0)
 		return config_yaml_fail(l, line, "auth.dovecot.socket",
 					"required with auth.backend dovecot");
+	if (cfg->auth_backend == AUTH_BACKEND_HTTP &&
+	    cfg->auth_http_addr.len == 0)
+		return config_yaml_fail(l, line, "auth.http.url",
+					"required with auth.backend http");
 	return 0;
 }
 

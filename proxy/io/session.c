@@ -621,7 +621,7 @@ answer_auth(struct session *s, struct auth_request *req)
 			 req->ok     ? SMTP_AUTH_OK
 			 : req->temp ? SMTP_AUTH_TEMP
 				     : SMTP_AUTH_FAIL,
-			 req->login);
+			 req->login, req->reply);
 	/* Not req->ok: a verdict too late, or no memory for the login,
 	 * leaves the client unauthenticated. */
 	if (s->smtp.authed) {
@@ -676,6 +676,14 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 		 : req->temp ? "tempfail"
 			     : "failed",
 		 req->cached ? "hit" : "miss");
+	if (req->server[0] != '\0')
+		session_log(s, LOG_INFO, "auth-server-ignored",
+			    " server=%s port=%u detail=\"backends.servers "
+			    "decides\"",
+			    req->server, req->server_port);
+	/* auth_http's Auth-Wait: the reply waits at least that long. */
+	if (!req->ok && req->wait_ms > hold)
+		hold = req->wait_ms;
 	if (hold > 0) {
 		s->auth = req;
 		s->auth_delay = true;
@@ -712,6 +720,19 @@ auth_facts(struct session *s, struct auth_request *req)
 	snprintf(req->rip, sizeof(req->rip), "%s", s->peer_addr);
 	req->rport = s->peer_port;
 	req->secured = s->smtp.tls;
+	snprintf(req->mech, sizeof(req->mech), "%s",
+		 s->smtp.auth_mech != NULL &&
+				 strcmp(s->smtp.auth_mech, "LOGIN") == 0
+			 ? "login"
+			 : "plain");
+	snprintf(req->helo, sizeof(req->helo), "%s", smtp_helo_name(&s->smtp));
+	req->attempt = s->smtp.auth_failures + 1;
+	if (s->ssl != NULL && s->tls_done) {
+		snprintf(req->tls_version, sizeof(req->tls_version), "%s",
+			 SSL_get_version(s->ssl));
+		snprintf(req->tls_cipher, sizeof(req->tls_cipher), "%s",
+			 SSL_get_cipher_name(s->ssl));
+	}
 	if (getsockname(s->fd, (struct sockaddr *)&local, &len) != 0)
 		return;
 	if (local.sa.sa_family == AF_INET) {

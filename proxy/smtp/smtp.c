@@ -1111,17 +1111,21 @@ auth_succeeded(struct smtp *s, const char *login)
 void
 smtp_auth_result(struct smtp *s, bool ok)
 {
-	smtp_auth_answer(s, ok ? SMTP_AUTH_OK : SMTP_AUTH_FAIL, NULL);
+	smtp_auth_answer(s, ok ? SMTP_AUTH_OK : SMTP_AUTH_FAIL, NULL, NULL);
 }
 
 void
-smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login)
+smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login,
+		 const char *text)
 {
 	bool ok = v == SMTP_AUTH_OK;
+	bool own = text != NULL && text[0] != '\0';
 
 	if (v == SMTP_AUTH_TEMP) {
 		/* The back end could not say: not the client's failure. */
-		reply(s, "454 4.7.0 Temporary authentication failure");
+		reply(s, "%s",
+		      own ? text
+			  : "454 4.7.0 Temporary authentication failure");
 	} else if (!ok && ++s->auth_failures >= s->p->max_auth_failures &&
 		   s->p->max_auth_failures > 0) {
 		/* auth.max_failures: a guesser reconnects, and pays for
@@ -1134,7 +1138,10 @@ smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login)
 		s->close_reason = "auth-failures";
 		smtp_set_state(s, SMTP_CLOSING);
 	} else if (!ok) {
-		reply_error(s, "535 5.7.8 Authentication credentials invalid");
+		reply_error(s, "%s",
+			    own ? text
+				: "535 5.7.8 Authentication credentials "
+				  "invalid");
 	} else if (s->creds != NULL) { /* else closed while the check ran */
 		auth_succeeded(s, login);
 	}
