@@ -67,7 +67,7 @@ struct auth_request {
 	char reply[AUTH_REASON_MAX + 24];
 	uint64_t wait_ms;
 	/* With ok: the backend the back end chose (auth_http's Auth-Server
-	 * and Auth-Port; "" none).  Logged; not yet honoured. */
+	 * and Auth-Port; "" none): it must be one of backends.servers. */
 	char server[64];
 	unsigned server_port;
 

@@ -16,7 +16,8 @@
  *
  * Mapping the reply (nginx's contract):
  *   200 + Auth-Status: OK  -> ok; Auth-User is the login from then on;
- *                             Auth-Server/Auth-Port are noted (logged);
+ *                             Auth-Server/Auth-Port go with the answer
+ *                             (the session pins that backend);
  *   200 + Auth-Status: txt -> refused, 535 5.7.8, or "<Auth-Error-Code>
  *                             <txt>" when the service gives a code (a 4xx
  *                             code is a temporary failure); Auth-Wait:

@@ -676,11 +676,6 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 		 : req->temp ? "tempfail"
 			     : "failed",
 		 req->cached ? "hit" : "miss");
-	if (req->server[0] != '\0')
-		session_log(s, LOG_INFO, "auth-server-ignored",
-			    " server=%s port=%u detail=\"backends.servers "
-			    "decides\"",
-			    req->server, req->server_port);
 	/* auth_http's Auth-Wait: the reply waits at least that long. */
 	if (!req->ok && req->wait_ms > hold)
 		hold = req->wait_ms;
@@ -698,6 +693,20 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 static void
 finish_auth(struct session *s, struct auth_request *req)
 {
+	/* auth_http's Auth-Server/Auth-Port: the session goes to that
+	 * server, which must be one of backends.servers (no other address is
+	 * ever connected to); one that is not is a temporary failure. */
+	if (req->ok && req->server[0] != '\0' &&
+	    !session_pin_backend(s, req->server, req->server_port)) {
+		session_log(s, LOG_WARN, "auth-server-unknown",
+			    " server=%s port=%u detail=\"not in "
+			    "backends.servers\"",
+			    req->server, req->server_port);
+		req->ok = 0;
+		req->temp = 1;
+		snprintf(req->reason, sizeof(req->reason),
+			 "Auth-Server not in backends.servers");
+	}
 	/* The back end could not say: no failure to count, no pause. */
 	if (req->temp) {
 		finish_auth_hold(s, req, 0);

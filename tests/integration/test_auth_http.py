@@ -22,6 +22,7 @@ import urllib.parse
 import pytest
 
 from conftest import LOOPBACK, free_port
+from smtp_backend import RecordingBackend
 
 MESSAGE = b"Subject: auth_http\r\n\r\nchecked over http\r\n"
 PASSWORDS = {
@@ -29,6 +30,7 @@ PASSWORDS = {
     "bob": "p a%ss\u00e9",  # a space, a '%' and UTF-8: nginx escapes the first two
     "slow": "Slow-Poke-1",
     "wait": "whatever",
+    "carol": "Carol-Sings-9",
 }
 
 
@@ -38,6 +40,7 @@ class AuthService:
     def __init__(self):
         self.requests = []
         self.slow_s = 0
+        self.servers = {}  # user: (Auth-Server, Auth-Port) to answer with
         service = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -68,8 +71,10 @@ class AuthService:
                     self.send_header("Auth-Error-Code", "535 5.7.0")
                 elif PASSWORDS.get(user) == password:
                     self.send_header("Auth-Status", "OK")
-                    self.send_header("Auth-Server", "127.0.0.1")
-                    self.send_header("Auth-Port", "25")
+                    if user in service.servers:
+                        server, port = service.servers[user]
+                        self.send_header("Auth-Server", server)
+                        self.send_header("Auth-Port", str(port))
                     if user == "alice":
                         self.send_header("Auth-User", "alice@example.test")
                 else:
@@ -148,8 +153,35 @@ def test_ok_with_nginx_headers_and_auth_user(proxy, recording_backend, service):
     assert h["Auth-SMTP-Helo"] == "client.example.test"
     p.wait_for_log(r"msg=auth .*backend=http login=alice@example\.test .*user=alice "
                    r"mechanism=PLAIN .*result=ok")
-    # Auth-Server/Auth-Port are read and said to be ignored.
-    p.wait_for_log(r"msg=auth-server-ignored .*server=127\.0\.0\.1 port=25")
+
+
+def test_auth_server_chooses_the_backend(proxy, recording_backend, service):
+    """Auth-Server/Auth-Port pin the session to that one of backends.servers;
+    one that is not in the list is refused (454), never connected to."""
+    other = RecordingBackend()
+    other.start()
+    try:
+        p = proxy([recording_backend.port, other.port], **{
+            "auth.backend": "http", "auth.passwd_file": None,
+            "auth.http": {"url": f"http://{LOOPBACK}:{service.port}/", "timeout": "2s"},
+            "backends.balance": "round-robin"})
+        service.servers["carol"] = (LOOPBACK, other.port)
+        for _ in range(3):  # round robin alone would use the first one too
+            with client(p) as s:
+                assert auth(s, "carol", PASSWORDS["carol"])[0] == 235
+                s.sendmail("carol@example.test", ["rcpt@example.test"], MESSAGE)
+        assert len(other.wait_for_messages(3)) == 3
+        assert recording_backend.messages == []
+
+        service.servers["carol"] = (LOOPBACK, free_port())
+        with client(p) as s:
+            code, text = auth(s, "carol", PASSWORDS["carol"])
+        assert code == 454 and text.startswith(b"4.7.0"), (code, text)
+        p.wait_for_log(r"msg=auth-server-unknown .*detail=\"not in backends\.servers\"")
+        p.wait_for_log(r'reason="Auth-Server not in backends\.servers" .*user=carol .*'
+                       r"result=tempfail")
+    finally:
+        other.stop()
 
 
 def test_escaping_and_login_mechanism(proxy, recording_backend, service):
