@@ -25,6 +25,8 @@ USERS = {
     # alice logs in as "alice"; Dovecot names her alice@example.test.
     "alice": ("Wonder-Land-42", "user=alice@example.test"),
     "bob": ("Builder-Bob-7", ""),
+    # Another name for alice: Dovecot answers with the same canonical one.
+    "alice.alias": ("Alias-Pass-5", "user=alice@example.test"),
 }
 MESSAGE = b"Subject: dovecot\r\n\r\nchecked by dovecot\r\n"
 
@@ -53,9 +55,12 @@ def dovecot_proxy(proxy, backend, d, **overrides):
     return proxy([backend.port], **opts)
 
 
-def client(p):
+def client(p, source=None):
+    """source: another 127/8 address (127.0.0.1 is outside the limits in
+    the tests' config)."""
     ctx = ssl.create_default_context(cafile=str(p.ca))
-    s = smtplib.SMTP_SSL(LOOPBACK, p.implicit_port, context=ctx, timeout=20)
+    s = smtplib.SMTP_SSL(LOOPBACK, p.implicit_port, context=ctx, timeout=20,
+                         source_address=(source, 0) if source else None)
     s.ehlo()
     return s
 
@@ -91,6 +96,29 @@ def test_plain_login_canonical_user_reaches_backend(proxy, recording_backend, do
     line = p.wait_for_log(r"msg=auth .*backend=dovecot login=alice@example\.test .*"
                           r"user=alice mechanism=PLAIN .*result=ok")
     assert line
+
+
+def test_limits_count_the_canonical_login(proxy, recording_backend, dovecot):
+    """alice and alice.alias are one user to Dovecot: one message allowance."""
+    d = dovecot()
+    p = dovecot_proxy(proxy, recording_backend, d,
+                      **{"limits.user": {"messages": "1/1h"}})
+    wait_ready(p)
+    with client(p, "127.0.0.2") as s:
+        assert auth(s, "alice", USERS["alice"][0])[0] == 235
+        s.sendmail("alice@example.test", ["rcpt@example.test"], MESSAGE)
+    with client(p, "127.0.0.2") as s:
+        assert auth(s, "alice.alias", USERS["alice.alias"][0])[0] == 235
+        with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+            s.sendmail("alice@example.test", ["rcpt@example.test"], MESSAGE)
+    assert exc.value.smtp_code == 451
+    assert exc.value.smtp_error.startswith(b"4.7.1 Message rate limit reached")
+    p.wait_for_log(r"msg=limit .*user=alice@example\.test limit=messages")
+    # bob has his own.
+    with client(p, "127.0.0.2") as s:
+        assert auth(s, "bob", USERS["bob"][0])[0] == 235
+        s.sendmail("bob@example.test", ["rcpt@example.test"], MESSAGE)
+    assert len(recording_backend.wait_for_messages(2)) == 2
 
 
 def test_login_mechanism_goes_as_plain(proxy, recording_backend, dovecot):
