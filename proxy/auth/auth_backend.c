@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "auth/auth_backend.h"
 #include "auth/auth_dovecot.h"
@@ -27,7 +28,40 @@ struct auth_backend {
 	struct auth_dovecot *dovecot; /* dovecot */
 	struct auth_http *http;	      /* http */
 	atomic_uint all;	      /* passwd: every mechanism */
+	struct auth_backend_stats stats;
 };
+
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* On the back end's thread: count the answer, then hand it on. */
+static void
+backend_done(struct auth_request *req)
+{
+	struct auth_backend_stats *st = &req->backend->stats;
+	uint64_t took = now_us() - req->submitted_us;
+
+	atomic_fetch_add_explicit(req->ok     ? &st->ok
+				  : req->temp ? &st->temp
+					      : &st->refused,
+				  1, memory_order_relaxed);
+	if (req->temp && strstr(req->reason, "timeout") != NULL)
+		atomic_fetch_add_explicit(&st->timeouts, 1,
+					  memory_order_relaxed);
+	atomic_fetch_add_explicit(&st->latency_us_sum, took,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&st->latency_count, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&st->inflight, 1, memory_order_relaxed);
+	req->done = req->caller_done;
+	if (req->done != NULL)
+		req->done(req); /* may free req */
+}
 
 struct auth_backend *
 auth_backend_start(const struct config *cfg, struct passwd_db *db, char *err,
@@ -69,12 +103,22 @@ fail:
 bool
 auth_backend_check_cached(struct auth_backend *b, struct auth_request *req)
 {
-	return b->pool != NULL && auth_pool_check_cached(b->pool, req);
+	if (b->pool == NULL || !auth_pool_check_cached(b->pool, req))
+		return false;
+	atomic_fetch_add_explicit(&b->stats.cache_hits, 1,
+				  memory_order_relaxed);
+	return true;
 }
 
 void
 auth_backend_submit(struct auth_backend *b, struct auth_request *req)
 {
+	req->backend = b;
+	req->caller_done = req->done;
+	req->done = backend_done;
+	req->submitted_us = now_us();
+	atomic_fetch_add_explicit(&b->stats.requests, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&b->stats.inflight, 1, memory_order_relaxed);
 	if (b->pool != NULL)
 		auth_pool_submit(b->pool, req);
 	else if (b->dovecot != NULL)
@@ -97,6 +141,12 @@ auth_backend_name(const struct auth_backend *b)
 	return b->kind == AUTH_BACKEND_DOVECOT ? "dovecot"
 	       : b->kind == AUTH_BACKEND_HTTP  ? "http"
 					       : "passwd";
+}
+
+const struct auth_backend_stats *
+auth_backend_stats(const struct auth_backend *b)
+{
+	return &b->stats;
 }
 
 void

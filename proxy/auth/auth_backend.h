@@ -75,10 +75,26 @@ struct auth_request {
 	void *owner;				/* for the caller */
 	uint64_t cookie;			/* for the caller */
 
+	/* The seam's own (auth_backend.c): its counts and the caller's
+	 * done(), called after them. */
+	struct auth_backend *backend;
+	void (*caller_done)(struct auth_request *req);
+	uint64_t submitted_us;
+
 	/* The back end's own. */
 	struct auth_request *next; /* queue link */
 	uint32_t backend_id;	   /* Dovecot's request id */
 	uint64_t deadline_ms;	   /* Dovecot: answered temp after this */
+};
+
+/* What the back end did, for the metrics (relaxed atomics). */
+struct auth_backend_stats {
+	atomic_ullong cache_hits; /* answered from the cache on a worker */
+	atomic_ullong requests;	  /* submitted to the back end */
+	atomic_ullong ok, refused, temp;
+	atomic_ullong timeouts; /* temp: the back end's timeout passed */
+	atomic_llong inflight;	/* submitted, not answered yet */
+	atomic_ullong latency_us_sum, latency_count; /* submit to answer */
 };
 
 /* Starts the back end cfg->auth_backend names (threads, connections).
@@ -95,8 +111,10 @@ void auth_backend_submit(struct auth_backend *b, struct auth_request *req);
  * passwd back end all, Dovecot what its last handshake offered.  Stays
  * valid until auth_backend_stop(). */
 const atomic_uint *auth_backend_offer(const struct auth_backend *b);
-/* Which back end, for the log ("passwd", "dovecot"). */
+/* Which back end, for the log ("passwd", "dovecot", "http"). */
 const char *auth_backend_name(const struct auth_backend *b);
+const struct auth_backend_stats *
+auth_backend_stats(const struct auth_backend *b);
 /* Every submitted request gets its done() call, then the threads stop. */
 void auth_backend_stop(struct auth_backend *b);
 

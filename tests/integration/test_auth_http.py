@@ -277,3 +277,26 @@ def test_config_url_checked(tmp_path):
         assert r.returncode != 0
         assert f"{cfg}:10: auth.http.url:" in r.stdout + r.stderr
         assert why in r.stdout + r.stderr
+
+
+def test_metrics_count_the_back_end(proxy, recording_backend, service):
+    from test_metrics import scrape
+    port = free_port()
+    p = http_proxy(proxy, recording_backend, f"http://{LOOPBACK}:{service.port}/",
+                   **{"metrics.listen": f"{LOOPBACK}:{port}",
+                      "auth.http": {"url": f"http://{LOOPBACK}:{service.port}/",
+                                    "timeout": "1s"}})
+    service.slow_s = 2
+    for user, password in (("alice", PASSWORDS["alice"]), ("alice", "wrong-1"),
+                           ("slow", PASSWORDS["slow"])):
+        with client(p) as s:
+            auth(s, user, password)
+    m = scrape(port)
+    res = "msaproxy_auth_backend_requests_total"
+    assert m.get(res, backend="http", result="ok") == 1
+    assert m.get(res, backend="http", result="refused") == 1
+    assert m.get(res, backend="http", result="temp") == 1
+    assert m.get("msaproxy_auth_backend_timeouts_total") == 1
+    assert m.get("msaproxy_auth_backend_inflight") == 0
+    assert m.get("msaproxy_auth_backend_seconds_total", backend="http") >= 1.0
+    assert m.get("msaproxy_auth_cache_hits_total") == 0
