@@ -1,12 +1,13 @@
 """A private Dovecot, auth only, for the auth.backend dovecot tests.
 
-DovecotAuth(users, mechanisms="plain login"): .start() writes a minimal
+DovecotAuth(users, mechanisms="plain login", tcp_port=None): .start() writes a minimal
 dovecot.conf in a fresh directory under /tmp (Dovecot's auth process runs
 as the dovecot user and must read the users file; unix socket paths must
 fit 108 bytes), runs `dovecot -F -c CONF` and waits for its auth-client
 socket.  .socket is that path.  users: {name: (password, extra)}, extra
 being passwd-file extra fields such as "user=alice@example.test" (the
-canonical login Dovecot answers with).  .stop() SIGTERMs the master by its
+canonical login Dovecot answers with).  tcp_port: an inet_listener on
+127.0.0.1 too (.start() then also waits for it).  .stop() SIGTERMs the master by its
 PID, then its children by theirs; .start() again reuses the socket path.
 .auth_pid() is the PID of its auth process (a child of the master), for
 SIGSTOP/SIGCONT.  Nothing is stopped by name.
@@ -15,6 +16,7 @@ SIGSTOP/SIGCONT.  Nothing is stopped by name.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,9 +43,23 @@ service auth {{
   unix_listener auth-client {{
     path = {d}/auth-client
     mode = 0666
-  }}
+  }}{inet}
 }}
 """
+
+INET = """
+  inet_listener auth-tcp {{
+    address = 127.0.0.1
+    port = {port}
+  }}"""
+
+
+def _accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def dovecot_binary():
@@ -51,12 +67,14 @@ def dovecot_binary():
 
 
 class DovecotAuth:
-    def __init__(self, users, mechanisms="plain login"):
+    def __init__(self, users, mechanisms="plain login", tcp_port=None):
         self.dir = Path(tempfile.mkdtemp(prefix="msa-dv-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         self.socket = str(self.dir / "auth-client")
         self.conf = self.dir / "dovecot.conf"
-        self.conf.write_text(CONF.format(d=self.dir, mechanisms=mechanisms))
+        self.tcp_port = tcp_port
+        inet = INET.format(port=tcp_port) if tcp_port else ""
+        self.conf.write_text(CONF.format(d=self.dir, mechanisms=mechanisms, inet=inet))
         lines = []
         for name, (password, extra) in users.items():
             fields = [name, "{PLAIN}" + password, "", "", "", "", "", extra or ""]
@@ -77,7 +95,8 @@ class DovecotAuth:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dovecot exited {self.proc.returncode}: {self.log()}")
-            if os.path.exists(self.socket):
+            if os.path.exists(self.socket) and (
+                    not self.tcp_port or _accepts(self.tcp_port)):
                 return self
             time.sleep(0.05)
         self.stop()

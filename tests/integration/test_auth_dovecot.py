@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import LOOPBACK
+from conftest import LOOPBACK, free_port
 from dovecot_server import DovecotAuth
 
 USERS = {
@@ -35,8 +35,8 @@ MESSAGE = b"Subject: dovecot\r\n\r\nchecked by dovecot\r\n"
 def dovecot():
     started = []
 
-    def start(mechanisms="plain login"):
-        d = DovecotAuth(USERS, mechanisms)
+    def start(mechanisms="plain login", tcp_port=None):
+        d = DovecotAuth(USERS, mechanisms, tcp_port)
         started.append(d)
         return d.start()
 
@@ -229,3 +229,18 @@ def test_config_needs_the_socket(tmp_path):
     assert r.returncode != 0
     assert f"{cfg}:7: auth.dovecot.socket: required with auth.backend dovecot" in (
         r.stdout + r.stderr)
+
+
+def test_tcp_socket(proxy, recording_backend, dovecot):
+    """auth.dovecot.socket as IP:port: Dovecot's inet_listener."""
+    port = free_port()
+    d = dovecot(tcp_port=port)
+    p = dovecot_proxy(proxy, recording_backend, d,
+                      **{"auth.dovecot": {"socket": f"{LOOPBACK}:{port}",
+                                          "connections": 1}})
+    p.wait_for_log(rf"msg=auth-dovecot-up socket={LOOPBACK}:{port} ")
+    with client(p) as s:
+        assert auth(s, "alice", USERS["alice"][0])[0] == 235
+    with client(p) as s:
+        assert auth(s, "alice", "not-it")[0] == 535
+    p.wait_for_log(r"msg=auth .*login=alice@example\.test .*user=alice .*result=ok")
