@@ -17,10 +17,14 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "auth/auth_backend.h"
+#include "auth/auth_cache.h"
 #include "auth/auth_dovecot.h"
 #include "auth/auth_http.h"
 #include "auth/auth_pool.h"
+#include "lib/timer.h"
 
 struct auth_backend {
 	enum auth_backend_kind kind;
@@ -28,6 +32,9 @@ struct auth_backend {
 	struct auth_dovecot *dovecot; /* dovecot */
 	struct auth_http *http;	      /* http */
 	atomic_uint all;	      /* passwd: every mechanism */
+	/* dovecot, http: verified logins (auth.dovecot.cache_ttl,
+	 * auth.http.cache_ttl), bound to the back end's name; NULL: off. */
+	struct auth_cache *cache;
 	struct auth_backend_stats stats;
 };
 
@@ -58,9 +65,33 @@ backend_done(struct auth_request *req)
 				  memory_order_relaxed);
 	atomic_fetch_add_explicit(&st->latency_count, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&st->inflight, 1, memory_order_relaxed);
+	/* Only a plain yes is cached: a login the back end renamed, or sent
+	 * to a server of its choice, is asked again (the cache keeps
+	 * neither), and failures never are. */
+	if (req->keep_pass) {
+		if (req->ok && req->server[0] == '\0' &&
+		    (req->login[0] == '\0' ||
+		     strcmp(req->login, req->user) == 0))
+			auth_cache_store(req->backend->cache, req->user,
+					 req->pass,
+					 auth_backend_name(req->backend),
+					 timer_now_ms());
+		OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	}
 	req->done = req->caller_done;
 	if (req->done != NULL)
 		req->done(req); /* may free req */
+}
+
+/* A cache of verified logins for a remote back end; none when ttl is 0. */
+static int
+start_cache(struct auth_backend *b, uint64_t ttl_ms, const struct config *cfg,
+	    char *err, size_t errlen)
+{
+	if (ttl_ms == 0)
+		return 0;
+	b->cache = auth_cache_new(ttl_ms, cfg->auth_cache_size, err, errlen);
+	return b->cache != NULL ? 0 : -1;
 }
 
 struct auth_backend *
@@ -84,11 +115,17 @@ auth_backend_start(const struct config *cfg, struct passwd_db *db, char *err,
 			goto fail;
 		break;
 	case AUTH_BACKEND_DOVECOT:
+		if (start_cache(b, cfg->auth_dovecot_cache_ttl_ms, cfg, err,
+				errlen) != 0)
+			goto fail;
 		b->dovecot = auth_dovecot_start(cfg, err, errlen);
 		if (b->dovecot == NULL)
 			goto fail;
 		break;
 	case AUTH_BACKEND_HTTP:
+		if (start_cache(b, cfg->auth_http_cache_ttl_ms, cfg, err,
+				errlen) != 0)
+			goto fail;
 		b->http = auth_http_start(cfg, err, errlen);
 		if (b->http == NULL)
 			goto fail;
@@ -96,14 +133,33 @@ auth_backend_start(const struct config *cfg, struct passwd_db *db, char *err,
 	}
 	return b;
 fail:
+	auth_cache_free(b->cache);
 	free(b);
 	return NULL;
+}
+
+/* dovecot, http: a login verified less than the back end's cache_ttl
+ * ago, with this password. */
+static bool
+remote_cached(struct auth_backend *b, struct auth_request *req)
+{
+	req->user[sizeof(req->user) - 1] = '\0';
+	req->pass[sizeof(req->pass) - 1] = '\0';
+	if (b->cache == NULL ||
+	    !auth_cache_check(b->cache, req->user, req->pass,
+			      auth_backend_name(b), timer_now_ms()))
+		return false;
+	req->ok = req->cached = 1;
+	req->login[0] = '\0';
+	OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	return true;
 }
 
 bool
 auth_backend_check_cached(struct auth_backend *b, struct auth_request *req)
 {
-	if (b->pool == NULL || !auth_pool_check_cached(b->pool, req))
+	if (b->pool != NULL ? !auth_pool_check_cached(b->pool, req)
+			    : !remote_cached(b, req))
 		return false;
 	atomic_fetch_add_explicit(&b->stats.cache_hits, 1,
 				  memory_order_relaxed);
@@ -114,6 +170,7 @@ void
 auth_backend_submit(struct auth_backend *b, struct auth_request *req)
 {
 	req->backend = b;
+	req->keep_pass = b->cache != NULL;
 	req->caller_done = req->done;
 	req->done = backend_done;
 	req->submitted_us = now_us();
@@ -157,5 +214,6 @@ auth_backend_stop(struct auth_backend *b)
 	auth_pool_stop(b->pool);
 	auth_dovecot_stop(b->dovecot);
 	auth_http_stop(b->http);
+	auth_cache_free(b->cache); /* after the threads: they store in it */
 	free(b);
 }

@@ -80,6 +80,10 @@ struct auth_request {
 	struct auth_backend *backend;
 	void (*caller_done)(struct auth_request *req);
 	uint64_t submitted_us;
+	/* The seam caches this back end's answers (auth.dovecot.cache_ttl,
+	 * auth.http.cache_ttl): the back end leaves the password in place
+	 * and the seam wipes it after storing a success. */
+	bool keep_pass;
 
 	/* The back end's own. */
 	struct auth_request *next; /* queue link */

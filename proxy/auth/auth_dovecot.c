@@ -89,7 +89,8 @@ struct auth_dovecot {
 static void
 answer(struct auth_request *req, int ok, int temp, const char *reason)
 {
-	OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	if (!req->keep_pass) /* else the seam wipes it, after its cache */
+		OPENSSL_cleanse(req->pass, sizeof(req->pass));
 	req->ok = ok;
 	req->temp = ok ? 0 : temp;
 	req->cached = 0;
@@ -352,7 +353,8 @@ dispatch(struct auth_dovecot *d)
 		};
 		n = dovecot_format_auth(c->out + c->outlen,
 					sizeof(c->out) - c->outlen, &a);
-		OPENSSL_cleanse(req->pass, sizeof(req->pass));
+		if (!req->keep_pass)
+			OPENSSL_cleanse(req->pass, sizeof(req->pass));
 		if (n < 0) {
 			OPENSSL_cleanse(c->out + c->outlen,
 					sizeof(c->out) - c->outlen);

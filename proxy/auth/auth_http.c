@@ -87,7 +87,8 @@ struct auth_http {
 static void
 answer(struct auth_request *req, int ok, int temp, const char *reason)
 {
-	OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	if (!req->keep_pass) /* else the seam wipes it, after its cache */
+		OPENSSL_cleanse(req->pass, sizeof(req->pass));
 	req->ok = ok;
 	req->temp = ok ? 0 : temp;
 	req->cached = 0;
@@ -172,7 +173,8 @@ hconn_start(struct auth_http *h, struct hconn *c, struct auth_request *req)
 	};
 	ssize_t n = http_auth_format(c->out, sizeof(c->out), &a);
 
-	OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	if (!req->keep_pass)
+		OPENSSL_cleanse(req->pass, sizeof(req->pass));
 	c->req = req;
 	if (n < 0) {
 		OPENSSL_cleanse(c->out, sizeof(c->out));

@@ -194,12 +194,14 @@ struct config {
 	struct config_addr auth_dovecot_socket; /* len 0: not set */
 	unsigned auth_dovecot_connections;	/* default 2 */
 	uint64_t auth_dovecot_timeout_ms;	/* per request, default 5s */
+	uint64_t auth_dovecot_cache_ttl_ms;	/* verified logins; 0 = off */
 	/* auth.http: (auth/auth_http.h); restart-only */
 	struct config_addr auth_http_addr; /* len 0: no auth.http.url */
 	char auth_http_host[128];	   /* the URL's host[:port] */
 	char auth_http_path[256];	   /* the URL's path, from '/' */
 	unsigned auth_http_connections;	   /* at once, default 32 */
 	uint64_t auth_http_timeout_ms;	   /* per request, default 5s */
+	uint64_t auth_http_cache_ttl_ms;   /* verified logins; 0 = off */
 
 	/* limits: */
 	size_t max_line;	     /* command line, default 1000 (>= 512) */

@@ -933,6 +933,7 @@ static const struct field auth_dovecot_fields[] = {
 	FUNC("socket", set_auth_socket),
 	NUM("connections", F_UINT, CFG(auth_dovecot_connections), 1, 16),
 	NUM("timeout", F_MS, CFG(auth_dovecot_timeout_ms), 100, 10 * MINUTE),
+	NUM("cache_ttl", F_MS, CFG(auth_dovecot_cache_ttl_ms), 0, DAY),
 	END_OF_TABLE,
 };
 
@@ -997,6 +998,7 @@ static const struct field auth_http_fields[] = {
 	FUNC("url", set_auth_url),
 	NUM("connections", F_UINT, CFG(auth_http_connections), 1, 1024),
 	NUM("timeout", F_MS, CFG(auth_http_timeout_ms), 100, 10 * MINUTE),
+	NUM("cache_ttl", F_MS, CFG(auth_http_cache_ttl_ms), 0, DAY),
 	END_OF_TABLE,
 };
 

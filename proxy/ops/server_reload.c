@@ -106,9 +106,14 @@ server_fixed_keys(const struct config *cfg)
 		 cfg->cluster_tls, cfg->cluster_tls_ca ?: "-",
 		 cfg->cluster_tls_name ?: "-", cfg->cluster_node_id,
 		 cfg->cluster_timeout_ms, cfg->cluster_fail_closed);
-	snprintf(k.auth, sizeof(k.auth), "%d %s %u %" PRIu64,
+	snprintf(k.auth, sizeof(k.auth),
+		 "%d %s %u %" PRIu64 " %" PRIu64 " %s%s %u %" PRIu64
+		 " %" PRIu64,
 		 (int)cfg->auth_backend, cfg->auth_dovecot_socket.text,
-		 cfg->auth_dovecot_connections, cfg->auth_dovecot_timeout_ms);
+		 cfg->auth_dovecot_connections, cfg->auth_dovecot_timeout_ms,
+		 cfg->auth_dovecot_cache_ttl_ms, cfg->auth_http_host,
+		 cfg->auth_http_path, cfg->auth_http_connections,
+		 cfg->auth_http_timeout_ms, cfg->auth_http_cache_ttl_ms);
 	return k;
 }
 
@@ -134,7 +139,7 @@ warn_fixed(const struct server *srv, const struct config *cfg)
 	    run->auth_cache_size != now.auth_cache_size)
 		ignored("auth.threads/cache_ttl/cache_size");
 	if (strcmp(run->auth, now.auth) != 0)
-		ignored("auth.backend/auth.dovecot");
+		ignored("auth.backend/auth.dovecot/auth.http");
 	if (run->ticket_key_lifetime_ms != now.ticket_key_lifetime_ms)
 		ignored("tls.ticket_key_lifetime");
 	if ((srv->control_path == NULL) != (sock == NULL) ||

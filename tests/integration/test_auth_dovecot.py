@@ -244,3 +244,24 @@ def test_tcp_socket(proxy, recording_backend, dovecot):
     with client(p) as s:
         assert auth(s, "alice", "not-it")[0] == 535
     p.wait_for_log(r"msg=auth .*login=alice@example\.test .*user=alice .*result=ok")
+
+
+def test_cache_ttl_answers_while_dovecot_is_away(proxy, recording_backend, dovecot):
+    """auth.dovecot.cache_ttl: a verified login is answered from the cache
+    for the TTL, even while Dovecot is down (the trade docs/AUTH.md names);
+    a new login, or a wrong password, is not."""
+    d = dovecot()
+    p = dovecot_proxy(proxy, recording_backend, d,
+                      **{"auth.dovecot": {"socket": f"unix:{d.socket}", "timeout": "2s",
+                                          "cache_ttl": "1m"}})
+    wait_ready(p)
+    with client(p) as s:
+        assert auth(s, "bob", USERS["bob"][0])[0] == 235
+    since = p.mark()
+    d.stop()
+    p.wait_for_log(r"msg=auth-dovecot-down", since=since)
+    with client(p) as s:
+        assert auth(s, "bob", USERS["bob"][0])[0] == 235
+    p.wait_for_log(r"msg=auth .*backend=dovecot .*user=bob .*result=ok cache=hit")
+    with client(p) as s:
+        assert auth(s, "bob", "not-bobs")[0] == 454  # asked: Dovecot is down

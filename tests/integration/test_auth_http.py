@@ -300,3 +300,35 @@ def test_metrics_count_the_back_end(proxy, recording_backend, service):
     assert m.get("msaproxy_auth_backend_inflight") == 0
     assert m.get("msaproxy_auth_backend_seconds_total", backend="http") >= 1.0
     assert m.get("msaproxy_auth_cache_hits_total") == 0
+
+
+def test_cache_ttl(proxy, recording_backend, service):
+    """auth.http.cache_ttl: a plain yes is remembered for the TTL; a wrong
+    password, and a login the service renames, are always asked."""
+    p = http_proxy(proxy, recording_backend, f"http://{LOOPBACK}:{service.port}/",
+                   **{"auth.http": {"url": f"http://{LOOPBACK}:{service.port}/",
+                                    "timeout": "2s", "cache_ttl": "2s"}})
+
+    def asked(user):
+        return sum(1 for _, h in service.requests if h.get("Auth-User") == user)
+
+    for _ in range(3):
+        with client(p) as s:
+            assert auth(s, "bob", PASSWORDS["bob"].replace("\u00e9", "e"))[0] == 535
+    assert asked("bob") == 3  # failures are never cached
+    for _ in range(3):
+        with client(p) as s:
+            assert auth(s, "carol", PASSWORDS["carol"])[0] == 235
+    assert asked("carol") == 1
+    p.wait_for_log(r"msg=auth .*backend=http .*user=carol .*result=ok cache=hit")
+    with client(p) as s:  # another password: asked, refused
+        assert auth(s, "carol", "Carol-Sings-0")[0] == 535
+    assert asked("carol") == 2
+    for _ in range(2):  # renamed by Auth-User: asked every time
+        with client(p) as s:
+            assert auth(s, "alice", PASSWORDS["alice"])[0] == 235
+    assert asked("alice") == 2
+    time.sleep(2.2)  # the TTL passed: asked again
+    with client(p) as s:
+        assert auth(s, "carol", PASSWORDS["carol"])[0] == 235
+    assert asked("carol") == 3
