@@ -71,6 +71,7 @@ FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_class.c \
                         proxy/lib/ipnet.c proxy/lib/log.c
 FUZZ_SRCS_data_scan  := proxy/smtp/data_scan.c
 FUZZ_SRCS_sasl       := proxy/smtp/sasl.c
+FUZZ_SRCS_sasl_oauth := proxy/smtp/sasl.c
 FUZZ_SRCS_smtp       := proxy/smtp/smtp.c proxy/smtp/relay.c proxy/smtp/sasl.c \
                         proxy/lib/buf.c \
                         proxy/smtp/data_scan.c
