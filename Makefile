@@ -72,6 +72,7 @@ FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_class.c \
                         proxy/lib/ipnet.c proxy/lib/log.c
 FUZZ_SRCS_data_scan  := proxy/smtp/data_scan.c
 FUZZ_SRCS_sasl       := proxy/smtp/sasl.c
+FUZZ_SRCS_sasl_oauth := proxy/smtp/sasl.c
 FUZZ_SRCS_smtp       := proxy/smtp/smtp.c proxy/smtp/relay.c proxy/smtp/sasl.c \
                         proxy/lib/buf.c \
                         proxy/smtp/data_scan.c
@@ -88,6 +89,8 @@ FUZZ_SRCS_upstream   := proxy/smtp/upstream.c proxy/smtp/smtp_reply.c \
                         proxy/smtp/xclient.c proxy/smtp/xtext.c \
                         proxy/lib/ipnet.c
 FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
+FUZZ_SRCS_dovecot_proto := proxy/auth/dovecot_proto.c proxy/smtp/sasl.c
+FUZZ_SRCS_http_auth_proto := proxy/auth/http_auth_proto.c
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \

@@ -15,7 +15,7 @@ libhiredis-dev redis-server
 libjemalloc-dev libcrypt-dev libyaml-dev libcmocka-dev libcap-dev libseccomp-dev
 python3 python3-pytest python3-pytest-xdist python3-aiosmtpd
 swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
-curl postfix iproute2 clang-format
+curl postfix iproute2 clang-format dovecot-core
 testssl.sh mandoc python3-seccomp systemd man-db groff-base
 haproxy
 "

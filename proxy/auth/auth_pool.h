@@ -1,5 +1,6 @@
 /*
- * auth_pool.h - a few threads that verify passwords off the worker rings.
+ * auth_pool.h - a few threads that verify passwords off the worker rings:
+ * the passwd back end (auth_backend.h).
  *
  * A hash check costs milliseconds by design (yescrypt, bcrypt); a worker
  * must never block on one.  Workers submit requests; a pool thread checks
@@ -17,28 +18,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth/auth_backend.h"
 #include "config/config.h"
-#include "smtp/sasl.h"
 
 struct passwd_db;
-struct auth_pool;
-
-struct auth_request {
-	char user[SASL_FIELD_MAX];
-	char pass[SASL_FIELD_MAX]; /* cleared by the pool after the check */
-	/* The users file to check against (a reload may have a newer one
-	 * than the pool's own); NULL: the pool's.  Must outlive the check. */
-	const struct passwd_db *db;
-	/* in: refuse whatever the check says (a password longer than pass
-	 * holds): the hash still runs, so the answer costs the same time. */
-	int refuse;
-	int ok;	    /* result: 1 verified, 0 refused */
-	int cached; /* result: 1 when ok came from the cache, no crypt(3) */
-	void (*done)(struct auth_request *req); /* called on a pool thread */
-	void *owner;				/* for the caller */
-	uint64_t cookie;			/* for the caller */
-	struct auth_request *next;		/* queue link, pool's own */
-};
 
 /* cache_ttl_ms 0 disables the cache; cache_size bounds its entries;
  * seccomp confines the threads (sandbox.h). */

@@ -589,6 +589,19 @@ passwd_db_load(const char *path, char *err, size_t errlen)
 	return db;
 }
 
+struct passwd_db *
+passwd_db_empty(char *err, size_t errlen)
+{
+	struct passwd_db *db = calloc(1, sizeof(*db));
+
+	if (db == NULL || (db->path = strdup("-")) == NULL) {
+		free(db);
+		seterr(err, errlen, "out of memory");
+		return NULL;
+	}
+	return db;
+}
+
 void
 passwd_db_free(struct passwd_db *db)
 {

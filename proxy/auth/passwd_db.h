@@ -29,6 +29,8 @@ struct passwd_user_info {
 };
 
 struct passwd_db *passwd_db_load(const char *path, char *err, size_t errlen);
+/* A database with no users (auth.backend other than passwd, no file). */
+struct passwd_db *passwd_db_empty(char *err, size_t errlen);
 void passwd_db_free(struct passwd_db *db);
 size_t passwd_db_count(const struct passwd_db *db);
 

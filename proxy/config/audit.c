@@ -572,8 +572,9 @@ audit_config(const struct config *cfg, time_t now, audit_report_fn *report,
 	check_limits(&a);
 	check_listeners(&a);
 	check_metrics(&a);
-	check_secret_file(&a, cfg->passwd_file, "auth.passwd_file", gids,
-			  ngids);
+	if (cfg->passwd_file != NULL) /* none with another auth.backend */
+		check_secret_file(&a, cfg->passwd_file, "auth.passwd_file",
+				  gids, ngids);
 	check_certs(&a, now, gids, ngids);
 	check_hostname(&a);
 	return a.res;

@@ -87,6 +87,10 @@ set_defaults(struct config *cfg)
 	cfg->auth_max_failures = 3;
 	cfg->auth_cache_ttl_ms = 1 * HOUR;
 	cfg->auth_cache_size = 10000;
+	cfg->auth_dovecot_connections = 2;
+	cfg->auth_dovecot_timeout_ms = 5 * SECOND;
+	cfg->auth_http_connections = 32;
+	cfg->auth_http_timeout_ms = 5 * SECOND;
 
 	cfg->max_line = 1000;
 	cfg->max_auth_line = 12288;

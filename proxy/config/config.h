@@ -46,6 +46,13 @@ enum balance_policy {
 	BALANCE_HASH_LOGIN,  /* rendezvous hash of the login */
 };
 
+/* auth.backend: who checks a login (auth/auth_backend.h, docs/AUTH.md). */
+enum auth_backend_kind {
+	AUTH_BACKEND_PASSWD,  /* auth.passwd_file, crypt(3) (default) */
+	AUTH_BACKEND_DOVECOT, /* Dovecot's auth socket (auth.dovecot.*) */
+	AUTH_BACKEND_HTTP,    /* nginx-style auth_http (auth.http.*) */
+};
+
 #define BACKENDS_MAX	64 /* failover keeps a 64-bit "tried" mask */
 
 #define AUTH_MECH_PLAIN 0x1u
@@ -191,13 +198,26 @@ struct config {
 	size_t nlisteners;
 
 	/* auth: */
-	char *passwd_file;		/* required */
+	enum auth_backend_kind auth_backend; /* default passwd */
+	char *passwd_file;		/* required with auth.backend passwd */
 	unsigned auth_mechs;		/* AUTH_MECH_*; default PLAIN|LOGIN */
 	unsigned auth_threads;		/* default 2 */
 	uint64_t auth_failure_delay_ms; /* default 1s */
 	unsigned auth_max_failures;	/* per session, default 3; 0: none */
 	uint64_t auth_cache_ttl_ms;	/* verified logins, 0 = off; 1h */
 	size_t auth_cache_size;		/* cached logins, default 10000 */
+	/* auth.dovecot: (auth/auth_dovecot.h); restart-only */
+	struct config_addr auth_dovecot_socket; /* len 0: not set */
+	unsigned auth_dovecot_connections;	/* default 2 */
+	uint64_t auth_dovecot_timeout_ms;	/* per request, default 5s */
+	uint64_t auth_dovecot_cache_ttl_ms;	/* verified logins; 0 = off */
+	/* auth.http: (auth/auth_http.h); restart-only */
+	struct config_addr auth_http_addr; /* len 0: no auth.http.url */
+	char auth_http_host[128];	   /* the URL's host[:port] */
+	char auth_http_path[256];	   /* the URL's path, from '/' */
+	unsigned auth_http_connections;	   /* at once, default 32 */
+	uint64_t auth_http_timeout_ms;	   /* per request, default 5s */
+	uint64_t auth_http_cache_ttl_ms;   /* verified logins; 0 = off */
 
 	/* limits: */
 	size_t max_line;	     /* command line, default 1000 (>= 512) */

@@ -261,6 +261,46 @@ config_check_cluster(struct loader *l, const yaml_node_t *root,
 	return 0;
 }
 
+/* The line of the key "name" in mapping map (where a key missing inside
+ * its section is reported); map's line when it is not there. */
+static int
+key_line(struct loader *l, const yaml_node_t *map, const char *name)
+{
+	if (map == NULL || map->type != YAML_MAPPING_NODE)
+		return config_yaml_line(map);
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+	     p < map->data.mapping.pairs.top; p++) {
+		const yaml_node_t *k = config_yaml_node(l, p->key);
+
+		if (k != NULL && k->type == YAML_SCALAR_NODE &&
+		    strcmp(config_yaml_str(k), name) == 0)
+			return config_yaml_line(k);
+	}
+	return config_yaml_line(map);
+}
+
+/* auth: the back end named has what it needs. */
+static int
+config_check_auth(struct loader *l, const yaml_node_t *root,
+		  const struct config *cfg)
+{
+	int line = key_line(l, root, "auth");
+
+	if (cfg->auth_backend == AUTH_BACKEND_PASSWD &&
+	    cfg->passwd_file == NULL)
+		return config_yaml_fail(l, line, "auth.passwd_file",
+					"required key is missing");
+	if (cfg->auth_backend == AUTH_BACKEND_DOVECOT &&
+	    cfg->auth_dovecot_socket.len == 0)
+		return config_yaml_fail(l, line, "auth.dovecot.socket",
+					"required with auth.backend dovecot");
+	if (cfg->auth_backend == AUTH_BACKEND_HTTP &&
+	    cfg->auth_http_addr.len == 0)
+		return config_yaml_fail(l, line, "auth.http.url",
+					"required with auth.backend http");
+	return 0;
+}
+
 int
 config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
 {
@@ -269,7 +309,8 @@ config_check(struct loader *l, const yaml_node_t *root, struct config *cfg)
 
 	if (config_check_limits(l, limits, cfg) < 0)
 		return -1;
-	if (config_check_worker_buffers(l, root, cfg) < 0)
+	if (config_check_worker_buffers(l, root, cfg) < 0 ||
+	    config_check_auth(l, root, cfg) < 0)
 		return -1;
 	if (cfg->health_interval_ms > 0 && cfg->health_interval_ms < SECOND) {
 		n = config_yaml_get(

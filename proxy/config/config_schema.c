@@ -969,8 +969,118 @@ static const struct field tls_fields[] = {
 	END_OF_TABLE,
 };
 
+static const struct enum_name auth_backends[] = {
+	{"passwd", AUTH_BACKEND_PASSWD},
+	{"dovecot", AUTH_BACKEND_DOVECOT},
+	{"http", AUTH_BACKEND_HTTP},
+	{NULL, 0},
+};
+
+/* Dovecot's auth socket: "unix:/path" (its auth-client listener) or
+ * "host:port" (an inet_listener), an IP address, not a name. */
+static int
+set_auth_socket(struct loader *l, const yaml_node_t *v, const char *key,
+		void *base)
+{
+	struct config *cfg = base;
+	const char *s, *why;
+
+	if (config_yaml_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (strncmp(s, "unix:", 5) == 0)
+		why = config_value_unix_addr(s, &cfg->auth_dovecot_socket);
+	else if ((why = config_value_addr(s, &cfg->auth_dovecot_socket)) ==
+			 NULL &&
+		 config_value_addr_is_wildcard(&cfg->auth_dovecot_socket))
+		why = "a wildcard address cannot be connected to";
+	if (why != NULL) {
+		memset(&cfg->auth_dovecot_socket, 0,
+		       sizeof(cfg->auth_dovecot_socket));
+		return config_yaml_fail(l, config_yaml_line(v), key,
+					"%s (expected unix:/path or host:port)",
+					why);
+	}
+	return 0;
+}
+
+static const struct field auth_dovecot_fields[] = {
+	FUNC("socket", set_auth_socket),
+	NUM("connections", F_UINT, CFG(auth_dovecot_connections), 1, 16),
+	NUM("timeout", F_MS, CFG(auth_dovecot_timeout_ms), 100, 10 * MINUTE),
+	NUM("cache_ttl", F_MS, CFG(auth_dovecot_cache_ttl_ms), 0, DAY),
+	END_OF_TABLE,
+};
+
+/* "http://IP[:port]/path": the auth_http service (no TLS, no host
+ * names: the thread that asks never blocks on a resolver). */
+static int
+set_auth_url(struct loader *l, const yaml_node_t *v, const char *key,
+	     void *base)
+{
+	struct config *cfg = base;
+	const char *s, *hp, *slash, *why;
+	char hostport[sizeof(cfg->auth_http_host) + 8];
+	size_t hl;
+
+	if (config_yaml_scalar(l, v, key, &s) < 0)
+		return -1;
+	if (strncmp(s, "http://", 7) != 0)
+		return config_yaml_fail(l, config_yaml_line(v), key,
+					"expected http://IP[:port]/path "
+					"(https is not supported)");
+	hp = s + 7;
+	slash = strchr(hp, '/');
+	hl = slash != NULL ? (size_t)(slash - hp) : strlen(hp);
+	if (hl == 0 || hl >= sizeof(cfg->auth_http_host))
+		return config_yaml_fail(l, config_yaml_line(v), key,
+					"expected http://IP[:port]/path");
+	if (strlen(slash != NULL ? slash : "/") >= sizeof(cfg->auth_http_path))
+		return config_yaml_fail(l, config_yaml_line(v), key,
+					"path is too long (at most %zu bytes)",
+					sizeof(cfg->auth_http_path) - 1);
+	for (const char *c = hp; *c != '\0'; c++)
+		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
+			return config_yaml_fail(l, config_yaml_line(v), key,
+						"spaces and control bytes are "
+						"not allowed in the URL");
+	memcpy(cfg->auth_http_host, hp, hl);
+	cfg->auth_http_host[hl] = '\0';
+	/* A port unless one is given: after "]" for IPv6, else any ':'. */
+	{
+		const char *rb = strchr(cfg->auth_http_host, ']');
+		const char *colon =
+			strchr(rb != NULL ? rb : cfg->auth_http_host, ':');
+
+		snprintf(hostport, sizeof(hostport), "%s%s",
+			 cfg->auth_http_host, colon != NULL ? "" : ":80");
+	}
+	why = config_value_addr(hostport, &cfg->auth_http_addr);
+	if (why == NULL && config_value_addr_is_wildcard(&cfg->auth_http_addr))
+		why = "a wildcard address cannot be connected to";
+	if (why != NULL) {
+		memset(&cfg->auth_http_addr, 0, sizeof(cfg->auth_http_addr));
+		return config_yaml_fail(l, config_yaml_line(v), key,
+					"%s (expected http://IP[:port]/path)",
+					why);
+	}
+	snprintf(cfg->auth_http_path, sizeof(cfg->auth_http_path), "%s",
+		 slash != NULL ? slash : "/");
+	return 0;
+}
+
+static const struct field auth_http_fields[] = {
+	FUNC("url", set_auth_url),
+	NUM("connections", F_UINT, CFG(auth_http_connections), 1, 1024),
+	NUM("timeout", F_MS, CFG(auth_http_timeout_ms), 100, 10 * MINUTE),
+	NUM("cache_ttl", F_MS, CFG(auth_http_cache_ttl_ms), 0, DAY),
+	END_OF_TABLE,
+};
+
 static const struct field auth_fields[] = {
-	REQ("passwd_file", F_PATH, CFG(passwd_file)),
+	ENUM("backend", CFG(auth_backend), auth_backends),
+	OPT("passwd_file", F_PATH, CFG(passwd_file)),
+	SECTION("dovecot", auth_dovecot_fields, false),
+	SECTION("http", auth_http_fields, false),
 	FUNC("mechanisms", set_mechanisms),
 	NUM("threads", F_UINT, CFG(auth_threads), 1, 64),
 	NUM("failure_delay", F_MS, CFG(auth_failure_delay_ms), 0, MINUTE),
@@ -1054,7 +1164,7 @@ const struct field config_schema_top[] = {
 	SECTION("log", log_fields, false),
 	SECTION("tls", tls_fields, true), /* for tls.certificates */
 	LIST("listeners", &listener_list),
-	SECTION("auth", auth_fields, true), /* for auth.passwd_file */
+	SECTION("auth", auth_fields, true), /* for auth.backend */
 	SECTION("limits", limits_fields, false),
 	SECTION("backends", backends_fields, true), /* for servers */
 	SECTION("blocklist", blocklist_fields, false),

@@ -40,6 +40,13 @@ init_params(struct generation *g)
 	}
 }
 
+void
+generation_set_mechs(struct generation *g, const atomic_uint *live)
+{
+	for (int m = 0; m < 2; m++)
+		g->params[m].mechs_live = live;
+}
+
 /* The number of workers cfg asks for (0: one per online CPU). */
 static unsigned
 generation_workers(const struct config *cfg)
@@ -88,7 +95,12 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 		goto fail;
 	if (vet != NULL && vet(g->cfg, arg, err, errlen) != 0)
 		goto fail;
-	g->users = passwd_db_load(g->cfg->passwd_file, why, sizeof(why));
+	/* Without a passwd file (another auth.backend) no user has a
+	 * class from it: an empty one. */
+	g->users =
+		g->cfg->passwd_file != NULL
+			? passwd_db_load(g->cfg->passwd_file, why, sizeof(why))
+			: passwd_db_empty(why, sizeof(why));
 	if (g->users == NULL ||
 	    passwd_db_check_classes(g->users, class_exists, g->cfg, why,
 				    sizeof(why)) != 0) {

@@ -57,6 +57,9 @@ struct generation *generation_load(const char *path, unsigned id, unsigned ntls,
 					      void *arg, char *err,
 					      size_t errlen),
 				   void *arg, char *err, size_t errlen);
+/* The auth back end's live mechanisms (auth_backend_offer()) for both
+ * modes' EHLO and AUTH; before any worker sees g. */
+void generation_set_mechs(struct generation *g, const atomic_uint *live);
 struct generation *generation_hold(struct generation *g);
 /* The counters slot of listener l (one of g's), set by the server
  * (registry.h); 0 before. */

@@ -395,7 +395,13 @@ connect_next(const struct backend_owner *o, uint64_t tried, unsigned attempts)
 void
 backend_open(const struct backend_owner *o)
 {
-	connect_next(o, 0, 0);
+	/* A pinned session: every other server counts as tried already, so
+	 * the pool's pick (and failover) can only give the pinned one. */
+	connect_next(o,
+		     o->client.pin > 0 && o->client.pin <= 64
+			     ? ~(UINT64_C(1) << (o->client.pin - 1))
+			     : 0,
+		     0);
 }
 
 /* Before the client's command was answered: try the next backend.  be is

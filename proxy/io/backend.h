@@ -44,6 +44,7 @@ struct backend_client {
 	const char *helo; /* NULL: none given */
 	const char *login;
 	const char *sni, *tls_version, *tls_cipher; /* NULL: none */
+	unsigned pin; /* 0: the pool picks; i + 1: only cfg->backends[i] */
 };
 
 /* Who a connection works for. */

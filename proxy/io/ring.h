@@ -27,7 +27,7 @@
 #include "limits/policy.h"
 #include "ops/counters.h"
 
-struct auth_pool;
+struct auth_backend;
 struct auth_request;
 struct bans;
 struct caps;
@@ -69,7 +69,7 @@ _Static_assert(OP_CLUSTER_RECV <= OP_MASK, "ring ops outgrew OP_BITS");
 
 /* What every worker shares with the others (all thread-safe). */
 struct worker_shared {
-	struct auth_pool *auth;
+	struct auth_backend *auth; /* auth.backend */
 	struct ratelimit *limits;
 	struct bans *bans;	 /* may be NULL */
 	struct caps *caps;	 /* limits.max_sessions, limits.max_memory */

@@ -624,7 +624,11 @@ answer_auth(struct session *s, struct auth_request *req)
 {
 	char text[400];
 
-	smtp_auth_result(&s->smtp, req->ok);
+	smtp_auth_answer(&s->smtp,
+			 req->ok     ? SMTP_AUTH_OK
+			 : req->temp ? SMTP_AUTH_TEMP
+				     : SMTP_AUTH_FAIL,
+			 req->login, req->reply);
 	/* Not req->ok: a verdict too late, or no memory for the login,
 	 * leaves the client unauthenticated. */
 	if (s->smtp.authed) {
@@ -653,7 +657,7 @@ static void
 finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 {
 	const char *mech = s->smtp.auth_mech;
-	char u[LOG_USER_MAX];
+	char u[LOG_USER_MAX], lg[LOG_USER_MAX], why[LOG_USER_MAX];
 
 	if (mech != NULL)
 		counter_add(
@@ -664,12 +668,24 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 			1);
 
 	log_info("auth",
-		 " session=%llx client=%s user=%s mechanism=%s delay_ms=%llu "
-		 "result=%s cache=%s",
+		 " session=%llx client=%s backend=%s login=%s reason=%s "
+		 "user=%s mechanism=%s delay_ms=%llu result=%s cache=%s",
 		 (unsigned long long)s->id, s->peer_addr,
+		 auth_backend_name(s->ring->shared.auth),
+		 session_log_user(lg, sizeof(lg),
+				  !req->ok	  ? ""
+				  : req->login[0] ? req->login
+						  : req->user),
+		 session_log_user(why, sizeof(why), req->reason),
 		 session_log_user(u, sizeof(u), req->user), mech ? mech : "-",
-		 (unsigned long long)hold, req->ok ? "ok" : "failed",
+		 (unsigned long long)hold,
+		 req->ok     ? "ok"
+		 : req->temp ? "tempfail"
+			     : "failed",
 		 req->cached ? "hit" : "miss");
+	/* auth_http's Auth-Wait: the reply waits at least that long. */
+	if (!req->ok && req->wait_ms > hold)
+		hold = req->wait_ms;
 	if (hold > 0) {
 		s->auth = req;
 		s->auth_delay = true;
@@ -684,11 +700,66 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 static void
 finish_auth(struct session *s, struct auth_request *req)
 {
+	/* auth_http's Auth-Server/Auth-Port: the session goes to that
+	 * server, which must be one of backends.servers (no other address is
+	 * ever connected to); one that is not is a temporary failure. */
+	if (req->ok && req->server[0] != '\0' &&
+	    !session_pin_backend(s, req->server, req->server_port)) {
+		session_log(s, LOG_WARN, "auth-server-unknown",
+			    " server=%s port=%u detail=\"not in "
+			    "backends.servers\"",
+			    req->server, req->server_port);
+		req->ok = 0;
+		req->temp = 1;
+		snprintf(req->reason, sizeof(req->reason),
+			 "Auth-Server not in backends.servers");
+	}
+	/* The back end could not say: no failure to count, no pause. */
+	if (req->temp) {
+		finish_auth_hold(s, req, 0);
+		return;
+	}
 	if (!session_auth_ask(s, req)) {
 		s->auth = req;
 		return;
 	}
 	finish_auth_hold(s, req, session_auth_done(s, req));
+}
+
+/* The client's facts a back end may pass on (Dovecot's rip, lip). */
+static void
+auth_facts(struct session *s, struct auth_request *req)
+{
+	union sockaddr_ip local;
+	socklen_t len = sizeof(local);
+
+	snprintf(req->rip, sizeof(req->rip), "%s", s->peer_addr);
+	req->rport = s->peer_port;
+	req->secured = s->smtp.tls;
+	snprintf(req->mech, sizeof(req->mech), "%s",
+		 s->smtp.auth_mech != NULL &&
+				 strcmp(s->smtp.auth_mech, "LOGIN") == 0
+			 ? "login"
+			 : "plain");
+	snprintf(req->helo, sizeof(req->helo), "%s", smtp_helo_name(&s->smtp));
+	req->attempt = s->smtp.auth_failures + 1;
+	if (s->ssl != NULL && s->tls_done) {
+		snprintf(req->tls_version, sizeof(req->tls_version), "%s",
+			 SSL_get_version(s->ssl));
+		snprintf(req->tls_cipher, sizeof(req->tls_cipher), "%s",
+			 SSL_get_cipher_name(s->ssl));
+	}
+	if (getsockname(s->fd, (struct sockaddr *)&local, &len) != 0)
+		return;
+	if (local.sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &local.in.sin_addr, req->lip,
+			  sizeof(req->lip));
+		req->lport = ntohs(local.in.sin_port);
+	} else if (local.sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &local.in6.sin6_addr, req->lip,
+			  sizeof(req->lip));
+		req->lport = ntohs(local.in6.sin6_port);
+	}
 }
 
 static void
@@ -705,9 +776,10 @@ start_auth(struct session *s)
 	req->refuse = s->smtp.creds->pass_too_long;
 	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
 	req->db = s->gen->users; /* the session holds its generation */
+	auth_facts(s, req);
 	/* A returning client is answered here; only real hash work goes
 	 * to the pool (two thread hops and a wake-up saved per login). */
-	if (auth_pool_check_cached(s->ring->shared.auth, req)) {
+	if (auth_backend_check_cached(s->ring->shared.auth, req)) {
 		finish_auth(s, req);
 		return;
 	}
@@ -716,7 +788,7 @@ start_auth(struct session *s)
 	req->done = s->ring->auth_done;
 	s->auth = req;
 	s->inflight++;
-	auth_pool_submit(s->ring->shared.auth, req);
+	auth_backend_submit(s->ring->shared.auth, req);
 }
 
 void

@@ -19,7 +19,7 @@
 
 #include <openssl/ssl.h>
 
-#include "auth/auth_pool.h"
+#include "auth/auth_backend.h"
 #include "lib/buf.h"
 #include "config/config.h"
 #include "config/generation.h"
@@ -73,6 +73,9 @@ struct session {
 	bool close_started; /* closing: flush deadline set, close_notify */
 	bool dead;	    /* closed; freed when inflight reaches 0 */
 	bool auth_delay;    /* auth's failure reply waits for the timer */
+	/* auth_http's Auth-Server: 1 + the index in backends.servers of the
+	 * only backend this session uses; 0: the pool picks. */
+	uint8_t backend_pin;
 	struct auth_request *auth;    /* in flight at the pool, or delaying */
 	struct cluster_request *creq; /* in flight at the cluster */
 
@@ -129,6 +132,9 @@ bool session_admit(struct session *s);
 /* A password check answered: how long to hold the answer (ms). */
 uint64_t session_auth_done(struct session *s, const struct auth_request *req);
 void session_authed(struct session *s); /* the user's limits, senders */
+/* session_backend.c: pin s to the server of backends.servers at
+ * server:port (auth_http's Auth-Server, Auth-Port); false: none is. */
+bool session_pin_backend(struct session *s, const char *server, unsigned port);
 /* The MAIL or RCPT: false when refused, or when the cluster was asked
  * (s->creq; session_on_cluster() goes on). */
 bool session_may_forward(struct session *s);

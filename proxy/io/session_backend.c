@@ -11,10 +11,34 @@
  */
 #include <openssl/ssl.h>
 
+#include "config/config_value.h"
 #include "io/backend.h"
 #include "io/ring.h"
 #include "io/session.h"
 #include "lib/log.h"
+
+bool
+session_pin_backend(struct session *s, const char *server, unsigned port)
+{
+	const struct config *cfg = session_config(s);
+	struct config_addr want;
+	char text[96];
+
+	if (port == 0 || server[0] == '\0')
+		return false;
+	snprintf(text, sizeof(text),
+		 strchr(server, ':') != NULL ? "[%s]:%u" : "%s:%u", server,
+		 port);
+	if (config_value_addr(text, &want) != NULL)
+		return false;
+	for (size_t i = 0; i < cfg->nbackends && i < 64; i++) {
+		if (config_value_addr_equal(&cfg->backends[i].addr, &want)) {
+			s->backend_pin = (uint8_t)(i + 1);
+			return true;
+		}
+	}
+	return false;
+}
 
 /* A connection for the forwarded command, told who the client is. */
 void
@@ -32,6 +56,7 @@ session_open_backend(struct session *s)
 				.fd = s->fd,
 				.helo = s->smtp.helo_name,
 				.login = smtp_user(&s->smtp),
+				.pin = s->backend_pin,
 			},
 	};
 

@@ -138,11 +138,20 @@ session_admit(struct session *s)
 	return session_apply_verdict(s, &v);
 }
 
+/* Whose counts a login moves: the back end's name for the user once it
+ * is in (Dovecot's user=, auth_http's Auth-User), the name typed before. */
+static const char *
+auth_login(const struct auth_request *req)
+{
+	return req->ok && req->login[0] != '\0' ? req->login : req->user;
+}
+
 /* A password check answered: how long to hold the answer (ms). */
 uint64_t
 session_auth_done(struct session *s, const struct auth_request *req)
 {
-	struct policy_ctx c = session_policy_ctx(s, req->user, timer_now_ms());
+	struct policy_ctx c =
+		session_policy_ctx(s, auth_login(req), timer_now_ms());
 	struct policy_verdict v;
 	uint64_t hold = policy_auth_done(&c, &s->pol, req->ok, &v);
 
@@ -236,7 +245,7 @@ session_auth_ask(struct session *s, const struct auth_request *areq)
 	if (s->ring->shared.cluster == NULL || !s->pol.ip_tracked ||
 	    (req = cluster_ask(s, CLUSTER_LOGIN)) == NULL)
 		return true;
-	cluster_user_id(areq->user, req->user);
+	cluster_user_id(auth_login(areq), req->user);
 	net = policy_tracked_net(cfg, &s->pol);
 	ipnet_format(&net, req->net, sizeof(req->net));
 	req->ok = areq->ok;
@@ -253,7 +262,8 @@ uint64_t
 session_auth_answered(struct session *s, const struct auth_request *areq,
 		      const struct cluster_request *creq)
 {
-	struct policy_ctx c = session_policy_ctx(s, areq->user, timer_now_ms());
+	struct policy_ctx c =
+		session_policy_ctx(s, auth_login(areq), timer_now_ms());
 	struct policy_verdict v;
 	uint64_t hold;
 

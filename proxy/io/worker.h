@@ -19,7 +19,7 @@
 #include "io/ring.h" /* struct worker_shared, struct worker_counters */
 
 struct worker;
-struct auth_pool;
+struct auth_backend;
 struct ratelimit;
 struct bans;
 struct caps;

@@ -401,6 +401,43 @@ render_runtime(const struct metrics_snapshot *m, FILE *out)
 }
 
 static void
+render_auth_backend(const struct metrics_snapshot *m, FILE *out)
+{
+	const char *lat = "msaproxy_auth_backend_seconds_total";
+	const char *res = "msaproxy_auth_backend_requests_total";
+
+	if (m->auth_backend == NULL)
+		return;
+	family(out, res, "counter",
+	       "Logins the auth back end (auth.backend) answered, by result "
+	       "(temp: down, slow or said so: 454).");
+	fprintf(out,
+		"%s{backend=\"%s\",result=\"ok\"} %" PRIu64 "\n"
+		"%s{backend=\"%s\",result=\"refused\"} %" PRIu64 "\n"
+		"%s{backend=\"%s\",result=\"temp\"} %" PRIu64 "\n",
+		res, m->auth_backend, m->auth_ok, res, m->auth_backend,
+		m->auth_refused, res, m->auth_backend, m->auth_temp);
+	scalar(out, "msaproxy_auth_backend_timeouts_total", "counter",
+	       "Logins the back end did not answer within its timeout "
+	       "(auth.dovecot.timeout, auth.http.timeout).",
+	       m->auth_timeouts);
+	family(out, "msaproxy_auth_backend_inflight", "gauge",
+	       "Logins submitted to the back end and not answered yet.");
+	fprintf(out, "msaproxy_auth_backend_inflight %" PRId64 "\n",
+		m->auth_inflight > 0 ? m->auth_inflight : 0);
+	scalar(out, "msaproxy_auth_cache_hits_total", "counter",
+	       "Logins answered from the cache of verified logins "
+	       "(auth.cache_ttl; passwd back end).",
+	       m->auth_cache_hits);
+	family(out, lat, "counter",
+	       "Time the answered logins waited for the back end, summed "
+	       "(divided by the requests' increase: the mean latency).");
+	fprintf(out, "%s{backend=\"%s\"} ", lat, m->auth_backend);
+	seconds(out, m->auth_latency_us_sum, 1000000, 6);
+	fputc('\n', out);
+}
+
+static void
 render_cluster(const struct metrics_snapshot *m, FILE *out)
 {
 	const char *rtt = "msaproxy_cluster_rtt_seconds";
@@ -437,6 +474,7 @@ metrics_render(const struct metrics_snapshot *m, FILE *out)
 	render_sessions(m, out);
 	render_blocklist(m, out);
 	render_backends(m, out);
+	render_auth_backend(m, out);
 	render_cluster(m, out);
 	render_runtime(m, out);
 }

@@ -75,6 +75,12 @@ struct metrics_snapshot {
 	const uint64_t *busy_ns; /* per worker */
 	unsigned nworkers;
 
+	/* The auth back end (auth_backend.h). */
+	const char *auth_backend; /* "passwd", "dovecot", "http" */
+	uint64_t auth_cache_hits, auth_requests, auth_ok, auth_refused;
+	uint64_t auth_temp, auth_timeouts, auth_latency_us_sum;
+	uint64_t auth_latency_count;
+	int64_t auth_inflight;
 	/* Fleet mode (cluster.h); cluster false: not configured. */
 	bool cluster, cluster_up;
 	uint64_t cluster_requests, cluster_errors, cluster_timeouts;

@@ -57,7 +57,7 @@
 #include <unistd.h>
 
 #include "config/audit.h"
-#include "auth/auth_pool.h"
+#include "auth/auth_backend.h"
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
 #include "cluster/cluster.h"
@@ -258,11 +258,11 @@ server_start(struct server *srv, char *err, size_t errlen)
 	if (privilege_drop(cfg, err, errlen) != 0)
 		return -1;
 	start_purging();
-	srv->shared.auth = auth_pool_start(
-		cfg->auth_threads, srv->gen->users, cfg->auth_cache_ttl_ms,
-		cfg->auth_cache_size, cfg->seccomp, err, errlen);
+	srv->shared.auth =
+		auth_backend_start(cfg, srv->gen->users, err, errlen);
 	if (srv->shared.auth == NULL)
 		return -1;
+	generation_set_mechs(srv->gen, auth_backend_offer(srv->shared.auth));
 	srv->shared.limits = ratelimit_new(cfg, err, errlen);
 	if (srv->shared.limits == NULL)
 		return -1;
@@ -352,7 +352,7 @@ out:
 			close(srv.listeners.v[i].fds[k]); /* never handed */
 	}
 	listen_set_forget(&srv.listeners);
-	auth_pool_stop(srv.shared.auth);
+	auth_backend_stop(srv.shared.auth);
 	cluster_stop(srv.shared.cluster); /* after the workers: no asks */
 	ratelimit_free(srv.shared.limits);
 	bans_close(srv.shared.bans); /* detaches XDP; pinned bans stay */

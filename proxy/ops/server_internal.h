@@ -39,6 +39,7 @@ struct fixed_keys {
 	int seccomp;
 	struct config_addr metrics_listen;
 	char cluster[1024]; /* cluster.*, as one line */
+	char auth[768];	    /* auth.backend, auth.dovecot.*, auth.http.* */
 };
 
 struct server {

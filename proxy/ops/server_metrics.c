@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "bans/bans.h"
+#include "auth/auth_backend.h"
 #include "cluster/cluster.h"
 #include "config/generation.h"
 #include "io/backend_pool.h"
@@ -167,6 +168,26 @@ backend_gauges(struct server *srv, struct metrics_backend *bs)
 }
 
 static void
+auth_counts(struct server *srv, struct metrics_snapshot *m)
+{
+	const struct auth_backend_stats *st;
+
+	if (srv->shared.auth == NULL)
+		return;
+	st = auth_backend_stats(srv->shared.auth);
+	m->auth_backend = auth_backend_name(srv->shared.auth);
+	m->auth_cache_hits = atomic_load(&st->cache_hits);
+	m->auth_requests = atomic_load(&st->requests);
+	m->auth_ok = atomic_load(&st->ok);
+	m->auth_refused = atomic_load(&st->refused);
+	m->auth_temp = atomic_load(&st->temp);
+	m->auth_timeouts = atomic_load(&st->timeouts);
+	m->auth_inflight = atomic_load(&st->inflight);
+	m->auth_latency_us_sum = atomic_load(&st->latency_us_sum);
+	m->auth_latency_count = atomic_load(&st->latency_count);
+}
+
+static void
 cluster_counts(struct server *srv, struct metrics_snapshot *m)
 {
 	const struct cluster_stats *st;
@@ -214,6 +235,7 @@ server_metrics_body(void *arg, size_t *len)
 	sum_limits(srv, &m);
 	blocklist_counts(srv, &m);
 	backend_gauges(srv, bs);
+	auth_counts(srv, &m);
 	cluster_counts(srv, &m);
 	memory_stats(&m);
 	m.listeners = ls;

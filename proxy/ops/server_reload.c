@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #include "config/audit.h"
-#include "auth/auth_pool.h"
+#include "auth/auth_backend.h"
 #include "auth/passwd_db.h"
 #include "bans/bans.h"
 #include "limits/caps.h"
@@ -114,6 +114,14 @@ server_fixed_keys(const struct config *cfg)
 		 cfg->cluster_tls, cfg->cluster_tls_ca ?: "-",
 		 cfg->cluster_tls_name ?: "-", cfg->cluster_node_id,
 		 cfg->cluster_timeout_ms, cfg->cluster_fail_closed);
+	snprintf(k.auth, sizeof(k.auth),
+		 "%d %s %u %" PRIu64 " %" PRIu64 " %s%s %u %" PRIu64
+		 " %" PRIu64,
+		 (int)cfg->auth_backend, cfg->auth_dovecot_socket.text,
+		 cfg->auth_dovecot_connections, cfg->auth_dovecot_timeout_ms,
+		 cfg->auth_dovecot_cache_ttl_ms, cfg->auth_http_host,
+		 cfg->auth_http_path, cfg->auth_http_connections,
+		 cfg->auth_http_timeout_ms, cfg->auth_http_cache_ttl_ms);
 	return k;
 }
 
@@ -180,6 +188,8 @@ warn_fixed(const struct server *srv, const struct config *cfg, FILE *report)
 				    ? "auth.cache_size"
 				    : "auth.cache_ttl",
 			    "auth");
+	if (strcmp(run->auth, now.auth) != 0)
+		ignored_key(report, cfg, "auth.backend", "auth");
 	if (run->ticket_key_lifetime_ms != now.ticket_key_lifetime_ms)
 		ignored_key(report, cfg, "tls.ticket_key_lifetime", "tls");
 	if ((srv->control_path == NULL) != (sock == NULL) ||
@@ -350,6 +360,7 @@ server_reload(struct server *srv, FILE *report, char *err, size_t errlen)
 		goto fail;
 	}
 	srv->next_id++;
+	generation_set_mechs(gen, auth_backend_offer(srv->shared.auth));
 	backend_pool_inherit(gen->backend_pool, srv->gen->backend_pool);
 	server_bind_generation(srv, gen, srv->gen);
 	warn_fixed(srv, gen->cfg, report);

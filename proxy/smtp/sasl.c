@@ -17,7 +17,9 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 
@@ -365,4 +367,217 @@ sasl_creds_clear(struct sasl_creds *c)
 {
 	if (c != NULL)
 		OPENSSL_cleanse(c, sizeof(*c));
+}
+
+/* ---- OAUTHBEARER (RFC 7628) and XOAUTH2 ------------------------------ */
+
+/* ASCII classes (not <ctype.h>: no locale in protocol code). */
+static bool
+is_alpha(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool
+is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A bearer token (RFC 6750 2.1, b64token): 1*( ALPHA / DIGIT / "-" / "."
+ * / "_" / "~" / "+" / "/" ) *"=". */
+static bool
+b64token_ok(const unsigned char *t, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && (is_alpha(t[i]) || is_digit(t[i]) || t[i] == '-' ||
+			   t[i] == '.' || t[i] == '_' || t[i] == '~' ||
+			   t[i] == '+' || t[i] == '/'))
+		i++;
+	if (i == 0)
+		return false;
+	while (i < len && t[i] == '=')
+		i++;
+	return i == len;
+}
+
+/* "auth=Bearer <token>" (the scheme is case-insensitive): the token into
+ * out.  false when the value is not of that shape or does not fit. */
+static bool
+take_bearer(const unsigned char *v, size_t len, struct sasl_oauth *out)
+{
+	if (len < 7 || strncasecmp((const char *)v, "Bearer ", 7) != 0)
+		return false;
+	v += 7;
+	len -= 7;
+	if (len >= sizeof(out->token) || !b64token_ok(v, len))
+		return false;
+	memcpy(out->token, v, len);
+	out->token[len] = '\0';
+	out->token_len = len;
+	return true;
+}
+
+/* The key=value^A pairs from p to the final ^A (p[0..len) ends with the
+ * pair list's terminating ^A).  Keys are 1*ALPHA; auth is required, host
+ * and port (OAUTHBEARER) and user (XOAUTH2) are taken, others ignored. */
+static enum sasl_status
+take_pairs(const unsigned char *p, size_t len, bool xoauth2,
+	   struct sasl_oauth *out)
+{
+	bool have_auth = false, have_user = !xoauth2;
+
+	while (len > 0) {
+		const unsigned char *sep = memchr(p, 0x01, len), *eq;
+		size_t plen, klen, vlen;
+
+		if (sep == NULL)
+			return SASL_MALFORMED;
+		plen = (size_t)(sep - p);
+		if (plen == 0) /* the closing ^A: it must be the last byte */
+			return len == 1 && have_auth && have_user
+				       ? SASL_OK
+				       : SASL_MALFORMED;
+		eq = memchr(p, '=', plen);
+		if (eq == NULL || eq == p)
+			return SASL_MALFORMED;
+		klen = (size_t)(eq - p);
+		vlen = plen - klen - 1;
+		for (size_t i = 0; i < klen; i++)
+			if (!is_alpha(p[i]))
+				return SASL_MALFORMED;
+		if (klen == 4 && memcmp(p, "auth", 4) == 0) {
+			if (have_auth || !take_bearer(eq + 1, vlen, out))
+				return SASL_MALFORMED;
+			have_auth = true;
+		} else if (xoauth2 && klen == 4 && memcmp(p, "user", 4) == 0) {
+			if (have_user || vlen == 0 ||
+			    vlen >= sizeof(out->user) ||
+			    !utf8_text_ok(eq + 1, vlen))
+				return SASL_MALFORMED;
+			memcpy(out->user, eq + 1, vlen);
+			have_user = true;
+		} else if (!xoauth2 && klen == 4 && memcmp(p, "host", 4) == 0) {
+			if (vlen >= sizeof(out->host) ||
+			    !utf8_text_ok(eq + 1, vlen))
+				return SASL_MALFORMED;
+			memcpy(out->host, eq + 1, vlen);
+			out->host[vlen] = '\0';
+		} else if (!xoauth2 && klen == 4 && memcmp(p, "port", 4) == 0) {
+			unsigned long v = 0;
+
+			if (vlen == 0 || vlen > 5)
+				return SASL_MALFORMED;
+			for (size_t i = 0; i < vlen; i++) {
+				if (!is_digit(eq[1 + i]))
+					return SASL_MALFORMED;
+				v = v * 10 + (unsigned long)(eq[1 + i] - '0');
+			}
+			if (v > 65535)
+				return SASL_MALFORMED;
+			out->port = (unsigned)v;
+		}
+		p += plen + 1;
+		len -= plen + 1;
+	}
+	return SASL_MALFORMED; /* no closing ^A */
+}
+
+/* OAUTHBEARER's gs2 header, "n,[a=authzid]," or "y,[a=authzid],": the
+ * authzid (",", "=" escaped as =2C, =3D) into out->user; the length of the
+ * header, 0 when it is malformed ("p=": channel binding, not offered). */
+static size_t
+take_gs2(const unsigned char *p, size_t len, struct sasl_oauth *out)
+{
+	const unsigned char *comma;
+	size_t i, o = 0;
+
+	if (len < 3 || (p[0] != 'n' && p[0] != 'y') || p[1] != ',')
+		return 0;
+	comma = memchr(p + 2, ',', len - 2);
+	if (comma == NULL)
+		return 0;
+	if (comma > p + 2) {
+		if (comma - (p + 2) < 3 || p[2] != 'a' || p[3] != '=')
+			return 0;
+		for (i = 4; p + i < comma; i++) {
+			unsigned char c = p[i];
+
+			if (c == '=') { /* RFC 5801: =2C is ',', =3D is '=' */
+				if (p + i + 2 >= comma)
+					return 0;
+				if (p[i + 1] == '2' && p[i + 2] == 'C')
+					c = ',';
+				else if (p[i + 1] == '3' && p[i + 2] == 'D')
+					c = '=';
+				else
+					return 0;
+				i += 2;
+			}
+			if (o + 1 >= sizeof(out->user))
+				return 0;
+			out->user[o++] = (char)c;
+		}
+		if (o == 0 ||
+		    !utf8_text_ok((const unsigned char *)out->user, o))
+			return 0;
+	}
+	out->user[o] = '\0';
+	return (size_t)(comma - p) + 1;
+}
+
+static enum sasl_status
+oauth_decode(const char *b64, size_t len, bool xoauth2, struct sasl_oauth *out)
+{
+	unsigned char *buf;
+	size_t n, off = 0;
+	enum sasl_status st;
+
+	OPENSSL_cleanse(out, sizeof(*out));
+	if (len > 0 && b64 == NULL)
+		return SASL_BAD_BASE64;
+	if (is_empty_response(b64, len))
+		return SASL_MALFORMED;
+	if (!b64_check((const unsigned char *)b64, len, &n))
+		return SASL_BAD_BASE64;
+	if (n > SASL_OAUTH_MAX)
+		return SASL_TOO_LONG;
+	buf = malloc(n + 1);
+	if (buf == NULL)
+		return SASL_TOO_LONG;
+	b64_decode_checked((const unsigned char *)b64, len, buf);
+	if (!xoauth2) {
+		off = take_gs2(buf, n, out);
+		if (off == 0 || off >= n || buf[off] != 0x01) {
+			st = SASL_MALFORMED;
+			goto done;
+		}
+		off++; /* the ^A after the gs2 header */
+	}
+	st = take_pairs(buf + off, n - off, xoauth2, out);
+done:
+	OPENSSL_cleanse(buf, n + 1);
+	free(buf);
+	if (st != SASL_OK)
+		OPENSSL_cleanse(out, sizeof(*out));
+	return st;
+}
+
+enum sasl_status
+sasl_oauthbearer_decode(const char *b64, size_t len, struct sasl_oauth *out)
+{
+	return oauth_decode(b64, len, false, out);
+}
+
+enum sasl_status
+sasl_xoauth2_decode(const char *b64, size_t len, struct sasl_oauth *out)
+{
+	return oauth_decode(b64, len, true, out);
+}
+
+bool
+sasl_oauth_is_dummy(const char *b64, size_t len)
+{
+	return len == 4 && memcmp(b64, "AQ==", 4) == 0;
 }

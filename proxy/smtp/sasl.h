@@ -73,4 +73,35 @@ enum sasl_status sasl_login_decode(const char *b64, size_t len, char *out,
 
 void sasl_creds_clear(struct sasl_creds *c);
 
+/*
+ * OAUTHBEARER (RFC 7628) and XOAUTH2 (Google's): the client's initial
+ * response decoded.  Not offered to clients yet (docs/AUTH.md): the
+ * decoders come first, pure and fuzzed.
+ *
+ *   OAUTHBEARER: gs2 header "n,a=<authzid>," or "n,," (or "y,"; "p=",
+ *   channel binding, is refused), ^A, then key=value^A pairs ending in
+ *   ^A: auth=Bearer <token> (required), host=, port= (kept), others
+ *   ignored.  XOAUTH2: user=<login>^Aauth=Bearer <token>^A^A.
+ *   The token must be an RFC 6750 b64token; names obey PLAIN's UTF-8
+ *   rule.  On any failure *out is cleared.
+ */
+#define SASL_OAUTH_MAX 16384 /* decoded initial response, at most */
+#define SASL_TOKEN_MAX 8192  /* the bearer token, incl. NUL */
+
+struct sasl_oauth {
+	char user[SASL_FIELD_MAX]; /* authzid (OAUTHBEARER), user= (XOAUTH2) */
+	char host[256];		   /* OAUTHBEARER host=, "" none */
+	unsigned port;		   /* OAUTHBEARER port=, 0 none */
+	char token[SASL_TOKEN_MAX];
+	size_t token_len;
+};
+
+enum sasl_status sasl_oauthbearer_decode(const char *b64, size_t len,
+					 struct sasl_oauth *out);
+enum sasl_status sasl_xoauth2_decode(const char *b64, size_t len,
+				     struct sasl_oauth *out);
+/* RFC 7628 3.2.3: after the server's error challenge the client answers
+ * with a lone ^A ("AQ=="). */
+bool sasl_oauth_is_dummy(const char *b64, size_t len);
+
 #endif

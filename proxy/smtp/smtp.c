@@ -339,6 +339,16 @@ struct smtp_cmd {
 	bool before_tls;
 };
 
+/* The mechanisms configured that the auth back end can check now. */
+static unsigned
+mechs_offered(const struct smtp *s)
+{
+	if (s->p->mechs_live == NULL)
+		return s->p->auth_mechs;
+	return s->p->auth_mechs &
+	       atomic_load_explicit(s->p->mechs_live, memory_order_relaxed);
+}
+
 static enum smtp_action
 cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 {
@@ -374,10 +384,11 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 	reply(s, "250-SIZE %llu", (unsigned long long)s->size_limit);
 	if (!s->tls) {
 		reply(s, "250-STARTTLS");
-	} else if (!s->authed && s->p->auth_mechs != 0) {
-		reply(s, "250-AUTH%s%s",
-		      (s->p->auth_mechs & AUTH_MECH_PLAIN) ? " PLAIN" : "",
-		      (s->p->auth_mechs & AUTH_MECH_LOGIN) ? " LOGIN" : "");
+	} else if (!s->authed && mechs_offered(s) != 0) {
+		unsigned m = mechs_offered(s);
+
+		reply(s, "250-AUTH%s%s", (m & AUTH_MECH_PLAIN) ? " PLAIN" : "",
+		      (m & AUTH_MECH_LOGIN) ? " LOGIN" : "");
 	}
 	reply(s, "250-ENHANCEDSTATUSCODES");
 	if (s->tls && (s->offer & SMTP_OFFER_DSN))
@@ -531,7 +542,7 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 	}
 	smtp_clear_creds(s);
 	if (mlen == 5 && strncasecmp(arg, "PLAIN", 5) == 0 &&
-	    (s->p->auth_mechs & AUTH_MECH_PLAIN)) {
+	    (mechs_offered(s) & AUTH_MECH_PLAIN)) {
 		if (!creds_new(s))
 			return SMTP_ACT_NONE;
 		s->auth_mech = "PLAIN";
@@ -542,7 +553,7 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 		return SMTP_ACT_NONE;
 	}
 	if (mlen == 5 && strncasecmp(arg, "LOGIN", 5) == 0 &&
-	    (s->p->auth_mechs & AUTH_MECH_LOGIN)) {
+	    (mechs_offered(s) & AUTH_MECH_LOGIN)) {
 		if (!creds_new(s))
 			return SMTP_ACT_NONE;
 		s->auth_mech = "LOGIN";
@@ -1095,9 +1106,11 @@ smtp_tls_ready(struct smtp *s)
  * authenticated and may try again, as when AUTH found none for its
  * exchange. */
 static void
-auth_succeeded(struct smtp *s)
+auth_succeeded(struct smtp *s, const char *login)
 {
-	s->user = text_copy(s->creds->user, strlen(s->creds->user));
+	if (login == NULL || login[0] == '\0')
+		login = s->creds->user;
+	s->user = text_copy(login, strlen(login));
 	if (s->user == NULL) {
 		reply(s, "454 4.7.0 Temporary authentication failure");
 		return;
@@ -1109,8 +1122,23 @@ auth_succeeded(struct smtp *s)
 void
 smtp_auth_result(struct smtp *s, bool ok)
 {
-	if (!ok && ++s->auth_failures >= s->p->max_auth_failures &&
-	    s->p->max_auth_failures > 0) {
+	smtp_auth_answer(s, ok ? SMTP_AUTH_OK : SMTP_AUTH_FAIL, NULL, NULL);
+}
+
+void
+smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login,
+		 const char *text)
+{
+	bool ok = v == SMTP_AUTH_OK;
+	bool own = text != NULL && text[0] != '\0';
+
+	if (v == SMTP_AUTH_TEMP) {
+		/* The back end could not say: not the client's failure. */
+		reply(s, "%s",
+		      own ? text
+			  : "454 4.7.0 Temporary authentication failure");
+	} else if (!ok && ++s->auth_failures >= s->p->max_auth_failures &&
+		   s->p->max_auth_failures > 0) {
 		/* auth.max_failures: a guesser reconnects, and pays for
 		 * that, instead of trying on at the cost of one line. */
 		s->limit_hits[SMTP_LIMIT_AUTH_FAILURES]++;
@@ -1121,9 +1149,12 @@ smtp_auth_result(struct smtp *s, bool ok)
 		s->close_reason = "auth-failures";
 		smtp_set_state(s, SMTP_CLOSING);
 	} else if (!ok) {
-		reply_error(s, "535 5.7.8 Authentication credentials invalid");
+		reply_error(s, "%s",
+			    own ? text
+				: "535 5.7.8 Authentication credentials "
+				  "invalid");
 	} else if (s->creds != NULL) { /* else closed while the check ran */
-		auth_succeeded(s);
+		auth_succeeded(s, login);
 	}
 	smtp_clear_creds(s);
 	if (s->state != SMTP_CLOSING)

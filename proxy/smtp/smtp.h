@@ -38,6 +38,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdatomic.h>
+
 #include "lib/buf.h"
 #include "config/config.h"
 #include "smtp/sasl.h"
@@ -56,6 +58,9 @@ struct smtp_params {
 	const char *hostname;
 	enum listener_mode mode;
 	unsigned auth_mechs;
+	/* What the auth back end can check now (AUTH_MECH_*), read at EHLO
+	 * and AUTH: offered is auth_mechs & *mechs_live.  NULL: all. */
+	const atomic_uint *mechs_live;
 	size_t max_line;
 	size_t max_auth_line;
 	uint64_t max_message_size;
@@ -205,6 +210,13 @@ void smtp_backend_offer(struct smtp *s, uint64_t size, unsigned offer);
  * whether it takes BDAT, for the BDATs of this connection. */
 void smtp_backend_ready(struct smtp *s, uint64_t size, bool chunking);
 void smtp_auth_result(struct smtp *s, bool ok);
+/* The back end's verdict: SMTP_AUTH_OK with login, the name the back end
+ * gave (NULL: the one the client sent); SMTP_AUTH_TEMP answers 454 4.7.0
+ * and counts no failure.  text (NULL or "": the default) replaces the 535
+ * or 454 reply: the caller vouches it is one printable SMTP reply line. */
+enum smtp_auth_verdict { SMTP_AUTH_FAIL, SMTP_AUTH_OK, SMTP_AUTH_TEMP };
+void smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v,
+		      const char *login, const char *text);
 enum smtp_action smtp_backend_reply(struct smtp *s, int code,
 				    const char *const *lines,
 				    const size_t *lens, size_t nlines);

@@ -1946,6 +1946,113 @@ test_err_yaml_syntax(void **state)
 		     14, "syntax", "invalid leading UTF-8 octet");
 }
 
+/* auth.backend and the keys of each back end (docs/AUTH.md). */
+static void
+test_auth_backends(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok(MINIMAL);
+	assert_int_equal(cfg->auth_backend, AUTH_BACKEND_PASSWD);
+	assert_int_equal(cfg->auth_dovecot_connections, 2);
+	assert_int_equal(cfg->auth_dovecot_timeout_ms, 5000);
+	assert_int_equal(cfg->auth_http_connections, 32);
+	config_free(cfg);
+
+	cfg = load_ok(TLS_PART LISTENERS_PART
+		      "auth:\n"
+		      "  backend: dovecot\n"
+		      "  dovecot:\n"
+		      "    socket: unix:/run/dovecot/auth-client\n"
+		      "    connections: 4\n"
+		      "    timeout: 3s\n" BACKENDS_PART);
+	assert_int_equal(cfg->auth_backend, AUTH_BACKEND_DOVECOT);
+	assert_null(cfg->passwd_file);
+	assert_string_equal(cfg->auth_dovecot_socket.text,
+			    "unix:/run/dovecot/auth-client");
+	assert_int_equal(cfg->auth_dovecot_socket.ss.ss_family, AF_UNIX);
+	assert_int_equal(cfg->auth_dovecot_connections, 4);
+	assert_int_equal(cfg->auth_dovecot_timeout_ms, 3000);
+	config_free(cfg);
+
+	cfg = load_ok(TLS_PART LISTENERS_PART
+		      "auth:\n"
+		      "  backend: dovecot\n"
+		      "  dovecot: {socket: \"[::1]:12345\"}\n" BACKENDS_PART);
+	assert_int_equal(cfg->auth_dovecot_socket.ss.ss_family, AF_INET6);
+	config_free(cfg);
+
+	cfg = load_ok(
+		TLS_PART LISTENERS_PART
+		"auth:\n"
+		"  backend: http\n"
+		"  http: {url: "
+		"\"http://127.0.0.1:9000/mail/auth?x=1\"}\n" BACKENDS_PART);
+	assert_int_equal(cfg->auth_backend, AUTH_BACKEND_HTTP);
+	assert_string_equal(cfg->auth_http_host, "127.0.0.1:9000");
+	assert_string_equal(cfg->auth_http_path, "/mail/auth?x=1");
+	config_free(cfg);
+	cfg = load_ok(TLS_PART LISTENERS_PART
+		      "auth:\n"
+		      "  backend: http\n"
+		      "  http: {url: \"http://[::1]\"}\n" BACKENDS_PART);
+	assert_string_equal(cfg->auth_http_host, "[::1]");
+	assert_string_equal(cfg->auth_http_path, "/");
+	assert_int_equal(ntohs(((struct sockaddr_in6 *)&cfg->auth_http_addr.ss)
+				       ->sin6_port),
+			 80);
+	config_free(cfg);
+
+	/* What each back end needs, at the auth key's line. */
+	expect_error(
+		TLS_PART LISTENERS_PART "auth:\n"
+					"  backend: dovecot\n" BACKENDS_PART,
+		8, "auth.dovecot.socket", "required with auth.backend dovecot");
+	expect_error(TLS_PART LISTENERS_PART "auth:\n"
+					     "  backend: http\n" BACKENDS_PART,
+		     8, "auth.http.url", "required with auth.backend http");
+	expect_error(TLS_PART LISTENERS_PART "auth:\n"
+					     "  backend: ldap\n" BACKENDS_PART,
+		     9, "auth.backend", "must be passwd, dovecot or http");
+	expect_error(TLS_PART LISTENERS_PART
+		     "auth:\n"
+		     "  backend: dovecot\n"
+		     "  dovecot: {socket: \"*:12345\"}\n" BACKENDS_PART,
+		     10, "auth.dovecot.socket",
+		     "a wildcard address cannot be connected to (expected "
+		     "unix:/path or host:port)");
+	expect_error(TLS_PART LISTENERS_PART
+		     "auth:\n"
+		     "  backend: dovecot\n"
+		     "  dovecot: {socket: "
+		     "\"dovecot.example:12345\"}\n" BACKENDS_PART,
+		     10, "auth.dovecot.socket",
+		     "expected an IP address, not a host name (expected "
+		     "unix:/path or host:port)");
+	expect_error(
+		TLS_PART LISTENERS_PART
+		"auth:\n"
+		"  backend: http\n"
+		"  http: {url: \"https://127.0.0.1/auth\"}\n" BACKENDS_PART,
+		10, "auth.http.url",
+		"expected http://IP[:port]/path (https is not supported)");
+	expect_error(
+		TLS_PART LISTENERS_PART
+		"auth:\n"
+		"  backend: http\n"
+		"  http: {url: \"http://auth.example/auth\"}\n" BACKENDS_PART,
+		10, "auth.http.url",
+		"expected an IP address, not a host name (expected "
+		"http://IP[:port]/path)");
+	expect_error(TLS_PART LISTENERS_PART
+		     "auth:\n"
+		     "  backend: http\n"
+		     "  http: {url: \"http://127.0.0.1/a b\"}\n" BACKENDS_PART,
+		     10, "auth.http.url",
+		     "spaces and control bytes are not allowed in the URL");
+}
+
 static void
 test_err_missing(void **state)
 {
@@ -2699,6 +2806,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_err_yaml_syntax, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_missing, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_auth_backends, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_err_not_a_mapping, setup,
 						teardown),

@@ -1,0 +1,166 @@
+"""A private Dovecot, auth only, for the auth.backend dovecot tests.
+
+DovecotAuth(users, mechanisms="plain login", tcp_port=None): .start() writes a minimal
+dovecot.conf in a fresh directory under /tmp (Dovecot's auth process runs
+as the dovecot user and must read the users file; unix socket paths must
+fit 108 bytes), runs `dovecot -F -c CONF` and waits for its auth-client
+socket.  .socket is that path.  users: {name: (password, extra)}, extra
+being passwd-file extra fields such as "user=alice@example.test" (the
+canonical login Dovecot answers with).  tcp_port: an inet_listener on
+127.0.0.1 too (.start() then also waits for it).  .stop() SIGTERMs the master by its
+PID, then its children by theirs; .start() again reuses the socket path.
+.auth_pid() is the PID of its auth process (a child of the master), for
+SIGSTOP/SIGCONT.  Nothing is stopped by name.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+CONF = """\
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols =
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = {mechanisms}
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/nonexistent
+}}
+service auth {{
+  unix_listener auth-client {{
+    path = {d}/auth-client
+    mode = 0666
+  }}{inet}
+}}
+"""
+
+INET = """
+  inet_listener auth-tcp {{
+    address = 127.0.0.1
+    port = {port}
+  }}"""
+
+
+def _accepts(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def dovecot_binary():
+    return shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+
+class DovecotAuth:
+    def __init__(self, users, mechanisms="plain login", tcp_port=None):
+        self.dir = Path(tempfile.mkdtemp(prefix="msa-dv-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.socket = str(self.dir / "auth-client")
+        self.conf = self.dir / "dovecot.conf"
+        self.tcp_port = tcp_port
+        inet = INET.format(port=tcp_port) if tcp_port else ""
+        self.conf.write_text(CONF.format(d=self.dir, mechanisms=mechanisms, inet=inet))
+        lines = []
+        for name, (password, extra) in users.items():
+            fields = [name, "{PLAIN}" + password, "", "", "", "", "", extra or ""]
+            lines.append(":".join(fields))
+        users_file = self.dir / "users"
+        users_file.write_text("\n".join(lines) + "\n")
+        os.chmod(users_file, 0o644)
+        self.proc = None
+
+    def start(self, timeout=10):
+        if os.path.exists(self.socket):
+            os.unlink(self.socket)
+        self.out = open(self.dir / "dovecot.out", "ab")
+        self.proc = subprocess.Popen([dovecot_binary(), "-F", "-c", str(self.conf)],
+                                     stdin=subprocess.DEVNULL, stdout=self.out,
+                                     stderr=self.out)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dovecot exited {self.proc.returncode}: {self.log()}")
+            if os.path.exists(self.socket) and (
+                    not self.tcp_port or _accepts(self.tcp_port)):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"dovecot did not make {self.socket}: {self.log()}")
+
+    def log(self):
+        text = ""
+        for name in ("dovecot.out", "dovecot.log"):
+            p = self.dir / name
+            if p.exists():
+                text += p.read_text(errors="replace")
+        return text
+
+    def children(self):
+        """{pid: cmdline} of the master's children."""
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if self.proc is not None and ppid == self.proc.pid:
+                found[int(entry)] = cmdline
+        return found
+
+    def auth_pid(self, timeout=10):
+        """The auth process (started on the first connection)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pid, cmdline in self.children().items():
+                if cmdline.startswith(b"dovecot/auth"):
+                    return pid
+            time.sleep(0.05)
+        raise RuntimeError("no dovecot auth process")
+
+    def stop(self, timeout=10):
+        """The master and its children: without its master, Dovecot's auth
+        process goes on serving the connections it has until they close."""
+        if self.proc is None:
+            return
+        children = list(self.children())
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for pid in children:
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.proc = None
+        self.out.close()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
