@@ -11,7 +11,7 @@ set -eu
 PKGS="
 build-essential pkg-config clang llvm lld libclang-rt-14-dev
 libssl-dev openssl liburing-dev libbpf-dev bpftool libelf-dev zlib1g-dev
-libhiredis-dev redis-server
+libhiredis-dev redis-server libargon2-dev argon2
 libjemalloc-dev libcrypt-dev libyaml-dev libcmocka-dev libcap-dev libseccomp-dev
 python3 python3-pytest python3-pytest-xdist python3-aiosmtpd
 swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl

@@ -30,9 +30,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <argon2.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "auth/passwd_db.h"
+#include "lib/log.h"
 #include "config/config_value.h" /* the class name rule */
 
 #ifndef CRYPT_GENSALT_IMPLEMENTS_AUTO_ENTROPY
@@ -48,12 +51,18 @@ enum scheme {
 	SCHEME_YESCRYPT,
 	SCHEME_BCRYPT,
 	SCHEME_SHA512,
+	/* What Dovecot migrations bring: */
+	SCHEME_MD5,	/* "$1$" (MD5-CRYPT): weak, warned about at load */
+	SCHEME_SSHA,	/* {SSHA}: base64(SHA-1(pass salt) salt): weak */
+	SCHEME_SSHA512, /* {SSHA512}: base64(SHA-512(pass salt) salt): weak */
+	SCHEME_ARGON2,	/* "$argon2i$", "$argon2id$" (libargon2) */
 };
 
 struct entry {
 	const char *user; /* points into db->text */
 	const char *hash; /* crypt(3) string, Dovecot prefix stripped */
 	size_t hashlen;
+	enum scheme scheme;
 	unsigned long line;
 	struct passwd_user_info info; /* extra fields; into db->text */
 };
@@ -65,6 +74,8 @@ struct passwd_db {
 	struct entry *entries; /* sorted by user */
 	size_t count;
 	const char *dummy; /* hash for unknown users: the first entry's */
+	enum scheme dummy_scheme;
+	size_t weak; /* entries with a fast hash (MD5-CRYPT, SSHA) */
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -210,7 +221,38 @@ scheme_of(const char *h)
 		return SCHEME_BCRYPT;
 	if (strncmp(h, "$6$", 3) == 0)
 		return SCHEME_SHA512;
+	if (strncmp(h, "$1$", 3) == 0)
+		return SCHEME_MD5;
+	if (strncmp(h, "$argon2i$", 9) == 0 ||
+	    strncmp(h, "$argon2id$", 10) == 0)
+		return SCHEME_ARGON2;
 	return SCHEME_NONE;
+}
+
+/* {SSHA} and {SSHA512}: the digest and salt decoded (at most 64 + 64
+ * bytes); 0 when h is not that. */
+static size_t
+ssha_decode(enum scheme s, const char *h, unsigned char *out, size_t cap)
+{
+	size_t len = strlen(h), dlen = s == SCHEME_SSHA ? 20 : 64;
+	unsigned char buf[3 * 256 / 4 + 3];
+	int n;
+
+	if (len == 0 || len % 4 != 0 || len > 4 * ((dlen + 64 + 2) / 3))
+		return 0;
+	n = EVP_DecodeBlock(buf, (const unsigned char *)h, (int)len);
+	if (n < 0)
+		return 0;
+	/* EVP_DecodeBlock counts the padding's zero bytes too. */
+	if (h[len - 1] == '=')
+		n--;
+	if (h[len - 2] == '=')
+		n--;
+	if ((size_t)n <= dlen || (size_t)n > cap)
+		return 0;
+	memcpy(out, buf, (size_t)n);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return (size_t)n;
 }
 
 /*
@@ -281,6 +323,23 @@ hash_well_formed(enum scheme s, const char *h, size_t len)
 		return all_crypt_chars(f[1], flen[1]) &&
 		       all_crypt_chars(f[2], flen[2]) &&
 		       all_crypt_chars(f[3], flen[3]);
+	case SCHEME_MD5:
+		/* "1", salt of 1..8, 22 */
+		return nf == 3 && flen[1] >= 1 && flen[1] <= 8 &&
+		       all_crypt_chars(f[1], flen[1]) && flen[2] == 22 &&
+		       all_crypt_chars(f[2], 22);
+	case SCHEME_ARGON2:
+		/* "argon2id", "v=19", "m=..,t=..,p=..", salt, hash */
+		return nf == 5 && strncmp(f[1], "v=", 2) == 0 &&
+		       strncmp(f[2], "m=", 2) == 0 && flen[3] >= 8 &&
+		       flen[4] >= 16;
+	case SCHEME_SSHA:
+	case SCHEME_SSHA512: {
+		unsigned char d[128];
+		size_t n = ssha_decode(s, h, d, sizeof(d));
+
+		return n > 0;
+	}
 	case SCHEME_NONE:
 		break;
 	}
@@ -288,12 +347,13 @@ hash_well_formed(enum scheme s, const char *h, size_t len)
 }
 
 /*
- * Strip a Dovecot scheme prefix from *hp.  0 if there was none or it fits
- * the crypt id behind it; -1 for an unknown prefix (unsupported), -2 for a
+ * Strip a Dovecot scheme prefix from *hp, and say its scheme in *sp (the
+ * crypt id's, or SSHA's, which has none).  0 if there was none or it fits
+ * the hash behind it; -1 for an unknown prefix (unsupported), -2 for a
  * prefix that contradicts the hash.
  */
 static int
-strip_dovecot_prefix(const char **hp)
+strip_dovecot_prefix(const char **hp, enum scheme *sp)
 {
 	static const struct {
 		const char *prefix;
@@ -301,10 +361,16 @@ strip_dovecot_prefix(const char **hp)
 	} prefixes[] = {
 		{"{BLF-CRYPT}", SCHEME_BCRYPT},
 		{"{SHA512-CRYPT}", SCHEME_SHA512},
+		{"{MD5-CRYPT}", SCHEME_MD5},
+		{"{ARGON2I}", SCHEME_ARGON2},
+		{"{ARGON2ID}", SCHEME_ARGON2},
+		{"{SSHA512}", SCHEME_SSHA512},
+		{"{SSHA}", SCHEME_SSHA},
 		{"{CRYPT}", SCHEME_NONE},
 	};
 	const char *h = *hp;
 
+	*sp = scheme_of(h);
 	if (h[0] != '{')
 		return 0;
 	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
@@ -313,7 +379,14 @@ strip_dovecot_prefix(const char **hp)
 
 		if (strncmp(h, prefixes[i].prefix, n) != 0)
 			continue;
+		if (prefixes[i].scheme == SCHEME_SSHA ||
+		    prefixes[i].scheme == SCHEME_SSHA512) {
+			*hp = h + n;
+			*sp = prefixes[i].scheme;
+			return 0;
+		}
 		s = scheme_of(h + n);
+		*sp = s;
 		if (s == SCHEME_NONE)
 			return -1;
 		if (prefixes[i].scheme != SCHEME_NONE &&
@@ -491,7 +564,7 @@ parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
 			return -1;
 
 		hash = h;
-		rc = strip_dovecot_prefix(&hash);
+		rc = strip_dovecot_prefix(&hash, &s);
 		if (rc == -2) {
 			seterr(err, errlen,
 			       "%s:%lu: scheme prefix does not match the hash "
@@ -499,7 +572,8 @@ parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
 			       path, lineno, p);
 			return -1;
 		}
-		s = rc == 0 ? scheme_of(hash) : SCHEME_NONE;
+		if (rc != 0)
+			s = SCHEME_NONE;
 		if (s == SCHEME_NONE) {
 			seterr(err, errlen,
 			       "%s:%lu: unsupported hash scheme for user %s",
@@ -529,9 +603,12 @@ parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
 			.user = p,
 			.hash = hash,
 			.hashlen = strlen(hash),
+			.scheme = s,
 			.line = lineno,
 			.info = info,
 		};
+		if (s == SCHEME_MD5 || s == SCHEME_SSHA || s == SCHEME_SSHA512)
+			db->weak++;
 	next:
 		if (nl == NULL)
 			break;
@@ -543,6 +620,7 @@ parse(struct passwd_db *db, const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	db->dummy = db->entries[0].hash;
+	db->dummy_scheme = db->entries[0].scheme;
 
 	qsort(db->entries, db->count, sizeof(*db->entries), entry_cmp);
 
@@ -586,6 +664,11 @@ passwd_db_load(const char *path, char *err, size_t errlen)
 		passwd_db_free(db);
 		return NULL;
 	}
+	if (db->weak > 0)
+		log_warn("passwd-weak-hashes",
+			 " path=%s users=%zu detail=\"%s\"", path, db->weak,
+			 "MD5-CRYPT or SSHA: fast hashes, rehash with "
+			 "msaproxy hash-password as users log in");
 	return db;
 }
 
@@ -648,24 +731,64 @@ passwd_db_stored_hash(const struct passwd_db *db, const char *user)
 	return e != NULL ? e->hash : NULL;
 }
 
+/* The schemes crypt(3) does not know: SSHA by digest, Argon2 by
+ * libargon2. */
+static int
+verify_other(enum scheme s, const char *hash, const char *pass)
+{
+	unsigned char d[128], md[EVP_MAX_MD_SIZE];
+	size_t n, dlen = s == SCHEME_SSHA ? 20 : 64;
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx;
+	int ok;
+
+	if (s == SCHEME_ARGON2)
+		return argon2_verify(hash, pass, strlen(pass),
+				     strncmp(hash, "$argon2id$", 10) == 0
+					     ? Argon2_id
+					     : Argon2_i) == ARGON2_OK;
+	n = ssha_decode(s, hash, d, sizeof(d));
+	ctx = EVP_MD_CTX_new();
+	ok = n > dlen && ctx != NULL &&
+	     EVP_DigestInit_ex(ctx,
+			       s == SCHEME_SSHA ? EVP_sha1() : EVP_sha512(),
+			       NULL) == 1 &&
+	     EVP_DigestUpdate(ctx, pass, strlen(pass)) == 1 &&
+	     EVP_DigestUpdate(ctx, d + dlen, n - dlen) == 1 &&
+	     EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == dlen &&
+	     CRYPTO_memcmp(md, d, dlen) == 0;
+	EVP_MD_CTX_free(ctx);
+	OPENSSL_cleanse(d, sizeof(d));
+	OPENSSL_cleanse(md, sizeof(md));
+	return ok;
+}
+
 int
 passwd_db_verify(const struct passwd_db *db, const char *user, const char *pass)
 {
 	const struct entry *e = NULL;
 	struct crypt_data *cd;
-	const char *out;
+	const char *out, *hash;
+	enum scheme scheme;
 	int ok = 0;
 
 	if (db == NULL || db->count == 0 || user == NULL || pass == NULL)
 		return 0;
 	e = passwd_db_find(db, user);
 
+	/* Unknown user: the same work against the dummy hash, result
+	 * discarded. */
+	hash = e != NULL ? e->hash : db->dummy;
+	scheme = e != NULL ? e->scheme : db->dummy_scheme;
+	if (scheme == SCHEME_ARGON2 || scheme == SCHEME_SSHA ||
+	    scheme == SCHEME_SSHA512) {
+		ok = verify_other(scheme, hash, pass);
+		return e != NULL ? ok : 0;
+	}
 	cd = calloc(1, sizeof(*cd));
 	if (cd == NULL)
 		return 0;
-	/* Unknown user: the same work against the dummy hash, result
-	 * discarded. */
-	out = crypt_r(pass, e != NULL ? e->hash : db->dummy, cd);
+	out = crypt_r(pass, hash, cd);
 	if (e != NULL && out != NULL && strlen(out) == e->hashlen &&
 	    CRYPTO_memcmp(out, e->hash, e->hashlen) == 0)
 		ok = 1;

@@ -10,9 +10,14 @@
  * and ignores the rest (Dovecot's own).
  * blank lines and lines starting with '#' skipped.  hash is a crypt(3)
  * string: yescrypt "$y$", bcrypt "$2b$" (also $2a$/$2y$), sha512-crypt
- * "$6$", optionally behind a Dovecot scheme prefix "{BLF-CRYPT}",
- * "{SHA512-CRYPT}", "{CRYPT}".  Anything else is refused at load with
- * "path:line: why".  The file must not be group- or world-writable.
+ * "$6$", MD5-CRYPT "$1$", or an Argon2 string "$argon2i$"/"$argon2id$"
+ * (libargon2), optionally behind a Dovecot scheme prefix "{BLF-CRYPT}",
+ * "{SHA512-CRYPT}", "{MD5-CRYPT}", "{ARGON2I}", "{ARGON2ID}", "{CRYPT}";
+ * or Dovecot's "{SSHA}"/"{SSHA512}" (base64 of the digest and the salt).
+ * MD5-CRYPT and SSHA are fast hashes: a load that finds some logs
+ * msg=passwd-weak-hashes.  Anything else is refused at load with
+ * "path:line: why" (the whole file: docs/AUTH.md says why).  The file
+ * must not be group- or world-writable.
  */
 #ifndef MSAPROXY_AUTH_PASSWD_DB_H
 #define MSAPROXY_AUTH_PASSWD_DB_H

@@ -320,6 +320,65 @@ test_dovecot_prefixes(void **state)
 	passwd_db_free(db);
 }
 
+/* What Dovecot migrations bring: MD5-CRYPT, SSHA, SSHA512, Argon2i and
+ * Argon2id, bare or behind Dovecot's prefixes.  The vectors were made with
+ * `openssl passwd -1`, Python's hashlib and the argon2 CLI. */
+static void
+test_migration_schemes(void **state)
+{
+	static const struct {
+		const char *line, *user, *pass;
+	} v[] = {
+		{"m:$1$saltsalt$q8kxg97WSQuObpwWnNayF/\n", "m", "md5-pass-1"},
+		{"n:{MD5-CRYPT}$1$saltsalt$q8kxg97WSQuObpwWnNayF/\n", "n",
+		 "md5-pass-1"},
+		{"s:{SSHA}wCqJkoS368yhdeZLa6LakRhdz/JOYUNsMTIzNA==\n", "s",
+		 "ssha-pass-2"},
+		{"t:{SSHA512}z9KQoQHt25JvgOlqq7GKjGdKuEcOrFtGaDuZG9VM4ldLg1opm/"
+		 "AQ1baOHWo1OJaLg7iCLgJwR6g67w+3BO5i4k5hQ2wxMjM0\n",
+		 "t", "ssha512-pass-3"},
+		{"a:{ARGON2ID}$argon2id$v=19$m=4096,t=2,p=1$c29tZXNhbHRzYWx0$"
+		 "ga7AsD/DHsyrPpzyMgkrO5bOY/TGFWkGnZVm43XEu44\n",
+		 "a", "argon-pass-4"},
+		{"b:$argon2i$v=19$m=4096,t=2,p=1$b3RoZXJzYWx0MQ$"
+		 "wIYpFz3+0HGsNrOoSwFWdvjz4t4ovcYamIroQUFeSq8\n",
+		 "b", "argon-pass-5"},
+	};
+	char path[256], err[256], text[2048] = "";
+	struct passwd_db *db;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++)
+		strcat(text, v[i].line);
+	write_file(path, sizeof(path), text);
+	db = passwd_db_load(path, err, sizeof(err));
+	assert_non_null(db);
+	assert_int_equal(passwd_db_count(db), 6);
+	for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++) {
+		assert_int_equal(passwd_db_verify(db, v[i].user, v[i].pass), 1);
+		assert_int_equal(passwd_db_verify(db, v[i].user, "wrong"), 0);
+	}
+	/* An unknown user is checked against the first entry's hash, and
+	 * refused. */
+	assert_int_equal(passwd_db_verify(db, "nobody", "md5-pass-1"), 0);
+	passwd_db_free(db);
+
+	/* Mangled ones are refused with their line, the file with them. */
+	static const char *const bad[] = {
+		"x:$1$saltsaltX$q8kxg97WSQuObpwWnNayF/\n", /* salt > 8 */
+		"x:$1$saltsalt$q8kxg97WSQuObpwWnNayF\n",   /* short */
+		"x:{SSHA}wCqJkoS368yhdeZLa6LakRhdz/I=\n",  /* no salt */
+		"x:{SSHA}not*base64*at*all=\n",
+		"x:{ARGON2ID}$argon2id$v=19$c29tZXNhbHRzYWx0\n",
+		"x:{MD5-CRYPT}$6$abc$def\n", /* prefix vs hash */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+		write_file(path, sizeof(path), bad[i]);
+		assert_null(passwd_db_load(path, err, sizeof(err)));
+		assert_non_null(strstr(err, ":1: "));
+	}
+}
+
 /* $2a$ and $2y$ are accepted; for ASCII passwords they hash like $2b$. */
 static void
 test_bcrypt_variants(void **state)
@@ -408,14 +467,14 @@ test_malformed_files(void **state)
 	static const struct bad_case cases[] = {
 		{"# c\nalice:@Y\nnocolon\n", ":3: missing ':'"},
 		{"\n:@Y\n", ":2: empty user name"},
-		{"alice:$1$abcdefgh$0123456789012345678901\n",
+		{"alice:$7$CU..../....abcdefgh$0123456789012345678901\n",
 		 ":1: unsupported hash scheme for user alice"},
 		{"alice:@Y\nbob:plaintext\n",
 		 ":2: unsupported hash scheme for user bob"},
 		{"alice:{PLAIN}secret\n",
 		 ":1: unsupported hash scheme for user alice"},
-		{"alice:{CRYPT}$1$abc$def\n",
-		 ":1: unsupported hash scheme for user alice"},
+		{"alice:{CRYPT}$1$abc$def\n", /* MD5-CRYPT, cut short */
+		 ":1: malformed hash for user alice"},
 		{"alice:\n", ":1: unsupported hash scheme for user alice"},
 		{"alice:$5$abc$def\n",
 		 ":1: unsupported hash scheme for user alice"},
@@ -789,6 +848,7 @@ main(void)
 		cmocka_unit_test(test_verify_each_scheme),
 		cmocka_unit_test(test_unknown_user_dummy_hash),
 		cmocka_unit_test(test_dovecot_prefixes),
+		cmocka_unit_test(test_migration_schemes),
 		cmocka_unit_test(test_bcrypt_variants),
 		cmocka_unit_test(test_comments_blank_crlf),
 		cmocka_unit_test(test_user_name_length),
