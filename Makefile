@@ -124,7 +124,8 @@ include mk/install.mk
 .DELETE_ON_ERROR:
 .PHONY: all deps check test test-build unit unit-build asan asan-build \
         asan-unit integration integration-asan fuzz fuzz-build fuzz-short \
-        fuzz-replay layers run format format-check bench bench-build clean
+        fuzz-replay layers run format format-check bench bench-build clean \
+        alerts-check
 
 all: deps $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 
@@ -209,7 +210,7 @@ test-build: all unit-build $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen \
 check: deps
 	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
 	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit fuzz-replay \
-		layers
+		layers alerts-check
 	$(Q)$(MAKE) --no-print-directory integration-asan E2E_SELECT="-m 'not slow' $(E2E_SELECT)"
 	@echo "make check: all passed (make test runs everything, as CI does)"
 
@@ -219,6 +220,13 @@ layers: all
 	@echo "  LAYERS  check"
 	$(Q)scripts/check-layers
 	$(Q)scripts/call-cycles $(BUILD)
+
+# The Prometheus alert rules (contrib/prometheus/): valid, and their unit
+# tests (which alert fires on which series) pass.
+alerts-check: deps
+	@echo "  PROMTOOL check"
+	$(Q)promtool check rules contrib/prometheus/msaproxy-alerts.yml >/dev/null
+	$(Q)cd contrib/prometheus && promtool test rules msaproxy-alerts.test.yml
 
 # Benchmarks (not part of test): BENCH_ARGS="headline nginx --seconds 20".
 bench: all bench-build
@@ -267,7 +275,8 @@ format-check:
 # step after the other; the builds and the unit tests in parallel.
 test: deps
 	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
-	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit layers
+	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit layers \
+		alerts-check
 	$(Q)$(MAKE) --no-print-directory fuzz-short
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory integration-asan

@@ -80,6 +80,12 @@ struct metrics_snapshot {
 	uint64_t cluster_requests, cluster_errors, cluster_timeouts;
 	uint64_t cluster_unavailable, cluster_rtt_us_sum, cluster_rtt_count;
 
+	/* The current generation's certificates: file, notAfter (Unix). */
+	const char *const *cert_files;
+	const int64_t *cert_expiry;
+	size_t ncerts;
+	uint64_t memory_limit; /* limits.max_memory, 0: none */
+
 	bool memory; /* jemalloc's statistics are there */
 	uint64_t mem_allocated, mem_active, mem_resident, mem_mapped;
 };

@@ -201,11 +201,13 @@ server_metrics_body(void *arg, size_t *len)
 	struct metrics_listener *ls = calloc(COUNTERS_LISTENERS, sizeof(*ls));
 	struct metrics_backend *bs = calloc(COUNTERS_BACKENDS, sizeof(*bs));
 	uint64_t *busy = calloc(srv->nworkers, sizeof(*busy));
+	const struct config *cfg = srv->gen->cfg;
+	const char **certs = calloc(cfg->ncerts + 1, sizeof(*certs));
 	char *text = NULL;
 	FILE *out = NULL;
 
 	*len = 0;
-	if (ls == NULL || bs == NULL || busy == NULL ||
+	if (ls == NULL || bs == NULL || busy == NULL || certs == NULL ||
 	    (out = open_memstream(&text, len)) == NULL)
 		goto done;
 	for (unsigned i = 0; i < srv->reg->nlisteners; i++)
@@ -216,6 +218,12 @@ server_metrics_body(void *arg, size_t *len)
 	backend_gauges(srv, bs);
 	cluster_counts(srv, &m);
 	memory_stats(&m);
+	for (size_t i = 0; i < cfg->ncerts; i++)
+		certs[i] = cfg->certs[i].cert_file;
+	m.cert_files = certs;
+	m.cert_expiry = srv->gen->cert_expiry;
+	m.ncerts = srv->gen->cert_expiry != NULL ? cfg->ncerts : 0;
+	m.memory_limit = cfg->max_memory;
 	m.listeners = ls;
 	m.nlisteners = srv->reg->nlisteners;
 	m.backends = bs;
@@ -230,5 +238,6 @@ done:
 	free(ls);
 	free(bs);
 	free(busy);
+	free(certs);
 	return text;
 }

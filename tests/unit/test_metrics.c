@@ -317,7 +317,10 @@ test_render_values(void **state)
 			  "0.000000007");
 	/* nothing to read: no family at all */
 	assert_null(strstr(text, "msaproxy_xdp_"));
-	assert_null(strstr(text, "msaproxy_memory_"));
+	assert_null(strstr(text, "msaproxy_memory_allocated"));
+	assert_null(strstr(text, "msaproxy_tls_certificate_expiry"));
+	/* the configured cap is always there (0: none) */
+	assert_line(text, "msaproxy_memory_limit_bytes 0");
 	free(text);
 }
 
@@ -340,6 +343,10 @@ test_render_optional_families(void **state)
 	m.mem_mapped = 16384;
 	m.draining = true;
 	m.last_reload_ok = true;
+	m.memory_limit = 1 << 30;
+	m.cert_files = (const char *const[]){"/etc/a.pem", "b\"c.pem", "x"};
+	m.cert_expiry = (const int64_t[]){1800000000, 1900000000, 0};
+	m.ncerts = 3;
 	text = render(&m);
 	check_exposition(text);
 	assert_line(text, "msaproxy_xdp_dropped_packets_total{reason=\"file\"} "
@@ -352,6 +359,13 @@ test_render_optional_families(void **state)
 	assert_line(text, "msaproxy_memory_resident_bytes 8192");
 	assert_line(text, "msaproxy_draining 1");
 	assert_line(text, "msaproxy_config_last_reload_successful 1");
+	assert_line(text, "msaproxy_memory_limit_bytes 1073741824");
+	assert_line(text, "msaproxy_tls_certificate_expiry_seconds{cert="
+			  "\"/etc/a.pem\"} 1800000000");
+	assert_line(text, "msaproxy_tls_certificate_expiry_seconds{cert="
+			  "\"b\\\"c.pem\"} 1900000000");
+	/* unknown expiry (0): no sample */
+	assert_null(strstr(text, "cert=\"x\""));
 	free(text);
 }
 
