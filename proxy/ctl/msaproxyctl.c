@@ -17,7 +17,7 @@
  * COMMANDS (the proxy's, see proxy/ops/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
  *	user reset LOGIN, ban PREFIX [--ttl DURATION], unban PREFIX, list,
- *	backends, backend enable|disable NAME.
+ *	backends, backend enable|disable NAME, cluster, overview.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -43,7 +43,8 @@ usage(void)
 		"          user limits LOGIN, user reset LOGIN,\n"
 		"          ban PREFIX [--ttl DURATION], unban PREFIX, list,\n"
 		"          backends,\n"
-		"          backend enable|disable NAME, cluster\n");
+		"          backend enable|disable NAME, cluster,\n"
+		"          overview (JSON: what the status page shows)\n");
 	exit(2);
 }
 

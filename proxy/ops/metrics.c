@@ -81,6 +81,24 @@ static const char *const reason_labels[METRICS_XDP_REASONS] = {
 	"auto",
 };
 
+const char *
+metrics_label(enum metrics_label_kind kind, int i)
+{
+	switch (kind) {
+	case METRICS_LABEL_OUTCOME:
+		return i >= 0 && i < OUTCOME_COUNT ? outcome_labels[i] : NULL;
+	case METRICS_LABEL_TLS:
+		return i >= 0 && i < TLSV_COUNT ? tls_labels[i] : NULL;
+	case METRICS_LABEL_MECH:
+		return i >= 0 && i < MECH_COUNT ? mech_labels[i] : NULL;
+	case METRICS_LABEL_AUTH:
+		return i >= 0 && i < AUTH_RESULT_COUNT ? auth_labels[i] : NULL;
+	case METRICS_LABEL_LIMIT:
+		return i >= 0 && i < LIMIT_HIT_COUNT ? limit_labels[i] : NULL;
+	}
+	return NULL;
+}
+
 /* ---------------------------------------------------------------------
  * Pieces
  */

@@ -90,6 +90,18 @@ struct metrics_snapshot {
 	uint64_t mem_allocated, mem_active, mem_resident, mem_mapped;
 };
 
+/* A label value as the exposition writes it (the status page's JSON uses
+ * the same names): outcome, TLS version, mechanism, AUTH result, limit
+ * kind; NULL past the end. */
+enum metrics_label_kind {
+	METRICS_LABEL_OUTCOME,
+	METRICS_LABEL_TLS,
+	METRICS_LABEL_MECH,
+	METRICS_LABEL_AUTH,
+	METRICS_LABEL_LIMIT,
+};
+const char *metrics_label(enum metrics_label_kind kind, int i);
+
 /* The whole exposition of m, in the text format (version 0.0.4). */
 void metrics_render(const struct metrics_snapshot *m, FILE *out);
 

@@ -38,6 +38,7 @@
 #include "lib/log.h"
 #include "ops/metrics.h"
 #include "ops/metrics_http.h"
+#include "ops/status_page.h"
 #include "lib/timer.h"
 
 #define LINGER_MS	 1000
@@ -57,6 +58,7 @@ struct http_conn {
 	uint64_t deadline;
 	char peer[PEER_MAX];
 	size_t used;
+	enum metrics_http_route route;
 	char *resp;
 	size_t resp_len, resp_off;
 	char req[METRICS_HTTP_REQUEST_MAX];
@@ -66,6 +68,7 @@ struct metrics_http {
 	int fd;
 	metrics_body_fn *body;
 	void *arg;
+	struct metrics_http_status status; /* .json NULL: no status page */
 	struct http_conn conns[METRICS_HTTP_CONNS];
 };
 
@@ -108,9 +111,30 @@ headers_ok(const char *p, const char *end)
 	return true;
 }
 
+static const struct {
+	const char *path;
+	size_t len;
+	enum metrics_http_route route;
+} routes[] = {
+	{"/metrics", 8, METRICS_ROUTE_METRICS},
+	{"/status", 7, METRICS_ROUTE_STATUS},
+	{"/status.json", 12, METRICS_ROUTE_STATUS_JSON},
+};
+
 int
 metrics_http_parse(const char *req, size_t len, size_t max)
 {
+	enum metrics_http_route route;
+	int status = metrics_http_parse_route(req, len, max, &route);
+
+	return status == 200 && route != METRICS_ROUTE_METRICS ? 404 : status;
+}
+
+int
+metrics_http_parse_route(const char *req, size_t len, size_t max,
+			 enum metrics_http_route *route)
+{
+	size_t r;
 	const char *end = NULL, *line_end, *sp1, *sp2, *target, *q;
 	size_t hlen, llen, tlen;
 
@@ -153,8 +177,13 @@ metrics_http_parse(const char *req, size_t len, size_t max)
 	q = memchr(target, '?', tlen);
 	if (q != NULL)
 		tlen = (size_t)(q - target);
-	if (tlen != 8 || memcmp(target, "/metrics", 8) != 0)
+	for (r = 0; r < sizeof(routes) / sizeof(routes[0]); r++)
+		if (tlen == routes[r].len &&
+		    memcmp(target, routes[r].path, tlen) == 0)
+			break;
+	if (r == sizeof(routes) / sizeof(routes[0]))
 		return 404;
+	*route = routes[r].route;
 	if (sp1 - req != 3 || memcmp(req, "GET", 3) != 0)
 		return 405;
 	return 200;
@@ -187,16 +216,28 @@ status_text(int status)
 	}
 }
 
+/* What the status page and its JSON are sent with: the page may run its
+ * own inline code and fetch status.json from here, nothing else; no
+ * framing, no sniffing, no caching. */
+#define STATUS_HEADERS                                                         \
+	"Content-Security-Policy: default-src 'none'; "                        \
+	"script-src 'unsafe-inline'; style-src 'unsafe-inline'; "              \
+	"connect-src 'self'; img-src data:; base-uri 'none'; "                 \
+	"form-action 'none'; frame-ancestors 'none'\r\n"                       \
+	"X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n"         \
+	"Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\n"
+
 /* Status line, headers and body in one buffer (NULL: out of memory). */
 static char *
-answer(int status, const char *type, const char *body, size_t blen, size_t *len)
+answer_with(int status, const char *type, const char *extra, const char *body,
+	    size_t blen, size_t *len)
 {
-	char head[256];
+	char head[768];
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-			 "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
+			 "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
 			 status, status_text(status), type, blen,
-			 status == 405 ? "Allow: GET\r\n" : "");
+			 status == 405 ? "Allow: GET\r\n" : "", extra);
 	char *out;
 
 	if (n < 0 || (size_t)n >= sizeof(head))
@@ -208,6 +249,12 @@ answer(int status, const char *type, const char *body, size_t blen, size_t *len)
 	memcpy(out + n, body, blen);
 	*len = (size_t)n + blen;
 	return out;
+}
+
+static char *
+answer(int status, const char *type, const char *body, size_t blen, size_t *len)
+{
+	return answer_with(status, type, "", body, blen, len);
 }
 
 /* A short error answer, text/plain: its reason phrase. */
@@ -270,13 +317,31 @@ respond(struct metrics_http *h, struct http_conn *c, int status)
 {
 	char *body = NULL;
 	size_t blen = 0;
+	bool status_on =
+		h->status.json != NULL &&
+		(h->status.enabled == NULL || h->status.enabled(h->status.arg));
 
-	if (status == 200) {
+	if (status == 200 && c->route != METRICS_ROUTE_METRICS && !status_on)
+		status = 404;
+	if (status == 200 && c->route == METRICS_ROUTE_METRICS) {
 		body = h->body(h->arg, &blen);
 		if (body == NULL)
 			status = 500;
+	} else if (status == 200 && c->route == METRICS_ROUTE_STATUS_JSON) {
+		body = h->status.json(h->status.arg, &blen);
+		if (body == NULL)
+			status = 500;
 	}
-	if (status == 200) {
+	if (status == 200 && c->route == METRICS_ROUTE_STATUS) {
+		c->resp = answer_with(200, "text/html; charset=utf-8",
+				      STATUS_HEADERS, status_page_html,
+				      status_page_html_len, &c->resp_len);
+		log_debug("status-page", " client=%s", c->peer);
+	} else if (status == 200 && c->route == METRICS_ROUTE_STATUS_JSON) {
+		c->resp = answer_with(200, "application/json", STATUS_HEADERS,
+				      body, blen, &c->resp_len);
+		log_debug("status-json", " client=%s bytes=%zu", c->peer, blen);
+	} else if (status == 200) {
 		c->resp = answer(200, METRICS_CONTENT_TYPE, body, blen,
 				 &c->resp_len);
 		log_debug("metrics-scrape", " client=%s bytes=%zu", c->peer,
@@ -284,7 +349,8 @@ respond(struct metrics_http *h, struct http_conn *c, int status)
 	} else {
 		c->resp = error_answer(status, &c->resp_len);
 		log_bad(c, status,
-			status == 404	? "only /metrics is served"
+			status == 404	? "only /metrics, /status and "
+					  "/status.json are served"
 			: status == 405 ? "only GET is allowed"
 			: status == 431 ? "request header too large"
 			: status == 500 ? "out of memory"
@@ -317,7 +383,8 @@ on_read(struct metrics_http *h, struct http_conn *c)
 		return;
 	}
 	c->used += (size_t)n;
-	status = metrics_http_parse(c->req, c->used, sizeof(c->req));
+	status = metrics_http_parse_route(c->req, c->used, sizeof(c->req),
+					  &c->route);
 	if (status != 0)
 		respond(h, c, status);
 }
@@ -469,6 +536,13 @@ metrics_http_open(const struct config *cfg, metrics_body_fn *body, void *arg,
 }
 
 void
+metrics_http_set_status(struct metrics_http *h,
+			const struct metrics_http_status *st)
+{
+	h->status = *st;
+}
+
+void
 metrics_http_close(struct metrics_http *h)
 {
 	if (h == NULL)
@@ -510,6 +584,8 @@ metrics_http_serve(struct metrics_http *h, const struct pollfd *pfd, size_t n)
 {
 	uint64_t now;
 
+	if (h->status.tick != NULL)
+		h->status.tick(h->status.arg);
 	for (size_t k = 1; k < n; k++) {
 		struct http_conn *c = NULL;
 

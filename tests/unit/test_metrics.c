@@ -468,6 +468,52 @@ test_parse_refused(void **state)
 			 400);
 }
 
+/* The status page's paths: 200 with their route through
+ * metrics_http_parse_route(), 404 through metrics_http_parse() (which
+ * answers /metrics only). */
+static void
+test_parse_routes(void **state)
+{
+	static const struct {
+		const char *req;
+		int status;
+		enum metrics_http_route route;
+	} cases[] = {
+		{"GET /metrics HTTP/1.1\r\n\r\n", 200, METRICS_ROUTE_METRICS},
+		{"GET /status HTTP/1.1\r\n\r\n", 200, METRICS_ROUTE_STATUS},
+		{"GET /status?refresh=2 HTTP/1.0\r\n\r\n", 200,
+		 METRICS_ROUTE_STATUS},
+		{"GET /status.json HTTP/1.1\r\nHost: a\r\n\r\n", 200,
+		 METRICS_ROUTE_STATUS_JSON},
+		{"POST /status HTTP/1.1\r\n\r\n", 405, 0},
+		{"PUT /status.json HTTP/1.1\r\n\r\n", 405, 0},
+		{"GET /status/ HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /status/../metrics HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /status.jso HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /status.json/ HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /Status HTTP/1.1\r\n\r\n", 404, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		enum metrics_http_route route = METRICS_ROUTE_METRICS;
+		const char *req = cases[i].req;
+		int got = metrics_http_parse_route(
+			req, strlen(req), METRICS_HTTP_REQUEST_MAX, &route);
+
+		if (got != cases[i].status)
+			fail_msg("%zu: \"%s\": %d, expected %d", i, req, got,
+				 cases[i].status);
+		if (got == 200)
+			assert_int_equal(route, cases[i].route);
+		/* the /metrics-only parser refuses the page's paths */
+		assert_int_equal(parse(req),
+				 got == 200 && route != METRICS_ROUTE_METRICS
+					 ? 404
+					 : got);
+	}
+}
+
 static void
 test_parse_too_large(void **state)
 {
@@ -544,6 +590,7 @@ main(void)
 		cmocka_unit_test(test_render_empty),
 		cmocka_unit_test(test_parse_good),
 		cmocka_unit_test(test_parse_refused),
+		cmocka_unit_test(test_parse_routes),
 		cmocka_unit_test(test_parse_too_large),
 		cmocka_unit_test(test_registry),
 	};
