@@ -125,7 +125,7 @@ include mk/install.mk
 .PHONY: all deps check test test-build unit unit-build asan asan-build \
         asan-unit integration integration-asan fuzz fuzz-build fuzz-short \
         fuzz-replay layers run format format-check bench bench-build clean \
-        alerts-check
+        alerts-check browser-deps
 
 all: deps $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 
@@ -148,6 +148,18 @@ $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# The version the status page shows (server_overview.c): git's description
+# of the tree, or MSAPROXY_VERSION=... given to make (a release build);
+# the object is rebuilt when it changes (the stamp file).
+MSAPROXY_VERSION ?= $(shell git describe --always --tags --dirty 2>/dev/null || echo dev)
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(@D)
+	@echo '$(MSAPROXY_VERSION)' | cmp -s - $@ || echo '$(MSAPROXY_VERSION)' > $@
+$(BUILD)/proxy/ops/server_overview.o: $(BUILD)/version.stamp
+$(BUILD)/proxy/ops/server_overview.o: override CFLAGS += \
+	-DMSAPROXY_VERSION='"$(MSAPROXY_VERSION)"'
+FORCE:
 
 # test_smtp fails chosen allocations: its own malloc() wraps the library's.
 TEST_LDFLAGS_test_smtp := -Wl,--wrap=malloc
@@ -203,7 +215,7 @@ integration-asan: deps asan-build $(BUILD)/bench/loadgen
 # Everything check and test run, built at once: both trees, the unit
 # tests, the tools the end-to-end suite drives, the fuzz targets.
 test-build: all unit-build $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen \
-            asan-build fuzz-build
+            asan-build fuzz-build browser-deps
 
 # The inner loop.  Steps run one after the other (make -j check too), so
 # the end-to-end suite never shares the CPUs with a build or a fuzzer.
@@ -220,6 +232,13 @@ layers: all
 	@echo "  LAYERS  check"
 	$(Q)scripts/check-layers
 	$(Q)scripts/call-cycles $(BUILD)
+
+# playwright-core for the status page's browser test (tests/browser/:
+# package.json and its lock; Debian's chromium is the browser, nothing is
+# downloaded but the npm package).  Again only when the lock changed.
+browser-deps: deps
+	$(Q)cd tests/browser && [ node_modules/.package-lock.json -nt package-lock.json ] || \
+		npm ci --no-audit --no-fund --ignore-scripts
 
 # The Prometheus alert rules (contrib/prometheus/): valid, and their unit
 # tests (which alert fires on which series) pass.

@@ -237,28 +237,64 @@ counts(FILE *out, const struct metrics_snapshot *m)
 	fputc(']', out);
 }
 
-/* The history: per-second rates between samples (per minute for the
- * AUTH failures), oldest first. */
+/* The counters the history follows, summed now. */
 static void
-series(FILE *out)
+sample(struct server *srv, struct series_point *p)
+{
+	struct bans_counts bc;
+
+	*p = (struct series_point){.wall_ms = server_wall_ms()};
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		const struct worker_counters *c =
+			worker_counters(srv->workers[k]);
+
+		p->sessions += counter_read(&c->accepted);
+		p->messages += counter_read(&c->messages);
+		for (int i = 0; i < MECH_COUNT; i++)
+			p->auth_failures +=
+				counter_read(&c->auth[i][AUTH_FAILURE]);
+	}
+	if (srv->shared.bans != NULL) {
+		bans_counts(srv->shared.bans, &bc);
+		for (int r = 0; r < METRICS_XDP_REASONS; r++)
+			p->xdp_dropped += bc.xdp_dropped_packets[r];
+	}
+}
+
+/* The k-th point of the history, oldest first; k == ring.n is now. */
+static const struct series_point *
+point(unsigned k, const struct series_point *now)
+{
+	unsigned first = (ring.next + SERIES_POINTS - ring.n) % SERIES_POINTS;
+
+	return k == ring.n ? now : &ring.p[(first + k) % SERIES_POINTS];
+}
+
+/* The history: per-second rates between samples (per minute for the
+ * AUTH failures), oldest first, the last one from the latest sample to
+ * now (when a second or more has passed since). */
+static void
+series(FILE *out, struct server *srv)
 {
 	static const char *const names[] = {
 		"sessions_per_s", "auth_failures_per_min", "xdp_drops_per_s",
 		"messages_per_s"};
-	unsigned first = (ring.next + SERIES_POINTS - ring.n) % SERIES_POINTS;
+	struct series_point now;
+	unsigned n = ring.n;
 
+	sample(srv, &now);
+	if (n > 0 && now.wall_ms >= point(n - 1, &now)->wall_ms + 1000)
+		n++; /* and the point "now" */
 	fprintf(out, ",\"series\":{\"step_s\":%d,\"t\":[",
 		SERIES_STEP_MS / 1000);
-	for (unsigned k = 1; k < ring.n; k++)
+	for (unsigned k = 1; k < n; k++)
 		fprintf(out, "%s%" PRIu64, k > 1 ? "," : "",
-			ring.p[(first + k) % SERIES_POINTS].wall_ms / 1000);
+			point(k, &now)->wall_ms / 1000);
 	for (int f = 0; f < 4; f++) {
 		fprintf(out, "],\"%s\":[", names[f]);
-		for (unsigned k = 1; k < ring.n; k++) {
-			const struct series_point *a =
-				&ring.p[(first + k - 1) % SERIES_POINTS];
-			const struct series_point *b =
-				&ring.p[(first + k) % SERIES_POINTS];
+		for (unsigned k = 1; k < n; k++) {
+			const struct series_point *a = point(k - 1, &now);
+			const struct series_point *b = point(k, &now);
 			uint64_t va[] = {a->sessions, a->auth_failures,
 					 a->xdp_dropped, a->messages};
 			uint64_t vb[] = {b->sessions, b->auth_failures,
@@ -297,7 +333,7 @@ server_overview(struct server *srv, FILE *out)
 	array_of(out, srv, server_bans);
 	fputs(",\"cluster\":", out);
 	object_of(out, srv, server_cluster);
-	series(out);
+	series(out, srv);
 	fputs("}\n", out);
 	server_snapshot_free(&s);
 }
@@ -330,31 +366,12 @@ server_overview_enabled(void *arg)
 void
 server_overview_tick(void *arg)
 {
-	struct server *srv = arg;
 	uint64_t now = timer_now_ms();
-	struct series_point *p;
-	struct bans_counts bc;
 
 	if (ring.n > 0 && now - ring.last_ms < SERIES_STEP_MS)
 		return;
 	ring.last_ms = now;
-	p = &ring.p[ring.next];
-	*p = (struct series_point){.wall_ms = server_wall_ms()};
-	for (unsigned k = 0; k < srv->nworkers; k++) {
-		const struct worker_counters *c =
-			worker_counters(srv->workers[k]);
-
-		p->sessions += counter_read(&c->accepted);
-		p->messages += counter_read(&c->messages);
-		for (int i = 0; i < MECH_COUNT; i++)
-			p->auth_failures +=
-				counter_read(&c->auth[i][AUTH_FAILURE]);
-	}
-	if (srv->shared.bans != NULL) {
-		bans_counts(srv->shared.bans, &bc);
-		for (int r = 0; r < METRICS_XDP_REASONS; r++)
-			p->xdp_dropped += bc.xdp_dropped_packets[r];
-	}
+	sample(arg, &ring.p[ring.next]);
 	ring.next = (ring.next + 1) % SERIES_POINTS;
 	if (ring.n < SERIES_POINTS)
 		ring.n++;
