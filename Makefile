@@ -86,6 +86,8 @@ FUZZ_SRCS_upstream   := proxy/smtp/upstream.c proxy/smtp/smtp_reply.c \
                         proxy/smtp/xclient.c proxy/smtp/xtext.c \
                         proxy/lib/ipnet.c
 FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
+FUZZ_SRCS_metrics_http := proxy/ops/metrics_http.c proxy/ops/status_page.c \
+                          proxy/lib/timer.c $(FUZZ_SRCS_config)
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
