@@ -18,6 +18,11 @@
  * keep the page to itself (Content-Security-Policy: nothing but its own
  * inline code and status.json, no framing, no caching).
  *
+ * With metrics.admin on too, POST /status/action (ban, unban, backend
+ * enable/disable) from loopback peers only, with HTTP basic auth against
+ * the users file and a CSRF token: HMAC-SHA256 of the login under a key
+ * drawn at start, handed out by GET /status.json?admin to that login.
+ *
  * Config keys: metrics.listen.
  */
 #ifndef MSAPROXY_METRICS_HTTP_H
@@ -46,6 +51,14 @@ struct metrics_http_status {
 	metrics_body_fn *json;
 	bool (*enabled)(void *arg);
 	void (*tick)(void *arg);
+	/* The admin actions (metrics.admin): whether they are on now, a
+	 * login against the users file (1: good), and one action (0: done;
+	 * -1 with why in err). */
+	bool (*admin_on)(void *arg);
+	int (*login)(void *arg, const char *user, const char *pass);
+	int (*action)(void *arg, const char *user, const char *op,
+		      const char *target, const char *ttl, char *err,
+		      size_t errlen);
 	void *arg;
 };
 
@@ -53,7 +66,19 @@ enum metrics_http_route {
 	METRICS_ROUTE_METRICS,
 	METRICS_ROUTE_STATUS,	   /* /status: the page */
 	METRICS_ROUTE_STATUS_JSON, /* /status.json */
+	METRICS_ROUTE_ACTION,	   /* POST /status/action (metrics.admin) */
 };
+
+/* Pure, for tests: may this peer use the admin actions (loopback only:
+ * the endpoint has no TLS)? */
+struct sockaddr_storage;
+bool metrics_http_local_peer(const struct sockaddr_storage *ss);
+
+/* Pure, for tests: the value of form field name in an
+ * application/x-www-form-urlencoded body, decoded into out (NUL-ended);
+ * false when absent, too long or badly encoded. */
+bool metrics_http_form_field(const char *body, size_t len, const char *name,
+			     char *out, size_t outlen);
 
 /* Bind cfg->metrics_listen; NULL with "FILE:LINE: metrics.listen ADDR:
  * why" in err. */

@@ -234,6 +234,9 @@ server_start(struct server *srv, char *err, size_t errlen)
 				.json = server_overview_body,
 				.enabled = server_overview_enabled,
 				.tick = server_overview_tick,
+				.admin_on = server_overview_admin_on,
+				.login = server_overview_login,
+				.action = server_overview_action,
 				.arg = srv});
 	}
 	if (listen_set_build(NULL, cfg, srv->nworkers, &srv->listeners, err,

@@ -102,6 +102,13 @@ bool server_overview_enabled(void *arg);
 /* A sample of the page's history every 10 s (the metrics listener calls
  * it at every turn of the main loop). */
 void server_overview_tick(void *arg);
+/* The page's admin actions (metrics.admin): on now?, a login against the
+ * users file (1: good), one action (ban, unban, enable, disable). */
+bool server_overview_admin_on(void *arg);
+int server_overview_login(void *arg, const char *user, const char *pass);
+int server_overview_action(void *arg, const char *user, const char *op,
+			   const char *target, const char *ttl, char *err,
+			   size_t errlen);
 
 /* server_reload.c: what start-up shares with a reload. */
 struct listen_set;

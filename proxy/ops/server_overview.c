@@ -21,17 +21,25 @@
  * counts and configured addresses.  Strings from the configuration are
  * JSON-escaped.
  *
+ * The admin actions (metrics.admin; metrics_http.c checks the peer, the
+ * login and the CSRF token first) are the control socket's own: ban,
+ * unban, backend enable and disable, through server_ban(),
+ * server_unban() and server_backend_set(), each logged with the login.
+ *
  * Config keys: metrics.status (whether the page is served at all, checked
- * by metrics_http.c through server_overview_enabled()).
+ * by metrics_http.c through server_overview_enabled()), metrics.admin.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/passwd_db.h"
 #include "bans/bans.h"
 #include "config/generation.h"
 #include "io/worker.h"
+#include "lib/ipnet.h"
+#include "lib/log.h"
 #include "lib/timer.h"
 #include "ops/counters.h"
 #include "ops/metrics.h"
@@ -375,4 +383,65 @@ server_overview_tick(void *arg)
 	ring.next = (ring.next + 1) % SERIES_POINTS;
 	if (ring.n < SERIES_POINTS)
 		ring.n++;
+}
+
+bool
+server_overview_admin_on(void *arg)
+{
+	const struct server *srv = arg;
+
+	return srv->gen->cfg->metrics_status && srv->gen->cfg->metrics_admin;
+}
+
+/* On the main thread: one crypt(3) per admin request, loopback only. */
+int
+server_overview_login(void *arg, const char *user, const char *pass)
+{
+	const struct server *srv = arg;
+
+	return passwd_db_verify(srv->gen->users, user, pass);
+}
+
+int
+server_overview_action(void *arg, const char *user, const char *op,
+		       const char *target, const char *ttl, char *err,
+		       size_t errlen)
+{
+	struct server *srv = arg;
+	char quoted[4 * 128 + 3], why[256] = "";
+	struct ipnet net;
+	uint64_t ttl_ms = 0;
+	const char *bad;
+	int r = -1;
+
+	log_quote(quoted, sizeof(quoted), user, strlen(user));
+	if (strcmp(op, "ban") == 0 || strcmp(op, "unban") == 0) {
+		if ((bad = ipnet_parse(target, &net)) != NULL)
+			snprintf(why, sizeof(why), "%.64s: %s", target, bad);
+		else if (ttl[0] != '\0' &&
+			 (config_parse_duration(ttl, &ttl_ms) != 0 ||
+			  ttl_ms == 0))
+			snprintf(why, sizeof(why),
+				 "ttl: expected a duration such as 30s, 10m, "
+				 "1h, 7d");
+		else if (op[0] == 'b')
+			r = server_ban(srv, &net, ttl_ms, why, sizeof(why));
+		else
+			r = server_unban(srv, &net, why, sizeof(why));
+	} else if (strcmp(op, "enable") == 0 || strcmp(op, "disable") == 0) {
+		FILE *sink = fopen("/dev/null", "w");
+
+		r = server_backend_set(srv, target, op[0] == 'e',
+				       sink ? sink : stderr, why, sizeof(why));
+		if (sink != NULL)
+			fclose(sink);
+	} else {
+		snprintf(why, sizeof(why),
+			 "op: expected ban, unban, enable or disable");
+	}
+	log_info("status-admin", " user=%s op=%.16s target=%.64s result=%s",
+		 quoted, op, target, r == 0 ? "ok" : "refused");
+	if (r != 0)
+		snprintf(err, errlen, "%s", why[0] ? why : "refused");
+	return r;
 }

@@ -12,7 +12,8 @@
  * msaproxyctl ban to run while the page is open], version, workers,
  * listeners: [addr], tls13_min, auth: {PLAIN: [ok, failed], ...},
  * limits: {kind: n}, backends: {addr: "up"|"down"|"disabled"},
- * bans: {prefix: [source, ttl_regex]}, new_ban}
+ * bans: {prefix: [source, ttl_regex]}, new_ban, admin: {user, password,
+ * ban, backend} (metrics.admin on: the admin view is driven too)}
  *
  * Exit 0 when every check holds, 1 with the failed check on stderr.
  */
@@ -141,11 +142,77 @@ async function run() {
 
     for (const shot of exp.screenshots)
       await page.screenshot({ path: shot, fullPage: true });
+    if (exp.admin) await adminPhase(exp, problems);
     check(problems.length === 0, problems.join("; "));
     console.log(JSON.stringify({ ok: true, refreshes: after, shots: exp.screenshots }));
   } finally {
     await ctx.close();
     fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+/*
+ * The admin view (/status?admin) with the login (HTTP basic auth, as a
+ * browser asks for it; test_status.py checks the 401 without it): a ban
+ * through the form and a backend disabled through its button, seen on the
+ * page; the same POST without the page's CSRF token refused.
+ */
+async function adminPhase(exp, problems) {
+  const url = exp.url.replace("/status?", "/status?admin&");
+  const actx = await chromium.launch({
+    executablePath: exp.chromium, headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--no-first-run"],
+  });
+  try {
+    const c = await actx.newContext({
+      httpCredentials: { username: exp.admin.user, password: exp.admin.password },
+    });
+    const page = await c.newPage();
+    page.setDefaultTimeout(STEP_MS);
+    page.on("pageerror", (e) => problems.push("admin page error: " + e.message));
+    await page.goto(url);
+    await page.waitForSelector("#ban-form", { state: "visible" });
+    check((await page.textContent("#admin-user")).includes(exp.admin.user), "admin user shown");
+
+    // A ban through the form.
+    await page.fill("#ban-prefix", exp.admin.ban);
+    await page.fill("#ban-ttl", "5m");
+    await page.click("#ban-submit");
+    await page.waitForFunction(
+      (prefix) => Array.from(document.querySelectorAll("#bans tbody tr td:first-child"))
+        .some((td) => td.textContent === prefix), exp.admin.ban);
+    check(/done/.test(await page.textContent("#admin-msg")), "ban done message");
+
+    // A backend disabled through its button.
+    await page.click(`#backends button[data-op="disable"][data-target="${exp.admin.backend}"]`);
+    await page.waitForSelector(`#backends button[data-op="enable"][data-target="${exp.admin.backend}"]`);
+    const bs = await rows(page, "backends");
+    const r = bs.find((x) => x[0] === exp.admin.backend);
+    check(r && r[1] === "disabled", "backend disabled from the page " + JSON.stringify(r));
+
+    // The same action with a wrong token, from the page's own origin: 403.
+    const res = await page.evaluate(async (target) => {
+      const body = new URLSearchParams({ csrf: "0".repeat(64), op: "ban", target });
+      const r = await fetch("status/action", { method: "POST", body,
+        headers: { "Content-Type": "application/x-www-form-urlencoded" } });
+      return [r.status, await r.text()];
+    }, "203.0.113.99/32");
+    check(res[0] === 403 && /CSRF/.test(res[1]), "a wrong token is refused " + JSON.stringify(res));
+    // And with the page's token (read from the JSON as the page does): done.
+    const ok = await page.evaluate(async (target) => {
+      const d = await (await fetch("status.json?admin=1")).json();
+      const body = new URLSearchParams({ csrf: d.admin.csrf, op: "unban", target });
+      const r = await fetch("status/action", { method: "POST", body,
+        headers: { "Content-Type": "application/x-www-form-urlencoded" } });
+      return r.status;
+    }, exp.admin.ban);
+    check(ok === 200, "unban with the token: " + ok);
+    for (const shot of exp.admin_screenshots || [])
+      await page.screenshot({ path: shot, fullPage: true });
+  } finally {
+    await actx.close();
   }
 }
 

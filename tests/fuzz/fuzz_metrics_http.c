@@ -4,9 +4,9 @@
  *
  * The input is what an HTTP client sends.  Checked: the status is one the
  * endpoint answers (0: more, 200, 400, 404, 405, 431), 200 names a known
- * route and only for GET, 431 only when the buffer is full, every shorter
- * prefix of a complete request is "more" or the same verdict reached
- * earlier (a verdict never changes as bytes are appended), the
+ * route and only for GET (POST for /status/action), 431 only when the buffer is
+ * full, every shorter prefix of a complete request is "more" or the same
+ * verdict reached earlier (a verdict never changes as bytes are appended), the
  * /metrics-only parser agrees, and nothing is read past the input (ASan,
  * on an exact-size copy).
  */
@@ -34,9 +34,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (st == 200) {
 		CHECK(route == METRICS_ROUTE_METRICS ||
 			      route == METRICS_ROUTE_STATUS ||
-			      route == METRICS_ROUTE_STATUS_JSON,
+			      route == METRICS_ROUTE_STATUS_JSON ||
+			      route == METRICS_ROUTE_ACTION,
 		      "route %d", (int)route);
-		CHECK(size >= 4 && memcmp(copy, "GET ", 4) == 0, "200 not GET");
+		CHECK(route == METRICS_ROUTE_ACTION
+			      ? size >= 5 && memcmp(copy, "POST ", 5) == 0
+			      : size >= 4 && memcmp(copy, "GET ", 4) == 0,
+		      "200 for another method");
 	}
 	if (st == 431)
 		CHECK(size >= max, "431 at %zu of %zu", size, max);
@@ -55,6 +59,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(r2 == route, "route %d became %d", (int)route,
 			      (int)r2);
 		free(more);
+	}
+	/* The admin form's fields: decoded within bounds, never a NUL. */
+	{
+		char out[64];
+
+		if (metrics_http_form_field(copy, size, "op", out, sizeof(out)))
+			CHECK(strlen(out) < sizeof(out), "field overflow");
 	}
 	free(copy);
 	return 0;

@@ -6,6 +6,7 @@ traffic, a ban and a disabled backend put there, the page's own headers
 and self-containment, and hostile clients (huge headers, slow loris, path
 tricks, other methods).  tests/browser/ drives the page in Chromium."""
 
+import base64
 import json
 import re
 import smtplib
@@ -13,6 +14,7 @@ import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -214,7 +216,10 @@ def test_hostile_clients(proxy, recording_backend):
 
     # Slow loris: every slot held by a client trickling bytes; the next one
     # gets 503 at once, the slow ones are cut at the time limit, and the
-    # endpoint serves again at once after.
+    # endpoint serves again at once after.  (First the answers above leave
+    # their lingering close, at most LINGER_MS = 1 s, so all 8 slots are
+    # free.)
+    time.sleep(1.5)
     t0 = time.monotonic()
     slow = []
     for _ in range(CONNS):
@@ -275,3 +280,115 @@ def test_fleet_mode_state_on_the_page(proxy, recording_backend, redis):
     for k in ("enabled", "node", "redis", "up", "fail"):
         assert c[k] == ctl[k], k
     assert d["stats"]["cluster"]["up"] is True
+
+
+def admin_request(port, method, path, auth=None, body=None, headers=()):
+    """One raw request; (status, headers dict lowercased, body bytes)."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {LOOPBACK}:{port}"]
+    if auth is not None:
+        lines.append("Authorization: Basic " +
+                     base64.b64encode(auth.encode()).decode())
+    if body is not None:
+        lines += ["Content-Type: application/x-www-form-urlencoded",
+                  f"Content-Length: {len(body)}"]
+    lines += list(headers)
+    raw = http_raw(port, ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
+    head, _, data = raw.partition(b"\r\n\r\n")
+    hdrs = {}
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.decode().partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status_of(raw), hdrs, data
+
+
+def form(**fields):
+    return urllib.parse.urlencode(fields).encode()
+
+
+def test_admin_actions_need_a_login_and_the_csrf_token(proxy, recording_backend):
+    dead = free_port()
+    backend = f"{LOOPBACK}:{dead}"
+    p = metrics_proxy(proxy, [recording_backend.port, dead])
+    port = p.metrics_port
+    good = "demo:demo-pass-1"
+
+    # metrics.admin off (the default): no action, no token.
+    st, _, body = admin_request(port, "POST", "/status/action", good,
+                                form(op="ban", target="192.0.2.0/24", csrf="x" * 64))
+    assert st == 404 and b"metrics.admin" in body
+    assert "admin" not in json.loads(admin_request(port, "GET", "/status.json?admin=1", good)[2])
+
+    p.rewrite_config(**{"metrics.admin": True})
+    p.ctl("reload")
+    # The token: only for a login of the users file.
+    st, hdrs, _ = admin_request(port, "GET", "/status.json?admin=1")
+    assert st == 401 and hdrs["www-authenticate"].startswith('Basic realm="msaproxy status"')
+    assert admin_request(port, "GET", "/status.json?admin=1", "demo:wrong")[0] == 401
+    assert admin_request(port, "GET", "/status.json?admin=1", "nobody:x")[0] == 401
+    st, _, body = admin_request(port, "GET", "/status.json?admin=1", good)
+    d = json.loads(body)
+    assert st == 200 and d["admin"]["user"] == "demo"
+    token = d["admin"]["csrf"]
+    assert re.fullmatch(r"[0-9a-f]{64}", token)
+    # the plain JSON has none
+    assert "admin" not in status_json(p)
+    # another login has another token
+    other = json.loads(admin_request(port, "GET", "/status.json?admin=1",
+                                     "alice:alice-pass-2")[2])["admin"]["csrf"]
+    assert other != token
+
+    ban = form(csrf=token, op="ban", target="192.0.2.0/24", ttl="1h")
+    # Without a login, with a wrong one, without the token, with a wrong
+    # one, with another login's, from another origin: refused, nothing done.
+    assert admin_request(port, "POST", "/status/action", None, ban)[0] == 401
+    assert admin_request(port, "POST", "/status/action", "demo:wrong", ban)[0] == 401
+    for bad in (form(op="ban", target="192.0.2.0/24"),
+                form(csrf="0" * 64, op="ban", target="192.0.2.0/24"),
+                form(csrf=other, op="ban", target="192.0.2.0/24")):
+        st, _, body = admin_request(port, "POST", "/status/action", good, bad)
+        assert st == 403 and b"CSRF" in body, body
+    st, _, _ = admin_request(port, "POST", "/status/action", good, ban,
+                             headers=["Origin: http://evil.example"])
+    assert st == 403
+    assert admin_request(port, "GET", "/status/action", good)[0] == 405
+    assert ctl_json(p, "list") == []
+    p.wait_for_log(r"msg=status-admin .*user=demo result=refused")
+
+    # With all of it: done, as msaproxyctl would.
+    st, _, body = admin_request(port, "POST", "/status/action", good, ban,
+                                headers=[f"Origin: http://{LOOPBACK}:{port}"])
+    assert st == 200 and json.loads(body) == {"ok": True}
+    bans = {b["prefix"]: b for b in ctl_json(p, "list")}
+    assert bans["192.0.2.0/24"]["reason"] == "manual"
+    assert 3590 <= bans["192.0.2.0/24"]["expires_in_s"] <= 3600
+    p.wait_for_log(r"msg=status-admin user=demo op=ban target=192.0.2.0/24 result=ok")
+    st, _, _ = admin_request(port, "POST", "/status/action", good,
+                             form(csrf=token, op="disable", target=backend))
+    assert st == 200
+    assert {b["backend"]: b["admin"] for b in ctl_json(p, "backends")}[backend] == "disabled"
+    st, _, _ = admin_request(port, "POST", "/status/action", good,
+                             form(csrf=token, op="enable", target=backend))
+    assert st == 200
+    assert {b["backend"]: b["admin"] for b in ctl_json(p, "backends")}[backend] == "enabled"
+    st, _, _ = admin_request(port, "POST", "/status/action", good,
+                             form(csrf=token, op="unban", target="192.0.2.0/24"))
+    assert st == 200 and ctl_json(p, "list") == []
+    # Bad arguments get msaproxyctl's own answers.
+    for fields, why in ((dict(op="ban", target="300.1.2.3/8"), b"300.1.2.3/8"),
+                        (dict(op="ban", target="192.0.2.0/24", ttl="soon"), b"ttl"),
+                        (dict(op="disable", target="127.0.0.1:1"), b"no backend"),
+                        (dict(op="explode", target="x"), b"op: expected"),
+                        (dict(op="unban", target="203.0.113.0/24"), b"not banned")):
+        st, _, body = admin_request(port, "POST", "/status/action", good,
+                                    form(csrf=token, **fields))
+        assert st == 400 and why in body, (fields, body)
+    # A form too large, or without its length: 400, nothing read past it.
+    assert admin_request(port, "POST", "/status/action", good,
+                         form(csrf=token, op="ban", target="x" * 2000))[0] == 400
+    raw = http_raw(port, b"POST /status/action HTTP/1.1\r\nHost: x\r\n\r\nop=ban")
+    assert status_of(raw) == 400
+    # A token survives a reload (the key is the process's).
+    p.ctl("reload")
+    st, _, _ = admin_request(port, "POST", "/status/action", good,
+                             form(csrf=token, op="ban", target="198.51.100.0/24"))
+    assert st == 200

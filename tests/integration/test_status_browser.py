@@ -2,10 +2,13 @@
 by playwright-core from npm (tests/browser/, installed by `make
 browser-deps`; no browser download).  A proxy with traffic (a message over
 STARTTLS, a failed LOGIN, a SIZE= over the limit), two bans and a
-disabled backend; tests/browser/status_page.js loads /status and checks
+disabled backend; metrics.admin on; tests/browser/status_page.js loads
+/status and checks
 every section shows those values, that the page refreshes by itself (a
 ban made while it is open appears), that it makes no request outside the
-proxy and logs no error (its CSP would report any), and takes a
+proxy and logs no error (its CSP would report any), drives the admin
+view (/status?admin: a login, a ban through the form, a backend disabled
+through its button, a wrong CSRF token refused), and takes a
 screenshot: a test artifact in build/test-artifacts/status.png
 ($MSAPROXY_ARTIFACTS), and docs/status.png when MSAPROXY_UPDATE_DOCS=1."""
 
@@ -53,7 +56,8 @@ def over_size_limit(p):
 def test_status_page_in_chromium(proxy, recording_backend, tmp_path):
     browser_ready()
     dead = free_port()
-    p = metrics_proxy(proxy, [recording_backend.port, dead])
+    p = metrics_proxy(proxy, [recording_backend.port, dead],
+                      **{"metrics.admin": True})
     traffic(p)
     over_size_limit(p)
     p.ctl("ban", "192.0.2.0/24", "--ttl", "1h")
@@ -90,6 +94,10 @@ def test_status_page_in_chromium(proxy, recording_backend, tmp_path):
                      f"{LOOPBACK}:{dead}": "disabled"},
         "bans": {"192.0.2.0/24": ["manual", r"^(59m|1h)"],
                  "198.51.100.7/32": ["manual", r"^permanent$"]},
+        "admin": {"user": "demo", "password": "demo-pass-1",
+                  "ban": "192.0.2.128/25",
+                  "backend": f"{LOOPBACK}:{recording_backend.port}"},
+        "admin_screenshots": [str(artifacts / "status-admin.png")],
     }
     spec = tmp_path / "expect.json"
     spec.write_text(json.dumps(expect))
@@ -102,6 +110,14 @@ def test_status_page_in_chromium(proxy, recording_backend, tmp_path):
     for shot in shots:
         data = Path(shot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000, shot
-    # The ban the browser saw appear is the proxy's.
-    assert "203.0.113.0/24" in {b["prefix"] for b in ctl_json(p, "list")}
+    # The ban the browser saw appear is the proxy's; the admin view's
+    # actions are too: its ban made and lifted again, the backend
+    # disabled, the ban with a wrong token not made.
+    prefixes = {b["prefix"] for b in ctl_json(p, "list")}
+    assert "203.0.113.0/24" in prefixes
+    assert "192.0.2.128/25" not in prefixes and "203.0.113.99/32" not in prefixes
+    assert {b["backend"]: b["admin"] for b in ctl_json(p, "backends")}[
+        f"{LOOPBACK}:{recording_backend.port}"] == "disabled"
+    p.wait_for_log(r"msg=status-admin user=demo op=ban target=192.0.2.128/25 result=ok")
+    p.wait_for_log(r"msg=status-admin .*user=demo result=refused")
     assert status_json(p)["node"]["status"]["state"] == "running"

@@ -17,7 +17,10 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "ops/metrics.h"
 #include "ops/metrics_http.h"
@@ -514,6 +517,55 @@ test_parse_routes(void **state)
 	}
 }
 
+/* The admin actions' pure helpers: who is local, the form's fields. */
+static void
+test_admin_helpers(void **state)
+{
+	struct sockaddr_storage ss = {0};
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	char out[32];
+
+	(void)state;
+	a4->sin_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", &a4->sin_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET, "127.9.8.7", &a4->sin_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET, "10.0.0.1", &a4->sin_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET, "128.0.0.1", &a4->sin_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	memset(&ss, 0, sizeof(ss));
+	a6->sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "::1", &a6->sin6_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET6, "::ffff:127.0.0.1", &a6->sin6_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET6, "::ffff:192.0.2.1", &a6->sin6_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET6, "2001:db8::1", &a6->sin6_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	ss.ss_family = AF_UNIX;
+	assert_false(metrics_http_local_peer(&ss));
+
+	static const char f[] = "csrf=ab12&op=ban&target=192.0.2.0%2F24"
+				"&ttl=1+h&x=%zz&n=%00&top=no";
+	assert_true(metrics_http_form_field(f, strlen(f), "op", out, 32));
+	assert_string_equal(out, "ban");
+	assert_true(metrics_http_form_field(f, strlen(f), "target", out, 32));
+	assert_string_equal(out, "192.0.2.0/24");
+	assert_true(metrics_http_form_field(f, strlen(f), "ttl", out, 32));
+	assert_string_equal(out, "1 h");
+	assert_false(metrics_http_form_field(f, strlen(f), "x", out, 32));
+	assert_false(metrics_http_form_field(f, strlen(f), "n", out, 32));
+	assert_false(metrics_http_form_field(f, strlen(f), "missing", out, 32));
+	/* too long for out */
+	assert_false(metrics_http_form_field(f, strlen(f), "target", out, 8));
+	/* only within len */
+	assert_false(metrics_http_form_field(f, 12, "op", out, 32));
+}
+
 static void
 test_parse_too_large(void **state)
 {
@@ -591,6 +643,7 @@ main(void)
 		cmocka_unit_test(test_parse_good),
 		cmocka_unit_test(test_parse_refused),
 		cmocka_unit_test(test_parse_routes),
+		cmocka_unit_test(test_admin_helpers),
 		cmocka_unit_test(test_parse_too_large),
 		cmocka_unit_test(test_registry),
 	};
