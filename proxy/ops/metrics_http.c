@@ -263,7 +263,10 @@ answer_with(int status, const char *type, const char *extra, const char *body,
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 			 "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
 			 status, status_text(status), type, blen,
-			 status == 405 ? "Allow: GET\r\n" : "", extra);
+			 status == 405 && strstr(extra, "Allow:") == NULL
+				 ? "Allow: GET\r\n"
+				 : "",
+			 extra);
 	char *out;
 
 	if (n < 0 || (size_t)n >= sizeof(head))
@@ -730,6 +733,11 @@ respond(struct metrics_http *h, struct http_conn *c, int status)
 				 &c->resp_len);
 		log_debug("metrics-scrape", " client=%s bytes=%zu", c->peer,
 			  blen);
+	} else if (status == 405 && c->route == METRICS_ROUTE_ACTION) {
+		c->resp = answer_with(405, "text/plain; charset=utf-8",
+				      "Allow: POST\r\n", "Method Not Allowed\n",
+				      19, &c->resp_len);
+		log_bad(c, 405, "only POST is allowed there");
 	} else {
 		c->resp = error_answer(status, &c->resp_len);
 		log_bad(c, status,
