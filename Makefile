@@ -91,6 +91,8 @@ FUZZ_SRCS_upstream   := proxy/smtp/upstream.c proxy/smtp/smtp_reply.c \
 FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
 FUZZ_SRCS_dovecot_proto := proxy/auth/dovecot_proto.c proxy/smtp/sasl.c
 FUZZ_SRCS_http_auth_proto := proxy/auth/http_auth_proto.c
+FUZZ_SRCS_metrics_http := proxy/ops/metrics_http.c proxy/ops/status_page.c \
+                          proxy/lib/timer.c $(FUZZ_SRCS_config)
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
@@ -130,7 +132,8 @@ include mk/install.mk
 .DELETE_ON_ERROR:
 .PHONY: all deps check test test-build unit unit-build asan asan-build \
         asan-unit integration integration-asan fuzz fuzz-build fuzz-short \
-        fuzz-replay layers run format format-check bench bench-build clean
+        fuzz-replay layers run format format-check bench bench-build clean \
+        alerts-check browser-deps
 
 all: deps $(BUILD)/msaproxy $(BUILD)/msaproxyctl
 
@@ -153,6 +156,18 @@ $(BUILD)/%.o: %.c | deps
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# The version the status page shows (server_overview.c): git's description
+# of the tree, or MSAPROXY_VERSION=... given to make (a release build);
+# the object is rebuilt when it changes (the stamp file).
+MSAPROXY_VERSION ?= $(shell git describe --always --tags --dirty 2>/dev/null || echo dev)
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(@D)
+	@echo '$(MSAPROXY_VERSION)' | cmp -s - $@ || echo '$(MSAPROXY_VERSION)' > $@
+$(BUILD)/proxy/ops/server_overview.o: $(BUILD)/version.stamp
+$(BUILD)/proxy/ops/server_overview.o: override CFLAGS += \
+	-DMSAPROXY_VERSION='"$(MSAPROXY_VERSION)"'
+FORCE:
 
 # test_smtp fails chosen allocations: its own malloc() wraps the library's.
 TEST_LDFLAGS_test_smtp := -Wl,--wrap=malloc
@@ -208,14 +223,14 @@ integration-asan: deps asan-build $(BUILD)/bench/loadgen
 # Everything check and test run, built at once: both trees, the unit
 # tests, the tools the end-to-end suite drives, the fuzz targets.
 test-build: all unit-build $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen \
-            asan-build fuzz-build
+            asan-build fuzz-build browser-deps
 
 # The inner loop.  Steps run one after the other (make -j check too), so
 # the end-to-end suite never shares the CPUs with a build or a fuzzer.
 check: deps
 	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
 	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit fuzz-replay \
-		layers
+		layers alerts-check
 	$(Q)$(MAKE) --no-print-directory integration-asan E2E_SELECT="-m 'not slow' $(E2E_SELECT)"
 	@echo "make check: all passed (make test runs everything, as CI does)"
 
@@ -225,6 +240,20 @@ layers: all
 	@echo "  LAYERS  check"
 	$(Q)scripts/check-layers
 	$(Q)scripts/call-cycles $(BUILD)
+
+# playwright-core for the status page's browser test (tests/browser/:
+# package.json and its lock; Debian's chromium is the browser, nothing is
+# downloaded but the npm package).  Again only when the lock changed.
+browser-deps: deps
+	$(Q)cd tests/browser && [ node_modules/.package-lock.json -nt package-lock.json ] || \
+		npm ci --no-audit --no-fund --ignore-scripts
+
+# The Prometheus alert rules (contrib/prometheus/): valid, and their unit
+# tests (which alert fires on which series) pass.
+alerts-check: deps
+	@echo "  PROMTOOL check"
+	$(Q)promtool check rules contrib/prometheus/msaproxy-alerts.yml >/dev/null
+	$(Q)cd contrib/prometheus && promtool test rules msaproxy-alerts.test.yml
 
 # Benchmarks (not part of test): BENCH_ARGS="headline nginx --seconds 20".
 bench: all bench-build
@@ -273,7 +302,8 @@ format-check:
 # step after the other; the builds and the unit tests in parallel.
 test: deps
 	$(Q)$(MAKE) --no-print-directory $(PAR) format-check test-build
-	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit layers
+	$(Q)$(MAKE) --no-print-directory $(PAR) -Otarget unit asan-unit layers \
+		alerts-check
 	$(Q)$(MAKE) --no-print-directory fuzz-short
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory integration-asan

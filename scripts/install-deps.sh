@@ -13,11 +13,11 @@ build-essential pkg-config clang llvm lld libclang-rt-14-dev
 libssl-dev openssl liburing-dev libbpf-dev bpftool libelf-dev zlib1g-dev
 libhiredis-dev redis-server libargon2-dev argon2
 libjemalloc-dev libcrypt-dev libyaml-dev libcmocka-dev libcap-dev libseccomp-dev
-python3 python3-pytest python3-pytest-xdist python3-aiosmtpd
+python3 python3-pytest python3-pytest-xdist python3-aiosmtpd python3-yaml
 swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 curl postfix iproute2 clang-format dovecot-core
 testssl.sh mandoc python3-seccomp systemd man-db groff-base
-haproxy
+haproxy prometheus chromium nodejs
 "
 if [ "${1:-}" = "--bench" ]; then
 	PKGS="$PKGS nginx-light libnginx-mod-mail gnuplot-nox linux-perf valgrind"
@@ -25,6 +25,9 @@ if [ "${1:-}" = "--bench" ]; then
 fi
 
 missing=""
+# npm: Debian's package, unless a node install (e.g. NodeSource's nodejs)
+# already brings its own npm.
+command -v npm >/dev/null 2>&1 || missing="npm"
 for p in $PKGS; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
 		missing="$missing $p"

@@ -77,6 +77,7 @@ set_defaults(struct config *cfg)
 	cfg->tls_ciphersuites = strdup(DEFAULT_CIPHERSUITES);
 	cfg->tls_groups = strdup(DEFAULT_GROUPS);
 	cfg->tls_tickets = true;
+	cfg->metrics_status = true;
 	cfg->tls13_tickets = 1;
 	cfg->ticket_key_lifetime_ms = 12 * HOUR;
 	cfg->handshake_timeout_ms = 10 * SECOND;

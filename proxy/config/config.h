@@ -279,6 +279,8 @@ struct config {
 	/* metrics: */
 	struct config_addr
 		metrics_listen; /* Prometheus endpoint; .len 0: off */
+	bool metrics_status; /* /status and /status.json there (default on) */
+	bool metrics_admin;  /* its actions (POST, loopback, users file) */
 	/* cluster: (cluster/cluster.h); cluster_redis.len 0: no cluster */
 	struct config_addr cluster_redis;
 	char *cluster_username;	     /* ACL user; NULL: the default user */

@@ -820,6 +820,8 @@ static const struct field privileges_fields[] = {
 
 static const struct field metrics_fields[] = {
 	OPT("listen", F_ADDR, CFG(metrics_listen)),
+	OPT("status", F_BOOL, CFG(metrics_status)),
+	OPT("admin", F_BOOL, CFG(metrics_admin)),
 	END_OF_TABLE,
 };
 

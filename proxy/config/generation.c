@@ -69,6 +69,7 @@ generation_free(struct generation *g)
 		SSL_CTX_free(g->backend_tls[i]);
 	free(g->backend_tls);
 	free(g->listener_slot);
+	free(g->cert_expiry);
 	backend_pool_free(g->backend_pool);
 	passwd_db_free(g->users);
 	config_free(g->cfg);
@@ -154,6 +155,14 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 				goto fail;
 		}
 	}
+	g->cert_expiry = calloc(g->cfg->ncerts + 1, sizeof(*g->cert_expiry));
+	if (g->cert_expiry == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < g->cfg->ncerts; i++)
+		g->cert_expiry[i] =
+			tls_cert_file_expiry(g->cfg->certs[i].cert_file);
 	init_params(g);
 	return g;
 fail:

@@ -16,6 +16,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -38,6 +39,8 @@ struct generation {
 		*backend_pool;	 /* the backends' balance and health */
 	SSL_CTX **backend_tls;	 /* per server; NULL where tls is none */
 	unsigned *listener_slot; /* per listener, counters slot (registry.h) */
+	int64_t *cert_expiry;	 /* per cfg->certs: notAfter, Unix time (0:
+				    unknown), read once at the load */
 };
 
 /* ntls for one set of TLS contexts per worker, as cfg->workers says. */

@@ -18,7 +18,7 @@
  * COMMANDS (the proxy's, see proxy/ops/control.c and msaproxyctl(8))
  *	status, stats, sessions, reload, drain [--fast], user limits LOGIN,
  *	user reset LOGIN, ban PREFIX [--ttl DURATION], unban PREFIX, list,
- *	backends, backend enable|disable NAME.
+ *	backends, backend enable|disable NAME, cluster, overview.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -47,7 +47,8 @@ usage_to(FILE *out)
 		"          user limits LOGIN, user reset LOGIN,\n"
 		"          ban PREFIX [--ttl DURATION], unban PREFIX, list,\n"
 		"          backends,\n"
-		"          backend enable|disable NAME, cluster\n");
+		"          backend enable|disable NAME, cluster,\n"
+		"          overview (JSON: what the status page shows)\n");
 }
 
 static void

@@ -579,6 +579,25 @@ fail:
 	return NULL;
 }
 
+int64_t
+tls_cert_file_expiry(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	X509 *x;
+	struct tm tm;
+	int64_t t = 0;
+
+	if (f == NULL)
+		return 0;
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (x != NULL && ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+		t = (int64_t)timegm(&tm);
+	X509_free(x);
+	ERR_clear_error();
+	return t;
+}
+
 void
 tls_server_free(struct tls_server *ts)
 {

@@ -24,6 +24,7 @@
 #define MSAPROXY_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/ssl.h>
 
@@ -43,6 +44,11 @@ void tls_global_free(void);
 struct tls_server *tls_server_new(const struct config *cfg, unsigned slot,
 				  char *err, size_t errlen);
 void tls_server_free(struct tls_server *ts);
+
+/* The notAfter of the first certificate in a PEM file, as Unix time; 0 if
+ * the file cannot be read or holds none (the metrics' certificate expiry:
+ * read once per load, on the main thread). */
+int64_t tls_cert_file_expiry(const char *path);
 
 /*
  * Where a client session's TLS bytes come from and go to.  During a

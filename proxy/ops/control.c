@@ -5,7 +5,8 @@
  *	status, stats, sessions, reload, drain [--fast],
  *	user limits LOGIN, user reset LOGIN,
  *	ban PREFIX [--ttl DURATION], unban PREFIX, list,
- *	backends, backend enable|disable NAME, cluster.
+ *	backends, backend enable|disable NAME, cluster, overview (JSON
+ *	only: what the status page shows, GET /status.json).
  * A request with the wrong words for its command is answered "error:
  * usage: ...", which msaproxyctl exits 2 for (its usage code).
  *
@@ -40,6 +41,20 @@ cmd_status(struct server *srv, int argc, char **argv, FILE *body, bool json,
 {
 	(void)argc, (void)argv, (void)err, (void)errlen;
 	server_status(srv, body, json);
+	return 0;
+}
+
+/* Always JSON: the status page's data, the very bytes of /status.json. */
+static int
+cmd_overview(struct server *srv, int argc, char **argv, FILE *body, bool json,
+	     char *err, size_t errlen)
+{
+	(void)argv, (void)json;
+	if (argc != 1) {
+		snprintf(err, errlen, "usage: overview");
+		return -1;
+	}
+	server_overview(srv, body);
 	return 0;
 }
 
@@ -224,6 +239,7 @@ static const struct {
 	{"ban", cmd_ban},	    {"unban", cmd_unban},
 	{"list", cmd_list},	    {"backends", cmd_backends},
 	{"backend", cmd_backend},   {"cluster", cmd_cluster},
+	{"overview", cmd_overview},
 };
 
 /* Run one request line (NUL-terminated, no newline) into out: the first
@@ -262,7 +278,7 @@ control_exec(struct server *srv, char *line, FILE *out)
 	snprintf(err, sizeof(err),
 		 "unknown command \"%.64s\" (try status, stats, sessions, "
 		 "reload, drain, user limits|reset LOGIN, ban, unban, list, "
-		 "backends, backend enable|disable NAME, cluster)",
+		 "backends, backend enable|disable NAME, cluster, overview)",
 		 argv[0]);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[0], commands[i].name) == 0) {

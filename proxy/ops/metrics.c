@@ -81,6 +81,24 @@ static const char *const reason_labels[METRICS_XDP_REASONS] = {
 	"auto",
 };
 
+const char *
+metrics_label(enum metrics_label_kind kind, int i)
+{
+	switch (kind) {
+	case METRICS_LABEL_OUTCOME:
+		return i >= 0 && i < OUTCOME_COUNT ? outcome_labels[i] : NULL;
+	case METRICS_LABEL_TLS:
+		return i >= 0 && i < TLSV_COUNT ? tls_labels[i] : NULL;
+	case METRICS_LABEL_MECH:
+		return i >= 0 && i < MECH_COUNT ? mech_labels[i] : NULL;
+	case METRICS_LABEL_AUTH:
+		return i >= 0 && i < AUTH_RESULT_COUNT ? auth_labels[i] : NULL;
+	case METRICS_LABEL_LIMIT:
+		return i >= 0 && i < LIMIT_HIT_COUNT ? limit_labels[i] : NULL;
+	}
+	return NULL;
+}
+
 /* ---------------------------------------------------------------------
  * Pieces
  */
@@ -212,6 +230,17 @@ render_process(const struct metrics_snapshot *m, FILE *out)
 	scalar(out, "msaproxy_draining", "gauge",
 	       "1 while draining (no new sessions, the process is stopping).",
 	       m->draining ? 1 : 0);
+	if (m->ncerts == 0)
+		return;
+	family(out, "msaproxy_tls_certificate_expiry_seconds", "gauge",
+	       "notAfter of each tls.certificates entry of the running "
+	       "configuration (its first certificate) since the Unix epoch, "
+	       "read at the load.");
+	for (size_t i = 0; i < m->ncerts; i++)
+		if (m->cert_expiry[i] > 0)
+			sample(out, "msaproxy_tls_certificate_expiry_seconds",
+			       "cert", m->cert_files[i],
+			       (uint64_t)m->cert_expiry[i]);
 }
 
 static void
@@ -383,6 +412,10 @@ render_runtime(const struct metrics_snapshot *m, FILE *out)
 		seconds(out, m->busy_ns[k], 1000000000, 9);
 		fputc('\n', out);
 	}
+	scalar(out, "msaproxy_memory_limit_bytes", "gauge",
+	       "limits.max_memory (0: no limit), the cap on the bytes "
+	       "allocated.",
+	       m->memory_limit);
 	if (!m->memory)
 		return;
 	scalar(out, "msaproxy_memory_allocated_bytes", "gauge",

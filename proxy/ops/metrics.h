@@ -86,9 +86,27 @@ struct metrics_snapshot {
 	uint64_t cluster_requests, cluster_errors, cluster_timeouts;
 	uint64_t cluster_unavailable, cluster_rtt_us_sum, cluster_rtt_count;
 
+	/* The current generation's certificates: file, notAfter (Unix). */
+	const char *const *cert_files;
+	const int64_t *cert_expiry;
+	size_t ncerts;
+	uint64_t memory_limit; /* limits.max_memory, 0: none */
+
 	bool memory; /* jemalloc's statistics are there */
 	uint64_t mem_allocated, mem_active, mem_resident, mem_mapped;
 };
+
+/* A label value as the exposition writes it (the status page's JSON uses
+ * the same names): outcome, TLS version, mechanism, AUTH result, limit
+ * kind; NULL past the end. */
+enum metrics_label_kind {
+	METRICS_LABEL_OUTCOME,
+	METRICS_LABEL_TLS,
+	METRICS_LABEL_MECH,
+	METRICS_LABEL_AUTH,
+	METRICS_LABEL_LIMIT,
+};
+const char *metrics_label(enum metrics_label_kind kind, int i);
 
 /* The whole exposition of m, in the text format (version 0.0.4). */
 void metrics_render(const struct metrics_snapshot *m, FILE *out);

@@ -19,10 +19,17 @@
  * Security stance: the request is untrusted: only its request line is
  * parsed (method, path, version) and the header lines are checked for
  * shape; nothing of it is echoed back, and it is logged through
- * log_quote().  The endpoint itself has no access control: bind it to
- * loopback or a management network (docs/OPERATIONS.md).
+ * log_quote().  The read-only endpoint has no access control: bind it to
+ * loopback or a management network (docs/OPERATIONS.md).  The admin
+ * actions (metrics.admin, off by default) are refused to any peer but
+ * loopback, before anything else; then they need a login of the users
+ * file (Authorization: Basic, the password wiped after the check) and,
+ * for a POST, the login's CSRF token (compared in constant time) and no
+ * foreign Origin.  Their form is at most ACTION_BODY_MAX bytes, read only
+ * within its Content-Length and the request buffer.
  *
- * Config keys: metrics.listen.
+ * Config keys: metrics.listen, metrics.status, metrics.admin (through the
+ * callbacks of metrics_http_set_status()).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,17 +39,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "lib/log.h"
 #include "ops/metrics.h"
 #include "ops/metrics_http.h"
+#include "ops/status_page.h"
 #include "lib/timer.h"
 
 #define LINGER_MS	 1000
 #define ACCEPTS_PER_CALL 16
 #define PEER_MAX	 (INET6_ADDRSTRLEN + 8)
+#define ACTION_BODY_MAX	 1024 /* an admin action's form */
+#define FIELD_MAX	 256
+#define TOKEN_HEX	 64 /* HMAC-SHA256, hex */
 
 enum conn_state {
 	CONN_FREE,
@@ -56,7 +73,9 @@ struct http_conn {
 	int fd;
 	uint64_t deadline;
 	char peer[PEER_MAX];
+	bool local; /* a loopback peer: may use the admin actions */
 	size_t used;
+	enum metrics_http_route route;
 	char *resp;
 	size_t resp_len, resp_off;
 	char req[METRICS_HTTP_REQUEST_MAX];
@@ -66,6 +85,8 @@ struct metrics_http {
 	int fd;
 	metrics_body_fn *body;
 	void *arg;
+	struct metrics_http_status status; /* .json NULL: no status page */
+	unsigned char csrf_key[32];	   /* drawn at open */
 	struct http_conn conns[METRICS_HTTP_CONNS];
 };
 
@@ -108,9 +129,31 @@ headers_ok(const char *p, const char *end)
 	return true;
 }
 
+static const struct {
+	const char *path;
+	size_t len;
+	enum metrics_http_route route;
+} routes[] = {
+	{"/metrics", 8, METRICS_ROUTE_METRICS},
+	{"/status", 7, METRICS_ROUTE_STATUS},
+	{"/status.json", 12, METRICS_ROUTE_STATUS_JSON},
+	{"/status/action", 14, METRICS_ROUTE_ACTION},
+};
+
 int
 metrics_http_parse(const char *req, size_t len, size_t max)
 {
+	enum metrics_http_route route;
+	int status = metrics_http_parse_route(req, len, max, &route);
+
+	return status == 200 && route != METRICS_ROUTE_METRICS ? 404 : status;
+}
+
+int
+metrics_http_parse_route(const char *req, size_t len, size_t max,
+			 enum metrics_http_route *route)
+{
+	size_t r;
 	const char *end = NULL, *line_end, *sp1, *sp2, *target, *q;
 	size_t hlen, llen, tlen;
 
@@ -153,8 +196,16 @@ metrics_http_parse(const char *req, size_t len, size_t max)
 	q = memchr(target, '?', tlen);
 	if (q != NULL)
 		tlen = (size_t)(q - target);
-	if (tlen != 8 || memcmp(target, "/metrics", 8) != 0)
+	for (r = 0; r < sizeof(routes) / sizeof(routes[0]); r++)
+		if (tlen == routes[r].len &&
+		    memcmp(target, routes[r].path, tlen) == 0)
+			break;
+	if (r == sizeof(routes) / sizeof(routes[0]))
 		return 404;
+	*route = routes[r].route;
+	if (*route == METRICS_ROUTE_ACTION)
+		return sp1 - req == 4 && memcmp(req, "POST", 4) == 0 ? 200
+								     : 405;
 	if (sp1 - req != 3 || memcmp(req, "GET", 3) != 0)
 		return 405;
 	return 200;
@@ -172,6 +223,10 @@ status_text(int status)
 		return "OK";
 	case 400:
 		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -187,16 +242,31 @@ status_text(int status)
 	}
 }
 
+/* What the status page and its JSON are sent with: the page may run its
+ * own inline code and fetch status.json from here, nothing else; no
+ * framing, no sniffing, no caching. */
+#define STATUS_HEADERS                                                         \
+	"Content-Security-Policy: default-src 'none'; "                        \
+	"script-src 'unsafe-inline'; style-src 'unsafe-inline'; "              \
+	"connect-src 'self'; img-src data:; base-uri 'none'; "                 \
+	"form-action 'none'; frame-ancestors 'none'\r\n"                       \
+	"X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n"         \
+	"Referrer-Policy: no-referrer\r\nCache-Control: no-store\r\n"
+
 /* Status line, headers and body in one buffer (NULL: out of memory). */
 static char *
-answer(int status, const char *type, const char *body, size_t blen, size_t *len)
+answer_with(int status, const char *type, const char *extra, const char *body,
+	    size_t blen, size_t *len)
 {
-	char head[256];
+	char head[768];
 	int n = snprintf(head, sizeof(head),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-			 "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
+			 "Content-Length: %zu\r\nConnection: close\r\n%s%s\r\n",
 			 status, status_text(status), type, blen,
-			 status == 405 ? "Allow: GET\r\n" : "");
+			 status == 405 && strstr(extra, "Allow:") == NULL
+				 ? "Allow: GET\r\n"
+				 : "",
+			 extra);
 	char *out;
 
 	if (n < 0 || (size_t)n >= sizeof(head))
@@ -208,6 +278,12 @@ answer(int status, const char *type, const char *body, size_t blen, size_t *len)
 	memcpy(out + n, body, blen);
 	*len = (size_t)n + blen;
 	return out;
+}
+
+static char *
+answer(int status, const char *type, const char *body, size_t blen, size_t *len)
+{
+	return answer_with(status, type, "", body, blen, len);
 }
 
 /* A short error answer, text/plain: its reason phrase. */
@@ -231,6 +307,192 @@ send_once(int fd, int status)
 	if (text != NULL)
 		(void)send(fd, text, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	free(text);
+}
+
+/* ---------------------------------------------------------------------
+ * The admin actions (pure helpers first)
+ */
+
+bool
+metrics_http_local_peer(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)ss;
+
+		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		const uint8_t *b = a->sin6_addr.s6_addr;
+
+		if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && b[12] == 127;
+	}
+	return false;
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+bool
+metrics_http_form_field(const char *body, size_t len, const char *name,
+			char *out, size_t outlen)
+{
+	size_t nlen = strlen(name);
+	const char *p = body, *end = body + len;
+
+	while (p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *fend = amp ? amp : end;
+		size_t o = 0;
+
+		if ((size_t)(fend - p) > nlen && memcmp(p, name, nlen) == 0 &&
+		    p[nlen] == '=') {
+			for (const char *v = p + nlen + 1; v < fend; v++) {
+				int c = (unsigned char)*v, hi, lo;
+
+				if (c == '+')
+					c = ' ';
+				else if (c == '%') {
+					if (fend - v < 3 ||
+					    (hi = hexval(v[1])) < 0 ||
+					    (lo = hexval(v[2])) < 0)
+						return false;
+					c = hi * 16 + lo;
+					v += 2;
+				}
+				if (c == 0 || c < 0x20 || c == 0x7f ||
+				    o + 1 >= outlen)
+					return false;
+				out[o++] = (char)c;
+			}
+			out[o] = '\0';
+			return true;
+		}
+		p = fend + 1;
+	}
+	return false;
+}
+
+/* The end of the request header (the blank line's end), 0 if none. */
+static size_t
+header_len(const char *req, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (req[i] == '\n' && req[i + 1] == '\n')
+			return i + 2;
+		if (i + 3 < len && memcmp(req + i, "\r\n\r\n", 4) == 0)
+			return i + 4;
+	}
+	return 0;
+}
+
+/* A header's value (name without its colon, any case), trimmed; NULL if
+ * absent. */
+static const char *
+header_value(const char *req, size_t hlen, const char *name, size_t *vlen)
+{
+	size_t nlen = strlen(name);
+	const char *p = memchr(req, '\n', hlen), *end = req + hlen;
+
+	while (p != NULL && ++p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *le = nl ? nl : end;
+
+		if ((size_t)(le - p) > nlen &&
+		    strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+			const char *v = p + nlen + 1;
+
+			while (v < le && (*v == ' ' || *v == '\t'))
+				v++;
+			while (le > v && (le[-1] == '\r' || le[-1] == ' ' ||
+					  le[-1] == '\t'))
+				le--;
+			*vlen = (size_t)(le - v);
+			return v;
+		}
+		p = nl;
+	}
+	return NULL;
+}
+
+/* The CSRF token of user: hex HMAC-SHA256 under the process's key. */
+static void
+csrf_token(const struct metrics_http *h, const char *user,
+	   char out[TOKEN_HEX + 1])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+
+	if (HMAC(EVP_sha256(), h->csrf_key, sizeof(h->csrf_key),
+		 (const unsigned char *)user, strlen(user), md, &mdlen) == NULL)
+		mdlen = 0;
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", i < mdlen ? md[i] : 0);
+}
+
+/* Basic credentials checked against the users file: the login into user,
+ * or false. */
+static bool
+basic_login(struct metrics_http *h, const struct http_conn *c, size_t hlen,
+	    char *user, size_t userlen)
+{
+	size_t vlen = 0, n;
+	const char *v = header_value(c->req, hlen, "authorization", &vlen);
+	unsigned char dec[384];
+	char *colon;
+	int len;
+	bool ok;
+
+	if (v == NULL || vlen < 7 || strncasecmp(v, "Basic ", 6) != 0)
+		return false;
+	v += 6;
+	vlen -= 6;
+	if (vlen == 0 || vlen % 4 != 0 || vlen / 4 * 3 >= sizeof(dec))
+		return false;
+	len = EVP_DecodeBlock(dec, (const unsigned char *)v, (int)vlen);
+	if (len < 0)
+		return false;
+	n = (size_t)len;
+	for (size_t k = vlen; k > 0 && v[k - 1] == '=' && n > 0; k--)
+		n--; /* the padding decodes to zeros */
+	dec[n] = '\0';
+	if (memchr(dec, '\0', n) != NULL)
+		return false;
+	colon = strchr((char *)dec, ':');
+	if (colon == NULL || colon == (char *)dec ||
+	    (size_t)(colon - (char *)dec) >= userlen)
+		return false;
+	*colon = '\0';
+	ok = h->status.login(h->status.arg, (char *)dec, colon + 1) == 1;
+	if (ok)
+		memcpy(user, dec, (size_t)(colon - (char *)dec) + 1);
+	OPENSSL_cleanse(dec, sizeof(dec));
+	return ok;
+}
+
+/* A browser's Origin, when it sends one, must be this endpoint. */
+static bool
+origin_ok(const struct http_conn *c, size_t hlen)
+{
+	size_t olen = 0, hl = 0;
+	const char *o = header_value(c->req, hlen, "origin", &olen);
+	const char *host = header_value(c->req, hlen, "host", &hl);
+
+	if (o == NULL)
+		return true;
+	return host != NULL && olen == 7 + hl && memcmp(o, "http://", 7) == 0 &&
+	       memcmp(o + 7, host, hl) == 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -264,27 +526,223 @@ log_bad(const struct http_conn *c, int status, const char *detail)
 		 detail);
 }
 
+/* Does the request ask for the admin view (GET /status.json?admin)? */
+static bool
+wants_admin(const struct http_conn *c)
+{
+	const char *sp = memchr(c->req, ' ', c->used);
+	const char *end =
+		sp ? memchr(sp + 1, ' ', c->used - (size_t)(sp + 1 - c->req))
+		   : NULL;
+	const char *q = sp && end ? memchr(sp, '?', (size_t)(end - sp)) : NULL;
+
+	return q != NULL && (size_t)(end - q) >= 6 &&
+	       memcmp(q + 1, "admin", 5) == 0;
+}
+
+/* A JSON string of s (quotes, backslashes, control bytes escaped). */
+static void
+json_text(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(out, "\\u%04x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+/* An answer with a small JSON body: {"ok":true} or {"error":"why"}. */
+static char *
+json_answer(int status, const char *extra, const char *error, size_t *len)
+{
+	char *text = NULL, *out;
+	size_t tlen = 0;
+	FILE *f = open_memstream(&text, &tlen);
+
+	if (f == NULL)
+		return NULL;
+	if (error == NULL)
+		fputs("{\"ok\":true}\n", f);
+	else {
+		fputs("{\"error\":", f);
+		json_text(f, error);
+		fputs("}\n", f);
+	}
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	out = answer_with(status, "application/json", extra, text, tlen, len);
+	free(text);
+	return out;
+}
+
+#define AUTH_CHALLENGE                                                         \
+	STATUS_HEADERS                                                         \
+	"WWW-Authenticate: Basic realm=\"msaproxy status\", "                  \
+	"charset=\"UTF-8\"\r\n"
+
+/* GET /status.json?admin and POST /status/action: loopback, a login of
+ * the users file, and for an action its CSRF token and a same-origin
+ * Origin.  Fills c->resp; false when the request is not an admin one
+ * after all (metrics.admin off: the plain answer). */
+static bool
+respond_admin(struct metrics_http *h, struct http_conn *c)
+{
+	size_t hlen = header_len(c->req, c->used), clen = 0, vlen;
+	char user[128], quoted[4 * 128 + 3], tok[TOKEN_HEX + 1];
+	char csrf[FIELD_MAX], op[FIELD_MAX], target[FIELD_MAX], ttl[FIELD_MAX];
+	char err[256] = "";
+	const char *body = c->req + hlen, *v;
+	bool admin_on =
+		h->status.admin_on != NULL && h->status.admin_on(h->status.arg);
+
+	if (!admin_on && c->route != METRICS_ROUTE_ACTION)
+		return false;
+	if (!admin_on) {
+		c->resp =
+			json_answer(404, STATUS_HEADERS,
+				    "the admin actions are off (metrics.admin)",
+				    &c->resp_len);
+		log_bad(c, 404, "metrics.admin is off");
+		return true;
+	}
+	if (!c->local) {
+		c->resp = json_answer(403, STATUS_HEADERS,
+				      "admin actions from loopback only",
+				      &c->resp_len);
+		log_bad(c, 403, "admin from a non-loopback peer");
+		return true;
+	}
+	if (!basic_login(h, c, hlen, user, sizeof(user))) {
+		c->resp = json_answer(401, AUTH_CHALLENGE,
+				      "a login of the users file is needed",
+				      &c->resp_len);
+		log_bad(c, 401, "no or wrong credentials");
+		return true;
+	}
+	log_quote(quoted, sizeof(quoted), user, strlen(user));
+	csrf_token(h, user, tok);
+	if (c->route == METRICS_ROUTE_STATUS_JSON) {
+		size_t blen = 0;
+		char *json = h->status.json(h->status.arg, &blen), *text = NULL;
+		size_t tlen = 0;
+		FILE *f = json != NULL && blen >= 2
+				  ? open_memstream(&text, &tlen)
+				  : NULL;
+
+		if (f != NULL) {
+			fwrite(json, 1, blen - 2, f); /* its closing "}\n" */
+			fputs(",\"admin\":{\"user\":", f);
+			json_text(f, user);
+			fprintf(f, ",\"csrf\":\"%s\"}}\n", tok);
+			if (fclose(f) == 0)
+				c->resp = answer_with(200, "application/json",
+						      STATUS_HEADERS, text,
+						      tlen, &c->resp_len);
+		}
+		free(json);
+		free(text);
+		log_debug("status-json", " client=%s user=%s admin=1", c->peer,
+			  quoted);
+		return true;
+	}
+	v = header_value(c->req, hlen, "content-length", &vlen);
+	if (v != NULL)
+		clen = (size_t)strtoull(v, NULL, 10);
+	if (!origin_ok(c, hlen) ||
+	    !metrics_http_form_field(body, clen, "csrf", csrf, sizeof(csrf)) ||
+	    strlen(csrf) != TOKEN_HEX ||
+	    CRYPTO_memcmp(csrf, tok, TOKEN_HEX) != 0) {
+		c->resp = json_answer(403, STATUS_HEADERS,
+				      "missing or wrong CSRF token (or Origin)",
+				      &c->resp_len);
+		log_warn("status-admin",
+			 " client=%s user=%s result=refused "
+			 "detail=\"bad CSRF token or Origin\"",
+			 c->peer, quoted);
+		return true;
+	}
+	if (!metrics_http_form_field(body, clen, "op", op, sizeof(op)) ||
+	    !metrics_http_form_field(body, clen, "target", target,
+				     sizeof(target)))
+		snprintf(err, sizeof(err), "op and target are needed");
+	else if (!metrics_http_form_field(body, clen, "ttl", ttl, sizeof(ttl)))
+		ttl[0] = '\0';
+	if (err[0] == '\0' && h->status.action(h->status.arg, user, op, target,
+					       ttl, err, sizeof(err)) == 0) {
+		c->resp = json_answer(200, STATUS_HEADERS, NULL, &c->resp_len);
+		return true;
+	}
+	c->resp = json_answer(400, STATUS_HEADERS, err, &c->resp_len);
+	return true;
+}
+
 /* The request is complete (or refused): queue the answer. */
 static void
 respond(struct metrics_http *h, struct http_conn *c, int status)
 {
 	char *body = NULL;
 	size_t blen = 0;
+	bool status_on =
+		h->status.json != NULL &&
+		(h->status.enabled == NULL || h->status.enabled(h->status.arg));
 
-	if (status == 200) {
+	if (status == 200 && c->route != METRICS_ROUTE_METRICS && !status_on)
+		status = 404;
+	if (status == 200 &&
+	    (c->route == METRICS_ROUTE_ACTION ||
+	     (c->route == METRICS_ROUTE_STATUS_JSON && wants_admin(c))) &&
+	    respond_admin(h, c)) {
+		if (c->resp == NULL) {
+			conn_close(c);
+			return;
+		}
+		c->resp_off = 0;
+		c->state = CONN_WRITE;
+		c->deadline = timer_now_ms() + METRICS_HTTP_TIMEOUT_MS;
+		return;
+	}
+	if (status == 200 && c->route == METRICS_ROUTE_METRICS) {
 		body = h->body(h->arg, &blen);
 		if (body == NULL)
 			status = 500;
+	} else if (status == 200 && c->route == METRICS_ROUTE_STATUS_JSON) {
+		body = h->status.json(h->status.arg, &blen);
+		if (body == NULL)
+			status = 500;
 	}
-	if (status == 200) {
+	if (status == 200 && c->route == METRICS_ROUTE_STATUS) {
+		c->resp = answer_with(200, "text/html; charset=utf-8",
+				      STATUS_HEADERS, status_page_html,
+				      status_page_html_len, &c->resp_len);
+		log_debug("status-page", " client=%s", c->peer);
+	} else if (status == 200 && c->route == METRICS_ROUTE_STATUS_JSON) {
+		c->resp = answer_with(200, "application/json", STATUS_HEADERS,
+				      body, blen, &c->resp_len);
+		log_debug("status-json", " client=%s bytes=%zu", c->peer, blen);
+	} else if (status == 200) {
 		c->resp = answer(200, METRICS_CONTENT_TYPE, body, blen,
 				 &c->resp_len);
 		log_debug("metrics-scrape", " client=%s bytes=%zu", c->peer,
 			  blen);
+	} else if (status == 405 && c->route == METRICS_ROUTE_ACTION) {
+		c->resp = answer_with(405, "text/plain; charset=utf-8",
+				      "Allow: POST\r\n", "Method Not Allowed\n",
+				      19, &c->resp_len);
+		log_bad(c, 405, "only POST is allowed there");
 	} else {
 		c->resp = error_answer(status, &c->resp_len);
 		log_bad(c, status,
-			status == 404	? "only /metrics is served"
+			status == 404	? "only /metrics, /status and "
+					  "/status.json are served"
 			: status == 405 ? "only GET is allowed"
 			: status == 431 ? "request header too large"
 			: status == 500 ? "out of memory"
@@ -317,7 +775,33 @@ on_read(struct metrics_http *h, struct http_conn *c)
 		return;
 	}
 	c->used += (size_t)n;
-	status = metrics_http_parse(c->req, c->used, sizeof(c->req));
+	status = metrics_http_parse_route(c->req, c->used, sizeof(c->req),
+					  &c->route);
+	if (status == 200 && c->route == METRICS_ROUTE_ACTION) {
+		/* An action's form follows the header: Content-Length of it. */
+		size_t hlen = header_len(c->req, c->used), vlen = 0;
+		const char *v =
+			header_value(c->req, hlen, "content-length", &vlen);
+		char *e = NULL;
+		unsigned long long clen = v ? strtoull(v, &e, 10) : 0;
+
+		if (v == NULL || vlen == 0 || e != v + vlen ||
+		    clen > ACTION_BODY_MAX) {
+			log_bad(c, 400,
+				"an action needs Content-Length <= 1024");
+			c->resp = error_answer(400, &c->resp_len);
+			if (c->resp == NULL) {
+				conn_close(c);
+				return;
+			}
+			c->resp_off = 0;
+			c->state = CONN_WRITE;
+			c->deadline = timer_now_ms() + METRICS_HTTP_TIMEOUT_MS;
+			return;
+		}
+		if (c->used < hlen + clen)
+			return; /* the rest of the form */
+	}
 	if (status != 0)
 		respond(h, c, status);
 }
@@ -421,6 +905,7 @@ metrics_http_accept(struct metrics_http *h)
 			continue;
 		}
 		c->fd = fd;
+		c->local = metrics_http_local_peer(&ss);
 		c->state = CONN_READ;
 		c->used = 0;
 		c->deadline = timer_now_ms() + METRICS_HTTP_TIMEOUT_MS;
@@ -446,6 +931,13 @@ metrics_http_open(const struct config *cfg, metrics_body_fn *body, void *arg,
 	}
 	h->body = body;
 	h->arg = arg;
+	if (RAND_bytes(h->csrf_key, sizeof(h->csrf_key)) != 1) {
+		snprintf(err, errlen,
+			 "metrics.listen: no random bytes for the "
+			 "CSRF key");
+		free(h);
+		return NULL;
+	}
 	for (int i = 0; i < METRICS_HTTP_CONNS; i++)
 		h->conns[i].fd = -1;
 	h->fd = socket(a->ss.ss_family,
@@ -466,6 +958,13 @@ metrics_http_open(const struct config *cfg, metrics_body_fn *body, void *arg,
 		return NULL;
 	}
 	return h;
+}
+
+void
+metrics_http_set_status(struct metrics_http *h,
+			const struct metrics_http_status *st)
+{
+	h->status = *st;
 }
 
 void
@@ -510,6 +1009,8 @@ metrics_http_serve(struct metrics_http *h, const struct pollfd *pfd, size_t n)
 {
 	uint64_t now;
 
+	if (h->status.tick != NULL)
+		h->status.tick(h->status.arg);
 	for (size_t k = 1; k < n; k++) {
 		struct http_conn *c = NULL;
 

@@ -239,6 +239,16 @@ server_start(struct server *srv, char *err, size_t errlen)
 						 err, errlen);
 		if (srv->metrics == NULL)
 			return -1;
+		metrics_http_set_status(
+			srv->metrics,
+			&(struct metrics_http_status){
+				.json = server_overview_body,
+				.enabled = server_overview_enabled,
+				.tick = server_overview_tick,
+				.admin_on = server_overview_admin_on,
+				.login = server_overview_login,
+				.action = server_overview_action,
+				.arg = srv});
 	}
 	if (listen_set_build(NULL, cfg, srv->nworkers, &srv->listeners, err,
 			     errlen) != 0)

@@ -31,6 +31,9 @@ int server_run(const char *path, struct generation *gen);
 int server_reload(struct server *srv, FILE *report, char *err, size_t errlen);
 void server_drain(struct server *srv, bool fast);
 void server_status(struct server *srv, FILE *out, bool json);
+/* Everything the status page shows, as one JSON object (server_overview.c):
+ * the body of GET /status.json and of "json overview". */
+void server_overview(struct server *srv, FILE *out);
 void server_stats(struct server *srv, FILE *out, bool json);
 int server_sessions(struct server *srv, FILE *out, bool json);
 int server_ban(struct server *srv, const struct ipnet *net, uint64_t ttl_ms,

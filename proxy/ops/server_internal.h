@@ -19,6 +19,7 @@
 #include "io/listen.h"
 #include "io/worker.h"
 #include "limits/caps.h"
+#include "ops/metrics.h"
 
 struct generation;
 struct metrics_http;
@@ -82,6 +83,35 @@ extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
 /* The body of a scrape (metrics_http.c's callback, arg the server): every
  * counter, now, as metrics.c renders it; NULL when out of memory. */
 char *server_metrics_body(void *arg, size_t *len);
+
+/* Every counter summed now, as a scrape has them (server_metrics.c); the
+ * status page's JSON (server_overview.c) reads the same.  -1: out of
+ * memory.  server_snapshot_free() after. */
+struct server_snapshot {
+	struct metrics_snapshot m;
+	struct metrics_listener *ls;
+	struct metrics_backend *bs;
+	uint64_t *busy;
+	const char **certs;
+};
+int server_snapshot_take(struct server *srv, struct server_snapshot *s);
+void server_snapshot_free(struct server_snapshot *s);
+
+/* server_overview.c: the status page's JSON (GET /status.json, and
+ * msaproxyctl -j overview: the same bytes), arg the server. */
+char *server_overview_body(void *arg, size_t *len);
+/* metrics.status in the running configuration. */
+bool server_overview_enabled(void *arg);
+/* A sample of the page's history every 10 s (the metrics listener calls
+ * it at every turn of the main loop). */
+void server_overview_tick(void *arg);
+/* The page's admin actions (metrics.admin): on now?, a login against the
+ * users file (1: good), one action (ban, unban, enable, disable). */
+bool server_overview_admin_on(void *arg);
+int server_overview_login(void *arg, const char *user, const char *pass);
+int server_overview_action(void *arg, const char *user, const char *op,
+			   const char *target, const char *ttl, char *err,
+			   size_t errlen);
 
 /* server_reload.c: what start-up shares with a reload. */
 struct listen_set;

@@ -205,11 +205,14 @@ cluster_counts(struct server *srv, struct metrics_snapshot *m)
 	m->cluster_rtt_count = atomic_load(&st->rtt_count);
 }
 
-char *
-server_metrics_body(void *arg, size_t *len)
+int
+server_snapshot_take(struct server *srv, struct server_snapshot *s)
 {
-	struct server *srv = arg;
-	struct metrics_snapshot m = {
+	const struct config *cfg = srv->gen->cfg;
+	struct metrics_snapshot *m = &s->m;
+
+	*s = (struct server_snapshot){0};
+	*m = (struct metrics_snapshot){
 		.start_time_ms = srv->started_wall_ms,
 		.generation = srv->gen->id,
 		.reloads = srv->reloads,
@@ -219,38 +222,66 @@ server_metrics_body(void *arg, size_t *len)
 		.draining = srv->draining,
 		.nworkers = srv->nworkers,
 	};
-	struct metrics_listener *ls = calloc(COUNTERS_LISTENERS, sizeof(*ls));
-	struct metrics_backend *bs = calloc(COUNTERS_BACKENDS, sizeof(*bs));
-	uint64_t *busy = calloc(srv->nworkers, sizeof(*busy));
+	s->ls = calloc(COUNTERS_LISTENERS, sizeof(*s->ls));
+	s->bs = calloc(COUNTERS_BACKENDS, sizeof(*s->bs));
+	s->busy = calloc(srv->nworkers, sizeof(*s->busy));
+	s->certs = calloc(cfg->ncerts + 1, sizeof(*s->certs));
+	if (s->ls == NULL || s->bs == NULL || s->busy == NULL ||
+	    s->certs == NULL) {
+		server_snapshot_free(s);
+		return -1;
+	}
+	for (unsigned i = 0; i < srv->reg->nlisteners; i++)
+		s->ls[i].name = srv->reg->listener[i];
+	sum_workers(srv, m, s->ls, s->bs, s->busy);
+	sum_limits(srv, m);
+	blocklist_counts(srv, m);
+	backend_gauges(srv, s->bs);
+	auth_counts(srv, m);
+	cluster_counts(srv, m);
+	memory_stats(m);
+	for (size_t i = 0; i < cfg->ncerts; i++)
+		s->certs[i] = cfg->certs[i].cert_file;
+	m->cert_files = s->certs;
+	m->cert_expiry = srv->gen->cert_expiry;
+	m->ncerts = srv->gen->cert_expiry != NULL ? cfg->ncerts : 0;
+	m->memory_limit = cfg->max_memory;
+	m->listeners = s->ls;
+	m->nlisteners = srv->reg->nlisteners;
+	m->backends = s->bs;
+	m->nbackends = srv->reg->nbackends;
+	m->busy_ns = s->busy;
+	return 0;
+}
+
+void
+server_snapshot_free(struct server_snapshot *s)
+{
+	free(s->ls);
+	free(s->bs);
+	free(s->busy);
+	free(s->certs);
+	*s = (struct server_snapshot){0};
+}
+
+char *
+server_metrics_body(void *arg, size_t *len)
+{
+	struct server_snapshot s;
 	char *text = NULL;
-	FILE *out = NULL;
+	FILE *out;
 
 	*len = 0;
-	if (ls == NULL || bs == NULL || busy == NULL ||
-	    (out = open_memstream(&text, len)) == NULL)
-		goto done;
-	for (unsigned i = 0; i < srv->reg->nlisteners; i++)
-		ls[i].name = srv->reg->listener[i];
-	sum_workers(srv, &m, ls, bs, busy);
-	sum_limits(srv, &m);
-	blocklist_counts(srv, &m);
-	backend_gauges(srv, bs);
-	auth_counts(srv, &m);
-	cluster_counts(srv, &m);
-	memory_stats(&m);
-	m.listeners = ls;
-	m.nlisteners = srv->reg->nlisteners;
-	m.backends = bs;
-	m.nbackends = srv->reg->nbackends;
-	m.busy_ns = busy;
-	metrics_render(&m, out);
-	if (fclose(out) != 0) {
-		free(text);
-		text = NULL;
+	if (server_snapshot_take(arg, &s) != 0)
+		return NULL;
+	out = open_memstream(&text, len);
+	if (out != NULL) {
+		metrics_render(&s.m, out);
+		if (fclose(out) != 0) {
+			free(text);
+			text = NULL;
+		}
 	}
-done:
-	free(ls);
-	free(bs);
-	free(busy);
+	server_snapshot_free(&s);
 	return text;
 }

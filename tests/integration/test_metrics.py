@@ -77,7 +77,7 @@ def parse_exposition(text):
         if line.startswith("# TYPE "):
             name, _, t = line[7:].partition(" ")
             assert name == family and typ is None, f"TYPE out of place: {line}"
-            assert t in ("counter", "gauge", "histogram"), line
+            assert t in ("counter", "gauge", "histogram", "summary"), line
             assert name.endswith("_total") == (t == "counter"), \
                 f"counters and only counters end in _total: {line}"
             typ = types[name] = t
@@ -89,6 +89,8 @@ def parse_exposition(text):
         assert typ is not None, f"sample before its TYPE: {line}"
         if typ == "histogram":
             assert name in (family + "_bucket", family + "_sum", family + "_count"), line
+        elif typ == "summary":  # fleet mode's round trip: _sum and _count
+            assert name in (family + "_sum", family + "_count"), line
         else:
             assert name == family, f"{line} inside family {family}"
         labels = {}

@@ -17,7 +17,10 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "ops/metrics.h"
 #include "ops/metrics_http.h"
@@ -317,7 +320,10 @@ test_render_values(void **state)
 			  "0.000000007");
 	/* nothing to read: no family at all */
 	assert_null(strstr(text, "msaproxy_xdp_"));
-	assert_null(strstr(text, "msaproxy_memory_"));
+	assert_null(strstr(text, "msaproxy_memory_allocated"));
+	assert_null(strstr(text, "msaproxy_tls_certificate_expiry"));
+	/* the configured cap is always there (0: none) */
+	assert_line(text, "msaproxy_memory_limit_bytes 0");
 	free(text);
 }
 
@@ -340,6 +346,10 @@ test_render_optional_families(void **state)
 	m.mem_mapped = 16384;
 	m.draining = true;
 	m.last_reload_ok = true;
+	m.memory_limit = 1 << 30;
+	m.cert_files = (const char *const[]){"/etc/a.pem", "b\"c.pem", "x"};
+	m.cert_expiry = (const int64_t[]){1800000000, 1900000000, 0};
+	m.ncerts = 3;
 	text = render(&m);
 	check_exposition(text);
 	assert_line(text, "msaproxy_xdp_dropped_packets_total{reason=\"file\"} "
@@ -352,6 +362,13 @@ test_render_optional_families(void **state)
 	assert_line(text, "msaproxy_memory_resident_bytes 8192");
 	assert_line(text, "msaproxy_draining 1");
 	assert_line(text, "msaproxy_config_last_reload_successful 1");
+	assert_line(text, "msaproxy_memory_limit_bytes 1073741824");
+	assert_line(text, "msaproxy_tls_certificate_expiry_seconds{cert="
+			  "\"/etc/a.pem\"} 1800000000");
+	assert_line(text, "msaproxy_tls_certificate_expiry_seconds{cert="
+			  "\"b\\\"c.pem\"} 1900000000");
+	/* unknown expiry (0): no sample */
+	assert_null(strstr(text, "cert=\"x\""));
 	free(text);
 }
 
@@ -454,6 +471,101 @@ test_parse_refused(void **state)
 			 400);
 }
 
+/* The status page's paths: 200 with their route through
+ * metrics_http_parse_route(), 404 through metrics_http_parse() (which
+ * answers /metrics only). */
+static void
+test_parse_routes(void **state)
+{
+	static const struct {
+		const char *req;
+		int status;
+		enum metrics_http_route route;
+	} cases[] = {
+		{"GET /metrics HTTP/1.1\r\n\r\n", 200, METRICS_ROUTE_METRICS},
+		{"GET /status HTTP/1.1\r\n\r\n", 200, METRICS_ROUTE_STATUS},
+		{"GET /status?refresh=2 HTTP/1.0\r\n\r\n", 200,
+		 METRICS_ROUTE_STATUS},
+		{"GET /status.json HTTP/1.1\r\nHost: a\r\n\r\n", 200,
+		 METRICS_ROUTE_STATUS_JSON},
+		{"POST /status HTTP/1.1\r\n\r\n", 405, 0},
+		{"PUT /status.json HTTP/1.1\r\n\r\n", 405, 0},
+		{"GET /status/ HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /status/../metrics HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /status.jso HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /status.json/ HTTP/1.1\r\n\r\n", 404, 0},
+		{"GET /Status HTTP/1.1\r\n\r\n", 404, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		enum metrics_http_route route = METRICS_ROUTE_METRICS;
+		const char *req = cases[i].req;
+		int got = metrics_http_parse_route(
+			req, strlen(req), METRICS_HTTP_REQUEST_MAX, &route);
+
+		if (got != cases[i].status)
+			fail_msg("%zu: \"%s\": %d, expected %d", i, req, got,
+				 cases[i].status);
+		if (got == 200)
+			assert_int_equal(route, cases[i].route);
+		/* the /metrics-only parser refuses the page's paths */
+		assert_int_equal(parse(req),
+				 got == 200 && route != METRICS_ROUTE_METRICS
+					 ? 404
+					 : got);
+	}
+}
+
+/* The admin actions' pure helpers: who is local, the form's fields. */
+static void
+test_admin_helpers(void **state)
+{
+	struct sockaddr_storage ss = {0};
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+	char out[32];
+
+	(void)state;
+	a4->sin_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.1", &a4->sin_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET, "127.9.8.7", &a4->sin_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET, "10.0.0.1", &a4->sin_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET, "128.0.0.1", &a4->sin_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	memset(&ss, 0, sizeof(ss));
+	a6->sin6_family = AF_INET6;
+	inet_pton(AF_INET6, "::1", &a6->sin6_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET6, "::ffff:127.0.0.1", &a6->sin6_addr);
+	assert_true(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET6, "::ffff:192.0.2.1", &a6->sin6_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	inet_pton(AF_INET6, "2001:db8::1", &a6->sin6_addr);
+	assert_false(metrics_http_local_peer(&ss));
+	ss.ss_family = AF_UNIX;
+	assert_false(metrics_http_local_peer(&ss));
+
+	static const char f[] = "csrf=ab12&op=ban&target=192.0.2.0%2F24"
+				"&ttl=1+h&x=%zz&n=%00&top=no";
+	assert_true(metrics_http_form_field(f, strlen(f), "op", out, 32));
+	assert_string_equal(out, "ban");
+	assert_true(metrics_http_form_field(f, strlen(f), "target", out, 32));
+	assert_string_equal(out, "192.0.2.0/24");
+	assert_true(metrics_http_form_field(f, strlen(f), "ttl", out, 32));
+	assert_string_equal(out, "1 h");
+	assert_false(metrics_http_form_field(f, strlen(f), "x", out, 32));
+	assert_false(metrics_http_form_field(f, strlen(f), "n", out, 32));
+	assert_false(metrics_http_form_field(f, strlen(f), "missing", out, 32));
+	/* too long for out */
+	assert_false(metrics_http_form_field(f, strlen(f), "target", out, 8));
+	/* only within len */
+	assert_false(metrics_http_form_field(f, 12, "op", out, 32));
+}
+
 static void
 test_parse_too_large(void **state)
 {
@@ -530,6 +642,8 @@ main(void)
 		cmocka_unit_test(test_render_empty),
 		cmocka_unit_test(test_parse_good),
 		cmocka_unit_test(test_parse_refused),
+		cmocka_unit_test(test_parse_routes),
+		cmocka_unit_test(test_admin_helpers),
 		cmocka_unit_test(test_parse_too_large),
 		cmocka_unit_test(test_registry),
 	};
