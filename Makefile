@@ -35,7 +35,7 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CFLAGS   ?= -O2 -g
 override CFLAGS += -std=c17 -D_GNU_SOURCE -pthread $(WARN) -iquote proxy \
             -fstack-protector-strong -fno-strict-aliasing
-LDLIBS   := -lssl -lcrypto -luring -lhiredis -largon2 -lyaml -lcrypt -lpthread -lbpf -lelf -lz -lm \
+LDLIBS   := -lssl -lcrypto -luring -lhiredis -largon2 -lpwquality -lyaml -lcrypt -lpthread -lbpf -lelf -lz -lm \
             -lcap -lseccomp
 ALLOC    ?= -ljemalloc
 TESTLIBS := -lcmocka

@@ -5,7 +5,7 @@
  *	msaproxy [-t] [--strict] -c FILE
  *	msaproxy -T -c FILE
  *	msaproxy hash-password [--scheme yescrypt|bcrypt|sha512-crypt]
- *		[--cost N | --rounds N]
+ *		[--cost N | --rounds N] [--check-strength | --allow-weak]
  *	msaproxy --help | --version
  *
  * DESCRIPTION
@@ -25,7 +25,11 @@
  *	(without echo) and refuses two different answers.  --cost (or its
  *	synonym --rounds) sets the scheme's work factor: yescrypt 1..11
  *	(default 5), bcrypt 4..31 (default 12), sha512-crypt rounds
- *	1000..999999999 (default 5000).
+ *	1000..999999999 (default 5000).  A password typed on a terminal is
+ *	checked by libpwquality against the system's policy
+ *	(/etc/security/pwquality.conf: length, classes, the cracklib
+ *	dictionary) and a weak one refused with the reason; --allow-weak
+ *	skips the check, --check-strength makes it for piped input too.
  *
  * SIGNALS
  *	SIGHUP: reload the configuration, users file and certificates.
@@ -48,6 +52,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <pwquality.h>
 
 #include "cluster/cluster.h"
 #include "config/audit.h"
@@ -85,6 +90,8 @@ usage(int status)
 		"       msaproxy hash-password [--scheme yescrypt|bcrypt|"
 		"sha512-crypt]\n"
 		"                              [--cost N | --rounds N]\n"
+		"                              [--check-strength | "
+		"--allow-weak]\n"
 		"       msaproxy --help | --version\n"
 		"\n"
 		"  -c FILE     the configuration (msaproxy.yaml(5))\n"
@@ -171,6 +178,28 @@ ask_password(char *pass, size_t len)
 	return 1;
 }
 
+/* libpwquality's verdict on pass under the system's policy: 0 strong
+ * enough, or -1 with why. */
+static int
+weak_password(const char *pass, char *why, size_t len)
+{
+	pwquality_settings_t *pwq = pwquality_default_settings();
+	void *aux = NULL;
+	int score;
+
+	if (pwq == NULL) {
+		snprintf(why, len, "out of memory");
+		return -1;
+	}
+	/* The system's policy when there is one; the defaults otherwise. */
+	(void)pwquality_read_config(pwq, NULL, NULL);
+	score = pwquality_check(pwq, pass, NULL, NULL, &aux);
+	if (score < 0)
+		pwquality_strerror(why, len, score, aux);
+	pwquality_free_settings(pwq);
+	return score < 0 ? -1 : 0;
+}
+
 /* --cost N: a positive whole number, or exit 2. */
 static unsigned long
 parse_cost(const char *opt, const char *text)
@@ -198,12 +227,17 @@ hash_password(int argc, char **argv)
 		{"scheme", required_argument, NULL, 's'},
 		{"cost", required_argument, NULL, 'c'},
 		{"rounds", required_argument, NULL, 'r'},
+		{"check-strength", no_argument, NULL, 'k'},
+		{"allow-weak", no_argument, NULL, 'w'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *scheme = NULL;
 	char pass[256], err[256];
 	unsigned long cost = 0;
+	/* A person typing a password gets the check; a pipe (provisioning
+	 * from another system) only when asked. */
+	int check = isatty(STDIN_FILENO), allow_weak = 0;
 	char *hash;
 	int c;
 
@@ -217,6 +251,12 @@ hash_password(int argc, char **argv)
 		case 'r':
 			cost = parse_cost(c == 'c' ? "--cost" : "--rounds",
 					  optarg);
+			break;
+		case 'k':
+			check = 1;
+			break;
+		case 'w':
+			allow_weak = 1;
 			break;
 		case 'h':
 			usage(0);
@@ -234,6 +274,15 @@ hash_password(int argc, char **argv)
 	}
 	if (ask_password(pass, sizeof(pass)) != 0)
 		return 1;
+	if (check && !allow_weak &&
+	    weak_password(pass, err, sizeof(err)) != 0) {
+		OPENSSL_cleanse(pass, sizeof(pass));
+		fprintf(stderr,
+			"msaproxy: hash-password: a weak password: %s "
+			"(--allow-weak hashes it anyway)\n",
+			err);
+		return 1;
+	}
 	hash = passwd_hash_cost(pass, scheme, cost, err, sizeof(err));
 	OPENSSL_cleanse(pass, sizeof(pass));
 	if (hash == NULL) {

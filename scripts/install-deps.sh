@@ -12,6 +12,7 @@ PKGS="
 build-essential pkg-config clang llvm lld libclang-rt-14-dev
 libssl-dev openssl liburing-dev libbpf-dev bpftool libelf-dev zlib1g-dev
 libhiredis-dev redis-server libargon2-dev argon2
+libpwquality-dev cracklib-runtime
 libjemalloc-dev libcrypt-dev libyaml-dev libcmocka-dev libcap-dev libseccomp-dev
 python3 python3-pytest python3-pytest-xdist python3-aiosmtpd python3-yaml
 swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl

@@ -186,3 +186,24 @@ def test_piped_password_is_read_once():
             "pw\n")
     assert r.returncode == 0 and r.stderr == "", r
     assert r.stdout.startswith("$2b$04$")
+
+
+def test_weak_password_refused_with_the_reason():
+    """libpwquality, the system's policy: a typed password is checked; a
+    piped one when asked (--check-strength); --allow-weak skips it."""
+    t = Tty()
+    t.wait_prompt(b"Password: ")
+    t.type("pw\n")
+    t.wait_prompt(b"Retype password: ")
+    t.type("pw\n")
+    code, out, err, _ = t.finish()
+    assert code == 1 and out == "", out
+    assert "a weak password: The password is shorter than 8 characters" in err, err
+    args = [MSAPROXY_BIN, "hash-password", "--scheme", "bcrypt", "--cost", "4"]
+    r = run([*args, "--check-strength"], "password\n")
+    assert r.returncode == 1 and r.stdout == "", r
+    assert "dictionary" in r.stderr, r.stderr
+    r = run([*args, "--check-strength"], "Tr0ub4dor&3-horse\n")
+    assert r.returncode == 0 and r.stdout.startswith("$2b$04$"), r
+    r = run([*args, "--check-strength", "--allow-weak"], "pw\n")
+    assert r.returncode == 0 and r.stdout.startswith("$2b$04$"), r
