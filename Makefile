@@ -59,7 +59,7 @@ FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined \
                 $(WARN)
 FUZZ_LIBS    := -lssl -lcrypto -lyaml -lcrypt -lpthread
 FUZZ_SECONDS ?= 300
-FUZZ_SHORT_SECONDS ?= 8
+FUZZ_SHORT_SECONDS ?= 5
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,\
                 $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)

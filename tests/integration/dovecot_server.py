@@ -7,7 +7,7 @@ fit 108 bytes), runs `dovecot -F -c CONF` and waits for its auth-client
 socket.  .socket is that path.  users: {name: (password, extra)}, extra
 being passwd-file extra fields such as "user=alice@example.test" (the
 canonical login Dovecot answers with).  tcp_port: an inet_listener on
-127.0.0.1 too (.start() then also waits for it).  .stop() SIGTERMs the master by its
+127.0.0.1 too (.start() then also waits for it).  .stop() SIGKILLs the master by its
 PID, then its children by theirs; .start() again reuses the socket path.
 .auth_pid() is the PID of its auth process (a child of the master), for
 SIGSTOP/SIGCONT.  Nothing is stopped by name.
@@ -60,6 +60,15 @@ def _accepts(port):
             return True
     except OSError:
         return False
+
+
+def _alive(pid):
+    """Running (a zombie waiting for init to reap it is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def dovecot_binary():
@@ -137,26 +146,23 @@ class DovecotAuth:
         raise RuntimeError("no dovecot auth process")
 
     def stop(self, timeout=10):
-        """The master and its children: without its master, Dovecot's auth
-        process goes on serving the connections it has until they close."""
+        """The master and its children, at once (SIGKILL, by PID): without
+        its master, Dovecot's auth process goes on serving the connections
+        it has until they close, and the master's own SIGTERM shutdown
+        waits a second for them.  A killed Dovecot is also what "down"
+        means to the proxy."""
         if self.proc is None:
             return
         children = list(self.children())
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        for pid in [self.proc.pid, *children]:
             try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        self.proc.wait(timeout)
         deadline = time.monotonic() + timeout
         for pid in children:
-            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         self.proc = None
         self.out.close()
