@@ -505,6 +505,27 @@ list_table(const struct ban_table *t, int which, FILE *out, bool json,
 }
 
 void
+bans_each(struct bans *b, unsigned reasons,
+	  void (*fn)(void *arg, const struct ipnet *net, uint64_t left_ms,
+		     enum blocklist_reason reason),
+	  void *arg)
+{
+	uint64_t now = timer_now_ms();
+
+	pthread_rwlock_rdlock(&b->lock);
+	for (size_t i = 0; i < b->block.n; i++) {
+		const struct ban_entry *e = &b->block.v[i];
+
+		if (!(reasons & (1u << e->reason)) ||
+		    (e->expires_ms != 0 && e->expires_ms <= now))
+			continue;
+		fn(arg, &e->net, e->expires_ms ? e->expires_ms - now : 0,
+		   (enum blocklist_reason)e->reason);
+	}
+	pthread_rwlock_unlock(&b->lock);
+}
+
+void
 bans_list(struct bans *b, FILE *out, bool json)
 {
 	uint64_t now = timer_now_ms();

@@ -67,6 +67,13 @@ bool bans_left(struct bans *b, const struct ipnet *net, uint64_t *left_ms);
 /* Remove the ban of exactly net: 0, 1 when there was none, -1 error. */
 int bans_del(struct bans *b, const struct ipnet *net, char *err, size_t errlen);
 
+/* fn for every live blocked entry of the given reasons (a bit per enum
+ * blocklist_reason), with its time left (0: permanent); under the read
+ * lock: fn must not call back into bans. */
+void bans_each(struct bans *b, unsigned reasons,
+	       void (*fn)(void *arg, const struct ipnet *net, uint64_t left_ms,
+			  enum blocklist_reason reason),
+	       void *arg);
 /* Every entry, one per line (json: one object per line). */
 void bans_list(struct bans *b, FILE *out, bool json);
 /* What the metrics endpoint shows (counts now, totals since start). */

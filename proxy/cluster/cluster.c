@@ -227,6 +227,45 @@ on_publish(struct cluster *c, const char *msg, size_t len)
 	}
 }
 
+/* A ban of this node's that the cluster may not have (resync). */
+struct local_bans {
+	struct cluster *c;
+	const struct ipnet *fresh;
+	size_t nfresh;
+	struct cluster_request *out; /* to publish, newest first */
+};
+
+static bool
+net_in(const struct ipnet *v, size_t n, const struct ipnet *net)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].len == net->len &&
+		    memcmp(v[i].addr, net->addr, 16) == 0)
+			return true;
+	return false;
+}
+
+static void
+local_ban(void *ctx, const struct ipnet *net, uint64_t left_ms,
+	  enum blocklist_reason reason)
+{
+	struct local_bans *lb = ctx;
+	struct cluster_request *req;
+
+	/* In Redis already, or had from the cluster (then an unban made
+	 * while away lifts it instead): nothing to tell. */
+	if (net_in(lb->fresh, lb->nfresh, net) || applied_find(lb->c, net) >= 0)
+		return;
+	if ((req = calloc(1, sizeof(*req))) == NULL)
+		return;
+	req->op = CLUSTER_BAN;
+	ipnet_format(net, req->net, sizeof(req->net));
+	req->ttl_ms = left_ms;
+	req->reason = reason;
+	req->next = lb->out;
+	lb->out = req;
+}
+
 /* After a (re)connect: every live ban in, and the ones this node holds
  * that the cluster no longer has, out. */
 static int
@@ -286,6 +325,28 @@ resync(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
 				       0;
 		if (!kept && c->sink.del != NULL)
 			c->sink.del(c->sink.arg, &c->applied[i], "resync");
+	}
+	/* This node's own bans made while Redis was away: published now
+	 * (they go out with the first pipeline, once the thread is up). */
+	if (c->sink.each != NULL) {
+		struct local_bans lb = {
+			.c = c, .fresh = fresh, .nfresh = nfresh};
+
+		c->sink.each(c->sink.arg, local_ban, &lb);
+		while (lb.out != NULL) {
+			struct cluster_request *req = lb.out;
+
+			lb.out = req->next;
+			req->next = NULL;
+			pthread_mutex_lock(&c->mu);
+			req->next = c->mbox;
+			c->mbox = req;
+			pthread_mutex_unlock(&c->mu);
+			log_info("cluster-ban-published",
+				 " network=%s ttl_ms=%" PRIu64
+				 " detail=\"made while Redis was away\"",
+				 req->net, req->ttl_ms);
+		}
 	}
 	free(c->applied);
 	c->applied = fresh;

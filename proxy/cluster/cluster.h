@@ -151,13 +151,21 @@ const char *cluster_address(const struct cluster *c);
  * ban or unban made on one node is kept in Redis and published, and every
  * other node applies it through its sink within the round trip of a
  * publish; a node that (re)connects reads them all back (bans made
- * elsewhere while it was away, and lifts the ones unbanned meanwhile).
+ * elsewhere while it was away, lifts the ones unbanned meanwhile, and
+ * publishes its own made while Redis was away).
  * The sink (given to cluster_start) runs on the cluster thread.
  */
 struct cluster_ban_sink {
 	void (*add)(void *arg, const struct ipnet *net, uint64_t ttl_ms,
 		    enum blocklist_reason reason, const char *node);
 	void (*del)(void *arg, const struct ipnet *net, const char *node);
+	/* This node's manual and automatic bans, each to fn: at a resync,
+	 * the ones the cluster never heard of (made while Redis was away)
+	 * are published then. */
+	void (*each)(void *arg,
+		     void (*fn)(void *ctx, const struct ipnet *net,
+				uint64_t left_ms, enum blocklist_reason reason),
+		     void *ctx);
 	void *arg;
 };
 /* Publish what this node did (no waiting; lost while Redis is down). */

@@ -96,11 +96,27 @@ sink_del(void *arg, const struct ipnet *net, const char *node)
 			 node, r == 0, lifted);
 }
 
+static void
+sink_each(void *arg,
+	  void (*fn)(void *ctx, const struct ipnet *net, uint64_t left_ms,
+		     enum blocklist_reason reason),
+	  void *ctx)
+{
+	struct server *srv = arg;
+
+	bans_each(srv->shared.bans,
+		  (1u << BLOCKLIST_REASON_MANUAL) |
+			  (1u << BLOCKLIST_REASON_AUTO),
+		  fn, ctx);
+}
+
 struct cluster_ban_sink
 server_cluster_sink(struct server *srv)
 {
-	return (struct cluster_ban_sink){
-		.add = sink_add, .del = sink_del, .arg = srv};
+	return (struct cluster_ban_sink){.add = sink_add,
+					 .del = sink_del,
+					 .each = sink_each,
+					 .arg = srv};
 }
 
 void

@@ -547,3 +547,22 @@ def test_delivered_bytes_count_on_every_node(proxy, recording_backend, redis):
     assert send(a) == 451
     a.wait_for_log(r"msg=limit .*user=demo limit=bytes")
     assert send(b) == 451
+
+
+def test_a_ban_made_while_redis_was_away_reaches_the_others_on_reconnect(
+        proxy, recording_backend, redis):
+    r = redis()
+    a, b = nodes(proxy, recording_backend, r)
+    r.kill()
+    a.wait_for_log(r"msg=cluster-down", timeout=10)
+    a.ctl("ban", "127.0.6.0/24", "--ttl", "1h")  # only a knows of it now
+    assert not admitted(a, "127.0.6.7")
+    assert admitted(b, "127.0.6.7")
+    marks = a.mark(), b.mark()
+    r.start()
+    a.wait_for_log(r"msg=cluster-ban-published network=127\.0\.6\.0/24",
+                   timeout=15, since=marks[0])
+    b.wait_for_log(r"msg=cluster-ban network=127\.0\.6\.0/24 .*reason=manual",
+                   timeout=15, since=marks[1])
+    assert not admitted(b, "127.0.6.7")
+    assert "127.0.6.0/24" in r.cli("HKEYS", "msaproxy:bans")
