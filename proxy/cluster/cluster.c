@@ -382,20 +382,33 @@ subscribe(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
 
 static void read_publishes(struct cluster *c);
 
+struct cluster_request *
+cluster_give_request(const char *login, const struct config_user_limits *pol,
+		     const uint64_t amount[LIMIT_USER_KINDS], bool charge)
+{
+	struct cluster_request *req = calloc(1, sizeof(*req));
+
+	if (req == NULL)
+		return NULL;
+	req->op = charge ? CLUSTER_CHARGE : CLUSTER_GIVE;
+	cluster_user_id(login, req->user);
+	cluster_request_rates(req, pol);
+	memcpy(req->amount, amount, sizeof(req->amount));
+	return req;
+}
+
 void
 cluster_give(void *cluster, const char *login,
 	     const struct config_user_limits *pol,
 	     const uint64_t amount[LIMIT_USER_KINDS], bool charge)
 {
-	struct cluster_request *req = calloc(1, sizeof(*req));
+	struct cluster_request *req =
+		cluster_give_request(login, pol, amount, charge);
 
-	if (req == NULL)
-		return; /* the units stay taken: the safe side */
-	req->op = charge ? CLUSTER_CHARGE : CLUSTER_GIVE;
-	cluster_user_id(login, req->user);
-	cluster_request_rates(req, pol);
-	memcpy(req->amount, amount, sizeof(req->amount));
-	cluster_submit(cluster, req); /* done NULL: freed when answered */
+	/* No memory: the units stay taken, the safe side.  done NULL: the
+	 * request is freed when answered. */
+	if (req != NULL)
+		cluster_submit(cluster, req);
 }
 
 /* ---------------------------------------------------------------------
@@ -816,6 +829,25 @@ reply_u64(const redisReply *r)
 		       : 0;
 }
 
+/* An array of exactly n integers. */
+static bool
+all_ints(const redisReply *r, size_t n)
+{
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (r->element[i]->type != REDIS_REPLY_INTEGER)
+			return false;
+	return true;
+}
+
+/* A script's count or wait, -1 meaning never (or not limited). */
+static uint64_t
+u64_or_never(const redisReply *e)
+{
+	return e->integer < 0 ? UINT64_MAX : (uint64_t)e->integer;
+}
+
 bool
 cluster_take_reply(struct cluster_request *req, const redisReply *r)
 {
@@ -825,30 +857,20 @@ cluster_take_reply(struct cluster_request *req, const redisReply *r)
 	case CLUSTER_TAKE:
 	case CLUSTER_GIVE:
 	case CLUSTER_CHARGE:
-		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-		    r->element[0]->type != REDIS_REPLY_INTEGER ||
-		    r->element[0]->integer < 0 ||
+		if (!all_ints(r, 2) || r->element[0]->integer < 0 ||
 		    r->element[0]->integer > LIMIT_USER_KINDS)
 			return false;
 		req->refused = (int)r->element[0]->integer;
-		req->retry_ms = r->element[1]->type == REDIS_REPLY_INTEGER &&
-						r->element[1]->integer < 0
-					? UINT64_MAX
-					: reply_u64(r->element[1]);
+		req->retry_ms = u64_or_never(r->element[1]);
 		return true;
 	case CLUSTER_PEEK:
-		if (r->type != REDIS_REPLY_ARRAY ||
-		    r->elements != LIMIT_USER_KINDS)
+		if (!all_ints(r, LIMIT_USER_KINDS))
 			return false;
 		for (int k = 0; k < LIMIT_USER_KINDS; k++)
-			req->avail[k] =
-				r->element[k]->type == REDIS_REPLY_INTEGER &&
-						r->element[k]->integer < 0
-					? UINT64_MAX
-					: reply_u64(r->element[k]);
+			req->avail[k] = u64_or_never(r->element[k]);
 		return true;
 	case CLUSTER_LOGIN:
-		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+		if (!all_ints(r, 2))
 			return false;
 		req->delay_ms = reply_u64(r->element[0]);
 		req->banned_ms = reply_u64(r->element[1]);
@@ -857,7 +879,6 @@ cluster_take_reply(struct cluster_request *req, const redisReply *r)
 		req->refused = (int)reply_u64(r); /* keys deleted */
 		return r->type == REDIS_REPLY_INTEGER;
 	case CLUSTER_CHARGE_MANY:
-		return r->type == REDIS_REPLY_INTEGER;
 	case CLUSTER_BAN:
 	case CLUSTER_UNBAN:
 		return r->type == REDIS_REPLY_INTEGER;
@@ -889,9 +910,8 @@ go_down(struct cluster *c, const char *why)
 		answer(c, req, CLUSTER_UNAVAILABLE);
 	}
 	c->tail = NULL;
-	c->backoff_us = c->backoff_us == 0 ? BACKOFF_MIN_US : c->backoff_us * 2;
-	if (c->backoff_us > BACKOFF_MAX_US)
-		c->backoff_us = BACKOFF_MAX_US;
+	c->backoff_us =
+		cluster_backoff(c->backoff_us, BACKOFF_MIN_US, BACKOFF_MAX_US);
 	c->next_connect_us = redis_now_us() + c->backoff_us;
 }
 

@@ -217,6 +217,21 @@ void cluster_give(void *cluster, const char *login,
 		  const struct config_user_limits *pol,
 		  const uint64_t amount[LIMIT_USER_KINDS], bool charge);
 
+/* The same as a request to submit (NULL: no memory). */
+struct cluster_request *
+cluster_give_request(const char *login, const struct config_user_limits *pol,
+		     const uint64_t amount[LIMIT_USER_KINDS], bool charge);
+
+/* The wait before the next connect after a failure: min, then doubling
+ * up to max (the thread's connection and every worker's). */
+static inline uint64_t
+cluster_backoff(uint64_t prev, uint64_t min, uint64_t max)
+{
+	uint64_t next = prev == 0 ? min : prev * 2;
+
+	return next > max ? max : next;
+}
+
 /* A request's rates and amounts filled from a user's policy. */
 void cluster_request_rates(struct cluster_request *req,
 			   const struct config_user_limits *pol);

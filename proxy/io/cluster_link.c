@@ -131,9 +131,8 @@ go_down(struct cluster_link *l)
 		deliver(l, req, CLUSTER_UNAVAILABLE);
 	}
 	l->tail = NULL;
-	l->backoff_ms = l->backoff_ms == 0 ? BACKOFF_MIN_MS : l->backoff_ms * 2;
-	if (l->backoff_ms > BACKOFF_MAX_MS)
-		l->backoff_ms = BACKOFF_MAX_MS;
+	l->backoff_ms =
+		cluster_backoff(l->backoff_ms, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 	l->next_ms = timer_now_ms() + l->backoff_ms;
 }
 
@@ -409,14 +408,8 @@ cluster_link_give(void *link, const char *login,
 		add_charge(l, login, pol, amount[LIMIT_BYTES]);
 		return;
 	}
-	req = calloc(1, sizeof(*req));
-	if (req == NULL)
-		return; /* the units stay taken: the safe side */
-	req->op = charge ? CLUSTER_CHARGE : CLUSTER_GIVE;
-	cluster_user_id(login, req->user);
-	cluster_request_rates(req, pol);
-	memcpy(req->amount, amount, sizeof(req->amount));
-	if (!cluster_link_submit(l, req))
+	req = cluster_give_request(login, pol, amount, charge);
+	if (req != NULL && !cluster_link_submit(l, req))
 		cluster_submit(l->cluster, req); /* done NULL: freed there */
 }
 

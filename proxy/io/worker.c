@@ -533,12 +533,18 @@ worker_sessions(struct worker *w, bool json, int timeout_ms)
  * Auth results: pool thread -> mailbox -> eventfd -> this ring
  */
 
+/* A request's cookie is the session's ring, which is its worker's. */
+static struct worker *
+worker_of_cookie(uint64_t cookie)
+{
+	return (struct worker *)((char *)(uintptr_t)cookie -
+				 offsetof(struct worker, ring));
+}
+
 static void
 worker_auth_done(struct auth_request *req)
 {
-	/* The cookie is the session's ring, which is its worker's. */
-	struct worker *w = (struct worker *)((char *)(uintptr_t)req->cookie -
-					     offsetof(struct worker, ring));
+	struct worker *w = worker_of_cookie(req->cookie);
 
 	pthread_mutex_lock(&w->mbox_lock);
 	req->next = w->mbox;
@@ -550,8 +556,7 @@ worker_auth_done(struct auth_request *req)
 static void
 worker_cluster_done(struct cluster_request *req)
 {
-	struct worker *w = (struct worker *)((char *)(uintptr_t)req->cookie -
-					     offsetof(struct worker, ring));
+	struct worker *w = worker_of_cookie(req->cookie);
 
 	pthread_mutex_lock(&w->mbox_lock);
 	req->next = w->cmbox;

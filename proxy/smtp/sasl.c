@@ -236,6 +236,22 @@ is_empty_response(const char *b64, size_t len)
 	return len == 0 || (len == 1 && b64[0] == '=');
 }
 
+/* The checks every client response gets first: SASL_OK with *declen its
+ * decoded length, SASL_EMPTY for "" or "=" (each caller says what an
+ * empty one means), else why it is not base64. */
+#define SASL_EMPTY 1 /* beside enum sasl_status's OK and errors */
+static int
+response_check(const char *b64, size_t len, size_t *declen)
+{
+	if (len > 0 && b64 == NULL)
+		return SASL_BAD_BASE64;
+	if (is_empty_response(b64, len))
+		return SASL_EMPTY;
+	if (!b64_check((const unsigned char *)b64, len, declen))
+		return SASL_BAD_BASE64;
+	return SASL_OK;
+}
+
 /* The longest valid PLAIN message: three full fields and two NULs. */
 #define PLAIN_MAX (3 * (SASL_FIELD_MAX - 1) + 2)
 /* What is decoded of a longer one: a whole number of base64 groups that
@@ -260,18 +276,15 @@ b64_decode_prefix(const unsigned char *in, size_t len, size_t n,
 enum sasl_status
 sasl_plain_decode(const char *b64, size_t len, struct sasl_creds *out)
 {
+	int rc;
 	unsigned char buf[PLAIN_PREFIX];
 	const unsigned char *f[3], *nul;
 	size_t n, m, flen[3], i, rest;
 	enum sasl_status st;
 
 	sasl_creds_clear(out);
-	if (len > 0 && b64 == NULL)
-		return SASL_BAD_BASE64;
-	if (is_empty_response(b64, len))
-		return SASL_MALFORMED;
-	if (!b64_check((const unsigned char *)b64, len, &n))
-		return SASL_BAD_BASE64;
+	if ((rc = response_check(b64, len, &n)) != SASL_OK)
+		return rc == SASL_EMPTY ? SASL_MALFORMED : (enum sasl_status)rc;
 	/* A longer message is read only as far as its first two fields can
 	 * reach: an oversize password is refused without being decoded. */
 	m = b64_decode_prefix((const unsigned char *)b64, len, n, buf,
@@ -335,17 +348,14 @@ done:
 enum sasl_status
 sasl_login_decode(const char *b64, size_t len, char *out, size_t outsize)
 {
+	int rc;
 	size_t n;
 
 	if (out == NULL || outsize == 0)
 		return SASL_TOO_LONG;
 	OPENSSL_cleanse(out, outsize);
-	if (len > 0 && b64 == NULL)
-		return SASL_BAD_BASE64;
-	if (is_empty_response(b64, len))
-		return SASL_OK; /* out[0] is already NUL */
-	if (!b64_check((const unsigned char *)b64, len, &n))
-		return SASL_BAD_BASE64;
+	if ((rc = response_check(b64, len, &n)) != SASL_OK) /* empty: "" */
+		return rc == SASL_EMPTY ? SASL_OK : (enum sasl_status)rc;
 	if (n >= outsize)
 		return SASL_TOO_LONG;
 	b64_decode_checked((const unsigned char *)b64, len,
@@ -530,17 +540,14 @@ take_gs2(const unsigned char *p, size_t len, struct sasl_oauth *out)
 static enum sasl_status
 oauth_decode(const char *b64, size_t len, bool xoauth2, struct sasl_oauth *out)
 {
+	int rc;
 	unsigned char *buf;
 	size_t n, off = 0;
 	enum sasl_status st;
 
 	OPENSSL_cleanse(out, sizeof(*out));
-	if (len > 0 && b64 == NULL)
-		return SASL_BAD_BASE64;
-	if (is_empty_response(b64, len))
-		return SASL_MALFORMED;
-	if (!b64_check((const unsigned char *)b64, len, &n))
-		return SASL_BAD_BASE64;
+	if ((rc = response_check(b64, len, &n)) != SASL_OK)
+		return rc == SASL_EMPTY ? SASL_MALFORMED : (enum sasl_status)rc;
 	if (n > SASL_OAUTH_MAX)
 		return SASL_TOO_LONG;
 	buf = malloc(n + 1);
