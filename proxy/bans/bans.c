@@ -26,7 +26,11 @@ struct bans {
 	pthread_rwlock_t lock;
 	struct ban_table block, allow;
 	struct blocklist *bpf; /* NULL: accept() only */
-	char **ifaces;	       /* attached */
+	/* Under lock: the files' prefixes (own), the other nodes' (shared,
+	 * fleet mode), the allowlist; file entries are own and shared. */
+	struct blocklist_file own, shared, allow_list;
+	size_t max_entries;
+	char **ifaces; /* attached */
 	size_t nifaces;
 	atomic_bool auto_logins, auto_floods;
 	atomic_ullong refused; /* connections closed at accept() */
@@ -78,6 +82,15 @@ allow_list(const struct config *cfg, struct blocklist_file *out)
 
 	*out = (struct blocklist_file){0};
 	return blocklist_file_merge(out, &src);
+}
+
+static void
+swap(struct blocklist_file *a, struct blocklist_file *b)
+{
+	struct blocklist_file t = *a;
+
+	*a = *b;
+	*b = t;
 }
 
 /* Make the memory tables say what files and allow say (lock held). */
@@ -137,6 +150,24 @@ apply_kernel(struct bans *b, const struct blocklist_file *files,
 		 " added=%zu removed=%zu unchanged=%zu kept=%zu", r.added,
 		 r.removed, r.unchanged, r.kept);
 	return 0;
+}
+
+/* Files (own and shared) and the allowlist into both places (lock
+ * held). */
+static int
+apply_all(struct bans *b, char *err, size_t errlen)
+{
+	struct blocklist_file files = {0};
+	int rc = -1;
+
+	if (blocklist_file_merge(&files, &b->own) != 0 ||
+	    blocklist_file_merge(&files, &b->shared) != 0)
+		snprintf(err, errlen, "out of memory");
+	else if (apply_kernel(b, &files, &b->allow_list, err, errlen) == 0 &&
+		 (rc = apply_memory(b, &files, &b->allow_list)) != 0)
+		snprintf(err, errlen, "out of memory");
+	blocklist_file_free(&files);
+	return rc;
 }
 
 /* ---------------------------------------------------------------------
@@ -334,7 +365,6 @@ struct bans *
 bans_open(const struct config *cfg, char *err, size_t errlen)
 {
 	struct bans *b = calloc(1, sizeof(*b));
-	struct blocklist_file files, allow = {0};
 
 	err[0] = '\0';
 	if (b == NULL) {
@@ -343,18 +373,16 @@ bans_open(const struct config *cfg, char *err, size_t errlen)
 	}
 	pthread_rwlock_init(&b->lock, NULL);
 	set_flags(b, cfg);
-	if (read_files(cfg, &files, err, errlen) != 0) {
+	b->max_entries = cfg->blocklist_max_entries;
+	if (read_files(cfg, &b->own, err, errlen) != 0) {
 		bans_close(b);
 		return NULL;
 	}
-	if (allow_list(cfg, &allow) != 0 ||
+	if (allow_list(cfg, &b->allow_list) != 0 ||
 	    (cfg->xdp_enabled && start_xdp(b, cfg, err, errlen) != 0) ||
-	    apply_kernel(b, &files, &allow, err, errlen) != 0 ||
-	    apply_memory(b, &files, &allow) != 0) {
+	    apply_all(b, err, errlen) != 0) {
 		if (err[0] == '\0')
 			snprintf(err, errlen, "out of memory");
-		blocklist_file_free(&files);
-		blocklist_file_free(&allow);
 		bans_close(b);
 		return NULL;
 	}
@@ -362,8 +390,6 @@ bans_open(const struct config *cfg, char *err, size_t errlen)
 		 " entries=%zu allow=%zu files=%zu xdp=%s interfaces=%zu",
 		 b->block.n, b->allow.n, cfg->nblocklist_files,
 		 b->bpf ? "on" : "off", b->nifaces);
-	blocklist_file_free(&files);
-	blocklist_file_free(&allow);
 	return b;
 }
 
@@ -371,7 +397,7 @@ int
 bans_reload(struct bans *b, const struct config *cfg, char *err, size_t errlen)
 {
 	struct blocklist_file files, allow;
-	int rc = -1;
+	int rc;
 
 	if (read_files(cfg, &files, err, errlen) != 0)
 		return -1;
@@ -381,15 +407,64 @@ bans_reload(struct bans *b, const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	pthread_rwlock_wrlock(&b->lock);
-	if (apply_kernel(b, &files, &allow, err, errlen) == 0) {
-		rc = apply_memory(b, &files, &allow);
-		if (rc != 0)
-			snprintf(err, errlen, "out of memory");
+	b->max_entries = cfg->blocklist_max_entries;
+	swap(&b->own, &files);
+	swap(&b->allow_list, &allow);
+	rc = apply_all(b, err, errlen);
+	if (rc != 0) { /* the lists the tables still hold */
+		swap(&b->own, &files);
+		swap(&b->allow_list, &allow);
 	}
 	pthread_rwlock_unlock(&b->lock);
 	set_flags(b, cfg);
 	blocklist_file_free(&files);
 	blocklist_file_free(&allow);
+	return rc;
+}
+
+int
+bans_share(struct bans *b, const struct ipnet *v, size_t n, char *err,
+	   size_t errlen)
+{
+	struct blocklist_file in = {.v = (struct ipnet *)v, .n = n},
+			      shared = {0};
+	int rc;
+
+	if (blocklist_file_merge(&shared, &in) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	pthread_rwlock_wrlock(&b->lock);
+	if (shared.n > b->max_entries) {
+		snprintf(err, errlen,
+			 "the other nodes' files list %zu prefixes, more than "
+			 "blocklist.max_entries (%zu)",
+			 shared.n, b->max_entries);
+		rc = -1;
+	} else {
+		swap(&b->shared, &shared);
+		rc = apply_all(b, err, errlen);
+		if (rc != 0)
+			swap(&b->shared, &shared);
+	}
+	pthread_rwlock_unlock(&b->lock);
+	blocklist_file_free(&shared);
+	return rc;
+}
+
+int
+bans_own_files(struct bans *b, struct ipnet **v, size_t *n)
+{
+	int rc = 0;
+
+	pthread_rwlock_rdlock(&b->lock);
+	*n = b->own.n;
+	*v = NULL;
+	if (*n > 0 && (*v = malloc(*n * sizeof(**v))) == NULL)
+		rc = -1;
+	else if (*n > 0)
+		memcpy(*v, b->own.v, *n * sizeof(**v));
+	pthread_rwlock_unlock(&b->lock);
 	return rc;
 }
 
@@ -646,6 +721,9 @@ bans_close(struct bans *b)
 	free(b->ifaces);
 	ban_table_free(&b->block);
 	ban_table_free(&b->allow);
+	blocklist_file_free(&b->own);
+	blocklist_file_free(&b->shared);
+	blocklist_file_free(&b->allow_list);
 	pthread_rwlock_destroy(&b->lock);
 	free(b);
 }

@@ -54,6 +54,16 @@ void bans_close(struct bans *b);
 int bans_reload(struct bans *b, const struct config *cfg, char *err,
 		size_t errlen);
 
+/* Fleet mode (cluster_files.h): the other nodes' file prefixes, enforced
+ * as file entries next to this node's own (the union; an entry listed by
+ * both stays while either lists it).  Replaces the previous set; refused
+ * (nothing changes) when the union would pass blocklist.max_entries.  0,
+ * or -1 with err. */
+int bans_share(struct bans *b, const struct ipnet *v, size_t n, char *err,
+	       size_t errlen);
+/* A copy of this node's own file prefixes (sorted; free *v). */
+int bans_own_files(struct bans *b, struct ipnet **v, size_t *n);
+
 /* May a connection from peer go on?  false: blocked and not allowed. */
 bool bans_admit(struct bans *b, const struct sockaddr *peer);
 

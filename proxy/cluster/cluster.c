@@ -39,6 +39,7 @@
 #include <openssl/sha.h>
 
 #include "cluster/cluster.h"
+#include "cluster/cluster_files.h"
 #include "cluster/cluster_msg.h"
 #include "cluster/cluster_scripts.h"
 #include "cluster/redis_conn.h"
@@ -46,7 +47,7 @@
 
 #define BACKOFF_MIN_US 100000u	/* 100 ms */
 #define BACKOFF_MAX_US 5000000u /* 5 s */
-#define NSCRIPTS       6
+#define NSCRIPTS       8
 
 struct cluster {
 	const struct config *cfg; /* the start's: cluster.* is restart-only */
@@ -70,6 +71,7 @@ struct cluster {
 	 * to know its own (two nodes may share a name by mistake). */
 	char origin[CLUSTER_ORIGIN_MAX];
 	struct cluster_ban_sink sink; /* set before the first ban */
+	struct cluster_files files;   /* the blocklist files' sets */
 
 	/* The thread's own. */
 	struct redis_conn conn;
@@ -86,8 +88,10 @@ struct cluster {
 };
 
 static const char *const scripts[NSCRIPTS] = {
-	cluster_script_bucket, cluster_script_login,   cluster_script_reset,
-	cluster_script_ban,    cluster_script_banlist, cluster_script_charges,
+	cluster_script_bucket,	     cluster_script_login,
+	cluster_script_reset,	     cluster_script_ban,
+	cluster_script_banlist,	     cluster_script_charges,
+	cluster_script_files_commit, cluster_script_files_index,
 };
 enum {
 	SCRIPT_BUCKET,
@@ -96,6 +100,8 @@ enum {
 	SCRIPT_BAN,
 	SCRIPT_BANLIST,
 	SCRIPT_CHARGES,
+	SCRIPT_FILES_COMMIT,
+	SCRIPT_FILES_INDEX,
 };
 
 /* ---------------------------------------------------------------------
@@ -204,6 +210,16 @@ cluster_unban(struct cluster *c, const struct ipnet *net)
 	ban_request(c, CLUSTER_UNBAN, net, 0, BLOCKLIST_REASON_MANUAL);
 }
 
+void
+cluster_files_set(struct cluster *c, const struct ipnet *v, size_t n)
+{
+	uint64_t one = 1;
+
+	cluster_files_own(&c->files, v, n);
+	if (write(c->efd, &one, sizeof(one)) < 0)
+		(void)0; /* the thread polls with a timeout anyway */
+}
+
 /* A ban or unban from another node (cluster_msg.h). */
 static void
 on_publish(struct cluster *c, const char *msg, size_t len)
@@ -213,6 +229,20 @@ on_publish(struct cluster *c, const char *msg, size_t len)
 	if (!cluster_msg_parse(msg, len, &m) ||
 	    strcmp(m.origin, c->origin) == 0)
 		return; /* malformed, or this process's own */
+	if (m.files) {
+		size_t name = strcspn(m.origin, "#");
+
+		/* Sets are named by node id: two nodes sharing one would
+		 * overwrite each other's. */
+		if (name == strlen(c->node_id) &&
+		    memcmp(m.origin, c->node_id, name) == 0)
+			log_warn("cluster-node-id-clash",
+				 " node=%s other=%s detail=\"two nodes share "
+				 "this cluster.node_id\"",
+				 c->node_id, m.origin);
+		cluster_files_changed(&c->files);
+		return;
+	}
 	m.origin[strcspn(m.origin, "#")] = '\0'; /* the name, for the log */
 	atomic_fetch_add(&c->stats.bans_received, 1);
 	if (m.add) {
@@ -540,6 +570,7 @@ try_connect(struct cluster *c, bool *auth_refused, char *err, size_t errlen)
 	c->up = true;
 	c->backoff_us = 0;
 	atomic_store(&c->stats.up, true);
+	cluster_files_reconnected(&c->files);
 	return 0;
 fail:
 	atomic_fetch_add(&c->stats.connect_failures, 1);
@@ -1046,6 +1077,32 @@ read_publishes(struct cluster *c)
 	}
 }
 
+static void
+files_to_sink(void *arg, const struct ipnet *v, size_t n)
+{
+	struct cluster *c = arg;
+
+	atomic_store(&c->stats.files_nodes, c->files.nnodes);
+	atomic_store(&c->stats.files_shared, n);
+	if (c->sink.files != NULL)
+		c->sink.files(c->sink.arg, v, n);
+}
+
+/* The blocklist files' sets, when the connection is idle (their calls
+ * wait for their answers). */
+static void
+run_files(struct cluster *c, uint64_t now)
+{
+	char err[256];
+
+	if (!c->up || c->head != NULL || redis_conn_pending(&c->conn) ||
+	    !cluster_files_due(&c->files, now))
+		return;
+	if (cluster_files_run(&c->files, &c->conn, files_to_sink, c, err,
+			      sizeof(err)) < 0)
+		go_down(c, err);
+}
+
 static void *
 cluster_thread(void *arg)
 {
@@ -1072,6 +1129,7 @@ cluster_thread(void *arg)
 				go_down(c, err);
 		}
 		send_mail(c, take_mail(c, &stopping));
+		run_files(c, now);
 		if (c->up && redis_conn_pending(&c->conn) &&
 		    redis_conn_flush(&c->conn) != 0)
 			go_down(c, "write: connection lost");
@@ -1088,6 +1146,8 @@ cluster_thread(void *arg)
 			wake = c->head->deadline_us;
 		if (!c->up && c->next_connect_us < wake)
 			wake = c->next_connect_us;
+		if (c->up && cluster_files_next(&c->files) < wake)
+			wake = cluster_files_next(&c->files);
 		p[1].fd = c->up ? c->conn.fd : -1;
 		p[1].events = POLLIN;
 		if (c->up && redis_conn_pending(&c->conn))
@@ -1152,6 +1212,10 @@ cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
 	snprintf(c->channel, sizeof(c->channel), "%sbans", c->prefix);
 	c->timeout_us = cfg->cluster_timeout_ms * 1000u;
 	script_shas(c);
+	cluster_files_init(&c->files, cfg->cluster_share_files, c->prefix,
+			   c->node_id, c->origin, c->channel, c->timeout_us);
+	c->files.sha_commit = c->sha[SCRIPT_FILES_COMMIT];
+	c->files.sha_index = c->sha[SCRIPT_FILES_INDEX];
 	c->fail_closed = cfg->cluster_fail_closed;
 	if (cfg->cluster_username != NULL &&
 	    (c->user = strdup(cfg->cluster_username)) == NULL) {
@@ -1217,6 +1281,7 @@ cluster_stop(struct cluster *c)
 	redis_conn_close(&c->conn);
 	redis_conn_close(&c->sub);
 	free(c->applied);
+	cluster_files_free(&c->files);
 	if (c->efd >= 0)
 		close(c->efd);
 	if (c->pass != NULL) {

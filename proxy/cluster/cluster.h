@@ -111,11 +111,12 @@ struct cluster_stats {
 	atomic_bool up;
 	_Atomic uint64_t requests, errors, timeouts, unavailable;
 	_Atomic uint64_t connects, connect_failures;
-	_Atomic uint64_t rtt_us_sum, rtt_count; /* answered requests */
-	_Atomic uint64_t last_ok_wall_ms;	/* last answer from Redis */
-	_Atomic uint64_t batches;		/* writes (pipelines) */
-	_Atomic uint64_t bans_received;		/* from other nodes */
-	_Atomic uint64_t last_sync_wall_ms;	/* the last full resync */
+	_Atomic uint64_t rtt_us_sum, rtt_count;	    /* answered requests */
+	_Atomic uint64_t last_ok_wall_ms;	    /* last answer from Redis */
+	_Atomic uint64_t batches;		    /* writes (pipelines) */
+	_Atomic uint64_t bans_received;		    /* from other nodes */
+	_Atomic uint64_t last_sync_wall_ms;	    /* the last full resync */
+	_Atomic uint64_t files_nodes, files_shared; /* other nodes' files */
 };
 
 struct cluster;
@@ -147,7 +148,8 @@ const char *cluster_node_id(const struct cluster *c);
 const char *cluster_address(const struct cluster *c);
 
 /*
- * Bans (manual and automatic; files are each node's own) are shared: a
+ * Bans (manual and automatic; blocklist files through cluster_files.h) are
+ * shared: a
  * ban or unban made on one node is kept in Redis and published, and every
  * other node applies it through its sink within the round trip of a
  * publish; a node that (re)connects reads them all back (bans made
@@ -166,12 +168,18 @@ struct cluster_ban_sink {
 		     void (*fn)(void *ctx, const struct ipnet *net,
 				uint64_t left_ms, enum blocklist_reason reason),
 		     void *ctx);
+	/* The union of the other nodes' blocklist files (cluster_files.h),
+	 * whenever it changes: the whole list, in no order. */
+	void (*files)(void *arg, const struct ipnet *v, size_t n);
 	void *arg;
 };
 /* Publish what this node did (no waiting; lost while Redis is down). */
 void cluster_ban(struct cluster *c, const struct ipnet *net, uint64_t ttl_ms,
 		 enum blocklist_reason reason);
 void cluster_unban(struct cluster *c, const struct ipnet *net);
+/* This node's blocklist files (after the start and every reload), for
+ * the others (cluster.share_files; copied; written when Redis is up). */
+void cluster_files_set(struct cluster *c, const struct ipnet *v, size_t n);
 
 /*
  * A worker's own connection (io/cluster_link.c) for the calls a session

@@ -56,18 +56,22 @@ cluster_msg_parse(const char *msg, size_t len, struct cluster_msg *out)
 	uint64_t v;
 
 	memset(out, 0, sizeof(*out));
-	if (len > CLUSTER_MSG_MAX || !word(&p, end, &w, &n) || n != 3)
+	if (len > CLUSTER_MSG_MAX || !word(&p, end, &w, &n))
 		return false;
-	if (memcmp(w, "add", 3) == 0)
+	if (n == 5 && memcmp(w, "files", 5) == 0)
+		out->files = true;
+	else if (n == 3 && memcmp(w, "add", 3) == 0)
 		out->add = true;
-	else if (memcmp(w, "del", 3) != 0)
+	else if (n != 3 || memcmp(w, "del", 3) != 0)
 		return false;
-	if (!word(&p, end, &w, &n) || n >= sizeof(text))
-		return false;
-	memcpy(text, w, n);
-	text[n] = '\0';
-	if (ipnet_parse(text, &out->net) != NULL)
-		return false;
+	if (!out->files) {
+		if (!word(&p, end, &w, &n) || n >= sizeof(text))
+			return false;
+		memcpy(text, w, n);
+		text[n] = '\0';
+		if (ipnet_parse(text, &out->net) != NULL)
+			return false;
+	}
 	if (out->add) {
 		if (!word(&p, end, &w, &n) ||
 		    !number(w, n, UINT64_MAX / 2, &out->ttl_ms) ||

@@ -255,3 +255,40 @@ const char cluster_script_reset[] =
 	"local n = 0\n"
 	"for i = 1, #KEYS do n = n + redis.call('DEL', KEYS[i]) end\n"
 	"return n\n";
+
+/*
+ * A node's blocklist files (cluster_files.c).  KEYS[1]: the node's staging
+ * set, KEYS[2]: its live set, KEYS[3]: the index hash (node -> digest).
+ * ARGV: the node, the digest, the set's TTL (ms), the channel, the origin.
+ * The staging set (absent when the node lists nothing) becomes the live
+ * one at once, and every node hears of it.
+ */
+const char cluster_script_files_commit[] =
+	"if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+	"  redis.call('RENAME', KEYS[1], KEYS[2])\n"
+	"  redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
+	"  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])\n"
+	"else\n"
+	"  redis.call('DEL', KEYS[2])\n"
+	"  redis.call('HDEL', KEYS[3], ARGV[1])\n"
+	"end\n"
+	"redis.call('PUBLISH', ARGV[4], 'files ' .. ARGV[5])\n"
+	"return 1\n";
+
+/*
+ * The nodes whose sets live: KEYS[1] the index, ARGV[1] the sets' names
+ * up to the node ("<prefix>files:{").  Returns {node, digest, ...}; the
+ * index loses the nodes whose set expired.
+ */
+const char cluster_script_files_index[] =
+	"local all = redis.call('HGETALL', KEYS[1])\n"
+	"local out = {}\n"
+	"for i = 1, #all, 2 do\n"
+	"  if redis.call('EXISTS', ARGV[1] .. all[i] .. '}') == 1 then\n"
+	"    out[#out + 1] = all[i]\n"
+	"    out[#out + 1] = all[i + 1]\n"
+	"  else\n"
+	"    redis.call('HDEL', KEYS[1], all[i])\n"
+	"  end\n"
+	"end\n"
+	"return out\n";

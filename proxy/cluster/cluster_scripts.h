@@ -12,5 +12,7 @@ extern const char cluster_script_reset[];
 extern const char cluster_script_ban[];
 extern const char cluster_script_banlist[];
 extern const char cluster_script_charges[];
+extern const char cluster_script_files_commit[];
+extern const char cluster_script_files_index[];
 
 #endif

@@ -67,6 +67,7 @@ set_defaults(struct config *cfg)
 	cfg->shutdown_fast_timeout_ms = 3 * SECOND;
 	snprintf(cfg->cluster_prefix, sizeof(cfg->cluster_prefix), "msaproxy:");
 	cfg->cluster_timeout_ms = 500;
+	cfg->cluster_share_files = true;
 	cfg->log_format = LOG_FORMAT_KV;
 	cfg->log_output = LOG_OUTPUT_STDERR;
 	cfg->log_facility = 2; /* mail */

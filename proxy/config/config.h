@@ -292,6 +292,7 @@ struct config {
 	char cluster_node_id[64];    /* default the machine's name */
 	uint64_t cluster_timeout_ms; /* a call's answer; default 500ms */
 	bool cluster_fail_closed;    /* Redis down: 451 to MAIL */
+	bool cluster_share_files;    /* blocklist files to every node */
 	/* shutdown: */
 	uint64_t shutdown_timeout_ms;	   /* SIGTERM, drain: default 30s */
 	uint64_t shutdown_fast_timeout_ms; /* SIGINT: default 3s */

@@ -938,6 +938,7 @@ static const struct field cluster_fields[] = {
 	FUNC("node_id", set_cluster_node_id),
 	NUM("timeout", F_MS, CFG(cluster_timeout_ms), 10, 60 * SECOND),
 	FUNC("fail", set_cluster_fail),
+	OPT("share_files", F_BOOL, CFG(cluster_share_files)),
 	END_OF_TABLE,
 };
 

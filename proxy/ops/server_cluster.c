@@ -11,6 +11,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -110,13 +111,44 @@ sink_each(void *arg,
 		  fn, ctx);
 }
 
+/* The other nodes' blocklist files, next to this node's own. */
+static void
+sink_files(void *arg, const struct ipnet *v, size_t n)
+{
+	struct server *srv = arg;
+	char err[256];
+
+	if (bans_share(srv->shared.bans, v, n, err, sizeof(err)) != 0)
+		log_warn("cluster-files-refused", " entries=%zu error=\"%s\"",
+			 n, err);
+	else
+		log_info("cluster-files", " entries=%zu", n);
+}
+
 struct cluster_ban_sink
 server_cluster_sink(struct server *srv)
 {
 	return (struct cluster_ban_sink){.add = sink_add,
 					 .del = sink_del,
 					 .each = sink_each,
+					 .files = sink_files,
 					 .arg = srv};
+}
+
+void
+server_cluster_files(struct server *srv)
+{
+	struct ipnet *v;
+	size_t n;
+
+	if (srv->shared.cluster == NULL)
+		return;
+	if (bans_own_files(srv->shared.bans, &v, &n) != 0) {
+		log_warn("cluster-files-failed", " error=\"out of memory\"");
+		return;
+	}
+	cluster_files_set(srv->shared.cluster, v, n);
+	free(v);
 }
 
 void
@@ -141,14 +173,18 @@ server_cluster(struct server *srv, FILE *out, bool json)
 		       ",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
 		       ",\"unavailable\":%" PRIu64 ",\"connects\":%" PRIu64
 		       ",\"last_sync_s_ago\":%lld,\"bans_received\":%" PRIu64
-		       ",\"last_error\":\"%s\"}\n"
+		       ",\"file_prefixes_shared\":%" PRIu64
+		       ",\"file_nodes\":%" PRIu64 ",\"last_error\":\"%s\"}\n"
 		     : "node %s, redis %s: %s (fail %s)\n"
 		       "last answer %llds ago, round trip %" PRIu64
 		       "us on average\nrequests %" PRIu64 ", errors %" PRIu64
 		       ", timeouts %" PRIu64 ", answered unavailable %" PRIu64
 		       ", connects %" PRIu64
 		       "\nbans: last full sync %llds ago, "
-		       "%" PRIu64 " from other nodes since\nlast error: %s\n",
+		       "%" PRIu64 " from other nodes since\n"
+		       "blocklist files: %" PRIu64 " prefixes from %" PRIu64
+		       " other nodes\n"
+		       "last error: %s\n",
 		cluster_node_id(c), cluster_address(c),
 		json ? (cluster_up(c) ? "true" : "false")
 		     : (cluster_up(c) ? "up" : "DOWN"),
@@ -158,7 +194,8 @@ server_cluster(struct server *srv, FILE *out, bool json)
 		atomic_load(&st->timeouts), atomic_load(&st->unavailable),
 		atomic_load(&st->connects),
 		ago(atomic_load(&st->last_sync_wall_ms)),
-		atomic_load(&st->bans_received),
+		atomic_load(&st->bans_received), atomic_load(&st->files_shared),
+		atomic_load(&st->files_nodes),
 		err[0] ? err : (json ? "" : "none"));
 }
 

@@ -108,12 +108,13 @@ server_fixed_keys(const struct config *cfg)
 	};
 
 	snprintf(k.cluster, sizeof(k.cluster),
-		 "%s %s %s %s %d %s %s %s %" PRIu64 " %d",
+		 "%s %s %s %s %d %s %s %s %" PRIu64 " %d %d",
 		 cfg->cluster_redis.text, cfg->cluster_username ?: "-",
 		 cfg->cluster_password_file ?: "-", cfg->cluster_prefix,
 		 cfg->cluster_tls, cfg->cluster_tls_ca ?: "-",
 		 cfg->cluster_tls_name ?: "-", cfg->cluster_node_id,
-		 cfg->cluster_timeout_ms, cfg->cluster_fail_closed);
+		 cfg->cluster_timeout_ms, cfg->cluster_fail_closed,
+		 cfg->cluster_share_files);
 	snprintf(k.auth, sizeof(k.auth),
 		 "%d %s %u %" PRIu64 " %" PRIu64 " %s%s %u %" PRIu64
 		 " %" PRIu64,
@@ -360,6 +361,7 @@ server_reload(struct server *srv, FILE *report, char *err, size_t errlen)
 		goto fail;
 	}
 	srv->next_id++;
+	server_cluster_files(srv);
 	generation_set_mechs(gen, auth_backend_offer(srv->shared.auth));
 	backend_pool_inherit(gen->backend_pool, srv->gen->backend_pool);
 	server_bind_generation(srv, gen, srv->gen);

@@ -282,7 +282,7 @@ def test_redis_stopped_fail_closed_refuses_mail_then_recovers(
 # docs/CLUSTER.md's least-privilege user, word for word.
 LEAST_ACL = ("~msaproxy:* &msaproxy:* +evalsha +script|load +subscribe +ping "
              "+time +get +set +del +hget +hmget +hset +hdel +hgetall +pexpire "
-             "+publish")
+             "+publish +sadd +smembers +rename +exists")
 
 
 def test_redis_password_and_acl_user(proxy, recording_backend, redis, tmp_path):
@@ -301,6 +301,25 @@ def test_redis_password_and_acl_user(proxy, recording_backend, redis, tmp_path):
     assert try_send(a) == 250
     assert "s3cret" not in a.log()
     assert "cluster-link-error" not in a.log()
+    assert "msg=cluster-down" not in a.log()
+    a.wait_for_log(r"msg=cluster-files-published node=\S+ entries=0")
+    assert "cluster-files-failed" not in a.log()
+
+
+def test_an_acl_without_the_files_commands_costs_only_the_files(
+        proxy, recording_backend, redis, tmp_path):
+    # An ACL written for an older release: the sets' commands refused.
+    old = LEAST_ACL.replace(" +sadd +smembers +rename +exists", "")
+    r = redis(password="s3cret-redis", user="msaproxy", acl=old)
+    good = tmp_path / "redis.pass"
+    good.write_text("s3cret-redis\n")
+    a = proxy([recording_backend.port],
+              **cluster_conf(r, username="msaproxy",
+                             password_file=str(good)),
+              **{"limits.user": {"messages": "1/1h"}})
+    a.wait_for_log(r"msg=cluster-files-failed node=\S+ error=\"NOPERM|"
+                   r"msg=cluster-files-failed node=\S+ error=\"ERR")
+    assert [try_send(a), try_send(a)] == [250, 451]  # limits shared
     assert "msg=cluster-down" not in a.log()
 
 
@@ -566,3 +585,69 @@ def test_a_ban_made_while_redis_was_away_reaches_the_others_on_reconnect(
                    timeout=15, since=marks[1])
     assert not admitted(b, "127.0.6.7")
     assert "127.0.6.0/24" in r.cli("HKEYS", "msaproxy:bans")
+
+
+def test_blocklist_files_reach_every_node_and_leave_with_their_lines(
+        proxy, recording_backend, redis, tmp_path):
+    r = redis()
+    file_a, file_b = tmp_path / "a.txt", tmp_path / "b.txt"
+    file_a.write_text("127.0.7.0/24\n")
+    file_b.write_text("127.0.8.8\n")
+
+    def node(name, listed, **extra):
+        return proxy([recording_backend.port],
+                     **cluster_conf(r, node_id=name, **extra),
+                     **{"blocklist.files": [str(listed)]})
+
+    b = node("node-b", file_b)
+    assert admitted(b, "127.0.7.5")
+    a = node("node-a", file_a)
+    started = time.monotonic()
+    wait_until(lambda: not admitted(b, "127.0.7.5"), 1.0,
+               "a's file to reach b")
+    assert time.monotonic() - started < 1.0
+    wait_until(lambda: not admitted(a, "127.0.8.8"), 1.0,
+               "b's file to reach a")
+    assert admitted(b, "127.0.8.9") and admitted(a, "127.0.6.1")
+    assert "127.0.7.0/24 block file" in b.ctl("list").stdout
+    b.wait_for_log(r"msg=cluster-files entries=1")
+    # In Redis: one set per node, named by its node id, that expires
+    # unless the node renews it.
+    assert r.cli("SMEMBERS", "msaproxy:files:{node-a}").split() == [
+        "127.0.7.0/24"]
+    assert 0 < int(r.cli("PTTL", "msaproxy:files:{node-b}")) <= 300000
+    state = json.loads(b.ctl("-j", "cluster").stdout)
+    assert (state["file_prefixes_shared"], state["file_nodes"]) == (1, 1)
+
+    # A line removed on one node leaves every node within a second; a
+    # line added arrives.
+    file_a.write_text("127.0.9.0/24\n")
+    a.ctl("reload")
+    started = time.monotonic()
+    wait_until(lambda: admitted(b, "127.0.7.5")
+               and not admitted(b, "127.0.9.1"), 1.0,
+               "a's reloaded file on b")
+    assert time.monotonic() - started < 1.0
+
+    # A prefix both nodes list stays while either lists it.
+    file_b.write_text("127.0.8.8\n127.0.9.0/24\n")
+    b.ctl("reload")
+    file_a.write_text("")
+    a.ctl("reload")
+    wait_until(lambda: r.cli("EXISTS", "msaproxy:files:{node-a}").strip()
+               == "0", 5.0, "a's empty set")
+    time.sleep(0.3)
+    assert not admitted(b, "127.0.9.1")  # b's own line
+    assert not admitted(a, "127.0.9.1")  # b's line, on a
+
+    # A node that starts later reads every set at its start; one with
+    # share_files off neither reads nor writes one.
+    (tmp_path / "c.txt").write_text("127.0.10.1\n")
+    (tmp_path / "d.txt").write_text("")
+    c = node("node-c", tmp_path / "c.txt", share_files=False)
+    d = node("node-d", tmp_path / "d.txt")
+    wait_until(lambda: not admitted(d, "127.0.8.8")
+               and not admitted(d, "127.0.9.1"), 1.0, "the sets on d")
+    assert admitted(c, "127.0.8.8")
+    assert admitted(a, "127.0.10.1")
+    assert r.cli("EXISTS", "msaproxy:files:{node-c}").strip() == "0"

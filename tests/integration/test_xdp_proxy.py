@@ -331,7 +331,8 @@ def test_a_ban_on_another_node_reaches_this_nodes_kernel_map(run_proxy, world,
     """Fleet mode (docs/CLUSTER.md): two nodes share one Redis, all in the
     server namespace.  The node with XDP on vs never hears of the ban from
     its own control socket: the other node (no XDP) bans, Redis publishes,
-    and this node's kernel map gets the entry: the client's SYNs vanish."""
+    and this node's kernel map gets the entry: the client's SYNs vanish.
+    The same for a line added to the other node's blocklist file."""
     redis = subprocess.Popen(
         ["ip", "netns", "exec", world.srv, "redis-server", "--port", str(REDIS_PORT),
          "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -341,9 +342,12 @@ def test_a_ban_on_another_node_reaches_this_nodes_kernel_map(run_proxy, world,
         sh("ip", "netns", "exec", world.srv, "/usr/bin/python3", "-c",
            WAIT_FOR_SINK.replace(str(SINK_PORT), str(REDIS_PORT)))
         cluster = {"redis": f"127.0.0.1:{REDIS_PORT}", "timeout": "500ms"}
+        listed = tmp_path / "other-block.txt"
+        listed.write_text("")
         xdp_node = run_proxy(cluster={**cluster, "node_id": "with-xdp"})
         other = run_proxy(
             cluster={**cluster, "node_id": "no-xdp"}, xdp={"enabled": False},
+            blocklist={"files": [str(listed)]},
             listeners=[{"address": f"*:{OTHER_SMTP_PORT}", "mode": "starttls"}],
             metrics={"listen": f"127.0.0.1:{OTHER_METRICS_PORT}"})
         assert xdp_node.submit(CLI4_A) == "sent"
@@ -358,6 +362,14 @@ def test_a_ban_on_another_node_reaches_this_nodes_kernel_map(run_proxy, world,
         other.ctl("unban", CLI4_A)
         wait_for(lambda: "msg=cluster-unban network=198.51.100.10/32" in xdp_node.log(),
                  1.0, "the unban to reach the XDP node")
+        assert xdp_node.submit(CLI4_A) == "sent"
+        drops = dropped(xdp_node, "file")
+        listed.write_text(CLI4_B + "\n")
+        other.ctl("reload")
+        wait_for(lambda: "msg=cluster-files entries=1" in xdp_node.log(),
+                 1.0, "the other node's file to reach the XDP node")
+        assert xdp_node.connects(CLI4_B) == "timeout"
+        assert dropped(xdp_node, "file") > drops
         assert xdp_node.submit(CLI4_A) == "sent"
     finally:
         redis.terminate()

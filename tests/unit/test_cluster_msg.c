@@ -47,6 +47,18 @@ test_del(void **state)
 }
 
 static void
+test_files(void **state)
+{
+	struct cluster_msg m;
+
+	(void)state;
+	assert_true(cluster_msg_parse(S("files node2#0011223344556677"), &m));
+	assert_true(m.files);
+	assert_false(m.add);
+	assert_string_equal(m.origin, "node2#0011223344556677");
+}
+
+static void
 test_refused(void **state)
 {
 	static const char *const bad[] = {
@@ -66,6 +78,10 @@ test_refused(void **state)
 		"del 198.51.100.0/24 n\x01",	    /* a control byte */
 		"ban 198.51.100.0/24 n",
 		"addx 198.51.100.0/24 10 1 n",
+		"files",		   /* no origin */
+		"files n extra",	   /* more words */
+		"files 198.51.100.0/24 n", /* a prefix has no place */
+		"filesx n",
 	};
 	struct cluster_msg m;
 	char big[CLUSTER_MSG_MAX + 2];
@@ -90,6 +106,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_add),
 		cmocka_unit_test(test_del),
+		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_refused),
 	};
 
