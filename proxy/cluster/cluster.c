@@ -50,7 +50,7 @@
 #define NSCRIPTS       8
 
 struct cluster {
-	const struct config *cfg; /* the start's: cluster.* is restart-only */
+	struct redis_target target; /* cluster.* is restart-only */
 	char prefix[sizeof(((struct config *)0)->cluster_prefix)];
 	char node_id[sizeof(((struct config *)0)->cluster_node_id)];
 	char address[128];
@@ -395,7 +395,7 @@ subscribe(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
 	bool refused;
 	redisReply *r;
 
-	if (redis_conn_open(&c->sub, c->cfg, c->tls, c->user, c->pass,
+	if (redis_conn_open(&c->sub, &c->target, c->tls, c->user, c->pass,
 			    deadline_us, &refused, err, errlen) != 0)
 		return -1;
 	if (redis_conn_call(&c->sub, 2, argv, lens, deadline_us, &r, err,
@@ -556,7 +556,7 @@ try_connect(struct cluster *c, bool *auth_refused, char *err, size_t errlen)
 	uint64_t deadline = redis_now_us() + c->timeout_us * 2;
 
 	atomic_fetch_add(&c->stats.connects, 1);
-	if (redis_conn_open(&c->conn, c->cfg, c->tls, c->user, c->pass,
+	if (redis_conn_open(&c->conn, &c->target, c->tls, c->user, c->pass,
 			    deadline, auth_refused, err, errlen) != 0)
 		goto fail;
 	/* Subscribed before the resync: no ban falls between the two. */
@@ -828,7 +828,7 @@ cluster_link_tls(const struct cluster *c)
 
 	if (c->tls == NULL)
 		return NULL;
-	ssl = redis_tls_new(c->cfg, c->tls, err, sizeof(err));
+	ssl = redis_tls_new(&c->target, c->tls, err, sizeof(err));
 	if (ssl == NULL)
 		log_warn("cluster-link-error", " error=\"%s\"", err);
 	return ssl;
@@ -843,7 +843,7 @@ cluster_tls_on(const struct cluster *c)
 const struct config_addr *
 cluster_redis_addr(const struct cluster *c)
 {
-	return &c->cfg->cluster_redis;
+	return &c->target.addr;
 }
 
 uint64_t
@@ -1191,7 +1191,7 @@ cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	c->cfg = cfg;
+	redis_target_set(&c->target, cfg);
 	c->sink = *sink;
 	c->efd = -1;
 	c->conn.fd = -1;

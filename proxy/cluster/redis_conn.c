@@ -78,16 +78,26 @@ redis_tls_ctx(const struct config *cfg, char *err, size_t errlen)
 	return ctx;
 }
 
-SSL *
-redis_tls_new(const struct config *cfg, SSL_CTX *tls, char *err, size_t errlen)
+void
+redis_target_set(struct redis_target *t, const struct config *cfg)
 {
-	const char *name = cfg->cluster_tls_name;
+	t->addr = cfg->cluster_redis;
+	snprintf(t->tls_name, sizeof(t->tls_name), "%s",
+		 cfg->cluster_tls_name ? cfg->cluster_tls_name : "");
+}
+
+SSL *
+redis_tls_new(const struct redis_target *target, SSL_CTX *tls, char *err,
+	      size_t errlen)
+{
+	bool by_name = target->tls_name[0] != '\0';
+	const char *name = target->tls_name;
 	char host[128], why[256];
 	SSL *ssl;
 
-	if (name == NULL) {
+	if (!by_name) {
 		/* The address's host part: "[::1]:6379" -> "::1". */
-		const char *t = cfg->cluster_redis.text;
+		const char *t = target->addr.text;
 		size_t n = strcspn(t + (*t == '['), *t == '[' ? "]" : ":");
 
 		snprintf(host, sizeof(host), "%.*s", (int)n, t + (*t == '['));
@@ -101,7 +111,7 @@ redis_tls_new(const struct config *cfg, SSL_CTX *tls, char *err, size_t errlen)
 	}
 	/* An address is checked against the certificate's IP addresses, a
 	 * name against its DNS names (and sent as SNI). */
-	if (cfg->cluster_tls_name == NULL
+	if (!by_name
 		    ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
 						    name) != 1
 		    : SSL_set1_host(ssl, name) != 1 ||
@@ -168,13 +178,13 @@ connect_tcp(struct redis_conn *c, const struct config_addr *a,
 /* *wrong_peer: the server is not who the config says (its certificate
  * failed verification): a config problem, not a network one. */
 static int
-handshake(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
+handshake(struct redis_conn *c, const struct redis_target *t, SSL_CTX *tls,
 	  uint64_t deadline_us, bool *wrong_peer, char *err, size_t errlen)
 {
 	char why[256];
 	int r;
 
-	c->ssl = redis_tls_new(cfg, tls, err, errlen);
+	c->ssl = redis_tls_new(t, tls, err, errlen);
 	if (c->ssl == NULL)
 		return -1;
 	if (SSL_set_fd(c->ssl, c->fd) != 1) {
@@ -194,7 +204,7 @@ handshake(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
 			if (v != X509_V_OK) {
 				snprintf(err, errlen,
 					 "tls: the certificate of %s: %s",
-					 cfg->cluster_redis.text,
+					 t->addr.text,
 					 X509_verify_cert_error_string(v));
 				*wrong_peer = true;
 			} else
@@ -212,7 +222,8 @@ handshake(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
 }
 
 int
-redis_conn_open(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
+redis_conn_open(struct redis_conn *c, const struct redis_target *t,
+		SSL_CTX *tls,
 		const char *user, const char *pass, uint64_t deadline_us,
 		bool *auth_refused, char *err, size_t errlen)
 {
@@ -224,9 +235,8 @@ redis_conn_open(struct redis_conn *c, const struct config *cfg, SSL_CTX *tls,
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (connect_tcp(c, &cfg->cluster_redis, deadline_us, err, errlen) !=
-		    0 ||
-	    (tls != NULL && handshake(c, cfg, tls, deadline_us, auth_refused,
+	if (connect_tcp(c, &t->addr, deadline_us, err, errlen) != 0 ||
+	    (tls != NULL && handshake(c, t, tls, deadline_us, auth_refused,
 				      err, errlen) != 0))
 		goto fail;
 	if (pass != NULL) {

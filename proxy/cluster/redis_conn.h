@@ -28,19 +28,28 @@ struct redis_conn {
 	bool want_write; /* SSL needs the socket writable to go on */
 };
 
+/* Where Redis is: copied from the config at start, because a reload
+ * frees the config while the connection lives on (cluster.* is
+ * restart-only). */
+struct redis_target {
+	struct config_addr addr; /* cluster.redis */
+	char tls_name[256];	 /* cluster.tls_name; "": check the address */
+};
+void redis_target_set(struct redis_target *t, const struct config *cfg);
+
 /* An SSL_CTX for cfg's cluster.tls (NULL with err when it cannot be had). */
 SSL_CTX *redis_tls_ctx(const struct config *cfg, char *err, size_t errlen);
 
 /* A client SSL for Redis from tls, set to verify the name or address
- * cluster.tls_name or cluster.redis gives (NULL with err). */
-SSL *redis_tls_new(const struct config *cfg, SSL_CTX *tls, char *err,
+ * t gives (NULL with err). */
+SSL *redis_tls_new(const struct redis_target *t, SSL_CTX *tls, char *err,
 		   size_t errlen);
 
 /* Connects, and logs in with user/pass when pass is not NULL.  0, or -1
  * with err: *auth_refused says Redis refused the credentials, or its
  * certificate failed verification (the config is wrong, not the
  * network). */
-int redis_conn_open(struct redis_conn *c, const struct config *cfg,
+int redis_conn_open(struct redis_conn *c, const struct redis_target *t,
 		    SSL_CTX *tls, const char *user, const char *pass,
 		    uint64_t deadline_us, bool *auth_refused, char *err,
 		    size_t errlen);
