@@ -111,11 +111,10 @@ redis_tls_new(const struct redis_target *target, SSL_CTX *tls, char *err,
 	}
 	/* An address is checked against the certificate's IP addresses, a
 	 * name against its DNS names (and sent as SNI). */
-	if (!by_name
-		    ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
-						    name) != 1
-		    : SSL_set1_host(ssl, name) != 1 ||
-			      SSL_set_tlsext_host_name(ssl, name) != 1) {
+	if (!by_name ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
+						     name) != 1
+		     : SSL_set1_host(ssl, name) != 1 ||
+			       SSL_set_tlsext_host_name(ssl, name) != 1) {
 		snprintf(err, errlen, "tls: cannot check the name %s", name);
 		SSL_free(ssl);
 		return NULL;
@@ -223,9 +222,9 @@ handshake(struct redis_conn *c, const struct redis_target *t, SSL_CTX *tls,
 
 int
 redis_conn_open(struct redis_conn *c, const struct redis_target *t,
-		SSL_CTX *tls,
-		const char *user, const char *pass, uint64_t deadline_us,
-		bool *auth_refused, char *err, size_t errlen)
+		SSL_CTX *tls, const char *user, const char *pass,
+		uint64_t deadline_us, bool *auth_refused, char *err,
+		size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
 	c->fd = -1;
@@ -236,8 +235,8 @@ redis_conn_open(struct redis_conn *c, const struct redis_target *t,
 		return -1;
 	}
 	if (connect_tcp(c, &t->addr, deadline_us, err, errlen) != 0 ||
-	    (tls != NULL && handshake(c, t, tls, deadline_us, auth_refused,
-				      err, errlen) != 0))
+	    (tls != NULL &&
+	     handshake(c, t, tls, deadline_us, auth_refused, err, errlen) != 0))
 		goto fail;
 	if (pass != NULL) {
 		const char *argv[3] = {"AUTH", user, pass};
