@@ -49,12 +49,21 @@ struct auth_request {
 	char rip[INET6_ADDRSTRLEN], lip[INET6_ADDRSTRLEN];
 	unsigned rport, lport;
 	bool secured; /* the client is on TLS */
-	/* More for auth_http: the mechanism ("plain", "login"), the EHLO
-	 * name, the TLS version and cipher, which try this is. */
-	char mech[8];
+	/* More for auth_http: the mechanism ("plain", "login",
+	 * "oauthbearer", "xoauth2"), the EHLO name, the TLS version and
+	 * cipher, which try this is. */
+	char mech[16];
 	char helo[256];
 	char tls_version[16], tls_cipher[64];
 	unsigned attempt;
+	/* OAUTHBEARER and XOAUTH2 (mech says which; NULL otherwise): the
+	 * bearer token (auth_http sends it) and the client's base64 initial
+	 * response (Dovecot runs the mechanism on it), NUL-terminated, in the
+	 * same allocation as the request (after it): free(req) frees them.
+	 * user is the login the response names.  Wiped by the back end once
+	 * sent; never cached. */
+	char *token, *oauth_resp;
+	size_t token_len, oauth_resp_len;
 
 	/* The verdict. */
 	int ok;	    /* 1 verified, 0 refused or not known */
@@ -70,6 +79,10 @@ struct auth_request {
 	 * how long to wait before it (Auth-Wait). */
 	char reply[AUTH_REASON_MAX + 24];
 	uint64_t wait_ms;
+	/* Without ok, for OAUTHBEARER and XOAUTH2: the back end's JSON
+	 * error status (RFC 7628 3.2.2; Dovecot's FAIL resp=, auth_http's
+	 * Auth-Error-Status), "" none: smtp.c sends a generic one. */
+	char oauth_status[SASL_STATUS_MAX + 1];
 	/* With ok: the backend the back end chose (auth_http's Auth-Server
 	 * and Auth-Port; "" none): it must be one of backends.servers. */
 	char server[64];

@@ -11,8 +11,12 @@
  * no-penalty: msaproxy delays and bans failed logins itself (auth.*,
  * limits.login, limits.ip); Dovecot's own penalty by rip would stack on
  * them and turn a retry after a typo into a timeout.
- *   S: OK <id> [user=<login>]...  |  FAIL <id> [reason=] [temp]...  |
- *      CONT <id> <base64>
+ *   C: AUTH <id> OAUTHBEARER|XOAUTH2 ... resp=<the client's base64>
+ *   S: OK <id> [user=<login>]...  |  FAIL <id> [reason=] [temp]
+ *      [resp=<base64 JSON status>]...  |  CONT <id> <base64>
+ *
+ * OAUTHBEARER and XOAUTH2 need Dovecot's oauth2 passdb; a refused token
+ * comes back as FAIL with the JSON status of RFC 7628 3.2.2 in resp=.
  *
  * Fields are TAB-separated and "tab-escaped" with \001 (0 NUL, 1 \001,
  * t TAB, r CR, n or l LF).  No sockets, no clock, no logging.
@@ -32,8 +36,10 @@
 #define DOVECOT_REASON_MAX 128
 
 /* MECH lines this client can use, as bits. */
-#define DOVECOT_MECH_PLAIN 0x1u
-#define DOVECOT_MECH_LOGIN 0x2u
+#define DOVECOT_MECH_PLAIN	 0x1u
+#define DOVECOT_MECH_LOGIN	 0x2u
+#define DOVECOT_MECH_OAUTHBEARER 0x4u
+#define DOVECOT_MECH_XOAUTH2	 0x8u
 
 enum dovecot_kind {
 	DOVECOT_IGNORED, /* SPID, CUID, COOKIE, a MECH we do not use, ... */
@@ -57,6 +63,9 @@ struct dovecot_line {
 	char user[SASL_FIELD_MAX];
 	/* reason=, unescaped, control bytes turned to '?', cut to fit. */
 	char reason[DOVECOT_REASON_MAX];
+	/* FAIL's resp=, decoded, when it is a JSON object of printable
+	 * ASCII that fits (the OAuth mechanisms' status); "" otherwise. */
+	char status[SASL_STATUS_MAX + 1];
 };
 
 /* The length of the first line in buf[0..len) with its LF, 0 when no whole
@@ -75,12 +84,17 @@ ssize_t dovecot_format_handshake(char *out, size_t outsize, unsigned long pid);
 struct dovecot_auth {
 	uint32_t id;
 	const char *user, *pass; /* PLAIN: "" NUL user NUL pass */
-	const char *rip, *lip;	 /* numeric addresses, "" unknown */
-	unsigned rport, lport;	 /* 0: unknown */
-	bool secured;		 /* TLS */
+	/* OAUTHBEARER, XOAUTH2: the mechanism and the client's base64
+	 * initial response, sent as they are (user and pass unused); NULL:
+	 * PLAIN. */
+	const char *mech, *resp;
+	const char *rip, *lip; /* numeric addresses, "" unknown */
+	unsigned rport, lport; /* 0: unknown */
+	bool secured;	       /* TLS */
 };
 
-/* An AUTH line for a PLAIN login with its initial response.  Length
+/* An AUTH line for a PLAIN login, or an OAuth one, with its initial
+ * response.  Length
  * written (NUL-terminated), -1 if no room or a field is unfit (a TAB, CR
  * or LF in an address).  Holds the password: the caller wipes out. */
 ssize_t dovecot_format_auth(char *out, size_t outsize,
