@@ -106,6 +106,7 @@ struct auth_request {
 	struct auth_request *next; /* queue link */
 	uint32_t backend_id;	   /* Dovecot's request id */
 	uint64_t deadline_ms;	   /* Dovecot: answered temp after this */
+	bool backend_cont;	   /* Dovecot: the OAuth ^A was sent */
 };
 
 /* What the back end did, for the metrics (relaxed atomics). */

@@ -15,7 +15,8 @@
  * name and the password already), so both need Dovecot's PLAIN.
  * OAUTHBEARER and XOAUTH2 go as themselves, with the client's initial
  * response (Dovecot's oauth2 passdb checks the token); a refusal's JSON
- * status (FAIL resp=) goes back with the answer for RFC 7628's 334.
+ * status (Dovecot 2.3's CONT, answered ^A by this thread, or FAIL's
+ * resp=) goes back with the answer for smtp.c's RFC 7628 334.
  *
  * Security stance: the password leaves the request when its AUTH line is
  * formatted and the request's copy is wiped; the send buffer is wiped as
@@ -217,6 +218,29 @@ take_inflight(struct dconn *c, uint32_t id)
 	return NULL;
 }
 
+/* Dovecot 2.3 refuses a token with a CONT holding RFC 7628's JSON
+ * status: keep the status, send the client's part (^A) at once, and wait
+ * for the FAIL.  false when this CONT is not that. */
+static bool
+cont_oauth(struct dconn *c, struct auth_request *req,
+	   const struct dovecot_line *l)
+{
+	ssize_t n;
+
+	if (req->oauth_resp == NULL || req->backend_cont)
+		return false;
+	n = dovecot_format_dummy(c->out + c->outlen, sizeof(c->out) - c->outlen,
+				 req->backend_id);
+	if (n < 0)
+		return false;
+	c->outlen += (size_t)n;
+	req->backend_cont = true;
+	snprintf(req->oauth_status, sizeof(req->oauth_status), "%s", l->status);
+	req->next = c->inflight;
+	c->inflight = req;
+	return true;
+}
+
 /* One line from Dovecot; false when the connection must go. */
 static bool
 dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
@@ -269,12 +293,15 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 		} else if (l.kind == DOVECOT_FAIL) {
 			snprintf(req->reason, sizeof(req->reason), "%s",
 				 l.reason);
-			snprintf(req->oauth_status, sizeof(req->oauth_status),
-				 "%s", l.status);
+			if (l.status[0] != '\0') /* else the CONT's, if any */
+				snprintf(req->oauth_status,
+					 sizeof(req->oauth_status), "%s",
+					 l.status);
 			answer(req, 0, l.temp, NULL);
-		} else {
+		} else if (!cont_oauth(c, req, &l)) {
 			/* Every mechanism goes with its initial response: a
-			 * CONT is not ours to answer. */
+			 * CONT is not ours to answer, but an OAuth refusal's
+			 * (cont_oauth()). */
 			answer(req, 0, 1, "dovecot asked to continue");
 		}
 		return true;

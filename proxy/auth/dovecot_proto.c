@@ -220,6 +220,8 @@ dovecot_parse(const char *line, size_t len, struct dovecot_line *out)
 
 		if (n < 2 || !parse_u32(f[1], fl[1], &out->id))
 			return;
+		if (k == DOVECOT_CONT && n >= 3)
+			take_status(f[2], fl[2], out);
 		if (k != DOVECOT_CONT && !parse_params(f, fl, n, out)) {
 			out->user[0] = '\0';
 			out->reason[0] = '\0';
@@ -230,6 +232,14 @@ dovecot_parse(const char *line, size_t len, struct dovecot_line *out)
 	} else {
 		out->kind = DOVECOT_IGNORED;
 	}
+}
+
+ssize_t
+dovecot_format_dummy(char *out, size_t outsize, uint32_t id)
+{
+	int n = snprintf(out, outsize, "CONT\t%u\tAQ==\n", (unsigned)id);
+
+	return n < 0 || (size_t)n >= outsize ? -1 : n;
 }
 
 ssize_t

@@ -15,8 +15,10 @@
  *   S: OK <id> [user=<login>]...  |  FAIL <id> [reason=] [temp]
  *      [resp=<base64 JSON status>]...  |  CONT <id> <base64>
  *
- * OAUTHBEARER and XOAUTH2 need Dovecot's oauth2 passdb; a refused token
- * comes back as FAIL with the JSON status of RFC 7628 3.2.2 in resp=.
+ * OAUTHBEARER and XOAUTH2 need Dovecot's oauth2 passdb.  A refused token
+ * comes back as RFC 7628 3.2.2's JSON status: Dovecot 2.3 sends it as a
+ * CONT (the client is to answer ^A: "CONT <id> AQ==", then FAIL), others
+ * in FAIL's resp=.
  *
  * Fields are TAB-separated and "tab-escaped" with \001 (0 NUL, 1 \001,
  * t TAB, r CR, n or l LF).  No sockets, no clock, no logging.
@@ -48,7 +50,7 @@ enum dovecot_kind {
 	DOVECOT_DONE,	 /* end of the server's handshake */
 	DOVECOT_OK,	 /* id, user */
 	DOVECOT_FAIL,	 /* id, temp, reason, user */
-	DOVECOT_CONT,	 /* id: this client sends whole PLAIN responses */
+	DOVECOT_CONT,	 /* id, status (an OAuth refusal's challenge) */
 	DOVECOT_BAD,	 /* malformed: the connection is not to be trusted */
 };
 
@@ -63,8 +65,9 @@ struct dovecot_line {
 	char user[SASL_FIELD_MAX];
 	/* reason=, unescaped, control bytes turned to '?', cut to fit. */
 	char reason[DOVECOT_REASON_MAX];
-	/* FAIL's resp=, decoded, when it is a JSON object of printable
-	 * ASCII that fits (the OAuth mechanisms' status); "" otherwise. */
+	/* FAIL's resp= or CONT's challenge, decoded, when it is a JSON
+	 * object of printable ASCII that fits (the OAuth mechanisms'
+	 * status); "" otherwise. */
 	char status[SASL_STATUS_MAX + 1];
 };
 
@@ -99,5 +102,9 @@ struct dovecot_auth {
  * or LF in an address).  Holds the password: the caller wipes out. */
 ssize_t dovecot_format_auth(char *out, size_t outsize,
 			    const struct dovecot_auth *a);
+
+/* "CONT <id> AQ==": the ^A that ends an OAuth refusal's exchange.  Length
+ * written (NUL-terminated), -1 if no room. */
+ssize_t dovecot_format_dummy(char *out, size_t outsize, uint32_t id);
 
 #endif
