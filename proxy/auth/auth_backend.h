@@ -71,7 +71,8 @@ struct auth_request {
 	int cached; /* 1 when ok came from the cache, no back-end work */
 	/* With ok: the login as the back end names it (Dovecot's user=), ""
 	 * when it kept user.  The login the limits count and XCLIENT
-	 * carries. */
+	 * carries.  Without ok, Dovecot's FAIL user= when it gives one: the
+	 * name the failure counts under (limits.login), nothing else. */
 	char login[SASL_FIELD_MAX];
 	char reason[AUTH_REASON_MAX]; /* for the log only, "" none */
 	/* Without ok: the SMTP reply to give instead of the default 535 or

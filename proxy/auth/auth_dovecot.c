@@ -293,6 +293,9 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 		} else if (l.kind == DOVECOT_FAIL) {
 			snprintf(req->reason, sizeof(req->reason), "%s",
 				 l.reason);
+			/* Dovecot's name for the login (auth_username_format:
+			 * "ALICE" is "alice"): its failures count there. */
+			snprintf(req->login, sizeof(req->login), "%s", l.user);
 			if (l.status[0] != '\0') /* else the CONT's, if any */
 				snprintf(req->oauth_status,
 					 sizeof(req->oauth_status), "%s",
