@@ -819,6 +819,14 @@ start_auth(struct session *s)
 		return;
 	}
 	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
+	if (s->smtp.creds->oauth != NULL) {
+		/* The request has them now; smtp.c keeps only the fact that
+		 * this is an OAuth exchange (for the verdict's reply). */
+		struct sasl_oauth_exchange *x = s->smtp.creds->oauth;
+
+		OPENSSL_cleanse(&x->dec, sizeof(x->dec));
+		OPENSSL_cleanse(x->b64, x->b64_len);
+	}
 	req->db = s->gen->users; /* the session holds its generation */
 	auth_facts(s, req);
 	/* A returning client is answered here; only real hash work goes

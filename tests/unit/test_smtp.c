@@ -1572,6 +1572,17 @@ test_oauth_malformed_responses(void **state)
 	assert_string_equal(replies(f), "501 5.5.2 Cannot decode response\r\n");
 	assert_int_equal(f->s.state, SMTP_IDLE);
 	assert_int_equal(f->s.auth_failures, 0);
+	/* No memory for the exchange: a temporary failure, nothing held. */
+	oauth_line(line, sizeof(line), "XOAUTH2", xoauth2_ir);
+	fail_size = sizeof(struct sasl_oauth_exchange) + strlen(line) -
+		    strlen("AUTH XOAUTH2 \r\n") + 1;
+	assert_int_equal(feeds(f, line), SMTP_ACT_NONE);
+	fail_size = 0;
+	assert_string_equal(replies(f),
+			    "454 4.7.0 Temporary authentication failure\r\n");
+	assert_null(f->s.creds);
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
 }
 
 int
