@@ -214,6 +214,9 @@ def test_dovecot_offer_is_the_intersection(proxy, recording_backend, dovecot):
         assert s.esmtp_features["auth"].split() == ["PLAIN", "XOAUTH2"]
         assert s.docmd("AUTH", "OAUTHBEARER")[0] == 504
         assert attempt(s, "XOAUTH2", "alice@example.test", ALICE)[0] == 235
+    # PLAIN goes to the passwd-file passdb beside the oauth2 one.
+    with client(p) as s:
+        assert s.login("carol", "Carol-Sings-9")[0] == 235
 
 
 def test_dovecot_down_gives_454(proxy, recording_backend, dovecot):
