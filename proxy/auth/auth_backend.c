@@ -105,7 +105,11 @@ auth_backend_start(const struct config *cfg, struct passwd_db *db, char *err,
 		return NULL;
 	}
 	b->kind = cfg->auth_backend;
-	atomic_init(&b->all, ~0u);
+	/* The passwd file holds passwords: never a token (config_check.c
+	 * refuses OAUTHBEARER and XOAUTH2 with it). */
+	atomic_init(&b->all, b->kind == AUTH_BACKEND_PASSWD
+				     ? AUTH_MECH_PLAIN | AUTH_MECH_LOGIN
+				     : ~0u);
 	switch (b->kind) {
 	case AUTH_BACKEND_PASSWD:
 		b->pool = auth_pool_start(
@@ -158,7 +162,7 @@ remote_cached(struct auth_backend *b, struct auth_request *req)
 bool
 auth_backend_check_cached(struct auth_backend *b, struct auth_request *req)
 {
-	if (req->refuse)
+	if (req->refuse || req->token != NULL) /* tokens are never cached */
 		return false;
 	if (b->pool != NULL ? !auth_pool_check_cached(b->pool, req)
 			    : !remote_cached(b, req))
@@ -172,12 +176,19 @@ void
 auth_backend_submit(struct auth_backend *b, struct auth_request *req)
 {
 	req->backend = b;
-	req->keep_pass = b->cache != NULL;
+	req->keep_pass = b->cache != NULL && req->token == NULL;
 	req->caller_done = req->done;
 	req->done = backend_done;
 	req->submitted_us = now_us();
 	atomic_fetch_add_explicit(&b->stats.requests, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&b->stats.inflight, 1, memory_order_relaxed);
+	if (req->token != NULL && b->pool != NULL) {
+		req->ok = 0;
+		snprintf(req->reason, sizeof(req->reason),
+			 "the passwd file checks no tokens");
+		req->done(req);
+		return;
+	}
 	if (req->refuse && b->pool == NULL) {
 		/* Not even part of it goes to Dovecot or the HTTP service:
 		 * a cut password might be someone's. */

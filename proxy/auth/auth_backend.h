@@ -49,12 +49,21 @@ struct auth_request {
 	char rip[INET6_ADDRSTRLEN], lip[INET6_ADDRSTRLEN];
 	unsigned rport, lport;
 	bool secured; /* the client is on TLS */
-	/* More for auth_http: the mechanism ("plain", "login"), the EHLO
-	 * name, the TLS version and cipher, which try this is. */
-	char mech[8];
+	/* More for auth_http: the mechanism ("plain", "login",
+	 * "oauthbearer", "xoauth2"), the EHLO name, the TLS version and
+	 * cipher, which try this is. */
+	char mech[16];
 	char helo[256];
 	char tls_version[16], tls_cipher[64];
 	unsigned attempt;
+	/* OAUTHBEARER and XOAUTH2 (mech says which; NULL otherwise): the
+	 * bearer token (auth_http sends it) and the client's base64 initial
+	 * response (Dovecot runs the mechanism on it), NUL-terminated, in the
+	 * same allocation as the request (after it): free(req) frees them.
+	 * user is the login the response names.  Wiped by the back end once
+	 * sent; never cached. */
+	char *token, *oauth_resp;
+	size_t token_len, oauth_resp_len;
 
 	/* The verdict. */
 	int ok;	    /* 1 verified, 0 refused or not known */
@@ -62,7 +71,8 @@ struct auth_request {
 	int cached; /* 1 when ok came from the cache, no back-end work */
 	/* With ok: the login as the back end names it (Dovecot's user=), ""
 	 * when it kept user.  The login the limits count and XCLIENT
-	 * carries. */
+	 * carries.  Without ok, Dovecot's FAIL user= when it gives one: the
+	 * name the failure counts under (limits.login), nothing else. */
 	char login[SASL_FIELD_MAX];
 	char reason[AUTH_REASON_MAX]; /* for the log only, "" none */
 	/* Without ok: the SMTP reply to give instead of the default 535 or
@@ -70,6 +80,10 @@ struct auth_request {
 	 * how long to wait before it (Auth-Wait). */
 	char reply[AUTH_REASON_MAX + 24];
 	uint64_t wait_ms;
+	/* Without ok, for OAUTHBEARER and XOAUTH2: the back end's JSON
+	 * error status (RFC 7628 3.2.2; Dovecot's FAIL resp=, auth_http's
+	 * Auth-Error-Status), "" none: smtp.c sends a generic one. */
+	char oauth_status[SASL_STATUS_MAX + 1];
 	/* With ok: the backend the back end chose (auth_http's Auth-Server
 	 * and Auth-Port; "" none): it must be one of backends.servers. */
 	char server[64];
@@ -93,6 +107,7 @@ struct auth_request {
 	struct auth_request *next; /* queue link */
 	uint32_t backend_id;	   /* Dovecot's request id */
 	uint64_t deadline_ms;	   /* Dovecot: answered temp after this */
+	bool backend_cont;	   /* Dovecot: the OAuth ^A was sent */
 };
 
 /* What the back end did, for the metrics (relaxed atomics). */

@@ -13,6 +13,10 @@
  *
  * A LOGIN exchange reaches Dovecot as PLAIN (the SMTP side gathered the
  * name and the password already), so both need Dovecot's PLAIN.
+ * OAUTHBEARER and XOAUTH2 go as themselves, with the client's initial
+ * response (Dovecot's oauth2 passdb checks the token); a refusal's JSON
+ * status (Dovecot 2.3's CONT, answered ^A by this thread, or FAIL's
+ * resp=) goes back with the answer for smtp.c's RFC 7628 334.
  *
  * Security stance: the password leaves the request when its AUTH line is
  * formatted and the request's copy is wiped; the send buffer is wiped as
@@ -86,11 +90,22 @@ struct auth_dovecot {
 	struct dconn *conns;
 };
 
+/* The token and the client's response, once they are on their way. */
+static void
+wipe_oauth(struct auth_request *req)
+{
+	if (req->token != NULL)
+		OPENSSL_cleanse(req->token, req->token_len);
+	if (req->oauth_resp != NULL)
+		OPENSSL_cleanse(req->oauth_resp, req->oauth_resp_len);
+}
+
 static void
 answer(struct auth_request *req, int ok, int temp, const char *reason)
 {
 	if (!req->keep_pass) /* else the seam wipes it, after its cache */
 		OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	wipe_oauth(req);
 	req->ok = ok;
 	req->temp = ok ? 0 : temp;
 	req->cached = 0;
@@ -123,6 +138,10 @@ offer_of(const struct auth_dovecot *d, unsigned mechs)
 		if (mechs & DOVECOT_MECH_LOGIN)
 			m |= AUTH_MECH_LOGIN;
 	}
+	if (mechs & DOVECOT_MECH_OAUTHBEARER)
+		m |= AUTH_MECH_OAUTHBEARER;
+	if (mechs & DOVECOT_MECH_XOAUTH2)
+		m |= AUTH_MECH_XOAUTH2;
 	return m & d->configured;
 }
 
@@ -199,6 +218,29 @@ take_inflight(struct dconn *c, uint32_t id)
 	return NULL;
 }
 
+/* Dovecot 2.3 refuses a token with a CONT holding RFC 7628's JSON
+ * status: keep the status, send the client's part (^A) at once, and wait
+ * for the FAIL.  false when this CONT is not that. */
+static bool
+cont_oauth(struct dconn *c, struct auth_request *req,
+	   const struct dovecot_line *l)
+{
+	ssize_t n;
+
+	if (req->oauth_resp == NULL || req->backend_cont)
+		return false;
+	n = dovecot_format_dummy(c->out + c->outlen, sizeof(c->out) - c->outlen,
+				 req->backend_id);
+	if (n < 0)
+		return false;
+	c->outlen += (size_t)n;
+	req->backend_cont = true;
+	snprintf(req->oauth_status, sizeof(req->oauth_status), "%s", l->status);
+	req->next = c->inflight;
+	c->inflight = req;
+	return true;
+}
+
 /* One line from Dovecot; false when the connection must go. */
 static bool
 dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
@@ -229,9 +271,11 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 		c->st = DC_READY;
 		c->backoff_ms = 0;
 		atomic_store(&d->offer, m);
-		log_info("auth-dovecot-up", " socket=%s mechanisms=%s%s%s",
+		log_info("auth-dovecot-up", " socket=%s mechanisms=%s%s%s%s%s",
 			 d->addr.text, (m & AUTH_MECH_PLAIN) ? "PLAIN" : "",
 			 (m & AUTH_MECH_LOGIN) ? ",LOGIN" : "",
+			 (m & AUTH_MECH_OAUTHBEARER) ? ",OAUTHBEARER" : "",
+			 (m & AUTH_MECH_XOAUTH2) ? ",XOAUTH2" : "",
 			 m == 0 ? "none" : "");
 		return true;
 	}
@@ -249,10 +293,18 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 		} else if (l.kind == DOVECOT_FAIL) {
 			snprintf(req->reason, sizeof(req->reason), "%s",
 				 l.reason);
+			/* Dovecot's name for the login (auth_username_format:
+			 * "ALICE" is "alice"): its failures count there. */
+			snprintf(req->login, sizeof(req->login), "%s", l.user);
+			if (l.status[0] != '\0') /* else the CONT's, if any */
+				snprintf(req->oauth_status,
+					 sizeof(req->oauth_status), "%s",
+					 l.status);
 			answer(req, 0, l.temp, NULL);
-		} else {
-			/* PLAIN goes with its initial response: a CONT is
-			 * not ours to answer. */
+		} else if (!cont_oauth(c, req, &l)) {
+			/* Every mechanism goes with its initial response: a
+			 * CONT is not ours to answer, but an OAuth refusal's
+			 * (cont_oauth()). */
 			answer(req, 0, 1, "dovecot asked to continue");
 		}
 		return true;
@@ -309,7 +361,8 @@ pick(struct auth_dovecot *d)
 	for (unsigned i = 0; i < d->nconns; i++) {
 		struct dconn *c = &d->conns[(d->rr + i) % d->nconns];
 
-		if (c->st == DC_READY && sizeof(c->out) - c->outlen >= 2048) {
+		if (c->st == DC_READY &&
+		    sizeof(c->out) - c->outlen >= DOVECOT_LINE_MAX) {
 			d->rr = (d->rr + i + 1) % d->nconns;
 			return c;
 		}
@@ -351,10 +404,16 @@ dispatch(struct auth_dovecot *d)
 			.lport = req->lport,
 			.secured = req->secured,
 		};
+		if (req->oauth_resp != NULL) {
+			a.mech =
+				req->mech[0] == 'x' ? "XOAUTH2" : "OAUTHBEARER";
+			a.resp = req->oauth_resp;
+		}
 		n = dovecot_format_auth(c->out + c->outlen,
 					sizeof(c->out) - c->outlen, &a);
 		if (!req->keep_pass)
 			OPENSSL_cleanse(req->pass, sizeof(req->pass));
+		wipe_oauth(req);
 		if (n < 0) {
 			OPENSSL_cleanse(c->out + c->outlen,
 					sizeof(c->out) - c->outlen);

@@ -24,8 +24,13 @@
  *                             the reply waits that many seconds;
  *   anything else          -> temp, 454 4.7.0.
  *
- * Security stance: the password is in the request only while its bytes
- * are formatted and sent; the request's copy is wiped when formatted and
+ * OAUTHBEARER and XOAUTH2 go as Auth-Method: oauthbearer / xoauth2 with
+ * the login the client named in Auth-User and the bearer token in
+ * Auth-Pass (docs/AUTH.md); a refusal may carry Auth-OAuth-Status, the
+ * JSON status smtp.c sends in RFC 7628's 334.
+ *
+ * Security stance: the password (or token) is in the request only while its
+ * bytes are formatted and sent; the request's copy is wiped when formatted and
  * the send buffer when the connection closes.  The reply is parsed by
  * http_auth_proto.c (bounded, printable text only).  Not under the seccomp
  * filter (reads no client bytes), like the cluster thread.
@@ -61,7 +66,7 @@ struct hconn {
 	enum hconn_state st;
 	struct auth_request *req;
 	size_t outlen, outoff, inlen;
-	char out[4096];
+	char out[HTTP_AUTH_REQUEST_MAX];
 	char in[HTTP_AUTH_REPLY_MAX];
 };
 
@@ -84,11 +89,22 @@ struct auth_http {
 	struct pollfd *pfd; /* nconns + 1 */
 };
 
+/* The token and the client's response, once they are on their way. */
+static void
+wipe_oauth(struct auth_request *req)
+{
+	if (req->token != NULL)
+		OPENSSL_cleanse(req->token, req->token_len);
+	if (req->oauth_resp != NULL)
+		OPENSSL_cleanse(req->oauth_resp, req->oauth_resp_len);
+}
+
 static void
 answer(struct auth_request *req, int ok, int temp, const char *reason)
 {
 	if (!req->keep_pass) /* else the seam wipes it, after its cache */
 		OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	wipe_oauth(req);
 	req->ok = ok;
 	req->temp = ok ? 0 : temp;
 	req->cached = 0;
@@ -145,6 +161,8 @@ hconn_reply(struct hconn *c, const struct http_auth_reply *r)
 		return;
 	}
 	snprintf(req->reason, sizeof(req->reason), "%s", r->status_text);
+	snprintf(req->oauth_status, sizeof(req->oauth_status), "%s",
+		 r->oauth_status);
 	if (r->wait_s >= 0)
 		req->wait_ms = (uint64_t)(r->wait_s < WAIT_MAX_S ? r->wait_s
 								 : WAIT_MAX_S) *
@@ -163,7 +181,7 @@ hconn_start(struct auth_http *h, struct hconn *c, struct auth_request *req)
 		.path = h->path,
 		.method = req->mech[0] != '\0' ? req->mech : "plain",
 		.user = req->user,
-		.pass = req->pass,
+		.pass = req->token != NULL ? req->token : req->pass,
 		.helo = req->helo,
 		.client_ip = req->rip[0] != '\0' ? req->rip : "-",
 		.attempt = req->attempt > 0 ? req->attempt : 1,
@@ -175,6 +193,7 @@ hconn_start(struct auth_http *h, struct hconn *c, struct auth_request *req)
 
 	if (!req->keep_pass)
 		OPENSSL_cleanse(req->pass, sizeof(req->pass));
+	wipe_oauth(req);
 	c->req = req;
 	if (n < 0) {
 		OPENSSL_cleanse(c->out, sizeof(c->out));

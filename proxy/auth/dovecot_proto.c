@@ -99,6 +99,25 @@ has_prefix(const char *f, size_t len, const char *prefix)
 	return len >= n && memcmp(f, prefix, n) == 0;
 }
 
+/* FAIL's resp=: an OAuth mechanism's JSON status, kept when it is one
+ * (a JSON object, printable ASCII, short) and dropped otherwise. */
+static void
+take_status(const char *b64, size_t len, struct dovecot_line *out)
+{
+	unsigned char st[SASL_STATUS_MAX];
+	ssize_t n = len <= 4 * sizeof(st) / 3
+			    ? sasl_b64_decode(b64, len, st, sizeof(st))
+			    : -1;
+
+	if (n < 2 || st[0] != '{' || st[n - 1] != '}')
+		return;
+	for (ssize_t k = 0; k < n; k++)
+		if (st[k] < 0x20 || st[k] > 0x7e)
+			return;
+	memcpy(out->status, st, (size_t)n);
+	out->status[n] = '\0';
+}
+
 /* The optional parameters of OK and FAIL (from field 2 on). */
 static bool
 parse_params(const char *const *f, const size_t *fl, size_t n,
@@ -131,6 +150,8 @@ parse_params(const char *const *f, const size_t *fl, size_t n,
 							 ? '?'
 							 : r[k];
 			out->reason[rl] = '\0';
+		} else if (has_prefix(f[i], fl[i], "resp=")) {
+			take_status(f[i] + 5, fl[i] - 5, out);
 		} else if (field_is(f[i], fl[i], "temp")) {
 			out->temp = true;
 		}
@@ -181,6 +202,11 @@ dovecot_parse(const char *line, size_t len, struct dovecot_line *out)
 			out->mech = DOVECOT_MECH_PLAIN;
 		else if (fl[1] == 5 && strncasecmp(f[1], "LOGIN", 5) == 0)
 			out->mech = DOVECOT_MECH_LOGIN;
+		else if (fl[1] == 11 &&
+			 strncasecmp(f[1], "OAUTHBEARER", 11) == 0)
+			out->mech = DOVECOT_MECH_OAUTHBEARER;
+		else if (fl[1] == 7 && strncasecmp(f[1], "XOAUTH2", 7) == 0)
+			out->mech = DOVECOT_MECH_XOAUTH2;
 		if (out->mech != 0)
 			out->kind = DOVECOT_MECH;
 	} else if (field_is(f[0], fl[0], "DONE")) {
@@ -194,15 +220,26 @@ dovecot_parse(const char *line, size_t len, struct dovecot_line *out)
 
 		if (n < 2 || !parse_u32(f[1], fl[1], &out->id))
 			return;
+		if (k == DOVECOT_CONT && n >= 3)
+			take_status(f[2], fl[2], out);
 		if (k != DOVECOT_CONT && !parse_params(f, fl, n, out)) {
 			out->user[0] = '\0';
 			out->reason[0] = '\0';
+			out->status[0] = '\0';
 			return;
 		}
 		out->kind = k;
 	} else {
 		out->kind = DOVECOT_IGNORED;
 	}
+}
+
+ssize_t
+dovecot_format_dummy(char *out, size_t outsize, uint32_t id)
+{
+	int n = snprintf(out, outsize, "CONT\t%u\tAQ==\n", (unsigned)id);
+
+	return n < 0 || (size_t)n >= outsize ? -1 : n;
 }
 
 ssize_t
@@ -220,6 +257,57 @@ field_ok(const char *s)
 	return strpbrk(s, "\t\r\n\001") == NULL;
 }
 
+/* The client's base64 as it is: only base64's alphabet goes on a line. */
+static bool
+b64_text_ok(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= '0' && *s <= '9') || *s == '+' || *s == '/' ||
+		      *s == '='))
+			return false;
+	return true;
+}
+
+/* The fields after the mechanism and before resp=. */
+static void
+format_extra(char *extra, size_t size, const struct dovecot_auth *a)
+{
+	extra[0] = '\0';
+	if (a->rip[0] != '\0')
+		snprintf(extra, size, "\trip=%s\trport=%u", a->rip, a->rport);
+	if (a->lip[0] != '\0') {
+		size_t el = strlen(extra);
+
+		snprintf(extra + el, size - el, "\tlip=%s\tlport=%u", a->lip,
+			 a->lport);
+	}
+}
+
+/* OAUTHBEARER, XOAUTH2: the client's response goes as it came. */
+static ssize_t
+format_oauth(char *out, size_t outsize, const struct dovecot_auth *a)
+{
+	char extra[160];
+	int n;
+
+	if (!b64_text_ok(a->resp) || !field_ok(a->rip) || !field_ok(a->lip) ||
+	    (strcmp(a->mech, "OAUTHBEARER") != 0 &&
+	     strcmp(a->mech, "XOAUTH2") != 0))
+		return -1;
+	format_extra(extra, sizeof(extra), a);
+	n = snprintf(out, outsize,
+		     "AUTH\t%u\t%s\tservice=smtp\tno-penalty%s%s\tresp=%s\n",
+		     (unsigned)a->id, a->mech, extra,
+		     a->secured ? "\tsecured" : "", a->resp);
+	/* Dovecot refuses a longer line: better a temp failure here. */
+	return n < 0 || (size_t)n >= outsize || (size_t)n >= DOVECOT_LINE_MAX
+		       ? -1
+		       : n;
+}
+
 ssize_t
 dovecot_format_auth(char *out, size_t outsize, const struct dovecot_auth *a)
 {
@@ -227,10 +315,12 @@ dovecot_format_auth(char *out, size_t outsize, const struct dovecot_auth *a)
 	size_t ul = strnlen(a->user, SASL_FIELD_MAX),
 	       pl = strnlen(a->pass, SASL_FIELD_MAX);
 	char b64[4 * sizeof(plain) / 3 + 8];
-	char extra[160] = "";
+	char extra[160];
 	ssize_t bl;
 	int n;
 
+	if (a->mech != NULL)
+		return format_oauth(out, outsize, a);
 	if (ul == 0 || ul >= SASL_FIELD_MAX || pl >= SASL_FIELD_MAX ||
 	    !field_ok(a->rip) || !field_ok(a->lip))
 		return -1;
@@ -242,15 +332,7 @@ dovecot_format_auth(char *out, size_t outsize, const struct dovecot_auth *a)
 	explicit_bzero(plain, sizeof(plain));
 	if (bl < 0)
 		return -1;
-	if (a->rip[0] != '\0')
-		snprintf(extra, sizeof(extra), "\trip=%s\trport=%u", a->rip,
-			 a->rport);
-	if (a->lip[0] != '\0') {
-		size_t el = strlen(extra);
-
-		snprintf(extra + el, sizeof(extra) - el, "\tlip=%s\tlport=%u",
-			 a->lip, a->lport);
-	}
+	format_extra(extra, sizeof(extra), a);
 	n = snprintf(out, outsize,
 		     "AUTH\t%u\tPLAIN\tservice=smtp\tno-penalty%s%s"
 		     "\tresp=%s\n",

@@ -11,8 +11,14 @@
  * no-penalty: msaproxy delays and bans failed logins itself (auth.*,
  * limits.login, limits.ip); Dovecot's own penalty by rip would stack on
  * them and turn a retry after a typo into a timeout.
- *   S: OK <id> [user=<login>]...  |  FAIL <id> [reason=] [temp]...  |
- *      CONT <id> <base64>
+ *   C: AUTH <id> OAUTHBEARER|XOAUTH2 ... resp=<the client's base64>
+ *   S: OK <id> [user=<login>]...  |  FAIL <id> [reason=] [temp]
+ *      [resp=<base64 JSON status>]...  |  CONT <id> <base64>
+ *
+ * OAUTHBEARER and XOAUTH2 need Dovecot's oauth2 passdb.  A refused token
+ * comes back as RFC 7628 3.2.2's JSON status: Dovecot 2.3 sends it as a
+ * CONT (the client is to answer ^A: "CONT <id> AQ==", then FAIL), others
+ * in FAIL's resp=.
  *
  * Fields are TAB-separated and "tab-escaped" with \001 (0 NUL, 1 \001,
  * t TAB, r CR, n or l LF).  No sockets, no clock, no logging.
@@ -32,8 +38,10 @@
 #define DOVECOT_REASON_MAX 128
 
 /* MECH lines this client can use, as bits. */
-#define DOVECOT_MECH_PLAIN 0x1u
-#define DOVECOT_MECH_LOGIN 0x2u
+#define DOVECOT_MECH_PLAIN	 0x1u
+#define DOVECOT_MECH_LOGIN	 0x2u
+#define DOVECOT_MECH_OAUTHBEARER 0x4u
+#define DOVECOT_MECH_XOAUTH2	 0x8u
 
 enum dovecot_kind {
 	DOVECOT_IGNORED, /* SPID, CUID, COOKIE, a MECH we do not use, ... */
@@ -42,7 +50,7 @@ enum dovecot_kind {
 	DOVECOT_DONE,	 /* end of the server's handshake */
 	DOVECOT_OK,	 /* id, user */
 	DOVECOT_FAIL,	 /* id, temp, reason, user */
-	DOVECOT_CONT,	 /* id: this client sends whole PLAIN responses */
+	DOVECOT_CONT,	 /* id, status (an OAuth refusal's challenge) */
 	DOVECOT_BAD,	 /* malformed: the connection is not to be trusted */
 };
 
@@ -57,6 +65,10 @@ struct dovecot_line {
 	char user[SASL_FIELD_MAX];
 	/* reason=, unescaped, control bytes turned to '?', cut to fit. */
 	char reason[DOVECOT_REASON_MAX];
+	/* FAIL's resp= or CONT's challenge, decoded, when it is a JSON
+	 * object of printable ASCII that fits (the OAuth mechanisms'
+	 * status); "" otherwise. */
+	char status[SASL_STATUS_MAX + 1];
 };
 
 /* The length of the first line in buf[0..len) with its LF, 0 when no whole
@@ -75,15 +87,24 @@ ssize_t dovecot_format_handshake(char *out, size_t outsize, unsigned long pid);
 struct dovecot_auth {
 	uint32_t id;
 	const char *user, *pass; /* PLAIN: "" NUL user NUL pass */
-	const char *rip, *lip;	 /* numeric addresses, "" unknown */
-	unsigned rport, lport;	 /* 0: unknown */
-	bool secured;		 /* TLS */
+	/* OAUTHBEARER, XOAUTH2: the mechanism and the client's base64
+	 * initial response, sent as they are (user and pass unused); NULL:
+	 * PLAIN. */
+	const char *mech, *resp;
+	const char *rip, *lip; /* numeric addresses, "" unknown */
+	unsigned rport, lport; /* 0: unknown */
+	bool secured;	       /* TLS */
 };
 
-/* An AUTH line for a PLAIN login with its initial response.  Length
+/* An AUTH line for a PLAIN login, or an OAuth one, with its initial
+ * response.  Length
  * written (NUL-terminated), -1 if no room or a field is unfit (a TAB, CR
  * or LF in an address).  Holds the password: the caller wipes out. */
 ssize_t dovecot_format_auth(char *out, size_t outsize,
 			    const struct dovecot_auth *a);
+
+/* "CONT <id> AQ==": the ^A that ends an OAuth refusal's exchange.  Length
+ * written (NUL-terminated), -1 if no room. */
+ssize_t dovecot_format_dummy(char *out, size_t outsize, uint32_t id);
 
 #endif

@@ -226,6 +226,16 @@ header(const char *n, size_t nl, const char *v, size_t vl,
 	} else if (name_is(n, nl, "Auth-Wait")) {
 		if (number(v, vl, 4, &num))
 			out->wait_s = (int)num;
+	} else if (name_is(n, nl, "Auth-OAuth-Status")) {
+		bool fine = vl >= 2 && vl < sizeof(out->oauth_status) &&
+			    v[0] == '{' && v[vl - 1] == '}';
+
+		for (size_t i = 0; fine && i < vl; i++)
+			fine = v[i] >= 0x20 && v[i] < 0x7f;
+		if (fine) {
+			memcpy(out->oauth_status, v, vl);
+			out->oauth_status[vl] = '\0';
+		}
 	} else if (name_is(n, nl, "Auth-Error-Code")) {
 		if (smtp_code_ok(v, vl) && vl < sizeof(out->error_code)) {
 			memcpy(out->error_code, v, vl);

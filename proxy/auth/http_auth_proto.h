@@ -5,8 +5,10 @@
  *
  *   GET <path> HTTP/1.0
  *   Host: <host>
- *   Auth-Method: plain | login
+ *   Auth-Method: plain | login | oauthbearer | xoauth2
  *   Auth-User: <escaped>        Auth-Pass: <escaped>
+ *     (oauthbearer, xoauth2: Auth-User the login the client named,
+ *     Auth-Pass the bearer token; nginx has no such methods)
  *   Auth-Protocol: smtp         Auth-Login-Attempt: <n>
  *   Client-IP: <ip>             Client-Host: [UNAVAILABLE]
  *   Auth-SSL: on, Auth-SSL-Protocol, Auth-SSL-Cipher (on TLS)
@@ -17,7 +19,8 @@
  *
  * The reply: HTTP 200 with Auth-Status: OK (optionally Auth-User, the
  * login to use; Auth-Server and Auth-Port), or with Auth-Status: <text>
- * (optionally Auth-Wait: <seconds>, Auth-Error-Code: <code>).  Anything
+ * (optionally Auth-Wait: <seconds>, Auth-Error-Code: <code>, and for the
+ * OAuth methods Auth-OAuth-Status: <JSON object>, RFC 7628's status).  Anything
  * else (another status, no Auth-Status, a malformed header block) is a
  * temporary failure.  No sockets, no clock, no logging.
  */
@@ -33,10 +36,13 @@
 /* The reply's header block must fit this; a longer one is refused. */
 #define HTTP_AUTH_REPLY_MAX 8192
 #define HTTP_AUTH_TEXT_MAX  128
+/* The request must fit this: a bearer token of SASL_TOKEN_MAX and the
+ * rest of the headers. */
+#define HTTP_AUTH_REQUEST_MAX (SASL_TOKEN_MAX + 4096)
 
 struct http_auth_args {
 	const char *host, *path; /* Host header and request target */
-	const char *method;	 /* "plain" or "login" */
+	const char *method; /* "plain", "login", "oauthbearer", "xoauth2" */
 	const char *user, *pass, *helo;
 	const char *client_ip;
 	unsigned attempt; /* Auth-Login-Attempt, from 1 */
@@ -73,6 +79,9 @@ struct http_auth_reply {
 	/* Auth-Error-Code when it is "4xx" or "5xx", optionally followed by
 	 * an enhanced code ("535 5.7.8"); "" none or not of that shape. */
 	char error_code[16];
+	/* Auth-OAuth-Status: a JSON object of printable ASCII that fits;
+	 * "" none (or unfit). */
+	char oauth_status[SASL_STATUS_MAX + 1];
 };
 
 /* Parses what arrived so far (buf[0..len)); eof: the server closed. */

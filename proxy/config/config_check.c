@@ -279,6 +279,45 @@ key_line(struct loader *l, const yaml_node_t *map, const char *name)
 	return config_yaml_line(map);
 }
 
+/* OAUTHBEARER or XOAUTH2 with the passwd file: the item that names it. */
+static int
+oauth_needs_tokens(struct loader *l, const yaml_node_t *root, int line)
+{
+	const yaml_node_t *v = config_yaml_get(
+		l, config_yaml_get(l, root, "auth"), "mechanisms");
+	char key[64] = "auth.mechanisms";
+	const char *name = "OAUTHBEARER";
+
+	if (v != NULL && v->type == YAML_SEQUENCE_NODE) {
+		size_t n = (size_t)(v->data.sequence.items.top -
+				    v->data.sequence.items.start);
+
+		line = config_yaml_line(v);
+		for (size_t i = 0; i < n; i++) {
+			const yaml_node_t *it = config_yaml_node(
+				l, v->data.sequence.items.start[i]);
+			const char *s =
+				it != NULL && it->type == YAML_SCALAR_NODE
+					? config_yaml_str(it)
+					: "";
+
+			if (strcasecmp(s, "OAUTHBEARER") == 0 ||
+			    strcasecmp(s, "XOAUTH2") == 0) {
+				config_yaml_index_key(key, sizeof(key),
+						      "auth.mechanisms", i);
+				line = config_yaml_line(it);
+				name = s;
+				break;
+			}
+		}
+	}
+	return config_yaml_fail(l, line, key,
+				"%s needs a back end that checks tokens "
+				"(auth.backend dovecot or http); the passwd "
+				"file holds passwords only",
+				name);
+}
+
 /* auth: the back end named has what it needs. */
 static int
 config_check_auth(struct loader *l, const yaml_node_t *root,
@@ -298,6 +337,9 @@ config_check_auth(struct loader *l, const yaml_node_t *root,
 	    cfg->auth_http_addr.len == 0)
 		return config_yaml_fail(l, line, "auth.http.url",
 					"required with auth.backend http");
+	if (cfg->auth_backend == AUTH_BACKEND_PASSWD &&
+	    (cfg->auth_mechs & AUTH_MECH_OAUTH))
+		return oauth_needs_tokens(l, root, line);
 	return 0;
 }
 

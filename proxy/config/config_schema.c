@@ -363,6 +363,10 @@ set_mechanisms(struct loader *l, const yaml_node_t *v, const char *key,
 			bit = AUTH_MECH_PLAIN;
 		else if (strcasecmp(s, "LOGIN") == 0)
 			bit = AUTH_MECH_LOGIN;
+		else if (strcasecmp(s, "OAUTHBEARER") == 0)
+			bit = AUTH_MECH_OAUTHBEARER;
+		else if (strcasecmp(s, "XOAUTH2") == 0)
+			bit = AUTH_MECH_XOAUTH2;
 		else if (strcasecmp(s, "CRAM-MD5") == 0 ||
 			 strcasecmp(s, "DIGEST-MD5") == 0)
 			return config_yaml_fail(
@@ -374,8 +378,8 @@ set_mechanisms(struct loader *l, const yaml_node_t *v, const char *key,
 		else
 			return config_yaml_fail(
 				l, config_yaml_line(item), ikey,
-				"unknown mechanism %s; expected PLAIN or "
-				"LOGIN",
+				"unknown mechanism %s; expected PLAIN, "
+				"LOGIN, OAUTHBEARER or XOAUTH2",
 				s);
 		if (mechs & bit)
 			return config_yaml_fail(l, config_yaml_line(item), ikey,

@@ -618,17 +618,40 @@ session_start_tls(struct session *s)
 		timer_now_ms() + session_config(s)->handshake_timeout_ms;
 }
 
+/* smtp.c's mechanism name as the back ends and metrics spell it. */
+static const char *
+session_mech_name(const char *mech)
+{
+	if (mech == NULL)
+		return "plain";
+	return strcmp(mech, "LOGIN") == 0	  ? "login"
+	       : strcmp(mech, "OAUTHBEARER") == 0 ? "oauthbearer"
+	       : strcmp(mech, "XOAUTH2") == 0	  ? "xoauth2"
+						  : "plain";
+}
+
+static int
+session_mech_index(const char *mech)
+{
+	const char *m = session_mech_name(mech);
+
+	return m[0] == 'l'   ? MECH_LOGIN
+	       : m[0] == 'o' ? MECH_OAUTHBEARER
+	       : m[0] == 'x' ? MECH_XOAUTH2
+			     : MECH_PLAIN;
+}
+
 /* Tell the client; a failure that earned a ban also ends the session. */
 static void
 answer_auth(struct session *s, struct auth_request *req)
 {
 	char text[400];
 
-	smtp_auth_answer(&s->smtp,
-			 req->ok     ? SMTP_AUTH_OK
-			 : req->temp ? SMTP_AUTH_TEMP
-				     : SMTP_AUTH_FAIL,
-			 req->login, req->reply);
+	smtp_auth_answer_status(&s->smtp,
+				req->ok	    ? SMTP_AUTH_OK
+				: req->temp ? SMTP_AUTH_TEMP
+					    : SMTP_AUTH_FAIL,
+				req->login, req->reply, req->oauth_status);
 	/* Not req->ok: a verdict too late, or no memory for the login,
 	 * leaves the client unauthenticated. */
 	if (s->smtp.authed) {
@@ -661,10 +684,8 @@ finish_auth_hold(struct session *s, struct auth_request *req, uint64_t hold)
 
 	if (mech != NULL)
 		counter_add(
-			&s->ring->counters
-				 .auth[strcmp(mech, "LOGIN") == 0 ? MECH_LOGIN
-								  : MECH_PLAIN]
-				      [req->ok ? AUTH_SUCCESS : AUTH_FAILURE],
+			&s->ring->counters.auth[session_mech_index(
+				mech)][req->ok ? AUTH_SUCCESS : AUTH_FAILURE],
 			1);
 
 	log_info("auth",
@@ -737,10 +758,7 @@ auth_facts(struct session *s, struct auth_request *req)
 	req->rport = s->peer_port;
 	req->secured = s->smtp.tls;
 	snprintf(req->mech, sizeof(req->mech), "%s",
-		 s->smtp.auth_mech != NULL &&
-				 strcmp(s->smtp.auth_mech, "LOGIN") == 0
-			 ? "login"
-			 : "plain");
+		 session_mech_name(s->smtp.auth_mech));
 	snprintf(req->helo, sizeof(req->helo), "%s", smtp_helo_name(&s->smtp));
 	req->attempt = s->smtp.auth_failures + 1;
 	if (s->ssl != NULL && s->tls_done) {
@@ -765,19 +783,50 @@ auth_facts(struct session *s, struct auth_request *req)
 	}
 }
 
+/* A request for the exchange smtp.c gathered; an OAuth one carries the
+ * token and the client's response after it, in the same allocation. */
+static struct auth_request *
+auth_request_new(const struct sasl_creds *c)
+{
+	const struct sasl_oauth_exchange *x = c->oauth;
+	size_t extra = x != NULL ? x->dec.token_len + 1 + x->b64_len + 1 : 0;
+	struct auth_request *req = calloc(1, sizeof(*req) + extra);
+
+	if (req == NULL)
+		return NULL;
+	memcpy(req->user, c->user, sizeof(req->user));
+	if (x == NULL) {
+		memcpy(req->pass, c->pass, sizeof(req->pass));
+		req->refuse = c->pass_too_long;
+		return req;
+	}
+	req->token = (char *)(req + 1);
+	req->token_len = x->dec.token_len;
+	memcpy(req->token, x->dec.token, x->dec.token_len + 1);
+	req->oauth_resp = req->token + req->token_len + 1;
+	req->oauth_resp_len = x->b64_len;
+	memcpy(req->oauth_resp, x->b64, x->b64_len + 1);
+	return req;
+}
+
 static void
 start_auth(struct session *s)
 {
-	struct auth_request *req = calloc(1, sizeof(*req));
+	struct auth_request *req = auth_request_new(s->smtp.creds);
 
 	if (req == NULL) {
 		smtp_auth_result(&s->smtp, false);
 		return;
 	}
-	memcpy(req->user, s->smtp.creds->user, sizeof(req->user));
-	memcpy(req->pass, s->smtp.creds->pass, sizeof(req->pass));
-	req->refuse = s->smtp.creds->pass_too_long;
 	OPENSSL_cleanse(s->smtp.creds->pass, sizeof(s->smtp.creds->pass));
+	if (s->smtp.creds->oauth != NULL) {
+		/* The request has them now; smtp.c keeps only the fact that
+		 * this is an OAuth exchange (for the verdict's reply). */
+		struct sasl_oauth_exchange *x = s->smtp.creds->oauth;
+
+		OPENSSL_cleanse(&x->dec, sizeof(x->dec));
+		OPENSSL_cleanse(x->b64, x->b64_len);
+	}
 	req->db = s->gen->users; /* the session holds its generation */
 	auth_facts(s, req);
 	/* A returning client is answered here; only real hash work goes

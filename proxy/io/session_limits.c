@@ -138,12 +138,13 @@ session_admit(struct session *s)
 	return session_apply_verdict(s, &v);
 }
 
-/* Whose counts a login moves: the back end's name for the user once it
- * is in (Dovecot's user=, auth_http's Auth-User), the name typed before. */
+/* Whose counts a login moves: the back end's name for the user
+ * (Dovecot's user=, auth_http's Auth-User; Dovecot names a failed one
+ * too, so "ALICE" and "alice" fail as one), else the name typed. */
 static const char *
 auth_login(const struct auth_request *req)
 {
-	return req->ok && req->login[0] != '\0' ? req->login : req->user;
+	return req->login[0] != '\0' ? req->login : req->user;
 }
 
 /* A password check answered: how long to hold the answer (ms). */

@@ -43,6 +43,8 @@ enum counter_tls {
 enum counter_mech {
 	MECH_PLAIN,
 	MECH_LOGIN,
+	MECH_OAUTHBEARER,
+	MECH_XOAUTH2,
 	MECH_COUNT,
 };
 

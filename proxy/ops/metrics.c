@@ -33,6 +33,8 @@ static const char *const tls_labels[TLSV_COUNT] = {
 static const char *const mech_labels[MECH_COUNT] = {
 	[MECH_PLAIN] = "plain",
 	[MECH_LOGIN] = "login",
+	[MECH_OAUTHBEARER] = "oauthbearer",
+	[MECH_XOAUTH2] = "xoauth2",
 };
 
 static const char *const auth_labels[AUTH_RESULT_COUNT] = {

@@ -588,3 +588,35 @@ sasl_oauth_is_dummy(const char *b64, size_t len)
 {
 	return len == 4 && memcmp(b64, "AQ==", 4) == 0;
 }
+
+/* A status fit to send: a JSON object in printable ASCII. */
+static bool
+status_ok(const char *st, size_t len)
+{
+	if (len < 2 || len > SASL_STATUS_MAX || st[0] != '{' ||
+	    st[len - 1] != '}')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)st[i] < 0x20 || (unsigned char)st[i] > 0x7e)
+			return false;
+	return true;
+}
+
+ssize_t
+sasl_oauth_challenge(const char *status, char *out, size_t outsize)
+{
+	static const char generic[] = "{\"status\":\"invalid_token\"}";
+	size_t len = status != NULL ? strnlen(status, SASL_STATUS_MAX + 1) : 0;
+	ssize_t n;
+
+	if (!status_ok(status, len)) {
+		status = generic;
+		len = sizeof(generic) - 1;
+	}
+	if (outsize < 5)
+		return -1;
+	memcpy(out, "334 ", 4);
+	n = sasl_b64_encode((const unsigned char *)status, len, out + 4,
+			    outsize - 4);
+	return n < 0 ? -1 : n + 4;
+}

@@ -20,6 +20,10 @@ struct sasl_creds {
 	/* Set by the caller for a password longer than pass holds: the
 	 * check runs (same cost) and must fail (docs/SECURITY.md). */
 	bool pass_too_long;
+	/* OAUTHBEARER and XOAUTH2 only (NULL otherwise): what smtp.c keeps
+	 * of the exchange.  Not the decoders': its owner wipes and frees it
+	 * before sasl_creds_clear(). */
+	struct sasl_oauth_exchange *oauth;
 };
 
 enum sasl_status {
@@ -75,8 +79,8 @@ void sasl_creds_clear(struct sasl_creds *c);
 
 /*
  * OAUTHBEARER (RFC 7628) and XOAUTH2 (Google's): the client's initial
- * response decoded.  Not offered to clients yet (docs/AUTH.md): the
- * decoders come first, pure and fuzzed.
+ * response decoded.  Offered after TLS when the back end can check a
+ * token (docs/AUTH.md); smtp.c runs the exchange.
  *
  *   OAUTHBEARER: gs2 header "n,a=<authzid>," or "n,," (or "y,"; "p=",
  *   channel binding, is refused), ^A, then key=value^A pairs ending in
@@ -103,5 +107,22 @@ enum sasl_status sasl_xoauth2_decode(const char *b64, size_t len,
 /* RFC 7628 3.2.3: after the server's error challenge the client answers
  * with a lone ^A ("AQ=="). */
 bool sasl_oauth_is_dummy(const char *b64, size_t len);
+
+/* One OAuth exchange as smtp.c keeps it: the decoded response, and the
+ * client's base64 as it came (for a back end that runs the mechanism
+ * itself, Dovecot), NUL-terminated, in one allocation. */
+struct sasl_oauth_exchange {
+	struct sasl_oauth dec;
+	size_t b64_len;
+	char b64[];
+};
+
+/* RFC 7628 3.2.2's error challenge: the JSON status (NULL, "" or one
+ * that is not a printable-ASCII object of at most SASL_STATUS_MAX bytes:
+ * {"status":"invalid_token"}) as "334 <base64>" into out.  The length
+ * written, -1 if out is too small (SASL_CHALLENGE_MAX is enough). */
+#define SASL_STATUS_MAX	   512
+#define SASL_CHALLENGE_MAX (4 + (SASL_STATUS_MAX + 2) / 3 * 4 + 1)
+ssize_t sasl_oauth_challenge(const char *status, char *out, size_t outsize);
 
 #endif

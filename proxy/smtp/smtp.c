@@ -123,6 +123,12 @@ static void
 smtp_wipe_creds(struct smtp *s)
 {
 	if (s->creds != NULL) {
+		struct sasl_oauth_exchange *x = s->creds->oauth;
+
+		if (x != NULL) {
+			OPENSSL_cleanse(x, sizeof(*x) + x->b64_len + 1);
+			free(x);
+		}
 		OPENSSL_cleanse(s->creds, sizeof(*s->creds));
 		free(s->creds);
 		s->creds = NULL;
@@ -387,8 +393,11 @@ cmd_ehlo_helo(struct smtp *s, const char *arg, size_t alen, bool esmtp)
 	} else if (!s->authed && mechs_offered(s) != 0) {
 		unsigned m = mechs_offered(s);
 
-		reply(s, "250-AUTH%s%s", (m & AUTH_MECH_PLAIN) ? " PLAIN" : "",
-		      (m & AUTH_MECH_LOGIN) ? " LOGIN" : "");
+		reply(s, "250-AUTH%s%s%s%s",
+		      (m & AUTH_MECH_PLAIN) ? " PLAIN" : "",
+		      (m & AUTH_MECH_LOGIN) ? " LOGIN" : "",
+		      (m & AUTH_MECH_OAUTHBEARER) ? " OAUTHBEARER" : "",
+		      (m & AUTH_MECH_XOAUTH2) ? " XOAUTH2" : "");
 	}
 	reply(s, "250-ENHANCEDSTATUSCODES");
 	if (s->tls && (s->offer & SMTP_OFFER_DSN))
@@ -495,6 +504,49 @@ auth_login_response(struct smtp *s, const char *b64, size_t len)
 	return SMTP_ACT_AUTH;
 }
 
+/* OAUTHBEARER, XOAUTH2: decode the initial response, keep it and the
+ * base64 as sent (a back end may run the mechanism itself), and park for
+ * the check.  OAUTHBEARER must name the login (a=): the back ends key
+ * their answer and the limits on it. */
+static enum smtp_action
+auth_oauth_response(struct smtp *s, const char *b64, size_t len)
+{
+	bool bearer = strcmp(s->auth_mech, "OAUTHBEARER") == 0;
+	/* len is bounded by limits.max_auth_line. */
+	struct sasl_oauth_exchange *x = malloc(sizeof(*x) + len + 1);
+	enum sasl_status st;
+
+	if (x == NULL) {
+		smtp_clear_creds(s);
+		smtp_set_state(s, SMTP_IDLE);
+		reply(s, "454 4.7.0 Temporary authentication failure");
+		return SMTP_ACT_NONE;
+	}
+	st = bearer ? sasl_oauthbearer_decode(b64, len, &x->dec)
+		    : sasl_xoauth2_decode(b64, len, &x->dec);
+	if (st == SASL_OK && x->dec.user[0] == '\0')
+		st = SASL_MALFORMED;
+	if (st != SASL_OK) {
+		OPENSSL_cleanse(x, sizeof(*x));
+		free(x);
+		smtp_clear_creds(s);
+		smtp_set_state(s, SMTP_IDLE);
+		if (st == SASL_BAD_BASE64)
+			reply_error(s, "501 5.5.2 Cannot decode response");
+		else
+			reply_error(s, "501 5.5.2 Malformed %s response",
+				    bearer ? "OAUTHBEARER" : "XOAUTH2");
+		return SMTP_ACT_NONE;
+	}
+	x->b64_len = len;
+	memcpy(x->b64, b64, len);
+	x->b64[len] = '\0';
+	s->creds->oauth = x;
+	memcpy(s->creds->user, x->dec.user, sizeof(s->creds->user));
+	smtp_set_state(s, SMTP_AUTH_CHECK);
+	return SMTP_ACT_AUTH;
+}
+
 /* A mechanism was chosen: the exchange's credentials get their own
  * allocation (freed by smtp_clear_creds()). */
 static bool
@@ -563,6 +615,19 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 		reply(s, "334 VXNlcm5hbWU6");
 		return SMTP_ACT_NONE;
 	}
+	if ((mlen == 11 && strncasecmp(arg, "OAUTHBEARER", 11) == 0 &&
+	     (mechs_offered(s) & AUTH_MECH_OAUTHBEARER)) ||
+	    (mlen == 7 && strncasecmp(arg, "XOAUTH2", 7) == 0 &&
+	     (mechs_offered(s) & AUTH_MECH_XOAUTH2))) {
+		if (!creds_new(s))
+			return SMTP_ACT_NONE;
+		s->auth_mech = mlen == 7 ? "XOAUTH2" : "OAUTHBEARER";
+		if (ir != NULL)
+			return auth_oauth_response(s, ir, irlen);
+		reply(s, "334 ");
+		smtp_set_state(s, SMTP_AUTH_OAUTH);
+		return SMTP_ACT_NONE;
+	}
 	if (mlen == 0) {
 		reply_error(s, "501 5.5.4 Syntax: AUTH mechanism");
 		return SMTP_ACT_NONE;
@@ -582,8 +647,19 @@ auth_continue(struct smtp *s, const char *line, size_t len)
 		reply_error(s, "501 5.7.0 Authentication cancelled");
 		return SMTP_ACT_NONE;
 	}
+	if (s->state == SMTP_AUTH_OAUTH_ERROR) {
+		/* RFC 7628 3.2.3: the client's ^A ends the exchange; the
+		 * failure was counted with the verdict.  Any other line
+		 * ends it alike. */
+		s->auth_mech = NULL;
+		smtp_set_state(s, SMTP_IDLE);
+		reply_error(s, "535 5.7.8 Authentication credentials invalid");
+		return SMTP_ACT_NONE;
+	}
 	if (s->state == SMTP_AUTH_PLAIN)
 		return auth_plain_response(s, line, len);
+	if (s->state == SMTP_AUTH_OAUTH)
+		return auth_oauth_response(s, line, len);
 	return auth_login_response(s, line, len);
 }
 
@@ -965,7 +1041,8 @@ static size_t
 line_limit(const struct smtp *s, const char *p, size_t avail)
 {
 	if (s->state == SMTP_AUTH_PLAIN || s->state == SMTP_AUTH_LOGIN_USER ||
-	    s->state == SMTP_AUTH_LOGIN_PASS)
+	    s->state == SMTP_AUTH_LOGIN_PASS || s->state == SMTP_AUTH_OAUTH ||
+	    s->state == SMTP_AUTH_OAUTH_ERROR)
 		return s->p->max_auth_line;
 	if (avail >= 5 && strncasecmp(p, "AUTH ", 5) == 0)
 		return s->p->max_auth_line;
@@ -1129,8 +1206,31 @@ void
 smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login,
 		 const char *text)
 {
+	smtp_auth_answer_status(s, v, login, text, NULL);
+}
+
+/* The OAuth mechanisms' refusal: the JSON status in a 334, and the
+ * client's ^A awaited (its 535 is auth_continue()'s). */
+static void
+oauth_refused(struct smtp *s, const char *status)
+{
+	char line[SASL_CHALLENGE_MAX];
+
+	if (sasl_oauth_challenge(status, line, sizeof(line)) < 0)
+		snprintf(line, sizeof(line), "334 %s",
+			 "eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=");
+	reply(s, "%s", line);
+	smtp_wipe_creds(s);
+	smtp_set_state(s, SMTP_AUTH_OAUTH_ERROR);
+}
+
+void
+smtp_auth_answer_status(struct smtp *s, enum smtp_auth_verdict v,
+			const char *login, const char *text, const char *status)
+{
 	bool ok = v == SMTP_AUTH_OK;
 	bool own = text != NULL && text[0] != '\0';
+	bool oauth = s->creds != NULL && s->creds->oauth != NULL;
 
 	if (v == SMTP_AUTH_TEMP) {
 		/* The back end could not say: not the client's failure. */
@@ -1148,6 +1248,9 @@ smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login,
 		      s->p->hostname);
 		s->close_reason = "auth-failures";
 		smtp_set_state(s, SMTP_CLOSING);
+	} else if (!ok && oauth && s->state == SMTP_AUTH_CHECK) {
+		oauth_refused(s, status);
+		return;
 	} else if (!ok) {
 		reply_error(s, "%s",
 			    own ? text
@@ -1309,6 +1412,8 @@ smtp_state_name(enum smtp_state st)
 		[SMTP_AUTH_PLAIN] = "auth",
 		[SMTP_AUTH_LOGIN_USER] = "auth",
 		[SMTP_AUTH_LOGIN_PASS] = "auth",
+		[SMTP_AUTH_OAUTH] = "auth",
+		[SMTP_AUTH_OAUTH_ERROR] = "auth",
 		[SMTP_AUTH_CHECK] = "auth-check",
 		[SMTP_TLS_HANDSHAKE] = "tls-handshake",
 		[SMTP_BACKEND] = "backend",

@@ -12,7 +12,8 @@
  * waits in the buffer meanwhile, so replies always leave in order.
  *
  * Standards: RFC 5321 (SMTP), 6409 (submission), 3207 (STARTTLS), 8314
- * (implicit TLS), 4954 + 4616 (AUTH, PLAIN), 2920 (PIPELINING), 1870 (SIZE),
+ * (implicit TLS), 4954 + 4616 (AUTH, PLAIN), 7628 (OAUTHBEARER; XOAUTH2
+ * alike), 2920 (PIPELINING), 1870 (SIZE),
  * 6152 (8BITMIME), 3463 + 2034 (enhanced status codes); DSN (3461) and
  * SMTPUTF8 (6531) advertised when the backends offer them (their
  * parameters pass through); CHUNKING (3030, BDAT without BINARYMIME)
@@ -70,17 +71,19 @@ struct smtp_params {
 };
 
 enum smtp_state {
-	SMTP_IDLE,	      /* between commands */
-	SMTP_AUTH_PLAIN,      /* sent "334 ", waiting for the response */
-	SMTP_AUTH_LOGIN_USER, /* sent "334 VXNlcm5hbWU6" */
-	SMTP_AUTH_LOGIN_PASS, /* sent "334 UGFzc3dvcmQ6" */
-	SMTP_AUTH_CHECK,      /* parked: the worker verifies the password */
-	SMTP_TLS_HANDSHAKE,   /* parked: 220 sent, waiting for TLS */
-	SMTP_BACKEND,	      /* parked: command forwarded, awaiting reply */
-	SMTP_DATA,	      /* message bytes stream to the backend */
-	SMTP_DATA_END,	      /* parked: end of data sent, awaiting verdict */
-	SMTP_CHUNK,	      /* a BDAT chunk's bytes stream to the backend */
-	SMTP_CLOSING,	      /* last reply written; flush and close */
+	SMTP_IDLE,	       /* between commands */
+	SMTP_AUTH_PLAIN,       /* sent "334 ", waiting for the response */
+	SMTP_AUTH_LOGIN_USER,  /* sent "334 VXNlcm5hbWU6" */
+	SMTP_AUTH_LOGIN_PASS,  /* sent "334 UGFzc3dvcmQ6" */
+	SMTP_AUTH_OAUTH,       /* OAUTHBEARER, XOAUTH2: sent "334 " */
+	SMTP_AUTH_OAUTH_ERROR, /* sent "334 <base64 JSON>": awaiting ^A */
+	SMTP_AUTH_CHECK,       /* parked: the worker verifies the password */
+	SMTP_TLS_HANDSHAKE,    /* parked: 220 sent, waiting for TLS */
+	SMTP_BACKEND,	       /* parked: command forwarded, awaiting reply */
+	SMTP_DATA,	       /* message bytes stream to the backend */
+	SMTP_DATA_END,	       /* parked: end of data sent, awaiting verdict */
+	SMTP_CHUNK,	       /* a BDAT chunk's bytes stream to the backend */
+	SMTP_CLOSING,	       /* last reply written; flush and close */
 };
 
 enum smtp_action {
@@ -165,7 +168,8 @@ struct smtp {
 	char *user;
 	/* Allocated by AUTH for its exchange; wiped and freed after it. */
 	struct sasl_creds *creds;
-	const char *auth_mech; /* "PLAIN" or "LOGIN" during AUTH */
+	/* "PLAIN", "LOGIN", "OAUTHBEARER" or "XOAUTH2" during AUTH */
+	const char *auth_mech;
 
 	/* The command to send, CRLF-terminated (SMTP_FWD_MAX bytes,
 	 * allocated by the first command forwarded). */
@@ -217,6 +221,15 @@ void smtp_auth_result(struct smtp *s, bool ok);
 enum smtp_auth_verdict { SMTP_AUTH_FAIL, SMTP_AUTH_OK, SMTP_AUTH_TEMP };
 void smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v,
 		      const char *login, const char *text);
+/* The same, with the back end's JSON status for a refused OAUTHBEARER or
+ * XOAUTH2 (NULL or "": {"status":"invalid_token"}).  RFC 7628 3.2.2: a
+ * refused token is answered "334 <base64 status>" (the failure counted
+ * then); the client's next line, its ^A ("AQ=="), gets the 535 5.7.8
+ * (a "*" the 501 of a cancelled exchange).  text does not replace that
+ * 535; a temporary failure is 454 at once, as for the others. */
+void smtp_auth_answer_status(struct smtp *s, enum smtp_auth_verdict v,
+			     const char *login, const char *text,
+			     const char *status);
 enum smtp_action smtp_backend_reply(struct smtp *s, int code,
 				    const char *const *lines,
 				    const size_t *lens, size_t nlines);

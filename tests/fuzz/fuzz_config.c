@@ -149,8 +149,11 @@ check_config(const struct config *c)
 	}
 	CHECK(c->passwd_file != NULL && c->passwd_file[0] == '/',
 	      "passwd_file");
-	CHECK(c->auth_mechs != 0 && (c->auth_mechs &
-				     ~(AUTH_MECH_PLAIN | AUTH_MECH_LOGIN)) == 0,
+	CHECK(c->auth_mechs != 0 &&
+		      (c->auth_mechs & ~(AUTH_MECH_PLAIN | AUTH_MECH_LOGIN |
+					 AUTH_MECH_OAUTH)) == 0 &&
+		      (c->auth_backend != AUTH_BACKEND_PASSWD ||
+		       (c->auth_mechs & AUTH_MECH_OAUTH) == 0),
 	      "mechanisms %#x", c->auth_mechs);
 	CHECK(c->auth_threads >= 1 && c->auth_threads <= 64, "threads");
 	CHECK(c->auth_failure_delay_ms <= 60000, "failure_delay");

@@ -61,6 +61,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	(void)sasl_oauth_is_dummy(text, size);
 	free(text);
 
+	/* The error challenge: any status in, one 334 line of base64 out. */
+	text = xmalloc(size + 1);
+	if (size > 0)
+		memcpy(text, data, size);
+	text[size] = '\0';
+	{
+		char ch[SASL_CHALLENGE_MAX];
+
+		n = sasl_oauth_challenge(text, ch, sizeof(ch));
+		CHECK(n > 4 && (size_t)n == strlen(ch) &&
+			      memcmp(ch, "334 ", 4) == 0 &&
+			      strspn(ch + 4,
+				     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij"
+				     "klmnopqrstuvwxyz0123456789+/=") ==
+				      (size_t)n - 4,
+		      "challenge");
+	}
+	free(text);
+
 	enc = xmalloc(cap);
 	n = sasl_b64_encode(data, size, enc, cap);
 	CHECK(n >= 0, "encode");

@@ -144,7 +144,8 @@ static bool
 auth_state(enum smtp_state st)
 {
 	return st == SMTP_AUTH_PLAIN || st == SMTP_AUTH_LOGIN_USER ||
-	       st == SMTP_AUTH_LOGIN_PASS || st == SMTP_AUTH_CHECK;
+	       st == SMTP_AUTH_LOGIN_PASS || st == SMTP_AUTH_OAUTH ||
+	       st == SMTP_AUTH_CHECK;
 }
 
 static void
@@ -248,7 +249,9 @@ check_action(const struct sim *m, enum smtp_action act, bool had_tls)
 		 * acts on an action: parked with none is a hang. */
 		CHECK(s->state == SMTP_IDLE || s->state == SMTP_AUTH_PLAIN ||
 			      s->state == SMTP_AUTH_LOGIN_USER ||
-			      s->state == SMTP_AUTH_LOGIN_PASS,
+			      s->state == SMTP_AUTH_LOGIN_PASS ||
+			      s->state == SMTP_AUTH_OAUTH ||
+			      s->state == SMTP_AUTH_OAUTH_ERROR,
 		      "SMTP_ACT_NONE but the session is parked in state %d",
 		      (int)s->state);
 		break;
@@ -598,13 +601,37 @@ worker_act(struct sim *m, enum smtp_action act)
 		CHECK(!m->s.esmtp && m->s.helo_name == NULL,
 		      "EHLO survives STARTTLS");
 		return true;
-	case SMTP_ACT_AUTH:
-		ok = (tape_next(m) & 1) == 0;
+	case SMTP_ACT_AUTH: {
+		/* The verdict and, for the OAuth mechanisms, a status: none,
+		 * a good one, or one to be replaced. */
+		static const char *const status[4] = {
+			NULL, "{\"status\":\"invalid_token\"}",
+			"{\"a\":\"\r\n535 5.7.8 x\"}", "not json"};
+		unsigned t = tape_next(m);
+		bool oauth = m->s.creds->oauth != NULL;
+
+		ok = (t & 1) == 0;
+		if (oauth)
+			CHECK(m->s.creds->oauth->dec.token_len > 0 &&
+				      m->s.creds->oauth->b64_len > 0 &&
+				      m->s.creds->oauth->b64
+						      [m->s.creds->oauth
+							       ->b64_len] ==
+					      '\0',
+			      "an OAuth exchange without its token");
 		note("password of %s: %s", m->s.creds->user, ok ? "ok" : "bad");
-		smtp_auth_result(&m->s, ok);
+		smtp_auth_answer_status(&m->s,
+					ok	  ? SMTP_AUTH_OK
+					: (t & 2) ? SMTP_AUTH_TEMP
+						  : SMTP_AUTH_FAIL,
+					NULL, NULL, status[(t >> 2) & 3]);
 		check_session(m);
 		CHECK(m->s.creds == NULL, "creds not freed after the check");
+		if (oauth && !ok && !(t & 2) && m->s.state != SMTP_CLOSING)
+			CHECK(m->s.state == SMTP_AUTH_OAUTH_ERROR,
+			      "a refused token without the error exchange");
 		return true;
+	}
 	case SMTP_ACT_FORWARD:
 		if (m->s.fwd == SMTP_FWD_BDAT) {
 			bdat_forward(m);
@@ -660,7 +687,7 @@ static void
 setup(struct sim *m, unsigned b)
 {
 	static const unsigned mechs[4] = {
-		AUTH_MECH_PLAIN | AUTH_MECH_LOGIN,
+		AUTH_MECH_PLAIN | AUTH_MECH_LOGIN | AUTH_MECH_OAUTH,
 		AUTH_MECH_PLAIN,
 		AUTH_MECH_LOGIN,
 		0,

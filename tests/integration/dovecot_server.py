@@ -1,13 +1,18 @@
 """A private Dovecot, auth only, for the auth.backend dovecot tests.
 
-DovecotAuth(users, mechanisms="plain login", tcp_port=None): .start() writes a minimal
+DovecotAuth(users, mechanisms="plain login", tcp_port=None, oauth2_url=None):
+.start() writes a minimal
 dovecot.conf in a fresh directory under /tmp (Dovecot's auth process runs
 as the dovecot user and must read the users file; unix socket paths must
 fit 108 bytes), runs `dovecot -F -c CONF` and waits for its auth-client
 socket.  .socket is that path.  users: {name: (password, extra)}, extra
 being passwd-file extra fields such as "user=alice@example.test" (the
 canonical login Dovecot answers with).  tcp_port: an inet_listener on
-127.0.0.1 too (.start() then also waits for it).  .stop() SIGKILLs the master by its
+127.0.0.1 too (.start() then also waits for it).  oauth2_url: an oauth2
+passdb too, for OAUTHBEARER and XOAUTH2 (the passwd-file one then serves
+PLAIN and LOGIN only), which POSTs each token to that introspection URL
+(introspection_mode = post) and takes the login from "username" when
+"active" is true (oauth_server.py runs such an endpoint).  .stop() SIGKILLs the master by its
 PID, then its children by theirs; .start() again reuses the socket path.
 .auth_pid() is the PID of its auth process (a child of the master), for
 SIGSTOP/SIGCONT.  Nothing is stopped by name.
@@ -33,8 +38,8 @@ auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN {d}/users
-}}
+  args = scheme=PLAIN {d}/users{passwd_mechs}
+}}{oauth2}
 userdb {{
   driver = static
   args = uid=65534 gid=65534 home=/nonexistent
@@ -52,6 +57,26 @@ INET = """
     address = 127.0.0.1
     port = {port}
   }}"""
+
+OAUTH2_PASSDB = """
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/dovecot-oauth2.conf.ext
+}}"""
+
+# Dovecot's oauth2 passdb: the token POSTed as token=..., the answer's
+# "username" is the login (it must match the one the client named, after
+# auth_username_format), "active" must be "true".
+OAUTH2_CONF = """\
+introspection_mode = post
+introspection_url = {url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+timeout_msecs = 5000
+"""
 
 
 def _accepts(port):
@@ -76,14 +101,23 @@ def dovecot_binary():
 
 
 class DovecotAuth:
-    def __init__(self, users, mechanisms="plain login", tcp_port=None):
+    def __init__(self, users, mechanisms="plain login", tcp_port=None,
+                 oauth2_url=None):
         self.dir = Path(tempfile.mkdtemp(prefix="msa-dv-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         self.socket = str(self.dir / "auth-client")
         self.conf = self.dir / "dovecot.conf"
         self.tcp_port = tcp_port
         inet = INET.format(port=tcp_port) if tcp_port else ""
-        self.conf.write_text(CONF.format(d=self.dir, mechanisms=mechanisms, inet=inet))
+        oauth2 = passwd_mechs = ""
+        if oauth2_url:
+            oauth2 = OAUTH2_PASSDB.format(d=self.dir)
+            passwd_mechs = "\n  mechanisms = plain login"
+            (self.dir / "dovecot-oauth2.conf.ext").write_text(
+                OAUTH2_CONF.format(url=oauth2_url))
+            os.chmod(self.dir / "dovecot-oauth2.conf.ext", 0o644)
+        self.conf.write_text(CONF.format(d=self.dir, mechanisms=mechanisms, inet=inet,
+                                         oauth2=oauth2, passwd_mechs=passwd_mechs))
         lines = []
         for name, (password, extra) in users.items():
             fields = [name, "{PLAIN}" + password, "", "", "", "", "", extra or ""]

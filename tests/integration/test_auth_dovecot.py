@@ -280,3 +280,22 @@ def test_cache_ttl_answers_while_dovecot_is_away(proxy, recording_backend, dovec
     p.wait_for_log(r"msg=auth .*backend=dovecot .*user=bob .*result=ok cache=hit")
     with client(p) as s:
         assert auth(s, "bob", "not-bobs")[0] == 454  # asked: Dovecot is down
+
+
+def test_failures_count_under_dovecots_name(proxy, recording_backend, dovecot):
+    """Dovecot names a failed login too (FAIL user=, after its
+    auth_username_format %Lu): "ALICE" and "Alice" are one login to
+    limits.login, so the second failure is already held back."""
+    d = dovecot()
+    p = dovecot_proxy(proxy, recording_backend, d,
+                      **{"limits.login": {"failures": "1/1h", "max_delay": "1s"}})
+    wait_ready(p)
+    for i, name in enumerate(("ALICE", "Alice")):
+        with client(p, f"127.0.6.{i + 1}") as s:
+            assert auth(s, name, "wrong")[0] == 535
+    p.wait_for_log(r"msg=auth .*user=ALICE .*delay_ms=0 result=failed")
+    p.wait_for_log(r"msg=auth .*user=Alice .*delay_ms=1000 result=failed")
+    # bob's allowance is his own.
+    with client(p, "127.0.6.3") as s:
+        assert auth(s, "bob", "wrong")[0] == 535
+    p.wait_for_log(r"msg=auth .*user=bob .*delay_ms=0 result=failed")

@@ -1983,6 +1983,23 @@ test_auth_backends(void **state)
 	assert_int_equal(cfg->auth_dovecot_socket.ss.ss_family, AF_INET6);
 	config_free(cfg);
 
+	/* The token mechanisms with back ends that check tokens. */
+	cfg = load_ok(TLS_PART LISTENERS_PART
+		      "auth:\n"
+		      "  backend: dovecot\n"
+		      "  mechanisms: [PLAIN, OAUTHBEARER, xoauth2]\n"
+		      "  dovecot: {socket: \"[::1]:12345\"}\n" BACKENDS_PART);
+	assert_int_equal(cfg->auth_mechs, AUTH_MECH_PLAIN | AUTH_MECH_OAUTH);
+	config_free(cfg);
+	cfg = load_ok(
+		TLS_PART LISTENERS_PART
+		"auth:\n"
+		"  backend: http\n"
+		"  mechanisms: [XOAUTH2]\n"
+		"  http: {url: \"http://127.0.0.1:9000/\"}\n" BACKENDS_PART);
+	assert_int_equal(cfg->auth_mechs, AUTH_MECH_XOAUTH2);
+	config_free(cfg);
+
 	cfg = load_ok(
 		TLS_PART LISTENERS_PART
 		"auth:\n"
@@ -2125,9 +2142,25 @@ test_err_mechanisms(void **state)
 	expect_error(TLS_PART LISTENERS_PART AUTH_PART
 		     "  mechanisms:\n"
 		     "    - login\n"
-		     "    - XOAUTH2\n" BACKENDS_PART,
+		     "    - XOAUTH3\n" BACKENDS_PART,
 		     12, "auth.mechanisms[1]",
-		     "unknown mechanism XOAUTH2; expected PLAIN or LOGIN");
+		     "unknown mechanism XOAUTH3; expected PLAIN, LOGIN, "
+		     "OAUTHBEARER or XOAUTH2");
+	/* The passwd file checks passwords, not tokens. */
+	expect_error(
+		TLS_PART LISTENERS_PART AUTH_PART
+		"  mechanisms:\n"
+		"    - login\n"
+		"    - XOAUTH2\n" BACKENDS_PART,
+		12, "auth.mechanisms[1]",
+		"XOAUTH2 needs a back end that checks tokens (auth.backend "
+		"dovecot or http); the passwd file holds passwords only");
+	expect_error(TLS_PART LISTENERS_PART AUTH_PART
+		     "  mechanisms: [oauthbearer]\n" BACKENDS_PART,
+		     10, "auth.mechanisms[0]",
+		     "oauthbearer needs a back end that checks tokens "
+		     "(auth.backend dovecot or http); the passwd file holds "
+		     "passwords only");
 	expect_error(TLS_PART LISTENERS_PART AUTH_PART
 		     "  mechanisms: [PLAIN, plain]\n" BACKENDS_PART,
 		     10, "auth.mechanisms[1]", "plain is listed twice");

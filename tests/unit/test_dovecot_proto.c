@@ -220,6 +220,69 @@ test_format(void **state)
 	assert_ptr_equal(memchr(out, '\n', (size_t)n), out + n - 1);
 }
 
+/* OAUTHBEARER and XOAUTH2: offered by MECH, sent with the client's
+ * response as it came, refused with the JSON status in FAIL's resp=. */
+static void
+test_oauth(void **state)
+{
+	struct dovecot_line l;
+	char out[DOVECOT_LINE_MAX + 64];
+	static char big[DOVECOT_LINE_MAX];
+	struct dovecot_auth a = {
+		.id = 7,
+		.user = "",
+		.pass = "",
+		.rip = "192.0.2.7",
+		.lip = "",
+		.rport = 40000,
+		.secured = true,
+		.mech = "XOAUTH2",
+		.resp = "dXNlcj1ib2IBYXV0aD1CZWFyZXIgYWJjAQE=",
+	};
+	ssize_t n;
+
+	(void)state;
+	l = parse(S("MECH\tOAUTHBEARER\tplaintext"));
+	assert_int_equal(l.kind, DOVECOT_MECH);
+	assert_int_equal(l.mech, DOVECOT_MECH_OAUTHBEARER);
+	l = parse(S("MECH\txoauth2"));
+	assert_int_equal(l.mech, DOVECOT_MECH_XOAUTH2);
+
+	/* base64 of {"status":"invalid_token"} */
+	l = parse(S("FAIL\t9\tuser=bob\t"
+		    "resp=eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0="));
+	assert_int_equal(l.kind, DOVECOT_FAIL);
+	assert_string_equal(l.status, "{\"status\":\"invalid_token\"}");
+	/* Not a JSON object, not base64, a control byte: dropped. */
+	assert_string_equal(parse(S("FAIL\t9\tresp=bm90IGpzb24=")).status, "");
+	assert_string_equal(parse(S("FAIL\t9\tresp=*")).status, "");
+	assert_string_equal(parse(S("FAIL\t9\tresp=ewp9")).status, "");
+	assert_int_equal(parse(S("FAIL\t9\tresp=*")).kind, DOVECOT_FAIL);
+
+	n = dovecot_format_auth(out, sizeof(out), &a);
+	assert_string_equal(out,
+			    "AUTH\t7\tXOAUTH2\tservice=smtp\tno-penalty"
+			    "\trip=192.0.2.7\trport=40000\tsecured"
+			    "\tresp=dXNlcj1ib2IBYXV0aD1CZWFyZXIgYWJjAQE=\n");
+	assert_int_equal(n, strlen(out));
+	a.mech = "OAUTHBEARER";
+	assert_true(dovecot_format_auth(out, sizeof(out), &a) > 0);
+	assert_non_null(strstr(out, "\tOAUTHBEARER\t"));
+	/* Only base64 goes on the line; only the two mechanisms. */
+	a.resp = "abc\tsecured";
+	assert_int_equal(dovecot_format_auth(out, sizeof(out), &a), -1);
+	a.resp = "";
+	assert_int_equal(dovecot_format_auth(out, sizeof(out), &a), -1);
+	a.resp = "AAAA";
+	a.mech = "GSSAPI";
+	assert_int_equal(dovecot_format_auth(out, sizeof(out), &a), -1);
+	/* A line Dovecot would refuse is not written. */
+	memset(big, 'A', sizeof(big) - 1);
+	a.mech = "XOAUTH2";
+	a.resp = big;
+	assert_int_equal(dovecot_format_auth(out, sizeof(out), &a), -1);
+}
+
 int
 main(void)
 {
@@ -231,6 +294,7 @@ main(void)
 		cmocka_unit_test(test_unescape),
 		cmocka_unit_test(test_line_len),
 		cmocka_unit_test(test_format),
+		cmocka_unit_test(test_oauth),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

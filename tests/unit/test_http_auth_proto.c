@@ -198,6 +198,55 @@ test_parse_more_and_bad(void **state)
 		HTTP_AUTH_MORE);
 }
 
+/* OAUTHBEARER and XOAUTH2: the method names it, Auth-Pass carries the
+ * token (a few KB fit), a refusal may carry the JSON status. */
+static void
+test_oauth(void **state)
+{
+	static char out[HTTP_AUTH_REQUEST_MAX], token[SASL_TOKEN_MAX];
+	struct http_auth_args a = {
+		.host = "127.0.0.1:9000",
+		.path = "/auth",
+		.method = "oauthbearer",
+		.user = "alice",
+		.pass = token,
+		.helo = "client.example",
+		.client_ip = "192.0.2.1",
+		.attempt = 1,
+		.ssl = true,
+	};
+	struct http_auth_reply r;
+
+	(void)state;
+	memset(token, 'x', sizeof(token) - 1);
+	assert_true(http_auth_format(out, sizeof(out), &a) > 0);
+	assert_non_null(strstr(out, "Auth-Method: oauthbearer\r\n"));
+	assert_non_null(strstr(out, "Auth-User: alice\r\nAuth-Pass: xxx"));
+	assert_int_equal(strlen(strstr(out, "Auth-Pass: ")),
+			 strlen("Auth-Pass: ") + sizeof(token) - 1 +
+				 strlen(strstr(out, "\r\nAuth-Protocol")));
+
+	r = parse_done(S("HTTP/1.0 200 OK\r\n"
+			 "Auth-Status: Invalid token\r\n"
+			 "Auth-OAuth-Status: {\"status\":\"invalid_token\","
+			 "\"scope\":\"mail\"}\r\n\r\n"));
+	assert_false(r.ok);
+	assert_string_equal(
+		r.oauth_status,
+		"{\"status\":\"invalid_token\",\"scope\":\"mail\"}");
+	/* Only a JSON object of printable ASCII. */
+	assert_string_equal(
+		parse_done(S("HTTP/1.0 200 OK\r\nAuth-Status: no\r\n"
+			     "Auth-OAuth-Status: invalid_token\r\n\r\n"))
+			.oauth_status,
+		"");
+	assert_string_equal(
+		parse_done(S("HTTP/1.0 200 OK\r\nAuth-Status: no\r\n"
+			     "Auth-OAuth-Status: {\"a\":\"\x01\"}\r\n\r\n"))
+			.oauth_status,
+		"");
+}
+
 int
 main(void)
 {
@@ -207,6 +256,7 @@ main(void)
 		cmocka_unit_test(test_parse_ok),
 		cmocka_unit_test(test_parse_refusal),
 		cmocka_unit_test(test_parse_more_and_bad),
+		cmocka_unit_test(test_oauth),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

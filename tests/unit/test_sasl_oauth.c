@@ -207,6 +207,41 @@ test_dummy(void **state)
 	assert_false(sasl_oauth_is_dummy(S("*")));
 }
 
+/* RFC 7628 3.2.2's challenge: the status base64 in a 334, a generic one
+ * for a status that is missing or unfit. */
+static void
+test_challenge(void **state)
+{
+	char out[SASL_CHALLENGE_MAX];
+	static char big[SASL_STATUS_MAX + 2];
+
+	(void)state;
+	assert_int_equal(
+		sasl_oauth_challenge("{\"status\":\"401\"}", out, sizeof(out)),
+		strlen("334 eyJzdGF0dXMiOiI0MDEifQ=="));
+	assert_string_equal(out, "334 eyJzdGF0dXMiOiI0MDEifQ==");
+	sasl_oauth_challenge(NULL, out, sizeof(out));
+	assert_string_equal(out, "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=");
+	sasl_oauth_challenge("", out, sizeof(out));
+	assert_string_equal(out, "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=");
+	sasl_oauth_challenge("{\"a\":\"\r\n\"}", out, sizeof(out));
+	assert_string_equal(out, "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=");
+	sasl_oauth_challenge("invalid_token", out, sizeof(out));
+	assert_string_equal(out, "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=");
+	/* The longest status fits SASL_CHALLENGE_MAX; a longer one is
+	 * replaced. */
+	memset(big, 'x', SASL_STATUS_MAX);
+	big[0] = '{';
+	big[SASL_STATUS_MAX - 1] = '}';
+	assert_true(sasl_oauth_challenge(big, out, sizeof(out)) >
+		    (ssize_t)SASL_STATUS_MAX);
+	big[SASL_STATUS_MAX - 1] = 'x';
+	big[SASL_STATUS_MAX] = '}';
+	sasl_oauth_challenge(big, out, sizeof(out));
+	assert_string_equal(out, "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=");
+	assert_int_equal(sasl_oauth_challenge(NULL, out, 8), -1);
+}
+
 int
 main(void)
 {
@@ -215,6 +250,7 @@ main(void)
 		cmocka_unit_test(test_oauthbearer_refused),
 		cmocka_unit_test(test_xoauth2),
 		cmocka_unit_test(test_dummy),
+		cmocka_unit_test(test_challenge),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

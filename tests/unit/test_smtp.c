@@ -1359,6 +1359,232 @@ test_trace_verbs_and_codes(void **state)
 			    "unrecognized 500 NOOP 250 ");
 }
 
+/* ---- OAUTHBEARER and XOAUTH2 (RFC 7628) ---- */
+
+static const struct smtp_params params_oauth = {
+	.hostname = "mx.test",
+	.mode = LISTENER_STARTTLS,
+	.auth_mechs = AUTH_MECH_PLAIN | AUTH_MECH_LOGIN | AUTH_MECH_OAUTH,
+	.max_line = 1000,
+	.max_auth_line = 12288,
+	.max_message_size = 1000000,
+	.max_recipients = 3,
+	.max_errors = 8,
+	.max_auth_failures = 4,
+};
+
+static int
+setup_oauth(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	fail_size = 0;
+	smtp_init(&f->s, &params_oauth, false);
+	buf_init(&f->in, 12288 + 16384);
+	*state = f;
+	return 0;
+}
+
+/* "AUTH <mech> <base64 of raw>\r\n" (or the bare base64 line when mech
+ * is NULL) into line. */
+static void
+oauth_line(char *line, size_t size, const char *mech, const char *raw)
+{
+	int n = mech != NULL ? snprintf(line, size, "AUTH %s ", mech) : 0;
+	ssize_t b = sasl_b64_encode((const unsigned char *)raw, strlen(raw),
+				    line + n, size - (size_t)n - 3);
+
+	assert_true(b > 0);
+	memcpy(line + n + b, "\r\n", 3);
+}
+
+static const char bearer_ir[] =
+	"n,a=alice,\001host=mx.test\001port=587\001auth=Bearer tok-123\001\001";
+static const char xoauth2_ir[] = "user=bob\001auth=Bearer abc.def\001\001";
+
+static void
+test_oauth_offered_after_tls_only(void **state)
+{
+	struct fixture *f = *state;
+	atomic_uint live;
+	struct smtp_params p = params_oauth;
+
+	feeds(f, "EHLO c.test\r\n");
+	assert_null(strstr(replies(f), "AUTH"));
+	feeds(f, "AUTH XOAUTH2 dXNlcj1ib2IBAQ==\r\n");
+	assert_non_null(strstr(replies(f), "538 5.7.11"));
+	to_tls_ehlo(f);
+	feeds(f, "EHLO c.test\r\n");
+	assert_non_null(strstr(replies(f),
+			       "250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2\r\n"));
+
+	/* A back end that cannot check tokens now: not offered, refused. */
+	atomic_init(&live, AUTH_MECH_PLAIN | AUTH_MECH_LOGIN);
+	p.mechs_live = &live;
+	f->s.p = &p;
+	feeds(f, "EHLO c.test\r\n");
+	assert_non_null(strstr(replies(f), "250-AUTH PLAIN LOGIN\r\n"));
+	feeds(f, "AUTH XOAUTH2\r\nAUTH OAUTHBEARER\r\n");
+	assert_string_equal(replies(f),
+			    "504 5.5.4 Unrecognized authentication type\r\n"
+			    "504 5.5.4 Unrecognized authentication type\r\n");
+	f->s.p = &params_oauth;
+}
+
+static void
+test_oauthbearer_ok_keeps_response_and_canonical_login(void **state)
+{
+	struct fixture *f = *state;
+	char line[512];
+
+	to_tls_ehlo(f);
+	oauth_line(line, sizeof(line), "OAUTHBEARER", bearer_ir);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+	assert_string_equal(replies(f), "");
+	assert_string_equal(f->s.auth_mech, "OAUTHBEARER");
+	assert_string_equal(f->s.creds->user, "alice");
+	assert_non_null(f->s.creds->oauth);
+	assert_string_equal(f->s.creds->oauth->dec.token, "tok-123");
+	/* The base64 as the client sent it, for Dovecot. */
+	assert_int_equal(f->s.creds->oauth->b64_len,
+			 strlen(line) - strlen("AUTH OAUTHBEARER \r\n"));
+	assert_memory_equal(f->s.creds->oauth->b64, line + 17,
+			    f->s.creds->oauth->b64_len);
+	smtp_auth_answer_status(&f->s, SMTP_AUTH_OK, "alice@example.org", NULL,
+				NULL);
+	assert_string_equal(replies(f),
+			    "235 2.7.0 Authentication successful\r\n");
+	assert_true(f->s.authed);
+	assert_string_equal(smtp_user(&f->s), "alice@example.org");
+	assert_null(f->s.creds);
+}
+
+static void
+test_oauth_error_exchange(void **state)
+{
+	struct fixture *f = *state;
+	char line[512];
+	const char *json = "{\"status\":\"invalid_token\",\"scope\":\"mail\"}";
+	char want[256];
+	ssize_t n;
+
+	to_tls_ehlo(f);
+	oauth_line(line, sizeof(line), "OAUTHBEARER", bearer_ir);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+	smtp_auth_answer_status(&f->s, SMTP_AUTH_FAIL, NULL, NULL, json);
+	memcpy(want, "334 ", 4);
+	n = sasl_b64_encode((const unsigned char *)json, strlen(json), want + 4,
+			    sizeof(want) - 6);
+	memcpy(want + 4 + n, "\r\n", 3);
+	assert_string_equal(replies(f), want);
+	assert_int_equal(f->s.state, SMTP_AUTH_OAUTH_ERROR);
+	assert_int_equal(f->s.auth_failures, 1); /* counted at the verdict */
+	assert_null(f->s.creds);		 /* the token is gone */
+	assert_false(f->s.authed);
+	/* The client's ^A: then the 535. */
+	assert_int_equal(feeds(f, "AQ==\r\n"), SMTP_ACT_NONE);
+	assert_string_equal(replies(f),
+			    "535 5.7.8 Authentication credentials invalid\r\n");
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	assert_int_equal(f->s.auth_failures, 1);
+
+	/* XOAUTH2, with the response on its own line, a generic status, and
+	 * the ^A split at every byte. */
+	feeds(f, "AUTH XOAUTH2\r\n");
+	assert_string_equal(replies(f), "334 \r\n");
+	oauth_line(line, sizeof(line), NULL, xoauth2_ir);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+	assert_string_equal(f->s.creds->user, "bob");
+	smtp_auth_answer_status(&f->s, SMTP_AUTH_FAIL, NULL, NULL, NULL);
+	assert_string_equal(replies(f),
+			    "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n");
+	for (const char *p = "AQ==\r\n"; *p != '\0'; p++)
+		feed(f, p, 1);
+	assert_string_equal(replies(f),
+			    "535 5.7.8 Authentication credentials invalid\r\n");
+
+	/* A status that is no JSON object is not relayed. */
+	feeds(f, "AUTH XOAUTH2\r\n");
+	replies(f);
+	feeds(f, line);
+	smtp_auth_answer_status(&f->s, SMTP_AUTH_FAIL, NULL, NULL,
+				"not json\r\n535 5.7.8 x");
+	assert_string_equal(replies(f),
+			    "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n");
+	/* "*" cancels instead. */
+	feeds(f, "*\r\n");
+	assert_string_equal(replies(f),
+			    "501 5.7.0 Authentication cancelled\r\n");
+	assert_int_equal(f->s.state, SMTP_IDLE);
+}
+
+static void
+test_oauth_temp_failure_and_last_failure(void **state)
+{
+	struct fixture *f = *state;
+	char line[512];
+
+	to_tls_ehlo(f);
+	oauth_line(line, sizeof(line), "XOAUTH2", xoauth2_ir);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+	smtp_auth_answer_status(&f->s, SMTP_AUTH_TEMP, NULL, NULL,
+				"{\"status\":\"x\"}");
+	assert_string_equal(replies(f),
+			    "454 4.7.0 Temporary authentication failure\r\n");
+	assert_int_equal(f->s.auth_failures, 0);
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	/* The failure that reaches auth.max_failures closes at once: no
+	 * exchange to wait for. */
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+		smtp_auth_answer_status(&f->s, SMTP_AUTH_FAIL, NULL, NULL,
+					NULL);
+		feeds(f, "AQ==\r\n");
+		replies(f);
+	}
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+	smtp_auth_answer_status(&f->s, SMTP_AUTH_FAIL, NULL, NULL, NULL);
+	assert_non_null(
+		strstr(replies(f), "421 4.7.0 mx.test Too many failed"));
+	assert_int_equal(f->s.state, SMTP_CLOSING);
+}
+
+static void
+test_oauth_malformed_responses(void **state)
+{
+	struct fixture *f = *state;
+	char line[512];
+
+	to_tls_ehlo(f);
+	/* No authzid: the login must be named. */
+	oauth_line(line, sizeof(line), "OAUTHBEARER",
+		   "n,,\001auth=Bearer tok\001\001");
+	assert_int_equal(feeds(f, line), SMTP_ACT_NONE);
+	assert_string_equal(replies(f),
+			    "501 5.5.2 Malformed OAUTHBEARER response\r\n");
+	assert_null(f->s.creds);
+	/* XOAUTH2 without user=. */
+	oauth_line(line, sizeof(line), "XOAUTH2", "auth=Bearer tok\001\001");
+	feeds(f, line);
+	assert_string_equal(replies(f),
+			    "501 5.5.2 Malformed XOAUTH2 response\r\n");
+	feeds(f, "AUTH XOAUTH2 not*base64\r\n");
+	assert_string_equal(replies(f), "501 5.5.2 Cannot decode response\r\n");
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	assert_int_equal(f->s.auth_failures, 0);
+	/* No memory for the exchange: a temporary failure, nothing held. */
+	oauth_line(line, sizeof(line), "XOAUTH2", xoauth2_ir);
+	fail_size = sizeof(struct sasl_oauth_exchange) + strlen(line) -
+		    strlen("AUTH XOAUTH2 \r\n") + 1;
+	assert_int_equal(feeds(f, line), SMTP_ACT_NONE);
+	fail_size = 0;
+	assert_string_equal(replies(f),
+			    "454 4.7.0 Temporary authentication failure\r\n");
+	assert_null(f->s.creds);
+	assert_int_equal(f->s.state, SMTP_IDLE);
+	assert_int_equal(feeds(f, line), SMTP_ACT_AUTH);
+}
+
 int
 main(void)
 {
@@ -1419,6 +1645,13 @@ main(void)
 		T(test_bdat_refused_chunk_ends_the_transaction),
 		T(test_bdat_backend_lost_before_the_chunk),
 		T(test_mail_body_binarymime_refused),
+#define TO(name) cmocka_unit_test_setup_teardown(name, setup_oauth, teardown)
+		TO(test_oauth_offered_after_tls_only),
+		TO(test_oauthbearer_ok_keeps_response_and_canonical_login),
+		TO(test_oauth_error_exchange),
+		TO(test_oauth_temp_failure_and_last_failure),
+		TO(test_oauth_malformed_responses),
+#undef TO
 #undef T
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
