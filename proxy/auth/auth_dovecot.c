@@ -33,11 +33,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -46,6 +44,7 @@
 #include "auth/auth_dovecot.h"
 #include "auth/dovecot_proto.h"
 #include "lib/log.h"
+#include "lib/mailbox.h"
 #include "lib/timer.h"
 
 #define CONNS_MAX      16
@@ -78,10 +77,7 @@ struct auth_dovecot {
 
 	pthread_t thread;
 	bool started;
-	int efd;
-	pthread_mutex_t mu;
-	struct auth_request *mbox; /* newest first, under mu */
-	bool stopping;		   /* under mu */
+	struct mailbox mbox; /* requests from the workers */
 
 	/* The thread's own. */
 	struct auth_request *pending, *pending_tail;
@@ -466,34 +462,12 @@ dovecot_thread(void *arg)
 	pthread_setname_np(pthread_self(), "msa-dovecot");
 	for (;;) {
 		uint64_t now = timer_now_ms(), next = now + POLL_MAX_MS;
-		struct auth_request *got, *fifo = NULL;
 		bool stopping;
 		int n;
 
-		pthread_mutex_lock(&d->mu);
-		got = d->mbox;
-		d->mbox = NULL;
-		stopping = d->stopping;
-		pthread_mutex_unlock(&d->mu);
-		while (got != NULL) { /* newest first: reverse */
-			struct auth_request *r = got;
-
-			got = r->next;
-			r->deadline_ms = now + d->timeout_ms;
-			r->next = fifo;
-			fifo = r;
-		}
-		if (fifo != NULL) {
-			struct auth_request *t = fifo;
-
-			while (t->next != NULL)
-				t = t->next;
-			if (d->pending_tail != NULL)
-				d->pending_tail->next = fifo;
-			else
-				d->pending = fifo;
-			d->pending_tail = t;
-		}
+		auth_request_queue(&d->pending, &d->pending_tail,
+				   mailbox_take(&d->mbox, &stopping),
+				   now + d->timeout_ms);
 		if (stopping)
 			break;
 
@@ -519,7 +493,7 @@ dovecot_thread(void *arg)
 				next = c->handshake_deadline_ms;
 		}
 
-		pfd[0] = (struct pollfd){.fd = d->efd, .events = POLLIN};
+		pfd[0] = (struct pollfd){.fd = d->mbox.efd, .events = POLLIN};
 		for (unsigned i = 0; i < d->nconns; i++) {
 			struct dconn *c = &d->conns[i];
 			short ev = 0;
@@ -538,13 +512,8 @@ dovecot_thread(void *arg)
 			 next > now ? (int)(next - now) : 0);
 		if (n <= 0)
 			continue;
-		if (pfd[0].revents & POLLIN) {
-			uint64_t v;
-
-			if (read(d->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_warn("auth-dovecot", " eventfd=%s",
-					 strerror(errno));
-		}
+		if (pfd[0].revents & POLLIN)
+			mailbox_drain(&d->mbox);
 		for (unsigned i = 0; i < d->nconns; i++) {
 			struct dconn *c = &d->conns[i];
 			short re = pfd[i + 1].revents;
@@ -590,7 +559,7 @@ struct auth_dovecot *
 auth_dovecot_start(const struct config *cfg, char *err, size_t errlen)
 {
 	struct auth_dovecot *d = calloc(1, sizeof(*d));
-	sigset_t all, old;
+	char why[128];
 	int rc;
 
 	if (d == NULL)
@@ -607,24 +576,18 @@ auth_dovecot_start(const struct config *cfg, char *err, size_t errlen)
 		goto oom;
 	for (unsigned i = 0; i < d->nconns; i++)
 		d->conns[i].fd = -1;
-	d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (d->efd < 0) {
-		snprintf(err, errlen, "auth.dovecot: eventfd: %s",
-			 strerror(errno));
+	if (MAILBOX_OPEN(&d->mbox, struct auth_request, next, why,
+			 sizeof(why)) != 0) {
+		snprintf(err, errlen, "auth.dovecot: %s", why);
 		free(d->conns);
 		free(d);
 		return NULL;
 	}
-	pthread_mutex_init(&d->mu, NULL);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&d->thread, NULL, dovecot_thread, d);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = mailbox_thread(&d->thread, dovecot_thread, d);
 	if (rc != 0) {
 		snprintf(err, errlen, "auth.dovecot: pthread_create: %s",
 			 strerror(rc));
-		close(d->efd);
-		pthread_mutex_destroy(&d->mu);
+		mailbox_close(&d->mbox);
 		free(d->conns);
 		free(d);
 		return NULL;
@@ -642,22 +605,8 @@ oom:
 void
 auth_dovecot_submit(struct auth_dovecot *d, struct auth_request *req)
 {
-	uint64_t one = 1;
-	bool stopping;
-
-	pthread_mutex_lock(&d->mu);
-	stopping = d->stopping;
-	if (!stopping) {
-		req->next = d->mbox;
-		d->mbox = req;
-	}
-	pthread_mutex_unlock(&d->mu);
-	if (stopping) {
+	if (!mailbox_post(&d->mbox, req))
 		answer(req, 0, 1, "stopping");
-		return;
-	}
-	if (write(d->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_warn("auth-dovecot", " eventfd=%s", strerror(errno));
 }
 
 const atomic_uint *
@@ -669,19 +618,12 @@ auth_dovecot_offer(const struct auth_dovecot *d)
 void
 auth_dovecot_stop(struct auth_dovecot *d)
 {
-	uint64_t one = 1;
-
 	if (d == NULL)
 		return;
-	pthread_mutex_lock(&d->mu);
-	d->stopping = true;
-	pthread_mutex_unlock(&d->mu);
-	if (write(d->efd, &one, sizeof(one)) < 0)
-		log_warn("auth-dovecot", " eventfd=%s", strerror(errno));
+	mailbox_stop(&d->mbox);
 	if (d->started)
 		pthread_join(d->thread, NULL);
-	close(d->efd);
-	pthread_mutex_destroy(&d->mu);
+	mailbox_close(&d->mbox);
 	free(d->conns);
 	free(d);
 }

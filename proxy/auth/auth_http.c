@@ -41,11 +41,9 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -54,6 +52,7 @@
 #include "auth/auth_http.h"
 #include "auth/http_auth_proto.h"
 #include "lib/log.h"
+#include "lib/mailbox.h"
 #include "lib/timer.h"
 
 #define POLL_MAX_MS 1000
@@ -78,10 +77,7 @@ struct auth_http {
 
 	pthread_t thread;
 	bool started;
-	int efd;
-	pthread_mutex_t mu;
-	struct auth_request *mbox; /* newest first, under mu */
-	bool stopping;		   /* under mu */
+	struct mailbox mbox; /* requests from the workers */
 
 	/* The thread's own. */
 	struct auth_request *pending, *pending_tail;
@@ -261,35 +257,6 @@ hconn_read(struct hconn *c)
 						      : "malformed reply");
 }
 
-static void
-take_mailbox(struct auth_http *h, uint64_t now, bool *stopping)
-{
-	struct auth_request *got, *fifo = NULL, *t;
-
-	pthread_mutex_lock(&h->mu);
-	got = h->mbox;
-	h->mbox = NULL;
-	*stopping = h->stopping;
-	pthread_mutex_unlock(&h->mu);
-	while (got != NULL) { /* newest first: reverse */
-		struct auth_request *r = got;
-
-		got = r->next;
-		r->deadline_ms = now + h->timeout_ms;
-		r->next = fifo;
-		fifo = r;
-	}
-	if (fifo == NULL)
-		return;
-	for (t = fifo; t->next != NULL; t = t->next)
-		;
-	if (h->pending_tail != NULL)
-		h->pending_tail->next = fifo;
-	else
-		h->pending = fifo;
-	h->pending_tail = t;
-}
-
 /* Starts what waits on free connections; answers what timed out; the
  * next deadline in *next. */
 static void
@@ -341,11 +308,13 @@ http_thread(void *arg)
 		uint64_t now = timer_now_ms(), next = now + POLL_MAX_MS;
 		int n;
 
-		take_mailbox(h, now, &stopping);
+		auth_request_queue(&h->pending, &h->pending_tail,
+				   mailbox_take(&h->mbox, &stopping),
+				   now + h->timeout_ms);
 		if (stopping)
 			break;
 		run_timers(h, now, &next);
-		pfd[0] = (struct pollfd){.fd = h->efd, .events = POLLIN};
+		pfd[0] = (struct pollfd){.fd = h->mbox.efd, .events = POLLIN};
 		for (unsigned i = 0; i < h->nconns; i++) {
 			struct hconn *c = &h->conns[i];
 
@@ -359,13 +328,8 @@ http_thread(void *arg)
 			 next > now ? (int)(next - now) : 0);
 		if (n <= 0)
 			continue;
-		if (pfd[0].revents & POLLIN) {
-			uint64_t v;
-
-			if (read(h->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_warn("auth-http", " eventfd=%s",
-					 strerror(errno));
-		}
+		if (pfd[0].revents & POLLIN)
+			mailbox_drain(&h->mbox);
 		for (unsigned i = 0; i < h->nconns; i++) {
 			struct hconn *c = &h->conns[i];
 			short re = pfd[i + 1].revents;
@@ -408,7 +372,7 @@ struct auth_http *
 auth_http_start(const struct config *cfg, char *err, size_t errlen)
 {
 	struct auth_http *h = calloc(1, sizeof(*h));
-	sigset_t all, old;
+	char why[128];
 	int rc;
 
 	if (h == NULL)
@@ -425,25 +389,19 @@ auth_http_start(const struct config *cfg, char *err, size_t errlen)
 		goto oom;
 	for (unsigned i = 0; i < h->nconns; i++)
 		h->conns[i].fd = -1;
-	h->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (h->efd < 0) {
-		snprintf(err, errlen, "auth.http: eventfd: %s",
-			 strerror(errno));
+	if (MAILBOX_OPEN(&h->mbox, struct auth_request, next, why,
+			 sizeof(why)) != 0) {
+		snprintf(err, errlen, "auth.http: %s", why);
 		free(h->pfd);
 		free(h->conns);
 		free(h);
 		return NULL;
 	}
-	pthread_mutex_init(&h->mu, NULL);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(&h->thread, NULL, http_thread, h);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = mailbox_thread(&h->thread, http_thread, h);
 	if (rc != 0) {
 		snprintf(err, errlen, "auth.http: pthread_create: %s",
 			 strerror(rc));
-		close(h->efd);
-		pthread_mutex_destroy(&h->mu);
+		mailbox_close(&h->mbox);
 		free(h->pfd);
 		free(h->conns);
 		free(h);
@@ -464,40 +422,19 @@ oom:
 void
 auth_http_submit(struct auth_http *h, struct auth_request *req)
 {
-	uint64_t one = 1;
-	bool stopping;
-
-	pthread_mutex_lock(&h->mu);
-	stopping = h->stopping;
-	if (!stopping) {
-		req->next = h->mbox;
-		h->mbox = req;
-	}
-	pthread_mutex_unlock(&h->mu);
-	if (stopping) {
+	if (!mailbox_post(&h->mbox, req))
 		answer(req, 0, 1, "stopping");
-		return;
-	}
-	if (write(h->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_warn("auth-http", " eventfd=%s", strerror(errno));
 }
 
 void
 auth_http_stop(struct auth_http *h)
 {
-	uint64_t one = 1;
-
 	if (h == NULL)
 		return;
-	pthread_mutex_lock(&h->mu);
-	h->stopping = true;
-	pthread_mutex_unlock(&h->mu);
-	if (write(h->efd, &one, sizeof(one)) < 0)
-		log_warn("auth-http", " eventfd=%s", strerror(errno));
+	mailbox_stop(&h->mbox);
 	if (h->started)
 		pthread_join(h->thread, NULL);
-	close(h->efd);
-	pthread_mutex_destroy(&h->mu);
+	mailbox_close(&h->mbox);
 	free(h->pfd);
 	free(h->conns);
 	free(h);

@@ -25,11 +25,9 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +42,7 @@
 #include "cluster/cluster_scripts.h"
 #include "cluster/redis_conn.h"
 #include "lib/log.h"
+#include "lib/mailbox.h"
 
 #define BACKOFF_MIN_US 100000u	/* 100 ms */
 #define BACKOFF_MAX_US 5000000u /* 5 s */
@@ -61,10 +60,8 @@ struct cluster {
 
 	pthread_t thread;
 	bool started;
-	int efd; /* the mailbox's doorbell */
-	pthread_mutex_t mu;
-	struct cluster_request *mbox; /* newest first, under mu */
-	bool stopping;		      /* under mu */
+	struct mailbox mbox; /* requests from workers and the server */
+	pthread_mutex_t mu;  /* last_error */
 
 	char bans_key[96], channel[96];
 	/* "<node_id>#<random>": what this process signs its publishes with,
@@ -213,11 +210,8 @@ cluster_unban(struct cluster *c, const struct ipnet *net)
 void
 cluster_files_set(struct cluster *c, const struct ipnet *v, size_t n)
 {
-	uint64_t one = 1;
-
 	cluster_files_own(&c->files, v, n);
-	if (write(c->efd, &one, sizeof(one)) < 0)
-		(void)0; /* the thread polls with a timeout anyway */
+	mailbox_wake(&c->mbox);
 }
 
 /* A ban or unban from another node (cluster_msg.h). */
@@ -368,10 +362,8 @@ resync(struct cluster *c, uint64_t deadline_us, char *err, size_t errlen)
 
 			lb.out = req->next;
 			req->next = NULL;
-			pthread_mutex_lock(&c->mu);
-			req->next = c->mbox;
-			c->mbox = req;
-			pthread_mutex_unlock(&c->mu);
+			if (!mailbox_post(&c->mbox, req))
+				cluster_request_free(req); /* stopping */
 			log_info("cluster-ban-published",
 				 " network=%s ttl_ms=%" PRIu64
 				 " detail=\"made while Redis was away\"",
@@ -946,27 +938,6 @@ go_down(struct cluster *c, const char *why)
 	c->next_connect_us = redis_now_us() + c->backoff_us;
 }
 
-/* What the mailbox holds, oldest first. */
-static struct cluster_request *
-take_mail(struct cluster *c, bool *stopping)
-{
-	struct cluster_request *list, *rev = NULL;
-
-	pthread_mutex_lock(&c->mu);
-	list = c->mbox;
-	c->mbox = NULL;
-	*stopping = c->stopping;
-	pthread_mutex_unlock(&c->mu);
-	while (list != NULL) {
-		struct cluster_request *r = list;
-
-		list = r->next;
-		r->next = rev;
-		rev = r;
-	}
-	return rev;
-}
-
 /* New requests onto the wire (one write for all) or, while down,
  * answered at once. */
 static void
@@ -1107,15 +1078,12 @@ static void *
 cluster_thread(void *arg)
 {
 	struct cluster *c = arg;
-	sigset_t all;
 	bool stopping = false;
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);
 	pthread_setname_np(pthread_self(), "msa-cluster");
 	while (!stopping) {
 		uint64_t now = redis_now_us(), wake = now + 1000000u;
-		struct pollfd p[3] = {{.fd = c->efd, .events = POLLIN}};
+		struct pollfd p[3] = {{.fd = c->mbox.efd, .events = POLLIN}};
 		int n, timeout_ms;
 
 		if (!c->up && now >= c->next_connect_us) {
@@ -1128,7 +1096,7 @@ cluster_thread(void *arg)
 			else
 				go_down(c, err);
 		}
-		send_mail(c, take_mail(c, &stopping));
+		send_mail(c, mailbox_take(&c->mbox, &stopping));
 		run_files(c, now);
 		if (c->up && redis_conn_pending(&c->conn) &&
 		    redis_conn_flush(&c->conn) != 0)
@@ -1158,19 +1126,15 @@ cluster_thread(void *arg)
 		n = poll(p, 3, stopping ? 0 : timeout_ms);
 		if (n < 0 && errno != EINTR)
 			break;
-		if (p[0].revents & POLLIN) {
-			uint64_t v;
-
-			if (read(c->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				break;
-		}
+		if (p[0].revents & POLLIN)
+			mailbox_drain(&c->mbox);
 		if (c->up && (p[1].revents & (POLLIN | POLLERR | POLLHUP)))
 			read_replies(c);
 		if (c->up && (p[2].revents & (POLLIN | POLLERR | POLLHUP)))
 			read_publishes(c);
 	}
 	/* Stopping: nothing may be left waiting. */
-	send_mail(c, take_mail(c, &stopping));
+	send_mail(c, mailbox_take(&c->mbox, &stopping));
 	go_down(c, "stopping");
 	return NULL;
 }
@@ -1193,7 +1157,6 @@ cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
 	}
 	redis_target_set(&c->target, cfg);
 	c->sink = *sink;
-	c->efd = -1;
 	c->conn.fd = -1;
 	c->sub.fd = -1;
 	pthread_mutex_init(&c->mu, NULL);
@@ -1229,11 +1192,9 @@ cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
 	if (cfg->cluster_tls &&
 	    (c->tls = redis_tls_ctx(cfg, err, errlen)) == NULL)
 		goto fail;
-	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->efd < 0) {
-		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+	if (MAILBOX_OPEN(&c->mbox, struct cluster_request, next, err, errlen) !=
+	    0)
 		goto fail;
-	}
 	/* The first connection here: wrong credentials stop the start with
 	 * what Redis said; Redis merely down does not. */
 	if (try_connect(c, &refused, why, sizeof(why)) != 0) {
@@ -1252,7 +1213,7 @@ cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
 		log_info("cluster-up", " redis=%s node=%s", c->address,
 			 c->node_id);
 	}
-	if (pthread_create(&c->thread, NULL, cluster_thread, c) != 0) {
+	if (mailbox_thread(&c->thread, cluster_thread, c) != 0) {
 		snprintf(err, errlen, "cannot start the cluster thread");
 		goto fail;
 	}
@@ -1266,24 +1227,17 @@ fail:
 void
 cluster_stop(struct cluster *c)
 {
-	uint64_t one = 1;
-
 	if (c == NULL)
 		return;
 	if (c->started) {
-		pthread_mutex_lock(&c->mu);
-		c->stopping = true;
-		pthread_mutex_unlock(&c->mu);
-		if (write(c->efd, &one, sizeof(one)) < 0)
-			(void)0; /* the thread polls with a timeout anyway */
+		mailbox_stop(&c->mbox);
 		pthread_join(c->thread, NULL);
 	}
 	redis_conn_close(&c->conn);
 	redis_conn_close(&c->sub);
 	free(c->applied);
 	cluster_files_free(&c->files);
-	if (c->efd >= 0)
-		close(c->efd);
+	mailbox_close(&c->mbox);
 	if (c->pass != NULL) {
 		OPENSSL_cleanse(c->pass, strlen(c->pass));
 		free(c->pass);
@@ -1297,18 +1251,9 @@ cluster_stop(struct cluster *c)
 void
 cluster_submit(struct cluster *c, struct cluster_request *req)
 {
-	uint64_t one = 1;
-	bool first;
-
 	req->submitted_us = redis_now_us();
-	pthread_mutex_lock(&c->mu);
-	first = c->mbox == NULL;
-	req->next = c->mbox;
-	c->mbox = req;
-	pthread_mutex_unlock(&c->mu);
-	/* One doorbell per batch: the thread takes the whole list. */
-	if (first && write(c->efd, &one, sizeof(one)) < 0)
-		(void)0; /* counter full: the thread is awake anyway */
+	if (!mailbox_post(&c->mbox, req))
+		answer(c, req, CLUSTER_UNAVAILABLE); /* stopping */
 }
 
 struct call {
