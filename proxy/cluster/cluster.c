@@ -1176,7 +1176,8 @@ cluster_start(const struct config *cfg, const struct cluster_ban_sink *sink,
 	c->timeout_us = cfg->cluster_timeout_ms * 1000u;
 	script_shas(c);
 	cluster_files_init(&c->files, cfg->cluster_share_files, c->prefix,
-			   c->node_id, c->origin, c->channel, c->timeout_us);
+			   c->node_id, c->origin, c->channel, c->timeout_us,
+			   cfg->blocklist_max_entries);
 	c->files.sha_commit = c->sha[SCRIPT_FILES_COMMIT];
 	c->files.sha_index = c->sha[SCRIPT_FILES_INDEX];
 	c->fail_closed = cfg->cluster_fail_closed;

@@ -45,6 +45,7 @@ struct cluster_files {
 	const char *node_id, *origin, *channel; /* the cluster's */
 	const char *sha_commit, *sha_index;	/* the scripts' */
 	uint64_t timeout_us;
+	size_t max_entries; /* blocklist.max_entries: per other node */
 
 	pthread_mutex_t mu; /* the own set, given by the server thread */
 	struct ipnet *own;
@@ -65,7 +66,8 @@ typedef void (*cluster_files_sink)(void *arg, const struct ipnet *v, size_t n);
 
 void cluster_files_init(struct cluster_files *f, bool on, const char *prefix,
 			const char *node_id, const char *origin,
-			const char *channel, uint64_t timeout_us);
+			const char *channel, uint64_t timeout_us,
+			size_t max_entries);
 void cluster_files_free(struct cluster_files *f);
 /* This node's prefixes (copied), to write when the thread can. */
 void cluster_files_own(struct cluster_files *f, const struct ipnet *v,

@@ -285,7 +285,7 @@ def test_redis_stopped_fail_closed_refuses_mail_then_recovers(
 # docs/CLUSTER.md's least-privilege user, word for word.
 LEAST_ACL = ("~msaproxy:* &msaproxy:* +evalsha +script|load +subscribe +ping "
              "+time +get +set +del +hget +hmget +hset +hdel +hgetall +pexpire "
-             "+publish +sadd +smembers +rename +exists")
+             "+publish +sadd +sscan +rename +exists")
 
 
 def test_redis_password_and_acl_user(proxy, recording_backend, redis, tmp_path):
@@ -312,7 +312,7 @@ def test_redis_password_and_acl_user(proxy, recording_backend, redis, tmp_path):
 def test_an_acl_without_the_files_commands_costs_only_the_files(
         proxy, recording_backend, redis, tmp_path):
     # An ACL written for an older release: the sets' commands refused.
-    old = LEAST_ACL.replace(" +sadd +smembers +rename +exists", "")
+    old = LEAST_ACL.replace(" +sadd +sscan +rename +exists", "")
     r = redis(password="s3cret-redis", user="msaproxy", acl=old)
     good = tmp_path / "redis.pass"
     good.write_text("s3cret-redis\n")
