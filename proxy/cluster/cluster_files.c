@@ -172,7 +172,9 @@ call(struct cluster_files *f, struct redis_conn *conn, int argc,
 			    errlen) != 0)
 		return -1;
 	if ((*r)->type == REDIS_REPLY_ERROR) {
-		f->refused = true;
+		/* NOSCRIPT (a SCRIPT FLUSH): a new connection loads them. */
+		f->refused =
+			(*r)->len < 8 || memcmp((*r)->str, "NOSCRIPT", 8) != 0;
 		snprintf(err, errlen, "%.*s",
 			 (int)((*r)->len < 150 ? (*r)->len : 150), (*r)->str);
 		freeReplyObject(*r);
