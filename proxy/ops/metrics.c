@@ -114,6 +114,29 @@ metrics_label(enum metrics_label_kind kind, int i)
 	return NULL;
 }
 
+double
+metrics_hist_quantile(const struct metrics_hist *h, double q)
+{
+	uint64_t total = 0, cum = 0;
+	double rank;
+
+	for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++)
+		total += h->bucket[i];
+	if (total == 0)
+		return -1;
+	rank = q * (double)total;
+	for (int i = 0; i < COUNTERS_HIST_BOUNDS; i++) {
+		double lo = i ? (double)counters_hist_bound_us[i - 1] : 0;
+		double hi = (double)counters_hist_bound_us[i];
+
+		if (h->bucket[i] > 0 && (double)(cum + h->bucket[i]) >= rank)
+			return lo + (hi - lo) * (rank - (double)cum) /
+					    (double)h->bucket[i];
+		cum += h->bucket[i];
+	}
+	return (double)counters_hist_bound_us[COUNTERS_HIST_BOUNDS - 1];
+}
+
 /* ---------------------------------------------------------------------
  * Pieces
  */

@@ -112,6 +112,12 @@ enum metrics_label_kind {
 };
 const char *metrics_label(enum metrics_label_kind kind, int i);
 
+/* The q-quantile (0 < q < 1) of h in microseconds, by linear
+ * interpolation inside the bucket it falls in (as Prometheus's
+ * histogram_quantile()); in the +Inf bucket: the last finite bound.  -1
+ * when h has no observation. */
+double metrics_hist_quantile(const struct metrics_hist *h, double q);
+
 /* The whole exposition of m, in the text format (version 0.0.4). */
 void metrics_render(const struct metrics_snapshot *m, FILE *out);
 
