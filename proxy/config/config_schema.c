@@ -822,6 +822,8 @@ static const struct field metrics_fields[] = {
 	OPT("listen", F_ADDR, CFG(metrics_listen)),
 	OPT("status", F_BOOL, CFG(metrics_status)),
 	OPT("admin", F_BOOL, CFG(metrics_admin)),
+	OPT("admin_users", F_PATH, CFG(metrics_admin_users)),
+	OPT("hash_logins", F_BOOL, CFG(metrics_hash_logins)),
 	END_OF_TABLE,
 };
 

@@ -407,6 +407,8 @@ server_overview(struct server *srv, FILE *out)
 	array_of(out, srv, server_bans);
 	fputs(",\"cluster\":", out);
 	object_of(out, srv, server_cluster);
+	fputs(",\"users\":", out);
+	server_users_nearest(srv, out);
 	series(out, &now);
 	fputs("}\n", out);
 	server_snapshot_free(&s);
@@ -465,7 +467,10 @@ server_overview_login(void *arg, const char *user, const char *pass)
 {
 	const struct server *srv = arg;
 
-	return passwd_db_verify(srv->gen->users, user, pass);
+	return passwd_db_verify(srv->gen->admin_users != NULL
+					? srv->gen->admin_users
+					: srv->gen->users,
+				user, pass);
 }
 
 int
