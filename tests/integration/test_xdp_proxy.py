@@ -219,7 +219,7 @@ def test_ban_drops_in_the_kernel_then_unban(run_proxy, mode):
     assert p.submit(CLI4_A) == "sent"
     accepted, drops = p.stats()["sessions_accepted"], dropped(p, "manual")
 
-    p.ctl("ban", CLI4_A)
+    p.ctl("ban", CLI4_A, "--ttl", "1h")
     assert p.connects(CLI4_A) == "timeout"
     assert dropped(p, "manual") > drops
     assert p.stats()["sessions_accepted"] == accepted  # never reached accept()
@@ -233,6 +233,16 @@ def test_ban_drops_in_the_kernel_then_unban(run_proxy, mode):
     assert m.get("msaproxy_xdp_passed_packets_total") > 0
     assert m.get("msaproxy_bans_total", source="manual") == 1
     assert m.get("msaproxy_blocklist_entries", source="manual") == 1
+    # The entry's own count (the status page's drops per prefix): every
+    # manual drop was this ban's.
+    listed = [json.loads(x) for x in p.ctl("-j", "list").stdout.splitlines()]
+    assert [(e["prefix"], e["xdp_drops"]) for e in listed] == \
+        [(f"{CLI4_A}/32", dropped(p, "manual") - drops)]
+    # A ban made permanent (the entry rewritten) keeps counting from there.
+    p.ctl("ban", CLI4_A)
+    assert p.connects(CLI4_A) == "timeout"
+    listed = [json.loads(x) for x in p.ctl("-j", "list").stdout.splitlines()]
+    assert listed[0]["xdp_drops"] == dropped(p, "manual") - drops > seen - drops
 
     p.ctl("unban", CLI4_A)
     assert p.submit(CLI4_A) == "sent"
@@ -255,6 +265,12 @@ def test_cidr_and_ipv6(run_proxy):
     assert "lladdr" in neigh, f"the server's address did not resolve: {neigh!r}"
     assert p.connects(CLI6_B) == "ok"
     assert p.submit(CLI6_B) == "sent"
+    # Each prefix counted its own drops; together, every manual drop.
+    listed = {e["prefix"]: e for e in
+              (json.loads(x) for x in p.ctl("-j", "list").stdout.splitlines())}
+    assert listed["198.51.100.0/28"]["xdp_drops"] > 0
+    assert listed["2001:db8:1::/112"]["xdp_drops"] > 0
+    assert sum(e["xdp_drops"] for e in listed.values()) == dropped(p, "manual")
 
 
 def test_allowlist_wins_and_ttl_expires(run_proxy):
