@@ -40,8 +40,9 @@ struct fixed_keys {
 	gid_t run_gid;
 	int seccomp;
 	struct config_addr metrics_listen;
-	char cluster[1024]; /* cluster.*, as one line */
-	char auth[768];	    /* auth.backend, auth.dovecot.*, auth.http.* */
+	char metrics_tls[2 * 4096 + 2]; /* metrics.tls.cert, key */
+	char cluster[1024];		/* cluster.*, as one line */
+	char auth[768]; /* auth.backend, auth.dovecot.*, auth.http.* */
 };
 
 struct server {

@@ -12,6 +12,7 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -20,7 +21,7 @@ import urllib.request
 import pytest
 
 from conftest import LOOPBACK, free_port, wait_until
-from conftest import hash_password
+from conftest import MSAPROXY_BIN, hash_password
 from test_metrics import http_raw, metrics_proxy, scrape, status_of
 
 CONNS = 8            # METRICS_HTTP_CONNS
@@ -591,3 +592,59 @@ def test_admin_users_file_and_config_errors(proxy, recording_backend, tmp_path):
     p.rewrite_config(**{"metrics.hash_logins": "sometimes"})
     out = p.ctl("reload", check=False)
     assert re.search(r"msaproxy\.yaml:\d+: metrics\.hash_logins: ", out.stdout + out.stderr), out
+
+
+def https_get(p, path, **kw):
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    req = urllib.request.Request(f"https://{LOOPBACK}:{p.metrics_port}{path}", **kw)
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def test_endpoint_over_tls(proxy, recording_backend, certs, tmp_path):
+    """metrics.tls: the page, its JSON, the scrape and the admin actions
+    over TLS (a non-loopback peer: test_xdp_proxy.py, from another
+    namespace); plain HTTP gets nothing; a bad key stops the start with
+    file:line."""
+    port = free_port()
+    tls = {"cert": str(certs.ecdsa_cert), "key": str(certs.ecdsa_key)}
+    p = proxy([recording_backend.port], **{"metrics.listen": f"{LOOPBACK}:{port}",
+                                           "metrics.tls": tls, "metrics.admin": True})
+    p.metrics_port = port
+    p.wait_for_log(rf"msg=ready .*metrics={LOOPBACK}:{port}")
+    code, headers, body = https_get(p, "/status.json")
+    assert code == 200 and json.loads(body)["node"]["status"]["state"] == "running"
+    code, _, body = https_get(p, "/metrics")
+    assert code == 200 and b"msaproxy_tls_resumed_total" in body
+    assert https_get(p, "/status")[2].startswith(b"<!DOCTYPE html>")
+    auth = {"Authorization": "Basic " + base64.b64encode(b"demo:demo-pass-1").decode()}
+    code, _, body = https_get(p, "/status.json?admin=1", headers=auth)
+    token = json.loads(body)["admin"]["csrf"]
+    code, _, body = https_get(p, "/status/action", headers={
+        **auth, "Origin": f"https://{LOOPBACK}:{port}"},
+        data=form(csrf=token, op="ban", target="192.0.2.0/24"))
+    assert code == 200 and json.loads(body) == {"ok": True}
+    # an http:// Origin is another origin now
+    with pytest.raises(urllib.error.HTTPError) as e:
+        https_get(p, "/status/action", headers={**auth, "Origin": f"http://{LOOPBACK}:{port}"},
+                  data=form(csrf=token, op="unban", target="192.0.2.0/24"))
+    assert e.value.code == 403
+    # Plain HTTP to it: no HTTP answer, a TLS failure logged.
+    assert b"HTTP/" not in http_raw(port, b"GET /status.json HTTP/1.1\r\n\r\n")
+    p.wait_for_log(r"msg=metrics-tls-failed client=127\.0\.0\.1:\d+ error=")
+    assert https_get(p, "/status.json")[0] == 200
+
+    # A key that is not the certificate's: the start stops, naming it.
+    text = p.config_path.read_text()
+    bad = tmp_path / "bad.yaml"
+    text = (text.replace(str(p.control_socket), str(p.ctl_dir / "bad.sock"))
+            .replace(f"{LOOPBACK}:{port}", f"{LOOPBACK}:{free_port()}")
+            .replace(f"{LOOPBACK}:{p.starttls_port}", f"{LOOPBACK}:{free_port()}")
+            .replace(f"{LOOPBACK}:{p.implicit_port}", f"{LOOPBACK}:{free_port()}"))
+    at = text.index("\nmetrics:")  # the metrics section's key only
+    bad.write_text(text[:at] + text[at:].replace(str(certs.ecdsa_key), str(certs.rsa_key)))
+    assert str(certs.rsa_key) in bad.read_text()
+    r = subprocess.run([MSAPROXY_BIN, "-c", str(bad)], capture_output=True, text=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1
+    assert re.search(r"bad\.yaml:\d+: metrics\.tls\.key: ", r.stderr), r.stderr
