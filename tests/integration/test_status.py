@@ -431,6 +431,23 @@ def greeted(port):
     return c
 
 
+def resumed_handshake(p):
+    """Two implicit-TLS sessions, the second resuming the first's."""
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    with socket.create_connection((LOOPBACK, p.implicit_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=LOOPBACK) as t:
+            assert t.recv(512).startswith(b"220")  # and the tickets
+            session = t.session
+            t.sendall(b"QUIT\r\n")
+            t.recv(512)
+    with socket.create_connection((LOOPBACK, p.implicit_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=LOOPBACK, session=session) as t:
+            assert t.session_reused
+            assert t.recv(512).startswith(b"220")
+            t.sendall(b"QUIT\r\n")
+            t.recv(512)
+
+
 def test_sections_show_what_the_proxy_counted(proxy, recording_backend):
     """Listeners (open now, per second, refusals by reason), TLS
     resumptions, AUTH per minute, backend latency and last change, and the
@@ -455,20 +472,7 @@ def test_sections_show_what_the_proxy_counted(proxy, recording_backend):
     send(p, "demo", 3)
     send(p, "alice", 1)
     time.sleep(1.1)  # the rates need a second since the first sample
-    # TLS resumption: a second handshake with the first one's session.
-    ctx = ssl.create_default_context(cafile=str(p.ca))
-    with socket.create_connection((LOOPBACK, p.implicit_port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname=LOOPBACK) as t:
-            assert t.recv(512).startswith(b"220")  # and the tickets
-            session = t.session
-            t.sendall(b"QUIT\r\n")
-            t.recv(512)
-    with socket.create_connection((LOOPBACK, p.implicit_port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname=LOOPBACK, session=session) as t:
-            assert t.session_reused
-            assert t.recv(512).startswith(b"220")
-            t.sendall(b"QUIT\r\n")
-            t.recv(512)
+    resumed_handshake(p)
 
     # Two sessions held open, the third refused at accept (max_sessions).
     held = [greeted(p.starttls_port), greeted(p.starttls_port)]
