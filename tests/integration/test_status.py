@@ -286,6 +286,8 @@ def test_fleet_mode_state_on_the_page(proxy, recording_backend, redis):
     for k in ("enabled", "node", "redis", "up", "fail"):
         assert c[k] == ctl[k], k
     assert d["stats"]["cluster"]["up"] is True
+    # The users nearest their limits: this node's table, and it says so.
+    assert d["users"]["scope"] == "node"
 
 
 def admin_request(port, method, path, auth=None, body=None, headers=()):
@@ -636,6 +638,23 @@ def test_endpoint_over_tls(proxy, recording_backend, certs, tmp_path):
     # Plain HTTP to it: no HTTP answer, a TLS failure logged.
     assert b"HTTP/" not in http_raw(port, b"GET /status.json HTTP/1.1\r\n\r\n")
     p.wait_for_log(r"msg=metrics-tls-failed client=127\.0\.0\.1:\d+ error=")
+    assert https_get(p, "/status.json")[0] == 200
+    # Slow loris over TLS: clients that never finish the handshake hold
+    # the slots only until the time limit; the next one is closed at once
+    # (no plain 503 into a TLS stream); then it serves again.
+    time.sleep(1.5)  # the lingering closes above
+    t0 = time.monotonic()
+    idle = [socket.create_connection((LOOPBACK, port), timeout=15) for _ in range(CONNS)]
+    time.sleep(0.3)
+    with socket.create_connection((LOOPBACK, port), timeout=5) as c:
+        assert c.recv(100) == b""
+    for c in idle:
+        try:
+            assert c.recv(100) == b""  # closed at the limit, nothing sent
+        except ConnectionResetError:
+            pass
+        c.close()
+    assert TIMEOUT_S - 1 < time.monotonic() - t0 < TIMEOUT_S + 4
     assert https_get(p, "/status.json")[0] == 200
 
     # A key that is not the certificate's: the start stops, naming it.
