@@ -2,8 +2,9 @@
  * metrics_http.c - GET /metrics over HTTP/1.x, non-blocking, on the main
  * thread (see metrics_http.h).
  *
- * Why not a library (libmicrohttpd): one URL, one method, no keep-alive,
- * no TLS; what a library adds is a thread that would read the server's
+ * Why not a library (libmicrohttpd): a few URLs, two methods, no
+ * keep-alive, TLS through OpenSSL as the listeners have it; what a library
+ * adds is a thread that would read the server's
  * state beside the main thread (generations and the backend list change
  * there at every reload), a much larger parser facing the network, and a
  * dependency.  Here the answer is made on the thread that owns that state,
@@ -22,14 +23,23 @@
  * log_quote().  The read-only endpoint has no access control: bind it to
  * loopback or a management network (docs/OPERATIONS.md).  The admin
  * actions (metrics.admin, off by default) are refused to any peer but
- * loopback, before anything else; then they need a login of the users
- * file (Authorization: Basic, the password wiped after the check) and,
+ * loopback unless the endpoint speaks TLS (metrics.tls), before anything
+ * else; then they need a login of the users file or of
+ * metrics.admin_users (Authorization: Basic, the password wiped after the
+ * check) and,
  * for a POST, the login's CSRF token (compared in constant time) and no
  * foreign Origin.  Their form is at most ACTION_BODY_MAX bytes, read only
  * within its Content-Length and the request buffer.
  *
- * Config keys: metrics.listen, metrics.status, metrics.admin (through the
- * callbacks of metrics_http_set_status()).
+ * With metrics.tls every connection is TLS (1.2 and up, the certificate
+ * and key read at start): the handshake runs non-blocking in the same
+ * poll loop and under the same time limit; a client that speaks plain
+ * HTTP to it gets no answer (msg=metrics-tls-failed), and the 503 and
+ * 408 given on the way out are not sent in clear into a TLS stream.
+ *
+ * Config keys: metrics.listen, metrics.tls.cert, metrics.tls.key,
+ * metrics.status, metrics.admin (through the callbacks of
+ * metrics_http_set_status()).
  */
 #include <arpa/inet.h>
 #include <errno.h>

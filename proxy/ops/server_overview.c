@@ -12,22 +12,34 @@
  * per-listener, TLS, AUTH and limit counts are those a scrape shows
  * (server_snapshot_take(), the label names of metrics.c).
  *
+ * Listeners also say how many sessions are open now (a per-listener
+ * count the workers keep), their arrivals per second and the AUTH
+ * results per minute over the last minute (from the history's samples:
+ * the latest a minute old, or the oldest), and their refusals by reason;
+ * backends their latency and last change (server_backends()), bans their
+ * XDP drops (bans_list()); "users" the ten nearest their limits
+ * (server_users.c).
+ *
  * The history is a ring of SERIES_POINTS samples, one per SERIES_STEP_MS,
  * taken on the main thread (server_overview_tick(), called from the
  * metrics listener's poll loop): only a few counter sums, no allocation.
  *
- * Security stance: read-only, and no login, password or message content:
- * the bans are network prefixes the operator or the limits set, the rest
- * counts and configured addresses.  Strings from the configuration are
+ * Security stance: read-only, and no password or message content: the
+ * bans are network prefixes the operator or the limits set, the users
+ * nearest their limits logins (or their hashes, metrics.hash_logins), the
+ * rest counts and configured addresses.  Strings from the configuration are
  * JSON-escaped.
  *
  * The admin actions (metrics.admin; metrics_http.c checks the peer, the
  * login and the CSRF token first) are the control socket's own: ban,
  * unban, backend enable and disable, through server_ban(),
- * server_unban() and server_backend_set(), each logged with the login.
+ * server_unban() and server_backend_set(), each logged with the login;
+ * the login is checked against metrics.admin_users when set, else the
+ * users file.
  *
  * Config keys: metrics.status (whether the page is served at all, checked
- * by metrics_http.c through server_overview_enabled()), metrics.admin.
+ * by metrics_http.c through server_overview_enabled()), metrics.admin,
+ * metrics.admin_users.
  */
 #include <inttypes.h>
 #include <stdio.h>
