@@ -1049,6 +1049,18 @@ fail:
 	return NULL;
 }
 
+int
+metrics_http_check_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+
+	if (cfg->metrics_tls_cert == NULL)
+		return 0;
+	ctx = tls_ctx(cfg, err, errlen);
+	SSL_CTX_free(ctx);
+	return ctx != NULL ? 0 : -1;
+}
+
 struct metrics_http *
 metrics_http_open(const struct config *cfg, metrics_body_fn *body, void *arg,
 		  char *err, size_t errlen)

@@ -70,6 +70,11 @@ enum metrics_http_route {
 	METRICS_ROUTE_ACTION,	   /* POST /status/action (metrics.admin) */
 };
 
+/* metrics.tls (none: 0): the certificate and key load and match, as the
+ * start will need them; -1 with "FILE:LINE: metrics.tls.KEY: why". */
+struct config;
+int metrics_http_check_tls(const struct config *cfg, char *err, size_t errlen);
+
 /* Pure, for tests: is this peer loopback (the admin actions' condition
  * when the endpoint has no TLS)? */
 struct sockaddr_storage;

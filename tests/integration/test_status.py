@@ -671,3 +671,8 @@ def test_endpoint_over_tls(proxy, recording_backend, certs, tmp_path):
                        timeout=30, stdin=subprocess.DEVNULL)
     assert r.returncode == 1
     assert re.search(r"bad\.yaml:\d+: metrics\.tls\.key: ", r.stderr), r.stderr
+    # and -t says so first
+    r = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(bad)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0
+    assert re.search(r"bad\.yaml:\d+: metrics\.tls\.key: ", r.stderr), r.stderr
