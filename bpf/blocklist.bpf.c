@@ -12,7 +12,8 @@
  *      destination ports, pass it untouched;
  *   2. source in the allowlist (msa_allow4/6, longest prefix): pass;
  *   3. source in the blocklist (msa_block4/6, longest prefix): drop, and
- *      count it under the entry's reason;
+ *      count it under the entry's reason and in the entry itself
+ *      (blocklist_value.drops, an atomic add);
  *   4. anything else passes.
  * Entries carry an absolute CLOCK_MONOTONIC expiry (0 = permanent); an
  * expired entry is treated as absent, and the lookup steps past it to the
@@ -119,10 +120,10 @@ count(__u32 idx, __u64 bytes)
 
 /*
  * Longest live match in one trie.  key holds the full address; returns
- * the entry's reason, or -1 when nothing live covers it.  *expired is set
- * when an expired entry was stepped over.
+ * the entry, or NULL when nothing live covers it.  *expired is set when
+ * an expired entry was stepped over.
  */
-static __always_inline int
+static __always_inline struct blocklist_value *
 lookup_live(void *map, void *key, __u64 *now, int *expired)
 {
 	__u32 *prefixlen = key;
@@ -131,7 +132,7 @@ lookup_live(void *map, void *key, __u64 *now, int *expired)
 		struct blocklist_value *v = bpf_map_lookup_elem(map, key);
 
 		if (!v)
-			return -1;
+			return 0;
 		if (v->expires_ns != 0) {
 			if (*now == 0)
 				*now = bpf_ktime_get_ns();
@@ -139,16 +140,14 @@ lookup_live(void *map, void *key, __u64 *now, int *expired)
 				*expired = 1;
 				if (v->prefixlen == 0 ||
 				    v->prefixlen > *prefixlen)
-					return -1;
+					return 0;
 				*prefixlen = v->prefixlen - 1;
 				continue;
 			}
 		}
-		return v->reason < BLOCKLIST_REASON_COUNT
-			       ? (int)v->reason
-			       : BLOCKLIST_REASON_MANUAL;
+		return v;
 	}
-	return -1;
+	return 0;
 }
 
 /* The TCP header at tcp, if the frame holds all of it: its port. */
@@ -259,7 +258,8 @@ msa_blocklist(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct frame f = {};
 	__u64 now = 0;
-	int expired = 0, reason, rc;
+	struct blocklist_value *v;
+	int expired = 0, rc;
 	void *cur;
 	__u16 proto;
 
@@ -293,21 +293,25 @@ msa_blocklist(struct xdp_md *ctx)
 		struct blocklist_key6 k6 = {.prefixlen = 128};
 
 		__builtin_memcpy(k6.addr, f.src, 16);
-		if (lookup_live(&msa_allow6, &k6, &now, &expired) >= 0)
+		if (lookup_live(&msa_allow6, &k6, &now, &expired))
 			goto allowed;
 		k6.prefixlen = 128;
-		reason = lookup_live(&msa_block6, &k6, &now, &expired);
+		v = lookup_live(&msa_block6, &k6, &now, &expired);
 	} else {
 		struct blocklist_key4 k4 = {.prefixlen = 32};
 
 		__builtin_memcpy(k4.addr, f.src, 4);
-		if (lookup_live(&msa_allow4, &k4, &now, &expired) >= 0)
+		if (lookup_live(&msa_allow4, &k4, &now, &expired))
 			goto allowed;
 		k4.prefixlen = 32;
-		reason = lookup_live(&msa_block4, &k4, &now, &expired);
+		v = lookup_live(&msa_block4, &k4, &now, &expired);
 	}
-	if (reason >= 0) {
-		count((__u32)reason, bytes);
+	if (v) {
+		count(v->reason < BLOCKLIST_REASON_COUNT
+			      ? v->reason
+			      : (__u32)BLOCKLIST_REASON_MANUAL,
+		      bytes);
+		__sync_fetch_and_add(&v->drops, 1);
 		return XDP_DROP;
 	}
 	if (expired)

@@ -62,13 +62,19 @@ struct blocklist_key6 {
  * has passed is ignored by the program (as if absent) until user space
  * sweeps it.  prefixlen repeats the key's, because a trie lookup returns
  * only the value: the program needs it to step past an expired entry to
- * the next shorter prefix that covers the same address.
+ * the next shorter prefix that covers the same address.  The layout is
+ * the pinned maps' value size: a change needs the pin directory cleared
+ * (libbpf refuses to reuse a pinned map of another size).
  */
 struct blocklist_value {
 	__u64 expires_ns;
 	__u32 reason; /* enum blocklist_reason */
 	__u8 prefixlen;
 	__u8 pad[3];
+	/* Frames this block entry dropped: the program adds with an atomic
+	 * add (the value is shared by every CPU); user space carries it over
+	 * when it rewrites the entry and reads it for the status page. */
+	__u64 drops;
 };
 
 /* Counter indexes into msa_stats.  Drops are indexed by reason. */

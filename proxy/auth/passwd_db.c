@@ -705,6 +705,12 @@ passwd_db_count(const struct passwd_db *db)
 	return db != NULL ? db->count : 0;
 }
 
+const char *
+passwd_db_login(const struct passwd_db *db, size_t i)
+{
+	return db != NULL && i < db->count ? db->entries[i].user : NULL;
+}
+
 static int
 user_cmp(const void *key, const void *elem)
 {

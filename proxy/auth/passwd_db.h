@@ -38,6 +38,9 @@ struct passwd_db *passwd_db_load(const char *path, char *err, size_t errlen);
 struct passwd_db *passwd_db_empty(char *err, size_t errlen);
 void passwd_db_free(struct passwd_db *db);
 size_t passwd_db_count(const struct passwd_db *db);
+/* The i-th login (in sorted order; NULL past the end), for the status
+ * page's names of the users nearest their limits. */
+const char *passwd_db_login(const struct passwd_db *db, size_t i);
 
 /* 1 if user exists and pass matches, 0 otherwise.  An unknown user costs a
  * hash computation of the same scheme and cost as a real one, so timing

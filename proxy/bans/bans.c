@@ -550,7 +550,7 @@ bans_del(struct bans *b, const struct ipnet *net, char *err, size_t errlen)
 
 static void
 list_table(const struct ban_table *t, int which, FILE *out, bool json,
-	   uint64_t now)
+	   uint64_t now, struct blocklist *bpf)
 {
 	for (size_t i = 0; i < t->n; i++) {
 		const struct ban_entry *e = &t->v[i];
@@ -560,15 +560,24 @@ list_table(const struct ban_table *t, int which, FILE *out, bool json,
 			: e->expires_ms > now
 				? (long long)((e->expires_ms - now) / 1000)
 				: 0;
+		uint64_t drops = 0;
 
 		ipnet_format(&e->net, text, sizeof(text));
-		if (json)
+		if (json) {
 			fprintf(out,
 				"{\"prefix\":\"%s\",\"table\":\"%s\","
-				"\"reason\":\"%s\",\"expires_in_s\":%lld}\n",
+				"\"reason\":\"%s\",\"expires_in_s\":%lld",
 				text, table_names[which],
 				blocklist_reason_name(e->reason), left);
-		else if (left < 0)
+			/* XDP on: the frames the kernel dropped for it. */
+			if (bpf == NULL)
+				fputs(",\"xdp_drops\":null}\n", out);
+			else if (blocklist_drops(bpf, &e->net, &drops) >= 0)
+				fprintf(out, ",\"xdp_drops\":%" PRIu64 "}\n",
+					drops);
+			else
+				fputs(",\"xdp_drops\":null}\n", out);
+		} else if (left < 0)
 			fprintf(out, "%s %s %s permanent\n", text,
 				table_names[which],
 				blocklist_reason_name(e->reason));
@@ -606,8 +615,9 @@ bans_list(struct bans *b, FILE *out, bool json)
 	uint64_t now = timer_now_ms();
 
 	pthread_rwlock_rdlock(&b->lock);
-	list_table(&b->block, 0, out, json, now);
-	list_table(&b->allow, 1, out, json, now);
+	list_table(&b->block, 0, out, json, now,
+		   b->nifaces > 0 ? b->bpf : NULL);
+	list_table(&b->allow, 1, out, json, now, NULL);
 	pthread_rwlock_unlock(&b->lock);
 }
 

@@ -164,6 +164,11 @@ long blocklist_sweep(struct blocklist *bl, char *err, size_t errlen);
 int blocklist_stats(struct blocklist *bl, struct blocklist_stats *st, char *err,
 		    size_t errlen);
 
+/* The frames the block entry for exactly net dropped (its counter in the
+ * map): 1 with *drops set, 0 no such entry (*drops 0), -1 unreadable. */
+int blocklist_drops(struct blocklist *bl, const struct ipnet *net,
+		    uint64_t *drops);
+
 /* Scope: ports (host byte order, 1..65535, at most BLOCKLIST_MAX_PORTS)
  * only for BLOCKLIST_SCOPE_TCP_PORTS, which needs at least one. */
 int blocklist_set_scope(struct blocklist *bl, enum blocklist_scope scope,

@@ -271,6 +271,8 @@ add_locked(struct blocklist *bl, enum blocklist_table t, const struct ipnet *c,
 		return blocklist_fail(err, errlen, e, "reading the table");
 	if (e == 1 && blocklist_live(&old, now) && !stronger(&nv, &old))
 		return 1;
+	if (e == 1)
+		nv.drops = old.drops; /* the same prefix: its count goes on */
 	if (bpf_map_update_elem(fd, &k, &nv, BPF_ANY) < 0) {
 		char s[IPNET_TEXT_MAX];
 
@@ -632,6 +634,19 @@ in_scope(struct blocklist *bl, const struct sockaddr *local)
 			return true;
 	}
 	return false;
+}
+
+int
+blocklist_drops(struct blocklist *bl, const struct ipnet *net, uint64_t *drops)
+{
+	struct blocklist_value v;
+	union lpm_key k;
+	int v6, e;
+
+	key_from_net(net, &k, &v6);
+	e = lookup_exact(bl->fd_block[v6], &k, &v);
+	*drops = e == 1 ? v.drops : 0;
+	return e < 0 ? -1 : e;
 }
 
 enum blocklist_verdict

@@ -362,6 +362,9 @@ config_free(struct config *cfg)
 	free(cfg->tls_groups);
 	free(cfg->passwd_file);
 	free(cfg->control_socket);
+	free(cfg->metrics_admin_users);
+	free(cfg->metrics_tls_cert);
+	free(cfg->metrics_tls_key);
 	free(cfg->run_user);
 	free(cfg->run_group);
 	for (size_t i = 0; i < cfg->nblocklist_files; i++)

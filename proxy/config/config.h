@@ -284,6 +284,11 @@ struct config {
 		metrics_listen; /* Prometheus endpoint; .len 0: off */
 	bool metrics_status; /* /status and /status.json there (default on) */
 	bool metrics_admin;  /* its actions (POST, loopback, users file) */
+	char *metrics_admin_users; /* admin logins from here, not the users
+				      file; NULL: the users file */
+	bool metrics_hash_logins;  /* the page shows hashes, not logins */
+	char *metrics_tls_cert;	   /* metrics.tls: the endpoint over TLS; */
+	char *metrics_tls_key;	   /* NULL: plain HTTP (restart) */
 	/* cluster: (cluster/cluster.h); cluster_redis.len 0: no cluster */
 	struct config_addr cluster_redis;
 	char *cluster_username;	     /* ACL user; NULL: the default user */

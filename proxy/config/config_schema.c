@@ -822,10 +822,19 @@ static const struct field privileges_fields[] = {
 	END_OF_TABLE,
 };
 
+static const struct field metrics_tls_fields[] = {
+	REQ("cert", F_PATH, CFG(metrics_tls_cert)),
+	REQ("key", F_PATH, CFG(metrics_tls_key)),
+	END_OF_TABLE,
+};
+
 static const struct field metrics_fields[] = {
 	OPT("listen", F_ADDR, CFG(metrics_listen)),
 	OPT("status", F_BOOL, CFG(metrics_status)),
 	OPT("admin", F_BOOL, CFG(metrics_admin)),
+	OPT("admin_users", F_PATH, CFG(metrics_admin_users)),
+	OPT("hash_logins", F_BOOL, CFG(metrics_hash_logins)),
+	SECTION("tls", metrics_tls_fields, false),
 	END_OF_TABLE,
 };
 

@@ -72,6 +72,7 @@ generation_free(struct generation *g)
 	free(g->cert_expiry);
 	backend_pool_free(g->backend_pool);
 	passwd_db_free(g->users);
+	passwd_db_free(g->admin_users);
 	config_free(g->cfg);
 	free(g);
 }
@@ -107,6 +108,13 @@ generation_load(const char *path, unsigned id, unsigned ntls,
 				    sizeof(why)) != 0) {
 		config_fail(g->cfg, "auth.passwd_file", "auth", err, errlen,
 			    "%s", why);
+		goto fail;
+	}
+	if (g->cfg->metrics_admin_users != NULL &&
+	    (g->admin_users = passwd_db_load(g->cfg->metrics_admin_users, why,
+					     sizeof(why))) == NULL) {
+		config_fail(g->cfg, "metrics.admin_users", "metrics", err,
+			    errlen, "%s", why);
 		goto fail;
 	}
 	g->backend_pool = backend_pool_new(g->cfg);

@@ -32,7 +32,8 @@ struct generation {
 	unsigned id; /* 1 at start, +1 per reload: for logs */
 	struct config *cfg;
 	struct passwd_db *users;
-	struct tls_server **tls; /* one per worker (see tls.h), or none */
+	struct passwd_db *admin_users; /* metrics.admin_users, or NULL */
+	struct tls_server **tls;       /* one per worker (see tls.h), or none */
 	unsigned ntls;
 	struct smtp_params params[2]; /* by enum listener_mode */
 	struct backend_pool

@@ -349,9 +349,16 @@ send_line(struct backend_conn *be, const char *line, size_t len)
  */
 
 void
-backend_health_log(const struct config_backend *b, int change,
+backend_health_log(struct backend_pool *pool, size_t i,
+		   const struct config_backend *b, int change,
 		   const char *source, const char *reason)
 {
+	if (change != BACKEND_POOL_SAME)
+		backend_pool_note(
+			pool, i,
+			backend_pool_why_of(change == BACKEND_POOL_WENT_UP,
+					    reason),
+			strcmp(source, "check") == 0, timer_now_ms());
 	if (change == BACKEND_POOL_WENT_DOWN)
 		log_warn("backend-down", " backend=%s source=%s reason=\"%s\"",
 			 b->addr.text, source, reason);
@@ -369,7 +376,8 @@ mark_failed(struct backend_conn *be, const char *step, const char *detail)
 		be->gen->backend_pool, be->server, timer_now_ms());
 
 	snprintf(reason, sizeof(reason), "%s: %s", step, detail);
-	backend_health_log(server_of(be), c, "session", reason);
+	backend_health_log(be->gen->backend_pool, be->server, server_of(be), c,
+			   "session", reason);
 }
 
 /* Open a connection to the next server that may take one.  None left:
@@ -612,7 +620,7 @@ handshake_done(struct backend_conn *be, const struct smtp_reply *r)
 			 .backend_connect[backend_pool_slot(pool, be->server)],
 		timer_now_us() - be->began_us);
 	backend_health_log(
-		server_of(be),
+		pool, be->server, server_of(be),
 		backend_pool_succeeded(pool, be->server, timer_now_ms()),
 		"session", "handshake completed");
 	be->chunking = (ext & BACKEND_POOL_EXT_CHUNKING) != 0;

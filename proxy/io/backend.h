@@ -141,8 +141,11 @@ void backend_on_recv(struct backend_conn *be, int res, unsigned flags);
 void backend_on_send(struct backend_conn *be, int res);
 void backend_release(struct backend_conn *be); /* an op completed */
 
-/* Log a pool state change (enum backend_pool_change) of server b. */
-void backend_health_log(const struct config_backend *b, int change,
+/* Log a pool state change (enum backend_pool_change) of server i of
+ * pool, and note it there for the status page. */
+struct backend_pool;
+void backend_health_log(struct backend_pool *pool, size_t i,
+			const struct config_backend *b, int change,
 			const char *source, const char *reason);
 
 #endif

@@ -41,6 +41,7 @@
 #include "io/backend_pool.h"
 
 #define EXT_KNOWN 0x80000000u /* an EHLO reply was seen */
+#define WHY_CHECK 0x100u      /* a health check saw the change */
 
 struct backend_pool_server {
 	atomic_bool up;
@@ -49,6 +50,8 @@ struct backend_pool_server {
 	atomic_uint conns;	   /* open backend connections, all workers */
 	_Atomic uint64_t retry_at; /* down, no checks: retried from then */
 	atomic_ulong changes;
+	_Atomic uint64_t changed_ms; /* last change (backend_pool_note) */
+	atomic_uint why;	     /* enum backend_pool_why, | WHY_CHECK */
 	atomic_uint ext; /* BACKEND_POOL_EXT_* | EXT_KNOWN once seen */
 	_Atomic uint64_t size_max; /* its SIZE, 0 = none */
 	uint64_t hash;		   /* of the address, for hash-login */
@@ -155,6 +158,9 @@ backend_pool_inherit(struct backend_pool *p, const struct backend_pool *old)
 			atomic_store(&n->goods, atomic_load(&o->goods));
 			atomic_store(&n->retry_at, atomic_load(&o->retry_at));
 			atomic_store(&n->changes, atomic_load(&o->changes));
+			atomic_store(&n->changed_ms,
+				     atomic_load(&o->changed_ms));
+			atomic_store(&n->why, atomic_load(&o->why));
 			atomic_store(&n->ext, atomic_load(&o->ext));
 			atomic_store(&n->size_max, atomic_load(&o->size_max));
 			break;
@@ -418,6 +424,57 @@ bool
 backend_pool_is_up(const struct backend_pool *p, size_t i)
 {
 	return atomic_load(&p->v[i].up);
+}
+
+enum backend_pool_why
+backend_pool_why_of(bool up, const char *reason)
+{
+	if (up)
+		return BACKEND_WHY_RECOVERED;
+	if (strstr(reason, "refused") != NULL)
+		return BACKEND_WHY_REFUSED;
+	if (strstr(reason, "timeout") != NULL ||
+	    strstr(reason, "timed out") != NULL)
+		return BACKEND_WHY_TIMEOUT;
+	if (strncmp(reason, "greeting", 8) == 0)
+		return BACKEND_WHY_GREETING;
+	return BACKEND_WHY_FAILED;
+}
+
+const char *
+backend_pool_why_name(enum backend_pool_why why)
+{
+	static const char *const names[BACKEND_WHY_COUNT] = {
+		[BACKEND_WHY_NONE] = "none",
+		[BACKEND_WHY_REFUSED] = "connect refused",
+		[BACKEND_WHY_TIMEOUT] = "timeout",
+		[BACKEND_WHY_GREETING] = "bad greeting",
+		[BACKEND_WHY_FAILED] = "failed",
+		[BACKEND_WHY_RECOVERED] = "recovered",
+	};
+
+	return (unsigned)why < BACKEND_WHY_COUNT ? names[why] : "none";
+}
+
+void
+backend_pool_note(struct backend_pool *p, size_t i, enum backend_pool_why why,
+		  bool check, uint64_t now_ms)
+{
+	atomic_store(&p->v[i].changed_ms, now_ms);
+	atomic_store(&p->v[i].why, (unsigned)why | (check ? WHY_CHECK : 0));
+}
+
+enum backend_pool_why
+backend_pool_last_change(const struct backend_pool *p, size_t i,
+			 uint64_t *at_ms, bool *check)
+{
+	unsigned why = atomic_load(&p->v[i].why);
+
+	*at_ms = atomic_load(&p->v[i].changed_ms);
+	*check = (why & WHY_CHECK) != 0;
+	why &= ~WHY_CHECK;
+	return why < BACKEND_WHY_COUNT ? (enum backend_pool_why)why
+				       : BACKEND_WHY_NONE;
 }
 
 unsigned long

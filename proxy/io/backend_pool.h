@@ -102,6 +102,30 @@ void backend_pool_learn(struct backend_pool *p, size_t i, unsigned ext,
  * seen offering it. */
 void backend_pool_offer(const struct backend_pool *p, unsigned *ext,
 			uint64_t *size);
+/* Why server i last changed state, for the status page. */
+enum backend_pool_why {
+	BACKEND_WHY_NONE,      /* no change since the start */
+	BACKEND_WHY_REFUSED,   /* connect refused */
+	BACKEND_WHY_TIMEOUT,   /* no connect or reply in time */
+	BACKEND_WHY_GREETING,  /* a greeting other than 220 */
+	BACKEND_WHY_FAILED,    /* another failure (EHLO, TLS, a send) */
+	BACKEND_WHY_RECOVERED, /* back up */
+	BACKEND_WHY_COUNT,
+};
+/* What a state change's reason text ("connect: Connection refused",
+ * "timeout", "greeting: 554 ...") says, for a change to up or down. */
+enum backend_pool_why backend_pool_why_of(bool up, const char *reason);
+const char *backend_pool_why_name(enum backend_pool_why why);
+/* Record server i's change of state at now_ms (CLOCK_MONOTONIC), and
+ * whether a health check (not a session) saw it.  Two workers noting at
+ * once may pair one's time with the other's reason: both are changes of
+ * the same moment. */
+void backend_pool_note(struct backend_pool *p, size_t i,
+		       enum backend_pool_why why, bool check, uint64_t now_ms);
+/* The last change noted (BACKEND_WHY_NONE: none), its time and source. */
+enum backend_pool_why backend_pool_last_change(const struct backend_pool *p,
+					       size_t i, uint64_t *at_ms,
+					       bool *check);
 /* Times server i changed state (for metrics). */
 unsigned long backend_pool_changes(const struct backend_pool *p, size_t i);
 

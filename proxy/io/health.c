@@ -105,7 +105,8 @@ finish(struct health_check *c, bool ok, const char *reason)
 
 	log_debug("backend-check", " backend=%s result=%s reason=\"%s\"",
 		  server_cfg(c)->addr.text, ok ? "ok" : "failed", reason);
-	backend_health_log(server_cfg(c), change, "check", reason);
+	backend_health_log(c->h->pool, c->server, server_cfg(c), change,
+			   "check", reason);
 	c->state = HC_CLOSING;
 	if (c->fd >= 0 && c->refs > 0) {
 		struct io_uring_sqe *sqe = ring_sqe(c->h->ring);

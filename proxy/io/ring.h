@@ -89,6 +89,11 @@ struct worker_counters {
 	/* For the metrics endpoint: sessions ended (or refused at accept)
 	 * by listener slot and outcome. */
 	atomic_ullong sessions[COUNTERS_LISTENERS][OUTCOME_COUNT];
+	/* Sessions open now by listener slot: added at the start, taken
+	 * off (a wrapping add) at the end; the sum over workers is exact. */
+	atomic_ullong open[COUNTERS_LISTENERS];
+	atomic_ullong refusals[COUNTERS_LISTENERS][REFUSAL_COUNT];
+	atomic_ullong tls_resumed[TLSV_COUNT]; /* of tls_ok: resumptions */
 	atomic_ullong tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
 	atomic_ullong auth[MECH_COUNT][AUTH_RESULT_COUNT];
 	atomic_ullong limits[LIMIT_HIT_COUNT];	/* the workers' kinds */

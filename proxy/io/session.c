@@ -73,6 +73,7 @@ link_session(struct session *s)
 	r->sessions = s;
 	r->nsessions++;
 	atomic_fetch_add_explicit(&r->counters.active, 1, memory_order_relaxed);
+	counter_add(&r->counters.open[s->listener_slot], 1);
 }
 
 static void
@@ -253,6 +254,10 @@ static void
 tls_ready(struct session *s)
 {
 	counter_add(&s->ring->counters.tls_ok[tls_version_of(s->ssl)], 1);
+	if (SSL_session_reused(s->ssl))
+		counter_add(
+			&s->ring->counters.tls_resumed[tls_version_of(s->ssl)],
+			1);
 	s->tls_done = true;
 	tls_established(s->ssl);
 	s->deadline_ms = 0;
@@ -1171,9 +1176,32 @@ session_outcome(const struct session *s, const char *reason)
 	return OUTCOME_ERROR;
 }
 
+/* The refusal kind of a session refused by policy (session_outcome()'s
+ * reasons). */
+static enum counter_refusal
+refusal_of(const struct session *s, const char *reason)
+{
+	static const struct {
+		const char *reason;
+		enum counter_refusal kind;
+	} kinds[] = {
+		{"ip-banned", REFUSAL_IP_BANNED},
+		{"banned", REFUSAL_IP_BANNED},
+		{"ip-connection-rate", REFUSAL_IP_RATE},
+		{"ip-concurrency", REFUSAL_IP_CONCURRENCY},
+		{"ip-table-full", REFUSAL_IP_TABLE_FULL},
+		{"listener-denied", REFUSAL_LISTENER_DENIED},
+	};
+
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(*kinds); i++)
+		if (strcmp(reason, kinds[i].reason) == 0)
+			return kinds[i].kind;
+	return s->pol.banned ? REFUSAL_IP_BANNED : REFUSAL_OTHER;
+}
+
 /* What the session adds to its worker's counters as it ends. */
 static void
-count_end(struct session *s, enum counter_outcome outcome)
+count_end(struct session *s, enum counter_outcome outcome, const char *reason)
 {
 	static const enum counter_limit smtp_kinds[SMTP_LIMIT_KINDS] = {
 		[SMTP_LIMIT_LINE] = LIMIT_HIT_LINE_LENGTH,
@@ -1185,6 +1213,11 @@ count_end(struct session *s, enum counter_outcome outcome)
 	struct worker_counters *c = &s->ring->counters;
 
 	counter_add(&c->sessions[s->listener_slot][outcome], 1);
+	counter_add(&c->open[s->listener_slot], ~0ULL); /* one fewer */
+	if (outcome == OUTCOME_REFUSED)
+		counter_add(
+			&c->refusals[s->listener_slot][refusal_of(s, reason)],
+			1);
 	/* A handshake the client began and that never finished (not a
 	 * port probe that closed at once, nor one a drain cut). */
 	if (s->ssl != NULL && s->tls_begun && !s->tls_done &&
@@ -1216,7 +1249,7 @@ session_close(struct session *s, const char *reason)
 		return;
 	s->dead = true;
 	outcome = session_outcome(s, reason);
-	count_end(s, outcome);
+	count_end(s, outcome, reason);
 	session_log(s, LOG_INFO, "session-end",
 		    " port=%u listener=%s tls=%s cipher=%s messages=%u "
 		    "recipients=%u bytes=%llu backend=%s errors=%u "

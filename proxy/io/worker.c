@@ -80,6 +80,22 @@ enum refuse_reason {
 	REFUSE_REASONS,
 };
 
+/* A refusal at accept as the status page counts it per listener. */
+static const enum counter_refusal refusal_kind[REFUSE_REASONS] = {
+	[REFUSE_BLOCKLIST] = REFUSAL_BLOCKLIST,
+	[REFUSE_SESSIONS] = REFUSAL_MAX_SESSIONS,
+	[REFUSE_MEMORY] = REFUSAL_MAX_MEMORY,
+	[REFUSE_OOM] = REFUSAL_OTHER,
+	[REFUSE_PROXY_UNTRUSTED] = REFUSAL_PROXY,
+	[REFUSE_PROXY_MISSING] = REFUSAL_PROXY,
+	[REFUSE_PROXY_MALFORMED] = REFUSAL_PROXY,
+	[REFUSE_PROXY_OVERSIZE] = REFUSAL_PROXY,
+	[REFUSE_PROXY_UNSUPPORTED] = REFUSAL_PROXY,
+	[REFUSE_PROXY_TRUNCATED] = REFUSAL_PROXY,
+	[REFUSE_PROXY_TIMEOUT] = REFUSAL_PROXY,
+	[REFUSE_PROXY_CLOSED] = REFUSAL_PROXY,
+};
+
 /* A PROXY header's failure as a refusal. */
 static const enum refuse_reason proxy_refusal[PROXY_IN_COUNT] = {
 	[PROXY_IN_UNTRUSTED] = REFUSE_PROXY_UNTRUSTED,
@@ -720,13 +736,13 @@ worker_refuse(struct worker *w, int fd, const struct config_listener *cl,
 	uint64_t now = timer_now_ms();
 	const struct caps *c = w->ring.shared.caps;
 	char detail[128] = "", client[INET6_ADDRSTRLEN];
-	unsigned port;
+	unsigned port, slot;
 
 	atomic_fetch_add_explicit(&w->ring.counters.refused, 1,
 				  memory_order_relaxed);
-	counter_add(&w->ring.counters.sessions[generation_listener_slot(
-			    w->ring.gen, cl)][OUTCOME_REFUSED],
-		    1);
+	slot = generation_listener_slot(w->ring.gen, cl);
+	counter_add(&w->ring.counters.sessions[slot][OUTCOME_REFUSED], 1);
+	counter_add(&w->ring.counters.refusals[slot][refusal_kind[why]], 1);
 	if (why == REFUSE_SESSIONS)
 		counter_add(&w->ring.counters.limits[LIMIT_HIT_MAX_SESSIONS],
 			    1);

@@ -583,17 +583,11 @@ gcra_avail(uint64_t tat, const struct config_rate *r, uint64_t now)
 	return (tol - owed) / one < r->burst ? (tol - owed) / one : r->burst;
 }
 
-bool
-ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
-		    const struct config_user_limits *pol, uint64_t now_ms,
-		    uint64_t avail[LIMIT_USER_KINDS])
+/* Per kind: what a user with entry e (NULL: untracked) could take. */
+static void
+user_avail(const struct entry *e, const struct config_user_limits *pol,
+	   uint64_t now, uint64_t avail[LIMIT_USER_KINDS])
 {
-	uint64_t now = now_ms * NS_PER_MS;
-	struct shard *sh = shard_of(&l->users, key);
-	struct entry *e;
-
-	pthread_mutex_lock(&sh->mu);
-	e = ratelimit_find(sh, key);
 	for (int k = 0; k < LIMIT_USER_KINDS; k++) {
 		const struct config_rate *r = ratelimit_rate(pol, k);
 
@@ -609,8 +603,74 @@ ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
 				   : e->window_end > now ? 0
 							 : r->count;
 	}
+}
+
+bool
+ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
+		    const struct config_user_limits *pol, uint64_t now_ms,
+		    uint64_t avail[LIMIT_USER_KINDS])
+{
+	struct shard *sh = shard_of(&l->users, key);
+	struct entry *e;
+
+	pthread_mutex_lock(&sh->mu);
+	e = ratelimit_find(sh, key);
+	user_avail(e, pol, now_ms * NS_PER_MS, avail);
 	pthread_mutex_unlock(&sh->mu);
 	return e != NULL;
+}
+
+size_t
+ratelimit_user_scan(struct ratelimit *l, unsigned *shard, uint64_t now_ms,
+		    struct ratelimit_user_seen *out, size_t max,
+		    bool *truncated)
+{
+	uint64_t now = now_ms * NS_PER_MS;
+	struct shard *sh;
+	size_t n = 0;
+
+	if (*shard >= l->users.nshards)
+		*shard = 0;
+	sh = &l->users.shards[*shard];
+	pthread_mutex_lock(&sh->mu);
+	for (uint32_t h = 0; h < sh->nheads; h++) {
+		for (uint32_t i = sh->heads[h]; i != NIL;
+		     i = sh->pool[i].next) {
+			const struct entry *e = &sh->pool[i];
+			bool used = e->window_end > now && e->used > 0;
+
+			for (int k = 0; k < LIMIT_QUOTA; k++)
+				used |= e->tat[k] > now;
+			if (!used)
+				continue;
+			if (n == max) {
+				*truncated = true;
+				goto done;
+			}
+			memcpy(out[n].key, e->key, sizeof(out[n].key));
+			for (int k = 0; k < LIMIT_QUOTA; k++)
+				out[n].tat[k] = e->tat[k];
+			out[n].window_end = e->window_end;
+			out[n].used = e->used;
+			n++;
+		}
+	}
+done:
+	pthread_mutex_unlock(&sh->mu);
+	*shard = *shard + 1 < l->users.nshards ? *shard + 1 : 0;
+	return n;
+}
+
+void
+ratelimit_user_avail(const struct ratelimit_user_seen *u,
+		     const struct config_user_limits *pol, uint64_t now_ms,
+		     uint64_t avail[LIMIT_USER_KINDS])
+{
+	struct entry e = {.window_end = u->window_end, .used = u->used};
+
+	for (int k = 0; k < LIMIT_QUOTA; k++)
+		e.tat[k] = u->tat[k];
+	user_avail(&e, pol, now_ms * NS_PER_MS, avail);
 }
 
 bool

@@ -122,6 +122,28 @@ bool ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
 			 const struct config_user_limits *pol, uint64_t now_ms,
 			 uint64_t avail[LIMIT_USER_KINDS]);
 
+/* A tracked user as ratelimit_user_scan() copies it out. */
+struct ratelimit_user_seen {
+	uint8_t key[16];	   /* struct ratelimit_key's b */
+	uint64_t tat[LIMIT_QUOTA]; /* the rate buckets' GCRA times, ns */
+	uint64_t window_end, used; /* the quota window */
+};
+/*
+ * The status page's look at the user table, one shard per call: the
+ * users of shard *shard with a bucket not full (or quota used) now are
+ * copied into out (at most max of them; *truncated set when there were
+ * more), under that shard's mutex alone, so a worker waits at most for
+ * one shard's copy.  *shard moves on; it is back at 0 when the table is
+ * done.  Returns how many were copied.
+ */
+size_t ratelimit_user_scan(struct ratelimit *l, unsigned *shard,
+			   uint64_t now_ms, struct ratelimit_user_seen *out,
+			   size_t max, bool *truncated);
+/* What a user seen by the scan could take at now_ms, per kind, as
+ * ratelimit_user_peek() says it (UINT64_MAX: not limited). */
+void ratelimit_user_avail(const struct ratelimit_user_seen *u,
+			  const struct config_user_limits *pol, uint64_t now_ms,
+			  uint64_t avail[LIMIT_USER_KINDS]);
 /* An operator's reset of one login: its buckets, quota window, failure
  * score and so its login slow-down go, as if it had never been seen.
  * false when the login has no state (nothing to reset). */

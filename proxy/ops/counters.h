@@ -32,6 +32,22 @@ enum counter_outcome {
 	OUTCOME_COUNT,
 };
 
+/* Why a listener refused a connection (at accept, or by policy at
+ * connect): the status page's refusals per listener. */
+enum counter_refusal {
+	REFUSAL_BLOCKLIST,	 /* a ban or the blocklist files */
+	REFUSAL_MAX_SESSIONS,	 /* limits.max_sessions */
+	REFUSAL_MAX_MEMORY,	 /* limits.max_memory */
+	REFUSAL_PROXY,		 /* a PROXY header missing or bad */
+	REFUSAL_IP_BANNED,	 /* failed logins earned the network a ban */
+	REFUSAL_IP_RATE,	 /* limits.ip.connections */
+	REFUSAL_IP_CONCURRENCY,	 /* limits.ip.concurrency */
+	REFUSAL_IP_TABLE_FULL,	 /* limits.ip.max_entries */
+	REFUSAL_LISTENER_DENIED, /* the listener's allow/deny lists */
+	REFUSAL_OTHER,		 /* out of memory */
+	REFUSAL_COUNT,
+};
+
 /* The TLS version a handshake settled on; UNKNOWN: it failed before. */
 enum counter_tls {
 	TLSV_1_3,

@@ -76,6 +76,19 @@ static const char *const limit_labels[LIMIT_HIT_COUNT] = {
 	[LIMIT_HIT_HANDSHAKE_TIMEOUT] = "handshake_timeout",
 };
 
+static const char *const refusal_labels[REFUSAL_COUNT] = {
+	[REFUSAL_BLOCKLIST] = "blocklist",
+	[REFUSAL_MAX_SESSIONS] = "max_sessions",
+	[REFUSAL_MAX_MEMORY] = "max_memory",
+	[REFUSAL_PROXY] = "proxy_header",
+	[REFUSAL_IP_BANNED] = "ip_banned",
+	[REFUSAL_IP_RATE] = "ip_connection_rate",
+	[REFUSAL_IP_CONCURRENCY] = "ip_concurrency",
+	[REFUSAL_IP_TABLE_FULL] = "ip_table_full",
+	[REFUSAL_LISTENER_DENIED] = "listener_denied",
+	[REFUSAL_OTHER] = "other",
+};
+
 /* enum blocklist_reason, in order. */
 static const char *const reason_labels[METRICS_XDP_REASONS] = {
 	"file",
@@ -97,8 +110,33 @@ metrics_label(enum metrics_label_kind kind, int i)
 		return i >= 0 && i < AUTH_RESULT_COUNT ? auth_labels[i] : NULL;
 	case METRICS_LABEL_LIMIT:
 		return i >= 0 && i < LIMIT_HIT_COUNT ? limit_labels[i] : NULL;
+	case METRICS_LABEL_REFUSAL:
+		return i >= 0 && i < REFUSAL_COUNT ? refusal_labels[i] : NULL;
 	}
 	return NULL;
+}
+
+double
+metrics_hist_quantile(const struct metrics_hist *h, double q)
+{
+	uint64_t total = 0, cum = 0;
+	double rank;
+
+	for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++)
+		total += h->bucket[i];
+	if (total == 0)
+		return -1;
+	rank = q * (double)total;
+	for (int i = 0; i < COUNTERS_HIST_BOUNDS; i++) {
+		double lo = i ? (double)counters_hist_bound_us[i - 1] : 0;
+		double hi = (double)counters_hist_bound_us[i];
+
+		if (h->bucket[i] > 0 && (double)(cum + h->bucket[i]) >= rank)
+			return lo + (hi - lo) * (rank - (double)cum) /
+					    (double)h->bucket[i];
+		cum += h->bucket[i];
+	}
+	return (double)counters_hist_bound_us[COUNTERS_HIST_BOUNDS - 1];
 }
 
 /* ---------------------------------------------------------------------
@@ -266,11 +304,35 @@ render_sessions(const struct metrics_snapshot *m, FILE *out)
 				outcome_labels[o], m->listeners[i].sessions[o]);
 		}
 	}
+	family(out, "msaproxy_listener_sessions_open", "gauge",
+	       "Client sessions open now, by listener address.");
+	for (size_t i = 0; i < m->nlisteners; i++)
+		sample(out, "msaproxy_listener_sessions_open", "listener",
+		       m->listeners[i].name, m->listeners[i].open);
+	family(out, "msaproxy_listener_refusals_total", "counter",
+	       "Sessions refused at connect, by listener address and reason "
+	       "(the outcome=\"refused\" sessions, split).");
+	for (size_t i = 0; i < m->nlisteners; i++) {
+		for (int r = 0; r < REFUSAL_COUNT; r++) {
+			fputs("msaproxy_listener_refusals_total{listener=\"",
+			      out);
+			label_value(out, m->listeners[i].name);
+			fprintf(out, "\",reason=\"%s\"} %" PRIu64 "\n",
+				refusal_labels[r], m->listeners[i].refusals[r]);
+		}
+	}
 	family(out, "msaproxy_tls_handshakes_total", "counter",
 	       "Client TLS handshakes completed, by protocol version.");
 	for (int v = 0; v < TLSV_COUNT; v++)
 		sample(out, "msaproxy_tls_handshakes_total", "version",
 		       tls_labels[v], m->tls_ok[v]);
+	family(out, "msaproxy_tls_resumed_total", "counter",
+	       "Client TLS handshakes that resumed a session (ticket or "
+	       "cache), by protocol version: part of "
+	       "msaproxy_tls_handshakes_total.");
+	for (int v = 0; v < TLSV_COUNT; v++)
+		sample(out, "msaproxy_tls_resumed_total", "version",
+		       tls_labels[v], m->tls_resumed[v]);
 	family(out, "msaproxy_tls_handshake_failures_total", "counter",
 	       "Client TLS handshakes that failed or timed out, by protocol "
 	       "version (unknown: before one was agreed).");

@@ -33,6 +33,8 @@ struct metrics_hist {
 struct metrics_listener {
 	const char *name; /* the address as configured, or "other" */
 	uint64_t sessions[OUTCOME_COUNT];
+	uint64_t open;			  /* sessions open now */
+	uint64_t refusals[REFUSAL_COUNT]; /* of sessions[OUTCOME_REFUSED] */
 };
 
 struct metrics_backend {
@@ -57,6 +59,7 @@ struct metrics_snapshot {
 	const struct metrics_listener *listeners;
 	size_t nlisteners;
 	uint64_t tls_ok[TLSV_COUNT], tls_failed[TLSV_COUNT];
+	uint64_t tls_resumed[TLSV_COUNT]; /* of tls_ok */
 	uint64_t auth[MECH_COUNT][AUTH_RESULT_COUNT];
 	uint64_t limits[LIMIT_HIT_COUNT];
 	uint64_t proxy_in[PROXY_IN_COUNT]; /* PROXY headers, by result */
@@ -98,15 +101,22 @@ struct metrics_snapshot {
 
 /* A label value as the exposition writes it (the status page's JSON uses
  * the same names): outcome, TLS version, mechanism, AUTH result, limit
- * kind; NULL past the end. */
+ * kind, refusal reason; NULL past the end. */
 enum metrics_label_kind {
 	METRICS_LABEL_OUTCOME,
 	METRICS_LABEL_TLS,
 	METRICS_LABEL_MECH,
 	METRICS_LABEL_AUTH,
 	METRICS_LABEL_LIMIT,
+	METRICS_LABEL_REFUSAL,
 };
 const char *metrics_label(enum metrics_label_kind kind, int i);
+
+/* The q-quantile (0 < q < 1) of h in microseconds, by linear
+ * interpolation inside the bucket it falls in (as Prometheus's
+ * histogram_quantile()); in the +Inf bucket: the last finite bound.  -1
+ * when h has no observation. */
+double metrics_hist_quantile(const struct metrics_hist *h, double q);
 
 /* The whole exposition of m, in the text format (version 0.0.4). */
 void metrics_render(const struct metrics_snapshot *m, FILE *out);

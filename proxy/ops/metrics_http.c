@@ -2,8 +2,9 @@
  * metrics_http.c - GET /metrics over HTTP/1.x, non-blocking, on the main
  * thread (see metrics_http.h).
  *
- * Why not a library (libmicrohttpd): one URL, one method, no keep-alive,
- * no TLS; what a library adds is a thread that would read the server's
+ * Why not a library (libmicrohttpd): a few URLs, two methods, no
+ * keep-alive, TLS through OpenSSL as the listeners have it; what a library
+ * adds is a thread that would read the server's
  * state beside the main thread (generations and the backend list change
  * there at every reload), a much larger parser facing the network, and a
  * dependency.  Here the answer is made on the thread that owns that state,
@@ -22,14 +23,23 @@
  * log_quote().  The read-only endpoint has no access control: bind it to
  * loopback or a management network (docs/OPERATIONS.md).  The admin
  * actions (metrics.admin, off by default) are refused to any peer but
- * loopback, before anything else; then they need a login of the users
- * file (Authorization: Basic, the password wiped after the check) and,
+ * loopback unless the endpoint speaks TLS (metrics.tls), before anything
+ * else; then they need a login of the users file or of
+ * metrics.admin_users (Authorization: Basic, the password wiped after the
+ * check) and,
  * for a POST, the login's CSRF token (compared in constant time) and no
  * foreign Origin.  Their form is at most ACTION_BODY_MAX bytes, read only
  * within its Content-Length and the request buffer.
  *
- * Config keys: metrics.listen, metrics.status, metrics.admin (through the
- * callbacks of metrics_http_set_status()).
+ * With metrics.tls every connection is TLS (1.2 and up, the certificate
+ * and key read at start): the handshake runs non-blocking in the same
+ * poll loop and under the same time limit; a client that speaks plain
+ * HTTP to it gets no answer (msg=metrics-tls-failed), and the 503 and
+ * 408 given on the way out are not sent in clear into a TLS stream.
+ *
+ * Config keys: metrics.listen, metrics.tls.cert, metrics.tls.key,
+ * metrics.status, metrics.admin (through the callbacks of
+ * metrics_http_set_status()).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,8 +56,11 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 
+#include "config/config.h"
 #include "lib/log.h"
 #include "ops/metrics.h"
 #include "ops/metrics_http.h"
@@ -74,6 +87,8 @@ struct http_conn {
 	uint64_t deadline;
 	char peer[PEER_MAX];
 	bool local; /* a loopback peer: may use the admin actions */
+	SSL *ssl;   /* metrics.tls: the connection's TLS, else NULL */
+	short want; /* TLS waits for this poll event (0: the state's) */
 	size_t used;
 	enum metrics_http_route route;
 	char *resp;
@@ -87,6 +102,7 @@ struct metrics_http {
 	void *arg;
 	struct metrics_http_status status; /* .json NULL: no status page */
 	unsigned char csrf_key[32];	   /* drawn at open */
+	SSL_CTX *tls;			   /* metrics.tls, or NULL: plain */
 	struct http_conn conns[METRICS_HTTP_CONNS];
 };
 
@@ -489,10 +505,13 @@ origin_ok(const struct http_conn *c, size_t hlen)
 	const char *o = header_value(c->req, hlen, "origin", &olen);
 	const char *host = header_value(c->req, hlen, "host", &hl);
 
+	const char *scheme = c->ssl != NULL ? "https://" : "http://";
+	size_t sl = strlen(scheme);
+
 	if (o == NULL)
 		return true;
-	return host != NULL && olen == 7 + hl && memcmp(o, "http://", 7) == 0 &&
-	       memcmp(o + 7, host, hl) == 0;
+	return host != NULL && olen == sl + hl && memcmp(o, scheme, sl) == 0 &&
+	       memcmp(o + sl, host, hl) == 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -502,6 +521,9 @@ origin_ok(const struct http_conn *c, size_t hlen)
 static void
 conn_close(struct http_conn *c)
 {
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	c->want = 0;
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->resp);
@@ -614,11 +636,12 @@ respond_admin(struct metrics_http *h, struct http_conn *c)
 		log_bad(c, 404, "metrics.admin is off");
 		return true;
 	}
-	if (!c->local) {
+	if (!c->local && c->ssl == NULL) {
 		c->resp = json_answer(403, STATUS_HEADERS,
-				      "admin actions from loopback only",
+				      "admin actions over TLS (metrics.tls) "
+				      "or from loopback only",
 				      &c->resp_len);
-		log_bad(c, 403, "admin from a non-loopback peer");
+		log_bad(c, 403, "admin from a non-loopback peer without TLS");
 		return true;
 	}
 	if (!basic_login(h, c, hlen, user, sizeof(user))) {
@@ -758,11 +781,67 @@ respond(struct metrics_http *h, struct http_conn *c, int status)
 	c->deadline = timer_now_ms() + METRICS_HTTP_TIMEOUT_MS;
 }
 
+/* What an SSL_read() or SSL_write() that returned n <= 0 means: -1 with
+ * errno EAGAIN (c->want says which poll event to wait for), 0 closed,
+ * -1 with EPROTO (logged) for a TLS error. */
+static ssize_t
+tls_result(struct http_conn *c, int n)
+{
+	char e[256];
+
+	switch (SSL_get_error(c->ssl, n)) {
+	case SSL_ERROR_WANT_READ:
+		c->want = POLLIN;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_WANT_WRITE:
+		c->want = POLLOUT;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		ERR_error_string_n(ERR_peek_last_error(), e, sizeof(e));
+		log_info("metrics-tls-failed", " client=%s error=\"%s\"",
+			 c->peer,
+			 ERR_peek_last_error() ? e : "connection lost");
+		ERR_clear_error();
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+/* recv(), or SSL_read() (the handshake first) with metrics.tls. */
+static ssize_t
+conn_recv(struct http_conn *c, void *buf, size_t len)
+{
+	int n;
+
+	c->want = 0;
+	if (c->ssl == NULL)
+		return recv(c->fd, buf, len, MSG_DONTWAIT);
+	ERR_clear_error();
+	n = SSL_read(c->ssl, buf, (int)len);
+	return n > 0 ? n : tls_result(c, n);
+}
+
+static ssize_t
+conn_send(struct http_conn *c, const void *buf, size_t len)
+{
+	int n;
+
+	c->want = 0;
+	if (c->ssl == NULL)
+		return send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	ERR_clear_error();
+	n = SSL_write(c->ssl, buf, (int)len);
+	return n > 0 ? n : tls_result(c, n);
+}
+
 static void
 on_read(struct metrics_http *h, struct http_conn *c)
 {
-	ssize_t n = recv(c->fd, c->req + c->used, sizeof(c->req) - c->used,
-			 MSG_DONTWAIT);
+	ssize_t n = conn_recv(c, c->req + c->used, sizeof(c->req) - c->used);
 	int status;
 
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -810,9 +889,8 @@ static void
 on_write(struct http_conn *c)
 {
 	while (c->resp_off < c->resp_len) {
-		ssize_t n = send(c->fd, c->resp + c->resp_off,
-				 c->resp_len - c->resp_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = conn_send(c, c->resp + c->resp_off,
+				      c->resp_len - c->resp_off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -826,6 +904,9 @@ on_write(struct http_conn *c)
 	}
 	free(c->resp);
 	c->resp = NULL;
+	if (c->ssl != NULL) /* close_notify, one try: the answer is out */
+		(void)SSL_shutdown(c->ssl);
+	c->want = 0;
 	shutdown(c->fd, SHUT_WR);
 	c->state = CONN_LINGER;
 	c->deadline = timer_now_ms() + LINGER_MS;
@@ -850,7 +931,8 @@ expire(struct http_conn *c, uint64_t now)
 		return;
 	if (c->state == CONN_READ) {
 		log_bad(c, 408, "no complete request in time");
-		send_once(c->fd, 408);
+		if (c->ssl == NULL) /* no plain text into a TLS stream */
+			send_once(c->fd, 408);
 	} else if (c->state == CONN_WRITE) {
 		log_warn("metrics-send-timeout",
 			 " client=%s sent=%zu bytes=%zu detail=\"the answer "
@@ -900,9 +982,18 @@ metrics_http_accept(struct metrics_http *h)
 				 " client=%s status=503 detail=\"%d "
 				 "connections already open\"",
 				 peer, METRICS_HTTP_CONNS);
-			send_once(fd, 503);
+			if (h->tls == NULL)
+				send_once(fd, 503);
 			close(fd);
 			continue;
+		}
+		if (h->tls != NULL && (c->ssl = SSL_new(h->tls)) == NULL) {
+			close(fd);
+			continue;
+		}
+		if (c->ssl != NULL) {
+			SSL_set_fd(c->ssl, fd);
+			SSL_set_accept_state(c->ssl);
 		}
 		c->fd = fd;
 		c->local = metrics_http_local_peer(&ss);
@@ -916,6 +1007,59 @@ metrics_http_accept(struct metrics_http *h)
 /* ---------------------------------------------------------------------
  * Entry points
  */
+
+/* metrics.tls: the endpoint's certificate chain and key (TLS 1.2 and
+ * up), read at start; NULL with "file:line: metrics.tls.KEY: why". */
+static SSL_CTX *
+tls_ctx(const struct config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char e[256] = "out of memory";
+
+	ERR_clear_error();
+	if (ctx == NULL ||
+	    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+		goto fail_cert;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->metrics_tls_cert) !=
+	    1) {
+		ERR_error_string_n(ERR_peek_last_error(), e, sizeof(e));
+		goto fail_cert;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->metrics_tls_key,
+					SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_error_string_n(ERR_peek_last_error(), e, sizeof(e));
+		config_fail(cfg, "metrics.tls.key", "metrics.tls", err, errlen,
+			    "%s: %s", cfg->metrics_tls_key, e);
+		goto fail;
+	}
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+				      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	ERR_clear_error();
+	return ctx;
+fail_cert:
+	config_fail(cfg, "metrics.tls.cert", "metrics.tls", err, errlen,
+		    "%s: %s", cfg->metrics_tls_cert, e);
+fail:
+	ERR_clear_error();
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+int
+metrics_http_check_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+
+	if (cfg->metrics_tls_cert == NULL)
+		return 0;
+	ctx = tls_ctx(cfg, err, errlen);
+	SSL_CTX_free(ctx);
+	return ctx != NULL ? 0 : -1;
+}
 
 struct metrics_http *
 metrics_http_open(const struct config *cfg, metrics_body_fn *body, void *arg,
@@ -940,6 +1084,12 @@ metrics_http_open(const struct config *cfg, metrics_body_fn *body, void *arg,
 	}
 	for (int i = 0; i < METRICS_HTTP_CONNS; i++)
 		h->conns[i].fd = -1;
+	h->fd = -1;
+	if (cfg->metrics_tls_cert != NULL &&
+	    (h->tls = tls_ctx(cfg, err, errlen)) == NULL) {
+		metrics_http_close(h);
+		return NULL;
+	}
 	h->fd = socket(a->ss.ss_family,
 		       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (h->fd < 0 ||
@@ -976,6 +1126,7 @@ metrics_http_close(struct metrics_http *h)
 		conn_close(&h->conns[i]);
 	if (h->fd >= 0)
 		close(h->fd);
+	SSL_CTX_free(h->tls);
 	free(h);
 }
 
@@ -995,7 +1146,9 @@ metrics_http_pollfds(struct metrics_http *h, struct pollfd *pfd,
 			continue;
 		pfd[n++] = (struct pollfd){
 			.fd = c->fd,
-			.events = c->state == CONN_WRITE ? POLLOUT : POLLIN,
+			.events = c->want		   ? c->want
+				  : c->state == CONN_WRITE ? POLLOUT
+							   : POLLIN,
 		};
 		wait = c->deadline > now ? c->deadline - now : 0;
 		if (*timeout_ms < 0 || wait < (uint64_t)*timeout_ms)

@@ -19,11 +19,12 @@
  * inline code and status.json, no framing, no caching).
  *
  * With metrics.admin on too, POST /status/action (ban, unban, backend
- * enable/disable) from loopback peers only, with HTTP basic auth against
- * the users file and a CSRF token: HMAC-SHA256 of the login under a key
+ * enable/disable) from loopback peers only (any peer with metrics.tls),
+ * with HTTP basic auth against the users file (or metrics.admin_users)
+ * and a CSRF token: HMAC-SHA256 of the login under a key
  * drawn at start, handed out by GET /status.json?admin to that login.
  *
- * Config keys: metrics.listen.
+ * Config keys: metrics.listen, metrics.tls.
  */
 #ifndef MSAPROXY_METRICS_HTTP_H
 #define MSAPROXY_METRICS_HTTP_H
@@ -69,8 +70,13 @@ enum metrics_http_route {
 	METRICS_ROUTE_ACTION,	   /* POST /status/action (metrics.admin) */
 };
 
-/* Pure, for tests: may this peer use the admin actions (loopback only:
- * the endpoint has no TLS)? */
+/* metrics.tls (none: 0): the certificate and key load and match, as the
+ * start will need them; -1 with "FILE:LINE: metrics.tls.KEY: why". */
+struct config;
+int metrics_http_check_tls(const struct config *cfg, char *err, size_t errlen);
+
+/* Pure, for tests: is this peer loopback (the admin actions' condition
+ * when the endpoint has no TLS)? */
 struct sockaddr_storage;
 bool metrics_http_local_peer(const struct sockaddr_storage *ss);
 

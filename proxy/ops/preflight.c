@@ -15,6 +15,8 @@
  *                      exists and pin_dir is a directory or can be made
  *                      in one (without required, a failure is logged at
  *                      start and the list is enforced at accept())
+ *   metrics.tls        metrics_http_check_tls(): the certificate and
+ *                      key load and match (read at start only)
  *   users file, certificates, keys, backends' CA files
  *                      generation.c, at every load (-t, start, reload)
  *   listeners, metrics.listen
@@ -24,7 +26,8 @@
  * There is no pid file and no log file (log.output is stderr or syslog;
  * a syslog socket that is missing is retried, never fatal).
  *
- * Config keys: control.socket, blocklist.files, blocklist.xdp.
+ * Config keys: control.socket, blocklist.files, blocklist.xdp,
+ * metrics.tls.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@
 
 #include "bans/bans.h"
 #include "config/config.h"
+#include "ops/metrics_http.h"
 #include "ops/preflight.h"
 
 /* The directory part of path ("." for none), in dir. */
@@ -92,7 +96,8 @@ int
 preflight_check(const struct config *cfg, char *err, size_t errlen)
 {
 	if (preflight_control_socket(cfg, err, errlen) != 0 ||
-	    bans_check(cfg, err, errlen) != 0)
+	    bans_check(cfg, err, errlen) != 0 ||
+	    metrics_http_check_tls(cfg, err, errlen) != 0)
 		return -1;
 	return 0;
 }

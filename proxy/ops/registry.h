@@ -30,6 +30,9 @@
 struct registry_backend {
 	char name[REGISTRY_NAME_MAX];
 	atomic_bool disabled;
+	/* The operator's last enable or disable (main thread only):
+	 * CLOCK_MONOTONIC ms, 0 none. */
+	uint64_t admin_ms;
 };
 
 struct registry {

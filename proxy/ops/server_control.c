@@ -37,6 +37,7 @@
 #include "limits/caps.h"
 #include "limits/ratelimit.h"
 #include "ops/counters.h"
+#include "ops/metrics.h"
 #include "ops/registry.h"
 #include "ops/server.h"
 #include "ops/server_internal.h"
@@ -365,6 +366,76 @@ server_user_reset(struct server *srv, const char *login, char *err,
  * Backends: list, enable, disable
  */
 
+/* Slot slot's histogram h (connect or transaction) over every worker. */
+static void
+backend_hist(struct server *srv, unsigned slot, bool transaction,
+	     struct metrics_hist *h)
+{
+	memset(h, 0, sizeof(*h));
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		const struct worker_counters *c =
+			worker_counters(srv->workers[k]);
+		const struct counter_hist *from =
+			transaction ? &c->backend_transaction[slot]
+				    : &c->backend_connect[slot];
+
+		for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++)
+			h->bucket[i] += counter_read(&from->bucket[i]);
+		h->count += counter_read(&from->count);
+	}
+}
+
+/* JSON: p50 and p99 in ms since the start (null: no observation). */
+static void
+backend_latency(FILE *out, struct server *srv, unsigned slot)
+{
+	for (int t = 0; t < 2; t++) {
+		struct metrics_hist h;
+		double p50, p99;
+
+		backend_hist(srv, slot, t == 1, &h);
+		p50 = metrics_hist_quantile(&h, 0.5);
+		p99 = metrics_hist_quantile(&h, 0.99);
+		fprintf(out, "%s\"%s\":{\"count\":%" PRIu64, t ? "," : "",
+			t ? "transaction" : "connect", h.count);
+		if (p50 < 0)
+			fputs(",\"p50_ms\":null,\"p99_ms\":null}", out);
+		else
+			fprintf(out, ",\"p50_ms\":%.3f,\"p99_ms\":%.3f}",
+				p50 / 1000.0, p99 / 1000.0);
+	}
+}
+
+/* JSON: the last change of state (health, or the operator's), the wall
+ * clock in Unix seconds (null: none since the start). */
+static void
+backend_change(FILE *out, struct server *srv, size_t i, unsigned slot)
+{
+	const struct registry_backend *rb = &srv->reg->backend[slot];
+	uint64_t at = 0, now = timer_now_ms();
+	bool check = false;
+	enum backend_pool_why why = backend_pool_last_change(
+		srv->gen->backend_pool, i, &at, &check);
+	const char *name = backend_pool_why_name(why);
+	const char *source = check ? "check" : "session";
+
+	if (why == BACKEND_WHY_NONE)
+		at = 0;
+	if (rb->admin_ms != 0 && rb->admin_ms >= at) {
+		at = rb->admin_ms;
+		source = "operator";
+		name = atomic_load(&rb->disabled) ? "disabled" : "enabled";
+	}
+	if (at == 0 || at > now) {
+		fputs(",\"last_change\":null", out);
+		return;
+	}
+	fprintf(out,
+		",\"last_change\":{\"at\":%" PRIu64
+		",\"why\":\"%s\",\"source\":\"%s\"}",
+		(server_wall_ms() - (now - at)) / 1000, name, source);
+}
+
 void
 server_backends(struct server *srv, FILE *out, bool json)
 {
@@ -375,14 +446,24 @@ server_backends(struct server *srv, FILE *out, bool json)
 		const char *name = cfg->backends[i].addr.text;
 		bool up = backend_pool_is_up(pool, i),
 		     on = backend_pool_is_enabled(pool, i);
+		unsigned slot = backend_pool_slot(pool, i);
 
 		fprintf(out,
 			json ? "{\"backend\":\"%s\",\"health\":\"%s\","
 			       "\"admin\":\"%s\",\"connections\":%u,"
-			       "\"weight\":%u}\n"
+			       "\"weight\":%u"
 			     : "%s %s %s connections=%u weight=%u\n",
 			name, up ? "up" : "down", on ? "enabled" : "disabled",
 			backend_pool_conns(pool, i), cfg->backends[i].weight);
+		if (!json)
+			continue;
+		if (slot < COUNTERS_BACKENDS) {
+			fputs(",\"latency\":{", out);
+			backend_latency(out, srv, slot);
+			fputc('}', out);
+			backend_change(out, srv, i, slot);
+		}
+		fputs("}\n", out);
 	}
 }
 
@@ -414,6 +495,7 @@ server_backend_set(struct server *srv, const char *name, bool enable, FILE *out,
 		return -1;
 	}
 	atomic_store(&srv->reg->backend[slot].disabled, !enable);
+	srv->reg->backend[slot].admin_ms = timer_now_ms();
 	for (size_t k = 0; k < cfg->nbackends; k++)
 		left += backend_pool_is_enabled(srv->gen->backend_pool, k);
 	log_info(enable ? "backend-enabled" : "backend-disabled",

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "config/config.h"
@@ -39,8 +40,9 @@ struct fixed_keys {
 	gid_t run_gid;
 	int seccomp;
 	struct config_addr metrics_listen;
-	char cluster[1024]; /* cluster.*, as one line */
-	char auth[768];	    /* auth.backend, auth.dovecot.*, auth.http.* */
+	char metrics_tls[2 * 4096 + 2]; /* metrics.tls.cert, key */
+	char cluster[1024];		/* cluster.*, as one line */
+	char auth[768]; /* auth.backend, auth.dovecot.*, auth.http.* */
 };
 
 struct server {
@@ -112,6 +114,10 @@ int server_overview_login(void *arg, const char *user, const char *pass);
 int server_overview_action(void *arg, const char *user, const char *op,
 			   const char *target, const char *ttl, char *err,
 			   size_t errlen);
+
+/* server_users.c: the status page's "users" object: the ten users
+ * nearest their limits, with what they could still take. */
+void server_users_nearest(struct server *srv, FILE *out);
 
 /* server_reload.c: what start-up shares with a reload. */
 struct listen_set;

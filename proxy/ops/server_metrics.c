@@ -84,9 +84,16 @@ sum_workers(struct server *srv, struct metrics_snapshot *m,
 			for (int o = 0; o < OUTCOME_COUNT; o++)
 				ls[i].sessions[o] +=
 					counter_read(&c->sessions[i][o]);
+		for (unsigned i = 0; i < srv->reg->nlisteners; i++) {
+			ls[i].open += counter_read(&c->open[i]);
+			for (int r = 0; r < REFUSAL_COUNT; r++)
+				ls[i].refusals[r] +=
+					counter_read(&c->refusals[i][r]);
+		}
 		for (int v = 0; v < TLSV_COUNT; v++) {
 			m->tls_ok[v] += counter_read(&c->tls_ok[v]);
 			m->tls_failed[v] += counter_read(&c->tls_failed[v]);
+			m->tls_resumed[v] += counter_read(&c->tls_resumed[v]);
 		}
 		for (int i = 0; i < MECH_COUNT; i++)
 			for (int r = 0; r < AUTH_RESULT_COUNT; r++)

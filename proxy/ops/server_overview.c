@@ -12,22 +12,34 @@
  * per-listener, TLS, AUTH and limit counts are those a scrape shows
  * (server_snapshot_take(), the label names of metrics.c).
  *
+ * Listeners also say how many sessions are open now (a per-listener
+ * count the workers keep), their arrivals per second and the AUTH
+ * results per minute over the last minute (from the history's samples:
+ * the latest a minute old, or the oldest), and their refusals by reason;
+ * backends their latency and last change (server_backends()), bans their
+ * XDP drops (bans_list()); "users" the ten nearest their limits
+ * (server_users.c).
+ *
  * The history is a ring of SERIES_POINTS samples, one per SERIES_STEP_MS,
  * taken on the main thread (server_overview_tick(), called from the
  * metrics listener's poll loop): only a few counter sums, no allocation.
  *
- * Security stance: read-only, and no login, password or message content:
- * the bans are network prefixes the operator or the limits set, the rest
- * counts and configured addresses.  Strings from the configuration are
+ * Security stance: read-only, and no password or message content: the
+ * bans are network prefixes the operator or the limits set, the users
+ * nearest their limits logins (or their hashes, metrics.hash_logins), the
+ * rest counts and configured addresses.  Strings from the configuration are
  * JSON-escaped.
  *
  * The admin actions (metrics.admin; metrics_http.c checks the peer, the
  * login and the CSRF token first) are the control socket's own: ban,
  * unban, backend enable and disable, through server_ban(),
- * server_unban() and server_backend_set(), each logged with the login.
+ * server_unban() and server_backend_set(), each logged with the login;
+ * the login is checked against metrics.admin_users when set, else the
+ * users file.
  *
  * Config keys: metrics.status (whether the page is served at all, checked
- * by metrics_http.c through server_overview_enabled()), metrics.admin.
+ * by metrics_http.c through server_overview_enabled()), metrics.admin,
+ * metrics.admin_users.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -53,9 +65,15 @@
 #define SERIES_POINTS  91 /* 15 minutes of steps, and the start */
 #define SERIES_STEP_MS 10000
 
+#define RATE_WINDOW_MS 60000 /* the page's "now" rates: the last minute */
+
 struct series_point {
 	uint64_t wall_ms;
 	uint64_t sessions, auth_failures, xdp_dropped, messages;
+	/* for the last minute's rates: connections per listener slot
+	 * (ended, refused or open), AUTH by mechanism and result */
+	uint64_t arrivals[COUNTERS_LISTENERS];
+	uint64_t auth[MECH_COUNT][AUTH_RESULT_COUNT];
 };
 
 /* Main thread only (the metrics listener's loop and its answers). */
@@ -144,6 +162,75 @@ array_of(FILE *out, struct server *srv,
 	free(text);
 }
 
+/* The counters the history follows, summed now. */
+static void
+sample(struct server *srv, struct series_point *p)
+{
+	struct bans_counts bc;
+
+	*p = (struct series_point){.wall_ms = server_wall_ms()};
+	for (unsigned k = 0; k < srv->nworkers; k++) {
+		const struct worker_counters *c =
+			worker_counters(srv->workers[k]);
+
+		p->sessions += counter_read(&c->accepted);
+		p->messages += counter_read(&c->messages);
+		for (int i = 0; i < MECH_COUNT; i++) {
+			p->auth_failures +=
+				counter_read(&c->auth[i][AUTH_FAILURE]);
+			for (int r = 0; r < AUTH_RESULT_COUNT; r++)
+				p->auth[i][r] += counter_read(&c->auth[i][r]);
+		}
+		for (unsigned i = 0; i < COUNTERS_LISTENERS; i++) {
+			p->arrivals[i] += counter_read(&c->open[i]);
+			for (int o = 0; o < OUTCOME_COUNT; o++)
+				p->arrivals[i] +=
+					counter_read(&c->sessions[i][o]);
+		}
+	}
+	if (srv->shared.bans != NULL) {
+		bans_counts(srv->shared.bans, &bc);
+		for (int r = 0; r < METRICS_XDP_REASONS; r++)
+			p->xdp_dropped += bc.xdp_dropped_packets[r];
+	}
+}
+
+/* The k-th point of the history, oldest first; k == ring.n is now. */
+static const struct series_point *
+point(unsigned k, const struct series_point *now)
+{
+	unsigned first = (ring.next + SERIES_POINTS - ring.n) % SERIES_POINTS;
+
+	return k == ring.n ? now : &ring.p[(first + k) % SERIES_POINTS];
+}
+
+/* The latest sample at least a minute older than now (the oldest when
+ * none is), for the "now" rates; now itself when there is no sample. */
+static const struct series_point *
+window_base(const struct series_point *now)
+{
+	const struct series_point *base = now;
+
+	for (unsigned k = ring.n; k-- > 0;) {
+		base = point(k, now);
+		if (base->wall_ms + RATE_WINDOW_MS <= now->wall_ms)
+			break;
+	}
+	return base;
+}
+
+/* b - a per second (per minute: per_min) from sample a to sample b. */
+static double
+rate_of(uint64_t a, uint64_t b, const struct series_point *pa,
+	const struct series_point *pb, bool per_min)
+{
+	double dt = (double)(pb->wall_ms - pa->wall_ms) / 1000.0;
+
+	if (dt < 1 || b < a)
+		return 0;
+	return (double)(b - a) / dt * (per_min ? 60.0 : 1.0);
+}
+
 static void
 node(FILE *out, struct server *srv, const struct metrics_snapshot *m)
 {
@@ -161,9 +248,11 @@ node(FILE *out, struct server *srv, const struct metrics_snapshot *m)
 	fputc('}', out);
 }
 
-/* The configured listeners, with their sessions by outcome. */
+/* The configured listeners: sessions by outcome, open now, the last
+ * minute's arrivals per second, refusals by reason. */
 static void
-listeners(FILE *out, struct server *srv, const struct server_snapshot *s)
+listeners(FILE *out, struct server *srv, const struct server_snapshot *s,
+	  const struct series_point *now, const struct series_point *base)
 {
 	const struct config *cfg = srv->gen->cfg;
 
@@ -171,6 +260,8 @@ listeners(FILE *out, struct server *srv, const struct server_snapshot *s)
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		const struct config_listener *l = &cfg->listeners[i];
 		unsigned slot = generation_listener_slot(srv->gen, l);
+		const struct metrics_listener *ml =
+			slot < COUNTERS_LISTENERS ? &s->ls[slot] : NULL;
 		uint64_t total = 0;
 
 		fputs(i ? ",{\"address\":" : "{\"address\":", out);
@@ -181,29 +272,40 @@ listeners(FILE *out, struct server *srv, const struct server_snapshot *s)
 			l->mode == LISTENER_IMPLICIT ? "implicit" : "starttls",
 			l->proxy_protocol ? "true" : "false");
 		for (int o = 0; o < OUTCOME_COUNT; o++) {
-			uint64_t n = slot < COUNTERS_LISTENERS
-					     ? s->ls[slot].sessions[o]
-					     : 0;
+			uint64_t n = ml ? ml->sessions[o] : 0;
 
 			total += n;
 			fprintf(out, "%s\"%s\":%" PRIu64, o ? "," : "",
 				metrics_label(METRICS_LABEL_OUTCOME, o), n);
 		}
-		fprintf(out, "},\"sessions_total\":%" PRIu64 "}", total);
+		fprintf(out,
+			"},\"sessions_total\":%" PRIu64 ",\"open\":%" PRIu64
+			",\"sessions_per_s\":%.3f,\"refusals\":{",
+			total, ml ? ml->open : 0,
+			slot < COUNTERS_LISTENERS
+				? rate_of(base->arrivals[slot],
+					  now->arrivals[slot], base, now, false)
+				: 0.0);
+		for (int r = 0; r < REFUSAL_COUNT; r++)
+			fprintf(out, "%s\"%s\":%" PRIu64, r ? "," : "",
+				metrics_label(METRICS_LABEL_REFUSAL, r),
+				ml ? ml->refusals[r] : 0);
+		fputs("}}", out);
 	}
 	fputc(']', out);
 }
 
 static void
-counts(FILE *out, const struct metrics_snapshot *m)
+counts(FILE *out, const struct metrics_snapshot *m,
+       const struct series_point *now, const struct series_point *base)
 {
 	fputs(",\"tls\":{", out);
 	for (int v = 0; v < TLSV_COUNT; v++)
 		fprintf(out,
 			"%s\"%s\":{\"handshakes\":%" PRIu64
-			",\"failures\":%" PRIu64 "}",
+			",\"failures\":%" PRIu64 ",\"resumed\":%" PRIu64 "}",
 			v ? "," : "", metrics_label(METRICS_LABEL_TLS, v),
-			m->tls_ok[v], m->tls_failed[v]);
+			m->tls_ok[v], m->tls_failed[v], m->tls_resumed[v]);
 	fputs("},\"auth\":{", out);
 	for (int i = 0; i < MECH_COUNT; i++) {
 		fprintf(out, "%s\"%s\":{", i ? "," : "",
@@ -212,7 +314,13 @@ counts(FILE *out, const struct metrics_snapshot *m)
 			fprintf(out, "%s\"%s\":%" PRIu64, r ? "," : "",
 				metrics_label(METRICS_LABEL_AUTH, r),
 				m->auth[i][r]);
-		fputc('}', out);
+		fputs(",\"per_min\":{", out);
+		for (int r = 0; r < AUTH_RESULT_COUNT; r++)
+			fprintf(out, "%s\"%s\":%.3f", r ? "," : "",
+				metrics_label(METRICS_LABEL_AUTH, r),
+				rate_of(base->auth[i][r], now->auth[i][r], base,
+					now, true));
+		fputs("}}", out);
 	}
 	fputs("},\"limits\":{", out);
 	for (int i = 0; i < LIMIT_HIT_COUNT; i++)
@@ -245,52 +353,18 @@ counts(FILE *out, const struct metrics_snapshot *m)
 	fputc(']', out);
 }
 
-/* The counters the history follows, summed now. */
-static void
-sample(struct server *srv, struct series_point *p)
-{
-	struct bans_counts bc;
-
-	*p = (struct series_point){.wall_ms = server_wall_ms()};
-	for (unsigned k = 0; k < srv->nworkers; k++) {
-		const struct worker_counters *c =
-			worker_counters(srv->workers[k]);
-
-		p->sessions += counter_read(&c->accepted);
-		p->messages += counter_read(&c->messages);
-		for (int i = 0; i < MECH_COUNT; i++)
-			p->auth_failures +=
-				counter_read(&c->auth[i][AUTH_FAILURE]);
-	}
-	if (srv->shared.bans != NULL) {
-		bans_counts(srv->shared.bans, &bc);
-		for (int r = 0; r < METRICS_XDP_REASONS; r++)
-			p->xdp_dropped += bc.xdp_dropped_packets[r];
-	}
-}
-
-/* The k-th point of the history, oldest first; k == ring.n is now. */
-static const struct series_point *
-point(unsigned k, const struct series_point *now)
-{
-	unsigned first = (ring.next + SERIES_POINTS - ring.n) % SERIES_POINTS;
-
-	return k == ring.n ? now : &ring.p[(first + k) % SERIES_POINTS];
-}
-
 /* The history: per-second rates between samples (per minute for the
  * AUTH failures), oldest first, the last one from the latest sample to
  * now (when a second or more has passed since). */
 static void
-series(FILE *out, struct server *srv)
+series(FILE *out, const struct series_point *at)
 {
 	static const char *const names[] = {
 		"sessions_per_s", "auth_failures_per_min", "xdp_drops_per_s",
 		"messages_per_s"};
-	struct series_point now;
+	struct series_point now = *at;
 	unsigned n = ring.n;
 
-	sample(srv, &now);
 	if (n > 0 && now.wall_ms >= point(n - 1, &now)->wall_ms + 1000)
 		n++; /* and the point "now" */
 	fprintf(out, ",\"series\":{\"step_s\":%d,\"t\":[",
@@ -323,7 +397,11 @@ void
 server_overview(struct server *srv, FILE *out)
 {
 	struct server_snapshot s;
+	struct series_point now;
+	const struct series_point *base;
 
+	sample(srv, &now);
+	base = window_base(&now);
 	if (server_snapshot_take(srv, &s) != 0) {
 		fputs("{\"error\":\"out of memory\"}\n", out);
 		return;
@@ -331,8 +409,8 @@ server_overview(struct server *srv, FILE *out)
 	fputs("{\"node\":", out);
 	node(out, srv, &s.m);
 	fputs(",\"listeners\":", out);
-	listeners(out, srv, &s);
-	counts(out, &s.m);
+	listeners(out, srv, &s, &now, base);
+	counts(out, &s.m, &now, base);
 	fputs(",\"stats\":", out);
 	object_of(out, srv, server_stats);
 	fputs(",\"backends\":", out);
@@ -341,7 +419,9 @@ server_overview(struct server *srv, FILE *out)
 	array_of(out, srv, server_bans);
 	fputs(",\"cluster\":", out);
 	object_of(out, srv, server_cluster);
-	series(out, srv);
+	fputs(",\"users\":", out);
+	server_users_nearest(srv, out);
+	series(out, &now);
 	fputs("}\n", out);
 	server_snapshot_free(&s);
 }
@@ -399,7 +479,10 @@ server_overview_login(void *arg, const char *user, const char *pass)
 {
 	const struct server *srv = arg;
 
-	return passwd_db_verify(srv->gen->users, user, pass);
+	return passwd_db_verify(srv->gen->admin_users != NULL
+					? srv->gen->admin_users
+					: srv->gen->users,
+				user, pass);
 }
 
 int

@@ -107,6 +107,8 @@ server_fixed_keys(const struct config *cfg)
 		.metrics_listen = cfg->metrics_listen,
 	};
 
+	snprintf(k.metrics_tls, sizeof(k.metrics_tls), "%s %s",
+		 cfg->metrics_tls_cert ?: "-", cfg->metrics_tls_key ?: "-");
 	snprintf(k.cluster, sizeof(k.cluster),
 		 "%s %s %s %s %d %s %s %s %" PRIu64 " %d %d",
 		 cfg->cluster_redis.text, cfg->cluster_username ?: "-",
@@ -226,6 +228,8 @@ warn_fixed(const struct server *srv, const struct config *cfg, FILE *report)
 	if (run->metrics_listen.len != now.metrics_listen.len ||
 	    strcmp(run->metrics_listen.text, now.metrics_listen.text) != 0)
 		ignored_key(report, cfg, "metrics.listen", "metrics");
+	if (strcmp(run->metrics_tls, now.metrics_tls) != 0)
+		ignored_key(report, cfg, "metrics.tls", "metrics");
 	if (strcmp(run->cluster, now.cluster) != 0)
 		ignored_key(report, cfg, "cluster", "cluster");
 }

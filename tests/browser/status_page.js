@@ -12,6 +12,9 @@
  * msaproxyctl ban to run while the page is open], version, workers,
  * listeners: [addr], tls13_min, auth: {PLAIN: [ok, failed], ...},
  * limits: {kind: n}, backends: {addr: "up"|"down"|"disabled"},
+ * messages (relayed; default 1), refusals: {addr: "reason n, ..." or "-"}, tls_resumed_min,
+ * latency: {addr: regex of "p50 / p99"}, changes: {addr: regex of the
+ * last change}, users: [[login, "use%", messages left]],
  * bans: {prefix: [source, ttl_regex]}, new_ban, admin: {user, password,
  * ban, backend} (metrics.admin on: the admin view is driven too)}
  *
@@ -73,28 +76,43 @@ async function run() {
     check((await text("#node-reload")) === "none yet", "no reload yet");
     check(/^\d+s$|^\d+m \d+s$/.test(await text("#node-uptime")), "uptime shown");
     check((await text("#node-cluster")).startsWith("off"), "cluster off");
-    check(/open, .* accepted, 1 relayed$/.test(await text("#node-sessions")),
-          "sessions and one message: " + (await text("#node-sessions")));
+    check(new RegExp(`open, .* accepted, ${exp.messages || 1} relayed$`)
+            .test(await text("#node-sessions")),
+          "sessions and the messages: " + (await text("#node-sessions")));
 
     // Listeners: both, with their modes and sessions
     const ls = await rows(page, "listeners");
     for (const [addr, mode] of exp.listeners) {
       const r = ls.find((x) => x[0] === addr);
-      check(r && r[1] === mode && Number(r[2].replace(/,/g, "")) >= 1,
+      check(r && r[1] === mode && Number(r[4].replace(/,/g, "")) >= 1,
             `listener ${addr} ${mode}: ${JSON.stringify(r)}`);
+    }
+
+    // ... open now (none), arrivals per second, refusals by reason
+    for (const [addr, refused] of Object.entries(exp.refusals || {})) {
+      const r = ls.find((x) => x[0] === addr);
+      check(r && r[2] === "0" && /^\d+\.\d\d$/.test(r[3]) && r[r.length - 1] === refused,
+            `listener ${addr} open, per s, refusals: ${JSON.stringify(r)}`);
     }
 
     // TLS and AUTH
     const tls = await rows(page, "tls");
     const v13 = tls.find((x) => x[0] === "TLSv1.3");
     check(v13 && Number(v13[1]) >= exp.tls13_min, "TLSv1.3 handshakes " + JSON.stringify(tls));
+    if (exp.tls_resumed_min) {
+      const m = /^(\d+) \((\d+)%\)$/.exec(v13[3]);
+      check(m && Number(m[1]) >= exp.tls_resumed_min &&
+            Number(m[2]) === Math.round(100 * Number(m[1]) / Number(v13[1])),
+            "TLSv1.3 resumed and its share " + JSON.stringify(v13));
+    }
     const certs = await rows(page, "certs");
     check(certs.length === 1 && certs[0][0] === exp.cert && /in \d+d/.test(certs[0][1]),
           "certificate and its expiry " + JSON.stringify(certs));
     const auth = await rows(page, "auth");
     for (const [mech, [ok, bad]] of Object.entries(exp.auth)) {
       const r = auth.find((x) => x[0] === mech);
-      check(r && r[1] === String(ok) && r[2] === String(bad),
+      check(r && r[1] === String(ok) && r[2] === String(bad) &&
+            /^\d+\.\d$/.test(r[3]) && /^\d+\.\d$/.test(r[4]),
             `AUTH ${mech}: ${JSON.stringify(r)}`);
     }
 
@@ -111,6 +129,15 @@ async function run() {
       const r = bs.find((x) => x[0] === addr);
       check(r && r[1] === state, `backend ${addr} ${state}: ${JSON.stringify(r)}`);
     }
+    for (const [addr, re] of Object.entries(exp.latency || {})) {
+      const r = bs.find((x) => x[0] === addr);
+      check(r && new RegExp(re).test(r[4]) && new RegExp(re).test(r[5]),
+            `backend ${addr} p50 / p99: ${JSON.stringify(r)}`);
+    }
+    for (const [addr, re] of Object.entries(exp.changes || {})) {
+      const r = bs.find((x) => x[0] === addr);
+      check(r && new RegExp(re).test(r[6]), `backend ${addr} last change: ${JSON.stringify(r)}`);
+    }
     const cls = await page.$$eval("#backends tbody tr td:nth-child(2)",
                                   (tds) => tds.map((td) => td.className));
     check(cls.includes("off") && cls.includes("up"), "backend states styled");
@@ -119,10 +146,20 @@ async function run() {
     const bans = await rows(page, "bans");
     for (const [prefix, [source, ttl]] of Object.entries(exp.bans)) {
       const r = bans.find((x) => x[0] === prefix);
-      check(r && r[2] === source && new RegExp(ttl).test(r[3]),
-            `ban ${prefix}: ${JSON.stringify(r)}`);
+      check(r && r[2] === source && new RegExp(ttl).test(r[3]) && r[4] === "-",
+            `ban ${prefix} (no XDP here: no drops): ${JSON.stringify(r)}`);
     }
     check(!bans.find((x) => x[0] === exp.new_ban), "the new ban not there yet");
+
+    // Users nearest their limits: login, use, messages left
+    if (exp.users) {
+      const us = await rows(page, "users");
+      check(us.length === exp.users.length, "users " + JSON.stringify(us));
+      exp.users.forEach(([login, use, left], i) => {
+        check(us[i][0] === login && us[i][1] === use && us[i][2] === left,
+              `user ${login}: ${JSON.stringify(us[i])}`);
+      });
+    }
 
     // History: the four charts are there (points come every 10 s)
     check((await page.$$("#history .chart svg")).length === 4, "four charts");

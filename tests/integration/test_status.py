@@ -12,6 +12,7 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -20,7 +21,8 @@ import urllib.request
 import pytest
 
 from conftest import LOOPBACK, free_port, wait_until
-from test_metrics import http_raw, metrics_proxy, status_of
+from conftest import MSAPROXY_BIN, hash_password
+from test_metrics import http_raw, metrics_proxy, scrape, status_of
 
 CONNS = 8            # METRICS_HTTP_CONNS
 TIMEOUT_S = 5        # METRICS_HTTP_TIMEOUT_MS
@@ -103,6 +105,10 @@ def test_status_json_is_what_msaproxyctl_says(proxy, recording_backend):
         x = without(x, *VOLATILE)
         for b in x["bans"]:
             b.pop("expires_in_s")
+        for l in x["listeners"]:  # the last minute's rates
+            l.pop("sessions_per_s")
+        for a in x["auth"].values():
+            a.pop("per_min")
         return x
     assert stable(d) == stable(over)
 
@@ -131,8 +137,8 @@ def test_status_json_is_what_msaproxyctl_says(proxy, recording_backend):
     assert sum(l["sessions_total"] for l in d["listeners"]) == \
         sum(sum(l["sessions"].values()) for l in d["listeners"])
     assert d["tls"]["TLSv1.3"]["handshakes"] >= 2
-    assert d["auth"]["plain"] == {"success": 1, "failure": 0}
-    assert d["auth"]["login"] == {"success": 0, "failure": 1}
+    assert without(d["auth"]["plain"], "per_min") == {"success": 1, "failure": 0}
+    assert without(d["auth"]["login"], "per_min") == {"success": 0, "failure": 1}
     assert set(d["limits"]) >= {"messages", "ip_banned", "max_sessions", "auth_failures"}
     assert d["sessions"]["messages"] == 1
     backends = {b["backend"]: b for b in d["backends"]}
@@ -280,6 +286,8 @@ def test_fleet_mode_state_on_the_page(proxy, recording_backend, redis):
     for k in ("enabled", "node", "redis", "up", "fail"):
         assert c[k] == ctl[k], k
     assert d["stats"]["cluster"]["up"] is True
+    # The users nearest their limits: this node's table, and it says so.
+    assert d["users"]["scope"] == "node"
 
 
 def admin_request(port, method, path, auth=None, body=None, headers=()):
@@ -393,3 +401,278 @@ def test_admin_actions_need_a_login_and_the_csrf_token(proxy, recording_backend)
     st, _, _ = admin_request(port, "POST", "/status/action", good,
                              form(csrf=token, op="ban", target="198.51.100.0/24"))
     assert st == 200
+
+
+def quantile(buckets, q):
+    """histogram_quantile() of a scrape's cumulative buckets {le: count},
+    in ms: what the page's p50/p99 must be."""
+    bounds = sorted((float(le), n) for le, n in buckets.items() if le != "+Inf")
+    total = buckets["+Inf"]
+    rank, lo, below = q * total, 0.0, 0
+    for hi, cum in bounds:
+        if cum > below and cum >= rank:
+            return (lo + (hi - lo) * (rank - below) / (cum - below)) * 1000
+        lo, below = hi, cum
+    return bounds[-1][0] * 1000
+
+
+def send(p, user, n):
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    with smtplib.SMTP(LOOPBACK, p.starttls_port, timeout=15) as s:
+        s.starttls(context=ctx)
+        s.login(user, p.users.passwords[user] if hasattr(p, "users") else
+                {"demo": "demo-pass-1", "alice": "alice-pass-2"}[user])
+        for _ in range(n):
+            s.sendmail(f"{user}@example.test", ["r@example.test"],
+                       b"Subject: status\r\n\r\nhello\r\n")
+
+
+def greeted(port):
+    c = socket.create_connection((LOOPBACK, port), timeout=10)
+    assert c.recv(512).startswith(b"220")
+    return c
+
+
+def resumed_handshake(p):
+    """Two implicit-TLS sessions, the second resuming the first's."""
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    with socket.create_connection((LOOPBACK, p.implicit_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=LOOPBACK) as t:
+            assert t.recv(512).startswith(b"220")  # and the tickets
+            session = t.session
+            t.sendall(b"QUIT\r\n")
+            t.recv(512)
+    with socket.create_connection((LOOPBACK, p.implicit_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=LOOPBACK, session=session) as t:
+            assert t.session_reused
+            assert t.recv(512).startswith(b"220")
+            t.sendall(b"QUIT\r\n")
+            t.recv(512)
+
+
+def test_sections_show_what_the_proxy_counted(proxy, recording_backend):
+    """Listeners (open now, per second, refusals by reason), TLS
+    resumptions, AUTH per minute, backend latency and last change, and the
+    users nearest their limits: each against what a scrape, msaproxyctl or
+    the traffic itself says."""
+    dead = free_port()
+    good, bad = f"{LOOPBACK}:{recording_backend.port}", f"{LOOPBACK}:{dead}"
+    p = metrics_proxy(proxy, [recording_backend.port, dead],
+                      **{"limits.max_sessions": 2,
+                         "limits.user": {"messages": "4/1h"},
+                         "backends.health_check": {"interval": "1s", "fall": 1}})
+    # The dead backend: a health check finds the connection refused.
+    d = wait_until(lambda: (lambda x: x if {b["backend"]: b for b in x["backends"]}
+                            [bad]["last_change"] else None)(status_json(p)),
+                   15, "a health check to take the dead backend down")
+    change = {b["backend"]: b for b in d["backends"]}[bad]["last_change"]
+    assert change["why"] == "connect refused" and change["source"] == "check"
+    assert abs(change["at"] - time.time()) < 15
+    p.wait_for_log(rf"msg=backend-down backend={re.escape(bad)} source=check "
+                   r'reason="connect: Connection refused"')
+
+    send(p, "demo", 3)
+    send(p, "alice", 1)
+    time.sleep(1.1)  # the rates need a second since the first sample
+    resumed_handshake(p)
+
+    # Two sessions held open, the third refused at accept (max_sessions).
+    held = [greeted(p.starttls_port), greeted(p.starttls_port)]
+    try:
+        def two_open():
+            x = status_json(p)
+            ls = {l["address"]: l for l in x["listeners"]}
+            return x if ls[f"{LOOPBACK}:{p.starttls_port}"]["open"] == 2 else None
+        d = wait_until(two_open, 10, "two sessions open on the listener")
+        with socket.create_connection((LOOPBACK, p.starttls_port), timeout=10) as c:
+            c.recv(512)  # a 421, or just the close
+        d = wait_until(lambda: (lambda x: x if {l["address"]: l for l in x["listeners"]}
+                                [f"{LOOPBACK}:{p.starttls_port}"]["refusals"]
+                                ["max_sessions"] == 1 else None)(status_json(p)),
+                       10, "the refusal to be counted")
+        m = scrape(p.metrics_port)
+    finally:
+        for c in held:
+            c.close()
+    ls = {l["address"]: l for l in d["listeners"]}
+    st = ls[f"{LOOPBACK}:{p.starttls_port}"]
+    assert st["open"] == 2 and ls[f"{LOOPBACK}:{p.implicit_port}"]["open"] == 0
+    assert st["sessions"]["refused"] == sum(st["refusals"].values()) == 1
+    for addr, l in ls.items():
+        assert l["open"] == m.get("msaproxy_listener_sessions_open", listener=addr)
+        for reason, n in l["refusals"].items():
+            assert n == m.get("msaproxy_listener_refusals_total",
+                              listener=addr, reason=reason), (addr, reason)
+    assert st["sessions_per_s"] > 0  # since the first sample, under a minute
+
+    # TLS: the resumption counted, as the scrape has it.
+    assert d["tls"]["TLSv1.3"]["resumed"] >= 1
+    for v, t in d["tls"].items():
+        assert t["resumed"] == m.get("msaproxy_tls_resumed_total", version=v)
+        assert t["resumed"] <= t["handshakes"]
+    # AUTH per minute: two PLAIN logins, none failed.
+    assert d["auth"]["plain"]["success"] == 2
+    assert d["auth"]["plain"]["per_min"]["success"] > 0
+    assert d["auth"]["plain"]["per_min"]["failure"] == 0
+
+    # Backends: p50/p99 of the scrape's histograms, the same numbers.
+    backends = {b["backend"]: b for b in d["backends"]}
+    lat = backends[good]["latency"]
+    for kind, fam in (("connect", "msaproxy_backend_connect_seconds"),
+                      ("transaction", "msaproxy_backend_transaction_seconds")):
+        buckets = {dict(ls_)["le"]: v for (n, ls_), v in m.samples.items()
+                   if n == fam + "_bucket" and dict(ls_).get("backend") == good}
+        assert lat[kind]["count"] == buckets["+Inf"] >= 1, kind
+        assert lat[kind]["p50_ms"] == pytest.approx(quantile(buckets, 0.5), abs=0.002)
+        assert lat[kind]["p99_ms"] == pytest.approx(quantile(buckets, 0.99), abs=0.002)
+        assert 0 < lat[kind]["p50_ms"] <= lat[kind]["p99_ms"]
+    assert lat["transaction"]["count"] == 4
+    assert backends[bad]["latency"]["connect"] == {"count": 0, "p50_ms": None,
+                                                   "p99_ms": None}
+    # The operator's disable is the last change now.
+    p.ctl("backend", "disable", bad)
+    change = {b["backend"]: b for b in status_json(p)["backends"]}[bad]["last_change"]
+    assert change["why"] == "disabled" and change["source"] == "operator"
+    assert {b["backend"]: b for b in ctl_json(p, "backends")}[bad]["last_change"] == change
+
+    # Users nearest their limits: demo used 3 of 4, alice 1 of 4.
+    u = status_json(p)["users"]
+    assert u["scope"] == "all" and u["hashed"] is False and u["truncated"] is False
+    assert [x["login"] for x in u["top"]] == ["demo", "alice"]
+    assert u["top"][0]["use"] == 0.75 and u["top"][0]["remaining"]["messages"] == 1
+    assert u["top"][1]["use"] == 0.25 and u["top"][1]["remaining"]["messages"] == 3
+    def ctl_remaining(user):  # msaproxyctl user's answer, the same numbers
+        limits = ctl_json(p, "user", "limits", user)[0]
+        return {k: limits[k]["available"] if limits[k] else None
+                for k in ("messages", "recipients", "bytes", "quota")}
+    assert u["top"][0]["remaining"] == ctl_remaining("demo")
+    assert u["top"][1]["remaining"] == ctl_remaining("alice")
+    # Over the limit: refused, and the page says so.
+    with pytest.raises(smtplib.SMTPException):
+        send(p, "demo", 2)
+    top = status_json(p)["users"]["top"][0]
+    assert top["login"] == "demo" and top["use"] == 1.0
+    assert top["remaining"]["messages"] == 0
+    assert top["remaining"] == ctl_remaining("demo")
+
+    # metrics.hash_logins: a short keyed hash instead of the login.
+    p.rewrite_config(**{"metrics.hash_logins": True})
+    p.ctl("reload")
+    u = status_json(p)["users"]
+    assert u["hashed"] is True
+    assert all(re.fullmatch(r"#[0-9a-f]{8}", x["login"]) for x in u["top"])
+    assert len({x["login"] for x in u["top"]}) == 2
+    assert "demo" not in json.dumps(u) and "alice" not in json.dumps(u)
+
+
+def test_admin_users_file_and_config_errors(proxy, recording_backend, tmp_path):
+    """metrics.admin_users: the admin logins come from that file, not the
+    users file; a bad one is refused with file:line."""
+    admins = tmp_path / "admins"
+    admins.write_text(f"ops:{hash_password('ops-pass-9')}\n")
+    admins.chmod(0o600)
+    p = metrics_proxy(proxy, [recording_backend.port],
+                      **{"metrics.admin": True, "metrics.admin_users": str(admins)})
+    port = p.metrics_port
+    st, _, body = admin_request(port, "GET", "/status.json?admin=1", "ops:ops-pass-9")
+    assert st == 200 and json.loads(body)["admin"]["user"] == "ops"
+    # a login of the users file is no admin login now
+    assert admin_request(port, "GET", "/status.json?admin=1", "demo:demo-pass-1")[0] == 401
+    assert admin_request(port, "GET", "/status.json?admin=1", "ops:wrong")[0] == 401
+
+    # A reload with a file that cannot be read is refused, naming the key.
+    p.rewrite_config(**{"metrics.admin_users": str(tmp_path / "missing")})
+    out = p.ctl("reload", check=False)
+    assert out.returncode != 0
+    assert re.search(r"msaproxy\.yaml:\d+: metrics\.admin_users: .*missing",
+                     out.stdout + out.stderr), out
+    # the running generation keeps its admins
+    assert admin_request(port, "GET", "/status.json?admin=1", "ops:ops-pass-9")[0] == 200
+    bad = tmp_path / "bad"
+    bad.write_text("ops:not-a-hash\n")
+    bad.chmod(0o600)
+    p.rewrite_config(**{"metrics.admin_users": str(bad)})
+    out = p.ctl("reload", check=False)
+    assert out.returncode != 0
+    assert re.search(r"metrics\.admin_users: .*bad:1:", out.stdout + out.stderr), out
+    p.rewrite_config(**{"metrics.hash_logins": "sometimes"})
+    out = p.ctl("reload", check=False)
+    assert re.search(r"msaproxy\.yaml:\d+: metrics\.hash_logins: ", out.stdout + out.stderr), out
+
+
+def https_get(p, path, **kw):
+    ctx = ssl.create_default_context(cafile=str(p.ca))
+    req = urllib.request.Request(f"https://{LOOPBACK}:{p.metrics_port}{path}", **kw)
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def test_endpoint_over_tls(proxy, recording_backend, certs, tmp_path):
+    """metrics.tls: the page, its JSON, the scrape and the admin actions
+    over TLS (a non-loopback peer: test_xdp_proxy.py, from another
+    namespace); plain HTTP gets nothing; a bad key stops the start with
+    file:line."""
+    port = free_port()
+    tls = {"cert": str(certs.ecdsa_cert), "key": str(certs.ecdsa_key)}
+    p = proxy([recording_backend.port], **{"metrics.listen": f"{LOOPBACK}:{port}",
+                                           "metrics.tls": tls, "metrics.admin": True})
+    p.metrics_port = port
+    p.wait_for_log(rf"msg=ready .*metrics={LOOPBACK}:{port}")
+    code, headers, body = https_get(p, "/status.json")
+    assert code == 200 and json.loads(body)["node"]["status"]["state"] == "running"
+    code, _, body = https_get(p, "/metrics")
+    assert code == 200 and b"msaproxy_tls_resumed_total" in body
+    assert https_get(p, "/status")[2].startswith(b"<!DOCTYPE html>")
+    auth = {"Authorization": "Basic " + base64.b64encode(b"demo:demo-pass-1").decode()}
+    code, _, body = https_get(p, "/status.json?admin=1", headers=auth)
+    token = json.loads(body)["admin"]["csrf"]
+    code, _, body = https_get(p, "/status/action", headers={
+        **auth, "Origin": f"https://{LOOPBACK}:{port}"},
+        data=form(csrf=token, op="ban", target="192.0.2.0/24"))
+    assert code == 200 and json.loads(body) == {"ok": True}
+    # an http:// Origin is another origin now
+    with pytest.raises(urllib.error.HTTPError) as e:
+        https_get(p, "/status/action", headers={**auth, "Origin": f"http://{LOOPBACK}:{port}"},
+                  data=form(csrf=token, op="unban", target="192.0.2.0/24"))
+    assert e.value.code == 403
+    # Plain HTTP to it: no HTTP answer, a TLS failure logged.
+    assert b"HTTP/" not in http_raw(port, b"GET /status.json HTTP/1.1\r\n\r\n")
+    p.wait_for_log(r"msg=metrics-tls-failed client=127\.0\.0\.1:\d+ error=")
+    assert https_get(p, "/status.json")[0] == 200
+    # Slow loris over TLS: clients that never finish the handshake hold
+    # the slots only until the time limit; the next one is closed at once
+    # (no plain 503 into a TLS stream); then it serves again.
+    time.sleep(1.5)  # the lingering closes above
+    t0 = time.monotonic()
+    idle = [socket.create_connection((LOOPBACK, port), timeout=15) for _ in range(CONNS)]
+    time.sleep(0.3)
+    with socket.create_connection((LOOPBACK, port), timeout=5) as c:
+        assert c.recv(100) == b""
+    for c in idle:
+        try:
+            assert c.recv(100) == b""  # closed at the limit, nothing sent
+        except ConnectionResetError:
+            pass
+        c.close()
+    assert TIMEOUT_S - 1 < time.monotonic() - t0 < TIMEOUT_S + 4
+    assert https_get(p, "/status.json")[0] == 200
+
+    # A key that is not the certificate's: the start stops, naming it.
+    text = p.config_path.read_text()
+    bad = tmp_path / "bad.yaml"
+    text = (text.replace(str(p.control_socket), str(p.ctl_dir / "bad.sock"))
+            .replace(f"{LOOPBACK}:{port}", f"{LOOPBACK}:{free_port()}")
+            .replace(f"{LOOPBACK}:{p.starttls_port}", f"{LOOPBACK}:{free_port()}")
+            .replace(f"{LOOPBACK}:{p.implicit_port}", f"{LOOPBACK}:{free_port()}"))
+    at = text.index("\nmetrics:")  # the metrics section's key only
+    bad.write_text(text[:at] + text[at:].replace(str(certs.ecdsa_key), str(certs.rsa_key)))
+    assert str(certs.rsa_key) in bad.read_text()
+    r = subprocess.run([MSAPROXY_BIN, "-c", str(bad)], capture_output=True, text=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1
+    assert re.search(r"bad\.yaml:\d+: metrics\.tls\.key: ", r.stderr), r.stderr
+    # and -t says so first
+    r = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(bad)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0
+    assert re.search(r"bad\.yaml:\d+: metrics\.tls\.key: ", r.stderr), r.stderr

@@ -1,8 +1,10 @@
 """The status page in a real browser: Debian's chromium, headless, driven
 by playwright-core from npm (tests/browser/, installed by `make
 browser-deps`; no browser download).  A proxy with traffic (a message over
-STARTTLS, a failed LOGIN, a SIZE= over the limit), two bans and a
-disabled backend; metrics.admin on; tests/browser/status_page.js loads
+STARTTLS, a failed LOGIN, a SIZE= over the limit, a user at 75 % of
+its messages, a resumed TLS session, a session refused by
+limits.max_sessions), two bans and a backend a health check found dead
+and the operator disabled; metrics.admin on; tests/browser/status_page.js loads
 /status and checks
 every section shows those values, that the page refreshes by itself (a
 ban made while it is open appears), that it makes no request outside the
@@ -24,7 +26,10 @@ import pytest
 
 from conftest import LOOPBACK, MSAPROXYCTL_BIN, free_port, wait_until
 from test_metrics import metrics_proxy
-from test_status import ctl_json, settled, status_json, traffic
+import socket
+
+from test_status import (ctl_json, greeted, resumed_handshake, send, settled,
+                         status_json, traffic)
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_DIR = ROOT / "tests/browser"
@@ -57,13 +62,34 @@ def test_status_page_in_chromium(proxy, recording_backend, tmp_path):
     browser_ready()
     dead = free_port()
     p = metrics_proxy(proxy, [recording_backend.port, dead],
-                      **{"metrics.admin": True})
+                      **{"metrics.admin": True, "limits.max_sessions": 2,
+                         "limits.user": {"messages": "4/1h"},
+                         "backends.health_check": {"interval": "1s", "fall": 1}})
     traffic(p)
     over_size_limit(p)
+    send(p, "demo", 2)  # 3 of demo's 4 messages: 75 % used
+    resumed_handshake(p)
+    # Two sessions held, a third refused (limits.max_sessions).
+    held = [greeted(p.starttls_port), greeted(p.starttls_port)]
+    try:
+        wait_until(lambda: {l["address"]: l["open"] for l in status_json(p)["listeners"]}
+                   [f"{LOOPBACK}:{p.starttls_port}"] == 2, 10, "two sessions open")
+        with socket.create_connection((LOOPBACK, p.starttls_port), timeout=10) as c:
+            c.recv(512)
+        wait_until(lambda: {l["address"]: l for l in status_json(p)["listeners"]}
+                   [f"{LOOPBACK}:{p.starttls_port}"]["refusals"]["max_sessions"] == 1,
+                   10, "the refusal counted")
+    finally:
+        for c in held:
+            c.close()
+    # The dead backend: a health check finds it refused, before the
+    # operator disables it.
+    wait_until(lambda: {b["backend"]: b for b in status_json(p)["backends"]}
+               [f"{LOOPBACK}:{dead}"]["last_change"], 15, "the health check")
     p.ctl("ban", "192.0.2.0/24", "--ttl", "1h")
     p.ctl("ban", "198.51.100.7/32")
     p.ctl("backend", "disable", f"{LOOPBACK}:{dead}")
-    d = settled(p, 1, 1)
+    d = settled(p, 3, 1)
     # Two points of the history (one every 10 s, and now) for the charts.
     wait_until(lambda: len(status_json(p)["series"]["t"]) >= 2, 25,
                "two points of the history")
@@ -88,7 +114,16 @@ def test_status_page_in_chromium(proxy, recording_backend, tmp_path):
                       [f"{LOOPBACK}:{p.implicit_port}", "implicit"]],
         "tls13_min": 2,
         "cert": str(p.config["tls"]["certificates"][0]["cert"]),
-        "auth": {"PLAIN": [2, 0], "LOGIN": [0, 1]},  # demo and bob; alice wrong
+        "auth": {"PLAIN": [3, 0], "LOGIN": [0, 1]},  # demo twice, bob; alice wrong
+        "tls_resumed_min": 1,
+        "messages": 3,
+        "refusals": {f"{LOOPBACK}:{p.starttls_port}": "max_sessions 1",
+                     f"{LOOPBACK}:{p.implicit_port}": "-"},
+        "latency": {f"{LOOPBACK}:{recording_backend.port}": r"^\d+\.\d / \d+\.\d ms$",
+                    f"{LOOPBACK}:{dead}": "^-$"},
+        "changes": {f"{LOOPBACK}:{recording_backend.port}": "^none since the start$",
+                    f"{LOOPBACK}:{dead}": r"^\d{4}-\d\d-\d\d .* UTC, disabled \(operator\)$"},
+        "users": [["demo", "75%", "1"]],
         "limits": {"message_size": 1},
         "backends": {f"{LOOPBACK}:{recording_backend.port}": "up",
                      f"{LOOPBACK}:{dead}": "disabled"},

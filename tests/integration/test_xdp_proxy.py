@@ -219,7 +219,7 @@ def test_ban_drops_in_the_kernel_then_unban(run_proxy, mode):
     assert p.submit(CLI4_A) == "sent"
     accepted, drops = p.stats()["sessions_accepted"], dropped(p, "manual")
 
-    p.ctl("ban", CLI4_A)
+    p.ctl("ban", CLI4_A, "--ttl", "1h")
     assert p.connects(CLI4_A) == "timeout"
     assert dropped(p, "manual") > drops
     assert p.stats()["sessions_accepted"] == accepted  # never reached accept()
@@ -233,6 +233,16 @@ def test_ban_drops_in_the_kernel_then_unban(run_proxy, mode):
     assert m.get("msaproxy_xdp_passed_packets_total") > 0
     assert m.get("msaproxy_bans_total", source="manual") == 1
     assert m.get("msaproxy_blocklist_entries", source="manual") == 1
+    # The entry's own count (the status page's drops per prefix): every
+    # manual drop was this ban's.
+    listed = [json.loads(x) for x in p.ctl("-j", "list").stdout.splitlines()]
+    assert [(e["prefix"], e["xdp_drops"]) for e in listed] == \
+        [(f"{CLI4_A}/32", dropped(p, "manual") - drops)]
+    # A ban made permanent (the entry rewritten) keeps counting from there.
+    p.ctl("ban", CLI4_A)
+    assert p.connects(CLI4_A) == "timeout"
+    listed = [json.loads(x) for x in p.ctl("-j", "list").stdout.splitlines()]
+    assert listed[0]["xdp_drops"] == dropped(p, "manual") - drops > seen - drops
 
     p.ctl("unban", CLI4_A)
     assert p.submit(CLI4_A) == "sent"
@@ -255,6 +265,12 @@ def test_cidr_and_ipv6(run_proxy):
     assert "lladdr" in neigh, f"the server's address did not resolve: {neigh!r}"
     assert p.connects(CLI6_B) == "ok"
     assert p.submit(CLI6_B) == "sent"
+    # Each prefix counted its own drops; together, every manual drop.
+    listed = {e["prefix"]: e for e in
+              (json.loads(x) for x in p.ctl("-j", "list").stdout.splitlines())}
+    assert listed["198.51.100.0/28"]["xdp_drops"] > 0
+    assert listed["2001:db8:1::/112"]["xdp_drops"] > 0
+    assert sum(e["xdp_drops"] for e in listed.values()) == dropped(p, "manual")
 
 
 def test_allowlist_wins_and_ttl_expires(run_proxy):
@@ -374,3 +390,67 @@ def test_a_ban_on_another_node_reaches_this_nodes_kernel_map(run_proxy, world,
     finally:
         redis.terminate()
         redis.wait(timeout=10)
+
+
+ADMIN = r"""
+import base64, json, ssl, sys, urllib.error, urllib.parse, urllib.request
+url, ca, login = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False  # the test certificate names 127.0.0.1
+auth = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
+out = {}
+try:
+    with urllib.request.urlopen(urllib.request.Request(
+            url + "/status.json?admin=1", headers=auth), timeout=5,
+            context=ctx) as r:
+        d = json.loads(r.read())
+    out["get"] = [r.status, d["admin"]["user"]]
+    form = urllib.parse.urlencode({"csrf": d["admin"]["csrf"], "op": "ban",
+                                   "target": "192.0.2.0/24"}).encode()
+    host = url.split("//", 1)[1]
+    with urllib.request.urlopen(urllib.request.Request(
+            url + "/status/action", data=form, headers={
+                **auth, "Origin": url}), timeout=5, context=ctx) as r:
+        out["post"] = [r.status, json.loads(r.read())]
+except urllib.error.HTTPError as e:
+    out["error"] = [e.code, e.read().decode()]
+except Exception as e:
+    out["error"] = [0, type(e).__name__ + ": " + str(e)]
+print(json.dumps(out))
+"""
+
+
+def admin_from_client(p, url):
+    r = sh("ip", "netns", "exec", p.world.cli, "/usr/bin/python3", "-c", ADMIN,
+           url, p.ca, "demo:demo-pass-1", timeout=30)
+    return json.loads(r.stdout)
+
+
+def test_status_admin_from_another_host_needs_tls(run_proxy, certs):
+    """The status page's admin actions from a non-loopback peer (the client
+    namespace): refused over plain HTTP, done over TLS
+    (metrics.tls)."""
+    metrics = {"listen": f"{SRV4}:{METRICS_PORT}", "admin": True}
+    p = run_proxy(metrics=metrics)
+    out = admin_from_client(p, f"http://{SRV4}:{METRICS_PORT}")
+    assert out["error"][0] == 403 and "over TLS" in out["error"][1], out
+    assert "msg=metrics-request-bad client=198.51.100." in p.log()
+    assert p.ctl("-j", "list").stdout.strip() == ""
+    p.stop()
+
+    q = run_proxy(metrics={**metrics, "tls": {"cert": str(certs.ecdsa_cert),
+                                              "key": str(certs.ecdsa_key)}})
+    out = admin_from_client(q, f"https://{SRV4}:{METRICS_PORT}")
+    assert out.get("get") == [200, "demo"], out
+    assert out.get("post") == [200, {"ok": True}], out
+    listed = [json.loads(x) for x in q.ctl("-j", "list").stdout.splitlines()]
+    assert [(e["prefix"], e["reason"]) for e in listed] == [("192.0.2.0/24", "manual")]
+    assert "msg=status-admin user=demo op=ban target=192.0.2.0/24 result=ok" in q.log()
+    # Plain HTTP to the TLS endpoint gets no answer, and a wrong login
+    # over TLS is still refused.
+    r = sh("ip", "netns", "exec", q.world.cli, "curl", "-sS", "--max-time", "5",
+           f"http://{SRV4}:{METRICS_PORT}/status.json", check=False, timeout=30)
+    assert r.returncode != 0 and "HTTP/" not in r.stdout
+    r = sh("ip", "netns", "exec", q.world.cli, "/usr/bin/python3", "-c", ADMIN,
+           f"https://{SRV4}:{METRICS_PORT}", q.ca, "demo:wrong", timeout=30)
+    assert json.loads(r.stdout)["error"][0] == 401

@@ -489,6 +489,62 @@ test_hash_score_range(void **state)
 	}
 }
 
+/* The last change and why: what the reason text says, kept across a
+ * reload's new pool. */
+static void
+test_last_change(void **state)
+{
+	struct backend_pool_cursor c;
+	struct backend_pool *p, *q;
+	uint64_t at = 1;
+	bool check = true;
+
+	(void)state;
+	assert_int_equal(
+		backend_pool_why_of(false, "connect: Connection refused"),
+		BACKEND_WHY_REFUSED);
+	assert_int_equal(backend_pool_why_of(false, "timeout"),
+			 BACKEND_WHY_TIMEOUT);
+	assert_int_equal(
+		backend_pool_why_of(false, "connect: Connection timed out"),
+		BACKEND_WHY_TIMEOUT);
+	assert_int_equal(backend_pool_why_of(false, "greeting: 554 go away"),
+			 BACKEND_WHY_GREETING);
+	assert_int_equal(
+		backend_pool_why_of(false, "ehlo: XCLIENT not offered"),
+		BACKEND_WHY_FAILED);
+	assert_int_equal(backend_pool_why_of(true, "handshake completed"),
+			 BACKEND_WHY_RECOVERED);
+	assert_string_equal(backend_pool_why_name(BACKEND_WHY_GREETING),
+			    "bad greeting");
+	assert_string_equal(backend_pool_why_name(BACKEND_WHY_COUNT), "none");
+
+	make_config(2, NULL, BALANCE_ROUND_ROBIN);
+	p = make_pool(&c);
+	assert_int_equal(backend_pool_last_change(p, 1, &at, &check),
+			 BACKEND_WHY_NONE);
+	assert_true(at == 0 && !check);
+	backend_pool_note(p, 1, BACKEND_WHY_TIMEOUT, true, 5000);
+	assert_int_equal(backend_pool_last_change(p, 1, &at, &check),
+			 BACKEND_WHY_TIMEOUT);
+	assert_true(at == 5000 && check);
+	backend_pool_note(p, 1, BACKEND_WHY_RECOVERED, false, 6000);
+	assert_int_equal(backend_pool_last_change(p, 1, &at, &check),
+			 BACKEND_WHY_RECOVERED);
+	assert_true(at == 6000 && !check);
+	q = backend_pool_new(&cfg);
+	assert_non_null(q);
+	backend_pool_inherit(q, p);
+	assert_int_equal(backend_pool_last_change(q, 1, &at, &check),
+			 BACKEND_WHY_RECOVERED);
+	assert_true(at == 6000);
+	assert_int_equal(backend_pool_last_change(q, 0, &at, &check),
+			 BACKEND_WHY_NONE);
+	backend_pool_free(q);
+	backend_pool_cursor_free(&c);
+	backend_pool_free(p);
+}
+
 int
 main(void)
 {
@@ -505,6 +561,7 @@ main(void)
 		cmocka_unit_test(test_disabled),
 		cmocka_unit_test(test_offer_chunking_needs_every_server),
 		cmocka_unit_test(test_hash_score_range),
+		cmocka_unit_test(test_last_change),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

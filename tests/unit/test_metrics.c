@@ -633,6 +633,29 @@ test_registry(void **state)
 	free(r);
 }
 
+/* The status page's p50/p99: linear inside the bucket, as Prometheus's
+ * histogram_quantile(); the +Inf bucket gives the last finite bound. */
+static void
+test_hist_quantile(void **state)
+{
+	struct metrics_hist h = {0};
+
+	(void)state;
+	assert_true(metrics_hist_quantile(&h, 0.5) < 0);
+	/* 4 in (0, 250], 4 in (500, 1000] us */
+	h.bucket[0] = 4;
+	h.bucket[2] = 4;
+	h.count = 8;
+	assert_true(metrics_hist_quantile(&h, 0.25) == 125.0);
+	assert_true(metrics_hist_quantile(&h, 0.5) == 250.0);
+	assert_true(metrics_hist_quantile(&h, 0.75) == 750.0);
+	assert_true(metrics_hist_quantile(&h, 0.99) ==
+		    500.0 + 500.0 * 3.92 / 4);
+	h.bucket[COUNTERS_HIST_BOUNDS] = 100; /* past every bound */
+	assert_true(metrics_hist_quantile(&h, 0.99) ==
+		    (double)counters_hist_bound_us[COUNTERS_HIST_BOUNDS - 1]);
+}
+
 int
 main(void)
 {
@@ -646,6 +669,7 @@ main(void)
 		cmocka_unit_test(test_admin_helpers),
 		cmocka_unit_test(test_parse_too_large),
 		cmocka_unit_test(test_registry),
+		cmocka_unit_test(test_hist_quantile),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

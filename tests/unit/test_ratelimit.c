@@ -471,6 +471,72 @@ test_policy_lookup(void **state)
 	reset_config();
 }
 
+/* The status page's scan: only users with a bucket in use, a shard at a
+ * time, bounded by the buffer; their availability as peek says it. */
+static void
+test_user_scan(void **state)
+{
+	struct ratelimit *l = *state;
+	struct ratelimit_user_seen seen[64];
+	uint64_t avail[LIMIT_USER_KINDS], peek[LIMIT_USER_KINDS];
+	struct ratelimit_key k;
+	unsigned shard = 0, calls = 0;
+	size_t total = 0;
+	bool truncated = false, found = false;
+
+	assert_int_equal(take(l, "alice", LIMIT_MESSAGES, 2, T0, NULL),
+			 LIMIT_USER_KINDS);
+	assert_int_equal(take(l, "bob", LIMIT_RECIPIENTS, 4, T0, NULL),
+			 LIMIT_USER_KINDS);
+	/* A login failure alone is no bucket in use. */
+	ratelimit_user_key(l, "carol", &k);
+	ratelimit_login_failed(l, &k, T0);
+	ratelimit_user_key(l, "alice", &k);
+	do {
+		size_t n = ratelimit_user_scan(l, &shard, T0 + 100, seen, 64,
+					       &truncated);
+
+		for (size_t i = 0; i < n; i++) {
+			if (memcmp(seen[i].key, k.b, sizeof(k.b)) != 0)
+				continue;
+			found = true;
+			ratelimit_user_avail(&seen[i], &cfg.user_limits,
+					     T0 + 100, avail);
+		}
+		total += n;
+		calls++;
+	} while (shard != 0 && calls < 1000);
+	assert_int_equal(shard, 0);
+	assert_int_equal(total, 2);
+	assert_false(truncated);
+	assert_true(found);
+	assert_true(
+		ratelimit_user_peek(l, &k, &cfg.user_limits, T0 + 100, peek));
+	assert_memory_equal(avail, peek, sizeof(avail));
+	assert_int_equal(avail[LIMIT_MESSAGES], 1);
+	/* Full again later: no longer seen. */
+	shard = 0;
+	total = 0;
+	calls = 0;
+	do {
+		total += ratelimit_user_scan(l, &shard, T0 + 60000, seen, 64,
+					     &truncated);
+	} while (shard != 0 && ++calls < 1000);
+	assert_int_equal(total, 0);
+	/* A buffer too small says so. */
+	assert_int_equal(take(l, "alice", LIMIT_MESSAGES, 1, T0 + 60000, NULL),
+			 LIMIT_USER_KINDS);
+	shard = 0;
+	total = 0;
+	calls = 0;
+	do {
+		total += ratelimit_user_scan(l, &shard, T0 + 60000, seen, 0,
+					     &truncated);
+	} while (shard != 0 && ++calls < 1000);
+	assert_int_equal(total, 0);
+	assert_true(truncated);
+}
+
 int
 main(void)
 {
@@ -478,6 +544,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_burst_then_rate, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_give_back, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_user_scan, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bytes_and_never, setup,
 						teardown),
