@@ -240,6 +240,11 @@ start_xdp(struct bans *b, const struct config *cfg, char *err, size_t errlen)
 	b->bpf = blocklist_open(cfg->xdp_pin_dir, why, sizeof(why));
 	if (b->bpf == NULL)
 		goto unavailable;
+	if (blocklist_carried(b->bpf) > 0)
+		log_info("xdp-maps-migrated",
+			 " pin_dir=%s entries=%zu detail=\"carried over from "
+			 "an older build's maps\"",
+			 cfg->xdp_pin_dir, blocklist_carried(b->bpf));
 	if (set_scope(b, cfg, why, sizeof(why)) != 0 ||
 	    blocklist_foreach(b->bpf, BLOCKLIST_TABLE_BLOCK, import_one, b, why,
 			      sizeof(why)) < 0)

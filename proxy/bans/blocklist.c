@@ -13,7 +13,8 @@
  * skeleton.
  *
  * Security stance: maps already pinned are reused only with our layout
- * (libbpf refuses another); the pin directory is created mode 0700.
+ * (libbpf refuses another; the first layout's tries are carried over by
+ * blocklist_migrate.c); the pin directory is created mode 0700.
  * Nothing is logged; libbpf's own messages are captured during open and
  * attach and appended to err (blocklist_msg.c).
  *
@@ -44,6 +45,7 @@ blocklist_open(const char *pin_dir, char *err, size_t errlen)
 	LIBBPF_OPTS(bpf_object_open_opts, opts);
 	libbpf_print_fn_t old = blocklist_capture_begin();
 	struct blocklist *bl = calloc(1, sizeof(*bl));
+	struct blocklist_carry carry = {0};
 	int e;
 
 	if (bl == NULL) {
@@ -57,6 +59,8 @@ blocklist_open(const char *pin_dir, char *err, size_t errlen)
 			goto fail;
 		}
 		opts.pin_root_path = pin_dir;
+		if (blocklist_carry_out(pin_dir, &carry, err, errlen) != 0)
+			goto fail;
 		bl->pin_dir = strdup(pin_dir);
 		if (bl->pin_dir == NULL) {
 			snprintf(err, errlen, "out of memory");
@@ -94,11 +98,16 @@ blocklist_open(const char *pin_dir, char *err, size_t errlen)
 			       "counting possible CPUs");
 		goto fail;
 	}
+	if (blocklist_carry_in(bl, &carry, err, errlen) != 0)
+		goto fail;
+	bl->carried = carry.n;
+	blocklist_carry_free(&carry);
 	if (bl->pin_dir != NULL)
 		blocklist_adopt_links(bl);
 	blocklist_capture_end(old);
 	return bl;
 fail:
+	blocklist_carry_free(&carry);
 	if (bl != NULL) {
 		blocklist_bpf__destroy(bl->skel);
 		free(bl->pin_dir);
@@ -107,6 +116,12 @@ fail:
 	}
 	blocklist_capture_end(old);
 	return NULL;
+}
+
+size_t
+blocklist_carried(const struct blocklist *bl)
+{
+	return bl->carried;
 }
 
 void

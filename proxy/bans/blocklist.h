@@ -82,14 +82,17 @@ struct blocklist_apply_result {
  * bpffs (mount -t bpf bpf /sys/fs/bpf: the caller's job) holding the
  * maps by name (msa_block4, ...): maps already pinned there are reused,
  * so entries and counters survive restarts and crashes; missing ones are
- * created and pinned.  pin_dir is created (mode 0700) if absent.  Pinned
- * maps with another layout (an older build) are refused: remove them.
+ * created and pinned.  pin_dir is created (mode 0700) if absent.  Prefix
+ * tries of the first layout (before the per-entry drop counter) are
+ * carried over, entries and all (blocklist_carried() says how many);
+ * pinned maps of any other layout are refused: remove them.
  * pin_dir NULL: private maps, gone with the process.  Needs CAP_BPF
  * (map creation, program load) and, to attach, CAP_NET_ADMIN: run it
  * before dropping root; see docs/XDP.md for what later calls need.
  * Returns NULL with err filled on failure.
  */
 struct blocklist *blocklist_open(const char *pin_dir, char *err, size_t errlen);
+size_t blocklist_carried(const struct blocklist *bl);
 /* Close the maps and program.  Never detaches: an attached program stays
  * and keeps dropping (call blocklist_detach_all() on a clean shutdown). */
 void blocklist_close(struct blocklist *bl);

@@ -40,7 +40,24 @@ struct blocklist {
 	pthread_mutex_t lock; /* serialises read-modify-write edits */
 	struct attachment att[ATTACH_MAX];
 	size_t natt;
+	size_t carried; /* entries carried over from the first layout */
 };
+
+/* blocklist_migrate.c: the prefix tries of the first value layout (an
+ * older build's pins) read and unpinned before the load, and written into
+ * the new maps after it. */
+#define BLOCKLIST_TRIES 4 /* block4, block6, allow4, allow6 */
+struct carried;
+struct blocklist_carry {
+	struct carried *v;
+	size_t n, cap;
+	unsigned tries; /* how many tries were of the old layout */
+};
+int blocklist_carry_out(const char *pin_dir, struct blocklist_carry *c,
+			char *err, size_t errlen);
+int blocklist_carry_in(struct blocklist *bl, const struct blocklist_carry *c,
+		       char *err, size_t errlen);
+void blocklist_carry_free(struct blocklist_carry *c);
 
 /* libbpf's last warning, captured between begin and end (open and attach)
  * and appended to err by blocklist_fail(); cleared by each call that may

@@ -19,6 +19,7 @@ and under CI a skip is a failure.
 """
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -340,6 +341,20 @@ def test_bans_work_after_dropping_root(run_proxy):
 
 
 REDIS_PORT, OTHER_SMTP_PORT, OTHER_METRICS_PORT = 2610, 2588, 9588
+
+
+def test_an_older_builds_pinned_bans_are_carried_over(run_proxy, world):
+    """Pins of the first map layout (16-byte values, before the per-entry
+    drop counter) hold a manual ban: the start carries it into the new
+    maps instead of refusing them, and the kernel still drops the client."""
+    assert world.tool("old-pins", CLI4_A, ns=world.srv).strip() == "pinned=4"
+    p = run_proxy()
+    assert re.search(r"msg=xdp-maps-migrated pin_dir=\S+ entries=1 ", p.log())
+    assert p.connects(CLI4_A) == "timeout"
+    listed = json.loads(p.ctl("-j", "list").stdout.splitlines()[0])
+    assert (listed["prefix"], listed["reason"]) == (CLI4_A + "/32", "manual")
+    assert listed["xdp_drops"] >= 1  # the new layout counts per entry
+    assert p.submit(CLI4_B) == "sent"
 
 
 def test_a_ban_on_another_node_reaches_this_nodes_kernel_map(run_proxy, world,

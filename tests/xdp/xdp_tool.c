@@ -17,6 +17,10 @@
  *   scope all | scope tcp-ports PORT...  | scope (prints it)
  *   apply FILE                           blocklist file, diff-applied
  *   match ADDR [LOCAL_PORT]              "pass" | "allowed" | "drop R"
+ *   old-pins CIDR                        pin tries of the first layout
+ *                                        (16-byte values) holding CIDR as
+ *                                        a manual ban: an older build's
+ *                                        pins, for the migration test
  *
  * --pin DIR: the bpffs directory of the pinned maps (default
  * /sys/fs/bpf/msaproxy; bpffs must be mounted).  --drop-privs: after
@@ -35,6 +39,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+
+#include <bpf/bpf.h>
 
 #include "bans/blocklist.h"
 
@@ -327,6 +334,55 @@ run(struct blocklist *bl, const char *cmd, int argc, char **argv)
 	return 0;
 }
 
+/* What a build before the per-entry drop counter pinned: the four tries
+ * with 16-byte values, CIDR banned (manual, permanent) in its family's. */
+static int
+old_pins(const char *pin, const char *cidr)
+{
+	static const struct {
+		const char *name;
+		unsigned key_size, max;
+	} tries[] = {
+		{"msa_block4", 8, BLOCKLIST_MAX_BLOCK},
+		{"msa_block6", 20, BLOCKLIST_MAX_BLOCK},
+		{"msa_allow4", 8, BLOCKLIST_MAX_ALLOW},
+		{"msa_allow6", 20, BLOCKLIST_MAX_ALLOW},
+	};
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+	struct ipnet net = parse_net(cidr);
+	bool v4 = ipnet_is_v4(net.addr);
+
+	if (mkdir(pin, 0700) < 0 && errno != EEXIST)
+		die("mkdir", strerror(errno));
+	for (size_t t = 0; t < sizeof(tries) / sizeof(*tries); t++) {
+		unsigned char key[20] = {0}, value[16] = {0};
+		char path[512];
+		int fd = bpf_map_create(BPF_MAP_TYPE_LPM_TRIE, tries[t].name,
+					tries[t].key_size, sizeof(value),
+					tries[t].max, &opts);
+
+		if (fd < 0)
+			die("bpf_map_create", strerror(errno));
+		snprintf(path, sizeof(path), "%s/%s", pin, tries[t].name);
+		if (bpf_obj_pin(fd, path) < 0)
+			die("bpf_obj_pin", strerror(errno));
+		if (t == (v4 ? 0u : 1u)) {
+			__u32 prefixlen = v4 ? net.len - 96u : net.len;
+
+			memcpy(key, &prefixlen, 4);
+			memcpy(key + 4, v4 ? net.addr + 12 : net.addr,
+			       v4 ? 4 : 16);
+			value[8] = BLOCKLIST_REASON_MANUAL; /* reason, LE */
+			value[12] = (unsigned char)prefixlen;
+			if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0)
+				die("bpf_map_update_elem", strerror(errno));
+		}
+		close(fd);
+	}
+	printf("pinned=4\n");
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -346,6 +402,8 @@ main(int argc, char **argv)
 	}
 	if (i >= argc)
 		usage();
+	if (strcmp(argv[i], "old-pins") == 0 && i + 2 == argc)
+		return old_pins(pin, argv[i + 1]);
 	bl = blocklist_open(pin, err, sizeof(err));
 	if (bl == NULL)
 		die("open", err);
