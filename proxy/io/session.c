@@ -259,8 +259,8 @@ tls_ready(struct session *s)
 	 * leaves with the first reply (the EHLO's, or the implicit TLS
 	 * greeting) instead of in a segment of its own.  The client speaks
 	 * next anyway, and needs the ticket only for its next connection. */
-	s->hold_ticket = SSL_version(s->ssl) == TLS1_3_VERSION &&
-			 buf_used(&s->wire) > 0;
+	s->hold_ticket =
+		SSL_version(s->ssl) == TLS1_3_VERSION && buf_used(&s->wire) > 0;
 	s->deadline_ms = 0;
 	s->cmd_since_ms = timer_now_ms(); /* after STARTTLS: a new turn */
 	session_log(s, LOG_INFO, "tls", " version=%s cipher=%s resumed=%s",
