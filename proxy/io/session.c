@@ -255,12 +255,6 @@ tls_ready(struct session *s)
 	counter_add(&s->ring->counters.tls_ok[tls_version_of(s->ssl)], 1);
 	s->tls_done = true;
 	tls_established(s->ssl);
-	/* TLS 1.3: the ticket OpenSSL wrote after the client's Finished
-	 * leaves with the first reply (the EHLO's, or the implicit TLS
-	 * greeting) instead of in a segment of its own.  The client speaks
-	 * next anyway, and needs the ticket only for its next connection. */
-	s->hold_ticket =
-		SSL_version(s->ssl) == TLS1_3_VERSION && buf_used(&s->wire) > 0;
 	s->deadline_ms = 0;
 	s->cmd_since_ms = timer_now_ms(); /* after STARTTLS: a new turn */
 	session_log(s, LOG_INFO, "tls", " version=%s cipher=%s resumed=%s",
@@ -366,8 +360,7 @@ send_wire(struct session *s)
 {
 	struct io_uring_sqe *sqe;
 
-	if (s->sending || s->dead || buf_used(&s->wire) == 0 ||
-	    (s->hold_ticket && !s->closing))
+	if (s->sending || s->dead || buf_used(&s->wire) == 0)
 		return;
 	sqe = ring_sqe(s->ring);
 	s->wire.pinned = true;
@@ -403,7 +396,6 @@ write_client(struct session *s)
 			if (r <= 0)
 				break;
 			buf_consume(out, (size_t)r);
-			s->hold_ticket = false;
 		}
 	}
 }

@@ -73,7 +73,6 @@ struct session {
 	bool close_started; /* closing: flush deadline set, close_notify */
 	bool dead;	    /* closed; freed when inflight reaches 0 */
 	bool auth_delay;    /* auth's failure reply waits for the timer */
-	bool hold_ticket;   /* TLS 1.3's ticket waits in wire for a reply */
 	/* auth_http's Auth-Server: 1 + the index in backends.servers of the
 	 * only backend this session uses; 0: the pool picks. */
 	uint8_t backend_pin;

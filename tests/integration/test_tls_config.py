@@ -101,35 +101,6 @@ def test_tls13_resumption_with_ticket(proxy, recording_backend):
     p.wait_for_log(r"msg=tls .*resumed=yes")
 
 
-def test_tls13_ticket_leaves_with_the_first_reply(proxy, recording_backend):
-    """After STARTTLS the TLS 1.3 ticket is not sent on its own: nothing
-    comes until the client speaks, then the ticket and the EHLO reply
-    arrive together, and the ticket resumes."""
-    p = proxy([recording_backend.port])
-    ctx = tls_client(p.ca)
-    with socket.create_connection(("127.0.0.1", p.starttls_port), timeout=10) as raw:
-        f = raw.makefile("rb")
-        assert f.readline().startswith(b"220 ")
-        raw.sendall(b"EHLO client.example.test\r\n")
-        while not f.readline().startswith(b"250 "):
-            pass
-        raw.sendall(b"STARTTLS\r\n")
-        assert f.readline().startswith(b"220 ")
-        with ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
-            assert tls.version() == "TLSv1.3"
-            readable, _, _ = select.select([tls], [], [], 0.5)
-            assert readable == []  # the ticket waits for a reply
-            tls.sendall(b"EHLO client.example.test\r\n")
-            reply = b""
-            while b"\r\n250 " not in b"\r\n" + reply:
-                reply += tls.recv(1000)
-            session = tls.session
-            assert session is not None and session.has_ticket
-    with socket.create_connection(("127.0.0.1", p.implicit_port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname=SERVER_NAME, session=session) as tls:
-            assert tls.session_reused
-
-
 def test_handshake_timeout_closes(proxy, recording_backend):
     """tls.handshake_timeout 1s (the suite's is 10s): a client that never
     starts its handshake is closed without a word, by this timeout."""
