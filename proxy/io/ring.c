@@ -4,7 +4,8 @@
  *
  * One ring per worker thread, made by that thread: SINGLE_ISSUER |
  * DEFER_TASKRUN where the kernel has them (COOP_TASKRUN otherwise), no
- * SQPOLL (it would take a core of a small machine).  Receives take their
+ * SQPOLL (it would take a core of a small machine), the ring's own fd
+ * registered (io_uring_register_ring_fd).  Receives take their
  * buffers from two provided-buffer rings (liburing's
  * io_uring_register_buf_ring): 16 KiB buffers for everything, 64 KiB ones
  * for a TLS session's message bytes.
@@ -172,6 +173,10 @@ ring_setup(struct ring *r, char *err, size_t errlen)
 		return -1;
 	}
 	r->uring_ok = true;
+	/* io_uring_enter() by the ring's registered index, not its fd: no
+	 * look-up in the process's fd table (shared by every thread, so an
+	 * atomic on the file each time) per wait.  Older kernels: the fd. */
+	(void)io_uring_register_ring_fd(&r->uring);
 	if (setup_group(r, RECV_GROUP, RECV_BUF_SIZE, r->gen->cfg->recv_buffers,
 			err, errlen) != 0 ||
 	    setup_group(r, DATA_GROUP, DATA_BUF_SIZE, r->gen->cfg->data_buffers,
