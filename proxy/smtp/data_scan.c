@@ -52,6 +52,10 @@
  */
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DATA_SCAN_PORTABLE)
+#include <immintrin.h>
+#endif
+
 #include "smtp/data_scan.h"
 
 enum {
@@ -209,24 +213,31 @@ skip_canonical_16(const unsigned char *p, const unsigned char *end)
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(DATA_SCAN_PORTABLE)
-/* The same with AVX2 where the CPU has it: one 32-byte vector a step. */
-typedef unsigned char u8x32 __attribute__((vector_size(32)));
-
+/* The same with AVX2 where the CPU has it: one 32-byte vector a step, in
+ * intrinsics (and-not and one test instead of the extensions' negated
+ * compares and lane copies: ~0.7 instructions a byte). */
 __attribute__((target("avx2"))) static const unsigned char *
 skip_canonical_avx2(const unsigned char *p, const unsigned char *end)
 {
-	while ((size_t)(end - p) > CANON_STEP) {
-		u8x32 prev, v, next, m;
-		uint64_t w[4];
+	const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+	const __m256i dot = _mm256_set1_epi8('.'), nul = _mm256_setzero_si256();
 
-		memcpy(&prev, p - 1, 32);
-		memcpy(&v, p, 32);
-		memcpy(&next, p + 1, 32);
-		m = (u8x32)(((v == '\n') & (prev != '\r')) |
-			    ((v == '\r') & (next != '\n')) |
-			    ((v == '\n') & (next == '.')) | (v == 0));
-		memcpy(w, &m, 32);
-		if ((w[0] | w[1] | w[2] | w[3]) != 0)
+	while ((size_t)(end - p) > CANON_STEP) {
+		__m256i prev = _mm256_loadu_si256((const __m256i *)(p - 1));
+		__m256i v = _mm256_loadu_si256((const __m256i *)p);
+		__m256i next = _mm256_loadu_si256((const __m256i *)(p + 1));
+		__m256i is_lf = _mm256_cmpeq_epi8(v, lf);
+		__m256i m = _mm256_or_si256(
+			_mm256_andnot_si256(_mm256_cmpeq_epi8(prev, cr), is_lf),
+			_mm256_andnot_si256(_mm256_cmpeq_epi8(next, lf),
+					    _mm256_cmpeq_epi8(v, cr)));
+
+		m = _mm256_or_si256(
+			m, _mm256_or_si256(
+				   _mm256_and_si256(
+					   is_lf, _mm256_cmpeq_epi8(next, dot)),
+				   _mm256_cmpeq_epi8(v, nul)));
+		if (!_mm256_testz_si256(m, m))
 			break;
 		if (p[CANON_STEP - 1] == '\r')
 			return p + CANON_STEP - 1; /* not between CR and LF */
