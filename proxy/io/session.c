@@ -5,7 +5,9 @@
  * receive buffer in place and writes records straight into s->wire through
  * the session's BIO, tls.h) into s->in; session_run() feeds them to the SMTP
  * state machine or, during DATA and BDAT, to the relay (relay.c) and on to
- * the backend; replies go back through TLS into s->wire and out with one
+ * the backend (under TLS, once s->in is empty, message bytes are decrypted
+ * straight into the backend's buffer and scanned there: relay_in_place());
+ * replies go back through TLS into s->wire and out with one
  * send at a time.  session_run() is also where the session takes what
  * its backend leg woke it for.
  * Reads are armed only while there is room for them, which bounds every buffer:
