@@ -277,8 +277,9 @@ in_place(struct session *s)
 {
 	struct relay_io io;
 
-	if (s->ssl == NULL || !s->tls_done || s->smtp.state != SMTP_DATA ||
-	    s->be == NULL)
+	if (s->ssl == NULL || !s->tls_done || s->be == NULL ||
+	    (s->smtp.state != SMTP_DATA &&
+	     (s->smtp.state != SMTP_CHUNK || s->smtp.chunk_left == 0)))
 		return false;
 	io = relay_io_of(s);
 	return relay_in_place_ok(&s->relay, &io);
@@ -617,16 +618,18 @@ relay(struct session *s)
 	return ended;
 }
 
-/* DATA under TLS with nothing waiting in s->in: each record is decrypted
- * straight into the backend's buffer and scanned there, one copy of every
- * message byte fewer than through s->in (docs/PERFORMANCE.md, change 12).
- * What follows the end of data in the record is the client's next command:
- * it goes to s->in.  Returns -1 when the session ended, 1 when the message
- * did, 0 when TLS has no more for now or the backend's buffer is full. */
+/* DATA or a BDAT chunk under TLS with nothing waiting in s->in: each
+ * record is decrypted straight into the backend's buffer and scanned
+ * there, one copy of every message byte fewer than through s->in
+ * (docs/PERFORMANCE.md, change 12).  What follows the end of data or of
+ * the chunk in the record is the client's next command: it goes to s->in.
+ * Returns -1 when the session ended, 1 when the message or chunk did, 0
+ * when TLS has no more for now or the backend's buffer is full. */
 static int
 relay_in_place(struct session *s)
 {
 	struct relay_io io = relay_io_of(s);
+	bool chunk = s->smtp.state == SMTP_CHUNK;
 	uint64_t forwarded = 0;
 	int ret = 0;
 
@@ -654,11 +657,16 @@ relay_in_place(struct session *s)
 						 : "tls-error");
 			return -1;
 		}
-		n = relay_data_in_place(&s->relay, &io, (size_t)r);
+		if (chunk)
+			n = relay_chunk_in_place(&s->relay, &io, (size_t)r,
+						 &s->smtp.chunk_left,
+						 s->smtp.chunk_last);
+		else
+			n = relay_data_in_place(&s->relay, &io, (size_t)r);
 		forwarded += io.forwarded;
 		if (n < (size_t)r)
 			buf_append(&s->in, t + n, (size_t)r - n);
-		if (s->relay.ds.done) {
+		if (chunk ? s->smtp.chunk_left == 0 : s->relay.ds.done) {
 			ret = 1;
 			break;
 		}

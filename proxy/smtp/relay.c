@@ -142,6 +142,32 @@ relay_data_in_place(struct relay *r, struct relay_io *io, size_t len)
 	return n;
 }
 
+/* The same checks as relay_chunk(), on bytes already where they go. */
+size_t
+relay_chunk_in_place(struct relay *r, struct relay_io *io, size_t len,
+		     uint64_t *left, bool last)
+{
+	const char *p = buf_tail(io->out);
+	size_t n = len;
+
+	io->forwarded = 0;
+	if (p == NULL || len == 0 || *left == 0)
+		return 0;
+	if (n > *left)
+		n = (size_t)*left;
+	data_scan_chunk(&r->ds, p, n, last && n == *left);
+	if (r->ds.bad)
+		r->sink = RELAY_SINK_BAD_BYTES;
+	else if (!relay_take(io, n))
+		r->sink = RELAY_SINK_LIMIT;
+	else {
+		buf_commit(io->out, n);
+		io->forwarded = n;
+	}
+	*left -= n;
+	return n;
+}
+
 bool
 relay_chunk(struct relay *r, struct relay_io *io, uint64_t *left, bool last)
 {

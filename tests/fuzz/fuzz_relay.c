@@ -6,8 +6,8 @@
  * Input: byte 0 sets the mode (bit 0: normalize; bit 1: BDAT, one chunk
  * of the whole stream, LAST; bit 2: a byte-rate allowance from byte 1;
  * bit 3: a size limit from byte 2; bit 4: the backend is lost halfway;
- * bit 5: DATA bytes written straight into the backend's buffer and
- * relayed in place whenever relay_in_place_ok(), as the session does
+ * bit 5: DATA or chunk bytes written straight into the backend's buffer
+ * and relayed in place whenever relay_in_place_ok(), as the session does
  * under TLS),
  * bytes 1-2 the allowance and the limit, byte 3 seeds the piece sizes;
  * the rest is the client's stream after "354" (or the chunk).
@@ -158,8 +158,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			.take_bytes = take_bytes,
 			.ctx = &m,
 		};
-		if (in_place && !bdat && relay_in_place_ok(&r, &io) &&
-		    buf_room(&out) > 0 && piece > 0) {
+		if (in_place && relay_in_place_ok(&r, &io) &&
+		    buf_room(&out) > 0 && piece > 0 &&
+		    (!bdat || s.chunk_left > 0)) {
 			/* As the session decrypts: into the outbox's tail,
 			 * what follows the end of data to the input. */
 			char *t = buf_tail(&out);
@@ -169,13 +170,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				piece = buf_room(&out);
 			memcpy(t, stream + fed, piece);
 			fed += piece;
-			used = relay_data_in_place(&r, &io, piece);
+			if (bdat)
+				used = relay_chunk_in_place(
+					&r, &io, piece, &s.chunk_left, true);
+			else
+				used = relay_data_in_place(&r, &io, piece);
 			CHECK(used <= piece, "used more than it had");
-			CHECK(used == piece || r.ds.done,
-			      "stopped short of the end of data");
+			CHECK(used == piece ||
+				      (bdat ? s.chunk_left == 0 : r.ds.done),
+			      "stopped short of the end");
 			buf_append(&in, t + used, piece - used);
 			before = buf_used(&in);
-			ended = r.ds.done;
+			ended = bdat ? s.chunk_left == 0 : r.ds.done;
 		} else {
 			piece = buf_append(&in, (const char *)stream + fed,
 					   piece);

@@ -484,6 +484,62 @@ test_in_place_only_when_nothing_waits(void **state)
 	assert_false(relay_in_place_ok(&f->r, &io));
 }
 
+/* A chunk "decrypted" into the outbox in place, the rest to f->in. */
+static size_t
+chunk_in_place(struct fixture *f, struct relay_io *io, const char *p, size_t n,
+	       bool last)
+{
+	char *t = buf_tail(&f->out);
+	size_t used;
+
+	assert_non_null(t);
+	assert_true(relay_in_place_ok(&f->r, io));
+	memcpy(t, p, n);
+	used = relay_chunk_in_place(&f->r, io, n, &f->s.chunk_left, last);
+	if (used < n)
+		append_n(&f->in, t + used, n - used);
+	return used;
+}
+
+static void
+test_bdat_in_place(void **state)
+{
+	struct fixture *f = *state;
+	struct relay_io io;
+
+	to_transaction(f, true);
+	assert_int_equal(feeds(f, "BDAT 7\r\n"), SMTP_ACT_FORWARD);
+	smtp_chunk_begin(&f->s);
+	assert_true(relay_chunk_begin(&f->r, &f->s));
+	io = io_of(f, 1000000, false);
+	/* Two records: the chunk's end and the next command in the second. */
+	assert_int_equal(chunk_in_place(f, &io, "hel", 3, false), 3);
+	assert_int_equal(f->s.chunk_left, 4);
+	assert_int_equal(chunk_in_place(f, &io, "lo\r\nNOOP\r\n", 10, false),
+			 4);
+	assert_int_equal(f->s.chunk_left, 0);
+	assert_int_equal(buf_used(&f->out), 7);
+	assert_memory_equal(buf_head(&f->out), "hello\r\n", 7);
+	assert_int_equal(buf_used(&f->in), 6); /* NOOP stays a command */
+	assert_int_equal(relay_finish(&f->r, &f->s, NULL), RELAY_SINK_NONE);
+	assert_int_equal(f->s.state, SMTP_BACKEND);
+	reply(f, 250);
+	replies(f);
+	buf_clear(&f->in);
+	buf_clear(&f->out);
+
+	/* A bare LF in the LAST chunk: nothing of it goes on. */
+	assert_int_equal(feeds(f, "BDAT 4 LAST\r\n"), SMTP_ACT_FORWARD);
+	smtp_chunk_begin(&f->s);
+	assert_true(relay_chunk_begin(&f->r, &f->s));
+	assert_int_equal(chunk_in_place(f, &io, "a\nb\r", 4, true), 4);
+	assert_int_equal(f->r.sink, RELAY_SINK_BAD_BYTES);
+	assert_int_equal(buf_used(&f->out), 0);
+	assert_int_equal(f->s.chunk_left, 0);
+	assert_int_equal(relay_finish(&f->r, &f->s, NULL),
+			 RELAY_SINK_BAD_BYTES);
+}
+
 int
 main(void)
 {
@@ -520,6 +576,8 @@ main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_in_place_only_when_nothing_waits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bdat_in_place, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
