@@ -5,7 +5,9 @@
  * receive buffer in place and writes records straight into s->wire through
  * the session's BIO, tls.h) into s->in; session_run() feeds them to the SMTP
  * state machine or, during DATA and BDAT, to the relay (relay.c) and on to
- * the backend; replies go back through TLS into s->wire and out with one
+ * the backend (under TLS, once s->in is empty, message bytes are decrypted
+ * straight into the backend's buffer and scanned there: relay_in_place());
+ * replies go back through TLS into s->wire and out with one
  * send at a time.  session_run() is also where the session takes what
  * its backend leg woke it for.
  * Reads are armed only while there is room for them, which bounds every buffer:
@@ -271,8 +273,25 @@ tls_ready(struct session *s)
 		smtp_tls_ready(&s->smtp);
 }
 
-/* Pull plaintext out of TLS into s->in while there is room.  Returns
- * false when the session ended. */
+static struct relay_io relay_io_of(struct session *s);
+
+/* Message bytes go from TLS straight into the backend's buffer
+ * (relay_in_place()), not through s->in. */
+static bool
+in_place(struct session *s)
+{
+	struct relay_io io;
+
+	if (s->ssl == NULL || !s->tls_done || s->be == NULL ||
+	    (s->smtp.state != SMTP_DATA &&
+	     (s->smtp.state != SMTP_CHUNK || s->smtp.chunk_left == 0)))
+		return false;
+	io = relay_io_of(s);
+	return relay_in_place_ok(&s->relay, &io);
+}
+
+/* Pull plaintext out of TLS into s->in while there is room (message bytes
+ * that go in place excepted).  Returns false when the session ended. */
 static bool
 session_tls_read(struct session *s)
 {
@@ -300,7 +319,7 @@ session_tls_read(struct session *s)
 		}
 		tls_ready(s);
 	}
-	while (buf_room(&s->in) > 0) {
+	while (buf_room(&s->in) > 0 && !in_place(s)) {
 		char *t;
 		size_t room;
 
@@ -602,6 +621,68 @@ relay(struct session *s)
 	if (ended)
 		finish_message(s);
 	return ended;
+}
+
+/* DATA or a BDAT chunk under TLS with nothing waiting in s->in: each
+ * record is decrypted straight into the backend's buffer and scanned
+ * there, one copy of every message byte fewer than through s->in
+ * (docs/PERFORMANCE.md, change 12).  What follows the end of data or of
+ * the chunk in the record is the client's next command: it goes to s->in.
+ * Returns -1 when the session ended, 1 when the message or chunk did, 0
+ * when TLS has no more for now or the backend's buffer is full. */
+static int
+relay_in_place(struct session *s)
+{
+	struct relay_io io = relay_io_of(s);
+	bool chunk = s->smtp.state == SMTP_CHUNK;
+	uint64_t forwarded = 0;
+	int ret = 0;
+
+	while (relay_in_place_ok(&s->relay, &io)) {
+		size_t room = buf_room(io.out), inroom = buf_room(&s->in), n;
+		char *t;
+		int r, e;
+
+		if (tls_io_pending(&s->tio) == 0 && !SSL_has_pending(s->ssl))
+			break;
+		if (room == 0 || (t = buf_tail(io.out)) == NULL)
+			break;
+		/* What follows the end of data must fit in s->in. */
+		if (room > inroom)
+			room = inroom;
+		r = SSL_read(s->ssl, t, (int)room); /* room <= 128 KiB */
+		if (r <= 0) {
+			e = SSL_get_error(s->ssl, r);
+			if (e == SSL_ERROR_WANT_READ)
+				break;
+			if (e != SSL_ERROR_ZERO_RETURN)
+				log_tls_failure(s, "read");
+			session_close(s, e == SSL_ERROR_ZERO_RETURN
+						 ? "client-closed"
+						 : "tls-error");
+			return -1;
+		}
+		if (chunk)
+			n = relay_chunk_in_place(&s->relay, &io, (size_t)r,
+						 &s->smtp.chunk_left,
+						 s->smtp.chunk_last);
+		else
+			n = relay_data_in_place(&s->relay, &io, (size_t)r);
+		forwarded += io.forwarded;
+		if (n < (size_t)r)
+			buf_append(&s->in, t + n, (size_t)r - n);
+		if (chunk ? s->smtp.chunk_left == 0 : s->relay.ds.done) {
+			ret = 1;
+			break;
+		}
+	}
+	if (forwarded > 0)
+		counter_add(&s->ring->counters.data_bytes, forwarded);
+	if (s->be != NULL && s->relay.sink == RELAY_SINK_NONE)
+		backend_flush(s->be);
+	if (ret == 1)
+		finish_message(s);
+	return ret;
 }
 
 /* ---------------------------------------------------------------------
@@ -983,6 +1064,14 @@ session_run(struct session *s)
 
 		session_backend_news(s);
 		session_settle(s);
+		if (in_place(s)) {
+			int r = relay_in_place(s);
+
+			if (r < 0)
+				return;
+			if (r > 0)
+				continue; /* the message ended */
+		}
 		if (s->ssl != NULL && !session_tls_read(s))
 			return;
 		if (s->closing || (s->ssl != NULL && !s->tls_done))

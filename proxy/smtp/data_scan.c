@@ -44,10 +44,17 @@
  * the marker, so ds->size never runs ahead of the message.  Dot-stuffing
  * dots and NULs are counted as sent (nothing is unstuffed).
  *
- * Speed: the inner loop skips runs of ordinary bytes eight at a time
- * (word-wise test for CR, LF and NUL), with no calls per byte.
+ * Speed: inside a line, whole 32-byte blocks of canonical text (CRLF line
+ * ends, no line starting with '.', no NUL) are checked at once and
+ * skipped (skip_canonical(): AVX2 where the CPU has it, 16-byte vectors
+ * otherwise); elsewhere runs of ordinary bytes go sixteen at a time, with
+ * no calls per byte.
  */
 #include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DATA_SCAN_PORTABLE)
+#include <immintrin.h>
+#endif
 
 #include "smtp/data_scan.h"
 
@@ -153,6 +160,109 @@ skip_plain(const unsigned char *p, const unsigned char *end)
 	return p;
 }
 
+/*
+ * Canonical text, 32 bytes per step: lines ending in CRLF, none starting
+ * with '.', no NUL.  Each byte is checked against its neighbours at once
+ * (three overlapping loads): a LF whose previous byte is not CR, a CR
+ * whose next byte is not LF, a '.' right after a LF, or a NUL, stops the
+ * skip at that block, which the state machine then takes byte by byte.
+ * Only called in ST_TEXT, where the byte before p is never a CR awaiting
+ * its LF nor a line end before a '.' that matters: so a block that passes
+ * leaves the scanner in ST_TEXT (after a block ending in LF the next line
+ * start was checked not to be '.', and BOL and TEXT treat every other byte
+ * alike); a block ending in CR is left at that CR, for the state machine
+ * to take with its LF.  Needs p[-1] and p[32] readable.
+ */
+#define CANON_STEP 32
+
+/* Nonzero where some lane of a comparison result is set. */
+static inline uint64_t
+any16(u8x16 m)
+{
+	uint64_t lo, hi;
+
+	memcpy(&lo, &m, 8);
+	memcpy(&hi, (const unsigned char *)&m + 8, 8);
+	return lo | hi;
+}
+
+static inline u8x16
+noncanon16(const unsigned char *p)
+{
+	u8x16 prev, v, next;
+
+	memcpy(&prev, p - 1, 16);
+	memcpy(&v, p, 16);
+	memcpy(&next, p + 1, 16);
+	return (u8x16)(((v == '\n') & (prev != '\r')) |
+		       ((v == '\r') & (next != '\n')) |
+		       ((v == '\n') & (next == '.')) | (v == 0));
+}
+
+static const unsigned char *
+skip_canonical_16(const unsigned char *p, const unsigned char *end)
+{
+	while ((size_t)(end - p) > CANON_STEP) {
+		if (any16(noncanon16(p) | noncanon16(p + 16)) != 0)
+			break;
+		if (p[CANON_STEP - 1] == '\r')
+			return p + CANON_STEP - 1; /* not between CR and LF */
+		p += CANON_STEP;
+	}
+	return p;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DATA_SCAN_PORTABLE)
+/* The same with AVX2 where the CPU has it: one 32-byte vector a step, in
+ * intrinsics (and-not and one test instead of the extensions' negated
+ * compares and lane copies: ~0.7 instructions a byte). */
+__attribute__((target("avx2"))) static const unsigned char *
+skip_canonical_avx2(const unsigned char *p, const unsigned char *end)
+{
+	const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+	const __m256i dot = _mm256_set1_epi8('.'), nul = _mm256_setzero_si256();
+
+	while ((size_t)(end - p) > CANON_STEP) {
+		__m256i prev = _mm256_loadu_si256((const __m256i *)(p - 1));
+		__m256i v = _mm256_loadu_si256((const __m256i *)p);
+		__m256i next = _mm256_loadu_si256((const __m256i *)(p + 1));
+		__m256i is_lf = _mm256_cmpeq_epi8(v, lf);
+		__m256i m = _mm256_or_si256(
+			_mm256_andnot_si256(_mm256_cmpeq_epi8(prev, cr), is_lf),
+			_mm256_andnot_si256(_mm256_cmpeq_epi8(next, lf),
+					    _mm256_cmpeq_epi8(v, cr)));
+
+		m = _mm256_or_si256(
+			m, _mm256_or_si256(
+				   _mm256_and_si256(
+					   is_lf, _mm256_cmpeq_epi8(next, dot)),
+				   _mm256_cmpeq_epi8(v, nul)));
+		if (!_mm256_testz_si256(m, m))
+			break;
+		if (p[CANON_STEP - 1] == '\r')
+			return p + CANON_STEP - 1; /* not between CR and LF */
+		p += CANON_STEP;
+	}
+	return p;
+}
+
+static const unsigned char *
+skip_canonical(const unsigned char *p, const unsigned char *end)
+{
+	static int avx2 = -1; /* racy but idempotent: every thread agrees */
+
+	if (avx2 < 0)
+		avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+	return avx2 ? skip_canonical_avx2(p, end) : skip_canonical_16(p, end);
+}
+#else
+static const unsigned char *
+skip_canonical(const unsigned char *p, const unsigned char *end)
+{
+	return skip_canonical_16(p, end);
+}
+#endif
+
 /* A byte the plain-text skip stopped at in the middle of a line: CR
  * starts a line end; a bare LF or a NUL is marked bad and the line goes
  * on. */
@@ -247,6 +357,8 @@ data_scan(struct data_scan *ds, const char *in, size_t len)
 			st = ST_TEXT;
 			break;
 		default: /* ST_TEXT */
+			if (p > (const unsigned char *)in)
+				p = skip_canonical(p, end);
 			p = skip_plain(p, end);
 			if (p == end)
 				break;

@@ -112,6 +112,63 @@ relay_data(struct relay *r, struct relay_io *io)
 }
 
 bool
+relay_in_place_ok(const struct relay *r, const struct relay_io *io)
+{
+	return io->out != NULL && !io->normalize && buf_used(io->in) == 0 &&
+	       r->sink == RELAY_SINK_NONE && !r->ds.done;
+}
+
+/* The same checks as scan_some(), on bytes already where they go. */
+size_t
+relay_data_in_place(struct relay *r, struct relay_io *io, size_t len)
+{
+	const char *p = buf_tail(io->out);
+	size_t n;
+
+	io->forwarded = 0;
+	if (p == NULL || len == 0)
+		return 0;
+	n = data_scan(&r->ds, p, len);
+	if (r->ds.bad)
+		r->sink = RELAY_SINK_BAD_BYTES;
+	else if (r->ds.size > io->max_size)
+		r->sink = RELAY_SINK_TOO_BIG;
+	else if (!relay_take(io, n))
+		r->sink = RELAY_SINK_LIMIT;
+	else {
+		buf_commit(io->out, n);
+		io->forwarded = n;
+	}
+	return n;
+}
+
+/* The same checks as relay_chunk(), on bytes already where they go. */
+size_t
+relay_chunk_in_place(struct relay *r, struct relay_io *io, size_t len,
+		     uint64_t *left, bool last)
+{
+	const char *p = buf_tail(io->out);
+	size_t n = len;
+
+	io->forwarded = 0;
+	if (p == NULL || len == 0 || *left == 0)
+		return 0;
+	if (n > *left)
+		n = (size_t)*left;
+	data_scan_chunk(&r->ds, p, n, last && n == *left);
+	if (r->ds.bad)
+		r->sink = RELAY_SINK_BAD_BYTES;
+	else if (!relay_take(io, n))
+		r->sink = RELAY_SINK_LIMIT;
+	else {
+		buf_commit(io->out, n);
+		io->forwarded = n;
+	}
+	*left -= n;
+	return n;
+}
+
+bool
 relay_chunk(struct relay *r, struct relay_io *io, uint64_t *left, bool last)
 {
 	io->forwarded = 0;

@@ -64,6 +64,28 @@ void relay_begin(struct relay *r);
  * more input or more room in io->out. */
 bool relay_data(struct relay *r, struct relay_io *io);
 
+/* DATA decrypted straight into the backend's buffer (one copy of every
+ * message byte fewer than through io->in): the caller wrote len bytes at
+ * buf_tail(io->out), within its room, without committing them.  They are
+ * scanned there, and what goes on is committed.  Returns the bytes used:
+ * len, or fewer when the end of data came first (the rest is the client's
+ * next command: the caller moves it to io->in).  Only while
+ * relay_in_place_ok(). */
+size_t relay_data_in_place(struct relay *r, struct relay_io *io, size_t len);
+
+/* BDAT, the same: len bytes at buf_tail(io->out), of which the chunk's
+ * (up to *left) are scanned, committed and counted off *left (last: the
+ * chunk said LAST).  Returns the bytes used; the rest follows the chunk
+ * (the client's next command, for io->in).  Only while
+ * relay_in_place_ok() and *left > 0. */
+size_t relay_chunk_in_place(struct relay *r, struct relay_io *io, size_t len,
+			    uint64_t *left, bool last);
+
+/* May the next DATA or chunk bytes be read into io->out in place: nothing waits
+ * in io->in ahead of them, the message is not being sunk, and the bytes go on
+ * unchanged (not limits.bare_newlines: normalize). */
+bool relay_in_place_ok(const struct relay *r, const struct relay_io *io);
+
 /* BDAT: move up to *left bytes of the chunk (last: the chunk that says
  * LAST), counting them off *left.  Returns true when the chunk has all
  * been read. */

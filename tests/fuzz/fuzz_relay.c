@@ -5,7 +5,10 @@
  *
  * Input: byte 0 sets the mode (bit 0: normalize; bit 1: BDAT, one chunk
  * of the whole stream, LAST; bit 2: a byte-rate allowance from byte 1;
- * bit 3: a size limit from byte 2; bit 4: the backend is lost halfway),
+ * bit 3: a size limit from byte 2; bit 4: the backend is lost halfway;
+ * bit 5: DATA or chunk bytes written straight into the backend's buffer
+ * and relayed in place whenever relay_in_place_ok(), as the session does
+ * under TLS),
  * bytes 1-2 the allowance and the limit, byte 3 seeds the piece sizes;
  * the rest is the client's stream after "354" (or the chunk).
  *
@@ -106,7 +109,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sim m = {.allowance = UINT64_MAX};
 	struct relay_io io;
 	unsigned mode, seed;
-	bool bdat, lose, ended = false, lost = false;
+	bool bdat, lose, in_place, ended = false, lost = false;
 	const uint8_t *stream;
 	size_t len, fed = 0, got = 0;
 	uint64_t max_size = 50 * 1024 * 1024;
@@ -117,6 +120,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mode = data[0];
 	bdat = (mode & 2) != 0;
 	lose = (mode & 16) != 0;
+	in_place = (mode & 32) != 0;
 	if (mode & 4)
 		m.allowance = data[1] * 16u;
 	if (mode & 8)
@@ -142,10 +146,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (piece > len - fed)
 			piece = len - fed;
-		piece = buf_append(&in, (const char *)stream + fed, piece);
-		fed += piece;
-		before = buf_used(&in);
-		if (lose && !lost && fed * 2 >= len) {
+		if (lose && !lost && (fed + piece) * 2 >= len) {
 			relay_lost(&r);
 			lost = true;
 		}
@@ -157,10 +158,41 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			.take_bytes = take_bytes,
 			.ctx = &m,
 		};
-		if (bdat)
-			ended = relay_chunk(&r, &io, &s.chunk_left, true);
-		else
-			ended = relay_data(&r, &io);
+		if (in_place && relay_in_place_ok(&r, &io) &&
+		    buf_room(&out) > 0 && piece > 0 &&
+		    (!bdat || s.chunk_left > 0)) {
+			/* As the session decrypts: into the outbox's tail,
+			 * what follows the end of data to the input. */
+			char *t = buf_tail(&out);
+			size_t used;
+
+			if (piece > buf_room(&out))
+				piece = buf_room(&out);
+			memcpy(t, stream + fed, piece);
+			fed += piece;
+			if (bdat)
+				used = relay_chunk_in_place(
+					&r, &io, piece, &s.chunk_left, true);
+			else
+				used = relay_data_in_place(&r, &io, piece);
+			CHECK(used <= piece, "used more than it had");
+			CHECK(used == piece ||
+				      (bdat ? s.chunk_left == 0 : r.ds.done),
+			      "stopped short of the end");
+			buf_append(&in, t + used, piece - used);
+			before = buf_used(&in);
+			ended = bdat ? s.chunk_left == 0 : r.ds.done;
+		} else {
+			piece = buf_append(&in, (const char *)stream + fed,
+					   piece);
+			fed += piece;
+			before = buf_used(&in);
+			if (bdat)
+				ended = relay_chunk(&r, &io, &s.chunk_left,
+						    true);
+			else
+				ended = relay_data(&r, &io);
+		}
 		CHECK(buf_used(&in) <= before, "input grew");
 		CHECK(out.len <= out.cap && in.len <= in.cap, "over capacity");
 		CHECK(io.forwarded == 0 || (!lost && sink_before == 0),

@@ -12,6 +12,7 @@ LAST chunk ever reached it.
 import re
 import smtplib
 import ssl
+import time
 
 import pytest
 
@@ -146,6 +147,36 @@ def test_bdat_pipelined_chunks_arrive_byte_for_byte(proxy, backends):
                            (len(chunks[2]), True)]
     assert m["xclient"]["LOGIN"] == "demo"
     p.wait_for_log(rf"msg=message .*size={len(b''.join(chunks))} result=250")
+
+
+def test_bdat_chunks_across_tls_records(proxy, backends):
+    """Chunk bytes are decrypted straight into the backend's buffer
+    (PERFORMANCE.md change 12): a chunk split over TLS records and
+    receives (each piece a write of its own, a pause apart), a chunk's end
+    and the next BDAT in one record, a 200 KB chunk that fills the
+    backend's buffer, and a NOOP right behind the LAST chunk: the backend
+    gets each chunk whole and exact, the client every reply in order."""
+    (b,) = backends(1)
+    p = checked_proxy(proxy, [b])
+    big = b"".join(b"line %06d " % i + b"y" * 60 + b"\r\n" for i in range(3000))
+    chunks = [b"Subject: records\r\n\r\nfirst part\r\n", big, b"tail\r\n.\r\n"]
+    stream = chunked(*chunks) + b"NOOP\r\n"
+    cuts = [len(bdat(0)) + 5, len(bdat(0)) + len(chunks[0]) + 3,
+            len(stream) - len(chunks[2]) - 20, len(stream) - 8]
+    with login(p) as s:
+        s.send(MAIL)
+        assert [c for c, _ in replies(s, 2)] == [250, 250]
+        last = 0
+        for cut in cuts + [len(stream)]:
+            s.send(stream[last:cut])
+            last = cut
+            time.sleep(0.05)
+        got = replies(s, 4)
+    assert [c for c, _ in got] == [250] * 4, got
+    (m,) = b.wait_for_messages(1)
+    assert m["raw"] == b"".join(chunks)
+    assert m["chunks"] == [(len(chunks[0]), False), (len(chunks[1]), False),
+                           (len(chunks[2]), True)]
 
 
 def test_bdat_large_chunks_and_zero_last(proxy, backends):

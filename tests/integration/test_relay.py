@@ -178,3 +178,61 @@ def test_smtp_sink_backend(proxy, tmp_path):
         sink.terminate()
         sink.wait(10)
         log.close()
+
+
+BIG_LINES = b"".join(b"line %06d " % i + b"x" * 60 + b"\r\n" for i in range(3000))
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"Subject: s\r\n\r\nbody\r", b"\n.\r\n", b"QUIT\r\n"],
+    [b"Subject: s\r\n\r\nbody\r\n", b".\r\nQUIT\r\n"],
+    [b"Subject: s\r\n\r\nbody\r\n.", b"\r\nQUIT\r\n"],
+    [b"Subject: s\r\n\r\n..dot\r\nbody\r\n.\r", b"\nQUIT\r\n"],
+    [b"Subject: s\r\n\r\n", BIG_LINES, b".\r\nQUIT\r\n"],
+    [b"Subject: s\r\n\r\n" + BIG_LINES + b".\r\nQUIT\r\n"],
+], ids=["CR|LF.CRLF", "CRLF|.CRLF", "CRLF.|CRLF", "CRLF.CR|LF", "big|.CRLF", "big.CRLF"])
+def test_end_of_data_across_tls_records(proxy, recording_backend, pieces):
+    """Message bytes are decrypted straight into the backend's buffer and
+    scanned there (PERFORMANCE.md change 12): the end of data found across
+    TLS records and receives (each piece is a write of its own, a pause
+    apart), never earlier, with the command behind it answered, and the
+    backend given the message byte for byte (a 200 KB body fills its
+    buffer on the way)."""
+    p = proxy([recording_backend.port])
+    c = SmtpLines(p).login(b"c.test")
+    assert c.cmd(b"MAIL FROM:<a@example.test>").startswith(b"250")
+    assert c.cmd(b"RCPT TO:<b@example.test>").startswith(b"250")
+    assert c.cmd(b"DATA").startswith(b"354")
+    for piece in pieces:
+        c.send(piece)
+        time.sleep(0.05)
+    assert c.reply().startswith(b"250 ")
+    assert c.reply().startswith(b"221 ")
+    stream = b"".join(pieces)
+    body = stream[:stream.index(b"\r\n.\r\n") + 2]
+    m = recording_backend.wait_for_messages(1)[0]
+    assert m["raw"] == body
+    assert len(recording_backend.messages) == 1
+
+
+@pytest.mark.parametrize("fake_end", [b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"], ids=["LF.CRLF", "CRLF.LF", "CR.CRLF"])
+def test_fake_end_split_across_tls_records_is_refused(proxy, recording_backend, fake_end):
+    """SMTP smuggling with the fake end of data split over two TLS records,
+    the pipelined commands in a third: the message is refused whole and no
+    second transaction reaches the backend."""
+    p = proxy([recording_backend.port])
+    c = SmtpLines(p).login(b"c.test")
+    assert c.cmd(b"MAIL FROM:<a@example.test>").startswith(b"250")
+    assert c.cmd(b"RCPT TO:<b@example.test>").startswith(b"250")
+    assert c.cmd(b"DATA").startswith(b"354")
+    for piece in (b"Subject: s\r\n\r\nhello" + fake_end[:2], fake_end[2:],
+                  b"MAIL FROM:<evil@example.test>\r\nRCPT TO:<v@example.test>\r\n"
+                  b"DATA\r\nsmuggled\r\n", b".\r\nQUIT\r\n"):
+        c.send(piece)
+        time.sleep(0.05)
+    assert c.reply().startswith(b"550 ")
+    assert c.reply().startswith(b"221 ")
+    p.wait_for_log(r"msg=message-refused .*reason=bare-newline")
+    time.sleep(0.3)
+    assert recording_backend.messages == []
+    assert not any(b"evil@" in cmd for cmd in recording_backend.commands)

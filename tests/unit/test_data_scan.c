@@ -775,6 +775,62 @@ test_long_message_splits(void **state)
 	check_all_splits(msg, 100, true);
 }
 
+static void
+test_canonical_blocks(void **state)
+{
+	/* Canonical lines of every length from 1 to 40 put CR, LF, a
+	 * stuffed dot and an empty line at every offset of the 32-byte
+	 * blocks skip_canonical() checks at once; the marker ends it. */
+	char msg[2048];
+	size_t n = 0, len, i;
+	struct run r;
+
+	(void)state;
+	for (len = 1; len <= 40; len++) {
+		memset(msg + n, 'a' + (char)(len % 26), len);
+		if (len % 7 == 0)
+			msg[n] = '.'; /* a line the client dot-stuffed */
+		n += len;
+		memcpy(msg + n, "\r\n\r\n", 4); /* every fifth: an empty
+						     line after it */
+		n += len % 5 == 0 ? 4 : 2;
+	}
+	memcpy(msg + n, ".\r\nNEXT", 7);
+	n += 7;
+	feed_whole(msg, n, false, &r);
+	assert_true(r.done);
+	assert_int_equal(r.bad, 0);
+	assert_int_equal(r.consumed, n - 4);
+	assert_int_equal(r.size, n - 7);
+	run_free(&r);
+	check_all_splits(msg, n, false);
+
+	/* One bad byte at each offset of a long canonical run is found,
+	 * whichever block it falls in, and the same at every split. */
+	for (i = 40; i < 120; i++) {
+		static const char bad[] = {'\n', '\r', '\0'};
+		static const unsigned flag[] = {DATA_BAD_LF, DATA_BAD_CR,
+						DATA_BAD_NUL};
+
+		for (size_t k = 0; k < 3; k++) {
+			for (n = 0; n < 160; n += 20) {
+				memset(msg + n, 'z', 18);
+				memcpy(msg + n + 18, "\r\n", 2);
+			}
+			if (msg[i] == '\r' || msg[i] == '\n')
+				continue;
+			msg[i] = bad[k];
+			memcpy(msg + n, ".\r\n", 3);
+			feed_whole(msg, n + 3, false, &r);
+			assert_int_equal(r.bad, flag[k]);
+			assert_true(r.done);
+			run_free(&r);
+			if (i % 8 == 0)
+				check_all_splits(msg, n + 3, false);
+		}
+	}
+}
+
 /* BDAT chunks: a message cut into chunks at every pair of points gives
  * the flags of the whole, and a CR is bare only if no LF follows in the
  * next chunk, or if it ends the message. */
@@ -858,6 +914,7 @@ main(void)
 		cmocka_unit_test(test_bdat_chunks),
 		cmocka_unit_test(test_all_splits_messages),
 		cmocka_unit_test(test_long_message_splits),
+		cmocka_unit_test(test_canonical_blocks),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -150,6 +150,12 @@ append(struct buf *b, const char *text)
 }
 
 static void
+append_n(struct buf *b, const char *p, size_t n)
+{
+	assert_int_equal(buf_append(b, p, n), n);
+}
+
+static void
 test_canonical_message_passes_byte_for_byte(void **state)
 {
 	static const char msg[] = "Subject: x\r\n\r\n..dot\r\nbody\r\n";
@@ -372,6 +378,168 @@ test_bdat_bare_cr_across_last_chunk(void **state)
 	assert_non_null(strstr(replies(f), "550 5.6.0"));
 }
 
+/* Bytes "decrypted" into the outbox's tail, as the session does, then
+ * relayed in place; what follows the end of data goes to f->in. */
+static size_t
+in_place(struct fixture *f, struct relay_io *io, const char *p, size_t n)
+{
+	char *t = buf_tail(&f->out);
+	size_t used;
+
+	assert_non_null(t);
+	assert_true(n <= buf_room(&f->out));
+	assert_true(relay_in_place_ok(&f->r, io));
+	memcpy(t, p, n);
+	used = relay_data_in_place(&f->r, io, n);
+	if (used < n)
+		append_n(&f->in, t + used, n - used);
+	return used;
+}
+
+static void
+test_in_place_every_split_gives_the_same_bytes(void **state)
+{
+	/* Dot-stuffing, and the end of data split across two "records" at
+	 * every byte, with the next command right behind it. */
+	static const char msg[] = "a\r\n..b\r\n\r\n.c\r\n.\r\nQUIT\r\n";
+	const size_t body = strlen(msg) - strlen("QUIT\r\n");
+	struct fixture *f = *state;
+
+	to_data(f);
+	for (size_t cut = 0; cut <= strlen(msg); cut++) {
+		struct relay_io io = io_of(f, 1000000, false);
+		size_t used = in_place(f, &io, msg, cut);
+
+		assert_int_equal(used, cut <= body ? cut : body);
+		if (!f->r.ds.done)
+			in_place(f, &io, msg + cut, strlen(msg) - cut);
+		else
+			append(&f->in, msg + cut);
+		assert_true(f->r.ds.done);
+		assert_false(relay_in_place_ok(&f->r, &io));
+		assert_int_equal(buf_used(&f->out), body);
+		assert_memory_equal(buf_head(&f->out), msg, body);
+		assert_int_equal(buf_used(&f->in), strlen("QUIT\r\n"));
+		assert_memory_equal(buf_head(&f->in), "QUIT\r\n", 6);
+		assert_int_equal(f->r.ds.size, body - 3);
+		relay_begin(&f->r);
+		buf_clear(&f->out);
+		buf_clear(&f->in);
+	}
+}
+
+static void
+test_in_place_refuses_as_the_copy_path_does(void **state)
+{
+	struct fixture *f = *state;
+	struct relay_io io;
+
+	to_data(f);
+	io = io_of(f, 1000000, false);
+	in_place(f, &io, "ok\r\n", 4);
+	assert_int_equal(buf_used(&f->out), 4);
+	/* A bare LF: nothing of its record goes on, and the rest is sunk
+	 * through the input buffer. */
+	in_place(f, &io, "bad\nline\r\n", 10);
+	assert_int_equal(f->r.sink, RELAY_SINK_BAD_BYTES);
+	assert_int_equal(buf_used(&f->out), 4);
+	assert_false(relay_in_place_ok(&f->r, &io));
+	append(&f->in, "more\r\n.\r\n");
+	assert_true(relay_data(&f->r, &io));
+	assert_int_equal(buf_used(&f->out), 4);
+	assert_int_equal(relay_finish(&f->r, &f->s, NULL),
+			 RELAY_SINK_BAD_BYTES);
+
+	/* Too big, and over the byte rate. */
+	buf_clear(&f->out);
+	relay_begin(&f->r);
+	io = io_of(f, 10, false);
+	in_place(f, &io, "0123456789\r\n", 12);
+	assert_int_equal(f->r.sink, RELAY_SINK_TOO_BIG);
+	assert_int_equal(buf_used(&f->out), 0);
+	relay_begin(&f->r);
+	f->allowance = 5;
+	io = io_of(f, 1000000, false);
+	in_place(f, &io, "0123456789\r\n", 12);
+	assert_int_equal(f->r.sink, RELAY_SINK_LIMIT);
+	assert_int_equal(buf_used(&f->out), 0);
+}
+
+static void
+test_in_place_only_when_nothing_waits(void **state)
+{
+	struct fixture *f = *state;
+	struct relay_io io;
+
+	to_data(f);
+	io = io_of(f, 1000000, false);
+	assert_true(relay_in_place_ok(&f->r, &io));
+	append(&f->in, "x"); /* older bytes go first, through the copy */
+	assert_false(relay_in_place_ok(&f->r, &io));
+	buf_clear(&f->in);
+	io = io_of(f, 1000000, true); /* normalize rewrites: no */
+	assert_false(relay_in_place_ok(&f->r, &io));
+	io = io_of(f, 1000000, false);
+	io.out = NULL;
+	assert_false(relay_in_place_ok(&f->r, &io));
+}
+
+/* A chunk "decrypted" into the outbox in place, the rest to f->in. */
+static size_t
+chunk_in_place(struct fixture *f, struct relay_io *io, const char *p, size_t n,
+	       bool last)
+{
+	char *t = buf_tail(&f->out);
+	size_t used;
+
+	assert_non_null(t);
+	assert_true(relay_in_place_ok(&f->r, io));
+	memcpy(t, p, n);
+	used = relay_chunk_in_place(&f->r, io, n, &f->s.chunk_left, last);
+	if (used < n)
+		append_n(&f->in, t + used, n - used);
+	return used;
+}
+
+static void
+test_bdat_in_place(void **state)
+{
+	struct fixture *f = *state;
+	struct relay_io io;
+
+	to_transaction(f, true);
+	assert_int_equal(feeds(f, "BDAT 7\r\n"), SMTP_ACT_FORWARD);
+	smtp_chunk_begin(&f->s);
+	assert_true(relay_chunk_begin(&f->r, &f->s));
+	io = io_of(f, 1000000, false);
+	/* Two records: the chunk's end and the next command in the second. */
+	assert_int_equal(chunk_in_place(f, &io, "hel", 3, false), 3);
+	assert_int_equal(f->s.chunk_left, 4);
+	assert_int_equal(chunk_in_place(f, &io, "lo\r\nNOOP\r\n", 10, false),
+			 4);
+	assert_int_equal(f->s.chunk_left, 0);
+	assert_int_equal(buf_used(&f->out), 7);
+	assert_memory_equal(buf_head(&f->out), "hello\r\n", 7);
+	assert_int_equal(buf_used(&f->in), 6); /* NOOP stays a command */
+	assert_int_equal(relay_finish(&f->r, &f->s, NULL), RELAY_SINK_NONE);
+	assert_int_equal(f->s.state, SMTP_BACKEND);
+	reply(f, 250);
+	replies(f);
+	buf_clear(&f->in);
+	buf_clear(&f->out);
+
+	/* A bare LF in the LAST chunk: nothing of it goes on. */
+	assert_int_equal(feeds(f, "BDAT 4 LAST\r\n"), SMTP_ACT_FORWARD);
+	smtp_chunk_begin(&f->s);
+	assert_true(relay_chunk_begin(&f->r, &f->s));
+	assert_int_equal(chunk_in_place(f, &io, "a\nb\r", 4, true), 4);
+	assert_int_equal(f->r.sink, RELAY_SINK_BAD_BYTES);
+	assert_int_equal(buf_used(&f->out), 0);
+	assert_int_equal(f->s.chunk_left, 0);
+	assert_int_equal(relay_finish(&f->r, &f->s, NULL),
+			 RELAY_SINK_BAD_BYTES);
+}
+
 int
 main(void)
 {
@@ -400,6 +568,16 @@ main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_bdat_bare_cr_across_last_chunk, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_in_place_every_split_gives_the_same_bytes, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_in_place_refuses_as_the_copy_path_does, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_in_place_only_when_nothing_waits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bdat_in_place, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
