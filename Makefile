@@ -106,7 +106,10 @@ BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 PAR        = $(if $(filter -j%,$(MAKEFLAGS)),,-j$(JOBS))
 FUZZ_JOBS  ?= 2
-E2E_JOBS   ?= 2
+# Three pytest workers on two cores: the end-to-end tests mostly wait
+# (sockets, timers), so a third worker fills the idle CPU (the plain run
+# 214 -> 146 s, the ASan run 202 -> 155 s, all passing).
+E2E_JOBS   ?= 3
 # pytest arguments after the suite's own, e.g. E2E_SELECT="-m 'not slow'"
 # or E2E_SELECT="-k xdp".
 E2E_SELECT ?=
