@@ -626,7 +626,7 @@ relay(struct session *s)
 /* DATA or a BDAT chunk under TLS with nothing waiting in s->in: each
  * record is decrypted straight into the backend's buffer and scanned
  * there, one copy of every message byte fewer than through s->in
- * (docs/PERFORMANCE.md, change 12).  What follows the end of data or of
+ * (docs/PERFORMANCE.md, change 14).  What follows the end of data or of
  * the chunk in the record is the client's next command: it goes to s->in.
  * Returns -1 when the session ended, 1 when the message or chunk did, 0
  * when TLS has no more for now or the backend's buffer is full. */

@@ -151,7 +151,7 @@ def test_bdat_pipelined_chunks_arrive_byte_for_byte(proxy, backends):
 
 def test_bdat_chunks_across_tls_records(proxy, backends):
     """Chunk bytes are decrypted straight into the backend's buffer
-    (PERFORMANCE.md change 12): a chunk split over TLS records and
+    (PERFORMANCE.md change 14): a chunk split over TLS records and
     receives (each piece a write of its own, a pause apart), a chunk's end
     and the next BDAT in one record, a 200 KB chunk that fills the
     backend's buffer, and a NOOP right behind the LAST chunk: the backend

@@ -193,7 +193,7 @@ BIG_LINES = b"".join(b"line %06d " % i + b"x" * 60 + b"\r\n" for i in range(3000
 ], ids=["CR|LF.CRLF", "CRLF|.CRLF", "CRLF.|CRLF", "CRLF.CR|LF", "big|.CRLF", "big.CRLF"])
 def test_end_of_data_across_tls_records(proxy, recording_backend, pieces):
     """Message bytes are decrypted straight into the backend's buffer and
-    scanned there (PERFORMANCE.md change 12): the end of data found across
+    scanned there (PERFORMANCE.md change 14): the end of data found across
     TLS records and receives (each piece is a write of its own, a pause
     apart), never earlier, with the command behind it answered, and the
     backend given the message byte for byte (a 200 KB body fills its
