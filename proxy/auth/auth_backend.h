@@ -141,27 +141,19 @@ auth_backend_stats(const struct auth_backend *b);
 /* Every submitted request gets its done() call, then the threads stop. */
 void auth_backend_stop(struct auth_backend *b);
 
-/* For the Dovecot and auth_http threads: the requests their mailbox
- * handed over (oldest first), each given its deadline, appended to the
- * FIFO *head .. *tail of what waits for a connection. */
-static inline void
-auth_request_queue(struct auth_request **head, struct auth_request **tail,
-		   struct auth_request *fifo, uint64_t deadline_ms)
-{
-	struct auth_request *t;
-
-	if (fifo == NULL)
-		return;
-	for (t = fifo;; t = t->next) {
-		t->deadline_ms = deadline_ms;
-		if (t->next == NULL)
-			break;
-	}
-	if (*tail != NULL)
-		(*tail)->next = fifo;
-	else
-		*head = fifo;
-	*tail = t;
-}
+/* auth_request.c: for the Dovecot and auth_http threads.  The requests
+ * their mailbox handed over (oldest first), each given its deadline,
+ * appended to the FIFO *head .. *tail of what waits for a connection. */
+void auth_request_queue(struct auth_request **head, struct auth_request **tail,
+			struct auth_request *fifo, uint64_t deadline_ms);
+/* The request's secrets wiped once written to the back end (the password
+ * kept when the cache still needs it, the OAuth token and response). */
+void auth_request_sent(struct auth_request *req);
+/* The verdict (temp only when not ok; the first reason kept), then
+ * done(), which may free req. */
+void auth_request_answer(struct auth_request *req, int ok, int temp,
+			 const char *reason);
+/* Every request of the list answered temp with reason. */
+void auth_request_answer_all(struct auth_request *list, const char *reason);
 
 #endif

@@ -86,44 +86,6 @@ struct auth_dovecot {
 	struct dconn *conns;
 };
 
-/* The token and the client's response, once they are on their way. */
-static void
-wipe_oauth(struct auth_request *req)
-{
-	if (req->token != NULL)
-		OPENSSL_cleanse(req->token, req->token_len);
-	if (req->oauth_resp != NULL)
-		OPENSSL_cleanse(req->oauth_resp, req->oauth_resp_len);
-}
-
-static void
-answer(struct auth_request *req, int ok, int temp, const char *reason)
-{
-	if (!req->keep_pass) /* else the seam wipes it, after its cache */
-		OPENSSL_cleanse(req->pass, sizeof(req->pass));
-	wipe_oauth(req);
-	req->ok = ok;
-	req->temp = ok ? 0 : temp;
-	req->cached = 0;
-	if (reason != NULL && req->reason[0] == '\0')
-		snprintf(req->reason, sizeof(req->reason), "%s", reason);
-	req->next = NULL;
-	if (req->done != NULL)
-		req->done(req); /* may free req */
-}
-
-/* Answers every request of the list temp with reason. */
-static void
-answer_all(struct auth_request *list, const char *reason)
-{
-	while (list != NULL) {
-		struct auth_request *next = list->next;
-
-		answer(list, 0, 1, reason);
-		list = next;
-	}
-}
-
 static unsigned
 offer_of(const struct auth_dovecot *d, unsigned mechs)
 {
@@ -156,7 +118,7 @@ dconn_down(struct auth_dovecot *d, struct dconn *c, const char *why)
 	OPENSSL_cleanse(c->out, c->outlen);
 	c->outlen = 0;
 	c->inlen = 0;
-	answer_all(c->inflight, "dovecot connection lost");
+	auth_request_answer_all(c->inflight, "dovecot connection lost");
 	c->inflight = NULL;
 	c->backoff_ms = c->backoff_ms == 0 ? BACKOFF_MIN_MS : c->backoff_ms * 2;
 	if (c->backoff_ms > BACKOFF_MAX_MS)
@@ -285,7 +247,7 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 			return true; /* answered temp already (timeout) */
 		if (l.kind == DOVECOT_OK) {
 			snprintf(req->login, sizeof(req->login), "%s", l.user);
-			answer(req, 1, 0, NULL);
+			auth_request_answer(req, 1, 0, NULL);
 		} else if (l.kind == DOVECOT_FAIL) {
 			snprintf(req->reason, sizeof(req->reason), "%s",
 				 l.reason);
@@ -296,12 +258,13 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 				snprintf(req->oauth_status,
 					 sizeof(req->oauth_status), "%s",
 					 l.status);
-			answer(req, 0, l.temp, NULL);
+			auth_request_answer(req, 0, l.temp, NULL);
 		} else if (!cont_oauth(c, req, &l)) {
 			/* Every mechanism goes with its initial response: a
 			 * CONT is not ours to answer, but an OAuth refusal's
 			 * (cont_oauth()). */
-			answer(req, 0, 1, "dovecot asked to continue");
+			auth_request_answer(req, 0, 1,
+					    "dovecot asked to continue");
 		}
 		return true;
 	}
@@ -407,13 +370,11 @@ dispatch(struct auth_dovecot *d)
 		}
 		n = dovecot_format_auth(c->out + c->outlen,
 					sizeof(c->out) - c->outlen, &a);
-		if (!req->keep_pass)
-			OPENSSL_cleanse(req->pass, sizeof(req->pass));
-		wipe_oauth(req);
+		auth_request_sent(req);
 		if (n < 0) {
 			OPENSSL_cleanse(c->out + c->outlen,
 					sizeof(c->out) - c->outlen);
-			answer(req, 0, 1, "request does not fit");
+			auth_request_answer(req, 0, 1, "request does not fit");
 			continue;
 		}
 		c->outlen += (size_t)n;
@@ -421,7 +382,7 @@ dispatch(struct auth_dovecot *d)
 		c->inflight = req;
 	}
 	if (d->pending != NULL && !any_coming(d)) {
-		answer_all(d->pending, "dovecot down");
+		auth_request_answer_all(d->pending, "dovecot down");
 		d->pending = d->pending_tail = NULL;
 	}
 }
@@ -438,7 +399,7 @@ expire(struct auth_request *list, uint64_t now, uint64_t *next_ms,
 
 		list = r->next;
 		if (r->deadline_ms <= now) {
-			answer(r, 0, 1, "dovecot timeout");
+			auth_request_answer(r, 0, 1, "dovecot timeout");
 			continue;
 		}
 		if (r->deadline_ms < *next_ms)
@@ -540,7 +501,7 @@ dovecot_thread(void *arg)
 		}
 	}
 	/* Stopping: everything still here is answered. */
-	answer_all(d->pending, "stopping");
+	auth_request_answer_all(d->pending, "stopping");
 	d->pending = d->pending_tail = NULL;
 	for (unsigned i = 0; i < d->nconns; i++) {
 		struct dconn *c = &d->conns[i];
@@ -549,7 +510,7 @@ dovecot_thread(void *arg)
 			close(c->fd);
 		c->fd = -1;
 		OPENSSL_cleanse(c->out, c->outlen);
-		answer_all(c->inflight, "stopping");
+		auth_request_answer_all(c->inflight, "stopping");
 		c->inflight = NULL;
 	}
 	return NULL;
@@ -606,7 +567,7 @@ void
 auth_dovecot_submit(struct auth_dovecot *d, struct auth_request *req)
 {
 	if (!mailbox_post(&d->mbox, req))
-		answer(req, 0, 1, "stopping");
+		auth_request_answer(req, 0, 1, "stopping");
 }
 
 const atomic_uint *

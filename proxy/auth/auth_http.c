@@ -85,32 +85,6 @@ struct auth_http {
 	struct pollfd *pfd; /* nconns + 1 */
 };
 
-/* The token and the client's response, once they are on their way. */
-static void
-wipe_oauth(struct auth_request *req)
-{
-	if (req->token != NULL)
-		OPENSSL_cleanse(req->token, req->token_len);
-	if (req->oauth_resp != NULL)
-		OPENSSL_cleanse(req->oauth_resp, req->oauth_resp_len);
-}
-
-static void
-answer(struct auth_request *req, int ok, int temp, const char *reason)
-{
-	if (!req->keep_pass) /* else the seam wipes it, after its cache */
-		OPENSSL_cleanse(req->pass, sizeof(req->pass));
-	wipe_oauth(req);
-	req->ok = ok;
-	req->temp = ok ? 0 : temp;
-	req->cached = 0;
-	if (reason != NULL && req->reason[0] == '\0')
-		snprintf(req->reason, sizeof(req->reason), "%s", reason);
-	req->next = NULL;
-	if (req->done != NULL)
-		req->done(req); /* may free req */
-}
-
 static void
 hconn_close(struct hconn *c)
 {
@@ -131,7 +105,7 @@ hconn_fail(struct hconn *c, const char *reason)
 
 	hconn_close(c);
 	if (req != NULL)
-		answer(req, 0, 1, reason);
+		auth_request_answer(req, 0, 1, reason);
 }
 
 /* The reply has come: answer as nginx's contract says. */
@@ -146,14 +120,14 @@ hconn_reply(struct hconn *c, const struct http_auth_reply *r)
 			 r->http_status != 200 ? "http status %d"
 					       : "no Auth-Status (status %d)",
 			 r->http_status);
-		answer(req, 0, 1, NULL);
+		auth_request_answer(req, 0, 1, NULL);
 		return;
 	}
 	if (r->ok) {
 		snprintf(req->login, sizeof(req->login), "%s", r->user);
 		snprintf(req->server, sizeof(req->server), "%s", r->server);
 		req->server_port = r->port;
-		answer(req, 1, 0, NULL);
+		auth_request_answer(req, 1, 0, NULL);
 		return;
 	}
 	snprintf(req->reason, sizeof(req->reason), "%s", r->status_text);
@@ -166,7 +140,7 @@ hconn_reply(struct hconn *c, const struct http_auth_reply *r)
 	if (r->error_code[0] != '\0')
 		snprintf(req->reply, sizeof(req->reply), "%s %s", r->error_code,
 			 r->status_text);
-	answer(req, 0, r->error_code[0] == '4', NULL);
+	auth_request_answer(req, 0, r->error_code[0] == '4', NULL);
 }
 
 static void
@@ -187,9 +161,7 @@ hconn_start(struct auth_http *h, struct hconn *c, struct auth_request *req)
 	};
 	ssize_t n = http_auth_format(c->out, sizeof(c->out), &a);
 
-	if (!req->keep_pass)
-		OPENSSL_cleanse(req->pass, sizeof(req->pass));
-	wipe_oauth(req);
+	auth_request_sent(req);
 	c->req = req;
 	if (n < 0) {
 		OPENSSL_cleanse(c->out, sizeof(c->out));
@@ -280,7 +252,7 @@ run_timers(struct auth_http *h, uint64_t now, uint64_t *next)
 		h->pending = req->next;
 		if (h->pending == NULL)
 			h->pending_tail = NULL;
-		answer(req, 0, 1, "http timeout");
+		auth_request_answer(req, 0, 1, "http timeout");
 	}
 	if (h->pending != NULL && h->pending->deadline_ms < *next)
 		*next = h->pending->deadline_ms;
@@ -355,13 +327,8 @@ http_thread(void *arg)
 		}
 	}
 	/* Stopping: everything still here is answered. */
-	while (h->pending != NULL) {
-		struct auth_request *req = h->pending;
-
-		h->pending = req->next;
-		answer(req, 0, 1, "stopping");
-	}
-	h->pending_tail = NULL;
+	auth_request_answer_all(h->pending, "stopping");
+	h->pending = h->pending_tail = NULL;
 	for (unsigned i = 0; i < h->nconns; i++)
 		if (h->conns[i].st != HC_FREE)
 			hconn_fail(&h->conns[i], "stopping");
@@ -423,7 +390,7 @@ void
 auth_http_submit(struct auth_http *h, struct auth_request *req)
 {
 	if (!mailbox_post(&h->mbox, req))
-		answer(req, 0, 1, "stopping");
+		auth_request_answer(req, 0, 1, "stopping");
 }
 
 void

@@ -195,6 +195,17 @@ seconds(FILE *out, uint64_t n, uint64_t per_second, int digits)
 	fprintf(out, ".%s", text);
 }
 
+/* A family with one sample per label value: values[i] under labels[i]. */
+static void
+labelled(FILE *out, const char *name, const char *type, const char *help,
+	 const char *label, const char *const *labels, const uint64_t *values,
+	 int n)
+{
+	family(out, name, type, help);
+	for (int i = 0; i < n; i++)
+		sample(out, name, label, labels[i], values[i]);
+}
+
 static void
 gauge_seconds_ms(FILE *out, const char *name, const char *help, uint64_t ms)
 {
@@ -321,24 +332,18 @@ render_sessions(const struct metrics_snapshot *m, FILE *out)
 				refusal_labels[r], m->listeners[i].refusals[r]);
 		}
 	}
-	family(out, "msaproxy_tls_handshakes_total", "counter",
-	       "Client TLS handshakes completed, by protocol version.");
-	for (int v = 0; v < TLSV_COUNT; v++)
-		sample(out, "msaproxy_tls_handshakes_total", "version",
-		       tls_labels[v], m->tls_ok[v]);
-	family(out, "msaproxy_tls_resumed_total", "counter",
-	       "Client TLS handshakes that resumed a session (ticket or "
-	       "cache), by protocol version: part of "
-	       "msaproxy_tls_handshakes_total.");
-	for (int v = 0; v < TLSV_COUNT; v++)
-		sample(out, "msaproxy_tls_resumed_total", "version",
-		       tls_labels[v], m->tls_resumed[v]);
-	family(out, "msaproxy_tls_handshake_failures_total", "counter",
-	       "Client TLS handshakes that failed or timed out, by protocol "
-	       "version (unknown: before one was agreed).");
-	for (int v = 0; v < TLSV_COUNT; v++)
-		sample(out, "msaproxy_tls_handshake_failures_total", "version",
-		       tls_labels[v], m->tls_failed[v]);
+	labelled(out, "msaproxy_tls_handshakes_total", "counter",
+		 "Client TLS handshakes completed, by protocol version.",
+		 "version", tls_labels, m->tls_ok, TLSV_COUNT);
+	labelled(out, "msaproxy_tls_resumed_total", "counter",
+		 "Client TLS handshakes that resumed a session (ticket or "
+		 "cache), by protocol version: part of "
+		 "msaproxy_tls_handshakes_total.",
+		 "version", tls_labels, m->tls_resumed, TLSV_COUNT);
+	labelled(out, "msaproxy_tls_handshake_failures_total", "counter",
+		 "Client TLS handshakes that failed or timed out, by protocol "
+		 "version (unknown: before one was agreed).",
+		 "version", tls_labels, m->tls_failed, TLSV_COUNT);
 	family(out, "msaproxy_auth_total", "counter",
 	       "SMTP AUTH attempts checked, by mechanism and result.");
 	for (int k = 0; k < MECH_COUNT; k++)
@@ -347,19 +352,16 @@ render_sessions(const struct metrics_snapshot *m, FILE *out)
 				"msaproxy_auth_total{mechanism=\"%s\","
 				"result=\"%s\"} %" PRIu64 "\n",
 				mech_labels[k], auth_labels[r], m->auth[k][r]);
-	family(out, "msaproxy_limit_hits_total", "counter",
-	       "Times a limit answered a client, by kind (user rate limits, "
-	       "network limits, session limits, timeouts).");
-	for (int k = 0; k < LIMIT_HIT_COUNT; k++)
-		sample(out, "msaproxy_limit_hits_total", "kind",
-		       limit_labels[k], m->limits[k]);
-	family(out, "msaproxy_proxy_headers_total", "counter",
-	       "PROXY protocol headers on proxy_protocol listeners, by result "
-	       "(client, local: taken; the others: the connection was "
-	       "closed).");
-	for (int k = 0; k < PROXY_IN_COUNT; k++)
-		sample(out, "msaproxy_proxy_headers_total", "result",
-		       proxy_in_labels[k], m->proxy_in[k]);
+	labelled(out, "msaproxy_limit_hits_total", "counter",
+		 "Times a limit answered a client, by kind (user rate limits, "
+		 "network limits, session limits, timeouts).",
+		 "kind", limit_labels, m->limits, LIMIT_HIT_COUNT);
+	labelled(
+		out, "msaproxy_proxy_headers_total", "counter",
+		"PROXY protocol headers on proxy_protocol listeners, by result "
+		"(client, local: taken; the others: the connection was "
+		"closed).",
+		"result", proxy_in_labels, m->proxy_in, PROXY_IN_COUNT);
 	scalar(out, "msaproxy_messages_total", "counter",
 	       "Messages a backend accepted (2xx after the end of data).",
 	       m->messages);
@@ -371,36 +373,31 @@ render_sessions(const struct metrics_snapshot *m, FILE *out)
 static void
 render_blocklist(const struct metrics_snapshot *m, FILE *out)
 {
-	family(out, "msaproxy_blocklist_entries", "gauge",
-	       "Blocked prefixes now, by source (file, manual: msaproxyctl "
-	       "ban, auto: failed logins or floods).");
-	for (int r = 0; r < METRICS_XDP_REASONS; r++)
-		sample(out, "msaproxy_blocklist_entries", "source",
-		       reason_labels[r], m->block_entries[r]);
+	labelled(out, "msaproxy_blocklist_entries", "gauge",
+		 "Blocked prefixes now, by source (file, manual: msaproxyctl "
+		 "ban, auto: failed logins or floods).",
+		 "source", reason_labels, m->block_entries,
+		 METRICS_XDP_REASONS);
 	scalar(out, "msaproxy_allowlist_entries", "gauge",
 	       "Prefixes on the blocklist's allowlist now.", m->allow_entries);
-	family(out, "msaproxy_bans_total", "counter",
-	       "Prefixes added to the blocklist (or whose ban was extended), "
-	       "by source.");
-	for (int r = 0; r < METRICS_XDP_REASONS; r++)
-		sample(out, "msaproxy_bans_total", "source", reason_labels[r],
-		       m->bans_added[r]);
+	labelled(out, "msaproxy_bans_total", "counter",
+		 "Prefixes added to the blocklist (or whose ban was extended), "
+		 "by source.",
+		 "source", reason_labels, m->bans_added, METRICS_XDP_REASONS);
 	scalar(out, "msaproxy_blocklist_refused_connections_total", "counter",
 	       "Connections closed at accept because the source is blocked.",
 	       m->blocklist_refused);
 	if (!m->xdp)
 		return;
-	family(out, "msaproxy_xdp_dropped_packets_total", "counter",
-	       "Packets the XDP program dropped, by the reason of the entry "
-	       "that matched.");
-	for (int r = 0; r < METRICS_XDP_REASONS; r++)
-		sample(out, "msaproxy_xdp_dropped_packets_total", "reason",
-		       reason_labels[r], m->xdp_dropped_packets[r]);
-	family(out, "msaproxy_xdp_dropped_bytes_total", "counter",
-	       "Bytes of the packets the XDP program dropped, by reason.");
-	for (int r = 0; r < METRICS_XDP_REASONS; r++)
-		sample(out, "msaproxy_xdp_dropped_bytes_total", "reason",
-		       reason_labels[r], m->xdp_dropped_bytes[r]);
+	labelled(out, "msaproxy_xdp_dropped_packets_total", "counter",
+		 "Packets the XDP program dropped, by the reason of the entry "
+		 "that matched.",
+		 "reason", reason_labels, m->xdp_dropped_packets,
+		 METRICS_XDP_REASONS);
+	labelled(out, "msaproxy_xdp_dropped_bytes_total", "counter",
+		 "Bytes of the packets the XDP program dropped, by reason.",
+		 "reason", reason_labels, m->xdp_dropped_bytes,
+		 METRICS_XDP_REASONS);
 	scalar(out, "msaproxy_xdp_passed_packets_total", "counter",
 	       "Packets the XDP program passed.", m->xdp_passed_packets);
 	scalar(out, "msaproxy_xdp_allowed_packets_total", "counter",

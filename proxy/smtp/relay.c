@@ -118,6 +118,23 @@ relay_in_place_ok(const struct relay *r, const struct relay_io *io)
 	       r->sink == RELAY_SINK_NONE && !r->ds.done;
 }
 
+/* n scanned bytes at io->out's tail go on, or the message is sunk from
+ * here (bad bytes, too_big, the byte limit), as scan_some() decides. */
+static void
+commit_in_place(struct relay *r, struct relay_io *io, size_t n, bool too_big)
+{
+	if (r->ds.bad)
+		r->sink = RELAY_SINK_BAD_BYTES;
+	else if (too_big)
+		r->sink = RELAY_SINK_TOO_BIG;
+	else if (!relay_take(io, n))
+		r->sink = RELAY_SINK_LIMIT;
+	else {
+		buf_commit(io->out, n);
+		io->forwarded = n;
+	}
+}
+
 /* The same checks as scan_some(), on bytes already where they go. */
 size_t
 relay_data_in_place(struct relay *r, struct relay_io *io, size_t len)
@@ -129,16 +146,7 @@ relay_data_in_place(struct relay *r, struct relay_io *io, size_t len)
 	if (p == NULL || len == 0)
 		return 0;
 	n = data_scan(&r->ds, p, len);
-	if (r->ds.bad)
-		r->sink = RELAY_SINK_BAD_BYTES;
-	else if (r->ds.size > io->max_size)
-		r->sink = RELAY_SINK_TOO_BIG;
-	else if (!relay_take(io, n))
-		r->sink = RELAY_SINK_LIMIT;
-	else {
-		buf_commit(io->out, n);
-		io->forwarded = n;
-	}
+	commit_in_place(r, io, n, r->ds.size > io->max_size);
 	return n;
 }
 
@@ -156,14 +164,7 @@ relay_chunk_in_place(struct relay *r, struct relay_io *io, size_t len,
 	if (n > *left)
 		n = (size_t)*left;
 	data_scan_chunk(&r->ds, p, n, last && n == *left);
-	if (r->ds.bad)
-		r->sink = RELAY_SINK_BAD_BYTES;
-	else if (!relay_take(io, n))
-		r->sink = RELAY_SINK_LIMIT;
-	else {
-		buf_commit(io->out, n);
-		io->forwarded = n;
-	}
+	commit_in_place(r, io, n, false);
 	*left -= n;
 	return n;
 }
