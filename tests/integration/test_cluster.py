@@ -654,3 +654,27 @@ def test_blocklist_files_reach_every_node_and_leave_with_their_lines(
     assert admitted(c, "127.0.8.8")
     assert admitted(a, "127.0.10.1")
     assert r.cli("EXISTS", "msaproxy:files:{node-c}").strip() == "0"
+
+
+def test_a_set_with_bad_members_gives_only_its_prefixes(
+        proxy, recording_backend, redis, tmp_path):
+    # Redis is data anyone with access to it could have written: members
+    # that are not prefixes, oversize ones, and an index entry whose
+    # digest is malformed are skipped, never trusted.
+    r = redis()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    b = proxy([recording_backend.port],
+              **cluster_conf(r, node_id="node-b"),
+              **{"blocklist.files": [str(empty)]})
+    r.cli("SADD", "msaproxy:files:{node-x}", "127.0.11.0/24",
+          "not-a-prefix", "1" * 300, "127.0.12.0/33")
+    r.cli("SADD", "msaproxy:files:{node-y}", "127.0.13.0/24")
+    r.cli("HSET", "msaproxy:files", "node-x", "0123456789abcdef",
+          "node-y", "short")
+    r.cli("PUBLISH", "msaproxy:bans", "files node-x#0011223344556677")
+    wait_until(lambda: not admitted(b, "127.0.11.5"), 1.0,
+               "node-x's one good prefix on b")
+    b.wait_for_log(r"msg=cluster-files-bad node=node-x entries=1 skipped=3")
+    assert admitted(b, "127.0.13.1")  # node-y's digest is malformed
+    assert "cluster-down" not in b.log()
