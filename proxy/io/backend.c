@@ -641,8 +641,20 @@ backend_handshake_reply(struct backend_conn *be, const struct smtp_reply *r)
 	case UPSTREAM_ACT_START_TLS:
 		return backend_start_tls(be);
 	case UPSTREAM_ACT_XCLIENT:
+		backend_pool_learn_xclient(
+			be->gen->backend_pool, be->server,
+			xclient_attr_bits(be->up.xclient_attrs));
 		if (!send_xclient(be))
 			return false;
+		break;
+	case UPSTREAM_ACT_RETRY_EHLO:
+		if (backend_pool_refuse_early(be->gen->backend_pool,
+					      be->server))
+			log_info("backend-xclient-early",
+				 " backend=%s reply=%d reason=\"XCLIENT before "
+				 "EHLO refused: EHLO first from now on\"",
+				 backend_name(be), r->code);
+		send_line(be, be->up.line, be->up.len);
 		break;
 	case UPSTREAM_ACT_READY:
 		handshake_done(be, r);
@@ -906,6 +918,8 @@ backend_connect(const struct backend_owner *o, size_t server, uint64_t tried,
 		.identity = b->identity,
 		.starttls = b->tls != BACKEND_TLS_NONE,
 		.hostname = cfg->hostname,
+		.xclient_early = backend_pool_xclient_early(
+			o->gen->backend_pool, server),
 	};
 	struct backend_conn *be = calloc(1, sizeof(*be));
 	struct io_uring_sqe *sqe;

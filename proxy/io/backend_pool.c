@@ -42,6 +42,9 @@
 
 #define EXT_KNOWN 0x80000000u /* an EHLO reply was seen */
 #define WHY_CHECK 0x100u      /* a health check saw the change */
+/* backend_pool_server.xclient: XCLIENT_ATTR_* bits, and */
+#define XCLIENT_SEEN	 0x100u /* learned from an EHLO reply */
+#define XCLIENT_NO_EARLY 0x200u /* refused XCLIENT before EHLO: never again */
 
 struct backend_pool_server {
 	atomic_bool up;
@@ -54,7 +57,8 @@ struct backend_pool_server {
 	atomic_uint why;	     /* enum backend_pool_why, | WHY_CHECK */
 	atomic_uint ext; /* BACKEND_POOL_EXT_* | EXT_KNOWN once seen */
 	_Atomic uint64_t size_max; /* its SIZE, 0 = none */
-	uint64_t hash;		   /* of the address, for hash-login */
+	atomic_uint xclient; /* what its XCLIENT takes: see XCLIENT_SEEN */
+	uint64_t hash;	     /* of the address, for hash-login */
 	unsigned weight;
 	unsigned max_conns;
 	unsigned slot; /* counters and registry (backend_pool_bind) */
@@ -163,6 +167,7 @@ backend_pool_inherit(struct backend_pool *p, const struct backend_pool *old)
 			atomic_store(&n->why, atomic_load(&o->why));
 			atomic_store(&n->ext, atomic_load(&o->ext));
 			atomic_store(&n->size_max, atomic_load(&o->size_max));
+			atomic_store(&n->xclient, atomic_load(&o->xclient));
 			break;
 		}
 	}
@@ -525,6 +530,35 @@ backend_pool_learn(struct backend_pool *p, size_t i, unsigned ext,
 {
 	atomic_store(&p->v[i].size_max, size);
 	atomic_store(&p->v[i].ext, ext | EXT_KNOWN);
+}
+
+void
+backend_pool_learn_xclient(struct backend_pool *p, size_t i, unsigned attrs)
+{
+	atomic_uint *x = &p->v[i].xclient;
+	unsigned old = atomic_load(x);
+
+	/* The refusal sticks; a race with it at worst costs one more try. */
+	atomic_store(x,
+		     (attrs & 0xffu) | XCLIENT_SEEN | (old & XCLIENT_NO_EARLY));
+}
+
+bool
+backend_pool_refuse_early(struct backend_pool *p, size_t i)
+{
+	unsigned old = atomic_fetch_or(&p->v[i].xclient, XCLIENT_NO_EARLY);
+
+	return !(old & XCLIENT_NO_EARLY);
+}
+
+unsigned
+backend_pool_xclient_early(const struct backend_pool *p, size_t i)
+{
+	unsigned x = atomic_load(&p->v[i].xclient);
+
+	if (!(x & XCLIENT_SEEN) || (x & XCLIENT_NO_EARLY))
+		return 0;
+	return x & 0xffu;
 }
 
 void

@@ -96,6 +96,17 @@ unsigned backend_pool_ehlo_caps(const struct smtp_reply *r, uint64_t *size);
 /* Remember what server i offered in its last EHLO reply. */
 void backend_pool_learn(struct backend_pool *p, size_t i, unsigned ext,
 			uint64_t size);
+/* What server i's XCLIENT takes (xclient.h's XCLIENT_ATTR_* bits; 0:
+ * XCLIENT not offered), from an EHLO reply that came before XCLIENT. */
+void backend_pool_learn_xclient(struct backend_pool *p, size_t i,
+				unsigned attrs);
+/* Server i refused an XCLIENT sent before EHLO: EHLO first from now on.
+ * True the first time (for the log). */
+bool backend_pool_refuse_early(struct backend_pool *p, size_t i);
+/* The XCLIENT_ATTR_* bits a new session may send server i at once after
+ * its greeting, without an EHLO first; 0 when not learned yet, not
+ * offered, or refused there before. */
+unsigned backend_pool_xclient_early(const struct backend_pool *p, size_t i);
 /* What every up server whose EHLO was seen offers: the extensions all of
  * them share and the smallest SIZE (0: none known).  No server seen yet:
  * *ext = 0, *size = 0.  BACKEND_POOL_EXT_CHUNKING only when every up server was

@@ -222,6 +222,10 @@ on_reply(struct health_check *c, const struct smtp_reply *r)
 		uint64_t size;
 		unsigned ext = backend_pool_ehlo_caps(r, &size);
 		backend_pool_learn(c->h->pool, c->server, ext, size);
+		if (server_cfg(c)->identity == IDENTITY_XCLIENT)
+			backend_pool_learn_xclient(
+				c->h->pool, c->server,
+				xclient_attr_bits(c->up.xclient_attrs));
 		send_text(c, c->up.line, c->up.len);
 		return;
 	}

@@ -12,6 +12,14 @@
  * relay states take one client command at a time.  Every change of state
  * goes through upstream_set_state(), the tracing hook.
  *
+ * XCLIENT before EHLO: Postfix (and smtp-sink) take XCLIENT right after
+ * the greeting, and since the EHLO after XCLIENT has to be sent anyway,
+ * the first EHLO only serves to read the attribute list.  A session that
+ * is given the list (learned by an earlier session or a check) sends
+ * XCLIENT at once (greeted_move()); a refusal there (not 421) is not a
+ * failure: the EHLO goes after all and the dialogue runs as before, the
+ * I/O side told to stop trying (UPSTREAM_ACT_RETRY_EHLO).
+ *
  * Trust: the server is not trusted.  Its replies arrive parsed and
  * bounded (smtp_reply.c); only their codes and, in the EHLO reply, the
  * STARTTLS and XCLIENT keywords are read.  A server that should do TLS
@@ -36,6 +44,7 @@
 
 /* What follows an accepted reply. */
 enum upstream_move {
+	MOVE_GREETED,	  /* EHLO, or XCLIENT at once (greeted_move()) */
 	MOVE_EHLO,	  /* EHLO with our name */
 	MOVE_OFFERS,	  /* what the EHLO reply offers decides */
 	MOVE_STARTTLS,	  /* STARTTLS */
@@ -62,7 +71,7 @@ static const struct handshake_row {
 	const char *step;
 	enum upstream_move move;
 } handshake[] = {
-	{UPSTREAM_GREETING, {220, 0}, "greeting", MOVE_EHLO},
+	{UPSTREAM_GREETING, {220, 0}, "greeting", MOVE_GREETED},
 	{UPSTREAM_EHLO, {250, 0}, "ehlo", MOVE_OFFERS},
 	{UPSTREAM_STARTTLS, {220, 0}, "starttls", MOVE_START_TLS},
 	/* Postfix answers with a fresh 220 greeting, smtp-sink and older
@@ -72,7 +81,8 @@ static const struct handshake_row {
 };
 
 /* Each move: the line it sends, the state it leaves, the action.
- * MOVE_OFFERS has no row: offers_move() picks one of the others. */
+ * MOVE_GREETED and MOVE_OFFERS have no row: greeted_move() and
+ * offers_move() pick one of the others. */
 static const struct move_row {
 	enum line_kind line;
 	enum upstream_state next;
@@ -197,6 +207,16 @@ upstream_apply(struct upstream *u, enum upstream_move m)
 	return mv->act;
 }
 
+/* What the server's XCLIENT takes, bounded. */
+static void
+keep_attrs(struct upstream *u, const char *args, size_t alen)
+{
+	if (alen >= sizeof(u->xclient_attrs))
+		alen = sizeof(u->xclient_attrs) - 1;
+	memcpy(u->xclient_attrs, args, alen);
+	u->xclient_attrs[alen] = '\0';
+}
+
 /* The first EHLO's reply: what the server offers decides what follows.
  * A check asks for what this server is configured for (XCLIENT, then
  * STARTTLS) and stops; a session starts TLS first, then XCLIENT. */
@@ -208,9 +228,11 @@ offers_move(struct upstream *u, const struct smtp_reply *r)
 
 	if (u->mode == UPSTREAM_CHECK) {
 		if (u->identity == IDENTITY_XCLIENT &&
-		    !smtp_reply_has_ext(r, "XCLIENT", NULL, NULL))
+		    !smtp_reply_has_ext(r, "XCLIENT", &args, &alen))
 			return upstream_fail_at(u, "ehlo",
 						"XCLIENT not offered");
+		if (u->identity == IDENTITY_XCLIENT)
+			keep_attrs(u, args, alen);
 		if (u->starttls &&
 		    !smtp_reply_has_ext(r, "STARTTLS", NULL, NULL))
 			return upstream_fail_at(u, "ehlo",
@@ -230,19 +252,44 @@ offers_move(struct upstream *u, const struct smtp_reply *r)
 	if (!smtp_reply_has_ext(r, "XCLIENT", &args, &alen))
 		return upstream_fail_at(u, "xclient",
 					"backend does not offer XCLIENT");
-	if (alen >= sizeof(u->xclient_attrs))
-		alen = sizeof(u->xclient_attrs) - 1;
-	memcpy(u->xclient_attrs, args, alen);
-	u->xclient_attrs[alen] = '\0';
+	keep_attrs(u, args, alen);
 	return upstream_apply(u, MOVE_XCLIENT);
+}
+
+/* The greeting was good: XCLIENT at once when its attributes are known
+ * (u->early), else EHLO. */
+static enum upstream_action
+greeted_move(struct upstream *u)
+{
+	return upstream_apply(u, u->early ? MOVE_XCLIENT : MOVE_EHLO);
+}
+
+/* A refusal of the XCLIENT sent before EHLO: the EHLO goes after all,
+ * and the dialogue runs as if nothing had been tried.  421 (closing)
+ * and a refusal after EHLO stay failures. */
+static bool
+early_refused(const struct upstream *u, const struct smtp_reply *r)
+{
+	return u->state == UPSTREAM_XCLIENT && u->early && r->code != 421 &&
+	       r->code >= 400;
 }
 
 static enum upstream_action
 upstream_handshake_reply(struct upstream *u, const struct handshake_row *row,
 			 const struct smtp_reply *r)
 {
-	if (r->code != row->ok[0] && (row->ok[1] == 0 || r->code != row->ok[1]))
-		return fail_code(u, row->step, r->code);
+	if (r->code != row->ok[0] &&
+	    (row->ok[1] == 0 || r->code != row->ok[1])) {
+		if (!early_refused(u, r))
+			return fail_code(u, row->step, r->code);
+		u->early = false;
+		u->xclient_attrs[0] = '\0';
+		if (upstream_apply(u, MOVE_EHLO) == UPSTREAM_ACT_FAIL)
+			return UPSTREAM_ACT_FAIL;
+		return UPSTREAM_ACT_RETRY_EHLO;
+	}
+	if (row->move == MOVE_GREETED)
+		return greeted_move(u);
 	if (row->move == MOVE_OFFERS)
 		return offers_move(u, r);
 	return upstream_apply(u, row->move);
@@ -258,6 +305,12 @@ upstream_init(struct upstream *u, const struct upstream_params *p)
 	u->starttls = p->starttls;
 	u->hostname = p->hostname != NULL ? p->hostname : "";
 	u->step = "";
+	u->early = p->mode == UPSTREAM_SESSION &&
+		   p->identity == IDENTITY_XCLIENT && !p->starttls &&
+		   p->xclient_early != 0;
+	if (u->early)
+		xclient_attr_list(p->xclient_early, u->xclient_attrs,
+				  sizeof(u->xclient_attrs));
 }
 
 void

@@ -11,7 +11,11 @@
  * relay a reply to the client, or fail with a step and a detail for the
  * log.  The dialogue is a table (upstream.c): greeting 220, EHLO,
  * [STARTTLS, 220, TLS, EHLO], [XCLIENT, 220 or 250, EHLO with the
- * client's name], ready; then one client command at a time.  A check
+ * client's name], ready; then one client command at a time.  When the
+ * I/O side already knows what a plaintext server's XCLIENT takes (an
+ * earlier EHLO told it: upstream_params.xclient_early), XCLIENT follows
+ * the greeting at once, one round trip fewer; a server that refuses it
+ * there gets the EHLO after all (UPSTREAM_ACT_RETRY_EHLO).  A check
  * (UPSTREAM_CHECK) stops after the first EHLO with a verdict.
  *
  * Standards: RFC 5321 (SMTP), 3207 (STARTTLS), Postfix XCLIENT_README.
@@ -64,6 +68,9 @@ enum upstream_action {
 	/* Supply the client's facts: upstream_xclient() (the attributes
 	 * the server takes are in u->xclient_attrs). */
 	UPSTREAM_ACT_XCLIENT,
+	/* XCLIENT sent before EHLO was refused: note that this server
+	 * wants EHLO first, and send u->line (the EHLO). */
+	UPSTREAM_ACT_RETRY_EHLO,
 	/* Handshake done; the reply just fed is the server's EHLO, with
 	 * what it offers. */
 	UPSTREAM_ACT_READY,
@@ -95,6 +102,10 @@ struct upstream_params {
 	enum backend_identity identity; /* the server's identity setting */
 	bool starttls;			/* its tls setting asks for TLS */
 	const char *hostname;		/* our EHLO name; must outlive u */
+	/* A session to a plaintext XCLIENT server: what its XCLIENT takes
+	 * (XCLIENT_ATTR_* bits), learned from an earlier EHLO; 0: unknown,
+	 * EHLO first. */
+	unsigned xclient_early;
 };
 
 struct upstream {
@@ -103,6 +114,7 @@ struct upstream {
 	enum backend_identity identity;
 	bool starttls;
 	bool tls_up; /* upstream_tls_done() was called */
+	bool early;  /* XCLIENT goes (or went) before any EHLO */
 	const char *hostname;
 	upstream_trace_fn *trace; /* NULL: no tracing */
 	void *trace_ctx;
@@ -113,7 +125,9 @@ struct upstream {
 	const char *step;
 	char detail[64];
 
-	char xclient_attrs[256];	  /* what XCLIENT takes, as listed */
+	/* What XCLIENT takes, as the EHLO reply listed it (or as
+	 * xclient_early gave it); a check keeps it too. */
+	char xclient_attrs[256];
 	char helo[256];			  /* the client's EHLO name */
 	size_t len;			  /* of line, CRLF included */
 	char line[UPSTREAM_LINE_MAX + 1]; /* the next line, NUL-terminated */

@@ -40,6 +40,54 @@ xclient_offers(const char *attrs, const char *name)
 	return false;
 }
 
+static const struct {
+	const char *name;
+	unsigned bit;
+} attr_names[] = {
+	{"NAME", XCLIENT_ATTR_NAME},
+	{"ADDR", XCLIENT_ATTR_ADDR},
+	{"PORT", XCLIENT_ATTR_PORT},
+	{"DESTADDR", XCLIENT_ATTR_DESTADDR},
+	{"DESTPORT", XCLIENT_ATTR_DESTPORT},
+	{"PROTO", XCLIENT_ATTR_PROTO},
+	{"HELO", XCLIENT_ATTR_HELO},
+	{"LOGIN", XCLIENT_ATTR_LOGIN},
+};
+
+unsigned
+xclient_attr_bits(const char *attrs)
+{
+	unsigned bits = 0;
+
+	for (size_t i = 0; i < sizeof(attr_names) / sizeof(*attr_names); i++)
+		if (xclient_offers(attrs, attr_names[i].name))
+			bits |= attr_names[i].bit;
+	return bits;
+}
+
+void
+xclient_attr_list(unsigned bits, char *out, size_t cap)
+{
+	size_t len = 0;
+
+	if (cap == 0)
+		return;
+	out[0] = '\0';
+	for (size_t i = 0; i < sizeof(attr_names) / sizeof(*attr_names); i++) {
+		int n;
+
+		if (!(bits & attr_names[i].bit))
+			continue;
+		n = snprintf(out + len, cap - len, "%s%s", len ? " " : "",
+			     attr_names[i].name);
+		if (n < 0 || (size_t)n >= cap - len) {
+			out[len] = '\0';
+			return;
+		}
+		len += (size_t)n;
+	}
+}
+
 /* ADDR-style text: "192.0.2.7" or "IPV6:2001:db8::7"; false (and
  * nothing) for a socket address that is neither. */
 static bool

@@ -28,6 +28,24 @@ struct xclient_info {
  * backend's EHLO reply (case-insensitive)? */
 bool xclient_offers(const char *attrs, const char *name);
 
+/* The attributes xclient_line() can send, as bits: what a backend offered
+ * in a form that fits an atomic (backend_pool.c remembers it per server
+ * so a session can send XCLIENT before any EHLO). */
+#define XCLIENT_ATTR_NAME     0x01u
+#define XCLIENT_ATTR_ADDR     0x02u
+#define XCLIENT_ATTR_PORT     0x04u
+#define XCLIENT_ATTR_DESTADDR 0x08u
+#define XCLIENT_ATTR_DESTPORT 0x10u
+#define XCLIENT_ATTR_PROTO    0x20u
+#define XCLIENT_ATTR_HELO     0x40u
+#define XCLIENT_ATTR_LOGIN    0x80u
+
+/* attrs as bits; names xclient_line() never sends are left out. */
+unsigned xclient_attr_bits(const char *attrs);
+/* bits as a list ("NAME ADDR PORT ...") into out, NUL-terminated, the
+ * names that fit in cap. */
+void xclient_attr_list(unsigned bits, char *out, size_t cap);
+
 /*
  * "XCLIENT NAME=... ADDR=... PORT=... DESTADDR=... DESTPORT=... PROTO=...
  * HELO=... LOGIN=...\r\n" into out (NUL-terminated), with only the

@@ -5,7 +5,8 @@
  *
  * Input layout:
  *   byte 0    setup: bit 0 check mode, bits 1-2 identity (none, xclient,
- *             proxy-v2, none), bit 3 tls asked for, bit 4 the client has
+ *             proxy-v2, xclient with its attributes known: XCLIENT
+ *             before EHLO), bit 3 tls asked for, bit 4 the client has
  *             no EHLO name, bit 5 a long login (its XCLIENT line does not
  *             fit), bit 6 the TLS handshake fails, bit 7 the connection
  *             may break before any reply (upstream_fail())
@@ -22,7 +23,9 @@
  *
  * Checked: states move only along the table's edges (through the trace
  * hook, which must see every change); each action agrees with the state
- * it leaves; a line to send is what the state says (EHLO with our or the
+ * it leaves; XCLIENT comes before EHLO only when its attributes were
+ * given, and a refusal there is the EHLO after all (RETRY_EHLO), never a
+ * failure; a line to send is what the state says (EHLO with our or the
  * client's name, STARTTLS, XCLIENT, QUIT), bounded, NUL-terminated at
  * len and CRLF-terminated with no other CR or LF; after a failure nothing
  * is ever sent again and every call answers FAIL; a failure names a step
@@ -59,6 +62,7 @@ struct run {
 	bool long_login;	    /* its XCLIENT line does not fit */
 	bool closed;		    /* the I/O side gave up (TLS failed) */
 	bool io_breaks;		    /* upstream_fail() before some replies */
+	bool retried;		    /* RETRY_EHLO was answered */
 	enum upstream_state traced; /* the last state the trace saw */
 	unsigned changes;
 };
@@ -68,6 +72,15 @@ next_rand(struct run *t)
 {
 	t->seed = t->seed * 1103515245u + 12345u;
 	return t->seed >> 16;
+}
+
+/* A session to a plaintext XCLIENT server with its list given. */
+static bool
+early(const struct run *t)
+{
+	return t->p.mode == UPSTREAM_SESSION &&
+	       t->p.identity == IDENTITY_XCLIENT && !t->p.starttls &&
+	       t->p.xclient_early != 0;
 }
 
 /* The table's edges (upstream.c), as upstream.h describes them. */
@@ -85,7 +98,8 @@ edge_ok(const struct run *t, enum upstream_state from, enum upstream_state to)
 	case UPSTREAM_CONNECTING:
 		return to == UPSTREAM_GREETING;
 	case UPSTREAM_GREETING:
-		return to == UPSTREAM_EHLO;
+		return to == UPSTREAM_EHLO ||
+		       (to == UPSTREAM_XCLIENT && early(t));
 	case UPSTREAM_EHLO:
 		if (check)
 			return to == UPSTREAM_QUIT;
@@ -98,7 +112,8 @@ edge_ok(const struct run *t, enum upstream_state from, enum upstream_state to)
 	case UPSTREAM_TLS:
 		return to == UPSTREAM_EHLO;
 	case UPSTREAM_XCLIENT:
-		return to == UPSTREAM_EHLO_AGAIN;
+		return to == UPSTREAM_EHLO_AGAIN ||
+		       (to == UPSTREAM_EHLO && early(t));
 	case UPSTREAM_EHLO_AGAIN:
 		return to == UPSTREAM_READY;
 	case UPSTREAM_READY:
@@ -214,6 +229,14 @@ act(struct run *t, enum upstream_action a)
 			      upstream_state_name(u->state));
 		}
 		break;
+	case UPSTREAM_ACT_RETRY_EHLO:
+		CHECK(early(t) && !t->retried && u->state == UPSTREAM_EHLO,
+		      "RETRY_EHLO in state %s", upstream_state_name(u->state));
+		CHECK(t->r.code >= 400 && t->r.code != 421,
+		      "RETRY_EHLO after %d", t->r.code);
+		check_line(t, "EHLO " HOST "\r\n");
+		t->retried = true;
+		break;
 	case UPSTREAM_ACT_START_TLS: {
 		enum upstream_action b;
 
@@ -299,7 +322,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct run t;
 	static const enum backend_identity ids[4] = {
 		IDENTITY_NONE, IDENTITY_XCLIENT, IDENTITY_PROXY_V2,
-		IDENTITY_NONE};
+		IDENTITY_XCLIENT};
 	size_t off = 2;
 
 	if (size < 2)
@@ -309,6 +332,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	t.p.identity = ids[(data[0] >> 1) & 3];
 	t.p.starttls = (data[0] & 8) != 0;
 	t.p.hostname = HOST;
+	if (((data[0] >> 1) & 3) == 3)
+		t.p.xclient_early = XCLIENT_ATTR_NAME | XCLIENT_ATTR_ADDR |
+				    XCLIENT_ATTR_HELO | XCLIENT_ATTR_LOGIN;
 	t.long_login = (data[0] & 32) != 0;
 	t.no_helo = (data[0] & 16) != 0;
 	t.tls_fails = (data[0] & 64) != 0;

@@ -223,6 +223,9 @@ class XclientSMTP(SMTP):
         if not self._xclient_authorized():
             await self.push("550 5.7.0 Error: insufficient authorization")
             return
+        if backend.xclient_needs_ehlo and not self.session.host_name:
+            await self.push("503 5.5.1 Error: send HELO/EHLO first")
+            return
         if self.envelope.mail_from:
             await self.push("503 5.5.1 Error: MAIL transaction in progress")
             return
@@ -308,6 +311,8 @@ class RecordingBackend:
     .fail_mail / .fail_rcpt / .fail_data   set to a reply ("451 4.3.0 try
                            later") to refuse that step
     .advertise_xclient     False: no XCLIENT in EHLO, XCLIENT is unknown
+    .xclient_needs_ehlo    True: XCLIENT before EHLO gets 503 (Postfix and
+                           smtp-sink take it at once; another MTA may not)
     .wait_for_messages(n, timeout), .wait_for_connections(n, timeout)
 
     What aiosmtpd 1.4.3 does with DATA (smtp.py, SMTP.smtp_DATA): it reads
@@ -336,6 +341,7 @@ class RecordingBackend:
         self.die_in_bdat = None
         self.bdat_cuts = []
         self.advertise_xclient = True
+        self.xclient_needs_ehlo = False
         self.xclient_attributes = XCLIENT_ATTRIBUTES
         self._cond = threading.Condition()
         self._queue_ids = 0

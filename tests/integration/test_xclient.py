@@ -11,6 +11,7 @@ listener the client reached (not Postfix's own port).
 """
 
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -62,6 +63,70 @@ def test_exact_xclient_line(proxy, recording_backend, mode):
     assert cmds[0] == b"EHLO mail.example.test\r\n"
     assert cmds[2] == f"EHLO {HELO}\r\n".encode()
     assert m["helo"] == HELO
+
+
+def _first_commands(conn, n=3):
+    return [c for c in conn["commands"] if c[:4] in (b"EHLO", b"XCLI")][:n]
+
+
+def test_xclient_goes_before_ehlo_once_the_backend_is_known(proxy, recording_backend):
+    """The first connection to a backend reads its XCLIENT attributes from
+    an EHLO; later ones send XCLIENT right after the greeting with the same
+    line, then the one EHLO that counts (one round trip fewer)."""
+    p = proxy([recording_backend.port])
+    ports = [send(p, "implicit") for _ in range(3)]
+    recording_backend.wait_for_messages(3)
+    conns = recording_backend.connections
+    assert len(conns) == 3
+    assert _first_commands(conns[0])[0] == b"EHLO mail.example.test\r\n"
+    assert _first_commands(conns[0])[2] == f"EHLO {HELO}\r\n".encode()
+    for conn, port in zip(conns[1:], ports[1:]):
+        assert conn["commands"][0] == (
+            f"XCLIENT NAME=[UNAVAILABLE] ADDR=127.0.0.1 PORT={port} "
+            f"DESTADDR=127.0.0.1 DESTPORT={p.implicit_port} PROTO=ESMTP "
+            f"HELO={HELO} LOGIN=demo\r\n").encode(), conn["commands"]
+        assert conn["commands"][1] == f"EHLO {HELO}\r\n".encode()
+        assert sum(c.startswith(b"EHLO") for c in conn["commands"]) == 1
+    for m in recording_backend.messages:
+        assert m["xclient"]["LOGIN"] == "demo" and m["helo"] == HELO
+
+
+def test_health_checks_teach_the_first_session(proxy, recording_backend):
+    """With active checks, the check's EHLO is the one that teaches: the
+    very first session goes XCLIENT first."""
+    p = proxy([recording_backend.port],
+              **{"backends.health_check": {"interval": "1s", "timeout": "2s"}})
+    wait_until(lambda: len(recording_backend.connections) >= 1, 10, "a health check")
+    time.sleep(0.3)  # the check's EHLO and QUIT
+    checks = len(recording_backend.connections)
+    send(p, "starttls")
+    (m,) = recording_backend.wait_for_messages(1)
+    session = [c for c in recording_backend.connections[checks - 1:] if c["xclient"]]
+    assert len(session) == 1, recording_backend.connections
+    assert session[0]["commands"][0].startswith(b"XCLIENT "), session
+
+
+def test_a_backend_that_wants_ehlo_first_gets_it(proxy, recording_backend):
+    """A server that refuses XCLIENT before EHLO (503) costs one try: the
+    session goes on with EHLO, XCLIENT, EHLO and delivers; the proxy logs
+    it once and asks every later session's EHLO first."""
+    recording_backend.xclient_needs_ehlo = True
+    p = proxy([recording_backend.port])
+    for _ in range(3):
+        send(p, "implicit")
+    recording_backend.wait_for_messages(3)
+    conns = recording_backend.connections
+    assert _first_commands(conns[0])[0].startswith(b"EHLO")
+    assert conns[1]["commands"][0].startswith(b"XCLIENT ")
+    assert conns[1]["commands"][1] == b"EHLO mail.example.test\r\n"
+    assert conns[1]["commands"][2].startswith(b"XCLIENT ")
+    assert conns[1]["commands"][3] == f"EHLO {HELO}\r\n".encode()
+    assert _first_commands(conns[2])[0].startswith(b"EHLO")
+    for m in recording_backend.messages:
+        assert m["xclient"]["LOGIN"] == "demo"
+    p.wait_for_log(r"msg=backend-xclient-early backend=\S+ reply=503 "
+                   r'reason="XCLIENT before EHLO refused: EHLO first from now on"')
+    assert p.log().count("backend-xclient-early") == 1
 
 
 def test_attributes_not_offered_are_not_sent(proxy, recording_backend):
@@ -189,16 +254,23 @@ def policy_postfix(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
 def test_postfix_sees_the_listener_as_its_server_address(proxy, policy_postfix, mode):
+    """Twice: the first session reads Postfix's EHLO before XCLIENT, the
+    second sends XCLIENT right after the greeting; Postfix applies the
+    client's facts to both."""
     p = proxy([policy_postfix.port])
-    before = len(policy_postfix.policy.requests)
-    client_port = send(p, mode, "alice")
     listener = p.starttls_port if mode == "starttls" else p.implicit_port
-    wait_until(lambda: len(policy_postfix.policy.requests) > before, 10,
-               "Postfix's policy request")
-    req = policy_postfix.policy.requests[before]
-    assert req["protocol_state"] == "RCPT"
-    assert req["sasl_username"] == "alice"
-    assert (req["client_address"], req["client_port"]) == (LOOPBACK, str(client_port))
-    assert (req["server_address"], req["server_port"]) == (LOOPBACK, str(listener))
-    assert req["server_port"] != str(policy_postfix.port)
-    assert req["helo_name"] == HELO
+    for n in range(2):
+        before = len(policy_postfix.policy.requests)
+        client_port = send(p, mode, "alice")
+        wait_until(lambda: len(policy_postfix.policy.requests) > before, 10,
+                   "Postfix's policy request")
+        req = policy_postfix.policy.requests[before]
+        assert req["protocol_state"] == "RCPT"
+        assert req["sasl_username"] == "alice"
+        assert (req["client_address"], req["client_port"]) == (LOOPBACK, str(client_port))
+        assert (req["server_address"], req["server_port"]) == (LOOPBACK, str(listener))
+        assert req["server_port"] != str(policy_postfix.port)
+        assert req["helo_name"] == HELO
+    trace = re.findall(r"msg=backend-state session=\S+ backend=\S+ from=greeting to=(\S+)",
+                       p.log())
+    assert trace == ["ehlo", "xclient"], trace

@@ -386,6 +386,38 @@ test_capabilities(void **state)
 
 /* An operator-disabled server is never picked, under every policy, and
  * its capabilities do not count; enabled again, it is back. */
+/* XCLIENT before EHLO: only once a server's list was learned, and never
+ * again after it refused it there (a reload keeps both). */
+static void
+test_xclient_early(void **state)
+{
+	struct backend_pool_cursor c, c2;
+	struct backend_pool *p, *p2;
+
+	(void)state;
+	make_config(2, NULL, BALANCE_ROUND_ROBIN);
+	p = make_pool(&c);
+	assert_int_equal(backend_pool_xclient_early(p, 0), 0);
+	backend_pool_learn_xclient(p, 0, 0x0fu);
+	assert_int_equal(backend_pool_xclient_early(p, 0), 0x0fu);
+	backend_pool_learn_xclient(p, 1, 0); /* not offered */
+	assert_int_equal(backend_pool_xclient_early(p, 1), 0);
+	assert_true(backend_pool_refuse_early(p, 0));
+	assert_false(backend_pool_refuse_early(p, 0));
+	assert_int_equal(backend_pool_xclient_early(p, 0), 0);
+	backend_pool_learn_xclient(p, 0, 0x0fu); /* the refusal sticks */
+	assert_int_equal(backend_pool_xclient_early(p, 0), 0);
+	backend_pool_learn_xclient(p, 1, 0xc0u);
+	p2 = make_pool(&c2);
+	backend_pool_inherit(p2, p);
+	assert_int_equal(backend_pool_xclient_early(p2, 0), 0);
+	assert_int_equal(backend_pool_xclient_early(p2, 1), 0xc0u);
+	backend_pool_cursor_free(&c2);
+	backend_pool_free(p2);
+	backend_pool_cursor_free(&c);
+	backend_pool_free(p);
+}
+
 static void
 test_disabled(void **state)
 {
@@ -558,6 +590,7 @@ main(void)
 		cmocka_unit_test(test_least_connections),
 		cmocka_unit_test(test_hash_login),
 		cmocka_unit_test(test_capabilities),
+		cmocka_unit_test(test_xclient_early),
 		cmocka_unit_test(test_disabled),
 		cmocka_unit_test(test_offer_chunking_needs_every_server),
 		cmocka_unit_test(test_hash_score_range),

@@ -1,7 +1,9 @@
 /*
  * test_upstream.c - the dialogue with a backend (upstream.c): every path
  * of the handshake table (greeting, EHLO, STARTTLS, TLS, XCLIENT with 220
- * or 250, EHLO again), each failure step and its detail, identities none,
+ * or 250, EHLO again; XCLIENT before EHLO when its attributes are known,
+ * and the EHLO after all when that is refused), each failure step and its
+ * detail, identities none,
  * xclient and proxy-v2, the relay states, the check mode's verdicts and
  * reasons, and the state trace.
  */
@@ -51,10 +53,10 @@ trace_fn(void *ctx, enum upstream_state from, enum upstream_state to)
 }
 
 static struct upstream *
-new_upstream(enum upstream_mode mode, enum backend_identity id, bool tls,
-	     struct trace *t)
+new_upstream_early(enum upstream_mode mode, enum backend_identity id, bool tls,
+		   unsigned early, struct trace *t)
 {
-	struct upstream_params p = {mode, id, tls, HOST};
+	struct upstream_params p = {mode, id, tls, HOST, early};
 	struct upstream *u = malloc(sizeof(*u));
 
 	assert_non_null(u);
@@ -70,6 +72,13 @@ new_upstream(enum upstream_mode mode, enum backend_identity id, bool tls,
 	upstream_connected(u);
 	assert_int_equal(u->state, UPSTREAM_GREETING);
 	return u;
+}
+
+static struct upstream *
+new_upstream(enum upstream_mode mode, enum backend_identity id, bool tls,
+	     struct trace *t)
+{
+	return new_upstream_early(mode, id, tls, 0, t);
 }
 
 static struct smtp_reply reply;
@@ -281,6 +290,118 @@ test_xclient_attrs_bounded(void **state)
 	assert_int_equal(strlen(u->xclient_attrs),
 			 sizeof(u->xclient_attrs) - 1);
 	assert_memory_equal(u->xclient_attrs, "NAME 000", 8);
+	free(u);
+}
+
+#define EARLY_ATTRS                                                            \
+	(XCLIENT_ATTR_NAME | XCLIENT_ATTR_ADDR | XCLIENT_ATTR_PORT |           \
+	 XCLIENT_ATTR_HELO | XCLIENT_ATTR_LOGIN)
+
+/* Known attributes: XCLIENT right after the greeting, then the EHLO with
+ * the client's name; one EHLO in all. */
+static void
+test_xclient_early(void **state)
+{
+	union sockaddr_ip client = v4("198.51.100.7", 40123);
+	struct xclient_info info = {&client.sa, NULL, "laptop.example.org",
+				    "demo"};
+	struct trace t;
+	struct upstream *u = new_upstream_early(
+		UPSTREAM_SESSION, IDENTITY_XCLIENT, false, EARLY_ATTRS, &t);
+
+	(void)state;
+	assert_string_equal(u->xclient_attrs, "NAME ADDR PORT HELO LOGIN");
+	assert_int_equal(feed(u, "220 mx.example.net ESMTP\r\n"),
+			 UPSTREAM_ACT_XCLIENT);
+	assert_int_equal(u->state, UPSTREAM_XCLIENT);
+	expect_send(u, upstream_xclient(u, &info),
+		    "XCLIENT NAME=[UNAVAILABLE] ADDR=198.51.100.7 PORT=40123 "
+		    "HELO=laptop.example.org LOGIN=demo\r\n");
+	expect_send(u, feed(u, "220 mx.example.net ESMTP\r\n"),
+		    "EHLO laptop.example.org\r\n");
+	assert_int_equal(feed(u, EHLO_PLAIN), UPSTREAM_ACT_READY);
+	assert_int_equal(t.n,
+			 5); /* connecting, greeting, xclient, again, ready */
+	assert_int_equal(t.to[2], UPSTREAM_XCLIENT);
+	free(u);
+}
+
+/* Refused before EHLO (a server that wants EHLO first, or one whose list
+ * changed): not a failure; the EHLO goes, then the usual path.  421
+ * stays a failure, and so does a refusal of the XCLIENT after EHLO. */
+static void
+test_xclient_early_refused(void **state)
+{
+	union sockaddr_ip client = v4("198.51.100.7", 40123);
+	struct xclient_info info = {&client.sa, NULL, "h", "demo"};
+	struct upstream *u = new_upstream_early(
+		UPSTREAM_SESSION, IDENTITY_XCLIENT, false, EARLY_ATTRS, NULL);
+
+	(void)state;
+	assert_int_equal(feed(u, "220 mx ESMTP\r\n"), UPSTREAM_ACT_XCLIENT);
+	assert_int_equal(upstream_xclient(u, &info), UPSTREAM_ACT_SEND);
+	assert_int_equal(feed(u, "503 5.5.1 Error: send HELO/EHLO first\r\n"),
+			 UPSTREAM_ACT_RETRY_EHLO);
+	assert_int_equal(u->state, UPSTREAM_EHLO);
+	assert_string_equal(u->line, "EHLO " HOST "\r\n");
+	assert_false(u->early);
+	/* The list the EHLO gives now is the one used. */
+	assert_int_equal(feed(u, EHLO_BOTH), UPSTREAM_ACT_XCLIENT);
+	assert_string_equal(u->xclient_attrs, "NAME ADDR HELO");
+	expect_send(u, upstream_xclient(u, &info),
+		    "XCLIENT NAME=[UNAVAILABLE] ADDR=198.51.100.7 HELO=h\r\n");
+	expect_fail(u, feed(u, "550 5.7.0 insufficient authorization\r\n"),
+		    "xclient", "unexpected reply 550");
+	free(u);
+
+	u = new_upstream_early(UPSTREAM_SESSION, IDENTITY_XCLIENT, false,
+			       EARLY_ATTRS, NULL);
+	assert_int_equal(feed(u, "220 mx ESMTP\r\n"), UPSTREAM_ACT_XCLIENT);
+	assert_int_equal(upstream_xclient(u, &info), UPSTREAM_ACT_SEND);
+	expect_fail(u, feed(u, "421 4.3.2 shutting down\r\n"), "xclient",
+		    "unexpected reply 421");
+	free(u);
+}
+
+/* Only a session's connection to a plaintext XCLIENT server goes early;
+ * a check, a STARTTLS server and the other identities read the EHLO. */
+static void
+test_xclient_early_only_where_it_fits(void **state)
+{
+	const struct {
+		enum upstream_mode mode;
+		enum backend_identity id;
+		bool tls;
+	} cases[] = {
+		{UPSTREAM_CHECK, IDENTITY_XCLIENT, false},
+		{UPSTREAM_SESSION, IDENTITY_XCLIENT, true},
+		{UPSTREAM_SESSION, IDENTITY_NONE, false},
+		{UPSTREAM_SESSION, IDENTITY_PROXY_V2, false},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		struct upstream *u =
+			new_upstream_early(cases[i].mode, cases[i].id,
+					   cases[i].tls, EARLY_ATTRS, NULL);
+
+		expect_send(u, feed(u, "220 mx ESMTP\r\n"),
+			    "EHLO " HOST "\r\n");
+		free(u);
+	}
+}
+
+/* A check keeps what the server's XCLIENT takes, for the sessions. */
+static void
+test_check_keeps_xclient_attrs(void **state)
+{
+	struct upstream *u =
+		to_ehlo(UPSTREAM_CHECK, IDENTITY_XCLIENT, false, NULL);
+
+	(void)state;
+	assert_int_equal(feed(u, EHLO_XCLIENT), UPSTREAM_ACT_GOOD);
+	assert_string_equal(u->xclient_attrs,
+			    "NAME ADDR PORT PROTO HELO LOGIN");
 	free(u);
 }
 
@@ -662,6 +783,10 @@ main(void)
 		cmocka_unit_test(test_xclient_refused),
 		cmocka_unit_test(test_xclient_too_long),
 		cmocka_unit_test(test_xclient_attrs_bounded),
+		cmocka_unit_test(test_xclient_early),
+		cmocka_unit_test(test_xclient_early_refused),
+		cmocka_unit_test(test_xclient_early_only_where_it_fits),
+		cmocka_unit_test(test_check_keeps_xclient_attrs),
 		cmocka_unit_test(test_starttls),
 		cmocka_unit_test(test_starttls_then_xclient),
 		cmocka_unit_test(test_starttls_not_offered),

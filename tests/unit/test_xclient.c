@@ -134,6 +134,33 @@ test_bounds(void **state)
 	assert_int_equal(xclient_line("", &in, out, 10), 9);
 }
 
+/* The bits a backend pool keeps and the list they give back: every name
+ * xclient_line() sends survives the round trip, others are left out. */
+static void
+test_attr_bits(void **state)
+{
+	char list[256];
+	unsigned bits;
+
+	(void)state;
+	bits = xclient_attr_bits(POSTFIX_ATTRS);
+	assert_int_equal(bits, 0xffu);
+	xclient_attr_list(bits, list, sizeof(list));
+	assert_string_equal(
+		list, "NAME ADDR PORT DESTADDR DESTPORT PROTO HELO LOGIN");
+	assert_int_equal(xclient_attr_bits(list), bits);
+	bits = xclient_attr_bits("name helo TTL FOO");
+	assert_int_equal(bits, XCLIENT_ATTR_NAME | XCLIENT_ATTR_HELO);
+	xclient_attr_list(bits, list, sizeof(list));
+	assert_string_equal(list, "NAME HELO");
+	assert_int_equal(xclient_attr_bits(""), 0);
+	xclient_attr_list(0, list, sizeof(list));
+	assert_string_equal(list, "");
+	/* Bounded: only whole names that fit. */
+	xclient_attr_list(0xffu, list, 10);
+	assert_string_equal(list, "NAME ADDR");
+}
+
 int
 main(void)
 {
@@ -144,6 +171,7 @@ main(void)
 		cmocka_unit_test(test_unknown_addresses),
 		cmocka_unit_test(test_values_xtext_encoded),
 		cmocka_unit_test(test_bounds),
+		cmocka_unit_test(test_attr_bits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
