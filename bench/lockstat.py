@@ -270,7 +270,8 @@ def print_contention(rows):
     for r in rows:
         if r["op"] == "pingpong":
             print(f"  cache-line transfer between CPU 0 and CPU 1 (ping-pong): "
-                  f"{r['transfer_ns']} ns one way")
+                  f"{r['transfer_ns']} ns one way, best of 10 rounds (median "
+                  f"{r['median_ns']} ns: other work on the CPUs gets in its way)")
             continue
         where = ("1 thread" if r["threads"] == 1 else
                  "2 threads pinned to CPUs 0 and 1" if r["pinned"] else
