@@ -19,7 +19,7 @@
 #   make install    install binary, man pages, systemd unit (PREFIX, DESTDIR)
 #   make bench      run the bench scenarios (bench/run), write the report
 #   make bench-build build the bench tools (build/bench/loadgen, hsbench,
-#                   limitbench, floodgen, ctxbench)
+#                   limitbench, floodgen, ctxbench, lockbench, lockprobe.so)
 #
 # check and test build with -j$(JOBS) (the CPUs; or what make -jN says)
 # and run the end-to-end suite on E2E_JOBS pytest-xdist workers.
@@ -97,7 +97,8 @@ FUZZ_SRCS_metrics_http := proxy/ops/metrics_http.c proxy/ops/status_page.c \
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
             $(BUILD)/bench/limitbench $(BUILD)/bench/floodgen \
-            $(BUILD)/bench/ctxbench
+            $(BUILD)/bench/ctxbench $(BUILD)/bench/lockbench \
+            $(BUILD)/bench/lockprobe.so
 BENCH_CFLAGS := -O2 -g -std=c17 -D_GNU_SOURCE -pthread $(WARN)
 BENCHLIBS:= -lssl -lcrypto -lm -lpthread
 
@@ -190,6 +191,11 @@ $(BUILD)/bench/limitbench: bench/limitbench.c $(BUILD)/libmsaproxy.a
 	@echo "  CC      $@"
 	$(Q)$(CC) $(BENCH_CFLAGS) -iquote proxy -o $@ $< $(BUILD)/libmsaproxy.a \
 		$(LDLIBS)
+# The lock-counting probe: a shared object for LD_PRELOAD (bench/lockprobe.c).
+$(BUILD)/bench/lockprobe.so: bench/lockprobe.c
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(BENCH_CFLAGS) -fPIC -shared -o $@ $< -ldl -lgcc_s
 $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(@D)
 	@echo "  CC      $@"
@@ -214,18 +220,22 @@ asan-build:
 asan-unit:
 	$(Q)$(MAKE) --no-print-directory $(ASAN_ARGS) unit
 
-integration: all $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen
+# The bench tools the end-to-end suite drives (test_bench_tools.py).
+E2E_BENCH := $(BUILD)/bench/loadgen $(BUILD)/bench/ctxbench \
+             $(BUILD)/bench/lockbench $(BUILD)/bench/lockprobe.so
+
+integration: all $(BUILD)/tests/xdp_tool $(E2E_BENCH)
 	$(Q)$(call e2e,$(BUILD)) $(E2E_SELECT)
 
 # The whole end-to-end suite again against the ASan+UBSan binary: a
 # sanitizer report in its log fails the test that caused it.
-integration-asan: deps asan-build $(BUILD)/bench/loadgen
+integration-asan: deps asan-build $(E2E_BENCH)
 	$(Q)$(call e2e,build-asan) \
 		--ignore=tests/integration/test_testssl.py $(E2E_SELECT)
 
 # Everything check and test run, built at once: both trees, the unit
 # tests, the tools the end-to-end suite drives, the fuzz targets.
-test-build: all unit-build $(BUILD)/tests/xdp_tool $(BUILD)/bench/loadgen \
+test-build: all unit-build $(BUILD)/tests/xdp_tool $(E2E_BENCH) \
             asan-build fuzz-build browser-deps
 
 # The inner loop.  Steps run one after the other (make -j check too), so

@@ -17,7 +17,14 @@
  * Security stance: a benchmark.  No network; reads only the certificate
  * and key named on the command line.
  *
+ * --mode shared|per-thread runs one mode only (both by default);
+ * --handshakes H makes each thread run exactly H handshakes after its
+ * warm-up one instead of running for --seconds: with bench/lockprobe.c
+ * loaded, two runs that differ only in H give the lock operations of
+ * one handshake exactly (bench/lockstat.py).
+ *
  * usage: ctxbench --cert FILE --key FILE [--threads N] [--seconds S]
+ *                 [--mode shared|per-thread] [--handshakes H]
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -40,6 +47,8 @@ static struct {
 	const char *cert, *key;
 	int threads;
 	double seconds;
+	const char *mode; /* NULL: both */
+	long handshakes;  /* per thread; 0: run for seconds */
 } o = {.threads = 8, .seconds = 3};
 
 static atomic_bool stop;
@@ -155,7 +164,8 @@ run(void *arg)
 	}
 	handshake(c); /* warm: the first one fetches the algorithms */
 	cpu0 = thread_cpu_s();
-	while (!atomic_load(&stop)) {
+	while (o.handshakes > 0 ? w->done < o.handshakes
+				: !atomic_load(&stop)) {
 		handshake(c);
 		w->done++;
 	}
@@ -197,7 +207,8 @@ measure(const char *mode, bool per_thread)
 		if (pthread_create(&w[i].t, NULL, run, &w[i]) != 0)
 			die("pthread_create");
 	}
-	nanosleep(&nap, NULL);
+	if (o.handshakes == 0)
+		nanosleep(&nap, NULL);
 	atomic_store(&stop, true);
 	for (int i = 0; i < o.threads; i++) {
 		pthread_join(w[i].t, NULL);
@@ -222,6 +233,8 @@ main(int argc, char **argv)
 		{"key", required_argument, NULL, 'k'},
 		{"threads", required_argument, NULL, 't'},
 		{"seconds", required_argument, NULL, 's'},
+		{"mode", required_argument, NULL, 'm'},
+		{"handshakes", required_argument, NULL, 'n'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch;
@@ -240,16 +253,29 @@ main(int argc, char **argv)
 		case 's':
 			o.seconds = atof(optarg);
 			break;
+		case 'm':
+			o.mode = optarg;
+			break;
+		case 'n':
+			o.handshakes = atol(optarg);
+			break;
 		default:
 			die("usage: ctxbench --cert FILE --key FILE "
-			    "[--threads N] [--seconds S]");
+			    "[--threads N] [--seconds S] "
+			    "[--mode shared|per-thread] [--handshakes H]");
 		}
 	}
 	if (o.cert == NULL || o.key == NULL || o.threads < 1 ||
-	    o.threads > 256 || !(o.seconds > 0 && o.seconds <= 600))
+	    o.threads > 256 || !(o.seconds > 0 && o.seconds <= 600) ||
+	    o.handshakes < 0 || o.handshakes > 10000000 ||
+	    (o.mode != NULL && strcmp(o.mode, "shared") != 0 &&
+	     strcmp(o.mode, "per-thread") != 0))
 		die("usage: ctxbench --cert FILE --key FILE [--threads 1..256] "
-		    "[--seconds S]");
-	measure("shared", false);
-	measure("per-thread", true);
+		    "[--seconds S] [--mode shared|per-thread] "
+		    "[--handshakes H]");
+	if (o.mode == NULL || strcmp(o.mode, "shared") == 0)
+		measure("shared", false);
+	if (o.mode == NULL || strcmp(o.mode, "per-thread") == 0)
+		measure("per-thread", true);
 	return 0;
 }

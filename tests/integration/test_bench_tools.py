@@ -5,9 +5,13 @@ right: every figure in bench/results/ comes from loadgen's report.  These
 drive build/bench/loadgen through the proxy into a recording backend and
 compare its counts with what the backend received; check that --think
 paces a session and --rate bounds arrivals; and that it refuses to send
-anywhere but loopback outside a namespace of its own.
+anywhere but loopback outside a namespace of its own.  The lock probe
+(bench/lockprobe.c, read by bench/lockstat.py) counts lock operations in a
+short ctxbench run, and one shared OpenSSL library context puts more of
+them on locks two threads share than one context per thread does.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -84,3 +88,61 @@ def test_refuses_targets_outside_loopback(users_file, host):
                            timeout=10)
     assert rc == 2 and res is None
     assert "loopback" in err or "namespace" in err, err
+
+
+def lockstat():
+    spec = importlib.util.spec_from_file_location("lockstat",
+                                                  os.path.join(TOP, "bench/lockstat.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for tool in (mod.PROBE, mod.CTXBENCH, mod.LOCKBENCH):
+        if not os.access(tool, os.R_OK):
+            pytest.fail(f"no {tool} (make bench-build)")
+    return mod
+
+
+def test_lock_probe_counts_shared_locks_per_handshake(tmp_path):
+    ls = lockstat()
+    res = ls.ctx(threads=3, counts=(3, 9), quiet=True)
+    shared, own = res["shared"], res["per-thread"]
+    for rows, totals in (shared, own):
+        assert totals["hot_threads"] == 3
+        # A TLS 1.3 handshake (both ends) takes OpenSSL locks by the
+        # hundred; every one of them was counted on some lock.
+        assert totals["ops"] > 100
+        assert ls.by_owner(rows)["OpenSSL"]["ops"] > 100
+    # The same handshakes take about the same locks either way ...
+    assert 0.8 < own[1]["ops"] / shared[1]["ops"] < 1.25
+    # ... but with one context per thread far fewer are shared: the
+    # shared context's method store and RAND are every thread's.
+    assert shared[1]["shared_ops"] > 0.5 * shared[1]["ops"]
+    assert own[1]["shared_ops"] < 0.2 * own[1]["ops"]
+    assert own[1]["shared_ops"] < shared[1]["shared_ops"] / 5
+    busiest = max(r["busiest"] for r in shared[0].values())
+    assert busiest > max(r["busiest"] for r in own[0].values())
+
+
+def test_lock_probe_dump_names_threads_and_sites(tmp_path):
+    ls = lockstat()
+    cert, key = ls.make_cert(tmp_path)
+    out = tmp_path / "locks.tsv"
+    ls.run_probed([str(ls.CTXBENCH), "--cert", str(cert), "--key", str(key), "--threads", "2",
+                   "--mode", "per-thread", "--handshakes", "2"], out, timeout=60)
+    dump = ls.Dump(out)
+    assert sorted(name for _, name in dump.threads.values()).count("main") == 1
+    assert len(dump.threads) == 3
+    # Every lock has the stack where a thread first took it, resolved to
+    # libcrypto's exported names somewhere up the stack.
+    assert dump.locks and all(lk["first"] for lk in dump.locks.values())
+    sites = {dump.site(next(iter(lk["first"].values())))[0] for lk in dump.locks.values()}
+    assert "OpenSSL" in sites
+
+
+def test_lockbench_reports_every_placement():
+    ls = lockstat()
+    rows = ls.contention(threads=3, ops=2000)
+    ops = {(r["op"], r["threads"]) for r in rows}
+    for op in ("mutex", "rdlock", "wrlock", "atomic"):
+        assert {(op, 1), (op, 2), (op, 3)} <= ops
+    assert all(r["serial_ns"] > 0 for r in rows if r["op"] != "pingpong")
+    assert [r for r in rows if r["op"] == "pingpong"][0]["transfer_ns"] > 0
