@@ -287,7 +287,10 @@ STOP = None  # a multiprocessing Event: SIGINT/SIGTERM to the parent
 def worker_init(stop):
     global STOP
     STOP = stop
+    # The parent's handlers came with the fork: here SIGINT is the parent's
+    # to take (it sets stop), and SIGTERM ends the process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:  # end with the parent, even if it is killed
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
