@@ -9,7 +9,8 @@ paces a session and --rate bounds arrivals; and that it refuses to send
 anywhere but loopback outside a namespace of its own.  The outside
 client gets the same: its counts against the backend's, on STARTTLS and
 implicit TLS with the certificate verified, and its failures counted by
-step (a refused login, a certificate it cannot verify), never hidden.
+step (a refused login, a certificate it cannot verify, a message over
+the size limit), never hidden.
 """
 
 import json
@@ -147,6 +148,14 @@ def test_outside_client_counts_every_failure(proxy, recording_backend, tmp_path,
                            "--cafile", certs.other_cert, "-c", 1, "-n", 2)
     assert rc == 1 and res["sessions_failed"] == 2
     assert res["failure_detail"] == {"starttls tls: certificate": 2}, res["failure_detail"]
+    # A message over the size limit: refused at MAIL (SIZE=), charged to it.
+    small = proxy([recording_backend.port], **{"limits.max_message_size": "10KB"})
+    users = tmp_path / "users"
+    users.write_text("demo:demo-pass-1\n")
+    rc, res, err = outside("--port", small.starttls_port, "--users", users,
+                           "--cafile", certs.ca, "-c", 1, "-n", 2, "--size", "20KB")
+    assert rc == 1 and res["sessions_failed"] == 2 and res["failures"] == {"mail": 2}
+    assert res["failure_detail"] == {"mail 552": 2}, res["failure_detail"]
     assert recording_backend.messages == []
 
 
