@@ -647,13 +647,13 @@ backend_handshake_reply(struct backend_conn *be, const struct smtp_reply *r)
 		if (!send_xclient(be))
 			return false;
 		break;
-	case UPSTREAM_ACT_RETRY_EHLO:
+	case UPSTREAM_ACT_EHLO_FIRST:
 		if (backend_pool_refuse_early(be->gen->backend_pool,
 					      be->server))
 			log_info("backend-xclient-early",
 				 " backend=%s reply=%d reason=\"XCLIENT before "
 				 "EHLO refused: EHLO first from now on\"",
-				 backend_name(be), r->code);
+				 backend_name(be), be->up.early_code);
 		send_line(be, be->up.line, be->up.len);
 		break;
 	case UPSTREAM_ACT_READY:

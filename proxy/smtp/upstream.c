@@ -17,8 +17,11 @@
  * the first EHLO only serves to read the attribute list.  A session that
  * is given the list (learned by an earlier session or a check) sends
  * XCLIENT at once (greeted_move()); a refusal there (not 421) is not a
- * failure: the EHLO goes after all and the dialogue runs as before, the
- * I/O side told to stop trying (UPSTREAM_ACT_RETRY_EHLO).
+ * failure: the EHLO goes after all and the dialogue runs as before.  Only
+ * when the server then takes the same XCLIENT after EHLO was the order
+ * what it refused (not a value of this client's, nor an attribute it no
+ * longer lists), and the I/O side is told to stop trying
+ * (UPSTREAM_ACT_EHLO_FIRST, ehlo_first()).
  *
  * Trust: the server is not trusted.  Its replies arrive parsed and
  * bounded (smtp_reply.c); only their codes and, in the EHLO reply, the
@@ -274,6 +277,15 @@ early_refused(const struct upstream *u, const struct smtp_reply *r)
 	       r->code >= 400;
 }
 
+/* The XCLIENT after EHLO went through where the same one before EHLO
+ * was refused: the server wants EHLO first. */
+static bool
+ehlo_first(const struct upstream *u)
+{
+	return u->state == UPSTREAM_XCLIENT && u->early_code != 0 &&
+	       xclient_attr_bits(u->xclient_attrs) == u->early_bits;
+}
+
 static enum upstream_action
 upstream_handshake_reply(struct upstream *u, const struct handshake_row *row,
 			 const struct smtp_reply *r)
@@ -283,13 +295,17 @@ upstream_handshake_reply(struct upstream *u, const struct handshake_row *row,
 		if (!early_refused(u, r))
 			return fail_code(u, row->step, r->code);
 		u->early = false;
+		u->early_code = r->code;
 		u->xclient_attrs[0] = '\0';
-		if (upstream_apply(u, MOVE_EHLO) == UPSTREAM_ACT_FAIL)
-			return UPSTREAM_ACT_FAIL;
-		return UPSTREAM_ACT_RETRY_EHLO;
+		return upstream_apply(u, MOVE_EHLO);
 	}
 	if (row->move == MOVE_GREETED)
 		return greeted_move(u);
+	if (ehlo_first(u)) {
+		enum upstream_action a = upstream_apply(u, row->move);
+
+		return a == UPSTREAM_ACT_SEND ? UPSTREAM_ACT_EHLO_FIRST : a;
+	}
 	if (row->move == MOVE_OFFERS)
 		return offers_move(u, r);
 	return upstream_apply(u, row->move);
@@ -308,9 +324,11 @@ upstream_init(struct upstream *u, const struct upstream_params *p)
 	u->early = p->mode == UPSTREAM_SESSION &&
 		   p->identity == IDENTITY_XCLIENT && !p->starttls &&
 		   p->xclient_early != 0;
-	if (u->early)
+	if (u->early) {
+		u->early_bits = p->xclient_early;
 		xclient_attr_list(p->xclient_early, u->xclient_attrs,
 				  sizeof(u->xclient_attrs));
+	}
 }
 
 void

@@ -15,7 +15,8 @@
  * I/O side already knows what a plaintext server's XCLIENT takes (an
  * earlier EHLO told it: upstream_params.xclient_early), XCLIENT follows
  * the greeting at once, one round trip fewer; a server that refuses it
- * there gets the EHLO after all (UPSTREAM_ACT_RETRY_EHLO).  A check
+ * there gets the EHLO after all, and if it then takes the same XCLIENT,
+ * the I/O side is told it wants EHLO first (UPSTREAM_ACT_EHLO_FIRST).  A check
  * (UPSTREAM_CHECK) stops after the first EHLO with a verdict.
  *
  * Standards: RFC 5321 (SMTP), 3207 (STARTTLS), Postfix XCLIENT_README.
@@ -68,9 +69,10 @@ enum upstream_action {
 	/* Supply the client's facts: upstream_xclient() (the attributes
 	 * the server takes are in u->xclient_attrs). */
 	UPSTREAM_ACT_XCLIENT,
-	/* XCLIENT sent before EHLO was refused: note that this server
-	 * wants EHLO first, and send u->line (the EHLO). */
-	UPSTREAM_ACT_RETRY_EHLO,
+	/* The server refused XCLIENT before EHLO (u->early_code) and took
+	 * the same XCLIENT after it: note that it wants EHLO first, and
+	 * send u->line (the EHLO with the client's name). */
+	UPSTREAM_ACT_EHLO_FIRST,
 	/* Handshake done; the reply just fed is the server's EHLO, with
 	 * what it offers. */
 	UPSTREAM_ACT_READY,
@@ -115,6 +117,10 @@ struct upstream {
 	bool starttls;
 	bool tls_up; /* upstream_tls_done() was called */
 	bool early;  /* XCLIENT goes (or went) before any EHLO */
+	/* The early XCLIENT's attributes (XCLIENT_ATTR_* bits) and the code
+	 * that refused it (0: not refused). */
+	unsigned early_bits;
+	int early_code;
 	const char *hostname;
 	upstream_trace_fn *trace; /* NULL: no tracing */
 	void *trace_ctx;

@@ -24,8 +24,9 @@
  * Checked: states move only along the table's edges (through the trace
  * hook, which must see every change); each action agrees with the state
  * it leaves; XCLIENT comes before EHLO only when its attributes were
- * given, and a refusal there is the EHLO after all (RETRY_EHLO), never a
- * failure; a line to send is what the state says (EHLO with our or the
+ * given, a refusal there is the EHLO after all, never a failure, and
+ * EHLO_FIRST comes only once the same XCLIENT was taken after EHLO; a
+ * line to send is what the state says (EHLO with our or the
  * client's name, STARTTLS, XCLIENT, QUIT), bounded, NUL-terminated at
  * len and CRLF-terminated with no other CR or LF; after a failure nothing
  * is ever sent again and every call answers FAIL; a failure names a step
@@ -62,7 +63,7 @@ struct run {
 	bool long_login;	    /* its XCLIENT line does not fit */
 	bool closed;		    /* the I/O side gave up (TLS failed) */
 	bool io_breaks;		    /* upstream_fail() before some replies */
-	bool retried;		    /* RETRY_EHLO was answered */
+	bool retried;		    /* EHLO_FIRST was answered */
 	enum upstream_state traced; /* the last state the trace saw */
 	unsigned changes;
 };
@@ -229,12 +230,15 @@ act(struct run *t, enum upstream_action a)
 			      upstream_state_name(u->state));
 		}
 		break;
-	case UPSTREAM_ACT_RETRY_EHLO:
-		CHECK(early(t) && !t->retried && u->state == UPSTREAM_EHLO,
-		      "RETRY_EHLO in state %s", upstream_state_name(u->state));
-		CHECK(t->r.code >= 400 && t->r.code != 421,
-		      "RETRY_EHLO after %d", t->r.code);
-		check_line(t, "EHLO " HOST "\r\n");
+	case UPSTREAM_ACT_EHLO_FIRST:
+		CHECK(early(t) && !t->retried && u->early_code >= 400 &&
+			      u->early_code != 421 &&
+			      u->state == UPSTREAM_EHLO_AGAIN && t->saw_xclient,
+		      "EHLO_FIRST in state %s", upstream_state_name(u->state));
+		CHECK(t->r.code == 220 || t->r.code == 250,
+		      "EHLO_FIRST after %d", t->r.code);
+		check_line(t, t->no_helo ? "EHLO " HOST "\r\n"
+					 : "EHLO " HELO "\r\n");
 		t->retried = true;
 		break;
 	case UPSTREAM_ACT_START_TLS: {

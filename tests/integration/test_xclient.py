@@ -129,6 +129,30 @@ def test_a_backend_that_wants_ehlo_first_gets_it(proxy, recording_backend):
     assert p.log().count("backend-xclient-early") == 1
 
 
+def test_a_backend_whose_list_changed_is_read_again(proxy, recording_backend):
+    """A server that stops taking an attribute refuses the early XCLIENT
+    that still names it (501): that session reads the new list from the
+    EHLO and delivers, nothing is logged, and the next session goes early
+    again with the new list."""
+    p = proxy([recording_backend.port])
+    send(p, "implicit")
+    recording_backend.xclient_attributes = ("NAME", "ADDR", "PORT", "HELO", "LOGIN")
+    ports = [send(p, "implicit") for _ in range(2)]
+    recording_backend.wait_for_messages(3)
+    conns = recording_backend.connections
+    assert conns[1]["commands"][0].startswith(b"XCLIENT ")
+    assert b"DESTADDR" in conns[1]["commands"][0]
+    assert conns[1]["commands"][1] == b"EHLO mail.example.test\r\n"
+    assert conns[1]["commands"][2] == (
+        f"XCLIENT NAME=[UNAVAILABLE] ADDR=127.0.0.1 PORT={ports[0]} "
+        f"HELO={HELO} LOGIN=demo\r\n").encode()
+    assert conns[2]["commands"][0] == (
+        f"XCLIENT NAME=[UNAVAILABLE] ADDR=127.0.0.1 PORT={ports[1]} "
+        f"HELO={HELO} LOGIN=demo\r\n").encode()
+    assert conns[2]["commands"][1] == f"EHLO {HELO}\r\n".encode()
+    assert "backend-xclient-early" not in p.log()
+
+
 def test_attributes_not_offered_are_not_sent(proxy, recording_backend):
     """A backend offering fewer attributes (an older Postfix) gets only
     those: no DESTADDR/DESTPORT."""

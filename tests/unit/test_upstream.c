@@ -2,7 +2,8 @@
  * test_upstream.c - the dialogue with a backend (upstream.c): every path
  * of the handshake table (greeting, EHLO, STARTTLS, TLS, XCLIENT with 220
  * or 250, EHLO again; XCLIENT before EHLO when its attributes are known,
- * and the EHLO after all when that is refused), each failure step and its
+ * and the EHLO after all when that is refused, EHLO_FIRST only when the
+ * order was what the server refused), each failure step and its
  * detail, identities none,
  * xclient and proxy-v2, the relay states, the check mode's verdicts and
  * reasons, and the state trace.
@@ -326,32 +327,70 @@ test_xclient_early(void **state)
 	free(u);
 }
 
-/* Refused before EHLO (a server that wants EHLO first, or one whose list
- * changed): not a failure; the EHLO goes, then the usual path.  421
- * stays a failure, and so does a refusal of the XCLIENT after EHLO. */
-static void
-test_xclient_early_refused(void **state)
+/* Up to the early XCLIENT's refusal: the EHLO goes, nothing failed. */
+static struct upstream *
+early_refused_by(const char *refusal, const struct xclient_info *info)
 {
-	union sockaddr_ip client = v4("198.51.100.7", 40123);
-	struct xclient_info info = {&client.sa, NULL, "h", "demo"};
 	struct upstream *u = new_upstream_early(
 		UPSTREAM_SESSION, IDENTITY_XCLIENT, false, EARLY_ATTRS, NULL);
 
-	(void)state;
 	assert_int_equal(feed(u, "220 mx ESMTP\r\n"), UPSTREAM_ACT_XCLIENT);
-	assert_int_equal(upstream_xclient(u, &info), UPSTREAM_ACT_SEND);
-	assert_int_equal(feed(u, "503 5.5.1 Error: send HELO/EHLO first\r\n"),
-			 UPSTREAM_ACT_RETRY_EHLO);
+	assert_int_equal(upstream_xclient(u, info), UPSTREAM_ACT_SEND);
+	expect_send(u, feed(u, refusal), "EHLO " HOST "\r\n");
 	assert_int_equal(u->state, UPSTREAM_EHLO);
-	assert_string_equal(u->line, "EHLO " HOST "\r\n");
 	assert_false(u->early);
-	/* The list the EHLO gives now is the one used. */
+	return u;
+}
+
+/* Refused before EHLO, then the same XCLIENT taken after it: the order
+ * was the trouble, and the I/O side hears so (EHLO_FIRST). */
+static void
+test_xclient_early_refused_ehlo_first(void **state)
+{
+	union sockaddr_ip client = v4("198.51.100.7", 40123);
+	struct xclient_info info = {&client.sa, NULL, "h", "demo"};
+	struct upstream *u = early_refused_by(
+		"503 5.5.1 Error: send HELO/EHLO first\r\n", &info);
+
+	(void)state;
+	assert_int_equal(u->early_code, 503);
+	/* The list it was learned with, in another order and case. */
+	assert_int_equal(feed(u, "250-mx\r\n250 XCLIENT login helo PORT ADDR "
+				 "NAME\r\n"),
+			 UPSTREAM_ACT_XCLIENT);
+	assert_int_equal(upstream_xclient(u, &info), UPSTREAM_ACT_SEND);
+	assert_int_equal(feed(u, "220 mx ESMTP\r\n"), UPSTREAM_ACT_EHLO_FIRST);
+	assert_int_equal(u->state, UPSTREAM_EHLO_AGAIN);
+	assert_string_equal(u->line, "EHLO h\r\n");
+	assert_int_equal(feed(u, EHLO_PLAIN), UPSTREAM_ACT_READY);
+	free(u);
+}
+
+/* Refused before EHLO because the server's list changed: the EHLO's new
+ * list is used and taken; no EHLO_FIRST (the next session goes early with
+ * the new list).  A refusal of the XCLIENT after EHLO is a failure, as
+ * it always was (a value of this client's), and so is 421 at once. */
+static void
+test_xclient_early_refused_otherwise(void **state)
+{
+	union sockaddr_ip client = v4("198.51.100.7", 40123);
+	struct xclient_info info = {&client.sa, NULL, "h", "demo"};
+	struct upstream *u = early_refused_by(
+		"501 5.5.4 Bad XCLIENT attribute name: LOGIN\r\n", &info);
+
+	(void)state;
 	assert_int_equal(feed(u, EHLO_BOTH), UPSTREAM_ACT_XCLIENT);
 	assert_string_equal(u->xclient_attrs, "NAME ADDR HELO");
 	expect_send(u, upstream_xclient(u, &info),
 		    "XCLIENT NAME=[UNAVAILABLE] ADDR=198.51.100.7 HELO=h\r\n");
-	expect_fail(u, feed(u, "550 5.7.0 insufficient authorization\r\n"),
-		    "xclient", "unexpected reply 550");
+	expect_send(u, feed(u, "220 mx ESMTP\r\n"), "EHLO h\r\n");
+	free(u);
+
+	u = early_refused_by("501 5.5.4 Bad HELO syntax\r\n", &info);
+	assert_int_equal(feed(u, EHLO_XCLIENT), UPSTREAM_ACT_XCLIENT);
+	assert_int_equal(upstream_xclient(u, &info), UPSTREAM_ACT_SEND);
+	expect_fail(u, feed(u, "501 5.5.4 Bad HELO syntax\r\n"), "xclient",
+		    "unexpected reply 501");
 	free(u);
 
 	u = new_upstream_early(UPSTREAM_SESSION, IDENTITY_XCLIENT, false,
@@ -784,7 +823,8 @@ main(void)
 		cmocka_unit_test(test_xclient_too_long),
 		cmocka_unit_test(test_xclient_attrs_bounded),
 		cmocka_unit_test(test_xclient_early),
-		cmocka_unit_test(test_xclient_early_refused),
+		cmocka_unit_test(test_xclient_early_refused_ehlo_first),
+		cmocka_unit_test(test_xclient_early_refused_otherwise),
 		cmocka_unit_test(test_xclient_early_only_where_it_fits),
 		cmocka_unit_test(test_check_keeps_xclient_attrs),
 		cmocka_unit_test(test_starttls),
