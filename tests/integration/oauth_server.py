@@ -1,7 +1,7 @@
 """A token-introspection endpoint (RFC 7662 style) and OAuth SASL helpers,
 for the OAUTHBEARER and XOAUTH2 tests.
 
-TokenServer(tokens): python's http.server in a thread on a free loopback
+TokenServer(tokens): an HTTPService (http_service.py) on a free loopback
 port.  tokens: {token: username}.  POST with a form body token=... (what
 Dovecot's oauth2 passdb sends with introspection_mode = post), or GET with
 ?token=..., is answered {"active": true, "username": ...} for a known
@@ -13,26 +13,20 @@ oauthbearer(user, token) and xoauth2(user, token): smtplib authobjects
 challenge, its JSON status kept in obj.status and the ^A RFC 7628 asks for.
 """
 
-import http.server
 import json
-import threading
 import urllib.parse
 
 from conftest import LOOPBACK
+from http_service import HTTPService, QuietHandler
 
 
-class TokenServer:
+class TokenServer(HTTPService):
     def __init__(self, tokens):
         self.tokens = dict(tokens)
         self.tokens_seen = []
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def answer(self, token):
                 server.tokens_seen.append(token)
                 user = server.tokens.get(token)
@@ -53,19 +47,8 @@ class TokenServer:
                 q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 self.answer((q.get("token") or [""])[0])
 
-        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.port = self.server.server_address[1]
+        super().__init__(Handler)
         self.url = f"http://{LOOPBACK}:{self.port}/introspect"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 class _OAuth:

@@ -12,7 +12,6 @@ gives 454 4.7.0; a slow answer for one session does not hold another.
 """
 
 import base64
-import http.server
 import smtplib
 import ssl
 import threading
@@ -22,6 +21,7 @@ import urllib.parse
 import pytest
 
 from conftest import LOOPBACK, free_port
+from http_service import HTTPService, QuietHandler
 from smtp_backend import RecordingBackend
 
 MESSAGE = b"Subject: auth_http\r\n\r\nchecked over http\r\n"
@@ -34,7 +34,7 @@ PASSWORDS = {
 }
 
 
-class AuthService:
+class AuthService(HTTPService):
     """The auth_http contract: 200 with Auth-Status, per user."""
 
     def __init__(self):
@@ -43,12 +43,7 @@ class AuthService:
         self.servers = {}  # user: (Auth-Server, Auth-Port) to answer with
         service = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 h = {k: v for k, v in self.headers.items()}
                 service.requests.append((self.path, h))
@@ -81,18 +76,7 @@ class AuthService:
                     self.send_header("Auth-Status", "Invalid login or password")
                 self.end_headers()
 
-        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        super().__init__(Handler)
 
 
 @pytest.fixture

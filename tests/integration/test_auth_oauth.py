@@ -15,17 +15,16 @@ passwd file (refused at load with the line of the item).
 swaks is not used here: it has no XOAUTH2 or OAUTHBEARER of its own.
 """
 
-import http.server
 import smtplib
 import ssl
 import subprocess
-import threading
 import urllib.parse
 
 import pytest
 
 from conftest import LOOPBACK
 from dovecot_server import DovecotAuth
+from http_service import HTTPService, QuietHandler
 from oauth_server import TokenServer, oauthbearer, xoauth2
 
 MESSAGE = b"Subject: oauth\r\n\r\nchecked by token\r\n"
@@ -61,7 +60,7 @@ def dovecot(tokens):
         d.cleanup()
 
 
-class AuthService:
+class AuthService(HTTPService):
     """auth_http with tokens: Auth-Method oauthbearer or xoauth2, the login
     the client named in Auth-User, the token in Auth-Pass.  A good token
     for that user is OK with Auth-User the canonical login; otherwise a
@@ -72,12 +71,7 @@ class AuthService:
         self.requests = []
         service = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 h = dict(self.headers.items())
                 service.requests.append(h)
@@ -97,15 +91,8 @@ class AuthService:
                             '{"status":"insufficient_scope","scope":"smtp"}')
                 self.end_headers()
 
-        self.server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+        super().__init__(Handler)
+        self.start()
 
 
 @pytest.fixture
