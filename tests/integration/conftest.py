@@ -571,6 +571,12 @@ def postfix_backend(tmp_path_factory):
 # ---------------------------------------------------------------------------
 
 MSAPROXY_BIN = os.environ.get("MSAPROXY_BIN", "/work/main/build/msaproxy")
+
+
+def config_check(path):
+    """`msaproxy -t -c path`: the CompletedProcess (text), bounded."""
+    return subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)], capture_output=True,
+                          text=True, timeout=30)
 MSAPROXYCTL_BIN = os.environ.get(
     "MSAPROXYCTL_BIN", os.path.join(os.path.dirname(MSAPROXY_BIN), "msaproxyctl"))
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")

@@ -13,12 +13,11 @@ import os
 import signal
 import smtplib
 import ssl
-import subprocess
 import time
 
 import pytest
 
-from conftest import LOOPBACK, free_port
+from conftest import LOOPBACK, config_check, free_port
 from dovecot_server import DovecotAuth
 
 USERS = {
@@ -232,15 +231,13 @@ def test_offer_is_what_dovecot_offers(proxy, recording_backend, dovecot):
 
 
 def test_config_needs_the_socket(tmp_path):
-    from conftest import MSAPROXY_BIN
     cfg = tmp_path / "m.yaml"
     cfg.write_text(
         "listeners:\n  - address: 127.0.0.1:2525\n    mode: starttls\n"
         "tls:\n  certificates:\n    - {cert: /nonexistent, key: /nonexistent}\n"
         "auth:\n  backend: dovecot\n"
         "backends:\n  servers:\n    - {address: 127.0.0.1:2526}\n")
-    r = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(cfg)], capture_output=True,
-                       text=True, timeout=30)
+    r = config_check(cfg)
     assert r.returncode != 0
     assert f"{cfg}:7: auth.dovecot.socket: required with auth.backend dovecot" in (
         r.stdout + r.stderr)

@@ -20,7 +20,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import LOOPBACK, free_port
+from conftest import LOOPBACK, config_check, free_port
 from http_service import HTTPService, QuietHandler
 from smtp_backend import RecordingBackend
 
@@ -246,8 +246,6 @@ def test_down_500_and_slow_give_454(proxy, recording_backend, service):
 
 
 def test_config_url_checked(tmp_path):
-    import subprocess
-    from conftest import MSAPROXY_BIN
     for url, why in (("https://127.0.0.1/auth", "https is not supported"),
                      ("http://auth.example.test/auth", "not a host name")):
         cfg = tmp_path / "m.yaml"
@@ -256,8 +254,7 @@ def test_config_url_checked(tmp_path):
             "tls:\n  certificates:\n    - {cert: /nonexistent, key: /nonexistent}\n"
             f"auth:\n  backend: http\n  http:\n    url: {url}\n"
             "backends:\n  servers:\n    - {address: 127.0.0.1:2526}\n")
-        r = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(cfg)], capture_output=True,
-                           text=True, timeout=30)
+        r = config_check(cfg)
         assert r.returncode != 0
         assert f"{cfg}:10: auth.http.url:" in r.stdout + r.stderr
         assert why in r.stdout + r.stderr

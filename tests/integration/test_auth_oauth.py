@@ -17,12 +17,11 @@ swaks is not used here: it has no XOAUTH2 or OAUTHBEARER of its own.
 
 import smtplib
 import ssl
-import subprocess
 import urllib.parse
 
 import pytest
 
-from conftest import LOOPBACK
+from conftest import LOOPBACK, config_check
 from dovecot_server import DovecotAuth
 from http_service import HTTPService, QuietHandler
 from oauth_server import TokenServer, oauthbearer, xoauth2
@@ -268,7 +267,6 @@ def test_not_offered_with_the_passwd_file(proxy, recording_backend, tmp_path):
     with client(p) as s:
         assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
         assert s.docmd("AUTH", "XOAUTH2")[0] == 504
-    from conftest import MSAPROXY_BIN
     cfg = tmp_path / "m.yaml"
     cfg.write_text(
         "listeners:\n  - address: 127.0.0.1:2525\n    mode: starttls\n"
@@ -276,8 +274,7 @@ def test_not_offered_with_the_passwd_file(proxy, recording_backend, tmp_path):
         "auth:\n  passwd_file: /nonexistent\n  mechanisms:\n    - PLAIN\n"
         "    - XOAUTH2\n"
         "backends:\n  servers:\n    - {address: 127.0.0.1:2526}\n")
-    r = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(cfg)], capture_output=True,
-                       text=True, timeout=30)
+    r = config_check(cfg)
     assert r.returncode != 0
     assert (f"{cfg}:11: auth.mechanisms[1]: XOAUTH2 needs a back end that checks "
             "tokens") in r.stdout + r.stderr

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SERVER_NAME, free_ports, raw_greeting, wait_until
+from conftest import SERVER_NAME, config_check, free_ports, raw_greeting, wait_until
 
 MSG = b"Subject: cluster\r\n\r\nhello\r\n"
 
@@ -344,8 +344,7 @@ def test_wrong_redis_credentials_stop_the_start_with_a_clear_error(
     path = tmp_path / "msaproxy.yaml"
     path.write_text(to_yaml(cfg) + "\n")
     # -t checks what it can without connecting: the file is there.
-    out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)],
-                         capture_output=True, text=True, timeout=30)
+    out = config_check(path)
     assert out.returncode == 0, out.stderr
     out = subprocess.run([MSAPROXY_BIN, "-c", str(path)],
                          capture_output=True, text=True, timeout=30)
@@ -355,8 +354,7 @@ def test_wrong_redis_credentials_stop_the_start_with_a_clear_error(
     assert "wrong-one" not in out.stderr
     # A missing password file is -t's to find, with the key.
     bad.unlink()
-    out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)],
-                         capture_output=True, text=True, timeout=30)
+    out = config_check(path)
     assert out.returncode == 1
     assert f"cluster.password_file: {bad}: No such file" in out.stderr, \
         out.stderr
@@ -364,9 +362,7 @@ def test_wrong_redis_credentials_stop_the_start_with_a_clear_error(
 
 def test_cluster_config_errors_name_the_line(tmp_path, certs, users,
                                              recording_backend):
-    import subprocess
-
-    from conftest import MSAPROXY_BIN, default_proxy_config, to_yaml
+    from conftest import default_proxy_config, to_yaml
 
     cfg = default_proxy_config(certs, users, [recording_backend.port])
     cfg["listeners"] = [{"address": "127.0.0.1:2587", "mode": "starttls"}]
@@ -382,8 +378,7 @@ def test_cluster_config_errors_name_the_line(tmp_path, certs, users,
         cfg["cluster"] = cluster
         path = tmp_path / "msaproxy.yaml"
         path.write_text(to_yaml(cfg) + "\n")
-        out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)],
-                             capture_output=True, text=True, timeout=30)
+        out = config_check(path)
         assert out.returncode == 1, (cluster, out.stdout)
         assert f"{path}:" in out.stderr and why in out.stderr, (cluster,
                                                                  out.stderr)

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import SERVER_NAME, hash_password, raw_greeting, wait_until
+from conftest import SERVER_NAME, config_check, hash_password, raw_greeting, wait_until
 
 MSG = b"Subject: limits\r\n\r\nhello\r\n"
 
@@ -401,8 +401,7 @@ def test_sender_must_belong_to_the_login(proxy, recording_backend, tmp_path):
 
 
 def test_unknown_class_in_users_file_is_refused(tmp_path, certs):
-    import subprocess
-    from conftest import MSAPROXY_BIN, default_proxy_config, to_yaml
+    from conftest import default_proxy_config, to_yaml
     passwd = tmp_path / "passwd"
     h = hash_password("pw-3", "openssl-sha512")
     passwd.write_text(f"ok:{h}\nx:{h}:1:1:gecos:/home:/bin/sh:class=nope quota=1\n")
@@ -411,7 +410,6 @@ def test_unknown_class_in_users_file_is_refused(tmp_path, certs):
     cfg["listeners"] = [{"address": "127.0.0.1:2587", "mode": "starttls"}]
     path = tmp_path / "msaproxy.yaml"
     path.write_text(to_yaml(cfg) + "\n")
-    out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)],
-                         capture_output=True, text=True, timeout=30)
+    out = config_check(path)
     assert out.returncode == 1
     assert f"{passwd}:2: class=nope: no such class in limits.classes" in out.stderr

@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from conftest import LOOPBACK, MSAPROXY_BIN, free_port, raw_greeting, wait_until
+from conftest import LOOPBACK, MSAPROXY_BIN, config_check, free_port, raw_greeting, wait_until
 
 MSG = b"Subject: metrics\r\n\r\nhello metrics\r\n"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -500,8 +500,7 @@ def test_metrics_listen_is_checked(proxy, recording_backend, tmp_path):
     taken = tmp_path / "taken.yaml"
     taken.write_text(text.replace(f'"{LOOPBACK}:{p.metrics_port}"',
                                   f'"{LOOPBACK}:{p.starttls_port}"'))
-    r = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(taken)], capture_output=True,
-                       text=True, timeout=30)
+    r = config_check(taken)
     assert r.returncode != 0
     assert re.search(r"taken\.yaml:\d+: metrics\.listen: same address as listeners\[0\]",
                      r.stderr), r.stderr

@@ -19,11 +19,10 @@ import shutil
 import smtplib
 import socket
 import ssl
-import subprocess
 
 import pytest
 
-from conftest import LOOPBACK, port_accepts, to_yaml, wait_until, MSAPROXY_BIN
+from conftest import LOOPBACK, config_check, port_accepts, to_yaml, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="needs root: there are no privileges to drop")
@@ -212,8 +211,7 @@ def test_bad_privileges_are_refused_with_file_and_line(tmp_path, certs, users, p
     config["listeners"] = [{"address": f"{LOOPBACK}:2587", "mode": "starttls"}]
     config["privileges"] = privileges
     path = write_config(tmp_path, to_yaml(config) + "\n")
-    run = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)], capture_output=True,
-                         text=True, timeout=30)
+    run = config_check(path)
     assert run.returncode != 0
     lines = path.read_text().splitlines()
     section = lines.index("privileges:")

@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from conftest import LOOPBACK, free_port, wait_until
+from conftest import LOOPBACK, config_check, free_port, wait_until
 from conftest import MSAPROXY_BIN, hash_password
 from test_metrics import http_raw, metrics_proxy, scrape, status_of
 
@@ -672,7 +672,6 @@ def test_endpoint_over_tls(proxy, recording_backend, certs, tmp_path):
     assert r.returncode == 1
     assert re.search(r"bad\.yaml:\d+: metrics\.tls\.key: ", r.stderr), r.stderr
     # and -t says so first
-    r = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(bad)], capture_output=True,
-                       text=True, timeout=30)
+    r = config_check(bad)
     assert r.returncode != 0
     assert re.search(r"bad\.yaml:\d+: metrics\.tls\.key: ", r.stderr), r.stderr

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import MSAPROXY_BIN, SERVER_NAME, SNI_OTHER_NAME, to_yaml
+from conftest import MSAPROXY_BIN, SERVER_NAME, config_check, SNI_OTHER_NAME, to_yaml
 
 
 def tls_client(ca, **kw):
@@ -143,8 +143,7 @@ def test_passwords_never_logged(proxy, recording_backend, users):
 def run_check(tmp_path, text):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    return subprocess.run([MSAPROXY_BIN, "-t", "-c", str(path)], capture_output=True,
-                          text=True, timeout=30)
+    return config_check(path)
 
 
 def test_check_refuses_broken_config_with_file_line_key(tmp_path, certs, users):

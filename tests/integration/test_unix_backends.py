@@ -13,13 +13,12 @@ import re
 import shutil
 import smtplib
 import ssl
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import LOOPBACK, MSAPROXY_BIN, PostfixInstance, tail
+from conftest import LOOPBACK, PostfixInstance, config_check, tail
 from smtp_backend import RecordingBackend
 
 PASSWORDS = {"demo": "demo-pass-1", "alice": "alice-pass-2", "bob": "bob-pass-3"}
@@ -128,8 +127,7 @@ def test_unix_socket_config_errors(tmp_path):
                    "listeners:\n  - {address: '127.0.0.1:2587', mode: starttls}\n"
                    "auth: {passwd_file: users}\n"
                    "backends:\n  servers:\n    - address: unix:relative.sock\n")
-    out = subprocess.run([MSAPROXY_BIN, "-t", "-c", str(cfg)], capture_output=True,
-                         text=True, timeout=30)
+    out = config_check(cfg)
     assert out.returncode != 0
     assert (f"{cfg}:9: backends.servers[0].address: expected an absolute path "
             "after unix:") in out.stderr, out.stderr
