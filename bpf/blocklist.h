@@ -63,8 +63,10 @@ struct blocklist_key6 {
  * sweeps it.  prefixlen repeats the key's, because a trie lookup returns
  * only the value: the program needs it to step past an expired entry to
  * the next shorter prefix that covers the same address.  The layout is
- * the pinned maps' value size: a change needs the pin directory cleared
- * (libbpf refuses to reuse a pinned map of another size).
+ * the pinned maps' value size: libbpf refuses to reuse a pinned map of
+ * another size, so the first, 16-byte layout (without drops) is carried
+ * over at start (blocklist_migrate.c); any other change needs the pin
+ * directory cleared.
  */
 struct blocklist_value {
 	__u64 expires_ns;

@@ -575,9 +575,8 @@ list_table(const struct ban_table *t, int which, FILE *out, bool json,
 				text, table_names[which],
 				blocklist_reason_name(e->reason), left);
 			/* XDP on: the frames the kernel dropped for it. */
-			if (bpf == NULL)
-				fputs(",\"xdp_drops\":null}\n", out);
-			else if (blocklist_drops(bpf, &e->net, &drops) >= 0)
+			if (bpf != NULL &&
+			    blocklist_drops(bpf, &e->net, &drops) >= 0)
 				fprintf(out, ",\"xdp_drops\":%" PRIu64 "}\n",
 					drops);
 			else

@@ -51,7 +51,6 @@ struct carried;
 struct blocklist_carry {
 	struct carried *v;
 	size_t n, cap;
-	unsigned tries; /* how many tries were of the old layout */
 };
 int blocklist_carry_out(const char *pin_dir, struct blocklist_carry *c,
 			char *err, size_t errlen);

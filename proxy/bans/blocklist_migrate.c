@@ -15,6 +15,7 @@
  * its own message, as before.  Runs at start, as root.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +25,11 @@
 
 #include "bans/blocklist_internal.h"
 
-#define OLD_VALUE_SIZE 16 /* expires_ns, reason, prefixlen, pad[3] */
-#define KEY_MAX	       20 /* struct blocklist_key6 */
+/* The first layout: the value without drops (expires_ns, reason,
+ * prefixlen, pad[3]). */
+#define OLD_VALUE_SIZE offsetof(struct blocklist_value, drops)
+#define KEY_MAX	       sizeof(struct blocklist_key6)
+_Static_assert(OLD_VALUE_SIZE == 16, "the first value layout is 16 bytes");
 
 static const char *const trie_names[BLOCKLIST_TRIES] = {
 	"msa_block4", "msa_block6", "msa_allow4", "msa_allow6"};
@@ -123,7 +127,6 @@ blocklist_carry_out(const char *pin_dir, struct blocklist_carry *c, char *err,
 			blocklist_carry_free(c);
 			return -1;
 		}
-		c->tries++;
 	}
 	return 0;
 }

@@ -10,13 +10,15 @@
  * Redis is stopped or the network is: the connection is dropped, every
  * request in flight is answered CLUSTER_UNAVAILABLE, and the thread
  * connects again.  While down, requests are answered CLUSTER_UNAVAILABLE
- * at once: no session waits for a Redis that is not there.
+ * at once: no session waits for a Redis that is not there.  Between
+ * pipelines, with nothing in flight, the thread also writes and reads the
+ * blocklist files' sets (cluster_files.c), call by call.
  *
  * Security stance: the password is read from cluster.password_file once,
  * at start, kept only in this object and wiped when it stops; it is never
  * logged.  Users are named in Redis by a SHA-256 of their login, not the
  * login (cluster_user_id).  Replies of an unexpected shape drop the
- * connection.
+ * connection (in the files' sets a bad member is skipped instead).
  *
  * Config keys: cluster.* (restart-only: a reload keeps the running
  * cluster's settings and says so).

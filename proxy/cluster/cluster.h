@@ -149,10 +149,9 @@ const char *cluster_address(const struct cluster *c);
 
 /*
  * Bans (manual and automatic; blocklist files through cluster_files.h) are
- * shared: a
- * ban or unban made on one node is kept in Redis and published, and every
- * other node applies it through its sink within the round trip of a
- * publish; a node that (re)connects reads them all back (bans made
+ * shared: a ban or unban made on one node is kept in Redis and published,
+ * and every other node applies it through its sink within the round trip
+ * of a publish; a node that (re)connects reads them all back (bans made
  * elsewhere while it was away, lifts the ones unbanned meanwhile, and
  * publishes its own made while Redis was away).
  * The sink (given to cluster_start) runs on the cluster thread.

@@ -29,9 +29,9 @@ net_cmp(const void *a, const void *b)
 	return c != 0 ? c : (int)x->len - (int)y->len;
 }
 
-void
-cluster_files_digest(const struct ipnet *v, size_t n,
-		     char out[FILES_DIGEST_CHARS + 1])
+/* The digest of a set, as written to the index (v in any order). */
+static void
+files_digest(const struct ipnet *v, size_t n, char out[FILES_DIGEST_CHARS + 1])
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char h[EVP_MAX_MD_SIZE];
@@ -162,12 +162,12 @@ cluster_files_next(const struct cluster_files *f)
  * Calls
  */
 
+/* One command of C strings (hiredis takes their lengths). */
 static int
 call(struct cluster_files *f, struct redis_conn *conn, int argc,
-     const char **argv, const size_t *lens, redisReply **r, char *err,
-     size_t errlen)
+     const char **argv, redisReply **r, char *err, size_t errlen)
 {
-	if (redis_conn_call(conn, argc, argv, lens,
+	if (redis_conn_call(conn, argc, argv, NULL,
 			    redis_now_us() + f->timeout_us, r, err,
 			    errlen) != 0)
 		return -1;
@@ -187,12 +187,9 @@ static int
 call_str(struct cluster_files *f, struct redis_conn *conn, int argc,
 	 const char **argv, char *err, size_t errlen)
 {
-	size_t lens[8];
 	redisReply *r;
 
-	for (int i = 0; i < argc; i++)
-		lens[i] = strlen(argv[i]);
-	if (call(f, conn, argc, argv, lens, &r, err, errlen) != 0)
+	if (call(f, conn, argc, argv, &r, err, errlen) != 0)
 		return -1;
 	freeReplyObject(r);
 	return 0;
@@ -206,11 +203,10 @@ write_own(struct cluster_files *f, struct redis_conn *conn,
 	const char *del[2] = {"DEL", f->staging_key};
 	char digest[FILES_DIGEST_CHARS + 1], ttl[24];
 	const char **argv = malloc((2 + SADD_CHUNK) * sizeof(*argv));
-	size_t *lens = malloc((2 + SADD_CHUNK) * sizeof(*lens));
 	char(*text)[IPNET_TEXT_MAX] = malloc(SADD_CHUNK * sizeof(*text));
 	int rc = -1;
 
-	if (argv == NULL || lens == NULL || text == NULL) {
+	if (argv == NULL || text == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
@@ -221,32 +217,24 @@ write_own(struct cluster_files *f, struct redis_conn *conn,
 		redisReply *r;
 
 		argv[0] = "SADD";
-		lens[0] = 4;
 		argv[1] = f->staging_key;
-		lens[1] = strlen(f->staging_key);
-		for (size_t j = 0; j < k; j++) {
+		for (size_t j = 0; j < k; j++)
 			argv[2 + j] =
 				ipnet_format(&v[i + j], text[j], sizeof(*text));
-			lens[2 + j] = strlen(text[j]);
-		}
-		if (call(f, conn, (int)(2 + k), argv, lens, &r, err, errlen) !=
-		    0)
+		if (call(f, conn, (int)(2 + k), argv, &r, err, errlen) != 0)
 			goto out;
 		freeReplyObject(r);
 	}
-	cluster_files_digest(v, n, digest);
+	files_digest(v, n, digest);
 	snprintf(ttl, sizeof(ttl), "%u", FILES_TTL_MS);
 	{
 		const char *commit[] = {
 			"EVALSHA",  f->sha_commit, "3",	       f->staging_key,
 			f->own_key, f->index_key,  f->node_id, digest,
 			ttl,	    f->channel,	   f->origin};
-		size_t clens[11];
 		redisReply *r;
 
-		for (int i = 0; i < 11; i++)
-			clens[i] = strlen(commit[i]);
-		if (call(f, conn, 11, commit, clens, &r, err, errlen) != 0)
+		if (call(f, conn, 11, commit, &r, err, errlen) != 0)
 			goto out;
 		freeReplyObject(r);
 	}
@@ -255,7 +243,6 @@ write_own(struct cluster_files *f, struct redis_conn *conn,
 	rc = 0;
 out:
 	free(argv);
-	free(lens);
 	free(text);
 	return rc;
 }
@@ -296,7 +283,7 @@ read_set(struct cluster_files *f, struct redis_conn *conn, size_t i, char *err,
 	char key[sizeof(f->node_key) + sizeof(node->name) + 1],
 		cursor[24] = "0";
 	const char *argv[5] = {"SSCAN", key, cursor, "COUNT", SCAN_COUNT};
-	size_t lens[5], cap = 0, bad = 0;
+	size_t cap = 0, bad = 0;
 	unsigned pages = 0;
 
 	snprintf(key, sizeof(key), "%s%s}", f->node_key, node->name);
@@ -307,9 +294,7 @@ read_set(struct cluster_files *f, struct redis_conn *conn, size_t i, char *err,
 		const redisReply *next, *page;
 		redisReply *r;
 
-		for (int k = 0; k < 5; k++)
-			lens[k] = strlen(argv[k]);
-		if (call(f, conn, 5, argv, lens, &r, err, errlen) != 0)
+		if (call(f, conn, 5, argv, &r, err, errlen) != 0)
 			return -1;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
 		    (next = r->element[0])->type != REDIS_REPLY_STRING ||
@@ -359,12 +344,9 @@ read_others(struct cluster_files *f, struct redis_conn *conn, bool *changed,
 {
 	const char *argv[5] = {"EVALSHA", f->sha_index, "1", f->index_key,
 			       f->node_key};
-	size_t lens[5];
 	redisReply *r;
 
-	for (int i = 0; i < 5; i++)
-		lens[i] = strlen(argv[i]);
-	if (call(f, conn, 5, argv, lens, &r, err, errlen) != 0)
+	if (call(f, conn, 5, argv, &r, err, errlen) != 0)
 		return -1;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
 		snprintf(err, errlen, "files: a bad index");
@@ -439,14 +421,12 @@ static int
 hand_over(struct cluster_files *f, cluster_files_sink sink, void *arg)
 {
 	size_t n = 0, at = 0;
-	struct ipnet *all;
+	struct ipnet *all = NULL;
 
 	for (size_t i = 0; i < f->nnodes; i++)
 		n += f->nodes[i].n;
 	if (n > 0 && (all = malloc(n * sizeof(*all))) == NULL)
 		return -1;
-	if (n == 0)
-		all = NULL;
 	for (size_t i = 0; i < f->nnodes; i++) {
 		if (f->nodes[i].n > 0)
 			memcpy(all + at, f->nodes[i].v,
@@ -454,7 +434,6 @@ hand_over(struct cluster_files *f, cluster_files_sink sink, void *arg)
 		at += f->nodes[i].n;
 	}
 	sink(arg, all, n);
-	f->shared = n;
 	free(all);
 	return 0;
 }
@@ -467,13 +446,10 @@ renew(struct cluster_files *f, struct redis_conn *conn, char *err,
 {
 	char ttl[24];
 	const char *argv[3] = {"PEXPIRE", f->own_key, ttl};
-	size_t lens[3];
 	redisReply *r;
 
 	snprintf(ttl, sizeof(ttl), "%u", FILES_TTL_MS);
-	for (int i = 0; i < 3; i++)
-		lens[i] = strlen(argv[i]);
-	if (call(f, conn, 3, argv, lens, &r, err, errlen) != 0)
+	if (call(f, conn, 3, argv, &r, err, errlen) != 0)
 		return -1;
 	if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
 		cluster_files_reconnected(f);

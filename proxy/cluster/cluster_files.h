@@ -57,8 +57,7 @@ struct cluster_files {
 	uint64_t next_refresh_us;
 	struct files_node *nodes;
 	size_t nnodes;
-	size_t shared; /* prefixes last handed to the sink */
-	bool refused;  /* the last call got an error reply */
+	bool refused; /* the last call got an error reply */
 };
 
 /* The union of the other nodes' sets, to enforce (the ban sink's). */
@@ -84,9 +83,5 @@ uint64_t cluster_files_next(const struct cluster_files *f);
 int cluster_files_run(struct cluster_files *f, struct redis_conn *conn,
 		      cluster_files_sink sink, void *arg, char *err,
 		      size_t errlen);
-
-/* The digest of a set, as written to the index (pure; v in any order). */
-void cluster_files_digest(const struct ipnet *v, size_t n,
-			  char out[FILES_DIGEST_CHARS + 1]);
 
 #endif

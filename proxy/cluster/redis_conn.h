@@ -55,7 +55,8 @@ int redis_conn_open(struct redis_conn *c, const struct redis_target *t,
 		    size_t errlen);
 void redis_conn_close(struct redis_conn *c);
 
-/* Queue one command (argv, lengths) for the next write.  -1: no memory. */
+/* Queue one command (argv, lengths; lens NULL: each argv is a C string)
+ * for the next write.  -1: no memory. */
 int redis_conn_queue(struct redis_conn *c, int argc, const char **argv,
 		     const size_t *lens);
 /* Write what is queued without waiting: 0 (maybe some left), -1 broken. */

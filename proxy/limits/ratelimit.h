@@ -124,7 +124,7 @@ bool ratelimit_user_peek(struct ratelimit *l, const struct ratelimit_key *key,
 
 /* A tracked user as ratelimit_user_scan() copies it out. */
 struct ratelimit_user_seen {
-	uint8_t key[16];	   /* struct ratelimit_key's b */
+	uint8_t key[sizeof(((struct ratelimit_key *)0)->b)];
 	uint64_t tat[LIMIT_QUOTA]; /* the rate buckets' GCRA times, ns */
 	uint64_t window_end, used; /* the quota window */
 };

@@ -3,7 +3,7 @@
  * between nodes (proxy/cluster/cluster_msg.c).
  *
  * The input is what a publisher on the bans' channel sends.  Checked: a
- * message taken is one of the two forms with its parts in bounds (a
+ * message taken is one of the three forms with its parts in bounds (a
  * reason of 1 or 2, an origin of printable bytes that fits), the prefix
  * formats back to text that parses to the same prefix, and nothing is
  * read past the input (ASan, on an exact-size copy).
