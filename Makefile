@@ -90,7 +90,7 @@ FUZZ_SRCS_upstream   := proxy/smtp/upstream.c proxy/smtp/smtp_reply.c \
                         proxy/lib/ipnet.c
 FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
 FUZZ_SRCS_dovecot_proto := proxy/auth/dovecot_proto.c proxy/smtp/sasl.c
-FUZZ_SRCS_http_auth_proto := proxy/auth/http_auth_proto.c
+FUZZ_SRCS_http_auth_proto := proxy/auth/http_auth_proto.c proxy/smtp/sasl.c
 FUZZ_SRCS_metrics_http := proxy/ops/metrics_http.c proxy/ops/status_page.c \
                           proxy/lib/timer.c $(FUZZ_SRCS_config)
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed

@@ -82,7 +82,7 @@ struct auth_request {
 	uint64_t wait_ms;
 	/* Without ok, for OAUTHBEARER and XOAUTH2: the back end's JSON
 	 * error status (RFC 7628 3.2.2; Dovecot's FAIL resp=, auth_http's
-	 * Auth-Error-Status), "" none: smtp.c sends a generic one. */
+	 * Auth-OAuth-Status), "" none: smtp.c sends a generic one. */
 	char oauth_status[SASL_STATUS_MAX + 1];
 	/* With ok: the backend the back end chose (auth_http's Auth-Server
 	 * and Auth-Port; "" none): it must be one of backends.servers. */

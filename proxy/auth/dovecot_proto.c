@@ -109,11 +109,8 @@ take_status(const char *b64, size_t len, struct dovecot_line *out)
 			    ? sasl_b64_decode(b64, len, st, sizeof(st))
 			    : -1;
 
-	if (n < 2 || st[0] != '{' || st[n - 1] != '}')
+	if (n < 0 || !sasl_oauth_status_ok((const char *)st, (size_t)n))
 		return;
-	for (ssize_t k = 0; k < n; k++)
-		if (st[k] < 0x20 || st[k] > 0x7e)
-			return;
 	memcpy(out->status, st, (size_t)n);
 	out->status[n] = '\0';
 }

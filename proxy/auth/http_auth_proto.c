@@ -227,12 +227,7 @@ header(const char *n, size_t nl, const char *v, size_t vl,
 		if (number(v, vl, 4, &num))
 			out->wait_s = (int)num;
 	} else if (name_is(n, nl, "Auth-OAuth-Status")) {
-		bool fine = vl >= 2 && vl < sizeof(out->oauth_status) &&
-			    v[0] == '{' && v[vl - 1] == '}';
-
-		for (size_t i = 0; fine && i < vl; i++)
-			fine = v[i] >= 0x20 && v[i] < 0x7f;
-		if (fine) {
+		if (sasl_oauth_status_ok(v, vl)) {
 			memcpy(out->oauth_status, v, vl);
 			out->oauth_status[vl] = '\0';
 		}

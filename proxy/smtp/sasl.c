@@ -589,9 +589,8 @@ sasl_oauth_is_dummy(const char *b64, size_t len)
 	return len == 4 && memcmp(b64, "AQ==", 4) == 0;
 }
 
-/* A status fit to send: a JSON object in printable ASCII. */
-static bool
-status_ok(const char *st, size_t len)
+bool
+sasl_oauth_status_ok(const char *st, size_t len)
 {
 	if (len < 2 || len > SASL_STATUS_MAX || st[0] != '{' ||
 	    st[len - 1] != '}')
@@ -609,7 +608,7 @@ sasl_oauth_challenge(const char *status, char *out, size_t outsize)
 	size_t len = status != NULL ? strnlen(status, SASL_STATUS_MAX + 1) : 0;
 	ssize_t n;
 
-	if (!status_ok(status, len)) {
+	if (!sasl_oauth_status_ok(status, len)) {
 		status = generic;
 		len = sizeof(generic) - 1;
 	}

@@ -124,5 +124,9 @@ struct sasl_oauth_exchange {
 #define SASL_STATUS_MAX	   512
 #define SASL_CHALLENGE_MAX (4 + (SASL_STATUS_MAX + 2) / 3 * 4 + 1)
 ssize_t sasl_oauth_challenge(const char *status, char *out, size_t outsize);
+/* Is st (len bytes) a status fit to relay: a JSON object ({...}) of
+ * printable ASCII, 2 to SASL_STATUS_MAX bytes?  The back ends' parsers
+ * keep only such a status. */
+bool sasl_oauth_status_ok(const char *st, size_t len);
 
 #endif

@@ -1199,14 +1199,8 @@ auth_succeeded(struct smtp *s, const char *login)
 void
 smtp_auth_result(struct smtp *s, bool ok)
 {
-	smtp_auth_answer(s, ok ? SMTP_AUTH_OK : SMTP_AUTH_FAIL, NULL, NULL);
-}
-
-void
-smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login,
-		 const char *text)
-{
-	smtp_auth_answer_status(s, v, login, text, NULL);
+	smtp_auth_answer_status(s, ok ? SMTP_AUTH_OK : SMTP_AUTH_FAIL, NULL,
+				NULL, NULL);
 }
 
 /* The OAuth mechanisms' refusal: the JSON status in a 334, and the
@@ -1214,11 +1208,9 @@ smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v, const char *login,
 static void
 oauth_refused(struct smtp *s, const char *status)
 {
-	char line[SASL_CHALLENGE_MAX];
+	char line[SASL_CHALLENGE_MAX]; /* holds the longest (sasl.h) */
 
-	if (sasl_oauth_challenge(status, line, sizeof(line)) < 0)
-		snprintf(line, sizeof(line), "334 %s",
-			 "eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=");
+	sasl_oauth_challenge(status, line, sizeof(line));
 	reply(s, "%s", line);
 	smtp_wipe_creds(s);
 	smtp_set_state(s, SMTP_AUTH_OAUTH_ERROR);

@@ -217,16 +217,14 @@ void smtp_auth_result(struct smtp *s, bool ok);
 /* The back end's verdict: SMTP_AUTH_OK with login, the name the back end
  * gave (NULL: the one the client sent); SMTP_AUTH_TEMP answers 454 4.7.0
  * and counts no failure.  text (NULL or "": the default) replaces the 535
- * or 454 reply: the caller vouches it is one printable SMTP reply line. */
-enum smtp_auth_verdict { SMTP_AUTH_FAIL, SMTP_AUTH_OK, SMTP_AUTH_TEMP };
-void smtp_auth_answer(struct smtp *s, enum smtp_auth_verdict v,
-		      const char *login, const char *text);
-/* The same, with the back end's JSON status for a refused OAUTHBEARER or
+ * or 454 reply: the caller vouches it is one printable SMTP reply line.
+ * status: the back end's JSON status for a refused OAUTHBEARER or
  * XOAUTH2 (NULL or "": {"status":"invalid_token"}).  RFC 7628 3.2.2: a
  * refused token is answered "334 <base64 status>" (the failure counted
  * then); the client's next line, its ^A ("AQ=="), gets the 535 5.7.8
  * (a "*" the 501 of a cancelled exchange).  text does not replace that
  * 535; a temporary failure is 454 at once, as for the others. */
+enum smtp_auth_verdict { SMTP_AUTH_FAIL, SMTP_AUTH_OK, SMTP_AUTH_TEMP };
 void smtp_auth_answer_status(struct smtp *s, enum smtp_auth_verdict v,
 			     const char *login, const char *text,
 			     const char *status);

@@ -245,6 +245,28 @@ test_oauth(void **state)
 			     "Auth-OAuth-Status: {\"a\":\"\x01\"}\r\n\r\n"))
 			.oauth_status,
 		"");
+	/* Truncated (no closing brace), and one byte over SASL_STATUS_MAX
+	 * while the longest fits. */
+	assert_string_equal(
+		parse_done(S("HTTP/1.0 200 OK\r\nAuth-Status: no\r\n"
+			     "Auth-OAuth-Status: {\"a\":1\r\n\r\n"))
+			.oauth_status,
+		"");
+	for (size_t len = SASL_STATUS_MAX; len <= SASL_STATUS_MAX + 1; len++) {
+		char resp[SASL_STATUS_MAX + 128], st[SASL_STATUS_MAX + 2];
+
+		memset(st, 'x', len);
+		memcpy(st, "{\"s\":\"", 6);
+		memcpy(st + len - 2, "\"}", 2);
+		st[len] = '\0';
+		snprintf(resp, sizeof(resp),
+			 "HTTP/1.0 200 OK\r\nAuth-Status: no\r\n"
+			 "Auth-OAuth-Status: %s\r\n\r\n",
+			 st);
+		r = parse_done(resp, strlen(resp));
+		assert_string_equal(r.oauth_status,
+				    len <= SASL_STATUS_MAX ? st : "");
+	}
 }
 
 int
