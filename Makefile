@@ -50,6 +50,9 @@ LIB_SRCS := $(filter-out proxy/main.c,$(SRCS))
 OBJS     := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS:= $(sort $(wildcard tests/unit/test_*.c))
 UNITS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+# The DATA scan's portable 16-byte path, which an x86-64 build never
+# compiles otherwise (data_scan.c takes AVX2 there): the same tests on it.
+UNITS    += $(BUILD)/tests/test_data_scan_portable
 # libFuzzer targets, tests/fuzz/fuzz_<name>.c: clang, ASan+UBSan, linked
 # straight from the modules each one tests (no jemalloc, no liburing).
 FUZZ_CC      ?= clang
@@ -92,7 +95,7 @@ FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
 FUZZ_SRCS_dovecot_proto := proxy/auth/dovecot_proto.c proxy/smtp/sasl.c
 FUZZ_SRCS_http_auth_proto := proxy/auth/http_auth_proto.c proxy/smtp/sasl.c
 FUZZ_SRCS_metrics_http := proxy/ops/metrics_http.c proxy/ops/status_page.c \
-                          proxy/lib/timer.c $(FUZZ_SRCS_config)
+                          proxy/lib/timer.c proxy/lib/json.c $(FUZZ_SRCS_config)
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed
 # with its rule below; always optimized, same warnings.
 BENCH    := $(BUILD)/bench/loadgen $(BUILD)/bench/hsbench \
@@ -181,6 +184,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libmsaproxy.a
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS) $(TEST_LDFLAGS_$*) -o $@ $< $(BUILD)/libmsaproxy.a \
 		$(LDLIBS) $(TESTLIBS)
+
+$(BUILD)/tests/test_data_scan_portable: tests/unit/test_data_scan.c \
+                                        proxy/smtp/data_scan.c \
+                                        $(BUILD)/libmsaproxy.a
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) -DDATA_SCAN_PORTABLE -o $@ $(filter %.c,$^) \
+		$(BUILD)/libmsaproxy.a $(LDLIBS) $(TESTLIBS)
 
 $(BUILD)/bench/loadgen: bench/loadgen_setup.c bench/loadgen_stats.c \
                         bench/loadgen.h bench/target.c bench/target.h

@@ -641,9 +641,11 @@ backend_handshake_reply(struct backend_conn *be, const struct smtp_reply *r)
 	case UPSTREAM_ACT_START_TLS:
 		return backend_start_tls(be);
 	case UPSTREAM_ACT_XCLIENT:
-		backend_pool_learn_xclient(
-			be->gen->backend_pool, be->server,
-			xclient_attr_bits(be->up.xclient_attrs));
+		/* Early, the list is the pool's own: nothing to learn. */
+		if (!upstream_early(&be->up))
+			backend_pool_learn_xclient(
+				be->gen->backend_pool, be->server,
+				xclient_attr_bits(be->up.xclient_attrs));
 		if (!send_xclient(be))
 			return false;
 		break;

@@ -538,9 +538,11 @@ backend_pool_learn_xclient(struct backend_pool *p, size_t i, unsigned attrs)
 	atomic_uint *x = &p->v[i].xclient;
 	unsigned old = atomic_load(x);
 
-	/* The refusal sticks; a race with it at worst costs one more try. */
-	atomic_store(x,
-		     (attrs & 0xffu) | XCLIENT_SEEN | (old & XCLIENT_NO_EARLY));
+	/* The refusal sticks, also against a worker refusing meanwhile. */
+	while (!atomic_compare_exchange_weak(x, &old,
+					     (attrs & 0xffu) | XCLIENT_SEEN |
+						     (old & XCLIENT_NO_EARLY)))
+		;
 }
 
 bool

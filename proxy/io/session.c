@@ -48,6 +48,7 @@
 #include "io/tls.h"
 #include "lib/log.h"
 #include "limits/caps.h"
+#include "ops/metrics.h"
 
 #define CLOSE_FLUSH_MS	  10000 /* time a closing session gets to flush */
 #define SHUTDOWN_FLUSH_MS 1000	/* the same, cut at a drain deadline */
@@ -704,27 +705,23 @@ session_start_tls(struct session *s)
 		timer_now_ms() + session_config(s)->handshake_timeout_ms;
 }
 
-/* smtp.c's mechanism name as the back ends and metrics spell it. */
-static const char *
-session_mech_name(const char *mech)
-{
-	if (mech == NULL)
-		return "plain";
-	return strcmp(mech, "LOGIN") == 0	  ? "login"
-	       : strcmp(mech, "OAUTHBEARER") == 0 ? "oauthbearer"
-	       : strcmp(mech, "XOAUTH2") == 0	  ? "xoauth2"
-						  : "plain";
-}
-
+/* smtp.c's mechanism (NULL: PLAIN) as the metrics count it. */
 static int
 session_mech_index(const char *mech)
 {
-	const char *m = session_mech_name(mech);
+	if (mech == NULL)
+		return MECH_PLAIN;
+	return strcmp(mech, "LOGIN") == 0	  ? MECH_LOGIN
+	       : strcmp(mech, "OAUTHBEARER") == 0 ? MECH_OAUTHBEARER
+	       : strcmp(mech, "XOAUTH2") == 0	  ? MECH_XOAUTH2
+						  : MECH_PLAIN;
+}
 
-	return m[0] == 'l'   ? MECH_LOGIN
-	       : m[0] == 'o' ? MECH_OAUTHBEARER
-	       : m[0] == 'x' ? MECH_XOAUTH2
-			     : MECH_PLAIN;
+/* ... and as the back ends and metrics spell it ("plain", ...). */
+static const char *
+session_mech_name(const char *mech)
+{
+	return metrics_label(METRICS_LABEL_MECH, session_mech_index(mech));
 }
 
 /* Tell the client; a failure that earned a ban also ends the session. */

@@ -61,6 +61,7 @@
 #include <openssl/ssl.h>
 
 #include "config/config.h"
+#include "lib/json.h"
 #include "lib/log.h"
 #include "ops/metrics.h"
 #include "ops/metrics_http.h"
@@ -562,24 +563,6 @@ wants_admin(const struct http_conn *c)
 	       memcmp(q + 1, "admin", 5) == 0;
 }
 
-/* A JSON string of s (quotes, backslashes, control bytes escaped). */
-static void
-json_text(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (; *s != '\0'; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(out, "\\%c", ch);
-		else if (ch < 0x20 || ch == 0x7f)
-			fprintf(out, "\\u%04x", ch);
-		else
-			fputc(ch, out);
-	}
-	fputc('"', out);
-}
-
 /* An answer with a small JSON body: {"ok":true} or {"error":"why"}. */
 static char *
 json_answer(int status, const char *extra, const char *error, size_t *len)
@@ -594,7 +577,7 @@ json_answer(int status, const char *extra, const char *error, size_t *len)
 		fputs("{\"ok\":true}\n", f);
 	else {
 		fputs("{\"error\":", f);
-		json_text(f, error);
+		json_str(f, error);
 		fputs("}\n", f);
 	}
 	if (fclose(f) != 0) {
@@ -664,7 +647,7 @@ respond_admin(struct metrics_http *h, struct http_conn *c)
 		if (f != NULL) {
 			fwrite(json, 1, blen - 2, f); /* its closing "}\n" */
 			fputs(",\"admin\":{\"user\":", f);
-			json_text(f, user);
+			json_str(f, user);
 			fprintf(f, ",\"csrf\":\"%s\"}}\n", tok);
 			if (fclose(f) == 0)
 				c->resp = answer_with(200, "application/json",

@@ -375,13 +375,8 @@ backend_hist(struct server *srv, unsigned slot, bool transaction,
 	for (unsigned k = 0; k < srv->nworkers; k++) {
 		const struct worker_counters *c =
 			worker_counters(srv->workers[k]);
-		const struct counter_hist *from =
-			transaction ? &c->backend_transaction[slot]
-				    : &c->backend_connect[slot];
-
-		for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++)
-			h->bucket[i] += counter_read(&from->bucket[i]);
-		h->count += counter_read(&from->count);
+		server_sum_hist(h, transaction ? &c->backend_transaction[slot]
+					       : &c->backend_connect[slot]);
 	}
 }
 

@@ -85,6 +85,8 @@ extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp,
 /* The body of a scrape (metrics_http.c's callback, arg the server): every
  * counter, now, as metrics.c renders it; NULL when out of memory. */
 char *server_metrics_body(void *arg, size_t *len);
+/* Add one worker's histogram into to (server_metrics.c). */
+void server_sum_hist(struct metrics_hist *to, const struct counter_hist *from);
 
 /* Every counter summed now, as a scrape has them (server_metrics.c); the
  * status page's JSON (server_overview.c) reads the same.  -1: out of

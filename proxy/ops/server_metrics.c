@@ -56,8 +56,8 @@ memory_stats(struct metrics_snapshot *m)
 	m->memory = true;
 }
 
-static void
-sum_hist(struct metrics_hist *to, const struct counter_hist *from)
+void
+server_sum_hist(struct metrics_hist *to, const struct counter_hist *from)
 {
 	for (int i = 0; i <= COUNTERS_HIST_BOUNDS; i++)
 		to->bucket[i] += counter_read(&from->bucket[i]);
@@ -103,9 +103,9 @@ sum_workers(struct server *srv, struct metrics_snapshot *m,
 		for (int i = 0; i < PROXY_IN_COUNT; i++)
 			m->proxy_in[i] += counter_read(&c->proxy_in[i]);
 		for (unsigned i = 0; i < srv->reg->nbackends; i++) {
-			sum_hist(&bs[i].connect, &c->backend_connect[i]);
-			sum_hist(&bs[i].transaction,
-				 &c->backend_transaction[i]);
+			server_sum_hist(&bs[i].connect, &c->backend_connect[i]);
+			server_sum_hist(&bs[i].transaction,
+					&c->backend_transaction[i]);
 		}
 	}
 }

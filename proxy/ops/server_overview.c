@@ -51,6 +51,7 @@
 #include "config/generation.h"
 #include "io/worker.h"
 #include "lib/ipnet.h"
+#include "lib/json.h"
 #include "lib/log.h"
 #include "lib/timer.h"
 #include "ops/counters.h"
@@ -82,24 +83,6 @@ static struct {
 	unsigned n, next;
 	uint64_t last_ms;
 } ring;
-
-/* A JSON string: quotes, backslashes and control bytes escaped. */
-static void
-json_str(FILE *out, const char *s)
-{
-	fputc('"', out);
-	for (; s != NULL && *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			fprintf(out, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
-			fprintf(out, "\\u%04x", c);
-		else
-			fputc(c, out);
-	}
-	fputc('"', out);
-}
 
 /* What fn writes to a memstream (NULL when out of memory). */
 static char *

@@ -29,6 +29,7 @@
 
 #include "auth/passwd_db.h"
 #include "config/generation.h"
+#include "lib/json.h"
 #include "lib/timer.h"
 #include "limits/ratelimit.h"
 #include "ops/server_internal.h"
@@ -157,18 +158,7 @@ login_json(FILE *out, const char *login, const uint8_t key[16], bool hashed)
 		fputc('"', out);
 		return;
 	}
-	fputc('"', out);
-	for (const char *s = login; *s != '\0'; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(out, "\\%c", ch);
-		else if (ch < 0x20 || ch == 0x7f)
-			fprintf(out, "\\u%04x", ch);
-		else
-			fputc(ch, out);
-	}
-	fputc('"', out);
+	json_str(out, login);
 }
 
 void

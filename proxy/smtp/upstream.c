@@ -260,11 +260,11 @@ offers_move(struct upstream *u, const struct smtp_reply *r)
 }
 
 /* The greeting was good: XCLIENT at once when its attributes are known
- * (u->early), else EHLO. */
+ * (upstream_early()), else EHLO. */
 static enum upstream_action
 greeted_move(struct upstream *u)
 {
-	return upstream_apply(u, u->early ? MOVE_XCLIENT : MOVE_EHLO);
+	return upstream_apply(u, upstream_early(u) ? MOVE_XCLIENT : MOVE_EHLO);
 }
 
 /* A refusal of the XCLIENT sent before EHLO: the EHLO goes after all,
@@ -273,8 +273,8 @@ greeted_move(struct upstream *u)
 static bool
 early_refused(const struct upstream *u, const struct smtp_reply *r)
 {
-	return u->state == UPSTREAM_XCLIENT && u->early && r->code != 421 &&
-	       r->code >= 400;
+	return u->state == UPSTREAM_XCLIENT && upstream_early(u) &&
+	       r->code != 421 && r->code >= 400;
 }
 
 /* The XCLIENT after EHLO went through where the same one before EHLO
@@ -294,7 +294,6 @@ upstream_handshake_reply(struct upstream *u, const struct handshake_row *row,
 	    (row->ok[1] == 0 || r->code != row->ok[1])) {
 		if (!early_refused(u, r))
 			return fail_code(u, row->step, r->code);
-		u->early = false;
 		u->early_code = r->code;
 		u->xclient_attrs[0] = '\0';
 		return upstream_apply(u, MOVE_EHLO);
@@ -321,10 +320,8 @@ upstream_init(struct upstream *u, const struct upstream_params *p)
 	u->starttls = p->starttls;
 	u->hostname = p->hostname != NULL ? p->hostname : "";
 	u->step = "";
-	u->early = p->mode == UPSTREAM_SESSION &&
-		   p->identity == IDENTITY_XCLIENT && !p->starttls &&
-		   p->xclient_early != 0;
-	if (u->early) {
+	if (p->mode == UPSTREAM_SESSION && p->identity == IDENTITY_XCLIENT &&
+	    !p->starttls && p->xclient_early != 0) {
 		u->early_bits = p->xclient_early;
 		xclient_attr_list(p->xclient_early, u->xclient_attrs,
 				  sizeof(u->xclient_attrs));

@@ -116,9 +116,8 @@ struct upstream {
 	enum backend_identity identity;
 	bool starttls;
 	bool tls_up; /* upstream_tls_done() was called */
-	bool early;  /* XCLIENT goes (or went) before any EHLO */
-	/* The early XCLIENT's attributes (XCLIENT_ATTR_* bits) and the code
-	 * that refused it (0: not refused). */
+	/* XCLIENT before EHLO: its attributes (XCLIENT_ATTR_* bits; 0: EHLO
+	 * first) and the code that refused it (0: not refused). */
 	unsigned early_bits;
 	int early_code;
 	const char *hostname;
@@ -140,6 +139,13 @@ struct upstream {
 };
 
 void upstream_init(struct upstream *u, const struct upstream_params *p);
+/* Does (or did) XCLIENT go before EHLO, unrefused?  Then its attributes
+ * came from upstream_params, not from this server's EHLO. */
+static inline bool
+upstream_early(const struct upstream *u)
+{
+	return u->early_bits != 0 && u->early_code == 0;
+}
 /* The I/O side opened the socket and connects (NONE -> CONNECTING). */
 void upstream_connecting(struct upstream *u);
 /* The connection is up: wait for the greeting (-> GREETING).  A

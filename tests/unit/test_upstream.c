@@ -338,7 +338,7 @@ early_refused_by(const char *refusal, const struct xclient_info *info)
 	assert_int_equal(upstream_xclient(u, info), UPSTREAM_ACT_SEND);
 	expect_send(u, feed(u, refusal), "EHLO " HOST "\r\n");
 	assert_int_equal(u->state, UPSTREAM_EHLO);
-	assert_false(u->early);
+	assert_false(upstream_early(u));
 	return u;
 }
 
