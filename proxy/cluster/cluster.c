@@ -210,9 +210,10 @@ cluster_unban(struct cluster *c, const struct ipnet *net)
 }
 
 void
-cluster_files_set(struct cluster *c, const struct ipnet *v, size_t n)
+cluster_files_set(struct cluster *c, const struct ipnet *v, size_t n,
+		  size_t max_entries)
 {
-	cluster_files_own(&c->files, v, n);
+	cluster_files_own(&c->files, v, n, max_entries);
 	mailbox_wake(&c->mbox);
 }
 

@@ -177,8 +177,11 @@ void cluster_ban(struct cluster *c, const struct ipnet *net, uint64_t ttl_ms,
 		 enum blocklist_reason reason);
 void cluster_unban(struct cluster *c, const struct ipnet *net);
 /* This node's blocklist files (after the start and every reload), for
- * the others (cluster.share_files; copied; written when Redis is up). */
-void cluster_files_set(struct cluster *c, const struct ipnet *v, size_t n);
+ * the others (cluster.share_files; copied; written when Redis is up), and
+ * blocklist.max_entries as now configured (the cap on what is read of each
+ * other node's set). */
+void cluster_files_set(struct cluster *c, const struct ipnet *v, size_t n,
+		       size_t max_entries);
 
 /*
  * A worker's own connection (io/cluster_link.c) for the calls a session

@@ -102,7 +102,8 @@ cluster_files_free(struct cluster_files *f)
 }
 
 void
-cluster_files_own(struct cluster_files *f, const struct ipnet *v, size_t n)
+cluster_files_own(struct cluster_files *f, const struct ipnet *v, size_t n,
+		  size_t max_entries)
 {
 	struct ipnet *copy = NULL;
 
@@ -120,6 +121,7 @@ cluster_files_own(struct cluster_files *f, const struct ipnet *v, size_t n)
 	free(f->own);
 	f->own = copy;
 	f->nown = n;
+	f->own_max = max_entries;
 	f->own_dirty = true;
 	pthread_mutex_unlock(&f->mu);
 }
@@ -464,9 +466,10 @@ cluster_files_run(struct cluster_files *f, struct redis_conn *conn,
 	uint64_t now = redis_now_us();
 	bool refresh = now >= f->next_refresh_us, changed = false, write, have;
 	struct ipnet *own = NULL;
-	size_t nown = 0;
+	size_t nown = 0, max;
 
 	pthread_mutex_lock(&f->mu);
+	max = f->own_max;
 	write = f->own_dirty;
 	have = f->nown > 0;
 	if (write && have && (own = malloc(f->nown * sizeof(*own))) != NULL) {
@@ -478,6 +481,13 @@ cluster_files_run(struct cluster_files *f, struct redis_conn *conn,
 	}
 	f->own_dirty = false;
 	pthread_mutex_unlock(&f->mu);
+	if (max != 0 && max != f->max_entries) {
+		/* A reload changed the cap: read every set again. */
+		f->max_entries = max;
+		for (size_t i = 0; i < f->nnodes; i++)
+			f->nodes[i].digest[0] = '\0';
+		f->others_dirty = true;
+	}
 	if (refresh)
 		f->next_refresh_us = now + FILES_REFRESH_US;
 	if (!write && refresh && have && renew(f, conn, err, errlen) != 0) {

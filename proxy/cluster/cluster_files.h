@@ -50,6 +50,7 @@ struct cluster_files {
 	pthread_mutex_t mu; /* the own set, given by the server thread */
 	struct ipnet *own;
 	size_t nown;
+	size_t own_max; /* blocklist.max_entries as given with it */
 	bool own_dirty; /* under mu: write it */
 
 	/* The thread's own. */
@@ -68,9 +69,10 @@ void cluster_files_init(struct cluster_files *f, bool on, const char *prefix,
 			const char *channel, uint64_t timeout_us,
 			size_t max_entries);
 void cluster_files_free(struct cluster_files *f);
-/* This node's prefixes (copied), to write when the thread can. */
-void cluster_files_own(struct cluster_files *f, const struct ipnet *v,
-		       size_t n);
+/* This node's prefixes (copied), to write when the thread can, and
+ * blocklist.max_entries now: a changed cap reads every other set again. */
+void cluster_files_own(struct cluster_files *f, const struct ipnet *v, size_t n,
+		       size_t max_entries);
 /* A "files" publish from another node; or a (re)connect: do it all. */
 void cluster_files_changed(struct cluster_files *f);
 void cluster_files_reconnected(struct cluster_files *f);

@@ -287,7 +287,7 @@ server_start(struct server *srv, char *err, size_t errlen)
 			.arg = srv->shared.cluster,
 			.fail_closed = cfg->cluster_fail_closed,
 		};
-		server_cluster_files(srv);
+		server_cluster_files(srv, cfg);
 	}
 	return 0;
 }

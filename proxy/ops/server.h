@@ -59,9 +59,10 @@ int server_user_reset(struct server *srv, const char *login, char *err,
 void server_cluster(struct server *srv, FILE *out, bool json);
 /* Where the bans other nodes make are applied: this server's tables. */
 struct cluster_ban_sink server_cluster_sink(struct server *srv);
-/* This node's blocklist files to the other nodes (after the start and
- * every reload; nothing without a cluster). */
-void server_cluster_files(struct server *srv);
+/* This node's blocklist files to the other nodes, with cfg's
+ * blocklist.max_entries (after the start and every reload, cfg the one
+ * taking effect; nothing without a cluster). */
+void server_cluster_files(struct server *srv, const struct config *cfg);
 void server_cluster_stats(struct server *srv, FILE *out, bool json);
 void server_cluster_user(struct server *srv, const char *login,
 			 const struct config_user_limits *pol, FILE *out,

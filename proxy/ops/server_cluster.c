@@ -136,7 +136,7 @@ server_cluster_sink(struct server *srv)
 }
 
 void
-server_cluster_files(struct server *srv)
+server_cluster_files(struct server *srv, const struct config *cfg)
 {
 	struct ipnet *v;
 	size_t n;
@@ -147,7 +147,8 @@ server_cluster_files(struct server *srv)
 		log_warn("cluster-files-failed", " error=\"out of memory\"");
 		return;
 	}
-	cluster_files_set(srv->shared.cluster, v, n);
+	cluster_files_set(srv->shared.cluster, v, n,
+			  cfg->blocklist_max_entries);
 	free(v);
 }
 

@@ -365,7 +365,7 @@ server_reload(struct server *srv, FILE *report, char *err, size_t errlen)
 		goto fail;
 	}
 	srv->next_id++;
-	server_cluster_files(srv);
+	server_cluster_files(srv, gen->cfg);
 	generation_set_mechs(gen, auth_backend_offer(srv->shared.auth));
 	backend_pool_inherit(gen->backend_pool, srv->gen->backend_pool);
 	server_bind_generation(srv, gen, srv->gen);

@@ -39,6 +39,22 @@ relay_take(struct relay_io *io, size_t n)
 	return io->take_bytes == NULL || n == 0 || io->take_bytes(io->ctx, n);
 }
 
+/* n scanned bytes go on (true), or the message is sunk from here: bad
+ * bytes, too big, or over the byte limit, in that order. */
+static bool
+passes(struct relay *r, struct relay_io *io, size_t n, bool too_big)
+{
+	if (r->ds.bad)
+		r->sink = RELAY_SINK_BAD_BYTES;
+	else if (too_big)
+		r->sink = RELAY_SINK_TOO_BIG;
+	else if (!relay_take(io, n))
+		r->sink = RELAY_SINK_LIMIT;
+	else
+		return true;
+	return false;
+}
+
 /* Normalise what fits in io->out's room: each input byte may become two
  * (a bare LF to CRLF), plus a dot-stuffing dot.  Returns the input bytes
  * consumed; 0 when there is no room. */
@@ -77,13 +93,7 @@ scan_some(struct relay *r, struct relay_io *io, const char *p, size_t avail)
 	if (avail > room)
 		avail = room;
 	n = data_scan(&r->ds, p, avail);
-	if (r->ds.bad)
-		r->sink = RELAY_SINK_BAD_BYTES;
-	else if (r->ds.size > io->max_size)
-		r->sink = RELAY_SINK_TOO_BIG;
-	else if (!relay_take(io, n))
-		r->sink = RELAY_SINK_LIMIT;
-	else
+	if (passes(r, io, n, r->ds.size > io->max_size))
 		io->forwarded += buf_append(io->out, p, n);
 	return n;
 }
@@ -118,18 +128,11 @@ relay_in_place_ok(const struct relay *r, const struct relay_io *io)
 	       r->sink == RELAY_SINK_NONE && !r->ds.done;
 }
 
-/* n scanned bytes at io->out's tail go on, or the message is sunk from
- * here (bad bytes, too_big, the byte limit), as scan_some() decides. */
+/* n scanned bytes at io->out's tail go on, or the message is sunk. */
 static void
 commit_in_place(struct relay *r, struct relay_io *io, size_t n, bool too_big)
 {
-	if (r->ds.bad)
-		r->sink = RELAY_SINK_BAD_BYTES;
-	else if (too_big)
-		r->sink = RELAY_SINK_TOO_BIG;
-	else if (!relay_take(io, n))
-		r->sink = RELAY_SINK_LIMIT;
-	else {
+	if (passes(r, io, n, too_big)) {
 		buf_commit(io->out, n);
 		io->forwarded = n;
 	}
@@ -189,11 +192,7 @@ relay_chunk(struct relay *r, struct relay_io *io, uint64_t *left, bool last)
 			if (n > room)
 				n = room;
 			data_scan_chunk(&r->ds, p, n, last && n == *left);
-			if (r->ds.bad)
-				r->sink = RELAY_SINK_BAD_BYTES;
-			else if (!relay_take(io, n))
-				r->sink = RELAY_SINK_LIMIT;
-			else
+			if (passes(r, io, n, false))
 				io->forwarded += buf_append(io->out, p, n);
 		}
 		buf_consume(io->in, n);

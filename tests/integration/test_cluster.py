@@ -651,6 +651,27 @@ def test_blocklist_files_reach_every_node_and_leave_with_their_lines(
     assert r.cli("EXISTS", "msaproxy:files:{node-c}").strip() == "0"
 
 
+def test_a_reload_that_raises_max_entries_reads_the_sets_again(
+        proxy, recording_backend, redis, tmp_path):
+    # blocklist.max_entries also caps what is read of another node's set;
+    # a reload that raises it reads the sets again, not at the next
+    # change of theirs.
+    r = redis()
+    file_a, file_b = tmp_path / "a.txt", tmp_path / "b.txt"
+    file_a.write_text("127.0.14.1\n127.0.14.2\n127.0.14.3\n")
+    file_b.write_text("")
+    b = proxy([recording_backend.port], **cluster_conf(r, node_id="node-b"),
+              **{"blocklist.files": [str(file_b)], "blocklist.max_entries": 2})
+    proxy([recording_backend.port], **cluster_conf(r, node_id="node-a"),
+          **{"blocklist.files": [str(file_a)]})
+    b.wait_for_log(r"msg=cluster-files-bad node=node-a entries=2 skipped=1")
+    assert sum(not admitted(b, f"127.0.14.{i}") for i in (1, 2, 3)) == 2
+    b.rewrite_config(**{"blocklist.max_entries": 10})
+    b.ctl("reload")
+    wait_until(lambda: all(not admitted(b, f"127.0.14.{i}") for i in (1, 2, 3)),
+               5.0, "all of a's set on b after the reload")
+
+
 def test_a_set_with_bad_members_gives_only_its_prefixes(
         proxy, recording_backend, redis, tmp_path):
     # Redis is data anyone with access to it could have written: members
