@@ -25,7 +25,7 @@ static void
 check_line(const char *line, size_t len)
 {
 	struct dovecot_line l;
-	size_t ul, rl;
+	size_t ul, rl, sl;
 
 	dovecot_parse(line, len, &l);
 	CHECK(l.kind >= DOVECOT_IGNORED && l.kind <= DOVECOT_BAD, "kind %d",
@@ -45,6 +45,11 @@ check_line(const char *line, size_t len)
 		CHECK(l.mech == 0, "mechanism outside MECH");
 	if (l.kind == DOVECOT_BAD)
 		CHECK(ul == 0 && rl == 0, "a bad line left a user or reason");
+	/* An OAuth status kept is one fit to relay, or none. */
+	sl = strnlen(l.status, sizeof(l.status));
+	CHECK(sl < sizeof(l.status), "status unterminated");
+	CHECK(sl == 0 || sasl_oauth_status_ok(l.status, sl), "status %s",
+	      l.status);
 }
 
 static void

@@ -44,6 +44,10 @@ check_reply(const struct http_auth_reply *r)
 			 (r->error_code[0] == '4' || r->error_code[0] == '5')),
 	      "error code %s", r->error_code);
 	CHECK(r->port <= 65535, "port %u", r->port);
+	n = strnlen(r->oauth_status, sizeof(r->oauth_status));
+	CHECK(n < sizeof(r->oauth_status), "OAuth status unterminated");
+	CHECK(n == 0 || sasl_oauth_status_ok(r->oauth_status, n),
+	      "OAuth status %s", r->oauth_status);
 	CHECK(!r->ok || r->has_status, "ok without Auth-Status");
 }
 
