@@ -107,6 +107,10 @@ blocklist_open(const char *pin_dir, char *err, size_t errlen)
 	blocklist_capture_end(old);
 	return bl;
 fail:
+	/* The older build's tries go back where they were, for the next
+	 * start (blocklist_migrate.c). */
+	if (carry.held != 0)
+		blocklist_carry_restore(pin_dir, &carry, err, errlen);
 	blocklist_carry_free(&carry);
 	if (bl != NULL) {
 		blocklist_bpf__destroy(bl->skel);

@@ -45,26 +45,33 @@ struct blocklist {
 
 /* blocklist_migrate.c: the prefix tries of the first value layout (an
  * older build's pins) read and unpinned before the load, and written into
- * the new maps after it. */
+ * the new maps after it.  Until then the old tries stay open, so that a
+ * start that fails pins them back (blocklist_carry_restore). */
 #define BLOCKLIST_TRIES 4 /* block4, block6, allow4, allow6 */
 struct carried;
 struct blocklist_carry {
 	struct carried *v;
 	size_t n, cap;
+	unsigned held;		     /* bit t: old_fd[t] open, its pin gone */
+	int old_fd[BLOCKLIST_TRIES]; /* the old tries, valid where held */
 };
 int blocklist_carry_out(const char *pin_dir, struct blocklist_carry *c,
 			char *err, size_t errlen);
 int blocklist_carry_in(struct blocklist *bl, const struct blocklist_carry *c,
 		       char *err, size_t errlen);
+void blocklist_carry_restore(const char *pin_dir, struct blocklist_carry *c,
+			     char *err, size_t errlen);
 void blocklist_carry_free(struct blocklist_carry *c);
 
-/* libbpf's last warning, captured between begin and end (open and attach)
- * and appended to err by blocklist_fail(); cleared by each call that may
+/* libbpf's first warning (the cause) and last (where it gave up), captured
+ * between begin and end (open and attach) and appended to err by
+ * blocklist_fail(); cleared by each call that may
  * fail so that an old one is not reported with a new error. */
 libbpf_print_fn_t blocklist_capture_begin(void);
 void blocklist_capture_end(libbpf_print_fn_t old);
 void blocklist_msg_clear(void);
-/* "what: strerror(|e|) (libbpf: last warning)" into err; returns -1. */
+/* "what: strerror(|e|) (libbpf: first warning; last warning)" into err;
+ * returns -1. */
 int blocklist_fail(char *err, size_t errlen, int e, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 

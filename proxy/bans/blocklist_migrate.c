@@ -11,6 +11,12 @@
  * The old maps live on only while the old program, still attached through
  * its pinned link, holds them; attaching the new program lets them go.
  *
+ * Until the new maps hold the entries, the old tries are kept open: a
+ * start that fails between the unpin and the write (the load refused, a
+ * write failed) pins them back where they were, with
+ * blocklist_carry_restore(), so that the bans are neither lost nor left
+ * only in memory, and the next start carries them again.
+ *
  * A pinned trie of any other size is left alone: libbpf refuses it with
  * its own message, as before.  Runs at start, as root.
  */
@@ -43,8 +49,41 @@ struct carried {
 void
 blocklist_carry_free(struct blocklist_carry *c)
 {
+	for (unsigned t = 0; t < BLOCKLIST_TRIES; t++)
+		if (c->held & 1u << t)
+			close(c->old_fd[t]);
 	free(c->v);
 	*c = (struct blocklist_carry){0};
+}
+
+static void
+pin_path(char *path, size_t size, const char *pin_dir, unsigned trie)
+{
+	snprintf(path, size, "%s/%s", pin_dir, trie_names[trie]);
+}
+
+void
+blocklist_carry_restore(const char *pin_dir, struct blocklist_carry *c,
+			char *err, size_t errlen)
+{
+	for (unsigned t = 0; t < BLOCKLIST_TRIES; t++) {
+		char path[512];
+		size_t used = strlen(err);
+
+		if (!(c->held & 1u << t))
+			continue;
+		pin_path(path, sizeof(path), pin_dir, t);
+		/* What is there now is a new map of this failed start's. */
+		if ((unlink(path) != 0 && errno != ENOENT) ||
+		    bpf_obj_pin(c->old_fd[t], path) != 0) {
+			snprintf(err + used, errlen - used,
+				 "; pinning the older build's %s back: %s",
+				 trie_names[t], strerror(errno));
+			continue;
+		}
+		close(c->old_fd[t]);
+		c->held &= ~(1u << t);
+	}
 }
 
 static int
@@ -108,7 +147,7 @@ blocklist_carry_out(const char *pin_dir, struct blocklist_carry *c, char *err,
 		char path[512];
 		int fd, rc;
 
-		snprintf(path, sizeof(path), "%s/%s", pin_dir, trie_names[t]);
+		pin_path(path, sizeof(path), pin_dir, t);
 		if ((fd = bpf_obj_get(path)) < 0)
 			continue; /* not pinned yet: nothing to carry */
 		memset(&info, 0, sizeof(info));
@@ -119,14 +158,17 @@ blocklist_carry_out(const char *pin_dir, struct blocklist_carry *c, char *err,
 			continue;
 		}
 		rc = read_trie(fd, t, &info, c, err, errlen);
-		close(fd);
-		if (rc != 0 || unlink(path) != 0) {
-			if (rc == 0)
-				blocklist_fail(err, errlen, -errno,
-					       "unpinning %s", path);
+		if (rc == 0 && unlink(path) != 0)
+			rc = blocklist_fail(err, errlen, -errno, "unpinning %s",
+					    path);
+		if (rc != 0) {
+			close(fd);
+			blocklist_carry_restore(pin_dir, c, err, errlen);
 			blocklist_carry_free(c);
 			return -1;
 		}
+		c->old_fd[t] = fd;
+		c->held |= 1u << t;
 	}
 	return 0;
 }

@@ -17,26 +17,37 @@
 
 #define LIBBPF_MSG 256
 
-/* libbpf print capture (open and attach only; see blocklist.h). */
-static char libbpf_msg[LIBBPF_MSG];
+/* libbpf print capture (open and attach only; see blocklist.h): its first
+ * warning, which names the cause ("couldn't reuse pinned map", "program
+ * load failed"), and its last, which says where it gave up. */
+static char first_msg[LIBBPF_MSG], last_msg[LIBBPF_MSG];
 
 void
 blocklist_msg_clear(void)
 {
-	libbpf_msg[0] = '\0';
+	first_msg[0] = last_msg[0] = '\0';
 }
 
 static int
 capture_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
+	static const char prefix[] = "libbpf: ";
+	char line[LIBBPF_MSG];
+	const char *text = line;
 	size_t n;
 
 	if (level != LIBBPF_WARN)
 		return 0;
-	vsnprintf(libbpf_msg, sizeof(libbpf_msg), fmt, ap);
-	n = strlen(libbpf_msg);
-	while (n > 0 && (libbpf_msg[n - 1] == '\n' || libbpf_msg[n - 1] == ' '))
-		libbpf_msg[--n] = '\0';
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == ' '))
+		line[--n] = '\0';
+	if (strncmp(text, prefix, sizeof(prefix) - 1) == 0)
+		text += sizeof(prefix) - 1;
+	if (*text == '\0')
+		return 0;
+	snprintf(first_msg[0] == '\0' ? first_msg : last_msg, LIBBPF_MSG, "%s",
+		 text);
 	return 0;
 }
 
@@ -53,7 +64,7 @@ blocklist_capture_end(libbpf_print_fn_t old)
 	libbpf_set_print(old);
 }
 
-/* "what: strerror (libbpf: last warning)" into err. */
+/* "what: strerror (libbpf: first warning; last warning)" into err. */
 int
 blocklist_fail(char *err, size_t errlen, int e, const char *fmt, ...)
 {
@@ -65,9 +76,12 @@ blocklist_fail(char *err, size_t errlen, int e, const char *fmt, ...)
 	va_end(ap);
 	if (e < 0)
 		e = -e;
-	if (libbpf_msg[0] != '\0')
+	if (last_msg[0] != '\0')
+		snprintf(err, errlen, "%s: %s (libbpf: %s; %s)", what,
+			 strerror(e), first_msg, last_msg);
+	else if (first_msg[0] != '\0')
 		snprintf(err, errlen, "%s: %s (libbpf: %s)", what, strerror(e),
-			 libbpf_msg);
+			 first_msg);
 	else
 		snprintf(err, errlen, "%s: %s", what, strerror(e));
 	return -1;

@@ -340,6 +340,36 @@ def test_bans_work_after_dropping_root(run_proxy):
     assert q.submit(CLI4_B) == "sent"
 
 
+def test_a_failed_load_pins_an_older_builds_tries_back(run_proxy, world):
+    """The start takes the first layout's tries out before the load.  When
+    the load then fails (here a pinned msa_stats of a layout libbpf will
+    not reuse), the older build's tries are pinned back as they were: the
+    proxy runs with the blocklist at accept() only and says why (libbpf's
+    first warning, the cause, with its last), and the
+    next start that can load still carries the ban over."""
+    assert world.tool("old-pins", CLI4_A, ns=world.srv).strip() == "pinned=4"
+    assert world.tool("bad-pin", "msa_stats", ns=world.srv).strip() == "pinned=msa_stats"
+    p = run_proxy()
+    failed = re.search(r"msg=xdp-unavailable error=\"([^\n]*)", p.log())
+    assert failed and "loading the XDP blocklist" in failed.group(1), p.log()
+    # libbpf's first warning names the cause, not only where it gave up.
+    assert re.search(r"libbpf: couldn't reuse pinned map at '\S+/msa_stats'",
+                     failed.group(1)), failed.group(1)
+    assert "pinning the older build" not in failed.group(1)  # all put back
+    assert "xdp-maps-migrated" not in p.log()
+    assert sorted(x.name for x in world.pin.iterdir()) == \
+        ["msa_allow4", "msa_allow6", "msa_block4", "msa_block6", "msa_stats"]
+    p.stop()
+
+    (world.pin / "msa_stats").unlink()
+    q = run_proxy()
+    assert re.search(r"msg=xdp-maps-migrated pin_dir=\S+ entries=1 ", q.log())
+    assert q.connects(CLI4_A) == "timeout"
+    listed = json.loads(q.ctl("-j", "list").stdout.splitlines()[0])
+    assert (listed["prefix"], listed["reason"]) == (CLI4_A + "/32", "manual")
+    assert q.submit(CLI4_B) == "sent"
+
+
 REDIS_PORT, OTHER_SMTP_PORT, OTHER_METRICS_PORT = 2610, 2588, 9588
 
 

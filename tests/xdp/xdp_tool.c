@@ -21,6 +21,9 @@
  *                                        (16-byte values) holding CIDR as
  *                                        a manual ban: an older build's
  *                                        pins, for the migration test
+ *   bad-pin NAME                         pin a map of a layout the
+ *                                        skeleton refuses as NAME, so
+ *                                        that a load fails
  *
  * --pin DIR: the bpffs directory of the pinned maps (default
  * /sys/fs/bpf/msaproxy; bpffs must be mounted).  --drop-privs: after
@@ -383,6 +386,26 @@ old_pins(const char *pin, const char *cidr)
 	return 0;
 }
 
+/* An array of 3-byte values pinned as name: libbpf refuses to reuse it
+ * for any of the skeleton's maps, so the next load fails. */
+static int
+bad_pin(const char *pin, const char *name)
+{
+	char path[512];
+	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "msa_bad", 4, 3, 1, NULL);
+
+	if (fd < 0)
+		die("bpf_map_create", strerror(errno));
+	if (mkdir(pin, 0700) < 0 && errno != EEXIST)
+		die("mkdir", strerror(errno));
+	snprintf(path, sizeof(path), "%s/%s", pin, name);
+	if (bpf_obj_pin(fd, path) < 0)
+		die("bpf_obj_pin", strerror(errno));
+	close(fd);
+	printf("pinned=%s\n", name);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -404,6 +427,8 @@ main(int argc, char **argv)
 		usage();
 	if (strcmp(argv[i], "old-pins") == 0 && i + 2 == argc)
 		return old_pins(pin, argv[i + 1]);
+	if (strcmp(argv[i], "bad-pin") == 0 && i + 2 == argc)
+		return bad_pin(pin, argv[i + 1]);
 	bl = blocklist_open(pin, err, sizeof(err));
 	if (bl == NULL)
 		die("open", err);
