@@ -50,6 +50,7 @@
  * otherwise); elsewhere runs of ordinary bytes go sixteen at a time, with
  * no calls per byte.
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(DATA_SCAN_PORTABLE)
@@ -249,11 +250,16 @@ skip_canonical_avx2(const unsigned char *p, const unsigned char *end)
 static const unsigned char *
 skip_canonical(const unsigned char *p, const unsigned char *end)
 {
-	static int avx2 = -1; /* racy but idempotent: every thread agrees */
+	/* Every worker may be first here: an atomic, so that two writing the
+	 * same answer is not a data race (a relaxed load is a plain one). */
+	static _Atomic int avx2 = -1;
+	int have = atomic_load_explicit(&avx2, memory_order_relaxed);
 
-	if (avx2 < 0)
-		avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-	return avx2 ? skip_canonical_avx2(p, end) : skip_canonical_16(p, end);
+	if (have < 0) {
+		have = __builtin_cpu_supports("avx2") ? 1 : 0;
+		atomic_store_explicit(&avx2, have, memory_order_relaxed);
+	}
+	return have ? skip_canonical_avx2(p, end) : skip_canonical_16(p, end);
 }
 #else
 static const unsigned char *
