@@ -671,11 +671,15 @@ class ProxyProcess:
         self.starttls_port = self.implicit_port = None
         self.killed = False
         self.exit_expected = False  # a test that drains it sets this
+        # Connections the readiness check made (each becomes a session
+        # once the proxy accepts it, which may be after start() returns).
+        self.probes = 0
 
     def start(self, binary):
         for attempt in range(3):  # a free port may be taken before we bind it
             since = self.mark()
             self.starttls_port, self.implicit_port = free_ports(2)
+            self.probes = 0
             self.config["listeners"] = [
                 {"address": f"{LOOPBACK}:{self.starttls_port}", "mode": "starttls",
                  **self.listener_options},
@@ -703,11 +707,16 @@ class ProxyProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if port_accepts(self.starttls_port) and port_accepts(self.implicit_port):
+            if self._probe(self.starttls_port) and self._probe(self.implicit_port):
                 return True
             time.sleep(0.05)
         self._terminate()
         return False
+
+    def _probe(self, port):
+        accepted = port_accepts(port)
+        self.probes += accepted
+        return accepted
 
     def _terminate(self):
         """SIGTERM, up to 10 s, then SIGKILL.  Returns the exit status."""
@@ -760,6 +769,13 @@ class ProxyProcess:
     def stats(self):
         """`msaproxyctl -j stats` as a dict."""
         return json.loads(self.ctl("-j", "stats").stdout)
+
+    def settle(self, timeout=10):
+        """Wait until the readiness check's connections have been accepted
+        and have ended: for a test that counts sessions against a cap."""
+        wait_until(lambda: (lambda st: st["sessions_accepted"] >= self.probes
+                            and st["sessions_active"] == 0)(self.stats()),
+                   timeout, "the readiness probes to end")
 
     def rss_kb(self):
         """The proxy's resident set (VmRSS), KiB."""

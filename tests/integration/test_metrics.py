@@ -186,12 +186,13 @@ def metrics_proxy(proxy, backends, **overrides):
     p.wait_for_log(rf"msg=ready .*metrics={LOOPBACK}:{port}")
 
     # The fixture's readiness probes are sessions too: wait until each has
-    # ended and been counted, so a test's "before" is a still picture.
+    # been accepted (the proxy may not have yet), ended and been counted, so
+    # a test's "before" is a still picture.
     def settled():
         m = scrape(port)
-        return (m.get("msaproxy_sessions_active") == 0 and
-                m.sum("msaproxy_sessions_total") ==
-                m.get("msaproxy_connections_accepted_total"))
+        return (m.get("msaproxy_connections_accepted_total") == p.probes and
+                m.get("msaproxy_sessions_active") == 0 and
+                m.sum("msaproxy_sessions_total") == p.probes)
     wait_until(settled, 10, "the readiness probes to be counted")
     return p
 

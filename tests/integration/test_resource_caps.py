@@ -398,6 +398,7 @@ def test_session_cap_is_process_wide(proxy, recording_backend, users):
     work, logged at most once a second per worker and counted; the open
     sessions keep working; when some end, new ones are let in again."""
     p = proxy([recording_backend.port], **{"workers": 2, "limits.max_sessions": 10})
+    p.settle()
     held = [SmtpLines(p, tls=False) for _ in range(9)]
     working = SmtpLines(p).login()
     assert p.stats()["sessions_active"] == 10
