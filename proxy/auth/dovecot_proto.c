@@ -105,7 +105,9 @@ static void
 take_status(const char *b64, size_t len, struct dovecot_line *out)
 {
 	unsigned char st[SASL_STATUS_MAX];
-	ssize_t n = len <= 4 * sizeof(st) / 3
+	/* 4 characters per started group of 3 bytes: no longer than the
+	 * longest status encodes to (decoding bounds it exactly). */
+	ssize_t n = len <= (sizeof(st) + 2) / 3 * 4
 			    ? sasl_b64_decode(b64, len, st, sizeof(st))
 			    : -1;
 

@@ -258,6 +258,26 @@ test_oauth(void **state)
 	assert_string_equal(parse(S("FAIL\t9\tresp=*")).status, "");
 	assert_string_equal(parse(S("FAIL\t9\tresp=ewp9")).status, "");
 	assert_int_equal(parse(S("FAIL\t9\tresp=*")).kind, DOVECOT_FAIL);
+	/* The longest status is kept whatever its length's remainder by 3
+	 * (511 and 512 bytes encode to 684 characters); one byte more is
+	 * dropped. */
+	for (size_t want = SASL_STATUS_MAX - 2; want <= SASL_STATUS_MAX + 1;
+	     want++) {
+		static char json[SASL_STATUS_MAX + 2], line[1024];
+		char b64[SASL_CHALLENGE_MAX + 8];
+		int at;
+
+		memset(json, 'x', want);
+		memcpy(json, "{\"s\":\"", 6);
+		memcpy(json + want - 2, "\"}", 2);
+		json[want] = '\0';
+		assert_true(sasl_b64_encode((const unsigned char *)json, want,
+					    b64, sizeof(b64)) > 0);
+		at = snprintf(line, sizeof(line), "FAIL\t9\tresp=%s", b64);
+		l = parse(line, (size_t)at);
+		assert_string_equal(l.status,
+				    want <= SASL_STATUS_MAX ? json : "");
+	}
 
 	n = dovecot_format_auth(out, sizeof(out), &a);
 	assert_string_equal(out,
