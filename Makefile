@@ -72,7 +72,7 @@ FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_class.c \
                         proxy/config/config_resolve.c \
                         proxy/config/config_schema.c \
                         proxy/config/config_value.c proxy/config/config_yaml.c \
-                        proxy/lib/ipnet.c proxy/lib/log.c
+                        proxy/lib/ipnet.c proxy/lib/log.c proxy/smtp/sasl.c
 FUZZ_SRCS_data_scan  := proxy/smtp/data_scan.c
 FUZZ_SRCS_sasl       := proxy/smtp/sasl.c
 FUZZ_SRCS_sasl_oauth := proxy/smtp/sasl.c

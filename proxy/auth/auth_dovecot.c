@@ -59,7 +59,7 @@ struct dconn {
 	int fd;
 	enum dconn_state st;
 	bool version_ok;
-	unsigned mechs; /* DOVECOT_MECH_* seen in this handshake */
+	unsigned mechs; /* AUTH_MECH_* seen in this handshake */
 	uint64_t retry_at_ms, backoff_ms;
 	uint64_t handshake_deadline_ms;
 	struct auth_request *inflight; /* sent, unanswered; via next */
@@ -89,18 +89,10 @@ struct auth_dovecot {
 static unsigned
 offer_of(const struct auth_dovecot *d, unsigned mechs)
 {
-	unsigned m = 0;
-
-	if (mechs & DOVECOT_MECH_PLAIN) {
-		m |= AUTH_MECH_PLAIN;
-		if (mechs & DOVECOT_MECH_LOGIN)
-			m |= AUTH_MECH_LOGIN;
-	}
-	if (mechs & DOVECOT_MECH_OAUTHBEARER)
-		m |= AUTH_MECH_OAUTHBEARER;
-	if (mechs & DOVECOT_MECH_XOAUTH2)
-		m |= AUTH_MECH_XOAUTH2;
-	return m & d->configured;
+	/* LOGIN goes to Dovecot as PLAIN: it needs PLAIN. */
+	if (!(mechs & AUTH_MECH_PLAIN))
+		mechs &= ~AUTH_MECH_LOGIN;
+	return mechs & d->configured;
 }
 
 static void
@@ -223,18 +215,16 @@ dconn_line(struct auth_dovecot *d, struct dconn *c, const char *line,
 		return true;
 	case DOVECOT_DONE: {
 		unsigned m = offer_of(d, c->mechs);
+		char names[64];
 
 		if (!c->version_ok || c->st != DC_HANDSHAKE)
 			return false;
 		c->st = DC_READY;
 		c->backoff_ms = 0;
 		atomic_store(&d->offer, m);
-		log_info("auth-dovecot-up", " socket=%s mechanisms=%s%s%s%s%s",
-			 d->addr.text, (m & AUTH_MECH_PLAIN) ? "PLAIN" : "",
-			 (m & AUTH_MECH_LOGIN) ? ",LOGIN" : "",
-			 (m & AUTH_MECH_OAUTHBEARER) ? ",OAUTHBEARER" : "",
-			 (m & AUTH_MECH_XOAUTH2) ? ",XOAUTH2" : "",
-			 m == 0 ? "none" : "");
+		sasl_mech_list(m, names, sizeof(names));
+		log_info("auth-dovecot-up", " socket=%s mechanisms=%s",
+			 d->addr.text, names);
 		return true;
 	}
 	case DOVECOT_OK:
@@ -364,8 +354,9 @@ dispatch(struct auth_dovecot *d)
 			.secured = req->secured,
 		};
 		if (req->oauth_resp != NULL) {
-			a.mech =
-				req->mech[0] == 'x' ? "XOAUTH2" : "OAUTHBEARER";
+			/* req->mech is the lower-case label, "xoauth2" */
+			a.mech = sasl_mech_name(
+				sasl_mech_of(req->mech, strlen(req->mech)));
 			a.resp = req->oauth_resp;
 		}
 		n = dovecot_format_auth(c->out + c->outlen,

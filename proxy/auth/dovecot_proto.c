@@ -197,15 +197,7 @@ dovecot_parse(const char *line, size_t len, struct dovecot_line *out)
 		out->kind = DOVECOT_IGNORED;
 		/* Mechanism names are case-insensitive; Dovecot sends them
 		 * upper-case. */
-		if (fl[1] == 5 && strncasecmp(f[1], "PLAIN", 5) == 0)
-			out->mech = DOVECOT_MECH_PLAIN;
-		else if (fl[1] == 5 && strncasecmp(f[1], "LOGIN", 5) == 0)
-			out->mech = DOVECOT_MECH_LOGIN;
-		else if (fl[1] == 11 &&
-			 strncasecmp(f[1], "OAUTHBEARER", 11) == 0)
-			out->mech = DOVECOT_MECH_OAUTHBEARER;
-		else if (fl[1] == 7 && strncasecmp(f[1], "XOAUTH2", 7) == 0)
-			out->mech = DOVECOT_MECH_XOAUTH2;
+		out->mech = sasl_mech_of(f[1], fl[1]);
 		if (out->mech != 0)
 			out->kind = DOVECOT_MECH;
 	} else if (field_is(f[0], fl[0], "DONE")) {
@@ -293,8 +285,7 @@ format_oauth(char *out, size_t outsize, const struct dovecot_auth *a)
 	int n;
 
 	if (!b64_text_ok(a->resp) || !field_ok(a->rip) || !field_ok(a->lip) ||
-	    (strcmp(a->mech, "OAUTHBEARER") != 0 &&
-	     strcmp(a->mech, "XOAUTH2") != 0))
+	    !(sasl_mech_of(a->mech, strlen(a->mech)) & AUTH_MECH_OAUTH))
 		return -1;
 	format_extra(extra, sizeof(extra), a);
 	n = snprintf(out, outsize,

@@ -37,16 +37,10 @@
 #define DOVECOT_LINE_MAX   16384
 #define DOVECOT_REASON_MAX 128
 
-/* MECH lines this client can use, as bits. */
-#define DOVECOT_MECH_PLAIN	 0x1u
-#define DOVECOT_MECH_LOGIN	 0x2u
-#define DOVECOT_MECH_OAUTHBEARER 0x4u
-#define DOVECOT_MECH_XOAUTH2	 0x8u
-
 enum dovecot_kind {
 	DOVECOT_IGNORED, /* SPID, CUID, COOKIE, a MECH we do not use, ... */
 	DOVECOT_VERSION, /* major, minor */
-	DOVECOT_MECH,	 /* mech: one DOVECOT_MECH_* bit */
+	DOVECOT_MECH,	 /* mech: one AUTH_MECH_* bit (smtp/sasl.h) */
 	DOVECOT_DONE,	 /* end of the server's handshake */
 	DOVECOT_OK,	 /* id, user */
 	DOVECOT_FAIL,	 /* id, temp, reason, user */

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "lib/ipnet.h"
+#include "smtp/sasl.h" /* AUTH_MECH_* */
 
 enum listener_mode {
 	LISTENER_STARTTLS, /* 587: plaintext greeting, STARTTLS required */
@@ -53,13 +54,7 @@ enum auth_backend_kind {
 	AUTH_BACKEND_HTTP,    /* nginx-style auth_http (auth.http.*) */
 };
 
-#define BACKENDS_MAX	      64 /* failover keeps a 64-bit "tried" mask */
-
-#define AUTH_MECH_PLAIN	      0x1u
-#define AUTH_MECH_LOGIN	      0x2u
-#define AUTH_MECH_OAUTHBEARER 0x4u /* RFC 7628: dovecot and http only */
-#define AUTH_MECH_XOAUTH2     0x8u /* Google's: dovecot and http only */
-#define AUTH_MECH_OAUTH	      (AUTH_MECH_OAUTHBEARER | AUTH_MECH_XOAUTH2)
+#define BACKENDS_MAX 64 /* failover keeps a 64-bit "tried" mask */
 
 struct config_addr {
 	char text[128]; /* as written: "127.0.0.1:587", "[::1]:465",

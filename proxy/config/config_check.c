@@ -301,8 +301,7 @@ oauth_needs_tokens(struct loader *l, const yaml_node_t *root, int line)
 					? config_yaml_str(it)
 					: "";
 
-			if (strcasecmp(s, "OAUTHBEARER") == 0 ||
-			    strcasecmp(s, "XOAUTH2") == 0) {
+			if (sasl_mech_of(s, strlen(s)) & AUTH_MECH_OAUTH) {
 				config_yaml_index_key(key, sizeof(key),
 						      "auth.mechanisms", i);
 				line = config_yaml_line(it);

@@ -359,23 +359,16 @@ set_mechanisms(struct loader *l, const yaml_node_t *v, const char *key,
 		config_yaml_index_key(ikey, sizeof(ikey), key, i);
 		if (config_yaml_scalar(l, item, ikey, &s) < 0)
 			return -1;
-		if (strcasecmp(s, "PLAIN") == 0)
-			bit = AUTH_MECH_PLAIN;
-		else if (strcasecmp(s, "LOGIN") == 0)
-			bit = AUTH_MECH_LOGIN;
-		else if (strcasecmp(s, "OAUTHBEARER") == 0)
-			bit = AUTH_MECH_OAUTHBEARER;
-		else if (strcasecmp(s, "XOAUTH2") == 0)
-			bit = AUTH_MECH_XOAUTH2;
-		else if (strcasecmp(s, "CRAM-MD5") == 0 ||
-			 strcasecmp(s, "DIGEST-MD5") == 0)
+		bit = sasl_mech_of(s, strlen(s));
+		if (bit == 0 && (strcasecmp(s, "CRAM-MD5") == 0 ||
+				 strcasecmp(s, "DIGEST-MD5") == 0))
 			return config_yaml_fail(
 				l, config_yaml_line(item), ikey,
 				"%s is not supported: it needs plaintext "
 				"passwords on the server; use PLAIN or "
 				"LOGIN",
 				s);
-		else
+		if (bit == 0)
 			return config_yaml_fail(
 				l, config_yaml_line(item), ikey,
 				"unknown mechanism %s; expected PLAIN, "

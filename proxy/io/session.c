@@ -709,12 +709,16 @@ session_start_tls(struct session *s)
 static int
 session_mech_index(const char *mech)
 {
-	if (mech == NULL)
+	switch (mech != NULL ? sasl_mech_of(mech, strlen(mech)) : 0) {
+	case AUTH_MECH_LOGIN:
+		return MECH_LOGIN;
+	case AUTH_MECH_OAUTHBEARER:
+		return MECH_OAUTHBEARER;
+	case AUTH_MECH_XOAUTH2:
+		return MECH_XOAUTH2;
+	default:
 		return MECH_PLAIN;
-	return strcmp(mech, "LOGIN") == 0	  ? MECH_LOGIN
-	       : strcmp(mech, "OAUTHBEARER") == 0 ? MECH_OAUTHBEARER
-	       : strcmp(mech, "XOAUTH2") == 0	  ? MECH_XOAUTH2
-						  : MECH_PLAIN;
+	}
 }
 
 /* ... and as the back ends and metrics spell it ("plain", ...). */

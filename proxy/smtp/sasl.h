@@ -1,5 +1,6 @@
 /*
- * sasl.h - SASL PLAIN (RFC 4616) and LOGIN decoding, base64 (RFC 4648).
+ * sasl.h - SASL PLAIN (RFC 4616) and LOGIN decoding, base64 (RFC 4648),
+ * the mechanisms' names.
  *
  * Pure functions: base64 text in, credentials out.  Buffers that held a
  * password are cleared by sasl_creds_clear().
@@ -12,6 +13,23 @@
 #include <sys/types.h>
 
 #define SASL_FIELD_MAX 256 /* authzid, user and password, each incl. NUL */
+
+/* The mechanisms, one bit each: auth.mechanisms, what EHLO offers, what a
+ * back end says it checks. */
+#define AUTH_MECH_PLAIN	      0x1u
+#define AUTH_MECH_LOGIN	      0x2u
+#define AUTH_MECH_OAUTHBEARER 0x4u /* RFC 7628: dovecot and http only */
+#define AUTH_MECH_XOAUTH2     0x8u /* Google's: dovecot and http only */
+#define AUTH_MECH_OAUTH	      (AUTH_MECH_OAUTHBEARER | AUTH_MECH_XOAUTH2)
+
+/* The AUTH_MECH_* bit that name[0..len) names, case-insensitively (RFC
+ * 4422 3.1); 0 for a name not among them. */
+unsigned sasl_mech_of(const char *name, size_t len);
+/* The name of one AUTH_MECH_* bit, upper-case; NULL for any other value. */
+const char *sasl_mech_name(unsigned bit);
+/* The names of bits, comma-separated ("PLAIN,LOGIN"), "none" for none;
+ * names that do not fit in size are left out whole. */
+void sasl_mech_list(unsigned bits, char *out, size_t size);
 
 struct sasl_creds {
 	char authzid[SASL_FIELD_MAX];

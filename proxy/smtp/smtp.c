@@ -566,6 +566,7 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 {
 	const char *sp, *ir = NULL;
 	size_t mlen, irlen = 0;
+	unsigned mech;
 
 	(void)line, (void)len;
 	if (!s->tls) {
@@ -593,35 +594,25 @@ cmd_auth(struct smtp *s, const char *line, size_t len, const char *arg,
 		irlen = alen - mlen - 1;
 	}
 	smtp_clear_creds(s);
-	if (mlen == 5 && strncasecmp(arg, "PLAIN", 5) == 0 &&
-	    (mechs_offered(s) & AUTH_MECH_PLAIN)) {
-		if (!creds_new(s))
-			return SMTP_ACT_NONE;
-		s->auth_mech = "PLAIN";
+	mech = sasl_mech_of(arg, mlen) & mechs_offered(s);
+	if (mech != 0 && !creds_new(s))
+		return SMTP_ACT_NONE;
+	s->auth_mech = sasl_mech_name(mech); /* NULL for none */
+	if (mech == AUTH_MECH_PLAIN) {
 		if (ir != NULL)
 			return auth_plain_response(s, ir, irlen);
 		reply(s, "334 ");
 		smtp_set_state(s, SMTP_AUTH_PLAIN);
 		return SMTP_ACT_NONE;
 	}
-	if (mlen == 5 && strncasecmp(arg, "LOGIN", 5) == 0 &&
-	    (mechs_offered(s) & AUTH_MECH_LOGIN)) {
-		if (!creds_new(s))
-			return SMTP_ACT_NONE;
-		s->auth_mech = "LOGIN";
+	if (mech == AUTH_MECH_LOGIN) {
 		smtp_set_state(s, SMTP_AUTH_LOGIN_USER);
 		if (ir != NULL)
 			return auth_login_response(s, ir, irlen);
 		reply(s, "334 VXNlcm5hbWU6");
 		return SMTP_ACT_NONE;
 	}
-	if ((mlen == 11 && strncasecmp(arg, "OAUTHBEARER", 11) == 0 &&
-	     (mechs_offered(s) & AUTH_MECH_OAUTHBEARER)) ||
-	    (mlen == 7 && strncasecmp(arg, "XOAUTH2", 7) == 0 &&
-	     (mechs_offered(s) & AUTH_MECH_XOAUTH2))) {
-		if (!creds_new(s))
-			return SMTP_ACT_NONE;
-		s->auth_mech = mlen == 7 ? "XOAUTH2" : "OAUTHBEARER";
+	if (mech & AUTH_MECH_OAUTH) {
 		if (ir != NULL)
 			return auth_oauth_response(s, ir, irlen);
 		reply(s, "334 ");

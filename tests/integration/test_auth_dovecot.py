@@ -10,6 +10,7 @@ restarting the proxy; EHLO offers only what Dovecot offers.
 """
 
 import os
+import re
 import signal
 import smtplib
 import ssl
@@ -223,6 +224,7 @@ def test_offer_is_what_dovecot_offers(proxy, recording_backend, dovecot):
     d = dovecot(mechanisms="plain")
     p = dovecot_proxy(proxy, recording_backend, d)
     wait_ready(p)
+    assert re.search(r"msg=auth-dovecot-up socket=\S+ mechanisms=PLAIN$", p.log(), re.M)
     with client(p) as s:
         assert s.esmtp_features["auth"].split() == ["PLAIN"]
         code, _ = s.docmd("AUTH", "LOGIN")

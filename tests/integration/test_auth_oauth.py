@@ -15,6 +15,7 @@ passwd file (refused at load with the line of the item).
 swaks is not used here: it has no XOAUTH2 or OAUTHBEARER of its own.
 """
 
+import re
 import smtplib
 import ssl
 import urllib.parse
@@ -196,6 +197,8 @@ def test_dovecot_offer_is_the_intersection(proxy, recording_backend, dovecot):
     only XOAUTH2 is offered, OAUTHBEARER is an unknown mechanism."""
     d = dovecot(mechanisms="plain xoauth2")
     p = dovecot_proxy(proxy, recording_backend, d)
+    assert re.search(r"msg=auth-dovecot-up socket=\S+ mechanisms=PLAIN,XOAUTH2$",
+                     p.log(), re.M)
     with client(p) as s:
         assert s.esmtp_features["auth"].split() == ["PLAIN", "XOAUTH2"]
         assert s.docmd("AUTH", "OAUTHBEARER")[0] == 504

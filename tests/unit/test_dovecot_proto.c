@@ -38,9 +38,9 @@ test_handshake_lines(void **state)
 	assert_int_equal(l.minor, 2);
 	l = parse(S("MECH\tPLAIN\tplaintext"));
 	assert_int_equal(l.kind, DOVECOT_MECH);
-	assert_int_equal(l.mech, DOVECOT_MECH_PLAIN);
+	assert_int_equal(l.mech, AUTH_MECH_PLAIN);
 	l = parse(S("MECH\tLOGIN\tplaintext"));
-	assert_int_equal(l.mech, DOVECOT_MECH_LOGIN);
+	assert_int_equal(l.mech, AUTH_MECH_LOGIN);
 	/* Mechanisms this client cannot use, and the rest of the server's
 	 * handshake, are ignored. */
 	assert_int_equal(parse(S("MECH\tCRAM-MD5\tdictionary")).kind,
@@ -244,9 +244,9 @@ test_oauth(void **state)
 	(void)state;
 	l = parse(S("MECH\tOAUTHBEARER\tplaintext"));
 	assert_int_equal(l.kind, DOVECOT_MECH);
-	assert_int_equal(l.mech, DOVECOT_MECH_OAUTHBEARER);
+	assert_int_equal(l.mech, AUTH_MECH_OAUTHBEARER);
 	l = parse(S("MECH\txoauth2"));
-	assert_int_equal(l.mech, DOVECOT_MECH_XOAUTH2);
+	assert_int_equal(l.mech, AUTH_MECH_XOAUTH2);
 
 	/* base64 of {"status":"invalid_token"} */
 	l = parse(S("FAIL\t9\tuser=bob\t"

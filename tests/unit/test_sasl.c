@@ -710,6 +710,36 @@ test_utf8_against_model(void **state)
 
 /* ------------------------------------------------------------- LOGIN */
 
+/* The mechanisms' names: case-insensitive, exact length, one table. */
+static void
+test_mech_names(void **state)
+{
+	char list[64];
+
+	(void)state;
+	assert_int_equal(sasl_mech_of("PLAIN", 5), AUTH_MECH_PLAIN);
+	assert_int_equal(sasl_mech_of("login", 5), AUTH_MECH_LOGIN);
+	assert_int_equal(sasl_mech_of("OAuthBearer", 11),
+			 AUTH_MECH_OAUTHBEARER);
+	assert_int_equal(sasl_mech_of("xoauth2", 7), AUTH_MECH_XOAUTH2);
+	assert_int_equal(sasl_mech_of("PLAIN ", 6), 0);
+	assert_int_equal(sasl_mech_of("PLAI", 4), 0);
+	assert_int_equal(sasl_mech_of("PLAINX", 5), AUTH_MECH_PLAIN);
+	assert_int_equal(sasl_mech_of("CRAM-MD5", 8), 0);
+	assert_int_equal(sasl_mech_of("", 0), 0);
+	assert_string_equal(sasl_mech_name(AUTH_MECH_XOAUTH2), "XOAUTH2");
+	assert_null(sasl_mech_name(0));
+	assert_null(sasl_mech_name(AUTH_MECH_OAUTH));
+	sasl_mech_list(AUTH_MECH_PLAIN | AUTH_MECH_LOGIN, list, sizeof(list));
+	assert_string_equal(list, "PLAIN,LOGIN");
+	sasl_mech_list(AUTH_MECH_LOGIN | AUTH_MECH_XOAUTH2, list, sizeof(list));
+	assert_string_equal(list, "LOGIN,XOAUTH2"); /* no leading comma */
+	sasl_mech_list(0, list, sizeof(list));
+	assert_string_equal(list, "none");
+	sasl_mech_list(AUTH_MECH_PLAIN | AUTH_MECH_OAUTH, list, 12);
+	assert_string_equal(list, "PLAIN"); /* cut whole: no half name */
+}
+
 static void
 test_login(void **state)
 {
@@ -783,6 +813,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_mech_names),
 		cmocka_unit_test(test_b64_vectors),
 		cmocka_unit_test(test_b64_round_trip),
 		cmocka_unit_test(test_b64_alphabet_exhaustive),
