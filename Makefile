@@ -72,28 +72,32 @@ FUZZ_SRCS_config     := proxy/config/config.c proxy/config/config_class.c \
                         proxy/config/config_resolve.c \
                         proxy/config/config_schema.c \
                         proxy/config/config_value.c proxy/config/config_yaml.c \
-                        proxy/lib/ipnet.c proxy/lib/log.c proxy/smtp/sasl.c
+                        proxy/lib/ipnet.c proxy/lib/log.c proxy/smtp/sasl.c \
+                        proxy/lib/bit_names.c
 FUZZ_SRCS_data_scan  := proxy/smtp/data_scan.c
-FUZZ_SRCS_sasl       := proxy/smtp/sasl.c
-FUZZ_SRCS_sasl_oauth := proxy/smtp/sasl.c
+FUZZ_SRCS_sasl       := proxy/smtp/sasl.c proxy/lib/bit_names.c
+FUZZ_SRCS_sasl_oauth := proxy/smtp/sasl.c proxy/lib/bit_names.c
 FUZZ_SRCS_smtp       := proxy/smtp/smtp.c proxy/smtp/relay.c proxy/smtp/sasl.c \
                         proxy/lib/buf.c \
-                        proxy/smtp/data_scan.c
+                        proxy/smtp/data_scan.c proxy/lib/bit_names.c
 FUZZ_SRCS_relay      := proxy/smtp/relay.c proxy/smtp/smtp.c proxy/smtp/sasl.c \
-                        proxy/lib/buf.c proxy/smtp/data_scan.c
+                        proxy/lib/buf.c proxy/smtp/data_scan.c \
+                        proxy/lib/bit_names.c
 FUZZ_SRCS_smtp_reply := proxy/smtp/smtp_reply.c
 FUZZ_SRCS_xtext      := proxy/smtp/xtext.c
 FUZZ_SRCS_xclient    := proxy/smtp/xclient.c proxy/smtp/xtext.c \
-                        proxy/lib/ipnet.c
+                        proxy/lib/ipnet.c proxy/lib/bit_names.c
 FUZZ_SRCS_proxy_v2   := proxy/smtp/proxy_v2.c
 FUZZ_SRCS_cluster_msg := proxy/cluster/cluster_msg.c proxy/lib/ipnet.c
 FUZZ_SRCS_proxy_header := proxy/smtp/proxy_header.c
 FUZZ_SRCS_upstream   := proxy/smtp/upstream.c proxy/smtp/smtp_reply.c \
                         proxy/smtp/xclient.c proxy/smtp/xtext.c \
-                        proxy/lib/ipnet.c
+                        proxy/lib/ipnet.c proxy/lib/bit_names.c
 FUZZ_SRCS_blocklist_file := proxy/bans/blocklist_file.c proxy/lib/ipnet.c
-FUZZ_SRCS_dovecot_proto := proxy/auth/dovecot_proto.c proxy/smtp/sasl.c
-FUZZ_SRCS_http_auth_proto := proxy/auth/http_auth_proto.c proxy/smtp/sasl.c
+FUZZ_SRCS_dovecot_proto := proxy/auth/dovecot_proto.c proxy/smtp/sasl.c \
+                           proxy/lib/bit_names.c
+FUZZ_SRCS_http_auth_proto := proxy/auth/http_auth_proto.c proxy/smtp/sasl.c \
+                             proxy/lib/bit_names.c
 FUZZ_SRCS_metrics_http := proxy/ops/metrics_http.c proxy/ops/status_page.c \
                           proxy/lib/timer.c proxy/lib/json.c $(FUZZ_SRCS_config)
 # Bench tools: build/bench/NAME from bench/NAME.c plus the sources listed

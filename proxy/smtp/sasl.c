@@ -24,24 +24,23 @@
 
 #include <openssl/crypto.h>
 
+#include "lib/bit_names.h"
 #include "smtp/sasl.h"
 
 /* ---- mechanism names ------------------------------------------------ */
 
-static const struct {
-	unsigned bit;
-	const char *name;
-} mechs[] = {
+static const struct bit_name mechs[] = {
 	{AUTH_MECH_PLAIN, "PLAIN"},
 	{AUTH_MECH_LOGIN, "LOGIN"},
 	{AUTH_MECH_OAUTHBEARER, "OAUTHBEARER"},
 	{AUTH_MECH_XOAUTH2, "XOAUTH2"},
 };
+#define NMECHS (sizeof(mechs) / sizeof(*mechs))
 
 unsigned
 sasl_mech_of(const char *name, size_t len)
 {
-	for (size_t i = 0; i < sizeof(mechs) / sizeof(*mechs); i++)
+	for (size_t i = 0; i < NMECHS; i++)
 		if (strlen(mechs[i].name) == len &&
 		    strncasecmp(name, mechs[i].name, len) == 0)
 			return mechs[i].bit;
@@ -51,7 +50,7 @@ sasl_mech_of(const char *name, size_t len)
 const char *
 sasl_mech_name(unsigned bit)
 {
-	for (size_t i = 0; i < sizeof(mechs) / sizeof(*mechs); i++)
+	for (size_t i = 0; i < NMECHS; i++)
 		if (mechs[i].bit == bit)
 			return mechs[i].name;
 	return NULL;
@@ -60,26 +59,10 @@ sasl_mech_name(unsigned bit)
 void
 sasl_mech_list(unsigned bits, char *out, size_t size)
 {
-	size_t used = 0;
-
-	if (size == 0)
-		return;
-	out[0] = '\0';
-	for (size_t i = 0; i < sizeof(mechs) / sizeof(*mechs); i++) {
-		int n;
-
-		if (!(bits & mechs[i].bit))
-			continue;
-		n = snprintf(out + used, size - used, "%s%s",
-			     used > 0 ? "," : "", mechs[i].name);
-		if (n < 0 || (size_t)n >= size - used) {
-			out[used] = '\0'; /* cut before a name, not inside */
-			return;
-		}
-		used += (size_t)n;
-	}
-	if (used == 0)
+	if (bits == 0)
 		snprintf(out, size, "none");
+	else
+		bit_names_join(mechs, NMECHS, bits, ",", out, size);
 }
 
 /*

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "lib/bit_names.h"
 #include "lib/ipnet.h"
 #include "smtp/xclient.h"
 #include "smtp/xtext.h"
@@ -40,26 +41,24 @@ xclient_offers(const char *attrs, const char *name)
 	return false;
 }
 
-static const struct {
-	const char *name;
-	unsigned bit;
-} attr_names[] = {
-	{"NAME", XCLIENT_ATTR_NAME},
-	{"ADDR", XCLIENT_ATTR_ADDR},
-	{"PORT", XCLIENT_ATTR_PORT},
-	{"DESTADDR", XCLIENT_ATTR_DESTADDR},
-	{"DESTPORT", XCLIENT_ATTR_DESTPORT},
-	{"PROTO", XCLIENT_ATTR_PROTO},
-	{"HELO", XCLIENT_ATTR_HELO},
-	{"LOGIN", XCLIENT_ATTR_LOGIN},
+static const struct bit_name attr_names[] = {
+	{XCLIENT_ATTR_NAME, "NAME"},
+	{XCLIENT_ATTR_ADDR, "ADDR"},
+	{XCLIENT_ATTR_PORT, "PORT"},
+	{XCLIENT_ATTR_DESTADDR, "DESTADDR"},
+	{XCLIENT_ATTR_DESTPORT, "DESTPORT"},
+	{XCLIENT_ATTR_PROTO, "PROTO"},
+	{XCLIENT_ATTR_HELO, "HELO"},
+	{XCLIENT_ATTR_LOGIN, "LOGIN"},
 };
+#define NATTRS (sizeof(attr_names) / sizeof(*attr_names))
 
 unsigned
 xclient_attr_bits(const char *attrs)
 {
 	unsigned bits = 0;
 
-	for (size_t i = 0; i < sizeof(attr_names) / sizeof(*attr_names); i++)
+	for (size_t i = 0; i < NATTRS; i++)
 		if (xclient_offers(attrs, attr_names[i].name))
 			bits |= attr_names[i].bit;
 	return bits;
@@ -68,24 +67,7 @@ xclient_attr_bits(const char *attrs)
 void
 xclient_attr_list(unsigned bits, char *out, size_t cap)
 {
-	size_t len = 0;
-
-	if (cap == 0)
-		return;
-	out[0] = '\0';
-	for (size_t i = 0; i < sizeof(attr_names) / sizeof(*attr_names); i++) {
-		int n;
-
-		if (!(bits & attr_names[i].bit))
-			continue;
-		n = snprintf(out + len, cap - len, "%s%s", len ? " " : "",
-			     attr_names[i].name);
-		if (n < 0 || (size_t)n >= cap - len) {
-			out[len] = '\0';
-			return;
-		}
-		len += (size_t)n;
-	}
+	bit_names_join(attr_names, NATTRS, bits, " ", out, cap);
 }
 
 /* ADDR-style text: "192.0.2.7" or "IPV6:2001:db8::7"; false (and
