@@ -62,7 +62,8 @@ usage(void)
 		"  allow CIDR | unallow CIDR | list [block|allow] | stats | "
 		"sweep\n"
 		"  scope [all | tcp-ports PORT...] | apply FILE | "
-		"match ADDR [LOCAL_PORT]\n");
+		"match ADDR [LOCAL_PORT]\n"
+		"  old-pins CIDR | bad-pin NAME (for the tests)\n");
 	exit(2);
 }
 
