@@ -65,8 +65,8 @@ void blocklist_carry_free(struct blocklist_carry *c);
 
 /* libbpf's first warning (the cause) and last (where it gave up), captured
  * between begin and end (open and attach) and appended to err by
- * blocklist_fail(); cleared by each call that may
- * fail so that an old one is not reported with a new error. */
+ * blocklist_fail(); cleared by each call that may fail so that an old one
+ * is not reported with a new error. */
 libbpf_print_fn_t blocklist_capture_begin(void);
 void blocklist_capture_end(libbpf_print_fn_t old);
 void blocklist_msg_clear(void);
