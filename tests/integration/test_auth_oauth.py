@@ -102,30 +102,30 @@ def service():
     s.stop()
 
 
-def dovecot_proxy(proxy, backend, d, **overrides):
+def auth_proxy(proxy, backend, kind, settings, **overrides):
+    """A proxy whose logins go to the auth back end kind (auth.<kind>:
+    settings), with every mechanism offered."""
     opts = {
-        "auth.backend": "dovecot",
+        "auth.backend": kind,
         "auth.passwd_file": None,
         "auth.mechanisms": MECHS,
         "auth.max_failures": 10,
-        "auth.dovecot": {"socket": f"unix:{d.socket}", "timeout": "3s"},
+        f"auth.{kind}": {**settings, "timeout": "3s"},
     }
     opts.update(overrides)
-    p = proxy([backend.port], **opts)
+    return proxy([backend.port], **opts)
+
+
+def dovecot_proxy(proxy, backend, d, **overrides):
+    p = auth_proxy(proxy, backend, "dovecot", {"socket": f"unix:{d.socket}"},
+                   **overrides)
     p.wait_for_log(r"msg=auth-dovecot-up .*mechanisms=")
     return p
 
 
 def http_proxy(proxy, backend, port, **overrides):
-    opts = {
-        "auth.backend": "http",
-        "auth.passwd_file": None,
-        "auth.mechanisms": MECHS,
-        "auth.max_failures": 10,
-        "auth.http": {"url": f"http://{LOOPBACK}:{port}/auth", "timeout": "3s"},
-    }
-    opts.update(overrides)
-    return proxy([backend.port], **opts)
+    return auth_proxy(proxy, backend, "http",
+                      {"url": f"http://{LOOPBACK}:{port}/auth"}, **overrides)
 
 
 def client(p):
